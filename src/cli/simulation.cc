@@ -1,0 +1,175 @@
+#include "cli/simulation.h"
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/busy_clock.h"
+#include "core/file_util.h"
+#include "core/model_state_file.h"
+#include "ml/dataset_catalog.h"
+#include "ml/model.h"
+#include "ml/partitioner.h"
+#include "orchestrator/orchestrator.h"
+#include "silo/silo_agent.h"
+#include "strategy/strategy.h"
+#include "tracking/jsonl_metrics_sink.h"
+#include "tracking/run_directory.h"
+#include "transport/in_process_transport.h"
+
+namespace fedsilo::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Scores global models on the held-out test set with one local model.
+class HeldOutEvaluator : public orchestrator::ModelEvaluator {
+ public:
+  HeldOutEvaluator(std::unique_ptr<ml::Model> model, ml::DataView test, BusyClock* busy)
+      : model_(std::move(model)), test_(std::move(test)), busy_(busy) {}
+
+  StatusOr<std::map<std::string, double>> Evaluate(const ModelState& global) override {
+    FEDSILO_RETURN_IF_ERROR(model_->SetState(global));
+    BusyClock::Scope scope(busy_);
+    FEDSILO_ASSIGN_OR_RETURN(ml::ClassificationMetrics m, model_->Evaluate(test_));
+    return m.ToMap();
+  }
+
+ private:
+  std::unique_ptr<ml::Model> model_;
+  ml::DataView test_;
+  BusyClock* busy_;
+};
+
+std::string FormatDuration(double seconds) {
+  if (seconds < 60) return absl::StrFormat("%.1fs", seconds);
+  const int s = static_cast<int>(seconds + 0.5);
+  return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+}
+
+// Prints one line per round: progress, global metrics, timing and an estimate
+// of the time left.
+class ProgressPrinter : public orchestrator::RoundObserver {
+ public:
+  explicit ProgressPrinter(bool quiet) : quiet_(quiet) {}
+
+  void OnRoundEnd(const orchestrator::RoundSummary& s, int total) override {
+    if (quiet_) return;
+    const double eta = s.elapsed_seconds / s.round * (total - s.round);
+    std::string line = absl::StrFormat(
+        "round %*d/%d  loss %.4f  accuracy %.4f  silos %d/%d  %s  elapsed %s  eta %s",
+        static_cast<int>(std::to_string(total).size()), s.round, total,
+        s.global_metrics.count("loss") ? s.global_metrics.at("loss") : 0.0,
+        s.global_metrics.count("accuracy") ? s.global_metrics.at("accuracy") : 0.0,
+        s.silos_succeeded, s.silos_sampled, FormatDuration(s.round_seconds),
+        FormatDuration(s.elapsed_seconds), FormatDuration(eta));
+    if (s.global_metrics.count("auc")) {
+      absl::StrAppendFormat(&line, "  auc %.4f", s.global_metrics.at("auc"));
+    }
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  bool quiet_;
+};
+
+}  // namespace
+
+std::string SimulationSummary::ToJson() const {
+  nlohmann::json final_json = nlohmann::json::object();
+  for (const auto& [k, v] : final_metrics) final_json[k] = v;
+  nlohmann::json j = {{"run_id", run_id},
+                      {"run_dir", run_dir},
+                      {"final_model", final_model},
+                      {"rounds_completed", rounds_completed},
+                      {"final", final_json},
+                      {"wall_seconds", wall_seconds},
+                      {"overhead_fraction", overhead_fraction}};
+  return j.dump();
+}
+
+StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const SimulationOptions& options) {
+  const Clock::time_point start = Clock::now();
+  const std::string data_dir = options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir;
+  const int threads =
+      options.threads > 0 ? options.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+
+  FEDSILO_ASSIGN_OR_RETURN(ml::DatasetSplits data,
+                           ml::LoadBuiltinDataset(job.data.dataset, data_dir,
+                                                  job.data.test_fraction, job.seed));
+  const int num_silos = static_cast<int>(job.federation.silos.size());
+  ml::PartitionOptions partition{job.data.partition, job.data.alpha, job.data.shards_per_silo,
+                                 job.seed};
+  auto partitioned =
+      ml::PartitionForSilos(data.train, num_silos, partition, job.data.silo_test_fraction);
+  if (!partitioned.ok()) return Annotate(partitioned.status(), "data.partition");
+  std::vector<ml::SiloData> silo_data = std::move(partitioned).value();
+
+  const ml::ModelSpec spec{job.model, data.train->example_shape, data.train->num_classes};
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> global_model,
+                           ml::Model::Create(spec, job.seed));
+  ModelState initial = global_model->GetState();
+
+  FEDSILO_ASSIGN_OR_RETURN(
+      tracking::RunDirectory run_dir,
+      tracking::RunDirectory::Create(options.workdir, job.name, std::chrono::system_clock::now()));
+  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.job_path(), JobConfigToYaml(job)));
+  FEDSILO_ASSIGN_OR_RETURN(auto sink, tracking::JsonlMetricsSink::Open(run_dir.metrics_path()));
+
+  if (!options.quiet) {
+    std::printf("fedsilo: run %s\n", run_dir.run_id().c_str());
+    std::string scheme(PartitionSchemeName(job.data.partition));
+    if (job.data.partition == PartitionScheme::kDirichlet) {
+      absl::StrAppendFormat(&scheme, ", alpha %g", job.data.alpha);
+    } else if (job.data.partition == PartitionScheme::kShards) {
+      absl::StrAppendFormat(&scheme, ", %d shards each", job.data.shards_per_silo);
+    }
+    std::printf("  data    %s: %lld training examples over %d silos (%s), %lld held out\n",
+                job.data.dataset.c_str(), static_cast<long long>(data.train->size()), num_silos,
+                scheme.c_str(), static_cast<long long>(data.test->size()));
+    std::printf("  model   %s\n", global_model->Describe().c_str());
+    std::printf("  rounds  %d, %s, %d silo(s) training at once\n", job.training.rounds,
+                job.strategy.name.c_str(), threads);
+    std::fflush(stdout);
+  }
+
+  BusyClock busy;
+  std::vector<std::unique_ptr<silo::SiloAgent>> agents;
+  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
+  for (int i = 0; i < num_silos; ++i) {
+    agents.push_back(std::make_unique<silo::SiloAgent>(job.federation.silos[i],
+                                                       std::move(silo_data[i]), &busy));
+    connections.push_back(std::make_unique<transport::InProcessConnection>(
+        job.federation.silos[i], agents.back().get()));
+  }
+  HeldOutEvaluator evaluator(std::move(global_model), ml::DataView::All(data.test), &busy);
+  FEDSILO_ASSIGN_OR_RETURN(auto strategy, strategy::CreateStrategy(job.strategy));
+  orchestrator::Orchestrator orchestrator(job, {run_dir.run_id(), threads}, std::move(connections),
+                                          std::move(strategy), &evaluator, sink.get(), &run_dir);
+  ProgressPrinter progress(options.quiet);
+  FEDSILO_ASSIGN_OR_RETURN(orchestrator::RunResult result,
+                           orchestrator.Run(std::move(initial), &progress));
+  FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(
+      run_dir.final_model_path(), result.final_model,
+      {{"job", job.name}, {"round", std::to_string(result.rounds_completed)}}));
+
+  SimulationSummary summary;
+  summary.run_id = run_dir.run_id();
+  summary.run_dir = run_dir.path();
+  summary.final_model = run_dir.final_model_path();
+  summary.rounds_completed = result.rounds_completed;
+  summary.final_metrics = result.final_metrics;
+  summary.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  summary.overhead_fraction =
+      std::max(0.0, 1.0 - busy.BusySeconds() / std::max(summary.wall_seconds, 1e-9));
+  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.summary_path(), summary.ToJson() + "\n"));
+  return summary;
+}
+
+}  // namespace fedsilo::cli

@@ -1,0 +1,39 @@
+// RunSimulation: `fedsilo run` — the whole federation in one process. Loads the
+// job's data set, partitions it across the job's silos, and runs the
+// orchestrator against in-process silo agents.
+#ifndef FEDSILO_CLI_SIMULATION_H_
+#define FEDSILO_CLI_SIMULATION_H_
+
+#include <map>
+#include <string>
+
+#include "core/job_config.h"
+#include "core/status.h"
+
+namespace fedsilo::cli {
+
+struct SimulationOptions {
+  std::string workdir = ".";  // runs go to <workdir>/runs/<run_id>
+  std::string data_dir;       // empty = the default (FEDSILO_DATA or ./data of the source tree)
+  int threads = 0;            // silos trained at once; 0 = number of cores
+  bool quiet = false;         // no per-round progress lines
+};
+
+struct SimulationSummary {
+  std::string run_id;
+  std::string run_dir;
+  std::string final_model;
+  int rounds_completed = 0;
+  std::map<std::string, double> final_metrics;  // global test metrics after the last round
+  double wall_seconds = 0;
+  double overhead_fraction = 0;  // wall time with no training or evaluation running
+
+  // The `--json` summary object (see DESIGN "Contracts").
+  std::string ToJson() const;
+};
+
+StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const SimulationOptions& options);
+
+}  // namespace fedsilo::cli
+
+#endif  // FEDSILO_CLI_SIMULATION_H_

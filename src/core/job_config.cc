@@ -1,0 +1,483 @@
+#include "core/job_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/file_util.h"
+
+namespace fedsilo {
+
+absl::string_view PartitionSchemeName(PartitionScheme scheme) {
+  switch (scheme) {
+    case PartitionScheme::kIid:
+      return "iid";
+    case PartitionScheme::kDirichlet:
+      return "dirichlet";
+    case PartitionScheme::kShards:
+      return "shards";
+  }
+  return "?";
+}
+
+absl::string_view ModelKindName(ModelKind kind) {
+  switch (kind) {
+    case ModelKind::kLogistic:
+      return "logistic";
+    case ModelKind::kMlp:
+      return "mlp";
+    case ModelKind::kCnn:
+      return "cnn";
+  }
+  return "?";
+}
+
+absl::string_view OptimizerKindName(OptimizerKind kind) {
+  switch (kind) {
+    case OptimizerKind::kSgd:
+      return "sgd";
+    case OptimizerKind::kAdam:
+      return "adam";
+  }
+  return "?";
+}
+
+int EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<int> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = static_cast<int>(j);
+  for (size_t i = 1; i <= a.size(); ++i) {
+    int diagonal = row[0];
+    row[0] = static_cast<int>(i);
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const int up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+namespace {
+
+// The candidate nearest to `got` within a small edit distance, or "".
+std::string Nearest(absl::string_view got, const std::vector<std::string>& candidates) {
+  std::string best;
+  int best_distance = std::numeric_limits<int>::max();
+  for (const std::string& c : candidates) {
+    const int d = EditDistance(got, c);
+    if (d < best_distance) {
+      best_distance = d;
+      best = c;
+    }
+  }
+  const int allowed = std::max<int>(2, static_cast<int>(got.size()) / 3);
+  return best_distance <= allowed ? best : "";
+}
+
+// Reads one YAML mapping, reporting errors as "<source>:<line>: <path>: ...".
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string path, const std::string& source,
+          const std::set<std::string>& overridden)
+      : node_(node), path_(std::move(path)), source_(source), overridden_(overridden) {}
+
+  // Every key must be one of `known`.
+  Status CheckKeys(const std::vector<std::string>& known) const {
+    if (!node_ || node_.IsNull()) return absl::OkStatus();
+    if (!node_.IsMap()) return Error(node_, path_, "must be a mapping of keys to values");
+    for (const auto& entry : node_) {
+      const std::string key = entry.first.as<std::string>();
+      if (std::find(known.begin(), known.end(), key) == known.end()) {
+        const std::string full = Join(key);
+        const std::string nearest = Nearest(key, known);
+        return Error(entry.first, "",
+                     absl::StrCat("unknown key '", full, "'",
+                                  nearest.empty() ? "" : absl::StrCat(" (did you mean '", Join(nearest), "'?)"),
+                                  "; valid keys here: ", absl::StrJoin(known, ", ")));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // The value at `key`; an invalid node (`!node` is true) when it is absent.
+  YAML::Node Child(const std::string& key) const {
+    static const YAML::Node kEmptyMap(YAML::NodeType::Map);
+    const YAML::Node& from = (node_ && node_.IsMap()) ? node_ : kEmptyMap;
+    return from[key];  // const lookup: never inserts
+  }
+
+  Section Sub(const std::string& key) const {
+    return Section(Child(key), Join(key), source_, overridden_);
+  }
+
+  Status Int(const std::string& key, int64_t min, int64_t max, int64_t* out) const {
+    YAML::Node n = Child(key);
+    if (!n) return absl::OkStatus();
+    int64_t value = 0;
+    const std::string range = max == std::numeric_limits<int64_t>::max()
+                                  ? absl::StrCat(">= ", min)
+                                  : absl::StrCat("in [", min, ", ", max, "]");
+    if (!n.IsScalar() || !YAML::convert<int64_t>::decode(n, value)) {
+      return Error(n, Join(key), absl::StrCat("must be an integer ", range, ", got ", Show(n)));
+    }
+    if (value < min || value > max) {
+      return Error(n, Join(key), absl::StrCat("must be an integer ", range, ", got ", value));
+    }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  Status Int(const std::string& key, int64_t min, int64_t max, int* out) const {
+    int64_t value = *out;
+    FEDSILO_RETURN_IF_ERROR(Int(key, min, max, &value));
+    *out = static_cast<int>(value);
+    return absl::OkStatus();
+  }
+
+  // Range [min, max], with either end open when the flag says so.
+  Status Double(const std::string& key, double min, bool min_open, double max, bool max_open,
+                double* out) const {
+    YAML::Node n = Child(key);
+    if (!n) return absl::OkStatus();
+    const std::string range = absl::StrCat(min_open ? "(" : "[", min, ", ",
+                                           std::isinf(max) ? "inf" : absl::StrCat(max),
+                                           max_open ? ")" : "]");
+    double value = 0;
+    if (!n.IsScalar() || !YAML::convert<double>::decode(n, value) || !std::isfinite(value)) {
+      return Error(n, Join(key), absl::StrCat("must be a number in ", range, ", got ", Show(n)));
+    }
+    const bool below = min_open ? value <= min : value < min;
+    const bool above = max_open ? value >= max : value > max;
+    if (below || above) {
+      return Error(n, Join(key), absl::StrCat("must be a number in ", range, ", got ", value));
+    }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  Status String(const std::string& key, std::string* out) const {
+    YAML::Node n = Child(key);
+    if (!n) return absl::OkStatus();
+    if (!n.IsScalar() || n.Scalar().empty()) {
+      return Error(n, Join(key), absl::StrCat("must be a non-empty string, got ", Show(n)));
+    }
+    *out = n.Scalar();
+    return absl::OkStatus();
+  }
+
+  // A string that must be one of `allowed`; returns its index through `out`.
+  Status Choice(const std::string& key, const std::vector<std::string>& allowed,
+                std::string* out) const {
+    YAML::Node n = Child(key);
+    if (!n) return absl::OkStatus();
+    std::string value;
+    FEDSILO_RETURN_IF_ERROR(String(key, &value));
+    if (std::find(allowed.begin(), allowed.end(), value) == allowed.end()) {
+      const std::string nearest = Nearest(value, allowed);
+      return Error(n, Join(key),
+                   absl::StrCat("unknown value '", value, "'",
+                                nearest.empty() ? "" : absl::StrCat(" (did you mean '", nearest, "'?)"),
+                                "; one of: ", absl::StrJoin(allowed, ", ")));
+    }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  Status Error(const YAML::Node& at, const std::string& key, absl::string_view message) const {
+    std::string location = source_;
+    if (!key.empty() && overridden_.count(key) > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--set ", key, ": ", message));
+    }
+    if (at && at.Mark().line >= 0 && !at.Mark().is_null()) {
+      absl::StrAppend(&location, ":", at.Mark().line + 1);
+    }
+    return absl::InvalidArgumentError(
+        key.empty() ? absl::StrCat(location, ": ", message)
+                    : absl::StrCat(location, ": ", key, ": ", message));
+  }
+
+  std::string Join(const std::string& key) const {
+    return path_.empty() ? key : absl::StrCat(path_, ".", key);
+  }
+
+  const YAML::Node& node() const { return node_; }
+
+ private:
+  static std::string Show(const YAML::Node& n) {
+    if (n.IsScalar()) return absl::StrCat("'", n.Scalar(), "'");
+    if (n.IsSequence()) return "a list";
+    if (n.IsMap()) return "a mapping";
+    return "nothing";
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  const std::string& source_;
+  const std::set<std::string>& overridden_;
+};
+
+template <typename Enum, size_t N>
+Status ReadEnum(const Section& s, const std::string& key, const Enum (&values)[N],
+                absl::string_view (*name)(Enum), Enum* out) {
+  std::vector<std::string> allowed;
+  for (Enum v : values) allowed.emplace_back(name(v));
+  std::string chosen(name(*out));
+  FEDSILO_RETURN_IF_ERROR(s.Choice(key, allowed, &chosen));
+  for (Enum v : values) {
+    if (name(v) == chosen) *out = v;
+  }
+  return absl::OkStatus();
+}
+
+bool IsValidSiloName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+Status ReadSilos(const Section& fed, FederationConfig* out) {
+  YAML::Node n = fed.Child("silos");
+  if (!n) return fed.Error(fed.node(), "federation.silos", "is required (a count or a list of names)");
+  if (n.IsScalar()) {
+    int64_t count = 0;
+    FEDSILO_RETURN_IF_ERROR(fed.Int("silos", 1, 10000, &count));
+    out->silos.clear();
+    for (int64_t i = 1; i <= count; ++i) out->silos.push_back(absl::StrCat("silo-", i));
+    return absl::OkStatus();
+  }
+  if (!n.IsSequence() || n.size() == 0) {
+    return fed.Error(n, "federation.silos", "must be a count (1-10000) or a non-empty list of names");
+  }
+  out->silos.clear();
+  std::set<std::string> seen;
+  for (const auto& item : n) {
+    const std::string name = item.IsScalar() ? item.Scalar() : "";
+    if (!IsValidSiloName(name)) {
+      return fed.Error(item, "federation.silos",
+                       absl::StrCat("silo name '", name,
+                                    "' must be 1-64 characters of letters, digits, '-', '_', '.'"));
+    }
+    if (!seen.insert(name).second) {
+      return fed.Error(item, "federation.silos", absl::StrCat("silo '", name, "' is listed twice"));
+    }
+    out->silos.push_back(name);
+  }
+  return absl::OkStatus();
+}
+
+Status ApplyOverride(YAML::Node& root, const ConfigOverride& o) {
+  std::vector<std::string> parts = absl::StrSplit(o.key, '.');
+  YAML::Node value;
+  try {
+    value = YAML::Load(o.value);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--set ", o.key, ": value '", o.value, "' is not valid YAML: ", e.msg));
+  }
+  if (!value || value.IsNull()) value = YAML::Node(o.value);
+  YAML::Node cur;
+  cur.reset(root);
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (parts[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--set ", o.key, ": empty key segment"));
+    }
+    YAML::Node next = cur[parts[i]];
+    if (next && !next.IsMap() && !next.IsNull()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--set ", o.key, ": '", absl::StrJoin(parts.begin(), parts.begin() + i + 1, "."),
+          "' is a value, not a section"));
+    }
+    if (!next || next.IsNull()) {
+      cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      next.reset(cur[parts[i]]);
+    }
+    cur.reset(next);
+  }
+  if (parts.back().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--set ", o.key, ": empty key segment"));
+  }
+  cur[parts.back()] = value;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<ConfigOverride> ParseOverride(absl::string_view text) {
+  const size_t eq = text.find('=');
+  if (eq == absl::string_view::npos || eq == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--set '", text, "': expected key=value, e.g. training.rounds=3"));
+  }
+  return ConfigOverride{std::string(text.substr(0, eq)), std::string(text.substr(eq + 1))};
+}
+
+StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_view source_view,
+                                   const std::vector<ConfigOverride>& overrides) {
+  const std::string source(source_view);
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::ParserException& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
+  }
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": a job must be a YAML mapping"));
+  }
+  std::set<std::string> overridden;
+  for (const ConfigOverride& o : overrides) {
+    FEDSILO_RETURN_IF_ERROR(ApplyOverride(root, o));
+    overridden.insert(o.key);
+  }
+
+  JobConfig c;
+  Section top(root, "", source, overridden);
+  FEDSILO_RETURN_IF_ERROR(top.CheckKeys(
+      {"name", "seed", "data", "model", "training", "federation", "strategy", "checkpoint"}));
+  FEDSILO_RETURN_IF_ERROR(top.String("name", &c.name));
+  int64_t seed = 0;
+  FEDSILO_RETURN_IF_ERROR(top.Int("seed", 0, std::numeric_limits<int64_t>::max(), &seed));
+  c.seed = static_cast<uint64_t>(seed);
+
+  const Section data = top.Sub("data");
+  FEDSILO_RETURN_IF_ERROR(data.CheckKeys({"dataset", "test_fraction", "silo_test_fraction",
+                                          "partition", "alpha", "shards_per_silo"}));
+  if (!data.Child("dataset")) {
+    return top.Error(root, "data.dataset",
+                     absl::StrCat("is required; one of: ", absl::StrJoin(kKnownDatasets, ", ")));
+  }
+  FEDSILO_RETURN_IF_ERROR(data.Choice(
+      "dataset", std::vector<std::string>(std::begin(kKnownDatasets), std::end(kKnownDatasets)),
+      &c.data.dataset));
+  FEDSILO_RETURN_IF_ERROR(data.Double("test_fraction", 0, true, 1, true, &c.data.test_fraction));
+  FEDSILO_RETURN_IF_ERROR(
+      data.Double("silo_test_fraction", 0, false, 1, true, &c.data.silo_test_fraction));
+  constexpr PartitionScheme kSchemes[] = {PartitionScheme::kIid, PartitionScheme::kDirichlet,
+                                          PartitionScheme::kShards};
+  FEDSILO_RETURN_IF_ERROR(
+      ReadEnum(data, "partition", kSchemes, &PartitionSchemeName, &c.data.partition));
+  FEDSILO_RETURN_IF_ERROR(data.Double("alpha", 0, true, INFINITY, false, &c.data.alpha));
+  FEDSILO_RETURN_IF_ERROR(data.Int("shards_per_silo", 1, 1000, &c.data.shards_per_silo));
+
+  const Section model = top.Sub("model");
+  FEDSILO_RETURN_IF_ERROR(model.CheckKeys({"name", "hidden"}));
+  constexpr ModelKind kModels[] = {ModelKind::kLogistic, ModelKind::kMlp, ModelKind::kCnn};
+  FEDSILO_RETURN_IF_ERROR(ReadEnum(model, "name", kModels, &ModelKindName, &c.model.kind));
+  if (YAML::Node hidden = model.Child("hidden")) {
+    if (!hidden.IsSequence()) {
+      return model.Error(hidden, "model.hidden", "must be a list of layer widths, e.g. [200, 200]");
+    }
+    c.model.hidden.clear();
+    for (const auto& item : hidden) {
+      int width = 0;
+      if (!item.IsScalar() || !YAML::convert<int>::decode(item, width) || width < 1 ||
+          width > 100000) {
+        return model.Error(item, "model.hidden",
+                           "each layer width must be an integer in [1, 100000]");
+      }
+      c.model.hidden.push_back(width);
+    }
+  }
+
+  const Section training = top.Sub("training");
+  FEDSILO_RETURN_IF_ERROR(training.CheckKeys({"rounds", "local_epochs", "batch_size", "optimizer",
+                                              "learning_rate", "momentum", "weight_decay"}));
+  TrainingConfig& t = c.training;
+  FEDSILO_RETURN_IF_ERROR(training.Int("rounds", 1, 100000, &t.rounds));
+  FEDSILO_RETURN_IF_ERROR(training.Int("local_epochs", 1, 10000, &t.local_epochs));
+  FEDSILO_RETURN_IF_ERROR(training.Int("batch_size", 1, 1000000, &t.batch_size));
+  constexpr OptimizerKind kOptimizers[] = {OptimizerKind::kSgd, OptimizerKind::kAdam};
+  FEDSILO_RETURN_IF_ERROR(
+      ReadEnum(training, "optimizer", kOptimizers, &OptimizerKindName, &t.optimizer));
+  FEDSILO_RETURN_IF_ERROR(training.Double("learning_rate", 0, true, 100, false, &t.learning_rate));
+  FEDSILO_RETURN_IF_ERROR(training.Double("momentum", 0, false, 1, true, &t.momentum));
+  FEDSILO_RETURN_IF_ERROR(training.Double("weight_decay", 0, false, 1, false, &t.weight_decay));
+
+  const Section fed = top.Sub("federation");
+  FEDSILO_RETURN_IF_ERROR(fed.CheckKeys({"silos", "fraction", "min_silos"}));
+  FEDSILO_RETURN_IF_ERROR(ReadSilos(fed, &c.federation));
+  FEDSILO_RETURN_IF_ERROR(fed.Double("fraction", 0, true, 1, false, &c.federation.fraction));
+  FEDSILO_RETURN_IF_ERROR(fed.Int("min_silos", 1, 10000, &c.federation.min_silos));
+  if (c.federation.min_silos > static_cast<int>(c.federation.silos.size())) {
+    return fed.Error(fed.Child("min_silos"), "federation.min_silos",
+                     absl::StrCat("is ", c.federation.min_silos, " but the federation has only ",
+                                  c.federation.silos.size(), " silos"));
+  }
+
+  const Section strategy = top.Sub("strategy");
+  FEDSILO_RETURN_IF_ERROR(strategy.CheckKeys({"name", "server_learning_rate"}));
+  FEDSILO_RETURN_IF_ERROR(strategy.Choice("name", {"fedavg"}, &c.strategy.name));
+  FEDSILO_RETURN_IF_ERROR(strategy.Double("server_learning_rate", 0, true, 100, false,
+                                          &c.strategy.server_learning_rate));
+
+  const Section checkpoint = top.Sub("checkpoint");
+  FEDSILO_RETURN_IF_ERROR(checkpoint.CheckKeys({"every"}));
+  FEDSILO_RETURN_IF_ERROR(checkpoint.Int("every", 0, 100000, &c.checkpoint.every));
+
+  if (c.data.partition == PartitionScheme::kShards && c.federation.silos.size() > 1000) {
+    return top.Error(root, "data.partition", "shards needs at most 1000 silos");
+  }
+  return c;
+}
+
+StatusOr<JobConfig> LoadJobConfig(const std::string& path,
+                                  const std::vector<ConfigOverride>& overrides) {
+  FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  FEDSILO_ASSIGN_OR_RETURN(JobConfig config, ParseJobConfig(text, path, overrides));
+  if (config.name.empty()) config.name = std::filesystem::path(path).stem().string();
+  return config;
+}
+
+std::string JobConfigToYaml(const JobConfig& c) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << c.name;
+  out << YAML::Key << "seed" << YAML::Value << c.seed;
+  out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "dataset" << YAML::Value << c.data.dataset;
+  out << YAML::Key << "test_fraction" << YAML::Value << c.data.test_fraction;
+  out << YAML::Key << "silo_test_fraction" << YAML::Value << c.data.silo_test_fraction;
+  out << YAML::Key << "partition" << YAML::Value << std::string(PartitionSchemeName(c.data.partition));
+  out << YAML::Key << "alpha" << YAML::Value << c.data.alpha;
+  out << YAML::Key << "shards_per_silo" << YAML::Value << c.data.shards_per_silo;
+  out << YAML::EndMap;
+  out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << std::string(ModelKindName(c.model.kind));
+  out << YAML::Key << "hidden" << YAML::Value << YAML::Flow << c.model.hidden;
+  out << YAML::EndMap;
+  out << YAML::Key << "training" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "rounds" << YAML::Value << c.training.rounds;
+  out << YAML::Key << "local_epochs" << YAML::Value << c.training.local_epochs;
+  out << YAML::Key << "batch_size" << YAML::Value << c.training.batch_size;
+  out << YAML::Key << "optimizer" << YAML::Value
+      << std::string(OptimizerKindName(c.training.optimizer));
+  out << YAML::Key << "learning_rate" << YAML::Value << c.training.learning_rate;
+  out << YAML::Key << "momentum" << YAML::Value << c.training.momentum;
+  out << YAML::Key << "weight_decay" << YAML::Value << c.training.weight_decay;
+  out << YAML::EndMap;
+  out << YAML::Key << "federation" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "silos" << YAML::Value << YAML::Flow << c.federation.silos;
+  out << YAML::Key << "fraction" << YAML::Value << c.federation.fraction;
+  out << YAML::Key << "min_silos" << YAML::Value << c.federation.min_silos;
+  out << YAML::EndMap;
+  out << YAML::Key << "strategy" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << c.strategy.name;
+  out << YAML::Key << "server_learning_rate" << YAML::Value << c.strategy.server_learning_rate;
+  out << YAML::EndMap;
+  out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "every" << YAML::Value << c.checkpoint.every;
+  out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace fedsilo

@@ -1,0 +1,106 @@
+// JobConfig: a federated training job as written in a job YAML file, after
+// defaults are filled in and every value is checked. See README "Job file
+// reference" for every key, its type, default and range.
+#ifndef FEDSILO_CORE_JOB_CONFIG_H_
+#define FEDSILO_CORE_JOB_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "core/status.h"
+
+namespace fedsilo {
+
+enum class PartitionScheme { kIid, kDirichlet, kShards };
+enum class ModelKind { kLogistic, kMlp, kCnn };
+enum class OptimizerKind { kSgd, kAdam };
+
+absl::string_view PartitionSchemeName(PartitionScheme scheme);
+absl::string_view ModelKindName(ModelKind kind);
+absl::string_view OptimizerKindName(OptimizerKind kind);
+
+// Data sets a job can name; `scripts/setup` fetches them.
+inline constexpr absl::string_view kKnownDatasets[] = {"mnist", "digits", "breast_cancer"};
+
+struct DataConfig {
+  std::string dataset;                  // required; one of kKnownDatasets
+  double test_fraction = 0.2;           // global held-out share, for sets without a test split
+  double silo_test_fraction = 0.1;      // share of each silo's partition kept as its local test set
+  PartitionScheme partition = PartitionScheme::kIid;
+  double alpha = 0.5;                   // Dirichlet concentration
+  int shards_per_silo = 2;              // shards scheme
+};
+
+struct ModelConfig {
+  ModelKind kind = ModelKind::kMlp;
+  std::vector<int> hidden = {200, 200};  // MLP hidden layer widths
+};
+
+struct TrainingConfig {
+  int rounds = 10;
+  int local_epochs = 1;
+  int batch_size = 32;
+  OptimizerKind optimizer = OptimizerKind::kSgd;
+  double learning_rate = 0.01;
+  double momentum = 0.0;
+  double weight_decay = 0.0;
+};
+
+struct FederationConfig {
+  std::vector<std::string> silos;  // names; `silos: 5` means silo-1 ... silo-5
+  double fraction = 1.0;           // share of silos sampled each round
+  int min_silos = 1;               // a round fails with fewer answers
+};
+
+struct StrategyConfig {
+  std::string name = "fedavg";
+  double server_learning_rate = 1.0;
+};
+
+struct CheckpointConfig {
+  int every = 1;  // checkpoint the global model every N rounds; 0 = never
+};
+
+struct JobConfig {
+  std::string name;
+  uint64_t seed = 0;
+  DataConfig data;
+  ModelConfig model;
+  TrainingConfig training;
+  FederationConfig federation;
+  StrategyConfig strategy;
+  CheckpointConfig checkpoint;
+};
+
+// One `--set key=value` override; the value is parsed as YAML (so lists work).
+struct ConfigOverride {
+  std::string key;    // dotted path, e.g. "training.rounds"
+  std::string value;
+};
+
+// Parses "key=value". InvalidArgument if there is no '=' or the key is empty.
+StatusOr<ConfigOverride> ParseOverride(absl::string_view text);
+
+// Parses and checks a job. `source` names the text in errors ("job.yaml").
+// Errors are InvalidArgument and name the key, e.g.
+//   "job.yaml:7: training.rounds: must be an integer >= 1, got 0"
+//   "job.yaml:3: unknown key 'trainig' (did you mean 'training'?)"
+StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_view source,
+                                   const std::vector<ConfigOverride>& overrides = {});
+
+// Reads the file and parses it; the job name defaults to the file's stem.
+StatusOr<JobConfig> LoadJobConfig(const std::string& path,
+                                  const std::vector<ConfigOverride>& overrides = {});
+
+// The fully resolved job (every key, defaults included) as YAML. Parsing the
+// result gives back an equal JobConfig.
+std::string JobConfigToYaml(const JobConfig& config);
+
+// Levenshtein distance; used to suggest the nearest valid key or value.
+int EditDistance(absl::string_view a, absl::string_view b);
+
+}  // namespace fedsilo
+
+#endif  // FEDSILO_CORE_JOB_CONFIG_H_

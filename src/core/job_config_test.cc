@@ -1,0 +1,167 @@
+#include "core/job_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace fedsilo {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kMinimal[] = R"(
+data:
+  dataset: digits
+model:
+  name: mlp
+federation:
+  silos: 3
+)";
+
+TEST(JobConfigTest, MinimalJobGetsDefaults) {
+  StatusOr<JobConfig> c = ParseJobConfig(kMinimal, "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->data.dataset, "digits");
+  EXPECT_EQ(c->data.partition, PartitionScheme::kIid);
+  EXPECT_EQ(c->model.kind, ModelKind::kMlp);
+  EXPECT_EQ(c->model.hidden, (std::vector<int>{200, 200}));
+  EXPECT_EQ(c->training.rounds, 10);
+  EXPECT_EQ(c->training.optimizer, OptimizerKind::kSgd);
+  EXPECT_EQ(c->federation.silos, (std::vector<std::string>{"silo-1", "silo-2", "silo-3"}));
+  EXPECT_EQ(c->strategy.name, "fedavg");
+  EXPECT_DOUBLE_EQ(c->strategy.server_learning_rate, 1.0);
+  EXPECT_EQ(c->checkpoint.every, 1);
+}
+
+TEST(JobConfigTest, ReadsEveryKey) {
+  StatusOr<JobConfig> c = ParseJobConfig(R"(
+name: full
+seed: 7
+data: {dataset: mnist, test_fraction: 0.3, silo_test_fraction: 0, partition: shards,
+       alpha: 0.1, shards_per_silo: 3}
+model: {name: cnn, hidden: [10, 20]}
+training: {rounds: 4, local_epochs: 2, batch_size: 8, optimizer: adam, learning_rate: 0.001,
+           momentum: 0.5, weight_decay: 0.0001}
+federation: {silos: [a, b, c], fraction: 0.5, min_silos: 2}
+strategy: {name: fedavg, server_learning_rate: 0.7}
+checkpoint: {every: 0}
+)",
+                                         "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->name, "full");
+  EXPECT_EQ(c->seed, 7u);
+  EXPECT_EQ(c->data.partition, PartitionScheme::kShards);
+  EXPECT_EQ(c->data.shards_per_silo, 3);
+  EXPECT_DOUBLE_EQ(c->data.silo_test_fraction, 0.0);
+  EXPECT_EQ(c->model.kind, ModelKind::kCnn);
+  EXPECT_EQ(c->training.optimizer, OptimizerKind::kAdam);
+  EXPECT_DOUBLE_EQ(c->training.weight_decay, 0.0001);
+  EXPECT_EQ(c->federation.silos, (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(c->federation.min_silos, 2);
+  EXPECT_DOUBLE_EQ(c->strategy.server_learning_rate, 0.7);
+  EXPECT_EQ(c->checkpoint.every, 0);
+}
+
+struct BadCase {
+  const char* yaml;
+  const char* expected;  // substring of the error
+};
+
+class JobConfigErrorTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(JobConfigErrorTest, NamesTheKeyAndTheProblem) {
+  StatusOr<JobConfig> c = ParseJobConfig(GetParam().yaml, "job.yaml");
+  ASSERT_FALSE(c.ok()) << "accepted:\n" << GetParam().yaml;
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr(GetParam().expected));
+  EXPECT_THAT(c.status().message(), HasSubstr("job.yaml"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, JobConfigErrorTest,
+    ::testing::Values(
+        BadCase{"data: {dataset: digits}\nmodel: {name: mlp}\nfederation: {silos: 2}\ntrainig: {}\n",
+                "job.yaml:4: unknown key 'trainig' (did you mean 'training'?)"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntraining:\n  round: 3\n",
+                "unknown key 'training.round' (did you mean 'training.rounds'?)"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntraining:\n  rounds: 0\n",
+                "job.yaml:4: training.rounds: must be an integer in [1, 100000], got 0"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntraining:\n  rounds: many\n",
+                "training.rounds: must be an integer in [1, 100000], got 'many'"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntraining: {learning_rate: -1}\n",
+                "training.learning_rate: must be a number in (0, 100], got -1"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntraining: {momentum: 1}\n",
+                "training.momentum: must be a number in [0, 1)"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntraining: {optimizer: adamw}\n",
+                "training.optimizer: unknown value 'adamw' (did you mean 'adam'?)"},
+        BadCase{"data: {dataset: mnsit}\nfederation: {silos: 2}\n",
+                "data.dataset: unknown value 'mnsit' (did you mean 'mnist'?)"},
+        BadCase{"federation: {silos: 2}\n", "data.dataset: is required"},
+        BadCase{"data: {dataset: digits}\n", "federation.silos: is required"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: [a, a]}\n", "silo 'a' is listed twice"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: ['a b']}\n", "silo name 'a b'"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2, min_silos: 3}\n",
+                "federation.min_silos: is 3 but the federation has only 2 silos"},
+        BadCase{"data: {dataset: digits, partition: dirichlet, alpha: 0}\nfederation: {silos: 2}\n",
+                "data.alpha: must be a number in (0, inf]"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nmodel: {hidden: [64, 0]}\n",
+                "model.hidden: each layer width"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nstrategy: {name: fedprox}\n",
+                "strategy.name: unknown value 'fedprox'"},
+        BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
+        BadCase{"data: {dataset: digits\n", "not valid YAML"},
+        BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
+
+TEST(JobConfigTest, OverridesApplyByDottedPath) {
+  StatusOr<JobConfig> c = ParseJobConfig(
+      kMinimal, "job.yaml",
+      {{"training.rounds", "3"}, {"federation.silos", "[x, y]"}, {"data.partition", "shards"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->training.rounds, 3);
+  EXPECT_EQ(c->federation.silos, (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(c->data.partition, PartitionScheme::kShards);
+}
+
+TEST(JobConfigTest, BadOverridesNameTheFlag) {
+  StatusOr<JobConfig> bad = ParseJobConfig(kMinimal, "job.yaml", {{"training.rounds", "-2"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("--set training.rounds: must be an integer"));
+
+  StatusOr<JobConfig> typo = ParseJobConfig(kMinimal, "job.yaml", {{"training.rouns", "2"}});
+  ASSERT_FALSE(typo.ok());
+  EXPECT_THAT(typo.status().message(), HasSubstr("unknown key 'training.rouns'"));
+  EXPECT_THAT(typo.status().message(), HasSubstr("did you mean 'training.rounds'"));
+
+  StatusOr<JobConfig> into_value = ParseJobConfig(kMinimal, "job.yaml", {{"seed.x", "2"}});
+  EXPECT_FALSE(into_value.ok());
+
+  EXPECT_FALSE(ParseOverride("training.rounds").ok());
+  EXPECT_FALSE(ParseOverride("=3").ok());
+  StatusOr<ConfigOverride> o = ParseOverride("a.b=c=d");
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->key, "a.b");
+  EXPECT_EQ(o->value, "c=d");
+}
+
+TEST(JobConfigTest, ResolvedYamlParsesBackToTheSameJob) {
+  StatusOr<JobConfig> c = ParseJobConfig(kMinimal, "job.yaml",
+                                         {{"training.learning_rate", "0.123456789"},
+                                          {"data.alpha", "0.3"},
+                                          {"name", "x"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string yaml = JobConfigToYaml(*c);
+  StatusOr<JobConfig> back = ParseJobConfig(yaml, "resolved.yaml");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << yaml;
+  EXPECT_EQ(JobConfigToYaml(*back), yaml);
+  EXPECT_DOUBLE_EQ(back->training.learning_rate, 0.123456789);
+  EXPECT_EQ(back->federation.silos, c->federation.silos);
+}
+
+TEST(JobConfigTest, EditDistance) {
+  EXPECT_EQ(EditDistance("rounds", "rounds"), 0);
+  EXPECT_EQ(EditDistance("round", "rounds"), 1);
+  EXPECT_EQ(EditDistance("trainig", "training"), 1);
+  EXPECT_EQ(EditDistance("", "abc"), 3);
+}
+
+}  // namespace
+}  // namespace fedsilo

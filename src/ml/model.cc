@@ -1,0 +1,285 @@
+// The only place (with torch_state.cc) that includes libtorch.
+#include "ml/model.h"
+
+#include <dlfcn.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <mutex>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace fedsilo::ml {
+namespace {
+
+// Runs libtorch (OpenMP) and OpenBLAS single-threaded on the calling thread.
+// OpenMP's thread count is per thread, so every worker thread needs this once.
+void UseOneThreadHere() {
+  thread_local bool configured = false;
+  if (configured) return;
+  configured = true;
+  at::set_num_threads(1);
+  static std::once_flag blas_once;
+  std::call_once(blas_once, [] {
+    // OpenBLAS keeps its own pool; set it through the symbol when it is loaded.
+    using SetThreads = void (*)(int);
+    if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+      f(1);
+    }
+  });
+}
+
+class NetImpl : public torch::nn::Module {
+ public:
+  explicit NetImpl(const ModelSpec& spec) : kind_(spec.config.kind) {
+    if (kind_ == ModelKind::kCnn) {
+      const int64_t c = spec.input_shape[0], h = spec.input_shape[1], w = spec.input_shape[2];
+      conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, 32, 5).padding(2)));
+      conv2_ = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)));
+      const int64_t flat = 64 * (h / 2 / 2) * (w / 2 / 2);
+      linears_.push_back(register_module("fc1", torch::nn::Linear(flat, 512)));
+      linears_.push_back(register_module("fc2", torch::nn::Linear(512, spec.num_classes)));
+      return;
+    }
+    int64_t in = std::accumulate(spec.input_shape.begin(), spec.input_shape.end(), int64_t{1},
+                                 std::multiplies<int64_t>());
+    std::vector<int64_t> widths;
+    if (kind_ == ModelKind::kMlp) widths.assign(spec.config.hidden.begin(), spec.config.hidden.end());
+    widths.push_back(spec.num_classes);
+    for (size_t i = 0; i < widths.size(); ++i) {
+      linears_.push_back(
+          register_module(absl::StrCat("fc", i + 1), torch::nn::Linear(in, widths[i])));
+      in = widths[i];
+    }
+  }
+
+  torch::Tensor forward(torch::Tensor x) {
+    if (kind_ == ModelKind::kCnn) {
+      x = torch::max_pool2d(torch::relu(conv1_->forward(x)), 2);
+      x = torch::max_pool2d(torch::relu(conv2_->forward(x)), 2);
+    }
+    x = x.flatten(1);
+    for (size_t i = 0; i < linears_.size(); ++i) {
+      x = linears_[i]->forward(x);
+      if (i + 1 < linears_.size()) x = torch::relu(x);
+    }
+    return x;
+  }
+
+ private:
+  ModelKind kind_;
+  torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr};
+  std::vector<torch::nn::Linear> linears_;
+};
+TORCH_MODULE(Net);
+
+// Copies the examples at `indices[begin, end)` into a batch tensor.
+std::pair<torch::Tensor, torch::Tensor> MakeBatch(const DataView& data,
+                                                  const std::vector<int64_t>& order, size_t begin,
+                                                  size_t end) {
+  const Dataset& d = *data.dataset;
+  const int64_t f = d.feature_size();
+  const int64_t b = static_cast<int64_t>(end - begin);
+  std::vector<int64_t> shape = {b};
+  shape.insert(shape.end(), d.example_shape.begin(), d.example_shape.end());
+  torch::Tensor x = torch::empty(shape, torch::kFloat32);
+  torch::Tensor y = torch::empty({b}, torch::kInt64);
+  float* xp = x.data_ptr<float>();
+  int64_t* yp = y.data_ptr<int64_t>();
+  for (size_t i = begin; i < end; ++i) {
+    const int64_t idx = data.indices[static_cast<size_t>(order[i])];
+    d.CopyExample(idx, xp + (i - begin) * f);
+    yp[i - begin] = d.labels[static_cast<size_t>(idx)];
+  }
+  return {x, y};
+}
+
+}  // namespace
+
+struct Model::Impl {
+  ModelSpec spec;
+  Net net{nullptr};
+};
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+
+StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t seed) {
+  if (spec.num_classes < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model needs at least 2 classes, the data has ", spec.num_classes));
+  }
+  if (spec.config.kind == ModelKind::kCnn &&
+      (spec.input_shape.size() != 3 || spec.input_shape[1] < 4 || spec.input_shape[2] < 4)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.name: cnn needs image data (channels x height x width, at least 4x4); the data "
+        "set's examples have shape ",
+        ShapeToString(spec.input_shape), "; use mlp or logistic"));
+  }
+  UseOneThreadHere();
+  auto impl = std::make_unique<Impl>();
+  impl->spec = spec;
+  {
+    // Initialisation draws from libtorch's global generator.
+    static std::mutex init_mu;
+    std::lock_guard<std::mutex> lock(init_mu);
+    torch::manual_seed(seed);
+    impl->net = Net(spec);
+  }
+  return std::unique_ptr<Model>(new Model(std::move(impl)));
+}
+
+ModelState Model::GetState() const {
+  ModelState state;
+  torch::NoGradGuard no_grad;
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    torch::Tensor c = t.detach().to(torch::kFloat32).contiguous();
+    std::vector<int64_t> shape(c.sizes().begin(), c.sizes().end());
+    // Names are unique in a torch module, so Add cannot fail.
+    (void)state.Add(Tensor::FromFloats(
+        name, shape, absl::MakeConstSpan(c.data_ptr<float>(), static_cast<size_t>(c.numel()))));
+  };
+  for (const auto& p : impl_->net->named_parameters()) add(p.key(), p.value());
+  for (const auto& b : impl_->net->named_buffers()) add(b.key(), b.value());
+  return state;
+}
+
+Status Model::SetState(const ModelState& state) {
+  FEDSILO_RETURN_IF_ERROR(Annotate(state.CheckSameLayout(GetState()), "model state"));
+  torch::NoGradGuard no_grad;
+  size_t i = 0;
+  auto copy = [&](torch::Tensor& t) {
+    const Tensor& src = state.tensors()[i++];
+    t.copy_(torch::from_blob(const_cast<float*>(src.floats().data()), t.sizes(), torch::kFloat32));
+  };
+  for (auto& p : impl_->net->named_parameters()) copy(p.value());
+  for (auto& b : impl_->net->named_buffers()) copy(b.value());
+  return absl::OkStatus();
+}
+
+StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& config,
+                                  uint64_t seed) {
+  if (data.size() == 0) return absl::InvalidArgumentError("no training examples");
+  UseOneThreadHere();
+  Net& net = impl_->net;
+  net->train();
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (config.optimizer == OptimizerKind::kAdam) {
+    optimizer = std::make_unique<torch::optim::Adam>(
+        net->parameters(),
+        torch::optim::AdamOptions(config.learning_rate).weight_decay(config.weight_decay));
+  } else {
+    optimizer = std::make_unique<torch::optim::SGD>(
+        net->parameters(), torch::optim::SGDOptions(config.learning_rate)
+                               .momentum(config.momentum)
+                               .weight_decay(config.weight_decay));
+  }
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> order(static_cast<size_t>(data.size()));
+  std::iota(order.begin(), order.end(), 0);
+  TrainStats stats;
+  stats.examples = data.size();
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+  const size_t batch = static_cast<size_t>(config.batch_size);
+  try {
+    for (int epoch = 0; epoch < config.local_epochs; ++epoch) {
+      std::shuffle(order.begin(), order.end(), rng);
+      for (size_t begin = 0; begin < order.size(); begin += batch) {
+        const size_t end = std::min(order.size(), begin + batch);
+        auto [x, y] = MakeBatch(data, order, begin, end);
+        optimizer->zero_grad();
+        torch::Tensor logits = net->forward(x);
+        torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+        const double value = loss.item<double>();
+        if (!std::isfinite(value)) {
+          return absl::InternalError(absl::StrCat(
+              "training diverged: loss is ", value, " at epoch ", epoch + 1, " step ",
+              stats.steps + 1, "; lower training.learning_rate"));
+        }
+        loss.backward();
+        optimizer->step();
+        ++stats.steps;
+        loss_sum += value * static_cast<double>(end - begin);
+        correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+        seen += static_cast<int64_t>(end - begin);
+      }
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  }
+  stats.loss = loss_sum / static_cast<double>(seen);
+  stats.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+  return stats;
+}
+
+StatusOr<ClassificationMetrics> Model::Evaluate(const DataView& data) const {
+  if (data.size() == 0) return absl::InvalidArgumentError("no evaluation examples");
+  UseOneThreadHere();
+  torch::NoGradGuard no_grad;
+  Net& net = impl_->net;
+  net->eval();
+  const bool binary = impl_->spec.num_classes == 2;
+  std::vector<int64_t> order(static_cast<size_t>(data.size()));
+  std::iota(order.begin(), order.end(), 0);
+  std::vector<int64_t> labels, predicted;
+  std::vector<float> scores;
+  labels.reserve(order.size());
+  predicted.reserve(order.size());
+  double loss_sum = 0;
+  constexpr size_t kBatch = 1000;
+  try {
+    for (size_t begin = 0; begin < order.size(); begin += kBatch) {
+      const size_t end = std::min(order.size(), begin + kBatch);
+      auto [x, y] = MakeBatch(data, order, begin, end);
+      torch::Tensor logits = net->forward(x);
+      loss_sum += torch::nn::functional::cross_entropy(
+                      logits, y,
+                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                      .item<double>();
+      torch::Tensor pred = logits.argmax(1);
+      const int64_t* pp = pred.data_ptr<int64_t>();
+      const int64_t* yp = y.data_ptr<int64_t>();
+      predicted.insert(predicted.end(), pp, pp + (end - begin));
+      labels.insert(labels.end(), yp, yp + (end - begin));
+      if (binary) {
+        torch::Tensor p1 = torch::softmax(logits, 1).select(1, 1).contiguous();
+        const float* sp = p1.data_ptr<float>();
+        scores.insert(scores.end(), sp, sp + (end - begin));
+      }
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  }
+  return ComputeClassificationMetrics(loss_sum / static_cast<double>(order.size()), labels,
+                                      predicted, scores);
+}
+
+int64_t Model::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : impl_->net->parameters()) n += p.numel();
+  return n;
+}
+
+std::string Model::Describe() const {
+  const ModelSpec& s = impl_->spec;
+  std::string layout;
+  if (s.config.kind == ModelKind::kCnn) {
+    layout = absl::StrCat("conv32-conv64-512-", s.num_classes);
+  } else {
+    std::vector<int64_t> widths = {std::accumulate(s.input_shape.begin(), s.input_shape.end(),
+                                                   int64_t{1}, std::multiplies<int64_t>())};
+    if (s.config.kind == ModelKind::kMlp) {
+      widths.insert(widths.end(), s.config.hidden.begin(), s.config.hidden.end());
+    }
+    widths.push_back(s.num_classes);
+    layout = absl::StrJoin(widths, "-");
+  }
+  return absl::StrCat(ModelKindName(s.config.kind), " ", layout, ", ", num_parameters(),
+                      " parameters");
+}
+
+}  // namespace fedsilo::ml

@@ -1,0 +1,164 @@
+#include "ml/model.h"
+
+#include <cstring>
+#include <random>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace fedsilo::ml {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Linearly separable: label = (x0 + x1 > 0), plus two noise features.
+std::shared_ptr<Dataset> Separable(int n, unsigned seed) {
+  auto d = std::make_shared<Dataset>();
+  d->example_shape = {4};
+  d->num_classes = 2;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0, 1);
+  for (int i = 0; i < n; ++i) {
+    float x[4] = {g(rng), g(rng), g(rng), g(rng)};
+    d->features.insert(d->features.end(), x, x + 4);
+    d->labels.push_back(x[0] + x[1] > 0 ? 1 : 0);
+  }
+  return d;
+}
+
+ModelSpec Spec(ModelKind kind, std::vector<int> hidden = {8}) {
+  ModelSpec s;
+  s.config.kind = kind;
+  s.config.hidden = std::move(hidden);
+  s.input_shape = {4};
+  s.num_classes = 2;
+  return s;
+}
+
+TrainingConfig Sgd(int epochs) {
+  TrainingConfig t;
+  t.local_epochs = epochs;
+  t.batch_size = 16;
+  t.learning_rate = 0.1;
+  return t;
+}
+
+TEST(ModelTest, BuiltInModelsHaveTheExpectedParameters) {
+  auto logistic = Model::Create(Spec(ModelKind::kLogistic), 1);
+  ASSERT_TRUE(logistic.ok()) << logistic.status();
+  EXPECT_EQ((*logistic)->num_parameters(), 4 * 2 + 2);
+  ModelState s = (*logistic)->GetState();
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s.tensors()[0].name(), "fc1.weight");
+  EXPECT_EQ(s.tensors()[0].shape(), (std::vector<int64_t>{2, 4}));
+
+  ModelSpec two_nn;
+  two_nn.config.kind = ModelKind::kMlp;
+  two_nn.config.hidden = {200, 200};
+  two_nn.input_shape = {1, 28, 28};
+  two_nn.num_classes = 10;
+  auto mlp = Model::Create(two_nn, 1);
+  ASSERT_TRUE(mlp.ok());
+  EXPECT_EQ((*mlp)->num_parameters(), 784 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10);
+
+  // McMahan et al.'s CNN has 1,663,370 parameters.
+  ModelSpec cnn = two_nn;
+  cnn.config.kind = ModelKind::kCnn;
+  auto conv = Model::Create(cnn, 1);
+  ASSERT_TRUE(conv.ok()) << conv.status();
+  EXPECT_EQ((*conv)->num_parameters(), 1663370);
+}
+
+TEST(ModelTest, CnnNeedsImages) {
+  auto conv = Model::Create(Spec(ModelKind::kCnn), 1);
+  EXPECT_EQ(conv.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(conv.status().message(), HasSubstr("model.name: cnn needs image data"));
+}
+
+TEST(ModelTest, SameSeedSameWeights) {
+  auto a = Model::Create(Spec(ModelKind::kMlp), 3);
+  auto b = Model::Create(Spec(ModelKind::kMlp), 3);
+  auto c = Model::Create(Spec(ModelKind::kMlp), 4);
+  const ModelState sa = (*a)->GetState(), sb = (*b)->GetState(), sc = (*c)->GetState();
+  EXPECT_EQ(0, std::memcmp(sa.tensors()[0].data(), sb.tensors()[0].data(), sa.tensors()[0].num_bytes()));
+  EXPECT_NE(0, std::memcmp(sa.tensors()[0].data(), sc.tensors()[0].data(), sa.tensors()[0].num_bytes()));
+}
+
+TEST(ModelTest, SetStateRoundTripsAndRejectsOtherLayouts) {
+  auto a = Model::Create(Spec(ModelKind::kMlp), 3);
+  auto b = Model::Create(Spec(ModelKind::kMlp), 4);
+  ASSERT_TRUE((*b)->SetState((*a)->GetState()).ok());
+  const ModelState sa = (*a)->GetState(), sb = (*b)->GetState();
+  for (size_t i = 0; i < sa.size(); ++i) {
+    EXPECT_EQ(0, std::memcmp(sa.tensors()[i].data(), sb.tensors()[i].data(), sa.tensors()[i].num_bytes()));
+  }
+  auto wider = Model::Create(Spec(ModelKind::kMlp, {16}), 3);
+  Status s = (*a)->SetState((*wider)->GetState());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("'fc1.weight' has shape [16, 4], expected [8, 4]"));
+}
+
+TEST(ModelTest, TrainingLearnsASeparableProblem) {
+  auto train = Separable(600, 1), test = Separable(300, 2);
+  auto model = Model::Create(Spec(ModelKind::kLogistic), 1);
+  auto before = (*model)->Evaluate(DataView::All(test));
+  ASSERT_TRUE(before.ok());
+  auto stats = (*model)->Train(DataView::All(train), Sgd(5), 7);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->examples, 600);
+  EXPECT_EQ(stats->steps, 5 * ((600 + 15) / 16));
+  auto after = (*model)->Evaluate(DataView::All(test));
+  ASSERT_TRUE(after.ok());
+  EXPECT_GT(after->accuracy, 0.93);
+  EXPECT_LT(after->loss, before->loss);
+  EXPECT_TRUE(after->binary);
+  EXPECT_GT(after->auc, 0.97);
+  EXPECT_GT(after->precision, 0.85);
+  EXPECT_GT(after->recall, 0.85);
+}
+
+TEST(ModelTest, AdamAndMomentumTrainToo) {
+  auto train = Separable(400, 3), test = Separable(200, 4);
+  for (OptimizerKind opt : {OptimizerKind::kAdam, OptimizerKind::kSgd}) {
+    auto model = Model::Create(Spec(ModelKind::kMlp), 1);
+    TrainingConfig t = Sgd(3);
+    t.optimizer = opt;
+    t.momentum = opt == OptimizerKind::kSgd ? 0.9 : 0.0;
+    t.learning_rate = opt == OptimizerKind::kAdam ? 0.01 : 0.05;
+    t.weight_decay = 1e-4;
+    ASSERT_TRUE((*model)->Train(DataView::All(train), t, 1).ok());
+    EXPECT_GT((*model)->Evaluate(DataView::All(test))->accuracy, 0.9) << OptimizerKindName(opt);
+  }
+}
+
+TEST(ModelTest, TrainingIsDeterministicInTheSeed) {
+  auto data = Separable(200, 5);
+  std::vector<ModelState> results;
+  for (uint64_t seed : {9, 9, 10}) {
+    auto model = Model::Create(Spec(ModelKind::kMlp), 1);
+    ASSERT_TRUE((*model)->Train(DataView::All(data), Sgd(2), seed).ok());
+    results.push_back((*model)->GetState());
+  }
+  const Tensor& a = results[0].tensors()[0];
+  EXPECT_EQ(0, std::memcmp(a.data(), results[1].tensors()[0].data(), a.num_bytes()));
+  EXPECT_NE(0, std::memcmp(a.data(), results[2].tensors()[0].data(), a.num_bytes()));
+}
+
+TEST(ModelTest, DivergenceAndEmptyDataAreErrors) {
+  auto data = Separable(100, 6);
+  for (float& v : data->features) v *= 1e30f;
+  auto model = Model::Create(Spec(ModelKind::kLogistic), 1);
+  TrainingConfig t = Sgd(1);
+  t.learning_rate = 100;
+  auto stats = (*model)->Train(DataView::All(data), t, 1);
+  EXPECT_FALSE(stats.ok());
+  EXPECT_THAT(stats.status().message(), HasSubstr("training.learning_rate"));
+
+  DataView empty;
+  empty.dataset = data;
+  EXPECT_FALSE((*model)->Train(empty, Sgd(1), 1).ok());
+  EXPECT_FALSE((*model)->Evaluate(empty).ok());
+}
+
+}  // namespace
+}  // namespace fedsilo::ml

@@ -1,0 +1,210 @@
+#include "orchestrator/orchestrator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <numeric>
+#include <optional>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/thread_pool.h"
+
+namespace fedsilo::orchestrator {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double UnixNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Replies handed from worker threads to the orchestrator thread.
+struct Arrival {
+  size_t slot;
+  StatusOr<transport::FitReply> reply;
+};
+
+class ArrivalQueue {
+ public:
+  void Push(Arrival a) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      items_.push_back(std::move(a));
+    }
+    cv_.notify_one();
+  }
+  Arrival Pop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return !items_.empty(); });
+    Arrival a = std::move(items_.front());
+    items_.pop_front();
+    return a;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Arrival> items_;
+};
+
+}  // namespace
+
+uint64_t MixSeed(uint64_t seed, uint64_t round, uint64_t index) {
+  return SplitMix64(SplitMix64(SplitMix64(seed) ^ round) ^ index);
+}
+
+Orchestrator::Orchestrator(const JobConfig& job, OrchestratorOptions options,
+                           std::vector<std::unique_ptr<transport::SiloConnection>> silos,
+                           std::unique_ptr<strategy::Strategy> strategy, ModelEvaluator* evaluator,
+                           tracking::MetricsSink* sink, const tracking::RunDirectory* run_dir)
+    : job_(job),
+      options_(std::move(options)),
+      silos_(std::move(silos)),
+      strategy_(std::move(strategy)),
+      evaluator_(evaluator),
+      sink_(sink),
+      run_dir_(run_dir) {}
+
+std::vector<size_t> Orchestrator::SampleSilos(int round) const {
+  const size_t n = silos_.size();
+  std::vector<size_t> all(n);
+  std::iota(all.begin(), all.end(), 0);
+  if (job_.federation.fraction >= 1.0) return all;
+  size_t k = static_cast<size_t>(std::ceil(job_.federation.fraction * static_cast<double>(n)));
+  k = std::min(n, std::max(k, static_cast<size_t>(job_.federation.min_silos)));
+  std::mt19937_64 rng(MixSeed(job_.seed, static_cast<uint64_t>(round), 0x5a3f1e));
+  for (size_t i = 0; i < k; ++i) {
+    std::uniform_int_distribution<size_t> pick(i, n - 1);
+    std::swap(all[i], all[pick(rng)]);
+  }
+  all.resize(k);
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+Status Orchestrator::RecordMetric(int round, const std::string& source, const std::string& metric,
+                                  double value) {
+  if (sink_ == nullptr) return absl::OkStatus();
+  return sink_->Record({round, source, absl::StrCat(source, "/", metric), value, UnixNow()});
+}
+
+StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
+  const Clock::time_point start = Clock::now();
+  const std::vector<size_t> sampled = SampleSilos(round);
+  RoundSummary summary;
+  summary.round = round;
+  summary.silos_sampled = static_cast<int>(sampled.size());
+  FEDSILO_RETURN_IF_ERROR(strategy_->BeginRound(global));
+
+  std::vector<transport::FitRequest> requests(sampled.size());
+  ArrivalQueue arrivals;
+  {
+    ThreadPool pool(std::max(1, std::min<int>(options_.threads, static_cast<int>(sampled.size()))));
+    for (size_t slot = 0; slot < sampled.size(); ++slot) {
+      transport::FitRequest& r = requests[slot];
+      r.run_id = options_.run_id;
+      r.round = round;
+      r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), sampled[slot] + 1);
+      r.job = &job_;
+      r.global = &global;
+      transport::SiloConnection* silo = silos_[sampled[slot]].get();
+      pool.Schedule([&arrivals, &r, silo, slot] { arrivals.Push({slot, silo->Fit(r)}); });
+    }
+
+    // Fold in sampling order while later silos are still training.
+    std::vector<std::optional<StatusOr<transport::FitReply>>> waiting(sampled.size());
+    size_t next = 0;
+    for (size_t received = 0; received < sampled.size(); ++received) {
+      Arrival a = arrivals.Pop();
+      waiting[a.slot] = std::move(a.reply);
+      for (; next < sampled.size() && waiting[next].has_value(); ++next) {
+        const std::string& name = silos_[sampled[next]]->silo_name();
+        StatusOr<transport::FitReply> reply = std::move(*waiting[next]);
+        waiting[next].reset();
+        Status accepted = reply.status();
+        if (accepted.ok()) {
+          accepted = Annotate(reply->update.CheckSameLayout(global), "update rejected");
+        }
+        if (accepted.ok()) accepted = Annotate(reply->update.CheckFinite(), "update rejected");
+        if (accepted.ok() && reply->num_examples <= 0) {
+          accepted = absl::InvalidArgumentError(
+              absl::StrCat("update rejected: num_examples is ", reply->num_examples));
+        }
+        if (accepted.ok()) {
+          for (const auto& [metric, value] : reply->metrics) {
+            FEDSILO_RETURN_IF_ERROR(RecordMetric(round, name, metric, value));
+          }
+          FEDSILO_RETURN_IF_ERROR(RecordMetric(round, name, "num_examples",
+                                               static_cast<double>(reply->num_examples)));
+          accepted = strategy_->Accumulate(std::move(reply->update),
+                                           static_cast<double>(reply->num_examples));
+          strategy_->TakeFolded();  // dropped: memory stays O(model)
+        }
+        if (accepted.ok()) {
+          ++summary.silos_succeeded;
+        } else {
+          spdlog::warn("round {}: silo '{}' dropped: {}", round, name, std::string(accepted.message()));
+          summary.failures.push_back(absl::StrCat(name, ": ", accepted.message()));
+        }
+      }
+    }
+  }  // every worker is done with `requests` and `global` here
+
+  if (summary.silos_succeeded < job_.federation.min_silos) {
+    return absl::UnavailableError(absl::StrCat(
+        "round ", round, ": only ", summary.silos_succeeded, " of ", summary.silos_sampled,
+        " sampled silos returned a valid update (federation.min_silos is ",
+        job_.federation.min_silos, "): ", absl::StrJoin(summary.failures, "; ")));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(global, strategy_->Finish());
+  strategy_->TakeFolded();
+  FEDSILO_ASSIGN_OR_RETURN(summary.global_metrics, evaluator_->Evaluate(global));
+  for (const auto& [metric, value] : summary.global_metrics) {
+    FEDSILO_RETURN_IF_ERROR(RecordMetric(round, "global", absl::StrCat("test_", metric), value));
+  }
+  FEDSILO_RETURN_IF_ERROR(
+      RecordMetric(round, "global", "silos_succeeded", summary.silos_succeeded));
+  if (run_dir_ != nullptr && job_.checkpoint.every > 0 &&
+      (round % job_.checkpoint.every == 0 || round == job_.training.rounds)) {
+    FEDSILO_RETURN_IF_ERROR(run_dir_->WriteCheckpoint(
+        round, global, {{"job", job_.name}, {"round", std::to_string(round)}}));
+  }
+  summary.round_seconds = SecondsSince(start);
+  return summary;
+}
+
+StatusOr<RunResult> Orchestrator::Run(ModelState initial, RoundObserver* observer) {
+  if (silos_.empty()) return absl::InvalidArgumentError("federation.silos: no silos");
+  const Clock::time_point start = Clock::now();
+  RunResult result;
+  result.final_model = std::move(initial);
+  for (int round = 1; round <= job_.training.rounds; ++round) {
+    FEDSILO_ASSIGN_OR_RETURN(RoundSummary summary, RunRound(round, result.final_model));
+    summary.elapsed_seconds = SecondsSince(start);
+    result.rounds_completed = round;
+    result.final_metrics = summary.global_metrics;
+    if (observer != nullptr) observer->OnRoundEnd(summary, job_.training.rounds);
+  }
+  return result;
+}
+
+}  // namespace fedsilo::orchestrator

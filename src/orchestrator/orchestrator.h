@@ -1,0 +1,104 @@
+// Orchestrator: runs a job's rounds. Each round it samples silos, sends them the
+// global model, folds their updates into the strategy as they arrive, evaluates
+// the new global model on the held-out test set, records metrics and writes a
+// checkpoint.
+//
+// Silos train concurrently on a thread pool; updates are folded in the order
+// the silos were sampled (an early arrival waits for its predecessors), so the
+// same job and seed give the same model bit for bit at any thread count.
+// A silo that fails or returns a bad update (wrong layout, NaN, no examples) is
+// dropped from the round with a warning naming it; the round fails when fewer
+// than `federation.min_silos` remain.
+//
+// Thread safety: Run() is called once, from one thread.
+#ifndef FEDSILO_ORCHESTRATOR_ORCHESTRATOR_H_
+#define FEDSILO_ORCHESTRATOR_ORCHESTRATOR_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/job_config.h"
+#include "core/model_state.h"
+#include "core/status.h"
+#include "strategy/strategy.h"
+#include "tracking/metrics_sink.h"
+#include "tracking/run_directory.h"
+#include "transport/silo_connection.h"
+
+namespace fedsilo::orchestrator {
+
+// Scores a global model on the orchestrator's held-out test set. Returns
+// metric -> value ("loss", "accuracy", ...).
+class ModelEvaluator {
+ public:
+  virtual ~ModelEvaluator() = default;
+  virtual StatusOr<std::map<std::string, double>> Evaluate(const ModelState& global) = 0;
+};
+
+struct RoundSummary {
+  int round = 0;
+  int silos_sampled = 0;
+  int silos_succeeded = 0;
+  std::vector<std::string> failures;            // "silo-3: <reason>"
+  std::map<std::string, double> global_metrics;  // from the ModelEvaluator
+  double round_seconds = 0;
+  double elapsed_seconds = 0;  // since Run() started
+};
+
+// Told about each finished round (e.g. to print progress).
+class RoundObserver {
+ public:
+  virtual ~RoundObserver() = default;
+  virtual void OnRoundEnd(const RoundSummary& summary, int total_rounds) = 0;
+};
+
+struct RunResult {
+  ModelState final_model;
+  int rounds_completed = 0;
+  std::map<std::string, double> final_metrics;
+};
+
+struct OrchestratorOptions {
+  std::string run_id;
+  int threads = 1;  // silos trained at the same time
+};
+
+class Orchestrator {
+ public:
+  // `sink` and `run_dir` may be null (no metrics / no checkpoints); the others
+  // must outlive the Orchestrator.
+  Orchestrator(const JobConfig& job, OrchestratorOptions options,
+               std::vector<std::unique_ptr<transport::SiloConnection>> silos,
+               std::unique_ptr<strategy::Strategy> strategy, ModelEvaluator* evaluator,
+               tracking::MetricsSink* sink, const tracking::RunDirectory* run_dir);
+
+  // Runs every round from `initial`. Fails (with the round and the silos'
+  // reasons) when a round ends with fewer than min_silos valid updates.
+  StatusOr<RunResult> Run(ModelState initial, RoundObserver* observer);
+
+  // The silos sampled in `round`, by index, ascending. Deterministic in the
+  // job's seed; all silos when federation.fraction is 1.
+  std::vector<size_t> SampleSilos(int round) const;
+
+ private:
+  StatusOr<RoundSummary> RunRound(int round, ModelState& global);
+  Status RecordMetric(int round, const std::string& source, const std::string& metric,
+                      double value);
+
+  const JobConfig& job_;
+  OrchestratorOptions options_;
+  std::vector<std::unique_ptr<transport::SiloConnection>> silos_;
+  std::unique_ptr<strategy::Strategy> strategy_;
+  ModelEvaluator* evaluator_;
+  tracking::MetricsSink* sink_;
+  const tracking::RunDirectory* run_dir_;
+};
+
+// Mixes a seed with a round and an index into a new well-spread seed.
+uint64_t MixSeed(uint64_t seed, uint64_t round, uint64_t index);
+
+}  // namespace fedsilo::orchestrator
+
+#endif  // FEDSILO_ORCHESTRATOR_ORCHESTRATOR_H_

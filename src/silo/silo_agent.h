@@ -1,0 +1,43 @@
+// SiloAgent: one silo's side of a round. It trains the global model on the
+// silo's own data and answers with the update (local minus global), its number
+// of training examples and the metrics it measured on its own train and test
+// sets. Raw examples never leave it.
+//
+// Thread safety: one Fit at a time per agent (the orchestrator never sends a
+// silo two requests at once); different agents run concurrently.
+#ifndef FEDSILO_SILO_SILO_AGENT_H_
+#define FEDSILO_SILO_SILO_AGENT_H_
+
+#include <memory>
+#include <string>
+
+#include "core/busy_clock.h"
+#include "ml/model.h"
+#include "ml/partitioner.h"
+#include "transport/silo_connection.h"
+
+namespace fedsilo::silo {
+
+class SiloAgent : public transport::SiloHandler {
+ public:
+  // `busy_clock` (may be null) records the time spent training and evaluating.
+  SiloAgent(std::string name, ml::SiloData data, BusyClock* busy_clock);
+
+  const std::string& name() const { return name_; }
+  const ml::SiloData& data() const { return data_; }
+
+  // Errors name the silo and round: "silo 'silo-2': round 3: ...".
+  StatusOr<transport::FitReply> Fit(const transport::FitRequest& request) override;
+
+ private:
+  StatusOr<transport::FitReply> FitImpl(const transport::FitRequest& request);
+
+  std::string name_;
+  ml::SiloData data_;
+  BusyClock* busy_clock_;
+  std::unique_ptr<ml::Model> model_;  // built on the first request
+};
+
+}  // namespace fedsilo::silo
+
+#endif  // FEDSILO_SILO_SILO_AGENT_H_

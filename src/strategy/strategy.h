@@ -1,0 +1,50 @@
+// Strategy: how the orchestrator turns the silos' updates of one round into
+// the next global model. One instance is reused across rounds.
+//
+// Protocol per round: BeginRound(global), then Accumulate() once per accepted
+// update (in a deterministic order chosen by the caller), then Finish().
+// Thread safety: none; the orchestrator calls a strategy from one thread.
+#ifndef FEDSILO_STRATEGY_STRATEGY_H_
+#define FEDSILO_STRATEGY_STRATEGY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/job_config.h"
+#include "core/model_state.h"
+#include "core/status.h"
+
+namespace fedsilo::strategy {
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+
+  virtual std::string name() const = 0;
+
+  // Starts a round from the current global model. The strategy may keep a
+  // reference to nothing: it copies what it needs.
+  virtual Status BeginRound(const ModelState& global) = 0;
+
+  // Folds one silo's update (local model minus the global model) with its
+  // weight (the silo's number of training examples). REQUIRES: the update has
+  // the global model's layout and finite values; the caller checks both.
+  virtual Status Accumulate(ModelState update, double weight) = 0;
+
+  // Returns the new global model. FailedPrecondition if no update was
+  // accumulated this round.
+  virtual StatusOr<ModelState> Finish() = 0;
+
+  // Hands back updates whose values have been folded in and are no longer
+  // needed, so that the caller can reuse their memory (or drop them). Until
+  // taken they are kept, so callers take them after each Accumulate().
+  virtual std::vector<ModelState> TakeFolded() { return {}; }
+};
+
+// The strategy named by `config.name`. InvalidArgument for unknown names.
+StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategyConfig& config);
+
+}  // namespace fedsilo::strategy
+
+#endif  // FEDSILO_STRATEGY_STRATEGY_H_

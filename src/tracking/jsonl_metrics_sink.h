@@ -1,0 +1,36 @@
+// JsonlMetricsSink: appends one JSON object per metric to a file, e.g.
+//   {"round":3,"source":"silo-1","name":"silo-1/train_loss","value":0.41,"time":1795.2}
+// Each line is flushed as it is written, so the file can be followed while a
+// run goes on. Thread-safe.
+#ifndef FEDSILO_TRACKING_JSONL_METRICS_SINK_H_
+#define FEDSILO_TRACKING_JSONL_METRICS_SINK_H_
+
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "tracking/metrics_sink.h"
+
+namespace fedsilo::tracking {
+
+class JsonlMetricsSink : public MetricsSink {
+ public:
+  // Opens `path` for appending. Internal error naming the file if it cannot.
+  static StatusOr<std::unique_ptr<JsonlMetricsSink>> Open(const std::string& path);
+  ~JsonlMetricsSink() override;
+
+  Status Record(const MetricRecord& record) override;
+
+ private:
+  JsonlMetricsSink(std::string path, std::FILE* file) : path_(std::move(path)), file_(file) {}
+
+  std::string path_;
+  std::mutex mu_;
+  std::FILE* file_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace fedsilo::tracking
+
+#endif  // FEDSILO_TRACKING_JSONL_METRICS_SINK_H_

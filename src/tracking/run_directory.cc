@@ -1,0 +1,62 @@
+#include "tracking/run_directory.h"
+
+#include <cctype>
+#include <ctime>
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace fedsilo::tracking {
+
+StatusOr<RunDirectory> RunDirectory::Create(const std::string& workdir,
+                                            const std::string& job_name,
+                                            std::chrono::system_clock::time_point now) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm utc{};
+  gmtime_r(&t, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &utc);
+  // Keep the id safe as a folder name whatever the job is called.
+  std::string safe_name = job_name.empty() ? "job" : job_name;
+  for (char& c : safe_name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '-';
+  }
+  std::random_device random;
+  namespace fs = std::filesystem;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    const std::string id =
+        absl::StrFormat("%s-%s-%04x", safe_name, stamp, random() & 0xffff);
+    const fs::path dir = fs::path(workdir) / "runs" / id;
+    std::error_code ec;
+    fs::create_directories(dir.parent_path(), ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat(dir.parent_path().string(), ": cannot create folder: ", ec.message()));
+    }
+    if (fs::create_directory(dir, ec)) {
+      fs::create_directories(dir / "checkpoints", ec);
+      if (ec) {
+        return absl::InternalError(absl::StrCat((dir / "checkpoints").string(),
+                                                ": cannot create folder: ", ec.message()));
+      }
+      return RunDirectory(id, dir.string());
+    }
+    if (ec) {
+      return absl::InternalError(absl::StrCat(dir.string(), ": cannot create folder: ", ec.message()));
+    }
+  }
+  return absl::InternalError("could not find an unused run id");
+}
+
+std::string RunDirectory::CheckpointPath(int round) const {
+  return absl::StrFormat("%s/checkpoints/round-%04d.fsm", path_, round);
+}
+
+Status RunDirectory::WriteCheckpoint(int round, const ModelState& state,
+                                     const ModelMetadata& metadata) const {
+  return WriteModelStateFile(CheckpointPath(round), state, metadata);
+}
+
+}  // namespace fedsilo::tracking

@@ -1,0 +1,79 @@
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tracking/jsonl_metrics_sink.h"
+#include "tracking/run_directory.h"
+
+namespace fedsilo::tracking {
+namespace {
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST(JsonlMetricsSinkTest, WritesOneParsableObjectPerLineFromManyThreads) {
+  const std::string path = FreshDir("jsonl") + "/metrics.jsonl";
+  {
+    auto sink = JsonlMetricsSink::Open(path);
+    ASSERT_TRUE(sink.ok()) << sink.status();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int r = 1; r <= 50; ++r) {
+          const std::string silo = "silo-" + std::to_string(t);
+          ASSERT_TRUE((*sink)->Record({r, silo, silo + "/train_loss", 0.5 * r, 1.0}).ok());
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    ASSERT_TRUE((*sink)->Record({1, "global", "global/test_loss", NAN, 2.0}).ok());
+  }
+  std::ifstream in(path);
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line);  // throws on a torn line
+    EXPECT_TRUE(j.contains("round") && j.contains("source") && j.contains("name") &&
+                j.contains("value") && j.contains("time"));
+    if (j["source"] == "global") EXPECT_TRUE(j["value"].is_null());
+    ++lines;
+  }
+  EXPECT_EQ(lines, 201);
+}
+
+TEST(JsonlMetricsSinkTest, UnwritableFolderIsAnErrorNamingThePath) {
+  auto sink = JsonlMetricsSink::Open("/nonexistent-dir/metrics.jsonl");
+  ASSERT_FALSE(sink.ok());
+  EXPECT_NE(sink.status().message().find("/nonexistent-dir/metrics.jsonl"), std::string::npos);
+}
+
+TEST(RunDirectoryTest, CreatesUniqueSafeFolders) {
+  const std::string workdir = FreshDir("runs");
+  const auto now = std::chrono::system_clock::from_time_t(1795000000);
+  std::set<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    StatusOr<RunDirectory> run = RunDirectory::Create(workdir, "my job/1", now);
+    ASSERT_TRUE(run.ok()) << run.status();
+    EXPECT_TRUE(std::regex_match(run->run_id(),
+                                 std::regex(R"(my-job-1-\d{8}-\d{6}-[0-9a-f]{4})")))
+        << run->run_id();
+    EXPECT_TRUE(std::filesystem::is_directory(run->path() + "/checkpoints"));
+    EXPECT_EQ(run->CheckpointPath(7), run->path() + "/checkpoints/round-0007.fsm");
+    ids.insert(run->run_id());
+  }
+  EXPECT_EQ(ids.size(), 5u);
+}
+
+}  // namespace
+}  // namespace fedsilo::tracking

@@ -1,0 +1,34 @@
+// The two sides of the orchestrator-silo link:
+//  - SiloHandler is implemented by a silo agent: it answers requests.
+//  - SiloConnection is what the orchestrator holds for each silo: it sends
+//    requests and waits for the answer.
+// A transport connects one to the other: in-process (simulation) or gRPC.
+#ifndef FEDSILO_TRANSPORT_SILO_CONNECTION_H_
+#define FEDSILO_TRANSPORT_SILO_CONNECTION_H_
+
+#include <string>
+
+#include "core/status.h"
+#include "transport/messages.h"
+
+namespace fedsilo::transport {
+
+class SiloHandler {
+ public:
+  virtual ~SiloHandler() = default;
+  // Thread safety: called for one round at a time per silo.
+  virtual StatusOr<FitReply> Fit(const FitRequest& request) = 0;
+};
+
+class SiloConnection {
+ public:
+  virtual ~SiloConnection() = default;
+  virtual const std::string& silo_name() const = 0;
+  // Blocks until the silo answers or fails. Thread-safe across connections;
+  // one call at a time per connection.
+  virtual StatusOr<FitReply> Fit(const FitRequest& request) = 0;
+};
+
+}  // namespace fedsilo::transport
+
+#endif  // FEDSILO_TRANSPORT_SILO_CONNECTION_H_

@@ -1,0 +1,218 @@
+// End-to-end: runs the fedsilo binary as a user would, on the real small data
+// sets fetched by scripts/setup, with real training.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "core/model_state_file.h"
+
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+struct Result {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+std::string Env(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : fallback;
+}
+
+std::string SourceDir() { return Env("FEDSILO_SOURCE_DIR", "."); }
+
+// Runs `fedsilo <args>` with a shell; `env` is prepended (e.g. "FEDSILO_DATA=/x").
+Result Fedsilo(const std::string& args, const std::string& env = "") {
+  // Unique per process: CTest runs tests in parallel processes.
+  const std::string prefix = ::testing::TempDir() + "/fedsilo." + std::to_string(getpid());
+  const std::string out = prefix + ".out", err = prefix + ".err";
+  const std::string cmd = env + " " + Env("FEDSILO_BINARY", "build/fedsilo") + " " + args +
+                          " >" + out + " 2>" + err;
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::stringstream o, e;
+  o << std::ifstream(out).rdbuf();
+  e << std::ifstream(err).rdbuf();
+  r.out = o.str();
+  r.err = e.str();
+  return r;
+}
+
+nlohmann::json LastLineJson(const std::string& out) {
+  std::string text = out;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return nlohmann::json::parse(text.substr(text.rfind('\n') + 1));
+}
+
+std::string Workdir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/cli_" + name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string Example(const std::string& name) { return SourceDir() + "/examples/" + name; }
+
+bool DataPresent() {
+  const char* env = std::getenv("FEDSILO_DATA");
+  const std::string dir = env != nullptr ? env : SourceDir() + "/data";
+  return fs::exists(dir + "/sklearn/digits.csv.gz");
+}
+
+#define REQUIRE_DATA()                                                        \
+  if (!DataPresent()) GTEST_FAIL() << "data sets missing: run scripts/setup"
+
+TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
+  REQUIRE_DATA();
+  const std::string workdir = Workdir("digits");
+  Result r = Fedsilo("run " + Example("digits.yaml") +
+                     " --set training.rounds=6 --json --workdir " + workdir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("round 6/6"));
+  EXPECT_THAT(r.out, HasSubstr("eta"));
+  nlohmann::json summary = LastLineJson(r.out);
+  EXPECT_EQ(summary["rounds_completed"], 6);
+  EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.85);
+  EXPECT_GT(summary["wall_seconds"].get<double>(), 0);
+  EXPECT_GE(summary["overhead_fraction"].get<double>(), 0);
+
+  const std::string run_dir = summary["run_dir"];
+  EXPECT_EQ(fs::path(run_dir).parent_path(), fs::path(workdir) / "runs");
+  EXPECT_TRUE(fs::exists(run_dir + "/job.yaml"));
+  std::stringstream job;
+  job << std::ifstream(run_dir + "/job.yaml").rdbuf();
+  EXPECT_THAT(job.str(), HasSubstr("rounds: 6"));  // the override is recorded
+
+  // metrics.jsonl: global accuracy for rounds 1..6 and per-silo metrics.
+  std::ifstream metrics(run_dir + "/metrics.jsonl");
+  std::map<int, double> global_accuracy;
+  int silo_lines = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    nlohmann::json m = nlohmann::json::parse(line);
+    if (m["name"] == "global/test_accuracy") global_accuracy[m["round"]] = m["value"];
+    if (m["name"] == "silo-3/train_loss") ++silo_lines;
+  }
+  ASSERT_EQ(global_accuracy.size(), 6u);
+  EXPECT_EQ(silo_lines, 6);
+  EXPECT_GT(global_accuracy[6], global_accuracy[1]);
+  EXPECT_DOUBLE_EQ(global_accuracy[6], summary["final"]["accuracy"].get<double>());
+
+  // The final model and each round's checkpoint load back.
+  auto final_model = fedsilo::ReadModelStateFile(summary["final_model"]);
+  ASSERT_TRUE(final_model.ok()) << final_model.status();
+  EXPECT_EQ(final_model->metadata.at("round"), "6");
+  for (int round = 1; round <= 6; ++round) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/checkpoints/round-%04d.fsm", round);
+    EXPECT_TRUE(fedsilo::ReadModelStateFile(run_dir + name).ok()) << name;
+  }
+}
+
+TEST(CliTest, SameSeedGivesTheSameModelBytesAtAnyThreadCount) {
+  REQUIRE_DATA();
+  const std::string workdir = Workdir("repro");
+  std::vector<std::string> models;
+  for (const char* threads : {"1", "2", "2"}) {
+    Result r = Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=3 --quiet --json" +
+                       " --threads " + threads + " --workdir " + workdir);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::stringstream bytes;
+    bytes << std::ifstream(LastLineJson(r.out)["final_model"].get<std::string>(), std::ios::binary)
+                 .rdbuf();
+    models.push_back(bytes.str());
+  }
+  EXPECT_TRUE(models[0] == models[1]) << "1 thread and 2 threads differ";
+  EXPECT_TRUE(models[1] == models[2]) << "two runs with 2 threads differ";
+  Result other = Fedsilo("run " + Example("digits.yaml") +
+                         " --set training.rounds=3 --set seed=43 --quiet --json --workdir " + workdir);
+  ASSERT_EQ(other.exit_code, 0);
+  std::stringstream bytes;
+  bytes << std::ifstream(LastLineJson(other.out)["final_model"].get<std::string>(), std::ios::binary)
+               .rdbuf();
+  EXPECT_FALSE(bytes.str() == models[0]) << "another seed gave the same model";
+}
+
+TEST(CliTest, BreastCancerReportsBinaryMetrics) {
+  REQUIRE_DATA();
+  Result r = Fedsilo("run " + Example("breast-cancer.yaml") + " --json --workdir " +
+                     Workdir("bc"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json final_metrics = LastLineJson(r.out)["final"];
+  EXPECT_GT(final_metrics["accuracy"].get<double>(), 0.9);
+  EXPECT_GT(final_metrics["auc"].get<double>(), 0.95);
+  EXPECT_GT(final_metrics["precision"].get<double>(), 0.85);
+  EXPECT_GT(final_metrics["recall"].get<double>(), 0.85);
+}
+
+TEST(CliTest, InvalidJobsExitWithStatusTwoAndNameTheKey) {
+  const std::string dir = Workdir("invalid");
+  const std::string job = dir + "/job.yaml";
+  std::ofstream(job) << "data: {dataset: digits}\nfederation: {silos: 2}\ntraining:\n  rouns: 3\n";
+  Result typo = Fedsilo("run " + job + " --workdir " + dir);
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_THAT(typo.err, HasSubstr("job.yaml:4: unknown key 'training.rouns' (did you mean "
+                                  "'training.rounds'?)"));
+  EXPECT_FALSE(fs::exists(dir + "/runs"));  // nothing started
+
+  Result range = Fedsilo("run " + Example("digits.yaml") + " --set training.batch_size=0");
+  EXPECT_EQ(range.exit_code, 2);
+  EXPECT_THAT(range.err, HasSubstr("--set training.batch_size: must be an integer in [1, 1000000]"));
+
+  Result missing = Fedsilo("run " + dir + "/nope.yaml");
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("nope.yaml: no such file"));
+
+  Result bad_flag = Fedsilo("run " + Example("digits.yaml") + " --threads 0");
+  EXPECT_EQ(bad_flag.exit_code, 2);
+
+  Result no_command = Fedsilo("");
+  EXPECT_EQ(no_command.exit_code, 2);
+
+  Result validate = Fedsilo("validate " + job);
+  EXPECT_EQ(validate.exit_code, 2);
+  Result valid = Fedsilo("validate " + Example("mnist-2nn.yaml"));
+  EXPECT_EQ(valid.exit_code, 0) << valid.err;
+  EXPECT_THAT(valid.out, HasSubstr("valid (mnist, 10 silos, mlp, "));
+}
+
+TEST(CliTest, MissingDataIsInvalidInputNamingTheFile) {
+  Result r = Fedsilo("run " + Example("digits.yaml") + " --workdir " + Workdir("nodata"),
+                     "FEDSILO_DATA=/nonexistent-fedsilo-data");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("/nonexistent-fedsilo-data/sklearn/digits.csv.gz: no such file"));
+  EXPECT_THAT(r.err, HasSubstr("scripts/setup"));
+}
+
+TEST(CliTest, ModelThatDoesNotFitTheDataIsInvalidInput) {
+  REQUIRE_DATA();
+  Result r = Fedsilo("run " + Example("breast-cancer.yaml") + " --set model.name=cnn --workdir " +
+                     Workdir("cnn_bc"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("model.name: cnn needs image data"));
+}
+
+TEST(CliTest, HelpForEachCommand) {
+  for (const char* cmd : {"--help", "run --help", "validate --help"}) {
+    Result r = Fedsilo(cmd);
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;
+  }
+  EXPECT_THAT(Fedsilo("run --help").out, HasSubstr("--set"));
+}
+
+}  // namespace
