@@ -82,7 +82,8 @@ Orchestrator::Orchestrator(const JobConfig& job, OrchestratorOptions options,
       strategy_(std::move(strategy)),
       evaluator_(evaluator),
       sink_(sink),
-      run_dir_(run_dir) {}
+      run_dir_(run_dir),
+      pool_(std::max(1, options_.threads)) {}
 
 std::vector<size_t> Orchestrator::SampleSilos(int round) const {
   const size_t n = silos_.size();
@@ -107,6 +108,35 @@ Status Orchestrator::RecordMetric(int round, const std::string& source, const st
   return sink_->Record({round, source, absl::StrCat(source, "/", metric), value, UnixNow()});
 }
 
+Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
+                                  StatusOr<transport::FitReply> reply, const ModelState& global,
+                                  RoundSummary& summary) {
+  Status accepted = reply.status();
+  if (accepted.ok()) accepted = Annotate(reply->update.CheckSameLayout(global), "update rejected");
+  if (accepted.ok()) accepted = Annotate(reply->update.CheckFinite(), "update rejected");
+  if (accepted.ok() && reply->num_examples <= 0) {
+    accepted = absl::InvalidArgumentError(
+        absl::StrCat("update rejected: num_examples is ", reply->num_examples));
+  }
+  if (accepted.ok()) {
+    for (const auto& [metric, value] : reply->metrics) {
+      FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, metric, value));
+    }
+    FEDSILO_RETURN_IF_ERROR(
+        RecordMetric(round, silo, "num_examples", static_cast<double>(reply->num_examples)));
+    accepted = strategy_->Accumulate(std::move(reply->update),
+                                     static_cast<double>(reply->num_examples));
+    strategy_->TakeFolded();  // dropped: memory stays O(model)
+  }
+  if (accepted.ok()) {
+    ++summary.silos_succeeded;
+  } else {
+    spdlog::warn("round {}: silo '{}' dropped: {}", round, silo, std::string(accepted.message()));
+    summary.failures.push_back(absl::StrCat(silo, ": ", accepted.message()));
+  }
+  return absl::OkStatus();
+}
+
 StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   const Clock::time_point start = Clock::now();
   const std::vector<size_t> sampled = SampleSilos(round);
@@ -114,60 +144,38 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   summary.round = round;
   summary.silos_sampled = static_cast<int>(sampled.size());
   FEDSILO_RETURN_IF_ERROR(strategy_->BeginRound(global));
-
   std::vector<transport::FitRequest> requests(sampled.size());
   ArrivalQueue arrivals;
-  {
-    ThreadPool pool(std::max(1, std::min<int>(options_.threads, static_cast<int>(sampled.size()))));
-    for (size_t slot = 0; slot < sampled.size(); ++slot) {
-      transport::FitRequest& r = requests[slot];
-      r.run_id = options_.run_id;
-      r.round = round;
-      r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), sampled[slot] + 1);
-      r.job = &job_;
-      r.global = &global;
-      transport::SiloConnection* silo = silos_[sampled[slot]].get();
-      pool.Schedule([&arrivals, &r, silo, slot] { arrivals.Push({slot, silo->Fit(r)}); });
-    }
+  for (size_t slot = 0; slot < sampled.size(); ++slot) {
+    transport::FitRequest& r = requests[slot];
+    r.run_id = options_.run_id;
+    r.round = round;
+    r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), sampled[slot] + 1);
+    r.job = &job_;
+    r.global = &global;
+    transport::SiloConnection* silo = silos_[sampled[slot]].get();
+    pool_.Schedule([&arrivals, &r, silo, slot] { arrivals.Push({slot, silo->Fit(r)}); });
+  }
 
-    // Fold in sampling order while later silos are still training.
-    std::vector<std::optional<StatusOr<transport::FitReply>>> waiting(sampled.size());
-    size_t next = 0;
-    for (size_t received = 0; received < sampled.size(); ++received) {
-      Arrival a = arrivals.Pop();
-      waiting[a.slot] = std::move(a.reply);
-      for (; next < sampled.size() && waiting[next].has_value(); ++next) {
-        const std::string& name = silos_[sampled[next]]->silo_name();
-        StatusOr<transport::FitReply> reply = std::move(*waiting[next]);
-        waiting[next].reset();
-        Status accepted = reply.status();
-        if (accepted.ok()) {
-          accepted = Annotate(reply->update.CheckSameLayout(global), "update rejected");
-        }
-        if (accepted.ok()) accepted = Annotate(reply->update.CheckFinite(), "update rejected");
-        if (accepted.ok() && reply->num_examples <= 0) {
-          accepted = absl::InvalidArgumentError(
-              absl::StrCat("update rejected: num_examples is ", reply->num_examples));
-        }
-        if (accepted.ok()) {
-          for (const auto& [metric, value] : reply->metrics) {
-            FEDSILO_RETURN_IF_ERROR(RecordMetric(round, name, metric, value));
-          }
-          FEDSILO_RETURN_IF_ERROR(RecordMetric(round, name, "num_examples",
-                                               static_cast<double>(reply->num_examples)));
-          accepted = strategy_->Accumulate(std::move(reply->update),
-                                           static_cast<double>(reply->num_examples));
-          strategy_->TakeFolded();  // dropped: memory stays O(model)
-        }
-        if (accepted.ok()) {
-          ++summary.silos_succeeded;
-        } else {
-          spdlog::warn("round {}: silo '{}' dropped: {}", round, name, std::string(accepted.message()));
-          summary.failures.push_back(absl::StrCat(name, ": ", accepted.message()));
-        }
+  // Fold in sampling order while later silos are still training. Every reply
+  // is received, even after a fatal error, because the workers use `requests`
+  // and `arrivals` until they have pushed their reply.
+  std::vector<std::optional<StatusOr<transport::FitReply>>> waiting(sampled.size());
+  size_t next = 0;
+  Status fatal;
+  for (size_t received = 0; received < sampled.size(); ++received) {
+    Arrival a = arrivals.Pop();
+    waiting[a.slot] = std::move(a.reply);
+    for (; next < sampled.size() && waiting[next].has_value(); ++next) {
+      StatusOr<transport::FitReply> reply = std::move(*waiting[next]);
+      waiting[next].reset();
+      if (fatal.ok()) {
+        fatal = AcceptUpdate(round, silos_[sampled[next]]->silo_name(), std::move(reply), global,
+                             summary);
       }
     }
-  }  // every worker is done with `requests` and `global` here
+  }
+  FEDSILO_RETURN_IF_ERROR(fatal);
 
   if (summary.silos_succeeded < job_.federation.min_silos) {
     return absl::UnavailableError(absl::StrCat(

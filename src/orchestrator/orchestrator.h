@@ -22,6 +22,7 @@
 #include "core/job_config.h"
 #include "core/model_state.h"
 #include "core/status.h"
+#include "core/thread_pool.h"
 #include "strategy/strategy.h"
 #include "tracking/metrics_sink.h"
 #include "tracking/run_directory.h"
@@ -84,6 +85,10 @@ class Orchestrator {
 
  private:
   StatusOr<RoundSummary> RunRound(int round, ModelState& global);
+  // Checks one silo's reply and folds it in, or records why it was dropped in
+  // `summary`. Returns an error only for failures that end the run.
+  Status AcceptUpdate(int round, const std::string& silo, StatusOr<transport::FitReply> reply,
+                      const ModelState& global, RoundSummary& summary);
   Status RecordMetric(int round, const std::string& source, const std::string& metric,
                       double value);
 
@@ -94,6 +99,7 @@ class Orchestrator {
   ModelEvaluator* evaluator_;
   tracking::MetricsSink* sink_;
   const tracking::RunDirectory* run_dir_;
+  ThreadPool pool_;  // last: its workers stop before the members they use go away
 };
 
 // Mixes a seed with a round and an index into a new well-spread seed.
