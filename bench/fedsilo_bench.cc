@@ -2,15 +2,14 @@
 // --json each prints its figures as one JSON object on its last line.
 //
 //   fedsilo-bench aggregate   FedAvg throughput against memcpy on the same machine
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "strategy/fed_avg.h"
 

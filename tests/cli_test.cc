@@ -1,5 +1,7 @@
 // End-to-end: runs the fedsilo binary as a user would, on the real small data
 // sets fetched by scripts/setup, with real training.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,12 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "core/model_state_file.h"
 
@@ -40,8 +39,8 @@ Result Fedsilo(const std::string& args, const std::string& env = "") {
   // Unique per process: CTest runs tests in parallel processes.
   const std::string prefix = ::testing::TempDir() + "/fedsilo." + std::to_string(getpid());
   const std::string out = prefix + ".out", err = prefix + ".err";
-  const std::string cmd = env + " " + Env("FEDSILO_BINARY", "build/fedsilo") + " " + args +
-                          " >" + out + " 2>" + err;
+  const std::string cmd =
+      env + " " + Env("FEDSILO_BINARY", "build/fedsilo") + " " + args + " >" + out + " 2>" + err;
   const int status = std::system(cmd.c_str());
   Result r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -74,7 +73,7 @@ bool DataPresent() {
   return fs::exists(dir + "/sklearn/digits.csv.gz");
 }
 
-#define REQUIRE_DATA()                                                        \
+#define REQUIRE_DATA() \
   if (!DataPresent()) GTEST_FAIL() << "data sets missing: run scripts/setup"
 
 TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
@@ -138,19 +137,20 @@ TEST(CliTest, SameSeedGivesTheSameModelBytesAtAnyThreadCount) {
   }
   EXPECT_TRUE(models[0] == models[1]) << "1 thread and 2 threads differ";
   EXPECT_TRUE(models[1] == models[2]) << "two runs with 2 threads differ";
-  Result other = Fedsilo("run " + Example("digits.yaml") +
-                         " --set training.rounds=3 --set seed=43 --quiet --json --workdir " + workdir);
+  Result other =
+      Fedsilo("run " + Example("digits.yaml") +
+              " --set training.rounds=3 --set seed=43 --quiet --json --workdir " + workdir);
   ASSERT_EQ(other.exit_code, 0);
   std::stringstream bytes;
-  bytes << std::ifstream(LastLineJson(other.out)["final_model"].get<std::string>(), std::ios::binary)
+  bytes << std::ifstream(LastLineJson(other.out)["final_model"].get<std::string>(),
+                         std::ios::binary)
                .rdbuf();
   EXPECT_FALSE(bytes.str() == models[0]) << "another seed gave the same model";
 }
 
 TEST(CliTest, BreastCancerReportsBinaryMetrics) {
   REQUIRE_DATA();
-  Result r = Fedsilo("run " + Example("breast-cancer.yaml") + " --json --workdir " +
-                     Workdir("bc"));
+  Result r = Fedsilo("run " + Example("breast-cancer.yaml") + " --json --workdir " + Workdir("bc"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   nlohmann::json final_metrics = LastLineJson(r.out)["final"];
   EXPECT_GT(final_metrics["accuracy"].get<double>(), 0.9);
@@ -171,7 +171,8 @@ TEST(CliTest, InvalidJobsExitWithStatusTwoAndNameTheKey) {
 
   Result range = Fedsilo("run " + Example("digits.yaml") + " --set training.batch_size=0");
   EXPECT_EQ(range.exit_code, 2);
-  EXPECT_THAT(range.err, HasSubstr("--set training.batch_size: must be an integer in [1, 1000000]"));
+  EXPECT_THAT(range.err,
+              HasSubstr("--set training.batch_size: must be an integer in [1, 1000000]"));
 
   Result missing = Fedsilo("run " + dir + "/nope.yaml");
   EXPECT_EQ(missing.exit_code, 2);

@@ -1,11 +1,11 @@
 // fedsilo: the command-line entry point. Argument parsing and wiring only.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include "cli/simulation.h"
 #include "core/job_config.h"
@@ -52,8 +52,9 @@ int Main(int argc, char** argv) {
   SimulationOptions sim;
 
   CLI::App* run = app.add_subcommand(
-      "run", "Run a job in simulation: every silo in this process, each with a partition of the "
-             "job's data set");
+      "run",
+      "Run a job in simulation: every silo in this process, each with a partition of the "
+      "job's data set");
   run->add_option("job", job_path, "Job file (YAML)")->required();
   run->add_option("--set", sets,
                   "Override a job key by its dotted path, e.g. --set training.rounds=3 "
@@ -72,7 +73,8 @@ int Main(int argc, char** argv) {
   run->add_flag("--quiet", sim.quiet, "No per-round progress lines");
 
   bool print_resolved = false;
-  CLI::App* validate = app.add_subcommand("validate", "Check a job file and report the first error");
+  CLI::App* validate =
+      app.add_subcommand("validate", "Check a job file and report the first error");
   validate->add_option("job", job_path, "Job file (YAML)")->required();
   validate->add_option("--set", sets, "Override a job key, as for `run`");
   validate->add_flag("--print", print_resolved,
@@ -106,10 +108,11 @@ int Main(int argc, char** argv) {
     return it == summary->final_metrics.end() ? 0.0 : it->second;
   };
   if (!sim.quiet) {
-    std::printf("done: %d rounds in %.1fs; global test accuracy %.4f, loss %.4f; "
-                "orchestration overhead %.1f%%\n",
-                summary->rounds_completed, summary->wall_seconds, metric("accuracy"),
-                metric("loss"), 100.0 * summary->overhead_fraction);
+    std::printf(
+        "done: %d rounds in %.1fs; global test accuracy %.4f, loss %.4f; "
+        "orchestration overhead %.1f%%\n",
+        summary->rounds_completed, summary->wall_seconds, metric("accuracy"), metric("loss"),
+        100.0 * summary->overhead_fraction);
     std::printf("  run dir      %s\n  final model  %s\n", summary->run_dir.c_str(),
                 summary->final_model.c_str());
   }

@@ -2,9 +2,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -96,13 +95,13 @@ std::string SimulationSummary::ToJson() const {
 StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const SimulationOptions& options) {
   const Clock::time_point start = Clock::now();
   const std::string data_dir = options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir;
-  const int threads =
-      options.threads > 0 ? options.threads
+  const int threads = options.threads > 0
+                          ? options.threads
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
-  FEDSILO_ASSIGN_OR_RETURN(ml::DatasetSplits data,
-                           ml::LoadBuiltinDataset(job.data.dataset, data_dir,
-                                                  job.data.test_fraction, job.seed));
+  FEDSILO_ASSIGN_OR_RETURN(
+      ml::DatasetSplits data,
+      ml::LoadBuiltinDataset(job.data.dataset, data_dir, job.data.test_fraction, job.seed));
   const int num_silos = static_cast<int>(job.federation.silos.size());
   ml::PartitionOptions partition{job.data.partition, job.data.alpha, job.data.shards_per_silo,
                                  job.seed};
@@ -143,10 +142,10 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   std::vector<std::unique_ptr<silo::SiloAgent>> agents;
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
   for (int i = 0; i < num_silos; ++i) {
-    agents.push_back(std::make_unique<silo::SiloAgent>(job.federation.silos[i],
-                                                       std::move(silo_data[i]), &busy));
-    connections.push_back(std::make_unique<transport::InProcessConnection>(
-        job.federation.silos[i], agents.back().get()));
+    agents.push_back(
+        std::make_unique<silo::SiloAgent>(job.federation.silos[i], std::move(silo_data[i]), &busy));
+    connections.push_back(std::make_unique<transport::InProcessConnection>(job.federation.silos[i],
+                                                                           agents.back().get()));
   }
   HeldOutEvaluator evaluator(std::move(global_model), ml::DataView::All(data.test), &busy);
   FEDSILO_ASSIGN_OR_RETURN(auto strategy, strategy::CreateStrategy(job.strategy));
@@ -155,9 +154,9 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   ProgressPrinter progress(options.quiet);
   FEDSILO_ASSIGN_OR_RETURN(orchestrator::RunResult result,
                            orchestrator.Run(std::move(initial), &progress));
-  FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(
-      run_dir.final_model_path(), result.final_model,
-      {{"job", job.name}, {"round", std::to_string(result.rounds_completed)}}));
+  FEDSILO_RETURN_IF_ERROR(
+      WriteModelStateFile(run_dir.final_model_path(), result.final_model,
+                          {{"job", job.name}, {"round", std::to_string(result.rounds_completed)}}));
 
   SimulationSummary summary;
   summary.run_id = run_dir.run_id();

@@ -3,8 +3,8 @@
 #define FEDSILO_CORE_FILE_UTIL_H_
 
 #include <string>
-#include "absl/strings/string_view.h"
 
+#include "absl/strings/string_view.h"
 #include "core/status.h"
 
 namespace fedsilo {

@@ -97,10 +97,12 @@ class Section {
       if (std::find(known.begin(), known.end(), key) == known.end()) {
         const std::string full = Join(key);
         const std::string nearest = Nearest(key, known);
-        return Error(entry.first, "",
-                     absl::StrCat("unknown key '", full, "'",
-                                  nearest.empty() ? "" : absl::StrCat(" (did you mean '", Join(nearest), "'?)"),
-                                  "; valid keys here: ", absl::StrJoin(known, ", ")));
+        return Error(
+            entry.first, "",
+            absl::StrCat(
+                "unknown key '", full, "'",
+                nearest.empty() ? "" : absl::StrCat(" (did you mean '", Join(nearest), "'?)"),
+                "; valid keys here: ", absl::StrJoin(known, ", ")));
       }
     }
     return absl::OkStatus();
@@ -146,9 +148,9 @@ class Section {
                 double* out) const {
     YAML::Node n = Child(key);
     if (!n) return absl::OkStatus();
-    const std::string range = absl::StrCat(min_open ? "(" : "[", min, ", ",
-                                           std::isinf(max) ? "inf" : absl::StrCat(max),
-                                           max_open ? ")" : "]");
+    const std::string range =
+        absl::StrCat(min_open ? "(" : "[", min, ", ", std::isinf(max) ? "inf" : absl::StrCat(max),
+                     max_open ? ")" : "]");
     double value = 0;
     if (!n.IsScalar() || !YAML::convert<double>::decode(n, value) || !std::isfinite(value)) {
       return Error(n, Join(key), absl::StrCat("must be a number in ", range, ", got ", Show(n)));
@@ -181,10 +183,11 @@ class Section {
     FEDSILO_RETURN_IF_ERROR(String(key, &value));
     if (std::find(allowed.begin(), allowed.end(), value) == allowed.end()) {
       const std::string nearest = Nearest(value, allowed);
-      return Error(n, Join(key),
-                   absl::StrCat("unknown value '", value, "'",
-                                nearest.empty() ? "" : absl::StrCat(" (did you mean '", nearest, "'?)"),
-                                "; one of: ", absl::StrJoin(allowed, ", ")));
+      return Error(
+          n, Join(key),
+          absl::StrCat("unknown value '", value, "'",
+                       nearest.empty() ? "" : absl::StrCat(" (did you mean '", nearest, "'?)"),
+                       "; one of: ", absl::StrJoin(allowed, ", ")));
     }
     *out = value;
     return absl::OkStatus();
@@ -198,9 +201,9 @@ class Section {
     if (at && at.Mark().line >= 0 && !at.Mark().is_null()) {
       absl::StrAppend(&location, ":", at.Mark().line + 1);
     }
-    return absl::InvalidArgumentError(
-        key.empty() ? absl::StrCat(location, ": ", message)
-                    : absl::StrCat(location, ": ", key, ": ", message));
+    return absl::InvalidArgumentError(key.empty()
+                                          ? absl::StrCat(location, ": ", message)
+                                          : absl::StrCat(location, ": ", key, ": ", message));
   }
 
   std::string Join(const std::string& key) const {
@@ -245,7 +248,8 @@ bool IsValidSiloName(const std::string& name) {
 
 Status ReadSilos(const Section& fed, FederationConfig* out) {
   YAML::Node n = fed.Child("silos");
-  if (!n) return fed.Error(fed.node(), "federation.silos", "is required (a count or a list of names)");
+  if (!n)
+    return fed.Error(fed.node(), "federation.silos", "is required (a count or a list of names)");
   if (n.IsScalar()) {
     int64_t count = 0;
     FEDSILO_RETURN_IF_ERROR(fed.Int("silos", 1, 10000, &count));
@@ -254,7 +258,8 @@ Status ReadSilos(const Section& fed, FederationConfig* out) {
     return absl::OkStatus();
   }
   if (!n.IsSequence() || n.size() == 0) {
-    return fed.Error(n, "federation.silos", "must be a count (1-10000) or a non-empty list of names");
+    return fed.Error(n, "federation.silos",
+                     "must be a count (1-10000) or a non-empty list of names");
   }
   out->silos.clear();
   std::set<std::string> seen;
@@ -349,8 +354,8 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   c.seed = static_cast<uint64_t>(seed);
 
   const Section data = top.Sub("data");
-  FEDSILO_RETURN_IF_ERROR(data.CheckKeys({"dataset", "test_fraction", "silo_test_fraction",
-                                          "partition", "alpha", "shards_per_silo"}));
+  FEDSILO_RETURN_IF_ERROR(data.CheckKeys(
+      {"dataset", "test_fraction", "silo_test_fraction", "partition", "alpha", "shards_per_silo"}));
   if (!data.Child("dataset")) {
     return top.Error(root, "data.dataset",
                      absl::StrCat("is required; one of: ", absl::StrJoin(kKnownDatasets, ", ")));
@@ -446,7 +451,8 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "dataset" << YAML::Value << c.data.dataset;
   out << YAML::Key << "test_fraction" << YAML::Value << c.data.test_fraction;
   out << YAML::Key << "silo_test_fraction" << YAML::Value << c.data.silo_test_fraction;
-  out << YAML::Key << "partition" << YAML::Value << std::string(PartitionSchemeName(c.data.partition));
+  out << YAML::Key << "partition" << YAML::Value
+      << std::string(PartitionSchemeName(c.data.partition));
   out << YAML::Key << "alpha" << YAML::Value << c.data.alpha;
   out << YAML::Key << "shards_per_silo" << YAML::Value << c.data.shards_per_silo;
   out << YAML::EndMap;

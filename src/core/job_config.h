@@ -6,9 +6,9 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "core/status.h"
 
 namespace fedsilo {
@@ -25,12 +25,12 @@ absl::string_view OptimizerKindName(OptimizerKind kind);
 inline constexpr absl::string_view kKnownDatasets[] = {"mnist", "digits", "breast_cancer"};
 
 struct DataConfig {
-  std::string dataset;                  // required; one of kKnownDatasets
-  double test_fraction = 0.2;           // global held-out share, for sets without a test split
-  double silo_test_fraction = 0.1;      // share of each silo's partition kept as its local test set
+  std::string dataset;              // required; one of kKnownDatasets
+  double test_fraction = 0.2;       // global held-out share, for sets without a test split
+  double silo_test_fraction = 0.1;  // share of each silo's partition kept as its local test set
   PartitionScheme partition = PartitionScheme::kIid;
-  double alpha = 0.5;                   // Dirichlet concentration
-  int shards_per_silo = 2;              // shards scheme
+  double alpha = 0.5;       // Dirichlet concentration
+  int shards_per_silo = 2;  // shards scheme
 };
 
 struct ModelConfig {
@@ -76,7 +76,7 @@ struct JobConfig {
 
 // One `--set key=value` override; the value is parsed as YAML (so lists work).
 struct ConfigOverride {
-  std::string key;    // dotted path, e.g. "training.rounds"
+  std::string key;  // dotted path, e.g. "training.rounds"
   std::string value;
 };
 

@@ -79,8 +79,9 @@ TEST_P(JobConfigErrorTest, NamesTheKeyAndTheProblem) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, JobConfigErrorTest,
     ::testing::Values(
-        BadCase{"data: {dataset: digits}\nmodel: {name: mlp}\nfederation: {silos: 2}\ntrainig: {}\n",
-                "job.yaml:4: unknown key 'trainig' (did you mean 'training'?)"},
+        BadCase{
+            "data: {dataset: digits}\nmodel: {name: mlp}\nfederation: {silos: 2}\ntrainig: {}\n",
+            "job.yaml:4: unknown key 'trainig' (did you mean 'training'?)"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntraining:\n  round: 3\n",
                 "unknown key 'training.round' (did you mean 'training.rounds'?)"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntraining:\n  rounds: 0\n",
@@ -97,7 +98,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "data.dataset: unknown value 'mnsit' (did you mean 'mnist'?)"},
         BadCase{"federation: {silos: 2}\n", "data.dataset: is required"},
         BadCase{"data: {dataset: digits}\n", "federation.silos: is required"},
-        BadCase{"data: {dataset: digits}\nfederation: {silos: [a, a]}\n", "silo 'a' is listed twice"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: [a, a]}\n",
+                "silo 'a' is listed twice"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: ['a b']}\n", "silo name 'a b'"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2, min_silos: 3}\n",
                 "federation.min_silos: is 3 but the federation has only 2 silos"},
@@ -143,10 +145,9 @@ TEST(JobConfigTest, BadOverridesNameTheFlag) {
 }
 
 TEST(JobConfigTest, ResolvedYamlParsesBackToTheSameJob) {
-  StatusOr<JobConfig> c = ParseJobConfig(kMinimal, "job.yaml",
-                                         {{"training.learning_rate", "0.123456789"},
-                                          {"data.alpha", "0.3"},
-                                          {"name", "x"}});
+  StatusOr<JobConfig> c = ParseJobConfig(
+      kMinimal, "job.yaml",
+      {{"training.learning_rate", "0.123456789"}, {"data.alpha", "0.3"}, {"name", "x"}});
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string yaml = JobConfigToYaml(*c);
   StatusOr<JobConfig> back = ParseJobConfig(yaml, "resolved.yaml");

@@ -11,8 +11,8 @@ namespace fedsilo::kernels {
 // out[j] = (accumulate ? out[j] : 0) + sum_i weights[i] * inputs[i][j].
 // Folding several inputs in one pass reads `out` once for all of them.
 // REQUIRES: inputs.size() == weights.size(); every input has out.size() values.
-void WeightedFold(absl::Span<float> out, bool accumulate,
-                  absl::Span<const float* const> inputs, absl::Span<const float> weights);
+void WeightedFold(absl::Span<float> out, bool accumulate, absl::Span<const float* const> inputs,
+                  absl::Span<const float> weights);
 
 // out[j] = base[j] + scale * ((acc ? acc[j] : 0) + sum_i weights[i] * inputs[i][j]).
 // The last step of a weighted average folded into the final pass over the

@@ -1,9 +1,9 @@
 #include "core/kernels.h"
 
+#include <gtest/gtest.h>
+
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace fedsilo::kernels {
 namespace {

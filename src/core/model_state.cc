@@ -107,8 +107,8 @@ int64_t ModelState::num_elements() const {
 
 Status ModelState::CheckSameLayout(const ModelState& other) const {
   if (tensors_.size() != other.tensors_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("has ", tensors_.size(),
-                                                   " tensors, expected ", other.tensors_.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("has ", tensors_.size(), " tensors, expected ", other.tensors_.size()));
   }
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const Tensor& a = tensors_[i];
@@ -137,16 +137,16 @@ Status ModelState::CheckFinite() const {
       absl::Span<const float> v = t.floats();
       for (size_t i = 0; i < v.size(); ++i) {
         if (!std::isfinite(v[i])) {
-          return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name(), "' holds ", v[i],
-                                                         " at index ", i));
+          return absl::InvalidArgumentError(
+              absl::StrCat("tensor '", t.name(), "' holds ", v[i], " at index ", i));
         }
       }
     } else if (t.dtype() == DType::kFloat64) {
       const double* v = reinterpret_cast<const double*>(t.data());
       for (int64_t i = 0; i < t.num_elements(); ++i) {
         if (!std::isfinite(v[i])) {
-          return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name(), "' holds ", v[i],
-                                                         " at index ", i));
+          return absl::InvalidArgumentError(
+              absl::StrCat("tensor '", t.name(), "' holds ", v[i], " at index ", i));
         }
       }
     }

@@ -67,9 +67,9 @@ class Reader {
  private:
   Status Need(size_t n, absl::string_view what) {
     if (remaining() < n) {
-      return absl::DataLossError(absl::StrCat(source_, ": truncated model file: ", what,
-                                              " needs ", n, " bytes at offset ", pos_, ", only ",
-                                              remaining(), " left"));
+      return absl::DataLossError(absl::StrCat(source_, ": truncated model file: ", what, " needs ",
+                                              n, " bytes at offset ", pos_, ", only ", remaining(),
+                                              " left"));
     }
     return absl::OkStatus();
   }
@@ -111,8 +111,8 @@ std::string SerializeModelState(const ModelState& state, const ModelMetadata& me
 StatusOr<ModelFile> ParseModelState(absl::string_view bytes, absl::string_view source) {
   if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
     if (bytes.size() < sizeof(kMagic) && absl::string_view(kMagic, bytes.size()) == bytes) {
-      return absl::DataLossError(absl::StrCat(source, ": truncated model file (", bytes.size(),
-                                              " bytes)"));
+      return absl::DataLossError(
+          absl::StrCat(source, ": truncated model file (", bytes.size(), " bytes)"));
     }
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": not a fedsilo model file (bad magic number)"));
@@ -126,8 +126,8 @@ StatusOr<ModelFile> ParseModelState(absl::string_view bytes, absl::string_view s
                                                    kModelStateFormatVersion, ")"));
   }
   if (bytes.size() < sizeof(kMagic) + 4 + 4) {
-    return absl::DataLossError(absl::StrCat(source, ": truncated model file (", bytes.size(),
-                                            " bytes)"));
+    return absl::DataLossError(
+        absl::StrCat(source, ": truncated model file (", bytes.size(), " bytes)"));
   }
   // The checksum covers everything before it; check it first so that a flipped
   // bit anywhere is reported as corruption, not as some odd field value.
@@ -166,9 +166,9 @@ StatusOr<ModelFile> ParseModelState(absl::string_view bytes, absl::string_view s
       for (auto& d : shape) {
         FEDSILO_RETURN_IF_ERROR(in.Get(&d, "tensor shape"));
         if (d < 0 || (d > 0 && elements > std::numeric_limits<uint64_t>::max() / 8 /
-                                               static_cast<uint64_t>(d))) {
-          return absl::DataLossError(absl::StrCat(source, ": corrupted model file: tensor '",
-                                                  name, "' has shape ", ShapeToString(shape)));
+                                              static_cast<uint64_t>(d))) {
+          return absl::DataLossError(absl::StrCat(source, ": corrupted model file: tensor '", name,
+                                                  "' has shape ", ShapeToString(shape)));
         }
         elements *= static_cast<uint64_t>(d);
       }
@@ -189,8 +189,8 @@ StatusOr<ModelFile> ParseModelState(absl::string_view bytes, absl::string_view s
       FEDSILO_RETURN_IF_ERROR(in.GetBytes(t.data(), t.num_bytes(), "tensor data"));
       Status added = file.state.Add(std::move(t));
       if (!added.ok()) {
-        return absl::DataLossError(absl::StrCat(source, ": corrupted model file: ",
-                                                added.message()));
+        return absl::DataLossError(
+            absl::StrCat(source, ": corrupted model file: ", added.message()));
       }
     }
     if (in.remaining() != 0) {
@@ -203,8 +203,9 @@ StatusOr<ModelFile> ParseModelState(absl::string_view bytes, absl::string_view s
     // A short file also fails the checksum; report what is most useful.
     if (!parsed.ok()) return parsed;
     return absl::DataLossError(
-        absl::StrCat(source, ": corrupted model file: checksum mismatch (file was modified or "
-                             "damaged)"));
+        absl::StrCat(source,
+                     ": corrupted model file: checksum mismatch (file was modified or "
+                     "damaged)"));
   }
   FEDSILO_RETURN_IF_ERROR(parsed);
   return file;

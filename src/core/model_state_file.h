@@ -12,8 +12,8 @@
 
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 
+#include "absl/strings/string_view.h"
 #include "core/model_state.h"
 #include "core/status.h"
 

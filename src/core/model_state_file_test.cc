@@ -1,11 +1,11 @@
 #include "core/model_state_file.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 namespace fedsilo {
 namespace {
@@ -14,8 +14,9 @@ using ::testing::HasSubstr;
 
 ModelState Sample() {
   ModelState s;
-  EXPECT_TRUE(s.Add(Tensor::FromFloats("conv1.weight", {2, 1, 2, 2},
-                                       {1, -2, 3.5f, 4, 5, 6, 7, 8e-9f})).ok());
+  EXPECT_TRUE(
+      s.Add(Tensor::FromFloats("conv1.weight", {2, 1, 2, 2}, {1, -2, 3.5f, 4, 5, 6, 7, 8e-9f}))
+          .ok());
   EXPECT_TRUE(s.Add(Tensor::FromFloats("conv1.bias", {2}, {0.25f, -0.5f})).ok());
   Tensor steps("bn.num_batches_tracked", DType::kInt64, {});
   int64_t seven = 7;
@@ -27,8 +28,8 @@ ModelState Sample() {
 void ExpectEqualStates(const ModelState& a, const ModelState& b) {
   ASSERT_TRUE(a.CheckSameLayout(b).ok());
   for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(0, std::memcmp(a.tensors()[i].data(), b.tensors()[i].data(),
-                             a.tensors()[i].num_bytes()));
+    EXPECT_EQ(
+        0, std::memcmp(a.tensors()[i].data(), b.tensors()[i].data(), a.tensors()[i].num_bytes()));
   }
 }
 
@@ -69,8 +70,7 @@ TEST(ModelStateFileTest, EveryFlippedByteIsDetected) {
   }
   std::string damaged = bytes;
   damaged[bytes.size() / 2] ^= 1;  // inside tensor data
-  EXPECT_THAT(ParseModelState(damaged, "m.fsm").status().message(),
-              HasSubstr("checksum mismatch"));
+  EXPECT_THAT(ParseModelState(damaged, "m.fsm").status().message(), HasSubstr("checksum mismatch"));
 }
 
 TEST(ModelStateFileTest, RejectsOtherFilesAndNewerVersions) {

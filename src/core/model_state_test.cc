@@ -1,10 +1,10 @@
 #include "core/model_state.h"
 
-#include <cmath>
-#include <limits>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
 
 namespace fedsilo {
 namespace {

@@ -3,10 +3,9 @@
 #ifndef FEDSILO_CORE_STATUS_H_
 #define FEDSILO_CORE_STATUS_H_
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace fedsilo {
 
@@ -27,9 +26,9 @@ bool IsInvalidInput(const Status& status);
 #define FEDSILO_STATUS_CONCAT_(a, b) FEDSILO_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define FEDSILO_RETURN_IF_ERROR(expr)              \
-  do {                                             \
-    ::absl::Status fedsilo_status_ = (expr);       \
+#define FEDSILO_RETURN_IF_ERROR(expr)                  \
+  do {                                                 \
+    ::absl::Status fedsilo_status_ = (expr);           \
     if (!fedsilo_status_.ok()) return fedsilo_status_; \
   } while (false)
 

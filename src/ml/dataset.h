@@ -21,7 +21,7 @@ struct Dataset {
   std::vector<float> features;
   std::vector<uint8_t> byte_features;
   float byte_scale = 1.0f / 255.0f;
-  std::vector<int64_t> labels;         // in [0, num_classes)
+  std::vector<int64_t> labels;  // in [0, num_classes)
 
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
   int64_t feature_size() const;

@@ -85,12 +85,10 @@ StatusOr<DatasetSplits> LoadBuiltinDataset(const std::string& name, const std::s
                                            double test_fraction, uint64_t seed) {
   if (name == "mnist") {
     const std::string dir = data_dir + "/mnist/";
-    FEDSILO_ASSIGN_OR_RETURN(
-        Dataset train,
-        ReadIdxDataset(dir + "train-images-idx3-ubyte", dir + "train-labels-idx1-ubyte", 10));
-    FEDSILO_ASSIGN_OR_RETURN(
-        Dataset test,
-        ReadIdxDataset(dir + "t10k-images-idx3-ubyte", dir + "t10k-labels-idx1-ubyte", 10));
+    FEDSILO_ASSIGN_OR_RETURN(Dataset train, ReadIdxDataset(dir + "train-images-idx3-ubyte",
+                                                           dir + "train-labels-idx1-ubyte", 10));
+    FEDSILO_ASSIGN_OR_RETURN(Dataset test, ReadIdxDataset(dir + "t10k-images-idx3-ubyte",
+                                                          dir + "t10k-labels-idx1-ubyte", 10));
     train.name = test.name = name;
     return DatasetSplits{std::make_shared<Dataset>(std::move(train)),
                          std::make_shared<Dataset>(std::move(test))};

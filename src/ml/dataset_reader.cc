@@ -28,7 +28,8 @@ StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
   if (!absl::EndsWith(path, ".gz")) {
     std::ifstream in(path, std::ios::binary);
     out.resize(std::filesystem::file_size(path, ec));
-    if (ec || !in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size()))) {
+    if (ec ||
+        !in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size()))) {
       return absl::InternalError(absl::StrCat(path, ": read error"));
     }
     return out;
@@ -64,8 +65,9 @@ StatusOr<IdxArray> ReadIdx(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not an IDX file (bad magic number)"));
   }
   if (p[2] != 0x08) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": IDX data type 0x", absl::Hex(p[2]), " is not supported (expected 0x08, unsigned byte)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": IDX data type 0x", absl::Hex(p[2]),
+                     " is not supported (expected 0x08, unsigned byte)"));
   }
   const int rank = p[3];
   if (rank < 1 || rank > 4) {
@@ -97,12 +99,12 @@ StatusOr<Dataset> ReadIdxDataset(const std::string& images_path, const std::stri
   FEDSILO_ASSIGN_OR_RETURN(IdxArray images, ReadIdx(images_path));
   FEDSILO_ASSIGN_OR_RETURN(IdxArray labels, ReadIdx(labels_path));
   if (images.dims.size() != 3) {
-    return absl::InvalidArgumentError(absl::StrCat(images_path, ": expected images of rank 3, got ",
-                                                   ShapeToString(images.dims)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(images_path, ": expected images of rank 3, got ", ShapeToString(images.dims)));
   }
   if (labels.dims.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(labels_path, ": expected labels of rank 1, got ",
-                                                   ShapeToString(labels.dims)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(labels_path, ": expected labels of rank 1, got ", ShapeToString(labels.dims)));
   }
   if (images.dims[0] != labels.dims[0]) {
     return absl::InvalidArgumentError(absl::StrCat(images_path, " holds ", images.dims[0],
@@ -137,10 +139,11 @@ StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions& opti
     if (lines.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": empty file"));
     if (options.header == CsvHeader::kSklearn) {
       std::vector<absl::string_view> head = absl::StrSplit(lines[0], ',');
-      if (head.size() < 2 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(head[0]), &announced_rows) ||
+      if (head.size() < 2 ||
+          !absl::SimpleAtoi(absl::StripAsciiWhitespace(head[0]), &announced_rows) ||
           !absl::SimpleAtoi(absl::StripAsciiWhitespace(head[1]), &announced_features)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ":1: expected a scikit-learn header 'n_samples,n_features,...'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":1: expected a scikit-learn header 'n_samples,n_features,...'"));
       }
     }
     first = 1;
@@ -148,7 +151,8 @@ StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions& opti
   int64_t columns = -1;
   int64_t max_label = -1;
   for (size_t li = first; li < lines.size(); ++li) {
-    std::vector<absl::string_view> cells = absl::StrSplit(absl::StripTrailingAsciiWhitespace(lines[li]), ',');
+    std::vector<absl::string_view> cells =
+        absl::StrSplit(absl::StripTrailingAsciiWhitespace(lines[li]), ',');
     const int64_t n = static_cast<int64_t>(cells.size());
     if (columns < 0) {
       columns = n;
@@ -157,8 +161,8 @@ StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions& opti
             absl::StrCat(path, ":", li + 1, ": need at least one feature and a label column"));
       }
     } else if (n != columns) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", li + 1, ": has ", n,
-                                                     " columns, earlier lines have ", columns));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", li + 1, ": has ", n, " columns, earlier lines have ", columns));
     }
     const int64_t label_col = options.label_column < 0 ? columns - 1 : options.label_column;
     if (label_col >= columns) {
@@ -189,17 +193,17 @@ StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions& opti
   if (d.labels.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no data rows"));
   const int64_t num_features = columns - 1;
   if (announced_rows >= 0 && (announced_rows != d.size() || announced_features != num_features)) {
-    return absl::DataLossError(absl::StrCat(path, ": header announces ", announced_rows, " rows of ",
-                                            announced_features, " features, file holds ", d.size(),
-                                            " rows of ", num_features));
+    return absl::DataLossError(
+        absl::StrCat(path, ": header announces ", announced_rows, " rows of ", announced_features,
+                     " features, file holds ", d.size(), " rows of ", num_features));
   }
   d.num_classes = options.num_classes > 0 ? options.num_classes : static_cast<int>(max_label + 1);
   if (max_label >= d.num_classes) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": label ", max_label, " is not in [0, ",
-                                                   d.num_classes, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": label ", max_label, " is not in [0, ", d.num_classes, ")"));
   }
-  d.example_shape = options.example_shape.empty() ? std::vector<int64_t>{num_features}
-                                                  : options.example_shape;
+  d.example_shape =
+      options.example_shape.empty() ? std::vector<int64_t>{num_features} : options.example_shape;
   if (d.feature_size() != num_features) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", num_features,
                                                    " features do not fit example shape ",

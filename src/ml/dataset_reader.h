@@ -37,8 +37,8 @@ enum class CsvHeader {
 
 struct CsvOptions {
   CsvHeader header = CsvHeader::kNone;
-  int label_column = -1;      // index of the label column; -1 = last
-  int num_classes = 0;        // 0 = 1 + largest label
+  int label_column = -1;               // index of the label column; -1 = last
+  int num_classes = 0;                 // 0 = 1 + largest label
   std::vector<int64_t> example_shape;  // empty = {number of feature columns}
 };
 

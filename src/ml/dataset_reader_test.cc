@@ -1,12 +1,11 @@
 #include "ml/dataset_reader.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "ml/dataset_catalog.h"
 
@@ -28,7 +27,8 @@ void WriteBytes(const std::string& path, const std::string& bytes) {
 std::string Idx(const std::vector<uint32_t>& dims, const std::vector<uint8_t>& values) {
   std::string s = {0, 0, 8, static_cast<char>(dims.size())};
   for (uint32_t d : dims) {
-    for (int shift = 24; shift >= 0; shift -= 8) s.push_back(static_cast<char>((d >> shift) & 0xff));
+    for (int shift = 24; shift >= 0; shift -= 8)
+      s.push_back(static_cast<char>((d >> shift) & 0xff));
   }
   s.append(values.begin(), values.end());
   return s;

@@ -37,8 +37,10 @@ class NetImpl : public torch::nn::Module {
   explicit NetImpl(const ModelSpec& spec) : kind_(spec.config.kind) {
     if (kind_ == ModelKind::kCnn) {
       const int64_t c = spec.input_shape[0], h = spec.input_shape[1], w = spec.input_shape[2];
-      conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, 32, 5).padding(2)));
-      conv2_ = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)));
+      conv1_ = register_module("conv1",
+                               torch::nn::Conv2d(torch::nn::Conv2dOptions(c, 32, 5).padding(2)));
+      conv2_ = register_module("conv2",
+                               torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)));
       const int64_t flat = 64 * (h / 2 / 2) * (w / 2 / 2);
       linears_.push_back(register_module("fc1", torch::nn::Linear(flat, 512)));
       linears_.push_back(register_module("fc2", torch::nn::Linear(512, spec.num_classes)));
@@ -47,7 +49,8 @@ class NetImpl : public torch::nn::Module {
     int64_t in = std::accumulate(spec.input_shape.begin(), spec.input_shape.end(), int64_t{1},
                                  std::multiplies<int64_t>());
     std::vector<int64_t> widths;
-    if (kind_ == ModelKind::kMlp) widths.assign(spec.config.hidden.begin(), spec.config.hidden.end());
+    if (kind_ == ModelKind::kMlp)
+      widths.assign(spec.config.hidden.begin(), spec.config.hidden.end());
     widths.push_back(spec.num_classes);
     for (size_t i = 0; i < widths.size(); ++i) {
       linears_.push_back(
@@ -102,6 +105,7 @@ std::pair<torch::Tensor, torch::Tensor> MakeBatch(const DataView& data,
 struct Model::Impl {
   ModelSpec spec;
   Net net{nullptr};
+  ModelState layout;  // the initial state; only its names and shapes are used
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -129,7 +133,9 @@ StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t s
     torch::manual_seed(seed);
     impl->net = Net(spec);
   }
-  return std::unique_ptr<Model>(new Model(std::move(impl)));
+  auto model = std::unique_ptr<Model>(new Model(std::move(impl)));
+  model->impl_->layout = model->GetState();
+  return model;
 }
 
 ModelState Model::GetState() const {
@@ -148,7 +154,7 @@ ModelState Model::GetState() const {
 }
 
 Status Model::SetState(const ModelState& state) {
-  FEDSILO_RETURN_IF_ERROR(Annotate(state.CheckSameLayout(GetState()), "model state"));
+  FEDSILO_RETURN_IF_ERROR(Annotate(state.CheckSameLayout(impl_->layout), "model state"));
   torch::NoGradGuard no_grad;
   size_t i = 0;
   auto copy = [&](torch::Tensor& t) {
@@ -172,10 +178,10 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
         net->parameters(),
         torch::optim::AdamOptions(config.learning_rate).weight_decay(config.weight_decay));
   } else {
-    optimizer = std::make_unique<torch::optim::SGD>(
-        net->parameters(), torch::optim::SGDOptions(config.learning_rate)
-                               .momentum(config.momentum)
-                               .weight_decay(config.weight_decay));
+    optimizer = std::make_unique<torch::optim::SGD>(net->parameters(),
+                                                    torch::optim::SGDOptions(config.learning_rate)
+                                                        .momentum(config.momentum)
+                                                        .weight_decay(config.weight_decay));
   }
   std::mt19937_64 rng(seed);
   std::vector<int64_t> order(static_cast<size_t>(data.size()));
@@ -196,9 +202,9 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
         torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
         const double value = loss.item<double>();
         if (!std::isfinite(value)) {
-          return absl::InternalError(absl::StrCat(
-              "training diverged: loss is ", value, " at epoch ", epoch + 1, " step ",
-              stats.steps + 1, "; lower training.learning_rate"));
+          return absl::InternalError(
+              absl::StrCat("training diverged: loss is ", value, " at epoch ", epoch + 1, " step ",
+                           stats.steps + 1, "; lower training.learning_rate"));
         }
         loss.backward();
         optimizer->step();
@@ -236,10 +242,10 @@ StatusOr<ClassificationMetrics> Model::Evaluate(const DataView& data) const {
       const size_t end = std::min(order.size(), begin + kBatch);
       auto [x, y] = MakeBatch(data, order, begin, end);
       torch::Tensor logits = net->forward(x);
-      loss_sum += torch::nn::functional::cross_entropy(
-                      logits, y,
-                      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                      .item<double>();
+      loss_sum +=
+          torch::nn::functional::cross_entropy(
+              logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+              .item<double>();
       torch::Tensor pred = logits.argmax(1);
       const int64_t* pp = pred.data_ptr<int64_t>();
       const int64_t* yp = y.data_ptr<int64_t>();

@@ -1,10 +1,10 @@
 #include "ml/model.h"
 
-#include <cstring>
-#include <random>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
 
 namespace fedsilo::ml {
 namespace {
@@ -80,8 +80,10 @@ TEST(ModelTest, SameSeedSameWeights) {
   auto b = Model::Create(Spec(ModelKind::kMlp), 3);
   auto c = Model::Create(Spec(ModelKind::kMlp), 4);
   const ModelState sa = (*a)->GetState(), sb = (*b)->GetState(), sc = (*c)->GetState();
-  EXPECT_EQ(0, std::memcmp(sa.tensors()[0].data(), sb.tensors()[0].data(), sa.tensors()[0].num_bytes()));
-  EXPECT_NE(0, std::memcmp(sa.tensors()[0].data(), sc.tensors()[0].data(), sa.tensors()[0].num_bytes()));
+  EXPECT_EQ(
+      0, std::memcmp(sa.tensors()[0].data(), sb.tensors()[0].data(), sa.tensors()[0].num_bytes()));
+  EXPECT_NE(
+      0, std::memcmp(sa.tensors()[0].data(), sc.tensors()[0].data(), sa.tensors()[0].num_bytes()));
 }
 
 TEST(ModelTest, SetStateRoundTripsAndRejectsOtherLayouts) {
@@ -90,7 +92,8 @@ TEST(ModelTest, SetStateRoundTripsAndRejectsOtherLayouts) {
   ASSERT_TRUE((*b)->SetState((*a)->GetState()).ok());
   const ModelState sa = (*a)->GetState(), sb = (*b)->GetState();
   for (size_t i = 0; i < sa.size(); ++i) {
-    EXPECT_EQ(0, std::memcmp(sa.tensors()[i].data(), sb.tensors()[i].data(), sa.tensors()[i].num_bytes()));
+    EXPECT_EQ(0, std::memcmp(sa.tensors()[i].data(), sb.tensors()[i].data(),
+                             sa.tensors()[i].num_bytes()));
   }
   auto wider = Model::Create(Spec(ModelKind::kMlp, {16}), 3);
   Status s = (*a)->SetState((*wider)->GetState());

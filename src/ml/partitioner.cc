@@ -47,10 +47,11 @@ Parts Dirichlet(const std::vector<int64_t>& labels, int num_classes, int num_sil
       size_t begin = 0;
       for (int s = 0; s < num_silos; ++s) {
         cumulative += p[s] / total;
-        const size_t end = s + 1 == num_silos
-                               ? members.size()
-                               : std::min(members.size(), static_cast<size_t>(std::llround(
-                                                              cumulative * members.size())));
+        const size_t end =
+            s + 1 == num_silos
+                ? members.size()
+                : std::min(members.size(),
+                           static_cast<size_t>(std::llround(cumulative * members.size())));
         parts[s].insert(parts[s].end(), members.begin() + begin, members.begin() + end);
         begin = end;  // cumulative shares only grow, so end >= begin
       }
@@ -130,8 +131,8 @@ StatusOr<std::vector<SiloData>> PartitionForSilos(std::shared_ptr<const Dataset>
           options.scheme == PartitionScheme::kDirichlet ? " or a larger data.alpha" : ""));
     }
     // Parts are already shuffled: the first examples become the local test set.
-    const size_t n_test = std::min(part.size() - 1, static_cast<size_t>(std::llround(
-                                                        silo_test_fraction * part.size())));
+    const size_t n_test = std::min(
+        part.size() - 1, static_cast<size_t>(std::llround(silo_test_fraction * part.size())));
     SiloData s;
     s.test.dataset = s.train.dataset = train;
     s.test.indices.assign(part.begin(), part.begin() + n_test);

@@ -1,10 +1,10 @@
 #include "ml/partitioner.h"
 
-#include <algorithm>
-#include <set>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
 
 namespace fedsilo::ml {
 namespace {
@@ -98,8 +98,9 @@ TEST(PartitionerTest, TooFewExamplesIsAnError) {
   std::vector<int64_t> labels = {0, 1, 0};
   EXPECT_THAT(PartitionIndices(labels, 2, 4, {}).status().message(),
               ::testing::HasSubstr("cannot split 3 examples across 4 silos"));
-  EXPECT_THAT(PartitionIndices(labels, 2, 2, {PartitionScheme::kShards, 0, 2, 0}).status().message(),
-              ::testing::HasSubstr("shards_per_silo"));
+  EXPECT_THAT(
+      PartitionIndices(labels, 2, 2, {PartitionScheme::kShards, 0, 2, 0}).status().message(),
+      ::testing::HasSubstr("shards_per_silo"));
 }
 
 TEST(PartitionerTest, SilosKeepALocalTestSplit) {

@@ -1,5 +1,7 @@
 #include "orchestrator/orchestrator.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,8 +12,7 @@
 #include <optional>
 #include <random>
 
-#include <spdlog/spdlog.h>
-
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/thread_pool.h"
@@ -26,8 +27,7 @@ double SecondsSince(Clock::time_point start) {
 }
 
 double UnixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 uint64_t SplitMix64(uint64_t x) {
@@ -63,7 +63,7 @@ class ArrivalQueue {
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Arrival> items_;
+  std::deque<Arrival> items_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
@@ -124,8 +124,8 @@ Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
     }
     FEDSILO_RETURN_IF_ERROR(
         RecordMetric(round, silo, "num_examples", static_cast<double>(reply->num_examples)));
-    accepted = strategy_->Accumulate(std::move(reply->update),
-                                     static_cast<double>(reply->num_examples));
+    accepted =
+        strategy_->Accumulate(std::move(reply->update), static_cast<double>(reply->num_examples));
     strategy_->TakeFolded();  // dropped: memory stays O(model)
   }
   if (accepted.ok()) {

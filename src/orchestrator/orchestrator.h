@@ -42,7 +42,7 @@ struct RoundSummary {
   int round = 0;
   int silos_sampled = 0;
   int silos_succeeded = 0;
-  std::vector<std::string> failures;            // "silo-3: <reason>"
+  std::vector<std::string> failures;             // "silo-3: <reason>"
   std::map<std::string, double> global_metrics;  // from the ModelEvaluator
   double round_seconds = 0;
   double elapsed_seconds = 0;  // since Run() started

@@ -2,15 +2,15 @@
 // with real silo agents and real training.
 #include "orchestrator/orchestrator.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <mutex>
 #include <set>
 #include <thread>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "strategy/fed_avg.h"
 
@@ -33,8 +33,12 @@ class FakeSilo : public transport::SiloConnection {
  public:
   FakeSilo(std::string name, int index, int64_t examples, int delay_ms, Fault fault,
            bool noisy = false)
-      : name_(std::move(name)), index_(index), examples_(examples), delay_ms_(delay_ms),
-        fault_(fault), noisy_(noisy) {}
+      : name_(std::move(name)),
+        index_(index),
+        examples_(examples),
+        delay_ms_(delay_ms),
+        fault_(fault),
+        noisy_(noisy) {}
   const std::string& silo_name() const override { return name_; }
   StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
@@ -115,8 +119,8 @@ struct Fixture {
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
   void Add(int index, int64_t examples, int delay_ms = 0, Fault fault = Fault::kNone,
            bool noisy = false) {
-    auto s = std::make_unique<FakeSilo>("s" + std::to_string(index + 1), index, examples,
-                                        delay_ms, fault, noisy);
+    auto s = std::make_unique<FakeSilo>("s" + std::to_string(index + 1), index, examples, delay_ms,
+                                        fault, noisy);
     silos.push_back(s.get());
     connections.push_back(std::move(s));
   }
@@ -130,8 +134,8 @@ TEST(OrchestratorTest, AppliesTheExampleWeightedMeanEachRound) {
   f.Add(2, 5);
   SumEvaluator eval;
   RecordingSink sink;
-  Orchestrator o(job, {"run", 2}, std::move(f.connections),
-                 std::make_unique<strategy::FedAvg>(), &eval, &sink, nullptr);
+  Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
+                 &eval, &sink, nullptr);
   StatusOr<RunResult> result = o.Run(Global(), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->rounds_completed, 2);
@@ -164,7 +168,8 @@ TEST(OrchestratorTest, ResultDoesNotDependOnArrivalOrderOrThreads) {
     }
     const ModelState next = *avg.Finish();
     std::string bits;
-    for (const Tensor& t : next.tensors()) bits.append(reinterpret_cast<const char*>(t.data()), t.num_bytes());
+    for (const Tensor& t : next.tensors())
+      bits.append(reinterpret_cast<const char*>(t.data()), t.num_bytes());
     return bits;
   };
   const std::string in_order = fold({0, 1, 2, 3, 4, 5});

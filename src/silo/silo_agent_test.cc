@@ -1,9 +1,9 @@
 #include "silo/silo_agent.h"
 
-#include <random>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <random>
 
 namespace fedsilo::silo {
 namespace {

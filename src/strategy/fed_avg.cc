@@ -34,7 +34,8 @@ std::vector<ModelState> FedAvg::TakeFolded() { return std::exchange(folded_, {})
 
 Status FedAvg::Accumulate(ModelState update, double weight) {
   if (!(weight > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("fedavg: update weight must be > 0, got ", weight));
+    return absl::InvalidArgumentError(
+        absl::StrCat("fedavg: update weight must be > 0, got ", weight));
   }
   pending_.push_back(std::move(update));
   pending_weights_.push_back(static_cast<float>(weight));
@@ -48,7 +49,8 @@ void FedAvg::FoldPending() {
   if (pending_.empty()) return;
   std::vector<const float*> inputs(pending_.size());
   for (size_t t = 0; t < sum_.size(); ++t) {
-    for (size_t i = 0; i < pending_.size(); ++i) inputs[i] = pending_[i].tensors()[t].floats().data();
+    for (size_t i = 0; i < pending_.size(); ++i)
+      inputs[i] = pending_[i].tensors()[t].floats().data();
     kernels::WeightedFold(sum_.mutable_tensors()[t].floats(), sum_valid_, inputs, pending_weights_);
   }
   sum_valid_ = true;
@@ -67,11 +69,11 @@ StatusOr<ModelState> FedAvg::Finish() {
   ModelState next = std::move(global_);
   std::vector<const float*> inputs(pending_.size());
   for (size_t t = 0; t < next.size(); ++t) {
-    for (size_t i = 0; i < pending_.size(); ++i) inputs[i] = pending_[i].tensors()[t].floats().data();
+    for (size_t i = 0; i < pending_.size(); ++i)
+      inputs[i] = pending_[i].tensors()[t].floats().data();
     absl::Span<float> out = next.mutable_tensors()[t].floats();
-    kernels::FoldAndApply(out, out, scale,
-                          sum_valid_ ? sum_.tensors()[t].floats().data() : nullptr, inputs,
-                          pending_weights_);
+    kernels::FoldAndApply(out, out, scale, sum_valid_ ? sum_.tensors()[t].floats().data() : nullptr,
+                          inputs, pending_weights_);
   }
   for (ModelState& u : pending_) folded_.push_back(std::move(u));
   pending_.clear();

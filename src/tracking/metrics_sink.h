@@ -15,7 +15,7 @@ struct MetricRecord {
   std::string source;  // a silo name, or "global"
   std::string name;    // "{source}/{metric}", e.g. "silo-1/train_loss"
   double value = 0;
-  double time = 0;     // seconds since the Unix epoch
+  double time = 0;  // seconds since the Unix epoch
 };
 
 class MetricsSink {

@@ -10,8 +10,7 @@
 
 namespace fedsilo::tracking {
 
-StatusOr<RunDirectory> RunDirectory::Create(const std::string& workdir,
-                                            const std::string& job_name,
+StatusOr<RunDirectory> RunDirectory::Create(const std::string& workdir, const std::string& job_name,
                                             std::chrono::system_clock::time_point now) {
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
   std::tm utc{};
@@ -26,8 +25,7 @@ StatusOr<RunDirectory> RunDirectory::Create(const std::string& workdir,
   std::random_device random;
   namespace fs = std::filesystem;
   for (int attempt = 0; attempt < 16; ++attempt) {
-    const std::string id =
-        absl::StrFormat("%s-%s-%04x", safe_name, stamp, random() & 0xffff);
+    const std::string id = absl::StrFormat("%s-%s-%04x", safe_name, stamp, random() & 0xffff);
     const fs::path dir = fs::path(workdir) / "runs" / id;
     std::error_code ec;
     fs::create_directories(dir.parent_path(), ec);
@@ -38,13 +36,14 @@ StatusOr<RunDirectory> RunDirectory::Create(const std::string& workdir,
     if (fs::create_directory(dir, ec)) {
       fs::create_directories(dir / "checkpoints", ec);
       if (ec) {
-        return absl::InternalError(absl::StrCat((dir / "checkpoints").string(),
-                                                ": cannot create folder: ", ec.message()));
+        return absl::InternalError(
+            absl::StrCat((dir / "checkpoints").string(), ": cannot create folder: ", ec.message()));
       }
       return RunDirectory(id, dir.string());
     }
     if (ec) {
-      return absl::InternalError(absl::StrCat(dir.string(), ": cannot create folder: ", ec.message()));
+      return absl::InternalError(
+          absl::StrCat(dir.string(), ": cannot create folder: ", ec.message()));
     }
   }
   return absl::InternalError("could not find an unused run id");

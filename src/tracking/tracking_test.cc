@@ -1,13 +1,13 @@
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tracking/jsonl_metrics_sink.h"
 #include "tracking/run_directory.h"
@@ -65,8 +65,7 @@ TEST(RunDirectoryTest, CreatesUniqueSafeFolders) {
   for (int i = 0; i < 5; ++i) {
     StatusOr<RunDirectory> run = RunDirectory::Create(workdir, "my job/1", now);
     ASSERT_TRUE(run.ok()) << run.status();
-    EXPECT_TRUE(std::regex_match(run->run_id(),
-                                 std::regex(R"(my-job-1-\d{8}-\d{6}-[0-9a-f]{4})")))
+    EXPECT_TRUE(std::regex_match(run->run_id(), std::regex(R"(my-job-1-\d{8}-\d{6}-[0-9a-f]{4})")))
         << run->run_id();
     EXPECT_TRUE(std::filesystem::is_directory(run->path() + "/checkpoints"));
     EXPECT_EQ(run->CheckpointPath(7), run->path() + "/checkpoints/round-0007.fsm");
