@@ -14,7 +14,7 @@ int64_t Dataset::feature_size() const {
 void Dataset::CopyExample(int64_t i, float* out) const {
   const int64_t f = feature_size();
   if (has_byte_features()) {
-    const uint8_t* in = byte_features.data() + i * f;
+    const uint8_t* in = byte_example(i);
     for (int64_t j = 0; j < f; ++j) out[j] = static_cast<float>(in[j]) * byte_scale;
   } else {
     std::copy_n(example(i), f, out);

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "ml/byte_store.h"
+
 namespace fedsilo::ml {
 
 struct Dataset {
@@ -16,16 +18,22 @@ struct Dataset {
   std::vector<int64_t> example_shape;  // {30} for tabular rows, {1, 28, 28} for images
   int num_classes = 0;
   // Features, size() * feature_size() values, row-major, in one of two forms:
-  // floats, or bytes (images) whose value is byte * byte_scale. Bytes take a
-  // quarter of the memory; they are turned into floats batch by batch.
+  // floats, or bytes (images) at `byte_features->data() + byte_offset` whose
+  // value is byte * byte_scale. Bytes take a quarter of the memory (and can be
+  // the mapped file itself); they are turned into floats batch by batch.
   std::vector<float> features;
-  std::vector<uint8_t> byte_features;
+  std::shared_ptr<const ByteStore> byte_features;
+  size_t byte_offset = 0;
   float byte_scale = 1.0f / 255.0f;
   std::vector<int64_t> labels;  // in [0, num_classes)
 
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
   int64_t feature_size() const;
-  bool has_byte_features() const { return !byte_features.empty(); }
+  bool has_byte_features() const { return byte_features != nullptr; }
+  // Example i's bytes. REQUIRES: has_byte_features().
+  const uint8_t* byte_example(int64_t i) const {
+    return byte_features->data() + byte_offset + i * feature_size();
+  }
   // Writes example i's feature_size() values to `out`.
   void CopyExample(int64_t i, float* out) const;
   // Example i's features. REQUIRES: !has_byte_features().

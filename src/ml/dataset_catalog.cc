@@ -23,15 +23,16 @@ Dataset Subset(const Dataset& data, const std::vector<int64_t>& indices) {
   const int64_t f = data.feature_size();
   out.byte_scale = data.byte_scale;
   out.labels.reserve(indices.size());
+  std::vector<uint8_t> bytes;
   for (int64_t i : indices) {
     if (data.has_byte_features()) {
-      const uint8_t* row = data.byte_features.data() + i * f;
-      out.byte_features.insert(out.byte_features.end(), row, row + f);
+      bytes.insert(bytes.end(), data.byte_example(i), data.byte_example(i) + f);
     } else {
       out.features.insert(out.features.end(), data.example(i), data.example(i) + f);
     }
     out.labels.push_back(data.labels[static_cast<size_t>(i)]);
   }
+  if (data.has_byte_features()) out.byte_features = std::make_shared<ByteStore>(std::move(bytes));
   return out;
 }
 

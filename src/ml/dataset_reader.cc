@@ -1,12 +1,8 @@
 #include "ml/dataset_reader.h"
 
-#include <zlib.h>
-
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -16,42 +12,6 @@
 namespace fedsilo::ml {
 namespace {
 
-// Reads a whole file; names ending in ".gz" are decompressed. Plain files are
-// read into one buffer of the right size (MNIST's 47 MB: no regrowth copies).
-StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    return absl::NotFoundError(absl::StrCat(
-        path, ": no such file (run scripts/setup to fetch the data sets, or set FEDSILO_DATA)"));
-  }
-  std::vector<uint8_t> out;
-  if (!absl::EndsWith(path, ".gz")) {
-    std::ifstream in(path, std::ios::binary);
-    out.resize(std::filesystem::file_size(path, ec));
-    if (ec ||
-        !in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size()))) {
-      return absl::InternalError(absl::StrCat(path, ": read error"));
-    }
-    return out;
-  }
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (file == nullptr) return absl::InternalError(absl::StrCat(path, ": cannot open"));
-  uint8_t buffer[1 << 16];
-  for (;;) {
-    const int n = gzread(file, buffer, sizeof(buffer));
-    if (n < 0) {
-      int errnum = 0;
-      const std::string message = gzerror(file, &errnum);
-      gzclose(file);
-      return absl::DataLossError(absl::StrCat(path, ": cannot decompress: ", message));
-    }
-    if (n == 0) break;
-    out.insert(out.end(), buffer, buffer + n);
-  }
-  gzclose(file);
-  return out;
-}
-
 uint32_t BigEndian32(const unsigned char* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
@@ -59,9 +19,9 @@ uint32_t BigEndian32(const unsigned char* p) {
 }  // namespace
 
 StatusOr<IdxArray> ReadIdx(const std::string& path) {
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadFileBytes(path));
-  const uint8_t* p = bytes.data();
-  if (bytes.size() < 4 || p[0] != 0 || p[1] != 0) {
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<const ByteStore> bytes, ByteStore::ReadFile(path));
+  const uint8_t* p = bytes->data();
+  if (bytes->size() < 4 || p[0] != 0 || p[1] != 0) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not an IDX file (bad magic number)"));
   }
   if (p[2] != 0x08) {
@@ -74,7 +34,7 @@ StatusOr<IdxArray> ReadIdx(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": IDX rank ", rank, " is not in [1, 4]"));
   }
   const size_t header = 4 + 4 * static_cast<size_t>(rank);
-  if (bytes.size() < header) {
+  if (bytes->size() < header) {
     return absl::DataLossError(absl::StrCat(path, ": truncated IDX header"));
   }
   IdxArray array;
@@ -84,13 +44,13 @@ StatusOr<IdxArray> ReadIdx(const std::string& path) {
     array.dims.push_back(d);
     count *= d;
   }
-  if (bytes.size() - header != count) {
+  if (bytes->size() - header != count) {
     return absl::DataLossError(absl::StrCat(path, ": IDX header announces ", count,
-                                            " values but the file holds ", bytes.size() - header,
+                                            " values but the file holds ", bytes->size() - header,
                                             " (truncated or corrupted)"));
   }
-  bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(header));
-  array.values = std::move(bytes);
+  array.file = std::move(bytes);
+  array.offset = header;
   return array;
 }
 
@@ -114,23 +74,24 @@ StatusOr<Dataset> ReadIdxDataset(const std::string& images_path, const std::stri
   Dataset d;
   d.example_shape = {1, images.dims[1], images.dims[2]};
   d.num_classes = num_classes;
-  d.byte_features = std::move(images.values);
+  d.byte_features = images.file;
+  d.byte_offset = images.offset;
   d.byte_scale = 1.0f / 255.0f;
-  d.labels.reserve(labels.values.size());
-  for (size_t i = 0; i < labels.values.size(); ++i) {
-    if (labels.values[i] >= num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat(labels_path, ": label ", int{labels.values[i]},
-                                                     " at index ", i, " is not in [0, ",
-                                                     num_classes, ")"));
+  d.labels.reserve(labels.size());
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels.values()[i] >= num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(labels_path, ": label ",
+                                                     int{labels.values()[i]}, " at index ", i,
+                                                     " is not in [0, ", num_classes, ")"));
     }
-    d.labels.push_back(labels.values[i]);
+    d.labels.push_back(labels.values()[i]);
   }
   return d;
 }
 
 StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions& options) {
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadFileBytes(path));
-  const absl::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<const ByteStore> bytes, ByteStore::ReadFile(path));
+  const absl::string_view text(reinterpret_cast<const char*>(bytes->data()), bytes->size());
   std::vector<absl::string_view> lines = absl::StrSplit(text, '\n', absl::SkipWhitespace());
   Dataset d;
   size_t first = 0;

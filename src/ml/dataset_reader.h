@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "ml/byte_store.h"
 #include "ml/dataset.h"
 
 namespace fedsilo::ml {
@@ -16,7 +17,11 @@ namespace fedsilo::ml {
 // An IDX file of unsigned bytes: dims from the header, then the values.
 struct IdxArray {
   std::vector<int64_t> dims;
-  std::vector<uint8_t> values;
+  std::shared_ptr<const ByteStore> file;  // the whole file
+  size_t offset = 0;                      // where the values start in it
+
+  size_t size() const { return file->size() - offset; }
+  const uint8_t* values() const { return file->data() + offset; }
 };
 
 // Reads an IDX file with unsigned-byte data (type 0x08), gzipped when the name

@@ -59,7 +59,8 @@ TEST(IdxReaderTest, ReadsGzippedFiles) {
   gzclose(f);
   StatusOr<IdxArray> a = ReadIdx(path);
   ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_EQ(a->values, (std::vector<uint8_t>{1, 2, 3, 4}));
+  EXPECT_EQ(std::vector<uint8_t>(a->values(), a->values() + a->size()),
+            (std::vector<uint8_t>{1, 2, 3, 4}));
 }
 
 TEST(IdxReaderTest, BadFilesAreClearErrorsNamingTheFile) {
