@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -442,6 +443,16 @@ StatusOr<JobConfig> LoadJobConfig(const std::string& path,
   return config;
 }
 
+namespace {
+// The shortest text that reads back as the same double ("0.05", not
+// "0.050000000000000003").
+std::string Num(double value) {
+  char buffer[32];
+  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return std::string(buffer, result.ptr);
+}
+}  // namespace
+
 std::string JobConfigToYaml(const JobConfig& c) {
   YAML::Emitter out;
   out << YAML::BeginMap;
@@ -449,11 +460,11 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "seed" << YAML::Value << c.seed;
   out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "dataset" << YAML::Value << c.data.dataset;
-  out << YAML::Key << "test_fraction" << YAML::Value << c.data.test_fraction;
-  out << YAML::Key << "silo_test_fraction" << YAML::Value << c.data.silo_test_fraction;
+  out << YAML::Key << "test_fraction" << YAML::Value << Num(c.data.test_fraction);
+  out << YAML::Key << "silo_test_fraction" << YAML::Value << Num(c.data.silo_test_fraction);
   out << YAML::Key << "partition" << YAML::Value
       << std::string(PartitionSchemeName(c.data.partition));
-  out << YAML::Key << "alpha" << YAML::Value << c.data.alpha;
+  out << YAML::Key << "alpha" << YAML::Value << Num(c.data.alpha);
   out << YAML::Key << "shards_per_silo" << YAML::Value << c.data.shards_per_silo;
   out << YAML::EndMap;
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
@@ -466,18 +477,18 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "batch_size" << YAML::Value << c.training.batch_size;
   out << YAML::Key << "optimizer" << YAML::Value
       << std::string(OptimizerKindName(c.training.optimizer));
-  out << YAML::Key << "learning_rate" << YAML::Value << c.training.learning_rate;
-  out << YAML::Key << "momentum" << YAML::Value << c.training.momentum;
-  out << YAML::Key << "weight_decay" << YAML::Value << c.training.weight_decay;
+  out << YAML::Key << "learning_rate" << YAML::Value << Num(c.training.learning_rate);
+  out << YAML::Key << "momentum" << YAML::Value << Num(c.training.momentum);
+  out << YAML::Key << "weight_decay" << YAML::Value << Num(c.training.weight_decay);
   out << YAML::EndMap;
   out << YAML::Key << "federation" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "silos" << YAML::Value << YAML::Flow << c.federation.silos;
-  out << YAML::Key << "fraction" << YAML::Value << c.federation.fraction;
+  out << YAML::Key << "fraction" << YAML::Value << Num(c.federation.fraction);
   out << YAML::Key << "min_silos" << YAML::Value << c.federation.min_silos;
   out << YAML::EndMap;
   out << YAML::Key << "strategy" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << c.strategy.name;
-  out << YAML::Key << "server_learning_rate" << YAML::Value << c.strategy.server_learning_rate;
+  out << YAML::Key << "server_learning_rate" << YAML::Value << Num(c.strategy.server_learning_rate);
   out << YAML::EndMap;
   out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "every" << YAML::Value << c.checkpoint.every;
