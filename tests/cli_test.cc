@@ -207,8 +207,44 @@ TEST(CliTest, ModelThatDoesNotFitTheDataIsInvalidInput) {
   EXPECT_THAT(r.err, HasSubstr("model.name: cnn needs image data"));
 }
 
+TEST(CliTest, ProvisionCreatesVerifiableKitsAndNeverOverwrites) {
+  const std::string dir = Workdir("provision");
+  std::ofstream(dir + "/federation.yaml")
+      << "name: banks\norchestrator: {hosts: [localhost, 127.0.0.1], port: 9000}\n"
+         "participants:\n  - {name: bank-a, kind: silo}\n  - {name: carol, kind: user}\n";
+  Result r = Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(dir + "/kits/bank-a  (silo)"));
+  for (const char* kit : {"orchestrator", "bank-a", "carol"}) {
+    EXPECT_TRUE(fs::exists(dir + "/kits/" + kit + "/kit.yaml")) << kit;
+    EXPECT_EQ(fs::status(dir + "/kits/" + kit + "/" + kit + ".key").permissions() & fs::perms::all,
+              fs::perms::owner_read | fs::perms::owner_write)
+        << kit;
+  }
+  // The certificates verify with the stock openssl tool against the CA.
+  const std::string verify = "openssl verify -CAfile " + dir + "/kits/ca/ca.crt " + dir +
+                             "/kits/bank-a/bank-a.crt " + dir +
+                             "/kits/orchestrator/orchestrator.crt";
+  EXPECT_EQ(std::system((verify + " >/dev/null").c_str()), 0);
+
+  Result again = Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits");
+  EXPECT_EQ(again.exit_code, 2);
+  EXPECT_THAT(again.err, HasSubstr("already exists"));
+
+  Result added = Fedsilo("provision add-silo bank-b --days 30 --out " + dir + "/kits");
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  EXPECT_EQ(std::system(("openssl verify -CAfile " + dir + "/kits/ca/ca.crt " + dir +
+                         "/kits/bank-b/bank-b.crt >/dev/null")
+                            .c_str()),
+            0);
+  Result bad = Fedsilo("provision " + dir + "/missing.yaml --out " + dir + "/kits2");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("missing.yaml: no such file"));
+}
+
 TEST(CliTest, HelpForEachCommand) {
-  for (const char* cmd : {"--help", "run --help", "validate --help"}) {
+  for (const char* cmd : {"--help", "run --help", "validate --help", "provision --help",
+                          "provision add-silo --help"}) {
     Result r = Fedsilo(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "cli/simulation.h"
 #include "core/job_config.h"
 #include "core/status.h"
+#include "secure/provisioner.h"
 
 namespace fedsilo::cli {
 namespace {
@@ -35,6 +37,40 @@ StatusOr<std::vector<ConfigOverride>> ParseOverrides(const std::vector<std::stri
 StatusOr<JobConfig> LoadJob(const std::string& path, const std::vector<std::string>& sets) {
   FEDSILO_ASSIGN_OR_RETURN(std::vector<ConfigOverride> overrides, ParseOverrides(sets));
   return LoadJobConfig(path, overrides);
+}
+
+// `fedsilo provision FEDERATION` when `add_kind` is kOrchestrator (no
+// participant to add), else `fedsilo provision add-silo|add-user NAME`.
+int Provision(const std::string& federation_path, const std::string& kits_dir,
+              const std::string& participant, int days, secure::ParticipantKind add_kind) {
+  const auto now = std::chrono::system_clock::now();
+  if (add_kind != secure::ParticipantKind::kOrchestrator) {
+    Status added = secure::AddParticipant(kits_dir, {participant, add_kind}, days, now);
+    if (!added.ok()) return ReportError(added);
+    std::printf("issued %s kit %s/%s (valid %d days); hand the folder to its owner\n",
+                std::string(secure::ParticipantKindName(add_kind)).c_str(), kits_dir.c_str(),
+                participant.c_str(), days);
+    return kExitOk;
+  }
+  if (federation_path.empty()) {
+    return ReportError(absl::InvalidArgumentError(
+        "provision needs a federation file (or add-silo / add-user NAME); see --help"));
+  }
+  StatusOr<secure::FederationSpec> spec = secure::LoadFederationSpec(federation_path);
+  if (!spec.ok()) return ReportError(spec.status());
+  Status done = secure::ProvisionFederation(*spec, kits_dir, now);
+  if (!done.ok()) return ReportError(done);
+  std::printf("federation '%s': CA in %s/ca (keep ca.key private), kits:\n", spec->name.c_str(),
+              kits_dir.c_str());
+  std::printf("  %s/%s  (orchestrator; serves %s:%d)\n", kits_dir.c_str(),
+              spec->orchestrator_name.c_str(), spec->orchestrator_hosts.front().c_str(),
+              spec->orchestrator_port);
+  for (const secure::ParticipantSpec& p : spec->participants) {
+    std::printf("  %s/%s  (%s)\n", kits_dir.c_str(), p.name.c_str(),
+                std::string(secure::ParticipantKindName(p.kind)).c_str());
+  }
+  std::printf("certificates valid %d days\n", spec->certificate_days);
+  return kExitOk;
 }
 
 int Main(int argc, char** argv) {
@@ -80,12 +116,40 @@ int Main(int argc, char** argv) {
   validate->add_flag("--print", print_resolved,
                      "Print the resolved job (every key, defaults filled in)");
 
+  std::string federation_path, kits_dir = "kits", participant;
+  int days = 365;
+  CLI::App* provision = app.add_subcommand(
+      "provision",
+      "Create the federation's certificate authority and a startup kit per participant");
+  provision->add_option("federation", federation_path,
+                        "Federation file (YAML): name, orchestrator hosts/port, participants");
+  provision->add_option("--out", kits_dir, "Folder that receives ca/ and one kit per participant")
+      ->capture_default_str();
+  provision->require_subcommand(0, 1);
+  CLI::App* add_silo = provision->add_subcommand(
+      "add-silo", "Issue a kit for one more silo with the existing CA (nothing else changes)");
+  CLI::App* add_user = provision->add_subcommand(
+      "add-user", "Issue a kit for one more user (data scientist) with the existing CA");
+  for (CLI::App* add : {add_silo, add_user}) {
+    add->add_option("name", participant, "Participant name (letters, digits, -_.)")->required();
+    add->add_option("--out", kits_dir, "Folder that holds ca/ and the kits")->capture_default_str();
+    add->add_option("--days", days, "Certificate validity in days")
+        ->check(CLI::Range(1, 36500))
+        ->capture_default_str();
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
     return code == 0 ? kExitOk : kExitInvalidInput;
   }
+
+  if (*provision)
+    return Provision(federation_path, kits_dir, participant, days,
+                     *add_silo   ? secure::ParticipantKind::kSilo
+                     : *add_user ? secure::ParticipantKind::kUser
+                                 : secure::ParticipantKind::kOrchestrator);
 
   StatusOr<JobConfig> job = LoadJob(job_path, sets);
   if (!job.ok()) return ReportError(job.status());

@@ -50,6 +50,13 @@ absl::string_view OptimizerKindName(OptimizerKind kind) {
   return "?";
 }
 
+bool IsValidSiloName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
 int EditDistance(absl::string_view a, absl::string_view b) {
   std::vector<int> row(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) row[j] = static_cast<int>(j);
@@ -238,13 +245,6 @@ Status ReadEnum(const Section& s, const std::string& key, const Enum (&values)[N
     if (name(v) == chosen) *out = v;
   }
   return absl::OkStatus();
-}
-
-bool IsValidSiloName(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-  });
 }
 
 Status ReadSilos(const Section& fed, FederationConfig* out) {

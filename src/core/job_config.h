@@ -98,6 +98,9 @@ StatusOr<JobConfig> LoadJobConfig(const std::string& path,
 // result gives back an equal JobConfig.
 std::string JobConfigToYaml(const JobConfig& config);
 
+// Silo and participant names: 1-64 letters, digits, '-', '_' or '.'.
+bool IsValidSiloName(absl::string_view name);
+
 // Levenshtein distance; used to suggest the nearest valid key or value.
 int EditDistance(absl::string_view a, absl::string_view b);
 

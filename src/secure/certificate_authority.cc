@@ -1,0 +1,342 @@
+#include "secure/certificate_authority.h"
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+
+namespace fedsilo::secure {
+namespace {
+
+template <auto Free>
+struct Deleter {
+  template <typename T>
+  void operator()(T* p) const {
+    Free(p);
+  }
+};
+using KeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
+using CertPtr = std::unique_ptr<X509, Deleter<X509_free>>;
+using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
+using BnPtr = std::unique_ptr<BIGNUM, Deleter<BN_free>>;
+using ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
+using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE_free>>;
+using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX_free>>;
+
+// The oldest error on OpenSSL's queue, as text; clears the queue.
+std::string OpenSslError() {
+  const unsigned long code = ERR_get_error();
+  ERR_clear_error();
+  if (code == 0) return "unknown OpenSSL error";
+  char buffer[256];
+  ERR_error_string_n(code, buffer, sizeof(buffer));
+  return buffer;
+}
+
+Status Fail(absl::string_view what) {
+  return absl::InternalError(absl::StrCat(what, ": ", OpenSslError()));
+}
+
+std::string BioText(BIO* bio) {
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio, &data);
+  return std::string(data, static_cast<size_t>(n));
+}
+
+StatusOr<std::string> CertToPem(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!PEM_write_bio_X509(bio.get(), cert)) return Fail("writing certificate");
+  return BioText(bio.get());
+}
+
+StatusOr<std::string> KeyToPem(EVP_PKEY* key) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr)) {
+    return Fail("writing private key");
+  }
+  std::string pem = BioText(bio.get());
+  // The BIO's copy is freed by BIO_free_all; clear it first.
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);
+  OPENSSL_cleanse(data, static_cast<size_t>(n));
+  return pem;
+}
+
+StatusOr<CertPtr> ParseCert(const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  CertPtr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("not a PEM certificate");
+  }
+  return cert;
+}
+
+StatusOr<KeyPtr> ParseKey(const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  KeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("not a PEM private key");
+  }
+  return key;
+}
+
+StatusOr<KeyPtr> NewKey() {
+  KeyPtr key(EVP_EC_gen("P-256"));
+  if (key == nullptr) return Fail("generating an EC key");
+  return key;
+}
+
+// Adds an extension written in OpenSSL's config syntax.
+Status AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+  ExtPtr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str()));
+  if (ext == nullptr) return Fail(absl::StrCat("extension '", value, "'"));
+  if (!X509_add_ext(cert, ext.get(), -1)) return Fail("adding extension");
+  return absl::OkStatus();
+}
+
+Status SetName(X509_NAME* name, const std::string& federation, const std::string& unit,
+               const std::string& common_name) {
+  auto add = [&](const char* field, const std::string& value) {
+    return X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8,
+                                      reinterpret_cast<const unsigned char*>(value.c_str()), -1, -1,
+                                      0) == 1;
+  };
+  if (!add("O", federation) || !add("OU", unit) || !add("CN", common_name)) {
+    return Fail("setting certificate name");
+  }
+  return absl::OkStatus();
+}
+
+std::string NameField(X509_NAME* name, int nid) {
+  const int index = X509_NAME_get_index_by_NID(name, nid, -1);
+  if (index < 0) return "";
+  ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
+  unsigned char* utf8 = nullptr;
+  const int n = ASN1_STRING_to_UTF8(&utf8, data);
+  if (n < 0) return "";
+  std::string out(reinterpret_cast<char*>(utf8), static_cast<size_t>(n));
+  OPENSSL_free(utf8);
+  return out;
+}
+
+// A fresh certificate shell: version 3, random 127-bit serial, validity.
+StatusOr<CertPtr> NewCertificate(EVP_PKEY* key, std::chrono::system_clock::time_point now,
+                                 int valid_days, std::time_t not_after_limit) {
+  CertPtr cert(X509_new());
+  if (cert == nullptr || !X509_set_version(cert.get(), 2)) return Fail("creating certificate");
+  BnPtr serial(BN_new());
+  if (!BN_rand(serial.get(), 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) ||
+      BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert.get())) == nullptr) {
+    return Fail("creating serial number");
+  }
+  std::time_t start = std::chrono::system_clock::to_time_t(now);
+  std::time_t end = start + static_cast<std::time_t>(valid_days) * 86400;
+  if (not_after_limit > 0) end = std::min(end, not_after_limit);
+  if (X509_time_adj_ex(X509_getm_notBefore(cert.get()), 0, 0, &start) == nullptr ||
+      X509_time_adj_ex(X509_getm_notAfter(cert.get()), 0, 0, &end) == nullptr) {
+    return Fail("setting validity");
+  }
+  if (!X509_set_pubkey(cert.get(), key)) return Fail("setting public key");
+  return cert;
+}
+
+bool IsIpAddress(const std::string& host) {
+  ASN1_OCTET_STRING* ip = a2i_IPADDRESS(host.c_str());
+  if (ip == nullptr) {
+    ERR_clear_error();
+    return false;
+  }
+  ASN1_OCTET_STRING_free(ip);
+  return true;
+}
+
+bool IsValidHost(const std::string& host) {
+  if (host.empty() || host.size() > 253) return false;
+  if (IsIpAddress(host)) return true;
+  return std::all_of(host.begin(), host.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '*';
+  });
+}
+
+std::time_t ToTimeT(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (!ASN1_TIME_to_tm(t, &tm)) return 0;
+  return timegm(&tm);
+}
+
+}  // namespace
+
+absl::string_view ParticipantKindName(ParticipantKind kind) {
+  switch (kind) {
+    case ParticipantKind::kOrchestrator:
+      return "orchestrator";
+    case ParticipantKind::kSilo:
+      return "silo";
+    case ParticipantKind::kUser:
+      return "user";
+  }
+  return "?";
+}
+
+StatusOr<ParticipantKind> ParseParticipantKind(absl::string_view name) {
+  for (ParticipantKind k :
+       {ParticipantKind::kOrchestrator, ParticipantKind::kSilo, ParticipantKind::kUser}) {
+    if (ParticipantKindName(k) == name) return k;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown participant kind '", name, "'; one of: orchestrator, silo, user"));
+}
+
+void WipeString(std::string& s) { OPENSSL_cleanse(s.data(), s.size()); }
+
+IssuedCertificate::~IssuedCertificate() { WipeString(private_key_pem); }
+
+struct CertificateAuthority::Impl {
+  KeyPtr key;
+  CertPtr cert;
+  std::string federation;
+};
+
+CertificateAuthority::CertificateAuthority(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CertificateAuthority::~CertificateAuthority() = default;
+
+StatusOr<std::unique_ptr<CertificateAuthority>> CertificateAuthority::Create(
+    const std::string& federation, int valid_days, std::chrono::system_clock::time_point now) {
+  if (federation.empty()) return absl::InvalidArgumentError("federation name is empty");
+  if (valid_days < 1) return absl::InvalidArgumentError("CA validity must be at least 1 day");
+  auto impl = std::make_unique<Impl>();
+  impl->federation = federation;
+  FEDSILO_ASSIGN_OR_RETURN(impl->key, NewKey());
+  FEDSILO_ASSIGN_OR_RETURN(impl->cert, NewCertificate(impl->key.get(), now, valid_days, 0));
+  X509* cert = impl->cert.get();
+  FEDSILO_RETURN_IF_ERROR(
+      SetName(X509_get_subject_name(cert), federation, "ca", absl::StrCat(federation, " CA")));
+  if (!X509_set_issuer_name(cert, X509_get_subject_name(cert))) return Fail("setting issuer");
+  FEDSILO_RETURN_IF_ERROR(
+      AddExtension(cert, cert, NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
+  FEDSILO_RETURN_IF_ERROR(AddExtension(cert, cert, NID_key_usage, "critical,keyCertSign,cRLSign"));
+  FEDSILO_RETURN_IF_ERROR(AddExtension(cert, cert, NID_subject_key_identifier, "hash"));
+  if (!X509_sign(cert, impl->key.get(), EVP_sha256())) return Fail("signing CA certificate");
+  auto ca = std::unique_ptr<CertificateAuthority>(new CertificateAuthority(std::move(impl)));
+  FEDSILO_ASSIGN_OR_RETURN(ca->certificate_pem_, CertToPem(cert));
+  return ca;
+}
+
+StatusOr<std::unique_ptr<CertificateAuthority>> CertificateAuthority::Load(
+    const std::string& certificate_pem, const std::string& private_key_pem) {
+  auto impl = std::make_unique<Impl>();
+  FEDSILO_ASSIGN_OR_RETURN(impl->cert, ParseCert(certificate_pem));
+  FEDSILO_ASSIGN_OR_RETURN(impl->key, ParseKey(private_key_pem));
+  if (X509_check_private_key(impl->cert.get(), impl->key.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("the CA key does not belong to the CA certificate");
+  }
+  if (X509_check_ca(impl->cert.get()) == 0) {
+    return absl::InvalidArgumentError("the certificate is not a CA certificate");
+  }
+  impl->federation = NameField(X509_get_subject_name(impl->cert.get()), NID_organizationName);
+  auto ca = std::unique_ptr<CertificateAuthority>(new CertificateAuthority(std::move(impl)));
+  ca->certificate_pem_ = certificate_pem;
+  return ca;
+}
+
+std::string CertificateAuthority::PrivateKeyPem() const {
+  StatusOr<std::string> pem = KeyToPem(impl_->key.get());
+  return pem.ok() ? *pem : "";
+}
+
+StatusOr<IssuedCertificate> CertificateAuthority::Issue(
+    const CertificateRequest& request, std::chrono::system_clock::time_point now) const {
+  if (request.name.empty()) return absl::InvalidArgumentError("certificate name is empty");
+  if (request.valid_days < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("certificate validity must be at least 1 day, got ", request.valid_days));
+  }
+  for (const std::string& host : request.hosts) {
+    if (!IsValidHost(host)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", host, "' is not a host name or IP address"));
+    }
+  }
+  KeyPtr key;
+  FEDSILO_ASSIGN_OR_RETURN(key, NewKey());
+  const std::time_t ca_end = ToTimeT(X509_get0_notAfter(impl_->cert.get()));
+  CertPtr cert;
+  FEDSILO_ASSIGN_OR_RETURN(cert, NewCertificate(key.get(), now, request.valid_days, ca_end));
+  X509* c = cert.get();
+  X509* ca = impl_->cert.get();
+  FEDSILO_RETURN_IF_ERROR(SetName(X509_get_subject_name(c), impl_->federation,
+                                  std::string(ParticipantKindName(request.kind)), request.name));
+  if (!X509_set_issuer_name(c, X509_get_subject_name(ca))) return Fail("setting issuer");
+  FEDSILO_RETURN_IF_ERROR(AddExtension(c, ca, NID_basic_constraints, "critical,CA:FALSE"));
+  FEDSILO_RETURN_IF_ERROR(
+      AddExtension(c, ca, NID_key_usage, "critical,digitalSignature,keyAgreement"));
+  FEDSILO_RETURN_IF_ERROR(AddExtension(
+      c, ca, NID_ext_key_usage,
+      request.kind == ParticipantKind::kOrchestrator ? "serverAuth,clientAuth" : "clientAuth"));
+  FEDSILO_RETURN_IF_ERROR(AddExtension(c, ca, NID_subject_key_identifier, "hash"));
+  FEDSILO_RETURN_IF_ERROR(AddExtension(c, ca, NID_authority_key_identifier, "keyid:always"));
+  if (!request.hosts.empty()) {
+    std::string san;
+    for (const std::string& host : request.hosts) {
+      absl::StrAppend(&san, san.empty() ? "" : ",", IsIpAddress(host) ? "IP:" : "DNS:", host);
+    }
+    FEDSILO_RETURN_IF_ERROR(AddExtension(c, ca, NID_subject_alt_name, san));
+  }
+  if (!X509_sign(c, impl_->key.get(), EVP_sha256())) return Fail("signing certificate");
+  IssuedCertificate issued;
+  FEDSILO_ASSIGN_OR_RETURN(issued.certificate_pem, CertToPem(c));
+  FEDSILO_ASSIGN_OR_RETURN(issued.private_key_pem, KeyToPem(key.get()));
+  return issued;
+}
+
+StatusOr<PeerIdentity> VerifyCertificate(const std::string& certificate_pem,
+                                         const std::string& ca_certificate_pem,
+                                         std::chrono::system_clock::time_point now) {
+  FEDSILO_ASSIGN_OR_RETURN(CertPtr cert, ParseCert(certificate_pem));
+  StatusOr<CertPtr> ca = ParseCert(ca_certificate_pem);
+  if (!ca.ok()) return Annotate(ca.status(), "CA certificate");
+  StorePtr store(X509_STORE_new());
+  if (!X509_STORE_add_cert(store.get(), ca->get())) return Fail("loading CA certificate");
+  StoreCtxPtr ctx(X509_STORE_CTX_new());
+  if (!X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr)) {
+    return Fail("preparing verification");
+  }
+  X509_STORE_CTX_set_time(ctx.get(), 0, std::chrono::system_clock::to_time_t(now));
+  if (X509_verify_cert(ctx.get()) != 1) {
+    const int error = X509_STORE_CTX_get_error(ctx.get());
+    ERR_clear_error();
+    return absl::PermissionDeniedError(absl::StrCat(
+        "certificate of '", NameField(X509_get_subject_name(cert.get()), NID_commonName),
+        "' does not verify: ", X509_verify_cert_error_string(error)));
+  }
+  PeerIdentity peer;
+  X509_NAME* subject = X509_get_subject_name(cert.get());
+  peer.name = NameField(subject, NID_commonName);
+  peer.federation = NameField(subject, NID_organizationName);
+  StatusOr<ParticipantKind> kind =
+      ParseParticipantKind(NameField(subject, NID_organizationalUnitName));
+  if (!kind.ok() || peer.name.empty()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("certificate of '", peer.name, "' names no fedsilo participant kind (OU)"));
+  }
+  peer.kind = *kind;
+  peer.not_after = std::chrono::system_clock::from_time_t(ToTimeT(X509_get0_notAfter(cert.get())));
+  return peer;
+}
+
+}  // namespace fedsilo::secure

@@ -1,0 +1,108 @@
+#include "secure/certificate_authority.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace fedsilo::secure {
+namespace {
+
+using std::chrono::hours;
+using ::testing::HasSubstr;
+
+const auto kNow = std::chrono::system_clock::from_time_t(1795000000);  // 2026-11-18
+constexpr auto kDay = hours(24);
+
+TEST(CertificateAuthorityTest, IssuedCertificatesVerifyAndNameTheirHolder) {
+  auto ca = CertificateAuthority::Create("hospitals", 365, kNow);
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  auto silo = (*ca)->Issue({"hospital-a", ParticipantKind::kSilo, {}, 30}, kNow);
+  ASSERT_TRUE(silo.ok()) << silo.status();
+  EXPECT_THAT(silo->certificate_pem, HasSubstr("BEGIN CERTIFICATE"));
+  EXPECT_THAT(silo->private_key_pem, HasSubstr("PRIVATE KEY"));
+
+  auto peer = VerifyCertificate(silo->certificate_pem, (*ca)->certificate_pem(), kNow + kDay);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  EXPECT_EQ(peer->name, "hospital-a");
+  EXPECT_EQ(peer->kind, ParticipantKind::kSilo);
+  EXPECT_EQ(peer->federation, "hospitals");
+  EXPECT_EQ(peer->not_after, kNow + 30 * kDay);
+
+  auto orch = (*ca)->Issue(
+      {"orchestrator", ParticipantKind::kOrchestrator, {"localhost", "127.0.0.1"}, 30}, kNow);
+  ASSERT_TRUE(orch.ok()) << orch.status();
+  auto orch_peer = VerifyCertificate(orch->certificate_pem, (*ca)->certificate_pem(), kNow);
+  ASSERT_TRUE(orch_peer.ok());
+  EXPECT_EQ(orch_peer->kind, ParticipantKind::kOrchestrator);
+}
+
+TEST(CertificateAuthorityTest, ExpiredAndNotYetValidCertificatesAreRefused) {
+  auto ca = CertificateAuthority::Create("f", 365, kNow);
+  auto cert = (*ca)->Issue({"bank-b", ParticipantKind::kSilo, {}, 10}, kNow);
+  ASSERT_TRUE(cert.ok());
+  auto expired =
+      VerifyCertificate(cert->certificate_pem, (*ca)->certificate_pem(), kNow + 11 * kDay);
+  EXPECT_EQ(expired.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(expired.status().message(),
+              HasSubstr("'bank-b' does not verify: certificate has expired"));
+  auto early = VerifyCertificate(cert->certificate_pem, (*ca)->certificate_pem(), kNow - kDay);
+  EXPECT_THAT(early.status().message(), HasSubstr("not yet valid"));
+}
+
+TEST(CertificateAuthorityTest, CertificatesFromAnotherCaAreRefused) {
+  auto ours = CertificateAuthority::Create("ours", 365, kNow);
+  auto theirs = CertificateAuthority::Create("ours", 365, kNow);  // same name, other key
+  auto cert = (*theirs)->Issue({"mallory", ParticipantKind::kSilo, {}, 10}, kNow);
+  auto peer = VerifyCertificate(cert->certificate_pem, (*ours)->certificate_pem(), kNow);
+  EXPECT_EQ(peer.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(peer.status().message(), HasSubstr("'mallory' does not verify"));
+}
+
+TEST(CertificateAuthorityTest, LeafValidityNeverOutlivesTheCa) {
+  auto ca = CertificateAuthority::Create("f", 5, kNow);
+  auto cert = (*ca)->Issue({"x", ParticipantKind::kUser, {}, 365}, kNow);
+  auto peer = VerifyCertificate(cert->certificate_pem, (*ca)->certificate_pem(), kNow);
+  ASSERT_TRUE(peer.ok());
+  EXPECT_EQ(peer->not_after, kNow + 5 * kDay);
+}
+
+TEST(CertificateAuthorityTest, ReloadedCaIssuesCertificatesThatVerify) {
+  auto ca = CertificateAuthority::Create("f", 365, kNow);
+  auto loaded = CertificateAuthority::Load((*ca)->certificate_pem(), (*ca)->PrivateKeyPem());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto cert = (*loaded)->Issue({"late-silo", ParticipantKind::kSilo, {}, 10}, kNow);
+  ASSERT_TRUE(cert.ok());
+  EXPECT_TRUE(VerifyCertificate(cert->certificate_pem, (*ca)->certificate_pem(), kNow).ok());
+
+  auto other = CertificateAuthority::Create("g", 365, kNow);
+  auto mismatched = CertificateAuthority::Load((*ca)->certificate_pem(), (*other)->PrivateKeyPem());
+  EXPECT_THAT(mismatched.status().message(), HasSubstr("does not belong"));
+  auto leaf = (*ca)->Issue({"leaf", ParticipantKind::kSilo, {}, 10}, kNow);
+  EXPECT_THAT(
+      CertificateAuthority::Load(leaf->certificate_pem, leaf->private_key_pem).status().message(),
+      HasSubstr("not a CA certificate"));
+  EXPECT_EQ(CertificateAuthority::Load("junk", "junk").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CertificateAuthorityTest, BadRequestsAreRefused) {
+  auto ca = CertificateAuthority::Create("f", 365, kNow);
+  EXPECT_FALSE((*ca)->Issue({"", ParticipantKind::kSilo, {}, 10}, kNow).ok());
+  EXPECT_FALSE((*ca)->Issue({"x", ParticipantKind::kSilo, {}, 0}, kNow).ok());
+  EXPECT_THAT((*ca)
+                  ->Issue({"x", ParticipantKind::kOrchestrator, {"bad host!"}, 10}, kNow)
+                  .status()
+                  .message(),
+              HasSubstr("'bad host!' is not a host name"));
+  EXPECT_EQ(VerifyCertificate("junk", (*ca)->certificate_pem(), kNow).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CertificateAuthorityTest, ParticipantKindNames) {
+  EXPECT_EQ(*ParseParticipantKind("silo"), ParticipantKind::kSilo);
+  EXPECT_EQ(*ParseParticipantKind("user"), ParticipantKind::kUser);
+  EXPECT_EQ(ParticipantKindName(ParticipantKind::kOrchestrator), "orchestrator");
+  EXPECT_FALSE(ParseParticipantKind("admin").ok());
+}
+
+}  // namespace
+}  // namespace fedsilo::secure

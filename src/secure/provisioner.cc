@@ -1,0 +1,293 @@
+#include "secure/provisioner.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/file_util.h"
+#include "core/job_config.h"
+
+namespace fedsilo::secure {
+namespace {
+
+namespace fs = std::filesystem;
+
+Status SpecError(absl::string_view source, const YAML::Node& at, absl::string_view message) {
+  std::string location(source);
+  if (at && !at.Mark().is_null()) absl::StrAppend(&location, ":", at.Mark().line + 1);
+  return absl::InvalidArgumentError(absl::StrCat(location, ": ", message));
+}
+
+Status CheckKeys(absl::string_view source, const YAML::Node& map, absl::string_view path,
+                 const std::vector<std::string>& known) {
+  if (!map.IsMap()) return SpecError(source, map, absl::StrCat(path, ": must be a mapping"));
+  for (const auto& entry : map) {
+    const std::string key = entry.first.as<std::string>();
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
+      return SpecError(source, entry.first,
+                       absl::StrCat("unknown key '", path.empty() ? "" : absl::StrCat(path, "."),
+                                    key, "'; valid keys here: ", absl::StrJoin(known, ", ")));
+    }
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<std::string> ReadName(absl::string_view source, const YAML::Node& node,
+                               absl::string_view key) {
+  if (!node || !node.IsScalar() || !IsValidSiloName(node.Scalar())) {
+    return SpecError(source, node,
+                     absl::StrCat(key, ": must be a name of 1-64 letters, digits, '-', '_', '.'"));
+  }
+  return node.Scalar();
+}
+
+StatusOr<int> ReadInt(absl::string_view source, const YAML::Node& node, absl::string_view key,
+                      int min, int max) {
+  int value = 0;
+  if (!node.IsScalar() || !YAML::convert<int>::decode(node, value) || value < min || value > max) {
+    return SpecError(source, node,
+                     absl::StrCat(key, ": must be an integer in [", min, ", ", max, "]"));
+  }
+  return value;
+}
+
+// Writes a new file with the given mode; fails if it exists.
+Status WriteNewFile(const std::string& path, const std::string& contents, mode_t mode) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0)
+    return absl::InternalError(absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
+  fchmod(fd, mode);  // umask must not widen or narrow it
+  size_t done = 0;
+  while (done < contents.size()) {
+    const ssize_t n = write(fd, contents.data() + done, contents.size() - done);
+    if (n <= 0) {
+      close(fd);
+      return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (close(fd) != 0) return absl::InternalError(absl::StrCat(path, ": close failed"));
+  return absl::OkStatus();
+}
+
+std::string KitYaml(const FederationSpec& spec, const std::string& name, ParticipantKind kind) {
+  YAML::Emitter out;
+  out << YAML::Comment("fedsilo startup kit: keep this folder private to its participant");
+  out << YAML::BeginMap;
+  out << YAML::Key << "federation" << YAML::Value << spec.name;
+  out << YAML::Key << "name" << YAML::Value << name;
+  out << YAML::Key << "kind" << YAML::Value << std::string(ParticipantKindName(kind));
+  out << YAML::Key << "orchestrator" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "host" << YAML::Value << spec.orchestrator_hosts.front();
+  out << YAML::Key << "port" << YAML::Value << spec.orchestrator_port;
+  out << YAML::EndMap;
+  out << YAML::Key << "certificate" << YAML::Value << name + ".crt";
+  out << YAML::Key << "private_key" << YAML::Value << name + ".key";
+  out << YAML::Key << "ca_certificate" << YAML::Value << "ca.crt";
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+std::string FederationYaml(const FederationSpec& spec) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << spec.name;
+  out << YAML::Key << "certificate_days" << YAML::Value << spec.certificate_days;
+  out << YAML::Key << "orchestrator" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << spec.orchestrator_name;
+  out << YAML::Key << "hosts" << YAML::Value << YAML::Flow << spec.orchestrator_hosts;
+  out << YAML::Key << "port" << YAML::Value << spec.orchestrator_port;
+  out << YAML::EndMap;
+  out << YAML::Key << "participants" << YAML::Value << YAML::BeginSeq;
+  for (const ParticipantSpec& p : spec.participants) {
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << p.name << YAML::Key
+        << "kind" << YAML::Value << std::string(ParticipantKindName(p.kind)) << YAML::EndMap;
+  }
+  out << YAML::EndSeq << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+// Writes one participant's kit folder (which must not exist yet).
+Status WriteKit(const CertificateAuthority& ca, const FederationSpec& spec,
+                const std::string& out_dir, const std::string& name, ParticipantKind kind,
+                int valid_days, std::chrono::system_clock::time_point now) {
+  const std::string dir = (fs::path(out_dir) / name).string();
+  CertificateRequest request{name, kind, {}, valid_days};
+  if (kind == ParticipantKind::kOrchestrator) request.hosts = spec.orchestrator_hosts;
+  FEDSILO_ASSIGN_OR_RETURN(IssuedCertificate issued, ca.Issue(request, now));
+  std::error_code ec;
+  if (!fs::create_directory(dir, ec)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(dir, ": already exists; kits are never overwritten"));
+  }
+  fs::permissions(dir, fs::perms::owner_all, ec);
+  FEDSILO_RETURN_IF_ERROR(WriteNewFile(dir + "/" + name + ".crt", issued.certificate_pem, 0644));
+  FEDSILO_RETURN_IF_ERROR(WriteNewFile(dir + "/" + name + ".key", issued.private_key_pem, 0600));
+  FEDSILO_RETURN_IF_ERROR(WriteNewFile(dir + "/ca.crt", ca.certificate_pem(), 0644));
+  return WriteNewFile(dir + "/kit.yaml", KitYaml(spec, name, kind), 0644);
+}
+
+}  // namespace
+
+StatusOr<FederationSpec> ParseFederationSpec(absl::string_view yaml_text,
+                                             absl::string_view source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::ParserException& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
+  }
+  FEDSILO_RETURN_IF_ERROR(
+      CheckKeys(source, root, "", {"name", "certificate_days", "orchestrator", "participants"}));
+  FederationSpec spec;
+  FEDSILO_ASSIGN_OR_RETURN(spec.name, ReadName(source, root["name"], "name"));
+  if (root["certificate_days"]) {
+    FEDSILO_ASSIGN_OR_RETURN(spec.certificate_days, ReadInt(source, root["certificate_days"],
+                                                            "certificate_days", 1, 36500));
+  }
+  std::set<std::string> names;
+  if (const YAML::Node orch = root["orchestrator"]) {
+    FEDSILO_RETURN_IF_ERROR(CheckKeys(source, orch, "orchestrator", {"name", "hosts", "port"}));
+    if (orch["name"]) {
+      FEDSILO_ASSIGN_OR_RETURN(spec.orchestrator_name,
+                               ReadName(source, orch["name"], "orchestrator.name"));
+    }
+    if (const YAML::Node hosts = orch["hosts"]) {
+      if (!hosts.IsSequence() || hosts.size() == 0) {
+        return SpecError(source, hosts,
+                         "orchestrator.hosts: must be a non-empty list of host names "
+                         "or IP addresses");
+      }
+      spec.orchestrator_hosts.clear();
+      for (const auto& h : hosts) {
+        if (!h.IsScalar() || h.Scalar().empty()) {
+          return SpecError(source, h,
+                           "orchestrator.hosts: each entry must be a host name or IP address");
+        }
+        spec.orchestrator_hosts.push_back(h.Scalar());
+      }
+    }
+    if (orch["port"]) {
+      FEDSILO_ASSIGN_OR_RETURN(spec.orchestrator_port,
+                               ReadInt(source, orch["port"], "orchestrator.port", 1, 65535));
+    }
+  }
+  names.insert(spec.orchestrator_name);
+  names.insert("ca");
+  const YAML::Node participants = root["participants"];
+  if (!participants || !participants.IsSequence() || participants.size() == 0) {
+    return SpecError(source, participants ? participants : root,
+                     "participants: must be a non-empty list of {name, kind}");
+  }
+  for (const auto& p : participants) {
+    FEDSILO_RETURN_IF_ERROR(CheckKeys(source, p, "participants[]", {"name", "kind"}));
+    ParticipantSpec ps;
+    FEDSILO_ASSIGN_OR_RETURN(ps.name, ReadName(source, p["name"], "participants[].name"));
+    const YAML::Node kind = p["kind"];
+    StatusOr<ParticipantKind> k =
+        ParseParticipantKind(kind && kind.IsScalar() ? kind.Scalar() : "");
+    if (!k.ok() || *k == ParticipantKind::kOrchestrator) {
+      return SpecError(
+          source, kind ? kind : p,
+          absl::StrCat("participants[].kind of '", ps.name, "': must be silo or user"));
+    }
+    ps.kind = *k;
+    if (!names.insert(ps.name).second) {
+      return SpecError(
+          source, p["name"],
+          absl::StrCat("participant name '", ps.name, "' is used twice (or is reserved)"));
+    }
+    spec.participants.push_back(ps);
+  }
+  return spec;
+}
+
+StatusOr<FederationSpec> LoadFederationSpec(const std::string& path) {
+  FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseFederationSpec(text, path);
+}
+
+StatusOr<Kit> LoadKit(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "kit.yaml").string();
+  FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  Kit kit;
+  try {
+    YAML::Node root = YAML::Load(text);
+    kit.federation = root["federation"].as<std::string>();
+    kit.name = root["name"].as<std::string>();
+    FEDSILO_ASSIGN_OR_RETURN(kit.kind, ParseParticipantKind(root["kind"].as<std::string>()));
+    kit.orchestrator_host = root["orchestrator"]["host"].as<std::string>();
+    kit.orchestrator_port = root["orchestrator"]["port"].as<int>();
+    const fs::path base = fs::absolute(dir);
+    kit.certificate_path = (base / root["certificate"].as<std::string>()).string();
+    kit.private_key_path = (base / root["private_key"].as<std::string>()).string();
+    kit.ca_certificate_path = (base / root["ca_certificate"].as<std::string>()).string();
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a fedsilo kit: ", e.msg));
+  }
+  return kit;
+}
+
+Status ProvisionFederation(const FederationSpec& spec, const std::string& out_dir,
+                           std::chrono::system_clock::time_point now) {
+  std::error_code ec;
+  const fs::path out(out_dir);
+  std::vector<std::string> folders = {"ca", spec.orchestrator_name};
+  for (const ParticipantSpec& p : spec.participants) folders.push_back(p.name);
+  for (const std::string& f : folders) {
+    if (fs::exists(out / f, ec)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat((out / f).string(),
+                       ": already exists; kits are never overwritten (use "
+                       "`fedsilo provision add-silo` to add a participant)"));
+    }
+  }
+  FEDSILO_ASSIGN_OR_RETURN(auto ca,
+                           CertificateAuthority::Create(spec.name, spec.certificate_days, now));
+  fs::create_directories(out / "ca", ec);
+  if (ec) return absl::InternalError(absl::StrCat((out / "ca").string(), ": ", ec.message()));
+  fs::permissions(out / "ca", fs::perms::owner_all, ec);
+  std::string ca_key = ca->PrivateKeyPem();
+  Status written = WriteNewFile((out / "ca" / "ca.key").string(), ca_key, 0600);
+  WipeString(ca_key);
+  FEDSILO_RETURN_IF_ERROR(written);
+  FEDSILO_RETURN_IF_ERROR(
+      WriteNewFile((out / "ca" / "ca.crt").string(), ca->certificate_pem(), 0644));
+  FEDSILO_RETURN_IF_ERROR(
+      WriteNewFile((out / "ca" / "federation.yaml").string(), FederationYaml(spec), 0644));
+  FEDSILO_RETURN_IF_ERROR(WriteKit(*ca, spec, out_dir, spec.orchestrator_name,
+                                   ParticipantKind::kOrchestrator, spec.certificate_days, now));
+  for (const ParticipantSpec& p : spec.participants) {
+    FEDSILO_RETURN_IF_ERROR(
+        WriteKit(*ca, spec, out_dir, p.name, p.kind, spec.certificate_days, now));
+  }
+  return absl::OkStatus();
+}
+
+Status AddParticipant(const std::string& out_dir, const ParticipantSpec& participant,
+                      int valid_days, std::chrono::system_clock::time_point now) {
+  const fs::path ca_dir = fs::path(out_dir) / "ca";
+  if (!IsValidSiloName(participant.name) || participant.name == "ca") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "participant name '", participant.name, "' must be 1-64 letters, digits, '-', '_', '.'"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(FederationSpec spec,
+                           LoadFederationSpec((ca_dir / "federation.yaml").string()));
+  FEDSILO_ASSIGN_OR_RETURN(std::string cert, ReadFile((ca_dir / "ca.crt").string()));
+  FEDSILO_ASSIGN_OR_RETURN(std::string key, ReadFile((ca_dir / "ca.key").string()));
+  StatusOr<std::unique_ptr<CertificateAuthority>> ca = CertificateAuthority::Load(cert, key);
+  WipeString(key);
+  if (!ca.ok()) return Annotate(ca.status(), ca_dir.string());
+  return WriteKit(**ca, spec, out_dir, participant.name, participant.kind, valid_days, now);
+}
+
+}  // namespace fedsilo::secure
