@@ -1,0 +1,82 @@
+// The orchestrator's gRPC endpoint (proto/fedsilo/v1/federation.proto):
+// WhoAmI for any participant, and the Connect stream that silos keep open.
+// Every call is authenticated from the caller's verified certificate.
+//
+// Thread safety: gRPC calls the service from many threads; the service keeps
+// no mutable state itself and reports sessions to a SiloSessionListener,
+// which must be thread-safe.
+#ifndef FEDSILO_TRANSPORT_ORCHESTRATOR_SERVICE_H_
+#define FEDSILO_TRANSPORT_ORCHESTRATOR_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "fedsilo/v1/federation.grpc.pb.h"
+
+namespace fedsilo::transport {
+
+// Told about silo sessions on Connect streams. A silo that reconnects gets a
+// new session id; events of an older session may arrive after the new one
+// started and must not undo it.
+class SiloSessionListener {
+ public:
+  virtual ~SiloSessionListener() = default;
+  virtual void OnConnected(const std::string& silo, uint64_t session,
+                           const std::vector<std::string>& datasets) = 0;
+  virtual void OnHeartbeat(const std::string& silo, uint64_t session) = 0;
+  virtual void OnDisconnected(const std::string& silo, uint64_t session, const Status& why) = 0;
+};
+
+class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
+ public:
+  using Clock = std::function<std::chrono::system_clock::time_point()>;
+  // `listener` must outlive the service. `clock` gives the time certificates
+  // are checked at (the system clock in production).
+  OrchestratorService(std::string ca_pem, SiloSessionListener* listener, Clock clock);
+
+  grpc::Status WhoAmI(grpc::ServerContext* context, const fedsilo::v1::WhoAmIRequest* request,
+                      fedsilo::v1::WhoAmIReply* reply) override;
+  grpc::Status Connect(grpc::ServerContext* context,
+                       grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage,
+                                                fedsilo::v1::SiloMessage>* stream) override;
+
+ private:
+  std::string ca_pem_;
+  SiloSessionListener* listener_;
+  Clock clock_;
+  std::atomic<uint64_t> next_session_{1};
+};
+
+// A running gRPC server. Shut down (waiting for calls to end) on destruction.
+class GrpcServer {
+ public:
+  // Binds `address` (e.g. "127.0.0.1:0"; port 0 lets the OS choose) and
+  // serves `service`, which must outlive the server. Unavailable if the
+  // address cannot be bound.
+  static StatusOr<std::unique_ptr<GrpcServer>> Start(
+      const std::string& address, std::shared_ptr<grpc::ServerCredentials> credentials,
+      grpc::Service* service);
+  ~GrpcServer();
+
+  int port() const { return port_; }
+  // Ends every open stream and stops serving; idempotent.
+  void Shutdown();
+
+ private:
+  GrpcServer(std::unique_ptr<grpc::Server> server, int port)
+      : server_(std::move(server)), port_(port) {}
+  std::unique_ptr<grpc::Server> server_;
+  int port_;
+  bool shut_down_ = false;
+};
+
+}  // namespace fedsilo::transport
+
+#endif  // FEDSILO_TRANSPORT_ORCHESTRATOR_SERVICE_H_

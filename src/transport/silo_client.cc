@@ -1,0 +1,135 @@
+#include "transport/silo_client.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "transport/tls.h"
+
+namespace fedsilo::transport {
+namespace {
+
+int64_t UnixMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+SiloClient::SiloClient(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                       SiloClientOptions options)
+    : options_(std::move(options)) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Our own backoff paces reconnects; keep gRPC's short so it does not add to it.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  channel_ = grpc::CreateCustomChannel(options_.target, std::move(credentials), args);
+  stub_ = fedsilo::v1::Orchestrator::NewStub(channel_);
+}
+
+SiloClient::~SiloClient() { Stop(); }
+
+void SiloClient::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopping_ = true;
+  if (active_ != nullptr) active_->TryCancel();
+  cv_.notify_all();
+}
+
+bool SiloClient::SleepUnlessStopped(std::chrono::milliseconds d) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return !cv_.wait_for(lock, d, [this] { return stopping_; });
+}
+
+StatusOr<fedsilo::v1::WhoAmIReply> SiloClient::WhoAmI(std::chrono::milliseconds timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  fedsilo::v1::WhoAmIReply reply;
+  grpc::Status status = stub_->WhoAmI(&context, fedsilo::v1::WhoAmIRequest(), &reply);
+  if (!status.ok()) return Annotate(FromGrpcStatus(status), options_.target);
+  return reply;
+}
+
+Status SiloClient::Run() {
+  std::mt19937_64 rng(std::random_device{}());
+  std::chrono::milliseconds backoff = options_.initial_backoff;
+  Status last;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return last;
+    }
+    const int before = sessions_.load();
+    last = RunSession();
+    if (sessions_.load() > before) backoff = options_.initial_backoff;  // it had connected
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return absl::OkStatus();
+    }
+    // Full jitter: a restarted orchestrator is not hit by every silo at once.
+    std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
+    const std::chrono::milliseconds wait(jitter(rng));
+    spdlog::warn("connection to {} lost: {}; retrying in {} ms", options_.target,
+                 std::string(last.message()), wait.count());
+    if (!SleepUnlessStopped(wait)) return absl::OkStatus();
+    backoff = std::min(options_.max_backoff, backoff * 2);
+  }
+}
+
+Status SiloClient::RunSession() {
+  grpc::ClientContext context;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::OkStatus();
+    active_ = &context;
+  }
+  auto stream = stub_->Connect(&context);
+  fedsilo::v1::SiloMessage hello;
+  for (const std::string& d : options_.datasets) hello.mutable_hello()->add_datasets(d);
+  hello.mutable_hello()->set_version("fedsilo 0.1.0");
+  Status result;
+  if (stream->Write(hello)) {
+    ++sessions_;
+    connected_ = true;
+    // Heartbeats go out from a second thread while this one reads.
+    std::mutex hb_mu;
+    std::condition_variable hb_cv;
+    bool hb_stop = false;
+    std::thread heartbeats([&] {
+      std::unique_lock<std::mutex> lock(hb_mu);
+      while (!hb_cv.wait_for(lock, options_.heartbeat_interval, [&] { return hb_stop; })) {
+        fedsilo::v1::SiloMessage beat;
+        beat.mutable_heartbeat()->set_unix_millis(UnixMillis());
+        if (!stream->Write(beat)) break;
+      }
+    });
+    fedsilo::v1::OrchestratorMessage message;
+    while (stream->Read(&message)) {
+      // Heartbeat echoes only prove the orchestrator is alive; tasks are
+      // handled by the silo agent once the orchestrator sends them.
+    }
+    {
+      std::lock_guard<std::mutex> lock(hb_mu);
+      hb_stop = true;
+    }
+    hb_cv.notify_all();
+    heartbeats.join();
+    connected_ = false;
+  }
+  stream->WritesDone();
+  result = FromGrpcStatus(stream->Finish());
+  if (result.ok()) result = absl::UnavailableError("the orchestrator closed the stream");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_ = nullptr;
+  }
+  return result;
+}
+
+}  // namespace fedsilo::transport

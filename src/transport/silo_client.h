@@ -1,0 +1,72 @@
+// SiloClient: the silo agent's side of the Connect stream. It dials out to
+// the orchestrator (silos need no inbound port), says hello with the dataset
+// names it offers, sends a heartbeat every `heartbeat_interval`, and when the
+// connection breaks reconnects with exponential backoff (with jitter) until
+// Stop() is called.
+//
+// Thread safety: Run() on one thread; Stop() and the accessors from any.
+#ifndef FEDSILO_TRANSPORT_SILO_CLIENT_H_
+#define FEDSILO_TRANSPORT_SILO_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "core/status.h"
+#include "fedsilo/v1/federation.grpc.pb.h"
+
+namespace fedsilo::transport {
+
+struct SiloClientOptions {
+  std::string target;                 // "host:port" of the orchestrator
+  std::vector<std::string> datasets;  // names only; paths never leave the silo
+  std::chrono::milliseconds heartbeat_interval{5000};
+  std::chrono::milliseconds initial_backoff{500};
+  std::chrono::milliseconds max_backoff{30000};
+};
+
+class SiloClient {
+ public:
+  SiloClient(std::shared_ptr<grpc::ChannelCredentials> credentials, SiloClientOptions options);
+  ~SiloClient();
+
+  // Keeps a session open, reconnecting as needed, until Stop(). Returns the
+  // reason of the last failed session (OK when stopped while connected).
+  Status Run();
+  void Stop();
+
+  // The orchestrator's view of this silo's certificate; `timeout` bounds the call.
+  StatusOr<fedsilo::v1::WhoAmIReply> WhoAmI(std::chrono::milliseconds timeout);
+
+  // Sessions opened so far (a reconnect opens a new one).
+  int sessions() const { return sessions_.load(); }
+  bool connected() const { return connected_.load(); }
+
+ private:
+  // One session: hello, heartbeats, read until the stream ends.
+  Status RunSession();
+  // Sleeps up to `d`; returns early (false) when stopping.
+  bool SleepUnlessStopped(std::chrono::milliseconds d);
+
+  SiloClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub_;
+  std::atomic<int> sessions_{0};
+  std::atomic<bool> connected_{false};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* active_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace fedsilo::transport
+
+#endif  // FEDSILO_TRANSPORT_SILO_CLIENT_H_

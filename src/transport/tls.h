@@ -1,0 +1,51 @@
+// Mutual TLS for gRPC, built from a startup kit (see secure/provisioner.h):
+// servers require and verify a client certificate signed by the federation
+// CA; clients verify the server against the same CA. Identity is read from
+// the verified certificate (AuthenticatePeer), never from a message field.
+#ifndef FEDSILO_TRANSPORT_TLS_H_
+#define FEDSILO_TRANSPORT_TLS_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <initializer_list>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "secure/certificate_authority.h"
+#include "secure/provisioner.h"
+
+namespace fedsilo::transport {
+
+// The PEM files of a kit. The key is wiped when the object goes away.
+struct TlsFiles {
+  std::string ca_pem;
+  std::string cert_pem;
+  std::string key_pem;
+  ~TlsFiles();
+};
+
+// Reads the kit's CA certificate, certificate and key; errors name the file.
+StatusOr<TlsFiles> LoadTlsFiles(const secure::Kit& kit);
+
+// Server side: requires a client certificate and verifies it against the CA.
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsFiles& files);
+// Client side: presents the kit's certificate and verifies the server's.
+std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsFiles& files);
+
+// The caller's verified identity. Unauthenticated when the call carries no
+// client certificate; PermissionDenied when the certificate does not verify
+// against `ca_pem` at `now` or its kind is not in `allowed`.
+StatusOr<secure::PeerIdentity> AuthenticatePeer(
+    const grpc::ServerContext& context, const std::string& ca_pem,
+    std::initializer_list<secure::ParticipantKind> allowed,
+    std::chrono::system_clock::time_point now);
+
+// Converts between absl and gRPC status codes, keeping the message.
+grpc::Status ToGrpcStatus(const Status& status);
+Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace fedsilo::transport
+
+#endif  // FEDSILO_TRANSPORT_TLS_H_

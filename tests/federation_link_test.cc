@@ -1,0 +1,195 @@
+// The orchestrator's gRPC endpoint and the silo client, for real: kits from
+// the provisioner, mutual TLS, a server on 127.0.0.1 with an OS-chosen port.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "orchestrator/silo_registry.h"
+#include "secure/provisioner.h"
+#include "transport/orchestrator_service.h"
+#include "transport/silo_client.h"
+#include "transport/tls.h"
+
+namespace fedsilo {
+namespace {
+
+using secure::ParticipantKind;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+// Provisions a federation under a fresh folder; `issued_at` back-dates it.
+std::string Provision(const std::string& name, std::chrono::system_clock::time_point issued_at,
+                      int days = 30) {
+  const std::string dir = ::testing::TempDir() + "/link_" + name;
+  fs::remove_all(dir);
+  secure::FederationSpec spec;
+  spec.name = "hospitals";
+  spec.certificate_days = days;
+  spec.participants = {{"hospital-a", ParticipantKind::kSilo}, {"alice", ParticipantKind::kUser}};
+  EXPECT_TRUE(secure::ProvisionFederation(spec, dir, issued_at).ok());
+  return dir;
+}
+
+transport::TlsFiles Files(const std::string& kit_dir) {
+  auto kit = secure::LoadKit(kit_dir);
+  EXPECT_TRUE(kit.ok()) << kit.status();
+  auto files = transport::LoadTlsFiles(*kit);
+  EXPECT_TRUE(files.ok()) << files.status();
+  return std::move(files).value();
+}
+
+// An orchestrator endpoint with a registry, serving on 127.0.0.1.
+struct Endpoint {
+  explicit Endpoint(const std::string& kits)
+      : files(Files(kits + "/orchestrator")),
+        service(files.ca_pem, &registry, [] { return std::chrono::system_clock::now(); }) {
+    auto s = transport::GrpcServer::Start("127.0.0.1:0", transport::MakeServerCredentials(files),
+                                          &service);
+    EXPECT_TRUE(s.ok()) << s.status();
+    server = std::move(s).value();
+  }
+  std::string target() const { return "localhost:" + std::to_string(server->port()); }
+
+  transport::TlsFiles files;
+  orchestrator::SiloRegistry registry;
+  transport::OrchestratorService service;
+  std::unique_ptr<transport::GrpcServer> server;
+};
+
+transport::SiloClient Client(const std::string& kit_dir, const std::string& target) {
+  transport::SiloClientOptions options;
+  options.target = target;
+  options.datasets = {"digits", "mnist"};
+  options.heartbeat_interval = 100ms;
+  options.initial_backoff = 100ms;
+  options.max_backoff = 400ms;
+  return transport::SiloClient(transport::MakeChannelCredentials(Files(kit_dir)), options);
+}
+
+template <typename F>
+bool WaitFor(F condition, std::chrono::milliseconds limit = 10s) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return condition();
+}
+
+TEST(FederationLinkTest, IdentityComesFromTheCertificate) {
+  const std::string kits = Provision("identity", std::chrono::system_clock::now());
+  Endpoint endpoint(kits);
+  auto silo = Client(kits + "/hospital-a", endpoint.target());
+  auto me = silo.WhoAmI(5s);
+  ASSERT_TRUE(me.ok()) << me.status();
+  EXPECT_EQ(me->name(), "hospital-a");
+  EXPECT_EQ(me->kind(), "silo");
+  EXPECT_EQ(me->federation(), "hospitals");
+
+  auto user = Client(kits + "/alice", endpoint.target());
+  auto alice = user.WhoAmI(5s);
+  ASSERT_TRUE(alice.ok()) << alice.status();
+  EXPECT_EQ(alice->kind(), "user");
+}
+
+TEST(FederationLinkTest, SiloConnectsSendsHeartbeatsAndIsSeenToLeave) {
+  const std::string kits = Provision("session", std::chrono::system_clock::now());
+  Endpoint endpoint(kits);
+  auto silo = Client(kits + "/hospital-a", endpoint.target());
+  std::thread runner([&] { silo.Run(); });
+  ASSERT_TRUE(WaitFor([&] { return silo.connected(); }));
+  ASSERT_TRUE(WaitFor([&] {
+    auto s = endpoint.registry.Snapshot();
+    return s.size() == 1 && s[0].connected;
+  }));
+  auto status = endpoint.registry.Snapshot()[0];
+  EXPECT_EQ(status.name, "hospital-a");
+  EXPECT_EQ(status.datasets, (std::vector<std::string>{"digits", "mnist"}));
+  const auto first_seen = status.last_seen;
+  EXPECT_TRUE(WaitFor([&] { return endpoint.registry.Snapshot()[0].last_seen > first_seen; }))
+      << "no heartbeat arrived";
+
+  silo.Stop();
+  runner.join();
+  EXPECT_TRUE(WaitFor([&] { return !endpoint.registry.Snapshot()[0].connected; }));
+}
+
+TEST(FederationLinkTest, SiloReconnectsAfterTheOrchestratorRestarts) {
+  const std::string kits = Provision("restart", std::chrono::system_clock::now());
+  auto endpoint = std::make_unique<Endpoint>(kits);
+  const int port = endpoint->server->port();
+  auto silo = Client(kits + "/hospital-a", endpoint->target());
+  std::thread runner([&] { silo.Run(); });
+  ASSERT_TRUE(WaitFor([&] { return silo.sessions() == 1 && silo.connected(); }));
+
+  endpoint.reset();  // the orchestrator goes away
+  ASSERT_TRUE(WaitFor([&] { return !silo.connected(); }));
+
+  // A new orchestrator on the same port: the silo finds it by itself.
+  auto files = Files(kits + "/orchestrator");
+  orchestrator::SiloRegistry registry;
+  transport::OrchestratorService service(files.ca_pem, &registry,
+                                         [] { return std::chrono::system_clock::now(); });
+  auto server = transport::GrpcServer::Start("127.0.0.1:" + std::to_string(port),
+                                             transport::MakeServerCredentials(files), &service);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_TRUE(WaitFor([&] { return silo.sessions() == 2 && silo.connected(); }));
+  EXPECT_TRUE(WaitFor([&] {
+    auto s = registry.Snapshot();
+    return s.size() == 1 && s[0].connected;
+  }));
+  silo.Stop();
+  runner.join();
+}
+
+TEST(FederationLinkTest, UserCertificateCannotOpenASiloStream) {
+  const std::string kits = Provision("kind", std::chrono::system_clock::now());
+  Endpoint endpoint(kits);
+  auto files = Files(kits + "/alice");
+  auto channel = grpc::CreateChannel(endpoint.target(), transport::MakeChannelCredentials(files));
+  auto stub = fedsilo::v1::Orchestrator::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 5s);
+  auto stream = stub->Connect(&context);
+  fedsilo::v1::SiloMessage hello;
+  hello.mutable_hello()->add_datasets("digits");
+  stream->Write(hello);
+  stream->WritesDone();
+  fedsilo::v1::OrchestratorMessage reply;
+  while (stream->Read(&reply)) {
+  }
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("'alice' holds a user certificate; this call needs a silo certificate"));
+  EXPECT_TRUE(endpoint.registry.Snapshot().empty());
+}
+
+TEST(FederationLinkTest, CertificatesFromAnotherFederationAreRefusedAtTheHandshake) {
+  const std::string ours = Provision("ours", std::chrono::system_clock::now());
+  const std::string theirs = Provision("theirs", std::chrono::system_clock::now());
+  Endpoint endpoint(ours);
+  auto intruder = Client(theirs + "/hospital-a", endpoint.target());
+  auto me = intruder.WhoAmI(3s);
+  ASSERT_FALSE(me.ok());
+  EXPECT_EQ(me.status().code(), absl::StatusCode::kUnavailable) << me.status();
+  EXPECT_TRUE(endpoint.registry.Snapshot().empty());
+}
+
+TEST(FederationLinkTest, ExpiredCertificatesAreRefused) {
+  // Issued 40 days ago for 30 days: expired 10 days ago.
+  const std::string kits =
+      Provision("expired", std::chrono::system_clock::now() - 40 * 24h, /*days=*/30);
+  Endpoint endpoint(kits);
+  auto silo = Client(kits + "/hospital-a", endpoint.target());
+  auto me = silo.WhoAmI(3s);
+  ASSERT_FALSE(me.ok());
+  EXPECT_EQ(me.status().code(), absl::StatusCode::kUnavailable) << me.status();
+}
+
+}  // namespace
+}  // namespace fedsilo
