@@ -32,15 +32,15 @@ std::string Env(const char* name, const char* fallback) {
   return v != nullptr ? v : fallback;
 }
 
-std::string SourceDir() { return Env("FEDSILO_SOURCE_DIR", "."); }
+std::string SourceDir() { return Env("FEDSILO_SOURCE_DIR", FEDSILO_TEST_SOURCE_DIR); }
 
 // Runs `fedsilo <args>` with a shell; `env` is prepended (e.g. "FEDSILO_DATA=/x").
 Result Fedsilo(const std::string& args, const std::string& env = "") {
   // Unique per process: CTest runs tests in parallel processes.
   const std::string prefix = ::testing::TempDir() + "/fedsilo." + std::to_string(getpid());
   const std::string out = prefix + ".out", err = prefix + ".err";
-  const std::string cmd =
-      env + " " + Env("FEDSILO_BINARY", "build/fedsilo") + " " + args + " >" + out + " 2>" + err;
+  const std::string cmd = env + " " + Env("FEDSILO_BINARY", FEDSILO_TEST_BINARY) + " " + args +
+                          " >" + out + " 2>" + err;
   const int status = std::system(cmd.c_str());
   Result r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

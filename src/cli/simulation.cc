@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/local_federation.h"
 #include "core/busy_clock.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
@@ -89,6 +90,7 @@ std::string SimulationSummary::ToJson() const {
                       {"final", final_json},
                       {"wall_seconds", wall_seconds},
                       {"overhead_fraction", overhead_fraction}};
+  if (overhead_fraction < 0) j["overhead_fraction"] = nullptr;
   return j.dump();
 }
 
@@ -141,11 +143,23 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   BusyClock busy;
   std::vector<std::unique_ptr<silo::SiloAgent>> agents;
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
-  for (int i = 0; i < num_silos; ++i) {
-    agents.push_back(
-        std::make_unique<silo::SiloAgent>(job.federation.silos[i], std::move(silo_data[i]), &busy));
-    connections.push_back(std::make_unique<transport::InProcessConnection>(job.federation.silos[i],
-                                                                           agents.back().get()));
+  std::unique_ptr<LocalFederation> federation;
+  if (options.processes) {
+    FEDSILO_ASSIGN_OR_RETURN(federation, LocalFederation::Start(job, run_dir.path(), data_dir,
+                                                                std::chrono::seconds(60)));
+    if (!options.quiet) {
+      std::printf("  silos   %d processes, gRPC + mutual TLS on 127.0.0.1:%d (logs in %s/silos)\n",
+                  num_silos, federation->port(), run_dir.path().c_str());
+      std::fflush(stdout);
+    }
+    connections = federation->Connections(std::chrono::seconds(job.federation.round_timeout));
+  } else {
+    for (int i = 0; i < num_silos; ++i) {
+      agents.push_back(std::make_unique<silo::SiloAgent>(job.federation.silos[i],
+                                                         std::move(silo_data[i]), &busy));
+      connections.push_back(std::make_unique<transport::InProcessConnection>(
+          job.federation.silos[i], agents.back().get()));
+    }
   }
   HeldOutEvaluator evaluator(std::move(global_model), ml::DataView::All(data.test), &busy);
   FEDSILO_ASSIGN_OR_RETURN(auto strategy, strategy::CreateStrategy(job.strategy));
@@ -166,7 +180,9 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   summary.final_metrics = result.final_metrics;
   summary.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   summary.overhead_fraction =
-      std::max(0.0, 1.0 - busy.BusySeconds() / std::max(summary.wall_seconds, 1e-9));
+      options.processes
+          ? -1.0
+          : std::max(0.0, 1.0 - busy.BusySeconds() / std::max(summary.wall_seconds, 1e-9));
   FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.summary_path(), summary.ToJson() + "\n"));
   return summary;
 }

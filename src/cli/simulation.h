@@ -17,6 +17,9 @@ struct SimulationOptions {
   std::string data_dir;       // empty = the default (FEDSILO_DATA or ./data of the source tree)
   int threads = 0;            // silos trained at once; 0 = number of cores
   bool quiet = false;         // no per-round progress lines
+  // Run each silo as its own `fedsilo silo` process talking gRPC over mutual
+  // TLS on 127.0.0.1, with a throwaway federation provisioned in the run dir.
+  bool processes = false;
 };
 
 struct SimulationSummary {
@@ -26,7 +29,9 @@ struct SimulationSummary {
   int rounds_completed = 0;
   std::map<std::string, double> final_metrics;  // global test metrics after the last round
   double wall_seconds = 0;
-  double overhead_fraction = 0;  // wall time with no training or evaluation running
+  // Wall time with no training or evaluation running; measured in-process
+  // only (negative, and null in JSON, with --processes).
+  double overhead_fraction = 0;
 
   // The `--json` summary object (see DESIGN "Contracts").
   std::string ToJson() const;

@@ -52,6 +52,7 @@ struct FederationConfig {
   std::vector<std::string> silos;  // names; `silos: 5` means silo-1 ... silo-5
   double fraction = 1.0;           // share of silos sampled each round
   int min_silos = 1;               // a round fails with fewer answers
+  int round_timeout = 600;         // seconds a remote silo may take for one round
 };
 
 struct StrategyConfig {

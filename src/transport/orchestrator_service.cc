@@ -1,17 +1,129 @@
 #include "transport/orchestrator_service.h"
 
+#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
+#include <optional>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
+#include "core/job_config.h"
+#include "core/model_state_file.h"
+#include "transport/chunks.h"
 #include "transport/tls.h"
 
 namespace fedsilo::transport {
 
 using secure::ParticipantKind;
 
+using Stream = grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage, fedsilo::v1::SiloMessage>;
+
+// One open Connect stream. The stream is written by Fit() (tasks) and by the
+// reading thread (heartbeat echoes), one at a time under write_mu.
+struct OrchestratorService::Session {
+  std::string silo;
+  uint64_t id = 0;
+  Stream* stream = nullptr;
+  std::mutex write_mu;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open ABSL_GUARDED_BY(mu) = true;
+  bool busy ABSL_GUARDED_BY(mu) = false;  // a task is out
+  std::string job_id ABSL_GUARDED_BY(mu);
+  int round ABSL_GUARDED_BY(mu) = 0;
+  std::string nonce ABSL_GUARDED_BY(mu);
+  std::optional<StatusOr<FitReply>> result ABSL_GUARDED_BY(mu);
+
+  bool Write(const fedsilo::v1::OrchestratorMessage& m) {
+    std::lock_guard<std::mutex> lock(write_mu);
+    return stream->Write(m);
+  }
+};
+
 OrchestratorService::OrchestratorService(std::string ca_pem, SiloSessionListener* listener,
                                          Clock clock)
     : ca_pem_(std::move(ca_pem)), listener_(listener), clock_(std::move(clock)) {}
+
+OrchestratorService::~OrchestratorService() = default;
+
+std::vector<std::string> OrchestratorService::ConnectedSilos() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> names;
+  for (const auto& [name, session] : sessions_) names.push_back(name);
+  return names;
+}
+
+void OrchestratorService::Deliver(Session& session, StatusOr<FitReply> result) {
+  {
+    std::lock_guard<std::mutex> lock(session.mu);
+    if (!session.busy || session.result.has_value()) return;
+    session.result = std::move(result);
+  }
+  session.cv.notify_all();
+}
+
+StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRequest& request,
+                                            std::chrono::milliseconds timeout) {
+  std::shared_ptr<Session> session;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sessions_.find(silo);
+    if (it != sessions_.end()) session = it->second;
+  }
+  if (session == nullptr) {
+    return absl::UnavailableError(absl::StrCat("silo '", silo, "' is not connected"));
+  }
+  std::string nonce(16, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), 16) != 1) {
+    return absl::InternalError("no randomness for a task nonce");
+  }
+  {
+    std::lock_guard<std::mutex> lock(session->mu);
+    if (!session->open) return absl::UnavailableError(absl::StrCat("silo '", silo, "' left"));
+    if (session->busy) {
+      return absl::FailedPreconditionError(absl::StrCat("silo '", silo, "' is busy with a task"));
+    }
+    session->busy = true;
+    session->job_id = request.run_id;
+    session->round = request.round;
+    session->nonce = nonce;
+    session->result.reset();
+  }
+  const std::string model = SerializeModelState(*request.global);
+  fedsilo::v1::OrchestratorMessage header;
+  fedsilo::v1::TaskHeader* task = header.mutable_task();
+  task->set_job_id(request.run_id);
+  task->set_round(request.round);
+  task->set_nonce(nonce);
+  task->set_seed(request.seed);
+  task->set_job_yaml(JobConfigToYaml(*request.job));
+  task->set_model_bytes(model.size());
+  bool sent;
+  {
+    std::lock_guard<std::mutex> lock(session->write_mu);
+    sent = session->stream->Write(header) && ForEachChunk(model, [&](const fedsilo::v1::Chunk& c) {
+             fedsilo::v1::OrchestratorMessage m;
+             *m.mutable_chunk() = c;
+             return session->stream->Write(m);
+           });
+  }
+  std::unique_lock<std::mutex> lock(session->mu);
+  if (sent) {
+    session->cv.wait_for(lock, timeout, [&] { return session->result.has_value(); });
+  }
+  StatusOr<FitReply> result =
+      !sent ? StatusOr<FitReply>(absl::UnavailableError("sending the task failed"))
+      : session->result.has_value()
+          ? std::move(*session->result)
+          : StatusOr<FitReply>(absl::DeadlineExceededError(absl::StrCat(
+                "no result within ", timeout.count() / 1000.0, " s (federation.round_timeout)")));
+  session->busy = false;
+  session->result.reset();
+  if (!result.ok()) return Annotate(result.status(), absl::StrCat("silo '", silo, "'"));
+  return result;
+}
 
 grpc::Status OrchestratorService::WhoAmI(grpc::ServerContext* context,
                                          const fedsilo::v1::WhoAmIRequest* /*request*/,
@@ -48,35 +160,113 @@ grpc::Status OrchestratorService::Connect(
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "the first message on Connect must be SiloHello");
   }
-  const uint64_t session = next_session_.fetch_add(1);
+  auto session = std::make_shared<Session>();
+  session->silo = silo;
+  session->id = next_session_.fetch_add(1);
+  session->stream = stream;
+  std::shared_ptr<Session> replaced;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    replaced = std::exchange(sessions_[silo], session);
+  }
+  if (replaced != nullptr) Deliver(*replaced, absl::UnavailableError("the silo reconnected"));
   const std::vector<std::string> datasets(message.hello().datasets().begin(),
                                           message.hello().datasets().end());
-  listener_->OnConnected(silo, session, datasets);
-  spdlog::info("silo '{}' connected from {} (session {})", silo, context->peer(), session);
+  listener_->OnConnected(silo, session->id, datasets);
+  spdlog::info("silo '{}' connected from {} (session {})", silo, context->peer(), session->id);
 
   Status why;
-  while (stream->Read(&message)) {
+  ChunkAssembler update;
+  FitReply pending;       // the result being received
+  bool ignoring = false;  // draining the chunks of a rejected result
+  while (why.ok() && stream->Read(&message)) {
     switch (message.body_case()) {
       case fedsilo::v1::SiloMessage::kHeartbeat: {
-        listener_->OnHeartbeat(silo, session);
+        listener_->OnHeartbeat(silo, session->id);
         fedsilo::v1::OrchestratorMessage echo;
         echo.mutable_heartbeat()->set_unix_millis(message.heartbeat().unix_millis());
-        if (!stream->Write(echo)) why = absl::UnavailableError("write failed");
+        if (!session->Write(echo)) why = absl::UnavailableError("write failed");
+        break;
+      }
+      case fedsilo::v1::SiloMessage::kResult: {
+        const fedsilo::v1::ResultHeader& r = message.result();
+        Status fresh;
+        {
+          std::lock_guard<std::mutex> lock(session->mu);
+          if (!session->busy || r.job_id() != session->job_id || r.round() != session->round ||
+              r.nonce() != session->nonce) {
+            fresh = absl::InvalidArgumentError(
+                absl::StrCat("result for job '", r.job_id(), "' round ", r.round(),
+                             " does not answer the task that is out (stale or replayed)"));
+          }
+        }
+        if (!fresh.ok()) {
+          spdlog::warn("silo '{}': {}; ignored", silo, std::string(fresh.message()));
+          update.Begin(r.update_bytes(), "ignored result");  // drain its chunks
+          ignoring = true;
+          break;
+        }
+        ignoring = false;
+        pending = FitReply();
+        pending.num_examples = r.num_examples();
+        pending.metrics.insert(r.metrics().begin(), r.metrics().end());
+        update.Begin(r.update_bytes(), absl::StrCat("update from silo '", silo, "'"));
+        break;
+      }
+      case fedsilo::v1::SiloMessage::kChunk: {
+        Status added = update.Add(message.chunk());
+        if (!added.ok()) {
+          if (!ignoring) Deliver(*session, added);
+          spdlog::warn("silo '{}': {}", silo, std::string(added.message()));
+          break;
+        }
+        if (!update.complete()) break;
+        const std::string bytes = update.Take();
+        if (ignoring) break;  // the rejected result is drained
+        StatusOr<ModelFile> file = ParseModelState(bytes, absl::StrCat("update from '", silo, "'"));
+        if (!file.ok()) {
+          Deliver(*session, file.status());
+        } else {
+          pending.update = std::move(file->state);
+          Deliver(*session, std::move(pending));
+        }
+        pending = FitReply();
+        break;
+      }
+      case fedsilo::v1::SiloMessage::kFailed: {
+        const fedsilo::v1::TaskFailed& f = message.failed();
+        bool matches;
+        {
+          std::lock_guard<std::mutex> lock(session->mu);
+          matches = session->busy && f.nonce() == session->nonce;
+        }
+        if (matches) Deliver(*session, absl::InternalError(f.reason()));
         break;
       }
       default:
-        // Results arrive only for tasks, which this endpoint has not sent.
         why = absl::InvalidArgumentError(absl::StrCat(
             "unexpected message (field ", message.body_case(), ") from silo '", silo, "'"));
         break;
     }
-    if (!why.ok()) break;
   }
-  if (why.ok())
+  if (why.ok()) {
     why = context->IsCancelled() ? absl::CancelledError("stream cancelled")
                                  : absl::UnavailableError("stream closed by the silo");
-  listener_->OnDisconnected(silo, session, why);
-  spdlog::info("silo '{}' disconnected (session {}): {}", silo, session,
+  }
+  {
+    std::lock_guard<std::mutex> lock(session->mu);
+    session->open = false;
+  }
+  Deliver(*session, absl::UnavailableError(absl::StrCat("silo disconnected: ", why.message())));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sessions_.find(silo);
+    if (it != sessions_.end() && it->second == session) sessions_.erase(it);
+  }
+  // A Fit() may still be writing to the stream; wait for it before returning.
+  std::lock_guard<std::mutex> write_lock(session->write_mu);
+  listener_->OnDisconnected(silo, session->id, why);
+  spdlog::info("silo '{}' disconnected (session {}): {}", silo, session->id,
                std::string(why.message()));
   return absl::IsInvalidArgument(why) ? ToGrpcStatus(why) : grpc::Status::OK;
 }

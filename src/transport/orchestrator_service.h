@@ -13,12 +13,16 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "core/status.h"
 #include "fedsilo/v1/federation.grpc.pb.h"
+#include "transport/silo_connection.h"
 
 namespace fedsilo::transport {
 
@@ -40,6 +44,7 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   // `listener` must outlive the service. `clock` gives the time certificates
   // are checked at (the system clock in production).
   OrchestratorService(std::string ca_pem, SiloSessionListener* listener, Clock clock);
+  ~OrchestratorService() override;
 
   grpc::Status WhoAmI(grpc::ServerContext* context, const fedsilo::v1::WhoAmIRequest* request,
                       fedsilo::v1::WhoAmIReply* reply) override;
@@ -47,11 +52,44 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
                        grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage,
                                                 fedsilo::v1::SiloMessage>* stream) override;
 
+  // Sends a task to a connected silo and waits for its result. The result
+  // must echo the task's job id, round and nonce, and its update must parse;
+  // otherwise it is rejected (logged) and the silo fails this task.
+  // Unavailable if the silo is not connected or drops the stream,
+  // DeadlineExceeded after `timeout`. One task at a time per silo.
+  StatusOr<FitReply> Fit(const std::string& silo, const FitRequest& request,
+                         std::chrono::milliseconds timeout);
+
+  // Names of the silos with an open session.
+  std::vector<std::string> ConnectedSilos() const;
+
  private:
+  struct Session;
+  void Deliver(Session& session, StatusOr<FitReply> result);
+
   std::string ca_pem_;
   SiloSessionListener* listener_;
   Clock clock_;
   std::atomic<uint64_t> next_session_{1};
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+};
+
+// A SiloConnection to a silo process connected to `service`.
+class RemoteSiloConnection : public SiloConnection {
+ public:
+  RemoteSiloConnection(std::string silo_name, OrchestratorService* service,
+                       std::chrono::milliseconds timeout)
+      : silo_name_(std::move(silo_name)), service_(service), timeout_(timeout) {}
+  const std::string& silo_name() const override { return silo_name_; }
+  StatusOr<FitReply> Fit(const FitRequest& request) override {
+    return service_->Fit(silo_name_, request, timeout_);
+  }
+
+ private:
+  std::string silo_name_;
+  OrchestratorService* service_;
+  std::chrono::milliseconds timeout_;
 };
 
 // A running gRPC server. Shut down (waiting for calls to end) on destruction.

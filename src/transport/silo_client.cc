@@ -6,6 +6,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/job_config.h"
+#include "core/model_state_file.h"
+#include "transport/chunks.h"
 #include "transport/tls.h"
 
 namespace fedsilo::transport {
@@ -20,8 +23,8 @@ int64_t UnixMillis() {
 }  // namespace
 
 SiloClient::SiloClient(std::shared_ptr<grpc::ChannelCredentials> credentials,
-                       SiloClientOptions options)
-    : options_(std::move(options)) {
+                       SiloClientOptions options, SiloHandler* handler)
+    : options_(std::move(options)), handler_(handler) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
@@ -97,7 +100,13 @@ Status SiloClient::RunSession() {
   if (stream->Write(hello)) {
     ++sessions_;
     connected_ = true;
-    // Heartbeats go out from a second thread while this one reads.
+    // Heartbeats go out from a second thread while this one reads; writes
+    // from both are serialised.
+    std::mutex write_mu;
+    auto write = [&](const fedsilo::v1::SiloMessage& m) {
+      std::lock_guard<std::mutex> lock(write_mu);
+      return stream->Write(m);
+    };
     std::mutex hb_mu;
     std::condition_variable hb_cv;
     bool hb_stop = false;
@@ -106,13 +115,30 @@ Status SiloClient::RunSession() {
       while (!hb_cv.wait_for(lock, options_.heartbeat_interval, [&] { return hb_stop; })) {
         fedsilo::v1::SiloMessage beat;
         beat.mutable_heartbeat()->set_unix_millis(UnixMillis());
-        if (!stream->Write(beat)) break;
+        if (!write(beat)) break;
       }
     });
     fedsilo::v1::OrchestratorMessage message;
+    fedsilo::v1::TaskHeader task;
+    ChunkAssembler model;
     while (stream->Read(&message)) {
-      // Heartbeat echoes only prove the orchestrator is alive; tasks are
-      // handled by the silo agent once the orchestrator sends them.
+      if (message.has_task()) {
+        task = message.task();
+        model.Begin(task.model_bytes(), "model of task");
+      } else if (message.has_chunk()) {
+        Status added = model.Add(message.chunk());
+        if (!added.ok()) {
+          fedsilo::v1::SiloMessage failed;
+          failed.mutable_failed()->set_job_id(task.job_id());
+          failed.mutable_failed()->set_round(task.round());
+          failed.mutable_failed()->set_nonce(task.nonce());
+          failed.mutable_failed()->set_reason(std::string(added.message()));
+          if (!write(failed)) break;
+        } else if (model.complete() && !AnswerTask(task, model.Take(), write)) {
+          break;
+        }
+      }
+      // Heartbeat echoes only prove that the orchestrator is alive.
     }
     {
       std::lock_guard<std::mutex> lock(hb_mu);
@@ -130,6 +156,48 @@ Status SiloClient::RunSession() {
     active_ = nullptr;
   }
   return result;
+}
+
+bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string model_bytes,
+                            const std::function<bool(const fedsilo::v1::SiloMessage&)>& write) {
+  auto fail = [&](const Status& why) {
+    spdlog::warn("job '{}' round {}: {}", task.job_id(), task.round(), std::string(why.message()));
+    fedsilo::v1::SiloMessage m;
+    m.mutable_failed()->set_job_id(task.job_id());
+    m.mutable_failed()->set_round(task.round());
+    m.mutable_failed()->set_nonce(task.nonce());
+    m.mutable_failed()->set_reason(std::string(why.message()));
+    return write(m);
+  };
+  if (handler_ == nullptr) return fail(absl::UnimplementedError("this silo trains no models"));
+  StatusOr<JobConfig> job = ParseJobConfig(task.job_yaml(), absl::StrCat("job ", task.job_id()));
+  if (!job.ok()) return fail(job.status());
+  StatusOr<ModelFile> global = ParseModelState(model_bytes, "model of task");
+  model_bytes.clear();
+  if (!global.ok()) return fail(global.status());
+  FitRequest request;
+  request.run_id = task.job_id();
+  request.round = task.round();
+  request.seed = task.seed();
+  request.job = &*job;
+  request.global = &global->state;
+  StatusOr<FitReply> reply = handler_->Fit(request);
+  if (!reply.ok()) return fail(reply.status());
+  const std::string update = SerializeModelState(reply->update);
+  fedsilo::v1::SiloMessage header;
+  fedsilo::v1::ResultHeader* r = header.mutable_result();
+  r->set_job_id(task.job_id());
+  r->set_round(task.round());
+  r->set_nonce(task.nonce());
+  r->set_num_examples(reply->num_examples);
+  r->mutable_metrics()->insert(reply->metrics.begin(), reply->metrics.end());
+  r->set_update_bytes(update.size());
+  if (!write(header)) return false;
+  return ForEachChunk(update, [&](const fedsilo::v1::Chunk& c) {
+    fedsilo::v1::SiloMessage m;
+    *m.mutable_chunk() = c;
+    return write(m);
+  });
 }
 
 }  // namespace fedsilo::transport

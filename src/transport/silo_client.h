@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +22,7 @@
 #include "absl/base/thread_annotations.h"
 #include "core/status.h"
 #include "fedsilo/v1/federation.grpc.pb.h"
+#include "transport/silo_connection.h"
 
 namespace fedsilo::transport {
 
@@ -34,7 +36,10 @@ struct SiloClientOptions {
 
 class SiloClient {
  public:
-  SiloClient(std::shared_ptr<grpc::ChannelCredentials> credentials, SiloClientOptions options);
+  // Tasks from the orchestrator go to `handler` (not owned; may be null, in
+  // which case every task is answered with TaskFailed).
+  SiloClient(std::shared_ptr<grpc::ChannelCredentials> credentials, SiloClientOptions options,
+             SiloHandler* handler = nullptr);
   ~SiloClient();
 
   // Keeps a session open, reconnecting as needed, until Stop(). Returns the
@@ -52,10 +57,14 @@ class SiloClient {
  private:
   // One session: hello, heartbeats, read until the stream ends.
   Status RunSession();
+  // Runs one task and writes its answer with `write` (serialised by the caller).
+  bool AnswerTask(const fedsilo::v1::TaskHeader& task, std::string model_bytes,
+                  const std::function<bool(const fedsilo::v1::SiloMessage&)>& write);
   // Sleeps up to `d`; returns early (false) when stopping.
   bool SleepUnlessStopped(std::chrono::milliseconds d);
 
   SiloClientOptions options_;
+  SiloHandler* handler_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub_;
   std::atomic<int> sessions_{0};

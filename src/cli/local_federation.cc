@@ -1,0 +1,131 @@
+#include "cli/local_federation.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/file_util.h"
+#include "secure/provisioner.h"
+#include "transport/tls.h"
+
+extern char** environ;
+
+namespace fedsilo::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+StatusOr<pid_t> Spawn(const std::vector<std::string>& args, const std::string& log_path) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0)
+    return absl::InternalError(absl::StrCat("cannot start a silo process: ", strerror(rc)));
+  return pid;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
+    const JobConfig& job, const std::string& dir, const std::string& data_dir,
+    std::chrono::seconds connect_timeout) {
+  auto fed = std::unique_ptr<LocalFederation>(new LocalFederation());
+  fed->silos_ = job.federation.silos;
+  const std::string kits = dir + "/kits";
+  secure::FederationSpec spec;
+  spec.name = "local";
+  spec.certificate_days = 2;
+  spec.orchestrator_hosts = {"localhost", "127.0.0.1"};
+  for (const std::string& s : job.federation.silos) {
+    spec.participants.push_back({s, secure::ParticipantKind::kSilo});
+  }
+  FEDSILO_RETURN_IF_ERROR(
+      secure::ProvisionFederation(spec, kits, std::chrono::system_clock::now()));
+  const std::string datasets = kits + "/datasets.yaml";
+  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(
+      datasets, absl::StrCat("datasets:\n  ", job.data.dataset, ": {builtin: ", job.data.dataset,
+                             ", share: job}\n")));
+
+  FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit, secure::LoadKit(kits + "/orchestrator"));
+  FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
+  fed->service_ = std::make_unique<transport::OrchestratorService>(
+      files.ca_pem, &fed->registry_, [] { return std::chrono::system_clock::now(); });
+  FEDSILO_ASSIGN_OR_RETURN(fed->server_, transport::GrpcServer::Start(
+                                             "127.0.0.1:0", transport::MakeServerCredentials(files),
+                                             fed->service_.get()));
+  std::error_code ec;
+  fs::create_directories(dir + "/silos", ec);
+  for (const std::string& s : job.federation.silos) {
+    FEDSILO_ASSIGN_OR_RETURN(
+        pid_t pid,
+        Spawn({"fedsilo", "silo", "--kit", kits + "/" + s, "--datasets", datasets, "--orchestrator",
+               absl::StrCat("localhost:", fed->server_->port()), "--data-dir", data_dir},
+              dir + "/silos/" + s + ".log"));
+    fed->children_.push_back(pid);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + connect_timeout;
+  for (;;) {
+    std::vector<std::string> connected = fed->service_->ConnectedSilos();
+    std::vector<std::string> missing;
+    for (const std::string& s : fed->silos_) {
+      if (std::find(connected.begin(), connected.end(), s) == connected.end()) missing.push_back(s);
+    }
+    if (missing.empty()) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::UnavailableError(
+          absl::StrCat("silos did not connect within ", connect_timeout.count(),
+                       " s: ", absl::StrJoin(missing, ", "), " (see ", dir, "/silos/<name>.log)"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return fed;
+}
+
+std::vector<std::unique_ptr<transport::SiloConnection>> LocalFederation::Connections(
+    std::chrono::milliseconds round_timeout) {
+  std::vector<std::unique_ptr<transport::SiloConnection>> out;
+  for (const std::string& s : silos_) {
+    out.push_back(
+        std::make_unique<transport::RemoteSiloConnection>(s, service_.get(), round_timeout));
+  }
+  return out;
+}
+
+void LocalFederation::StopSilos() {
+  for (pid_t pid : children_) kill(pid, SIGTERM);
+  for (pid_t pid : children_) {
+    int status = 0;
+    // Give each a moment to leave cleanly, then insist.
+    for (int i = 0; i < 100 && waitpid(pid, &status, WNOHANG) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (waitpid(pid, &status, WNOHANG) == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+  }
+  children_.clear();
+}
+
+LocalFederation::~LocalFederation() {
+  StopSilos();
+  if (server_ != nullptr) server_->Shutdown();
+}
+
+}  // namespace fedsilo::cli

@@ -1,0 +1,26 @@
+// `fedsilo silo`: runs a silo agent until SIGINT/SIGTERM.
+#ifndef FEDSILO_CLI_SILO_COMMAND_H_
+#define FEDSILO_CLI_SILO_COMMAND_H_
+
+#include <string>
+
+#include "core/status.h"
+
+namespace fedsilo::cli {
+
+struct SiloCommandOptions {
+  std::string kit_dir;
+  std::string datasets_path;
+  std::string orchestrator;  // "host:port"; empty = the kit's
+  std::string data_dir;      // empty = the default data folder
+};
+
+// Connects out to the orchestrator and answers its tasks; reconnects with
+// backoff when the connection breaks. Returns when signalled. InvalidArgument
+// / NotFound for a bad kit or catalog; PermissionDenied for a kit that is not
+// a silo's.
+Status RunSiloCommand(const SiloCommandOptions& options);
+
+}  // namespace fedsilo::cli
+
+#endif  // FEDSILO_CLI_SILO_COMMAND_H_

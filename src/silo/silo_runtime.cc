@@ -1,0 +1,119 @@
+#include "silo/silo_runtime.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/file_util.h"
+#include "ml/dataset_catalog.h"
+#include "ml/partitioner.h"
+
+namespace fedsilo::silo {
+
+StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path) {
+  FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  auto error = [&](const YAML::Node& at, absl::string_view message) {
+    std::string location = path;
+    if (at && !at.Mark().is_null()) absl::StrAppend(&location, ":", at.Mark().line + 1);
+    return absl::InvalidArgumentError(absl::StrCat(location, ": ", message));
+  };
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
+  }
+  const YAML::Node datasets = root.IsMap() ? root["datasets"] : YAML::Node();
+  if (!datasets || !datasets.IsMap() || datasets.size() == 0) {
+    return error(root, "expected 'datasets:' mapping names to {builtin: ..., share: job}");
+  }
+  DatasetCatalog catalog;
+  for (const auto& entry : datasets) {
+    const std::string name = entry.first.as<std::string>();
+    const YAML::Node spec = entry.second;
+    if (!spec.IsMap()) return error(spec, absl::StrCat("datasets.", name, ": must be a mapping"));
+    DatasetEntry e;
+    for (const auto& kv : spec) {
+      const std::string key = kv.first.as<std::string>();
+      if (key == "builtin") {
+        e.builtin = kv.second.IsScalar() ? kv.second.Scalar() : "";
+        if (std::find(std::begin(kKnownDatasets), std::end(kKnownDatasets), e.builtin) ==
+            std::end(kKnownDatasets)) {
+          return error(kv.second,
+                       absl::StrCat("datasets.", name, ".builtin: unknown data set '", e.builtin,
+                                    "'; one of: ", absl::StrJoin(kKnownDatasets, ", ")));
+        }
+      } else if (key == "share") {
+        if (!kv.second.IsScalar() || kv.second.Scalar() != "job") {
+          return error(kv.second,
+                       absl::StrCat("datasets.", name, ".share: the only value is 'job'"));
+        }
+        e.share_by_job = true;
+      } else {
+        return error(kv.first, absl::StrCat("unknown key 'datasets.", name, ".", key,
+                                            "'; valid keys here: builtin, share"));
+      }
+    }
+    if (e.builtin.empty())
+      return error(spec, absl::StrCat("datasets.", name, ".builtin: is required"));
+    catalog[name] = e;
+  }
+  return catalog;
+}
+
+SiloRuntime::SiloRuntime(std::string silo_name, DatasetCatalog catalog, std::string data_dir)
+    : silo_name_(std::move(silo_name)),
+      catalog_(std::move(catalog)),
+      data_dir_(std::move(data_dir)) {}
+
+std::vector<std::string> SiloRuntime::DatasetNames() const {
+  std::vector<std::string> names;
+  for (const auto& [name, entry] : catalog_) names.push_back(name);
+  return names;
+}
+
+StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job) {
+  auto it = catalog_.find(job.data.dataset);
+  if (it == catalog_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("silo '", silo_name_, "' has no dataset '", job.data.dataset,
+                     "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")"));
+  }
+  const DatasetEntry& entry = it->second;
+  FEDSILO_ASSIGN_OR_RETURN(
+      ml::DatasetSplits data,
+      ml::LoadBuiltinDataset(entry.builtin, data_dir_, job.data.test_fraction, job.seed));
+  int parts = 1, index = 0;
+  ml::PartitionOptions options;  // the whole set: one IID part
+  options.seed = job.seed;
+  if (entry.share_by_job) {
+    const auto& silos = job.federation.silos;
+    const auto pos = std::find(silos.begin(), silos.end(), silo_name_);
+    if (pos == silos.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "silo '", silo_name_, "' is not in the job's federation.silos, so it has no share"));
+    }
+    parts = static_cast<int>(silos.size());
+    index = static_cast<int>(pos - silos.begin());
+    options = {job.data.partition, job.data.alpha, job.data.shards_per_silo, job.seed};
+  }
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::vector<ml::SiloData> shares,
+      ml::PartitionForSilos(data.train, parts, options, job.data.silo_test_fraction));
+  return std::make_unique<SiloAgent>(silo_name_, std::move(shares[static_cast<size_t>(index)]),
+                                     nullptr);
+}
+
+StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& request) {
+  if (request.job == nullptr) return absl::InvalidArgumentError("task carries no job");
+  if (agent_ == nullptr || agent_run_id_ != request.run_id) {
+    FEDSILO_ASSIGN_OR_RETURN(agent_, MakeAgent(*request.job));
+    agent_run_id_ = request.run_id;
+  }
+  return agent_->Fit(request);
+}
+
+}  // namespace fedsilo::silo

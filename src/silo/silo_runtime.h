@@ -1,0 +1,62 @@
+// SiloRuntime: a silo agent process's handler for tasks from the
+// orchestrator. It owns the silo's dataset catalog — dataset *names* mapped to
+// local data, which never leave the silo — and trains with a SiloAgent per
+// job run.
+//
+// datasets.yaml:
+//   datasets:
+//     digits:
+//       builtin: digits   # a built-in data set in the silo's data folder
+//       share: job        # optional: train on this silo's share of it, split
+//                         # as the job partitions it across federation.silos
+//                         # (a federation simulated with processes on one
+//                         # machine); without it the whole set is the silo's
+//
+// Thread safety: one task at a time (the orchestrator never sends two).
+#ifndef FEDSILO_SILO_SILO_RUNTIME_H_
+#define FEDSILO_SILO_SILO_RUNTIME_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/busy_clock.h"
+#include "silo/silo_agent.h"
+#include "transport/silo_connection.h"
+
+namespace fedsilo::silo {
+
+struct DatasetEntry {
+  std::string builtin;        // "mnist", "digits", "breast_cancer"
+  bool share_by_job = false;  // `share: job`
+};
+
+using DatasetCatalog = std::map<std::string, DatasetEntry>;
+
+// Reads datasets.yaml; InvalidArgument naming the file, line and key.
+StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path);
+
+class SiloRuntime : public transport::SiloHandler {
+ public:
+  SiloRuntime(std::string silo_name, DatasetCatalog catalog, std::string data_dir);
+
+  // Dataset names only, for the hello message.
+  std::vector<std::string> DatasetNames() const;
+
+  // NotFound naming the dataset when the catalog lacks the job's dataset.
+  StatusOr<transport::FitReply> Fit(const transport::FitRequest& request) override;
+
+ private:
+  StatusOr<std::unique_ptr<SiloAgent>> MakeAgent(const JobConfig& job);
+
+  std::string silo_name_;
+  DatasetCatalog catalog_;
+  std::string data_dir_;
+  std::string agent_run_id_;  // the run `agent_` was built for
+  std::unique_ptr<SiloAgent> agent_;
+};
+
+}  // namespace fedsilo::silo
+
+#endif  // FEDSILO_SILO_SILO_RUNTIME_H_

@@ -1,0 +1,45 @@
+// Models travel as .fsm bytes cut into Chunk messages of at most kChunkBytes,
+// so no gRPC message-size limit is raised and any model size goes through.
+#ifndef FEDSILO_TRANSPORT_CHUNKS_H_
+#define FEDSILO_TRANSPORT_CHUNKS_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "core/status.h"
+#include "fedsilo/v1/federation.pb.h"
+
+namespace fedsilo::transport {
+
+inline constexpr size_t kChunkBytes = 1 << 20;  // well under gRPC's 4 MiB default
+
+// Calls `write` with each chunk of `bytes` (at least one, the last marked);
+// stops and returns false when a write fails.
+bool ForEachChunk(const std::string& bytes,
+                  const std::function<bool(const fedsilo::v1::Chunk&)>& write);
+
+// Reassembles chunks into exactly the announced number of bytes.
+class ChunkAssembler {
+ public:
+  // REQUIRES: called before Add(). `what` names the payload in errors.
+  void Begin(uint64_t expected_bytes, std::string what);
+  // InvalidArgument when the chunks exceed the announced size, or the last
+  // one arrives short of it.
+  Status Add(const fedsilo::v1::Chunk& chunk);
+  bool active() const { return active_; }
+  bool complete() const { return complete_; }
+  // The payload; resets the assembler. REQUIRES: complete().
+  std::string Take();
+
+ private:
+  std::string data_;
+  uint64_t expected_ = 0;
+  std::string what_;
+  bool active_ = false;
+  bool complete_ = false;
+};
+
+}  // namespace fedsilo::transport
+
+#endif  // FEDSILO_TRANSPORT_CHUNKS_H_

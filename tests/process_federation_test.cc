@@ -1,0 +1,313 @@
+// The federation as separate processes: `fedsilo silo` agents dialling a real
+// orchestrator endpoint over mutual TLS on 127.0.0.1, with faults.
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "core/job_config.h"
+#include "core/model_state_file.h"
+#include "orchestrator/orchestrator.h"
+#include "orchestrator/silo_registry.h"
+#include "secure/provisioner.h"
+#include "strategy/fed_avg.h"
+#include "transport/chunks.h"
+#include "transport/orchestrator_service.h"
+#include "transport/tls.h"
+
+extern char** environ;
+
+namespace fedsilo {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+std::string Binary() {
+  const char* b = std::getenv("FEDSILO_BINARY");
+  return b != nullptr ? b : FEDSILO_TEST_BINARY;
+}
+
+std::string Fresh(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/procfed_" + name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string RunAndCapture(const std::string& args) {
+  const std::string out = ::testing::TempDir() + "/procfed." + std::to_string(getpid()) + ".out";
+  EXPECT_EQ(std::system((Binary() + " " + args + " >" + out + " 2>&1").c_str()), 0) << args;
+  std::stringstream s;
+  s << std::ifstream(out).rdbuf();
+  return s.str();
+}
+
+nlohmann::json LastLine(std::string text) {
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return nlohmann::json::parse(text.substr(text.rfind('\n') + 1));
+}
+
+std::string Bytes(const std::string& path) {
+  std::stringstream s;
+  s << std::ifstream(path, std::ios::binary).rdbuf();
+  return s.str();
+}
+
+TEST(ProcessFederationTest, ProcessesReachTheSameModelAsInProcessSimulation) {
+  const std::string dir = Fresh("same");
+  const std::string job = std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/digits.yaml";
+  nlohmann::json in_process = LastLine(
+      RunAndCapture("run " + job + " --set training.rounds=4 --quiet --json --workdir " + dir));
+  const std::string out =
+      RunAndCapture("run " + job + " --set training.rounds=4 --processes --json --workdir " + dir);
+  EXPECT_THAT(out, HasSubstr("5 processes, gRPC + mutual TLS on 127.0.0.1"));
+  nlohmann::json processes = LastLine(out);
+  EXPECT_EQ(processes["rounds_completed"], 4);
+  EXPECT_TRUE(processes["overhead_fraction"].is_null());
+  EXPECT_DOUBLE_EQ(processes["final"]["accuracy"].get<double>(),
+                   in_process["final"]["accuracy"].get<double>());
+  // Same seeds, same partitions, lossless transfer, same folding order.
+  EXPECT_TRUE(Bytes(processes["final_model"]) == Bytes(in_process["final_model"]))
+      << "the process federation's model differs from the in-process one";
+  // Each silo process logged its session.
+  const std::string run_dir = processes["run_dir"];
+  EXPECT_THAT(Bytes(run_dir + "/silos/silo-2.log"), HasSubstr("silo 'silo-2' of federation"));
+}
+
+// An orchestrator endpoint in this process and `fedsilo silo` child processes.
+class Federation {
+ public:
+  explicit Federation(const std::string& dir, std::vector<std::string> silos) : dir_(dir) {
+    secure::FederationSpec spec;
+    spec.name = "test";
+    for (const auto& s : silos) spec.participants.push_back({s, secure::ParticipantKind::kSilo});
+    EXPECT_TRUE(
+        secure::ProvisionFederation(spec, dir + "/kits", std::chrono::system_clock::now()).ok());
+    std::ofstream(dir + "/datasets.yaml") << "datasets:\n  digits: {builtin: digits, share: job}\n";
+    files_ =
+        std::move(transport::LoadTlsFiles(*secure::LoadKit(dir + "/kits/orchestrator"))).value();
+    service_ = std::make_unique<transport::OrchestratorService>(
+        files_.ca_pem, &registry_, [] { return std::chrono::system_clock::now(); });
+    server_ =
+        std::move(transport::GrpcServer::Start(
+                      "127.0.0.1:0", transport::MakeServerCredentials(files_), service_.get()))
+            .value();
+  }
+  ~Federation() {
+    for (auto& [name, pid] : pids_) Kill(name, SIGKILL);
+  }
+
+  void StartSilo(const std::string& name) {
+    const std::string target = "localhost:" + std::to_string(server_->port());
+    std::vector<std::string> args = {"fedsilo",        "silo",
+                                     "--kit",          dir_ + "/kits/" + name,
+                                     "--datasets",     dir_ + "/datasets.yaml",
+                                     "--orchestrator", target};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    const std::string log = dir_ + "/" + name + ".log";
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    pid_t pid = 0;
+    ASSERT_EQ(posix_spawn(&pid, Binary().c_str(), &actions, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    pids_[name] = pid;
+  }
+
+  void Kill(const std::string& name, int signal) {
+    auto it = pids_.find(name);
+    if (it == pids_.end()) return;
+    kill(it->second, signal);
+    waitpid(it->second, nullptr, 0);
+    pids_.erase(it);
+  }
+
+  bool WaitConnected(const std::vector<std::string>& names, std::chrono::seconds limit = 30s) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      auto connected = service_->ConnectedSilos();
+      bool all = true;
+      for (const auto& n : names) {
+        all = all && std::find(connected.begin(), connected.end(), n) != connected.end();
+      }
+      if (all) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+
+  transport::OrchestratorService* service() { return service_.get(); }
+  int port() const { return server_->port(); }
+  const transport::TlsFiles& files() const { return files_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  transport::TlsFiles files_;
+  orchestrator::SiloRegistry registry_;
+  std::unique_ptr<transport::OrchestratorService> service_;
+  std::unique_ptr<transport::GrpcServer> server_;
+  std::map<std::string, pid_t> pids_;
+};
+
+class ConstantEvaluator : public orchestrator::ModelEvaluator {
+ public:
+  StatusOr<std::map<std::string, double>> Evaluate(const ModelState&) override {
+    return std::map<std::string, double>{{"loss", 0}, {"accuracy", 0}};
+  }
+};
+
+// Kills one silo after round 1 and restarts it after round 2.
+class KillAndRestart : public orchestrator::RoundObserver {
+ public:
+  explicit KillAndRestart(Federation* f) : f_(f) {}
+  void OnRoundEnd(const orchestrator::RoundSummary& s, int) override {
+    succeeded.push_back(s.silos_succeeded);
+    failures.push_back(s.failures);
+    if (s.round == 1) f_->Kill("c", SIGKILL);
+    if (s.round == 2) {
+      f_->StartSilo("c");
+      reconnected = f_->WaitConnected({"a", "b", "c"});
+    }
+  }
+  std::vector<int> succeeded;
+  std::vector<std::vector<std::string>> failures;
+  bool reconnected = false;
+
+ private:
+  Federation* f_;
+};
+
+TEST(ProcessFederationTest, KilledSiloIsDroppedAndTakesPartAgainAfterRestart) {
+  Federation fed(Fresh("kill"), {"a", "b", "c"});
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+  ASSERT_TRUE(fed.WaitConnected({"a", "b", "c"}));
+
+  auto job = ParseJobConfig(
+      "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 4}\n"
+      "federation: {silos: [a, b, c], min_silos: 2, round_timeout: 60}\n",
+      "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
+  for (const char* s : {"a", "b", "c"}) {
+    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(s, fed.service(), 60s));
+  }
+  ModelState initial;
+  ASSERT_TRUE(initial.Add(Tensor("fc1.weight", DType::kFloat32, {10, 64})).ok());
+  ASSERT_TRUE(initial.Add(Tensor("fc1.bias", DType::kFloat32, {10})).ok());
+  ConstantEvaluator eval;
+  KillAndRestart observer(&fed);
+  orchestrator::Orchestrator o(*job, {"run-kill", 3}, std::move(connections),
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+  auto result = o.Run(std::move(initial), &observer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(observer.succeeded, (std::vector<int>{3, 2, 3, 3}));
+  ASSERT_EQ(observer.failures[1].size(), 1u);
+  EXPECT_THAT(observer.failures[1][0], HasSubstr("c: silo 'c'"));
+  EXPECT_TRUE(observer.reconnected);
+}
+
+TEST(ProcessFederationTest, TooFewSilosFailTheRoundNamingTheMissing) {
+  Federation fed(Fresh("few"), {"a", "b"});
+  fed.StartSilo("a");  // b never starts
+  ASSERT_TRUE(fed.WaitConnected({"a"}));
+  auto job = ParseJobConfig(
+      "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 1}\n"
+      "federation: {silos: [a, b], min_silos: 2}\n",
+      "job.yaml");
+  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
+  for (const char* s : {"a", "b"}) {
+    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(s, fed.service(), 60s));
+  }
+  ModelState initial;
+  ASSERT_TRUE(initial.Add(Tensor("fc1.weight", DType::kFloat32, {10, 64})).ok());
+  ASSERT_TRUE(initial.Add(Tensor("fc1.bias", DType::kFloat32, {10})).ok());
+  ConstantEvaluator eval;
+  orchestrator::Orchestrator o(*job, {"run-few", 2}, std::move(connections),
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+  auto result = o.Run(std::move(initial), nullptr);
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(result.status().message(), HasSubstr("only 1 of 2 sampled silos"));
+  EXPECT_THAT(result.status().message(), HasSubstr("b: silo 'b' is not connected"));
+}
+
+// A hand-driven silo that answers a task first with a replayed (wrong-nonce)
+// result and a mismatched round, then correctly: only the correct one counts.
+TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
+  Federation fed(Fresh("stale"), {"a"});
+  auto kit = secure::LoadKit(fed.dir() + "/kits/a");
+  auto files = transport::LoadTlsFiles(*kit);
+  auto channel = grpc::CreateChannel("localhost:" + std::to_string(fed.port()),
+                                     transport::MakeChannelCredentials(*files));
+  auto stub = fedsilo::v1::Orchestrator::NewStub(channel);
+  grpc::ClientContext context;
+  auto stream = stub->Connect(&context);
+  fedsilo::v1::SiloMessage hello;
+  hello.mutable_hello()->add_datasets("digits");
+  ASSERT_TRUE(stream->Write(hello));
+  ASSERT_TRUE(fed.WaitConnected({"a"}));
+
+  JobConfig job;
+  job.federation.silos = {"a"};
+  ModelState global;
+  ASSERT_TRUE(global.Add(Tensor::FromFloats("w", {2}, {1, 2})).ok());
+  std::thread orchestrator_side;
+  StatusOr<transport::FitReply> reply = absl::UnknownError("not run");
+  orchestrator_side = std::thread([&] {
+    transport::FitRequest request{"job-1", 3, 7, &job, &global};
+    reply = fed.service()->Fit("a", request, 20s);
+  });
+
+  fedsilo::v1::OrchestratorMessage m;
+  fedsilo::v1::TaskHeader task;
+  while (stream->Read(&m)) {
+    if (m.has_task()) task = m.task();
+    if (m.has_chunk() && m.chunk().last()) break;
+  }
+  EXPECT_EQ(task.round(), 3);
+  EXPECT_EQ(task.nonce().size(), 16u);
+  auto send_result = [&](const std::string& nonce, int round, float value) {
+    ModelState update;
+    (void)update.Add(Tensor::FromFloats("w", {2}, {value, value}));
+    const std::string bytes = SerializeModelState(update);
+    fedsilo::v1::SiloMessage h;
+    h.mutable_result()->set_job_id("job-1");
+    h.mutable_result()->set_round(round);
+    h.mutable_result()->set_nonce(nonce);
+    h.mutable_result()->set_num_examples(5);
+    h.mutable_result()->set_update_bytes(bytes.size());
+    ASSERT_TRUE(stream->Write(h));
+    transport::ForEachChunk(bytes, [&](const fedsilo::v1::Chunk& c) {
+      fedsilo::v1::SiloMessage cm;
+      *cm.mutable_chunk() = c;
+      return stream->Write(cm);
+    });
+  };
+  send_result(std::string(16, 'x'), 3, 100.0f);  // replayed: another task's nonce
+  send_result(task.nonce(), 2, 200.0f);          // stale: another round
+  send_result(task.nonce(), 3, 0.5f);            // the answer
+  orchestrator_side.join();
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(reply->num_examples, 5);
+  EXPECT_EQ(reply->update.Find("w")->floats()[0], 0.5f);
+  context.TryCancel();
+}
+
+}  // namespace
+}  // namespace fedsilo
