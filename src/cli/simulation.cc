@@ -163,6 +163,8 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   }
   HeldOutEvaluator evaluator(std::move(global_model), ml::DataView::All(data.test), &busy);
   FEDSILO_ASSIGN_OR_RETURN(auto strategy, strategy::CreateStrategy(job.strategy));
+  // With --processes, --threads still bounds how many silos train at once:
+  // the silo processes share this machine's cores.
   orchestrator::Orchestrator orchestrator(job, {run_dir.run_id(), threads}, std::move(connections),
                                           std::move(strategy), &evaluator, sink.get(), &run_dir);
   ProgressPrinter progress(options.quiet);

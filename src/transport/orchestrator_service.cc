@@ -64,6 +64,19 @@ void OrchestratorService::Deliver(Session& session, StatusOr<FitReply> result) {
   session.cv.notify_all();
 }
 
+std::shared_ptr<const std::string> OrchestratorService::ModelBytes(const FitRequest& request) {
+  std::lock_guard<std::mutex> lock(model_mu_);
+  if (model_bytes_ == nullptr || model_key_ != request.global || model_key_run_ != request.run_id ||
+      model_key_round_ != request.round) {
+    model_bytes_.reset();  // release the last round's bytes before making new ones
+    model_bytes_ = std::make_shared<const std::string>(SerializeModelState(*request.global));
+    model_key_ = request.global;
+    model_key_run_ = request.run_id;
+    model_key_round_ = request.round;
+  }
+  return model_bytes_;
+}
+
 StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRequest& request,
                                             std::chrono::milliseconds timeout) {
   std::shared_ptr<Session> session;
@@ -91,7 +104,8 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
     session->nonce = nonce;
     session->result.reset();
   }
-  const std::string model = SerializeModelState(*request.global);
+  const std::shared_ptr<const std::string> model_bytes = ModelBytes(request);
+  const std::string& model = *model_bytes;
   fedsilo::v1::OrchestratorMessage header;
   fedsilo::v1::TaskHeader* task = header.mutable_task();
   task->set_job_id(request.run_id);

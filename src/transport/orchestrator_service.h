@@ -66,6 +66,9 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
  private:
   struct Session;
   void Deliver(Session& session, StatusOr<FitReply> result);
+  // The .fsm bytes of the request's global model, serialised once per round
+  // and shared by every silo's send.
+  std::shared_ptr<const std::string> ModelBytes(const FitRequest& request);
 
   std::string ca_pem_;
   SiloSessionListener* listener_;
@@ -73,6 +76,12 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   std::atomic<uint64_t> next_session_{1};
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+
+  std::mutex model_mu_;
+  const ModelState* model_key_ ABSL_GUARDED_BY(model_mu_) = nullptr;
+  std::string model_key_run_ ABSL_GUARDED_BY(model_mu_);
+  int model_key_round_ ABSL_GUARDED_BY(model_mu_) = 0;
+  std::shared_ptr<const std::string> model_bytes_ ABSL_GUARDED_BY(model_mu_);
 };
 
 // A SiloConnection to a silo process connected to `service`.
