@@ -2,16 +2,36 @@
 // --json each prints its figures as one JSON object on its last line.
 //
 //   fedsilo-bench aggregate   FedAvg throughput against memcpy on the same machine
+//   fedsilo-bench transport   rounds over gRPC + mutual TLS with silo processes that
+//                             return the model unchanged (no training)
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 #include <vector>
 
+#include "orchestrator/orchestrator.h"
+#include "orchestrator/silo_registry.h"
+#include "secure/provisioner.h"
 #include "strategy/fed_avg.h"
+#include "transport/orchestrator_service.h"
+#include "transport/silo_client.h"
+#include "transport/tls.h"
+
+extern char** environ;
 
 namespace {
 
@@ -104,6 +124,165 @@ int RunAggregate(const AggregateOptions& o) {
   return 0;
 }
 
+// A silo that answers every task with the model it received (no training).
+class EchoSilo : public fedsilo::transport::SiloHandler {
+ public:
+  fedsilo::StatusOr<fedsilo::transport::FitReply> Fit(
+      const fedsilo::transport::FitRequest& request) override {
+    fedsilo::transport::FitReply reply;
+    reply.update = *request.global;
+    reply.num_examples = 1;
+    return reply;
+  }
+};
+
+int RunEchoSilo(const std::string& kit_dir, const std::string& target) {
+  auto kit = fedsilo::secure::LoadKit(kit_dir);
+  if (!kit.ok()) return 2;
+  auto files = fedsilo::transport::LoadTlsFiles(*kit);
+  if (!files.ok()) return 2;
+  EchoSilo echo;
+  fedsilo::transport::SiloClientOptions options;
+  options.target = target;
+  fedsilo::transport::SiloClient client(fedsilo::transport::MakeChannelCredentials(*files), options,
+                                        &echo);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::thread runner([&] { client.Run(); });
+  int sig = 0;
+  sigwait(&signals, &sig);
+  client.Stop();
+  runner.join();
+  return 0;
+}
+
+class NoEvaluation : public fedsilo::orchestrator::ModelEvaluator {
+ public:
+  fedsilo::StatusOr<std::map<std::string, double>> Evaluate(const fedsilo::ModelState&) override {
+    return std::map<std::string, double>{};
+  }
+};
+
+struct TransportOptions {
+  int silos = 2;
+  int64_t values = 1'000'000;
+  int rounds = 3;
+  bool json = false;
+};
+
+double PeakRssMb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+// Rounds of FedAvg over gRPC + mutual TLS on 127.0.0.1 with `silos` echo-silo
+// processes. Seconds per round are the median; bytes moved count the model
+// down to and the update up from every silo.
+int RunTransport(const TransportOptions& o) {
+  namespace fs = std::filesystem;
+  using namespace fedsilo;
+  spdlog::set_level(spdlog::level::warn);
+  const std::string dir = fs::temp_directory_path() / ("fedsilo-bench-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  secure::FederationSpec spec;
+  spec.name = "bench";
+  fedsilo::JobConfig job;
+  job.data.dataset = "digits";  // named only: the echo silos load no data
+  job.training.rounds = o.rounds;
+  job.federation.round_timeout = 600;
+  for (int i = 1; i <= o.silos; ++i) {
+    const std::string name = "silo-" + std::to_string(i);
+    spec.participants.push_back({name, secure::ParticipantKind::kSilo});
+    job.federation.silos.push_back(name);
+  }
+  if (Status s = secure::ProvisionFederation(spec, dir, std::chrono::system_clock::now());
+      !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  auto files = transport::LoadTlsFiles(*secure::LoadKit(dir + "/orchestrator"));
+  orchestrator::SiloRegistry registry;
+  transport::OrchestratorService service(files->ca_pem, &registry,
+                                         [] { return std::chrono::system_clock::now(); });
+  auto server = transport::GrpcServer::Start("127.0.0.1:0",
+                                             transport::MakeServerCredentials(*files), &service);
+  if (!server.ok()) return 1;
+  const std::string target = "localhost:" + std::to_string((*server)->port());
+  std::vector<pid_t> children;
+  for (const std::string& name : job.federation.silos) {
+    std::vector<std::string> args = {"fedsilo-bench",  "echo-silo",      "--kit",
+                                     dir + "/" + name, "--orchestrator", target};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ) != 0) return 1;
+    children.push_back(pid);
+  }
+  auto cleanup = [&] {
+    for (pid_t pid : children) kill(pid, SIGTERM);
+    for (pid_t pid : children) waitpid(pid, nullptr, 0);
+    fs::remove_all(dir);
+  };
+  while (service.ConnectedSilos().size() < static_cast<size_t>(o.silos)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ModelState model;
+  std::vector<float> values(static_cast<size_t>(o.values), 0.001f);
+  (void)model.Add(Tensor::FromFloats("w", {o.values}, values));
+  values = {};
+  values.shrink_to_fit();
+  const double model_mb = static_cast<double>(o.values) * 4 / 1e6;
+  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
+  for (const std::string& name : job.federation.silos) {
+    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(
+        name, &service, std::chrono::seconds(600)));
+  }
+  NoEvaluation none;
+  struct Times : orchestrator::RoundObserver {
+    void OnRoundEnd(const orchestrator::RoundSummary& s, int) override {
+      seconds.push_back(s.round_seconds);
+      ok = ok && s.silos_succeeded == s.silos_sampled;
+    }
+    std::vector<double> seconds;
+    bool ok = true;
+  } times;
+  const double rss_before = PeakRssMb();
+  orchestrator::Orchestrator orch(job, {"bench", o.silos}, std::move(connections),
+                                  std::make_unique<strategy::FedAvg>(), &none, nullptr, nullptr);
+  auto result = orch.Run(std::move(model), &times);
+  cleanup();
+  if (!result.ok() || !times.ok) {
+    std::fprintf(stderr, "transport benchmark failed: %s\n",
+                 result.ok() ? "a silo failed" : std::string(result.status().message()).c_str());
+    return 1;
+  }
+  std::sort(times.seconds.begin(), times.seconds.end());
+  const double median = times.seconds[times.seconds.size() / 2];
+  const double moved_mb = 2.0 * o.silos * model_mb;
+  const double peak = PeakRssMb();
+  std::printf(
+      "transport: %d silo processes, model of %lld float32 (%.1f MB), %d rounds, mutual TLS "
+      "on 127.0.0.1\n",
+      o.silos, static_cast<long long>(o.values), model_mb, o.rounds);
+  std::printf("  seconds per round (median)   %.3f\n", median);
+  std::printf("  effective transfer rate      %.1f MB/s (%.1f MB moved per round)\n",
+              moved_mb / median, moved_mb);
+  std::printf("  orchestrator peak memory     %.0f MB (%.1f models; %.0f MB before the rounds)\n",
+              peak, peak / model_mb, rss_before);
+  if (o.json) {
+    nlohmann::json j = {{"benchmark", "transport"},    {"silos", o.silos},
+                        {"values", o.values},          {"rounds", o.rounds},
+                        {"seconds_per_round", median}, {"mb_per_s", moved_mb / median},
+                        {"peak_rss_mb", peak},         {"peak_rss_models", peak / model_mb}};
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -120,6 +299,22 @@ int main(int argc, char** argv) {
   aggregate->add_option("--fold-batch", agg.fold_batch, "Updates folded per pass")
       ->check(CLI::Range(1, 64));
   aggregate->add_flag("--json", agg.json, "Print a JSON summary as the last line");
+
+  TransportOptions tr;
+  CLI::App* transport_cmd = app.add_subcommand(
+      "transport", "Rounds over gRPC + mutual TLS with silo processes that do not train");
+  transport_cmd->add_option("--silos", tr.silos, "Silo processes")->check(CLI::Range(1, 100));
+  transport_cmd->add_option("--values", tr.values, "float32 values in the model")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  transport_cmd->add_option("--rounds", tr.rounds, "Rounds; the median is reported")
+      ->check(CLI::Range(1, 1000));
+  transport_cmd->add_flag("--json", tr.json, "Print a JSON summary as the last line");
+
+  std::string kit, target;
+  CLI::App* echo = app.add_subcommand("echo-silo", "(internal) a silo that returns the model");
+  echo->add_option("--kit", kit)->required();
+  echo->add_option("--orchestrator", target)->required();
+  echo->group("");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -127,5 +322,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   if (*aggregate) return RunAggregate(agg);
+  if (*transport_cmd) return RunTransport(tr);
+  if (*echo) return RunEchoSilo(kit, target);
   return 2;
 }
