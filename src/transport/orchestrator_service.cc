@@ -26,6 +26,8 @@ struct OrchestratorService::Session {
   uint64_t id = 0;
   Stream* stream = nullptr;
   std::mutex write_mu;
+  // False once Connect() is about to return and `stream` goes away.
+  bool writable ABSL_GUARDED_BY(write_mu) = true;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -38,7 +40,7 @@ struct OrchestratorService::Session {
 
   bool Write(const fedsilo::v1::OrchestratorMessage& m) {
     std::lock_guard<std::mutex> lock(write_mu);
-    return stream->Write(m);
+    return writable && stream->Write(m);
   }
 };
 
@@ -117,7 +119,8 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   bool sent;
   {
     std::lock_guard<std::mutex> lock(session->write_mu);
-    sent = session->stream->Write(header) && ForEachChunk(model, [&](const fedsilo::v1::Chunk& c) {
+    sent = session->writable && session->stream->Write(header) &&
+           ForEachChunk(model, [&](const fedsilo::v1::Chunk& c) {
              fedsilo::v1::OrchestratorMessage m;
              *m.mutable_chunk() = c;
              return session->stream->Write(m);
@@ -277,8 +280,11 @@ grpc::Status OrchestratorService::Connect(
     auto it = sessions_.find(silo);
     if (it != sessions_.end() && it->second == session) sessions_.erase(it);
   }
-  // A Fit() may still be writing to the stream; wait for it before returning.
-  std::lock_guard<std::mutex> write_lock(session->write_mu);
+  {
+    // A Fit() may be writing to the stream: wait for it, and bar later ones.
+    std::lock_guard<std::mutex> write_lock(session->write_mu);
+    session->writable = false;
+  }
   listener_->OnDisconnected(silo, session->id, why);
   spdlog::info("silo '{}' disconnected (session {}): {}", silo, session->id,
                std::string(why.message()));
