@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/file_util.h"
+#include "core/yaml_util.h"
 
 namespace fedsilo {
 
@@ -74,21 +75,6 @@ int EditDistance(absl::string_view a, absl::string_view b) {
 
 namespace {
 
-// The candidate nearest to `got` within a small edit distance, or "".
-std::string Nearest(absl::string_view got, const std::vector<std::string>& candidates) {
-  std::string best;
-  int best_distance = std::numeric_limits<int>::max();
-  for (const std::string& c : candidates) {
-    const int d = EditDistance(got, c);
-    if (d < best_distance) {
-      best_distance = d;
-      best = c;
-    }
-  }
-  const int allowed = std::max<int>(2, static_cast<int>(got.size()) / 3);
-  return best_distance <= allowed ? best : "";
-}
-
 // Reads one YAML mapping, reporting errors as "<source>:<line>: <path>: ...".
 class Section {
  public:
@@ -98,22 +84,7 @@ class Section {
 
   // Every key must be one of `known`.
   Status CheckKeys(const std::vector<std::string>& known) const {
-    if (!node_ || node_.IsNull()) return absl::OkStatus();
-    if (!node_.IsMap()) return Error(node_, path_, "must be a mapping of keys to values");
-    for (const auto& entry : node_) {
-      const std::string key = entry.first.as<std::string>();
-      if (std::find(known.begin(), known.end(), key) == known.end()) {
-        const std::string full = Join(key);
-        const std::string nearest = Nearest(key, known);
-        return Error(
-            entry.first, "",
-            absl::StrCat(
-                "unknown key '", full, "'",
-                nearest.empty() ? "" : absl::StrCat(" (did you mean '", Join(nearest), "'?)"),
-                "; valid keys here: ", absl::StrJoin(known, ", ")));
-      }
-    }
-    return absl::OkStatus();
+    return CheckYamlKeys(source_, node_, path_, known);
   }
 
   // The value at `key`; an invalid node (`!node` is true) when it is absent.
@@ -190,7 +161,7 @@ class Section {
     std::string value;
     FEDSILO_RETURN_IF_ERROR(String(key, &value));
     if (std::find(allowed.begin(), allowed.end(), value) == allowed.end()) {
-      const std::string nearest = Nearest(value, allowed);
+      const std::string nearest = NearestName(value, allowed);
       return Error(
           n, Join(key),
           absl::StrCat("unknown value '", value, "'",
@@ -328,13 +299,7 @@ StatusOr<ConfigOverride> ParseOverride(absl::string_view text) {
 StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_view source_view,
                                    const std::vector<ConfigOverride>& overrides) {
   const std::string source(source_view);
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(yaml_text));
-  } catch (const YAML::ParserException& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
-  }
+  FEDSILO_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source));
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": a job must be a YAML mapping"));

@@ -14,36 +14,17 @@
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
 #include "core/job_config.h"
+#include "core/yaml_util.h"
 
 namespace fedsilo::secure {
 namespace {
 
 namespace fs = std::filesystem;
 
-Status SpecError(absl::string_view source, const YAML::Node& at, absl::string_view message) {
-  std::string location(source);
-  if (at && !at.Mark().is_null()) absl::StrAppend(&location, ":", at.Mark().line + 1);
-  return absl::InvalidArgumentError(absl::StrCat(location, ": ", message));
-}
-
-Status CheckKeys(absl::string_view source, const YAML::Node& map, absl::string_view path,
-                 const std::vector<std::string>& known) {
-  if (!map.IsMap()) return SpecError(source, map, absl::StrCat(path, ": must be a mapping"));
-  for (const auto& entry : map) {
-    const std::string key = entry.first.as<std::string>();
-    if (std::find(known.begin(), known.end(), key) == known.end()) {
-      return SpecError(source, entry.first,
-                       absl::StrCat("unknown key '", path.empty() ? "" : absl::StrCat(path, "."),
-                                    key, "'; valid keys here: ", absl::StrJoin(known, ", ")));
-    }
-  }
-  return absl::OkStatus();
-}
-
 StatusOr<std::string> ReadName(absl::string_view source, const YAML::Node& node,
                                absl::string_view key) {
   if (!node || !node.IsScalar() || !IsValidSiloName(node.Scalar())) {
-    return SpecError(source, node,
+    return YamlError(source, node,
                      absl::StrCat(key, ": must be a name of 1-64 letters, digits, '-', '_', '.'"));
   }
   return node.Scalar();
@@ -53,7 +34,7 @@ StatusOr<int> ReadInt(absl::string_view source, const YAML::Node& node, absl::st
                       int min, int max) {
   int value = 0;
   if (!node.IsScalar() || !YAML::convert<int>::decode(node, value) || value < min || value > max) {
-    return SpecError(source, node,
+    return YamlError(source, node,
                      absl::StrCat(key, ": must be an integer in [", min, ", ", max, "]"));
   }
   return value;
@@ -139,15 +120,9 @@ Status WriteKit(const CertificateAuthority& ca, const FederationSpec& spec,
 
 StatusOr<FederationSpec> ParseFederationSpec(absl::string_view yaml_text,
                                              absl::string_view source) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(yaml_text));
-  } catch (const YAML::ParserException& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
-  }
-  FEDSILO_RETURN_IF_ERROR(
-      CheckKeys(source, root, "", {"name", "certificate_days", "orchestrator", "participants"}));
+  FEDSILO_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source));
+  FEDSILO_RETURN_IF_ERROR(CheckYamlKeys(
+      source, root, "", {"name", "certificate_days", "orchestrator", "participants"}));
   FederationSpec spec;
   FEDSILO_ASSIGN_OR_RETURN(spec.name, ReadName(source, root["name"], "name"));
   if (root["certificate_days"]) {
@@ -156,21 +131,21 @@ StatusOr<FederationSpec> ParseFederationSpec(absl::string_view yaml_text,
   }
   std::set<std::string> names;
   if (const YAML::Node orch = root["orchestrator"]) {
-    FEDSILO_RETURN_IF_ERROR(CheckKeys(source, orch, "orchestrator", {"name", "hosts", "port"}));
+    FEDSILO_RETURN_IF_ERROR(CheckYamlKeys(source, orch, "orchestrator", {"name", "hosts", "port"}));
     if (orch["name"]) {
       FEDSILO_ASSIGN_OR_RETURN(spec.orchestrator_name,
                                ReadName(source, orch["name"], "orchestrator.name"));
     }
     if (const YAML::Node hosts = orch["hosts"]) {
       if (!hosts.IsSequence() || hosts.size() == 0) {
-        return SpecError(source, hosts,
+        return YamlError(source, hosts,
                          "orchestrator.hosts: must be a non-empty list of host names "
                          "or IP addresses");
       }
       spec.orchestrator_hosts.clear();
       for (const auto& h : hosts) {
         if (!h.IsScalar() || h.Scalar().empty()) {
-          return SpecError(source, h,
+          return YamlError(source, h,
                            "orchestrator.hosts: each entry must be a host name or IP address");
         }
         spec.orchestrator_hosts.push_back(h.Scalar());
@@ -185,24 +160,24 @@ StatusOr<FederationSpec> ParseFederationSpec(absl::string_view yaml_text,
   names.insert("ca");
   const YAML::Node participants = root["participants"];
   if (!participants || !participants.IsSequence() || participants.size() == 0) {
-    return SpecError(source, participants ? participants : root,
+    return YamlError(source, participants ? participants : root,
                      "participants: must be a non-empty list of {name, kind}");
   }
   for (const auto& p : participants) {
-    FEDSILO_RETURN_IF_ERROR(CheckKeys(source, p, "participants[]", {"name", "kind"}));
+    FEDSILO_RETURN_IF_ERROR(CheckYamlKeys(source, p, "participants[]", {"name", "kind"}));
     ParticipantSpec ps;
     FEDSILO_ASSIGN_OR_RETURN(ps.name, ReadName(source, p["name"], "participants[].name"));
     const YAML::Node kind = p["kind"];
     StatusOr<ParticipantKind> k =
         ParseParticipantKind(kind && kind.IsScalar() ? kind.Scalar() : "");
     if (!k.ok() || *k == ParticipantKind::kOrchestrator) {
-      return SpecError(
+      return YamlError(
           source, kind ? kind : p,
           absl::StrCat("participants[].kind of '", ps.name, "': must be silo or user"));
     }
     ps.kind = *k;
     if (!names.insert(ps.name).second) {
-      return SpecError(
+      return YamlError(
           source, p["name"],
           absl::StrCat("participant name '", ps.name, "' is used twice (or is reserved)"));
     }

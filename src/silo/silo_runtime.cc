@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
+#include "core/yaml_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/partitioner.h"
 
@@ -15,17 +16,9 @@ namespace fedsilo::silo {
 StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path) {
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   auto error = [&](const YAML::Node& at, absl::string_view message) {
-    std::string location = path;
-    if (at && !at.Mark().is_null()) absl::StrAppend(&location, ":", at.Mark().line + 1);
-    return absl::InvalidArgumentError(absl::StrCat(location, ": ", message));
+    return YamlError(path, at, message);
   };
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::ParserException& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
-  }
+  FEDSILO_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(text, path));
   const YAML::Node datasets = root.IsMap() ? root["datasets"] : YAML::Node();
   if (!datasets || !datasets.IsMap() || datasets.size() == 0) {
     return error(root, "expected 'datasets:' mapping names to {builtin: ..., share: job}");
@@ -34,28 +27,23 @@ StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path) {
   for (const auto& entry : datasets) {
     const std::string name = entry.first.as<std::string>();
     const YAML::Node spec = entry.second;
-    if (!spec.IsMap()) return error(spec, absl::StrCat("datasets.", name, ": must be a mapping"));
+    FEDSILO_RETURN_IF_ERROR(
+        CheckYamlKeys(path, spec, absl::StrCat("datasets.", name), {"builtin", "share"}));
     DatasetEntry e;
-    for (const auto& kv : spec) {
-      const std::string key = kv.first.as<std::string>();
-      if (key == "builtin") {
-        e.builtin = kv.second.IsScalar() ? kv.second.Scalar() : "";
-        if (std::find(std::begin(kKnownDatasets), std::end(kKnownDatasets), e.builtin) ==
-            std::end(kKnownDatasets)) {
-          return error(kv.second,
-                       absl::StrCat("datasets.", name, ".builtin: unknown data set '", e.builtin,
-                                    "'; one of: ", absl::StrJoin(kKnownDatasets, ", ")));
-        }
-      } else if (key == "share") {
-        if (!kv.second.IsScalar() || kv.second.Scalar() != "job") {
-          return error(kv.second,
-                       absl::StrCat("datasets.", name, ".share: the only value is 'job'"));
-        }
-        e.share_by_job = true;
-      } else {
-        return error(kv.first, absl::StrCat("unknown key 'datasets.", name, ".", key,
-                                            "'; valid keys here: builtin, share"));
+    if (const YAML::Node builtin = spec["builtin"]) {
+      e.builtin = builtin.IsScalar() ? builtin.Scalar() : "";
+      if (std::find(std::begin(kKnownDatasets), std::end(kKnownDatasets), e.builtin) ==
+          std::end(kKnownDatasets)) {
+        return error(builtin,
+                     absl::StrCat("datasets.", name, ".builtin: unknown data set '", e.builtin,
+                                  "'; one of: ", absl::StrJoin(kKnownDatasets, ", ")));
       }
+    }
+    if (const YAML::Node share = spec["share"]) {
+      if (!share.IsScalar() || share.Scalar() != "job") {
+        return error(share, absl::StrCat("datasets.", name, ".share: the only value is 'job'"));
+      }
+      e.share_by_job = true;
     }
     if (e.builtin.empty())
       return error(spec, absl::StrCat("datasets.", name, ".builtin: is required"));
