@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
@@ -79,7 +80,9 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
               dir + "/silos/" + s + ".log"));
     fed->children_.push_back(pid);
   }
-  const auto deadline = std::chrono::steady_clock::now() + connect_timeout;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + connect_timeout;
+  auto next_report = start + std::chrono::seconds(5);
   for (;;) {
     std::vector<std::string> connected = fed->service_->ConnectedSilos();
     std::vector<std::string> missing;
@@ -87,10 +90,17 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
       if (std::find(connected.begin(), connected.end(), s) == connected.end()) missing.push_back(s);
     }
     if (missing.empty()) break;
-    if (std::chrono::steady_clock::now() > deadline) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now > deadline) {
       return absl::UnavailableError(
           absl::StrCat("silos did not connect within ", connect_timeout.count(),
-                       " s: ", absl::StrJoin(missing, ", "), " (see ", dir, "/silos/<name>.log)"));
+                       " s (federation.wait_for_silos): ", absl::StrJoin(missing, ", "), " (see ",
+                       dir, "/silos/<name>.log)"));
+    }
+    if (now > next_report) {  // a visible status while the job waits
+      std::fprintf(stderr, "waiting for %zu of %zu silos to connect: %s\n", missing.size(),
+                   fed->silos_.size(), absl::StrJoin(missing, ", ").c_str());
+      next_report = now + std::chrono::seconds(5);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

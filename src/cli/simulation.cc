@@ -145,8 +145,9 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
   std::unique_ptr<LocalFederation> federation;
   if (options.processes) {
-    FEDSILO_ASSIGN_OR_RETURN(federation, LocalFederation::Start(job, run_dir.path(), data_dir,
-                                                                std::chrono::seconds(60)));
+    FEDSILO_ASSIGN_OR_RETURN(
+        federation, LocalFederation::Start(job, run_dir.path(), data_dir,
+                                           std::chrono::seconds(job.federation.wait_for_silos)));
     if (!options.quiet) {
       std::printf("  silos   %d processes, gRPC + mutual TLS on 127.0.0.1:%d (logs in %s/silos)\n",
                   num_silos, federation->port(), run_dir.path().c_str());

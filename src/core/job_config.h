@@ -53,6 +53,7 @@ struct FederationConfig {
   double fraction = 1.0;           // share of silos sampled each round
   int min_silos = 1;               // a round fails with fewer answers
   int round_timeout = 600;         // seconds a remote silo may take for one round
+  int wait_for_silos = 120;        // seconds a job waits for its silos to connect
 };
 
 struct StrategyConfig {
