@@ -180,6 +180,26 @@ TEST(FederationLinkTest, CertificatesFromAnotherFederationAreRefusedAtTheHandsha
   EXPECT_TRUE(endpoint.registry.Snapshot().empty());
 }
 
+TEST(FederationLinkTest, ServerRefusesClientCertificatesFromAnotherCa) {
+  // The intruder trusts our CA (so it accepts the server) but presents a
+  // certificate that another CA signed: the server must refuse it.
+  const std::string ours = Provision("ours2", std::chrono::system_clock::now());
+  const std::string theirs = Provision("theirs2", std::chrono::system_clock::now());
+  Endpoint endpoint(ours);
+  transport::TlsFiles mixed = Files(theirs + "/hospital-a");
+  mixed.ca_pem = Files(ours + "/hospital-a").ca_pem;
+  transport::SiloClientOptions options;
+  options.target = endpoint.target();
+  transport::SiloClient intruder(transport::MakeChannelCredentials(mixed), options);
+  auto me = intruder.WhoAmI(3s);
+  ASSERT_FALSE(me.ok());
+  EXPECT_EQ(me.status().code(), absl::StatusCode::kUnavailable) << me.status();
+  // The same client with its own federation's certificate gets in.
+  transport::SiloClient insider(transport::MakeChannelCredentials(Files(ours + "/hospital-a")),
+                                options);
+  EXPECT_TRUE(insider.WhoAmI(3s).ok());
+}
+
 TEST(FederationLinkTest, ExpiredCertificatesAreRefused) {
   // Issued 40 days ago for 30 days: expired 10 days ago.
   const std::string kits =
