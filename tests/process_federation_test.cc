@@ -248,7 +248,8 @@ TEST(ProcessFederationTest, TooFewSilosFailTheRoundNamingTheMissing) {
 }
 
 // A hand-driven silo that answers a task first with a replayed (wrong-nonce)
-// result and a mismatched round, then correctly: only the correct one counts.
+// result and a mismatched round, then correctly: only the correct one counts,
+// and its update is pulled with an UploadRequest.
 TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
   Federation fed(Fresh("stale"), {"a"});
   auto kit = secure::LoadKit(fed.dir() + "/kits/a");
@@ -282,30 +283,46 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
   }
   EXPECT_EQ(task.round(), 3);
   EXPECT_EQ(task.nonce().size(), 16u);
-  auto send_result = [&](const std::string& nonce, int round, float value) {
-    ModelState update;
-    (void)update.Add(Tensor::FromFloats("w", {2}, {value, value}));
-    const std::string bytes = SerializeModelState(update);
+  auto send_header = [&](const std::string& nonce, int round, int64_t examples, uint64_t bytes) {
     fedsilo::v1::SiloMessage h;
     h.mutable_result()->set_job_id("job-1");
     h.mutable_result()->set_round(round);
     h.mutable_result()->set_nonce(nonce);
-    h.mutable_result()->set_num_examples(5);
-    h.mutable_result()->set_update_bytes(bytes.size());
+    h.mutable_result()->set_num_examples(examples);
+    h.mutable_result()->set_update_bytes(bytes);
     ASSERT_TRUE(stream->Write(h));
-    transport::ForEachChunk(bytes, [&](const fedsilo::v1::Chunk& c) {
-      fedsilo::v1::SiloMessage cm;
-      *cm.mutable_chunk() = c;
-      return stream->Write(cm);
-    });
   };
-  send_result(std::string(16, 'x'), 3, 100.0f);  // replayed: another task's nonce
-  send_result(task.nonce(), 2, 200.0f);          // stale: another round
-  send_result(task.nonce(), 3, 0.5f);            // the answer
+  ModelState update;
+  ASSERT_TRUE(update.Add(Tensor::FromFloats("w", {2}, {0.5f, 0.5f})).ok());
+  const std::string bytes = SerializeModelState(update);
+  send_header(std::string(16, 'x'), 3, 100, bytes.size());  // replayed: another task's nonce
+  send_header(task.nonce(), 2, 200, bytes.size());          // stale: another round
+  send_header(task.nonce(), 3, 5, bytes.size());            // the answer
   orchestrator_side.join();
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_EQ(reply->num_examples, 5);
-  EXPECT_EQ(reply->update.Find("w")->floats()[0], 0.5f);
+  ASSERT_NE(reply->source, nullptr);
+  EXPECT_TRUE(reply->update.empty());  // still at the silo
+
+  // The orchestrator pulls the update when it is ready to fold it.
+  StatusOr<ModelState> fetched = absl::UnknownError("not run");
+  std::thread fetcher([&] { fetched = reply->source->Fetch(); });
+  bool asked = false;
+  while (stream->Read(&m)) {
+    if (m.has_upload()) {
+      asked = m.upload().nonce() == task.nonce() && m.upload().round() == 3;
+      break;
+    }
+  }
+  EXPECT_TRUE(asked);
+  transport::ForEachChunk(bytes, [&](const fedsilo::v1::Chunk& c) {
+    fedsilo::v1::SiloMessage cm;
+    *cm.mutable_chunk() = c;
+    return stream->Write(cm);
+  });
+  fetcher.join();
+  ASSERT_TRUE(fetched.ok()) << fetched.status();
+  EXPECT_EQ(fetched->Find("w")->floats()[0], 0.5f);
   context.TryCancel();
 }
 

@@ -112,6 +112,16 @@ Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
                                   StatusOr<transport::FitReply> reply, const ModelState& global,
                                   RoundSummary& summary) {
   Status accepted = reply.status();
+  if (accepted.ok() && reply->source != nullptr) {
+    // Remote silos keep their update until it is its turn to be folded.
+    StatusOr<ModelState> fetched = reply->source->Fetch();
+    reply->source.reset();
+    if (fetched.ok()) {
+      reply->update = std::move(fetched).value();
+    } else {
+      accepted = fetched.status();
+    }
+  }
   if (accepted.ok()) accepted = Annotate(reply->update.CheckSameLayout(global), "update rejected");
   if (accepted.ok()) accepted = Annotate(reply->update.CheckFinite(), "update rejected");
   if (accepted.ok() && reply->num_examples <= 0) {

@@ -5,10 +5,12 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "core/job_config.h"
 #include "core/model_state.h"
+#include "core/status.h"
 
 namespace fedsilo::transport {
 
@@ -22,8 +24,20 @@ struct FitRequest {
 };
 
 // Silo -> orchestrator: the update and what the silo measured.
+// An update that stays with a remote silo until the orchestrator asks for it,
+// so that only the update being folded is in transit: memory O(model), not
+// O(model x silos). Dropping it without fetching releases the silo.
+class UpdateSource {
+ public:
+  virtual ~UpdateSource() = default;
+  // Fetches the update; call at most once. Errors name the silo.
+  virtual StatusOr<ModelState> Fetch() = 0;
+};
+
 struct FitReply {
-  ModelState update;         // local model minus the global model
+  ModelState update;  // local model minus the global model (empty while `source` is set)
+  // Set by remote transports: the update is fetched from here when needed.
+  std::shared_ptr<UpdateSource> source;
   int64_t num_examples = 0;  // training examples used; the aggregation weight
   // "train_loss", "train_accuracy", "test_loss", "test_accuracy", and for
   // binary tasks "test_precision", "test_recall", "test_auc".

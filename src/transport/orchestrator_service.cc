@@ -32,16 +32,68 @@ struct OrchestratorService::Session {
   std::mutex mu;
   std::condition_variable cv;
   bool open ABSL_GUARDED_BY(mu) = true;
-  bool busy ABSL_GUARDED_BY(mu) = false;  // a task is out
+  bool busy ABSL_GUARDED_BY(mu) = false;       // a task is out (or its update not fetched)
+  bool holding ABSL_GUARDED_BY(mu) = false;    // the result came; the update waits at the silo
+  bool uploading ABSL_GUARDED_BY(mu) = false;  // an UploadRequest is out
   std::string job_id ABSL_GUARDED_BY(mu);
   int round ABSL_GUARDED_BY(mu) = 0;
   std::string nonce ABSL_GUARDED_BY(mu);
+  uint64_t update_bytes ABSL_GUARDED_BY(mu) = 0;
   std::optional<StatusOr<FitReply>> result ABSL_GUARDED_BY(mu);
+  std::optional<StatusOr<ModelState>> upload ABSL_GUARDED_BY(mu);
 
   bool Write(const fedsilo::v1::OrchestratorMessage& m) {
     std::lock_guard<std::mutex> lock(write_mu);
     return writable && stream->Write(m);
   }
+};
+
+// The update of one result, pulled from the silo on Fetch().
+class OrchestratorService::RemoteUpdate : public UpdateSource {
+ public:
+  RemoteUpdate(std::shared_ptr<Session> session, std::chrono::milliseconds timeout)
+      : session_(std::move(session)), timeout_(timeout) {}
+
+  ~RemoteUpdate() override {
+    if (fetched_) return;
+    std::lock_guard<std::mutex> lock(session_->mu);  // never fetched: free the silo
+    session_->busy = session_->holding = session_->uploading = false;
+  }
+
+  StatusOr<ModelState> Fetch() override {
+    fetched_ = true;
+    Session& s = *session_;
+    fedsilo::v1::OrchestratorMessage request;
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      if (!s.open) {
+        s.busy = s.holding = false;
+        return absl::UnavailableError(absl::StrCat("silo '", s.silo, "' left before its upload"));
+      }
+      s.uploading = true;
+      s.upload.reset();
+      request.mutable_upload()->set_job_id(s.job_id);
+      request.mutable_upload()->set_round(s.round);
+      request.mutable_upload()->set_nonce(s.nonce);
+    }
+    const bool sent = s.Write(request);
+    std::unique_lock<std::mutex> lock(s.mu);
+    if (sent) s.cv.wait_for(lock, timeout_, [&] { return s.upload.has_value() || !s.open; });
+    StatusOr<ModelState> result =
+        s.upload.has_value() ? std::move(*s.upload)
+        : !sent || !s.open   ? StatusOr<ModelState>(absl::UnavailableError("silo disconnected"))
+                             : StatusOr<ModelState>(absl::DeadlineExceededError(absl::StrCat(
+                                   "upload not finished within ", timeout_.count() / 1000.0, " s")));
+    s.upload.reset();
+    s.busy = s.holding = s.uploading = false;
+    if (!result.ok()) return Annotate(result.status(), absl::StrCat("silo '", s.silo, "'"));
+    return result;
+  }
+
+ private:
+  std::shared_ptr<Session> session_;
+  std::chrono::milliseconds timeout_;
+  bool fetched_ = false;
 };
 
 OrchestratorService::OrchestratorService(std::string ca_pem, SiloSessionListener* listener,
@@ -136,8 +188,12 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
           ? std::move(*session->result)
           : StatusOr<FitReply>(absl::DeadlineExceededError(absl::StrCat(
                 "no result within ", timeout.count() / 1000.0, " s (federation.round_timeout)")));
-  session->busy = false;
   session->result.reset();
+  if (!result.ok()) {
+    session->busy = session->holding = false;
+  } else {
+    result->source = std::make_shared<RemoteUpdate>(session, timeout);
+  }
   if (!result.ok()) return Annotate(result.status(), absl::StrCat("silo '", silo, "'"));
   return result;
 }
@@ -193,9 +249,7 @@ grpc::Status OrchestratorService::Connect(
   spdlog::info("silo '{}' connected from {} (session {})", silo, context->peer(), session->id);
 
   Status why;
-  ChunkAssembler update;
-  FitReply pending;       // the result being received
-  bool ignoring = false;  // draining the chunks of a rejected result
+  ChunkAssembler update;  // the upload being received
   while (why.ok() && stream->Read(&message)) {
     switch (message.body_case()) {
       case fedsilo::v1::SiloMessage::kHeartbeat: {
@@ -207,47 +261,59 @@ grpc::Status OrchestratorService::Connect(
       }
       case fedsilo::v1::SiloMessage::kResult: {
         const fedsilo::v1::ResultHeader& r = message.result();
-        Status fresh;
+        bool fresh;
         {
           std::lock_guard<std::mutex> lock(session->mu);
-          if (!session->busy || r.job_id() != session->job_id || r.round() != session->round ||
-              r.nonce() != session->nonce) {
-            fresh = absl::InvalidArgumentError(
-                absl::StrCat("result for job '", r.job_id(), "' round ", r.round(),
-                             " does not answer the task that is out (stale or replayed)"));
+          fresh = session->busy && !session->holding && r.job_id() == session->job_id &&
+                  r.round() == session->round && r.nonce() == session->nonce;
+          if (fresh) {
+            session->holding = true;
+            session->update_bytes = r.update_bytes();
           }
         }
-        if (!fresh.ok()) {
-          spdlog::warn("silo '{}': {}; ignored", silo, std::string(fresh.message()));
-          update.Begin(r.update_bytes(), "ignored result");  // drain its chunks
-          ignoring = true;
+        if (!fresh) {
+          spdlog::warn(
+              "silo '{}': result for job '{}' round {} does not answer the task that "
+              "is out (stale or replayed); ignored",
+              silo, r.job_id(), r.round());
           break;
         }
-        ignoring = false;
-        pending = FitReply();
-        pending.num_examples = r.num_examples();
-        pending.metrics.insert(r.metrics().begin(), r.metrics().end());
-        update.Begin(r.update_bytes(), absl::StrCat("update from silo '", silo, "'"));
+        FitReply reply;
+        reply.num_examples = r.num_examples();
+        reply.metrics.insert(r.metrics().begin(), r.metrics().end());
+        Deliver(*session, std::move(reply));
         break;
       }
       case fedsilo::v1::SiloMessage::kChunk: {
+        uint64_t expected = 0;
+        {
+          std::lock_guard<std::mutex> lock(session->mu);
+          if (!session->uploading || session->upload.has_value()) {
+            spdlog::warn("silo '{}': update bytes nobody asked for; ignored", silo);
+            break;
+          }
+          expected = session->update_bytes;
+        }
+        if (!update.active()) {
+          update.Begin(expected, absl::StrCat("update from silo '", silo, "'"));
+        }
         Status added = update.Add(message.chunk());
+        std::optional<StatusOr<ModelState>> outcome;
         if (!added.ok()) {
-          if (!ignoring) Deliver(*session, added);
-          spdlog::warn("silo '{}': {}", silo, std::string(added.message()));
-          break;
+          outcome = added;
+        } else if (update.complete()) {
+          StatusOr<ModelFile> file =
+              ParseModelState(update.Take(), absl::StrCat("update from '", silo, "'"));
+          outcome = file.ok() ? StatusOr<ModelState>(std::move(file->state))
+                              : StatusOr<ModelState>(file.status());
         }
-        if (!update.complete()) break;
-        const std::string bytes = update.Take();
-        if (ignoring) break;  // the rejected result is drained
-        StatusOr<ModelFile> file = ParseModelState(bytes, absl::StrCat("update from '", silo, "'"));
-        if (!file.ok()) {
-          Deliver(*session, file.status());
-        } else {
-          pending.update = std::move(file->state);
-          Deliver(*session, std::move(pending));
+        if (outcome.has_value()) {
+          {
+            std::lock_guard<std::mutex> lock(session->mu);
+            session->upload = std::move(*outcome);
+          }
+          session->cv.notify_all();
         }
-        pending = FitReply();
         break;
       }
       case fedsilo::v1::SiloMessage::kFailed: {
@@ -274,6 +340,7 @@ grpc::Status OrchestratorService::Connect(
     std::lock_guard<std::mutex> lock(session->mu);
     session->open = false;
   }
+  session->cv.notify_all();  // wakes an upload that waits
   Deliver(*session, absl::UnavailableError(absl::StrCat("silo disconnected: ", why.message())));
   {
     std::lock_guard<std::mutex> lock(mu_);

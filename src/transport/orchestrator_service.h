@@ -52,11 +52,14 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
                        grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage,
                                                 fedsilo::v1::SiloMessage>* stream) override;
 
-  // Sends a task to a connected silo and waits for its result. The result
-  // must echo the task's job id, round and nonce, and its update must parse;
-  // otherwise it is rejected (logged) and the silo fails this task.
-  // Unavailable if the silo is not connected or drops the stream,
-  // DeadlineExceeded after `timeout`. One task at a time per silo.
+  // Sends a task to a connected silo and waits for its result header, which
+  // must echo the task's job id, round and nonce (otherwise it is rejected
+  // and logged). The update stays with the silo: the reply's `source` pulls
+  // it when the orchestrator is ready to fold it, so one update at a time is
+  // in transit. Unavailable if the silo is not connected or drops the stream,
+  // DeadlineExceeded after `timeout` (for the result, and again for the
+  // upload). One task at a time per silo, until its update is fetched or the
+  // reply dropped.
   StatusOr<FitReply> Fit(const std::string& silo, const FitRequest& request,
                          std::chrono::milliseconds timeout);
 
@@ -65,6 +68,7 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
 
  private:
   struct Session;
+  class RemoteUpdate;
   void Deliver(Session& session, StatusOr<FitReply> result);
   // The .fsm bytes of the request's global model, serialised once per round
   // and shared by every silo's send.

@@ -124,7 +124,22 @@ Status SiloClient::RunSession() {
     while (stream->Read(&message)) {
       if (message.has_task()) {
         task = message.task();
+        pending_nonce_.clear();
+        pending_update_.clear();
         model.Begin(task.model_bytes(), "model of task");
+      } else if (message.has_upload()) {
+        if (message.upload().nonce() != pending_nonce_ || pending_nonce_.empty()) {
+          spdlog::warn("upload requested for a result this silo does not hold; ignored");
+          continue;
+        }
+        const bool sent = ForEachChunk(pending_update_, [&](const fedsilo::v1::Chunk& c) {
+          fedsilo::v1::SiloMessage m;
+          *m.mutable_chunk() = c;
+          return write(m);
+        });
+        pending_nonce_.clear();
+        pending_update_.clear();
+        if (!sent) break;
       } else if (message.has_chunk()) {
         Status added = model.Add(message.chunk());
         if (!added.ok()) {
@@ -183,7 +198,7 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
   request.global = &global->state;
   StatusOr<FitReply> reply = handler_->Fit(request);
   if (!reply.ok()) return fail(reply.status());
-  const std::string update = SerializeModelState(reply->update);
+  std::string update = SerializeModelState(reply->update);
   fedsilo::v1::SiloMessage header;
   fedsilo::v1::ResultHeader* r = header.mutable_result();
   r->set_job_id(task.job_id());
@@ -192,12 +207,9 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
   r->set_num_examples(reply->num_examples);
   r->mutable_metrics()->insert(reply->metrics.begin(), reply->metrics.end());
   r->set_update_bytes(update.size());
-  if (!write(header)) return false;
-  return ForEachChunk(update, [&](const fedsilo::v1::Chunk& c) {
-    fedsilo::v1::SiloMessage m;
-    *m.mutable_chunk() = c;
-    return write(m);
-  });
+  pending_nonce_ = task.nonce();
+  pending_update_ = std::move(update);
+  return write(header);
 }
 
 }  // namespace fedsilo::transport

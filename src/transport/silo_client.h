@@ -57,7 +57,8 @@ class SiloClient {
  private:
   // One session: hello, heartbeats, read until the stream ends.
   Status RunSession();
-  // Runs one task and writes its answer with `write` (serialised by the caller).
+  // Runs one task and writes its result header (or TaskFailed) with `write`;
+  // the update waits in pending_update_ for the orchestrator's UploadRequest.
   bool AnswerTask(const fedsilo::v1::TaskHeader& task, std::string model_bytes,
                   const std::function<bool(const fedsilo::v1::SiloMessage&)>& write);
   // Sleeps up to `d`; returns early (false) when stopping.
@@ -65,6 +66,10 @@ class SiloClient {
 
   SiloClientOptions options_;
   SiloHandler* handler_;
+  // The update of the last result, kept until the orchestrator asks for it.
+  // Used by the session's reading thread only.
+  std::string pending_nonce_;
+  std::string pending_update_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub_;
   std::atomic<int> sessions_{0};
