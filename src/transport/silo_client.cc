@@ -20,6 +20,16 @@ int64_t UnixMillis() {
       .count();
 }
 
+// TaskFailed answering `task` with the reason `why`.
+fedsilo::v1::SiloMessage TaskFailedMessage(const fedsilo::v1::TaskHeader& task, const Status& why) {
+  fedsilo::v1::SiloMessage m;
+  m.mutable_failed()->set_job_id(task.job_id());
+  m.mutable_failed()->set_round(task.round());
+  m.mutable_failed()->set_nonce(task.nonce());
+  m.mutable_failed()->set_reason(std::string(why.message()));
+  return m;
+}
+
 }  // namespace
 
 SiloClient::SiloClient(std::shared_ptr<grpc::ChannelCredentials> credentials,
@@ -143,12 +153,7 @@ Status SiloClient::RunSession() {
       } else if (message.has_chunk()) {
         Status added = model.Add(message.chunk());
         if (!added.ok()) {
-          fedsilo::v1::SiloMessage failed;
-          failed.mutable_failed()->set_job_id(task.job_id());
-          failed.mutable_failed()->set_round(task.round());
-          failed.mutable_failed()->set_nonce(task.nonce());
-          failed.mutable_failed()->set_reason(std::string(added.message()));
-          if (!write(failed)) break;
+          if (!write(TaskFailedMessage(task, added))) break;
         } else if (model.complete() && !AnswerTask(task, model.Take(), write)) {
           break;
         }
@@ -177,12 +182,7 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
                             const std::function<bool(const fedsilo::v1::SiloMessage&)>& write) {
   auto fail = [&](const Status& why) {
     spdlog::warn("job '{}' round {}: {}", task.job_id(), task.round(), std::string(why.message()));
-    fedsilo::v1::SiloMessage m;
-    m.mutable_failed()->set_job_id(task.job_id());
-    m.mutable_failed()->set_round(task.round());
-    m.mutable_failed()->set_nonce(task.nonce());
-    m.mutable_failed()->set_reason(std::string(why.message()));
-    return write(m);
+    return write(TaskFailedMessage(task, why));
   };
   if (handler_ == nullptr) return fail(absl::UnimplementedError("this silo trains no models"));
   StatusOr<JobConfig> job = ParseJobConfig(task.job_yaml(), absl::StrCat("job ", task.job_id()));
