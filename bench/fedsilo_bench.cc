@@ -5,7 +5,7 @@
 //   fedsilo-bench transport   rounds over gRPC + mutual TLS with silo processes that
 //                             return the model unchanged (no training)
 #include <signal.h>
-#include <spawn.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,14 +15,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <spdlog/spdlog.h>
-
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "core/subprocess.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
@@ -30,8 +29,6 @@
 #include "transport/orchestrator_service.h"
 #include "transport/silo_client.h"
 #include "transport/tls.h"
-
-extern char** environ;
 
 namespace {
 
@@ -213,18 +210,14 @@ int RunTransport(const TransportOptions& o) {
   const std::string target = "localhost:" + std::to_string((*server)->port());
   std::vector<pid_t> children;
   for (const std::string& name : job.federation.silos) {
-    std::vector<std::string> args = {"fedsilo-bench",  "echo-silo",      "--kit",
-                                     dir + "/" + name, "--orchestrator", target};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ) != 0) return 1;
-    children.push_back(pid);
+    auto pid = SpawnProcess(
+        "/proc/self/exe",
+        {"fedsilo-bench", "echo-silo", "--kit", dir + "/" + name, "--orchestrator", target}, "");
+    if (!pid.ok()) return 1;
+    children.push_back(*pid);
   }
   auto cleanup = [&] {
-    for (pid_t pid : children) kill(pid, SIGTERM);
-    for (pid_t pid : children) waitpid(pid, nullptr, 0);
+    for (pid_t pid : children) StopProcess(pid, SIGTERM, std::chrono::seconds(5));
     fs::remove_all(dir);
   };
   while (service.ConnectedSilos().size() < static_cast<size_t>(o.silos)) {

@@ -4,7 +4,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 
 #include "core/job_config.h"
 #include "core/model_state_file.h"
+#include "core/subprocess.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
@@ -25,8 +25,6 @@
 #include "transport/chunks.h"
 #include "transport/orchestrator_service.h"
 #include "transport/tls.h"
-
-extern char** environ;
 
 namespace fedsilo {
 namespace {
@@ -116,25 +114,15 @@ class Federation {
                                      "--kit",          dir_ + "/kits/" + name,
                                      "--datasets",     dir_ + "/datasets.yaml",
                                      "--orchestrator", target};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    const std::string log = dir_ + "/" + name + ".log";
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    pid_t pid = 0;
-    ASSERT_EQ(posix_spawn(&pid, Binary().c_str(), &actions, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&actions);
-    pids_[name] = pid;
+    auto pid = SpawnProcess(Binary(), args, dir_ + "/" + name + ".log");
+    ASSERT_TRUE(pid.ok()) << pid.status();
+    pids_[name] = *pid;
   }
 
   void Kill(const std::string& name, int signal) {
     auto it = pids_.find(name);
     if (it == pids_.end()) return;
-    kill(it->second, signal);
-    waitpid(it->second, nullptr, 0);
+    StopProcess(it->second, signal, 5s);
     pids_.erase(it);
   }
 

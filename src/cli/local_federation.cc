@@ -1,10 +1,6 @@
 #include "cli/local_federation.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -14,32 +10,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
+#include "core/subprocess.h"
 #include "secure/provisioner.h"
 #include "transport/tls.h"
-
-extern char** environ;
 
 namespace fedsilo::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-StatusOr<pid_t> Spawn(const std::vector<std::string>& args, const std::string& log_path) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0)
-    return absl::InternalError(absl::StrCat("cannot start a silo process: ", strerror(rc)));
-  return pid;
-}
 
 }  // namespace
 
@@ -74,10 +52,11 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
   fs::create_directories(dir + "/silos", ec);
   for (const std::string& s : job.federation.silos) {
     FEDSILO_ASSIGN_OR_RETURN(
-        pid_t pid,
-        Spawn({"fedsilo", "silo", "--kit", kits + "/" + s, "--datasets", datasets, "--orchestrator",
-               absl::StrCat("localhost:", fed->server_->port()), "--data-dir", data_dir},
-              dir + "/silos/" + s + ".log"));
+        pid_t pid, SpawnProcess("/proc/self/exe",
+                                {"fedsilo", "silo", "--kit", kits + "/" + s, "--datasets", datasets,
+                                 "--orchestrator", absl::StrCat("localhost:", fed->server_->port()),
+                                 "--data-dir", data_dir},
+                                dir + "/silos/" + s + ".log"));
     fed->children_.push_back(pid);
   }
   const auto start = std::chrono::steady_clock::now();
@@ -118,18 +97,8 @@ std::vector<std::unique_ptr<transport::SiloConnection>> LocalFederation::Connect
 }
 
 void LocalFederation::StopSilos() {
-  for (pid_t pid : children_) kill(pid, SIGTERM);
-  for (pid_t pid : children_) {
-    int status = 0;
-    // Give each a moment to leave cleanly, then insist.
-    for (int i = 0; i < 100 && waitpid(pid, &status, WNOHANG) == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    if (waitpid(pid, &status, WNOHANG) == 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-    }
-  }
+  for (pid_t pid : children_) kill(pid, SIGTERM);  // all leave at once
+  for (pid_t pid : children_) StopProcess(pid, SIGTERM, std::chrono::seconds(2));
   children_.clear();
 }
 

@@ -105,8 +105,7 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
       ml::DatasetSplits data,
       ml::LoadBuiltinDataset(job.data.dataset, data_dir, job.data.test_fraction, job.seed));
   const int num_silos = static_cast<int>(job.federation.silos.size());
-  ml::PartitionOptions partition{job.data.partition, job.data.alpha, job.data.shards_per_silo,
-                                 job.seed};
+  const ml::PartitionOptions partition = ml::PartitionOptions::ForJob(job);
   auto partitioned =
       ml::PartitionForSilos(data.train, num_silos, partition, job.data.silo_test_fraction);
   if (!partitioned.ok()) return Annotate(partitioned.status(), "data.partition");

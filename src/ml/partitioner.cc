@@ -90,6 +90,10 @@ Parts Shards(const std::vector<int64_t>& labels, int num_silos, int shards_per_s
 
 }  // namespace
 
+PartitionOptions PartitionOptions::ForJob(const JobConfig& job) {
+  return {job.data.partition, job.data.alpha, job.data.shards_per_silo, job.seed};
+}
+
 StatusOr<std::vector<std::vector<int64_t>>> PartitionIndices(const std::vector<int64_t>& labels,
                                                              int num_classes, int num_silos,
                                                              const PartitionOptions& options) {

@@ -17,6 +17,10 @@ struct PartitionOptions {
   double alpha = 0.5;       // kDirichlet: smaller = more skewed label mixes
   int shards_per_silo = 2;  // kShards
   uint64_t seed = 0;
+
+  // The split a job asks for (data.partition, alpha, shards_per_silo, seed).
+  // Simulation and silo processes both use it, so they cut the same shares.
+  static PartitionOptions ForJob(const JobConfig& job);
 };
 
 // Returns one list of example indices per silo; together they cover every

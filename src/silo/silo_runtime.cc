@@ -86,7 +86,7 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
     }
     parts = static_cast<int>(silos.size());
     index = static_cast<int>(pos - silos.begin());
-    options = {job.data.partition, job.data.alpha, job.data.shards_per_silo, job.seed};
+    options = ml::PartitionOptions::ForJob(job);
   }
   FEDSILO_ASSIGN_OR_RETURN(
       std::vector<ml::SiloData> shares,
