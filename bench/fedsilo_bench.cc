@@ -147,7 +147,7 @@ int RunEchoSilo(const std::string& kit_dir, const std::string& target) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::thread runner([&] { client.Run(); });
+  std::thread runner([&] { client.Run().IgnoreError(); });
   int sig = 0;
   sigwait(&signals, &sig);
   client.Stop();
@@ -205,7 +205,7 @@ int RunTransport(const TransportOptions& o) {
   transport::OrchestratorService service(files->ca_pem, &registry,
                                          [] { return std::chrono::system_clock::now(); });
   auto server = transport::GrpcServer::Start("127.0.0.1:0",
-                                             transport::MakeServerCredentials(*files), &service);
+                                             transport::MakeServerCredentials(*files), {&service});
   if (!server.ok()) return 1;
   const std::string target = "localhost:" + std::to_string((*server)->port());
   std::vector<pid_t> children;
@@ -236,9 +236,10 @@ int RunTransport(const TransportOptions& o) {
   }
   NoEvaluation none;
   struct Times : orchestrator::RoundObserver {
-    void OnRoundEnd(const orchestrator::RoundSummary& s, int) override {
+    Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int) override {
       seconds.push_back(s.round_seconds);
       ok = ok && s.silos_succeeded == s.silos_sampled;
+      return absl::OkStatus();
     }
     std::vector<double> seconds;
     bool ok = true;

@@ -48,7 +48,7 @@ struct Endpoint {
       : files(Files(kits + "/orchestrator")),
         service(files.ca_pem, &registry, [] { return std::chrono::system_clock::now(); }) {
     auto s = transport::GrpcServer::Start("127.0.0.1:0", transport::MakeServerCredentials(files),
-                                          &service);
+                                          {&service});
     EXPECT_TRUE(s.ok()) << s.status();
     server = std::move(s).value();
   }
@@ -100,7 +100,7 @@ TEST(FederationLinkTest, SiloConnectsSendsHeartbeatsAndIsSeenToLeave) {
   const std::string kits = Provision("session", std::chrono::system_clock::now());
   Endpoint endpoint(kits);
   auto silo = Client(kits + "/hospital-a", endpoint.target());
-  std::thread runner([&] { silo.Run(); });
+  std::thread runner([&] { silo.Run().IgnoreError(); });
   ASSERT_TRUE(WaitFor([&] { return silo.connected(); }));
   ASSERT_TRUE(WaitFor([&] {
     auto s = endpoint.registry.Snapshot();
@@ -123,7 +123,7 @@ TEST(FederationLinkTest, SiloReconnectsAfterTheOrchestratorRestarts) {
   auto endpoint = std::make_unique<Endpoint>(kits);
   const int port = endpoint->server->port();
   auto silo = Client(kits + "/hospital-a", endpoint->target());
-  std::thread runner([&] { silo.Run(); });
+  std::thread runner([&] { silo.Run().IgnoreError(); });
   ASSERT_TRUE(WaitFor([&] { return silo.sessions() == 1 && silo.connected(); }));
 
   endpoint.reset();  // the orchestrator goes away
@@ -135,7 +135,7 @@ TEST(FederationLinkTest, SiloReconnectsAfterTheOrchestratorRestarts) {
   transport::OrchestratorService service(files.ca_pem, &registry,
                                          [] { return std::chrono::system_clock::now(); });
   auto server = transport::GrpcServer::Start("127.0.0.1:" + std::to_string(port),
-                                             transport::MakeServerCredentials(files), &service);
+                                             transport::MakeServerCredentials(files), {&service});
   ASSERT_TRUE(server.ok()) << server.status();
   EXPECT_TRUE(WaitFor([&] { return silo.sessions() == 2 && silo.connected(); }));
   EXPECT_TRUE(WaitFor([&] {

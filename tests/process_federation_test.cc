@@ -101,7 +101,7 @@ class Federation {
         files_.ca_pem, &registry_, [] { return std::chrono::system_clock::now(); });
     server_ =
         std::move(transport::GrpcServer::Start(
-                      "127.0.0.1:0", transport::MakeServerCredentials(files_), service_.get()))
+                      "127.0.0.1:0", transport::MakeServerCredentials(files_), {service_.get()}))
             .value();
   }
   ~Federation() {
@@ -165,7 +165,7 @@ class ConstantEvaluator : public orchestrator::ModelEvaluator {
 class KillAndRestart : public orchestrator::RoundObserver {
  public:
   explicit KillAndRestart(Federation* f) : f_(f) {}
-  void OnRoundEnd(const orchestrator::RoundSummary& s, int) override {
+  Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int) override {
     succeeded.push_back(s.silos_succeeded);
     failures.push_back(s.failures);
     if (s.round == 1) f_->Kill("c", SIGKILL);
@@ -173,6 +173,7 @@ class KillAndRestart : public orchestrator::RoundObserver {
       f_->StartSilo("c");
       reconnected = f_->WaitConnected({"a", "b", "c"});
     }
+    return absl::OkStatus();
   }
   std::vector<int> succeeded;
   std::vector<std::vector<std::string>> failures;

@@ -47,7 +47,7 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
       files.ca_pem, &fed->registry_, [] { return std::chrono::system_clock::now(); });
   FEDSILO_ASSIGN_OR_RETURN(fed->server_, transport::GrpcServer::Start(
                                              "127.0.0.1:0", transport::MakeServerCredentials(files),
-                                             fed->service_.get()));
+                                             {fed->service_.get()}));
   std::error_code ec;
   fs::create_directories(dir + "/silos", ec);
   for (const std::string& s : job.federation.silos) {

@@ -8,8 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "cli/orchestrator_command.h"
 #include "cli/silo_command.h"
 #include "cli/simulation.h"
+#include "cli/user_commands.h"
 #include "core/job_config.h"
 #include "core/status.h"
 #include "secure/provisioner.h"
@@ -123,6 +125,59 @@ int Main(int argc, char** argv) {
                    "host:port to dial (default: the kit's)");
   silo->add_option("--data-dir", silo_options.data_dir,
                    "Folder of the built-in data sets (default: $FEDSILO_DATA or data/)");
+  silo->add_flag("--insecure", silo_options.insecure,
+                 "Connect WITHOUT TLS (the orchestrator must run --insecure too); for debugging "
+                 "networks only");
+
+  OrchestratorCommandOptions orch_options;
+  CLI::App* orch = app.add_subcommand(
+      "orchestrator",
+      "Run the orchestrator: serve silos and users (mutual TLS), queue and run jobs, keep them "
+      "in a SQLite store");
+  orch->add_option("--kit", orch_options.kit_dir, "The orchestrator's startup kit folder")
+      ->required();
+  orch->add_option("--state-dir", orch_options.state_dir,
+                   "Folder for the job store and runs (default: <kit>/state)");
+  orch->add_option("--listen", orch_options.listen,
+                   "host:port to serve on (default: 0.0.0.0 and the kit's port; port 0 lets the "
+                   "OS choose, see <state>/endpoint)");
+  orch->add_option("--data-dir", orch_options.data_dir,
+                   "Folder of the built-in data sets, for the held-out evaluation of the global "
+                   "model (default: $FEDSILO_DATA or data/)");
+  orch->add_flag("--insecure", orch_options.insecure,
+                 "Serve WITHOUT TLS; identities are claimed, not proven. For debugging networks "
+                 "only");
+
+  // The data scientist's commands, each with a user kit.
+  UserOptions user;
+  std::string job_id, reason, download_out;
+  bool wait = false, follow = false;
+  auto user_command = [&](const char* name, const char* help) {
+    CLI::App* c = app.add_subcommand(name, help);
+    c->add_option("--kit", user.kit_dir, "Your user kit folder")->required();
+    c->add_option("--orchestrator", user.orchestrator, "host:port to dial (default: the kit's)");
+    c->add_flag("--insecure", user.insecure,
+                "Call WITHOUT TLS (only against an orchestrator run with --insecure)");
+    c->add_flag("--json", user.json, "Print JSON (the last line of standard output)");
+    return c;
+  };
+  CLI::App* submit = user_command("submit", "Queue a job on the orchestrator; prints its id");
+  submit->add_option("job", job_path, "Job file (YAML)")->required();
+  submit->add_option("--set", sets, "Override a job key, as for `run`");
+  CLI::App* jobs = user_command("jobs", "List the orchestrator's jobs");
+  CLI::App* status = user_command("status", "A job's state, rounds, silos and latest metrics");
+  status->add_option("job_id", job_id, "Job id (from submit or jobs)")->required();
+  status->add_flag("--wait", wait,
+                   "Wait until the job has finished; exit status 1 unless it is done");
+  CLI::App* logs = user_command("logs", "A job's events: rounds, dropped silos, errors");
+  logs->add_option("job_id", job_id, "Job id")->required();
+  logs->add_flag("--follow,-f", follow, "Keep printing new events until the job has finished");
+  CLI::App* abort_job = user_command("abort", "Stop a queued or running job you submitted");
+  abort_job->add_option("job_id", job_id, "Job id")->required();
+  abort_job->add_option("--reason", reason, "Recorded in the job's log");
+  CLI::App* download = user_command("download", "Fetch a finished job's final model (.fsm)");
+  download->add_option("job_id", job_id, "Job id")->required();
+  download->add_option("--out,-o", download_out, "Output file (default: <job_id>.fsm)");
 
   bool print_resolved = false;
   CLI::App* validate =
@@ -164,6 +219,30 @@ int Main(int argc, char** argv) {
   if (*silo) {
     Status ran = RunSiloCommand(silo_options);
     return ran.ok() ? kExitOk : ReportError(ran);
+  }
+  if (*orch) {
+    Status ran = RunOrchestratorCommand(orch_options);
+    return ran.ok() ? kExitOk : ReportError(ran);
+  }
+  {
+    Status ran = absl::OkStatus();
+    bool user_ran = true;
+    if (*submit) {
+      ran = SubmitCommand(user, job_path, sets);
+    } else if (*jobs) {
+      ran = JobsCommand(user);
+    } else if (*status) {
+      ran = StatusCommand(user, job_id, wait);
+    } else if (*logs) {
+      ran = LogsCommand(user, job_id, follow);
+    } else if (*abort_job) {
+      ran = AbortCommand(user, job_id, reason);
+    } else if (*download) {
+      ran = DownloadCommand(user, job_id, download_out);
+    } else {
+      user_ran = false;
+    }
+    if (user_ran) return ran.ok() ? kExitOk : ReportError(ran);
   }
   if (*provision)
     return Provision(federation_path, kits_dir, participant, days,

@@ -34,7 +34,14 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
                               ? absl::StrCat(kit.orchestrator_host, ":", kit.orchestrator_port)
                               : options.orchestrator;
   client_options.datasets = runtime.DatasetNames();
-  transport::SiloClient client(transport::MakeChannelCredentials(files), client_options, &runtime);
+  if (options.insecure) {
+    spdlog::warn(
+        "--insecure: NO TLS. Updates travel in plaintext and the orchestrator is not "
+        "verified. Use this only to debug a network, never with real data.");
+    client_options.insecure_name = kit.name;
+  }
+  transport::SiloClient client(transport::ChannelCredentialsFor(files, options.insecure),
+                               client_options, &runtime);
 
   // Signals are taken by this thread only (sigwait), so block them first.
   sigset_t signals;
@@ -45,7 +52,7 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
 
   spdlog::info("silo '{}' of federation '{}' connecting to {}; datasets: {}", kit.name,
                kit.federation, client_options.target, absl::StrJoin(client_options.datasets, ", "));
-  std::thread runner([&] { client.Run(); });
+  std::thread runner([&] { client.Run().IgnoreError(); });
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   spdlog::info("silo '{}': signal {} received, leaving", kit.name, signal_number);

@@ -13,6 +13,7 @@ struct SiloCommandOptions {
   std::string datasets_path;
   std::string orchestrator;  // "host:port"; empty = the kit's
   std::string data_dir;      // empty = the default data folder
+  bool insecure = false;     // plaintext; the silo claims its kit's name
 };
 
 // Connects out to the orchestrator and answers its tasks; reconnects with

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/held_out_evaluator.h"
 #include "cli/local_federation.h"
 #include "core/busy_clock.h"
 #include "core/file_util.h"
@@ -26,25 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Scores global models on the held-out test set with one local model.
-class HeldOutEvaluator : public orchestrator::ModelEvaluator {
- public:
-  HeldOutEvaluator(std::unique_ptr<ml::Model> model, ml::DataView test, BusyClock* busy)
-      : model_(std::move(model)), test_(std::move(test)), busy_(busy) {}
-
-  StatusOr<std::map<std::string, double>> Evaluate(const ModelState& global) override {
-    FEDSILO_RETURN_IF_ERROR(model_->SetState(global));
-    BusyClock::Scope scope(busy_);
-    FEDSILO_ASSIGN_OR_RETURN(ml::ClassificationMetrics m, model_->Evaluate(test_));
-    return m.ToMap();
-  }
-
- private:
-  std::unique_ptr<ml::Model> model_;
-  ml::DataView test_;
-  BusyClock* busy_;
-};
-
 std::string FormatDuration(double seconds) {
   if (seconds < 60) return absl::StrFormat("%.1fs", seconds);
   const int s = static_cast<int>(seconds + 0.5);
@@ -57,8 +39,8 @@ class ProgressPrinter : public orchestrator::RoundObserver {
  public:
   explicit ProgressPrinter(bool quiet) : quiet_(quiet) {}
 
-  void OnRoundEnd(const orchestrator::RoundSummary& s, int total) override {
-    if (quiet_) return;
+  Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int total) override {
+    if (quiet_) return absl::OkStatus();
     const double eta = s.elapsed_seconds / s.round * (total - s.round);
     std::string line = absl::StrFormat(
         "round %*d/%d  loss %.4f  accuracy %.4f  silos %d/%d  %s  elapsed %s  eta %s",
@@ -72,6 +54,7 @@ class ProgressPrinter : public orchestrator::RoundObserver {
     }
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
+    return absl::OkStatus();
   }
 
  private:

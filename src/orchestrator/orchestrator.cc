@@ -210,17 +210,25 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   return summary;
 }
 
-StatusOr<RunResult> Orchestrator::Run(ModelState initial, RoundObserver* observer) {
+StatusOr<RunResult> Orchestrator::Run(ModelState initial, RoundObserver* observer,
+                                      int first_round) {
   if (silos_.empty()) return absl::InvalidArgumentError("federation.silos: no silos");
   const Clock::time_point start = Clock::now();
   RunResult result;
   result.final_model = std::move(initial);
-  for (int round = 1; round <= job_.training.rounds; ++round) {
+  result.rounds_completed = first_round - 1;
+  for (int round = first_round; round <= job_.training.rounds; ++round) {
+    if (options_.stop != nullptr && options_.stop->load()) {
+      return absl::CancelledError(absl::StrCat("stopped before round ", round));
+    }
     FEDSILO_ASSIGN_OR_RETURN(RoundSummary summary, RunRound(round, result.final_model));
     summary.elapsed_seconds = SecondsSince(start);
     result.rounds_completed = round;
     result.final_metrics = summary.global_metrics;
-    if (observer != nullptr) observer->OnRoundEnd(summary, job_.training.rounds);
+    if (observer != nullptr) {
+      FEDSILO_RETURN_IF_ERROR(
+          observer->OnRoundEnd(summary, result.final_model, job_.training.rounds));
+    }
   }
   return result;
 }

@@ -14,6 +14,7 @@
 #ifndef FEDSILO_ORCHESTRATOR_ORCHESTRATOR_H_
 #define FEDSILO_ORCHESTRATOR_ORCHESTRATOR_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -48,11 +49,13 @@ struct RoundSummary {
   double elapsed_seconds = 0;  // since Run() started
 };
 
-// Told about each finished round (e.g. to print progress).
+// Told about each finished round, with the new global model (to print
+// progress, or to make the round durable). An error ends the run.
 class RoundObserver {
  public:
   virtual ~RoundObserver() = default;
-  virtual void OnRoundEnd(const RoundSummary& summary, int total_rounds) = 0;
+  virtual Status OnRoundEnd(const RoundSummary& summary, const ModelState& global,
+                            int total_rounds) = 0;
 };
 
 struct RunResult {
@@ -64,6 +67,8 @@ struct RunResult {
 struct OrchestratorOptions {
   std::string run_id;
   int threads = 1;  // silos trained at the same time
+  // When set and true, Run() returns Cancelled before starting another round.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 class Orchestrator {
@@ -75,9 +80,12 @@ class Orchestrator {
                std::unique_ptr<strategy::Strategy> strategy, ModelEvaluator* evaluator,
                tracking::MetricsSink* sink, const tracking::RunDirectory* run_dir);
 
-  // Runs every round from `initial`. Fails (with the round and the silos'
-  // reasons) when a round ends with fewer than min_silos valid updates.
-  StatusOr<RunResult> Run(ModelState initial, RoundObserver* observer);
+  // Runs rounds `first_round`..training.rounds from `initial` (the global
+  // model after round first_round - 1: resuming gives the same rounds as an
+  // uninterrupted run, since sampling and seeds depend only on the round).
+  // Fails (with the round and the silos' reasons) when a round ends with fewer
+  // than min_silos valid updates; Cancelled when options.stop is raised.
+  StatusOr<RunResult> Run(ModelState initial, RoundObserver* observer, int first_round = 1);
 
   // The silos sampled in `round`, by index, ascending. Deterministic in the
   // job's seed; all silos when federation.fraction is 1.

@@ -204,7 +204,10 @@ TEST(OrchestratorTest, BadUpdatesAreDroppedAndNamed) {
   f.Add(4, 4, 0, Fault::kNoExamples);
   SumEvaluator eval;
   struct Capture : RoundObserver {
-    void OnRoundEnd(const RoundSummary& s, int) override { summary = s; }
+    Status OnRoundEnd(const RoundSummary& s, const ModelState&, int) override {
+      summary = s;
+      return absl::OkStatus();
+    }
     RoundSummary summary;
   } capture;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),

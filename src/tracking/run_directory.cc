@@ -49,6 +49,15 @@ StatusOr<RunDirectory> RunDirectory::Create(const std::string& workdir, const st
   return absl::InternalError("could not find an unused run id");
 }
 
+StatusOr<RunDirectory> RunDirectory::Open(const std::string& workdir, const std::string& run_id) {
+  const std::string dir = workdir + "/runs/" + run_id;
+  std::error_code ec;
+  if (run_id.empty() || !std::filesystem::is_directory(dir + "/checkpoints", ec)) {
+    return absl::NotFoundError(absl::StrCat(dir, ": no such run folder"));
+  }
+  return RunDirectory(run_id, dir);
+}
+
 std::string RunDirectory::CheckpointPath(int round) const {
   return absl::StrFormat("%s/checkpoints/round-%04d.fsm", path_, round);
 }

@@ -23,6 +23,9 @@ class RunDirectory {
   static StatusOr<RunDirectory> Create(const std::string& workdir, const std::string& job_name,
                                        std::chrono::system_clock::time_point now);
 
+  // An existing run's folder (to resume it). NotFound naming the folder.
+  static StatusOr<RunDirectory> Open(const std::string& workdir, const std::string& run_id);
+
   const std::string& run_id() const { return run_id_; }
   const std::string& path() const { return path_; }
   std::string job_path() const { return path_ + "/job.yaml"; }

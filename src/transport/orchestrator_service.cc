@@ -97,8 +97,8 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
 };
 
 OrchestratorService::OrchestratorService(std::string ca_pem, SiloSessionListener* listener,
-                                         Clock clock)
-    : ca_pem_(std::move(ca_pem)), listener_(listener), clock_(std::move(clock)) {}
+                                         Clock clock, bool insecure)
+    : auth_{std::move(ca_pem), std::move(clock), insecure}, listener_(listener) {}
 
 OrchestratorService::~OrchestratorService() = default;
 
@@ -107,6 +107,29 @@ std::vector<std::string> OrchestratorService::ConnectedSilos() const {
   std::vector<std::string> names;
   for (const auto& [name, session] : sessions_) names.push_back(name);
   return names;
+}
+
+void OrchestratorService::CancelRun(const std::string& run_id, const std::string& reason) {
+  std::vector<std::shared_ptr<Session>> sessions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, session] : sessions_) sessions.push_back(session);
+  }
+  for (const std::shared_ptr<Session>& s : sessions) {
+    bool ours;
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      ours = s->busy && s->job_id == run_id;
+      if (ours && s->uploading && !s->upload.has_value()) s->upload = absl::CancelledError(reason);
+    }
+    if (!ours) continue;
+    Deliver(*s, absl::CancelledError(reason));
+    s->cv.notify_all();
+    fedsilo::v1::OrchestratorMessage abort;
+    abort.mutable_abort()->set_job_id(run_id);
+    abort.mutable_abort()->set_reason(reason);
+    s->Write(abort);
+  }
 }
 
 void OrchestratorService::Deliver(Session& session, StatusOr<FitReply> result) {
@@ -201,9 +224,8 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
 grpc::Status OrchestratorService::WhoAmI(grpc::ServerContext* context,
                                          const fedsilo::v1::WhoAmIRequest* /*request*/,
                                          fedsilo::v1::WhoAmIReply* reply) {
-  StatusOr<secure::PeerIdentity> peer = AuthenticatePeer(
-      *context, ca_pem_,
-      {ParticipantKind::kSilo, ParticipantKind::kUser, ParticipantKind::kOrchestrator}, clock_());
+  StatusOr<secure::PeerIdentity> peer = auth_.Authenticate(
+      *context, {ParticipantKind::kSilo, ParticipantKind::kUser, ParticipantKind::kOrchestrator});
   if (!peer.ok()) {
     spdlog::warn("refused {}: {}", context->peer(), std::string(peer.status().message()));
     return ToGrpcStatus(peer.status());
@@ -219,8 +241,7 @@ grpc::Status OrchestratorService::WhoAmI(grpc::ServerContext* context,
 grpc::Status OrchestratorService::Connect(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage, fedsilo::v1::SiloMessage>* stream) {
-  StatusOr<secure::PeerIdentity> peer =
-      AuthenticatePeer(*context, ca_pem_, {ParticipantKind::kSilo}, clock_());
+  StatusOr<secure::PeerIdentity> peer = auth_.Authenticate(*context, {ParticipantKind::kSilo});
   if (!peer.ok()) {
     spdlog::warn("refused silo stream from {}: {}", context->peer(),
                  std::string(peer.status().message()));
@@ -360,11 +381,11 @@ grpc::Status OrchestratorService::Connect(
 
 StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     const std::string& address, std::shared_ptr<grpc::ServerCredentials> credentials,
-    grpc::Service* service) {
+    const std::vector<grpc::Service*>& services) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(address, std::move(credentials), &port);
-  builder.RegisterService(service);
+  for (grpc::Service* service : services) builder.RegisterService(service);
   // Keepalive pings find silos whose connection died without a FIN.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);

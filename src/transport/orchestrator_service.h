@@ -23,6 +23,7 @@
 #include "core/status.h"
 #include "fedsilo/v1/federation.grpc.pb.h"
 #include "transport/silo_connection.h"
+#include "transport/tls.h"
 
 namespace fedsilo::transport {
 
@@ -42,8 +43,10 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
  public:
   using Clock = std::function<std::chrono::system_clock::time_point()>;
   // `listener` must outlive the service. `clock` gives the time certificates
-  // are checked at (the system clock in production).
-  OrchestratorService(std::string ca_pem, SiloSessionListener* listener, Clock clock);
+  // are checked at (the system clock in production). `insecure` takes
+  // identities from call metadata instead (see PeerAuthenticator).
+  OrchestratorService(std::string ca_pem, SiloSessionListener* listener, Clock clock,
+                      bool insecure = false);
   ~OrchestratorService() override;
 
   grpc::Status WhoAmI(grpc::ServerContext* context, const fedsilo::v1::WhoAmIRequest* request,
@@ -66,6 +69,10 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   // Names of the silos with an open session.
   std::vector<std::string> ConnectedSilos() const;
 
+  // Ends every task of `run_id` that is out: waiting Fit() calls and update
+  // fetches return Cancelled with `reason`, and the silos are sent an Abort.
+  void CancelRun(const std::string& run_id, const std::string& reason);
+
  private:
   struct Session;
   class RemoteUpdate;
@@ -74,9 +81,8 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   // and shared by every silo's send.
   std::shared_ptr<const std::string> ModelBytes(const FitRequest& request);
 
-  std::string ca_pem_;
+  PeerAuthenticator auth_;
   SiloSessionListener* listener_;
-  Clock clock_;
   std::atomic<uint64_t> next_session_{1};
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
@@ -109,11 +115,11 @@ class RemoteSiloConnection : public SiloConnection {
 class GrpcServer {
  public:
   // Binds `address` (e.g. "127.0.0.1:0"; port 0 lets the OS choose) and
-  // serves `service`, which must outlive the server. Unavailable if the
+  // serves `services`, which must outlive the server. Unavailable if the
   // address cannot be bound.
   static StatusOr<std::unique_ptr<GrpcServer>> Start(
       const std::string& address, std::shared_ptr<grpc::ServerCredentials> credentials,
-      grpc::Service* service);
+      const std::vector<grpc::Service*>& services);
   ~GrpcServer();
 
   int port() const { return port_; }

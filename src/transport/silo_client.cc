@@ -34,16 +34,17 @@ fedsilo::v1::SiloMessage TaskFailedMessage(const fedsilo::v1::TaskHeader& task, 
 
 SiloClient::SiloClient(std::shared_ptr<grpc::ChannelCredentials> credentials,
                        SiloClientOptions options, SiloHandler* handler)
-    : options_(std::move(options)), handler_(handler) {
+    : credentials_(std::move(credentials)), options_(std::move(options)), handler_(handler) {}
+
+std::unique_ptr<fedsilo::v1::Orchestrator::Stub> SiloClient::NewStub() const {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  // Our own backoff paces reconnects; keep gRPC's short so it does not add to it.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  channel_ = grpc::CreateCustomChannel(options_.target, std::move(credentials), args);
-  stub_ = fedsilo::v1::Orchestrator::NewStub(channel_);
+  // Not shared with earlier channels, whose connection may be in backoff.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return fedsilo::v1::Orchestrator::NewStub(
+      grpc::CreateCustomChannel(options_.target, credentials_, args));
 }
 
 SiloClient::~SiloClient() { Stop(); }
@@ -62,9 +63,12 @@ bool SiloClient::SleepUnlessStopped(std::chrono::milliseconds d) {
 
 StatusOr<fedsilo::v1::WhoAmIReply> SiloClient::WhoAmI(std::chrono::milliseconds timeout) {
   grpc::ClientContext context;
+  if (!options_.insecure_name.empty()) {
+    AddInsecureIdentity(context, options_.insecure_name, secure::ParticipantKind::kSilo);
+  }
   context.set_deadline(std::chrono::system_clock::now() + timeout);
   fedsilo::v1::WhoAmIReply reply;
-  grpc::Status status = stub_->WhoAmI(&context, fedsilo::v1::WhoAmIRequest(), &reply);
+  grpc::Status status = NewStub()->WhoAmI(&context, fedsilo::v1::WhoAmIRequest(), &reply);
   if (!status.ok()) return Annotate(FromGrpcStatus(status), options_.target);
   return reply;
 }
@@ -97,12 +101,16 @@ Status SiloClient::Run() {
 
 Status SiloClient::RunSession() {
   grpc::ClientContext context;
+  if (!options_.insecure_name.empty()) {
+    AddInsecureIdentity(context, options_.insecure_name, secure::ParticipantKind::kSilo);
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::OkStatus();
     active_ = &context;
   }
-  auto stream = stub_->Connect(&context);
+  std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub = NewStub();
+  auto stream = stub->Connect(&context);
   fedsilo::v1::SiloMessage hello;
   for (const std::string& d : options_.datasets) hello.mutable_hello()->add_datasets(d);
   hello.mutable_hello()->set_version("fedsilo 0.1.0");
@@ -150,6 +158,11 @@ Status SiloClient::RunSession() {
         pending_nonce_.clear();
         pending_update_.clear();
         if (!sent) break;
+      } else if (message.has_abort()) {
+        spdlog::info("job '{}' ended by the orchestrator: {}", message.abort().job_id(),
+                     message.abort().reason());
+        pending_nonce_.clear();  // its update will not be asked for
+        pending_update_.clear();
       } else if (message.has_chunk()) {
         Status added = model.Add(message.chunk());
         if (!added.ok()) {

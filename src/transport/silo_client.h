@@ -31,7 +31,10 @@ struct SiloClientOptions {
   std::vector<std::string> datasets;  // names only; paths never leave the silo
   std::chrono::milliseconds heartbeat_interval{5000};
   std::chrono::milliseconds initial_backoff{500};
-  std::chrono::milliseconds max_backoff{30000};
+  std::chrono::milliseconds max_backoff{10000};
+  // Set only with plaintext credentials (--insecure): the name this silo
+  // claims, since there is no certificate to read it from.
+  std::string insecure_name;
 };
 
 class SiloClient {
@@ -63,15 +66,19 @@ class SiloClient {
                   const std::function<bool(const fedsilo::v1::SiloMessage&)>& write);
   // Sleeps up to `d`; returns early (false) when stopping.
   bool SleepUnlessStopped(std::chrono::milliseconds d);
+  // A stub on a fresh channel. Each session gets its own: a channel that
+  // failed keeps failing calls from its cached state for a while, however
+  // short its reconnect backoff, which would hold back a silo from an
+  // orchestrator that is back.
+  std::unique_ptr<fedsilo::v1::Orchestrator::Stub> NewStub() const;
 
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
   SiloClientOptions options_;
   SiloHandler* handler_;
   // The update of the last result, kept until the orchestrator asks for it.
   // Used by the session's reading thread only.
   std::string pending_nonce_;
   std::string pending_update_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub_;
   std::atomic<int> sessions_{0};
   std::atomic<bool> connected_{false};
 

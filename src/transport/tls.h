@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -41,6 +42,31 @@ StatusOr<secure::PeerIdentity> AuthenticatePeer(
     const grpc::ServerContext& context, const std::string& ca_pem,
     std::initializer_list<secure::ParticipantKind> allowed,
     std::chrono::system_clock::time_point now);
+
+// How a server learns who calls it: from the verified client certificate, or
+// -- only when `insecure` was asked for by name (`--insecure`) -- from the
+// name and kind the caller claims in call metadata (AddInsecureIdentity).
+// Claims cannot be checked, which is why insecure mode warns loudly; it exists
+// for debugging networks, never for data that matters.
+struct PeerAuthenticator {
+  std::string ca_pem;
+  std::function<std::chrono::system_clock::time_point()> clock;
+  bool insecure = false;
+
+  StatusOr<secure::PeerIdentity> Authenticate(
+      const grpc::ServerContext& context,
+      std::initializer_list<secure::ParticipantKind> allowed) const;
+};
+
+// Client side of insecure mode: states the kit's name and kind on a call.
+void AddInsecureIdentity(grpc::ClientContext& context, const std::string& name,
+                         secure::ParticipantKind kind);
+
+// Credentials for a kit: mutual TLS, or plaintext when `insecure` (the caller
+// has warned).
+std::shared_ptr<grpc::ServerCredentials> ServerCredentialsFor(const TlsFiles& files, bool insecure);
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(const TlsFiles& files,
+                                                                bool insecure);
 
 // Converts between absl and gRPC status codes, keeping the message.
 grpc::Status ToGrpcStatus(const Status& status);

@@ -1,0 +1,36 @@
+#include "cli/held_out_evaluator.h"
+
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "ml/dataset_catalog.h"
+
+namespace fedsilo::cli {
+
+StatusOr<std::map<std::string, double>> HeldOutEvaluator::Evaluate(const ModelState& global) {
+  FEDSILO_RETURN_IF_ERROR(model_->SetState(global));
+  std::optional<BusyClock::Scope> scope;
+  if (busy_ != nullptr) scope.emplace(busy_);
+  FEDSILO_ASSIGN_OR_RETURN(ml::ClassificationMetrics m, model_->Evaluate(test_));
+  return m.ToMap();
+}
+
+StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig& job) {
+  StatusOr<ml::DatasetSplits> data =
+      ml::LoadBuiltinDataset(job.data.dataset, data_dir_, job.data.test_fraction, job.seed);
+  if (!data.ok()) {
+    return Annotate(data.status(),
+                    absl::StrCat("data.dataset '", job.data.dataset,
+                                 "': the orchestrator evaluates the global model on its held-out "
+                                 "split, from its --data-dir"));
+  }
+  const ml::ModelSpec spec{job.model, data->train->example_shape, data->train->num_classes};
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model, ml::Model::Create(spec, job.seed));
+  orchestrator::PreparedJob prepared;
+  prepared.initial = model->GetState();
+  prepared.evaluator =
+      std::make_unique<HeldOutEvaluator>(std::move(model), ml::DataView::All(data->test), nullptr);
+  return prepared;
+}
+
+}  // namespace fedsilo::cli

@@ -1,0 +1,48 @@
+// The global model's evaluation on the held-out test split of a built-in data
+// set, in simulation and in the orchestrator daemon (which prepares each job's
+// initial model and evaluator with BuiltinJobPreparer).
+#ifndef FEDSILO_CLI_HELD_OUT_EVALUATOR_H_
+#define FEDSILO_CLI_HELD_OUT_EVALUATOR_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/busy_clock.h"
+#include "ml/dataset.h"
+#include "ml/model.h"
+#include "orchestrator/job_manager.h"
+#include "orchestrator/orchestrator.h"
+
+namespace fedsilo::cli {
+
+// Scores global models on a test set with one local model. `busy` may be null.
+class HeldOutEvaluator : public orchestrator::ModelEvaluator {
+ public:
+  HeldOutEvaluator(std::unique_ptr<ml::Model> model, ml::DataView test, BusyClock* busy)
+      : model_(std::move(model)), test_(std::move(test)), busy_(busy) {}
+
+  StatusOr<std::map<std::string, double>> Evaluate(const ModelState& global) override;
+
+ private:
+  std::unique_ptr<ml::Model> model_;
+  ml::DataView test_;
+  BusyClock* busy_;
+};
+
+// For the orchestrator daemon: the job's model, initialised from its seed as
+// in simulation, and its evaluation on the built-in data set's held-out split,
+// read from the orchestrator's own data folder. (That split is public
+// benchmark data; silo data never reaches the orchestrator.)
+class BuiltinJobPreparer : public orchestrator::JobPreparer {
+ public:
+  explicit BuiltinJobPreparer(std::string data_dir) : data_dir_(std::move(data_dir)) {}
+  StatusOr<orchestrator::PreparedJob> Prepare(const JobConfig& job) override;
+
+ private:
+  std::string data_dir_;
+};
+
+}  // namespace fedsilo::cli
+
+#endif  // FEDSILO_CLI_HELD_OUT_EVALUATOR_H_

@@ -1,0 +1,119 @@
+#include "cli/orchestrator_command.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "cli/held_out_evaluator.h"
+#include "core/file_util.h"
+#include "ml/dataset_catalog.h"
+#include "orchestrator/job_manager.h"
+#include "orchestrator/job_store.h"
+#include "orchestrator/jobs_service.h"
+#include "orchestrator/silo_registry.h"
+#include "secure/provisioner.h"
+#include "transport/orchestrator_service.h"
+#include "transport/tls.h"
+
+namespace fedsilo::cli {
+namespace {
+
+// Holds an exclusive lock on <state>/lock for the daemon's lifetime, so two
+// orchestrators never share one store.
+class StateLock {
+ public:
+  static StatusOr<StateLock> Acquire(const std::string& state_dir) {
+    const std::string path = state_dir + "/lock";
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return absl::InternalError(absl::StrCat(path, ": cannot open"));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      close(fd);
+      return absl::FailedPreconditionError(
+          absl::StrCat(state_dir, " is in use by another orchestrator (", path, " is locked)"));
+    }
+    return StateLock(fd);
+  }
+  StateLock(StateLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  ~StateLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+ private:
+  explicit StateLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+}  // namespace
+
+Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
+  FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit, secure::LoadKit(options.kit_dir));
+  if (kit.kind != secure::ParticipantKind::kOrchestrator) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.kit_dir, ": this is a ", secure::ParticipantKindName(kit.kind),
+                     " kit; `fedsilo orchestrator` needs the orchestrator's kit"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
+  const std::string state_dir =
+      options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat(state_dir, ": cannot create folder: ", ec.message()));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(StateLock lock, StateLock::Acquire(state_dir));
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
+                           orchestrator::JobStore::Open(state_dir + "/fedsilo.db"));
+
+  if (options.insecure) {
+    spdlog::warn(
+        "--insecure: NO TLS. Traffic is plaintext and any caller can claim any silo or user "
+        "name. Use this only to debug a network, never with real data.");
+  }
+  const auto clock = [] { return std::chrono::system_clock::now(); };
+  orchestrator::SiloRegistry registry;
+  transport::OrchestratorService silo_service(files.ca_pem, &registry, clock, options.insecure);
+  BuiltinJobPreparer preparer(options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir);
+  orchestrator::JobManager manager(state_dir, store.get(), &silo_service, &registry, &preparer);
+  orchestrator::JobsService jobs_service(&manager, {files.ca_pem, clock, options.insecure});
+
+  // Signals are taken by this thread only (sigwait), so block them before
+  // gRPC starts its threads.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::string listen =
+      options.listen.empty() ? absl::StrCat("0.0.0.0:", kit.orchestrator_port) : options.listen;
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::unique_ptr<transport::GrpcServer> server,
+      transport::GrpcServer::Start(listen, transport::ServerCredentialsFor(files, options.insecure),
+                                   {&silo_service, &jobs_service}));
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  const std::string endpoint = absl::StrCat(host, ":", server->port());
+  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(state_dir + "/endpoint", endpoint + "\n"));
+  std::printf("fedsilo orchestrator '%s' of federation '%s' serving on %s (%s)\n", kit.name.c_str(),
+              kit.federation.c_str(), endpoint.c_str(),
+              options.insecure ? "PLAINTEXT, --insecure" : "mutual TLS");
+  std::printf("  state  %s (jobs in fedsilo.db, runs in runs/)\n", state_dir.c_str());
+  std::fflush(stdout);
+
+  manager.Start();
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  spdlog::info("signal {} received; stopping (a running job resumes at the next start)",
+               signal_number);
+  manager.Stop();
+  server->Shutdown();
+  return absl::OkStatus();
+}
+
+}  // namespace fedsilo::cli

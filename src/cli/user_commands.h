@@ -1,0 +1,40 @@
+// The data scientist's commands against a running orchestrator, each with a
+// user kit: submit, jobs, status, logs, abort, download. Output is for people;
+// with `json` the last line of standard output is one JSON object.
+#ifndef FEDSILO_CLI_USER_COMMANDS_H_
+#define FEDSILO_CLI_USER_COMMANDS_H_
+
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace fedsilo::cli {
+
+struct UserOptions {
+  std::string kit_dir;
+  std::string orchestrator;  // "host:port"; empty = the kit's
+  bool insecure = false;
+  bool json = false;
+  int timeout_seconds = 30;  // deadline of each call
+};
+
+// Validates the job locally (as `fedsilo validate`), queues it and prints its
+// id on standard output.
+Status SubmitCommand(const UserOptions& options, const std::string& job_path,
+                     const std::vector<std::string>& sets);
+Status JobsCommand(const UserOptions& options);
+// With `wait`, polls until the job has finished; a job that failed or was
+// aborted is then an error.
+Status StatusCommand(const UserOptions& options, const std::string& job_id, bool wait);
+// With `follow`, keeps printing new entries until the job has finished.
+Status LogsCommand(const UserOptions& options, const std::string& job_id, bool follow);
+Status AbortCommand(const UserOptions& options, const std::string& job_id,
+                    const std::string& reason);
+// Writes the final model to `out` (default <job_id>.fsm) after checking it.
+Status DownloadCommand(const UserOptions& options, const std::string& job_id,
+                       const std::string& out);
+
+}  // namespace fedsilo::cli
+
+#endif  // FEDSILO_CLI_USER_COMMANDS_H_

@@ -1,0 +1,364 @@
+#include "orchestrator/job_manager.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/file_util.h"
+#include "core/model_state_file.h"
+#include "strategy/strategy.h"
+#include "tracking/run_directory.h"
+
+namespace fedsilo::orchestrator {
+namespace {
+
+double UnixNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Collects a round's metrics until the round is committed.
+class BufferingSink : public tracking::MetricsSink {
+ public:
+  Status Record(const tracking::MetricRecord& r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    rows_.push_back({r.round, r.source, r.name, r.value, r.time});
+    return absl::OkStatus();
+  }
+  std::vector<MetricRow> Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(rows_, {});
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<MetricRow> rows_ ABSL_GUARDED_BY(mu_);
+};
+
+// Makes each finished round durable: checkpoint first, then the store, so a
+// committed round always has its model on disk. Checkpoints that
+// checkpoint.every does not ask to keep are removed once the next round is
+// committed.
+class RoundCommitter : public RoundObserver {
+ public:
+  RoundCommitter(JobStore* store, std::string job_id, const JobConfig* job,
+                 const tracking::RunDirectory* run_dir, BufferingSink* sink)
+      : store_(store), job_id_(std::move(job_id)), job_(job), run_dir_(run_dir), sink_(sink) {}
+
+  Status OnRoundEnd(const RoundSummary& s, const ModelState& global, int total) override {
+    FEDSILO_RETURN_IF_ERROR(run_dir_->WriteCheckpoint(
+        s.round, global,
+        {{"job", job_->name}, {"job_id", job_id_}, {"round", std::to_string(s.round)}}));
+    RoundRecord r{s.round,         UnixNow(),         s.round_seconds,
+                  s.silos_sampled, s.silos_succeeded, s.failures};
+    FEDSILO_RETURN_IF_ERROR(store_->CompleteRound(job_id_, r, sink_->Take()));
+    const int previous = s.round - 1;
+    const int every = job_->checkpoint.every;
+    if (previous >= 1 && (every <= 0 || previous % every != 0)) {
+      std::error_code ec;
+      std::filesystem::remove(run_dir_->CheckpointPath(previous), ec);
+    }
+    std::string line = absl::StrFormat("round %d/%d done in %.1fs: %d/%d silos", s.round, total,
+                                       s.round_seconds, s.silos_succeeded, s.silos_sampled);
+    for (const auto& [metric, value] : s.global_metrics) {
+      absl::StrAppendFormat(&line, ", %s %.4f", metric, value);
+    }
+    FEDSILO_RETURN_IF_ERROR(store_->AddEvent(job_id_, "info", line));
+    for (const std::string& f : s.failures) {
+      FEDSILO_RETURN_IF_ERROR(
+          store_->AddEvent(job_id_, "warn", absl::StrCat("round ", s.round, ": dropped ", f)));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  JobStore* store_;
+  std::string job_id_;
+  const JobConfig* job_;
+  const tracking::RunDirectory* run_dir_;
+  BufferingSink* sink_;
+};
+
+}  // namespace
+
+JobManager::JobManager(std::string state_dir, JobStore* store,
+                       transport::OrchestratorService* service, SiloRegistry* registry,
+                       JobPreparer* preparer)
+    : state_dir_(std::move(state_dir)),
+      store_(store),
+      service_(service),
+      registry_(registry),
+      preparer_(preparer) {}
+
+JobManager::~JobManager() { Stop(); }
+
+void JobManager::Start() {
+  worker_ = std::thread([this] { WorkerLoop(); });
+}
+
+void JobManager::Stop() {
+  std::string run;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !worker_.joinable()) return;
+    stopping_ = true;
+    run = current_run_;
+  }
+  stop_run_ = true;
+  cv_.notify_all();
+  if (!run.empty()) service_->CancelRun(run, "the orchestrator is shutting down");
+  if (worker_.joinable()) worker_.join();
+}
+
+bool JobManager::Stopping() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stopping_;
+}
+
+void JobManager::Event(const std::string& job_id, const std::string& level,
+                       const std::string& message) {
+  if (level == "error" || level == "warn") {
+    spdlog::warn("{}: {}", job_id, message);
+  } else {
+    spdlog::info("{}: {}", job_id, message);
+  }
+  Status s = store_->AddEvent(job_id, level, message);
+  if (!s.ok()) spdlog::error("{}", std::string(s.message()));
+}
+
+StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::string& job_yaml) {
+  FEDSILO_ASSIGN_OR_RETURN(JobConfig job, ParseJobConfig(job_yaml, "submitted job"));
+  JobRecord record;
+  record.name = job.name;
+  record.owner = owner;
+  record.job_yaml = JobConfigToYaml(job);
+  record.rounds_total = job.training.rounds;
+  FEDSILO_ASSIGN_OR_RETURN(record, store_->CreateJob(std::move(record)));
+  Event(record.id, "info",
+        absl::StrCat("submitted by ", owner, ": ", job.name, ", ", job.training.rounds,
+                     " rounds on ", job.federation.silos.size(), " silos (",
+                     absl::StrJoin(job.federation.silos, ", "), ")"));
+  cv_.notify_all();
+  return record;
+}
+
+StatusOr<JobRecord> JobManager::Abort(const std::string& id, const std::string& user,
+                                      const std::string& reason) {
+  std::string cancel_run;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    FEDSILO_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(id));
+    if (record.owner != user) {
+      return absl::PermissionDeniedError(absl::StrCat("job ", id, " belongs to '", record.owner,
+                                                      "'; only its owner may abort it"));
+    }
+    if (IsFinished(record.state)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " has already finished (", JobStateName(record.state), ")"));
+    }
+    const std::string why = absl::StrCat("aborted by ", user, reason.empty() ? "" : ": ", reason);
+    FEDSILO_RETURN_IF_ERROR(store_->RequestAbort(id, why));
+    if (current_job_ == id) {
+      abort_current_ = true;
+      stop_run_ = true;
+      cancel_run = current_run_;
+      Event(id, "warn", absl::StrCat(why, "; stopping"));
+    } else {
+      FEDSILO_RETURN_IF_ERROR(store_->SetState(id, JobState::kAborted, why));
+      Event(id, "warn", why);
+    }
+  }
+  cv_.notify_all();
+  if (!cancel_run.empty()) service_->CancelRun(cancel_run, "the job was aborted");
+  return store_->GetJob(id);
+}
+
+StatusOr<std::string> JobManager::FinalModelPath(const std::string& id) const {
+  FEDSILO_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(id));
+  if (record.state != JobState::kDone) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", id, " is ", JobStateName(record.state), "; a final model exists once it is done"));
+  }
+  return absl::StrCat(state_dir_, "/runs/", record.run_id, "/final_model.fsm");
+}
+
+void JobManager::WorkerLoop() {
+  while (!Stopping()) {
+    StatusOr<std::vector<JobRecord>> jobs = store_->ListJobs();
+    std::optional<JobRecord> next;
+    if (jobs.ok()) {
+      // Interrupted jobs first (they were started before anything queued).
+      for (JobRecord& j : *jobs) {
+        if (j.state == JobState::kRunning) {
+          next = std::move(j);
+          break;
+        }
+      }
+      if (!next.has_value()) {
+        for (JobRecord& j : *jobs) {
+          if (j.state == JobState::kQueued) {
+            next = std::move(j);
+            break;
+          }
+        }
+      }
+    } else {
+      spdlog::error("{}", std::string(jobs.status().message()));
+    }
+    if (!next.has_value()) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+      continue;
+    }
+    RunJob(std::move(*next));
+  }
+}
+
+void JobManager::RunJob(JobRecord record) {
+  StatusOr<JobConfig> job = ParseJobConfig(record.job_yaml, absl::StrCat("job ", record.id));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    current_job_ = record.id;
+    current_run_.clear();
+    abort_current_ = false;
+    stop_run_ = false;
+  }
+  Status outcome = job.status();
+  if (outcome.ok() && record.abort_requested) outcome = absl::CancelledError("aborted");
+  if (outcome.ok()) {
+    Status running = store_->SetState(record.id, JobState::kRunning);
+    if (!running.ok()) outcome = running;
+  }
+  if (outcome.ok()) {
+    Event(record.id, "info",
+          record.rounds_completed > 0
+              ? absl::StrCat("resuming after round ", record.rounds_completed, " of ",
+                             record.rounds_total)
+              : std::string("started"));
+    outcome = RunJobRounds(record, *job);
+  }
+  bool aborted, stopping;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    aborted = abort_current_ || record.abort_requested;
+    stopping = stopping_;
+    current_job_.clear();
+    current_run_.clear();
+  }
+  Status recorded;
+  if (outcome.ok()) {
+    recorded = store_->SetState(record.id, JobState::kDone);
+    Event(record.id, "info", "done");
+  } else if (aborted) {
+    StatusOr<JobRecord> now = store_->GetJob(record.id);
+    recorded = store_->SetState(record.id, JobState::kAborted,
+                                now.ok() && !now->error.empty() ? now->error : "aborted");
+    Event(record.id, "warn",
+          absl::StrCat("aborted after round ", now.ok() ? now->rounds_completed : 0,
+                       "; the round in progress was dropped"));
+  } else if (stopping) {
+    // Left 'running': the next start resumes it from its last committed round.
+    Event(record.id, "warn",
+          absl::StrCat("interrupted by the orchestrator's shutdown: ", outcome.message()));
+  } else {
+    recorded = store_->SetState(record.id, JobState::kFailed, std::string(outcome.message()));
+    Event(record.id, "error", absl::StrCat("failed: ", outcome.message()));
+  }
+  if (!recorded.ok()) spdlog::error("{}", std::string(recorded.message()));
+}
+
+Status JobManager::WaitForSilos(const JobRecord& record, const JobConfig& job) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::seconds(job.federation.wait_for_silos);
+  auto next_report = start + std::chrono::seconds(2);  // silos often need a moment
+  for (;;) {
+    const std::vector<std::string> connected = service_->ConnectedSilos();
+    std::vector<std::string> missing;
+    for (const std::string& s : job.federation.silos) {
+      if (std::find(connected.begin(), connected.end(), s) == connected.end()) missing.push_back(s);
+    }
+    if (missing.empty()) return absl::OkStatus();
+    if (stop_run_) return absl::CancelledError("stopped while waiting for silos");
+    const auto now = Clock::now();
+    const int present = static_cast<int>(job.federation.silos.size() - missing.size());
+    if (now >= deadline) {
+      if (present >= job.federation.min_silos) {
+        Event(record.id, "warn",
+              absl::StrCat("starting without ", absl::StrJoin(missing, ", "), " (",
+                           job.federation.wait_for_silos, " s passed; federation.min_silos is ",
+                           job.federation.min_silos, ")"));
+        return absl::OkStatus();
+      }
+      return absl::UnavailableError(
+          absl::StrCat("silos did not connect within ", job.federation.wait_for_silos,
+                       " s (federation.wait_for_silos): ", absl::StrJoin(missing, ", "), "; ",
+                       present, " connected, federation.min_silos is ", job.federation.min_silos));
+    }
+    if (now >= next_report) {  // a visible status while the job waits
+      Event(record.id, "info",
+            absl::StrCat("waiting for ", missing.size(), " of ", job.federation.silos.size(),
+                         " silos to connect: ", absl::StrJoin(missing, ", ")));
+      next_report = now + std::chrono::seconds(10);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
+  // The run folder: made on the first start, found again on a resume.
+  std::optional<tracking::RunDirectory> run_dir;
+  if (!record.run_id.empty()) {
+    FEDSILO_ASSIGN_OR_RETURN(run_dir, tracking::RunDirectory::Open(state_dir_, record.run_id));
+  } else {
+    FEDSILO_ASSIGN_OR_RETURN(run_dir, tracking::RunDirectory::Create(
+                                          state_dir_, job.name, std::chrono::system_clock::now()));
+    FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir->job_path(), record.job_yaml));
+    FEDSILO_RETURN_IF_ERROR(store_->SetRunId(record.id, run_dir->run_id()));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    current_run_ = run_dir->run_id();
+  }
+
+  FEDSILO_ASSIGN_OR_RETURN(PreparedJob prepared, preparer_->Prepare(job));
+  ModelState global = std::move(prepared.initial);
+  if (record.rounds_completed > 0) {
+    const std::string checkpoint = run_dir->CheckpointPath(record.rounds_completed);
+    FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ReadModelStateFile(checkpoint));
+    FEDSILO_RETURN_IF_ERROR(Annotate(file.state.CheckSameLayout(global),
+                                     absl::StrCat(checkpoint, " does not fit the job's model")));
+    global = std::move(file.state);
+  }
+  FEDSILO_RETURN_IF_ERROR(WaitForSilos(record, job));
+
+  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
+  for (const std::string& s : job.federation.silos) {
+    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(
+        s, service_, std::chrono::seconds(job.federation.round_timeout)));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(auto strategy, strategy::CreateStrategy(job.strategy));
+  BufferingSink sink;
+  RoundCommitter committer(store_, record.id, &job, &*run_dir, &sink);
+  OrchestratorOptions options;
+  options.run_id = run_dir->run_id();
+  // Remote silos train on their own machines: ask all of them at once.
+  options.threads = static_cast<int>(job.federation.silos.size());
+  options.stop = &stop_run_;
+  Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
+                            prepared.evaluator.get(), &sink, nullptr);
+  FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,
+                                                              record.rounds_completed + 1));
+  return WriteModelStateFile(run_dir->final_model_path(), result.final_model,
+                             {{"job", job.name},
+                              {"job_id", record.id},
+                              {"round", std::to_string(result.rounds_completed)}});
+}
+
+}  // namespace fedsilo::orchestrator

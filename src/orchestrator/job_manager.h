@@ -1,0 +1,104 @@
+// JobManager: the orchestrator daemon's job queue. Jobs submitted by users are
+// recorded in the JobStore and run one at a time, oldest first, against the
+// silos connected to the gRPC endpoint. Each completed round is made durable
+// before the next starts: the global model is written as a checkpoint, then
+// the round, its metrics and the new round count are committed to the store.
+// A job that was running when the orchestrator stopped (or was killed) is
+// resumed from its last committed round when the manager starts again.
+//
+// Layout of the state directory:
+//   <state>/fedsilo.db                 the JobStore
+//   <state>/runs/<run_id>/             one RunDirectory per job: job.yaml,
+//                                      checkpoints/, final_model.fsm
+//
+// Thread safety: all public methods are thread-safe.
+#ifndef FEDSILO_ORCHESTRATOR_JOB_MANAGER_H_
+#define FEDSILO_ORCHESTRATOR_JOB_MANAGER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "core/job_config.h"
+#include "core/model_state.h"
+#include "core/status.h"
+#include "orchestrator/job_store.h"
+#include "orchestrator/orchestrator.h"
+#include "orchestrator/silo_registry.h"
+#include "transport/orchestrator_service.h"
+
+namespace fedsilo::orchestrator {
+
+// What a job needs that the orchestrator module cannot make itself (models
+// and data live in `ml`): the initial global model and the evaluator of the
+// global model.
+struct PreparedJob {
+  ModelState initial;
+  std::unique_ptr<ModelEvaluator> evaluator;
+};
+
+class JobPreparer {
+ public:
+  virtual ~JobPreparer() = default;
+  // Invalid input (naming the key) when the job cannot run here.
+  virtual StatusOr<PreparedJob> Prepare(const JobConfig& job) = 0;
+};
+
+class JobManager {
+ public:
+  // All pointers must outlive the manager. `state_dir` must exist.
+  JobManager(std::string state_dir, JobStore* store, transport::OrchestratorService* service,
+             SiloRegistry* registry, JobPreparer* preparer);
+  ~JobManager();  // Stop()
+
+  // Marks interrupted jobs for resumption and starts the worker thread.
+  void Start();
+  // Stops the worker at once. A running job is left 'running' and resumes on
+  // the next Start(); its current round is lost, completed rounds are not.
+  void Stop();
+
+  // Validates and queues a job. InvalidArgument naming the key for a bad job.
+  StatusOr<JobRecord> Submit(const std::string& owner, const std::string& job_yaml);
+  // Stops a queued or running job. PermissionDenied unless `user` owns it;
+  // FailedPrecondition when it has already finished.
+  StatusOr<JobRecord> Abort(const std::string& id, const std::string& user,
+                            const std::string& reason);
+  // The final model file of a finished job; FailedPrecondition before.
+  StatusOr<std::string> FinalModelPath(const std::string& id) const;
+
+  JobStore& store() const { return *store_; }
+  std::vector<SiloStatus> Silos() const { return registry_->Snapshot(); }
+
+ private:
+  void WorkerLoop();
+  // Runs (or resumes) one job to its end, recording its outcome.
+  void RunJob(JobRecord record);
+  Status RunJobRounds(const JobRecord& record, const JobConfig& job);
+  Status WaitForSilos(const JobRecord& record, const JobConfig& job);
+  void Event(const std::string& job_id, const std::string& level, const std::string& message);
+  bool Stopping() const;
+
+  std::string state_dir_;
+  JobStore* store_;
+  transport::OrchestratorService* service_;
+  SiloRegistry* registry_;
+  JobPreparer* preparer_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::string current_job_ ABSL_GUARDED_BY(mu_);
+  std::string current_run_ ABSL_GUARDED_BY(mu_);
+  bool abort_current_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> stop_run_{false};  // tells the running Orchestrator to stop
+  std::thread worker_;
+};
+
+}  // namespace fedsilo::orchestrator
+
+#endif  // FEDSILO_ORCHESTRATOR_JOB_MANAGER_H_

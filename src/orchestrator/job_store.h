@@ -1,0 +1,123 @@
+// JobStore: the orchestrator's durable record of jobs, their rounds, metrics
+// and events, in one SQLite file (<state>/fedsilo.db). Every change is a
+// committed transaction (WAL, synchronous=FULL), so a killed orchestrator
+// loses nothing that was reported as done.
+//
+// The schema carries a version; opening a store written by a newer fedsilo is
+// a FailedPrecondition error naming the file.
+//
+// Thread safety: all methods are thread-safe (one connection, one mutex).
+#ifndef FEDSILO_ORCHESTRATOR_JOB_STORE_H_
+#define FEDSILO_ORCHESTRATOR_JOB_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "core/status.h"
+
+struct sqlite3;
+
+namespace fedsilo::orchestrator {
+
+enum class JobState { kQueued, kRunning, kDone, kFailed, kAborted };
+
+absl::string_view JobStateName(JobState state);
+bool IsFinished(JobState state);
+
+struct JobRecord {
+  std::string id;        // "job-<n>"
+  std::string name;      // the job file's `name`
+  std::string owner;     // the submitting user's certificate name
+  std::string job_yaml;  // resolved
+  std::string run_id;    // the run directory's name under <state>/runs
+  JobState state = JobState::kQueued;
+  int rounds_total = 0;
+  int rounds_completed = 0;
+  double created = 0;  // Unix seconds; 0 when not yet
+  double started = 0;
+  double finished = 0;
+  std::string error;  // why it failed or was aborted
+  bool abort_requested = false;
+};
+
+struct RoundRecord {
+  int round = 0;
+  double finished = 0;
+  double seconds = 0;
+  int silos_sampled = 0;
+  int silos_succeeded = 0;
+  std::vector<std::string> failures;  // "silo: reason"
+};
+
+struct MetricRow {
+  int round = 0;
+  std::string source;  // a silo name or "global"
+  std::string name;    // "{source}/{metric}"
+  double value = 0;
+  double time = 0;
+};
+
+struct EventRow {
+  int64_t seq = 0;
+  std::string job_id;
+  double time = 0;
+  std::string level;  // "info", "warn", "error"
+  std::string message;
+};
+
+class JobStore {
+ public:
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens or creates the store. Internal naming the file when SQLite fails;
+  // FailedPrecondition when the file was written by a newer schema.
+  static StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
+  ~JobStore();
+
+  // Adds a queued job and returns it with its new id.
+  StatusOr<JobRecord> CreateJob(JobRecord job);
+  // NotFound naming the id.
+  StatusOr<JobRecord> GetJob(const std::string& id) const;
+  // All jobs, oldest first.
+  StatusOr<std::vector<JobRecord>> ListJobs() const;
+
+  // Sets state (and `error`, `started` / `finished` as the state implies).
+  Status SetState(const std::string& id, JobState state, const std::string& error = "");
+  Status SetRunId(const std::string& id, const std::string& run_id);
+  // Marks the job for stopping, with `reason` as its error.
+  Status RequestAbort(const std::string& id, const std::string& reason);
+
+  // Records a finished round, its metrics and the job's new round count in one
+  // transaction. AlreadyExists if the round was recorded before.
+  Status CompleteRound(const std::string& id, const RoundRecord& round,
+                       const std::vector<MetricRow>& metrics);
+  StatusOr<std::vector<RoundRecord>> Rounds(const std::string& id) const;
+  // The latest value of every metric of the job (by metric name).
+  StatusOr<std::map<std::string, MetricRow>> LatestMetrics(const std::string& id) const;
+  StatusOr<std::vector<MetricRow>> Metrics(const std::string& id) const;
+
+  Status AddEvent(const std::string& job_id, const std::string& level, const std::string& message);
+  // Events of the job with seq > after_seq, oldest first.
+  StatusOr<std::vector<EventRow>> Events(const std::string& job_id, int64_t after_seq) const;
+
+ private:
+  JobStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  Status Exec(const std::string& sql) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Status Error(absl::string_view what) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  StatusOr<std::vector<JobRecord>> QueryJobs(const std::string& where_id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable std::mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  std::string path_;
+};
+
+}  // namespace fedsilo::orchestrator
+
+#endif  // FEDSILO_ORCHESTRATOR_JOB_STORE_H_

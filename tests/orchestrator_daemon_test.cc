@@ -1,0 +1,414 @@
+// The real federation as its users run it: `fedsilo orchestrator` and
+// `fedsilo silo` processes on 127.0.0.1, driven with the user commands
+// (`submit`, `status`, `logs`, `abort`, `download`), with faults: the
+// orchestrator killed mid-job, missing silos, wrong kits, plaintext peers.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "core/model_state_file.h"
+#include "core/subprocess.h"
+#include "fedsilo/v1/jobs.grpc.pb.h"
+#include "secure/provisioner.h"
+#include "transport/tls.h"
+
+namespace fedsilo {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+std::string Binary() {
+  const char* b = std::getenv("FEDSILO_BINARY");
+  return b != nullptr ? b : FEDSILO_TEST_BINARY;
+}
+
+std::string Read(const std::string& path) {
+  std::stringstream s;
+  s << std::ifstream(path, std::ios::binary).rdbuf();
+  return s.str();
+}
+
+struct Output {
+  int status = -1;
+  std::string out;  // standard output
+  std::string err;  // standard error
+};
+
+nlohmann::json LastJson(std::string text) {
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return nlohmann::json::parse(text.substr(text.rfind('\n') + 1), nullptr, false);
+}
+
+// A provisioned federation in a fresh folder: the orchestrator and silos as
+// child processes, users acting through the CLI.
+class Federation {
+ public:
+  explicit Federation(const std::string& name) {
+    dir_ = ::testing::TempDir() + "/daemon_" + name;
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::ofstream(dir_ + "/federation.yaml")
+        << "name: test-" << name << "\n"
+        << "participants:\n"
+        << "  - {name: a, kind: silo}\n  - {name: b, kind: silo}\n  - {name: c, kind: silo}\n"
+        << "  - {name: alice, kind: user}\n  - {name: bob, kind: user}\n";
+    std::ofstream(dir_ + "/datasets.yaml")
+        << "datasets:\n  digits: {builtin: digits, share: job}\n";
+    Output p = Run("provision " + dir_ + "/federation.yaml --out " + dir_ + "/kits");
+    EXPECT_EQ(p.status, 0) << p.err;
+  }
+  ~Federation() {
+    for (auto& [name, pid] : pids_) StopProcess(pid, SIGKILL, 0ms);
+  }
+
+  // Starts the orchestrator on `port` (0: the OS chooses) and waits until it
+  // serves. Returns false when it did not come up.
+  bool StartOrchestrator(int port = 0, const std::vector<std::string>& extra = {}) {
+    fs::remove(dir_ + "/state/endpoint");
+    std::vector<std::string> args = {
+        "fedsilo",     "orchestrator",  "--kit",    dir_ + "/kits/orchestrator",
+        "--state-dir", dir_ + "/state", "--listen", "127.0.0.1:" + std::to_string(port)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto pid = SpawnProcess(Binary(), args, dir_ + "/orchestrator.log");
+    if (!pid.ok()) return false;
+    pids_["orchestrator"] = *pid;
+    for (int i = 0; i < 300; ++i) {
+      const std::string endpoint = Read(dir_ + "/state/endpoint");
+      if (!endpoint.empty()) {
+        port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+        return true;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+
+  void StartSilo(const std::string& name, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"fedsilo",        "silo",
+                                     "--kit",          dir_ + "/kits/" + name,
+                                     "--datasets",     dir_ + "/datasets.yaml",
+                                     "--orchestrator", "localhost:" + std::to_string(port_)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto pid = SpawnProcess(Binary(), args, dir_ + "/" + name + ".log");
+    ASSERT_TRUE(pid.ok()) << pid.status();
+    pids_[name] = *pid;
+  }
+
+  void Kill(const std::string& name, int signal) {
+    auto it = pids_.find(name);
+    if (it == pids_.end()) return;
+    StopProcess(it->second, signal, 10s);
+    pids_.erase(it);
+  }
+
+  // Runs `fedsilo <args>`.
+  Output Run(const std::string& args) const {
+    static int counter = 0;
+    const std::string base = dir_ + "/cmd" + std::to_string(++counter);
+    const std::string cmd =
+        Binary() + " " + args + " >" + base + ".out 2>" + base + ".err </dev/null";
+    const int raw = std::system(cmd.c_str());
+    Output o;
+    o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    o.out = Read(base + ".out");
+    o.err = Read(base + ".err");
+    return o;
+  }
+
+  // A user command as `user`, against this federation's orchestrator.
+  Output User(const std::string& command, const std::string& user = "alice") const {
+    return Run(command + " --kit " + dir_ + "/kits/" + user +
+               " --orchestrator localhost:" + std::to_string(port_));
+  }
+
+  std::string WriteJob(const std::string& name, const std::string& yaml) const {
+    const std::string path = dir_ + "/" + name + ".yaml";
+    std::ofstream(path) << yaml;
+    return path;
+  }
+
+  nlohmann::json Status(const std::string& job) const {
+    return LastJson(User("status " + job + " --json").out);
+  }
+
+  const std::string& dir() const { return dir_; }
+  int port() const { return port_; }
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  std::map<std::string, pid_t> pids_;
+};
+
+constexpr char kJob[] =
+    "name: daemon-digits\n"
+    "data: {dataset: digits}\n"
+    "model: {name: logistic}\n"
+    "training: {rounds: 4, learning_rate: 0.1}\n"
+    "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 60}\n";
+
+ModelState Tensors(const std::string& path) {
+  auto file = ReadModelStateFile(path);
+  EXPECT_TRUE(file.ok()) << file.status();
+  return file.ok() ? std::move(file->state) : ModelState();
+}
+
+bool SameValues(const ModelState& a, const ModelState& b) {
+  if (a.tensors().size() != b.tensors().size() || a.tensors().empty()) return false;
+  for (size_t i = 0; i < a.tensors().size(); ++i) {
+    const Tensor& x = a.tensors()[i];
+    const Tensor& y = b.tensors()[i];
+    if (x.name() != y.name() || x.num_bytes() != y.num_bytes() ||
+        std::memcmp(x.data(), y.data(), x.num_bytes()) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
+  Federation fed("submit");
+  ASSERT_TRUE(fed.StartOrchestrator()) << Read(fed.dir() + "/orchestrator.log");
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("(mutual TLS)"));
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+  const std::string job = fed.WriteJob("job", kJob);
+
+  Output submitted = fed.User("submit " + job);
+  ASSERT_EQ(submitted.status, 0) << submitted.err;
+  EXPECT_EQ(submitted.out, "job-1\n");
+  Output waited = fed.User("status job-1 --wait");
+  ASSERT_EQ(waited.status, 0) << waited.out << waited.err;
+  EXPECT_THAT(waited.out, HasSubstr("4 of 4 done"));
+
+  nlohmann::json status = fed.Status("job-1");
+  EXPECT_EQ(status["state"], "done");
+  EXPECT_EQ(status["owner"], "alice");
+  ASSERT_EQ(status["rounds"].size(), 4u);
+  ASSERT_EQ(status["silos"].size(), 3u);
+  for (const auto& s : status["silos"]) EXPECT_EQ(s["rounds_taken_part"], 4) << s;
+  ASSERT_TRUE(status["latest_metrics"].contains("global/test_accuracy"));
+
+  nlohmann::json jobs = LastJson(fed.User("jobs --json").out);
+  ASSERT_EQ(jobs["jobs"].size(), 1u);
+  EXPECT_EQ(jobs["jobs"][0]["id"], "job-1");
+  EXPECT_THAT(fed.User("logs job-1").out, HasSubstr("round 4/4 done"));
+
+  const std::string model = fed.dir() + "/model.fsm";
+  Output downloaded = fed.User("download job-1 --out " + model);
+  ASSERT_EQ(downloaded.status, 0) << downloaded.err;
+  EXPECT_THAT(downloaded.out, HasSubstr("after round 4"));
+
+  // The same job file in simulation: same seeds and partitions, so the
+  // federation's model is the simulation's, value for value.
+  Output sim = fed.Run("run " + job + " --quiet --json --workdir " + fed.dir());
+  ASSERT_EQ(sim.status, 0) << sim.err;
+  nlohmann::json summary = LastJson(sim.out);
+  EXPECT_TRUE(SameValues(Tensors(model), Tensors(summary["final_model"])));
+  EXPECT_DOUBLE_EQ(status["latest_metrics"]["global/test_accuracy"].get<double>(),
+                   summary["final"]["accuracy"].get<double>());
+}
+
+TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound) {
+  Federation fed("restart");
+  ASSERT_TRUE(fed.StartOrchestrator());
+  const int port = fed.port();
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+  // Rounds slow enough (an MLP, many local epochs: about half a second) to kill
+  // the orchestrator in the middle of the job.
+  const std::string job = fed.WriteJob("job", std::string(kJob) + "checkpoint: {every: 3}\n");
+  const std::string sets =
+      " --set training.rounds=8 --set model.name=mlp --set training.local_epochs=50";
+  ASSERT_EQ(fed.User("submit " + job + sets).status, 0);
+
+  nlohmann::json before;
+  for (int i = 0; i < 600; ++i) {
+    before = fed.Status("job-1");
+    if (before["rounds_completed"].get<int>() >= 2) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  fed.Kill("orchestrator", SIGKILL);
+  ASSERT_TRUE(fed.StartOrchestrator(port)) << Read(fed.dir() + "/orchestrator.log");
+  before = fed.Status("job-1");
+  const int done_before = before["rounds_completed"];
+  ASSERT_GE(done_before, 2);
+  ASSERT_LT(done_before, 8) << "the job finished before it could be killed";
+
+  Output waited = fed.User("status job-1 --wait");
+  ASSERT_EQ(waited.status, 0) << waited.out << waited.err;
+  nlohmann::json after = fed.Status("job-1");
+  ASSERT_EQ(after["rounds"].size(), 8u);
+  for (int r = 0; r < 8; ++r) EXPECT_EQ(after["rounds"][r]["round"], r + 1);
+  // Rounds completed before the kill were kept, not run again.
+  for (int r = 0; r < done_before; ++r) {
+    EXPECT_EQ(after["rounds"][r]["finished"], before["rounds"][r]["finished"]) << "round " << r + 1;
+  }
+  EXPECT_THAT(fed.User("logs job-1").out,
+              HasSubstr("resuming after round " + std::to_string(done_before)));
+  // Only the checkpoints checkpoint.every asks for are kept.
+  std::vector<std::string> kept;
+  const std::string run_dir = fed.dir() + "/state/runs/" + after["run_id"].get<std::string>();
+  for (const auto& e : fs::directory_iterator(run_dir + "/checkpoints")) {
+    kept.push_back(e.path().filename().string());
+  }
+  std::sort(kept.begin(), kept.end());
+  EXPECT_EQ(kept, (std::vector<std::string>{"round-0003.fsm", "round-0006.fsm", "round-0008.fsm"}));
+
+  // Resuming gives the uninterrupted run's model: sampling and seeds depend
+  // only on the round.
+  const std::string model = fed.dir() + "/model.fsm";
+  ASSERT_EQ(fed.User("download job-1 --out " + model).status, 0);
+  Output sim = fed.Run("run " + job + sets + " --quiet --json --workdir " + fed.dir());
+  ASSERT_EQ(sim.status, 0) << sim.err;
+  EXPECT_TRUE(SameValues(Tensors(model), Tensors(LastJson(sim.out)["final_model"])));
+}
+
+TEST(OrchestratorDaemonTest, AbortStopsARunningJobAndOnlyItsOwnerMay) {
+  Federation fed("abort");
+  ASSERT_TRUE(fed.StartOrchestrator());
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+  const std::string job = fed.WriteJob("job", kJob);
+  ASSERT_EQ(fed.User("submit " + job + " --set training.rounds=100000").status, 0);
+  for (int i = 0; i < 600 && fed.Status("job-1")["rounds_completed"].get<int>() < 1; ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  Output by_bob = fed.User("abort job-1", "bob");
+  EXPECT_EQ(by_bob.status, 1);
+  EXPECT_THAT(by_bob.err, HasSubstr("belongs to 'alice'"));
+
+  Output by_alice = fed.User("abort job-1 --reason 'wrong learning rate'");
+  ASSERT_EQ(by_alice.status, 0) << by_alice.err;
+  nlohmann::json status;
+  for (int i = 0; i < 600; ++i) {
+    status = fed.Status("job-1");
+    if (status["state"] != "running") break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(status["state"], "aborted");
+  EXPECT_THAT(status["error"].get<std::string>(),
+              HasSubstr("aborted by alice: wrong learning rate"));
+  EXPECT_LT(status["rounds_completed"].get<int>(), 100000);
+
+  Output again = fed.User("abort job-1");
+  EXPECT_EQ(again.status, 1);
+  EXPECT_THAT(again.err, HasSubstr("already finished"));
+  Output download = fed.User("download job-1 --out " + fed.dir() + "/m.fsm");
+  EXPECT_NE(download.status, 0);
+  EXPECT_THAT(download.err, HasSubstr("a final model exists once it is done"));
+  EXPECT_FALSE(fs::exists(fed.dir() + "/m.fsm"));
+
+  // The next job still runs on the same silos.
+  ASSERT_EQ(fed.User("submit " + job + " --set training.rounds=2").status, 0);
+  EXPECT_EQ(fed.User("status job-2 --wait").status, 0);
+}
+
+TEST(OrchestratorDaemonTest, JobWaitsForMissingSilosThenFailsNamingThem) {
+  Federation fed("missing");
+  ASSERT_TRUE(fed.StartOrchestrator());
+  fed.StartSilo("a");
+  const std::string job =
+      fed.WriteJob("job",
+                   "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 2}\n"
+                   "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 4}\n");
+  ASSERT_EQ(fed.User("submit " + job).status, 0);
+  Output waited = fed.User("status job-1 --wait");
+  EXPECT_EQ(waited.status, 1);
+  EXPECT_THAT(waited.err, HasSubstr("silos did not connect within 4 s"));
+  EXPECT_THAT(waited.err, HasSubstr(": b, c;"));
+  EXPECT_THAT(fed.User("logs job-1").out, HasSubstr("waiting for 2 of 3 silos to connect: b, c"));
+
+  // With min_silos met, the job starts without the missing one and says so.
+  ASSERT_EQ(fed.User("submit " + job + " --set federation.silos=[a,b] --set federation.min_silos=1")
+                .status,
+            0);
+  EXPECT_EQ(fed.User("status job-2 --wait").status, 0);
+  EXPECT_THAT(fed.User("logs job-2").out, HasSubstr("starting without b"));
+}
+
+TEST(OrchestratorDaemonTest, BadInputAndWrongKitsAreClearErrors) {
+  Federation fed("bad");
+  ASSERT_TRUE(fed.StartOrchestrator());
+  const std::string bad = fed.WriteJob("bad", kJob);
+  Output invalid = fed.User("submit " + bad + " --set training.rounds=-1");
+  EXPECT_EQ(invalid.status, 2);
+  EXPECT_THAT(invalid.err, HasSubstr("training.rounds"));
+
+  Output unknown = fed.User("status job-42");
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_THAT(unknown.err, HasSubstr("no job 'job-42'"));
+
+  Output silo_kit = fed.User("jobs", "a");
+  EXPECT_EQ(silo_kit.status, 2);
+  EXPECT_THAT(silo_kit.err, HasSubstr("need a user kit"));
+
+  Output unreachable =
+      fed.Run("jobs --kit " + fed.dir() + "/kits/alice --orchestrator localhost:1");
+  EXPECT_EQ(unreachable.status, 1);
+  EXPECT_THAT(unreachable.err, HasSubstr("cannot reach the orchestrator at localhost:1"));
+
+  // A second orchestrator cannot share the state folder.
+  Output second = fed.Run("orchestrator --kit " + fed.dir() + "/kits/orchestrator --state-dir " +
+                          fed.dir() + "/state --listen 127.0.0.1:0");
+  EXPECT_EQ(second.status, 1);
+  EXPECT_THAT(second.err, HasSubstr("in use by another orchestrator"));
+
+  // The job API checks the certificate itself: a silo's certificate is
+  // refused even by a client that skips the CLI's own check.
+  auto kit = secure::LoadKit(fed.dir() + "/kits/a");
+  ASSERT_TRUE(kit.ok());
+  auto files = transport::LoadTlsFiles(*kit);
+  auto stub = fedsilo::v1::Jobs::NewStub(grpc::CreateChannel(
+      "localhost:" + std::to_string(fed.port()), transport::MakeChannelCredentials(*files)));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 10s);
+  fedsilo::v1::ListJobsReply reply;
+  grpc::Status refused = stub->ListJobs(&context, {}, &reply);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("holds a silo certificate"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("refused ListJobs"));
+}
+
+TEST(OrchestratorDaemonTest, PlaintextNeedsInsecureOnBothEndsAndWarns) {
+  Federation fed("insecure");
+  ASSERT_TRUE(fed.StartOrchestrator(0, {"--insecure"}));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("NO TLS"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("PLAINTEXT, --insecure"));
+  // Without the flag, a client speaks TLS and cannot talk to a plaintext server.
+  Output tls = fed.User("jobs");
+  EXPECT_EQ(tls.status, 1);
+  EXPECT_THAT(tls.err, HasSubstr("cannot reach the orchestrator"));
+
+  fed.StartSilo("a", {"--insecure"});
+  fed.StartSilo("b");  // no flag: never gets through
+  const std::string job =
+      fed.WriteJob("job",
+                   "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 2}\n"
+                   "federation: {silos: [a, b], min_silos: 2, wait_for_silos: 4}\n");
+  ASSERT_EQ(fed.User("submit " + job + " --insecure").status, 0);
+  Output failed = fed.User("status job-1 --wait --insecure");
+  EXPECT_EQ(failed.status, 1);
+  EXPECT_THAT(failed.err, HasSubstr("(federation.wait_for_silos): b;"));
+  EXPECT_THAT(Read(fed.dir() + "/a.log"), HasSubstr("NO TLS"));
+
+  ASSERT_EQ(fed.User("submit " + job + " --insecure --set federation.silos=[a]" +
+                     " --set federation.min_silos=1")
+                .status,
+            0);
+  EXPECT_EQ(fed.User("status job-2 --wait --insecure").status, 0);
+}
+
+}  // namespace
+}  // namespace fedsilo
