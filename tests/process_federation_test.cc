@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -313,6 +314,98 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
   ASSERT_TRUE(fetched.ok()) << fetched.status();
   EXPECT_EQ(fetched->Find("w")->floats()[0], 0.5f);
   context.TryCancel();
+}
+
+// A silo that sends garbage next to a real one: a wrong-shaped update in
+// round 1, a NaN in round 2, a sound update in round 3. The garbage is
+// rejected and named, the rounds go on with the real silo, and the sound
+// update counts.
+TEST(ProcessFederationTest, GarbageUpdatesAreRejectedAndTheRoundGoesOn) {
+  Federation fed(Fresh("garbage"), {"a", "bad"});
+  fed.StartSilo("a");
+  auto kit = secure::LoadKit(fed.dir() + "/kits/bad");
+  auto files = transport::LoadTlsFiles(*kit);
+  auto stub = fedsilo::v1::Orchestrator::NewStub(grpc::CreateChannel(
+      "localhost:" + std::to_string(fed.port()), transport::MakeChannelCredentials(*files)));
+  grpc::ClientContext context;
+  auto stream = stub->Connect(&context);
+  fedsilo::v1::SiloMessage hello;
+  hello.mutable_hello()->add_datasets("digits");
+  ASSERT_TRUE(stream->Write(hello));
+  ASSERT_TRUE(fed.WaitConnected({"a", "bad"}));
+
+  std::thread bad([&] {
+    fedsilo::v1::OrchestratorMessage m;
+    fedsilo::v1::TaskHeader task;
+    std::string pending;
+    while (stream->Read(&m)) {
+      if (m.has_task()) {
+        task = m.task();
+      } else if (m.has_chunk() && m.chunk().last()) {
+        ModelState update;
+        if (task.round() == 1) {
+          EXPECT_TRUE(update.Add(Tensor("fc1.weight", DType::kFloat32, {10, 63})).ok());
+          EXPECT_TRUE(update.Add(Tensor("fc1.bias", DType::kFloat32, {10})).ok());
+        } else {
+          EXPECT_TRUE(update.Add(Tensor("fc1.weight", DType::kFloat32, {10, 64})).ok());
+          Tensor bias("fc1.bias", DType::kFloat32, {10});
+          if (task.round() == 2) bias.floats()[3] = std::nanf("");
+          EXPECT_TRUE(update.Add(std::move(bias)).ok());
+        }
+        pending = SerializeModelState(update);
+        fedsilo::v1::SiloMessage h;
+        h.mutable_result()->set_job_id(task.job_id());
+        h.mutable_result()->set_round(task.round());
+        h.mutable_result()->set_nonce(task.nonce());
+        h.mutable_result()->set_num_examples(100);
+        h.mutable_result()->set_update_bytes(pending.size());
+        if (!stream->Write(h)) break;
+      } else if (m.has_upload()) {
+        transport::ForEachChunk(pending, [&](const fedsilo::v1::Chunk& c) {
+          fedsilo::v1::SiloMessage cm;
+          *cm.mutable_chunk() = c;
+          return stream->Write(cm);
+        });
+      }
+    }
+  });
+
+  auto job = ParseJobConfig(
+      "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 3}\n"
+      "federation: {silos: [a, bad], min_silos: 1, round_timeout: 60}\n",
+      "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
+  for (const char* s : {"a", "bad"}) {
+    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(s, fed.service(), 60s));
+  }
+  ModelState initial;
+  ASSERT_TRUE(initial.Add(Tensor("fc1.weight", DType::kFloat32, {10, 64})).ok());
+  ASSERT_TRUE(initial.Add(Tensor("fc1.bias", DType::kFloat32, {10})).ok());
+  struct Record : orchestrator::RoundObserver {
+    Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int) override {
+      succeeded.push_back(s.silos_succeeded);
+      failures.push_back(s.failures);
+      return absl::OkStatus();
+    }
+    std::vector<int> succeeded;
+    std::vector<std::vector<std::string>> failures;
+  } record;
+  ConstantEvaluator eval;
+  orchestrator::Orchestrator o(*job, {"run-garbage", 2}, std::move(connections),
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+  auto result = o.Run(std::move(initial), &record);
+  context.TryCancel();
+  bad.join();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(record.succeeded, (std::vector<int>{1, 1, 2}));
+  ASSERT_EQ(record.failures[0].size(), 1u);
+  EXPECT_THAT(record.failures[0][0],
+              HasSubstr("bad: update rejected: tensor 'fc1.weight' has shape [10, 63]"));
+  ASSERT_EQ(record.failures[1].size(), 1u);
+  EXPECT_THAT(record.failures[1][0],
+              HasSubstr("bad: update rejected: tensor 'fc1.bias' holds nan"));
+  EXPECT_TRUE(record.failures[2].empty());
 }
 
 }  // namespace
