@@ -3,7 +3,8 @@
 //
 //   fedsilo-bench aggregate   FedAvg throughput against memcpy on the same machine
 //   fedsilo-bench transport   rounds over gRPC + mutual TLS with silo processes that
-//                             return the model unchanged (no training)
+//                             return the model unchanged (no training), against
+//                             pushing the same bytes through bare TLS connections
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -21,11 +22,13 @@
 #include <thread>
 #include <vector>
 
+#include "core/allocator.h"
 #include "core/subprocess.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
 #include "strategy/fed_avg.h"
+#include "tls_push.h"
 #include "transport/orchestrator_service.h"
 #include "transport/silo_client.h"
 #include "transport/tls.h"
@@ -248,7 +251,19 @@ int RunTransport(const TransportOptions& o) {
   orchestrator::Orchestrator orch(job, {"bench", o.silos}, std::move(connections),
                                   std::make_unique<strategy::FedAvg>(), &none, nullptr, nullptr);
   auto result = orch.Run(std::move(model), &times);
+  const double peak = PeakRssMb();
+  // The baseline: the same bytes down and up through bare TLS connections.
+  std::vector<std::string> kits;
+  for (const std::string& name : job.federation.silos) kits.push_back(dir + "/" + name);
+  auto push = bench::MeasureTlsPush(dir + "/orchestrator", kits,
+                                    static_cast<uint64_t>(o.values) * 4, o.rounds);
   cleanup();
+  if (!push.ok()) {
+    std::fprintf(stderr, "TLS baseline failed: %s\n", std::string(push.status().message()).c_str());
+    return 1;
+  }
+  std::sort(push->begin(), push->end());
+  const double baseline = (*push)[push->size() / 2];
   if (!result.ok() || !times.ok) {
     std::fprintf(stderr, "transport benchmark failed: %s\n",
                  result.ok() ? "a silo failed" : std::string(result.status().message()).c_str());
@@ -257,7 +272,6 @@ int RunTransport(const TransportOptions& o) {
   std::sort(times.seconds.begin(), times.seconds.end());
   const double median = times.seconds[times.seconds.size() / 2];
   const double moved_mb = 2.0 * o.silos * model_mb;
-  const double peak = PeakRssMb();
   std::printf(
       "transport: %d silo processes, model of %lld float32 (%.1f MB), %d rounds, mutual TLS "
       "on 127.0.0.1\n",
@@ -265,13 +279,16 @@ int RunTransport(const TransportOptions& o) {
   std::printf("  seconds per round (median)   %.3f\n", median);
   std::printf("  effective transfer rate      %.1f MB/s (%.1f MB moved per round)\n",
               moved_mb / median, moved_mb);
+  std::printf("  bare TLS push of the same bytes %.3f s (%.1f MB/s); round / push = %.2f\n",
+              baseline, moved_mb / baseline, median / baseline);
   std::printf("  orchestrator peak memory     %.0f MB (%.1f models; %.0f MB before the rounds)\n",
               peak, peak / model_mb, rss_before);
   if (o.json) {
-    nlohmann::json j = {{"benchmark", "transport"},    {"silos", o.silos},
-                        {"values", o.values},          {"rounds", o.rounds},
-                        {"seconds_per_round", median}, {"mb_per_s", moved_mb / median},
-                        {"peak_rss_mb", peak},         {"peak_rss_models", peak / model_mb}};
+    nlohmann::json j = {{"benchmark", "transport"},     {"silos", o.silos},
+                        {"values", o.values},           {"rounds", o.rounds},
+                        {"seconds_per_round", median},  {"mb_per_s", moved_mb / median},
+                        {"peak_rss_mb", peak},          {"peak_rss_models", peak / model_mb},
+                        {"tls_push_seconds", baseline}, {"ratio_to_tls_push", median / baseline}};
     std::printf("%s\n", j.dump().c_str());
   }
   return 0;
@@ -280,6 +297,7 @@ int RunTransport(const TransportOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  fedsilo::TuneAllocatorForModels();
   CLI::App app{"fedsilo-bench: fedsilo's performance benchmarks"};
   app.require_subcommand(1);
   AggregateOptions agg;
@@ -309,6 +327,15 @@ int main(int argc, char** argv) {
   echo->add_option("--kit", kit)->required();
   echo->add_option("--orchestrator", target)->required();
   echo->group("");
+  int push_port = 0, push_repeats = 1;
+  uint64_t push_bytes = 0;
+  CLI::App* push_client =
+      app.add_subcommand("tls-push-client", "(internal) the TLS baseline's client");
+  push_client->add_option("--kit", kit)->required();
+  push_client->add_option("--port", push_port)->required();
+  push_client->add_option("--bytes", push_bytes)->required();
+  push_client->add_option("--repeats", push_repeats)->required();
+  push_client->group("");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -318,5 +345,7 @@ int main(int argc, char** argv) {
   if (*aggregate) return RunAggregate(agg);
   if (*transport_cmd) return RunTransport(tr);
   if (*echo) return RunEchoSilo(kit, target);
+  if (*push_client)
+    return fedsilo::bench::RunTlsPushClient(kit, push_port, push_bytes, push_repeats);
   return 2;
 }

@@ -12,6 +12,7 @@
 #include "cli/silo_command.h"
 #include "cli/simulation.h"
 #include "cli/user_commands.h"
+#include "core/allocator.h"
 #include "core/job_config.h"
 #include "core/status.h"
 #include "secure/provisioner.h"
@@ -215,6 +216,11 @@ int Main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? kExitOk : kExitInvalidInput;
   }
+
+  // Processes that send and receive models keep freed memory for the next
+  // round. In-process simulation is left alone: one shared malloc arena slows
+  // its parallel training by about a fifth.
+  if (*silo || *orch || (*run && sim.processes)) TuneAllocatorForModels();
 
   if (*silo) {
     Status ran = RunSiloCommand(silo_options);
