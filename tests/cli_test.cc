@@ -243,13 +243,17 @@ TEST(CliTest, ProvisionCreatesVerifiableKitsAndNeverOverwrites) {
 }
 
 TEST(CliTest, HelpForEachCommand) {
-  for (const char* cmd : {"--help", "run --help", "validate --help", "provision --help",
-                          "provision add-silo --help"}) {
+  for (const char* cmd :
+       {"--help", "run --help", "validate --help", "provision --help", "provision add-silo --help",
+        "orchestrator --help", "silo --help", "submit --help", "jobs --help", "status --help",
+        "logs --help", "abort --help", "download --help"}) {
     Result r = Fedsilo(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;
   }
   EXPECT_THAT(Fedsilo("run --help").out, HasSubstr("--set"));
+  EXPECT_THAT(Fedsilo("orchestrator --help").out, HasSubstr("--insecure"));
+  EXPECT_THAT(Fedsilo("status --help").out, HasSubstr("--wait"));
 }
 
 }  // namespace
