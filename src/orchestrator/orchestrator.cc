@@ -110,12 +110,15 @@ Status Orchestrator::RecordMetric(int round, const std::string& source, const st
 
 Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
                                   StatusOr<transport::FitReply> reply, const ModelState& global,
-                                  RoundSummary& summary) {
+                                  transport::UpdateSource* following, RoundSummary& summary) {
   Status accepted = reply.status();
   if (accepted.ok() && reply->source != nullptr) {
     // Remote silos keep their update until it is its turn to be folded.
     StatusOr<ModelState> fetched = reply->source->Fetch();
     reply->source.reset();
+    // At most two updates are in the orchestrator: this one, and the
+    // following one, on its way while this one is checked and folded.
+    if (following != nullptr) following->Prefetch();
     if (fetched.ok()) {
       reply->update = std::move(fetched).value();
     } else {
@@ -179,9 +182,14 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
     for (; next < sampled.size() && waiting[next].has_value(); ++next) {
       StatusOr<transport::FitReply> reply = std::move(*waiting[next]);
       waiting[next].reset();
+      // The next update travels while this one is checked and folded.
+      transport::UpdateSource* following = nullptr;
+      if (next + 1 < sampled.size() && waiting[next + 1].has_value() && waiting[next + 1]->ok()) {
+        following = (*waiting[next + 1])->source.get();
+      }
       if (fatal.ok()) {
         fatal = AcceptUpdate(round, silos_[sampled[next]]->silo_name(), std::move(reply), global,
-                             summary);
+                             following, summary);
       }
     }
   }

@@ -94,9 +94,12 @@ class Orchestrator {
  private:
   StatusOr<RoundSummary> RunRound(int round, ModelState& global);
   // Checks one silo's reply and folds it in, or records why it was dropped in
-  // `summary`. Returns an error only for failures that end the run.
+  // `summary`; once its update is here, starts the transfer of `following`
+  // (the next reply's update, may be null). Returns an error only for
+  // failures that end the run.
   Status AcceptUpdate(int round, const std::string& silo, StatusOr<transport::FitReply> reply,
-                      const ModelState& global, RoundSummary& summary);
+                      const ModelState& global, transport::UpdateSource* following,
+                      RoundSummary& summary);
   Status RecordMetric(int round, const std::string& source, const std::string& metric,
                       double value);
 

@@ -30,6 +30,9 @@ struct FitRequest {
 class UpdateSource {
  public:
   virtual ~UpdateSource() = default;
+  // Starts the transfer without waiting for it, so that it overlaps the
+  // folding of the update before it. Optional; Fetch() starts it otherwise.
+  virtual void Prefetch() {}
   // Fetches the update; call at most once. Errors name the silo.
   virtual StatusOr<ModelState> Fetch() = 0;
 };

@@ -60,23 +60,35 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
     session_->busy = session_->holding = session_->uploading = false;
   }
 
-  StatusOr<ModelState> Fetch() override {
-    fetched_ = true;
+  void Prefetch() override {
+    if (requested_) return;
+    requested_ = true;
     Session& s = *session_;
     fedsilo::v1::OrchestratorMessage request;
     {
       std::lock_guard<std::mutex> lock(s.mu);
-      if (!s.open) {
-        s.busy = s.holding = false;
-        return absl::UnavailableError(absl::StrCat("silo '", s.silo, "' left before its upload"));
-      }
+      if (!s.open) return;  // Fetch() reports it
       s.uploading = true;
       s.upload.reset();
       request.mutable_upload()->set_job_id(s.job_id);
       request.mutable_upload()->set_round(s.round);
       request.mutable_upload()->set_nonce(s.nonce);
     }
-    const bool sent = s.Write(request);
+    sent_ = s.Write(request);
+  }
+
+  StatusOr<ModelState> Fetch() override {
+    fetched_ = true;
+    Session& s = *session_;
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      if (!s.open && !s.upload.has_value()) {
+        s.busy = s.holding = s.uploading = false;
+        return absl::UnavailableError(absl::StrCat("silo '", s.silo, "' left before its upload"));
+      }
+    }
+    Prefetch();
+    const bool sent = sent_;
     std::unique_lock<std::mutex> lock(s.mu);
     if (sent) s.cv.wait_for(lock, timeout_, [&] { return s.upload.has_value() || !s.open; });
     StatusOr<ModelState> result =
@@ -93,6 +105,8 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
  private:
   std::shared_ptr<Session> session_;
   std::chrono::milliseconds timeout_;
+  bool requested_ = false;  // the UploadRequest went out
+  bool sent_ = false;       // ... successfully
   bool fetched_ = false;
 };
 
