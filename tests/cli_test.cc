@@ -242,11 +242,38 @@ TEST(CliTest, ProvisionCreatesVerifiableKitsAndNeverOverwrites) {
   EXPECT_THAT(bad.err, HasSubstr("missing.yaml: no such file"));
 }
 
+// The accountant from the command line; the figures are Opacus's
+// (opacus/tests/accountants_test.py), as in src/privacy/rdp_accountant_test.cc.
+TEST(CliTest, PrivacyEpsilonAndNoise) {
+  Result eps = Fedsilo(
+      "privacy epsilon --sample-rate 0.04 --noise-multiplier 1.5 --epochs 90 "
+      "--delta 1e-5 --json");
+  ASSERT_EQ(eps.exit_code, 0) << eps.err;
+  nlohmann::json e = LastLineJson(eps.out);
+  EXPECT_NEAR(e["epsilon"].get<double>(), 7.32911117143, 1e-6);
+  EXPECT_EQ(e["steps"], 2250);
+  EXPECT_GT(e["order"].get<double>(), 1.0);
+
+  Result noise = Fedsilo("privacy noise --sample-rate 0.04 --target-epsilon 8 --steps 2250 --json");
+  ASSERT_EQ(noise.exit_code, 0) << noise.err;
+  nlohmann::json n = LastLineJson(noise.out);
+  EXPECT_NEAR(n["noise_multiplier"].get<double>(), 1.425307617, 0.01 * 1.425307617);
+  EXPECT_LE(n["epsilon"].get<double>(), 8.0);
+
+  Result bad = Fedsilo("privacy epsilon --sample-rate 1.5 --noise-multiplier 1 --steps 10");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--sample-rate 1.5"));
+  Result neither = Fedsilo("privacy noise --sample-rate 0.1 --target-epsilon 1");
+  EXPECT_EQ(neither.exit_code, 2);
+  EXPECT_THAT(neither.err, HasSubstr("--steps and --epochs"));
+}
+
 TEST(CliTest, HelpForEachCommand) {
   for (const char* cmd :
        {"--help", "run --help", "validate --help", "provision --help", "provision add-silo --help",
         "orchestrator --help", "silo --help", "submit --help", "jobs --help", "status --help",
-        "logs --help", "abort --help", "download --help"}) {
+        "logs --help", "abort --help", "download --help", "privacy epsilon --help",
+        "privacy noise --help"}) {
     Result r = Fedsilo(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;

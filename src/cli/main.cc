@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/orchestrator_command.h"
+#include "cli/privacy_command.h"
 #include "cli/silo_command.h"
 #include "cli/simulation.h"
 #include "cli/user_commands.h"
@@ -210,6 +211,31 @@ int Main(int argc, char** argv) {
         ->capture_default_str();
   }
 
+  PrivacyOptions privacy;
+  CLI::App* privacy_cmd = app.add_subcommand(
+      "privacy", "Differential privacy accounting (RDP of the sampled Gaussian mechanism)");
+  privacy_cmd->require_subcommand(1);
+  CLI::App* epsilon_cmd = privacy_cmd->add_subcommand(
+      "epsilon", "The epsilon spent by DP-SGD / DP-FedAvg steps at a given delta");
+  CLI::App* noise_cmd = privacy_cmd->add_subcommand(
+      "noise", "The smallest noise multiplier that keeps epsilon within a target");
+  for (CLI::App* c : {epsilon_cmd, noise_cmd}) {
+    c->add_option("--sample-rate,-q", privacy.sample_rate,
+                  "Probability that a record (or silo) takes part in a step")
+        ->required();
+    c->add_option("--steps", privacy.steps, "Number of noisy steps");
+    c->add_option("--epochs", privacy.epochs,
+                  "Instead of --steps: epochs; steps = epochs / sample rate, rounded down");
+    c->add_option("--delta", privacy.delta, "Target delta")->capture_default_str();
+    c->add_flag("--json", privacy.json, "Print a JSON object as the last line");
+  }
+  epsilon_cmd
+      ->add_option("--noise-multiplier,-s", privacy.noise_multiplier,
+                   "Noise standard deviation / clipping norm")
+      ->required();
+  noise_cmd->add_option("--target-epsilon,-e", privacy.target_epsilon, "Epsilon to stay within")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -224,6 +250,10 @@ int Main(int argc, char** argv) {
 
   if (*silo) {
     Status ran = RunSiloCommand(silo_options);
+    return ran.ok() ? kExitOk : ReportError(ran);
+  }
+  if (*privacy_cmd) {
+    Status ran = *epsilon_cmd ? PrivacyEpsilonCommand(privacy) : PrivacyNoiseCommand(privacy);
     return ran.ok() ? kExitOk : ReportError(ran);
   }
   if (*orch) {
