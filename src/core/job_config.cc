@@ -29,6 +29,8 @@ absl::string_view PartitionSchemeName(PartitionScheme scheme) {
   return "?";
 }
 
+absl::string_view DpModeName(DpMode mode) { return mode == DpMode::kLocal ? "local" : "none"; }
+
 absl::string_view ModelKindName(ModelKind kind) {
   switch (kind) {
     case ModelKind::kLogistic:
@@ -312,8 +314,8 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
 
   JobConfig c;
   Section top(root, "", source, overridden);
-  FEDSILO_RETURN_IF_ERROR(top.CheckKeys(
-      {"name", "seed", "data", "model", "training", "federation", "strategy", "checkpoint"}));
+  FEDSILO_RETURN_IF_ERROR(top.CheckKeys({"name", "seed", "data", "model", "training", "federation",
+                                         "strategy", "privacy", "checkpoint"}));
   FEDSILO_RETURN_IF_ERROR(top.String("name", &c.name));
   int64_t seed = 0;
   FEDSILO_RETURN_IF_ERROR(top.Int("seed", 0, std::numeric_limits<int64_t>::max(), &seed));
@@ -394,6 +396,29 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   FEDSILO_RETURN_IF_ERROR(strategy.Double("server_learning_rate", 0, true, 100, false,
                                           &c.strategy.server_learning_rate));
 
+  const Section privacy = top.Sub("privacy");
+  FEDSILO_RETURN_IF_ERROR(privacy.CheckKeys({"dp"}));
+  const Section dp = privacy.Sub("dp");
+  FEDSILO_RETURN_IF_ERROR(
+      dp.CheckKeys({"mode", "noise_multiplier", "target_epsilon", "max_grad_norm", "delta"}));
+  std::string dp_mode = "none";
+  FEDSILO_RETURN_IF_ERROR(dp.Choice("mode", {"none", "local"}, &dp_mode));
+  c.privacy.dp.mode = dp_mode == "local" ? DpMode::kLocal : DpMode::kNone;
+  DpConfig& d = c.privacy.dp;
+  FEDSILO_RETURN_IF_ERROR(dp.Double("noise_multiplier", 0, false, 1e6, false, &d.noise_multiplier));
+  FEDSILO_RETURN_IF_ERROR(dp.Double("target_epsilon", 0, false, 1e6, false, &d.target_epsilon));
+  FEDSILO_RETURN_IF_ERROR(dp.Double("max_grad_norm", 0, true, 1e6, false, &d.max_grad_norm));
+  FEDSILO_RETURN_IF_ERROR(dp.Double("delta", 0, true, 1, true, &d.delta));
+  if (d.mode == DpMode::kLocal && (d.noise_multiplier > 0) == (d.target_epsilon > 0)) {
+    return top.Error(dp.Child("mode"), "privacy.dp",
+                     "mode local needs exactly one of noise_multiplier and target_epsilon "
+                     "(> 0)");
+  }
+  if (d.mode == DpMode::kNone && (d.noise_multiplier > 0 || d.target_epsilon > 0)) {
+    return top.Error(dp.Child("mode"), "privacy.dp.mode",
+                     "is none, but noise_multiplier or target_epsilon is set; say mode: local");
+  }
+
   const Section checkpoint = top.Sub("checkpoint");
   FEDSILO_RETURN_IF_ERROR(checkpoint.CheckKeys({"every"}));
   FEDSILO_RETURN_IF_ERROR(checkpoint.Int("every", 0, 100000, &c.checkpoint.every));
@@ -460,6 +485,15 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "strategy" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << c.strategy.name;
   out << YAML::Key << "server_learning_rate" << YAML::Value << Num(c.strategy.server_learning_rate);
+  out << YAML::EndMap;
+  out << YAML::Key << "privacy" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "dp" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "mode" << YAML::Value << std::string(DpModeName(c.privacy.dp.mode));
+  out << YAML::Key << "noise_multiplier" << YAML::Value << Num(c.privacy.dp.noise_multiplier);
+  out << YAML::Key << "target_epsilon" << YAML::Value << Num(c.privacy.dp.target_epsilon);
+  out << YAML::Key << "max_grad_norm" << YAML::Value << Num(c.privacy.dp.max_grad_norm);
+  out << YAML::Key << "delta" << YAML::Value << Num(c.privacy.dp.delta);
+  out << YAML::EndMap;
   out << YAML::EndMap;
   out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "every" << YAML::Value << c.checkpoint.every;

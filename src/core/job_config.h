@@ -61,6 +61,27 @@ struct StrategyConfig {
   double server_learning_rate = 1.0;
 };
 
+// Differential privacy. `local`: DP-SGD in each silo's trainer (sample-level
+// DP for that silo's records): Poisson sampling with rate batch_size / N,
+// per-example clipping to max_grad_norm, Gaussian noise of standard deviation
+// noise_multiplier x max_grad_norm on the summed gradients. Give either
+// noise_multiplier or target_epsilon (then each silo solves for the noise that
+// spends target_epsilon over the whole job at delta).
+enum class DpMode { kNone, kLocal };
+absl::string_view DpModeName(DpMode mode);
+
+struct DpConfig {
+  DpMode mode = DpMode::kNone;
+  double noise_multiplier = 0;  // > 0, or 0 when target_epsilon is given
+  double target_epsilon = 0;    // > 0, or 0 when noise_multiplier is given
+  double max_grad_norm = 1.0;
+  double delta = 1e-5;
+};
+
+struct PrivacyConfig {
+  DpConfig dp;
+};
+
 struct CheckpointConfig {
   int every = 1;  // checkpoint the global model every N rounds; 0 = never
 };
@@ -73,6 +94,7 @@ struct JobConfig {
   TrainingConfig training;
   FederationConfig federation;
   StrategyConfig strategy;
+  PrivacyConfig privacy;
   CheckpointConfig checkpoint;
 };
 

@@ -109,6 +109,22 @@ INSTANTIATE_TEST_SUITE_P(
                 "model.hidden: each layer width"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nstrategy: {name: fedprox}\n",
                 "strategy.name: unknown value 'fedprox'"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nprivacy: {dp: {mode: local}}\n",
+                "privacy.dp: mode local needs exactly one of noise_multiplier and target_epsilon"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
+                "privacy: {dp: {mode: local, noise_multiplier: 1, target_epsilon: 3}}\n",
+                "privacy.dp: mode local needs exactly one"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
+                "privacy: {dp: {noise_multiplier: 1}}\n",
+                "privacy.dp.mode: is none, but noise_multiplier or target_epsilon is set"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
+                "privacy: {dp: {mode: locl, noise_multiplier: 1}}\n",
+                "privacy.dp.mode: unknown value 'locl' (did you mean 'local'?)"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
+                "privacy: {dp: {mode: local, noise_multiplier: 1, delta: 1}}\n",
+                "privacy.dp.delta: must be a number in (0, 1)"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nprivacy: {dp: {max_norm: 1}}\n",
+                "unknown key 'privacy.dp.max_norm'; valid keys here: mode, noise_multiplier"},
         BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
@@ -145,15 +161,23 @@ TEST(JobConfigTest, BadOverridesNameTheFlag) {
 }
 
 TEST(JobConfigTest, ResolvedYamlParsesBackToTheSameJob) {
-  StatusOr<JobConfig> c = ParseJobConfig(
-      kMinimal, "job.yaml",
-      {{"training.learning_rate", "0.123456789"}, {"data.alpha", "0.3"}, {"name", "x"}});
+  StatusOr<JobConfig> c = ParseJobConfig(kMinimal, "job.yaml",
+                                         {{"training.learning_rate", "0.123456789"},
+                                          {"data.alpha", "0.3"},
+                                          {"name", "x"},
+                                          {"privacy.dp.mode", "local"},
+                                          {"privacy.dp.target_epsilon", "3.5"},
+                                          {"privacy.dp.max_grad_norm", "0.7"}});
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string yaml = JobConfigToYaml(*c);
   StatusOr<JobConfig> back = ParseJobConfig(yaml, "resolved.yaml");
   ASSERT_TRUE(back.ok()) << back.status() << "\n" << yaml;
   EXPECT_EQ(JobConfigToYaml(*back), yaml);
   EXPECT_DOUBLE_EQ(back->training.learning_rate, 0.123456789);
+  EXPECT_EQ(back->privacy.dp.mode, DpMode::kLocal);
+  EXPECT_DOUBLE_EQ(back->privacy.dp.target_epsilon, 3.5);
+  EXPECT_DOUBLE_EQ(back->privacy.dp.max_grad_norm, 0.7);
+  EXPECT_DOUBLE_EQ(back->privacy.dp.delta, 1e-5);
   EXPECT_EQ(back->federation.silos, c->federation.silos);
 }
 

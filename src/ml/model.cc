@@ -1,6 +1,7 @@
 // The only place (with torch_state.cc) that includes libtorch.
 #include "ml/model.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <dlfcn.h>
 #include <torch/torch.h>
 
@@ -59,6 +60,40 @@ class NetImpl : public torch::nn::Module {
     }
   }
 
+  // A layer with parameters as DP-SGD sees it in a traced forward pass.
+  struct Trace {
+    torch::nn::Linear linear{nullptr};
+    torch::nn::Conv2d conv{nullptr};
+    torch::Tensor input;   // what the layer received
+    torch::Tensor output;  // what it produced, before the activation
+  };
+
+  // forward(), recording each layer's input and output.
+  torch::Tensor forward_traced(torch::Tensor x, std::vector<Trace>* traces) {
+    traces->clear();
+    if (kind_ == ModelKind::kCnn) {
+      for (torch::nn::Conv2d& conv : {std::ref(conv1_), std::ref(conv2_)}) {
+        Trace t;
+        t.conv = conv;
+        t.input = x;
+        t.output = conv->forward(x);
+        traces->push_back(t);
+        x = torch::max_pool2d(torch::relu(t.output), 2);
+      }
+    }
+    x = x.flatten(1);
+    for (size_t i = 0; i < linears_.size(); ++i) {
+      Trace t;
+      t.linear = linears_[i];
+      t.input = x;
+      t.output = linears_[i]->forward(x);
+      traces->push_back(t);
+      x = t.output;
+      if (i + 1 < linears_.size()) x = torch::relu(x);
+    }
+    return x;
+  }
+
   torch::Tensor forward(torch::Tensor x) {
     if (kind_ == ModelKind::kCnn) {
       x = torch::max_pool2d(torch::relu(conv1_->forward(x)), 2);
@@ -100,7 +135,55 @@ std::pair<torch::Tensor, torch::Tensor> MakeBatch(const DataView& data,
   return {x, y};
 }
 
+// Per-example gradients of every traced layer, from the layers' inputs and
+// the loss's gradients with respect to their outputs (one backward pass).
+struct PerExample {
+  std::vector<torch::Tensor> weight;  // [B, ...weight shape] for conv; unused for linear
+  std::vector<torch::Tensor> bias;    // [B, out]
+  torch::Tensor norm2;                // [B]: squared norm over all parameters
+};
+
+PerExample PerExampleGradients(const std::vector<NetImpl::Trace>& traces,
+                               const std::vector<torch::Tensor>& grads) {
+  PerExample pe;
+  const int64_t b = grads.front().size(0);
+  pe.norm2 = torch::zeros({b}, torch::kFloat32);
+  for (size_t l = 0; l < traces.size(); ++l) {
+    const NetImpl::Trace& t = traces[l];
+    if (t.linear) {
+      // grad W_i = g_i a_i^T, so |grad W_i|^2 = |g_i|^2 |a_i|^2; grad b_i = g_i.
+      const torch::Tensor& g = grads[l];
+      pe.norm2 += g.pow(2).sum(1) * (t.input.pow(2).sum(1) + 1);
+      pe.weight.push_back(torch::Tensor());
+      pe.bias.push_back(g);
+    } else {
+      const auto& o = t.conv->options;
+      torch::Tensor u = torch::nn::functional::unfold(
+          t.input, torch::nn::functional::UnfoldFuncOptions(o.kernel_size())
+                       .padding(c10::get<torch::ExpandingArray<2>>(o.padding()))
+                       .stride(o.stride())
+                       .dilation(o.dilation()));           // [B, Cin k k, L]
+      torch::Tensor g = grads[l].flatten(2);               // [B, Cout, L]
+      torch::Tensor w = torch::bmm(g, u.transpose(1, 2));  // [B, Cout, Cin k k]
+      torch::Tensor bias = g.sum(2);                       // [B, Cout]
+      pe.norm2 += w.pow(2).sum({1, 2}) + bias.pow(2).sum(1);
+      pe.weight.push_back(w);
+      pe.bias.push_back(bias);
+    }
+  }
+  return pe;
+}
+
 }  // namespace
+
+double DpSampleRate(int64_t n, int batch_size) {
+  return std::min(1.0,
+                  static_cast<double>(batch_size) / static_cast<double>(std::max<int64_t>(n, 1)));
+}
+
+int64_t DpStepsPerEpoch(int64_t n, int batch_size) {
+  return std::max<int64_t>(1, std::llround(static_cast<double>(n) / batch_size));
+}
 
 struct Model::Impl {
   ModelSpec spec;
@@ -166,8 +249,146 @@ Status Model::SetState(const ModelState& state) {
   return absl::OkStatus();
 }
 
-StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& config,
-                                  uint64_t seed) {
+namespace {
+
+// The parameters DP-SGD updates, in the traced layers' order (weight, bias);
+// InvalidArgument naming a parameter that no supported layer owns.
+StatusOr<std::vector<torch::Tensor>> DpParameters(NetImpl& net,
+                                                  const std::vector<NetImpl::Trace>& traces) {
+  std::vector<torch::Tensor> params;
+  for (const NetImpl::Trace& t : traces) {
+    params.push_back(t.linear ? t.linear->weight : t.conv->weight);
+    params.push_back(t.linear ? t.linear->bias : t.conv->bias);
+  }
+  for (const auto& p : net.named_parameters()) {
+    bool handled = false;
+    for (const torch::Tensor& q : params) handled = handled || q.is_same(p.value());
+    if (!handled) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("DP-SGD cannot compute per-example gradients for parameter '", p.key(),
+                       "' (supported layers: linear, conv2d)"));
+    }
+  }
+  return params;
+}
+
+StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, const DataView& data,
+                                const TrainingConfig& config, const DpSgdOptions& dp) {
+  const int64_t n = data.size();
+  const double q = DpSampleRate(n, config.batch_size);
+  const int64_t steps_per_epoch = DpStepsPerEpoch(n, config.batch_size);
+  const double expected_batch = q * static_cast<double>(n);
+  const double noise_std = dp.noise_multiplier * dp.max_grad_norm;
+  at::Generator gen = at::detail::createCPUGenerator(dp.secret_seed);
+  TrainStats stats;
+  stats.examples = n;
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+  std::vector<int64_t> all(static_cast<size_t>(n));
+  std::iota(all.begin(), all.end(), 0);
+  std::vector<NetImpl::Trace> traces;
+  // Probe the layers once (an empty traced pass) to know the parameters.
+  {
+    auto [x, y] = MakeBatch(data, all, 0, 1);
+    net->forward_traced(x, &traces);
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<torch::Tensor> params, DpParameters(*net, traces));
+  for (int epoch = 0; epoch < config.local_epochs; ++epoch) {
+    for (int64_t step = 0; step < steps_per_epoch; ++step) {
+      torch::Tensor take = torch::bernoulli(torch::full({n}, q, torch::kFloat64), gen);
+      torch::Tensor chosen = take.nonzero().flatten().to(torch::kInt64).contiguous();
+      std::vector<int64_t> batch(chosen.data_ptr<int64_t>(),
+                                 chosen.data_ptr<int64_t>() + chosen.numel());
+      std::vector<torch::Tensor> sums(params.size());
+      if (!batch.empty()) {
+        auto [x, y] = MakeBatch(data, batch, 0, batch.size());
+        torch::Tensor logits = net->forward_traced(x, &traces);
+        torch::Tensor loss = torch::nn::functional::cross_entropy(
+            logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+        const double value = loss.item<double>() / static_cast<double>(batch.size());
+        if (!std::isfinite(value)) {
+          return absl::InternalError(
+              absl::StrCat("training diverged: loss is ", value, " at epoch ", epoch + 1, " step ",
+                           stats.steps + 1, "; lower training.learning_rate"));
+        }
+        std::vector<torch::Tensor> outputs;
+        for (const NetImpl::Trace& t : traces) outputs.push_back(t.output);
+        std::vector<torch::Tensor> grads = torch::autograd::grad({loss}, outputs);
+        torch::NoGradGuard no_grad;
+        PerExample pe = PerExampleGradients(traces, grads);
+        torch::Tensor clip =
+            (dp.max_grad_norm / (pe.norm2.sqrt() + 1e-6)).clamp_max(1.0).to(torch::kFloat32);
+        for (size_t l = 0; l < traces.size(); ++l) {
+          const NetImpl::Trace& t = traces[l];
+          torch::Tensor g = pe.bias[l] * clip.unsqueeze(1);  // clipped output gradients
+          if (t.linear) {
+            sums[2 * l] = g.t().mm(t.input.detach());
+          } else {
+            sums[2 * l] = (pe.weight[l] * clip.view({-1, 1, 1})).sum(0).view_as(t.conv->weight);
+          }
+          sums[2 * l + 1] = g.sum(0);
+        }
+        loss_sum += value * static_cast<double>(batch.size());
+        correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+        seen += static_cast<int64_t>(batch.size());
+      }
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < params.size(); ++i) {
+        torch::Tensor sum = sums[i].defined() ? sums[i] : torch::zeros_like(params[i]);
+        torch::Tensor noisy = sum + torch::randn(params[i].sizes(), gen) * noise_std;
+        params[i].mutable_grad() = noisy / expected_batch;
+      }
+      optimizer.step();
+      ++stats.steps;
+    }
+  }
+  stats.loss = seen > 0 ? loss_sum / static_cast<double>(seen) : 0;
+  stats.accuracy = seen > 0 ? static_cast<double>(correct) / static_cast<double>(seen) : 0;
+  return stats;
+}
+
+}  // namespace
+
+StatusOr<std::vector<double>> Model::PerExampleGradientNorms(const DataView& data, bool reference) {
+  if (data.size() == 0) return absl::InvalidArgumentError("no examples");
+  UseOneThreadHere();
+  Net& net = impl_->net;
+  net->train();
+  std::vector<int64_t> all(static_cast<size_t>(data.size()));
+  std::iota(all.begin(), all.end(), 0);
+  std::vector<double> norms;
+  try {
+    if (!reference) {
+      auto [x, y] = MakeBatch(data, all, 0, all.size());
+      std::vector<NetImpl::Trace> traces;
+      torch::Tensor logits = net->forward_traced(x, &traces);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(
+          logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      std::vector<torch::Tensor> outputs;
+      for (const NetImpl::Trace& t : traces) outputs.push_back(t.output);
+      std::vector<torch::Tensor> grads = torch::autograd::grad({loss}, outputs);
+      torch::NoGradGuard no_grad;
+      torch::Tensor n2 = PerExampleGradients(traces, grads).norm2.to(torch::kFloat64).contiguous();
+      norms.assign(n2.data_ptr<double>(), n2.data_ptr<double>() + n2.numel());
+      for (double& v : norms) v = std::sqrt(v);
+      return norms;
+    }
+    for (size_t i = 0; i < all.size(); ++i) {
+      auto [x, y] = MakeBatch(data, all, i, i + 1);
+      net->zero_grad();
+      torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+      double n2 = 0;
+      for (const auto& p : net->parameters()) n2 += p.grad().pow(2).sum().item<double>();
+      norms.push_back(std::sqrt(n2));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  }
+  return norms;
+}
+
+StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& config, uint64_t seed,
+                                  const DpSgdOptions* dp) {
   if (data.size() == 0) return absl::InvalidArgumentError("no training examples");
   UseOneThreadHere();
   Net& net = impl_->net;
@@ -182,6 +403,13 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
                                                     torch::optim::SGDOptions(config.learning_rate)
                                                         .momentum(config.momentum)
                                                         .weight_decay(config.weight_decay));
+  }
+  if (dp != nullptr) {
+    try {
+      return TrainDpSgd(net, *optimizer, data, config, *dp);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+    }
   }
   std::mt19937_64 rng(seed);
   std::vector<int64_t> order(static_cast<size_t>(data.size()));

@@ -36,6 +36,25 @@ struct TrainStats {
   double accuracy = 0;   // share of examples predicted right while training
 };
 
+// DP-SGD for Model::Train (Abadi et al. 2016, as Opacus does it): each step
+// takes every example with probability q = batch_size / N (Poisson sampling),
+// clips each example's gradient to L2 norm `max_grad_norm`, sums, adds
+// Gaussian noise of standard deviation noise_multiplier x max_grad_norm and
+// divides by the expected batch size q N. Steps per epoch: round(N /
+// batch_size), at least 1. Per-example gradients come from one backward pass
+// per batch (layer inputs and output gradients), not one per example.
+struct DpSgdOptions {
+  double noise_multiplier = 0;
+  double max_grad_norm = 1.0;
+  // Seeds sampling and noise. It must be secret from everyone who sees the
+  // update (the orchestrator): draw it from the operating system.
+  uint64_t secret_seed = 0;
+};
+
+// DP-SGD's sample rate and steps per epoch for `n` examples.
+double DpSampleRate(int64_t n, int batch_size);
+int64_t DpStepsPerEpoch(int64_t n, int batch_size);
+
 class Model {
  public:
   // Builds a model with weights initialised from `seed` (the same seed gives
@@ -55,7 +74,16 @@ class Model {
   // Runs `config.local_epochs` epochs of minibatch training with a fresh
   // optimizer, examples shuffled by `seed`. InvalidArgument if `data` is empty,
   // Internal if the loss becomes NaN or infinite.
-  StatusOr<TrainStats> Train(const DataView& data, const TrainingConfig& config, uint64_t seed);
+  // With `dp`, trains with DP-SGD instead (see DpSgdOptions); `seed` then
+  // plays no part. InvalidArgument naming the layer when the model has one
+  // DP-SGD cannot compute per-example gradients for.
+  StatusOr<TrainStats> Train(const DataView& data, const TrainingConfig& config, uint64_t seed,
+                             const DpSgdOptions* dp = nullptr);
+
+  // Each example's gradient norm (of the summed loss) over all parameters:
+  // the fast path DP-SGD uses, or, with `reference`, one backward pass per
+  // example. For checking the first against the second.
+  StatusOr<std::vector<double>> PerExampleGradientNorms(const DataView& data, bool reference);
 
   // Loss, accuracy and (for two classes) precision, recall and ROC AUC.
   StatusOr<ClassificationMetrics> Evaluate(const DataView& data) const;

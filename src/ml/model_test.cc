@@ -163,5 +163,107 @@ TEST(ModelTest, DivergenceAndEmptyDataAreErrors) {
   EXPECT_FALSE((*model)->Evaluate(empty).ok());
 }
 
+// Small 6x6 "images" for the CNN's per-example gradients.
+std::shared_ptr<Dataset> Images(int n, unsigned seed) {
+  auto d = std::make_shared<Dataset>();
+  d->example_shape = {1, 6, 6};
+  d->num_classes = 3;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0, 1);
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < 36; ++j) d->features.push_back(g(rng));
+    d->labels.push_back(i % 3);
+  }
+  return d;
+}
+
+// The fast per-example gradient norms (one backward pass per batch) agree
+// with one backward pass per example, for every layer kind DP-SGD handles.
+TEST(ModelTest, PerExampleGradientNormsMatchOneBackwardPerExample) {
+  struct Case {
+    ModelSpec spec;
+    std::shared_ptr<Dataset> data;
+  };
+  ModelSpec cnn;
+  cnn.config.kind = ModelKind::kCnn;
+  cnn.input_shape = {1, 6, 6};
+  cnn.num_classes = 3;
+  for (const Case& c :
+       {Case{Spec(ModelKind::kLogistic), Separable(12, 3)},
+        Case{Spec(ModelKind::kMlp, {8, 5}), Separable(12, 4)}, Case{cnn, Images(7, 5)}}) {
+    auto model = Model::Create(c.spec, 9);
+    ASSERT_TRUE(model.ok()) << model.status();
+    DataView all = DataView::All(c.data);
+    auto fast = (*model)->PerExampleGradientNorms(all, false);
+    auto slow = (*model)->PerExampleGradientNorms(all, true);
+    ASSERT_TRUE(fast.ok()) << fast.status();
+    ASSERT_TRUE(slow.ok()) << slow.status();
+    ASSERT_EQ(fast->size(), slow->size());
+    for (size_t i = 0; i < fast->size(); ++i) {
+      EXPECT_NEAR((*fast)[i], (*slow)[i], 1e-4 * (*slow)[i] + 1e-6)
+          << ModelKindName(c.spec.config.kind) << " example " << i;
+      EXPECT_GT((*slow)[i], 0);
+    }
+  }
+}
+
+// Without noise, one DP-SGD step (full batch, q = 1) moves the weights by the
+// learning rate times the mean of the clipped gradients: with a tiny clipping
+// norm every example's contribution is cut to that norm, so the step is at
+// most lr x C whatever the gradients were.
+TEST(ModelTest, DpSgdClipsEachExampleAndAddsCalibratedNoise) {
+  auto data = Separable(64, 7);
+  TrainingConfig t = Sgd(1);
+  t.batch_size = 64;  // q = 1: every example in the one step
+  t.learning_rate = 1.0;
+  auto step_norm = [&](double noise, double clip, uint64_t secret) {
+    auto model = Model::Create(Spec(ModelKind::kLogistic), 2);
+    ModelState before = (*model)->GetState();
+    DpSgdOptions dp{noise, clip, secret};
+    auto stats = (*model)->Train(DataView::All(data), t, 0, &dp);
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(stats->steps, 1);
+    ModelState after = (*model)->GetState();
+    double n2 = 0;
+    for (size_t i = 0; i < after.size(); ++i) {
+      auto a = after.tensors()[i].floats();
+      auto b = before.tensors()[i].floats();
+      for (size_t j = 0; j < a.size(); ++j) n2 += (a[j] - b[j]) * (a[j] - b[j]);
+    }
+    return std::sqrt(n2);
+  };
+  const double clipped = step_norm(0, 1e-3, 1);
+  EXPECT_GT(clipped, 0);
+  EXPECT_LE(clipped, 1e-3 * (1 + 1e-4));
+  // Noise: standard deviation sigma x C on the sum, divided by q N = 64 per
+  // coordinate. With sigma 200 it dwarfs the (at most C) clipped signal: the
+  // step's norm over the 10 coordinates is about sqrt(10) x 200 / 64.
+  const double noisy = step_norm(200.0, 1.0, 3);
+  const double expected = std::sqrt(10.0) * 200.0 / 64.0;
+  EXPECT_GT(noisy, 0.5 * expected);
+  EXPECT_LT(noisy, 2.0 * expected);
+  // The noise comes from the secret seed, not the job's seed.
+  EXPECT_NE(step_norm(5.0, 1.0, 3), step_norm(5.0, 1.0, 4));
+  EXPECT_EQ(step_norm(5.0, 1.0, 3), step_norm(5.0, 1.0, 3));
+}
+
+TEST(ModelTest, DpSgdStillLearns) {
+  auto data = Separable(512, 11);
+  auto model = Model::Create(Spec(ModelKind::kLogistic), 3);
+  TrainingConfig t = Sgd(5);
+  t.batch_size = 64;
+  t.learning_rate = 0.5;
+  DpSgdOptions dp{0.8, 1.0, 42};
+  auto stats = (*model)->Train(DataView::All(data), t, 0, &dp);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->steps, 5 * DpStepsPerEpoch(512, 64));
+  auto eval = (*model)->Evaluate(DataView::All(Separable(512, 12)));
+  ASSERT_TRUE(eval.ok());
+  EXPECT_GT(eval->accuracy, 0.85);
+  EXPECT_DOUBLE_EQ(DpSampleRate(512, 64), 0.125);
+  EXPECT_EQ(DpStepsPerEpoch(100, 64), 2);
+  EXPECT_EQ(DpStepsPerEpoch(10, 64), 1);
+}
+
 }  // namespace
 }  // namespace fedsilo::ml

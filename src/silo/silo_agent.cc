@@ -1,7 +1,11 @@
 #include "silo/silo_agent.h"
 
+#include <optional>
+#include <random>
+
 #include "absl/strings/str_cat.h"
 #include "core/kernels.h"
+#include "privacy/rdp_accountant.h"
 
 namespace fedsilo::silo {
 
@@ -14,6 +18,23 @@ StatusOr<transport::FitReply> SiloAgent::Fit(const transport::FitRequest& reques
     return Annotate(reply.status(), absl::StrCat("silo '", name_, "': round ", request.round));
   }
   return reply;
+}
+
+StatusOr<double> SiloAgent::DpNoiseMultiplier(const JobConfig& job) {
+  if (dp_noise_multiplier_ > 0) return dp_noise_multiplier_;
+  const DpConfig& dp = job.privacy.dp;
+  if (dp.noise_multiplier > 0) {
+    dp_noise_multiplier_ = dp.noise_multiplier;
+    return dp_noise_multiplier_;
+  }
+  const int64_t n = data_.train.size();
+  const double q = ml::DpSampleRate(n, job.training.batch_size);
+  const int64_t steps = static_cast<int64_t>(job.training.rounds) * job.training.local_epochs *
+                        ml::DpStepsPerEpoch(n, job.training.batch_size);
+  StatusOr<double> sigma = privacy::ComputeNoiseMultiplier(dp.target_epsilon, q, steps, dp.delta);
+  if (!sigma.ok()) return Annotate(sigma.status(), "privacy.dp.target_epsilon");
+  dp_noise_multiplier_ = *sigma;
+  return dp_noise_multiplier_;
 }
 
 StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& request) {
@@ -31,9 +52,26 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   transport::FitReply reply;
   {
     BusyClock::Scope busy(busy_clock_);
-    FEDSILO_ASSIGN_OR_RETURN(ml::TrainStats stats,
-                             model_->Train(data_.train, job.training, request.seed));
+    std::optional<ml::DpSgdOptions> dp;
+    if (job.privacy.dp.mode == DpMode::kLocal) {
+      FEDSILO_ASSIGN_OR_RETURN(double sigma, DpNoiseMultiplier(job));
+      std::random_device os_random;  // secret from the orchestrator, unlike request.seed
+      const uint64_t secret = (static_cast<uint64_t>(os_random()) << 32) ^ os_random();
+      dp = ml::DpSgdOptions{sigma, job.privacy.dp.max_grad_norm, secret};
+    }
+    FEDSILO_ASSIGN_OR_RETURN(
+        ml::TrainStats stats,
+        model_->Train(data_.train, job.training, request.seed, dp ? &*dp : nullptr));
     reply.num_examples = stats.examples;
+    if (dp) {
+      dp_steps_ += stats.steps;
+      const double q = ml::DpSampleRate(data_.train.size(), job.training.batch_size);
+      FEDSILO_ASSIGN_OR_RETURN(
+          privacy::PrivacySpent spent,
+          privacy::ComputeEpsilon(q, dp->noise_multiplier, dp_steps_, job.privacy.dp.delta));
+      reply.metrics["epsilon"] = spent.epsilon;
+      reply.metrics["dp_noise_multiplier"] = dp->noise_multiplier;
+    }
     reply.metrics["train_loss"] = stats.loss;
     reply.metrics["train_accuracy"] = stats.accuracy;
     if (data_.test.size() > 0) {

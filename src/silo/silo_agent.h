@@ -3,6 +3,11 @@
 // of training examples and the metrics it measured on its own train and test
 // sets. Raw examples never leave it.
 //
+// With privacy.dp.mode local it trains with DP-SGD, its sampling and noise
+// seeded from the operating system (never from the job, which the
+// orchestrator knows), and reports "epsilon": what the run has spent of this
+// silo's data so far, at privacy.dp.delta, by the RDP accountant.
+//
 // Thread safety: one Fit at a time per agent (the orchestrator never sends a
 // silo two requests at once); different agents run concurrently.
 #ifndef FEDSILO_SILO_SILO_AGENT_H_
@@ -32,10 +37,17 @@ class SiloAgent : public transport::SiloHandler {
  private:
   StatusOr<transport::FitReply> FitImpl(const transport::FitRequest& request);
 
+  // With privacy.dp.mode local: the noise multiplier for this silo's data
+  // (given, or solved from target_epsilon over the whole job), fixed on the
+  // first request.
+  StatusOr<double> DpNoiseMultiplier(const JobConfig& job);
+
   std::string name_;
   ml::SiloData data_;
   BusyClock* busy_clock_;
   std::unique_ptr<ml::Model> model_;  // built on the first request
+  double dp_noise_multiplier_ = 0;    // 0 until known
+  int64_t dp_steps_ = 0;              // DP-SGD steps taken so far in this run
 };
 
 }  // namespace fedsilo::silo
