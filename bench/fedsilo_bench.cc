@@ -5,6 +5,7 @@
 //   fedsilo-bench transport   rounds over gRPC + mutual TLS with silo processes that
 //                             return the model unchanged (no training), against
 //                             pushing the same bytes through bare TLS connections
+//   fedsilo-bench dp-step     DP-SGD step time against SGD (2NN, CNN)
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -24,6 +25,7 @@
 
 #include "core/allocator.h"
 #include "core/subprocess.h"
+#include "dp_step.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
@@ -322,6 +324,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   transport_cmd->add_flag("--json", tr.json, "Print a JSON summary as the last line");
 
+  fedsilo::bench::DpStepOptions dps;
+  CLI::App* dp_step =
+      app.add_subcommand("dp-step", "DP-SGD step time against SGD, 2NN and CNN on MNIST shapes");
+  dp_step->add_option("--batch-size", dps.batch_size, "Examples per step")
+      ->check(CLI::Range(1, 4096));
+  dp_step->add_option("--steps", dps.steps, "Steps per measurement")->check(CLI::Range(1, 100000));
+  dp_step->add_flag("--json", dps.json, "Print a JSON summary as the last line");
+
   std::string kit, target;
   CLI::App* echo = app.add_subcommand("echo-silo", "(internal) a silo that returns the model");
   echo->add_option("--kit", kit)->required();
@@ -344,6 +354,7 @@ int main(int argc, char** argv) {
   }
   if (*aggregate) return RunAggregate(agg);
   if (*transport_cmd) return RunTransport(tr);
+  if (*dp_step) return fedsilo::bench::RunDpStep(dps);
   if (*echo) return RunEchoSilo(kit, target);
   if (*push_client)
     return fedsilo::bench::RunTlsPushClient(kit, push_port, push_bytes, push_repeats);

@@ -122,6 +122,46 @@ TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
   }
 }
 
+// Local DP-SGD with a target epsilon: every silo solves its noise for the
+// whole job and reports what it has spent after each round, ending at or just
+// under the target; the model still learns.
+TEST(CliTest, LocalDpSpendsUpToTheTargetEpsilon) {
+  REQUIRE_DATA();
+  const std::string workdir = Workdir("dp");
+  Result r = Fedsilo("run " + Example("digits.yaml") +
+                     " --set training.rounds=8 --set privacy.dp.mode=local"
+                     " --set privacy.dp.target_epsilon=4 --json --quiet --workdir " +
+                     workdir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  nlohmann::json summary = LastLineJson(r.out);
+  EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.3);
+  std::ifstream metrics(summary["run_dir"].get<std::string>() + "/metrics.jsonl");
+  std::map<std::string, std::map<int, double>> epsilon;  // silo -> round -> epsilon
+  for (std::string line; std::getline(metrics, line);) {
+    nlohmann::json m = nlohmann::json::parse(line);
+    const std::string name = m["name"];
+    if (name.size() > 8 && name.substr(name.size() - 8) == "/epsilon") {
+      epsilon[m["source"]][m["round"]] = m["value"];
+    }
+  }
+  ASSERT_EQ(epsilon.size(), 5u);
+  for (const auto& [silo, by_round] : epsilon) {
+    ASSERT_EQ(by_round.size(), 8u) << silo;
+    for (int round = 2; round <= 8; ++round) {
+      EXPECT_GT(by_round.at(round), by_round.at(round - 1)) << silo;
+    }
+    EXPECT_LE(by_round.at(8), 4.0) << silo;
+    EXPECT_GE(by_round.at(8), 4.0 - 0.05) << silo;
+  }
+
+  Result both = Fedsilo("run " + Example("digits.yaml") +
+                        " --set privacy.dp.mode=local --set privacy.dp.target_epsilon=4"
+                        " --set privacy.dp.noise_multiplier=1 --workdir " +
+                        workdir);
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_THAT(both.err, HasSubstr("exactly one of noise_multiplier and target_epsilon"));
+}
+
 TEST(CliTest, SameSeedGivesTheSameModelBytesAtAnyThreadCount) {
   REQUIRE_DATA();
   const std::string workdir = Workdir("repro");
