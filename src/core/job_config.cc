@@ -29,7 +29,16 @@ absl::string_view PartitionSchemeName(PartitionScheme scheme) {
   return "?";
 }
 
-absl::string_view DpModeName(DpMode mode) { return mode == DpMode::kLocal ? "local" : "none"; }
+absl::string_view DpModeName(DpMode mode) {
+  switch (mode) {
+    case DpMode::kLocal:
+      return "local";
+    case DpMode::kCentral:
+      return "central";
+    default:
+      return "none";
+  }
+}
 
 absl::string_view ModelKindName(ModelKind kind) {
   switch (kind) {
@@ -140,6 +149,17 @@ class Section {
     const bool above = max_open ? value >= max : value > max;
     if (below || above) {
       return Error(n, Join(key), absl::StrCat("must be a number in ", range, ", got ", value));
+    }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  Status Bool(const std::string& key, bool* out) const {
+    YAML::Node n = Child(key);
+    if (!n) return absl::OkStatus();
+    bool value = false;
+    if (!n.IsScalar() || !YAML::convert<bool>::decode(n, value)) {
+      return Error(n, Join(key), absl::StrCat("must be true or false, got ", Show(n)));
     }
     *out = value;
     return absl::OkStatus();
@@ -400,15 +420,27 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   FEDSILO_RETURN_IF_ERROR(privacy.CheckKeys({"dp"}));
   const Section dp = privacy.Sub("dp");
   FEDSILO_RETURN_IF_ERROR(
-      dp.CheckKeys({"mode", "noise_multiplier", "target_epsilon", "max_grad_norm", "delta"}));
+      dp.CheckKeys({"mode", "noise_multiplier", "target_epsilon", "max_grad_norm", "delta",
+                    "clip_norm", "adaptive_clipping", "target_quantile", "clip_learning_rate"}));
   std::string dp_mode = "none";
-  FEDSILO_RETURN_IF_ERROR(dp.Choice("mode", {"none", "local"}, &dp_mode));
-  c.privacy.dp.mode = dp_mode == "local" ? DpMode::kLocal : DpMode::kNone;
+  FEDSILO_RETURN_IF_ERROR(dp.Choice("mode", {"none", "local", "central"}, &dp_mode));
+  c.privacy.dp.mode = dp_mode == "local"     ? DpMode::kLocal
+                      : dp_mode == "central" ? DpMode::kCentral
+                                             : DpMode::kNone;
   DpConfig& d = c.privacy.dp;
   FEDSILO_RETURN_IF_ERROR(dp.Double("noise_multiplier", 0, false, 1e6, false, &d.noise_multiplier));
   FEDSILO_RETURN_IF_ERROR(dp.Double("target_epsilon", 0, false, 1e6, false, &d.target_epsilon));
   FEDSILO_RETURN_IF_ERROR(dp.Double("max_grad_norm", 0, true, 1e6, false, &d.max_grad_norm));
   FEDSILO_RETURN_IF_ERROR(dp.Double("delta", 0, true, 1, true, &d.delta));
+  FEDSILO_RETURN_IF_ERROR(dp.Double("clip_norm", 0, true, 1e9, false, &d.clip_norm));
+  FEDSILO_RETURN_IF_ERROR(dp.Bool("adaptive_clipping", &d.adaptive_clipping));
+  FEDSILO_RETURN_IF_ERROR(dp.Double("target_quantile", 0, false, 1, false, &d.target_quantile));
+  FEDSILO_RETURN_IF_ERROR(
+      dp.Double("clip_learning_rate", 0, true, 10, false, &d.clip_learning_rate));
+  if (d.mode == DpMode::kCentral && (d.noise_multiplier <= 0 || d.target_epsilon > 0)) {
+    return top.Error(dp.Child("mode"), "privacy.dp",
+                     "mode central needs noise_multiplier (> 0); target_epsilon is for local");
+  }
   if (d.mode == DpMode::kLocal && (d.noise_multiplier > 0) == (d.target_epsilon > 0)) {
     return top.Error(dp.Child("mode"), "privacy.dp",
                      "mode local needs exactly one of noise_multiplier and target_epsilon "
@@ -493,6 +525,10 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "target_epsilon" << YAML::Value << Num(c.privacy.dp.target_epsilon);
   out << YAML::Key << "max_grad_norm" << YAML::Value << Num(c.privacy.dp.max_grad_norm);
   out << YAML::Key << "delta" << YAML::Value << Num(c.privacy.dp.delta);
+  out << YAML::Key << "clip_norm" << YAML::Value << Num(c.privacy.dp.clip_norm);
+  out << YAML::Key << "adaptive_clipping" << YAML::Value << c.privacy.dp.adaptive_clipping;
+  out << YAML::Key << "target_quantile" << YAML::Value << Num(c.privacy.dp.target_quantile);
+  out << YAML::Key << "clip_learning_rate" << YAML::Value << Num(c.privacy.dp.clip_learning_rate);
   out << YAML::EndMap;
   out << YAML::EndMap;
   out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;

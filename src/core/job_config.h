@@ -66,8 +66,10 @@ struct StrategyConfig {
 // per-example clipping to max_grad_norm, Gaussian noise of standard deviation
 // noise_multiplier x max_grad_norm on the summed gradients. Give either
 // noise_multiplier or target_epsilon (then each silo solves for the noise that
-// spends target_epsilon over the whole job at delta).
-enum class DpMode { kNone, kLocal };
+// spends target_epsilon over the whole job at delta). `central`: DP-FedAvg at
+// the orchestrator (silo-level DP; see privacy/central_dp.h): updates clipped
+// to clip_norm, equal weights, noise_multiplier x clip_norm noise on the sum.
+enum class DpMode { kNone, kLocal, kCentral };
 absl::string_view DpModeName(DpMode mode);
 
 struct DpConfig {
@@ -76,6 +78,11 @@ struct DpConfig {
   double target_epsilon = 0;    // > 0, or 0 when noise_multiplier is given
   double max_grad_norm = 1.0;
   double delta = 1e-5;
+  // central only
+  double clip_norm = 1.0;          // initial update clipping bound S
+  bool adaptive_clipping = false;  // follow a quantile of the update norms
+  double target_quantile = 0.5;
+  double clip_learning_rate = 0.2;
 };
 
 struct PrivacyConfig {

@@ -125,6 +125,11 @@ INSTANTIATE_TEST_SUITE_P(
                 "privacy.dp.delta: must be a number in (0, 1)"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nprivacy: {dp: {max_norm: 1}}\n",
                 "unknown key 'privacy.dp.max_norm'; valid keys here: mode, noise_multiplier"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nprivacy: {dp: {mode: central}}\n",
+                "privacy.dp: mode central needs noise_multiplier (> 0)"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
+                "privacy: {dp: {mode: central, noise_multiplier: 1, adaptive_clipping: maybe}}\n",
+                "privacy.dp.adaptive_clipping: must be true or false"},
         BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));

@@ -15,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/kernels.h"
 #include "core/thread_pool.h"
 
 namespace fedsilo::orchestrator {
@@ -83,7 +84,15 @@ Orchestrator::Orchestrator(const JobConfig& job, OrchestratorOptions options,
       evaluator_(evaluator),
       sink_(sink),
       run_dir_(run_dir),
-      pool_(std::max(1, options_.threads)) {}
+      pool_(std::max(1, options_.threads)) {
+  if (job_.privacy.dp.mode == DpMode::kCentral) {
+    const size_t sampled = SampleSilos(1).size();
+    const double rate =
+        silos_.empty() ? 1.0 : static_cast<double>(sampled) / static_cast<double>(silos_.size());
+    central_dp_ =
+        std::make_unique<privacy::CentralDp>(job_.privacy.dp, static_cast<int>(sampled), rate);
+  }
+}
 
 std::vector<size_t> Orchestrator::SampleSilos(int round) const {
   const size_t n = silos_.size();
@@ -137,8 +146,13 @@ Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
     }
     FEDSILO_RETURN_IF_ERROR(
         RecordMetric(round, silo, "num_examples", static_cast<double>(reply->num_examples)));
-    accepted =
-        strategy_->Accumulate(std::move(reply->update), static_cast<double>(reply->num_examples));
+    double weight = static_cast<double>(reply->num_examples);
+    if (central_dp_ != nullptr) {
+      // Silo-level DP: bounded, equally weighted contributions.
+      central_dp_->Clip(reply->update);
+      weight = 1.0;
+    }
+    accepted = strategy_->Accumulate(std::move(reply->update), weight);
     strategy_->TakeFolded();  // dropped: memory stays O(model)
   }
   if (accepted.ok()) {
@@ -157,6 +171,7 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   summary.round = round;
   summary.silos_sampled = static_cast<int>(sampled.size());
   FEDSILO_RETURN_IF_ERROR(strategy_->BeginRound(global));
+  if (central_dp_ != nullptr) central_dp_->BeginRound();
   std::vector<transport::FitRequest> requests(sampled.size());
   ArrivalQueue arrivals;
   for (size_t slot = 0; slot < sampled.size(); ++slot) {
@@ -203,6 +218,19 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   }
   FEDSILO_ASSIGN_OR_RETURN(global, strategy_->Finish());
   strategy_->TakeFolded();
+  if (central_dp_ != nullptr) {
+    // The noise of the mean, scaled like the mean by the server learning rate.
+    ModelState noise = global.ZerosLike();
+    const double clip_norm = central_dp_->clip_norm();
+    central_dp_->Noise(noise, summary.silos_succeeded);
+    const float lr = static_cast<float>(job_.strategy.server_learning_rate);
+    for (size_t t = 0; t < global.size(); ++t) {
+      kernels::Axpy(lr, noise.tensors()[t].floats(), global.mutable_tensors()[t].floats());
+    }
+    FEDSILO_ASSIGN_OR_RETURN(double epsilon, central_dp_->Epsilon(round));
+    FEDSILO_RETURN_IF_ERROR(RecordMetric(round, "global", "epsilon", epsilon));
+    FEDSILO_RETURN_IF_ERROR(RecordMetric(round, "global", "clip_norm", clip_norm));
+  }
   FEDSILO_ASSIGN_OR_RETURN(summary.global_metrics, evaluator_->Evaluate(global));
   for (const auto& [metric, value] : summary.global_metrics) {
     FEDSILO_RETURN_IF_ERROR(RecordMetric(round, "global", absl::StrCat("test_", metric), value));
@@ -221,6 +249,7 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
 StatusOr<RunResult> Orchestrator::Run(ModelState initial, RoundObserver* observer,
                                       int first_round) {
   if (silos_.empty()) return absl::InvalidArgumentError("federation.silos: no silos");
+  if (central_dp_ != nullptr) FEDSILO_RETURN_IF_ERROR(central_dp_->Check());
   const Clock::time_point start = Clock::now();
   RunResult result;
   result.final_model = std::move(initial);

@@ -10,6 +10,10 @@
 // dropped from the round with a warning naming it; the round fails when fewer
 // than `federation.min_silos` remain.
 //
+// With privacy.dp.mode central, updates are clipped and weighted equally, and
+// the round's mean gets Gaussian noise (privacy/central_dp.h); the run then
+// records global/epsilon and global/clip_norm each round.
+//
 // Thread safety: Run() is called once, from one thread.
 #ifndef FEDSILO_ORCHESTRATOR_ORCHESTRATOR_H_
 #define FEDSILO_ORCHESTRATOR_ORCHESTRATOR_H_
@@ -24,6 +28,7 @@
 #include "core/model_state.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "privacy/central_dp.h"
 #include "strategy/strategy.h"
 #include "tracking/metrics_sink.h"
 #include "tracking/run_directory.h"
@@ -108,6 +113,7 @@ class Orchestrator {
   std::vector<std::unique_ptr<transport::SiloConnection>> silos_;
   std::unique_ptr<strategy::Strategy> strategy_;
   ModelEvaluator* evaluator_;
+  std::unique_ptr<privacy::CentralDp> central_dp_;  // privacy.dp.mode central only
   tracking::MetricsSink* sink_;
   const tracking::RunDirectory* run_dir_;
   ThreadPool pool_;  // last: its workers stop before the members they use go away

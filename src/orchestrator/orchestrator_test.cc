@@ -152,6 +152,33 @@ TEST(OrchestratorTest, AppliesTheExampleWeightedMeanEachRound) {
   }
 }
 
+// Central DP: every update is clipped to clip_norm and the silos weigh
+// equally, whatever their example counts; the run records its epsilon.
+TEST(OrchestratorTest, CentralDpClipsAndWeighsSilosEqually) {
+  JobConfig job = Job(3, 1);
+  job.privacy.dp.mode = DpMode::kCentral;
+  job.privacy.dp.noise_multiplier = 1e-9;  // noise negligible: check the clipping
+  job.privacy.dp.clip_norm = 0.3;
+  Fixture f;
+  f.Add(0, 1);    // update 1 in all 6 coordinates: norm sqrt(6), clipped to 0.3
+  f.Add(1, 100);  // update 2: also clipped to 0.3
+  f.Add(2, 5);
+  SumEvaluator eval;
+  RecordingSink sink;
+  Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
+                 &eval, &sink, nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  // Each clipped update is 0.3 / sqrt(6) per coordinate; their equal-weight
+  // mean is the same, and no silo's example count changes it.
+  for (const Tensor& t : result->final_model.tensors()) {
+    for (float v : t.floats()) EXPECT_NEAR(v, 0.3 / std::sqrt(6.0), 1e-6);
+  }
+  bool epsilon = false;
+  for (const auto& r : sink.records) epsilon = epsilon || r.name == "global/epsilon";
+  EXPECT_TRUE(epsilon);
+}
+
 TEST(OrchestratorTest, ResultDoesNotDependOnArrivalOrderOrThreads) {
   // Folding these updates in another order rounds differently: check that the
   // test can tell before relying on it.
