@@ -162,6 +162,52 @@ TEST(CliTest, LocalDpSpendsUpToTheTargetEpsilon) {
   EXPECT_THAT(both.err, HasSubstr("exactly one of noise_multiplier and target_epsilon"));
 }
 
+// The silos' own policy: a job without DP is refused, a DP job is admitted
+// and recorded, and a job that would overrun the budget is refused and
+// spends nothing. `fedsilo silo ledger` shows the record.
+TEST(CliTest, SiloPolicyRefusesAndTheLedgerRecords) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("policy");
+  std::ofstream(dir + "/policy.yaml")
+      << "datasets:\n  digits: {max_epsilon: 5, delta: 1e-5, allow_non_dp: false}\n";
+  const std::string base = "run " + Example("digits.yaml") + " --set training.rounds=3 --quiet" +
+                           " --silo-policy " + dir + "/policy.yaml --workdir " + dir;
+  const std::string dp = " --set privacy.dp.mode=local --set privacy.dp.target_epsilon=3";
+
+  Result plain = Fedsilo(base);
+  EXPECT_EQ(plain.exit_code, 1);
+  EXPECT_THAT(plain.err,
+              HasSubstr("silo policy for dataset 'digits': only differentially private"));
+  const std::string ledger = dir + "/silos/silo-2/privacy-ledger.json";
+  EXPECT_FALSE(fs::exists(ledger));  // a refused job spends nothing
+
+  Result first = Fedsilo(base + dp + " --json");
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_TRUE(fs::exists(ledger));
+  std::stringstream before;
+  before << std::ifstream(ledger).rdbuf();
+
+  Result second = Fedsilo(base + dp);
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_THAT(second.err, HasSubstr("of the budget 5.000 is spent already"));
+  std::stringstream after;
+  after << std::ifstream(ledger).rdbuf();
+  EXPECT_EQ(before.str(), after.str());
+
+  std::ofstream(dir + "/federation.yaml")
+      << "name: t\nparticipants:\n  - {name: silo-2, kind: silo}\n";
+  ASSERT_EQ(Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits").exit_code, 0);
+  Result shown = Fedsilo("silo ledger --kit " + dir + "/kits/silo-2 --state-dir " + dir +
+                         "/silos/silo-2 --json");
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  nlohmann::json j = LastLineJson(shown.out);
+  ASSERT_EQ(j["entries"].size(), 1u);
+  EXPECT_EQ(j["entries"][0]["dataset"], "digits");
+  EXPECT_EQ(j["entries"][0]["run_id"], LastLineJson(first.out)["run_id"]);
+  EXPECT_LE(j["entries"][0]["epsilon"].get<double>(), 3.0);
+  EXPECT_GT(j["entries"][0]["epsilon"].get<double>(), 2.9);
+}
+
 TEST(CliTest, SameSeedGivesTheSameModelBytesAtAnyThreadCount) {
   REQUIRE_DATA();
   const std::string workdir = Workdir("repro");
@@ -313,7 +359,7 @@ TEST(CliTest, HelpForEachCommand) {
        {"--help", "run --help", "validate --help", "provision --help", "provision add-silo --help",
         "orchestrator --help", "silo --help", "submit --help", "jobs --help", "status --help",
         "logs --help", "abort --help", "download --help", "privacy epsilon --help",
-        "privacy noise --help"}) {
+        "privacy noise --help", "silo ledger --help"}) {
     Result r = Fedsilo(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;

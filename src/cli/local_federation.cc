@@ -23,7 +23,8 @@ namespace fs = std::filesystem;
 
 StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
     const JobConfig& job, const std::string& dir, const std::string& data_dir,
-    std::chrono::seconds connect_timeout) {
+    std::chrono::seconds connect_timeout, const std::string& silo_policy,
+    const std::string& ledger_root) {
   auto fed = std::unique_ptr<LocalFederation>(new LocalFederation());
   fed->silos_ = job.federation.silos;
   const std::string kits = dir + "/kits";
@@ -51,12 +52,15 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
   std::error_code ec;
   fs::create_directories(dir + "/silos", ec);
   for (const std::string& s : job.federation.silos) {
-    FEDSILO_ASSIGN_OR_RETURN(
-        pid_t pid, SpawnProcess("/proc/self/exe",
-                                {"fedsilo", "silo", "--kit", kits + "/" + s, "--datasets", datasets,
-                                 "--orchestrator", absl::StrCat("localhost:", fed->server_->port()),
-                                 "--data-dir", data_dir},
-                                dir + "/silos/" + s + ".log"));
+    std::vector<std::string> args = {
+        "fedsilo",    "silo",   "--kit",          kits + "/" + s,
+        "--datasets", datasets, "--orchestrator", absl::StrCat("localhost:", fed->server_->port()),
+        "--data-dir", data_dir};
+    if (!silo_policy.empty()) {
+      args.insert(args.end(), {"--policy", silo_policy, "--state-dir", ledger_root + "/" + s});
+    }
+    FEDSILO_ASSIGN_OR_RETURN(pid_t pid,
+                             SpawnProcess("/proc/self/exe", args, dir + "/silos/" + s + ".log"));
     fed->children_.push_back(pid);
   }
   const auto start = std::chrono::steady_clock::now();

@@ -25,10 +25,14 @@ class LocalFederation {
   // Provisions into <dir>/kits, starts the endpoint and the silo processes
   // (logs in <dir>/silos/<name>.log) and waits up to `connect_timeout` for
   // every silo to connect; fails naming the silos that did not.
+  // With `silo_policy`, each silo process applies it, its ledger in
+  // <ledger_root>/<name>/privacy-ledger.json.
   static StatusOr<std::unique_ptr<LocalFederation>> Start(const JobConfig& job,
                                                           const std::string& dir,
                                                           const std::string& data_dir,
-                                                          std::chrono::seconds connect_timeout);
+                                                          std::chrono::seconds connect_timeout,
+                                                          const std::string& silo_policy = "",
+                                                          const std::string& ledger_root = "");
   ~LocalFederation();
 
   // One connection per silo of the job, in federation.silos order.

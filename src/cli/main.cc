@@ -112,6 +112,8 @@ int Main(int argc, char** argv) {
                   "Folder holding the data sets (default: $FEDSILO_DATA, else the source tree's "
                   "data/)");
   run->add_flag("--quiet", sim.quiet, "No per-round progress lines");
+  run->add_option("--silo-policy", sim.silo_policy,
+                  "Privacy policy (YAML) every silo applies; ledgers in <workdir>/silos/<name>/");
   run->add_flag("--processes", sim.processes,
                 "Run every silo as its own process, talking gRPC with mutual TLS to an "
                 "orchestrator endpoint on 127.0.0.1 (a throwaway federation in the run dir)");
@@ -121,8 +123,15 @@ int Main(int argc, char** argv) {
       "silo", "Run a silo agent: connect out to the orchestrator and train on local data");
   silo->add_option("--kit", silo_options.kit_dir, "The silo's startup kit folder")->required();
   silo->add_option("--datasets", silo_options.datasets_path,
-                   "Dataset catalog (YAML): names jobs use -> local data")
-      ->required();
+                   "Dataset catalog (YAML): names jobs use -> local data (required to run)");
+  silo->add_option("--policy", silo_options.policy_path,
+                   "Privacy policy (YAML): per dataset max_epsilon, delta, allow_non_dp, "
+                   "min_silos");
+  silo->add_option("--state-dir", silo_options.state_dir,
+                   "Folder for the privacy ledger (default: <kit>/state)");
+  CLI::App* ledger = silo->add_subcommand("ledger", "Print the silo's privacy ledger");
+  ledger->fallthrough();
+  ledger->add_flag("--json", silo_options.json, "Print JSON");
   silo->add_option("--orchestrator", silo_options.orchestrator,
                    "host:port to dial (default: the kit's)");
   silo->add_option("--data-dir", silo_options.data_dir,
@@ -249,7 +258,7 @@ int Main(int argc, char** argv) {
   if (*silo || *orch || (*run && sim.processes)) TuneAllocatorForModels();
 
   if (*silo) {
-    Status ran = RunSiloCommand(silo_options);
+    Status ran = *ledger ? SiloLedgerCommand(silo_options) : RunSiloCommand(silo_options);
     return ran.ok() ? kExitOk : ReportError(ran);
   }
   if (*privacy_cmd) {

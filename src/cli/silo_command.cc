@@ -4,12 +4,19 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "ml/dataset_catalog.h"
 #include "secure/provisioner.h"
+#include "silo/privacy_guard.h"
 #include "silo/silo_runtime.h"
 #include "transport/silo_client.h"
 #include "transport/tls.h"
@@ -24,10 +31,19 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
                                                    " kit; `fedsilo silo` needs a silo kit"));
   }
   FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
+  if (options.datasets_path.empty()) {
+    return absl::InvalidArgumentError("--datasets is required to run a silo");
+  }
   FEDSILO_ASSIGN_OR_RETURN(silo::DatasetCatalog catalog,
                            silo::LoadDatasetCatalog(options.datasets_path));
+  const std::string state =
+      options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::unique_ptr<silo::PrivacyGuard> guard,
+      silo::PrivacyGuard::Open(options.policy_path, state + "/privacy-ledger.json"));
   silo::SiloRuntime runtime(kit.name, std::move(catalog),
-                            options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir);
+                            options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir,
+                            guard.get());
 
   transport::SiloClientOptions client_options;
   client_options.target = options.orchestrator.empty()
@@ -58,6 +74,58 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   spdlog::info("silo '{}': signal {} received, leaving", kit.name, signal_number);
   client.Stop();
   runner.join();
+  return absl::OkStatus();
+}
+
+Status SiloLedgerCommand(const SiloCommandOptions& options) {
+  FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit, secure::LoadKit(options.kit_dir));
+  const std::string state =
+      options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::unique_ptr<silo::PrivacyGuard> guard,
+      silo::PrivacyGuard::Open(options.policy_path, state + "/privacy-ledger.json"));
+  const std::vector<silo::LedgerEntry> entries = guard->Entries();
+  if (options.json) {
+    nlohmann::json all = nlohmann::json::array();
+    for (const silo::LedgerEntry& e : entries) {
+      all.push_back(
+          {{"dataset", e.dataset},
+           {"run_id", e.run_id},
+           {"epsilon", std::isinf(e.epsilon) ? nlohmann::json() : nlohmann::json(e.epsilon)},
+           {"delta", e.delta},
+           {"first", e.first},
+           {"last", e.last}});
+    }
+    std::printf("%s\n", nlohmann::json({{"silo", kit.name}, {"entries", all}}).dump().c_str());
+    return absl::OkStatus();
+  }
+  std::printf("privacy ledger of silo '%s' (%s/privacy-ledger.json)\n", kit.name.c_str(),
+              state.c_str());
+  if (entries.empty()) std::printf("  no job has used this silo's data yet\n");
+  std::set<std::string> datasets;
+  for (const silo::LedgerEntry& e : entries) {
+    datasets.insert(e.dataset);
+    const std::time_t t = static_cast<std::time_t>(e.last);
+    char when[32];
+    std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+    std::printf("  %-14s %-40s epsilon %-10s delta %-8g last %s\n", e.dataset.c_str(),
+                e.run_id.c_str(),
+                std::isinf(e.epsilon) ? "no DP" : absl::StrFormat("%.4f", e.epsilon).c_str(),
+                e.delta, when);
+  }
+  for (const auto& [name, p] : guard->policy()) datasets.insert(name);
+  for (const std::string& d : datasets) {
+    const double spent = guard->Spent(d);
+    auto it = guard->policy().find(d);
+    if (it != guard->policy().end() && it->second.max_epsilon > 0) {
+      std::printf("  %s: spent %.4f of %.4f (delta %g)\n", d.c_str(), spent, it->second.max_epsilon,
+                  it->second.delta);
+    } else {
+      std::printf("  %s: spent %s (no budget set)\n", d.c_str(),
+                  std::isinf(spent) ? "unbounded (a job without DP)"
+                                    : absl::StrFormat("%.4f", spent).c_str());
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -14,7 +14,14 @@ struct SiloCommandOptions {
   std::string orchestrator;  // "host:port"; empty = the kit's
   std::string data_dir;      // empty = the default data folder
   bool insecure = false;     // plaintext; the silo claims its kit's name
+  std::string policy_path;   // privacy policy (YAML); empty = none
+  std::string state_dir;     // empty = <kit>/state; holds privacy-ledger.json
+  bool json = false;         // ledger: JSON output
 };
+
+// `fedsilo silo ledger`: prints the silo's privacy ledger (and, with a
+// policy, what is left of each budget).
+Status SiloLedgerCommand(const SiloCommandOptions& options);
 
 // Connects out to the orchestrator and answers its tasks; reconnects with
 // backoff when the connection breaks. Returns when signalled. InvalidArgument

@@ -16,6 +16,7 @@
 #include "ml/model.h"
 #include "ml/partitioner.h"
 #include "orchestrator/orchestrator.h"
+#include "silo/privacy_guard.h"
 #include "silo/silo_agent.h"
 #include "strategy/strategy.h"
 #include "tracking/jsonl_metrics_sink.h"
@@ -123,13 +124,16 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   }
 
   BusyClock busy;
+  std::vector<std::unique_ptr<silo::PrivacyGuard>> guards;  // outlive the agents
   std::vector<std::unique_ptr<silo::SiloAgent>> agents;
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
   std::unique_ptr<LocalFederation> federation;
   if (options.processes) {
     FEDSILO_ASSIGN_OR_RETURN(
-        federation, LocalFederation::Start(job, run_dir.path(), data_dir,
-                                           std::chrono::seconds(job.federation.wait_for_silos)));
+        federation,
+        LocalFederation::Start(job, run_dir.path(), data_dir,
+                               std::chrono::seconds(job.federation.wait_for_silos),
+                               options.silo_policy, absl::StrCat(options.workdir, "/silos")));
     if (!options.quiet) {
       std::printf("  silos   %d processes, gRPC + mutual TLS on 127.0.0.1:%d (logs in %s/silos)\n",
                   num_silos, federation->port(), run_dir.path().c_str());
@@ -140,6 +144,15 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
     for (int i = 0; i < num_silos; ++i) {
       agents.push_back(std::make_unique<silo::SiloAgent>(job.federation.silos[i],
                                                          std::move(silo_data[i]), &busy));
+      if (!options.silo_policy.empty()) {
+        FEDSILO_ASSIGN_OR_RETURN(
+            auto guard,
+            silo::PrivacyGuard::Open(options.silo_policy, absl::StrCat(options.workdir, "/silos/",
+                                                                       job.federation.silos[i],
+                                                                       "/privacy-ledger.json")));
+        agents.back()->SetPrivacyGuard(guard.get(), job.data.dataset);
+        guards.push_back(std::move(guard));
+      }
       connections.push_back(std::make_unique<transport::InProcessConnection>(
           job.federation.silos[i], agents.back().get()));
     }

@@ -20,6 +20,9 @@ struct SimulationOptions {
   // Run each silo as its own `fedsilo silo` process talking gRPC over mutual
   // TLS on 127.0.0.1, with a throwaway federation provisioned in the run dir.
   bool processes = false;
+  // Every silo applies this privacy policy, with its ledger in
+  // <workdir>/silos/<name>/privacy-ledger.json (kept across runs).
+  std::string silo_policy;
 };
 
 struct SimulationSummary {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/kernels.h"
 #include "privacy/rdp_accountant.h"
+#include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
 
@@ -49,6 +50,26 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   }
   FEDSILO_RETURN_IF_ERROR(model_->SetState(*request.global));
 
+  const bool local_dp = job.privacy.dp.mode == DpMode::kLocal;
+  const double q = ml::DpSampleRate(data_.train.size(), job.training.batch_size);
+  if (guard_ != nullptr && !admitted_) {
+    // What the whole job would spend, decided before any training.
+    double planned = HUGE_VAL;
+    if (local_dp) {
+      FEDSILO_ASSIGN_OR_RETURN(double sigma, DpNoiseMultiplier(job));
+      const int64_t steps = static_cast<int64_t>(job.training.rounds) * job.training.local_epochs *
+                            ml::DpStepsPerEpoch(data_.train.size(), job.training.batch_size);
+      FEDSILO_ASSIGN_OR_RETURN(privacy::PrivacySpent p,
+                               privacy::ComputeEpsilon(q, sigma, steps, job.privacy.dp.delta));
+      planned = p.epsilon;
+    }
+    FEDSILO_RETURN_IF_ERROR(guard_->Admit(guard_dataset_, request.run_id, job, planned));
+    admitted_ = true;
+    if (!local_dp) {
+      FEDSILO_RETURN_IF_ERROR(guard_->Record(guard_dataset_, request.run_id, HUGE_VAL, 0));
+    }
+  }
+
   transport::FitReply reply;
   {
     BusyClock::Scope busy(busy_clock_);
@@ -65,12 +86,15 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     reply.num_examples = stats.examples;
     if (dp) {
       dp_steps_ += stats.steps;
-      const double q = ml::DpSampleRate(data_.train.size(), job.training.batch_size);
       FEDSILO_ASSIGN_OR_RETURN(
           privacy::PrivacySpent spent,
           privacy::ComputeEpsilon(q, dp->noise_multiplier, dp_steps_, job.privacy.dp.delta));
       reply.metrics["epsilon"] = spent.epsilon;
       reply.metrics["dp_noise_multiplier"] = dp->noise_multiplier;
+      if (guard_ != nullptr) {
+        FEDSILO_RETURN_IF_ERROR(
+            guard_->Record(guard_dataset_, request.run_id, spent.epsilon, job.privacy.dp.delta));
+      }
     }
     reply.metrics["train_loss"] = stats.loss;
     reply.metrics["train_accuracy"] = stats.accuracy;

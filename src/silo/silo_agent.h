@@ -23,10 +23,19 @@
 
 namespace fedsilo::silo {
 
+class PrivacyGuard;
+
 class SiloAgent : public transport::SiloHandler {
  public:
   // `busy_clock` (may be null) records the time spent training and evaluating.
   SiloAgent(std::string name, ml::SiloData data, BusyClock* busy_clock);
+
+  // Consults `guard` (not owned; may be null) before the run's first training
+  // and records the run's spending on `dataset` after each round.
+  void SetPrivacyGuard(PrivacyGuard* guard, std::string dataset) {
+    guard_ = guard;
+    guard_dataset_ = std::move(dataset);
+  }
 
   const std::string& name() const { return name_; }
   const ml::SiloData& data() const { return data_; }
@@ -47,7 +56,10 @@ class SiloAgent : public transport::SiloHandler {
   BusyClock* busy_clock_;
   std::unique_ptr<ml::Model> model_;  // built on the first request
   double dp_noise_multiplier_ = 0;    // 0 until known
-  int64_t dp_steps_ = 0;              // DP-SGD steps taken so far in this run
+  PrivacyGuard* guard_ = nullptr;
+  std::string guard_dataset_;
+  bool admitted_ = false;
+  int64_t dp_steps_ = 0;  // DP-SGD steps taken so far in this run
 };
 
 }  // namespace fedsilo::silo

@@ -10,6 +10,7 @@
 #include "core/yaml_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/partitioner.h"
+#include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
 
@@ -52,10 +53,12 @@ StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path) {
   return catalog;
 }
 
-SiloRuntime::SiloRuntime(std::string silo_name, DatasetCatalog catalog, std::string data_dir)
+SiloRuntime::SiloRuntime(std::string silo_name, DatasetCatalog catalog, std::string data_dir,
+                         PrivacyGuard* guard)
     : silo_name_(std::move(silo_name)),
       catalog_(std::move(catalog)),
-      data_dir_(std::move(data_dir)) {}
+      data_dir_(std::move(data_dir)),
+      guard_(guard) {}
 
 std::vector<std::string> SiloRuntime::DatasetNames() const {
   std::vector<std::string> names;
@@ -91,8 +94,10 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
   FEDSILO_ASSIGN_OR_RETURN(
       std::vector<ml::SiloData> shares,
       ml::PartitionForSilos(data.train, parts, options, job.data.silo_test_fraction));
-  return std::make_unique<SiloAgent>(silo_name_, std::move(shares[static_cast<size_t>(index)]),
-                                     nullptr);
+  auto agent = std::make_unique<SiloAgent>(silo_name_,
+                                           std::move(shares[static_cast<size_t>(index)]), nullptr);
+  agent->SetPrivacyGuard(guard_, job.data.dataset);
+  return agent;
 }
 
 StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& request) {

@@ -27,6 +27,8 @@
 
 namespace fedsilo::silo {
 
+class PrivacyGuard;
+
 struct DatasetEntry {
   std::string builtin;        // "mnist", "digits", "breast_cancer"
   bool share_by_job = false;  // `share: job`
@@ -39,7 +41,9 @@ StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path);
 
 class SiloRuntime : public transport::SiloHandler {
  public:
-  SiloRuntime(std::string silo_name, DatasetCatalog catalog, std::string data_dir);
+  // `guard` (not owned; may be null) applies the silo's privacy policy.
+  SiloRuntime(std::string silo_name, DatasetCatalog catalog, std::string data_dir,
+              PrivacyGuard* guard = nullptr);
 
   // Dataset names only, for the hello message.
   std::vector<std::string> DatasetNames() const;
@@ -53,6 +57,7 @@ class SiloRuntime : public transport::SiloHandler {
   std::string silo_name_;
   DatasetCatalog catalog_;
   std::string data_dir_;
+  PrivacyGuard* guard_;
   std::string agent_run_id_;  // the run `agent_` was built for
   std::unique_ptr<SiloAgent> agent_;
 };
