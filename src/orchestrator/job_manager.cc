@@ -12,15 +12,12 @@
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
+#include "core/unix_time.h"
 #include "strategy/strategy.h"
 #include "tracking/run_directory.h"
 
 namespace fedsilo::orchestrator {
 namespace {
-
-double UnixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // Collects a round's metrics until the round is committed.
 class BufferingSink : public tracking::MetricsSink {

@@ -6,13 +6,10 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/unix_time.h"
 
 namespace fedsilo::orchestrator {
 namespace {
-
-double UnixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 constexpr const char* kStateNames[] = {"queued", "running", "done", "failed", "aborted"};
 

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "core/kernels.h"
 #include "core/thread_pool.h"
+#include "core/unix_time.h"
 
 namespace fedsilo::orchestrator {
 namespace {
@@ -25,10 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double UnixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 uint64_t SplitMix64(uint64_t x) {

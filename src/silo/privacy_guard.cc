@@ -10,16 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file_util.h"
+#include "core/unix_time.h"
 #include "core/yaml_util.h"
 
 namespace fedsilo::silo {
 namespace {
 
 constexpr int kLedgerVersion = 1;
-
-double UnixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 StatusOr<std::map<std::string, DatasetPolicy>> LoadPolicy(const std::string& path) {
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
