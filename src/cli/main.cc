@@ -273,7 +273,8 @@ int Main(int argc, char** argv) {
     Status ran = absl::OkStatus();
     bool user_ran = true;
     if (*submit) {
-      ran = SubmitCommand(user, job_path, sets);
+      StatusOr<JobConfig> job = LoadJob(job_path, sets);
+      ran = job.ok() ? SubmitCommand(user, *job) : job.status();
     } else if (*jobs) {
       ran = JobsCommand(user);
     } else if (*status) {

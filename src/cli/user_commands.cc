@@ -114,14 +114,7 @@ bool Finished(const std::string& state) {
 
 }  // namespace
 
-Status SubmitCommand(const UserOptions& options, const std::string& job_path,
-                     const std::vector<std::string>& sets) {
-  std::vector<ConfigOverride> overrides;
-  for (const std::string& s : sets) {
-    FEDSILO_ASSIGN_OR_RETURN(ConfigOverride o, ParseOverride(s));
-    overrides.push_back(std::move(o));
-  }
-  FEDSILO_ASSIGN_OR_RETURN(JobConfig job, LoadJobConfig(job_path, overrides));
+Status SubmitCommand(const UserOptions& options, const JobConfig& job) {
   FEDSILO_ASSIGN_OR_RETURN(JobsClient client, JobsClient::Connect(options));
   fedsilo::v1::SubmitJobRequest request;
   request.set_job_yaml(JobConfigToYaml(job));

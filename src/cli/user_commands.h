@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/job_config.h"
 #include "core/status.h"
 
 namespace fedsilo::cli {
@@ -19,10 +20,9 @@ struct UserOptions {
   int timeout_seconds = 30;  // deadline of each call
 };
 
-// Validates the job locally (as `fedsilo validate`), queues it and prints its
-// id on standard output.
-Status SubmitCommand(const UserOptions& options, const std::string& job_path,
-                     const std::vector<std::string>& sets);
+// Queues `job` (already loaded and checked, as `fedsilo validate` does) and
+// prints its id on standard output.
+Status SubmitCommand(const UserOptions& options, const JobConfig& job);
 Status JobsCommand(const UserOptions& options);
 // With `wait`, polls until the job has finished; a job that failed or was
 // aborted is then an error.
