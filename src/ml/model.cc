@@ -68,6 +68,24 @@ class NetImpl : public torch::nn::Module {
     torch::Tensor output;  // what it produced, before the activation
   };
 
+  // The layers with parameters, in forward order (no input or output).
+  std::vector<Trace> ParameterLayers() const {
+    std::vector<Trace> layers;
+    if (kind_ == ModelKind::kCnn) {
+      for (const torch::nn::Conv2d& conv : {conv1_, conv2_}) {
+        Trace t;
+        t.conv = conv;
+        layers.push_back(t);
+      }
+    }
+    for (const torch::nn::Linear& linear : linears_) {
+      Trace t;
+      t.linear = linear;
+      layers.push_back(t);
+    }
+    return layers;
+  }
+
   // forward(), recording each layer's input and output.
   torch::Tensor forward_traced(torch::Tensor x, std::vector<Trace>* traces) {
     traces->clear();
@@ -172,6 +190,26 @@ PerExample PerExampleGradients(const std::vector<NetImpl::Trace>& traces,
     }
   }
   return pe;
+}
+
+// One traced forward pass over a batch and the summed loss's gradients with
+// respect to each layer's output: what per-example gradients are made from.
+struct TracedPass {
+  std::vector<NetImpl::Trace> traces;
+  torch::Tensor logits;
+  torch::Tensor loss;                // summed over the batch
+  std::vector<torch::Tensor> grads;  // one per trace
+};
+
+TracedPass TracedBackward(NetImpl& net, const torch::Tensor& x, const torch::Tensor& y) {
+  TracedPass pass;
+  pass.logits = net.forward_traced(x, &pass.traces);
+  pass.loss = torch::nn::functional::cross_entropy(
+      pass.logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  std::vector<torch::Tensor> outputs;
+  for (const NetImpl::Trace& t : pass.traces) outputs.push_back(t.output);
+  pass.grads = torch::autograd::grad({pass.loss}, outputs);
+  return pass;
 }
 
 }  // namespace
@@ -284,15 +322,8 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
   stats.examples = n;
   double loss_sum = 0;
   int64_t correct = 0, seen = 0;
-  std::vector<int64_t> all(static_cast<size_t>(n));
-  std::iota(all.begin(), all.end(), 0);
-  std::vector<NetImpl::Trace> traces;
-  // Probe the layers once (an empty traced pass) to know the parameters.
-  {
-    auto [x, y] = MakeBatch(data, all, 0, 1);
-    net->forward_traced(x, &traces);
-  }
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<torch::Tensor> params, DpParameters(*net, traces));
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<torch::Tensor> params,
+                           DpParameters(*net, net->ParameterLayers()));
   for (int epoch = 0; epoch < config.local_epochs; ++epoch) {
     for (int64_t step = 0; step < steps_per_epoch; ++step) {
       torch::Tensor take = torch::bernoulli(torch::full({n}, q, torch::kFloat64), gen);
@@ -302,20 +333,16 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
       std::vector<torch::Tensor> sums(params.size());
       if (!batch.empty()) {
         auto [x, y] = MakeBatch(data, batch, 0, batch.size());
-        torch::Tensor logits = net->forward_traced(x, &traces);
-        torch::Tensor loss = torch::nn::functional::cross_entropy(
-            logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-        const double value = loss.item<double>() / static_cast<double>(batch.size());
+        TracedPass pass = TracedBackward(*net, x, y);
+        const std::vector<NetImpl::Trace>& traces = pass.traces;
+        const double value = pass.loss.item<double>() / static_cast<double>(batch.size());
         if (!std::isfinite(value)) {
           return absl::InternalError(
               absl::StrCat("training diverged: loss is ", value, " at epoch ", epoch + 1, " step ",
                            stats.steps + 1, "; lower training.learning_rate"));
         }
-        std::vector<torch::Tensor> outputs;
-        for (const NetImpl::Trace& t : traces) outputs.push_back(t.output);
-        std::vector<torch::Tensor> grads = torch::autograd::grad({loss}, outputs);
         torch::NoGradGuard no_grad;
-        PerExample pe = PerExampleGradients(traces, grads);
+        PerExample pe = PerExampleGradients(traces, pass.grads);
         torch::Tensor clip =
             (dp.max_grad_norm / (pe.norm2.sqrt() + 1e-6)).clamp_max(1.0).to(torch::kFloat32);
         for (size_t l = 0; l < traces.size(); ++l) {
@@ -329,7 +356,7 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
           sums[2 * l + 1] = g.sum(0);
         }
         loss_sum += value * static_cast<double>(batch.size());
-        correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+        correct += pass.logits.argmax(1).eq(y).sum().item<int64_t>();
         seen += static_cast<int64_t>(batch.size());
       }
       torch::NoGradGuard no_grad;
@@ -360,15 +387,10 @@ StatusOr<std::vector<double>> Model::PerExampleGradientNorms(const DataView& dat
   try {
     if (!reference) {
       auto [x, y] = MakeBatch(data, all, 0, all.size());
-      std::vector<NetImpl::Trace> traces;
-      torch::Tensor logits = net->forward_traced(x, &traces);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(
-          logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-      std::vector<torch::Tensor> outputs;
-      for (const NetImpl::Trace& t : traces) outputs.push_back(t.output);
-      std::vector<torch::Tensor> grads = torch::autograd::grad({loss}, outputs);
+      TracedPass pass = TracedBackward(*net, x, y);
       torch::NoGradGuard no_grad;
-      torch::Tensor n2 = PerExampleGradients(traces, grads).norm2.to(torch::kFloat64).contiguous();
+      torch::Tensor n2 =
+          PerExampleGradients(pass.traces, pass.grads).norm2.to(torch::kFloat64).contiguous();
       norms.assign(n2.data_ptr<double>(), n2.data_ptr<double>() + n2.numel());
       for (double& v : norms) v = std::sqrt(v);
       return norms;
