@@ -87,15 +87,7 @@ Status SiloLedgerCommand(const SiloCommandOptions& options) {
   const std::vector<silo::LedgerEntry> entries = guard->Entries();
   if (options.json) {
     nlohmann::json all = nlohmann::json::array();
-    for (const silo::LedgerEntry& e : entries) {
-      all.push_back(
-          {{"dataset", e.dataset},
-           {"run_id", e.run_id},
-           {"epsilon", std::isinf(e.epsilon) ? nlohmann::json() : nlohmann::json(e.epsilon)},
-           {"delta", e.delta},
-           {"first", e.first},
-           {"last", e.last}});
-    }
+    for (const silo::LedgerEntry& e : entries) all.push_back(silo::LedgerEntryToJson(e));
     std::printf("%s\n", nlohmann::json({{"silo", kit.name}, {"entries", all}}).dump().c_str());
     return absl::OkStatus();
   }

@@ -169,17 +169,18 @@ Status PrivacyGuard::Record(const std::string& dataset, const std::string& run_i
   return Save();
 }
 
+nlohmann::json LedgerEntryToJson(const LedgerEntry& e) {
+  return {{"dataset", e.dataset},
+          {"run_id", e.run_id},
+          {"epsilon", std::isinf(e.epsilon) ? nlohmann::json() : nlohmann::json(e.epsilon)},
+          {"delta", e.delta},
+          {"first", e.first},
+          {"last", e.last}};
+}
+
 Status PrivacyGuard::Save() const {
   nlohmann::json entries = nlohmann::json::array();
-  for (const LedgerEntry& e : entries_) {
-    entries.push_back(
-        {{"dataset", e.dataset},
-         {"run_id", e.run_id},
-         {"epsilon", std::isinf(e.epsilon) ? nlohmann::json() : nlohmann::json(e.epsilon)},
-         {"delta", e.delta},
-         {"first", e.first},
-         {"last", e.last}});
-  }
+  for (const LedgerEntry& e : entries_) entries.push_back(LedgerEntryToJson(e));
   nlohmann::json j = {{"version", kLedgerVersion}, {"entries", entries}};
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(ledger_path_).parent_path(), ec);

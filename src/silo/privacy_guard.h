@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,10 @@ struct LedgerEntry {
   double first = 0;  // Unix seconds
   double last = 0;
 };
+
+// One ledger entry as the ledger file and `fedsilo silo ledger --json` write
+// it (epsilon null for a job without DP).
+nlohmann::json LedgerEntryToJson(const LedgerEntry& entry);
 
 class PrivacyGuard {
  public:

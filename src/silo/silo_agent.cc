@@ -28,14 +28,20 @@ StatusOr<double> SiloAgent::DpNoiseMultiplier(const JobConfig& job) {
     dp_noise_multiplier_ = dp.noise_multiplier;
     return dp_noise_multiplier_;
   }
-  const int64_t n = data_.train.size();
-  const double q = ml::DpSampleRate(n, job.training.batch_size);
-  const int64_t steps = static_cast<int64_t>(job.training.rounds) * job.training.local_epochs *
-                        ml::DpStepsPerEpoch(n, job.training.batch_size);
-  StatusOr<double> sigma = privacy::ComputeNoiseMultiplier(dp.target_epsilon, q, steps, dp.delta);
+  StatusOr<double> sigma =
+      privacy::ComputeNoiseMultiplier(dp.target_epsilon, DpRate(job), DpJobSteps(job), dp.delta);
   if (!sigma.ok()) return Annotate(sigma.status(), "privacy.dp.target_epsilon");
   dp_noise_multiplier_ = *sigma;
   return dp_noise_multiplier_;
+}
+
+double SiloAgent::DpRate(const JobConfig& job) const {
+  return ml::DpSampleRate(data_.train.size(), job.training.batch_size);
+}
+
+int64_t SiloAgent::DpJobSteps(const JobConfig& job) const {
+  return static_cast<int64_t>(job.training.rounds) * job.training.local_epochs *
+         ml::DpStepsPerEpoch(data_.train.size(), job.training.batch_size);
 }
 
 StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& request) {
@@ -51,16 +57,15 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   FEDSILO_RETURN_IF_ERROR(model_->SetState(*request.global));
 
   const bool local_dp = job.privacy.dp.mode == DpMode::kLocal;
-  const double q = ml::DpSampleRate(data_.train.size(), job.training.batch_size);
+  const double q = DpRate(job);
   if (guard_ != nullptr && !admitted_) {
     // What the whole job would spend, decided before any training.
     double planned = HUGE_VAL;
     if (local_dp) {
       FEDSILO_ASSIGN_OR_RETURN(double sigma, DpNoiseMultiplier(job));
-      const int64_t steps = static_cast<int64_t>(job.training.rounds) * job.training.local_epochs *
-                            ml::DpStepsPerEpoch(data_.train.size(), job.training.batch_size);
-      FEDSILO_ASSIGN_OR_RETURN(privacy::PrivacySpent p,
-                               privacy::ComputeEpsilon(q, sigma, steps, job.privacy.dp.delta));
+      FEDSILO_ASSIGN_OR_RETURN(
+          privacy::PrivacySpent p,
+          privacy::ComputeEpsilon(q, sigma, DpJobSteps(job), job.privacy.dp.delta));
       planned = p.epsilon;
     }
     FEDSILO_RETURN_IF_ERROR(guard_->Admit(guard_dataset_, request.run_id, job, planned));

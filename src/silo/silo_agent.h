@@ -50,6 +50,9 @@ class SiloAgent : public transport::SiloHandler {
   // (given, or solved from target_epsilon over the whole job), fixed on the
   // first request.
   StatusOr<double> DpNoiseMultiplier(const JobConfig& job);
+  // DP-SGD's sample rate on this silo's data, and its steps over the whole job.
+  double DpRate(const JobConfig& job) const;
+  int64_t DpJobSteps(const JobConfig& job) const;
 
   std::string name_;
   ml::SiloData data_;
