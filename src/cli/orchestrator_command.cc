@@ -53,12 +53,10 @@ class StateLock {
 }  // namespace
 
 Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
-  FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit, secure::LoadKit(options.kit_dir));
-  if (kit.kind != secure::ParticipantKind::kOrchestrator) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.kit_dir, ": this is a ", secure::ParticipantKindName(kit.kind),
-                     " kit; `fedsilo orchestrator` needs the orchestrator's kit"));
-  }
+  FEDSILO_ASSIGN_OR_RETURN(
+      secure::Kit kit,
+      secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kOrchestrator,
+                            "`fedsilo orchestrator`"));
   FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
   const std::string state_dir =
       options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;

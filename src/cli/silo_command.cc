@@ -24,12 +24,9 @@
 namespace fedsilo::cli {
 
 Status RunSiloCommand(const SiloCommandOptions& options) {
-  FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit, secure::LoadKit(options.kit_dir));
-  if (kit.kind != secure::ParticipantKind::kSilo) {
-    return absl::InvalidArgumentError(absl::StrCat(options.kit_dir, ": this is a ",
-                                                   secure::ParticipantKindName(kit.kind),
-                                                   " kit; `fedsilo silo` needs a silo kit"));
-  }
+  FEDSILO_ASSIGN_OR_RETURN(
+      secure::Kit kit,
+      secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kSilo, "`fedsilo silo`"));
   FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
   if (options.datasets_path.empty()) {
     return absl::InvalidArgumentError("--datasets is required to run a silo");
@@ -78,7 +75,9 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
 }
 
 Status SiloLedgerCommand(const SiloCommandOptions& options) {
-  FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit, secure::LoadKit(options.kit_dir));
+  FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit,
+                           secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kSilo,
+                                                 "`fedsilo silo ledger`"));
   const std::string state =
       options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;
   FEDSILO_ASSIGN_OR_RETURN(

@@ -38,12 +38,9 @@ std::string FormatTime(double unix_seconds) {
 class JobsClient {
  public:
   static StatusOr<JobsClient> Connect(const UserOptions& options) {
-    FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit, secure::LoadKit(options.kit_dir));
-    if (kit.kind != secure::ParticipantKind::kUser) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(options.kit_dir, ": this is a ", secure::ParticipantKindName(kit.kind),
-                       " kit; job commands need a user kit (fedsilo provision add-user NAME)"));
-    }
+    FEDSILO_ASSIGN_OR_RETURN(
+        secure::Kit kit,
+        secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kUser, "job commands"));
     FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
     if (options.insecure) {
       spdlog::warn("--insecure: NO TLS; the orchestrator cannot verify who you are");

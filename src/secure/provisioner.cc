@@ -191,6 +191,20 @@ StatusOr<FederationSpec> LoadFederationSpec(const std::string& path) {
   return ParseFederationSpec(text, path);
 }
 
+StatusOr<Kit> LoadKitOfKind(const std::string& dir, ParticipantKind kind, absl::string_view use) {
+  FEDSILO_ASSIGN_OR_RETURN(Kit kit, LoadKit(dir));
+  if (kit.kind == kind) return kit;
+  const absl::string_view name = ParticipantKindName(kind);
+  const char* article = name.front() == 'o' ? "an" : "a";
+  std::string hint;
+  if (kind != ParticipantKind::kOrchestrator) {
+    hint = absl::StrCat(" (`fedsilo provision add-", name, " NAME` issues one)");
+  }
+  return absl::InvalidArgumentError(absl::StrCat(dir, ": this is a ", ParticipantKindName(kit.kind),
+                                                 " kit; you need ", article, " ", name, " kit for ",
+                                                 use, hint));
+}
+
 StatusOr<Kit> LoadKit(const std::string& dir) {
   const std::string path = (fs::path(dir) / "kit.yaml").string();
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));

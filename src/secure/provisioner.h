@@ -61,6 +61,11 @@ struct Kit {
 // Reads <dir>/kit.yaml. NotFound / InvalidArgument naming the file.
 StatusOr<Kit> LoadKit(const std::string& dir);
 
+// LoadKit, then checks that it is a `kind` kit; InvalidArgument naming the
+// folder otherwise, e.g. "kits/a: this is a silo kit; you need a user kit for
+// job commands (`fedsilo provision add-user NAME` issues one)".
+StatusOr<Kit> LoadKitOfKind(const std::string& dir, ParticipantKind kind, absl::string_view use);
+
 // Creates the CA and every kit under `out_dir`. AlreadyExists (nothing
 // written) if <out>/ca or any participant's folder already exists.
 Status ProvisionFederation(const FederationSpec& spec, const std::string& out_dir,

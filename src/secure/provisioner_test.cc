@@ -71,6 +71,13 @@ TEST(ProvisionerTest, CreatesTheCaAndOneKitPerParticipant) {
   EXPECT_EQ(LoadKit(out + "/alice")->kind, ParticipantKind::kUser);
   EXPECT_EQ(LoadKit(out + "/orchestrator")->kind, ParticipantKind::kOrchestrator);
   EXPECT_FALSE(fs::exists(out + "/orchestrator/ca.key"));  // the CA key stays in ca/
+  EXPECT_TRUE(LoadKitOfKind(out + "/alice", ParticipantKind::kUser, "job commands").ok());
+  Status wrong =
+      LoadKitOfKind(out + "/alice", ParticipantKind::kOrchestrator, "`fedsilo orchestrator`")
+          .status();
+  EXPECT_EQ(wrong.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrong.message(), HasSubstr("/alice: this is a user kit; you need an orchestrator "
+                                         "kit for `fedsilo orchestrator`"));
 
   // Provisioning again never overwrites.
   Status again = ProvisionFederation(*spec, out, kNow);
