@@ -23,6 +23,7 @@
 #include "fedsilo/v1/jobs.grpc.pb.h"
 #include "orchestrator/job_store.h"
 #include "secure/provisioner.h"
+#include "test_util.h"
 #include "transport/tls.h"
 
 namespace fedsilo {
@@ -32,16 +33,8 @@ using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::string Binary() {
-  const char* b = std::getenv("FEDSILO_BINARY");
-  return b != nullptr ? b : FEDSILO_TEST_BINARY;
-}
-
-std::string Read(const std::string& path) {
-  std::stringstream s;
-  s << std::ifstream(path, std::ios::binary).rdbuf();
-  return s.str();
-}
+std::string Binary() { return testing_util::FedsiloBinary(); }
+std::string Read(const std::string& path) { return testing_util::ReadAll(path); }
 
 struct Output {
   int status = -1;

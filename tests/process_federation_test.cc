@@ -23,6 +23,7 @@
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
 #include "strategy/fed_avg.h"
+#include "test_util.h"
 #include "transport/chunks.h"
 #include "transport/orchestrator_service.h"
 #include "transport/tls.h"
@@ -34,10 +35,7 @@ using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::string Binary() {
-  const char* b = std::getenv("FEDSILO_BINARY");
-  return b != nullptr ? b : FEDSILO_TEST_BINARY;
-}
+std::string Binary() { return testing_util::FedsiloBinary(); }
 
 std::string Fresh(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/procfed_" + name;
@@ -59,11 +57,7 @@ nlohmann::json LastLine(std::string text) {
   return nlohmann::json::parse(text.substr(text.rfind('\n') + 1));
 }
 
-std::string Bytes(const std::string& path) {
-  std::stringstream s;
-  s << std::ifstream(path, std::ios::binary).rdbuf();
-  return s.str();
-}
+std::string Bytes(const std::string& path) { return testing_util::ReadAll(path); }
 
 TEST(ProcessFederationTest, ProcessesReachTheSameModelAsInProcessSimulation) {
   const std::string dir = Fresh("same");
