@@ -135,6 +135,16 @@ class Federation {
     return false;
   }
 
+  // One connection (60 s round timeout) per named silo, in order.
+  std::vector<std::unique_ptr<transport::SiloConnection>> Connections(
+      std::initializer_list<const char*> names) {
+    std::vector<std::unique_ptr<transport::SiloConnection>> out;
+    for (const char* n : names) {
+      out.push_back(std::make_unique<transport::RemoteSiloConnection>(n, service_.get(), 60s));
+    }
+    return out;
+  }
+
   transport::OrchestratorService* service() { return service_.get(); }
   int port() const { return server_->port(); }
   const transport::TlsFiles& files() const { return files_; }
@@ -148,6 +158,14 @@ class Federation {
   std::unique_ptr<transport::GrpcServer> server_;
   std::map<std::string, pid_t> pids_;
 };
+
+// The zero-initialised layout of the logistic model on digits (64 -> 10).
+ModelState DigitsLogisticModel() {
+  ModelState m;
+  EXPECT_TRUE(m.Add(Tensor("fc1.weight", DType::kFloat32, {10, 64})).ok());
+  EXPECT_TRUE(m.Add(Tensor("fc1.bias", DType::kFloat32, {10})).ok());
+  return m;
+}
 
 class ConstantEvaluator : public orchestrator::ModelEvaluator {
  public:
@@ -188,13 +206,8 @@ TEST(ProcessFederationTest, KilledSiloIsDroppedAndTakesPartAgainAfterRestart) {
       "federation: {silos: [a, b, c], min_silos: 2, round_timeout: 60}\n",
       "job.yaml");
   ASSERT_TRUE(job.ok()) << job.status();
-  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
-  for (const char* s : {"a", "b", "c"}) {
-    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(s, fed.service(), 60s));
-  }
-  ModelState initial;
-  ASSERT_TRUE(initial.Add(Tensor("fc1.weight", DType::kFloat32, {10, 64})).ok());
-  ASSERT_TRUE(initial.Add(Tensor("fc1.bias", DType::kFloat32, {10})).ok());
+  auto connections = fed.Connections({"a", "b", "c"});
+  ModelState initial = DigitsLogisticModel();
   ConstantEvaluator eval;
   KillAndRestart observer(&fed);
   orchestrator::Orchestrator o(*job, {"run-kill", 3}, std::move(connections),
@@ -215,13 +228,8 @@ TEST(ProcessFederationTest, TooFewSilosFailTheRoundNamingTheMissing) {
       "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 1}\n"
       "federation: {silos: [a, b], min_silos: 2}\n",
       "job.yaml");
-  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
-  for (const char* s : {"a", "b"}) {
-    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(s, fed.service(), 60s));
-  }
-  ModelState initial;
-  ASSERT_TRUE(initial.Add(Tensor("fc1.weight", DType::kFloat32, {10, 64})).ok());
-  ASSERT_TRUE(initial.Add(Tensor("fc1.bias", DType::kFloat32, {10})).ok());
+  auto connections = fed.Connections({"a", "b"});
+  ModelState initial = DigitsLogisticModel();
   ConstantEvaluator eval;
   orchestrator::Orchestrator o(*job, {"run-few", 2}, std::move(connections),
                                std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
@@ -369,13 +377,8 @@ TEST(ProcessFederationTest, GarbageUpdatesAreRejectedAndTheRoundGoesOn) {
       "federation: {silos: [a, bad], min_silos: 1, round_timeout: 60}\n",
       "job.yaml");
   ASSERT_TRUE(job.ok()) << job.status();
-  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
-  for (const char* s : {"a", "bad"}) {
-    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(s, fed.service(), 60s));
-  }
-  ModelState initial;
-  ASSERT_TRUE(initial.Add(Tensor("fc1.weight", DType::kFloat32, {10, 64})).ok());
-  ASSERT_TRUE(initial.Add(Tensor("fc1.bias", DType::kFloat32, {10})).ok());
+  auto connections = fed.Connections({"a", "bad"});
+  ModelState initial = DigitsLogisticModel();
   struct Record : orchestrator::RoundObserver {
     Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int) override {
       succeeded.push_back(s.silos_succeeded);
