@@ -318,6 +318,56 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
   context.TryCancel();
 }
 
+// Aborting a run while a silo holds a finished update: the silo drops the
+// update on the Abort, so the orchestrator must not wait for it.
+TEST(ProcessFederationTest, CancelledRunIsNotWaitedForAnUpdateTheSiloDropped) {
+  Federation fed(Fresh("cancel"), {"a"});
+  auto kit = secure::LoadKit(fed.dir() + "/kits/a");
+  auto files = transport::LoadTlsFiles(*kit);
+  auto stub = fedsilo::v1::Orchestrator::NewStub(grpc::CreateChannel(
+      "localhost:" + std::to_string(fed.port()), transport::MakeChannelCredentials(*files)));
+  grpc::ClientContext context;
+  auto stream = stub->Connect(&context);
+  fedsilo::v1::SiloMessage hello;
+  hello.mutable_hello()->add_datasets("digits");
+  ASSERT_TRUE(stream->Write(hello));
+  ASSERT_TRUE(fed.WaitConnected({"a"}));
+
+  JobConfig job;
+  job.federation.silos = {"a"};
+  ModelState global;
+  ASSERT_TRUE(global.Add(Tensor::FromFloats("w", {2}, {1, 2})).ok());
+  StatusOr<transport::FitReply> reply = absl::UnknownError("not run");
+  // A short timeout: without the cancellation the fetch would wait this long
+  // and then report a deadline instead.
+  std::thread orchestrator_side([&] {
+    transport::FitRequest request{"job-1", 1, 7, &job, &global};
+    reply = fed.service()->Fit("a", request, 3s);
+  });
+  fedsilo::v1::OrchestratorMessage m;
+  fedsilo::v1::TaskHeader task;
+  while (stream->Read(&m)) {
+    if (m.has_task()) task = m.task();
+    if (m.has_chunk() && m.chunk().last()) break;
+  }
+  fedsilo::v1::SiloMessage h;
+  h.mutable_result()->set_job_id(task.job_id());
+  h.mutable_result()->set_round(task.round());
+  h.mutable_result()->set_nonce(task.nonce());
+  h.mutable_result()->set_num_examples(5);
+  h.mutable_result()->set_update_bytes(100);
+  ASSERT_TRUE(stream->Write(h));
+  orchestrator_side.join();
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_NE(reply->source, nullptr);
+
+  fed.service()->CancelRun("job-1", "the job was aborted");
+  StatusOr<ModelState> fetched = reply->source->Fetch();
+  EXPECT_TRUE(absl::IsCancelled(fetched.status())) << fetched.status();
+  EXPECT_THAT(std::string(fetched.status().message()), HasSubstr("the job was aborted"));
+  context.TryCancel();
+}
+
 // A silo that sends garbage next to a real one: a wrong-shaped update in
 // round 1, a NaN in round 2, a sound update in round 3. The garbage is
 // rejected and named, the rounds go on with the real silo, and the sound

@@ -35,6 +35,9 @@ struct OrchestratorService::Session {
   bool busy ABSL_GUARDED_BY(mu) = false;       // a task is out (or its update not fetched)
   bool holding ABSL_GUARDED_BY(mu) = false;    // the result came; the update waits at the silo
   bool uploading ABSL_GUARDED_BY(mu) = false;  // an UploadRequest is out
+  // The task's run was cancelled: the silo has dropped its update, so it is
+  // not asked for (Fetch() reports the cancellation instead).
+  std::optional<Status> cancelled ABSL_GUARDED_BY(mu);
   std::string job_id ABSL_GUARDED_BY(mu);
   int round ABSL_GUARDED_BY(mu) = 0;
   std::string nonce ABSL_GUARDED_BY(mu);
@@ -67,7 +70,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
     fedsilo::v1::OrchestratorMessage request;
     {
       std::lock_guard<std::mutex> lock(s.mu);
-      if (!s.open) return;  // Fetch() reports it
+      if (!s.open || s.cancelled.has_value()) return;  // Fetch() reports it
       s.uploading = true;
       s.upload.reset();
       request.mutable_upload()->set_job_id(s.job_id);
@@ -85,6 +88,10 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
       if (!s.open && !s.upload.has_value()) {
         s.busy = s.holding = s.uploading = false;
         return absl::UnavailableError(absl::StrCat("silo '", s.silo, "' left before its upload"));
+      }
+      if (s.cancelled.has_value() && !s.uploading) {
+        s.busy = s.holding = false;
+        return Annotate(*s.cancelled, absl::StrCat("silo '", s.silo, "'"));
       }
     }
     Prefetch();
@@ -134,6 +141,7 @@ void OrchestratorService::CancelRun(const std::string& run_id, const std::string
     {
       std::lock_guard<std::mutex> lock(s->mu);
       ours = s->busy && s->job_id == run_id;
+      if (ours) s->cancelled = absl::CancelledError(reason);
       if (ours && s->uploading && !s->upload.has_value()) s->upload = absl::CancelledError(reason);
     }
     if (!ours) continue;
@@ -194,6 +202,7 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
     session->round = request.round;
     session->nonce = nonce;
     session->result.reset();
+    session->cancelled.reset();
   }
   const std::shared_ptr<const std::string> model_bytes = ModelBytes(request);
   const std::string& model = *model_bytes;
