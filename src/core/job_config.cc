@@ -417,7 +417,7 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
                                           &c.strategy.server_learning_rate));
 
   const Section privacy = top.Sub("privacy");
-  FEDSILO_RETURN_IF_ERROR(privacy.CheckKeys({"dp"}));
+  FEDSILO_RETURN_IF_ERROR(privacy.CheckKeys({"dp", "secure_aggregation"}));
   const Section dp = privacy.Sub("dp");
   FEDSILO_RETURN_IF_ERROR(
       dp.CheckKeys({"mode", "noise_multiplier", "target_epsilon", "max_grad_norm", "delta",
@@ -449,6 +449,34 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   if (d.mode == DpMode::kNone && (d.noise_multiplier > 0 || d.target_epsilon > 0)) {
     return top.Error(dp.Child("mode"), "privacy.dp.mode",
                      "is none, but noise_multiplier or target_epsilon is set; say mode: local");
+  }
+
+  SecureAggregationConfig& sa = c.privacy.secure_aggregation;
+  if (privacy.Child("secure_aggregation").IsScalar()) {
+    FEDSILO_RETURN_IF_ERROR(privacy.Bool("secure_aggregation", &sa.enabled));
+  } else {
+    const Section secagg = privacy.Sub("secure_aggregation");
+    FEDSILO_RETURN_IF_ERROR(
+        secagg.CheckKeys({"enabled", "threshold", "clip_range", "bits", "max_weight"}));
+    sa.enabled = static_cast<bool>(privacy.Child("secure_aggregation"));
+    FEDSILO_RETURN_IF_ERROR(secagg.Bool("enabled", &sa.enabled));
+    FEDSILO_RETURN_IF_ERROR(secagg.Int("threshold", 0, 255, &sa.threshold));
+    FEDSILO_RETURN_IF_ERROR(secagg.Double("clip_range", 0, true, 1e6, false, &sa.clip_range));
+    FEDSILO_RETURN_IF_ERROR(secagg.Int("bits", 8, 30, &sa.bits));
+    FEDSILO_RETURN_IF_ERROR(secagg.Double("max_weight", 1, false, 1e7, false, &sa.max_weight));
+    if (sa.threshold == 1) {
+      return top.Error(secagg.Child("threshold"), "privacy.secure_aggregation.threshold",
+                       "must be 0 (automatic) or at least 2: the sum of one silo is its update");
+    }
+  }
+  if (sa.enabled && sa.threshold > static_cast<int>(c.federation.silos.size())) {
+    return top.Error(privacy.Child("secure_aggregation"), "privacy.secure_aggregation.threshold",
+                     absl::StrCat("is ", sa.threshold, ", more than the job's ",
+                                  c.federation.silos.size(), " silos"));
+  }
+  if (sa.enabled && c.federation.silos.size() < 2) {
+    return top.Error(privacy.Child("secure_aggregation"), "privacy.secure_aggregation",
+                     "needs at least 2 silos: the sum of one silo is its update");
   }
 
   const Section checkpoint = top.Sub("checkpoint");
@@ -529,6 +557,14 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "adaptive_clipping" << YAML::Value << c.privacy.dp.adaptive_clipping;
   out << YAML::Key << "target_quantile" << YAML::Value << Num(c.privacy.dp.target_quantile);
   out << YAML::Key << "clip_learning_rate" << YAML::Value << Num(c.privacy.dp.clip_learning_rate);
+  out << YAML::EndMap;
+  const SecureAggregationConfig& sa = c.privacy.secure_aggregation;
+  out << YAML::Key << "secure_aggregation" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "enabled" << YAML::Value << sa.enabled;
+  out << YAML::Key << "threshold" << YAML::Value << sa.threshold;
+  out << YAML::Key << "clip_range" << YAML::Value << Num(sa.clip_range);
+  out << YAML::Key << "bits" << YAML::Value << sa.bits;
+  out << YAML::Key << "max_weight" << YAML::Value << Num(sa.max_weight);
   out << YAML::EndMap;
   out << YAML::EndMap;
   out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;

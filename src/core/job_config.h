@@ -85,8 +85,24 @@ struct DpConfig {
   double clip_learning_rate = 0.2;
 };
 
+// Secure aggregation (secure/secagg.h): each silo masks a fixed-point copy of
+// its update so that the orchestrator learns only the sum over the silos.
+// `privacy.secure_aggregation: true` takes every default.
+struct SecureAggregationConfig {
+  bool enabled = false;
+  // Silos that must stay until the end of a round for its sum to be
+  // recovered; 0 = two thirds of the silos sampled (rounded up), at least 2.
+  int threshold = 0;
+  double clip_range = 4.0;  // update values are clipped to [-clip_range, clip_range]
+  int bits = 24;            // fixed-point bits per value, sign included
+  // A silo's weight is its examples / max_weight (a silo with more is
+  // refused); ignored with privacy.dp.mode central (equal weights).
+  double max_weight = 100000;
+};
+
 struct PrivacyConfig {
   DpConfig dp;
+  SecureAggregationConfig secure_aggregation;
 };
 
 struct CheckpointConfig {

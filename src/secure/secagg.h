@@ -1,0 +1,229 @@
+// Secure aggregation after Bonawitz et al., "Practical Secure Aggregation for
+// Privacy-Preserving Machine Learning" (CCS 2017), for honest-but-curious
+// orchestrators: the orchestrator learns the weighted sum of the updates of
+// the silos that stayed to the end of a round, and nothing about any one
+// update, as long as fewer than `threshold` silos collude with it.
+//
+// One round (all keys are fresh per round):
+//  1. advertise: each silo makes two X25519 key pairs, one to encrypt shares
+//     and one to agree pairwise mask seeds, and sends the public keys.
+//  2. share keys: each silo draws a self-mask seed b, Shamir-splits b and its
+//     mask secret key among all silos that advertised (any `threshold`
+//     shares recover them) and sends each share encrypted for its holder,
+//     plus a commitment to b.
+//  3. masked input: each silo encodes its update in fixed point (values
+//     clipped to [-clip_range, clip_range], multiplied by its weight, scaled
+//     to `bits` bits) and adds, mod 2^32, the ChaCha20 stream of b and, for
+//     every other silo v that shared keys, +/- the stream of the seed agreed
+//     with v (+ when it comes first in share-number order). Pairwise masks
+//     cancel in the sum of the silos that both stayed.
+//  4. unmask: each silo still there reveals its shares of b for the silos
+//     that sent a masked input, and of the mask secret key for the silos that
+//     left after step 2 (never both for one silo). The orchestrator rebuilds
+//     them, checks them against the commitments and public keys, removes the
+//     self masks and the dropped silos' pairwise masks, and decodes the sum.
+//
+// The vector a silo masks is its update's values followed by three counters:
+// its weight in units (examples, or 1 with equal weights), the number of its
+// values that were clipped to clip_range, and 1 if its update was within
+// clip_norm (central DP's adaptive clipping counts these). The orchestrator
+// learns each of them only as a sum.
+//
+// Types make the rule "the orchestrator never holds one silo's update"
+// visible: what arrives from a silo is a MaskedVector, which can only be
+// added to a MaskedSum; only SecAggRound::Finish() removes masks, and only
+// from a sum of at least `threshold` silos.
+#ifndef FEDSILO_SECURE_SECAGG_H_
+#define FEDSILO_SECURE_SECAGG_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "core/model_state.h"
+#include "core/status.h"
+#include "secure/secagg_crypto.h"
+
+namespace fedsilo::v1::secagg {
+class Request;
+}  // namespace fedsilo::v1::secagg
+
+namespace fedsilo::secure {
+
+inline constexpr int kSecAggCounters = 3;  // weight, clipped values, within clip_norm
+inline constexpr int kSecAggMaxSilos = 255;  // Shamir share numbers are bytes
+
+struct SecAggParams {
+  int threshold = 2;
+  double clip_range = 4.0;
+  int bits = 24;
+  double max_weight = 0;  // 0: every silo weighs 1
+  double clip_norm = 0;   // > 0: L2-clip each update first
+  uint64_t length = 0;    // values in the update
+};
+
+// The threshold a job asks for, for `sampled` silos: the configured one, or
+// two thirds of them (rounded up, at least 2).
+int SecAggThreshold(int configured, int sampled);
+
+// Fixed point: v -> round(v * scale) with scale = (2^(bits-1) - 1) / clip_range.
+class FixedPoint {
+ public:
+  FixedPoint(double clip_range, int bits);
+  double scale() const { return scale_; }
+  // Encodes weight x clip(v) for every value of `update` into `out` (as
+  // two's-complement uint32). Returns how many values were clipped.
+  int64_t Encode(const ModelState& update, double weight, uint32_t* out) const;
+
+ private:
+  double clip_range_;
+  double scale_;
+};
+
+// One silo's masked vector as the orchestrator receives it. Uniformly
+// distributed whatever the update: it has no accessor for its values.
+class MaskedVector {
+ public:
+  // InvalidArgument naming `source` when `bytes` does not hold `length` values.
+  static StatusOr<MaskedVector> Parse(absl::string_view bytes, uint64_t length,
+                                      absl::string_view source);
+  uint64_t length() const { return values_.size(); }
+
+ private:
+  friend class MaskedSum;
+  std::vector<uint32_t> values_;
+};
+
+// The running sum, mod 2^32, of masked vectors.
+class MaskedSum {
+ public:
+  explicit MaskedSum(uint64_t length) : sum_(length, 0) {}
+  // REQUIRES: v.length() equals the sum's length.
+  void Add(const MaskedVector& v);
+  int count() const { return count_; }
+
+ private:
+  friend class SecAggRound;
+  std::vector<uint32_t> sum_;
+  int count_ = 0;
+};
+
+// The silo's side: holds this round's update until it is masked, and answers
+// the orchestrator's requests. It checks what it is asked: too few
+// participants, a changed key, or a request to reveal both secrets of one
+// silo are refused. Thread safety: none (one request at a time).
+class SecAggSilo {
+ public:
+  explicit SecAggSilo(std::string name) : name_(std::move(name)) {}
+
+  // The update (local minus global) and training examples of `round`.
+  void SetInput(const std::string& run_id, int round, ModelState update, int64_t examples);
+  // One stage's request (secagg.proto Request) -> its reply. Errors say what
+  // was refused; the round's state is then dropped.
+  StatusOr<std::string> Handle(const std::string& run_id, int round, absl::string_view request);
+
+ private:
+  struct Peer {
+    uint32_t share_number = 0;
+    Key32 share_public_key{};
+    Key32 mask_public_key{};
+  };
+  StatusOr<std::string> Advertise(const v1::secagg::Request& request);
+  StatusOr<std::string> ShareKeys(const v1::secagg::Request& request);
+  StatusOr<std::string> MaskedInput(const v1::secagg::Request& request);
+  StatusOr<std::string> Unmask(const v1::secagg::Request& request);
+  std::string ShareContext(const std::string& from, const std::string& to) const;
+
+  std::string name_;
+  std::string run_id_;
+  int round_ = 0;
+  std::optional<ModelState> update_;
+  int64_t examples_ = 0;
+  int stage_ = 0;  // the last stage answered: 0 none .. 4 unmask
+  SecAggParams params_;
+  std::vector<std::string> participants_;
+  KeyPair share_keys_;
+  KeyPair mask_keys_;
+  Key32 self_seed_{};
+  std::map<std::string, Peer> peers_;                      // who shared keys (incl. this silo)
+  std::map<std::string, std::pair<Key32, Key32>> held_;    // owner -> (mask key, self seed) shares
+  std::set<std::string> masked_with_;                      // survivors of stage 2
+};
+
+// The result of a round: the weighted mean of the updates of the silos that
+// stayed, and what else the sum tells.
+struct SecAggOutcome {
+  ModelState mean;          // layout of the round's model
+  int contributors = 0;     // masked inputs in the sum
+  double total_weight = 0;  // sum of the weights (examples / max_weight, or 1 each)
+  int64_t clipped_values = 0;
+  int within_clip_norm = 0;
+  // Largest error fixed-point rounding can put on one value of `mean`.
+  double quantization_error = 0;
+};
+
+// The orchestrator's side of one round. Each Accept*() that fails drops that
+// silo from the later stages; each stage's request fails (Unavailable, naming
+// who left) when fewer than `threshold` silos are left.
+class SecAggRound {
+ public:
+  // InvalidArgument when the parameters cannot hold a sum of `participants`.
+  static StatusOr<SecAggRound> Create(std::string run_id, int round, SecAggParams params,
+                                      std::vector<std::string> participants,
+                                      const ModelState& layout);
+
+  std::string AdvertiseRequest() const;
+  Status AcceptAdvertise(const std::string& silo, absl::string_view reply);
+
+  StatusOr<std::string> ShareKeysRequest();
+  Status AcceptShareKeys(const std::string& silo, absl::string_view reply);
+
+  // silo -> request; each holds the shares addressed to that silo.
+  StatusOr<std::map<std::string, std::string>> MaskedInputRequests();
+  Status AcceptMaskedInput(const std::string& silo, absl::string_view reply);
+
+  StatusOr<std::string> UnmaskRequest();
+  Status AcceptUnmask(const std::string& silo, absl::string_view reply);
+
+  // Rebuilds the secrets, removes the masks and decodes the mean. Fails
+  // (nothing partial is returned) with fewer than `threshold` unmask replies
+  // or a secret that does not match its commitment.
+  StatusOr<SecAggOutcome> Finish();
+
+  // The silos asked in the current stage.
+  const std::vector<std::string>& silos() const { return current_; }
+
+ private:
+  SecAggRound(std::string run_id, int round, SecAggParams params,
+              std::vector<std::string> participants, const ModelState& layout);
+  Status Enough(absl::string_view stage) const;
+  uint32_t ShareNumber(const std::string& silo) const;
+
+  std::string run_id_;
+  int round_;
+  SecAggParams params_;
+  std::vector<std::string> participants_;
+  ModelState layout_;
+  std::vector<std::string> current_;  // silos in the current stage
+  std::vector<std::string> answered_;  // silos that answered it
+  std::map<std::string, std::pair<Key32, Key32>> keys_;  // share pk, mask pk
+  std::map<std::string, Key32> commitments_;
+  std::map<std::string, std::map<std::string, std::string>> mailbox_;  // to -> from -> ciphertext
+  std::vector<std::string> shared_;      // U2
+  std::vector<std::string> survivors_;   // U3
+  std::vector<std::string> dropped_;     // U2 \ U3
+  MaskedSum sum_;
+  // owner -> share number -> share
+  std::map<std::string, std::map<uint8_t, Key32>> self_shares_;
+  std::map<std::string, std::map<uint8_t, Key32>> key_shares_;
+  int unmask_replies_ = 0;
+  int stage_ = 0;
+};
+
+}  // namespace fedsilo::secure
+
+#endif  // FEDSILO_SECURE_SECAGG_H_

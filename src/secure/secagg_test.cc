@@ -1,0 +1,381 @@
+#include "secure/secagg.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "fedsilo/v1/secagg.pb.h"
+
+namespace fedsilo::secure {
+namespace {
+
+using ::testing::HasSubstr;
+
+ModelState Update(std::vector<float> w, std::vector<float> b) {
+  ModelState s;
+  const int64_t nw = static_cast<int64_t>(w.size());
+  const int64_t nb = static_cast<int64_t>(b.size());
+  EXPECT_TRUE(s.Add(Tensor::FromFloats("w", {nw}, w)).ok());
+  EXPECT_TRUE(s.Add(Tensor::FromFloats("b", {nb}, b)).ok());
+  return s;
+}
+
+ModelState RandomUpdate(std::mt19937& rng, int n) {
+  std::normal_distribution<float> normal(0.f, 0.5f);
+  std::vector<float> w(static_cast<size_t>(n)), b(3);
+  for (float& v : w) v = normal(rng);
+  for (float& v : b) v = normal(rng);
+  return Update(w, b);
+}
+
+// N silos and the orchestrator's round, all in this process; a silo listed
+// in `leave` stops answering from that stage on (1 advertise .. 4 unmask).
+struct Federation {
+  SecAggParams params;
+  std::vector<std::string> names;
+  std::vector<ModelState> updates;
+  std::vector<int64_t> examples;
+  std::map<std::string, std::unique_ptr<SecAggSilo>> silos;
+  std::map<std::string, int> leave;
+  std::vector<std::string> errors;  // "silo: message" of refused replies
+
+  explicit Federation(int n, int values = 50, uint32_t seed = 1) {
+    std::mt19937 rng(seed);
+    for (int i = 0; i < n; ++i) {
+      names.push_back(absl::StrCat("silo-", i + 1));
+      updates.push_back(RandomUpdate(rng, values));
+      examples.push_back(100 + 37 * i);
+    }
+    params.threshold = SecAggThreshold(0, n);
+    params.max_weight = 1000;
+  }
+
+  bool Answers(const std::string& silo, int stage) const {
+    auto it = leave.find(silo);
+    return it == leave.end() || stage < it->second;
+  }
+
+  template <typename Accept>
+  void Ask(int stage, const std::map<std::string, std::string>& requests, Accept accept) {
+    for (const auto& [silo, request] : requests) {
+      if (!Answers(silo, stage)) continue;
+      StatusOr<std::string> reply = silos[silo]->Handle("run", 1, request);
+      if (!reply.ok()) {
+        errors.push_back(absl::StrCat(silo, ": ", reply.status().message()));
+        continue;
+      }
+      Status s = accept(silo, *reply);
+      if (!s.ok()) errors.push_back(absl::StrCat(silo, ": ", s.message()));
+    }
+  }
+
+  StatusOr<SecAggOutcome> Run() {
+    for (size_t i = 0; i < names.size(); ++i) {
+      silos[names[i]] = std::make_unique<SecAggSilo>(names[i]);
+      silos[names[i]]->SetInput("run", 1, updates[i], examples[i]);
+    }
+    FEDSILO_ASSIGN_OR_RETURN(SecAggRound round,
+                             SecAggRound::Create("run", 1, params, names, updates[0]));
+    std::map<std::string, std::string> all;
+    for (const std::string& s : round.silos()) all[s] = round.AdvertiseRequest();
+    Ask(1, all, [&](auto& s, auto& r) { return round.AcceptAdvertise(s, r); });
+    FEDSILO_ASSIGN_OR_RETURN(std::string share, round.ShareKeysRequest());
+    all.clear();
+    for (const std::string& s : round.silos()) all[s] = share;
+    Ask(2, all, [&](auto& s, auto& r) { return round.AcceptShareKeys(s, r); });
+    FEDSILO_ASSIGN_OR_RETURN(auto masked, round.MaskedInputRequests());
+    Ask(3, masked, [&](auto& s, auto& r) { return round.AcceptMaskedInput(s, r); });
+    FEDSILO_ASSIGN_OR_RETURN(std::string unmask, round.UnmaskRequest());
+    all.clear();
+    for (const std::string& s : round.silos()) all[s] = unmask;
+    Ask(4, all, [&](auto& s, auto& r) { return round.AcceptUnmask(s, r); });
+    return round.Finish();
+  }
+
+  // The plain weighted mean over the silos in `included`.
+  std::vector<float> PlainMean(const std::vector<std::string>& included) const {
+    std::vector<double> sum;
+    double weights = 0;
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (std::find(included.begin(), included.end(), names[i]) == included.end()) continue;
+      const double w = static_cast<double>(examples[i]);
+      size_t at = 0;
+      for (const Tensor& t : updates[i].tensors()) {
+        for (float v : t.floats()) {
+          if (sum.size() <= at) sum.push_back(0);
+          sum[at++] += w * std::clamp(static_cast<double>(v), -params.clip_range, params.clip_range);
+        }
+      }
+      weights += w;
+    }
+    std::vector<float> mean;
+    for (double s : sum) mean.push_back(static_cast<float>(s / weights));
+    return mean;
+  }
+};
+
+std::vector<float> Flatten(const ModelState& s) {
+  std::vector<float> out;
+  for (const Tensor& t : s.tensors()) out.insert(out.end(), t.floats().begin(), t.floats().end());
+  return out;
+}
+
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, double bound) {
+  ASSERT_EQ(got.size(), want.size());
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want[i])));
+  EXPECT_LE(worst, bound + 1e-6);
+  EXPECT_GT(bound, 0);
+}
+
+TEST(SecAggTest, TheUnmaskedSumIsThePlainWeightedMeanWithinTheQuantizationError) {
+  Federation f(6, 200);
+  f.params.bits = 16;  // a coarse grid, so that the bound is what is tested
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(f.errors.empty()) << f.errors[0];
+  EXPECT_EQ(out->contributors, 6);
+  EXPECT_DOUBLE_EQ(out->total_weight, (100 + 137 + 174 + 211 + 248 + 285) / 1000.0);
+  // Each silo rounds to half a step of weight x value; the mean divides by the weights.
+  const double step = f.params.clip_range / ((1 << 15) - 1);
+  EXPECT_NEAR(out->quantization_error, 0.5 * 6 * step / out->total_weight, 1e-12);
+  ExpectNear(Flatten(out->mean), f.PlainMean(f.names), out->quantization_error);
+  // ... and the bound is not loose by orders of magnitude.
+  Federation fine(6, 200);
+  fine.params.bits = 24;
+  StatusOr<SecAggOutcome> precise = fine.Run();
+  ASSERT_TRUE(precise.ok());
+  EXPECT_LT(precise->quantization_error, out->quantization_error / 100);
+}
+
+TEST(SecAggTest, ClippedValuesAreCountedOnlyAsASum) {
+  Federation f(3, 20);
+  f.params.clip_range = 0.25;
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  int64_t clipped = 0;
+  for (const ModelState& u : f.updates) {
+    for (float v : Flatten(u)) clipped += std::fabs(v) > 0.25;
+  }
+  EXPECT_GT(clipped, 0);
+  EXPECT_EQ(out->clipped_values, clipped);
+  ExpectNear(Flatten(out->mean), f.PlainMean(f.names), out->quantization_error);
+}
+
+TEST(SecAggTest, SilosThatNeverSendTheirInputAreLeftOut) {
+  Federation f(6);
+  f.leave = {{"silo-2", 1}, {"silo-5", 3}};  // silent from the start; left after sharing keys
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->contributors, 4);
+  ExpectNear(Flatten(out->mean), f.PlainMean({"silo-1", "silo-3", "silo-4", "silo-6"}),
+             out->quantization_error);
+}
+
+TEST(SecAggTest, SilosThatLeaveAfterSendingTheirMaskedInputStillCount) {
+  Federation f(6);
+  f.leave = {{"silo-1", 4}, {"silo-6", 4}};  // sent masked input, then died
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->contributors, 6);
+  ExpectNear(Flatten(out->mean), f.PlainMean(f.names), out->quantization_error);
+}
+
+TEST(SecAggTest, BothKindsOfDropoutInOneRound) {
+  Federation f(7);
+  f.params.threshold = 4;
+  f.leave = {{"silo-3", 3}, {"silo-7", 4}, {"silo-4", 2}};
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->contributors, 5);
+  ExpectNear(Flatten(out->mean), f.PlainMean({"silo-1", "silo-2", "silo-5", "silo-6", "silo-7"}),
+             out->quantization_error);
+}
+
+TEST(SecAggTest, BelowTheThresholdAtAnyStageTheRoundFailsWithoutAnAggregate) {
+  for (int stage = 1; stage <= 4; ++stage) {
+    Federation f(5);  // threshold 4
+    ASSERT_EQ(f.params.threshold, 4);
+    f.leave = {{"silo-2", stage}, {"silo-4", stage}};
+    StatusOr<SecAggOutcome> out = f.Run();
+    ASSERT_FALSE(out.ok()) << "stage " << stage;
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(out.status().message()), HasSubstr("below the threshold of 4"));
+    EXPECT_THAT(std::string(out.status().message()), HasSubstr("silo-2"));
+    EXPECT_THAT(std::string(out.status().message()), HasSubstr("no aggregate is applied"));
+  }
+}
+
+// What one silo sends is uniformly distributed whatever its update: a
+// chi-squared test on the top byte of the masked values of a constant update.
+TEST(SecAggTest, AMaskedInputOfAConstantUpdateLooksUniform) {
+  constexpr int kValues = 100000;
+  for (float constant : {0.0f, 0.5f, -3.0f}) {
+    std::vector<std::string> names = {"a", "b", "c"};
+    std::map<std::string, std::unique_ptr<SecAggSilo>> silos;
+    SecAggParams params;
+    params.threshold = 2;
+    params.max_weight = 0;
+    const ModelState update = Update(std::vector<float>(kValues, constant), {constant});
+    for (const std::string& n : names) {
+      silos[n] = std::make_unique<SecAggSilo>(n);
+      silos[n]->SetInput("run", 1, update, 10);
+    }
+    StatusOr<SecAggRound> round = SecAggRound::Create("run", 1, params, names, update);
+    ASSERT_TRUE(round.ok());
+    for (const std::string& n : names) {
+      ASSERT_TRUE(round->AcceptAdvertise(n, *silos[n]->Handle("run", 1, round->AdvertiseRequest()))
+                      .ok());
+    }
+    const std::string share = *round->ShareKeysRequest();
+    for (const std::string& n : names) {
+      ASSERT_TRUE(round->AcceptShareKeys(n, *silos[n]->Handle("run", 1, share)).ok());
+    }
+    auto requests = *round->MaskedInputRequests();
+    fedsilo::v1::secagg::MaskedInputReply reply;
+    ASSERT_TRUE(reply.ParseFromString(*silos["a"]->Handle("run", 1, requests["a"])));
+    ASSERT_EQ(reply.masked().size(), (kValues + 1 + kSecAggCounters) * 4u);
+    std::vector<double> counts(256, 0);
+    for (size_t i = 3; i < reply.masked().size(); i += 4) {
+      counts[static_cast<unsigned char>(reply.masked()[i])] += 1;  // top byte (little-endian)
+    }
+    const double expected = (kValues + 1 + kSecAggCounters) / 256.0;
+    double chi2 = 0;
+    for (double c : counts) chi2 += (c - expected) * (c - expected) / expected;
+    // 255 degrees of freedom: P(chi2 > 340) < 0.0003. Unmasked, every value
+    // would fall in one or two bins (chi2 ~ 25 million).
+    EXPECT_LT(chi2, 340) << "constant " << constant;
+  }
+}
+
+TEST(SecAggTest, EqualWeightsAndClipNormForCentralDp) {
+  Federation f(4, 30);
+  f.params.max_weight = 0;   // every silo weighs 1
+  f.params.clip_norm = 1.0;  // the updates have norm ~2.8
+  f.updates[2] = Update(std::vector<float>(30, 0.01f), {0.f, 0.f, 0.f});  // norm 0.055
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_DOUBLE_EQ(out->total_weight, 4);
+  EXPECT_EQ(out->within_clip_norm, 1);
+  std::vector<float> want(33, 0.f);
+  for (const ModelState& u : f.updates) {
+    std::vector<float> v = Flatten(u);
+    double norm = 0;
+    for (float x : v) norm += x * x;
+    norm = std::sqrt(norm);
+    for (size_t i = 0; i < v.size(); ++i) want[i] += v[i] * std::min(1.0, 1.0 / norm) / 4;
+  }
+  ExpectNear(Flatten(out->mean), want, out->quantization_error + 1e-6);
+}
+
+TEST(SecAggTest, ASiloRefusesToRevealBothSecretsOfOneSilo) {
+  SecAggSilo silo("a");
+  ModelState u = Update({1, 2}, {3});
+  silo.SetInput("run", 1, u, 5);
+  SecAggParams params;
+  params.threshold = 2;
+  StatusOr<SecAggRound> round = SecAggRound::Create("run", 1, params, {"a", "b"}, u);
+  SecAggSilo b("b");
+  b.SetInput("run", 1, u, 5);
+  ASSERT_TRUE(round->AcceptAdvertise("a", *silo.Handle("run", 1, round->AdvertiseRequest())).ok());
+  ASSERT_TRUE(round->AcceptAdvertise("b", *b.Handle("run", 1, round->AdvertiseRequest())).ok());
+  const std::string share = *round->ShareKeysRequest();
+  ASSERT_TRUE(round->AcceptShareKeys("a", *silo.Handle("run", 1, share)).ok());
+  ASSERT_TRUE(round->AcceptShareKeys("b", *b.Handle("run", 1, share)).ok());
+  auto requests = *round->MaskedInputRequests();
+  ASSERT_TRUE(round->AcceptMaskedInput("a", *silo.Handle("run", 1, requests["a"])).ok());
+  ASSERT_TRUE(round->AcceptMaskedInput("b", *b.Handle("run", 1, requests["b"])).ok());
+  // "b" listed both as a survivor and as dropped.
+  fedsilo::v1::secagg::Request bad;
+  bad.mutable_unmask()->add_survivors("a");
+  bad.mutable_unmask()->add_survivors("b");
+  bad.mutable_unmask()->add_dropped("b");
+  StatusOr<std::string> reply = silo.Handle("run", 1, bad.SerializeAsString());
+  ASSERT_FALSE(reply.ok());
+  EXPECT_THAT(std::string(reply.status().message()), HasSubstr("must split"));
+  // The refusal ends the round for this silo.
+  EXPECT_FALSE(silo.Handle("run", 1, *round->UnmaskRequest()).ok());
+}
+
+TEST(SecAggTest, ASiloRefusesOutOfOrderRequestsAndTooFewParticipants) {
+  SecAggSilo silo("a");
+  ModelState u = Update({1, 2}, {3});
+  silo.SetInput("run", 2, u, 5);
+  SecAggParams params;
+  params.threshold = 2;
+  auto round = SecAggRound::Create("run", 2, params, {"a", "b"}, u);
+  // A request of another round.
+  EXPECT_THAT(std::string(silo.Handle("run", 1, round->AdvertiseRequest()).status().message()),
+              HasSubstr("out-of-order"));
+  silo.SetInput("run", 2, u, 5);
+  fedsilo::v1::secagg::Request alone;
+  alone.mutable_advertise()->mutable_params()->set_threshold(1);
+  alone.mutable_advertise()->mutable_params()->set_bits(24);
+  alone.mutable_advertise()->mutable_params()->set_clip_range(1);
+  alone.mutable_advertise()->mutable_params()->set_length(3);
+  alone.mutable_advertise()->add_participants("a");
+  EXPECT_THAT(std::string(silo.Handle("run", 2, alone.SerializeAsString()).status().message()),
+              HasSubstr("threshold 1"));
+}
+
+TEST(SecAggTest, AWrongShareIsCaughtByTheCommitment) {
+  Federation f(3);
+  f.params.threshold = 3;
+  // Run by hand to tamper with one unmask reply.
+  for (size_t i = 0; i < f.names.size(); ++i) {
+    f.silos[f.names[i]] = std::make_unique<SecAggSilo>(f.names[i]);
+    f.silos[f.names[i]]->SetInput("run", 1, f.updates[i], f.examples[i]);
+  }
+  auto round = SecAggRound::Create("run", 1, f.params, f.names, f.updates[0]);
+  for (auto& n : f.names) {
+    ASSERT_TRUE(round->AcceptAdvertise(n, *f.silos[n]->Handle("run", 1, round->AdvertiseRequest()))
+                    .ok());
+  }
+  const std::string share = *round->ShareKeysRequest();
+  for (auto& n : f.names) ASSERT_TRUE(round->AcceptShareKeys(n, *f.silos[n]->Handle("run", 1, share)).ok());
+  auto masked = *round->MaskedInputRequests();
+  for (auto& n : f.names) {
+    ASSERT_TRUE(round->AcceptMaskedInput(n, *f.silos[n]->Handle("run", 1, masked[n])).ok());
+  }
+  const std::string unmask = *round->UnmaskRequest();
+  for (auto& n : f.names) {
+    fedsilo::v1::secagg::UnmaskReply reply;
+    reply.ParseFromString(*f.silos[n]->Handle("run", 1, unmask));
+    if (n == "silo-2") (*reply.mutable_self_mask_shares(0)->mutable_share())[0] ^= 1;
+    ASSERT_TRUE(round->AcceptUnmask(n, reply.SerializeAsString()).ok());
+  }
+  StatusOr<SecAggOutcome> out = round->Finish();
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(out.status().message()), HasSubstr("does not match its commitment"));
+}
+
+TEST(SecAggTest, TooManySilosForTheBitsIsAClearError) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 300; ++i) names.push_back(absl::StrCat("s", i));
+  SecAggParams params;
+  ModelState u = Update({1}, {1});
+  EXPECT_THAT(std::string(SecAggRound::Create("r", 1, params, names, u).status().message()),
+              HasSubstr("at most 255 silos"));
+  names.resize(200);
+  params.threshold = 100;
+  params.bits = 28;
+  EXPECT_THAT(std::string(SecAggRound::Create("r", 1, params, names, u).status().message()),
+              HasSubstr("lower privacy.secure_aggregation.bits to at most 24"));
+}
+
+TEST(SecAggTest, DefaultThresholdIsTwoThirdsAndAtLeastTwo) {
+  EXPECT_EQ(SecAggThreshold(0, 2), 2);
+  EXPECT_EQ(SecAggThreshold(0, 3), 2);
+  EXPECT_EQ(SecAggThreshold(0, 10), 7);
+  EXPECT_EQ(SecAggThreshold(0, 9), 6);
+  EXPECT_EQ(SecAggThreshold(5, 10), 5);
+}
+
+}  // namespace
+}  // namespace fedsilo::secure
