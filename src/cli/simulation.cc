@@ -1,6 +1,7 @@
 #include "cli/simulation.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "ml/model.h"
 #include "ml/partitioner.h"
 #include "orchestrator/orchestrator.h"
+#include "secure/secagg.h"
 #include "silo/privacy_guard.h"
 #include "silo/silo_agent.h"
 #include "strategy/strategy.h"
@@ -120,6 +122,15 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
     std::printf("  model   %s\n", global_model->Describe().c_str());
     std::printf("  rounds  %d, %s, %d silo(s) training at once\n", job.training.rounds,
                 job.strategy.name.c_str(), threads);
+    const SecureAggregationConfig& sa = job.privacy.secure_aggregation;
+    if (sa.enabled) {
+      const int sampled = static_cast<int>(std::ceil(job.federation.fraction * num_silos));
+      std::printf(
+          "  secure  aggregation: threshold %d of %d, %d-bit fixed point, values clipped to "
+          "+-%g\n",
+          secure::SecAggThreshold(sa.threshold, std::max(sampled, job.federation.min_silos)),
+          std::max(sampled, job.federation.min_silos), sa.bits, sa.clip_range);
+    }
     std::fflush(stdout);
   }
 

@@ -452,13 +452,14 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   }
 
   SecureAggregationConfig& sa = c.privacy.secure_aggregation;
-  if (privacy.Child("secure_aggregation").IsScalar()) {
+  const YAML::Node secagg_node = privacy.Child("secure_aggregation");
+  if (secagg_node && secagg_node.IsScalar()) {
     FEDSILO_RETURN_IF_ERROR(privacy.Bool("secure_aggregation", &sa.enabled));
   } else {
     const Section secagg = privacy.Sub("secure_aggregation");
     FEDSILO_RETURN_IF_ERROR(
         secagg.CheckKeys({"enabled", "threshold", "clip_range", "bits", "max_weight"}));
-    sa.enabled = static_cast<bool>(privacy.Child("secure_aggregation"));
+    sa.enabled = static_cast<bool>(secagg_node);  // a mapping turns it on
     FEDSILO_RETURN_IF_ERROR(secagg.Bool("enabled", &sa.enabled));
     FEDSILO_RETURN_IF_ERROR(secagg.Int("threshold", 0, 255, &sa.threshold));
     FEDSILO_RETURN_IF_ERROR(secagg.Double("clip_range", 0, true, 1e6, false, &sa.clip_range));

@@ -130,6 +130,24 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
                 "privacy: {dp: {mode: central, noise_multiplier: 1, adaptive_clipping: maybe}}\n",
                 "privacy.dp.adaptive_clipping: must be true or false"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\n"
+                "privacy: {secure_aggregation: {threshold: 1}}\n",
+                "privacy.secure_aggregation.threshold: must be 0 (automatic) or at least 2"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\n"
+                "privacy: {secure_aggregation: {threshold: 4}}\n",
+                "privacy.secure_aggregation.threshold: is 4, more than the job's 3 silos"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 1}\n"
+                "privacy: {secure_aggregation: true}\n",
+                "privacy.secure_aggregation: needs at least 2 silos"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\n"
+                "privacy: {secure_aggregation: {bits: 40}}\n",
+                "privacy.secure_aggregation.bits: must be an integer in [8, 30]"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\n"
+                "privacy: {secure_aggregation: yes please}\n",
+                "privacy.secure_aggregation: must be true or false"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\n"
+                "privacy: {secure_aggregation: {treshold: 2}}\n",
+                "unknown key 'privacy.secure_aggregation.treshold'"},
         BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
@@ -184,6 +202,28 @@ TEST(JobConfigTest, ResolvedYamlParsesBackToTheSameJob) {
   EXPECT_DOUBLE_EQ(back->privacy.dp.max_grad_norm, 0.7);
   EXPECT_DOUBLE_EQ(back->privacy.dp.delta, 1e-5);
   EXPECT_EQ(back->federation.silos, c->federation.silos);
+}
+
+TEST(JobConfigTest, SecureAggregationIsOneSwitchWithDefaultsOrAMapping) {
+  StatusOr<JobConfig> on =
+      ParseJobConfig(kMinimal, "job.yaml", {{"privacy.secure_aggregation", "true"}});
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_TRUE(on->privacy.secure_aggregation.enabled);
+  EXPECT_EQ(on->privacy.secure_aggregation.threshold, 0);
+  EXPECT_EQ(on->privacy.secure_aggregation.bits, 24);
+  EXPECT_DOUBLE_EQ(on->privacy.secure_aggregation.clip_range, 4.0);
+  StatusOr<JobConfig> mapped = ParseJobConfig(
+      std::string(kMinimal) + "privacy:\n  secure_aggregation: {threshold: 3, bits: 20}\n",
+      "job.yaml");
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  EXPECT_TRUE(mapped->privacy.secure_aggregation.enabled);
+  EXPECT_EQ(mapped->privacy.secure_aggregation.threshold, 3);
+  EXPECT_EQ(mapped->privacy.secure_aggregation.bits, 20);
+  StatusOr<JobConfig> back = ParseJobConfig(JobConfigToYaml(*mapped), "resolved.yaml");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(JobConfigToYaml(*back), JobConfigToYaml(*mapped));
+  StatusOr<JobConfig> off = ParseJobConfig(kMinimal, "job.yaml");
+  EXPECT_FALSE(off->privacy.secure_aggregation.enabled);
 }
 
 TEST(JobConfigTest, EditDistance) {

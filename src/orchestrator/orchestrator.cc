@@ -41,19 +41,20 @@ struct Arrival {
   StatusOr<transport::FitReply> reply;
 };
 
-class ArrivalQueue {
+template <typename Item>
+class BlockingQueue {
  public:
-  void Push(Arrival a) {
+  void Push(Item a) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       items_.push_back(std::move(a));
     }
     cv_.notify_one();
   }
-  Arrival Pop() {
+  Item Pop() {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return !items_.empty(); });
-    Arrival a = std::move(items_.front());
+    Item a = std::move(items_.front());
     items_.pop_front();
     return a;
   }
@@ -61,8 +62,9 @@ class ArrivalQueue {
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Arrival> items_ ABSL_GUARDED_BY(mu_);
+  std::deque<Item> items_ ABSL_GUARDED_BY(mu_);
 };
+using ArrivalQueue = BlockingQueue<Arrival>;
 
 }  // namespace
 
@@ -161,6 +163,120 @@ Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
   return absl::OkStatus();
 }
 
+Status Orchestrator::AcceptTrained(int round, const std::string& silo,
+                                   StatusOr<transport::FitReply> reply, RoundSummary& summary,
+                                   std::vector<std::string>& trained) {
+  if (!reply.ok()) {
+    spdlog::warn("round {}: silo '{}' dropped: {}", round, silo,
+                 std::string(reply.status().message()));
+    summary.failures.push_back(absl::StrCat(silo, ": ", reply.status().message()));
+    return absl::OkStatus();
+  }
+  reply->source.reset();  // nothing to fetch: the update stays at the silo, to be masked
+  for (const auto& [metric, value] : reply->metrics) {
+    FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, metric, value));
+  }
+  trained.push_back(silo);
+  return absl::OkStatus();
+}
+
+Status Orchestrator::RunSecureStage(int round, const std::map<std::string, std::string>& requests,
+                                    const SecureAccept& accept, RoundSummary& summary) {
+  struct Reply {
+    std::string silo;
+    StatusOr<std::string> payload;
+  };
+  BlockingQueue<Reply> replies;
+  for (const auto& [silo, payload] : requests) {
+    transport::SiloConnection* connection = nullptr;
+    for (const auto& c : silos_) {
+      if (c->silo_name() == silo) connection = c.get();
+    }
+    transport::SecureStepRequest request{options_.run_id, round, payload};
+    pool_.Schedule([&replies, connection, request = std::move(request), silo = silo] {
+      replies.Push({silo, connection->SecureStep(request)});
+    });
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Reply r = replies.Pop();
+    Status accepted = r.payload.status();
+    if (accepted.ok()) accepted = accept(r.silo, *r.payload);
+    if (!accepted.ok()) {
+      spdlog::warn("round {}: silo '{}' dropped from secure aggregation: {}", round, r.silo,
+                   std::string(accepted.message()));
+      summary.failures.push_back(absl::StrCat(r.silo, ": ", accepted.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sampled,
+                                     const std::vector<std::string>& trained,
+                                     RoundSummary& summary) {
+  const SecureAggregationConfig& config = job_.privacy.secure_aggregation;
+  secure::SecAggParams params;
+  params.threshold = secure::SecAggThreshold(config.threshold, sampled);
+  params.clip_range = config.clip_range;
+  params.bits = config.bits;
+  // Central DP weighs silos equally, with updates clipped by the silos.
+  params.max_weight = central_dp_ != nullptr ? 0 : config.max_weight;
+  params.clip_norm = central_dp_ != nullptr ? central_dp_->clip_norm() : 0;
+  if (trained.size() < static_cast<size_t>(params.threshold)) {
+    return absl::UnavailableError(
+        absl::StrCat("round ", round, ": only ", trained.size(), " of ", sampled,
+                     " sampled silos trained, below the secure-aggregation threshold of ",
+                     params.threshold, ": ", absl::StrJoin(summary.failures, "; ")));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(
+      secure::SecAggRound secagg,
+      secure::SecAggRound::Create(options_.run_id, round, params, trained, global));
+  auto fail = [&](const Status& s) { return Annotate(s, absl::StrCat("round ", round)); };
+  std::map<std::string, std::string> requests;
+  for (const std::string& s : trained) requests[s] = secagg.AdvertiseRequest();
+  FEDSILO_RETURN_IF_ERROR(RunSecureStage(
+      round, requests,
+      [&](const std::string& s, absl::string_view r) { return secagg.AcceptAdvertise(s, r); },
+      summary));
+  StatusOr<std::string> share_keys = secagg.ShareKeysRequest();
+  if (!share_keys.ok()) return fail(share_keys.status());
+  requests.clear();
+  for (const std::string& s : secagg.silos()) requests[s] = *share_keys;
+  FEDSILO_RETURN_IF_ERROR(RunSecureStage(
+      round, requests,
+      [&](const std::string& s, absl::string_view r) { return secagg.AcceptShareKeys(s, r); },
+      summary));
+  StatusOr<std::map<std::string, std::string>> masked = secagg.MaskedInputRequests();
+  if (!masked.ok()) return fail(masked.status());
+  FEDSILO_RETURN_IF_ERROR(RunSecureStage(
+      round, *masked,
+      [&](const std::string& s, absl::string_view r) { return secagg.AcceptMaskedInput(s, r); },
+      summary));
+  masked->clear();
+  StatusOr<std::string> unmask = secagg.UnmaskRequest();
+  if (!unmask.ok()) return fail(unmask.status());
+  requests.clear();
+  for (const std::string& s : secagg.silos()) requests[s] = *unmask;
+  FEDSILO_RETURN_IF_ERROR(RunSecureStage(
+      round, requests,
+      [&](const std::string& s, absl::string_view r) { return secagg.AcceptUnmask(s, r); },
+      summary));
+  StatusOr<secure::SecAggOutcome> outcome = secagg.Finish();
+  if (!outcome.ok()) return fail(outcome.status());
+
+  summary.silos_succeeded = outcome->contributors;
+  if (central_dp_ != nullptr) {
+    central_dp_->CountClipped(outcome->within_clip_norm, outcome->contributors);
+  }
+  FEDSILO_RETURN_IF_ERROR(
+      RecordMetric(round, "global", "secagg_quantization_error", outcome->quantization_error));
+  FEDSILO_RETURN_IF_ERROR(RecordMetric(round, "global", "secagg_clipped_values",
+                                       static_cast<double>(outcome->clipped_values)));
+  // The weighted mean is the only update this round has.
+  FEDSILO_RETURN_IF_ERROR(strategy_->Accumulate(std::move(outcome->mean), 1.0));
+  strategy_->TakeFolded();
+  return absl::OkStatus();
+}
+
 StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   const Clock::time_point start = Clock::now();
   const std::vector<size_t> sampled = SampleSilos(round);
@@ -185,6 +301,8 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   // Fold in sampling order while later silos are still training. Every reply
   // is received, even after a fatal error, because the workers use `requests`
   // and `arrivals` until they have pushed their reply.
+  const bool secure = job_.privacy.secure_aggregation.enabled;
+  std::vector<std::string> trained;  // with secure aggregation: silos that trained
   std::vector<std::optional<StatusOr<transport::FitReply>>> waiting(sampled.size());
   size_t next = 0;
   Status fatal;
@@ -196,16 +314,23 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
       waiting[next].reset();
       // The next update travels while this one is checked and folded.
       transport::UpdateSource* following = nullptr;
-      if (next + 1 < sampled.size() && waiting[next + 1].has_value() && waiting[next + 1]->ok()) {
+      if (!secure && next + 1 < sampled.size() && waiting[next + 1].has_value() &&
+          waiting[next + 1]->ok()) {
         following = (*waiting[next + 1])->source.get();
       }
-      if (fatal.ok()) {
-        fatal = AcceptUpdate(round, silos_[sampled[next]]->silo_name(), std::move(reply), global,
-                             following, summary);
+      const std::string& silo = silos_[sampled[next]]->silo_name();
+      if (fatal.ok() && secure) {
+        fatal = AcceptTrained(round, silo, std::move(reply), summary, trained);
+      } else if (fatal.ok()) {
+        fatal = AcceptUpdate(round, silo, std::move(reply), global, following, summary);
       }
     }
   }
   FEDSILO_RETURN_IF_ERROR(fatal);
+  if (secure) {
+    FEDSILO_RETURN_IF_ERROR(
+        SecureAggregate(round, global, static_cast<int>(sampled.size()), trained, summary));
+  }
 
   if (summary.silos_succeeded < job_.federation.min_silos) {
     return absl::UnavailableError(absl::StrCat(

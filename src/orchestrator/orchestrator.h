@@ -14,11 +14,19 @@
 // the round's mean gets Gaussian noise (privacy/central_dp.h); the run then
 // records global/epsilon and global/clip_norm each round.
 //
+// With privacy.secure_aggregation, silos keep their updates: after training
+// they run the secure-aggregation stages (secure/secagg.h) with the
+// orchestrator, which only ever holds masked vectors and their unmasked sum.
+// The round fails, with nothing applied, when fewer silos than the threshold
+// stay to the end. Central DP then clips in the silos (at the clip norm the
+// orchestrator sends) and adds its noise to the unmasked mean.
+//
 // Thread safety: Run() is called once, from one thread.
 #ifndef FEDSILO_ORCHESTRATOR_ORCHESTRATOR_H_
 #define FEDSILO_ORCHESTRATOR_ORCHESTRATOR_H_
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -29,6 +37,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "privacy/central_dp.h"
+#include "secure/secagg.h"
 #include "strategy/strategy.h"
 #include "tracking/metrics_sink.h"
 #include "tracking/run_directory.h"
@@ -105,6 +114,20 @@ class Orchestrator {
   Status AcceptUpdate(int round, const std::string& silo, StatusOr<transport::FitReply> reply,
                       const ModelState& global, transport::UpdateSource* following,
                       RoundSummary& summary);
+  // With secure aggregation: records the metrics of a silo that trained and
+  // adds it to `trained` (its update stays with it), or records its failure.
+  Status AcceptTrained(int round, const std::string& silo, StatusOr<transport::FitReply> reply,
+                       RoundSummary& summary, std::vector<std::string>& trained);
+  // Runs the secure-aggregation stages with the silos in `trained` and folds
+  // the unmasked weighted mean into the strategy. Fails the round (nothing is
+  // folded) when fewer than the threshold stay.
+  Status SecureAggregate(int round, const ModelState& global, int sampled,
+                         const std::vector<std::string>& trained, RoundSummary& summary);
+  // Sends each silo its request of one stage concurrently and calls `accept`
+  // on this thread with each reply; failures are recorded in `summary`.
+  using SecureAccept = std::function<Status(const std::string& silo, absl::string_view reply)>;
+  Status RunSecureStage(int round, const std::map<std::string, std::string>& requests,
+                        const SecureAccept& accept, RoundSummary& summary);
   Status RecordMetric(int round, const std::string& source, const std::string& metric,
                       double value);
 

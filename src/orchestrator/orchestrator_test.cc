@@ -60,9 +60,23 @@ class FakeSilo : public transport::SiloConnection {
       (void)reply.update.Add(Tensor::FromFloats("w", {1}, {1}));
     }
     reply.metrics["train_loss"] = 1.0 / r.round;
+    if (r.job->privacy.secure_aggregation.enabled) {
+      // A real secure-aggregation silo masks this fake's update.
+      secagg_.SetInput(r.run_id, r.round, std::move(reply.update), reply.num_examples);
+      reply.update = ModelState();
+      reply.num_examples = 0;
+      steps_ = 0;
+    }
     return reply;
   }
+  StatusOr<std::string> SecureStep(const transport::SecureStepRequest& r) override {
+    if (leave_at_stage > 0 && ++steps_ >= leave_at_stage) {
+      return absl::UnavailableError("connection lost");
+    }
+    return secagg_.Handle(r.run_id, r.round, r.payload);
+  }
   std::vector<int> calls;
+  int leave_at_stage = 0;  // > 0: stops answering at that secure-aggregation stage
 
  private:
   std::string name_;
@@ -71,6 +85,8 @@ class FakeSilo : public transport::SiloConnection {
   int delay_ms_;
   Fault fault_;
   bool noisy_;
+  secure::SecAggSilo secagg_{name_};
+  int steps_ = 0;
 };
 
 class RecordingSink : public tracking::MetricsSink {
@@ -268,6 +284,102 @@ TEST(OrchestratorTest, RoundFailsBelowMinSilosAndKeepsTheModel) {
               HasSubstr("round 1: only 1 of 3 sampled silos returned a valid update "
                         "(federation.min_silos is 2)"));
   EXPECT_THAT(result.status().message(), HasSubstr("s2: disk full"));
+}
+
+JobConfig SecureJob(int silos, int rounds, int threshold) {
+  JobConfig job = Job(silos, rounds);
+  job.privacy.secure_aggregation.enabled = true;
+  job.privacy.secure_aggregation.threshold = threshold;
+  job.privacy.secure_aggregation.max_weight = 10;
+  job.privacy.secure_aggregation.clip_range = 8;  // updates go up to 6
+  return job;
+}
+
+TEST(OrchestratorTest, SecureAggregationAppliesTheWeightedMeanWithoutSeeingAnUpdate) {
+  JobConfig job = SecureJob(3, 2, 2);
+  Fixture f;
+  f.Add(0, 1);
+  f.Add(1, 2);
+  f.Add(2, 5);
+  SumEvaluator eval;
+  RecordingSink sink;
+  Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
+                 &eval, &sink, nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  // As in the plain test: 2.5 after round 1, 7.5 after round 2, within the
+  // fixed-point error (recorded each round).
+  double error = 0;
+  std::set<std::string> names;
+  for (const auto& r : sink.records) {
+    names.insert(r.name);
+    if (r.name == "global/secagg_quantization_error") error += r.value;
+  }
+  EXPECT_GT(error, 0);
+  for (float v : result->final_model.tensors()[0].floats()) EXPECT_NEAR(v, 7.5, error + 1e-6);
+  EXPECT_EQ(names.count("s1/train_loss"), 1u);
+  EXPECT_EQ(names.count("global/secagg_clipped_values"), 1u);
+  EXPECT_EQ(names.count("s3/num_examples"), 0u);  // masked, never seen
+}
+
+TEST(OrchestratorTest, SecureAggregationRecoversTheSumWhenSilosLeaveMidRound) {
+  JobConfig job = SecureJob(5, 1, 3);
+  Fixture f;
+  for (int i = 0; i < 5; ++i) f.Add(i, 2);
+  f.silos[1]->leave_at_stage = 3;  // shared its keys, never sent its masked input
+  f.silos[3]->leave_at_stage = 4;  // sent its masked input, gone before unmasking
+  RecordingSink sink;
+  SumEvaluator eval;
+  struct Summaries : RoundObserver {
+    Status OnRoundEnd(const RoundSummary& s, const ModelState&, int) override {
+      summaries.push_back(s);
+      return absl::OkStatus();
+    }
+    std::vector<RoundSummary> summaries;
+  } observer;
+  Orchestrator o(job, {"run", 3}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
+                 &eval, &sink, nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), &observer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  // Updates 1..5 with equal weights; silo 2's is left out: (1 + 3 + 4 + 5) / 4.
+  for (float v : result->final_model.tensors()[0].floats()) EXPECT_NEAR(v, 3.25, 1e-5);
+  ASSERT_EQ(observer.summaries.size(), 1u);
+  EXPECT_EQ(observer.summaries[0].silos_succeeded, 4);
+  EXPECT_THAT(observer.summaries[0].failures, testing::Contains(HasSubstr("s2: connection lost")));
+}
+
+TEST(OrchestratorTest, SecureAggregationBelowTheThresholdFailsTheRoundAndAppliesNothing) {
+  JobConfig job = SecureJob(3, 2, 3);
+  Fixture f;
+  for (int i = 0; i < 3; ++i) f.Add(i, 2);
+  f.silos[2]->leave_at_stage = 3;
+  SumEvaluator eval;
+  Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
+                 &eval, nullptr, nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(result.status().message(), HasSubstr("round 1"));
+  EXPECT_THAT(result.status().message(), HasSubstr("below the threshold of 3 (missing: s3)"));
+}
+
+TEST(OrchestratorTest, SecureAggregationWithCentralDpClipsInTheSilos) {
+  JobConfig job = SecureJob(3, 1, 2);
+  job.privacy.dp.mode = DpMode::kCentral;
+  job.privacy.dp.noise_multiplier = 1e-9;
+  job.privacy.dp.clip_norm = 0.3;
+  Fixture f;
+  f.Add(0, 1);
+  f.Add(1, 100);
+  f.Add(2, 5);
+  SumEvaluator eval;
+  Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
+                 &eval, nullptr, nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const Tensor& t : result->final_model.tensors()) {
+    for (float v : t.floats()) EXPECT_NEAR(v, 0.3 / std::sqrt(6.0), 1e-5);
+  }
 }
 
 TEST(OrchestratorTest, SamplesAFractionDeterministically) {

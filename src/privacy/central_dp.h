@@ -39,6 +39,12 @@ class CentralDp {
   // Scales `update` down to norm S when it is longer and counts whether it
   // was clipped. Returns its norm before clipping.
   double Clip(ModelState& update);
+  // Counts updates clipped elsewhere (by silos, under secure aggregation):
+  // `within` of `counted` were no longer than S.
+  void CountClipped(int within, int counted) {
+    unclipped_ += within;
+    counted_ += counted;
+  }
   // Adds the noise of the round's mean of `num_updates` clipped updates to
   // `delta_mean` (the mean applied to the global model, before any server
   // learning rate), then adapts S when asked to.

@@ -31,9 +31,9 @@ bool SumFits(int count, int bits) {
 
 Status CheckParams(const SecAggParams& p, size_t participants) {
   if (participants > static_cast<size_t>(kSecAggMaxSilos)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("secure aggregation takes at most ", kSecAggMaxSilos, " silos a round, not ",
-                     participants));
+    return absl::InvalidArgumentError(absl::StrCat("secure aggregation takes at most ",
+                                                   kSecAggMaxSilos, " silos a round, not ",
+                                                   participants));
   }
   if (p.threshold < 2 || static_cast<size_t>(p.threshold) > participants) {
     return absl::InvalidArgumentError(absl::StrCat("threshold ", p.threshold, " is not in [2, ",
@@ -128,13 +128,14 @@ void SecAggSilo::SetInput(const std::string& run_id, int round, ModelState updat
 
 StatusOr<std::string> SecAggSilo::Handle(const std::string& run_id, int round,
                                          absl::string_view request) {
-  FEDSILO_ASSIGN_OR_RETURN(pb::Request r, ParseAs<pb::Request>(request, "secure aggregation request"));
+  FEDSILO_ASSIGN_OR_RETURN(pb::Request r,
+                           ParseAs<pb::Request>(request, "secure aggregation request"));
   const int stage = static_cast<int>(r.stage_case());
   StatusOr<std::string> reply = absl::FailedPreconditionError("");
   if (run_id != run_id_ || round != round_ || stage != stage_ + 1) {
-    reply = absl::FailedPreconditionError(absl::StrCat(
-        "secure aggregation: out-of-order request (stage ", stage, " of round ", round,
-        "; this silo is at stage ", stage_, " of round ", round_, ")"));
+    reply = absl::FailedPreconditionError(
+        absl::StrCat("secure aggregation: out-of-order request (stage ", stage, " of round ", round,
+                     "; this silo is at stage ", stage_, " of round ", round_, ")"));
   } else if (r.has_advertise()) {
     reply = Advertise(r);
   } else if (r.has_share_keys()) {
@@ -222,7 +223,8 @@ StatusOr<std::string> SecAggSilo::ShareKeys(const pb::Request& r) {
   }
   self_seed_ = RandomKey32();
   const int count = static_cast<int>(participants_.size());
-  const std::vector<Key32> key_shares = ShamirSplit(mask_keys_.secret_key, count, params_.threshold);
+  const std::vector<Key32> key_shares =
+      ShamirSplit(mask_keys_.secret_key, count, params_.threshold);
   const std::vector<Key32> seed_shares = ShamirSplit(self_seed_, count, params_.threshold);
   pb::ShareKeysReply reply;
   const std::string context = ShareKeyContext(run_id_, round_);
@@ -260,9 +262,8 @@ StatusOr<std::string> SecAggSilo::MaskedInput(const pb::Request& r) {
     return absl::InvalidArgumentError("this silo is not among the survivors");
   }
   if (survivors.size() < static_cast<size_t>(params_.threshold)) {
-    return absl::InvalidArgumentError(absl::StrCat("only ", survivors.size(),
-                                                   " silos shared keys, below the threshold ",
-                                                   params_.threshold));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "only ", survivors.size(), " silos shared keys, below the threshold ", params_.threshold));
   }
   const std::string context = ShareKeyContext(run_id_, round_);
   for (const pb::EncryptedShares& e : m.shares()) {
@@ -370,8 +371,8 @@ StatusOr<SecAggRound> SecAggRound::Create(std::string run_id, int round, SecAggP
                                           std::vector<std::string> participants,
                                           const ModelState& layout) {
   params.length = static_cast<uint64_t>(layout.num_elements());
-  FEDSILO_RETURN_IF_ERROR(Annotate(CheckParams(params, participants.size()),
-                                   "privacy.secure_aggregation"));
+  FEDSILO_RETURN_IF_ERROR(
+      Annotate(CheckParams(params, participants.size()), "privacy.secure_aggregation"));
   return SecAggRound(std::move(run_id), round, params, std::move(participants), layout);
 }
 
@@ -386,8 +387,8 @@ SecAggRound::SecAggRound(std::string run_id, int round, SecAggParams params,
       sum_(params.length + kSecAggCounters) {}
 
 uint32_t SecAggRound::ShareNumber(const std::string& silo) const {
-  return static_cast<uint32_t>(
-      std::find(participants_.begin(), participants_.end(), silo) - participants_.begin() + 1);
+  return static_cast<uint32_t>(std::find(participants_.begin(), participants_.end(), silo) -
+                               participants_.begin() + 1);
 }
 
 Status SecAggRound::Enough(absl::string_view stage) const {
@@ -469,8 +470,8 @@ Status SecAggRound::AcceptShareKeys(const std::string& silo, absl::string_view r
     }
   }
   if (sent.size() + 1 != current_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("shares for ", sent.size(), " silos, expected ",
-                                                   current_.size() - 1));
+    return absl::InvalidArgumentError(
+        absl::StrCat("shares for ", sent.size(), " silos, expected ", current_.size() - 1));
   }
   FEDSILO_ASSIGN_OR_RETURN(commitments_[silo],
                            ToKey32(s.self_mask_commitment(), "self-mask commitment"));
@@ -541,7 +542,8 @@ Status SecAggRound::AcceptUnmask(const std::string& silo, absl::string_view repl
     std::map<std::string, Key32> got;
     for (const pb::RevealedShare& r : revealed) {
       if (std::find(owners.begin(), owners.end(), r.owner()) == owners.end()) {
-        return absl::InvalidArgumentError(absl::StrCat("a share of '", r.owner(), "' not asked for"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("a share of '", r.owner(), "' not asked for"));
       }
       FEDSILO_ASSIGN_OR_RETURN(Key32 share, ToKey32(r.share(), "a share"));
       if (!got.emplace(r.owner(), share).second) {

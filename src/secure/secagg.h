@@ -54,7 +54,7 @@ class Request;
 
 namespace fedsilo::secure {
 
-inline constexpr int kSecAggCounters = 3;  // weight, clipped values, within clip_norm
+inline constexpr int kSecAggCounters = 3;    // weight, clipped values, within clip_norm
 inline constexpr int kSecAggMaxSilos = 255;  // Shamir share numbers are bytes
 
 struct SecAggParams {
@@ -149,9 +149,9 @@ class SecAggSilo {
   KeyPair share_keys_;
   KeyPair mask_keys_;
   Key32 self_seed_{};
-  std::map<std::string, Peer> peers_;                      // who shared keys (incl. this silo)
-  std::map<std::string, std::pair<Key32, Key32>> held_;    // owner -> (mask key, self seed) shares
-  std::set<std::string> masked_with_;                      // survivors of stage 2
+  std::map<std::string, Peer> peers_;                    // who shared keys (incl. this silo)
+  std::map<std::string, std::pair<Key32, Key32>> held_;  // owner -> (mask key, self seed) shares
+  std::set<std::string> masked_with_;                    // survivors of stage 2
 };
 
 // The result of a round: the weighted mean of the updates of the silos that
@@ -208,14 +208,14 @@ class SecAggRound {
   SecAggParams params_;
   std::vector<std::string> participants_;
   ModelState layout_;
-  std::vector<std::string> current_;  // silos in the current stage
-  std::vector<std::string> answered_;  // silos that answered it
+  std::vector<std::string> current_;                     // silos in the current stage
+  std::vector<std::string> answered_;                    // silos that answered it
   std::map<std::string, std::pair<Key32, Key32>> keys_;  // share pk, mask pk
   std::map<std::string, Key32> commitments_;
   std::map<std::string, std::map<std::string, std::string>> mailbox_;  // to -> from -> ciphertext
-  std::vector<std::string> shared_;      // U2
-  std::vector<std::string> survivors_;   // U3
-  std::vector<std::string> dropped_;     // U2 \ U3
+  std::vector<std::string> shared_;                                    // U2
+  std::vector<std::string> survivors_;                                 // U3
+  std::vector<std::string> dropped_;                                   // U2 \ U3
   MaskedSum sum_;
   // owner -> share number -> share
   std::map<std::string, std::map<uint8_t, Key32>> self_shares_;

@@ -108,7 +108,8 @@ StatusOr<std::string> Open(const Key32& key, absl::string_view sealed,
   constexpr size_t kNonce = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
   constexpr size_t kTag = crypto_aead_xchacha20poly1305_ietf_ABYTES;
   if (sealed.size() < kNonce + kTag) {
-    return absl::DataLossError(absl::StrCat("sealed data of ", sealed.size(), " bytes is too short"));
+    return absl::DataLossError(
+        absl::StrCat("sealed data of ", sealed.size(), " bytes is too short"));
   }
   std::string out(sealed.size() - kNonce - kTag, '\0');
   unsigned long long written = 0;
@@ -151,7 +152,8 @@ void AddMask(const Key32& seed, absl::Span<uint32_t> values, bool subtract) {
 std::vector<Key32> ShamirSplit(const Key32& secret, int count, int threshold) {
   InitCrypto();
   std::vector<unsigned char> numbers(static_cast<size_t>(count));
-  for (int i = 0; i < count; ++i) numbers[static_cast<size_t>(i)] = static_cast<unsigned char>(i + 1);
+  for (int i = 0; i < count; ++i)
+    numbers[static_cast<size_t>(i)] = static_cast<unsigned char>(i + 1);
   GfshareCtx ctx(gfshare_ctx_init_enc(numbers.data(), static_cast<unsigned int>(count),
                                       static_cast<unsigned char>(threshold), secret.size()));
   if (ctx == nullptr) std::abort();  // only on out-of-memory or a broken REQUIRES

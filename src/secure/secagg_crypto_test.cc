@@ -39,8 +39,8 @@ TEST(SecAggCryptoTest, AnyThresholdSharesRecoverTheSecretAndFewerDoNot) {
   ASSERT_EQ(shares.size(), 5u);
   EXPECT_EQ(ShamirCombine({{1, shares[0]}, {3, shares[2]}, {5, shares[4]}}), secret);
   EXPECT_EQ(ShamirCombine({{2, shares[1]}, {3, shares[2]}, {4, shares[3]}}), secret);
-  EXPECT_EQ(ShamirCombine({{1, shares[0]}, {2, shares[1]}, {3, shares[2]}, {4, shares[3]},
-                           {5, shares[4]}}),
+  EXPECT_EQ(ShamirCombine(
+                {{1, shares[0]}, {2, shares[1]}, {3, shares[2]}, {4, shares[3]}, {5, shares[4]}}),
             secret);
   EXPECT_NE(ShamirCombine({{1, shares[0]}, {2, shares[1]}}), secret);
   for (const Key32& share : shares) EXPECT_NE(share, secret);

@@ -108,7 +108,8 @@ struct Federation {
       for (const Tensor& t : updates[i].tensors()) {
         for (float v : t.floats()) {
           if (sum.size() <= at) sum.push_back(0);
-          sum[at++] += w * std::clamp(static_cast<double>(v), -params.clip_range, params.clip_range);
+          sum[at++] +=
+              w * std::clamp(static_cast<double>(v), -params.clip_range, params.clip_range);
         }
       }
       weights += w;
@@ -128,7 +129,8 @@ std::vector<float> Flatten(const ModelState& s) {
 void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, double bound) {
   ASSERT_EQ(got.size(), want.size());
   double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want[i])));
+  for (size_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want[i])));
   EXPECT_LE(worst, bound + 1e-6);
   EXPECT_GT(bound, 0);
 }
@@ -229,8 +231,8 @@ TEST(SecAggTest, AMaskedInputOfAConstantUpdateLooksUniform) {
     StatusOr<SecAggRound> round = SecAggRound::Create("run", 1, params, names, update);
     ASSERT_TRUE(round.ok());
     for (const std::string& n : names) {
-      ASSERT_TRUE(round->AcceptAdvertise(n, *silos[n]->Handle("run", 1, round->AdvertiseRequest()))
-                      .ok());
+      ASSERT_TRUE(
+          round->AcceptAdvertise(n, *silos[n]->Handle("run", 1, round->AdvertiseRequest())).ok());
     }
     const std::string share = *round->ShareKeysRequest();
     for (const std::string& n : names) {
@@ -333,11 +335,12 @@ TEST(SecAggTest, AWrongShareIsCaughtByTheCommitment) {
   }
   auto round = SecAggRound::Create("run", 1, f.params, f.names, f.updates[0]);
   for (auto& n : f.names) {
-    ASSERT_TRUE(round->AcceptAdvertise(n, *f.silos[n]->Handle("run", 1, round->AdvertiseRequest()))
-                    .ok());
+    ASSERT_TRUE(
+        round->AcceptAdvertise(n, *f.silos[n]->Handle("run", 1, round->AdvertiseRequest())).ok());
   }
   const std::string share = *round->ShareKeysRequest();
-  for (auto& n : f.names) ASSERT_TRUE(round->AcceptShareKeys(n, *f.silos[n]->Handle("run", 1, share)).ok());
+  for (auto& n : f.names)
+    ASSERT_TRUE(round->AcceptShareKeys(n, *f.silos[n]->Handle("run", 1, share)).ok());
   auto masked = *round->MaskedInputRequests();
   for (auto& n : f.names) {
     ASSERT_TRUE(round->AcceptMaskedInput(n, *f.silos[n]->Handle("run", 1, masked[n])).ok());

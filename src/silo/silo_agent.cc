@@ -21,6 +21,14 @@ StatusOr<transport::FitReply> SiloAgent::Fit(const transport::FitRequest& reques
   return reply;
 }
 
+StatusOr<std::string> SiloAgent::SecureStep(const transport::SecureStepRequest& request) {
+  StatusOr<std::string> reply = secagg_.Handle(request.run_id, request.round, request.payload);
+  if (!reply.ok()) {
+    return Annotate(reply.status(), absl::StrCat("silo '", name_, "': round ", request.round));
+  }
+  return reply;
+}
+
 StatusOr<double> SiloAgent::DpNoiseMultiplier(const JobConfig& job) {
   if (dp_noise_multiplier_ > 0) return dp_noise_multiplier_;
   const DpConfig& dp = job.privacy.dp;
@@ -113,6 +121,12 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   for (size_t t = 0; t < reply.update.size(); ++t) {
     absl::Span<float> local = reply.update.mutable_tensors()[t].floats();
     kernels::Subtract(local, global.tensors()[t].floats(), local);
+  }
+  if (job.privacy.secure_aggregation.enabled) {
+    // Kept for masking; only the masked sum of the silos is ever sent.
+    secagg_.SetInput(request.run_id, request.round, std::move(reply.update), reply.num_examples);
+    reply.update = ModelState();
+    reply.num_examples = 0;
   }
   return reply;
 }

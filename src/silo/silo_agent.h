@@ -8,6 +8,11 @@
 // orchestrator knows), and reports "epsilon": what the run has spent of this
 // silo's data so far, at privacy.dp.delta, by the RDP accountant.
 //
+// With privacy.secure_aggregation the update never leaves unmasked: Fit()
+// answers with the metrics only (and no example count, which is masked too),
+// and the following SecureStep() calls run this silo's side of the protocol
+// (secure/secagg.h) on the update it kept.
+//
 // Thread safety: one Fit at a time per agent (the orchestrator never sends a
 // silo two requests at once); different agents run concurrently.
 #ifndef FEDSILO_SILO_SILO_AGENT_H_
@@ -19,6 +24,7 @@
 #include "core/busy_clock.h"
 #include "ml/model.h"
 #include "ml/partitioner.h"
+#include "secure/secagg.h"
 #include "transport/silo_connection.h"
 
 namespace fedsilo::silo {
@@ -42,6 +48,7 @@ class SiloAgent : public transport::SiloHandler {
 
   // Errors name the silo and round: "silo 'silo-2': round 3: ...".
   StatusOr<transport::FitReply> Fit(const transport::FitRequest& request) override;
+  StatusOr<std::string> SecureStep(const transport::SecureStepRequest& request) override;
 
  private:
   StatusOr<transport::FitReply> FitImpl(const transport::FitRequest& request);
@@ -63,6 +70,7 @@ class SiloAgent : public transport::SiloHandler {
   std::string guard_dataset_;
   bool admitted_ = false;
   int64_t dp_steps_ = 0;  // DP-SGD steps taken so far in this run
+  secure::SecAggSilo secagg_{name_};
 };
 
 }  // namespace fedsilo::silo

@@ -109,4 +109,12 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
   return agent_->Fit(request);
 }
 
+StatusOr<std::string> SiloRuntime::SecureStep(const transport::SecureStepRequest& request) {
+  if (agent_ == nullptr || agent_run_id_ != request.run_id) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("silo '", silo_name_, "' has not trained for job '", request.run_id, "'"));
+  }
+  return agent_->SecureStep(request);
+}
+
 }  // namespace fedsilo::silo

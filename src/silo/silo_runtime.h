@@ -50,6 +50,8 @@ class SiloRuntime : public transport::SiloHandler {
 
   // NotFound naming the dataset when the catalog lacks the job's dataset.
   StatusOr<transport::FitReply> Fit(const transport::FitRequest& request) override;
+  // FailedPrecondition unless this silo trained for the step's run.
+  StatusOr<std::string> SecureStep(const transport::SecureStepRequest& request) override;
 
  private:
   StatusOr<std::unique_ptr<SiloAgent>> MakeAgent(const JobConfig& job);

@@ -17,6 +17,9 @@ class InProcessConnection : public SiloConnection {
 
   const std::string& silo_name() const override { return silo_name_; }
   StatusOr<FitReply> Fit(const FitRequest& request) override;
+  StatusOr<std::string> SecureStep(const SecureStepRequest& request) override {
+    return handler_->SecureStep(request);
+  }
 
  private:
   std::string silo_name_;

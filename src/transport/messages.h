@@ -47,6 +47,14 @@ struct FitReply {
   std::map<std::string, double> metrics;
 };
 
+// Orchestrator -> silo: one stage of secure aggregation. The payload is a
+// secagg.proto Request, opaque to the transport; so is the reply.
+struct SecureStepRequest {
+  std::string run_id;
+  int round = 0;
+  std::string payload;
+};
+
 }  // namespace fedsilo::transport
 
 #endif  // FEDSILO_TRANSPORT_MESSAGES_H_

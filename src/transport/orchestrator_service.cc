@@ -44,6 +44,12 @@ struct OrchestratorService::Session {
   uint64_t update_bytes ABSL_GUARDED_BY(mu) = 0;
   std::optional<StatusOr<FitReply>> result ABSL_GUARDED_BY(mu);
   std::optional<StatusOr<ModelState>> upload ABSL_GUARDED_BY(mu);
+  // A secure-aggregation step is out (busy is set too); its reply header came
+  // (with the payload size) or its result is here.
+  bool securing ABSL_GUARDED_BY(mu) = false;
+  bool secure_header ABSL_GUARDED_BY(mu) = false;
+  uint64_t secure_bytes ABSL_GUARDED_BY(mu) = 0;
+  std::optional<StatusOr<std::string>> secure_result ABSL_GUARDED_BY(mu);
 
   bool Write(const fedsilo::v1::OrchestratorMessage& m) {
     std::lock_guard<std::mutex> lock(write_mu);
@@ -143,6 +149,9 @@ void OrchestratorService::CancelRun(const std::string& run_id, const std::string
       ours = s->busy && s->job_id == run_id;
       if (ours) s->cancelled = absl::CancelledError(reason);
       if (ours && s->uploading && !s->upload.has_value()) s->upload = absl::CancelledError(reason);
+      if (ours && s->securing && !s->secure_result.has_value()) {
+        s->secure_result = absl::CancelledError(reason);
+      }
     }
     if (!ours) continue;
     Deliver(*s, absl::CancelledError(reason));
@@ -244,6 +253,60 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   return result;
 }
 
+StatusOr<std::string> OrchestratorService::SecureStep(const std::string& silo,
+                                                      const SecureStepRequest& request,
+                                                      std::chrono::milliseconds timeout) {
+  std::shared_ptr<Session> session;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sessions_.find(silo);
+    if (it != sessions_.end()) session = it->second;
+  }
+  if (session == nullptr) {
+    return absl::UnavailableError(absl::StrCat("silo '", silo, "' is not connected"));
+  }
+  std::string nonce(16, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), 16) != 1) {
+    return absl::InternalError("no randomness for a step nonce");
+  }
+  {
+    std::lock_guard<std::mutex> lock(session->mu);
+    if (!session->open) return absl::UnavailableError(absl::StrCat("silo '", silo, "' left"));
+    if (session->busy) {
+      return absl::FailedPreconditionError(absl::StrCat("silo '", silo, "' is busy with a task"));
+    }
+    session->busy = session->securing = true;
+    session->secure_header = false;
+    session->secure_result.reset();
+    session->cancelled.reset();
+    session->job_id = request.run_id;
+    session->round = request.round;
+    session->nonce = nonce;
+  }
+  fedsilo::v1::OrchestratorMessage message;
+  fedsilo::v1::SecureStep* step = message.mutable_secure();
+  step->set_job_id(request.run_id);
+  step->set_round(request.round);
+  step->set_nonce(nonce);
+  step->set_payload(request.payload);
+  const bool sent = session->Write(message);
+  std::unique_lock<std::mutex> lock(session->mu);
+  if (sent) {
+    session->cv.wait_for(lock, timeout,
+                         [&] { return session->secure_result.has_value() || !session->open; });
+  }
+  StatusOr<std::string> result =
+      session->secure_result.has_value() ? std::move(*session->secure_result)
+      : !sent || !session->open ? StatusOr<std::string>(absl::UnavailableError("silo disconnected"))
+                                : StatusOr<std::string>(absl::DeadlineExceededError(absl::StrCat(
+                                      "no secure-aggregation reply within ",
+                                      timeout.count() / 1000.0, " s (federation.round_timeout)")));
+  session->secure_result.reset();
+  session->busy = session->securing = session->secure_header = false;
+  if (!result.ok()) return Annotate(result.status(), absl::StrCat("silo '", silo, "'"));
+  return result;
+}
+
 grpc::Status OrchestratorService::WhoAmI(grpc::ServerContext* context,
                                          const fedsilo::v1::WhoAmIRequest* /*request*/,
                                          fedsilo::v1::WhoAmIReply* reply) {
@@ -294,6 +357,15 @@ grpc::Status OrchestratorService::Connect(
 
   Status why;
   ChunkAssembler update;  // the upload being received
+  ChunkAssembler secure;  // a secure-aggregation reply being received
+  auto finish_secure = [&](StatusOr<std::string> outcome) {
+    {
+      std::lock_guard<std::mutex> lock(session->mu);
+      if (!session->securing || session->secure_result.has_value()) return;
+      session->secure_result = std::move(outcome);
+    }
+    session->cv.notify_all();
+  };
   while (why.ok() && stream->Read(&message)) {
     switch (message.body_case()) {
       case fedsilo::v1::SiloMessage::kHeartbeat: {
@@ -328,7 +400,37 @@ grpc::Status OrchestratorService::Connect(
         Deliver(*session, std::move(reply));
         break;
       }
+      case fedsilo::v1::SiloMessage::kSecure: {
+        const fedsilo::v1::SecureReply& r = message.secure();
+        bool fresh;
+        uint64_t bytes = r.payload_bytes();
+        {
+          std::lock_guard<std::mutex> lock(session->mu);
+          fresh = session->securing && !session->secure_header &&
+                  !session->secure_result.has_value() && r.job_id() == session->job_id &&
+                  r.round() == session->round && r.nonce() == session->nonce;
+          if (fresh) session->secure_header = true;
+        }
+        if (!fresh) {
+          spdlog::warn("silo '{}': secure-aggregation reply that answers no step; ignored", silo);
+        } else if (bytes == 0) {
+          finish_secure(std::string());
+        } else {
+          secure.Begin(bytes, absl::StrCat("secure-aggregation reply from silo '", silo, "'"));
+        }
+        break;
+      }
       case fedsilo::v1::SiloMessage::kChunk: {
+        if (secure.active()) {
+          Status added = secure.Add(message.chunk());
+          if (!added.ok()) {
+            secure = ChunkAssembler();
+            finish_secure(added);
+          } else if (secure.complete()) {
+            finish_secure(secure.Take());
+          }
+          break;
+        }
         uint64_t expected = 0;
         {
           std::lock_guard<std::mutex> lock(session->mu);
@@ -362,12 +464,17 @@ grpc::Status OrchestratorService::Connect(
       }
       case fedsilo::v1::SiloMessage::kFailed: {
         const fedsilo::v1::TaskFailed& f = message.failed();
-        bool matches;
+        bool matches, securing;
         {
           std::lock_guard<std::mutex> lock(session->mu);
           matches = session->busy && f.nonce() == session->nonce;
+          securing = session->securing;
         }
-        if (matches) Deliver(*session, absl::InternalError(f.reason()));
+        if (matches && securing) {
+          finish_secure(absl::InternalError(f.reason()));
+        } else if (matches) {
+          Deliver(*session, absl::InternalError(f.reason()));
+        }
         break;
       }
       default:

@@ -66,6 +66,12 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   StatusOr<FitReply> Fit(const std::string& silo, const FitRequest& request,
                          std::chrono::milliseconds timeout);
 
+  // Sends one secure-aggregation stage to a connected silo and waits for its
+  // reply payload (which must echo the step's nonce). Errors as for Fit().
+  // REQUIRES: no task of this silo is out (its Fit reply was dropped).
+  StatusOr<std::string> SecureStep(const std::string& silo, const SecureStepRequest& request,
+                                   std::chrono::milliseconds timeout);
+
   // Names of the silos with an open session.
   std::vector<std::string> ConnectedSilos() const;
 
@@ -103,6 +109,9 @@ class RemoteSiloConnection : public SiloConnection {
   const std::string& silo_name() const override { return silo_name_; }
   StatusOr<FitReply> Fit(const FitRequest& request) override {
     return service_->Fit(silo_name_, request, timeout_);
+  }
+  StatusOr<std::string> SecureStep(const SecureStepRequest& request) override {
+    return service_->SecureStep(silo_name_, request, timeout_);
   }
 
  private:

@@ -158,6 +158,8 @@ Status SiloClient::RunSession() {
         pending_nonce_.clear();
         pending_update_.clear();
         if (!sent) break;
+      } else if (message.has_secure()) {
+        if (!AnswerSecureStep(message.secure(), write)) break;
       } else if (message.has_abort()) {
         spdlog::info("job '{}' ended by the orchestrator: {}", message.abort().job_id(),
                      message.abort().reason());
@@ -189,6 +191,38 @@ Status SiloClient::RunSession() {
     active_ = nullptr;
   }
   return result;
+}
+
+bool SiloClient::AnswerSecureStep(
+    const fedsilo::v1::SecureStep& step,
+    const std::function<bool(const fedsilo::v1::SiloMessage&)>& write) {
+  StatusOr<std::string> reply =
+      handler_ == nullptr
+          ? StatusOr<std::string>(absl::UnimplementedError("this silo trains no models"))
+          : handler_->SecureStep({step.job_id(), step.round(), step.payload()});
+  if (!reply.ok()) {
+    spdlog::warn("job '{}' round {}: {}", step.job_id(), step.round(),
+                 std::string(reply.status().message()));
+    fedsilo::v1::SiloMessage m;
+    m.mutable_failed()->set_job_id(step.job_id());
+    m.mutable_failed()->set_round(step.round());
+    m.mutable_failed()->set_nonce(step.nonce());
+    m.mutable_failed()->set_reason(std::string(reply.status().message()));
+    return write(m);
+  }
+  fedsilo::v1::SiloMessage header;
+  fedsilo::v1::SecureReply* r = header.mutable_secure();
+  r->set_job_id(step.job_id());
+  r->set_round(step.round());
+  r->set_nonce(step.nonce());
+  r->set_payload_bytes(reply->size());
+  if (!write(header)) return false;
+  if (reply->empty()) return true;
+  return ForEachChunk(*reply, [&](const fedsilo::v1::Chunk& c) {
+    fedsilo::v1::SiloMessage m;
+    *m.mutable_chunk() = c;
+    return write(m);
+  });
 }
 
 bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string model_bytes,

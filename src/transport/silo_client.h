@@ -64,6 +64,10 @@ class SiloClient {
   // the update waits in pending_update_ for the orchestrator's UploadRequest.
   bool AnswerTask(const fedsilo::v1::TaskHeader& task, std::string model_bytes,
                   const std::function<bool(const fedsilo::v1::SiloMessage&)>& write);
+  // Answers one secure-aggregation step with a SecureReply and its payload in
+  // chunks (or TaskFailed).
+  bool AnswerSecureStep(const fedsilo::v1::SecureStep& step,
+                        const std::function<bool(const fedsilo::v1::SiloMessage&)>& write);
   // Sleeps up to `d`; returns early (false) when stopping.
   bool SleepUnlessStopped(std::chrono::milliseconds d);
   // A stub on a fresh channel. Each session gets its own: a channel that

@@ -18,6 +18,10 @@ class SiloHandler {
   virtual ~SiloHandler() = default;
   // Thread safety: called for one round at a time per silo.
   virtual StatusOr<FitReply> Fit(const FitRequest& request) = 0;
+  // Answers a secure-aggregation stage of the round it last trained for.
+  virtual StatusOr<std::string> SecureStep(const SecureStepRequest& request) {
+    return absl::UnimplementedError("this silo does not take part in secure aggregation");
+  }
 };
 
 class SiloConnection {
@@ -27,6 +31,8 @@ class SiloConnection {
   // Blocks until the silo answers or fails. Thread-safe across connections;
   // one call at a time per connection.
   virtual StatusOr<FitReply> Fit(const FitRequest& request) = 0;
+  // Sends one secure-aggregation stage and waits for the silo's reply, like Fit().
+  virtual StatusOr<std::string> SecureStep(const SecureStepRequest& request) = 0;
 };
 
 }  // namespace fedsilo::transport
