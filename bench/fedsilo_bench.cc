@@ -29,6 +29,7 @@
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
+#include "secure/secagg.h"
 #include "strategy/fed_avg.h"
 #include "tls_push.h"
 #include "transport/orchestrator_service.h"
@@ -126,16 +127,29 @@ int RunAggregate(const AggregateOptions& o) {
   return 0;
 }
 
-// A silo that answers every task with the model it received (no training).
+// A silo that answers every task with the model it received (no training),
+// or, with secure aggregation, masks it.
 class EchoSilo : public fedsilo::transport::SiloHandler {
  public:
+  explicit EchoSilo(std::string name) : secagg_(std::move(name)) {}
   fedsilo::StatusOr<fedsilo::transport::FitReply> Fit(
       const fedsilo::transport::FitRequest& request) override {
     fedsilo::transport::FitReply reply;
     reply.update = *request.global;
     reply.num_examples = 1;
+    if (request.job->privacy.secure_aggregation.enabled) {
+      secagg_.SetInput(request.run_id, request.round, std::move(reply.update), 1);
+      reply.update = fedsilo::ModelState();
+    }
     return reply;
   }
+  fedsilo::StatusOr<std::string> SecureStep(
+      const fedsilo::transport::SecureStepRequest& request) override {
+    return secagg_.Handle(request.run_id, request.round, request.payload);
+  }
+
+ private:
+  fedsilo::secure::SecAggSilo secagg_;
 };
 
 int RunEchoSilo(const std::string& kit_dir, const std::string& target) {
@@ -143,7 +157,7 @@ int RunEchoSilo(const std::string& kit_dir, const std::string& target) {
   if (!kit.ok()) return 2;
   auto files = fedsilo::transport::LoadTlsFiles(*kit);
   if (!files.ok()) return 2;
-  EchoSilo echo;
+  EchoSilo echo(kit->name);
   fedsilo::transport::SiloClientOptions options;
   options.target = target;
   fedsilo::transport::SiloClient client(fedsilo::transport::MakeChannelCredentials(*files), options,
@@ -172,6 +186,8 @@ struct TransportOptions {
   int64_t values = 1'000'000;
   int rounds = 3;
   bool json = false;
+  // Also run the rounds with secure aggregation, on the same silo processes.
+  bool secure = false;
 };
 
 double PeakRssMb() {
@@ -250,10 +266,30 @@ int RunTransport(const TransportOptions& o) {
     bool ok = true;
   } times;
   const double rss_before = PeakRssMb();
+  // With --secure, the same rounds again with secure aggregation, from the
+  // same model, on the same silo processes.
+  Times secure_times;
+  Status secure_status;
+  ModelState secure_model = model;
   orchestrator::Orchestrator orch(job, {"bench", o.silos}, std::move(connections),
                                   std::make_unique<strategy::FedAvg>(), &none, nullptr, nullptr);
   auto result = orch.Run(std::move(model), &times);
   const double peak = PeakRssMb();
+  if (o.secure && result.ok()) {
+    JobConfig secure_job = job;
+    secure_job.privacy.secure_aggregation.enabled = true;
+    secure_job.privacy.secure_aggregation.max_weight = 1;
+    std::vector<std::unique_ptr<transport::SiloConnection>> again;
+    for (const std::string& name : job.federation.silos) {
+      again.push_back(std::make_unique<transport::RemoteSiloConnection>(
+          name, &service, std::chrono::seconds(600)));
+    }
+    orchestrator::Orchestrator secure_orch(secure_job, {"bench-secure", o.silos},
+                                           std::move(again), std::make_unique<strategy::FedAvg>(),
+                                           &none, nullptr, nullptr);
+    secure_status = secure_orch.Run(std::move(secure_model), &secure_times).status();
+  }
+  secure_model = ModelState();
   // The baseline: the same bytes down and up through bare TLS connections.
   std::vector<std::string> kits;
   for (const std::string& name : job.federation.silos) kits.push_back(dir + "/" + name);
@@ -271,6 +307,11 @@ int RunTransport(const TransportOptions& o) {
                  result.ok() ? "a silo failed" : std::string(result.status().message()).c_str());
     return 1;
   }
+  if (!secure_status.ok() || !secure_times.ok) {
+    std::fprintf(stderr, "secure rounds failed: %s\n",
+                 secure_status.ok() ? "a silo failed" : std::string(secure_status.message()).c_str());
+    return 1;
+  }
   std::sort(times.seconds.begin(), times.seconds.end());
   const double median = times.seconds[times.seconds.size() / 2];
   const double moved_mb = 2.0 * o.silos * model_mb;
@@ -285,12 +326,23 @@ int RunTransport(const TransportOptions& o) {
               baseline, moved_mb / baseline, median / baseline);
   std::printf("  orchestrator peak memory     %.0f MB (%.1f models; %.0f MB before the rounds)\n",
               peak, peak / model_mb, rss_before);
+  double secure_median = 0;
+  if (o.secure) {
+    std::sort(secure_times.seconds.begin(), secure_times.seconds.end());
+    secure_median = secure_times.seconds[secure_times.seconds.size() / 2];
+    std::printf("  with secure aggregation      %.3f s per round (median); secure / plain = %.2f\n",
+                secure_median, secure_median / median);
+  }
   if (o.json) {
     nlohmann::json j = {{"benchmark", "transport"},     {"silos", o.silos},
                         {"values", o.values},           {"rounds", o.rounds},
                         {"seconds_per_round", median},  {"mb_per_s", moved_mb / median},
                         {"peak_rss_mb", peak},          {"peak_rss_models", peak / model_mb},
                         {"tls_push_seconds", baseline}, {"ratio_to_tls_push", median / baseline}};
+    if (o.secure) {
+      j["secure_seconds_per_round"] = secure_median;
+      j["secure_ratio"] = secure_median / median;
+    }
     std::printf("%s\n", j.dump().c_str());
   }
   return 0;
@@ -323,6 +375,8 @@ int main(int argc, char** argv) {
   transport_cmd->add_option("--rounds", tr.rounds, "Rounds; the median is reported")
       ->check(CLI::Range(1, 1000));
   transport_cmd->add_flag("--json", tr.json, "Print a JSON summary as the last line");
+  transport_cmd->add_flag("--secure", tr.secure,
+                          "Also run the rounds with secure aggregation and print the ratio");
 
   fedsilo::bench::DpStepOptions dps;
   CLI::App* dp_step =

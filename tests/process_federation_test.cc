@@ -32,6 +32,7 @@ namespace fedsilo {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
@@ -78,6 +79,31 @@ TEST(ProcessFederationTest, ProcessesReachTheSameModelAsInProcessSimulation) {
   // Each silo process logged its session.
   const std::string run_dir = processes["run_dir"];
   EXPECT_THAT(Bytes(run_dir + "/silos/silo-2.log"), HasSubstr("silo 'silo-2' of federation"));
+}
+
+// Secure aggregation over real gRPC: the masks cancel exactly and the integer
+// sum is exact, so processes reach the in-process model bit for bit.
+TEST(ProcessFederationTest, SecureAggregationOverProcessesMatchesInProcess) {
+  const std::string dir = Fresh("secagg");
+  const std::string job = std::string(FEDSILO_TEST_SOURCE_DIR) +
+                          "/examples/digits.yaml --set training.rounds=3 "
+                          "--set privacy.secure_aggregation=true";
+  nlohmann::json in_process =
+      LastLine(RunAndCapture("run " + job + " --quiet --json --workdir " + dir));
+  const std::string out = RunAndCapture("run " + job + " --processes --json --workdir " + dir);
+  EXPECT_THAT(out, HasSubstr("secure  aggregation: threshold 4 of 5"));
+  nlohmann::json processes = LastLine(out);
+  ASSERT_EQ(processes["rounds_completed"], 3) << out;
+  EXPECT_TRUE(Bytes(processes["final_model"]) == Bytes(in_process["final_model"]));
+  // The plain run differs only by the fixed-point rounding.
+  nlohmann::json plain = LastLine(RunAndCapture(
+      "run " + std::string(FEDSILO_TEST_SOURCE_DIR) +
+      "/examples/digits.yaml --set training.rounds=3 --quiet --json --workdir " + dir));
+  EXPECT_NEAR(plain["final"]["loss"].get<double>(), processes["final"]["loss"].get<double>(), 1e-3);
+  EXPECT_FALSE(Bytes(plain["final_model"]) == Bytes(processes["final_model"]));
+  const std::string metrics = Bytes(processes["run_dir"].get<std::string>() + "/metrics.jsonl");
+  EXPECT_THAT(metrics, HasSubstr("global/secagg_quantization_error"));
+  EXPECT_THAT(metrics, Not(HasSubstr("silo-1/num_examples")));
 }
 
 // An orchestrator endpoint in this process and `fedsilo silo` child processes.
@@ -218,6 +244,49 @@ TEST(ProcessFederationTest, KilledSiloIsDroppedAndTakesPartAgainAfterRestart) {
   ASSERT_EQ(observer.failures[1].size(), 1u);
   EXPECT_THAT(observer.failures[1][0], HasSubstr("c: silo 'c'"));
   EXPECT_TRUE(observer.reconnected);
+}
+
+TEST(ProcessFederationTest, SecureAggregationGoesOnWithoutAKilledSiloAboveTheThreshold) {
+  Federation fed(Fresh("secagg-kill"), {"a", "b", "c"});
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+  ASSERT_TRUE(fed.WaitConnected({"a", "b", "c"}));
+  auto job = ParseJobConfig(
+      "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 4}\n"
+      "federation: {silos: [a, b, c], min_silos: 2, round_timeout: 60}\n"
+      "privacy: {secure_aggregation: {threshold: 2}}\n",
+      "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  ConstantEvaluator eval;
+  KillAndRestart observer(&fed);
+  orchestrator::Orchestrator o(*job, {"run-secagg-kill", 3}, fed.Connections({"a", "b", "c"}),
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+  auto result = o.Run(DigitsLogisticModel(), &observer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(observer.succeeded, (std::vector<int>{3, 2, 3, 3}));
+  ASSERT_EQ(observer.failures[1].size(), 1u);
+  EXPECT_THAT(observer.failures[1][0], HasSubstr("c: silo 'c'"));
+}
+
+TEST(ProcessFederationTest, SecureAggregationBelowTheThresholdFailsCleanly) {
+  Federation fed(Fresh("secagg-few"), {"a", "b", "c"});
+  fed.StartSilo("a");
+  fed.StartSilo("b");  // c never starts
+  ASSERT_TRUE(fed.WaitConnected({"a", "b"}));
+  auto job = ParseJobConfig(
+      "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 1}\n"
+      "federation: {silos: [a, b, c], min_silos: 2}\n"
+      "privacy: {secure_aggregation: {threshold: 3}}\n",
+      "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  ConstantEvaluator eval;
+  orchestrator::Orchestrator o(*job, {"run-secagg-few", 3}, fed.Connections({"a", "b", "c"}),
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+  auto result = o.Run(DigitsLogisticModel(), nullptr);
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(result.status().message(),
+              HasSubstr("only 2 of 3 sampled silos trained, below the secure-aggregation "
+                        "threshold of 3"));
+  EXPECT_THAT(result.status().message(), HasSubstr("c: silo 'c' is not connected"));
 }
 
 TEST(ProcessFederationTest, TooFewSilosFailTheRoundNamingTheMissing) {

@@ -13,7 +13,7 @@
 //     plus a commitment to b.
 //  3. masked input: each silo encodes its update in fixed point (values
 //     clipped to [-clip_range, clip_range], multiplied by its weight, scaled
-//     to `bits` bits) and adds, mod 2^32, the ChaCha20 stream of b and, for
+//     to `bits` bits) and adds, mod 2^32, the AES-256-CTR stream of b and, for
 //     every other silo v that shared keys, +/- the stream of the seed agreed
 //     with v (+ when it comes first in share-number order). Pairwise masks
 //     cancel in the sum of the silos that both stayed.

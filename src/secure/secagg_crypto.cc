@@ -1,5 +1,7 @@
 #include "secure/secagg_crypto.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <sodium.h>
 
 extern "C" {  // the header has no C++ guard
@@ -126,19 +128,26 @@ StatusOr<std::string> Open(const Key32& key, absl::string_view sealed,
 }
 
 void AddMask(const Key32& seed, absl::Span<uint32_t> values, bool subtract) {
-  InitCrypto();
+  // AES-256-CTR from a zero IV: each seed is used for one stream only (keys
+  // are fresh every round). With AES-NI it runs at several GB/s, about three
+  // times libsodium's ChaCha20, and masking is most of a silo's extra work.
   constexpr size_t kBlockValues = 4096;  // 16 KiB of key stream at a time
   static const std::array<unsigned char, kBlockValues * 4> kZeros{};
-  static_assert(kBlockValues * 4 % 64 == 0, "whole ChaCha20 blocks");
   std::array<uint32_t, kBlockValues> stream;
-  const unsigned char nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
-  uint32_t counter = 0;
+  const unsigned char iv[16] = {};
+  std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)> ctx(EVP_CIPHER_CTX_new(),
+                                                                      EVP_CIPHER_CTX_free);
+  if (ctx == nullptr ||
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_ctr(), nullptr, seed.data(), iv) != 1) {
+    std::abort();  // out of memory: no mask is better than a wrong one
+  }
   for (size_t at = 0; at < values.size(); at += kBlockValues) {
     const size_t n = std::min(kBlockValues, values.size() - at);
-    crypto_stream_chacha20_ietf_xor_ic(reinterpret_cast<unsigned char*>(stream.data()),
-                                       kZeros.data(), (n * 4 + 63) / 64 * 64, nonce, counter,
-                                       seed.data());
-    counter += kBlockValues * 4 / 64;
+    int written = 0;
+    if (EVP_EncryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(stream.data()), &written,
+                          kZeros.data(), static_cast<int>(n * 4)) != 1) {
+      std::abort();
+    }
     uint32_t* out = values.data() + at;
     if (subtract) {
       for (size_t i = 0; i < n; ++i) out[i] -= stream[i];
@@ -146,7 +155,7 @@ void AddMask(const Key32& seed, absl::Span<uint32_t> values, bool subtract) {
       for (size_t i = 0; i < n; ++i) out[i] += stream[i];
     }
   }
-  sodium_memzero(stream.data(), sizeof(stream));
+  OPENSSL_cleanse(stream.data(), sizeof(stream));
 }
 
 std::vector<Key32> ShamirSplit(const Key32& secret, int count, int threshold) {

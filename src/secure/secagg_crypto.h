@@ -1,6 +1,6 @@
-// The cryptographic building blocks of secure aggregation, all from
-// libsodium (X25519, BLAKE2b, ChaCha20, XChaCha20-Poly1305) and libgfshare
-// (Shamir secret sharing over GF(2^8)). Nothing here is hand-written
+// The cryptographic building blocks of secure aggregation, from libsodium
+// (X25519, BLAKE2b, XChaCha20-Poly1305), OpenSSL (AES-256-CTR as the mask
+// generator) and libgfshare (Shamir secret sharing over GF(2^8)). Nothing here is hand-written
 // cryptography: these are thin, typed wrappers.
 //
 // Thread safety: every function is thread-safe.
@@ -49,7 +49,7 @@ std::string Seal(const Key32& key, absl::string_view plaintext, absl::string_vie
 StatusOr<std::string> Open(const Key32& key, absl::string_view sealed,
                            absl::string_view associated);
 
-// Adds (or subtracts) the ChaCha20 key stream of `seed`, read as uint32
+// Adds (or subtracts) the AES-256-CTR key stream of `seed`, read as uint32
 // values, to `values`, mod 2^32. The same seed always gives the same stream.
 void AddMask(const Key32& seed, absl::Span<uint32_t> values, bool subtract);
 
