@@ -5,9 +5,11 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "cli/keys_command.h"
 #include "cli/orchestrator_command.h"
 #include "cli/privacy_command.h"
 #include "cli/silo_command.h"
@@ -118,6 +120,12 @@ int Main(int argc, char** argv) {
                 "Run every silo as its own process, talking gRPC with mutual TLS to an "
                 "orchestrator endpoint on 127.0.0.1 (a throwaway federation in the run dir)");
 
+  std::string storage_keys;
+  const char* storage_keys_help =
+      "Storage key ring (YAML): encrypt models, checkpoints and ledgers at rest (default: "
+      "$FEDSILO_STORAGE_KEYS, or one key in $FEDSILO_STORAGE_KEY)";
+  run->add_option("--storage-keys", storage_keys, storage_keys_help);
+
   SiloCommandOptions silo_options;
   CLI::App* silo = app.add_subcommand(
       "silo", "Run a silo agent: connect out to the orchestrator and train on local data");
@@ -136,6 +144,7 @@ int Main(int argc, char** argv) {
                    "host:port to dial (default: the kit's)");
   silo->add_option("--data-dir", silo_options.data_dir,
                    "Folder of the built-in data sets (default: $FEDSILO_DATA or data/)");
+  silo->add_option("--storage-keys", storage_keys, storage_keys_help);
   silo->add_flag("--insecure", silo_options.insecure,
                  "Connect WITHOUT TLS (the orchestrator must run --insecure too); for debugging "
                  "networks only");
@@ -155,6 +164,7 @@ int Main(int argc, char** argv) {
   orch->add_option("--data-dir", orch_options.data_dir,
                    "Folder of the built-in data sets, for the held-out evaluation of the global "
                    "model (default: $FEDSILO_DATA or data/)");
+  orch->add_option("--storage-keys", storage_keys, storage_keys_help);
   orch->add_flag("--insecure", orch_options.insecure,
                  "Serve WITHOUT TLS; identities are claimed, not proven. For debugging networks "
                  "only");
@@ -245,6 +255,31 @@ int Main(int argc, char** argv) {
   noise_cmd->add_option("--target-epsilon,-e", privacy.target_epsilon, "Epsilon to stay within")
       ->required();
 
+  CLI::App* keys =
+      app.add_subcommand("keys", "Storage key rings for encryption at rest: new, show, rotate");
+  keys->require_subcommand(1);
+  std::string ring_path;
+  std::vector<std::string> rotate_dirs;
+  bool seal_plain = false, retire = false;
+  CLI::App* keys_new = keys->add_subcommand("new", "Create a key ring with one fresh key (0600)");
+  keys_new->add_option("file", ring_path, "Key ring file to create")->required();
+  CLI::App* keys_show = keys->add_subcommand("show", "List the key ids and the current one");
+  keys_show->add_option("file", ring_path, "Key ring file")->required();
+  keys_show->add_flag("--json", json, "Print JSON");
+  CLI::App* keys_rotate = keys->add_subcommand(
+      "rotate",
+      "Add a fresh current key and re-encrypt every encrypted file under the folders with it "
+      "(stop the processes that use the ring first)");
+  keys_rotate->add_option("file", ring_path, "Key ring file")->required();
+  keys_rotate->add_option("folders", rotate_dirs,
+                          "Folders to re-encrypt (e.g. the orchestrator's or silo's state)");
+  keys_rotate->add_flag("--seal-plain", seal_plain,
+                        "Also encrypt plain model files (*.fsm) and privacy ledgers");
+  keys_rotate->add_flag("--retire", retire,
+                        "Then remove the old keys from the ring (files elsewhere still sealed "
+                        "with them become unreadable)");
+  keys_rotate->add_flag("--json", json, "Print JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -256,6 +291,21 @@ int Main(int argc, char** argv) {
   // round. In-process simulation is left alone: one shared malloc arena slows
   // its parallel training by about a fifth.
   if (*silo || *orch || (*run && sim.processes)) TuneAllocatorForModels();
+
+  if (*keys) {
+    Status ran = *keys_new    ? KeysNewCommand(ring_path)
+                 : *keys_show ? KeysShowCommand(ring_path, json)
+                              : KeysRotateCommand(ring_path, rotate_dirs, seal_plain, retire, json);
+    return ran.ok() ? kExitOk : ReportError(ran);
+  }
+  // Encryption at rest: the key ring applies to every file this process
+  // writes or reads through core/file_seal.h.
+  if (Status sealed = InstallStorageSealer(storage_keys, (*silo && !*ledger) || *orch);
+      !sealed.ok()) {
+    return ReportError(sealed);
+  }
+  // Silo processes started by this one (run --processes) use the same ring.
+  if (!storage_keys.empty()) ::setenv("FEDSILO_STORAGE_KEYS", storage_keys.c_str(), 1);
 
   if (*silo) {
     Status ran = *ledger ? SiloLedgerCommand(silo_options) : RunSiloCommand(silo_options);

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
 
 namespace fedsilo {
@@ -213,11 +214,11 @@ StatusOr<ModelFile> ParseModelState(absl::string_view bytes, absl::string_view s
 
 Status WriteModelStateFile(const std::string& path, const ModelState& state,
                            const ModelMetadata& metadata) {
-  return WriteFileAtomically(path, SerializeModelState(state, metadata));
+  return WriteProtectedFile(path, SerializeModelState(state, metadata));
 }
 
 StatusOr<ModelFile> ReadModelStateFile(const std::string& path) {
-  FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadProtectedFile(path));
   return ParseModelState(bytes, path);
 }
 

@@ -38,7 +38,8 @@ std::string SerializeModelState(const ModelState& state, const ModelMetadata& me
 StatusOr<ModelFile> ParseModelState(absl::string_view bytes, absl::string_view source);
 
 // Writes atomically: a temporary file in the same folder, then rename, so that a
-// crash never leaves a half-written model behind.
+// crash never leaves a half-written model behind. Sealed (encrypted) when a
+// FileSealer is installed (core/file_seal.h); reading opens sealed files.
 Status WriteModelStateFile(const std::string& path, const ModelState& state,
                            const ModelMetadata& metadata = {});
 StatusOr<ModelFile> ReadModelStateFile(const std::string& path);

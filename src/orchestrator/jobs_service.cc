@@ -7,6 +7,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "core/file_seal.h"
 #include "transport/chunks.h"
 
 namespace fedsilo::orchestrator {
@@ -163,6 +164,22 @@ grpc::Status JobsService::DownloadModel(grpc::ServerContext* context,
   if (!in) {
     return ToGrpcStatus(absl::InternalError(absl::StrCat(*path, ": cannot read the final model")));
   }
+  std::string magic(kSealedMagic.size(), '\0');
+  in.read(magic.data(), static_cast<std::streamsize>(magic.size()));
+  if (IsSealed(magic)) {
+    // Encrypted at rest: decrypted (and authenticated) whole, then sent over TLS.
+    StatusOr<std::string> plain = ReadProtectedFile(*path);
+    if (!plain.ok()) {
+      spdlog::error("download of job '{}': {}", request->job_id(),
+                    std::string(plain.status().message()));
+      return ToGrpcStatus(absl::InternalError("the final model cannot be read; see the log"));
+    }
+    const bool sent = transport::ForEachChunk(
+        *plain, [&](const fedsilo::v1::Chunk& c) { return writer->Write(c); });
+    return sent ? grpc::Status::OK : grpc::Status(grpc::StatusCode::CANCELLED, "client left");
+  }
+  in.clear();
+  in.seekg(0);
   // Streamed from the file: memory stays at one chunk whatever the model size.
   std::string buffer(transport::kChunkBytes, '\0');
   for (;;) {

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
 #include "core/unix_time.h"
 #include "core/yaml_util.h"
@@ -61,7 +62,7 @@ StatusOr<std::map<std::string, DatasetPolicy>> LoadPolicy(const std::string& pat
 StatusOr<std::vector<LedgerEntry>> LoadLedger(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return std::vector<LedgerEntry>();
-  FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadProtectedFile(path));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("version") || !j.contains("entries")) {
     return absl::DataLossError(
@@ -184,7 +185,7 @@ Status PrivacyGuard::Save() const {
   nlohmann::json j = {{"version", kLedgerVersion}, {"entries", entries}};
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(ledger_path_).parent_path(), ec);
-  return WriteFileAtomically(ledger_path_, j.dump(1) + "\n");
+  return WriteProtectedFile(ledger_path_, j.dump(1) + "\n");
 }
 
 }  // namespace fedsilo::silo

@@ -1,0 +1,117 @@
+#include "cli/keys_command.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "core/file_seal.h"
+#include "secure/storage_keys.h"
+
+namespace fedsilo::cli {
+
+Status InstallStorageSealer(const std::string& flag_path, bool daemon) {
+  StatusOr<std::optional<secure::KeyRing>> ring = secure::ConfiguredKeyRing(flag_path);
+  if (!ring.ok()) return ring.status();
+  if (!ring->has_value()) {
+    if (daemon) {
+      spdlog::warn(
+          "files at rest are NOT encrypted: models, checkpoints and ledgers are written in the "
+          "clear. Give a storage key ring with --storage-keys or {} (create one with "
+          "`fedsilo keys new FILE`)",
+          secure::kStorageKeysEnv);
+    }
+    SetFileSealer(nullptr);
+    return absl::OkStatus();
+  }
+  const std::string current = (*ring)->current;
+  SetFileSealer(std::make_shared<secure::AeadFileSealer>(std::move(**ring)));
+  if (daemon) {
+    spdlog::info("files at rest are encrypted (XChaCha20-Poly1305) with storage key '{}'", current);
+  }
+  return absl::OkStatus();
+}
+
+Status KeysNewCommand(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(path, ": exists; refusing to replace a key ring (use keys rotate)"));
+  }
+  const secure::KeyRing ring = secure::NewKeyRing();
+  FEDSILO_RETURN_IF_ERROR(secure::SaveKeyRing(ring, path));
+  std::printf(
+      "wrote %s (key '%s', mode 0600): keep it secret and backed up; files sealed with it "
+      "cannot be read without it\n",
+      path.c_str(), ring.current.c_str());
+  return absl::OkStatus();
+}
+
+Status KeysShowCommand(const std::string& path, bool json) {
+  FEDSILO_ASSIGN_OR_RETURN(secure::KeyRing ring, secure::LoadKeyRing(path));
+  if (json) {
+    nlohmann::json ids = nlohmann::json::array();
+    for (const auto& [id, key] : ring.keys) ids.push_back(id);
+    std::printf("%s\n", nlohmann::json({{"current", ring.current}, {"keys", ids}}).dump().c_str());
+    return absl::OkStatus();
+  }
+  for (const auto& [id, key] : ring.keys) {
+    std::printf("%s%s\n", id.c_str(), id == ring.current ? "  (current)" : "");
+  }
+  return absl::OkStatus();
+}
+
+Status KeysRotateCommand(const std::string& path, const std::vector<std::string>& dirs,
+                         bool seal_plain, bool retire, bool json) {
+  FEDSILO_ASSIGN_OR_RETURN(secure::KeyRing ring, secure::LoadKeyRing(path));
+  for (const std::string& dir : dirs) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) {
+      return absl::NotFoundError(absl::StrCat(dir, ": no such folder"));
+    }
+  }
+  const std::string old = ring.current;
+  const std::string added = secure::AddKey(ring);
+  // Saved first: whatever happens next, every file opens with this ring.
+  FEDSILO_RETURN_IF_ERROR(secure::SaveKeyRing(ring, path));
+  if (!json)
+    std::printf("%s: new current key '%s' (was '%s')\n", path.c_str(), added.c_str(), old.c_str());
+  nlohmann::json report = {{"key_ring", path}, {"current", added}, {"previous", old}};
+  nlohmann::json folders = nlohmann::json::array();
+  for (const std::string& dir : dirs) {
+    StatusOr<secure::ReencryptStats> stats = secure::ReencryptTree(dir, ring, seal_plain);
+    if (!stats.ok()) {
+      return Annotate(stats.status(),
+                      absl::StrCat("re-encrypting ", dir, " (the key ring keeps both keys)"));
+    }
+    folders.push_back({{"folder", dir},
+                       {"reencrypted", stats->reencrypted},
+                       {"already_current", stats->current},
+                       {"plain", stats->plain}});
+    if (!json) {
+      std::printf("  %s: %d file(s) re-encrypted, %d plain model/ledger file(s) %s\n", dir.c_str(),
+                  stats->reencrypted, stats->plain,
+                  seal_plain ? "encrypted" : "left plain (--seal-plain encrypts them)");
+    }
+  }
+  report["folders"] = folders;
+  if (retire) {
+    const secure::Key32 key = ring.keys.at(added);
+    ring.keys.clear();
+    ring.keys[added] = key;
+    FEDSILO_RETURN_IF_ERROR(secure::SaveKeyRing(ring, path));
+    if (!json) {
+      std::printf(
+          "  old keys removed from %s: files elsewhere still sealed with them can no "
+          "longer be read\n",
+          path.c_str());
+    }
+  }
+  report["retired"] = retire;
+  if (json) std::printf("%s\n", report.dump().c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace fedsilo::cli

@@ -1,0 +1,58 @@
+#include "core/file_seal.h"
+
+#include <mutex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/file_util.h"
+
+namespace fedsilo {
+namespace {
+
+std::mutex& SealerMutex() {
+  static std::mutex mu;
+  return mu;
+}
+std::shared_ptr<const FileSealer>& Sealer() {
+  static std::shared_ptr<const FileSealer> sealer;
+  return sealer;
+}
+
+}  // namespace
+
+void SetFileSealer(std::shared_ptr<const FileSealer> sealer) {
+  std::lock_guard<std::mutex> lock(SealerMutex());
+  Sealer() = std::move(sealer);
+}
+
+std::shared_ptr<const FileSealer> GetFileSealer() {
+  std::lock_guard<std::mutex> lock(SealerMutex());
+  return Sealer();
+}
+
+bool IsSealed(absl::string_view bytes) { return absl::StartsWith(bytes, kSealedMagic); }
+
+Status WriteProtectedFile(const std::string& path, absl::string_view contents) {
+  const std::shared_ptr<const FileSealer> sealer = GetFileSealer();
+  if (sealer == nullptr) return WriteFileAtomically(path, contents);
+  return WriteFileAtomically(path, sealer->Seal(contents));
+}
+
+StatusOr<std::string> OpenProtectedBytes(std::string bytes, absl::string_view source) {
+  if (!IsSealed(bytes)) return bytes;
+  const std::shared_ptr<const FileSealer> sealer = GetFileSealer();
+  if (sealer == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source,
+                     ": the file is encrypted; give its storage key ring (FEDSILO_STORAGE_KEYS or "
+                     "--storage-keys)"));
+  }
+  return sealer->Open(bytes, source);
+}
+
+StatusOr<std::string> ReadProtectedFile(const std::string& path) {
+  FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  return OpenProtectedBytes(std::move(bytes), path);
+}
+
+}  // namespace fedsilo

@@ -1,0 +1,87 @@
+// Encryption at rest: storage key rings and the AEAD file sealer.
+//
+// A key ring is a small YAML file, readable by its owner only (mode 0600):
+//
+//   version: 1
+//   current: k-20261128-3fa9c2e1   # new files are sealed with this key
+//   keys:
+//     k-20261128-3fa9c2e1: <base64 of 32 random bytes>
+//     k-20261101-77d0a1b4: <...>   # older keys still open older files
+//
+// A sealed file is
+//   "FSEAL" | u8 format version (1) | u8 key id length | key id |
+//   24-byte nonce | XChaCha20-Poly1305 ciphertext and tag
+// with every byte before the ciphertext as associated data, so a changed
+// header, a flipped byte or a wrong key fails authentication as a whole.
+//
+// Processes find their key ring in --storage-keys or FEDSILO_STORAGE_KEYS (a
+// path), or take one key from FEDSILO_STORAGE_KEY (base64; its id is derived
+// from the key).
+#ifndef FEDSILO_SECURE_STORAGE_KEYS_H_
+#define FEDSILO_SECURE_STORAGE_KEYS_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/file_seal.h"
+#include "core/status.h"
+#include "secure/secagg_crypto.h"
+
+namespace fedsilo::secure {
+
+inline constexpr uint8_t kSealedFormatVersion = 1;
+inline constexpr char kStorageKeysEnv[] = "FEDSILO_STORAGE_KEYS";
+inline constexpr char kStorageKeyEnv[] = "FEDSILO_STORAGE_KEY";
+
+struct KeyRing {
+  std::string current;                // id of the key new files are sealed with
+  std::map<std::string, Key32> keys;  // id -> key
+};
+
+// A ring with one fresh key, current.
+KeyRing NewKeyRing();
+// Adds a fresh key and makes it current; returns its id.
+std::string AddKey(KeyRing& ring);
+
+// InvalidArgument naming the file and key for a malformed ring;
+// also when others may read it.
+StatusOr<KeyRing> LoadKeyRing(const std::string& path);
+// Writes atomically with mode 0600.
+Status SaveKeyRing(const KeyRing& ring, const std::string& path);
+
+// The ring of `flag_path` if set, else of the environment (see above);
+// nullopt when none is configured.
+StatusOr<std::optional<KeyRing>> ConfiguredKeyRing(const std::string& flag_path);
+
+class AeadFileSealer : public FileSealer {
+ public:
+  explicit AeadFileSealer(KeyRing ring) : ring_(std::move(ring)) {}
+  std::string Seal(absl::string_view plaintext) const override;
+  StatusOr<std::string> Open(absl::string_view sealed, absl::string_view source) const override;
+  // The key id in a sealed file's header (InvalidArgument if it has none).
+  static StatusOr<std::string> KeyIdOf(absl::string_view sealed, absl::string_view source);
+  const KeyRing& ring() const { return ring_; }
+
+ private:
+  KeyRing ring_;
+};
+
+struct ReencryptStats {
+  int reencrypted = 0;  // sealed files now under the current key
+  int current = 0;      // already under it
+  int plain = 0;        // not sealed (left as they are unless `seal_plain`)
+};
+
+// Re-seals every sealed file under `dir` (recursively) with the ring's current
+// key, atomically file by file; with `seal_plain`, also seals the plain
+// model files (*.fsm) and privacy ledgers (privacy-ledger.json). A file that
+// does not open stops the walk with an error naming it; the files already
+// re-sealed stay readable with the ring.
+StatusOr<ReencryptStats> ReencryptTree(const std::string& dir, const KeyRing& ring,
+                                       bool seal_plain);
+
+}  // namespace fedsilo::secure
+
+#endif  // FEDSILO_SECURE_STORAGE_KEYS_H_
