@@ -178,6 +178,7 @@ TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
   Federation fed("submit");
   ASSERT_TRUE(fed.StartOrchestrator()) << Read(fed.dir() + "/orchestrator.log");
   EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("(mutual TLS)"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("files at rest are NOT encrypted"));
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
   const std::string job = fed.WriteJob("job", kJob);
 
@@ -216,9 +217,15 @@ TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
                    summary["final"]["accuracy"].get<double>());
 }
 
+// With a storage key ring: checkpoints and the final model are sealed on disk,
+// resuming opens the sealed checkpoint, and the download is the plain model.
 TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound) {
   Federation fed("restart");
-  ASSERT_TRUE(fed.StartOrchestrator());
+  const std::string ring = fed.dir() + "/ring.yaml";
+  ASSERT_EQ(fed.Run("keys new " + ring).status, 0);
+  ASSERT_TRUE(fed.StartOrchestrator(0, {"--storage-keys", ring}));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
+              HasSubstr("files at rest are encrypted (XChaCha20-Poly1305)"));
   const int port = fed.port();
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
   // Rounds slow enough (an MLP, many local epochs: about half a second) to kill
@@ -247,7 +254,8 @@ TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound)
   const int done_before = static_cast<int>(rounds_before.size());
   ASSERT_GE(done_before, 2);
   ASSERT_LT(done_before, 8) << "the job finished before it could be killed";
-  ASSERT_TRUE(fed.StartOrchestrator(port)) << Read(fed.dir() + "/orchestrator.log");
+  ASSERT_TRUE(fed.StartOrchestrator(port, {"--storage-keys", ring}))
+      << Read(fed.dir() + "/orchestrator.log");
 
   Output waited = fed.User("status job-1 --wait");
   ASSERT_EQ(waited.status, 0) << waited.out << waited.err;
@@ -269,6 +277,10 @@ TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound)
   }
   std::sort(kept.begin(), kept.end());
   EXPECT_EQ(kept, (std::vector<std::string>{"round-0003.fsm", "round-0006.fsm", "round-0008.fsm"}));
+  for (const std::string& f :
+       {run_dir + "/checkpoints/round-0003.fsm", run_dir + "/final_model.fsm"}) {
+    EXPECT_EQ(Read(f).substr(0, 5), "FSEAL") << f;
+  }
 
   // Resuming gives the uninterrupted run's model: sampling and seeds depend
   // only on the round.
