@@ -1,0 +1,81 @@
+// AuditLog: an append-only, hash-chained record of who did what, kept by the
+// orchestrator (<state>/audit.log) and by each silo (<state-dir>/audit.log).
+//
+// One JSON object per line:
+//   {"actor": ..., "data": {...}, "event": ..., "prev": <hash of the entry
+//    before, 64 zeros for the first>, "seq": 1, "time_ms": ..., "hash": ...}
+// where hash = SHA-256(prev + "\n" + the line's JSON without "hash"), in hex,
+// keys sorted. Editing, removing or reordering an entry breaks the chain at
+// that entry; VerifyAuditLog() finds the first break. Cutting entries off the
+// end leaves a valid, shorter chain: compare the head hash and count that
+// `fedsilo audit verify` prints with a copy kept elsewhere.
+//
+// Model and update digests (ModelDigest) are SHA-256 over the tensors'
+// names, dtypes, shapes and bytes, so the orchestrator and a silo compute the
+// same digest for the same model.
+//
+// Thread safety: Append() may be called from any thread.
+#ifndef FEDSILO_SECURE_AUDIT_LOG_H_
+#define FEDSILO_SECURE_AUDIT_LOG_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
+#include "core/model_state.h"
+#include "core/status.h"
+
+namespace fedsilo::secure {
+
+// Hex SHA-256 digests.
+std::string ModelDigest(const ModelState& state);
+std::string BytesDigest(absl::string_view bytes);
+
+class AuditLog {
+ public:
+  // Opens (or creates) the log at `path` for appending as `actor` (e.g.
+  // "orchestrator 'orch'"). A torn last line (a crash mid-write) is cut off
+  // and the cut is recorded as an entry.
+  static StatusOr<std::unique_ptr<AuditLog>> Open(const std::string& path, std::string actor);
+  ~AuditLog();
+
+  // Appends one entry; `data` values are strings. Errors name the file.
+  Status Append(absl::string_view event, const std::map<std::string, std::string>& data);
+  // Logs a failure to append instead of returning it: auditing must not stop
+  // training, but must not be silent either.
+  void Record(absl::string_view event, const std::map<std::string, std::string>& data);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  AuditLog(std::string path, std::string actor, int fd, int64_t seq, std::string head)
+      : path_(std::move(path)),
+        actor_(std::move(actor)),
+        fd_(fd),
+        seq_(seq),
+        head_(std::move(head)) {}
+
+  const std::string path_;
+  const std::string actor_;
+  std::mutex mu_;
+  int fd_ ABSL_GUARDED_BY(mu_);
+  int64_t seq_ ABSL_GUARDED_BY(mu_);
+  std::string head_ ABSL_GUARDED_BY(mu_);
+};
+
+struct AuditVerification {
+  int64_t entries = 0;
+  std::string head;  // hash of the last entry
+};
+
+// Checks every entry's hash and link. DataLoss naming the file, the line and
+// the entry's sequence number at the first break.
+StatusOr<AuditVerification> VerifyAuditLog(const std::string& path);
+
+}  // namespace fedsilo::secure
+
+#endif  // FEDSILO_SECURE_AUDIT_LOG_H_
