@@ -18,6 +18,9 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "core/model_state_file.h"
 #include "core/subprocess.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
@@ -215,6 +218,44 @@ TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
   EXPECT_TRUE(SameValues(Tensors(model), Tensors(summary["final_model"])));
   EXPECT_DOUBLE_EQ(status["latest_metrics"]["global/test_accuracy"].get<double>(),
                    summary["final"]["accuracy"].get<double>());
+
+  // The audit trails: who submitted, which model went to which silo and what
+  // came back, as digests that the orchestrator and the silo agree on.
+  const std::string log = fed.dir() + "/state/audit.log";
+  Output verified = fed.Run("audit verify " + log + " --json");
+  ASSERT_EQ(verified.status, 0) << verified.out << verified.err;
+  EXPECT_GT(LastJson(verified.out)["entries"].get<int>(), 3 * 4 * 2);
+  std::map<std::string, nlohmann::json> first;  // event -> first entry
+  std::vector<std::string> lines = absl::StrSplit(Read(log), '\n', absl::SkipEmpty());
+  for (const std::string& line : lines) {
+    nlohmann::json e = nlohmann::json::parse(line);
+    if (!first.count(e["event"])) first[e["event"]] = e;
+  }
+  ASSERT_TRUE(first.count("job_submitted") && first.count("model_sent") &&
+              first.count("update_received") && first.count("aggregate") &&
+              first.count("job_done"));
+  EXPECT_EQ(first["job_submitted"]["data"]["user"], "alice");
+  EXPECT_EQ(first["job_submitted"]["actor"], "orchestrator 'orchestrator'");
+  std::string silo_a_model, silo_a_update;
+  for (const std::string& line : lines) {
+    nlohmann::json e = nlohmann::json::parse(line);
+    if (e["data"].value("silo", "") != "a" || e["data"].value("round", "") != "1") continue;
+    if (e["event"] == "model_sent") silo_a_model = e["data"]["model"];
+    if (e["event"] == "update_received") silo_a_update = e["data"]["update"];
+  }
+  const std::string silo_log = fed.dir() + "/kits/a/state/audit.log";
+  EXPECT_EQ(fed.Run("audit verify " + silo_log).status, 0);
+  const std::string silo_text = Read(silo_log);
+  EXPECT_THAT(silo_text, HasSubstr("\"model\":\"" + silo_a_model + "\""));
+  EXPECT_THAT(silo_text, HasSubstr("\"update\":\"" + silo_a_update + "\""));
+  EXPECT_THAT(silo_text, HasSubstr("\"actor\":\"silo 'a'\""));
+
+  // One edited entry is found, by line.
+  lines[5] = absl::StrReplaceAll(lines[5], {{"\"data\":{", "\"data\":{\"note\":\"x\","}});
+  std::ofstream(log, std::ios::trunc) << absl::StrJoin(lines, "\n") << "\n";
+  Output broken = fed.Run("audit verify " + log);
+  EXPECT_EQ(broken.status, 2);
+  EXPECT_THAT(broken.err, HasSubstr(log + ":6: entry 6 was altered"));
 }
 
 // With a storage key ring: checkpoints and the final model are sealed on disk,

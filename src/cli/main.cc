@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/audit_command.h"
 #include "cli/keys_command.h"
 #include "cli/orchestrator_command.h"
 #include "cli/privacy_command.h"
@@ -280,6 +281,14 @@ int Main(int argc, char** argv) {
                         "with them become unreadable)");
   keys_rotate->add_flag("--json", json, "Print JSON");
 
+  CLI::App* audit = app.add_subcommand("audit", "Audit trails");
+  audit->require_subcommand(1);
+  std::string audit_path;
+  CLI::App* audit_verify = audit->add_subcommand(
+      "verify", "Check an audit log's hash chain and report the first broken entry");
+  audit_verify->add_option("log", audit_path, "The audit log (<state>/audit.log)")->required();
+  audit_verify->add_flag("--json", json, "Print JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -292,6 +301,10 @@ int Main(int argc, char** argv) {
   // its parallel training by about a fifth.
   if (*silo || *orch || (*run && sim.processes)) TuneAllocatorForModels();
 
+  if (*audit) {
+    Status ran = AuditVerifyCommand(audit_path, json);
+    return ran.ok() ? kExitOk : ReportError(ran);
+  }
   if (*keys) {
     Status ran = *keys_new    ? KeysNewCommand(ring_path)
                  : *keys_show ? KeysShowCommand(ring_path, json)

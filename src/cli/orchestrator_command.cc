@@ -18,6 +18,7 @@
 #include "orchestrator/job_store.h"
 #include "orchestrator/jobs_service.h"
 #include "orchestrator/silo_registry.h"
+#include "secure/audit_log.h"
 #include "secure/provisioner.h"
 #include "transport/orchestrator_service.h"
 #include "transport/tls.h"
@@ -79,6 +80,10 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   transport::OrchestratorService silo_service(files.ca_pem, &registry, clock, options.insecure);
   BuiltinJobPreparer preparer(options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir);
   orchestrator::JobManager manager(state_dir, store.get(), &silo_service, &registry, &preparer);
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<secure::AuditLog> audit,
+                           secure::AuditLog::Open(state_dir + "/audit.log",
+                                                  absl::StrCat("orchestrator '", kit.name, "'")));
+  manager.SetAuditLog(audit.get());
   orchestrator::JobsService jobs_service(&manager, {files.ca_pem, clock, options.insecure});
 
   // Signals are taken by this thread only (sigwait), so block them before
@@ -101,7 +106,8 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   std::printf("fedsilo orchestrator '%s' of federation '%s' serving on %s (%s)\n", kit.name.c_str(),
               kit.federation.c_str(), endpoint.c_str(),
               options.insecure ? "PLAINTEXT, --insecure" : "mutual TLS");
-  std::printf("  state  %s (jobs in fedsilo.db, runs in runs/)\n", state_dir.c_str());
+  std::printf("  state  %s (jobs in fedsilo.db, runs in runs/, audit trail in audit.log)\n",
+              state_dir.c_str());
   std::fflush(stdout);
 
   manager.Start();

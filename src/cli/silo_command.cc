@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "ml/dataset_catalog.h"
+#include "secure/audit_log.h"
 #include "secure/provisioner.h"
 #include "silo/privacy_guard.h"
 #include "silo/silo_runtime.h"
@@ -41,6 +43,12 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   silo::SiloRuntime runtime(kit.name, std::move(catalog),
                             options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir,
                             guard.get());
+  std::error_code ec;
+  std::filesystem::create_directories(state, ec);
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::unique_ptr<secure::AuditLog> audit,
+      secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));
+  runtime.SetAuditLog(audit.get());
 
   transport::SiloClientOptions client_options;
   client_options.target = options.orchestrator.empty()

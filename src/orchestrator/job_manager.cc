@@ -136,6 +136,12 @@ StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::stri
   record.job_yaml = JobConfigToYaml(job);
   record.rounds_total = job.training.rounds;
   FEDSILO_ASSIGN_OR_RETURN(record, store_->CreateJob(std::move(record)));
+  if (audit_ != nullptr) {
+    audit_->Record("job_submitted", {{"job", record.id},
+                                     {"user", owner},
+                                     {"name", job.name},
+                                     {"job_digest", secure::BytesDigest(record.job_yaml)}});
+  }
   Event(record.id, "info",
         absl::StrCat("submitted by ", owner, ": ", job.name, ", ", job.training.rounds,
                      " rounds on ", job.federation.silos.size(), " silos (",
@@ -160,6 +166,9 @@ StatusOr<JobRecord> JobManager::Abort(const std::string& id, const std::string& 
     }
     const std::string why = absl::StrCat("aborted by ", user, reason.empty() ? "" : ": ", reason);
     FEDSILO_RETURN_IF_ERROR(store_->RequestAbort(id, why));
+    if (audit_ != nullptr) {
+      audit_->Record("job_abort_requested", {{"job", id}, {"user", user}, {"reason", reason}});
+    }
     if (current_job_ == id) {
       abort_current_ = true;
       stop_run_ = true;
@@ -238,6 +247,11 @@ void JobManager::RunJob(JobRecord record) {
               ? absl::StrCat("resuming after round ", record.rounds_completed, " of ",
                              record.rounds_total)
               : std::string("started"));
+    if (audit_ != nullptr) {
+      audit_->Record(
+          "job_started",
+          {{"job", record.id}, {"resumed_after_round", std::to_string(record.rounds_completed)}});
+    }
     outcome = RunJobRounds(record, *job);
   }
   bool aborted, stopping;
@@ -268,6 +282,13 @@ void JobManager::RunJob(JobRecord record) {
     Event(record.id, "error", absl::StrCat("failed: ", outcome.message()));
   }
   if (!recorded.ok()) spdlog::error("{}", std::string(recorded.message()));
+  if (audit_ != nullptr) {
+    audit_->Record(outcome.ok() ? "job_done"
+                   : aborted    ? "job_aborted"
+                   : stopping   ? "job_interrupted"
+                                : "job_failed",
+                   {{"job", record.id}, {"reason", std::string(outcome.message())}});
+  }
 }
 
 Status JobManager::WaitForSilos(const JobRecord& record, const JobConfig& job) {
@@ -348,6 +369,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
   // Remote silos train on their own machines: ask all of them at once.
   options.threads = static_cast<int>(job.federation.silos.size());
   options.stop = &stop_run_;
+  options.audit = audit_;
   Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
                             prepared.evaluator.get(), &sink, nullptr);
   FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,

@@ -30,6 +30,7 @@
 #include "orchestrator/job_store.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
+#include "secure/audit_log.h"
 #include "transport/orchestrator_service.h"
 
 namespace fedsilo::orchestrator {
@@ -55,6 +56,10 @@ class JobManager {
   JobManager(std::string state_dir, JobStore* store, transport::OrchestratorService* service,
              SiloRegistry* registry, JobPreparer* preparer);
   ~JobManager();  // Stop()
+
+  // Records submissions, aborts, job outcomes and every round's digests in
+  // `audit` (not owned; may be null). Call before Start().
+  void SetAuditLog(secure::AuditLog* audit) { audit_ = audit; }
 
   // Marks interrupted jobs for resumption and starts the worker thread.
   void Start();
@@ -97,6 +102,7 @@ class JobManager {
   bool abort_current_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stop_run_{false};  // tells the running Orchestrator to stop
   std::thread worker_;
+  secure::AuditLog* audit_ = nullptr;
 };
 
 }  // namespace fedsilo::orchestrator

@@ -110,6 +110,12 @@ std::vector<size_t> Orchestrator::SampleSilos(int round) const {
   return all;
 }
 
+void Orchestrator::Audit(absl::string_view event, std::map<std::string, std::string> data) const {
+  if (options_.audit == nullptr) return;
+  data["job"] = options_.run_id;
+  options_.audit->Record(event, data);
+}
+
 Status Orchestrator::RecordMetric(int round, const std::string& source, const std::string& metric,
                                   double value) {
   if (sink_ == nullptr) return absl::OkStatus();
@@ -145,6 +151,12 @@ Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
     }
     FEDSILO_RETURN_IF_ERROR(
         RecordMetric(round, silo, "num_examples", static_cast<double>(reply->num_examples)));
+    if (options_.audit != nullptr) {
+      Audit("update_received", {{"round", std::to_string(round)},
+                                {"silo", silo},
+                                {"update", secure::ModelDigest(reply->update)},
+                                {"examples", std::to_string(reply->num_examples)}});
+    }
     double weight = static_cast<double>(reply->num_examples);
     if (central_dp_ != nullptr) {
       // Silo-level DP: bounded, equally weighted contributions.
@@ -159,6 +171,9 @@ Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
   } else {
     spdlog::warn("round {}: silo '{}' dropped: {}", round, silo, std::string(accepted.message()));
     summary.failures.push_back(absl::StrCat(silo, ": ", accepted.message()));
+    Audit("silo_dropped", {{"round", std::to_string(round)},
+                           {"silo", silo},
+                           {"reason", std::string(accepted.message())}});
   }
   return absl::OkStatus();
 }
@@ -170,8 +185,12 @@ Status Orchestrator::AcceptTrained(int round, const std::string& silo,
     spdlog::warn("round {}: silo '{}' dropped: {}", round, silo,
                  std::string(reply.status().message()));
     summary.failures.push_back(absl::StrCat(silo, ": ", reply.status().message()));
+    Audit("silo_dropped", {{"round", std::to_string(round)},
+                           {"silo", silo},
+                           {"reason", std::string(reply.status().message())}});
     return absl::OkStatus();
   }
+  Audit("trained", {{"round", std::to_string(round)}, {"silo", silo}});
   reply->source.reset();  // nothing to fetch: the update stays at the silo, to be masked
   for (const auto& [metric, value] : reply->metrics) {
     FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, metric, value));
@@ -180,7 +199,8 @@ Status Orchestrator::AcceptTrained(int round, const std::string& silo,
   return absl::OkStatus();
 }
 
-Status Orchestrator::RunSecureStage(int round, const std::map<std::string, std::string>& requests,
+Status Orchestrator::RunSecureStage(int round, const std::string& stage,
+                                    const std::map<std::string, std::string>& requests,
                                     const SecureAccept& accept, RoundSummary& summary) {
   struct Reply {
     std::string silo;
@@ -200,11 +220,21 @@ Status Orchestrator::RunSecureStage(int round, const std::map<std::string, std::
   for (size_t i = 0; i < requests.size(); ++i) {
     Reply r = replies.Pop();
     Status accepted = r.payload.status();
-    if (accepted.ok()) accepted = accept(r.silo, *r.payload);
+    if (accepted.ok()) {
+      Audit("secure_reply", {{"round", std::to_string(round)},
+                             {"silo", r.silo},
+                             {"stage", stage},
+                             {"reply", secure::BytesDigest(*r.payload)}});
+      accepted = accept(r.silo, *r.payload);
+    }
     if (!accepted.ok()) {
       spdlog::warn("round {}: silo '{}' dropped from secure aggregation: {}", round, r.silo,
                    std::string(accepted.message()));
       summary.failures.push_back(absl::StrCat(r.silo, ": ", accepted.message()));
+      Audit("silo_dropped", {{"round", std::to_string(round)},
+                             {"silo", r.silo},
+                             {"stage", stage},
+                             {"reason", std::string(accepted.message())}});
     }
   }
   return absl::OkStatus();
@@ -234,7 +264,7 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
   std::map<std::string, std::string> requests;
   for (const std::string& s : trained) requests[s] = secagg.AdvertiseRequest();
   FEDSILO_RETURN_IF_ERROR(RunSecureStage(
-      round, requests,
+      round, "advertise", requests,
       [&](const std::string& s, absl::string_view r) { return secagg.AcceptAdvertise(s, r); },
       summary));
   StatusOr<std::string> share_keys = secagg.ShareKeysRequest();
@@ -242,13 +272,13 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
   requests.clear();
   for (const std::string& s : secagg.silos()) requests[s] = *share_keys;
   FEDSILO_RETURN_IF_ERROR(RunSecureStage(
-      round, requests,
+      round, "share_keys", requests,
       [&](const std::string& s, absl::string_view r) { return secagg.AcceptShareKeys(s, r); },
       summary));
   StatusOr<std::map<std::string, std::string>> masked = secagg.MaskedInputRequests();
   if (!masked.ok()) return fail(masked.status());
   FEDSILO_RETURN_IF_ERROR(RunSecureStage(
-      round, *masked,
+      round, "masked_input", *masked,
       [&](const std::string& s, absl::string_view r) { return secagg.AcceptMaskedInput(s, r); },
       summary));
   masked->clear();
@@ -257,7 +287,7 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
   requests.clear();
   for (const std::string& s : secagg.silos()) requests[s] = *unmask;
   FEDSILO_RETURN_IF_ERROR(RunSecureStage(
-      round, requests,
+      round, "unmask", requests,
       [&](const std::string& s, absl::string_view r) { return secagg.AcceptUnmask(s, r); },
       summary));
   StatusOr<secure::SecAggOutcome> outcome = secagg.Finish();
@@ -285,6 +315,14 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   summary.silos_sampled = static_cast<int>(sampled.size());
   FEDSILO_RETURN_IF_ERROR(strategy_->BeginRound(global));
   if (central_dp_ != nullptr) central_dp_->BeginRound();
+  if (options_.audit != nullptr) {
+    const std::string digest = secure::ModelDigest(global);
+    for (size_t index : sampled) {
+      Audit("model_sent", {{"round", std::to_string(round)},
+                           {"silo", silos_[index]->silo_name()},
+                           {"model", digest}});
+    }
+  }
   std::vector<transport::FitRequest> requests(sampled.size());
   ArrivalQueue arrivals;
   for (size_t slot = 0; slot < sampled.size(); ++slot) {
@@ -353,6 +391,12 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
     FEDSILO_RETURN_IF_ERROR(RecordMetric(round, "global", "epsilon", epsilon));
     FEDSILO_RETURN_IF_ERROR(RecordMetric(round, "global", "clip_norm", clip_norm));
   }
+  if (options_.audit != nullptr) {
+    Audit("aggregate", {{"round", std::to_string(round)},
+                        {"model", secure::ModelDigest(global)},
+                        {"silos", std::to_string(summary.silos_succeeded)},
+                        {"secure", job_.privacy.secure_aggregation.enabled ? "true" : "false"}});
+  }
   FEDSILO_ASSIGN_OR_RETURN(summary.global_metrics, evaluator_->Evaluate(global));
   for (const auto& [metric, value] : summary.global_metrics) {
     FEDSILO_RETURN_IF_ERROR(RecordMetric(round, "global", absl::StrCat("test_", metric), value));
@@ -380,7 +424,13 @@ StatusOr<RunResult> Orchestrator::Run(ModelState initial, RoundObserver* observe
     if (options_.stop != nullptr && options_.stop->load()) {
       return absl::CancelledError(absl::StrCat("stopped before round ", round));
     }
-    FEDSILO_ASSIGN_OR_RETURN(RoundSummary summary, RunRound(round, result.final_model));
+    StatusOr<RoundSummary> ran = RunRound(round, result.final_model);
+    if (!ran.ok()) {
+      Audit("round_failed",
+            {{"round", std::to_string(round)}, {"reason", std::string(ran.status().message())}});
+      return ran.status();
+    }
+    RoundSummary summary = std::move(ran).value();
     summary.elapsed_seconds = SecondsSince(start);
     result.rounds_completed = round;
     result.final_metrics = summary.global_metrics;

@@ -37,6 +37,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "privacy/central_dp.h"
+#include "secure/audit_log.h"
 #include "secure/secagg.h"
 #include "strategy/strategy.h"
 #include "tracking/metrics_sink.h"
@@ -83,6 +84,9 @@ struct OrchestratorOptions {
   int threads = 1;  // silos trained at the same time
   // When set and true, Run() returns Cancelled before starting another round.
   const std::atomic<bool>* stop = nullptr;
+  // When set: every model sent, update received (as digests), silo dropped
+  // and aggregate is recorded here.
+  secure::AuditLog* audit = nullptr;
 };
 
 class Orchestrator {
@@ -126,8 +130,10 @@ class Orchestrator {
   // Sends each silo its request of one stage concurrently and calls `accept`
   // on this thread with each reply; failures are recorded in `summary`.
   using SecureAccept = std::function<Status(const std::string& silo, absl::string_view reply)>;
-  Status RunSecureStage(int round, const std::map<std::string, std::string>& requests,
+  Status RunSecureStage(int round, const std::string& stage,
+                        const std::map<std::string, std::string>& requests,
                         const SecureAccept& accept, RoundSummary& summary);
+  void Audit(absl::string_view event, std::map<std::string, std::string> data) const;
   Status RecordMetric(int round, const std::string& source, const std::string& metric,
                       double value);
 

@@ -102,11 +102,39 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
 
 StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& request) {
   if (request.job == nullptr) return absl::InvalidArgumentError("task carries no job");
-  if (agent_ == nullptr || agent_run_id_ != request.run_id) {
-    FEDSILO_ASSIGN_OR_RETURN(agent_, MakeAgent(*request.job));
-    agent_run_id_ = request.run_id;
+  const std::string round = std::to_string(request.round);
+  if (audit_ != nullptr) {
+    audit_->Record("task_received",
+                   {{"job", request.run_id},
+                    {"round", round},
+                    {"model", secure::ModelDigest(*request.global)},
+                    {"job_digest", secure::BytesDigest(JobConfigToYaml(*request.job))}});
   }
-  return agent_->Fit(request);
+  StatusOr<transport::FitReply> reply = absl::InternalError("no agent");
+  if (agent_ == nullptr || agent_run_id_ != request.run_id) {
+    StatusOr<std::unique_ptr<SiloAgent>> agent = MakeAgent(*request.job);
+    if (agent.ok()) {
+      agent_ = std::move(agent).value();
+      agent_run_id_ = request.run_id;
+    } else {
+      reply = agent.status();
+    }
+  }
+  if (agent_ != nullptr && agent_run_id_ == request.run_id) reply = agent_->Fit(request);
+  if (audit_ != nullptr && !reply.ok()) {
+    audit_->Record("refused", {{"job", request.run_id},
+                               {"round", round},
+                               {"reason", std::string(reply.status().message())}});
+  } else if (audit_ != nullptr && request.job->privacy.secure_aggregation.enabled) {
+    audit_->Record("trained",
+                   {{"job", request.run_id}, {"round", round}, {"update", "kept to mask"}});
+  } else if (audit_ != nullptr) {
+    audit_->Record("update_sent", {{"job", request.run_id},
+                                   {"round", round},
+                                   {"update", secure::ModelDigest(reply->update)},
+                                   {"examples", std::to_string(reply->num_examples)}});
+  }
+  return reply;
 }
 
 StatusOr<std::string> SiloRuntime::SecureStep(const transport::SecureStepRequest& request) {
@@ -114,7 +142,20 @@ StatusOr<std::string> SiloRuntime::SecureStep(const transport::SecureStepRequest
     return absl::FailedPreconditionError(
         absl::StrCat("silo '", silo_name_, "' has not trained for job '", request.run_id, "'"));
   }
-  return agent_->SecureStep(request);
+  StatusOr<std::string> reply = agent_->SecureStep(request);
+  if (audit_ != nullptr) {
+    const std::string round = std::to_string(request.round);
+    if (reply.ok()) {
+      audit_->Record(
+          "secure_reply",
+          {{"job", request.run_id}, {"round", round}, {"reply", secure::BytesDigest(*reply)}});
+    } else {
+      audit_->Record("refused", {{"job", request.run_id},
+                                 {"round", round},
+                                 {"reason", std::string(reply.status().message())}});
+    }
+  }
+  return reply;
 }
 
 }  // namespace fedsilo::silo

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/busy_clock.h"
+#include "secure/audit_log.h"
 #include "silo/silo_agent.h"
 #include "transport/silo_connection.h"
 
@@ -45,6 +46,11 @@ class SiloRuntime : public transport::SiloHandler {
   SiloRuntime(std::string silo_name, DatasetCatalog catalog, std::string data_dir,
               PrivacyGuard* guard = nullptr);
 
+  // Records every task received (model and job digests), what was sent back
+  // (update or secure-aggregation reply digests) and every refusal with its
+  // reason in `audit` (not owned; may be null).
+  void SetAuditLog(secure::AuditLog* audit) { audit_ = audit; }
+
   // Dataset names only, for the hello message.
   std::vector<std::string> DatasetNames() const;
 
@@ -62,6 +68,7 @@ class SiloRuntime : public transport::SiloHandler {
   PrivacyGuard* guard_;
   std::string agent_run_id_;  // the run `agent_` was built for
   std::unique_ptr<SiloAgent> agent_;
+  secure::AuditLog* audit_ = nullptr;
 };
 
 }  // namespace fedsilo::silo
