@@ -19,6 +19,7 @@
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace fs = std::filesystem;
 
 struct Result {
@@ -232,6 +233,12 @@ TEST(CliTest, EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering) {
        {model, summary["run_dir"].get<std::string>() + "/checkpoints/round-0001.fsm", ledger}) {
     EXPECT_EQ(FileBytes(f).substr(0, 5), "FSEAL") << f;
   }
+
+  const std::string run_dir = summary["run_dir"];
+  EXPECT_EQ(FileBytes(run_dir + "/summary.json").substr(0, 5), "FSEAL");
+  const std::string metrics = FileBytes(run_dir + "/metrics.jsonl");
+  EXPECT_THAT(metrics, HasSubstr("{\"sealed\":\""));
+  EXPECT_THAT(metrics, Not(HasSubstr("train_loss")));
 
   std::ofstream(dir + "/federation.yaml")
       << "name: t\nparticipants:\n  - {name: silo-1, kind: silo}\n";

@@ -11,6 +11,7 @@
 #include "cli/held_out_evaluator.h"
 #include "cli/local_federation.h"
 #include "core/busy_clock.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "ml/dataset_catalog.h"
@@ -192,7 +193,7 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
       options.processes
           ? -1.0
           : std::max(0.0, 1.0 - busy.BusySeconds() / std::max(summary.wall_seconds, 1e-9));
-  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.summary_path(), summary.ToJson() + "\n"));
+  FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir.summary_path(), summary.ToJson() + "\n"));
   return summary;
 }
 

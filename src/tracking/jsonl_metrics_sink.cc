@@ -5,7 +5,9 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "core/file_seal.h"
 
 namespace fedsilo::tracking {
 
@@ -33,12 +35,28 @@ Status JsonlMetricsSink::Record(const MetricRecord& record) {
   } else {
     line["value"] = nullptr;
   }
-  const std::string text = line.dump() + "\n";
+  std::string text = line.dump();
+  if (const std::shared_ptr<const FileSealer> sealer = GetFileSealer(); sealer != nullptr) {
+    // Encrypted at rest, one record per line: still JSON lines.
+    text = nlohmann::json({{"sealed", absl::Base64Escape(sealer->Seal(text))}}).dump();
+  }
+  text += "\n";
   std::lock_guard<std::mutex> lock(mu_);
   if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() || std::fflush(file_) != 0) {
     return absl::InternalError(absl::StrCat(path_, ": write failed: ", std::strerror(errno)));
   }
   return absl::OkStatus();
+}
+
+StatusOr<std::string> OpenMetricsLine(const std::string& line, absl::string_view source) {
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+  if (j.is_discarded()) return absl::DataLossError(absl::StrCat(source, ": not a JSON line"));
+  if (!j.is_object() || !j.contains("sealed")) return line;
+  std::string sealed;
+  if (!j["sealed"].is_string() || !absl::Base64Unescape(j["sealed"].get<std::string>(), &sealed)) {
+    return absl::DataLossError(absl::StrCat(source, ": a sealed line is not base64"));
+  }
+  return OpenProtectedBytes(std::move(sealed), source);
 }
 
 }  // namespace fedsilo::tracking

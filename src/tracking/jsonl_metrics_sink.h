@@ -2,6 +2,9 @@
 //   {"round":3,"source":"silo-1","name":"silo-1/train_loss","value":0.41,"time":1795.2}
 // Each line is flushed as it is written, so the file can be followed while a
 // run goes on. Thread-safe.
+//
+// With a FileSealer installed (encryption at rest, core/file_seal.h) each line
+// is {"sealed": "<base64 of the sealed record>"}; OpenMetricsLine() reads both.
 #ifndef FEDSILO_TRACKING_JSONL_METRICS_SINK_H_
 #define FEDSILO_TRACKING_JSONL_METRICS_SINK_H_
 
@@ -11,6 +14,8 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
+#include "core/status.h"
 #include "tracking/metrics_sink.h"
 
 namespace fedsilo::tracking {
@@ -30,6 +35,10 @@ class JsonlMetricsSink : public MetricsSink {
   std::mutex mu_;
   std::FILE* file_ ABSL_GUARDED_BY(mu_);
 };
+
+// The record of one line of a metrics file, opening sealed lines with the
+// installed sealer. Errors name `source`.
+StatusOr<std::string> OpenMetricsLine(const std::string& line, absl::string_view source);
 
 }  // namespace fedsilo::tracking
 

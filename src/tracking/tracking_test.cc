@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/file_seal.h"
 #include "tracking/jsonl_metrics_sink.h"
 #include "tracking/run_directory.h"
 
@@ -50,6 +51,44 @@ TEST(JsonlMetricsSinkTest, WritesOneParsableObjectPerLineFromManyThreads) {
     ++lines;
   }
   EXPECT_EQ(lines, 201);
+}
+
+// A stand-in for the real AEAD sealer (secure/storage_keys.h, exercised by
+// CliTest.EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering): enough
+// to see that records go through the installed sealer and come back.
+class ReversingSealer : public FileSealer {
+ public:
+  std::string Seal(absl::string_view plaintext) const override {
+    return std::string(kSealedMagic) + std::string(plaintext.rbegin(), plaintext.rend());
+  }
+  StatusOr<std::string> Open(absl::string_view sealed, absl::string_view) const override {
+    sealed.remove_prefix(kSealedMagic.size());
+    return std::string(sealed.rbegin(), sealed.rend());
+  }
+};
+
+TEST(JsonlMetricsSinkTest, SealsEachRecordWhenASealerIsInstalled) {
+  const std::string path = std::filesystem::temp_directory_path() / "fedsilo-sealed-metrics.jsonl";
+  std::filesystem::remove(path);
+  SetFileSealer(std::make_shared<ReversingSealer>());
+  {
+    auto sink = JsonlMetricsSink::Open(path);
+    ASSERT_TRUE(sink.ok());
+    ASSERT_TRUE((*sink)->Record({2, "silo-1", "silo-1/train_loss", 0.25, 1.0}).ok());
+  }
+  std::ifstream in(path);
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(line.find("train_loss"), std::string::npos);
+  StatusOr<std::string> opened = OpenMetricsLine(line, path);
+  SetFileSealer(nullptr);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  nlohmann::json j = nlohmann::json::parse(*opened);
+  EXPECT_EQ(j["name"], "silo-1/train_loss");
+  EXPECT_EQ(j["value"], 0.25);
+  // Without the sealer a sealed line is refused, naming the file.
+  EXPECT_FALSE(OpenMetricsLine(line, path).ok());
+  EXPECT_EQ(*OpenMetricsLine("{\"round\":1}", path), "{\"round\":1}");  // plain lines pass
 }
 
 TEST(JsonlMetricsSinkTest, UnwritableFolderIsAnErrorNamingThePath) {
