@@ -267,6 +267,70 @@ TEST(ProcessFederationTest, SecureAggregationGoesOnWithoutAKilledSiloAboveTheThr
   EXPECT_THAT(observer.failures[1][0], HasSubstr("c: silo 'c'"));
 }
 
+// SIGKILLs a silo process right after it answered the masked-input stage,
+// so that it is gone when the orchestrator asks for the unmasking shares.
+class KillAfterMaskedInput : public transport::SiloConnection {
+ public:
+  KillAfterMaskedInput(std::unique_ptr<transport::SiloConnection> inner, Federation* fed)
+      : inner_(std::move(inner)), fed_(fed) {}
+  const std::string& silo_name() const override { return inner_->silo_name(); }
+  StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+    steps_ = 0;
+    return inner_->Fit(r);
+  }
+  StatusOr<std::string> SecureStep(const transport::SecureStepRequest& r) override {
+    StatusOr<std::string> reply = inner_->SecureStep(r);
+    if (++steps_ == 3) fed_->Kill(silo_name(), SIGKILL);  // 3: masked input
+    return reply;
+  }
+
+ private:
+  std::unique_ptr<transport::SiloConnection> inner_;
+  Federation* fed_;
+  int steps_ = 0;
+};
+
+struct Summaries : orchestrator::RoundObserver {
+  Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int) override {
+    all.push_back(s);
+    return absl::OkStatus();
+  }
+  std::vector<orchestrator::RoundSummary> all;
+};
+
+// A silo killed after sending its masked input still counts: its self mask is
+// rebuilt from the others' shares, and the model is the one of a round where
+// nobody left, bit for bit.
+TEST(ProcessFederationTest, SecureAggregationCountsASiloKilledAfterItsMaskedInput) {
+  Federation fed(Fresh("secagg-late-kill"), {"a", "b", "c"});
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+  ASSERT_TRUE(fed.WaitConnected({"a", "b", "c"}));
+  auto job = ParseJobConfig(
+      "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 1}\n"
+      "federation: {silos: [a, b, c], min_silos: 2, round_timeout: 60}\n"
+      "privacy: {secure_aggregation: {threshold: 2}}\n",
+      "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  ConstantEvaluator eval;
+  orchestrator::Orchestrator calm(*job, {"run-calm", 3}, fed.Connections({"a", "b", "c"}),
+                                  std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+  auto expected = calm.Run(DigitsLogisticModel(), nullptr);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  auto connections = fed.Connections({"a", "b", "c"});
+  connections[2] = std::make_unique<KillAfterMaskedInput>(std::move(connections[2]), &fed);
+  Summaries summaries;
+  orchestrator::Orchestrator killed(*job, {"run-killed", 3}, std::move(connections),
+                                    std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+  auto result = killed.Run(DigitsLogisticModel(), &summaries);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(summaries.all.size(), 1u);
+  EXPECT_EQ(summaries.all[0].silos_succeeded, 3);
+  ASSERT_EQ(summaries.all[0].failures.size(), 1u);
+  EXPECT_THAT(summaries.all[0].failures[0], HasSubstr("c: silo 'c'"));
+  EXPECT_EQ(SerializeModelState(result->final_model), SerializeModelState(expected->final_model));
+}
+
 TEST(ProcessFederationTest, SecureAggregationBelowTheThresholdFailsCleanly) {
   Federation fed(Fresh("secagg-few"), {"a", "b", "c"});
   fed.StartSilo("a");
