@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "core/subprocess.h"
@@ -246,19 +247,27 @@ TEST(ProcessFederationTest, KilledSiloIsDroppedAndTakesPartAgainAfterRestart) {
   EXPECT_TRUE(observer.reconnected);
 }
 
+// A digits job on silos a, b and c with secure aggregation at `threshold`.
+JobConfig SecureDigitsJob(int rounds, int threshold) {
+  auto job =
+      ParseJobConfig(absl::StrCat("data: {dataset: digits}\nmodel: {name: logistic}\n",
+                                  "training: {rounds: ", rounds, "}\n",
+                                  "federation: {silos: [a, b, c], min_silos: 2, "
+                                  "round_timeout: 60}\n",
+                                  "privacy: {secure_aggregation: {threshold: ", threshold, "}}\n"),
+                     "job.yaml");
+  EXPECT_TRUE(job.ok()) << job.status();
+  return *job;
+}
+
 TEST(ProcessFederationTest, SecureAggregationGoesOnWithoutAKilledSiloAboveTheThreshold) {
   Federation fed(Fresh("secagg-kill"), {"a", "b", "c"});
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
   ASSERT_TRUE(fed.WaitConnected({"a", "b", "c"}));
-  auto job = ParseJobConfig(
-      "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 4}\n"
-      "federation: {silos: [a, b, c], min_silos: 2, round_timeout: 60}\n"
-      "privacy: {secure_aggregation: {threshold: 2}}\n",
-      "job.yaml");
-  ASSERT_TRUE(job.ok()) << job.status();
+  const JobConfig job = SecureDigitsJob(4, 2);
   ConstantEvaluator eval;
   KillAndRestart observer(&fed);
-  orchestrator::Orchestrator o(*job, {"run-secagg-kill", 3}, fed.Connections({"a", "b", "c"}),
+  orchestrator::Orchestrator o(job, {"run-secagg-kill", 3}, fed.Connections({"a", "b", "c"}),
                                std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
   auto result = o.Run(DigitsLogisticModel(), &observer);
   ASSERT_TRUE(result.ok()) << result.status();
@@ -305,14 +314,9 @@ TEST(ProcessFederationTest, SecureAggregationCountsASiloKilledAfterItsMaskedInpu
   Federation fed(Fresh("secagg-late-kill"), {"a", "b", "c"});
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
   ASSERT_TRUE(fed.WaitConnected({"a", "b", "c"}));
-  auto job = ParseJobConfig(
-      "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 1}\n"
-      "federation: {silos: [a, b, c], min_silos: 2, round_timeout: 60}\n"
-      "privacy: {secure_aggregation: {threshold: 2}}\n",
-      "job.yaml");
-  ASSERT_TRUE(job.ok()) << job.status();
+  const JobConfig job = SecureDigitsJob(1, 2);
   ConstantEvaluator eval;
-  orchestrator::Orchestrator calm(*job, {"run-calm", 3}, fed.Connections({"a", "b", "c"}),
+  orchestrator::Orchestrator calm(job, {"run-calm", 3}, fed.Connections({"a", "b", "c"}),
                                   std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
   auto expected = calm.Run(DigitsLogisticModel(), nullptr);
   ASSERT_TRUE(expected.ok()) << expected.status();
@@ -320,7 +324,7 @@ TEST(ProcessFederationTest, SecureAggregationCountsASiloKilledAfterItsMaskedInpu
   auto connections = fed.Connections({"a", "b", "c"});
   connections[2] = std::make_unique<KillAfterMaskedInput>(std::move(connections[2]), &fed);
   Summaries summaries;
-  orchestrator::Orchestrator killed(*job, {"run-killed", 3}, std::move(connections),
+  orchestrator::Orchestrator killed(job, {"run-killed", 3}, std::move(connections),
                                     std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
   auto result = killed.Run(DigitsLogisticModel(), &summaries);
   ASSERT_TRUE(result.ok()) << result.status();
@@ -336,14 +340,9 @@ TEST(ProcessFederationTest, SecureAggregationBelowTheThresholdFailsCleanly) {
   fed.StartSilo("a");
   fed.StartSilo("b");  // c never starts
   ASSERT_TRUE(fed.WaitConnected({"a", "b"}));
-  auto job = ParseJobConfig(
-      "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 1}\n"
-      "federation: {silos: [a, b, c], min_silos: 2}\n"
-      "privacy: {secure_aggregation: {threshold: 3}}\n",
-      "job.yaml");
-  ASSERT_TRUE(job.ok()) << job.status();
+  const JobConfig job = SecureDigitsJob(1, 3);
   ConstantEvaluator eval;
-  orchestrator::Orchestrator o(*job, {"run-secagg-few", 3}, fed.Connections({"a", "b", "c"}),
+  orchestrator::Orchestrator o(job, {"run-secagg-few", 3}, fed.Connections({"a", "b", "c"}),
                                std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
   auto result = o.Run(DigitsLogisticModel(), nullptr);
   ASSERT_FALSE(result.ok());

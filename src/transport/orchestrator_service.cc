@@ -185,8 +185,8 @@ std::shared_ptr<const std::string> OrchestratorService::ModelBytes(const FitRequ
   return model_bytes_;
 }
 
-StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRequest& request,
-                                            std::chrono::milliseconds timeout) {
+StatusOr<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Claim(
+    const std::string& silo, const std::string& run_id, int round, bool securing) {
   std::shared_ptr<Session> session;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -200,18 +200,31 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), 16) != 1) {
     return absl::InternalError("no randomness for a task nonce");
   }
+  std::lock_guard<std::mutex> lock(session->mu);
+  if (!session->open) return absl::UnavailableError(absl::StrCat("silo '", silo, "' left"));
+  if (session->busy) {
+    return absl::FailedPreconditionError(absl::StrCat("silo '", silo, "' is busy with a task"));
+  }
+  session->busy = true;
+  session->securing = securing;
+  session->secure_header = false;
+  session->job_id = run_id;
+  session->round = round;
+  session->nonce = std::move(nonce);
+  session->result.reset();
+  session->secure_result.reset();
+  session->cancelled.reset();
+  return session;
+}
+
+StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRequest& request,
+                                            std::chrono::milliseconds timeout) {
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
+                           Claim(silo, request.run_id, request.round, /*securing=*/false));
+  std::string nonce;
   {
     std::lock_guard<std::mutex> lock(session->mu);
-    if (!session->open) return absl::UnavailableError(absl::StrCat("silo '", silo, "' left"));
-    if (session->busy) {
-      return absl::FailedPreconditionError(absl::StrCat("silo '", silo, "' is busy with a task"));
-    }
-    session->busy = true;
-    session->job_id = request.run_id;
-    session->round = request.round;
-    session->nonce = nonce;
-    session->result.reset();
-    session->cancelled.reset();
+    nonce = session->nonce;
   }
   const std::shared_ptr<const std::string> model_bytes = ModelBytes(request);
   const std::string& model = *model_bytes;
@@ -256,32 +269,12 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
 StatusOr<std::string> OrchestratorService::SecureStep(const std::string& silo,
                                                       const SecureStepRequest& request,
                                                       std::chrono::milliseconds timeout) {
-  std::shared_ptr<Session> session;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = sessions_.find(silo);
-    if (it != sessions_.end()) session = it->second;
-  }
-  if (session == nullptr) {
-    return absl::UnavailableError(absl::StrCat("silo '", silo, "' is not connected"));
-  }
-  std::string nonce(16, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), 16) != 1) {
-    return absl::InternalError("no randomness for a step nonce");
-  }
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
+                           Claim(silo, request.run_id, request.round, /*securing=*/true));
+  std::string nonce;
   {
     std::lock_guard<std::mutex> lock(session->mu);
-    if (!session->open) return absl::UnavailableError(absl::StrCat("silo '", silo, "' left"));
-    if (session->busy) {
-      return absl::FailedPreconditionError(absl::StrCat("silo '", silo, "' is busy with a task"));
-    }
-    session->busy = session->securing = true;
-    session->secure_header = false;
-    session->secure_result.reset();
-    session->cancelled.reset();
-    session->job_id = request.run_id;
-    session->round = request.round;
-    session->nonce = nonce;
+    nonce = session->nonce;
   }
   fedsilo::v1::OrchestratorMessage message;
   fedsilo::v1::SecureStep* step = message.mutable_secure();

@@ -83,6 +83,10 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   struct Session;
   class RemoteUpdate;
   void Deliver(Session& session, StatusOr<FitReply> result);
+  // The open, idle session of `silo`, marked busy with a fresh nonce for a
+  // task (or, with `securing`, a secure-aggregation step) of run_id/round.
+  StatusOr<std::shared_ptr<Session>> Claim(const std::string& silo, const std::string& run_id,
+                                           int round, bool securing);
   // The .fsm bytes of the request's global model, serialised once per round
   // and shared by every silo's send.
   std::shared_ptr<const std::string> ModelBytes(const FitRequest& request);
