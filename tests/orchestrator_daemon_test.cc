@@ -273,7 +273,9 @@ TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound)
   // the orchestrator in the middle of the job.
   const std::string job = fed.WriteJob("job", std::string(kJob) + "checkpoint: {every: 3}\n");
   const std::string sets =
-      " --set training.rounds=8 --set model.name=mlp --set training.local_epochs=50";
+      " --set training.rounds=8 --set model.name=mlp --set training.local_epochs=50"
+      // A server optimizer: its moments must come back from the checkpoint.
+      " --set strategy.name=fedadam";
   ASSERT_EQ(fed.User("submit " + job + sets).status, 0);
 
   nlohmann::json polled;
@@ -317,9 +319,12 @@ TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound)
     kept.push_back(e.path().filename().string());
   }
   std::sort(kept.begin(), kept.end());
-  EXPECT_EQ(kept, (std::vector<std::string>{"round-0003.fsm", "round-0006.fsm", "round-0008.fsm"}));
+  EXPECT_EQ(kept, (std::vector<std::string>{"round-0003.fsm", "round-0003.strategy.fsm",
+                                            "round-0006.fsm", "round-0006.strategy.fsm",
+                                            "round-0008.fsm", "round-0008.strategy.fsm"}));
   for (const std::string& f :
-       {run_dir + "/checkpoints/round-0003.fsm", run_dir + "/final_model.fsm"}) {
+       {run_dir + "/checkpoints/round-0003.fsm", run_dir + "/checkpoints/round-0003.strategy.fsm",
+        run_dir + "/final_model.fsm"}) {
     EXPECT_EQ(Read(f).substr(0, 5), "FSEAL") << f;
   }
 

@@ -309,6 +309,10 @@ Status ApplyOverride(YAML::Node& root, const ConfigOverride& o) {
 
 }  // namespace
 
+bool StrategyNeedsAllUpdates(absl::string_view name) {
+  return name == "median" || name == "trimmed_mean" || name == "krum" || name == "multi_krum";
+}
+
 StatusOr<ConfigOverride> ParseOverride(absl::string_view text) {
   const size_t eq = text.find('=');
   if (eq == absl::string_view::npos || eq == 0) {
@@ -411,10 +415,43 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   }
 
   const Section strategy = top.Sub("strategy");
-  FEDSILO_RETURN_IF_ERROR(strategy.CheckKeys({"name", "server_learning_rate"}));
-  FEDSILO_RETURN_IF_ERROR(strategy.Choice("name", {"fedavg"}, &c.strategy.name));
-  FEDSILO_RETURN_IF_ERROR(strategy.Double("server_learning_rate", 0, true, 100, false,
-                                          &c.strategy.server_learning_rate));
+  FEDSILO_RETURN_IF_ERROR(strategy.CheckKeys(
+      {"name", "server_learning_rate", "server_momentum", "beta1", "beta2", "tau", "proximal_mu",
+       "trim_fraction", "byzantine", "multi_krum_keep", "max_update_norm"}));
+  StrategyConfig& st = c.strategy;
+  FEDSILO_RETURN_IF_ERROR(strategy.Choice(
+      "name", std::vector<std::string>(std::begin(kStrategyNames), std::end(kStrategyNames)),
+      &st.name));
+  FEDSILO_RETURN_IF_ERROR(
+      strategy.Double("server_momentum", 0, false, 1, true, &st.server_momentum));
+  // Each strategy's default step; an explicit server_learning_rate wins.
+  if (st.name == "fedadam" || st.name == "fedyogi") st.server_learning_rate = 0.03;
+  if (st.name == "fedadagrad") st.server_learning_rate = 0.1;
+  if (st.name == "fedavgm") {
+    st.server_learning_rate = std::round((1 - st.server_momentum) * 1e12) / 1e12;
+  }
+  FEDSILO_RETURN_IF_ERROR(
+      strategy.Double("server_learning_rate", 0, true, 100, false, &st.server_learning_rate));
+  FEDSILO_RETURN_IF_ERROR(strategy.Double("beta1", 0, false, 1, true, &st.beta1));
+  FEDSILO_RETURN_IF_ERROR(strategy.Double("beta2", 0, false, 1, true, &st.beta2));
+  FEDSILO_RETURN_IF_ERROR(strategy.Double("tau", 0, true, 10, false, &st.tau));
+  FEDSILO_RETURN_IF_ERROR(strategy.Double("proximal_mu", 0, false, 1000, false, &st.proximal_mu));
+  FEDSILO_RETURN_IF_ERROR(strategy.Double("trim_fraction", 0, false, 0.5, true, &st.trim_fraction));
+  FEDSILO_RETURN_IF_ERROR(strategy.Int("byzantine", 0, 1000, &st.byzantine));
+  FEDSILO_RETURN_IF_ERROR(strategy.Int("multi_krum_keep", 0, 10000, &st.multi_krum_keep));
+  FEDSILO_RETURN_IF_ERROR(
+      strategy.Double("max_update_norm", 0, false, 1e9, false, &st.max_update_norm));
+  const int num_silos = static_cast<int>(c.federation.silos.size());
+  if ((st.name == "krum" || st.name == "multi_krum") && num_silos <= 2 * st.byzantine + 2) {
+    return top.Error(strategy.Child("name"), "strategy.byzantine",
+                     absl::StrCat(st.name, " needs more than 2 x byzantine + 2 silos; the job has ",
+                                  num_silos, " and byzantine is ", st.byzantine));
+  }
+  if (st.name == "multi_krum" && st.multi_krum_keep > num_silos - st.byzantine) {
+    return top.Error(strategy.Child("multi_krum_keep"), "strategy.multi_krum_keep",
+                     absl::StrCat("is ", st.multi_krum_keep, ", more than silos - byzantine (",
+                                  num_silos - st.byzantine, ")"));
+  }
 
   const Section privacy = top.Sub("privacy");
   FEDSILO_RETURN_IF_ERROR(privacy.CheckKeys({"dp", "secure_aggregation"}));
@@ -474,6 +511,13 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
     return top.Error(privacy.Child("secure_aggregation"), "privacy.secure_aggregation.threshold",
                      absl::StrCat("is ", sa.threshold, ", more than the job's ",
                                   c.federation.silos.size(), " silos"));
+  }
+  if (sa.enabled && StrategyNeedsAllUpdates(c.strategy.name)) {
+    return top.Error(privacy.Child("secure_aggregation"), "privacy.secure_aggregation",
+                     absl::StrCat("strategy '", c.strategy.name,
+                                  "' needs every silo's update, and secure aggregation reveals "
+                                  "only their sum; use fedavg, fedavgm, fedprox or an adaptive "
+                                  "optimizer"));
   }
   if (sa.enabled && c.federation.silos.size() < 2) {
     return top.Error(privacy.Child("secure_aggregation"), "privacy.secure_aggregation",
@@ -546,6 +590,15 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "strategy" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << c.strategy.name;
   out << YAML::Key << "server_learning_rate" << YAML::Value << Num(c.strategy.server_learning_rate);
+  out << YAML::Key << "server_momentum" << YAML::Value << Num(c.strategy.server_momentum);
+  out << YAML::Key << "beta1" << YAML::Value << Num(c.strategy.beta1);
+  out << YAML::Key << "beta2" << YAML::Value << Num(c.strategy.beta2);
+  out << YAML::Key << "tau" << YAML::Value << Num(c.strategy.tau);
+  out << YAML::Key << "proximal_mu" << YAML::Value << Num(c.strategy.proximal_mu);
+  out << YAML::Key << "trim_fraction" << YAML::Value << Num(c.strategy.trim_fraction);
+  out << YAML::Key << "byzantine" << YAML::Value << c.strategy.byzantine;
+  out << YAML::Key << "multi_krum_keep" << YAML::Value << c.strategy.multi_krum_keep;
+  out << YAML::Key << "max_update_norm" << YAML::Value << Num(c.strategy.max_update_norm);
   out << YAML::EndMap;
   out << YAML::Key << "privacy" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "dp" << YAML::Value << YAML::BeginMap;

@@ -56,10 +56,31 @@ struct FederationConfig {
   int wait_for_silos = 120;        // seconds a job waits for its silos to connect
 };
 
+// Aggregation strategies; see README "Strategies" for each one's keys.
+inline constexpr absl::string_view kStrategyNames[] = {
+    "fedavg",     "fedavgm", "fedprox",      "fedadam", "fedyogi",
+    "fedadagrad", "median",  "trimmed_mean", "krum",    "multi_krum"};
+
 struct StrategyConfig {
   std::string name = "fedavg";
+  // new global = global + rate x (the strategy's step); default 1.0, and
+  // 0.01 for the adaptive optimizers (fedadam, fedyogi, fedadagrad).
   double server_learning_rate = 1.0;
+  double server_momentum = 0.9;  // fedavgm
+  double beta1 = 0.9;            // fedadam, fedyogi, fedadagrad: first moment
+  double beta2 = 0.99;           // fedadam, fedyogi: second moment
+  double tau = 1e-3;             // adaptive optimizers: adaptivity (epsilon)
+  double proximal_mu = 0.01;     // fedprox: weight of (mu/2) |w - w_global|^2
+  double trim_fraction = 0.1;    // trimmed_mean: share cut from each end
+  int byzantine = 1;             // krum, multi_krum: silos assumed hostile (f)
+  int multi_krum_keep = 0;       // multi_krum: updates averaged; 0 = n - f
+  double max_update_norm = 0;    // > 0: L2-clip every update first (any strategy)
 };
+
+// Strategies that need every update of a round at once (the orchestrator
+// keeps them all: memory O(model x silos)); they cannot run under secure
+// aggregation, which only reveals the sum.
+bool StrategyNeedsAllUpdates(absl::string_view name);
 
 // Differential privacy. `local`: DP-SGD in each silo's trainer (sample-level
 // DP for that silo's records): Poisson sampling with rate batch_size / N,

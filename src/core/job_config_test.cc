@@ -107,8 +107,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "data.alpha: must be a number in (0, inf]"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nmodel: {hidden: [64, 0]}\n",
                 "model.hidden: each layer width"},
-        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nstrategy: {name: fedprox}\n",
-                "strategy.name: unknown value 'fedprox'"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nstrategy: {name: fedproxx}\n",
+                "strategy.name: unknown value 'fedproxx'"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nprivacy: {dp: {mode: local}}\n",
                 "privacy.dp: mode local needs exactly one of noise_multiplier and target_epsilon"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"

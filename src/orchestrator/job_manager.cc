@@ -51,6 +51,11 @@ class RoundCommitter : public RoundObserver {
     FEDSILO_RETURN_IF_ERROR(run_dir_->WriteCheckpoint(
         s.round, global,
         {{"job", job_->name}, {"job_id", job_id_}, {"round", std::to_string(s.round)}}));
+    if (!s.strategy_state.empty()) {
+      FEDSILO_RETURN_IF_ERROR(
+          WriteModelStateFile(run_dir_->StrategyStatePath(s.round), s.strategy_state,
+                              {{"job_id", job_id_}, {"round", std::to_string(s.round)}}));
+    }
     RoundRecord r{s.round,         UnixNow(),         s.round_seconds,
                   s.silos_sampled, s.silos_succeeded, s.failures};
     FEDSILO_RETURN_IF_ERROR(store_->CompleteRound(job_id_, r, sink_->Take()));
@@ -59,6 +64,7 @@ class RoundCommitter : public RoundObserver {
     if (previous >= 1 && (every <= 0 || previous % every != 0)) {
       std::error_code ec;
       std::filesystem::remove(run_dir_->CheckpointPath(previous), ec);
+      std::filesystem::remove(run_dir_->StrategyStatePath(previous), ec);
     }
     std::string line = absl::StrFormat("round %d/%d done in %.1fs: %d/%d silos", s.round, total,
                                        s.round_seconds, s.silos_succeeded, s.silos_sampled);
@@ -347,12 +353,19 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
 
   FEDSILO_ASSIGN_OR_RETURN(PreparedJob prepared, preparer_->Prepare(job));
   ModelState global = std::move(prepared.initial);
+  ModelState strategy_state;
   if (record.rounds_completed > 0) {
     const std::string checkpoint = run_dir->CheckpointPath(record.rounds_completed);
     FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ReadModelStateFile(checkpoint));
     FEDSILO_RETURN_IF_ERROR(Annotate(file.state.CheckSameLayout(global),
                                      absl::StrCat(checkpoint, " does not fit the job's model")));
     global = std::move(file.state);
+    const std::string state_path = run_dir->StrategyStatePath(record.rounds_completed);
+    std::error_code ec;
+    if (std::filesystem::exists(state_path, ec)) {
+      FEDSILO_ASSIGN_OR_RETURN(ModelFile state, ReadModelStateFile(state_path));
+      strategy_state = std::move(state.state);
+    }
   }
   FEDSILO_RETURN_IF_ERROR(WaitForSilos(record, job));
 
@@ -372,6 +385,8 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
   options.audit = audit_;
   Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
                             prepared.evaluator.get(), &sink, nullptr);
+  FEDSILO_RETURN_IF_ERROR(Annotate(orchestrator.RestoreStrategyState(strategy_state),
+                                   run_dir->StrategyStatePath(record.rounds_completed)));
   FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,
                                                               record.rounds_completed + 1));
   return WriteModelStateFile(run_dir->final_model_path(), result.final_model,

@@ -66,6 +66,16 @@ class BlockingQueue {
 };
 using ArrivalQueue = BlockingQueue<Arrival>;
 
+// Scales `update` down to L2 norm `bound` when it is longer.
+void ClipNorm(ModelState& update, double bound) {
+  double squares = 0;
+  for (const Tensor& t : update.tensors()) squares += kernels::SquaredNorm(t.floats());
+  const double norm = std::sqrt(squares);
+  if (norm <= bound) return;
+  const float scale = static_cast<float>(bound / norm);
+  for (Tensor& t : update.mutable_tensors()) kernels::Scale(scale, t.floats());
+}
+
 }  // namespace
 
 uint64_t MixSeed(uint64_t seed, uint64_t round, uint64_t index) {
@@ -157,6 +167,7 @@ Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
                                 {"update", secure::ModelDigest(reply->update)},
                                 {"examples", std::to_string(reply->num_examples)}});
     }
+    if (job_.strategy.max_update_norm > 0) ClipNorm(reply->update, job_.strategy.max_update_norm);
     double weight = static_cast<double>(reply->num_examples);
     if (central_dp_ != nullptr) {
       // Silo-level DP: bounded, equally weighted contributions.
@@ -251,6 +262,12 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
   // Central DP weighs silos equally, with updates clipped by the silos.
   params.max_weight = central_dp_ != nullptr ? 0 : config.max_weight;
   params.clip_norm = central_dp_ != nullptr ? central_dp_->clip_norm() : 0;
+  if (job_.strategy.max_update_norm > 0) {
+    // The norm bound is applied by the silos, before masking.
+    params.clip_norm = params.clip_norm > 0
+                           ? std::min(params.clip_norm, job_.strategy.max_update_norm)
+                           : job_.strategy.max_update_norm;
+  }
   if (trained.size() < static_cast<size_t>(params.threshold)) {
     return absl::UnavailableError(
         absl::StrCat("round ", round, ": only ", trained.size(), " of ", sampled,
@@ -408,6 +425,7 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
     FEDSILO_RETURN_IF_ERROR(run_dir_->WriteCheckpoint(
         round, global, {{"job", job_.name}, {"round", std::to_string(round)}}));
   }
+  summary.strategy_state = strategy_->State();
   summary.round_seconds = SecondsSince(start);
   return summary;
 }

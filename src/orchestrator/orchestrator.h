@@ -62,6 +62,9 @@ struct RoundSummary {
   std::map<std::string, double> global_metrics;  // from the ModelEvaluator
   double round_seconds = 0;
   double elapsed_seconds = 0;  // since Run() started
+  // What the strategy keeps across rounds after this one (Strategy::State();
+  // empty for stateless strategies), for checkpoints that resume.
+  ModelState strategy_state;
 };
 
 // Told about each finished round, with the new global model (to print
@@ -104,6 +107,9 @@ class Orchestrator {
   // Fails (with the round and the silos' reasons) when a round ends with fewer
   // than min_silos valid updates; Cancelled when options.stop is raised.
   StatusOr<RunResult> Run(ModelState initial, RoundObserver* observer, int first_round = 1);
+
+  // Gives the strategy the state a checkpoint kept (before Run() resumes).
+  Status RestoreStrategyState(const ModelState& state) { return strategy_->RestoreState(state); }
 
   // The silos sampled in `round`, by index, ascending. Deterministic in the
   // job's seed; all silos when federation.fraction is 1.

@@ -40,9 +40,20 @@ class Strategy {
   // needed, so that the caller can reuse their memory (or drop them). Until
   // taken they are kept, so callers take them after each Accumulate().
   virtual std::vector<ModelState> TakeFolded() { return {}; }
+
+  // What the strategy keeps across rounds (server optimizers' moments), as
+  // named tensors; empty for stateless strategies. Checkpoints store it so
+  // that a resumed job continues with it.
+  virtual ModelState State() const { return ModelState(); }
+  // InvalidArgument when `state` is not one this strategy wrote.
+  virtual Status RestoreState(const ModelState& state) {
+    if (state.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(name() + " keeps no state, but a state was given");
+  }
 };
 
-// The strategy named by `config.name`. InvalidArgument for unknown names.
+// The strategy named by `config.name` (fedprox aggregates like fedavg; its
+// proximal term is in the silos' training). InvalidArgument for unknown names.
 StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategyConfig& config);
 
 }  // namespace fedsilo::strategy

@@ -62,6 +62,11 @@ std::string RunDirectory::CheckpointPath(int round) const {
   return absl::StrFormat("%s/checkpoints/round-%04d.fsm", path_, round);
 }
 
+std::string RunDirectory::StrategyStatePath(int round) const {
+  std::string path = CheckpointPath(round);
+  return path.substr(0, path.size() - 4) + ".strategy.fsm";
+}
+
 Status RunDirectory::WriteCheckpoint(int round, const ModelState& state,
                                      const ModelMetadata& metadata) const {
   return WriteModelStateFile(CheckpointPath(round), state, metadata);

@@ -33,6 +33,9 @@ class RunDirectory {
   std::string final_model_path() const { return path_ + "/final_model.fsm"; }
   std::string summary_path() const { return path_ + "/summary.json"; }
   std::string CheckpointPath(int round) const;
+  // The strategy's state after `round` (server optimizers' moments), beside
+  // the checkpoint.
+  std::string StrategyStatePath(int round) const;
 
   Status WriteCheckpoint(int round, const ModelState& state, const ModelMetadata& metadata) const;
 
