@@ -270,6 +270,34 @@ TEST(CliTest, EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering) {
   EXPECT_EQ(tampered.out, "");
 }
 
+// Two hostile silos of ten: FedAvg collapses; median, trimmed mean and Krum
+// stay within a few points of the clean run.
+TEST(CliTest, RobustStrategiesWithstandTwoHostileSilosOfTen) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("robust");
+  auto accuracy = [&](const std::string& strategy, const std::string& attack) {
+    Result r = Fedsilo("run " + Example("digits.yaml") +
+                       " --set data.partition=iid --set federation.silos=10"
+                       " --set strategy.byzantine=2 --set strategy.trim_fraction=0.2"
+                       " --set strategy.name=" +
+                       strategy + attack + " --quiet --json --workdir " + dir);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? LastLineJson(r.out)["final"]["accuracy"].get<double>() : -1.0;
+  };
+  const double clean = accuracy("fedavg", "");
+  ASSERT_GT(clean, 0.9);
+  for (const std::string attack :
+       {" --attack sign_flip --attackers 2", " --attack noise --attackers 2"}) {
+    EXPECT_LT(accuracy("fedavg", attack), 0.3) << attack;
+    for (const char* robust : {"median", "trimmed_mean", "krum"}) {
+      EXPECT_GT(accuracy(robust, attack), clean - 0.06) << robust << attack;
+    }
+  }
+  Result both = Fedsilo("run " + Example("digits.yaml") + " --attack sign_flip --processes");
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_THAT(both.err, HasSubstr("--attack and --attackers go together"));
+}
+
 TEST(CliTest, SameSeedGivesTheSameModelBytesAtAnyThreadCount) {
   REQUIRE_DATA();
   const std::string workdir = Workdir("repro");

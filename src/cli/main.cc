@@ -117,6 +117,11 @@ int Main(int argc, char** argv) {
   run->add_flag("--quiet", sim.quiet, "No per-round progress lines");
   run->add_option("--silo-policy", sim.silo_policy,
                   "Privacy policy (YAML) every silo applies; ledgers in <workdir>/silos/<name>/");
+  run->add_option("--attack", sim.attack,
+                  "Robustness experiments: the last --attackers silos send corrupted updates "
+                  "(sign_flip: x -10; noise: Gaussian, 100x the update's RMS)");
+  run->add_option("--attackers", sim.attackers, "How many silos --attack corrupts")
+      ->check(CLI::Range(1, 10000));
   run->add_flag("--processes", sim.processes,
                 "Run every silo as its own process, talking gRPC with mutual TLS to an "
                 "orchestrator endpoint on 127.0.0.1 (a throwaway federation in the run dir)");

@@ -4,11 +4,14 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "cli/held_out_evaluator.h"
+#include "cli/hostile_silo.h"
 #include "cli/local_federation.h"
 #include "core/busy_clock.h"
 #include "core/file_seal.h"
@@ -123,6 +126,12 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
     std::printf("  model   %s\n", global_model->Describe().c_str());
     std::printf("  rounds  %d, %s, %d silo(s) training at once\n", job.training.rounds,
                 job.strategy.name.c_str(), threads);
+    if (options.attackers > 0 && options.attackers <= num_silos) {
+      std::vector<std::string> names(job.federation.silos.end() - options.attackers,
+                                     job.federation.silos.end());
+      std::printf("  attack  %s updates from %s\n", options.attack.c_str(),
+                  absl::StrJoin(names, ", ").c_str());
+    }
     const SecureAggregationConfig& sa = job.privacy.secure_aggregation;
     if (sa.enabled) {
       const int sampled = static_cast<int>(std::ceil(job.federation.fraction * num_silos));
@@ -137,6 +146,22 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
 
   BusyClock busy;
   std::vector<std::unique_ptr<silo::PrivacyGuard>> guards;  // outlive the agents
+  std::optional<Attack> attack;
+  if (options.attackers > 0 || !options.attack.empty()) {
+    if (options.attackers <= 0 || options.attack.empty()) {
+      return absl::InvalidArgumentError("--attack and --attackers go together");
+    }
+    if (options.processes) {
+      return absl::InvalidArgumentError(
+          "--attack simulates attackers in-process; drop --processes");
+    }
+    if (options.attackers > num_silos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--attackers: ", options.attackers, " is more than the job's ", num_silos, " silos"));
+    }
+    FEDSILO_ASSIGN_OR_RETURN(attack, ParseAttack(options.attack));
+  }
+  std::vector<std::unique_ptr<HostileSilo>> hostile;
   std::vector<std::unique_ptr<silo::SiloAgent>> agents;
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
   std::unique_ptr<LocalFederation> federation;
@@ -165,8 +190,13 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
         agents.back()->SetPrivacyGuard(guard.get(), job.data.dataset);
         guards.push_back(std::move(guard));
       }
-      connections.push_back(std::make_unique<transport::InProcessConnection>(
-          job.federation.silos[i], agents.back().get()));
+      transport::SiloHandler* handler = agents.back().get();
+      if (attack.has_value() && i >= num_silos - options.attackers) {
+        hostile.push_back(std::make_unique<HostileSilo>(handler, *attack, job.seed + i));
+        handler = hostile.back().get();
+      }
+      connections.push_back(
+          std::make_unique<transport::InProcessConnection>(job.federation.silos[i], handler));
     }
   }
   HeldOutEvaluator evaluator(std::move(global_model), ml::DataView::All(data.test), &busy);

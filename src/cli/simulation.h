@@ -23,6 +23,10 @@ struct SimulationOptions {
   // Every silo applies this privacy policy, with its ledger in
   // <workdir>/silos/<name>/privacy-ledger.json (kept across runs).
   std::string silo_policy;
+  // Robustness experiments: the last `attackers` silos send corrupted
+  // updates (cli/hostile_silo.h: "sign_flip" or "noise"). In-process only.
+  std::string attack;
+  int attackers = 0;
 };
 
 struct SimulationSummary {

@@ -148,6 +148,17 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\n"
                 "privacy: {secure_aggregation: {treshold: 2}}\n",
                 "unknown key 'privacy.secure_aggregation.treshold'"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\nstrategy: {name: krum}\n",
+                "strategy.byzantine: krum needs more than 2 x byzantine + 2 silos; the job has 4"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\n"
+                "strategy: {name: median}\nprivacy: {secure_aggregation: true}\n",
+                "strategy 'median' needs every silo's update"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\n"
+                "strategy: {name: trimmed_mean, trim_fraction: 0.5}\n",
+                "strategy.trim_fraction: must be a number in [0, 0.5)"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\nstrategy: {name: fedadam, beta2: "
+                "1}\n",
+                "strategy.beta2: must be a number in [0, 1)"},
         BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
@@ -224,6 +235,21 @@ TEST(JobConfigTest, SecureAggregationIsOneSwitchWithDefaultsOrAMapping) {
   EXPECT_EQ(JobConfigToYaml(*back), JobConfigToYaml(*mapped));
   StatusOr<JobConfig> off = ParseJobConfig(kMinimal, "job.yaml");
   EXPECT_FALSE(off->privacy.secure_aggregation.enabled);
+}
+
+TEST(JobConfigTest, StrategiesGetTheirOwnDefaultStep) {
+  auto lr = [](const std::string& name, const std::string& extra = "") {
+    StatusOr<JobConfig> c = ParseJobConfig(
+        std::string(kMinimal) + "strategy: {name: " + name + extra + "}\n", "job.yaml");
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? c->strategy.server_learning_rate : -1;
+  };
+  EXPECT_DOUBLE_EQ(lr("fedavg"), 1.0);
+  EXPECT_DOUBLE_EQ(lr("fedadam"), 0.03);
+  EXPECT_DOUBLE_EQ(lr("fedadagrad"), 0.1);
+  EXPECT_DOUBLE_EQ(lr("fedavgm"), 0.1);  // 1 - momentum 0.9
+  EXPECT_DOUBLE_EQ(lr("fedavgm", ", server_momentum: 0.5"), 0.5);
+  EXPECT_DOUBLE_EQ(lr("fedadam", ", server_learning_rate: 0.2"), 0.2);
 }
 
 TEST(JobConfigTest, EditDistance) {

@@ -382,6 +382,23 @@ TEST(OrchestratorTest, SecureAggregationWithCentralDpClipsInTheSilos) {
   }
 }
 
+// strategy.max_update_norm clips every update before it is folded.
+TEST(OrchestratorTest, UpdateNormBoundClipsEveryUpdate) {
+  JobConfig job = Job(2, 1);
+  job.strategy.max_update_norm = std::sqrt(6.0);  // a norm of 1 per coordinate over 6 values
+  Fixture f;
+  f.Add(0, 1);  // update 1 everywhere: norm sqrt(6), kept
+  f.Add(1, 1);  // update 2 everywhere: norm 2 sqrt(6), halved to 1
+  SumEvaluator eval;
+  Orchestrator o(job, {"run", 1}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
+                 &eval, nullptr, nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const Tensor& t : result->final_model.tensors()) {
+    for (float v : t.floats()) EXPECT_FLOAT_EQ(v, 1.0f);  // not (1 + 2) / 2
+  }
+}
+
 TEST(OrchestratorTest, SamplesAFractionDeterministically) {
   JobConfig job = Job(10, 3);
   job.federation.fraction = 0.3;
