@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/job_config.h"
 #include "core/model_state_file.h"
 
 namespace {
@@ -268,6 +269,23 @@ TEST(CliTest, EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering) {
   EXPECT_EQ(tampered.exit_code, 2);
   EXPECT_THAT(tampered.err, HasSubstr(ledger + ": encrypted file fails authentication"));
   EXPECT_EQ(tampered.out, "");
+}
+
+// Every strategy runs on the small examples with its default settings and
+// learns (MNIST examples: README "Strategies").
+TEST(CliTest, EveryStrategyRunsOnTheExamplesWithItsDefaults) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("strategies");
+  for (const char* example : {"digits.yaml", "breast-cancer.yaml"}) {
+    for (absl::string_view strategy : kStrategyNames) {
+      Result r =
+          Fedsilo("run " + Example(example) + " --set strategy.name=" + std::string(strategy) +
+                  " --quiet --json --workdir " + dir);
+      ASSERT_EQ(r.exit_code, 0) << example << " " << strategy << ": " << r.err;
+      EXPECT_GT(LastLineJson(r.out)["final"]["accuracy"].get<double>(), 0.85)
+          << example << " " << strategy;
+    }
+  }
 }
 
 // Two hostile silos of ten: FedAvg collapses; median, trimmed mean and Krum

@@ -437,14 +437,22 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   FEDSILO_RETURN_IF_ERROR(strategy.Double("tau", 0, true, 10, false, &st.tau));
   FEDSILO_RETURN_IF_ERROR(strategy.Double("proximal_mu", 0, false, 1000, false, &st.proximal_mu));
   FEDSILO_RETURN_IF_ERROR(strategy.Double("trim_fraction", 0, false, 0.5, true, &st.trim_fraction));
-  FEDSILO_RETURN_IF_ERROR(strategy.Int("byzantine", 0, 1000, &st.byzantine));
+  FEDSILO_RETURN_IF_ERROR(strategy.Int("byzantine", -1, 1000, &st.byzantine));
   FEDSILO_RETURN_IF_ERROR(strategy.Int("multi_krum_keep", 0, 10000, &st.multi_krum_keep));
   FEDSILO_RETURN_IF_ERROR(
       strategy.Double("max_update_norm", 0, false, 1e9, false, &st.max_update_norm));
-  const int num_silos = static_cast<int>(c.federation.silos.size());
+  // Silos in each round.
+  const int num_silos = std::max(
+      c.federation.min_silos,
+      std::min(static_cast<int>(c.federation.silos.size()),
+               static_cast<int>(std::ceil(c.federation.fraction *
+                                          static_cast<double>(c.federation.silos.size())))));
+  if (st.byzantine < 0) st.byzantine = std::max(0, (num_silos - 3) / 2);
   if ((st.name == "krum" || st.name == "multi_krum") && num_silos <= 2 * st.byzantine + 2) {
-    return top.Error(strategy.Child("name"), "strategy.byzantine",
-                     absl::StrCat(st.name, " needs more than 2 x byzantine + 2 silos; the job has ",
+    return top.Error(strategy.Child("byzantine"), "strategy.byzantine",
+                     absl::StrCat(st.name,
+                                  " needs more than 2 x byzantine + 2 silos a round; the "
+                                  "job has ",
                                   num_silos, " and byzantine is ", st.byzantine));
   }
   if (st.name == "multi_krum" && st.multi_krum_keep > num_silos - st.byzantine) {

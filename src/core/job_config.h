@@ -72,7 +72,9 @@ struct StrategyConfig {
   double tau = 1e-3;             // adaptive optimizers: adaptivity (epsilon)
   double proximal_mu = 0.01;     // fedprox: weight of (mu/2) |w - w_global|^2
   double trim_fraction = 0.1;    // trimmed_mean: share cut from each end
-  int byzantine = 1;             // krum, multi_krum: silos assumed hostile (f)
+  // krum, multi_krum: silos assumed hostile (f); -1 = the most Krum
+  // tolerates with the silos sampled per round, (n - 3) / 2 rounded down.
+  int byzantine = -1;
   int multi_krum_keep = 0;       // multi_krum: updates averaged; 0 = n - f
   double max_update_norm = 0;    // > 0: L2-clip every update first (any strategy)
 };

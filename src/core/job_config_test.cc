@@ -148,8 +148,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\n"
                 "privacy: {secure_aggregation: {treshold: 2}}\n",
                 "unknown key 'privacy.secure_aggregation.treshold'"},
-        BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\nstrategy: {name: krum}\n",
-                "strategy.byzantine: krum needs more than 2 x byzantine + 2 silos; the job has 4"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\nstrategy: {name: krum, "
+                "byzantine: 1}\n",
+                "strategy.byzantine: krum needs more than 2 x byzantine + 2 silos a round; the job "
+                "has 4"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\n"
                 "strategy: {name: median}\nprivacy: {secure_aggregation: true}\n",
                 "strategy 'median' needs every silo's update"},

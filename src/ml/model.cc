@@ -310,8 +310,33 @@ StatusOr<std::vector<torch::Tensor>> DpParameters(NetImpl& net,
   return params;
 }
 
+// FedProx's proximal term: adds mu (w - w_start) to each parameter's gradient.
+class Proximal {
+ public:
+  Proximal(Net& net, double mu) : mu_(mu) {
+    if (mu_ <= 0) return;
+    torch::NoGradGuard no_grad;
+    for (const torch::Tensor& p : net->parameters()) start_.push_back(p.detach().clone());
+  }
+  void AddGradient(Net& net) const {
+    if (mu_ <= 0) return;
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> params = net->parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      torch::Tensor& grad = params[i].mutable_grad();
+      torch::Tensor pull = (params[i].detach() - start_[i]) * mu_;
+      grad = grad.defined() ? grad + pull : pull;
+    }
+  }
+
+ private:
+  double mu_;
+  std::vector<torch::Tensor> start_;
+};
+
 StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, const DataView& data,
-                                const TrainingConfig& config, const DpSgdOptions& dp) {
+                                const TrainingConfig& config, const DpSgdOptions& dp,
+                                const Proximal& proximal) {
   const int64_t n = data.size();
   const double q = DpSampleRate(n, config.batch_size);
   const int64_t steps_per_epoch = DpStepsPerEpoch(n, config.batch_size);
@@ -365,6 +390,7 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
         torch::Tensor noisy = sum + torch::randn(params[i].sizes(), gen) * noise_std;
         params[i].mutable_grad() = noisy / expected_batch;
       }
+      proximal.AddGradient(net);
       optimizer.step();
       ++stats.steps;
     }
@@ -410,7 +436,7 @@ StatusOr<std::vector<double>> Model::PerExampleGradientNorms(const DataView& dat
 }
 
 StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& config, uint64_t seed,
-                                  const DpSgdOptions* dp) {
+                                  const DpSgdOptions* dp, double proximal_mu) {
   if (data.size() == 0) return absl::InvalidArgumentError("no training examples");
   UseOneThreadHere();
   Net& net = impl_->net;
@@ -426,9 +452,10 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
                                                         .momentum(config.momentum)
                                                         .weight_decay(config.weight_decay));
   }
+  const Proximal proximal(net, proximal_mu);
   if (dp != nullptr) {
     try {
-      return TrainDpSgd(net, *optimizer, data, config, *dp);
+      return TrainDpSgd(net, *optimizer, data, config, *dp, proximal);
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
     }
@@ -457,6 +484,7 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
                            stats.steps + 1, "; lower training.learning_rate"));
         }
         loss.backward();
+        proximal.AddGradient(net);
         optimizer->step();
         ++stats.steps;
         loss_sum += value * static_cast<double>(end - begin);

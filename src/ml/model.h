@@ -77,8 +77,12 @@ class Model {
   // With `dp`, trains with DP-SGD instead (see DpSgdOptions); `seed` then
   // plays no part. InvalidArgument naming the layer when the model has one
   // DP-SGD cannot compute per-example gradients for.
+  // With `proximal_mu` > 0 (FedProx, Li et al., MLSys 2020) the local
+  // objective gains (mu/2) |w - w_start|², w_start being the weights Train()
+  // starts from (the global model); its gradient mu (w - w_start) is added to
+  // every step's, after DP-SGD's noise (it does not depend on the data).
   StatusOr<TrainStats> Train(const DataView& data, const TrainingConfig& config, uint64_t seed,
-                             const DpSgdOptions* dp = nullptr);
+                             const DpSgdOptions* dp = nullptr, double proximal_mu = 0);
 
   // Each example's gradient norm (of the summed loss) over all parameters:
   // the fast path DP-SGD uses, or, with `reference`, one backward pass per

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <random>
 
+#include "core/model_state_file.h"
+
 namespace fedsilo::ml {
 namespace {
 
@@ -118,6 +120,36 @@ TEST(ModelTest, TrainingLearnsASeparableProblem) {
   EXPECT_GT(after->auc, 0.97);
   EXPECT_GT(after->precision, 0.85);
   EXPECT_GT(after->recall, 0.85);
+}
+
+// FedProx: the proximal pull is zero at the start (one step is unchanged)
+// and keeps longer local training closer to where it started.
+TEST(ModelTest, ProximalTermPullsTowardsTheStartingWeights) {
+  auto train = Separable(400, 5);
+  auto distance = [&](int epochs, int batch, double mu, ModelState* after) {
+    auto model = Model::Create(Spec(ModelKind::kMlp), 3);
+    const ModelState start = (*model)->GetState();
+    TrainingConfig t = Sgd(epochs);
+    t.batch_size = batch;
+    t.learning_rate = 0.1;
+    EXPECT_TRUE((*model)->Train(DataView::All(train), t, 9, nullptr, mu).ok());
+    *after = (*model)->GetState();
+    double squares = 0;
+    for (size_t i = 0; i < start.size(); ++i) {
+      for (int64_t j = 0; j < start.tensors()[i].num_elements(); ++j) {
+        const double d = after->tensors()[i].floats()[j] - start.tensors()[i].floats()[j];
+        squares += d * d;
+      }
+    }
+    return std::sqrt(squares);
+  };
+  ModelState plain, prox;
+  EXPECT_EQ(distance(1, 400, 0.0, &plain), distance(1, 400, 5.0, &prox));  // one full-batch step
+  EXPECT_EQ(SerializeModelState(plain), SerializeModelState(prox));
+  const double free = distance(5, 16, 0.0, &plain);
+  const double pulled = distance(5, 16, 5.0, &prox);
+  EXPECT_LT(pulled, 0.5 * free);
+  EXPECT_GT(pulled, 0);
 }
 
 TEST(ModelTest, AdamAndMomentumTrainToo) {

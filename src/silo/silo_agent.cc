@@ -95,7 +95,8 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     }
     FEDSILO_ASSIGN_OR_RETURN(
         ml::TrainStats stats,
-        model_->Train(data_.train, job.training, request.seed, dp ? &*dp : nullptr));
+        model_->Train(data_.train, job.training, request.seed, dp ? &*dp : nullptr,
+                      job.strategy.name == "fedprox" ? job.strategy.proximal_mu : 0.0));
     reply.num_examples = stats.examples;
     if (dp) {
       dp_steps_ += stats.steps;

@@ -41,6 +41,7 @@ StrategyConfig Config(const std::string& name) {
   c.beta1 = 0.9;
   c.beta2 = 0.99;
   c.tau = 0.1;
+  c.byzantine = 1;
   return c;
 }
 
@@ -137,6 +138,7 @@ TEST(CreateStrategyTest, EveryNameBuildsItsStrategy) {
   for (absl::string_view name : kStrategyNames) {
     StrategyConfig c;
     c.name = std::string(name);
+    c.byzantine = 1;
     StatusOr<std::unique_ptr<Strategy>> s = CreateStrategy(c);
     ASSERT_TRUE(s.ok()) << name;
     EXPECT_EQ((*s)->name(), name == "fedprox" ? "fedavg" : std::string(name));
