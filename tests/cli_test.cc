@@ -277,7 +277,7 @@ TEST(CliTest, EveryStrategyRunsOnTheExamplesWithItsDefaults) {
   REQUIRE_DATA();
   const std::string dir = Workdir("strategies");
   for (const char* example : {"digits.yaml", "breast-cancer.yaml"}) {
-    for (absl::string_view strategy : kStrategyNames) {
+    for (absl::string_view strategy : fedsilo::kStrategyNames) {
       Result r =
           Fedsilo("run " + Example(example) + " --set strategy.name=" + std::string(strategy) +
                   " --quiet --json --workdir " + dir);
