@@ -49,6 +49,7 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
       std::unique_ptr<secure::AuditLog> audit,
       secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));
   runtime.SetAuditLog(audit.get());
+  runtime.SetStateDir(state);
 
   transport::SiloClientOptions client_options;
   client_options.target = options.orchestrator.empty()

@@ -200,7 +200,9 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
     }
   }
   HeldOutEvaluator evaluator(std::move(global_model), ml::DataView::All(data.test), &busy);
-  FEDSILO_ASSIGN_OR_RETURN(auto strategy, strategy::CreateStrategy(job.strategy));
+  FEDSILO_ASSIGN_OR_RETURN(
+      auto strategy,
+      strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
   // With --processes, --threads still bounds how many silos train at once:
   // the silo processes share this machine's cores.
   orchestrator::Orchestrator orchestrator(job, {run_dir.run_id(), threads}, std::move(connections),

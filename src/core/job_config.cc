@@ -520,6 +520,15 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
                      absl::StrCat("is ", sa.threshold, ", more than the job's ",
                                   c.federation.silos.size(), " silos"));
   }
+  if (c.strategy.name == "scaffold" && c.training.optimizer != OptimizerKind::kSgd) {
+    return top.Error(strategy.Child("name"), "strategy.name",
+                     "scaffold needs training.optimizer sgd: its control variates assume SGD steps");
+  }
+  if (c.strategy.name == "scaffold" && (d.mode != DpMode::kNone || sa.enabled)) {
+    return top.Error(strategy.Child("name"), "strategy.name",
+                     "scaffold is not supported with privacy.dp or secure_aggregation: its "
+                     "control variates are sent unprotected");
+  }
   if (sa.enabled && StrategyNeedsAllUpdates(c.strategy.name)) {
     return top.Error(privacy.Child("secure_aggregation"), "privacy.secure_aggregation",
                      absl::StrCat("strategy '", c.strategy.name,

@@ -58,8 +58,8 @@ struct FederationConfig {
 
 // Aggregation strategies; see README "Strategies" for each one's keys.
 inline constexpr absl::string_view kStrategyNames[] = {
-    "fedavg",     "fedavgm", "fedprox",      "fedadam", "fedyogi",
-    "fedadagrad", "median",  "trimmed_mean", "krum",    "multi_krum"};
+    "fedavg",     "fedavgm", "fedprox",      "scaffold", "fedadam",   "fedyogi",
+    "fedadagrad", "median",  "trimmed_mean", "krum",     "multi_krum"};
 
 struct StrategyConfig {
   std::string name = "fedavg";
@@ -75,8 +75,8 @@ struct StrategyConfig {
   // krum, multi_krum: silos assumed hostile (f); -1 = the most Krum
   // tolerates with the silos sampled per round, (n - 3) / 2 rounded down.
   int byzantine = -1;
-  int multi_krum_keep = 0;       // multi_krum: updates averaged; 0 = n - f
-  double max_update_norm = 0;    // > 0: L2-clip every update first (any strategy)
+  int multi_krum_keep = 0;     // multi_krum: updates averaged; 0 = n - f
+  double max_update_norm = 0;  // > 0: L2-clip every update first (any strategy)
 };
 
 // Strategies that need every update of a round at once (the orchestrator

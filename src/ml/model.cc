@@ -310,33 +310,46 @@ StatusOr<std::vector<torch::Tensor>> DpParameters(NetImpl& net,
   return params;
 }
 
-// FedProx's proximal term: adds mu (w - w_start) to each parameter's gradient.
-class Proximal {
+// The gradients of a LocalObjective's terms, added to each parameter's.
+class ObjectiveTerms {
  public:
-  Proximal(Net& net, double mu) : mu_(mu) {
-    if (mu_ <= 0) return;
+  ObjectiveTerms(Net& net, const LocalObjective& objective) : mu_(objective.proximal_mu) {
     torch::NoGradGuard no_grad;
-    for (const torch::Tensor& p : net->parameters()) start_.push_back(p.detach().clone());
+    std::vector<torch::Tensor> params = net->parameters();
+    if (mu_ > 0) {
+      for (const torch::Tensor& p : params) start_.push_back(p.detach().clone());
+    }
+    if (objective.gradient_correction != nullptr) {
+      for (size_t i = 0; i < params.size(); ++i) {
+        const Tensor& c = objective.gradient_correction->tensors()[i];
+        correction_.push_back(torch::from_blob(const_cast<float*>(c.floats().data()),
+                                               params[i].sizes(), torch::kFloat32)
+                                  .clone());
+      }
+    }
   }
   void AddGradient(Net& net) const {
-    if (mu_ <= 0) return;
+    if (mu_ <= 0 && correction_.empty()) return;
     torch::NoGradGuard no_grad;
     std::vector<torch::Tensor> params = net->parameters();
     for (size_t i = 0; i < params.size(); ++i) {
       torch::Tensor& grad = params[i].mutable_grad();
-      torch::Tensor pull = (params[i].detach() - start_[i]) * mu_;
-      grad = grad.defined() ? grad + pull : pull;
+      torch::Tensor add = torch::zeros_like(params[i]);
+      if (mu_ > 0) add += (params[i].detach() - start_[i]) * mu_;
+      if (!correction_.empty()) add += correction_[i];
+      grad = grad.defined() ? grad + add : add;
     }
   }
 
  private:
   double mu_;
   std::vector<torch::Tensor> start_;
+  std::vector<torch::Tensor> correction_;
 };
 
 StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, const DataView& data,
                                 const TrainingConfig& config, const DpSgdOptions& dp,
-                                const Proximal& proximal) {
+                                const ObjectiveTerms& terms) {
   const int64_t n = data.size();
   const double q = DpSampleRate(n, config.batch_size);
   const int64_t steps_per_epoch = DpStepsPerEpoch(n, config.batch_size);
@@ -390,7 +403,7 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
         torch::Tensor noisy = sum + torch::randn(params[i].sizes(), gen) * noise_std;
         params[i].mutable_grad() = noisy / expected_batch;
       }
-      proximal.AddGradient(net);
+      terms.AddGradient(net);
       optimizer.step();
       ++stats.steps;
     }
@@ -436,7 +449,7 @@ StatusOr<std::vector<double>> Model::PerExampleGradientNorms(const DataView& dat
 }
 
 StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& config, uint64_t seed,
-                                  const DpSgdOptions* dp, double proximal_mu) {
+                                  const DpSgdOptions* dp, const LocalObjective& objective) {
   if (data.size() == 0) return absl::InvalidArgumentError("no training examples");
   UseOneThreadHere();
   Net& net = impl_->net;
@@ -452,10 +465,14 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
                                                         .momentum(config.momentum)
                                                         .weight_decay(config.weight_decay));
   }
-  const Proximal proximal(net, proximal_mu);
+  if (objective.gradient_correction != nullptr) {
+    FEDSILO_RETURN_IF_ERROR(Annotate(objective.gradient_correction->CheckSameLayout(impl_->layout),
+                                     "gradient correction"));
+  }
+  const ObjectiveTerms terms(net, objective);
   if (dp != nullptr) {
     try {
-      return TrainDpSgd(net, *optimizer, data, config, *dp, proximal);
+      return TrainDpSgd(net, *optimizer, data, config, *dp, terms);
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
     }
@@ -484,7 +501,7 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
                            stats.steps + 1, "; lower training.learning_rate"));
         }
         loss.backward();
-        proximal.AddGradient(net);
+        terms.AddGradient(net);
         optimizer->step();
         ++stats.steps;
         loss_sum += value * static_cast<double>(end - begin);

@@ -55,6 +55,17 @@ struct DpSgdOptions {
 double DpSampleRate(int64_t n, int batch_size);
 int64_t DpStepsPerEpoch(int64_t n, int batch_size);
 
+// Terms federated strategies add to a silo's local objective.
+struct LocalObjective {
+  // FedProx (Li et al., MLSys 2020): (mu/2) |w - w_start|², w_start being the
+  // weights Train() starts from (the global model).
+  double proximal_mu = 0;
+  // SCAFFOLD (Karimireddy et al., ICML 2020): a constant c - c_i added to
+  // every step's gradient. Laid out like GetState(); only the parameters'
+  // tensors are used. Not owned; may be null.
+  const ModelState* gradient_correction = nullptr;
+};
+
 class Model {
  public:
   // Builds a model with weights initialised from `seed` (the same seed gives
@@ -77,12 +88,12 @@ class Model {
   // With `dp`, trains with DP-SGD instead (see DpSgdOptions); `seed` then
   // plays no part. InvalidArgument naming the layer when the model has one
   // DP-SGD cannot compute per-example gradients for.
-  // With `proximal_mu` > 0 (FedProx, Li et al., MLSys 2020) the local
-  // objective gains (mu/2) |w - w_start|², w_start being the weights Train()
-  // starts from (the global model); its gradient mu (w - w_start) is added to
-  // every step's, after DP-SGD's noise (it does not depend on the data).
+  // `objective` adds the terms federated strategies put in the local
+  // objective (see LocalObjective); their gradients are added to every
+  // step's, after DP-SGD's noise (they do not depend on the data).
   StatusOr<TrainStats> Train(const DataView& data, const TrainingConfig& config, uint64_t seed,
-                             const DpSgdOptions* dp = nullptr, double proximal_mu = 0);
+                             const DpSgdOptions* dp = nullptr,
+                             const LocalObjective& objective = LocalObjective());
 
   // Each example's gradient norm (of the summed loss) over all parameters:
   // the fast path DP-SGD uses, or, with `reference`, one backward pass per

@@ -132,7 +132,9 @@ TEST(ModelTest, ProximalTermPullsTowardsTheStartingWeights) {
     TrainingConfig t = Sgd(epochs);
     t.batch_size = batch;
     t.learning_rate = 0.1;
-    EXPECT_TRUE((*model)->Train(DataView::All(train), t, 9, nullptr, mu).ok());
+    LocalObjective objective;
+    objective.proximal_mu = mu;
+    EXPECT_TRUE((*model)->Train(DataView::All(train), t, 9, nullptr, objective).ok());
     *after = (*model)->GetState();
     double squares = 0;
     for (size_t i = 0; i < start.size(); ++i) {
@@ -150,6 +152,36 @@ TEST(ModelTest, ProximalTermPullsTowardsTheStartingWeights) {
   const double pulled = distance(5, 16, 5.0, &prox);
   EXPECT_LT(pulled, 0.5 * free);
   EXPECT_GT(pulled, 0);
+}
+
+// SCAFFOLD's correction: one full-batch SGD step moves every parameter by
+// an extra -learning_rate x correction.
+TEST(ModelTest, GradientCorrectionShiftsEachStep) {
+  auto train = Separable(200, 6);
+  TrainingConfig t = Sgd(1);
+  t.batch_size = 200;
+  t.learning_rate = 0.5;
+  auto plain = Model::Create(Spec(ModelKind::kLogistic), 4);
+  auto corrected = Model::Create(Spec(ModelKind::kLogistic), 4);
+  ModelState correction = (*plain)->GetState().ZerosLike();
+  for (Tensor& c : correction.mutable_tensors()) {
+    for (size_t i = 0; i < c.floats().size(); ++i) c.floats()[i] = 0.1f * static_cast<float>(i + 1);
+  }
+  LocalObjective objective;
+  objective.gradient_correction = &correction;
+  ASSERT_TRUE((*plain)->Train(DataView::All(train), t, 1).ok());
+  ASSERT_TRUE((*corrected)->Train(DataView::All(train), t, 1, nullptr, objective).ok());
+  const ModelState a = (*plain)->GetState(), b = (*corrected)->GetState();
+  for (size_t k = 0; k < a.size(); ++k) {
+    for (size_t i = 0; i < a.tensors()[k].floats().size(); ++i) {
+      EXPECT_NEAR(b.tensors()[k].floats()[i] - a.tensors()[k].floats()[i],
+                  -0.5 * correction.tensors()[k].floats()[i], 1e-5);
+    }
+  }
+  ModelState wrong;
+  ASSERT_TRUE(wrong.Add(Tensor::FromFloats("x", {1}, {1.f})).ok());
+  objective.gradient_correction = &wrong;
+  EXPECT_FALSE((*corrected)->Train(DataView::All(train), t, 1, nullptr, objective).ok());
 }
 
 TEST(ModelTest, AdamAndMomentumTrainToo) {

@@ -374,7 +374,9 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
     connections.push_back(std::make_unique<transport::RemoteSiloConnection>(
         s, service_, std::chrono::seconds(job.federation.round_timeout)));
   }
-  FEDSILO_ASSIGN_OR_RETURN(auto strategy, strategy::CreateStrategy(job.strategy));
+  FEDSILO_ASSIGN_OR_RETURN(
+      auto strategy,
+      strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
   BufferingSink sink;
   RoundCommitter committer(store_, record.id, &job, &*run_dir, &sink);
   OrchestratorOptions options;

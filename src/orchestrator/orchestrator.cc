@@ -332,8 +332,16 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   summary.silos_sampled = static_cast<int>(sampled.size());
   FEDSILO_RETURN_IF_ERROR(strategy_->BeginRound(global));
   if (central_dp_ != nullptr) central_dp_->BeginRound();
+  // What the silos receive: the global model, plus what the strategy sends
+  // along (SCAFFOLD's control variate).
+  ModelState broadcast;
+  const ModelState* sent = &global;
+  if (strategy_->ExtendsBroadcast()) {
+    broadcast = strategy_->Broadcast(global);
+    sent = &broadcast;
+  }
   if (options_.audit != nullptr) {
-    const std::string digest = secure::ModelDigest(global);
+    const std::string digest = secure::ModelDigest(*sent);
     for (size_t index : sampled) {
       Audit("model_sent", {{"round", std::to_string(round)},
                            {"silo", silos_[index]->silo_name()},
@@ -348,7 +356,7 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
     r.round = round;
     r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), sampled[slot] + 1);
     r.job = &job_;
-    r.global = &global;
+    r.global = sent;
     transport::SiloConnection* silo = silos_[sampled[slot]].get();
     pool_.Schedule([&arrivals, &r, silo, slot] { arrivals.Push({slot, silo->Fit(r)}); });
   }
@@ -377,7 +385,7 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
       if (fatal.ok() && secure) {
         fatal = AcceptTrained(round, silo, std::move(reply), summary, trained);
       } else if (fatal.ok()) {
-        fatal = AcceptUpdate(round, silo, std::move(reply), global, following, summary);
+        fatal = AcceptUpdate(round, silo, std::move(reply), *sent, following, summary);
       }
     }
   }

@@ -1,10 +1,15 @@
 #include "silo/silo_agent.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <optional>
 #include <random>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "core/control_variates.h"
 #include "core/kernels.h"
+#include "core/model_state_file.h"
 #include "privacy/rdp_accountant.h"
 #include "silo/privacy_guard.h"
 
@@ -27,6 +32,21 @@ StatusOr<std::string> SiloAgent::SecureStep(const transport::SecureStepRequest& 
     return Annotate(reply.status(), absl::StrCat("silo '", name_, "': round ", request.round));
   }
   return reply;
+}
+
+Status SiloAgent::LoadControl(const std::string& run_id, const ModelState& model) {
+  if (control_.CheckSameLayout(model).ok() && control_run_ == run_id) return absl::OkStatus();
+  control_run_ = run_id;
+  std::error_code ec;
+  if (!control_path_.empty() && std::filesystem::exists(control_path_, ec)) {
+    FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ReadModelStateFile(control_path_));
+    FEDSILO_RETURN_IF_ERROR(Annotate(file.state.CheckSameLayout(model),
+                                     absl::StrCat(control_path_, " does not fit the job's model")));
+    control_ = std::move(file.state);
+  } else {
+    control_ = model.ZerosLike();
+  }
+  return absl::OkStatus();
 }
 
 StatusOr<double> SiloAgent::DpNoiseMultiplier(const JobConfig& job) {
@@ -62,7 +82,18 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
                        data_.train.dataset->num_classes};
     FEDSILO_ASSIGN_OR_RETURN(model_, ml::Model::Create(spec, request.seed));
   }
-  FEDSILO_RETURN_IF_ERROR(model_->SetState(*request.global));
+  // SCAFFOLD: the server control variate c comes with the global model.
+  const bool scaffold = job.strategy.name == "scaffold";
+  ModelState scaffold_model, server_control;
+  const ModelState* global = request.global;
+  if (scaffold) {
+    std::tie(scaffold_model, server_control) = SplitControl(*request.global);
+    FEDSILO_RETURN_IF_ERROR(
+        Annotate(server_control.CheckSameLayout(scaffold_model), "scaffold: the control variate"));
+    global = &scaffold_model;
+    FEDSILO_RETURN_IF_ERROR(LoadControl(request.run_id, scaffold_model));
+  }
+  FEDSILO_RETURN_IF_ERROR(model_->SetState(*global));
 
   const bool local_dp = job.privacy.dp.mode == DpMode::kLocal;
   const double q = DpRate(job);
@@ -84,6 +115,7 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   }
 
   transport::FitReply reply;
+  int64_t steps = 0;
   {
     BusyClock::Scope busy(busy_clock_);
     std::optional<ml::DpSgdOptions> dp;
@@ -93,11 +125,22 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
       const uint64_t secret = (static_cast<uint64_t>(os_random()) << 32) ^ os_random();
       dp = ml::DpSgdOptions{sigma, job.privacy.dp.max_grad_norm, secret};
     }
+    ml::LocalObjective objective;
+    if (job.strategy.name == "fedprox") objective.proximal_mu = job.strategy.proximal_mu;
+    ModelState correction;  // SCAFFOLD: c - c_i
+    if (scaffold) {
+      correction = server_control;
+      for (size_t t = 0; t < correction.size(); ++t) {
+        absl::Span<float> c = correction.mutable_tensors()[t].floats();
+        kernels::Subtract(c, control_.tensors()[t].floats(), c);
+      }
+      objective.gradient_correction = &correction;
+    }
     FEDSILO_ASSIGN_OR_RETURN(
         ml::TrainStats stats,
-        model_->Train(data_.train, job.training, request.seed, dp ? &*dp : nullptr,
-                      job.strategy.name == "fedprox" ? job.strategy.proximal_mu : 0.0));
+        model_->Train(data_.train, job.training, request.seed, dp ? &*dp : nullptr, objective));
     reply.num_examples = stats.examples;
+    steps = stats.steps;
     if (dp) {
       dp_steps_ += stats.steps;
       FEDSILO_ASSIGN_OR_RETURN(
@@ -118,10 +161,27 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     }
   }
   reply.update = model_->GetState();
-  const ModelState& global = *request.global;
   for (size_t t = 0; t < reply.update.size(); ++t) {
     absl::Span<float> local = reply.update.mutable_tensors()[t].floats();
-    kernels::Subtract(local, global.tensors()[t].floats(), local);
+    kernels::Subtract(local, global->tensors()[t].floats(), local);
+  }
+  if (scaffold) {
+    // Option II of the paper: c_i+ = c_i - c + (x - y_i) / (K lr), and the
+    // orchestrator gets Δc_i = c_i+ - c_i = -c - update / (K lr). With SGD
+    // momentum m a step goes lr / (1 - m) in the long run: that is the lr here.
+    const double step = job.training.learning_rate / (1.0 - job.training.momentum);
+    const float inverse =
+        static_cast<float>(-1.0 / (static_cast<double>(std::max<int64_t>(steps, 1)) * step));
+    ModelState delta_c = server_control;
+    for (size_t t = 0; t < delta_c.size(); ++t) {
+      absl::Span<float> d = delta_c.mutable_tensors()[t].floats();
+      kernels::Scale(-1.0f, d);
+      kernels::Axpy(inverse, reply.update.tensors()[t].floats(), d);
+      kernels::Axpy(1.0f, d, control_.mutable_tensors()[t].floats());
+    }
+    if (!control_path_.empty())
+      FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(control_path_, control_));
+    FEDSILO_RETURN_IF_ERROR(AppendControl(reply.update, delta_c));
   }
   if (job.privacy.secure_aggregation.enabled) {
     // Kept for masking; only the masked sum of the silos is ever sent.

@@ -43,6 +43,10 @@ class SiloAgent : public transport::SiloHandler {
     guard_dataset_ = std::move(dataset);
   }
 
+  // SCAFFOLD: where this silo keeps its control variate c_i between rounds
+  // (and restarts), sealed at rest like models. Empty: in memory only.
+  void SetControlVariatePath(std::string path) { control_path_ = std::move(path); }
+
   const std::string& name() const { return name_; }
   const ml::SiloData& data() const { return data_; }
 
@@ -71,6 +75,11 @@ class SiloAgent : public transport::SiloHandler {
   bool admitted_ = false;
   int64_t dp_steps_ = 0;  // DP-SGD steps taken so far in this run
   secure::SecAggSilo secagg_{name_};
+  // SCAFFOLD's c_i, for the run `control_run_`.
+  Status LoadControl(const std::string& run_id, const ModelState& model);
+  ModelState control_;
+  std::string control_run_;
+  std::string control_path_;
 };
 
 }  // namespace fedsilo::silo

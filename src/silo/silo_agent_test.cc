@@ -3,7 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <random>
+
+#include "core/control_variates.h"
+#include "core/kernels.h"
+#include "core/model_state_file.h"
 
 namespace fedsilo::silo {
 namespace {
@@ -75,6 +80,56 @@ TEST(SiloAgentTest, ReturnsTheUpdateItsSizeAndItsMetrics) {
   StatusOr<transport::FitReply> again = agent.Fit(request);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->metrics, reply->metrics);
+}
+
+// SCAFFOLD on the silo: the update carries Δc_i = c_i+ - c_i with
+// c_i+ = c_i - c + (x - y_i) / (K lr); c_i is kept (in the state file) for the
+// next round, including by a restarted agent.
+TEST(SiloAgentTest, ScaffoldReturnsAndKeepsItsControlVariate) {
+  auto data = Data();
+  JobConfig job = Job();
+  job.strategy.name = "scaffold";
+  auto model = ml::Model::Create({job.model, {3}, 3}, 5);
+  ModelState sent = (*model)->GetState();
+  ModelState c = sent.ZerosLike();
+  for (Tensor& t : c.mutable_tensors()) {
+    for (float& v : t.floats()) v = 0.01f;
+  }
+  ASSERT_TRUE(AppendControl(sent, c).ok());
+  const std::string path = std::filesystem::temp_directory_path() / "fedsilo-scaffold-ci.fsm";
+  std::filesystem::remove(path);
+  SiloAgent agent("a", Split(data), nullptr);
+  agent.SetControlVariatePath(path);
+  StatusOr<transport::FitReply> reply = agent.Fit({"run", 1, 42, &job, &sent});
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_TRUE(reply->update.CheckSameLayout(sent).ok());
+  auto [update, delta_c] = SplitControl(reply->update);
+  // K = 7 steps (70 examples, batch 10), lr 0.1, c_i was 0:
+  // Δc = -c - update / 0.7.
+  const double k_lr = 7 * 0.1;
+  for (size_t t = 0; t < update.size(); ++t) {
+    for (size_t i = 0; i < update.tensors()[t].floats().size(); ++i) {
+      EXPECT_NEAR(delta_c.tensors()[t].floats()[i], -0.01 - update.tensors()[t].floats()[i] / k_lr,
+                  1e-5);
+    }
+  }
+  StatusOr<ModelFile> kept = ReadModelStateFile(path);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  for (size_t t = 0; t < delta_c.size(); ++t) {  // c_i+ = 0 + Δc
+    EXPECT_EQ(kept->state.tensors()[t].floats()[0], delta_c.tensors()[t].floats()[0]);
+  }
+  // Round 2 trains with the correction c - c_i: a restarted agent that reads
+  // c_i back trains exactly like the one that kept it; one without it does not.
+  SiloAgent restarted("a", Split(data), nullptr);
+  restarted.SetControlVariatePath(path);
+  StatusOr<transport::FitReply> resumed = restarted.Fit({"run", 2, 43, &job, &sent});
+  StatusOr<transport::FitReply> kept_going = agent.Fit({"run", 2, 43, &job, &sent});
+  SiloAgent forgetful("a", Split(data), nullptr);
+  StatusOr<transport::FitReply> fresh = forgetful.Fit({"run", 2, 43, &job, &sent});
+  ASSERT_TRUE(resumed.ok() && kept_going.ok() && fresh.ok());
+  EXPECT_EQ(SerializeModelState(resumed->update), SerializeModelState(kept_going->update));
+  EXPECT_NE(SerializeModelState(fresh->update), SerializeModelState(kept_going->update));
+  std::filesystem::remove(path);
 }
 
 TEST(SiloAgentTest, ErrorsNameTheSiloAndRound) {

@@ -66,7 +66,8 @@ std::vector<std::string> SiloRuntime::DatasetNames() const {
   return names;
 }
 
-StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job) {
+StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job,
+                                                            const std::string& job_run_id) {
   auto it = catalog_.find(job.data.dataset);
   if (it == catalog_.end()) {
     return absl::NotFoundError(
@@ -97,6 +98,9 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
   auto agent = std::make_unique<SiloAgent>(silo_name_,
                                            std::move(shares[static_cast<size_t>(index)]), nullptr);
   agent->SetPrivacyGuard(guard_, job.data.dataset);
+  if (!state_dir_.empty()) {
+    agent->SetControlVariatePath(absl::StrCat(state_dir_, "/scaffold-", job_run_id, ".fsm"));
+  }
   return agent;
 }
 
@@ -112,7 +116,7 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
   }
   StatusOr<transport::FitReply> reply = absl::InternalError("no agent");
   if (agent_ == nullptr || agent_run_id_ != request.run_id) {
-    StatusOr<std::unique_ptr<SiloAgent>> agent = MakeAgent(*request.job);
+    StatusOr<std::unique_ptr<SiloAgent>> agent = MakeAgent(*request.job, request.run_id);
     if (agent.ok()) {
       agent_ = std::move(agent).value();
       agent_run_id_ = request.run_id;

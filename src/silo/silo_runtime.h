@@ -50,6 +50,8 @@ class SiloRuntime : public transport::SiloHandler {
   // (update or secure-aggregation reply digests) and every refusal with its
   // reason in `audit` (not owned; may be null).
   void SetAuditLog(secure::AuditLog* audit) { audit_ = audit; }
+  // Where per-run state lives (SCAFFOLD's control variates).
+  void SetStateDir(std::string dir) { state_dir_ = std::move(dir); }
 
   // Dataset names only, for the hello message.
   std::vector<std::string> DatasetNames() const;
@@ -60,7 +62,7 @@ class SiloRuntime : public transport::SiloHandler {
   StatusOr<std::string> SecureStep(const transport::SecureStepRequest& request) override;
 
  private:
-  StatusOr<std::unique_ptr<SiloAgent>> MakeAgent(const JobConfig& job);
+  StatusOr<std::unique_ptr<SiloAgent>> MakeAgent(const JobConfig& job, const std::string& run_id);
 
   std::string silo_name_;
   DatasetCatalog catalog_;
@@ -69,6 +71,7 @@ class SiloRuntime : public transport::SiloHandler {
   std::string agent_run_id_;  // the run `agent_` was built for
   std::unique_ptr<SiloAgent> agent_;
   secure::AuditLog* audit_ = nullptr;
+  std::string state_dir_;
 };
 
 }  // namespace fedsilo::silo

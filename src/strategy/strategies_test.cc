@@ -5,7 +5,9 @@
 
 #include <cmath>
 
+#include "core/control_variates.h"
 #include "strategy/robust.h"
+#include "strategy/scaffold.h"
 #include "strategy/server_optimizer.h"
 #include "strategy/strategy.h"
 
@@ -132,6 +134,39 @@ TEST(RobustAggregatorTest, KrumWithTooFewUpdatesIsAClearError) {
   ASSERT_FALSE(next.ok());
   EXPECT_THAT(std::string(next.status().message()),
               HasSubstr("krum: needs more than 2 x byzantine + 2 = 4 updates, got 4"));
+}
+
+TEST(ScaffoldTest, ServerControlVariateMovesBySumOfDeltasOverAllSilos) {
+  StrategyConfig c = Config("scaffold");
+  Scaffold scaffold(c, /*total_silos=*/4);
+  ModelState global = Values({1});
+  // Round 1: c = 0 goes out with the model.
+  ModelState sent = scaffold.Broadcast(global);
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent.tensors()[1].name(), "control/w");
+  EXPECT_EQ(sent.tensors()[1].floats()[0], 0);
+  ASSERT_TRUE(scaffold.BeginRound(global).ok());
+  auto with_control = [](float update, float delta_c) {
+    ModelState u = Values({update});
+    EXPECT_TRUE(AppendControl(u, Values({delta_c})).ok());
+    return u;
+  };
+  ASSERT_TRUE(scaffold.Accumulate(with_control(2, 0.4f), 1).ok());   // weight 1
+  ASSERT_TRUE(scaffold.Accumulate(with_control(-1, 0.8f), 3).ok());  // weight 3
+  StatusOr<ModelState> next = scaffold.Finish();
+  ASSERT_TRUE(next.ok()) << next.status();
+  // x = 1 + (1 * 2 + 3 * -1) / 4 = 0.75; c = 0 + (0.4 + 0.8) / 4 = 0.3.
+  EXPECT_FLOAT_EQ(W(*next), 0.75f);
+  EXPECT_EQ(next->size(), 1u);
+  EXPECT_FLOAT_EQ(W(scaffold.State()), 0.3f);
+  EXPECT_FLOAT_EQ(scaffold.Broadcast(*next).tensors()[1].floats()[0], 0.3f);
+  // The state carries c into a resumed job.
+  Scaffold resumed(c, 4);
+  ASSERT_TRUE(resumed.RestoreState(scaffold.State()).ok());
+  ASSERT_TRUE(resumed.BeginRound(*next).ok());
+  EXPECT_FLOAT_EQ(resumed.Broadcast(*next).tensors()[1].floats()[0], 0.3f);
+  // An update without its control part is refused.
+  EXPECT_FALSE(resumed.Accumulate(Values({1}), 1).ok());
 }
 
 TEST(CreateStrategyTest, EveryNameBuildsItsStrategy) {

@@ -23,6 +23,12 @@ class Strategy {
 
   virtual std::string name() const = 0;
 
+  // Strategies that send the silos more than the global model (SCAFFOLD's
+  // control variate) say so; Broadcast() then gives what goes out, and each
+  // update returned has the same layout.
+  virtual bool ExtendsBroadcast() const { return false; }
+  virtual ModelState Broadcast(const ModelState& global) const { return global; }
+
   // Starts a round from the current global model. The strategy may keep a
   // reference to nothing: it copies what it needs.
   virtual Status BeginRound(const ModelState& global) = 0;
@@ -54,7 +60,9 @@ class Strategy {
 
 // The strategy named by `config.name` (fedprox aggregates like fedavg; its
 // proximal term is in the silos' training). InvalidArgument for unknown names.
-StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategyConfig& config);
+// `total_silos`: the job's number of silos (SCAFFOLD's N).
+StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategyConfig& config,
+                                                   int total_silos = 1);
 
 }  // namespace fedsilo::strategy
 
