@@ -11,20 +11,6 @@ namespace fedsilo::strategy {
 RobustAggregator::RobustAggregator(Kind kind, const StrategyConfig& config)
     : kind_(kind), config_(config) {}
 
-std::string RobustAggregator::name() const {
-  switch (kind_) {
-    case Kind::kMedian:
-      return "median";
-    case Kind::kTrimmedMean:
-      return "trimmed_mean";
-    case Kind::kKrum:
-      return "krum";
-    case Kind::kMultiKrum:
-      return "multi_krum";
-  }
-  return "?";
-}
-
 Status RobustAggregator::BeginRound(const ModelState& global) {
   global_ = global;
   updates_.clear();

@@ -28,7 +28,7 @@ class RobustAggregator : public Strategy {
   enum class Kind { kMedian, kTrimmedMean, kKrum, kMultiKrum };
   RobustAggregator(Kind kind, const StrategyConfig& config);
 
-  std::string name() const override;
+  std::string name() const override { return config_.name; }
   Status BeginRound(const ModelState& global) override;
   Status Accumulate(ModelState update, double weight) override;
   // FailedPrecondition when the round has too few updates for the rule

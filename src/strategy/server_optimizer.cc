@@ -10,20 +10,6 @@ namespace fedsilo::strategy {
 ServerOptimizer::ServerOptimizer(Kind kind, const StrategyConfig& config)
     : kind_(kind), config_(config) {}
 
-std::string ServerOptimizer::name() const {
-  switch (kind_) {
-    case Kind::kMomentum:
-      return "fedavgm";
-    case Kind::kAdagrad:
-      return "fedadagrad";
-    case Kind::kAdam:
-      return "fedadam";
-    case Kind::kYogi:
-      return "fedyogi";
-  }
-  return "?";
-}
-
 Status ServerOptimizer::BeginRound(const ModelState& global) {
   FEDSILO_RETURN_IF_ERROR(mean_.BeginRound(global));
   global_ = global;

@@ -28,7 +28,7 @@ class ServerOptimizer : public Strategy {
   enum class Kind { kMomentum, kAdagrad, kAdam, kYogi };
   ServerOptimizer(Kind kind, const StrategyConfig& config);
 
-  std::string name() const override;
+  std::string name() const override { return config_.name; }
   Status BeginRound(const ModelState& global) override;
   Status Accumulate(ModelState update, double weight) override;
   StatusOr<ModelState> Finish() override;
