@@ -13,8 +13,10 @@
 #include <random>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/control_variates.h"
 #include "core/kernels.h"
 #include "core/thread_pool.h"
 #include "core/unix_time.h"
@@ -66,14 +68,20 @@ class BlockingQueue {
 };
 using ArrivalQueue = BlockingQueue<Arrival>;
 
-// Scales `update` down to L2 norm `bound` when it is longer.
+// Scales the model part of `update` down to L2 norm `bound` when it is
+// longer; what a strategy sends along (SCAFFOLD's Δc, "control/") is left.
 void ClipNorm(ModelState& update, double bound) {
+  auto is_model = [](const Tensor& t) { return !absl::StartsWith(t.name(), kControlPrefix); };
   double squares = 0;
-  for (const Tensor& t : update.tensors()) squares += kernels::SquaredNorm(t.floats());
+  for (const Tensor& t : update.tensors()) {
+    if (is_model(t)) squares += kernels::SquaredNorm(t.floats());
+  }
   const double norm = std::sqrt(squares);
   if (norm <= bound) return;
   const float scale = static_cast<float>(bound / norm);
-  for (Tensor& t : update.mutable_tensors()) kernels::Scale(scale, t.floats());
+  for (Tensor& t : update.mutable_tensors()) {
+    if (is_model(t)) kernels::Scale(scale, t.floats());
+  }
 }
 
 }  // namespace

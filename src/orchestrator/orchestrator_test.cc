@@ -399,6 +399,37 @@ TEST(OrchestratorTest, UpdateNormBoundClipsEveryUpdate) {
   }
 }
 
+// With SCAFFOLD the bound applies to the model update, not to Δc.
+TEST(OrchestratorTest, UpdateNormBoundLeavesScaffoldsControlVariateAlone) {
+  JobConfig job = Job(2, 1);
+  job.strategy.name = "scaffold";
+  job.strategy.max_update_norm = std::sqrt(6.0);
+  Fixture f;
+  f.Add(0, 1);  // 1 everywhere, Δc included: the model part has norm sqrt(6)
+  f.Add(1, 1);  // 2 everywhere: the model part is halved, Δc stays 2
+  SumEvaluator eval;
+  struct LastState : RoundObserver {
+    Status OnRoundEnd(const RoundSummary& s, const ModelState&, int) override {
+      state = s.strategy_state;
+      return absl::OkStatus();
+    }
+    ModelState state;
+  } observer;
+  auto scaffold = strategy::CreateStrategy(job.strategy, 2);
+  ASSERT_TRUE(scaffold.ok());
+  Orchestrator o(job, {"run", 1}, std::move(f.connections), std::move(scaffold).value(), &eval,
+                 nullptr, nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), &observer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const Tensor& t : result->final_model.tensors()) {
+    for (float v : t.floats()) EXPECT_FLOAT_EQ(v, 1.0f);
+  }
+  // c = (1 + 2) / N with N = 2 silos.
+  for (const Tensor& t : observer.state.tensors()) {
+    for (float v : t.floats()) EXPECT_FLOAT_EQ(v, 1.5f);
+  }
+}
+
 TEST(OrchestratorTest, SamplesAFractionDeterministically) {
   JobConfig job = Job(10, 3);
   job.federation.fraction = 0.3;
