@@ -172,6 +172,28 @@ class Federation {
     return out;
   }
 
+  // A silo session driven by hand over the real stream: `name`'s kit, mutual
+  // TLS, the hello already sent (check `stream` and `hello_sent`).
+  struct HandSession {
+    std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub;
+    grpc::ClientContext context;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<fedsilo::v1::SiloMessage, fedsilo::v1::OrchestratorMessage>>
+        stream;
+    bool hello_sent = false;
+  };
+  std::unique_ptr<HandSession> ConnectByHand(const std::string& name) {
+    auto session = std::make_unique<HandSession>();
+    auto files = transport::LoadTlsFiles(*secure::LoadKit(dir_ + "/kits/" + name));
+    session->stub = fedsilo::v1::Orchestrator::NewStub(grpc::CreateChannel(
+        "localhost:" + std::to_string(port()), transport::MakeChannelCredentials(*files)));
+    session->stream = session->stub->Connect(&session->context);
+    fedsilo::v1::SiloMessage hello;
+    hello.mutable_hello()->add_datasets("digits");
+    session->hello_sent = session->stream->Write(hello);
+    return session;
+  }
+
   transport::OrchestratorService* service() { return service_.get(); }
   int port() const { return server_->port(); }
   const transport::TlsFiles& files() const { return files_; }
@@ -376,16 +398,8 @@ TEST(ProcessFederationTest, TooFewSilosFailTheRoundNamingTheMissing) {
 // and its update is pulled with an UploadRequest.
 TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
   Federation fed(Fresh("stale"), {"a"});
-  auto kit = secure::LoadKit(fed.dir() + "/kits/a");
-  auto files = transport::LoadTlsFiles(*kit);
-  auto channel = grpc::CreateChannel("localhost:" + std::to_string(fed.port()),
-                                     transport::MakeChannelCredentials(*files));
-  auto stub = fedsilo::v1::Orchestrator::NewStub(channel);
-  grpc::ClientContext context;
-  auto stream = stub->Connect(&context);
-  fedsilo::v1::SiloMessage hello;
-  hello.mutable_hello()->add_datasets("digits");
-  ASSERT_TRUE(stream->Write(hello));
+  auto silo = fed.ConnectByHand("a");
+  ASSERT_TRUE(silo->hello_sent);
   ASSERT_TRUE(fed.WaitConnected({"a"}));
 
   JobConfig job;
@@ -401,7 +415,7 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
 
   fedsilo::v1::OrchestratorMessage m;
   fedsilo::v1::TaskHeader task;
-  while (stream->Read(&m)) {
+  while (silo->stream->Read(&m)) {
     if (m.has_task()) task = m.task();
     if (m.has_chunk() && m.chunk().last()) break;
   }
@@ -414,7 +428,7 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
     h.mutable_result()->set_nonce(nonce);
     h.mutable_result()->set_num_examples(examples);
     h.mutable_result()->set_update_bytes(bytes);
-    ASSERT_TRUE(stream->Write(h));
+    ASSERT_TRUE(silo->stream->Write(h));
   };
   ModelState update;
   ASSERT_TRUE(update.Add(Tensor::FromFloats("w", {2}, {0.5f, 0.5f})).ok());
@@ -432,7 +446,7 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
   StatusOr<ModelState> fetched = absl::UnknownError("not run");
   std::thread fetcher([&] { fetched = reply->source->Fetch(); });
   bool asked = false;
-  while (stream->Read(&m)) {
+  while (silo->stream->Read(&m)) {
     if (m.has_upload()) {
       asked = m.upload().nonce() == task.nonce() && m.upload().round() == 3;
       break;
@@ -442,27 +456,20 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
   transport::ForEachChunk(bytes, [&](const fedsilo::v1::Chunk& c) {
     fedsilo::v1::SiloMessage cm;
     *cm.mutable_chunk() = c;
-    return stream->Write(cm);
+    return silo->stream->Write(cm);
   });
   fetcher.join();
   ASSERT_TRUE(fetched.ok()) << fetched.status();
   EXPECT_EQ(fetched->Find("w")->floats()[0], 0.5f);
-  context.TryCancel();
+  silo->context.TryCancel();
 }
 
 // Aborting a run while a silo holds a finished update: the silo drops the
 // update on the Abort, so the orchestrator must not wait for it.
 TEST(ProcessFederationTest, CancelledRunIsNotWaitedForAnUpdateTheSiloDropped) {
   Federation fed(Fresh("cancel"), {"a"});
-  auto kit = secure::LoadKit(fed.dir() + "/kits/a");
-  auto files = transport::LoadTlsFiles(*kit);
-  auto stub = fedsilo::v1::Orchestrator::NewStub(grpc::CreateChannel(
-      "localhost:" + std::to_string(fed.port()), transport::MakeChannelCredentials(*files)));
-  grpc::ClientContext context;
-  auto stream = stub->Connect(&context);
-  fedsilo::v1::SiloMessage hello;
-  hello.mutable_hello()->add_datasets("digits");
-  ASSERT_TRUE(stream->Write(hello));
+  auto silo = fed.ConnectByHand("a");
+  ASSERT_TRUE(silo->hello_sent);
   ASSERT_TRUE(fed.WaitConnected({"a"}));
 
   JobConfig job;
@@ -478,7 +485,7 @@ TEST(ProcessFederationTest, CancelledRunIsNotWaitedForAnUpdateTheSiloDropped) {
   });
   fedsilo::v1::OrchestratorMessage m;
   fedsilo::v1::TaskHeader task;
-  while (stream->Read(&m)) {
+  while (silo->stream->Read(&m)) {
     if (m.has_task()) task = m.task();
     if (m.has_chunk() && m.chunk().last()) break;
   }
@@ -488,7 +495,7 @@ TEST(ProcessFederationTest, CancelledRunIsNotWaitedForAnUpdateTheSiloDropped) {
   h.mutable_result()->set_nonce(task.nonce());
   h.mutable_result()->set_num_examples(5);
   h.mutable_result()->set_update_bytes(100);
-  ASSERT_TRUE(stream->Write(h));
+  ASSERT_TRUE(silo->stream->Write(h));
   orchestrator_side.join();
   ASSERT_TRUE(reply.ok()) << reply.status();
   ASSERT_NE(reply->source, nullptr);
@@ -497,7 +504,7 @@ TEST(ProcessFederationTest, CancelledRunIsNotWaitedForAnUpdateTheSiloDropped) {
   StatusOr<ModelState> fetched = reply->source->Fetch();
   EXPECT_TRUE(absl::IsCancelled(fetched.status())) << fetched.status();
   EXPECT_THAT(std::string(fetched.status().message()), HasSubstr("the job was aborted"));
-  context.TryCancel();
+  silo->context.TryCancel();
 }
 
 // A silo that sends garbage next to a real one: a wrong-shaped update in
@@ -507,22 +514,15 @@ TEST(ProcessFederationTest, CancelledRunIsNotWaitedForAnUpdateTheSiloDropped) {
 TEST(ProcessFederationTest, GarbageUpdatesAreRejectedAndTheRoundGoesOn) {
   Federation fed(Fresh("garbage"), {"a", "bad"});
   fed.StartSilo("a");
-  auto kit = secure::LoadKit(fed.dir() + "/kits/bad");
-  auto files = transport::LoadTlsFiles(*kit);
-  auto stub = fedsilo::v1::Orchestrator::NewStub(grpc::CreateChannel(
-      "localhost:" + std::to_string(fed.port()), transport::MakeChannelCredentials(*files)));
-  grpc::ClientContext context;
-  auto stream = stub->Connect(&context);
-  fedsilo::v1::SiloMessage hello;
-  hello.mutable_hello()->add_datasets("digits");
-  ASSERT_TRUE(stream->Write(hello));
+  auto silo = fed.ConnectByHand("bad");
+  ASSERT_TRUE(silo->hello_sent);
   ASSERT_TRUE(fed.WaitConnected({"a", "bad"}));
 
   std::thread bad([&] {
     fedsilo::v1::OrchestratorMessage m;
     fedsilo::v1::TaskHeader task;
     std::string pending;
-    while (stream->Read(&m)) {
+    while (silo->stream->Read(&m)) {
       if (m.has_task()) {
         task = m.task();
       } else if (m.has_chunk() && m.chunk().last()) {
@@ -543,12 +543,12 @@ TEST(ProcessFederationTest, GarbageUpdatesAreRejectedAndTheRoundGoesOn) {
         h.mutable_result()->set_nonce(task.nonce());
         h.mutable_result()->set_num_examples(100);
         h.mutable_result()->set_update_bytes(pending.size());
-        if (!stream->Write(h)) break;
+        if (!silo->stream->Write(h)) break;
       } else if (m.has_upload()) {
         transport::ForEachChunk(pending, [&](const fedsilo::v1::Chunk& c) {
           fedsilo::v1::SiloMessage cm;
           *cm.mutable_chunk() = c;
-          return stream->Write(cm);
+          return silo->stream->Write(cm);
         });
       }
     }
@@ -574,7 +574,7 @@ TEST(ProcessFederationTest, GarbageUpdatesAreRejectedAndTheRoundGoesOn) {
   orchestrator::Orchestrator o(*job, {"run-garbage", 2}, std::move(connections),
                                std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
   auto result = o.Run(std::move(initial), &record);
-  context.TryCancel();
+  silo->context.TryCancel();
   bad.join();
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(record.succeeded, (std::vector<int>{1, 1, 2}));

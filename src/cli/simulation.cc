@@ -1,7 +1,6 @@
 #include "cli/simulation.h"
 
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -134,12 +133,11 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
     }
     const SecureAggregationConfig& sa = job.privacy.secure_aggregation;
     if (sa.enabled) {
-      const int sampled = static_cast<int>(std::ceil(job.federation.fraction * num_silos));
+      const int sampled = SilosPerRound(job.federation);
       std::printf(
           "  secure  aggregation: threshold %d of %d, %d-bit fixed point, values clipped to "
           "+-%g\n",
-          secure::SecAggThreshold(sa.threshold, std::max(sampled, job.federation.min_silos)),
-          std::max(sampled, job.federation.min_silos), sa.bits, sa.clip_range);
+          secure::SecAggThreshold(sa.threshold, sampled), sampled, sa.bits, sa.clip_range);
     }
     std::fflush(stdout);
   }

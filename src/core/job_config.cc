@@ -309,6 +309,12 @@ Status ApplyOverride(YAML::Node& root, const ConfigOverride& o) {
 
 }  // namespace
 
+int SilosPerRound(const FederationConfig& federation) {
+  const int all = static_cast<int>(federation.silos.size());
+  const int share = static_cast<int>(std::ceil(federation.fraction * static_cast<double>(all)));
+  return std::min(all, std::max(share, federation.min_silos));
+}
+
 bool StrategyNeedsAllUpdates(absl::string_view name) {
   return name == "median" || name == "trimmed_mean" || name == "krum" || name == "multi_krum";
 }
@@ -441,12 +447,7 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   FEDSILO_RETURN_IF_ERROR(strategy.Int("multi_krum_keep", 0, 10000, &st.multi_krum_keep));
   FEDSILO_RETURN_IF_ERROR(
       strategy.Double("max_update_norm", 0, false, 1e9, false, &st.max_update_norm));
-  // Silos in each round.
-  const int num_silos = std::max(
-      c.federation.min_silos,
-      std::min(static_cast<int>(c.federation.silos.size()),
-               static_cast<int>(std::ceil(c.federation.fraction *
-                                          static_cast<double>(c.federation.silos.size())))));
+  const int num_silos = SilosPerRound(c.federation);
   if (st.byzantine < 0) st.byzantine = std::max(0, (num_silos - 3) / 2);
   if ((st.name == "krum" || st.name == "multi_krum") && num_silos <= 2 * st.byzantine + 2) {
     return top.Error(strategy.Child("byzantine"), "strategy.byzantine",
@@ -521,8 +522,9 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
                                   c.federation.silos.size(), " silos"));
   }
   if (c.strategy.name == "scaffold" && c.training.optimizer != OptimizerKind::kSgd) {
-    return top.Error(strategy.Child("name"), "strategy.name",
-                     "scaffold needs training.optimizer sgd: its control variates assume SGD steps");
+    return top.Error(
+        strategy.Child("name"), "strategy.name",
+        "scaffold needs training.optimizer sgd: its control variates assume SGD steps");
   }
   if (c.strategy.name == "scaffold" && (d.mode != DpMode::kNone || sa.enabled)) {
     return top.Error(strategy.Child("name"), "strategy.name",

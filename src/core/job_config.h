@@ -61,6 +61,10 @@ inline constexpr absl::string_view kStrategyNames[] = {
     "fedavg",     "fedavgm", "fedprox",      "scaffold", "fedadam",   "fedyogi",
     "fedadagrad", "median",  "trimmed_mean", "krum",     "multi_krum"};
 
+// Silos sampled each round: ceil(fraction x silos), at least min_silos and at
+// most all of them.
+int SilosPerRound(const FederationConfig& federation);
+
 struct StrategyConfig {
   std::string name = "fedavg";
   // new global = global + rate x (the strategy's step); default 1.0, and

@@ -3,8 +3,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/kernels.h"
 
 namespace fedsilo {
 
@@ -158,6 +160,23 @@ ModelState ModelState::ZerosLike() const {
   ModelState zeros;
   for (const Tensor& t : tensors_) zeros.tensors_.emplace_back(t.name(), t.dtype(), t.shape());
   return zeros;
+}
+
+double ClipL2Norm(ModelState& state, double bound, absl::string_view skip_prefix) {
+  auto included = [&](const Tensor& t) {
+    return skip_prefix.empty() || !absl::StartsWith(t.name(), skip_prefix);
+  };
+  double squares = 0;
+  for (const Tensor& t : state.tensors()) {
+    if (included(t)) squares += kernels::SquaredNorm(t.floats());
+  }
+  const double norm = std::sqrt(squares);
+  if (norm <= bound) return norm;
+  const float scale = static_cast<float>(bound / norm);
+  for (Tensor& t : state.mutable_tensors()) {
+    if (included(t)) kernels::Scale(scale, t.floats());
+  }
+  return norm;
 }
 
 }  // namespace fedsilo

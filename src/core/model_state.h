@@ -98,6 +98,11 @@ class ModelState {
   std::vector<Tensor> tensors_;
 };
 
+// Scales the tensors of `state` (all float32) down to a joint L2 norm of at
+// most `bound`, leaving out those whose name starts with `skip_prefix` when
+// it is not empty. Returns their norm before clipping.
+double ClipL2Norm(ModelState& state, double bound, absl::string_view skip_prefix = {});
+
 }  // namespace fedsilo
 
 #endif  // FEDSILO_CORE_MODEL_STATE_H_

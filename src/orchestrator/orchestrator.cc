@@ -68,22 +68,6 @@ class BlockingQueue {
 };
 using ArrivalQueue = BlockingQueue<Arrival>;
 
-// Scales the model part of `update` down to L2 norm `bound` when it is
-// longer; what a strategy sends along (SCAFFOLD's Δc, "control/") is left.
-void ClipNorm(ModelState& update, double bound) {
-  auto is_model = [](const Tensor& t) { return !absl::StartsWith(t.name(), kControlPrefix); };
-  double squares = 0;
-  for (const Tensor& t : update.tensors()) {
-    if (is_model(t)) squares += kernels::SquaredNorm(t.floats());
-  }
-  const double norm = std::sqrt(squares);
-  if (norm <= bound) return;
-  const float scale = static_cast<float>(bound / norm);
-  for (Tensor& t : update.mutable_tensors()) {
-    if (is_model(t)) kernels::Scale(scale, t.floats());
-  }
-}
-
 }  // namespace
 
 uint64_t MixSeed(uint64_t seed, uint64_t round, uint64_t index) {
@@ -116,8 +100,7 @@ std::vector<size_t> Orchestrator::SampleSilos(int round) const {
   std::vector<size_t> all(n);
   std::iota(all.begin(), all.end(), 0);
   if (job_.federation.fraction >= 1.0) return all;
-  size_t k = static_cast<size_t>(std::ceil(job_.federation.fraction * static_cast<double>(n)));
-  k = std::min(n, std::max(k, static_cast<size_t>(job_.federation.min_silos)));
+  const size_t k = std::min(n, static_cast<size_t>(SilosPerRound(job_.federation)));
   std::mt19937_64 rng(MixSeed(job_.seed, static_cast<uint64_t>(round), 0x5a3f1e));
   for (size_t i = 0; i < k; ++i) {
     std::uniform_int_distribution<size_t> pick(i, n - 1);
@@ -175,7 +158,10 @@ Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
                                 {"update", secure::ModelDigest(reply->update)},
                                 {"examples", std::to_string(reply->num_examples)}});
     }
-    if (job_.strategy.max_update_norm > 0) ClipNorm(reply->update, job_.strategy.max_update_norm);
+    if (job_.strategy.max_update_norm > 0) {
+      // The model update only: SCAFFOLD's Δc ("control/") is left as sent.
+      ClipL2Norm(reply->update, job_.strategy.max_update_norm, kControlPrefix);
+    }
     double weight = static_cast<double>(reply->num_examples);
     if (central_dp_ != nullptr) {
       // Silo-level DP: bounded, equally weighted contributions.
@@ -286,18 +272,20 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
       secure::SecAggRound secagg,
       secure::SecAggRound::Create(options_.run_id, round, params, trained, global));
   auto fail = [&](const Status& s) { return Annotate(s, absl::StrCat("round ", round)); };
-  std::map<std::string, std::string> requests;
-  for (const std::string& s : trained) requests[s] = secagg.AdvertiseRequest();
+  // The same request for every silo of the current stage.
+  auto to_all = [&](const std::string& request) {
+    std::map<std::string, std::string> requests;
+    for (const std::string& s : secagg.silos()) requests[s] = request;
+    return requests;
+  };
   FEDSILO_RETURN_IF_ERROR(RunSecureStage(
-      round, "advertise", requests,
+      round, "advertise", to_all(secagg.AdvertiseRequest()),
       [&](const std::string& s, absl::string_view r) { return secagg.AcceptAdvertise(s, r); },
       summary));
   StatusOr<std::string> share_keys = secagg.ShareKeysRequest();
   if (!share_keys.ok()) return fail(share_keys.status());
-  requests.clear();
-  for (const std::string& s : secagg.silos()) requests[s] = *share_keys;
   FEDSILO_RETURN_IF_ERROR(RunSecureStage(
-      round, "share_keys", requests,
+      round, "share_keys", to_all(*share_keys),
       [&](const std::string& s, absl::string_view r) { return secagg.AcceptShareKeys(s, r); },
       summary));
   StatusOr<std::map<std::string, std::string>> masked = secagg.MaskedInputRequests();
@@ -309,10 +297,8 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
   masked->clear();
   StatusOr<std::string> unmask = secagg.UnmaskRequest();
   if (!unmask.ok()) return fail(unmask.status());
-  requests.clear();
-  for (const std::string& s : secagg.silos()) requests[s] = *unmask;
   FEDSILO_RETURN_IF_ERROR(RunSecureStage(
-      round, "unmask", requests,
+      round, "unmask", to_all(*unmask),
       [&](const std::string& s, absl::string_view r) { return secagg.AcceptUnmask(s, r); },
       summary));
   StatusOr<secure::SecAggOutcome> outcome = secagg.Finish();

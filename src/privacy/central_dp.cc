@@ -40,20 +40,9 @@ void CentralDp::BeginRound() {
 }
 
 double CentralDp::Clip(ModelState& update) {
-  double n2 = 0;
-  for (const Tensor& t : update.tensors()) {
-    for (float v : t.floats()) n2 += static_cast<double>(v) * v;
-  }
-  const double norm = std::sqrt(n2);
+  const double norm = ClipL2Norm(update, clip_norm_);
   ++counted_;
-  if (norm <= clip_norm_) {
-    ++unclipped_;
-    return norm;
-  }
-  const float scale = static_cast<float>(clip_norm_ / norm);
-  for (Tensor& t : update.mutable_tensors()) {
-    for (float& v : t.floats()) v *= scale;
-  }
+  if (norm <= clip_norm_) ++unclipped_;
   return norm;
 }
 

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sodium.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -30,12 +31,9 @@ class Sha256 {
     unsigned char out[EVP_MAX_MD_SIZE];
     unsigned int size = 0;
     EVP_DigestFinal_ex(ctx_.get(), out, &size);
-    static const char kHex[] = "0123456789abcdef";
-    std::string hex;
-    for (unsigned int i = 0; i < size; ++i) {
-      hex.push_back(kHex[out[i] >> 4]);
-      hex.push_back(kHex[out[i] & 15]);
-    }
+    std::string hex(2 * size + 1, '\0');
+    sodium_bin2hex(hex.data(), hex.size(), out, size);
+    hex.pop_back();
     return hex;
   }
 

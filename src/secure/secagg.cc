@@ -290,19 +290,8 @@ StatusOr<std::string> SecAggSilo::MaskedInput(const pb::Request& r) {
   // Encode: values, then the counters.
   ModelState& update = *update_;
   double within_clip_norm = 1;
-  if (params_.clip_norm > 0) {
-    double squares = 0;
-    for (const Tensor& t : update.tensors()) {
-      for (float v : t.floats()) squares += static_cast<double>(v) * v;
-    }
-    const double norm = std::sqrt(squares);
-    if (norm > params_.clip_norm) {
-      within_clip_norm = 0;
-      const float scale = static_cast<float>(params_.clip_norm / norm);
-      for (Tensor& t : update.mutable_tensors()) {
-        for (float& v : t.floats()) v *= scale;
-      }
-    }
+  if (params_.clip_norm > 0 && ClipL2Norm(update, params_.clip_norm) > params_.clip_norm) {
+    within_clip_norm = 0;
   }
   const double weight =
       params_.max_weight > 0 ? static_cast<double>(examples_) / params_.max_weight : 1.0;
