@@ -334,10 +334,9 @@ class ObjectiveTerms {
     std::vector<torch::Tensor> params = net->parameters();
     for (size_t i = 0; i < params.size(); ++i) {
       torch::Tensor& grad = params[i].mutable_grad();
-      torch::Tensor add = torch::zeros_like(params[i]);
-      if (mu_ > 0) add += (params[i].detach() - start_[i]) * mu_;
-      if (!correction_.empty()) add += correction_[i];
-      grad = grad.defined() ? grad + add : add;
+      if (!grad.defined()) grad = torch::zeros_like(params[i]);
+      if (mu_ > 0) grad.add_(params[i].detach() - start_[i], mu_);
+      if (!correction_.empty()) grad.add_(correction_[i]);
     }
   }
 
