@@ -462,12 +462,120 @@ TEST(CliTest, PrivacyEpsilonAndNoise) {
   EXPECT_THAT(neither.err, HasSubstr("--steps and --epochs"));
 }
 
+// `fedsilo run` records every run in <workdir>/fedsilo.db; `fedsilo runs`
+// lists, shows, compares and exports them from there.
+TEST(CliTest, RunsAreRecordedInTheStoreAndTheRunsCommandsReadThem) {
+  REQUIRE_DATA();
+  const std::string workdir = Workdir("runs");
+  const std::string w = " --workdir " + workdir;
+  Result a = Fedsilo("run " + Example("digits.yaml") +
+                     " --set experiment=lr-sweep --set training.rounds=3 --quiet --json" + w);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  Result b = Fedsilo("run " + Example("digits.yaml") +
+                     " --set experiment=lr-sweep --set training.rounds=2"
+                     " --set training.learning_rate=0.02 --quiet --json" +
+                     w);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  Result c = Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=1 --quiet --json" +
+                     w);
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  const nlohmann::json sa = LastLineJson(a.out), sb = LastLineJson(b.out);
+  const std::string run_a = sa["run_id"], run_b = sb["run_id"];
+  const std::string run_c = LastLineJson(c.out)["run_id"];
+  EXPECT_TRUE(fs::exists(workdir + "/fedsilo.db"));
+
+  Result list = Fedsilo("runs list" + w);
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_THAT(list.out, HasSubstr(run_a));
+  EXPECT_THAT(list.out, HasSubstr(run_c));
+  EXPECT_THAT(list.out, HasSubstr("done"));
+  EXPECT_THAT(list.out, HasSubstr("3/3"));
+  Result sweep = Fedsilo("runs list --json --experiment lr-sweep" + w);
+  ASSERT_EQ(sweep.exit_code, 0) << sweep.err;
+  nlohmann::json runs = LastLineJson(sweep.out);
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0]["run_id"], run_a);
+  EXPECT_EQ(runs[0]["experiment"], "lr-sweep");
+  EXPECT_EQ(runs[0]["state"], "done");
+  EXPECT_DOUBLE_EQ(runs[0]["final_metrics"]["global/test_accuracy"].get<double>(),
+                   sa["final"]["accuracy"].get<double>());
+  EXPECT_EQ(runs[1]["run_id"], run_b);
+
+  // show, by a unique prefix of the run id: every round, every silo's part.
+  Result show = Fedsilo("runs show --json " + run_a.substr(0, run_a.size() - 2) + w);
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  nlohmann::json shown = LastLineJson(show.out);
+  EXPECT_EQ(shown["run_id"], run_a);
+  ASSERT_EQ(shown["rounds"].size(), 3u);
+  EXPECT_DOUBLE_EQ(shown["rounds"][2]["metrics"]["global/test_accuracy"].get<double>(),
+                   sa["final"]["accuracy"].get<double>());
+  ASSERT_EQ(shown["silos"].size(), 5u);
+  for (const auto& silo : shown["silos"]) {
+    EXPECT_EQ(silo["state"], "ok") << silo;
+    EXPECT_EQ(silo["rounds"], 3) << silo;
+    EXPECT_GT(silo["examples"].get<int>(), 0) << silo;
+  }
+  EXPECT_FALSE(shown["events"].empty());
+  Result table = Fedsilo("runs show " + run_a + w);
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("silo-5"));
+  EXPECT_THAT(table.out, HasSubstr("global/test_accuracy"));
+
+  // compare: the keys that differ, not the ones that agree.
+  Result compare = Fedsilo("runs compare " + run_a + " " + run_b + w);
+  ASSERT_EQ(compare.exit_code, 0) << compare.err;
+  EXPECT_THAT(compare.out, HasSubstr("training.learning_rate"));
+  EXPECT_THAT(compare.out, HasSubstr("training.rounds"));
+  EXPECT_THAT(compare.out, Not(HasSubstr("data.dataset")));
+  EXPECT_THAT(compare.out, HasSubstr("global/test_accuracy"));
+
+  // export: one CSV row per round, the values the run reported.
+  const std::string csv_path = workdir + "/a.csv";
+  Result exported = Fedsilo("runs export " + run_a + " --csv --out " + csv_path + w);
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  std::ifstream csv(csv_path);
+  std::string header;
+  std::getline(csv, header);
+  ASSERT_EQ(header.rfind("round,global/", 0), 0u) << header;
+  EXPECT_THAT(header, HasSubstr("silo-1/train_loss"));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(csv, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[2].rfind("3,", 0), 0u);
+
+  // Bad names and folders are invalid input, named.
+  Result unknown = Fedsilo("runs show no-such-run" + w);
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_THAT(unknown.err, HasSubstr("no run 'no-such-run'"));
+  Result empty = Fedsilo("runs list --workdir " + Workdir("runs_empty"));
+  EXPECT_EQ(empty.exit_code, 2);
+  EXPECT_THAT(empty.err, HasSubstr("no run store"));
+  EXPECT_EQ(Fedsilo("runs compare " + run_a + w).exit_code, 2);
+}
+
+// A run that fails is recorded as failed, with its error.
+TEST(CliTest, AFailedRunIsRecordedWithItsError) {
+  const std::string workdir = Workdir("runs_failed");
+  Result r = Fedsilo("run " + Example("digits.yaml") + " --quiet --workdir " + workdir,
+                     "FEDSILO_DATA=/nonexistent-fedsilo-data");
+  ASSERT_EQ(r.exit_code, 2);
+  Result list = Fedsilo("runs list --json --workdir " + workdir);
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  nlohmann::json runs = LastLineJson(list.out);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0]["state"], "failed");
+  EXPECT_THAT(runs[0]["error"].get<std::string>(),
+              HasSubstr("/nonexistent-fedsilo-data/sklearn/digits.csv.gz"));
+  EXPECT_EQ(runs[0]["rounds_completed"], 0);
+}
+
 TEST(CliTest, HelpForEachCommand) {
   for (const char* cmd :
        {"--help", "run --help", "validate --help", "provision --help", "provision add-silo --help",
         "orchestrator --help", "silo --help", "submit --help", "jobs --help", "status --help",
         "logs --help", "abort --help", "download --help", "privacy epsilon --help",
-        "privacy noise --help", "silo ledger --help"}) {
+        "privacy noise --help", "silo ledger --help", "runs --help", "runs list --help",
+        "runs show --help", "runs compare --help", "runs export --help"}) {
     Result r = Fedsilo(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;

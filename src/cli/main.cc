@@ -13,6 +13,7 @@
 #include "cli/keys_command.h"
 #include "cli/orchestrator_command.h"
 #include "cli/privacy_command.h"
+#include "cli/runs_command.h"
 #include "cli/silo_command.h"
 #include "cli/simulation.h"
 #include "cli/user_commands.h"
@@ -294,6 +295,40 @@ int Main(int argc, char** argv) {
   audit_verify->add_option("log", audit_path, "The audit log (<state>/audit.log)")->required();
   audit_verify->add_flag("--json", json, "Print JSON");
 
+  CLI::App* runs = app.add_subcommand(
+      "runs", "Runs recorded in a work folder's run store: list, show, compare, export");
+  runs->require_subcommand(1);
+  RunsOptions runs_options;
+  std::string experiment, export_out;
+  std::vector<std::string> run_names;
+  bool csv = false;
+  auto runs_command = [&](const char* name, const char* help) {
+    CLI::App* c = runs->add_subcommand(name, help);
+    c->add_option("--workdir", runs_options.workdir,
+                  "Work folder whose fedsilo.db to read (default: current folder)");
+    return c;
+  };
+  CLI::App* runs_list = runs_command("list", "One line per run, oldest first");
+  runs_list->add_option("--experiment", experiment, "Only the runs of this experiment");
+  runs_list->add_flag("--json", runs_options.json, "Print JSON");
+  CLI::App* runs_show =
+      runs_command("show", "A run's silos, rounds with their global metrics, and events");
+  runs_show->add_option("run", run_names, "Run id (or a unique prefix, or job id)")
+      ->required()
+      ->expected(1);
+  runs_show->add_flag("--json", runs_options.json, "Print JSON");
+  CLI::App* runs_compare = runs_command(
+      "compare", "Runs side by side: the job keys that differ, and the final metrics");
+  runs_compare->add_option("runs", run_names, "Two or more runs")->required()->expected(2, -1);
+  runs_compare->add_flag("--json", runs_options.json, "Print JSON");
+  CLI::App* runs_export =
+      runs_command("export", "Every metric of a run, one row per round (CSV)");
+  runs_export->add_option("run", run_names, "Run id (or a unique prefix, or job id)")
+      ->required()
+      ->expected(1);
+  runs_export->add_flag("--csv", csv, "CSV (the only format, and the default)");
+  runs_export->add_option("--out,-o", export_out, "Output file (default: standard output)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -306,6 +341,13 @@ int Main(int argc, char** argv) {
   // its parallel training by about a fifth.
   if (*silo || *orch || (*run && sim.processes)) TuneAllocatorForModels();
 
+  if (*runs) {
+    Status ran = *runs_list    ? RunsListCommand(runs_options, experiment)
+                 : *runs_show  ? RunsShowCommand(runs_options, run_names.front())
+                 : *runs_compare ? RunsCompareCommand(runs_options, run_names)
+                                 : RunsExportCommand(runs_options, run_names.front(), export_out);
+    return ran.ok() ? kExitOk : ReportError(ran);
+  }
   if (*audit) {
     Status ran = AuditVerifyCommand(audit_path, json);
     return ran.ok() ? kExitOk : ReportError(ran);

@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -19,7 +21,9 @@
 #include "ml/dataset_catalog.h"
 #include "ml/model.h"
 #include "ml/partitioner.h"
+#include "orchestrator/job_store.h"
 #include "orchestrator/orchestrator.h"
+#include "orchestrator/round_recorder.h"
 #include "secure/secagg.h"
 #include "silo/privacy_guard.h"
 #include "silo/silo_agent.h"
@@ -41,11 +45,15 @@ std::string FormatDuration(double seconds) {
 
 // Prints one line per round: progress, global metrics, timing and an estimate
 // of the time left.
+// Records the round first (`record`).
 class ProgressPrinter : public orchestrator::RoundObserver {
  public:
-  explicit ProgressPrinter(bool quiet) : quiet_(quiet) {}
+  ProgressPrinter(bool quiet, orchestrator::RoundObserver* record)
+      : quiet_(quiet), record_(record) {}
 
-  Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int total) override {
+  Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState& global,
+                    int total) override {
+    FEDSILO_RETURN_IF_ERROR(record_->OnRoundEnd(s, global, total));
     if (quiet_) return absl::OkStatus();
     const double eta = s.elapsed_seconds / s.round * (total - s.round);
     std::string line = absl::StrFormat(
@@ -65,7 +73,18 @@ class ProgressPrinter : public orchestrator::RoundObserver {
 
  private:
   bool quiet_;
+  orchestrator::RoundObserver* record_;
 };
+
+// Who ran it, for the run store: $USER, or "local".
+std::string LocalUser() {
+  const char* user = std::getenv("USER");
+  return user != nullptr && *user != '\0' ? user : "local";
+}
+
+// The run itself; `*job_id` is set once it is in the store.
+StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationOptions& options,
+                                         orchestrator::JobStore* store, std::string* job_id);
 
 }  // namespace
 
@@ -83,12 +102,58 @@ std::string SimulationSummary::ToJson() const {
   return j.dump();
 }
 
+std::string RunStorePath(const std::string& workdir) { return workdir + "/fedsilo.db"; }
+
 StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const SimulationOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.workdir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--workdir ", options.workdir, ": cannot create it: ", ec.message()));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
+                           orchestrator::JobStore::Open(RunStorePath(options.workdir)));
+  std::string job_id;
+  StatusOr<SimulationSummary> summary = RunAndRecord(job, options, store.get(), &job_id);
+  if (!job_id.empty()) {
+    Status recorded =
+        summary.ok()
+            ? store->SetState(job_id, orchestrator::JobState::kDone)
+            : store->SetState(job_id, orchestrator::JobState::kFailed,
+                              std::string(summary.status().message()));
+    if (summary.ok() && !recorded.ok()) return recorded;
+  }
+  return summary;
+}
+
+namespace {
+
+StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationOptions& options,
+                                         orchestrator::JobStore* store, std::string* job_id) {
   const Clock::time_point start = Clock::now();
   const std::string data_dir = options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir;
   const int threads = options.threads > 0
                           ? options.threads
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+
+  // Recorded first, so that a run that fails on its data is on record too.
+  FEDSILO_ASSIGN_OR_RETURN(
+      tracking::RunDirectory run_dir,
+      tracking::RunDirectory::Create(options.workdir, job.name, std::chrono::system_clock::now()));
+  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.job_path(), JobConfigToYaml(job)));
+  FEDSILO_ASSIGN_OR_RETURN(auto sink, tracking::JsonlMetricsSink::Open(run_dir.metrics_path()));
+  orchestrator::JobRecord record;
+  record.name = job.name;
+  record.owner = LocalUser();
+  record.job_yaml = JobConfigToYaml(job);
+  record.run_id = run_dir.run_id();
+  record.rounds_total = job.training.rounds;
+  record.experiment = job.experiment;
+  FEDSILO_ASSIGN_OR_RETURN(record, store->CreateJob(std::move(record)));
+  *job_id = record.id;
+  FEDSILO_RETURN_IF_ERROR(store->AddSilos(record.id, job.federation.silos));
+  FEDSILO_RETURN_IF_ERROR(store->SetState(record.id, orchestrator::JobState::kRunning));
+  orchestrator::RoundRecorder recorder(store, record.id, sink.get());
 
   FEDSILO_ASSIGN_OR_RETURN(
       ml::DatasetSplits data,
@@ -105,11 +170,6 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
                            ml::Model::Create(spec, job.seed));
   ModelState initial = global_model->GetState();
 
-  FEDSILO_ASSIGN_OR_RETURN(
-      tracking::RunDirectory run_dir,
-      tracking::RunDirectory::Create(options.workdir, job.name, std::chrono::system_clock::now()));
-  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.job_path(), JobConfigToYaml(job)));
-  FEDSILO_ASSIGN_OR_RETURN(auto sink, tracking::JsonlMetricsSink::Open(run_dir.metrics_path()));
 
   if (!options.quiet) {
     std::printf("fedsilo: run %s\n", run_dir.run_id().c_str());
@@ -204,8 +264,8 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   // With --processes, --threads still bounds how many silos train at once:
   // the silo processes share this machine's cores.
   orchestrator::Orchestrator orchestrator(job, {run_dir.run_id(), threads}, std::move(connections),
-                                          std::move(strategy), &evaluator, sink.get(), &run_dir);
-  ProgressPrinter progress(options.quiet);
+                                          std::move(strategy), &evaluator, &recorder, &run_dir);
+  ProgressPrinter progress(options.quiet, &recorder);
   FEDSILO_ASSIGN_OR_RETURN(orchestrator::RunResult result,
                            orchestrator.Run(std::move(initial), &progress));
   FEDSILO_RETURN_IF_ERROR(
@@ -227,4 +287,5 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   return summary;
 }
 
+}  // namespace
 }  // namespace fedsilo::cli

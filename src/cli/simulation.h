@@ -13,7 +13,7 @@
 namespace fedsilo::cli {
 
 struct SimulationOptions {
-  std::string workdir = ".";  // runs go to <workdir>/runs/<run_id>
+  std::string workdir = ".";  // runs go to <workdir>/runs/<run_id>, the store to <workdir>/fedsilo.db
   std::string data_dir;       // empty = the default (FEDSILO_DATA or ./data of the source tree)
   int threads = 0;            // silos trained at once; 0 = number of cores
   bool quiet = false;         // no per-round progress lines
@@ -44,7 +44,12 @@ struct SimulationSummary {
   std::string ToJson() const;
 };
 
+// Runs the job and records it in the run store, <workdir>/fedsilo.db (its
+// rounds, metrics, silos and events, and whether it finished or failed).
 StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const SimulationOptions& options);
+
+// The run store of a work directory.
+std::string RunStorePath(const std::string& workdir);
 
 }  // namespace fedsilo::cli
 

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/format.h"
 #include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
@@ -23,16 +24,6 @@ namespace fedsilo::cli {
 namespace {
 
 using fedsilo::v1::Jobs;
-
-std::string FormatTime(double unix_seconds) {
-  if (unix_seconds <= 0) return "-";
-  const std::time_t t = static_cast<std::time_t>(unix_seconds);
-  std::tm local{};
-  localtime_r(&t, &local);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &local);
-  return buf;
-}
 
 // One connection to the orchestrator's job API with a user kit.
 class JobsClient {

@@ -344,9 +344,10 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
 
   JobConfig c;
   Section top(root, "", source, overridden);
-  FEDSILO_RETURN_IF_ERROR(top.CheckKeys({"name", "seed", "data", "model", "training", "federation",
-                                         "strategy", "privacy", "checkpoint"}));
+  FEDSILO_RETURN_IF_ERROR(top.CheckKeys({"name", "experiment", "seed", "data", "model", "training",
+                                         "federation", "strategy", "privacy", "checkpoint"}));
   FEDSILO_RETURN_IF_ERROR(top.String("name", &c.name));
+  FEDSILO_RETURN_IF_ERROR(top.String("experiment", &c.experiment));
   int64_t seed = 0;
   FEDSILO_RETURN_IF_ERROR(top.Int("seed", 0, std::numeric_limits<int64_t>::max(), &seed));
   c.seed = static_cast<uint64_t>(seed);
@@ -575,6 +576,7 @@ std::string JobConfigToYaml(const JobConfig& c) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   if (!c.name.empty()) out << YAML::Key << "name" << YAML::Value << c.name;
+  out << YAML::Key << "experiment" << YAML::Value << c.experiment;
   out << YAML::Key << "seed" << YAML::Value << c.seed;
   out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "dataset" << YAML::Value << c.data.dataset;
@@ -645,6 +647,33 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+
+namespace {
+void Flatten(const YAML::Node& node, const std::string& prefix,
+             std::vector<std::pair<std::string, std::string>>& out) {
+  if (node.IsMap()) {
+    for (const auto& kv : node) {
+      const std::string key = kv.first.Scalar();
+      Flatten(kv.second, prefix.empty() ? key : absl::StrCat(prefix, ".", key), out);
+    }
+    return;
+  }
+  if (node.IsScalar()) {
+    out.emplace_back(prefix, node.Scalar());
+    return;
+  }
+  YAML::Emitter flow;
+  flow << YAML::Flow << node;
+  out.emplace_back(prefix, flow.c_str());
+}
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> FlattenJobConfig(const JobConfig& config) {
+  std::vector<std::pair<std::string, std::string>> out;
+  Flatten(YAML::Load(JobConfigToYaml(config)), "", out);
+  return out;
 }
 
 }  // namespace fedsilo

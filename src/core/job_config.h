@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -138,6 +139,9 @@ struct CheckpointConfig {
 
 struct JobConfig {
   std::string name;
+  // Groups runs for comparison (`fedsilo runs list --experiment`, the
+  // dashboard, MLflow's experiment).
+  std::string experiment = "default";
   uint64_t seed = 0;
   DataConfig data;
   ModelConfig model;
@@ -171,6 +175,11 @@ StatusOr<JobConfig> LoadJobConfig(const std::string& path,
 // The fully resolved job (every key, defaults included) as YAML. Parsing the
 // result gives back an equal JobConfig.
 std::string JobConfigToYaml(const JobConfig& config);
+
+// The resolved job as dotted keys and their YAML values, in file order:
+// {"name", "mnist"}, {"training.rounds", "10"}, {"model.hidden", "[200, 200]"}.
+// Lists stay one value. For comparing runs and for MLflow's parameters.
+std::vector<std::pair<std::string, std::string>> FlattenJobConfig(const JobConfig& config);
 
 // Silo and participant names: 1-64 letters, digits, '-', '_' or '.'.
 bool IsValidSiloName(absl::string_view name);

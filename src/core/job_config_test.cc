@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <map>
+
 namespace fedsilo {
 namespace {
 
@@ -30,6 +32,25 @@ TEST(JobConfigTest, MinimalJobGetsDefaults) {
   EXPECT_EQ(c->strategy.name, "fedavg");
   EXPECT_DOUBLE_EQ(c->strategy.server_learning_rate, 1.0);
   EXPECT_EQ(c->checkpoint.every, 1);
+  EXPECT_EQ(c->experiment, "default");
+}
+
+TEST(JobConfigTest, ExperimentGroupsRunsAndFlatteningListsEveryKey) {
+  StatusOr<JobConfig> c = ParseJobConfig(kMinimal, "job.yaml", {{"experiment", "lr-sweep"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->experiment, "lr-sweep");
+  const auto flat = FlattenJobConfig(*c);
+  std::map<std::string, std::string> by_key(flat.begin(), flat.end());
+  EXPECT_EQ(by_key.size(), flat.size());  // no key twice
+  EXPECT_EQ(by_key["experiment"], "lr-sweep");
+  EXPECT_EQ(by_key["training.rounds"], "10");
+  EXPECT_EQ(by_key["data.dataset"], "digits");
+  EXPECT_EQ(by_key["model.hidden"], "[200, 200]");
+  EXPECT_EQ(by_key["strategy.name"], "fedavg");
+  EXPECT_EQ(by_key.count("training"), 0u);  // sections are not values
+  StatusOr<JobConfig> empty = ParseJobConfig(kMinimal, "job.yaml", {{"experiment", "''"}});
+  ASSERT_FALSE(empty.ok());
+  EXPECT_THAT(empty.status().message(), HasSubstr("experiment: must be a non-empty string"));
 }
 
 TEST(JobConfigTest, ReadsEveryKey) {

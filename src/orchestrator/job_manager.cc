@@ -13,29 +13,12 @@
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "core/unix_time.h"
+#include "orchestrator/round_recorder.h"
 #include "strategy/strategy.h"
 #include "tracking/run_directory.h"
 
 namespace fedsilo::orchestrator {
 namespace {
-
-// Collects a round's metrics until the round is committed.
-class BufferingSink : public tracking::MetricsSink {
- public:
-  Status Record(const tracking::MetricRecord& r) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    rows_.push_back({r.round, r.source, r.name, r.value, r.time});
-    return absl::OkStatus();
-  }
-  std::vector<MetricRow> Take() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return std::exchange(rows_, {});
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<MetricRow> rows_ ABSL_GUARDED_BY(mu_);
-};
 
 // Makes each finished round durable: checkpoint first, then the store, so a
 // committed round always has its model on disk. Checkpoints that
@@ -43,9 +26,9 @@ class BufferingSink : public tracking::MetricsSink {
 // committed.
 class RoundCommitter : public RoundObserver {
  public:
-  RoundCommitter(JobStore* store, std::string job_id, const JobConfig* job,
-                 const tracking::RunDirectory* run_dir, BufferingSink* sink)
-      : store_(store), job_id_(std::move(job_id)), job_(job), run_dir_(run_dir), sink_(sink) {}
+  RoundCommitter(const JobConfig* job, std::string job_id, const tracking::RunDirectory* run_dir,
+                 RoundRecorder* recorder)
+      : job_(job), job_id_(std::move(job_id)), run_dir_(run_dir), recorder_(recorder) {}
 
   Status OnRoundEnd(const RoundSummary& s, const ModelState& global, int total) override {
     FEDSILO_RETURN_IF_ERROR(run_dir_->WriteCheckpoint(
@@ -56,9 +39,7 @@ class RoundCommitter : public RoundObserver {
           WriteModelStateFile(run_dir_->StrategyStatePath(s.round), s.strategy_state,
                               {{"job_id", job_id_}, {"round", std::to_string(s.round)}}));
     }
-    RoundRecord r{s.round,         UnixNow(),         s.round_seconds,
-                  s.silos_sampled, s.silos_succeeded, s.failures};
-    FEDSILO_RETURN_IF_ERROR(store_->CompleteRound(job_id_, r, sink_->Take()));
+    FEDSILO_RETURN_IF_ERROR(recorder_->OnRoundEnd(s, global, total));
     const int previous = s.round - 1;
     const int every = job_->checkpoint.every;
     if (previous >= 1 && (every <= 0 || previous % every != 0)) {
@@ -66,25 +47,14 @@ class RoundCommitter : public RoundObserver {
       std::filesystem::remove(run_dir_->CheckpointPath(previous), ec);
       std::filesystem::remove(run_dir_->StrategyStatePath(previous), ec);
     }
-    std::string line = absl::StrFormat("round %d/%d done in %.1fs: %d/%d silos", s.round, total,
-                                       s.round_seconds, s.silos_succeeded, s.silos_sampled);
-    for (const auto& [metric, value] : s.global_metrics) {
-      absl::StrAppendFormat(&line, ", %s %.4f", metric, value);
-    }
-    FEDSILO_RETURN_IF_ERROR(store_->AddEvent(job_id_, "info", line));
-    for (const std::string& f : s.failures) {
-      FEDSILO_RETURN_IF_ERROR(
-          store_->AddEvent(job_id_, "warn", absl::StrCat("round ", s.round, ": dropped ", f)));
-    }
     return absl::OkStatus();
   }
 
  private:
-  JobStore* store_;
-  std::string job_id_;
   const JobConfig* job_;
+  std::string job_id_;
   const tracking::RunDirectory* run_dir_;
-  BufferingSink* sink_;
+  RoundRecorder* recorder_;
 };
 
 }  // namespace
@@ -141,7 +111,9 @@ StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::stri
   record.owner = owner;
   record.job_yaml = JobConfigToYaml(job);
   record.rounds_total = job.training.rounds;
+  record.experiment = job.experiment;
   FEDSILO_ASSIGN_OR_RETURN(record, store_->CreateJob(std::move(record)));
+  FEDSILO_RETURN_IF_ERROR(store_->AddSilos(record.id, job.federation.silos));
   if (audit_ != nullptr) {
     audit_->Record("job_submitted", {{"job", record.id},
                                      {"user", owner},
@@ -377,8 +349,8 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
   FEDSILO_ASSIGN_OR_RETURN(
       auto strategy,
       strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
-  BufferingSink sink;
-  RoundCommitter committer(store_, record.id, &job, &*run_dir, &sink);
+  RoundRecorder recorder(store_, record.id);
+  RoundCommitter committer(&job, record.id, &*run_dir, &recorder);
   OrchestratorOptions options;
   options.run_id = run_dir->run_id();
   // Remote silos train on their own machines: ask all of them at once.
@@ -386,7 +358,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
   options.stop = &stop_run_;
   options.audit = audit_;
   Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
-                            prepared.evaluator.get(), &sink, nullptr);
+                            prepared.evaluator.get(), &recorder, nullptr);
   FEDSILO_RETURN_IF_ERROR(Annotate(orchestrator.RestoreStrategyState(strategy_state),
                                    run_dir->StrategyStatePath(record.rounds_completed)));
   FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,

@@ -2,7 +2,11 @@
 
 #include <sqlite3.h>
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -67,7 +71,7 @@ class Statement {
   int rc_;
 };
 
-constexpr const char* kSchema = R"sql(
+constexpr const char* kSchemaV1 = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   id TEXT UNIQUE NOT NULL,
@@ -109,9 +113,27 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq);
 )sql";
 
+// Each step takes the schema from version i to i + 1 (kMigrations[0] creates
+// version 1). Never edit a released step: add one.
+constexpr const char* kSchemaV2 = R"sql(
+ALTER TABLE jobs ADD COLUMN experiment TEXT NOT NULL DEFAULT 'default';
+CREATE TABLE IF NOT EXISTS job_silos (
+  job_id TEXT NOT NULL,
+  silo TEXT NOT NULL,
+  state TEXT NOT NULL,
+  last_seen REAL NOT NULL DEFAULT 0,
+  rounds INTEGER NOT NULL DEFAULT 0,
+  examples INTEGER NOT NULL DEFAULT 0,
+  epsilon REAL NOT NULL DEFAULT -1,
+  PRIMARY KEY (job_id, silo));
+)sql";
+
+constexpr const char* kMigrations[] = {kSchemaV1, kSchemaV2};
+static_assert(std::size(kMigrations) == JobStore::kSchemaVersion);
+
 constexpr const char* kJobColumns =
     "id, name, owner, job_yaml, run_id, state, rounds_total, rounds_completed, created, started, "
-    "finished, error, abort_requested";
+    "finished, error, abort_requested, experiment";
 
 }  // namespace
 
@@ -147,14 +169,32 @@ StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
                                                       " is newer than this fedsilo understands (",
                                                       kSchemaVersion, "); run a newer fedsilo"));
   }
+  if (version == kSchemaVersion) return store;
+  // Migrate in one transaction, re-reading the version under the write lock
+  // (another process may have migrated meanwhile).
   FEDSILO_RETURN_IF_ERROR(store->Exec("BEGIN IMMEDIATE"));
-  Status made = store->Exec(kSchema);
+  {
+    Statement s(db, "PRAGMA user_version");
+    if (s.Step()) version = static_cast<int>(s.Int(0));
+  }
+  Status made = absl::OkStatus();
+  for (int v = version; v < kSchemaVersion && made.ok(); ++v) {
+    made = store->Exec(kMigrations[v]);
+    if (!made.ok()) {
+      made = absl::InternalError(absl::StrCat("migrating the job store from schema version ", v,
+                                              " to ", v + 1, ": ", made.message()));
+    }
+  }
   if (made.ok()) made = store->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion));
   if (!made.ok()) {
     store->Exec("ROLLBACK").IgnoreError();
     return made;
   }
   FEDSILO_RETURN_IF_ERROR(store->Exec("COMMIT"));
+  if (version > 0) {
+    spdlog::info("{}: job store migrated from schema version {} to {}", path, version,
+                 kSchemaVersion);
+  }
   return store;
 }
 
@@ -190,7 +230,7 @@ StatusOr<JobRecord> JobStore::CreateJob(JobRecord job) {
   job.id = absl::StrCat("job-", seq);
   Statement insert(db_,
                    "INSERT INTO jobs (seq, id, name, owner, job_yaml, run_id, state, rounds_total, "
-                   "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                   "created, experiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   insert.Bind(1, seq)
       .Bind(2, job.id)
       .Bind(3, job.name)
@@ -199,7 +239,8 @@ StatusOr<JobRecord> JobStore::CreateJob(JobRecord job) {
       .Bind(6, job.run_id)
       .Bind(7, std::string(JobStateName(job.state)))
       .Bind(8, job.rounds_total)
-      .Bind(9, job.created);
+      .Bind(9, job.created)
+      .Bind(10, job.experiment.empty() ? std::string("default") : job.experiment);
   insert.Step();
   if (!insert.ok()) {
     Status e = Error("adding a job");
@@ -231,6 +272,7 @@ StatusOr<std::vector<JobRecord>> JobStore::QueryJobs(const std::string& where_id
     j.finished = s.Double(10);
     j.error = s.Text(11);
     j.abort_requested = s.Int(12) != 0;
+    j.experiment = s.Text(13);
     out.push_back(std::move(j));
   }
   if (!s.ok()) return Error("reading jobs");
@@ -325,6 +367,42 @@ Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
     s.Step();
     if (!s.ok()) return fail(Error("recording a metric"));
   }
+  // The silos' part: who reported, how many examples, what privacy spent.
+  std::map<std::string, SiloRow> seen;
+  for (const MetricRow& m : metrics) {
+    if (m.source == "global") continue;
+    SiloRow& row = seen[m.source];
+    row.last_seen = std::max(row.last_seen, m.time);
+    const absl::string_view metric = absl::string_view(m.name).substr(
+        std::min(m.name.size(), m.source.size() + 1));
+    if (metric == "num_examples") row.examples = static_cast<int64_t>(m.value);
+    if (metric == "epsilon") row.epsilon = m.value;
+  }
+  for (const auto& [silo, row] : seen) {
+    Statement s(db_,
+                "INSERT INTO job_silos (job_id, silo, state, last_seen, rounds, examples, epsilon) "
+                "VALUES (?1, ?2, 'ok', ?3, 1, ?4, ?5) ON CONFLICT (job_id, silo) DO UPDATE SET "
+                "state = 'ok', last_seen = ?3, rounds = rounds + 1, "
+                "examples = CASE WHEN ?4 > 0 THEN ?4 ELSE examples END, "
+                "epsilon = CASE WHEN ?5 >= 0 THEN ?5 ELSE epsilon END");
+    s.Bind(1, id).Bind(2, silo).Bind(3, row.last_seen).Bind(4, row.examples).Bind(5, row.epsilon);
+    s.Step();
+    if (!s.ok()) return fail(Error(absl::StrCat("recording silo ", silo)));
+  }
+  for (const std::string& failure : round.failures) {
+    const size_t colon = failure.find(':');
+    const std::string silo = failure.substr(0, colon);
+    if (silo.empty() || seen.count(silo) > 0) continue;
+    Statement s(db_,
+                "INSERT INTO job_silos (job_id, silo, state) VALUES (?1, ?2, ?3) "
+                "ON CONFLICT (job_id, silo) DO UPDATE SET state = ?3");
+    s.Bind(1, id).Bind(2, silo).Bind(
+        3, colon == std::string::npos
+               ? std::string("dropped")
+               : absl::StrCat("dropped:", failure.substr(colon + 1)));
+    s.Step();
+    if (!s.ok()) return fail(Error(absl::StrCat("recording silo ", silo)));
+  }
   {
     Statement s(db_, "UPDATE jobs SET rounds_completed = ? WHERE id = ?");
     s.Bind(1, round.round).Bind(2, id);
@@ -379,6 +457,39 @@ StatusOr<std::map<std::string, MetricRow>> JobStore::LatestMetrics(const std::st
   std::map<std::string, MetricRow> latest;
   for (MetricRow& m : rows) latest[m.name] = std::move(m);  // rows come in round order
   return latest;
+}
+
+Status JobStore::AddSilos(const std::string& id, const std::vector<std::string>& silos) {
+  std::lock_guard<std::mutex> lock(mu_);
+  FEDSILO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  for (const std::string& silo : silos) {
+    Statement s(db_,
+                "INSERT INTO job_silos (job_id, silo, state) VALUES (?, ?, 'waiting') "
+                "ON CONFLICT (job_id, silo) DO NOTHING");
+    s.Bind(1, id).Bind(2, silo);
+    s.Step();
+    if (!s.ok()) {
+      Status e = Error(absl::StrCat("recording silo ", silo));
+      Exec("ROLLBACK").IgnoreError();
+      return e;
+    }
+  }
+  return Exec("COMMIT");
+}
+
+StatusOr<std::vector<SiloRow>> JobStore::Silos(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement s(db_,
+              "SELECT silo, state, last_seen, rounds, examples, epsilon FROM job_silos "
+              "WHERE job_id = ? ORDER BY rowid");
+  s.Bind(1, id);
+  std::vector<SiloRow> out;
+  while (s.Step()) {
+    out.push_back({s.Text(0), s.Text(1), s.Double(2), static_cast<int>(s.Int(3)), s.Int(4),
+                   s.Double(5)});
+  }
+  if (!s.ok()) return Error("reading silos");
+  return out;
 }
 
 Status JobStore::AddEvent(const std::string& job_id, const std::string& level,

@@ -44,6 +44,7 @@ struct JobRecord {
   double finished = 0;
   std::string error;  // why it failed or was aborted
   bool abort_requested = false;
+  std::string experiment = "default";  // the job's `experiment`
 };
 
 struct RoundRecord {
@@ -63,6 +64,16 @@ struct MetricRow {
   double time = 0;
 };
 
+// One silo's part in one job, kept up to date as rounds are recorded.
+struct SiloRow {
+  std::string silo;
+  std::string state;     // "waiting", "ok", or "dropped: <reason>" (the last round's outcome)
+  double last_seen = 0;  // Unix seconds of its last reported metric; 0 = never
+  int rounds = 0;        // rounds it took part in
+  int64_t examples = 0;  // training examples it reported last
+  double epsilon = -1;   // privacy spent so far (local DP); -1 = not reported
+};
+
 struct EventRow {
   int64_t seq = 0;
   std::string job_id;
@@ -73,12 +84,16 @@ struct EventRow {
 
 class JobStore {
  public:
-  static constexpr int kSchemaVersion = 1;
+  // 1: jobs, rounds, metrics, events. 2: jobs.experiment, job_silos.
+  static constexpr int kSchemaVersion = 2;
 
-  // Opens or creates the store. Internal naming the file when SQLite fails;
+  // Opens or creates the store, migrating an older schema in place (one
+  // transaction). Internal naming the file when SQLite fails;
   // FailedPrecondition when the file was written by a newer schema.
   static StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
   ~JobStore();
+
+  const std::string& path() const { return path_; }
 
   // Adds a queued job and returns it with its new id.
   StatusOr<JobRecord> CreateJob(JobRecord job);
@@ -93,8 +108,14 @@ class JobStore {
   // Marks the job for stopping, with `reason` as its error.
   Status RequestAbort(const std::string& id, const std::string& reason);
 
-  // Records a finished round, its metrics and the job's new round count in one
-  // transaction. AlreadyExists if the round was recorded before.
+  // Lists the job's silos (state "waiting") before its first round.
+  Status AddSilos(const std::string& id, const std::vector<std::string>& silos);
+  StatusOr<std::vector<SiloRow>> Silos(const std::string& id) const;
+
+  // Records a finished round, its metrics, the job's new round count and its
+  // silos' part (from their "{silo}/num_examples" and "{silo}/epsilon" metrics
+  // and the round's failures, "silo: reason") in one transaction.
+  // AlreadyExists if the round was recorded before.
   Status CompleteRound(const std::string& id, const RoundRecord& round,
                        const std::vector<MetricRow>& metrics);
   StatusOr<std::vector<RoundRecord>> Rounds(const std::string& id) const;

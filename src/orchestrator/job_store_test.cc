@@ -115,6 +115,115 @@ TEST(JobStoreTest, NewerSchemaIsRefusedNamingTheFile) {
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("newer"));
 }
 
+// A store written by the first schema (as released) opens with its jobs,
+// rounds and metrics intact and gains the new columns and tables.
+TEST(JobStoreTest, VersionOneStoreIsMigratedKeepingItsRecords) {
+  const std::string path = FreshPath("migrate");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const char* v1 = R"sql(
+CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
+  name TEXT NOT NULL, owner TEXT NOT NULL, job_yaml TEXT NOT NULL,
+  run_id TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, rounds_total INTEGER NOT NULL,
+  rounds_completed INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+  started REAL NOT NULL DEFAULT 0, finished REAL NOT NULL DEFAULT 0,
+  error TEXT NOT NULL DEFAULT '', abort_requested INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE rounds (job_id TEXT NOT NULL, round INTEGER NOT NULL, finished REAL NOT NULL,
+  seconds REAL NOT NULL, silos_sampled INTEGER NOT NULL, silos_succeeded INTEGER NOT NULL,
+  failures TEXT NOT NULL, PRIMARY KEY (job_id, round));
+CREATE TABLE metrics (job_id TEXT NOT NULL, round INTEGER NOT NULL, source TEXT NOT NULL,
+  name TEXT NOT NULL, value REAL NOT NULL, time REAL NOT NULL);
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL,
+  time REAL NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL);
+INSERT INTO jobs (seq, id, name, owner, job_yaml, run_id, state, rounds_total,
+  rounds_completed, created) VALUES (1, 'job-1', 'old', 'bob', 'name: old', 'old-run', 'done',
+  2, 2, 1.0);
+INSERT INTO rounds VALUES ('job-1', 1, 2.0, 0.5, 2, 2, '[]');
+INSERT INTO metrics VALUES ('job-1', 1, 'global', 'global/test_accuracy', 0.75, 2.0);
+PRAGMA user_version=1;
+)sql";
+  ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  auto store = JobStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto old = (*store)->GetJob("job-1");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->name, "old");
+  EXPECT_EQ(old->run_id, "old-run");
+  EXPECT_EQ(old->experiment, "default");
+  EXPECT_EQ(old->state, JobState::kDone);
+  EXPECT_DOUBLE_EQ((*store)->LatestMetrics("job-1")->at("global/test_accuracy").value, 0.75);
+  EXPECT_TRUE((*store)->Silos("job-1")->empty());
+  // New jobs carry their experiment and silos.
+  JobRecord fresh = Job("new");
+  fresh.experiment = "sweep";
+  auto made = (*store)->CreateJob(fresh);
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_EQ(made->id, "job-2");
+  EXPECT_EQ((*store)->GetJob("job-2")->experiment, "sweep");
+  ASSERT_TRUE((*store)->AddSilos("job-2", {"a"}).ok());
+  EXPECT_EQ((*store)->Silos("job-2")->size(), 1u);
+
+  db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* version = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &version, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(version), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(version, 0), JobStore::kSchemaVersion);
+  sqlite3_finalize(version);
+  sqlite3_close(db);
+}
+
+// Each round updates the silos' part: rounds taken part in, examples, privacy
+// spent and when they were last seen; a dropped silo says why.
+TEST(JobStoreTest, RoundsKeepTheSilosPartUpToDate) {
+  auto store = JobStore::Open(FreshPath("silos"));
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->CreateJob(Job("a")).ok());
+  ASSERT_TRUE((*store)->AddSilos("job-1", {"s1", "s2", "s3"}).ok());
+  auto silos = (*store)->Silos("job-1");
+  ASSERT_EQ(silos->size(), 3u);
+  EXPECT_EQ((*silos)[2].state, "waiting");
+  EXPECT_EQ((*silos)[2].rounds, 0);
+
+  ASSERT_TRUE((*store)
+                  ->CompleteRound("job-1", {1, 10, 1, 3, 2, {"s3: timed out after 600 s"}},
+                                  {{1, "s1", "s1/num_examples", 100, 10},
+                                   {1, "s1", "s1/epsilon", 0.5, 11},
+                                   {1, "s2", "s2/num_examples", 80, 12},
+                                   {1, "global", "global/test_accuracy", 0.5, 13}})
+                  .ok());
+  ASSERT_TRUE((*store)
+                  ->CompleteRound("job-1", {2, 20, 1, 3, 3, {}},
+                                  {{2, "s1", "s1/num_examples", 100, 20},
+                                   {2, "s1", "s1/epsilon", 0.8, 21},
+                                   {2, "s3", "s3/train_loss", 0.1, 22}})
+                  .ok());
+  silos = (*store)->Silos("job-1");
+  ASSERT_TRUE(silos.ok());
+  ASSERT_EQ(silos->size(), 3u);
+  const SiloRow& s1 = (*silos)[0];
+  EXPECT_EQ(s1.silo, "s1");
+  EXPECT_EQ(s1.state, "ok");
+  EXPECT_EQ(s1.rounds, 2);
+  EXPECT_EQ(s1.examples, 100);
+  EXPECT_DOUBLE_EQ(s1.epsilon, 0.8);
+  EXPECT_DOUBLE_EQ(s1.last_seen, 21);
+  const SiloRow& s2 = (*silos)[1];
+  EXPECT_EQ(s2.rounds, 1);
+  EXPECT_EQ(s2.examples, 80);
+  EXPECT_DOUBLE_EQ(s2.epsilon, -1);  // never reported
+  EXPECT_DOUBLE_EQ(s2.last_seen, 12);
+  const SiloRow& s3 = (*silos)[2];
+  EXPECT_EQ(s3.state, "ok");  // back in round 2
+  EXPECT_EQ(s3.rounds, 1);
+
+  ASSERT_TRUE((*store)->CompleteRound("job-1", {3, 30, 1, 3, 2, {"s2: no reply"}}, {}).ok());
+  EXPECT_EQ((*(*store)->Silos("job-1"))[1].state, "dropped: no reply");
+  EXPECT_EQ((*(*store)->Silos("job-1"))[1].rounds, 1);
+}
+
 TEST(JobStoreTest, UnreadableFileIsAClearError) {
   auto store = JobStore::Open("/nonexistent-dir/fedsilo.db");
   ASSERT_FALSE(store.ok());

@@ -1,0 +1,361 @@
+#include "cli/runs_command.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "cli/format.h"
+#include "cli/simulation.h"
+#include "core/file_util.h"
+#include "core/job_config.h"
+#include "core/unix_time.h"
+#include "orchestrator/job_store.h"
+
+namespace fedsilo::cli {
+namespace {
+
+using orchestrator::JobRecord;
+using orchestrator::JobStore;
+using orchestrator::MetricRow;
+
+StatusOr<std::unique_ptr<JobStore>> OpenStore(const RunsOptions& options) {
+  const std::string path = RunStorePath(options.workdir);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": no run store here (`fedsilo run --workdir ", options.workdir,
+                     " JOB` records its runs there)"));
+  }
+  return JobStore::Open(path);
+}
+
+// The run named by its run id, a unique prefix of one, or its job id.
+StatusOr<JobRecord> FindRun(const JobStore& store, const std::string& name) {
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store.ListJobs());
+  std::vector<const JobRecord*> prefixed;
+  for (const JobRecord& j : jobs) {
+    if (j.run_id == name || j.id == name) return j;
+    if (!name.empty() && j.run_id.rfind(name, 0) == 0) prefixed.push_back(&j);
+  }
+  if (prefixed.size() == 1) return *prefixed.front();
+  if (prefixed.size() > 1) {
+    std::vector<std::string> ids;
+    for (const JobRecord* j : prefixed) ids.push_back(j->run_id);
+    return absl::InvalidArgumentError(absl::StrCat("run '", name, "' is ambiguous: it starts ",
+                                                   absl::StrJoin(ids, ", ")));
+  }
+  std::string known;
+  for (size_t i = jobs.size() > 5 ? jobs.size() - 5 : 0; i < jobs.size(); ++i) {
+    absl::StrAppend(&known, known.empty() ? "" : ", ", jobs[i].run_id);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("no run '", name, "' in ", store.path(),
+                   known.empty() ? " (it holds no runs)" : absl::StrCat("; latest: ", known)));
+}
+
+double Duration(const JobRecord& j) {
+  if (j.started <= 0) return 0;
+  return std::max(0.0, (j.finished > 0 ? j.finished : UnixNow()) - j.started);
+}
+
+std::string FormatSeconds(double seconds) {
+  if (seconds <= 0) return "-";
+  if (seconds < 60) return absl::StrFormat("%.1fs", seconds);
+  const int s = static_cast<int>(seconds + 0.5);
+  if (s < 3600) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%dh%02dm", s / 3600, (s / 60) % 60);
+}
+
+std::string Metric(const std::map<std::string, MetricRow>& latest, const std::string& name) {
+  auto it = latest.find(name);
+  return it == latest.end() ? "-" : absl::StrFormat("%.4f", it->second.value);
+}
+
+nlohmann::json RunJson(const JobRecord& j) {
+  return {{"run_id", j.run_id},
+          {"job_id", j.id},
+          {"name", j.name},
+          {"experiment", j.experiment},
+          {"owner", j.owner},
+          {"state", std::string(orchestrator::JobStateName(j.state))},
+          {"rounds_total", j.rounds_total},
+          {"rounds_completed", j.rounds_completed},
+          {"created", j.created},
+          {"started", j.started},
+          {"finished", j.finished},
+          {"error", j.error}};
+}
+
+// Prints rows as aligned columns (the first row is the header).
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& row : rows) {
+    width.resize(std::max(width.size(), row.size()), 0);
+    for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      absl::StrAppend(&line, row[c]);
+      if (c + 1 < row.size()) line.append(width[c] - row[c].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+}  // namespace
+
+Status RunsListCommand(const RunsOptions& options, const std::string& experiment) {
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store->ListJobs());
+  nlohmann::json out = nlohmann::json::array();
+  std::vector<std::vector<std::string>> rows = {
+      {"RUN", "EXPERIMENT", "JOB", "STATE", "ROUNDS", "ACCURACY", "STARTED", "OWNER"}};
+  for (const JobRecord& j : jobs) {
+    if (!experiment.empty() && j.experiment != experiment) continue;
+    FEDSILO_ASSIGN_OR_RETURN(auto latest, store->LatestMetrics(j.id));
+    if (options.json) {
+      nlohmann::json r = RunJson(j);
+      nlohmann::json final_metrics = nlohmann::json::object();
+      for (const auto& [name, m] : latest) {
+        if (m.source == "global") final_metrics[name] = m.value;
+      }
+      r["final_metrics"] = final_metrics;
+      out.push_back(r);
+      continue;
+    }
+    rows.push_back({j.run_id.empty() ? j.id : j.run_id, j.experiment, j.name,
+                    std::string(orchestrator::JobStateName(j.state)),
+                    absl::StrCat(j.rounds_completed, "/", j.rounds_total),
+                    Metric(latest, "global/test_accuracy"), FormatTime(j.started), j.owner});
+  }
+  if (options.json) {
+    std::printf("%s\n", out.dump().c_str());
+  } else if (rows.size() == 1) {
+    std::printf("no runs%s in %s\n",
+                experiment.empty() ? "" : absl::StrCat(" in experiment '", experiment, "'").c_str(),
+                store->path().c_str());
+  } else {
+    PrintTable(rows);
+  }
+  return absl::OkStatus();
+}
+
+Status RunsShowCommand(const RunsOptions& options, const std::string& run) {
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
+  FEDSILO_ASSIGN_OR_RETURN(JobRecord j, FindRun(*store, run));
+  FEDSILO_ASSIGN_OR_RETURN(auto rounds, store->Rounds(j.id));
+  FEDSILO_ASSIGN_OR_RETURN(auto metrics, store->Metrics(j.id));
+  FEDSILO_ASSIGN_OR_RETURN(auto silos, store->Silos(j.id));
+  FEDSILO_ASSIGN_OR_RETURN(auto events, store->Events(j.id, 0));
+  // round -> global metric -> value
+  std::map<int, std::map<std::string, double>> global;
+  std::set<std::string> global_names;
+  for (const MetricRow& m : metrics) {
+    if (m.source != "global") continue;
+    global[m.round][m.name] = m.value;
+    global_names.insert(m.name);
+  }
+  if (options.json) {
+    nlohmann::json out = RunJson(j);
+    out["job_yaml"] = j.job_yaml;
+    nlohmann::json rj = nlohmann::json::array();
+    for (const auto& r : rounds) {
+      nlohmann::json m = nlohmann::json::object();
+      for (const auto& [name, value] : global[r.round]) m[name] = value;
+      rj.push_back({{"round", r.round},
+                    {"seconds", r.seconds},
+                    {"silos_sampled", r.silos_sampled},
+                    {"silos_succeeded", r.silos_succeeded},
+                    {"failures", r.failures},
+                    {"metrics", m}});
+    }
+    out["rounds"] = rj;
+    nlohmann::json sj = nlohmann::json::array();
+    for (const auto& s : silos) {
+      sj.push_back({{"silo", s.silo},
+                    {"state", s.state},
+                    {"rounds", s.rounds},
+                    {"examples", s.examples},
+                    {"epsilon", s.epsilon >= 0 ? nlohmann::json(s.epsilon) : nlohmann::json()},
+                    {"last_seen", s.last_seen}});
+    }
+    out["silos"] = sj;
+    nlohmann::json ej = nlohmann::json::array();
+    for (const auto& e : events) {
+      ej.push_back({{"time", e.time}, {"level", e.level}, {"message", e.message}});
+    }
+    out["events"] = ej;
+    std::printf("%s\n", out.dump().c_str());
+    return absl::OkStatus();
+  }
+  std::printf("%s  %s  (job %s, %s, experiment %s, owner %s)\n", j.run_id.c_str(),
+              std::string(orchestrator::JobStateName(j.state)).c_str(), j.id.c_str(),
+              j.name.c_str(), j.experiment.c_str(), j.owner.c_str());
+  std::printf("  rounds    %d of %d\n", j.rounds_completed, j.rounds_total);
+  std::printf("  started   %s   finished %s   (%s)\n", FormatTime(j.started).c_str(),
+              FormatTime(j.finished).c_str(), FormatSeconds(Duration(j)).c_str());
+  if (!j.error.empty()) std::printf("  error     %s\n", j.error.c_str());
+  std::printf("\nsilos\n");
+  std::vector<std::vector<std::string>> silo_rows = {
+      {"  SILO", "STATE", "ROUNDS", "EXAMPLES", "EPSILON", "LAST SEEN"}};
+  for (const auto& s : silos) {
+    silo_rows.push_back({"  " + s.silo, s.state, absl::StrCat(s.rounds),
+                         s.examples > 0 ? absl::StrCat(s.examples) : "-",
+                         s.epsilon >= 0 ? absl::StrFormat("%.3f", s.epsilon) : "-",
+                         FormatTime(s.last_seen)});
+  }
+  PrintTable(silo_rows);
+  std::printf("\nrounds\n");
+  std::vector<std::vector<std::string>> round_rows = {{"  ROUND", "SECONDS", "SILOS"}};
+  for (const std::string& name : global_names) round_rows[0].push_back(name);
+  for (const auto& r : rounds) {
+    std::vector<std::string> row = {"  " + absl::StrCat(r.round),
+                                    absl::StrFormat("%.1f", r.seconds),
+                                    absl::StrCat(r.silos_succeeded, "/", r.silos_sampled)};
+    for (const std::string& name : global_names) {
+      auto it = global[r.round].find(name);
+      row.push_back(it == global[r.round].end() ? "-" : absl::StrFormat("%.4f", it->second));
+    }
+    round_rows.push_back(std::move(row));
+  }
+  PrintTable(round_rows);
+  constexpr size_t kLastEvents = 10;
+  std::printf("\nevents%s\n", events.size() > kLastEvents ? " (the last 10)" : "");
+  for (size_t i = events.size() > kLastEvents ? events.size() - kLastEvents : 0;
+       i < events.size(); ++i) {
+    std::printf("  %s  %-5s  %s\n", FormatTime(events[i].time).c_str(), events[i].level.c_str(),
+                events[i].message.c_str());
+  }
+  return absl::OkStatus();
+}
+
+Status RunsCompareCommand(const RunsOptions& options, const std::vector<std::string>& runs) {
+  if (runs.size() < 2) {
+    return absl::InvalidArgumentError("runs compare needs at least two runs");
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
+  std::vector<JobRecord> jobs;
+  std::vector<std::map<std::string, std::string>> params;
+  std::vector<std::string> keys;  // in the first run's order, then any new ones
+  std::set<std::string> seen_keys;
+  std::vector<std::map<std::string, MetricRow>> latest;
+  for (const std::string& name : runs) {
+    FEDSILO_ASSIGN_OR_RETURN(JobRecord j, FindRun(*store, name));
+    FEDSILO_ASSIGN_OR_RETURN(JobConfig job,
+                             ParseJobConfig(j.job_yaml, absl::StrCat(j.run_id, " job")));
+    std::map<std::string, std::string> flat;
+    for (auto& [key, value] : FlattenJobConfig(job)) {
+      if (seen_keys.insert(key).second) keys.push_back(key);
+      flat[key] = std::move(value);
+    }
+    FEDSILO_ASSIGN_OR_RETURN(auto l, store->LatestMetrics(j.id));
+    latest.push_back(std::move(l));
+    params.push_back(std::move(flat));
+    jobs.push_back(std::move(j));
+  }
+  std::vector<std::string> differing;
+  for (const std::string& key : keys) {
+    for (size_t i = 1; i < params.size(); ++i) {
+      if (params[i][key] != params[0][key]) {
+        differing.push_back(key);
+        break;
+      }
+    }
+  }
+  std::set<std::string> metric_names;
+  for (const auto& l : latest) {
+    for (const auto& [name, m] : l) {
+      if (m.source == "global") metric_names.insert(name);
+    }
+  }
+  if (options.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      nlohmann::json r = RunJson(jobs[i]);
+      nlohmann::json diff = nlohmann::json::object();
+      for (const std::string& key : differing) diff[key] = params[i][key];
+      r["differing_keys"] = diff;
+      nlohmann::json final_metrics = nlohmann::json::object();
+      for (const std::string& name : metric_names) {
+        auto it = latest[i].find(name);
+        if (it != latest[i].end()) final_metrics[name] = it->second.value;
+      }
+      r["final_metrics"] = final_metrics;
+      r["wall_seconds"] = Duration(jobs[i]);
+      out.push_back(r);
+    }
+    std::printf("%s\n", out.dump().c_str());
+    return absl::OkStatus();
+  }
+  std::vector<std::vector<std::string>> rows = {{""}};
+  for (const JobRecord& j : jobs) rows[0].push_back(j.run_id);
+  auto add_row = [&](const std::string& label, auto value_of) {
+    std::vector<std::string> row = {label};
+    for (size_t i = 0; i < jobs.size(); ++i) row.push_back(value_of(i));
+    rows.push_back(std::move(row));
+  };
+  for (const std::string& key : differing) {
+    add_row(key, [&](size_t i) {
+      auto it = params[i].find(key);
+      return it == params[i].end() ? std::string("-") : it->second;
+    });
+  }
+  if (differing.empty()) add_row("(same job)", [](size_t) { return std::string(); });
+  add_row("state", [&](size_t i) { return std::string(orchestrator::JobStateName(jobs[i].state)); });
+  add_row("rounds", [&](size_t i) {
+    return absl::StrCat(jobs[i].rounds_completed, "/", jobs[i].rounds_total);
+  });
+  add_row("wall time", [&](size_t i) { return FormatSeconds(Duration(jobs[i])); });
+  for (const std::string& name : metric_names) {
+    add_row(name, [&](size_t i) { return Metric(latest[i], name); });
+  }
+  PrintTable(rows);
+  return absl::OkStatus();
+}
+
+Status RunsExportCommand(const RunsOptions& options, const std::string& run,
+                         const std::string& out) {
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
+  FEDSILO_ASSIGN_OR_RETURN(JobRecord j, FindRun(*store, run));
+  FEDSILO_ASSIGN_OR_RETURN(auto metrics, store->Metrics(j.id));
+  std::map<int, std::map<std::string, double>> by_round;
+  std::set<std::string> silo_names, global_names;
+  for (const MetricRow& m : metrics) {
+    by_round[m.round][m.name] = m.value;
+    (m.source == "global" ? global_names : silo_names).insert(m.name);
+  }
+  std::vector<std::string> columns(global_names.begin(), global_names.end());
+  columns.insert(columns.end(), silo_names.begin(), silo_names.end());
+  std::string csv = "round";
+  for (const std::string& c : columns) absl::StrAppend(&csv, ",", c);
+  csv += "\n";
+  for (const auto& [round, values] : by_round) {
+    absl::StrAppend(&csv, round);
+    for (const std::string& c : columns) {
+      auto it = values.find(c);
+      csv += ",";
+      if (it != values.end()) absl::StrAppend(&csv, absl::StrFormat("%.10g", it->second));
+    }
+    csv += "\n";
+  }
+  if (out.empty() || out == "-") {
+    std::fwrite(csv.data(), 1, csv.size(), stdout);
+    return absl::OkStatus();
+  }
+  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(out, csv));
+  std::fprintf(stderr, "wrote %zu rounds x %zu metrics of %s to %s\n", by_round.size(),
+               columns.size(), j.run_id.c_str(), out.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace fedsilo::cli

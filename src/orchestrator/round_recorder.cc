@@ -1,0 +1,41 @@
+#include "orchestrator/round_recorder.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/unix_time.h"
+
+namespace fedsilo::orchestrator {
+
+Status RoundRecorder::Record(const tracking::MetricRecord& r) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    rows_.push_back({r.round, r.source, r.name, r.value, r.time});
+  }
+  return also_ != nullptr ? also_->Record(r) : absl::OkStatus();
+}
+
+Status RoundRecorder::OnRoundEnd(const RoundSummary& s, const ModelState&, int total) {
+  std::vector<MetricRow> rows;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    rows = std::exchange(rows_, {});
+  }
+  const RoundRecord r{s.round,         UnixNow(),         s.round_seconds,
+                      s.silos_sampled, s.silos_succeeded, s.failures};
+  FEDSILO_RETURN_IF_ERROR(store_->CompleteRound(job_id_, r, rows));
+  std::string line = absl::StrFormat("round %d/%d done in %.1fs: %d/%d silos", s.round, total,
+                                     s.round_seconds, s.silos_succeeded, s.silos_sampled);
+  for (const auto& [metric, value] : s.global_metrics) {
+    absl::StrAppendFormat(&line, ", %s %.4f", metric, value);
+  }
+  FEDSILO_RETURN_IF_ERROR(store_->AddEvent(job_id_, "info", line));
+  for (const std::string& f : s.failures) {
+    FEDSILO_RETURN_IF_ERROR(
+        store_->AddEvent(job_id_, "warn", absl::StrCat("round ", s.round, ": dropped ", f)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedsilo::orchestrator
