@@ -154,6 +154,40 @@ TEST(ModelTest, ProximalTermPullsTowardsTheStartingWeights) {
   EXPECT_GT(pulled, 0);
 }
 
+// FedProx's term, by hand: after one full-batch step both runs are at w1;
+// the second step's gradient gains mu (w1 - w0), so with plain SGD the two
+// runs then differ by exactly -lr x mu x (w1 - w0).
+TEST(ModelTest, ProximalTermAddsMuTimesTheDistanceFromTheStart) {
+  auto train = Separable(200, 8);
+  TrainingConfig t = Sgd(1);
+  t.batch_size = 200;
+  t.learning_rate = 0.5;
+  constexpr double kMu = 0.3;
+  auto one_step = Model::Create(Spec(ModelKind::kLogistic), 4);
+  const ModelState w0 = (*one_step)->GetState();
+  ASSERT_TRUE((*one_step)->Train(DataView::All(train), t, 1).ok());
+  const ModelState w1 = (*one_step)->GetState();
+  t.local_epochs = 2;
+  auto plain = Model::Create(Spec(ModelKind::kLogistic), 4);
+  auto prox = Model::Create(Spec(ModelKind::kLogistic), 4);
+  LocalObjective objective;
+  objective.proximal_mu = kMu;
+  ASSERT_TRUE((*plain)->Train(DataView::All(train), t, 1).ok());
+  ASSERT_TRUE((*prox)->Train(DataView::All(train), t, 1, nullptr, objective).ok());
+  const ModelState a = (*plain)->GetState(), b = (*prox)->GetState();
+  double largest_shift = 0;
+  for (size_t k = 0; k < a.size(); ++k) {
+    for (int64_t i = 0; i < a.tensors()[k].num_elements(); ++i) {
+      const double moved = w1.tensors()[k].floats()[i] - w0.tensors()[k].floats()[i];
+      const double expected = -t.learning_rate * kMu * moved;
+      EXPECT_NEAR(b.tensors()[k].floats()[i] - a.tensors()[k].floats()[i], expected, 1e-6)
+          << a.tensors()[k].name() << "[" << i << "]";
+      largest_shift = std::max(largest_shift, std::abs(expected));
+    }
+  }
+  EXPECT_GT(largest_shift, 1e-3);  // the check is not vacuous
+}
+
 // SCAFFOLD's correction: one full-batch SGD step moves every parameter by
 // an extra -learning_rate x correction.
 TEST(ModelTest, GradientCorrectionShiftsEachStep) {
