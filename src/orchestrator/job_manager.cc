@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 
@@ -22,7 +23,7 @@ namespace {
 
 // Makes each finished round durable: checkpoint first, then the store, so a
 // committed round always has its model on disk. Checkpoints that
-// checkpoint.every does not ask to keep are removed once the next round is
+// checkpoint.every does not ask to keep are removed once a later round is
 // committed.
 class RoundCommitter : public RoundObserver {
  public:
@@ -39,18 +40,28 @@ class RoundCommitter : public RoundObserver {
           WriteModelStateFile(run_dir_->StrategyStatePath(s.round), s.strategy_state,
                               {{"job_id", job_id_}, {"round", std::to_string(s.round)}}));
     }
-    FEDSILO_RETURN_IF_ERROR(recorder_->OnRoundEnd(s, global, total));
-    const int previous = s.round - 1;
-    const int every = job_->checkpoint.every;
-    if (previous >= 1 && (every <= 0 || previous % every != 0)) {
-      std::error_code ec;
-      std::filesystem::remove(run_dir_->CheckpointPath(previous), ec);
-      std::filesystem::remove(run_dir_->StrategyStatePath(previous), ec);
-    }
-    return absl::OkStatus();
+    FEDSILO_RETURN_IF_ERROR(recorder_->Commit(s));
+    RemoveUnkeptCheckpoints(s.round);
+    return recorder_->LogRound(s, total);
   }
 
  private:
+  // Every checkpoint before `round` that checkpoint.every does not keep,
+  // including one left by a crash between a commit and its clean-up.
+  void RemoveUnkeptCheckpoints(int round) const {
+    const int every = job_->checkpoint.every;
+    std::error_code ec;
+    const std::string dir = std::filesystem::path(run_dir_->CheckpointPath(round)).parent_path();
+    std::vector<std::filesystem::path> unkept;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      int r = 0;
+      const std::string name = entry.path().filename().string();
+      if (std::sscanf(name.c_str(), "round-%d.", &r) != 1 || r >= round) continue;
+      if (every <= 0 || r % every != 0) unkept.push_back(entry.path());
+    }
+    for (const auto& path : unkept) std::filesystem::remove(path, ec);
+  }
+
   const JobConfig* job_;
   std::string job_id_;
   const tracking::RunDirectory* run_dir_;

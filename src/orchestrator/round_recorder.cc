@@ -17,6 +17,11 @@ Status RoundRecorder::Record(const tracking::MetricRecord& r) {
 }
 
 Status RoundRecorder::OnRoundEnd(const RoundSummary& s, const ModelState&, int total) {
+  FEDSILO_RETURN_IF_ERROR(Commit(s));
+  return LogRound(s, total);
+}
+
+Status RoundRecorder::Commit(const RoundSummary& s) {
   std::vector<MetricRow> rows;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -24,7 +29,10 @@ Status RoundRecorder::OnRoundEnd(const RoundSummary& s, const ModelState&, int t
   }
   const RoundRecord r{s.round,         UnixNow(),         s.round_seconds,
                       s.silos_sampled, s.silos_succeeded, s.failures};
-  FEDSILO_RETURN_IF_ERROR(store_->CompleteRound(job_id_, r, rows));
+  return store_->CompleteRound(job_id_, r, rows);
+}
+
+Status RoundRecorder::LogRound(const RoundSummary& s, int total) {
   std::string line = absl::StrFormat("round %d/%d done in %.1fs: %d/%d silos", s.round, total,
                                      s.round_seconds, s.silos_succeeded, s.silos_sampled);
   for (const auto& [metric, value] : s.global_metrics) {

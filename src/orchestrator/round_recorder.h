@@ -27,8 +27,14 @@ class RoundRecorder : public tracking::MetricsSink, public RoundObserver {
       : store_(store), job_id_(std::move(job_id)), also_(also) {}
 
   Status Record(const tracking::MetricRecord& record) override;
+  // Commit(), then LogRound().
   Status OnRoundEnd(const RoundSummary& summary, const ModelState& global,
                     int total_rounds) override;
+
+  // The round, its metrics and the silos' part, in one transaction.
+  Status Commit(const RoundSummary& summary);
+  // "round 3/10 done in 1.2s: ..." and one warning per dropped silo.
+  Status LogRound(const RoundSummary& summary, int total_rounds);
 
  private:
   JobStore* store_;
