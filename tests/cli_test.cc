@@ -311,9 +311,13 @@ TEST(CliTest, RobustStrategiesWithstandTwoHostileSilosOfTen) {
       EXPECT_GT(accuracy(robust, attack), clean - 0.06) << robust << attack;
     }
   }
-  Result both = Fedsilo("run " + Example("digits.yaml") + " --attack sign_flip --processes");
+  // Bad flags are refused before anything is written.
+  const std::string untouched = Workdir("attack_flags");
+  Result both = Fedsilo("run " + Example("digits.yaml") +
+                        " --attack sign_flip --processes --workdir " + untouched);
   EXPECT_EQ(both.exit_code, 2);
   EXPECT_THAT(both.err, HasSubstr("--attack and --attackers go together"));
+  EXPECT_TRUE(fs::is_empty(untouched));
 }
 
 TEST(CliTest, SameSeedGivesTheSameModelBytesAtAnyThreadCount) {

@@ -82,6 +82,26 @@ std::string LocalUser() {
   return user != nullptr && *user != '\0' ? user : "local";
 }
 
+// The --attack / --attackers pair, checked before anything is recorded.
+StatusOr<std::optional<Attack>> CheckAttack(const JobConfig& job,
+                                            const SimulationOptions& options) {
+  if (options.attackers <= 0 && options.attack.empty()) return std::optional<Attack>();
+  if (options.attackers <= 0 || options.attack.empty()) {
+    return absl::InvalidArgumentError("--attack and --attackers go together");
+  }
+  if (options.processes) {
+    return absl::InvalidArgumentError("--attack simulates attackers in-process; drop --processes");
+  }
+  const int num_silos = static_cast<int>(job.federation.silos.size());
+  if (options.attackers > num_silos) {
+    return absl::InvalidArgumentError(absl::StrCat("--attackers: ", options.attackers,
+                                                   " is more than the job's ", num_silos,
+                                                   " silos"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(Attack attack, ParseAttack(options.attack));
+  return std::optional<Attack>(attack);
+}
+
 // The run itself; `*job_id` is set once it is in the store.
 StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationOptions& options,
                                          orchestrator::JobStore* store, std::string* job_id);
@@ -105,6 +125,7 @@ std::string SimulationSummary::ToJson() const {
 std::string RunStorePath(const std::string& workdir) { return workdir + "/fedsilo.db"; }
 
 StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const SimulationOptions& options) {
+  FEDSILO_RETURN_IF_ERROR(CheckAttack(job, options).status());
   std::error_code ec;
   std::filesystem::create_directories(options.workdir, ec);
   if (ec) {
@@ -204,21 +225,7 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
 
   BusyClock busy;
   std::vector<std::unique_ptr<silo::PrivacyGuard>> guards;  // outlive the agents
-  std::optional<Attack> attack;
-  if (options.attackers > 0 || !options.attack.empty()) {
-    if (options.attackers <= 0 || options.attack.empty()) {
-      return absl::InvalidArgumentError("--attack and --attackers go together");
-    }
-    if (options.processes) {
-      return absl::InvalidArgumentError(
-          "--attack simulates attackers in-process; drop --processes");
-    }
-    if (options.attackers > num_silos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--attackers: ", options.attackers, " is more than the job's ", num_silos, " silos"));
-    }
-    FEDSILO_ASSIGN_OR_RETURN(attack, ParseAttack(options.attack));
-  }
+  FEDSILO_ASSIGN_OR_RETURN(std::optional<Attack> attack, CheckAttack(job, options));
   std::vector<std::unique_ptr<HostileSilo>> hostile;
   std::vector<std::unique_ptr<silo::SiloAgent>> agents;
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
