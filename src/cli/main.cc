@@ -16,6 +16,7 @@
 #include "cli/runs_command.h"
 #include "cli/silo_command.h"
 #include "cli/simulation.h"
+#include "cli/ui_command.h"
 #include "cli/user_commands.h"
 #include "core/allocator.h"
 #include "core/job_config.h"
@@ -329,6 +330,16 @@ int Main(int argc, char** argv) {
   runs_export->add_flag("--csv", csv, "CSV (the only format, and the default)");
   runs_export->add_option("--out,-o", export_out, "Output file (default: standard output)");
 
+  UiOptions ui_options;
+  CLI::App* ui = app.add_subcommand(
+      "ui", "Serve the dashboard of a work folder's runs (charts per round and silo, compare)");
+  ui->add_option("--workdir", ui_options.workdir,
+                 "Work folder whose fedsilo.db to show (default: current folder)");
+  ui->add_option("--port", ui_options.port, "Port (default 8470; 0 = any free port)")
+      ->check(CLI::Range(0, 65535));
+  ui->add_option("--host", ui_options.host,
+                 "Address to listen on (default 127.0.0.1; the dashboard has no login)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -341,6 +352,10 @@ int Main(int argc, char** argv) {
   // its parallel training by about a fifth.
   if (*silo || *orch || (*run && sim.processes)) TuneAllocatorForModels();
 
+  if (*ui) {
+    Status ran = UiCommand(ui_options);
+    return ran.ok() ? kExitOk : ReportError(ran);
+  }
   if (*runs) {
     Status ran = *runs_list    ? RunsListCommand(runs_options, experiment)
                  : *runs_show  ? RunsShowCommand(runs_options, run_names.front())

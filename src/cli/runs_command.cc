@@ -19,13 +19,17 @@
 #include "core/job_config.h"
 #include "core/unix_time.h"
 #include "orchestrator/job_store.h"
+#include "orchestrator/run_views.h"
 
 namespace fedsilo::cli {
 namespace {
 
 using orchestrator::JobRecord;
 using orchestrator::JobStore;
+using orchestrator::FindRun;
 using orchestrator::MetricRow;
+using orchestrator::RunDetailJson;
+using orchestrator::RunListJson;
 
 StatusOr<std::unique_ptr<JobStore>> OpenStore(const RunsOptions& options) {
   const std::string path = RunStorePath(options.workdir);
@@ -36,30 +40,6 @@ StatusOr<std::unique_ptr<JobStore>> OpenStore(const RunsOptions& options) {
                      " JOB` records its runs there)"));
   }
   return JobStore::Open(path);
-}
-
-// The run named by its run id, a unique prefix of one, or its job id.
-StatusOr<JobRecord> FindRun(const JobStore& store, const std::string& name) {
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store.ListJobs());
-  std::vector<const JobRecord*> prefixed;
-  for (const JobRecord& j : jobs) {
-    if (j.run_id == name || j.id == name) return j;
-    if (!name.empty() && j.run_id.rfind(name, 0) == 0) prefixed.push_back(&j);
-  }
-  if (prefixed.size() == 1) return *prefixed.front();
-  if (prefixed.size() > 1) {
-    std::vector<std::string> ids;
-    for (const JobRecord* j : prefixed) ids.push_back(j->run_id);
-    return absl::InvalidArgumentError(absl::StrCat("run '", name, "' is ambiguous: it starts ",
-                                                   absl::StrJoin(ids, ", ")));
-  }
-  std::string known;
-  for (size_t i = jobs.size() > 5 ? jobs.size() - 5 : 0; i < jobs.size(); ++i) {
-    absl::StrAppend(&known, known.empty() ? "" : ", ", jobs[i].run_id);
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("no run '", name, "' in ", store.path(),
-                   known.empty() ? " (it holds no runs)" : absl::StrCat("; latest: ", known)));
 }
 
 double Duration(const JobRecord& j) {
@@ -78,21 +58,6 @@ std::string FormatSeconds(double seconds) {
 std::string Metric(const std::map<std::string, MetricRow>& latest, const std::string& name) {
   auto it = latest.find(name);
   return it == latest.end() ? "-" : absl::StrFormat("%.4f", it->second.value);
-}
-
-nlohmann::json RunJson(const JobRecord& j) {
-  return {{"run_id", j.run_id},
-          {"job_id", j.id},
-          {"name", j.name},
-          {"experiment", j.experiment},
-          {"owner", j.owner},
-          {"state", std::string(orchestrator::JobStateName(j.state))},
-          {"rounds_total", j.rounds_total},
-          {"rounds_completed", j.rounds_completed},
-          {"created", j.created},
-          {"started", j.started},
-          {"finished", j.finished},
-          {"error", j.error}};
 }
 
 // Prints rows as aligned columns (the first row is the header).
@@ -116,31 +81,23 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
 
 Status RunsListCommand(const RunsOptions& options, const std::string& experiment) {
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
+  if (options.json) {
+    FEDSILO_ASSIGN_OR_RETURN(std::string json, RunListJson(*store, experiment));
+    std::printf("%s\n", json.c_str());
+    return absl::OkStatus();
+  }
   FEDSILO_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store->ListJobs());
-  nlohmann::json out = nlohmann::json::array();
   std::vector<std::vector<std::string>> rows = {
       {"RUN", "EXPERIMENT", "JOB", "STATE", "ROUNDS", "ACCURACY", "STARTED", "OWNER"}};
   for (const JobRecord& j : jobs) {
     if (!experiment.empty() && j.experiment != experiment) continue;
     FEDSILO_ASSIGN_OR_RETURN(auto latest, store->LatestMetrics(j.id));
-    if (options.json) {
-      nlohmann::json r = RunJson(j);
-      nlohmann::json final_metrics = nlohmann::json::object();
-      for (const auto& [name, m] : latest) {
-        if (m.source == "global") final_metrics[name] = m.value;
-      }
-      r["final_metrics"] = final_metrics;
-      out.push_back(r);
-      continue;
-    }
     rows.push_back({j.run_id.empty() ? j.id : j.run_id, j.experiment, j.name,
                     std::string(orchestrator::JobStateName(j.state)),
                     absl::StrCat(j.rounds_completed, "/", j.rounds_total),
                     Metric(latest, "global/test_accuracy"), FormatTime(j.started), j.owner});
   }
-  if (options.json) {
-    std::printf("%s\n", out.dump().c_str());
-  } else if (rows.size() == 1) {
+  if (rows.size() == 1) {
     std::printf("no runs%s in %s\n",
                 experiment.empty() ? "" : absl::StrCat(" in experiment '", experiment, "'").c_str(),
                 store->path().c_str());
@@ -153,6 +110,11 @@ Status RunsListCommand(const RunsOptions& options, const std::string& experiment
 Status RunsShowCommand(const RunsOptions& options, const std::string& run) {
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
   FEDSILO_ASSIGN_OR_RETURN(JobRecord j, FindRun(*store, run));
+  if (options.json) {
+    FEDSILO_ASSIGN_OR_RETURN(std::string json, RunDetailJson(*store, j));
+    std::printf("%s\n", json.c_str());
+    return absl::OkStatus();
+  }
   FEDSILO_ASSIGN_OR_RETURN(auto rounds, store->Rounds(j.id));
   FEDSILO_ASSIGN_OR_RETURN(auto metrics, store->Metrics(j.id));
   FEDSILO_ASSIGN_OR_RETURN(auto silos, store->Silos(j.id));
@@ -164,39 +126,6 @@ Status RunsShowCommand(const RunsOptions& options, const std::string& run) {
     if (m.source != "global") continue;
     global[m.round][m.name] = m.value;
     global_names.insert(m.name);
-  }
-  if (options.json) {
-    nlohmann::json out = RunJson(j);
-    out["job_yaml"] = j.job_yaml;
-    nlohmann::json rj = nlohmann::json::array();
-    for (const auto& r : rounds) {
-      nlohmann::json m = nlohmann::json::object();
-      for (const auto& [name, value] : global[r.round]) m[name] = value;
-      rj.push_back({{"round", r.round},
-                    {"seconds", r.seconds},
-                    {"silos_sampled", r.silos_sampled},
-                    {"silos_succeeded", r.silos_succeeded},
-                    {"failures", r.failures},
-                    {"metrics", m}});
-    }
-    out["rounds"] = rj;
-    nlohmann::json sj = nlohmann::json::array();
-    for (const auto& s : silos) {
-      sj.push_back({{"silo", s.silo},
-                    {"state", s.state},
-                    {"rounds", s.rounds},
-                    {"examples", s.examples},
-                    {"epsilon", s.epsilon >= 0 ? nlohmann::json(s.epsilon) : nlohmann::json()},
-                    {"last_seen", s.last_seen}});
-    }
-    out["silos"] = sj;
-    nlohmann::json ej = nlohmann::json::array();
-    for (const auto& e : events) {
-      ej.push_back({{"time", e.time}, {"level", e.level}, {"message", e.message}});
-    }
-    out["events"] = ej;
-    std::printf("%s\n", out.dump().c_str());
-    return absl::OkStatus();
   }
   std::printf("%s  %s  (job %s, %s, experiment %s, owner %s)\n", j.run_id.c_str(),
               std::string(orchestrator::JobStateName(j.state)).c_str(), j.id.c_str(),
@@ -281,7 +210,11 @@ Status RunsCompareCommand(const RunsOptions& options, const std::vector<std::str
   if (options.json) {
     nlohmann::json out = nlohmann::json::array();
     for (size_t i = 0; i < jobs.size(); ++i) {
-      nlohmann::json r = RunJson(jobs[i]);
+      nlohmann::json r = {{"run_id", jobs[i].run_id},
+                          {"job_id", jobs[i].id},
+                          {"state", std::string(orchestrator::JobStateName(jobs[i].state))},
+                          {"rounds_completed", jobs[i].rounds_completed},
+                          {"rounds_total", jobs[i].rounds_total}};
       nlohmann::json diff = nlohmann::json::object();
       for (const std::string& key : differing) diff[key] = params[i][key];
       r["differing_keys"] = diff;
