@@ -4,6 +4,7 @@
 // orchestrator killed mid-job, missing silos, wrong kits, plaintext peers.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -335,6 +336,73 @@ TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound)
   Output sim = fed.Run("run " + job + sets + " --quiet --json --workdir " + fed.dir());
   ASSERT_EQ(sim.status, 0) << sim.err;
   EXPECT_TRUE(SameValues(Tensors(model), Tensors(LastJson(sim.out)["final_model"])));
+}
+
+// The orchestrator's web endpoint (--http): the dashboard, its JSON API and
+// Prometheus /metrics over HTTPS, for users' certificates only.
+TEST(OrchestratorDaemonTest, DashboardAndMetricsServeUsersOnly) {
+  // A refused TLS handshake closes the socket under the client's feet.
+  signal(SIGPIPE, SIG_IGN);
+  Federation fed("web");
+  ASSERT_TRUE(fed.StartOrchestrator(0, {"--http", "127.0.0.1:0"}))
+      << Read(fed.dir() + "/orchestrator.log");
+  std::string endpoint;
+  for (int i = 0; i < 300 && endpoint.empty(); ++i) {
+    endpoint = Read(fed.dir() + "/state/http_endpoint");
+    if (endpoint.empty()) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_FALSE(endpoint.empty()) << Read(fed.dir() + "/orchestrator.log");
+  const int port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("user certificates only"));
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+  Output submitted = fed.User("submit " + fed.WriteJob("job", kJob));
+  ASSERT_EQ(submitted.status, 0) << submitted.err;
+  ASSERT_EQ(fed.User("status job-1 --wait").status, 0);
+
+  const std::string kits = fed.dir() + "/kits/";
+  auto client = [&](const std::string& who) {
+    auto c = who.empty() ? std::make_unique<httplib::SSLClient>("127.0.0.1", port)
+                         : std::make_unique<httplib::SSLClient>(
+                               "127.0.0.1", port, kits + who + "/" + who + ".crt",
+                               kits + who + "/" + who + ".key");
+    c->enable_server_certificate_verification(false);  // the server's side is under test
+    c->set_connection_timeout(5);
+    return c;
+  };
+  auto alice = client("alice");
+  auto metrics = alice->Get("/metrics");
+  ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
+  ASSERT_EQ(metrics->status, 200) << metrics->body;
+  EXPECT_THAT(metrics->body, HasSubstr("fedsilo_rounds_completed_total 4"));
+  EXPECT_THAT(metrics->body, HasSubstr("fedsilo_round_duration_seconds_count 4"));
+  EXPECT_THAT(metrics->body, HasSubstr("fedsilo_silos_connected 3"));
+  EXPECT_THAT(metrics->body, HasSubstr("fedsilo_jobs{state=\"done\"} 1"));
+  for (const std::string counter :
+       {"\nfedsilo_transport_bytes_sent_total ", "\nfedsilo_transport_bytes_received_total "}) {
+    const size_t at = metrics->body.find(counter);  // the sample, not its # HELP line
+    ASSERT_NE(at, std::string::npos) << counter << metrics->body;
+    // 4 rounds x 3 silos x a model of 64 x 10 + 10 floats, each way.
+    EXPECT_GT(std::stod(metrics->body.substr(at + counter.size())), 4 * 3 * 650 * 4.0)
+        << counter << metrics->body;
+  }
+  auto runs = alice->Get("/api/runs");
+  ASSERT_TRUE(runs);
+  ASSERT_EQ(runs->status, 200);
+  nlohmann::json list = nlohmann::json::parse(runs->body);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["job_id"], "job-1");
+  EXPECT_EQ(list[0]["state"], "done");
+  EXPECT_EQ(list[0]["owner"], "alice");
+  auto page = alice->Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_THAT(page->body, HasSubstr("<title>fedsilo</title>"));
+
+  auto silo = client("a")->Get("/api/runs");
+  ASSERT_TRUE(silo);
+  EXPECT_EQ(silo->status, 403);
+  EXPECT_THAT(silo->body, HasSubstr("silo 'a'"));
+  auto nobody = client("")->Get("/api/runs");
+  EXPECT_TRUE(!nobody || nobody->status != 200);  // the TLS handshake needs a certificate
 }
 
 TEST(OrchestratorDaemonTest, AbortStopsARunningJobAndOnlyItsOwnerMay) {

@@ -173,6 +173,9 @@ int Main(int argc, char** argv) {
                    "Folder of the built-in data sets, for the held-out evaluation of the global "
                    "model (default: $FEDSILO_DATA or data/)");
   orch->add_option("--storage-keys", storage_keys, storage_keys_help);
+  orch->add_option("--http", orch_options.http,
+                   "host:port for the dashboard, its JSON API and Prometheus /metrics over HTTPS "
+                   "(user certificates only); off when not given");
   orch->add_flag("--insecure", orch_options.insecure,
                  "Serve WITHOUT TLS; identities are claimed, not proven. For debugging networks "
                  "only");

@@ -14,9 +14,12 @@
 #include "cli/held_out_evaluator.h"
 #include "core/file_util.h"
 #include "ml/dataset_catalog.h"
+#include "absl/strings/numbers.h"
+#include "orchestrator/dashboard.h"
 #include "orchestrator/job_manager.h"
 #include "orchestrator/job_store.h"
 #include "orchestrator/jobs_service.h"
+#include "orchestrator/metrics.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/audit_log.h"
 #include "secure/provisioner.h"
@@ -84,6 +87,8 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
                            secure::AuditLog::Open(state_dir + "/audit.log",
                                                   absl::StrCat("orchestrator '", kit.name, "'")));
   manager.SetAuditLog(audit.get());
+  orchestrator::OrchestratorMetrics metrics;
+  manager.SetMetrics(&metrics);
   orchestrator::JobsService jobs_service(&manager, {files.ca_pem, clock, options.insecure});
 
   // Signals are taken by this thread only (sigwait), so block them before
@@ -93,6 +98,8 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A browser or scraper that hangs up mid-reply must not end the process.
+  signal(SIGPIPE, SIG_IGN);
 
   const std::string listen =
       options.listen.empty() ? absl::StrCat("0.0.0.0:", kit.orchestrator_port) : options.listen;
@@ -110,12 +117,50 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
               state_dir.c_str());
   std::fflush(stdout);
 
+  std::unique_ptr<orchestrator::DashboardServer> dashboard;
+  if (!options.http.empty()) {
+    const size_t colon = options.http.rfind(':');
+    int http_port = -1;
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(options.http.substr(colon + 1), &http_port) || http_port < 0 ||
+        http_port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--http ", options.http, ": expected host:port, e.g. 0.0.0.0:8471"));
+    }
+    orchestrator::DashboardOptions http;
+    http.host = options.http.substr(0, colon);
+    http.port = http_port;
+    http.tls = options.insecure ? nullptr : &files;
+    http.clock = clock;
+    orchestrator::JobStore* jobs = store.get();
+    http.metrics = [&metrics, &registry, &silo_service, jobs] {
+      orchestrator::OrchestratorMetrics::Snapshot now;
+      for (const auto& s : registry.Snapshot()) now.silos_connected += s.connected ? 1 : 0;
+      now.bytes_sent = silo_service.BytesSent();
+      now.bytes_received = silo_service.BytesReceived();
+      StatusOr<std::vector<orchestrator::JobRecord>> all = jobs->ListJobs();
+      if (all.ok()) {
+        for (const auto& j : *all) ++now.jobs_by_state[std::string(JobStateName(j.state))];
+      }
+      return metrics.Render(now);
+    };
+    FEDSILO_ASSIGN_OR_RETURN(dashboard, orchestrator::DashboardServer::Start(jobs, http));
+    const std::string http_endpoint = absl::StrCat(http.host, ":", dashboard->port());
+    FEDSILO_RETURN_IF_ERROR(
+        WriteFileAtomically(state_dir + "/http_endpoint", http_endpoint + "\n"));
+    std::printf("  web    %s://%s/ (dashboard, JSON API, /metrics; %s)\n",
+                options.insecure ? "http" : "https", http_endpoint.c_str(),
+                options.insecure ? "PLAINTEXT, no login" : "user certificates only");
+    std::fflush(stdout);
+  }
+
   manager.Start();
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   spdlog::info("signal {} received; stopping (a running job resumes at the next start)",
                signal_number);
   manager.Stop();
+  if (dashboard != nullptr) dashboard->Stop();
   server->Shutdown();
   return absl::OkStatus();
 }

@@ -18,6 +18,9 @@ struct OrchestratorCommandOptions {
   std::string listen;     // "host:port"; empty = 0.0.0.0 and the kit's port
   std::string data_dir;   // held-out test data; empty = the default data folder
   bool insecure = false;  // plaintext, identities claimed in metadata
+  // "host:port" of the dashboard and /metrics (HTTPS, user certificates);
+  // empty = none. Port 0 = any free port.
+  std::string http;
 };
 
 // Writes the address it serves on (with the port the OS chose for port 0) to

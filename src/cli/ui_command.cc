@@ -26,12 +26,16 @@ Status UiCommand(const UiOptions& options) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A browser or scraper that hangs up mid-reply must not end the process.
+  signal(SIGPIPE, SIG_IGN);
 
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
                            orchestrator::JobStore::Open(RunStorePath(options.workdir)));
-  FEDSILO_ASSIGN_OR_RETURN(
-      std::unique_ptr<orchestrator::DashboardServer> server,
-      orchestrator::DashboardServer::Start(store.get(), options.host, options.port));
+  orchestrator::DashboardOptions dashboard;
+  dashboard.host = options.host;
+  dashboard.port = options.port;
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::DashboardServer> server,
+                           orchestrator::DashboardServer::Start(store.get(), dashboard));
   if (options.host != "127.0.0.1" && options.host != "localhost" && options.host != "::1") {
     spdlog::warn("the dashboard has no authentication; anyone who can reach {} sees every run",
                  options.host);

@@ -4,18 +4,29 @@
 //   GET /api/runs[?experiment=]  RunListJson
 //   GET /api/runs/<run>          RunDetailJson (404 with {"error"} if unknown)
 //   GET /api/runs/<run>/metrics  RunMetricsJson
+//   GET /metrics                 Prometheus text format (when `metrics` is set)
 // The page re-reads a run in progress every two seconds, so it follows a
-// `fedsilo run` writing to the same store. Serves plain HTTP, without
-// authentication: bind it to 127.0.0.1 (the default of `fedsilo ui`).
+// `fedsilo run` writing to the same store.
+//
+// Without `tls` it serves plain HTTP and no authentication (`fedsilo ui`,
+// bound to 127.0.0.1). With `tls` (the orchestrator daemon) it serves HTTPS
+// with the kit's certificate, requires a client certificate signed by the
+// federation CA, and answers only participants of the `allowed` kinds (users):
+// 403 naming the caller otherwise.
 #ifndef FEDSILO_ORCHESTRATOR_DASHBOARD_H_
 #define FEDSILO_ORCHESTRATOR_DASHBOARD_H_
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/status.h"
 #include "orchestrator/job_store.h"
+#include "secure/certificate_authority.h"
+#include "transport/tls.h"
 
 namespace httplib {
 class Server;
@@ -23,13 +34,26 @@ class Server;
 
 namespace fedsilo::orchestrator {
 
+struct DashboardOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;  // 0 = any free port
+  // Mutual TLS; must outlive the server when set.
+  const transport::TlsFiles* tls = nullptr;
+  std::vector<secure::ParticipantKind> allowed = {secure::ParticipantKind::kUser};
+  std::function<std::chrono::system_clock::time_point()> clock = [] {
+    return std::chrono::system_clock::now();
+  };
+  // The /metrics body; no /metrics when empty.
+  std::function<std::string()> metrics;
+};
+
 class DashboardServer {
  public:
-  // Listens on host:port (0 = any free port) in a thread of its own.
-  // `store` must outlive the server. Unavailable naming the address when it
-  // cannot bind.
-  static StatusOr<std::unique_ptr<DashboardServer>> Start(JobStore* store, const std::string& host,
-                                                          int port);
+  // Listens in a thread of its own. `store` must outlive the server.
+  // Unavailable naming the address when it cannot bind; InvalidArgument when
+  // the TLS files do not load.
+  static StatusOr<std::unique_ptr<DashboardServer>> Start(JobStore* store,
+                                                          const DashboardOptions& options);
   ~DashboardServer();  // Stop()
 
   int port() const { return port_; }

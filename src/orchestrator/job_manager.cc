@@ -28,8 +28,12 @@ namespace {
 class RoundCommitter : public RoundObserver {
  public:
   RoundCommitter(const JobConfig* job, std::string job_id, const tracking::RunDirectory* run_dir,
-                 RoundRecorder* recorder)
-      : job_(job), job_id_(std::move(job_id)), run_dir_(run_dir), recorder_(recorder) {}
+                 RoundRecorder* recorder, OrchestratorMetrics* metrics)
+      : job_(job),
+        job_id_(std::move(job_id)),
+        run_dir_(run_dir),
+        recorder_(recorder),
+        metrics_(metrics) {}
 
   Status OnRoundEnd(const RoundSummary& s, const ModelState& global, int total) override {
     FEDSILO_RETURN_IF_ERROR(run_dir_->WriteCheckpoint(
@@ -41,6 +45,7 @@ class RoundCommitter : public RoundObserver {
                               {{"job_id", job_id_}, {"round", std::to_string(s.round)}}));
     }
     FEDSILO_RETURN_IF_ERROR(recorder_->Commit(s));
+    if (metrics_ != nullptr) metrics_->ObserveRound(s.round_seconds);
     RemoveUnkeptCheckpoints(s.round);
     return recorder_->LogRound(s, total);
   }
@@ -66,6 +71,7 @@ class RoundCommitter : public RoundObserver {
   std::string job_id_;
   const tracking::RunDirectory* run_dir_;
   RoundRecorder* recorder_;
+  OrchestratorMetrics* metrics_;
 };
 
 }  // namespace
@@ -361,7 +367,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
       auto strategy,
       strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
   RoundRecorder recorder(store_, record.id);
-  RoundCommitter committer(&job, record.id, &*run_dir, &recorder);
+  RoundCommitter committer(&job, record.id, &*run_dir, &recorder, metrics_);
   OrchestratorOptions options;
   options.run_id = run_dir->run_id();
   // Remote silos train on their own machines: ask all of them at once.

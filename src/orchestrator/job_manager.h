@@ -28,6 +28,7 @@
 #include "core/model_state.h"
 #include "core/status.h"
 #include "orchestrator/job_store.h"
+#include "orchestrator/metrics.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/audit_log.h"
@@ -60,6 +61,8 @@ class JobManager {
   // Records submissions, aborts, job outcomes and every round's digests in
   // `audit` (not owned; may be null). Call before Start().
   void SetAuditLog(secure::AuditLog* audit) { audit_ = audit; }
+  // Counts every committed round and its duration there. Call before Start().
+  void SetMetrics(OrchestratorMetrics* metrics) { metrics_ = metrics; }
 
   // Marks interrupted jobs for resumption and starts the worker thread.
   void Start();
@@ -103,6 +106,7 @@ class JobManager {
   std::atomic<bool> stop_run_{false};  // tells the running Orchestrator to stop
   std::thread worker_;
   secure::AuditLog* audit_ = nullptr;
+  OrchestratorMetrics* metrics_ = nullptr;
 };
 
 }  // namespace fedsilo::orchestrator

@@ -53,8 +53,14 @@ struct OrchestratorService::Session {
 
   bool Write(const fedsilo::v1::OrchestratorMessage& m) {
     std::lock_guard<std::mutex> lock(write_mu);
-    return writable && stream->Write(m);
+    return writable && Count(m) && stream->Write(m);
   }
+  // Adds the message's size to the service's count (true, to chain).
+  bool Count(const fedsilo::v1::OrchestratorMessage& m) {
+    if (bytes_sent != nullptr) *bytes_sent += m.ByteSizeLong();
+    return true;
+  }
+  std::atomic<uint64_t>* bytes_sent = nullptr;
 };
 
 // The update of one result, pulled from the silo on Fetch().
@@ -239,11 +245,11 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   bool sent;
   {
     std::lock_guard<std::mutex> lock(session->write_mu);
-    sent = session->writable && session->stream->Write(header) &&
+    sent = session->writable && session->Count(header) && session->stream->Write(header) &&
            ForEachChunk(model, [&](const fedsilo::v1::Chunk& c) {
              fedsilo::v1::OrchestratorMessage m;
              *m.mutable_chunk() = c;
-             return session->stream->Write(m);
+             return session->Count(m) && session->stream->Write(m);
            });
   }
   std::unique_lock<std::mutex> lock(session->mu);
@@ -334,6 +340,7 @@ grpc::Status OrchestratorService::Connect(
                         "the first message on Connect must be SiloHello");
   }
   auto session = std::make_shared<Session>();
+  session->bytes_sent = &bytes_sent_;
   session->silo = silo;
   session->id = next_session_.fetch_add(1);
   session->stream = stream;
@@ -360,6 +367,7 @@ grpc::Status OrchestratorService::Connect(
     session->cv.notify_all();
   };
   while (why.ok() && stream->Read(&message)) {
+    bytes_received_ += message.ByteSizeLong();
     switch (message.body_case()) {
       case fedsilo::v1::SiloMessage::kHeartbeat: {
         listener_->OnHeartbeat(silo, session->id);

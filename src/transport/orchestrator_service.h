@@ -75,6 +75,10 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   // Names of the silos with an open session.
   std::vector<std::string> ConnectedSilos() const;
 
+  // Bytes of protocol messages sent to and received from silos so far.
+  uint64_t BytesSent() const { return bytes_sent_.load(); }
+  uint64_t BytesReceived() const { return bytes_received_.load(); }
+
   // Ends every task of `run_id` that is out: waiting Fit() calls and update
   // fetches return Cancelled with `reason`, and the silos are sent an Abort.
   void CancelRun(const std::string& run_id, const std::string& reason);
@@ -94,6 +98,8 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   PeerAuthenticator auth_;
   SiloSessionListener* listener_;
   std::atomic<uint64_t> next_session_{1};
+  std::atomic<uint64_t> bytes_sent_{0};
+  std::atomic<uint64_t> bytes_received_{0};
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
 
