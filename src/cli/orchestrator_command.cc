@@ -1,8 +1,6 @@
 #include "cli/orchestrator_command.h"
 
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -12,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/held_out_evaluator.h"
+#include "cli/stop_signals.h"
 #include "core/file_util.h"
 #include "ml/dataset_catalog.h"
 #include "absl/strings/numbers.h"
@@ -91,15 +90,7 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   manager.SetMetrics(&metrics);
   orchestrator::JobsService jobs_service(&manager, {files.ca_pem, clock, options.insecure});
 
-  // Signals are taken by this thread only (sigwait), so block them before
-  // gRPC starts its threads.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  // A browser or scraper that hangs up mid-reply must not end the process.
-  signal(SIGPIPE, SIG_IGN);
+  StopSignals stop;  // before gRPC starts its threads
 
   const std::string listen =
       options.listen.empty() ? absl::StrCat("0.0.0.0:", kit.orchestrator_port) : options.listen;
@@ -155,8 +146,7 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   }
 
   manager.Start();
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const int signal_number = stop.Wait();
   spdlog::info("signal {} received; stopping (a running job resumes at the next start)",
                signal_number);
   manager.Stop();

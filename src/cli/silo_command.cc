@@ -1,7 +1,5 @@
 #include "cli/silo_command.h"
 
-#include <pthread.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <cmath>
@@ -15,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "cli/stop_signals.h"
 #include "ml/dataset_catalog.h"
 #include "secure/audit_log.h"
 #include "secure/provisioner.h"
@@ -65,18 +64,12 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   transport::SiloClient client(transport::ChannelCredentialsFor(files, options.insecure),
                                client_options, &runtime);
 
-  // Signals are taken by this thread only (sigwait), so block them first.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  StopSignals stop;  // before any thread starts
 
   spdlog::info("silo '{}' of federation '{}' connecting to {}; datasets: {}", kit.name,
                kit.federation, client_options.target, absl::StrJoin(client_options.datasets, ", "));
   std::thread runner([&] { client.Run().IgnoreError(); });
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const int signal_number = stop.Wait();
   spdlog::info("silo '{}': signal {} received, leaving", kit.name, signal_number);
   client.Stop();
   runner.join();

@@ -1,6 +1,5 @@
 #include "cli/ui_command.h"
 
-#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -8,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/simulation.h"
+#include "cli/stop_signals.h"
 #include "orchestrator/dashboard.h"
 #include "orchestrator/job_store.h"
 
@@ -19,15 +19,7 @@ Status UiCommand(const UiOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("--workdir ", options.workdir, ": no such folder"));
   }
-  // Signals are taken by this thread only (sigwait): block them before the
-  // server's threads start.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  // A browser or scraper that hangs up mid-reply must not end the process.
-  signal(SIGPIPE, SIG_IGN);
+  StopSignals stop;  // before the server's threads start
 
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
                            orchestrator::JobStore::Open(RunStorePath(options.workdir)));
@@ -46,8 +38,7 @@ Status UiCommand(const UiOptions& options) {
   std::printf("fedsilo ui: http://%s:%d/  (runs of %s; Ctrl-C stops)\n", shown_host.c_str(),
               server->port(), store->path().c_str());
   std::fflush(stdout);
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  stop.Wait();
   server->Stop();
   return absl::OkStatus();
 }

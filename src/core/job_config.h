@@ -69,7 +69,8 @@ int SilosPerRound(const FederationConfig& federation);
 struct StrategyConfig {
   std::string name = "fedavg";
   // new global = global + rate x (the strategy's step); default 1.0, and
-  // 0.01 for the adaptive optimizers (fedadam, fedyogi, fedadagrad).
+  // 0.03 for fedadam and fedyogi, 0.1 for fedadagrad, 1 - server_momentum
+  // for fedavgm.
   double server_learning_rate = 1.0;
   double server_momentum = 0.9;  // fedavgm
   double beta1 = 0.9;            // fedadam, fedyogi, fedadagrad: first moment
