@@ -82,6 +82,10 @@ StatusOr<std::unique_ptr<DashboardServer>> DashboardServer::Start(JobStore* stor
     dashboard->server_ = std::make_unique<httplib::SSLServer>(tls.cert, tls.key, tls.ca);
     X509_free(tls.cert);
     EVP_PKEY_free(tls.key);
+    if (!dashboard->server_->is_valid()) {
+      return absl::InvalidArgumentError(
+          "dashboard: the kit's certificate and key do not make a TLS server (do they match?)");
+    }
     const DashboardOptions auth = options;
     dashboard->server_->set_pre_routing_handler(
         [auth](const httplib::Request& req, httplib::Response& res) {
