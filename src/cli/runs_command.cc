@@ -47,12 +47,9 @@ double Duration(const JobRecord& j) {
   return std::max(0.0, (j.finished > 0 ? j.finished : UnixNow()) - j.started);
 }
 
-std::string FormatSeconds(double seconds) {
-  if (seconds <= 0) return "-";
-  if (seconds < 60) return absl::StrFormat("%.1fs", seconds);
-  const int s = static_cast<int>(seconds + 0.5);
-  if (s < 3600) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
-  return absl::StrFormat("%dh%02dm", s / 3600, (s / 60) % 60);
+// A run's wall time; "-" before it started.
+std::string FormatWallTime(const JobRecord& j) {
+  return j.started > 0 ? FormatDuration(Duration(j)) : "-";
 }
 
 std::string Metric(const std::map<std::string, MetricRow>& latest, const std::string& name) {
@@ -132,7 +129,7 @@ Status RunsShowCommand(const RunsOptions& options, const std::string& run) {
               j.name.c_str(), j.experiment.c_str(), j.owner.c_str());
   std::printf("  rounds    %d of %d\n", j.rounds_completed, j.rounds_total);
   std::printf("  started   %s   finished %s   (%s)\n", FormatTime(j.started).c_str(),
-              FormatTime(j.finished).c_str(), FormatSeconds(Duration(j)).c_str());
+              FormatTime(j.finished).c_str(), FormatWallTime(j).c_str());
   if (!j.error.empty()) std::printf("  error     %s\n", j.error.c_str());
   std::printf("\nsilos\n");
   std::vector<std::vector<std::string>> silo_rows = {
@@ -248,7 +245,7 @@ Status RunsCompareCommand(const RunsOptions& options, const std::vector<std::str
   add_row("rounds", [&](size_t i) {
     return absl::StrCat(jobs[i].rounds_completed, "/", jobs[i].rounds_total);
   });
-  add_row("wall time", [&](size_t i) { return FormatSeconds(Duration(jobs[i])); });
+  add_row("wall time", [&](size_t i) { return FormatWallTime(jobs[i]); });
   for (const std::string& name : metric_names) {
     add_row(name, [&](size_t i) { return Metric(latest[i], name); });
   }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "cli/format.h"
 #include "cli/held_out_evaluator.h"
 #include "cli/hostile_silo.h"
 #include "cli/local_federation.h"
@@ -36,12 +37,6 @@ namespace fedsilo::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string FormatDuration(double seconds) {
-  if (seconds < 60) return absl::StrFormat("%.1fs", seconds);
-  const int s = static_cast<int>(seconds + 0.5);
-  return absl::StrFormat("%dm%02ds", s / 60, s % 60);
-}
 
 // Prints one line per round: progress, global metrics, timing and an estimate
 // of the time left.
@@ -104,6 +99,7 @@ StatusOr<std::optional<Attack>> CheckAttack(const JobConfig& job,
 
 // The run itself; `*job_id` is set once it is in the store.
 StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationOptions& options,
+                                         const std::optional<Attack>& attack,
                                          orchestrator::JobStore* store, std::string* job_id);
 
 }  // namespace
@@ -125,7 +121,7 @@ std::string SimulationSummary::ToJson() const {
 std::string RunStorePath(const std::string& workdir) { return workdir + "/fedsilo.db"; }
 
 StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const SimulationOptions& options) {
-  FEDSILO_RETURN_IF_ERROR(CheckAttack(job, options).status());
+  FEDSILO_ASSIGN_OR_RETURN(const std::optional<Attack> attack, CheckAttack(job, options));
   std::error_code ec;
   std::filesystem::create_directories(options.workdir, ec);
   if (ec) {
@@ -135,7 +131,7 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
                            orchestrator::JobStore::Open(RunStorePath(options.workdir)));
   std::string job_id;
-  StatusOr<SimulationSummary> summary = RunAndRecord(job, options, store.get(), &job_id);
+  StatusOr<SimulationSummary> summary = RunAndRecord(job, options, attack, store.get(), &job_id);
   if (!job_id.empty()) {
     Status recorded =
         summary.ok()
@@ -150,6 +146,7 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
 namespace {
 
 StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationOptions& options,
+                                         const std::optional<Attack>& attack,
                                          orchestrator::JobStore* store, std::string* job_id) {
   const Clock::time_point start = Clock::now();
   const std::string data_dir = options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir;
@@ -225,7 +222,6 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
 
   BusyClock busy;
   std::vector<std::unique_ptr<silo::PrivacyGuard>> guards;  // outlive the agents
-  FEDSILO_ASSIGN_OR_RETURN(std::optional<Attack> attack, CheckAttack(job, options));
   std::vector<std::unique_ptr<HostileSilo>> hostile;
   std::vector<std::unique_ptr<silo::SiloAgent>> agents;
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
