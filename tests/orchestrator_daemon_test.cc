@@ -220,6 +220,36 @@ TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
   EXPECT_DOUBLE_EQ(status["latest_metrics"]["global/test_accuracy"].get<double>(),
                    summary["final"]["accuracy"].get<double>());
 
+  // `fedsilo runs` with the user kit reads the orchestrator's run store and
+  // prints what the store itself says.
+  const std::string state = " --workdir " + fed.dir() + "/state";
+  for (const std::string command : {"runs list --json", "runs show job-1 --json"}) {
+    Output remote = fed.User(command);
+    Output local = fed.Run(command + state);
+    ASSERT_EQ(remote.status, 0) << command << ": " << remote.err;
+    ASSERT_EQ(local.status, 0) << command << ": " << local.err;
+    EXPECT_EQ(LastJson(remote.out), LastJson(local.out)) << command;
+  }
+  nlohmann::json shown = LastJson(fed.User("runs show job-1 --json").out);
+  EXPECT_EQ(shown["owner"], "alice");
+  EXPECT_EQ(shown["rounds"].size(), 4u);
+  EXPECT_EQ(shown["silos"].size(), 3u);
+  EXPECT_DOUBLE_EQ(shown["final_metrics"]["global/test_accuracy"].get<double>(),
+                   summary["final"]["accuracy"].get<double>());
+  Output exported = fed.User("runs export job-1 --csv");
+  ASSERT_EQ(exported.status, 0) << exported.err;
+  EXPECT_EQ(exported.out, fed.Run("runs export job-1 --csv" + state).out);
+  EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 5);
+  Output compared = fed.User("runs compare job-1 " + shown["run_id"].get<std::string>());
+  ASSERT_EQ(compared.status, 0) << compared.err;
+  EXPECT_THAT(compared.out, HasSubstr("global/test_accuracy"));
+  Output unknown = fed.User("runs show no-such-run");
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_THAT(unknown.err, HasSubstr("no run 'no-such-run'"));
+  Output as_silo = fed.User("runs list", "a");
+  EXPECT_EQ(as_silo.status, 2);
+  EXPECT_THAT(as_silo.err, HasSubstr("user"));
+
   // The audit trails: who submitted, which model went to which silo and what
   // came back, as digests that the orchestrator and the silo agree on.
   const std::string log = fed.dir() + "/state/audit.log";

@@ -300,7 +300,9 @@ int Main(int argc, char** argv) {
   audit_verify->add_flag("--json", json, "Print JSON");
 
   CLI::App* runs = app.add_subcommand(
-      "runs", "Runs recorded in a work folder's run store: list, show, compare, export");
+      "runs",
+      "Runs recorded in a work folder's run store (or the orchestrator's, with --kit): list, "
+      "show, compare, export");
   runs->require_subcommand(1);
   RunsOptions runs_options;
   std::string experiment, export_out;
@@ -308,8 +310,16 @@ int Main(int argc, char** argv) {
   bool csv = false;
   auto runs_command = [&](const char* name, const char* help) {
     CLI::App* c = runs->add_subcommand(name, help);
-    c->add_option("--workdir", runs_options.workdir,
-                  "Work folder whose fedsilo.db to read (default: current folder)");
+    CLI::Option* workdir =
+        c->add_option("--workdir", runs_options.workdir,
+                      "Work folder whose fedsilo.db to read (default: current folder)");
+    c->add_option("--kit", runs_options.user.kit_dir,
+                  "Your user kit folder: read the orchestrator's runs instead")
+        ->excludes(workdir);
+    c->add_option("--orchestrator", runs_options.user.orchestrator,
+                  "host:port to dial with --kit (default: the kit's)");
+    c->add_flag("--insecure", runs_options.user.insecure,
+                "Call WITHOUT TLS (only against an orchestrator run with --insecure)");
     return c;
   };
   CLI::App* runs_list = runs_command("list", "One line per run, oldest first");

@@ -14,32 +14,98 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/format.h"
+#include "cli/jobs_client.h"
 #include "cli/simulation.h"
 #include "core/file_util.h"
 #include "core/job_config.h"
 #include "core/unix_time.h"
 #include "orchestrator/job_store.h"
+#include "orchestrator/run_proto.h"
 #include "orchestrator/run_views.h"
 
 namespace fedsilo::cli {
 namespace {
 
+using orchestrator::FindAndLoadRun;
 using orchestrator::JobRecord;
 using orchestrator::JobStore;
-using orchestrator::FindRun;
+using orchestrator::LatestMetrics;
+using orchestrator::ListRuns;
 using orchestrator::MetricRow;
+using orchestrator::RunData;
 using orchestrator::RunDetailJson;
 using orchestrator::RunListJson;
+using orchestrator::RunSummary;
 
-StatusOr<std::unique_ptr<JobStore>> OpenStore(const RunsOptions& options) {
+// Where the runs are read from: a work folder's store, or the orchestrator's
+// through its user API.
+class RunSource {
+ public:
+  virtual ~RunSource() = default;
+  virtual StatusOr<std::vector<RunSummary>> List(const std::string& experiment) = 0;
+  virtual StatusOr<RunData> Get(const std::string& run) = 0;
+  // "<workdir>/fedsilo.db" or "the orchestrator at host:port".
+  virtual std::string Where() const = 0;
+};
+
+class LocalRuns final : public RunSource {
+ public:
+  explicit LocalRuns(std::unique_ptr<JobStore> store) : store_(std::move(store)) {}
+  StatusOr<std::vector<RunSummary>> List(const std::string& experiment) override {
+    return ListRuns(*store_, experiment);
+  }
+  StatusOr<RunData> Get(const std::string& run) override { return FindAndLoadRun(*store_, run); }
+  std::string Where() const override { return store_->path(); }
+
+ private:
+  std::unique_ptr<JobStore> store_;
+};
+
+class RemoteRuns final : public RunSource {
+ public:
+  explicit RemoteRuns(JobsClient client) : client_(std::move(client)) {}
+  StatusOr<std::vector<RunSummary>> List(const std::string& experiment) override {
+    fedsilo::v1::ListRunsRequest request;
+    request.set_experiment(experiment);
+    fedsilo::v1::ListRunsReply reply;
+    auto context = client_.Context();
+    FEDSILO_RETURN_IF_ERROR(
+        client_.Check(client_.stub().ListRuns(context.get(), request, &reply), "ListRuns"));
+    std::vector<RunSummary> runs;
+    for (const auto& r : reply.runs()) runs.push_back(orchestrator::FromProto(r));
+    return runs;
+  }
+  StatusOr<RunData> Get(const std::string& run) override {
+    fedsilo::v1::GetRunRequest request;
+    request.set_run(run);
+    fedsilo::v1::Run reply;
+    auto context = client_.Context();
+    FEDSILO_RETURN_IF_ERROR(
+        client_.Check(client_.stub().GetRun(context.get(), request, &reply), "GetRun"));
+    return orchestrator::FromProto(reply);
+  }
+  std::string Where() const override {
+    return absl::StrCat("the orchestrator at ", client_.target());
+  }
+
+ private:
+  JobsClient client_;
+};
+
+StatusOr<std::unique_ptr<RunSource>> OpenRuns(const RunsOptions& options) {
+  if (!options.user.kit_dir.empty()) {
+    FEDSILO_ASSIGN_OR_RETURN(JobsClient client, JobsClient::Connect(options.user));
+    return std::unique_ptr<RunSource>(std::make_unique<RemoteRuns>(std::move(client)));
+  }
   const std::string path = RunStorePath(options.workdir);
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": no run store here (`fedsilo run --workdir ", options.workdir,
-                     " JOB` records its runs there)"));
+                     " JOB` records its runs there; use --kit for the orchestrator's)"));
   }
-  return JobStore::Open(path);
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, JobStore::Open(path));
+  return std::unique_ptr<RunSource>(std::make_unique<LocalRuns>(std::move(store)));
 }
 
 double Duration(const JobRecord& j) {
@@ -77,27 +143,25 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
 }  // namespace
 
 Status RunsListCommand(const RunsOptions& options, const std::string& experiment) {
-  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<RunSource> source, OpenRuns(options));
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<RunSummary> runs, source->List(experiment));
   if (options.json) {
-    FEDSILO_ASSIGN_OR_RETURN(std::string json, RunListJson(*store, experiment));
-    std::printf("%s\n", json.c_str());
+    std::printf("%s\n", RunListJson(runs).c_str());
     return absl::OkStatus();
   }
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store->ListJobs());
   std::vector<std::vector<std::string>> rows = {
       {"RUN", "EXPERIMENT", "JOB", "STATE", "ROUNDS", "ACCURACY", "STARTED", "OWNER"}};
-  for (const JobRecord& j : jobs) {
-    if (!experiment.empty() && j.experiment != experiment) continue;
-    FEDSILO_ASSIGN_OR_RETURN(auto latest, store->LatestMetrics(j.id));
+  for (const RunSummary& r : runs) {
+    const JobRecord& j = r.job;
     rows.push_back({j.run_id.empty() ? j.id : j.run_id, j.experiment, j.name,
                     std::string(orchestrator::JobStateName(j.state)),
                     absl::StrCat(j.rounds_completed, "/", j.rounds_total),
-                    Metric(latest, "global/test_accuracy"), FormatTime(j.started), j.owner});
+                    Metric(r.latest, "global/test_accuracy"), FormatTime(j.started), j.owner});
   }
   if (rows.size() == 1) {
     std::printf("no runs%s in %s\n",
                 experiment.empty() ? "" : absl::StrCat(" in experiment '", experiment, "'").c_str(),
-                store->path().c_str());
+                source->Where().c_str());
   } else {
     PrintTable(rows);
   }
@@ -105,17 +169,17 @@ Status RunsListCommand(const RunsOptions& options, const std::string& experiment
 }
 
 Status RunsShowCommand(const RunsOptions& options, const std::string& run) {
-  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
-  FEDSILO_ASSIGN_OR_RETURN(JobRecord j, FindRun(*store, run));
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<RunSource> source, OpenRuns(options));
+  FEDSILO_ASSIGN_OR_RETURN(RunData data, source->Get(run));
   if (options.json) {
-    FEDSILO_ASSIGN_OR_RETURN(std::string json, RunDetailJson(*store, j));
-    std::printf("%s\n", json.c_str());
+    std::printf("%s\n", RunDetailJson(data).c_str());
     return absl::OkStatus();
   }
-  FEDSILO_ASSIGN_OR_RETURN(auto rounds, store->Rounds(j.id));
-  FEDSILO_ASSIGN_OR_RETURN(auto metrics, store->Metrics(j.id));
-  FEDSILO_ASSIGN_OR_RETURN(auto silos, store->Silos(j.id));
-  FEDSILO_ASSIGN_OR_RETURN(auto events, store->Events(j.id, 0));
+  const JobRecord& j = data.job;
+  const auto& rounds = data.rounds;
+  const auto& metrics = data.metrics;
+  const auto& silos = data.silos;
+  const auto& events = data.events;
   // round -> global metric -> value
   std::map<int, std::map<std::string, double>> global;
   std::set<std::string> global_names;
@@ -169,14 +233,15 @@ Status RunsCompareCommand(const RunsOptions& options, const std::vector<std::str
   if (runs.size() < 2) {
     return absl::InvalidArgumentError("runs compare needs at least two runs");
   }
-  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<RunSource> source, OpenRuns(options));
   std::vector<JobRecord> jobs;
   std::vector<std::map<std::string, std::string>> params;
   std::vector<std::string> keys;  // in the first run's order, then any new ones
   std::set<std::string> seen_keys;
   std::vector<std::map<std::string, MetricRow>> latest;
   for (const std::string& name : runs) {
-    FEDSILO_ASSIGN_OR_RETURN(JobRecord j, FindRun(*store, name));
+    FEDSILO_ASSIGN_OR_RETURN(RunData data, source->Get(name));
+    JobRecord& j = data.job;
     FEDSILO_ASSIGN_OR_RETURN(JobConfig job,
                              ParseJobConfig(j.job_yaml, absl::StrCat(j.run_id, " job")));
     std::map<std::string, std::string> flat;
@@ -184,8 +249,7 @@ Status RunsCompareCommand(const RunsOptions& options, const std::vector<std::str
       if (seen_keys.insert(key).second) keys.push_back(key);
       flat[key] = std::move(value);
     }
-    FEDSILO_ASSIGN_OR_RETURN(auto l, store->LatestMetrics(j.id));
-    latest.push_back(std::move(l));
+    latest.push_back(LatestMetrics(data.metrics));
     params.push_back(std::move(flat));
     jobs.push_back(std::move(j));
   }
@@ -255,9 +319,10 @@ Status RunsCompareCommand(const RunsOptions& options, const std::vector<std::str
 
 Status RunsExportCommand(const RunsOptions& options, const std::string& run,
                          const std::string& out) {
-  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, OpenStore(options));
-  FEDSILO_ASSIGN_OR_RETURN(JobRecord j, FindRun(*store, run));
-  FEDSILO_ASSIGN_OR_RETURN(auto metrics, store->Metrics(j.id));
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<RunSource> source, OpenRuns(options));
+  FEDSILO_ASSIGN_OR_RETURN(RunData data, source->Get(run));
+  const JobRecord& j = data.job;
+  const auto& metrics = data.metrics;
   std::map<int, std::map<std::string, double>> by_round;
   std::set<std::string> silo_names, global_names;
   for (const MetricRow& m : metrics) {

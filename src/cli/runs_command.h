@@ -1,6 +1,7 @@
 // `fedsilo runs list|show|compare|export`: the runs recorded in a work
-// directory's run store (<workdir>/fedsilo.db, written by `fedsilo run`; the
-// orchestrator's <state>/fedsilo.db has the same form).
+// directory's run store (<workdir>/fedsilo.db, written by `fedsilo run`), or,
+// with a user kit, in the orchestrator's (<state>/fedsilo.db, read through its
+// Jobs.ListRuns and Jobs.GetRun calls). Both print the same.
 //
 // A run is named by its run id ("mnist-20261128-043151-c592"), a unique
 // prefix of one, or its job id in the store ("job-3").
@@ -10,12 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "cli/user_options.h"
 #include "core/status.h"
 
 namespace fedsilo::cli {
 
 struct RunsOptions {
   std::string workdir = ".";
+  UserOptions user;   // with a kit_dir: the orchestrator's runs instead of workdir's
   bool json = false;  // print JSON instead of tables
 };
 

@@ -1,7 +1,5 @@
 #include "cli/user_commands.h"
 
-#include <spdlog/spdlog.h>
-
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -14,73 +12,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/format.h"
+#include "cli/jobs_client.h"
 #include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
-#include "secure/provisioner.h"
-#include "transport/tls.h"
 
 namespace fedsilo::cli {
 namespace {
-
-using fedsilo::v1::Jobs;
-
-// One connection to the orchestrator's job API with a user kit.
-class JobsClient {
- public:
-  static StatusOr<JobsClient> Connect(const UserOptions& options) {
-    FEDSILO_ASSIGN_OR_RETURN(
-        secure::Kit kit,
-        secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kUser, "job commands"));
-    FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
-    if (options.insecure) {
-      spdlog::warn("--insecure: NO TLS; the orchestrator cannot verify who you are");
-    }
-    const std::string target = options.orchestrator.empty()
-                                   ? absl::StrCat(kit.orchestrator_host, ":", kit.orchestrator_port)
-                                   : options.orchestrator;
-    auto channel =
-        grpc::CreateChannel(target, transport::ChannelCredentialsFor(files, options.insecure));
-    return JobsClient(Jobs::NewStub(channel), target, kit.name, options);
-  }
-
-  // A context with the call's deadline (and the claimed identity in insecure mode).
-  std::unique_ptr<grpc::ClientContext> Context() const {
-    auto context = std::make_unique<grpc::ClientContext>();
-    context->set_deadline(std::chrono::system_clock::now() +
-                          std::chrono::seconds(options_.timeout_seconds));
-    if (options_.insecure) {
-      transport::AddInsecureIdentity(*context, name_, secure::ParticipantKind::kUser);
-    }
-    return context;
-  }
-
-  // Turns a failed call into an error that says where it went.
-  Status Check(const grpc::Status& status, const char* call) const {
-    if (status.ok()) return absl::OkStatus();
-    Status s = transport::FromGrpcStatus(status);
-    if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
-      return Annotate(s,
-                      absl::StrCat("cannot reach the orchestrator at ", target_, " (", call, ")"));
-    }
-    return s;
-  }
-
-  Jobs::Stub& stub() { return *stub_; }
-
- private:
-  JobsClient(std::unique_ptr<Jobs::Stub> stub, std::string target, std::string name,
-             UserOptions options)
-      : stub_(std::move(stub)),
-        target_(std::move(target)),
-        name_(std::move(name)),
-        options_(std::move(options)) {}
-
-  std::unique_ptr<Jobs::Stub> stub_;
-  std::string target_;
-  std::string name_;
-  UserOptions options_;
-};
 
 nlohmann::json InfoJson(const fedsilo::v1::JobInfo& j) {
   return {{"id", j.id()},

@@ -7,18 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "cli/user_options.h"
 #include "core/job_config.h"
 #include "core/status.h"
 
 namespace fedsilo::cli {
-
-struct UserOptions {
-  std::string kit_dir;
-  std::string orchestrator;  // "host:port"; empty = the kit's
-  bool insecure = false;
-  bool json = false;
-  int timeout_seconds = 30;  // deadline of each call
-};
 
 // Queues `job` (already loaded and checked, as `fedsilo validate` does) and
 // prints its id on standard output.

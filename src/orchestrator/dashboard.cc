@@ -125,16 +125,20 @@ StatusOr<std::unique_ptr<DashboardServer>> DashboardServer::Start(JobStore* stor
     SendJson(res, nlohmann::json({{"source", store->path()}}).dump());
   });
   server.Get("/api/runs", [store](const httplib::Request& req, httplib::Response& res) {
-    SendJson(res, RunListJson(*store, req.get_param_value("experiment")));
+    StatusOr<std::vector<RunSummary>> runs = ListRuns(*store, req.get_param_value("experiment"));
+    SendJson(res, runs.ok() ? StatusOr<std::string>(RunListJson(*runs)) : runs.status());
   });
   server.Get(R"(/api/runs/([^/]+))", [store](const httplib::Request& req, httplib::Response& res) {
-    StatusOr<JobRecord> run = FindRun(*store, req.matches[1]);
-    SendJson(res, run.ok() ? RunDetailJson(*store, *run) : run.status());
+    StatusOr<RunData> run = FindAndLoadRun(*store, req.matches[1]);
+    SendJson(res, run.ok() ? StatusOr<std::string>(RunDetailJson(*run)) : run.status());
   });
   server.Get(R"(/api/runs/([^/]+)/metrics)",
              [store](const httplib::Request& req, httplib::Response& res) {
                StatusOr<JobRecord> run = FindRun(*store, req.matches[1]);
-               SendJson(res, run.ok() ? RunMetricsJson(*store, *run) : run.status());
+               if (!run.ok()) return SendJson(res, run.status());
+               StatusOr<std::vector<MetricRow>> metrics = store->Metrics(run->id);
+               SendJson(res, metrics.ok() ? StatusOr<std::string>(RunMetricsJson(*metrics))
+                                          : metrics.status());
              });
 
   int bound = -1;

@@ -17,13 +17,6 @@ namespace {
 
 constexpr const char* kStateNames[] = {"queued", "running", "done", "failed", "aborted"};
 
-JobState ParseState(absl::string_view s) {
-  for (int i = 0; i < 5; ++i) {
-    if (s == kStateNames[i]) return static_cast<JobState>(i);
-  }
-  return JobState::kFailed;
-}
-
 // One prepared statement; finalized on destruction.
 class Statement {
  public:
@@ -138,6 +131,13 @@ constexpr const char* kJobColumns =
 }  // namespace
 
 absl::string_view JobStateName(JobState state) { return kStateNames[static_cast<int>(state)]; }
+
+JobState ParseJobState(absl::string_view name) {
+  for (int i = 0; i < 5; ++i) {
+    if (name == kStateNames[i]) return static_cast<JobState>(i);
+  }
+  return JobState::kFailed;
+}
 
 bool IsFinished(JobState state) {
   return state == JobState::kDone || state == JobState::kFailed || state == JobState::kAborted;
@@ -264,7 +264,7 @@ StatusOr<std::vector<JobRecord>> JobStore::QueryJobs(const std::string& where_id
     j.owner = s.Text(2);
     j.job_yaml = s.Text(3);
     j.run_id = s.Text(4);
-    j.state = ParseState(s.Text(5));
+    j.state = ParseJobState(s.Text(5));
     j.rounds_total = static_cast<int>(s.Int(6));
     j.rounds_completed = static_cast<int>(s.Int(7));
     j.created = s.Double(8);

@@ -28,6 +28,8 @@ namespace fedsilo::orchestrator {
 enum class JobState { kQueued, kRunning, kDone, kFailed, kAborted };
 
 absl::string_view JobStateName(JobState state);
+// The state named by JobStateName; kFailed for any other name.
+JobState ParseJobState(absl::string_view name);
 bool IsFinished(JobState state);
 
 struct JobRecord {

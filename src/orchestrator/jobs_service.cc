@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file_seal.h"
+#include "orchestrator/run_proto.h"
+#include "orchestrator/run_views.h"
 #include "transport/chunks.h"
 
 namespace fedsilo::orchestrator {
@@ -17,20 +19,6 @@ using transport::ToGrpcStatus;
 
 double ToUnix(std::chrono::system_clock::time_point t) {
   return std::chrono::duration<double>(t.time_since_epoch()).count();
-}
-
-void FillInfo(const JobRecord& j, fedsilo::v1::JobInfo* info) {
-  info->set_id(j.id);
-  info->set_name(j.name);
-  info->set_owner(j.owner);
-  info->set_state(std::string(JobStateName(j.state)));
-  info->set_rounds_total(j.rounds_total);
-  info->set_rounds_completed(j.rounds_completed);
-  info->set_created_unix(j.created);
-  info->set_started_unix(j.started);
-  info->set_finished_unix(j.finished);
-  info->set_error(j.error);
-  info->set_run_id(j.run_id);
 }
 
 }  // namespace
@@ -64,7 +52,7 @@ grpc::Status JobsService::ListJobs(grpc::ServerContext* context,
   if (!user.ok()) return ToGrpcStatus(user.status());
   StatusOr<std::vector<JobRecord>> jobs = manager_->store().ListJobs();
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
-  for (const JobRecord& j : *jobs) FillInfo(j, reply->add_jobs());
+  for (const JobRecord& j : *jobs) ToProto(j, reply->add_jobs());
   return grpc::Status::OK;
 }
 
@@ -76,20 +64,12 @@ grpc::Status JobsService::GetJob(grpc::ServerContext* context,
   JobStore& store = manager_->store();
   StatusOr<JobRecord> job = store.GetJob(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
-  FillInfo(*job, reply->mutable_job());
+  ToProto(*job, reply->mutable_job());
   StatusOr<std::vector<RoundRecord>> rounds = store.Rounds(job->id);
   StatusOr<std::vector<MetricRow>> metrics = store.Metrics(job->id);
   if (!rounds.ok()) return ToGrpcStatus(rounds.status());
   if (!metrics.ok()) return ToGrpcStatus(metrics.status());
-  for (const RoundRecord& r : *rounds) {
-    fedsilo::v1::RoundInfo* info = reply->add_rounds();
-    info->set_round(r.round);
-    info->set_seconds(r.seconds);
-    info->set_finished_unix(r.finished);
-    info->set_silos_sampled(r.silos_sampled);
-    info->set_silos_succeeded(r.silos_succeeded);
-    for (const std::string& f : r.failures) info->add_failures(f);
-  }
+  for (const RoundRecord& r : *rounds) ToProto(r, reply->add_rounds());
   std::map<std::string, const MetricRow*> latest;
   std::map<std::string, int> taken_part;  // silo -> rounds it sent a valid update in
   for (const MetricRow& m : *metrics) {
@@ -149,7 +129,7 @@ grpc::Status JobsService::AbortJob(grpc::ServerContext* context,
   if (!user.ok()) return ToGrpcStatus(user.status());
   StatusOr<JobRecord> job = manager_->Abort(request->job_id(), *user, request->reason());
   if (!job.ok()) return ToGrpcStatus(job.status());
-  FillInfo(*job, reply);
+  ToProto(*job, reply);
   return grpc::Status::OK;
 }
 
@@ -194,6 +174,29 @@ grpc::Status JobsService::DownloadModel(grpc::ServerContext* context,
   if (in.bad()) {
     return ToGrpcStatus(absl::InternalError(absl::StrCat(*path, ": read error")));
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status JobsService::ListRuns(grpc::ServerContext* context,
+                                   const fedsilo::v1::ListRunsRequest* request,
+                                   fedsilo::v1::ListRunsReply* reply) {
+  StatusOr<std::string> user = User(context, "ListRuns");
+  if (!user.ok()) return ToGrpcStatus(user.status());
+  StatusOr<std::vector<RunSummary>> runs =
+      orchestrator::ListRuns(manager_->store(), request->experiment());
+  if (!runs.ok()) return ToGrpcStatus(runs.status());
+  for (const RunSummary& r : *runs) ToProto(r, reply->add_runs());
+  return grpc::Status::OK;
+}
+
+grpc::Status JobsService::GetRun(grpc::ServerContext* context,
+                                 const fedsilo::v1::GetRunRequest* request,
+                                 fedsilo::v1::Run* reply) {
+  StatusOr<std::string> user = User(context, "GetRun");
+  if (!user.ok()) return ToGrpcStatus(user.status());
+  StatusOr<RunData> run = FindAndLoadRun(manager_->store(), request->run());
+  if (!run.ok()) return ToGrpcStatus(run.status());
+  ToProto(*run, reply);
   return grpc::Status::OK;
 }
 

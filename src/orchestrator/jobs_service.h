@@ -32,6 +32,10 @@ class JobsService final : public fedsilo::v1::Jobs::Service {
   grpc::Status DownloadModel(grpc::ServerContext* context,
                              const fedsilo::v1::DownloadModelRequest* request,
                              grpc::ServerWriter<fedsilo::v1::Chunk>* writer) override;
+  grpc::Status ListRuns(grpc::ServerContext* context, const fedsilo::v1::ListRunsRequest* request,
+                        fedsilo::v1::ListRunsReply* reply) override;
+  grpc::Status GetRun(grpc::ServerContext* context, const fedsilo::v1::GetRunRequest* request,
+                      fedsilo::v1::Run* reply) override;
 
  private:
   // The calling user, or an error status that the call returns.

@@ -56,32 +56,57 @@ StatusOr<JobRecord> FindRun(const JobStore& store, const std::string& name) {
                    known.empty() ? " (it holds no runs)" : absl::StrCat("; latest: ", known)));
 }
 
-StatusOr<std::string> RunListJson(const JobStore& store, const std::string& experiment) {
+StatusOr<std::vector<RunSummary>> ListRuns(const JobStore& store,
+                                           const std::string& experiment) {
   FEDSILO_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store.ListJobs());
-  nlohmann::json out = nlohmann::json::array();
-  for (const JobRecord& j : jobs) {
+  std::vector<RunSummary> runs;
+  for (JobRecord& j : jobs) {
     if (!experiment.empty() && j.experiment != experiment) continue;
     FEDSILO_ASSIGN_OR_RETURN(auto latest, store.LatestMetrics(j.id));
-    out.push_back(RunJson(j, latest));
+    runs.push_back({std::move(j), std::move(latest)});
   }
+  return runs;
+}
+
+StatusOr<RunData> LoadRun(const JobStore& store, const JobRecord& run) {
+  RunData data;
+  data.job = run;
+  FEDSILO_ASSIGN_OR_RETURN(data.rounds, store.Rounds(run.id));
+  FEDSILO_ASSIGN_OR_RETURN(data.metrics, store.Metrics(run.id));
+  FEDSILO_ASSIGN_OR_RETURN(data.silos, store.Silos(run.id));
+  FEDSILO_ASSIGN_OR_RETURN(data.events, store.Events(run.id, 0));
+  return data;
+}
+
+StatusOr<RunData> FindAndLoadRun(const JobStore& store, const std::string& name) {
+  FEDSILO_ASSIGN_OR_RETURN(JobRecord run, FindRun(store, name));
+  return LoadRun(store, run);
+}
+
+std::map<std::string, MetricRow> LatestMetrics(const std::vector<MetricRow>& metrics) {
+  std::map<std::string, MetricRow> latest;
+  for (const MetricRow& m : metrics) {
+    auto it = latest.find(m.name);
+    if (it == latest.end() || it->second.round <= m.round) latest[m.name] = m;
+  }
+  return latest;
+}
+
+std::string RunListJson(const std::vector<RunSummary>& runs) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const RunSummary& r : runs) out.push_back(RunJson(r.job, r.latest));
   return out.dump();
 }
 
-StatusOr<std::string> RunDetailJson(const JobStore& store, const JobRecord& j) {
-  FEDSILO_ASSIGN_OR_RETURN(auto rounds, store.Rounds(j.id));
-  FEDSILO_ASSIGN_OR_RETURN(auto metrics, store.Metrics(j.id));
-  FEDSILO_ASSIGN_OR_RETURN(auto silos, store.Silos(j.id));
-  FEDSILO_ASSIGN_OR_RETURN(auto events, store.Events(j.id, 0));
-  std::map<std::string, MetricRow> latest;
+std::string RunDetailJson(const RunData& run) {
   std::map<int, nlohmann::json> global;  // round -> {metric: value}
-  for (const MetricRow& m : metrics) {
-    latest[m.name] = m;
+  for (const MetricRow& m : run.metrics) {
     if (m.source == "global") global[m.round][m.name] = m.value;
   }
-  nlohmann::json out = RunJson(j, latest);
-  out["job_yaml"] = j.job_yaml;
+  nlohmann::json out = RunJson(run.job, LatestMetrics(run.metrics));
+  out["job_yaml"] = run.job.job_yaml;
   nlohmann::json rj = nlohmann::json::array();
-  for (const RoundRecord& r : rounds) {
+  for (const RoundRecord& r : run.rounds) {
     auto it = global.find(r.round);
     rj.push_back({{"round", r.round},
                   {"seconds", r.seconds},
@@ -93,7 +118,7 @@ StatusOr<std::string> RunDetailJson(const JobStore& store, const JobRecord& j) {
   }
   out["rounds"] = rj;
   nlohmann::json sj = nlohmann::json::array();
-  for (const SiloRow& s : silos) {
+  for (const SiloRow& s : run.silos) {
     sj.push_back({{"silo", s.silo},
                   {"state", s.state},
                   {"rounds", s.rounds},
@@ -103,15 +128,14 @@ StatusOr<std::string> RunDetailJson(const JobStore& store, const JobRecord& j) {
   }
   out["silos"] = sj;
   nlohmann::json ej = nlohmann::json::array();
-  for (const EventRow& e : events) {
+  for (const EventRow& e : run.events) {
     ej.push_back({{"seq", e.seq}, {"time", e.time}, {"level", e.level}, {"message", e.message}});
   }
   out["events"] = ej;
   return out.dump();
 }
 
-StatusOr<std::string> RunMetricsJson(const JobStore& store, const JobRecord& j) {
-  FEDSILO_ASSIGN_OR_RETURN(auto metrics, store.Metrics(j.id));
+std::string RunMetricsJson(const std::vector<MetricRow>& metrics) {
   std::set<int> round_set;
   for (const MetricRow& m : metrics) round_set.insert(m.round);
   const std::vector<int> rounds(round_set.begin(), round_set.end());

@@ -1,0 +1,53 @@
+#include "cli/jobs_client.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "secure/provisioner.h"
+#include "transport/tls.h"
+
+namespace fedsilo::cli {
+
+StatusOr<JobsClient> JobsClient::Connect(const UserOptions& options) {
+  FEDSILO_ASSIGN_OR_RETURN(
+      secure::Kit kit,
+      secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kUser, "job commands"));
+  FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
+  if (options.insecure) {
+    spdlog::warn("--insecure: NO TLS; the orchestrator cannot verify who you are");
+  }
+  const std::string target = options.orchestrator.empty()
+                                 ? absl::StrCat(kit.orchestrator_host, ":", kit.orchestrator_port)
+                                 : options.orchestrator;
+  // A long run's record (every metric of every silo and round) outgrows
+  // gRPC's default 4 MB reply limit.
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(std::numeric_limits<int>::max());
+  auto channel = grpc::CreateCustomChannel(
+      target, transport::ChannelCredentialsFor(files, options.insecure), args);
+  return JobsClient(fedsilo::v1::Jobs::NewStub(channel), target, kit.name, options);
+}
+
+std::unique_ptr<grpc::ClientContext> JobsClient::Context() const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::seconds(options_.timeout_seconds));
+  if (options_.insecure) {
+    transport::AddInsecureIdentity(*context, name_, secure::ParticipantKind::kUser);
+  }
+  return context;
+}
+
+Status JobsClient::Check(const grpc::Status& status, const char* call) const {
+  if (status.ok()) return absl::OkStatus();
+  Status s = transport::FromGrpcStatus(status);
+  if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
+    return Annotate(s, absl::StrCat("cannot reach the orchestrator at ", target_, " (", call, ")"));
+  }
+  return s;
+}
+
+}  // namespace fedsilo::cli
