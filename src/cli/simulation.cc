@@ -23,6 +23,7 @@
 #include "ml/model.h"
 #include "ml/partitioner.h"
 #include "orchestrator/job_store.h"
+#include "orchestrator/mlflow_export.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/round_recorder.h"
 #include "secure/secagg.h"
@@ -100,7 +101,8 @@ StatusOr<std::optional<Attack>> CheckAttack(const JobConfig& job,
 // The run itself; `*job_id` is set once it is in the store.
 StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationOptions& options,
                                          const std::optional<Attack>& attack,
-                                         orchestrator::JobStore* store, std::string* job_id);
+                                         orchestrator::JobStore* store, std::string* job_id,
+                                         std::unique_ptr<orchestrator::MlflowExport>* mlflow);
 
 }  // namespace
 
@@ -131,13 +133,15 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
                            orchestrator::JobStore::Open(RunStorePath(options.workdir)));
   std::string job_id;
-  StatusOr<SimulationSummary> summary = RunAndRecord(job, options, attack, store.get(), &job_id);
+  std::unique_ptr<orchestrator::MlflowExport> mlflow;
+  StatusOr<SimulationSummary> summary =
+      RunAndRecord(job, options, attack, store.get(), &job_id, &mlflow);
+  const orchestrator::JobState state =
+      summary.ok() ? orchestrator::JobState::kDone : orchestrator::JobState::kFailed;
+  if (mlflow != nullptr) mlflow->Finish(state);
   if (!job_id.empty()) {
-    Status recorded =
-        summary.ok()
-            ? store->SetState(job_id, orchestrator::JobState::kDone)
-            : store->SetState(job_id, orchestrator::JobState::kFailed,
-                              std::string(summary.status().message()));
+    Status recorded = store->SetState(job_id, state,
+                                      summary.ok() ? "" : std::string(summary.status().message()));
     if (summary.ok() && !recorded.ok()) return recorded;
   }
   return summary;
@@ -147,7 +151,8 @@ namespace {
 
 StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationOptions& options,
                                          const std::optional<Attack>& attack,
-                                         orchestrator::JobStore* store, std::string* job_id) {
+                                         orchestrator::JobStore* store, std::string* job_id,
+                                         std::unique_ptr<orchestrator::MlflowExport>* mlflow) {
   const Clock::time_point start = Clock::now();
   const std::string data_dir = options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir;
   const int threads = options.threads > 0
@@ -171,7 +176,9 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
   *job_id = record.id;
   FEDSILO_RETURN_IF_ERROR(store->AddSilos(record.id, job.federation.silos));
   FEDSILO_RETURN_IF_ERROR(store->SetState(record.id, orchestrator::JobState::kRunning));
-  orchestrator::RoundRecorder recorder(store, record.id, sink.get());
+  *mlflow = orchestrator::MlflowExport::Start(job, record, run_dir);
+  tracking::FanOutSink metrics_out({sink.get(), *mlflow ? (*mlflow)->sink() : nullptr});
+  orchestrator::RoundRecorder recorder(store, record.id, &metrics_out);
 
   FEDSILO_ASSIGN_OR_RETURN(
       ml::DatasetSplits data,
@@ -208,6 +215,11 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
                                      job.federation.silos.end());
       std::printf("  attack  %s updates from %s\n", options.attack.c_str(),
                   absl::StrJoin(names, ", ").c_str());
+    }
+    if (*mlflow != nullptr) {
+      const MlflowConfig& ml = job.tracking.mlflow;
+      std::printf("  mlflow  %s, experiment '%s'\n", ml.uri.c_str(),
+                  (ml.experiment.empty() ? job.experiment : ml.experiment).c_str());
     }
     const SecureAggregationConfig& sa = job.privacy.secure_aggregation;
     if (sa.enabled) {

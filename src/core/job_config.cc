@@ -9,6 +9,7 @@
 #include <limits>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -345,7 +346,8 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   JobConfig c;
   Section top(root, "", source, overridden);
   FEDSILO_RETURN_IF_ERROR(top.CheckKeys({"name", "experiment", "seed", "data", "model", "training",
-                                         "federation", "strategy", "privacy", "checkpoint"}));
+                                         "federation", "strategy", "privacy", "checkpoint",
+                                         "tracking"}));
   FEDSILO_RETURN_IF_ERROR(top.String("name", &c.name));
   FEDSILO_RETURN_IF_ERROR(top.String("experiment", &c.experiment));
   int64_t seed = 0;
@@ -548,6 +550,26 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   FEDSILO_RETURN_IF_ERROR(checkpoint.CheckKeys({"every"}));
   FEDSILO_RETURN_IF_ERROR(checkpoint.Int("every", 0, 100000, &c.checkpoint.every));
 
+  const Section tracking = top.Sub("tracking");
+  FEDSILO_RETURN_IF_ERROR(tracking.CheckKeys({"mlflow"}));
+  const Section mlflow = tracking.Sub("mlflow");
+  FEDSILO_RETURN_IF_ERROR(mlflow.CheckKeys({"uri", "experiment", "log_model"}));
+  MlflowConfig& ml = c.tracking.mlflow;
+  FEDSILO_RETURN_IF_ERROR(mlflow.String("uri", &ml.uri));
+  FEDSILO_RETURN_IF_ERROR(mlflow.String("experiment", &ml.experiment));
+  FEDSILO_RETURN_IF_ERROR(mlflow.Bool("log_model", &ml.log_model));
+  if (!ml.uri.empty() && !absl::StartsWith(ml.uri, "http://") &&
+      !absl::StartsWith(ml.uri, "https://")) {
+    return top.Error(mlflow.Child("uri"), "tracking.mlflow.uri",
+                     absl::StrCat("'", ml.uri,
+                                  "' is not an MLflow tracking server's address "
+                                  "(http://host:port or https://host:port)"));
+  }
+  if (ml.uri.empty() && (mlflow.Child("experiment") || mlflow.Child("log_model"))) {
+    return top.Error(tracking.Child("mlflow"), "tracking.mlflow.uri",
+                     "is required when tracking.mlflow is set");
+  }
+
   if (c.data.partition == PartitionScheme::kShards && c.federation.silos.size() > 1000) {
     return top.Error(root, "data.partition", "shards needs at most 1000 silos");
   }
@@ -645,6 +667,16 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "every" << YAML::Value << c.checkpoint.every;
   out << YAML::EndMap;
+  if (!c.tracking.mlflow.uri.empty()) {
+    const MlflowConfig& ml = c.tracking.mlflow;
+    out << YAML::Key << "tracking" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "mlflow" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "uri" << YAML::Value << ml.uri;
+    if (!ml.experiment.empty()) out << YAML::Key << "experiment" << YAML::Value << ml.experiment;
+    out << YAML::Key << "log_model" << YAML::Value << ml.log_model;
+    out << YAML::EndMap;
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -138,6 +138,17 @@ struct CheckpointConfig {
   int every = 1;  // checkpoint the global model every N rounds; 0 = never
 };
 
+// Optional export of a run to an MLflow tracking server, through its REST API.
+struct MlflowConfig {
+  std::string uri;         // "http(s)://host:port[/prefix]"; empty = no export
+  std::string experiment;  // MLflow experiment; empty = the job's `experiment`
+  bool log_model = true;   // upload the final model (and the job) as artifacts
+};
+
+struct TrackingConfig {
+  MlflowConfig mlflow;
+};
+
 struct JobConfig {
   std::string name;
   // Groups runs for comparison (`fedsilo runs list --experiment`, the
@@ -151,6 +162,7 @@ struct JobConfig {
   StrategyConfig strategy;
   PrivacyConfig privacy;
   CheckpointConfig checkpoint;
+  TrackingConfig tracking;
 };
 
 // One `--set key=value` override; the value is parsed as YAML (so lists work).

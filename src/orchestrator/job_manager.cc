@@ -14,6 +14,7 @@
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "core/unix_time.h"
+#include "orchestrator/mlflow_export.h"
 #include "orchestrator/round_recorder.h"
 #include "strategy/strategy.h"
 #include "tracking/run_directory.h"
@@ -230,6 +231,7 @@ void JobManager::RunJob(JobRecord record) {
     abort_current_ = false;
     stop_run_ = false;
   }
+  std::unique_ptr<MlflowExport> mlflow;
   Status outcome = job.status();
   if (outcome.ok() && record.abort_requested) outcome = absl::CancelledError("aborted");
   if (outcome.ok()) {
@@ -247,7 +249,7 @@ void JobManager::RunJob(JobRecord record) {
           "job_started",
           {{"job", record.id}, {"resumed_after_round", std::to_string(record.rounds_completed)}});
     }
-    outcome = RunJobRounds(record, *job);
+    outcome = RunJobRounds(record, *job, &mlflow);
   }
   bool aborted, stopping;
   {
@@ -277,6 +279,15 @@ void JobManager::RunJob(JobRecord record) {
     Event(record.id, "error", absl::StrCat("failed: ", outcome.message()));
   }
   if (!recorded.ok()) spdlog::error("{}", std::string(recorded.message()));
+  if (mlflow != nullptr) {
+    // An interrupted job's MLflow run stays open for the resumed job; the
+    // orchestrator is shutting down, so the backlog gets a short wait.
+    mlflow->Finish(outcome.ok() ? JobState::kDone
+                   : aborted    ? JobState::kAborted
+                   : stopping   ? JobState::kRunning
+                                : JobState::kFailed,
+                   stopping ? std::chrono::seconds(2) : MlflowExport::kFinishWait);
+  }
   if (audit_ != nullptr) {
     audit_->Record(outcome.ok() ? "job_done"
                    : aborted    ? "job_aborted"
@@ -324,7 +335,8 @@ Status JobManager::WaitForSilos(const JobRecord& record, const JobConfig& job) {
   }
 }
 
-Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
+Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job,
+                                std::unique_ptr<MlflowExport>* mlflow) {
   // The run folder: made on the first start, found again on a resume.
   std::optional<tracking::RunDirectory> run_dir;
   if (!record.run_id.empty()) {
@@ -366,7 +378,8 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job) {
   FEDSILO_ASSIGN_OR_RETURN(
       auto strategy,
       strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
-  RoundRecorder recorder(store_, record.id);
+  *mlflow = MlflowExport::Start(job, record, *run_dir);
+  RoundRecorder recorder(store_, record.id, *mlflow ? (*mlflow)->sink() : nullptr);
   RoundCommitter committer(&job, record.id, &*run_dir, &recorder, metrics_);
   OrchestratorOptions options;
   options.run_id = run_dir->run_id();

@@ -29,6 +29,7 @@
 #include "core/status.h"
 #include "orchestrator/job_store.h"
 #include "orchestrator/metrics.h"
+#include "orchestrator/mlflow_export.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/audit_log.h"
@@ -86,7 +87,9 @@ class JobManager {
   void WorkerLoop();
   // Runs (or resumes) one job to its end, recording its outcome.
   void RunJob(JobRecord record);
-  Status RunJobRounds(const JobRecord& record, const JobConfig& job);
+  // Sets `*mlflow` once the run folder is known (when the job exports to MLflow).
+  Status RunJobRounds(const JobRecord& record, const JobConfig& job,
+                      std::unique_ptr<MlflowExport>* mlflow);
   Status WaitForSilos(const JobRecord& record, const JobConfig& job);
   void Event(const std::string& job_id, const std::string& level, const std::string& message);
   bool Stopping() const;

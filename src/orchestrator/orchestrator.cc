@@ -118,9 +118,10 @@ void Orchestrator::Audit(absl::string_view event, std::map<std::string, std::str
 }
 
 Status Orchestrator::RecordMetric(int round, const std::string& source, const std::string& metric,
-                                  double value) {
+                                  double value, bool exportable) {
   if (sink_ == nullptr) return absl::OkStatus();
-  return sink_->Record({round, source, absl::StrCat(source, "/", metric), value, UnixNow()});
+  return sink_->Record(
+      {round, source, absl::StrCat(source, "/", metric), value, UnixNow(), exportable});
 }
 
 Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
@@ -147,11 +148,12 @@ Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
         absl::StrCat("update rejected: num_examples is ", reply->num_examples));
   }
   if (accepted.ok()) {
+    const bool exportable = !reply->metrics_private;
     for (const auto& [metric, value] : reply->metrics) {
-      FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, metric, value));
+      FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, metric, value, exportable));
     }
-    FEDSILO_RETURN_IF_ERROR(
-        RecordMetric(round, silo, "num_examples", static_cast<double>(reply->num_examples)));
+    FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, "num_examples",
+                                         static_cast<double>(reply->num_examples), exportable));
     if (options_.audit != nullptr) {
       Audit("update_received", {{"round", std::to_string(round)},
                                 {"silo", silo},
@@ -198,7 +200,7 @@ Status Orchestrator::AcceptTrained(int round, const std::string& silo,
   Audit("trained", {{"round", std::to_string(round)}, {"silo", silo}});
   reply->source.reset();  // nothing to fetch: the update stays at the silo, to be masked
   for (const auto& [metric, value] : reply->metrics) {
-    FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, metric, value));
+    FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, metric, value, !reply->metrics_private));
   }
   trained.push_back(silo);
   return absl::OkStatus();

@@ -140,8 +140,9 @@ class Orchestrator {
                         const std::map<std::string, std::string>& requests,
                         const SecureAccept& accept, RoundSummary& summary);
   void Audit(absl::string_view event, std::map<std::string, std::string> data) const;
+  // `exportable` false: the silo's policy keeps the metric in the federation.
   Status RecordMetric(int round, const std::string& source, const std::string& metric,
-                      double value);
+                      double value, bool exportable = true);
 
   const JobConfig& job_;
   OrchestratorOptions options_;

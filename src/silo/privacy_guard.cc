@@ -32,7 +32,8 @@ StatusOr<std::map<std::string, DatasetPolicy>> LoadPolicy(const std::string& pat
     const YAML::Node spec = entry.second;
     const std::string where = absl::StrCat("datasets.", name);
     FEDSILO_RETURN_IF_ERROR(
-        CheckYamlKeys(path, spec, where, {"max_epsilon", "delta", "allow_non_dp", "min_silos"}));
+        CheckYamlKeys(path, spec, where, {"max_epsilon", "delta", "allow_non_dp", "min_silos",
+                                           "export_metrics"}));
     DatasetPolicy p;
     auto number = [&](const char* key, double min, double* out) -> Status {
       const YAML::Node n = spec[key];
@@ -49,11 +50,15 @@ StatusOr<std::map<std::string, DatasetPolicy>> LoadPolicy(const std::string& pat
     double min_silos = 1;
     FEDSILO_RETURN_IF_ERROR(number("min_silos", 1, &min_silos));
     p.min_silos = static_cast<int>(min_silos);
-    if (const YAML::Node n = spec["allow_non_dp"]) {
-      if (!n.IsScalar() || !YAML::convert<bool>::decode(n, p.allow_non_dp)) {
-        return YamlError(path, n, absl::StrCat(where, ".allow_non_dp: must be true or false"));
+    auto boolean = [&](const char* key, bool* out) -> Status {
+      const YAML::Node n = spec[key];
+      if (n && (!n.IsScalar() || !YAML::convert<bool>::decode(n, *out))) {
+        return YamlError(path, n, absl::StrCat(where, ".", key, ": must be true or false"));
       }
-    }
+      return absl::OkStatus();
+    };
+    FEDSILO_RETURN_IF_ERROR(boolean("allow_non_dp", &p.allow_non_dp));
+    FEDSILO_RETURN_IF_ERROR(boolean("export_metrics", &p.export_metrics));
     policy[name] = p;
   }
   return policy;
@@ -116,6 +121,11 @@ double PrivacyGuard::Spent(const std::string& dataset, const std::string& except
 std::vector<LedgerEntry> PrivacyGuard::Entries() const {
   std::lock_guard<std::mutex> lock(mu_);
   return entries_;
+}
+
+bool PrivacyGuard::ExportsMetrics(const std::string& dataset) const {
+  auto it = policy_.find(dataset);
+  return it == policy_.end() || it->second.export_metrics;
 }
 
 Status PrivacyGuard::Admit(const std::string& dataset, const std::string& run_id,

@@ -9,6 +9,8 @@
 //       delta: 1e-5          # jobs asking for a larger delta are refused
 //       allow_non_dp: false  # refuse jobs without privacy.dp.mode local
 //       min_silos: 3         # refuse jobs whose federation.min_silos is smaller
+//       export_metrics: false  # this silo's metrics stay in the federation's
+//                              # own run store: never sent to MLflow
 //
 // The ledger (<state>/privacy-ledger.json, version 1, rewritten atomically
 // after every round) holds, per dataset and job run, the epsilon spent so far,
@@ -36,6 +38,7 @@ struct DatasetPolicy {
   double delta = 1e-5;
   bool allow_non_dp = true;
   int min_silos = 1;
+  bool export_metrics = true;
 };
 
 struct LedgerEntry {
@@ -67,6 +70,10 @@ class PrivacyGuard {
   // Records what `run_id` has spent of `dataset` so far (replaces its entry).
   Status Record(const std::string& dataset, const std::string& run_id, double epsilon,
                 double delta);
+
+  // Whether the silo's metrics of a job on `dataset` may leave the federation
+  // (tracking.mlflow); true for datasets the policy does not name.
+  bool ExportsMetrics(const std::string& dataset) const;
 
   std::vector<LedgerEntry> Entries() const;
   // Sum of epsilons spent on `dataset` by runs other than `except_run`.

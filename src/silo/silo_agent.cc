@@ -153,6 +153,7 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
             guard_->Record(guard_dataset_, request.run_id, spent.epsilon, job.privacy.dp.delta));
       }
     }
+    reply.metrics_private = guard_ != nullptr && !guard_->ExportsMetrics(guard_dataset_);
     reply.metrics["train_loss"] = stats.loss;
     reply.metrics["train_accuracy"] = stats.accuracy;
     if (data_.test.size() > 0) {

@@ -45,6 +45,9 @@ struct FitReply {
   // "train_loss", "train_accuracy", "test_loss", "test_accuracy", and for
   // binary tasks "test_precision", "test_recall", "test_auc".
   std::map<std::string, double> metrics;
+  // The silo's policy keeps its metrics inside the federation: they are
+  // recorded in the run store but never exported (tracking.mlflow).
+  bool metrics_private = false;
 };
 
 // Orchestrator -> silo: one stage of secure aggregation. The payload is a

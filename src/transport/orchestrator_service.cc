@@ -398,6 +398,7 @@ grpc::Status OrchestratorService::Connect(
         FitReply reply;
         reply.num_examples = r.num_examples();
         reply.metrics.insert(r.metrics().begin(), r.metrics().end());
+        reply.metrics_private = r.metrics_private();
         Deliver(*session, std::move(reply));
         break;
       }

@@ -253,6 +253,7 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
   r->set_nonce(task.nonce());
   r->set_num_examples(reply->num_examples);
   r->mutable_metrics()->insert(reply->metrics.begin(), reply->metrics.end());
+  r->set_metrics_private(reply->metrics_private);
   r->set_update_bytes(update.size());
   pending_nonce_ = task.nonce();
   pending_update_ = std::move(update);
