@@ -16,6 +16,7 @@
 
 #include "core/job_config.h"
 #include "core/model_state_file.h"
+#include "fake_mlflow.h"
 
 namespace {
 
@@ -555,6 +556,82 @@ TEST(CliTest, RunsAreRecordedInTheStoreAndTheRunsCommandsReadThem) {
   EXPECT_EQ(empty.exit_code, 2);
   EXPECT_THAT(empty.err, HasSubstr("no run store"));
   EXPECT_EQ(Fedsilo("runs compare " + run_a + w).exit_code, 2);
+}
+
+// tracking.mlflow: the run goes to MLflow (here a stand-in for its REST API)
+// as the silos' policies allow, and an unreachable MLflow fails nothing.
+TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
+  REQUIRE_DATA();
+  fedsilo::testing_util::FakeMlflow mlflow;
+  const std::string dir = Workdir("mlflow");
+  const std::string run = "run " + Example("digits.yaml") +
+                          " --set training.rounds=3 --quiet --json --workdir " + dir;
+  const std::string to_mlflow = " --set tracking.mlflow.uri=" + mlflow.uri();
+
+  Result plain = Fedsilo(run + to_mlflow + " --set experiment=mlflow-demo");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  const nlohmann::json summary = LastLineJson(plain.out);
+  auto runs = mlflow.runs();
+  ASSERT_EQ(runs.size(), 1u);
+  const auto& exported = runs.begin()->second;
+  EXPECT_EQ(exported.name, summary["run_id"]);
+  EXPECT_EQ(exported.status, "FINISHED");
+  EXPECT_EQ(exported.tags.at("fedsilo.run_id"), summary["run_id"]);
+  EXPECT_EQ(mlflow.experiments().count("mlflow-demo"), 1u);
+  EXPECT_EQ(exported.params.at("training.rounds"), "3");
+  EXPECT_EQ(exported.params.at("data.dataset"), "digits");
+  std::map<int64_t, double> accuracy;  // step -> value
+  int silo_losses = 0;
+  for (const auto& m : exported.metrics) {
+    if (m.key == "global/test_accuracy") accuracy[m.step] = m.value;
+    if (m.key == "silo-1/train_loss") ++silo_losses;
+  }
+  ASSERT_EQ(accuracy.size(), 3u);
+  EXPECT_EQ(accuracy.begin()->first, 1);
+  EXPECT_DOUBLE_EQ(accuracy[3], summary["final"]["accuracy"].get<double>());
+  EXPECT_EQ(silo_losses, 3);
+  const auto artifacts = mlflow.artifacts();
+  const std::string root = exported.experiment_id + "/" + exported.id + "/artifacts/";
+  ASSERT_EQ(artifacts.count(root + "model/final_model.fsm"), 1u);
+  EXPECT_EQ(artifacts.at(root + "model/final_model.fsm"), FileBytes(summary["final_model"]));
+  EXPECT_EQ(artifacts.count(root + "job.yaml"), 1u);
+
+  // A silo policy with export_metrics: false keeps the silos' metrics in the
+  // federation's own store; only the global ones go out.
+  std::ofstream(dir + "/policy.yaml") << "datasets:\n  digits: {export_metrics: false}\n";
+  Result kept = Fedsilo(run + to_mlflow + " --silo-policy " + dir + "/policy.yaml");
+  ASSERT_EQ(kept.exit_code, 0) << kept.err;
+  const std::string kept_id = LastLineJson(kept.out)["run_id"];
+  runs = mlflow.runs();
+  ASSERT_EQ(runs.size(), 2u);
+  int global = 0;
+  for (const auto& [id, r] : runs) {
+    if (r.name != kept_id) continue;
+    for (const auto& m : r.metrics) {
+      EXPECT_EQ(m.key.rfind("global/", 0), 0u) << m.key;
+      ++global;
+    }
+  }
+  EXPECT_GT(global, 0);
+  Result csv = Fedsilo("runs export " + kept_id + " --csv --workdir " + dir);
+  ASSERT_EQ(csv.exit_code, 0) << csv.err;
+  EXPECT_THAT(csv.out, HasSubstr("silo-1/train_loss"));
+
+  // MLflow out of reach: the run finishes, with a warning saying what was not sent.
+  std::string gone;
+  {
+    fedsilo::testing_util::FakeMlflow stopped;
+    gone = stopped.uri();
+  }
+  Result down =
+      Fedsilo(run + " --set tracking.mlflow.uri=" + gone + " --set tracking.mlflow.wait=1");
+  ASSERT_EQ(down.exit_code, 0) << down.err;
+  EXPECT_THAT(down.err, HasSubstr("MLflow export to " + gone + " incomplete"));
+  EXPECT_THAT(down.err, HasSubstr("training goes on"));
+
+  Result bad = Fedsilo(run + " --set tracking.mlflow.uri=mlflow.example.org");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("tracking.mlflow.uri"));
 }
 
 // A run that fails is recorded as failed, with its error.

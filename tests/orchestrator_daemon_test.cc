@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "core/model_state_file.h"
 #include "core/subprocess.h"
+#include "fake_mlflow.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
 #include "orchestrator/job_store.h"
 #include "secure/provisioner.h"
@@ -287,6 +288,62 @@ TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
   Output broken = fed.Run("audit verify " + log);
   EXPECT_EQ(broken.status, 2);
   EXPECT_THAT(broken.err, HasSubstr(log + ":6: entry 6 was altered"));
+}
+
+// tracking.mlflow in the real federation: the orchestrator sends the run to
+// MLflow; silo a's policy keeps its metrics in, b's and c's go out.
+TEST(OrchestratorDaemonTest, JobsAreExportedToMlflowAsEachSilosPolicyAllows) {
+  testing_util::FakeMlflow mlflow;
+  Federation fed("mlflow");
+  ASSERT_TRUE(fed.StartOrchestrator()) << Read(fed.dir() + "/orchestrator.log");
+  std::ofstream(fed.dir() + "/policy-a.yaml") << "datasets:\n  digits: {export_metrics: false}\n";
+  fed.StartSilo("a", {"--policy", fed.dir() + "/policy-a.yaml"});
+  fed.StartSilo("b");
+  fed.StartSilo("c");
+  const std::string job =
+      fed.WriteJob("job", std::string(kJob) + "tracking: {mlflow: {uri: '" + mlflow.uri() + "'}}\n");
+  ASSERT_EQ(fed.User("submit " + job).status, 0);
+  Output waited = fed.User("status job-1 --wait");
+  ASSERT_EQ(waited.status, 0) << waited.out << waited.err;
+  const nlohmann::json status = fed.Status("job-1");
+  const std::string model = fed.dir() + "/model.fsm";
+  ASSERT_EQ(fed.User("download job-1 --out " + model).status, 0);
+
+  // The job is done first; its MLflow run is ended right after.
+  testing_util::FakeMlflow::Run run;
+  for (int i = 0; i < 300 && run.status != "FINISHED"; ++i) {
+    auto runs = mlflow.runs();
+    if (runs.size() == 1) run = runs.begin()->second;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(run.status, "FINISHED") << Read(fed.dir() + "/orchestrator.log");
+  EXPECT_EQ(run.name, status["run_id"]);
+  EXPECT_EQ(run.tags["fedsilo.job_id"], "job-1");
+  EXPECT_EQ(run.tags["mlflow.user"], "alice");
+  EXPECT_EQ(run.params["federation.silos"], "[a, b, c]");
+  std::map<std::string, int> per_source;  // "a", "b", "c", "global" -> metrics
+  double final_accuracy = -1;
+  for (const auto& m : run.metrics) {
+    per_source[m.key.substr(0, m.key.find('/'))]++;
+    if (m.key == "global/test_accuracy" && m.step == 4) final_accuracy = m.value;
+  }
+  EXPECT_EQ(per_source.count("a"), 0u);
+  EXPECT_GT(per_source["b"], 4);
+  EXPECT_EQ(per_source["b"], per_source["c"]);
+  EXPECT_DOUBLE_EQ(final_accuracy,
+                   status["latest_metrics"]["global/test_accuracy"].get<double>());
+  bool model_sent = false;
+  for (const auto& [path, bytes] : mlflow.artifacts()) {
+    if (path.size() > 15 && path.substr(path.size() - 15) == "final_model.fsm") {
+      model_sent = true;
+      EXPECT_EQ(bytes, Read(model));
+    }
+  }
+  EXPECT_TRUE(model_sent);
+  // The orchestrator's own store has every silo's metrics, a's included.
+  nlohmann::json shown = LastJson(fed.User("runs show job-1 --json").out);
+  EXPECT_EQ(shown["silos"][0]["silo"], "a");
+  EXPECT_EQ(shown["silos"][0]["rounds"], 4);
 }
 
 // With a storage key ring: checkpoints and the final model are sealed on disk,

@@ -138,7 +138,14 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
       RunAndRecord(job, options, attack, store.get(), &job_id, &mlflow);
   const orchestrator::JobState state =
       summary.ok() ? orchestrator::JobState::kDone : orchestrator::JobState::kFailed;
-  if (mlflow != nullptr) mlflow->Finish(state);
+  if (mlflow != nullptr) {
+    const tracking::MlflowExportReport report = mlflow->Finish(state);
+    if (!options.quiet && !report.run_id.empty()) {
+      std::printf("  mlflow  run %s at %s: %lld metrics sent%s\n", report.run_id.c_str(),
+                  job.tracking.mlflow.uri.c_str(), static_cast<long long>(report.metrics_sent),
+                  report.complete() ? "" : " (incomplete: see the warnings above)");
+    }
+  }
   if (!job_id.empty()) {
     Status recorded = store->SetState(job_id, state,
                                       summary.ok() ? "" : std::string(summary.status().message()));

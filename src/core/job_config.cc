@@ -553,11 +553,12 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   const Section tracking = top.Sub("tracking");
   FEDSILO_RETURN_IF_ERROR(tracking.CheckKeys({"mlflow"}));
   const Section mlflow = tracking.Sub("mlflow");
-  FEDSILO_RETURN_IF_ERROR(mlflow.CheckKeys({"uri", "experiment", "log_model"}));
+  FEDSILO_RETURN_IF_ERROR(mlflow.CheckKeys({"uri", "experiment", "log_model", "wait"}));
   MlflowConfig& ml = c.tracking.mlflow;
   FEDSILO_RETURN_IF_ERROR(mlflow.String("uri", &ml.uri));
   FEDSILO_RETURN_IF_ERROR(mlflow.String("experiment", &ml.experiment));
   FEDSILO_RETURN_IF_ERROR(mlflow.Bool("log_model", &ml.log_model));
+  FEDSILO_RETURN_IF_ERROR(mlflow.Int("wait", 0, 86400, &ml.wait));
   if (!ml.uri.empty() && !absl::StartsWith(ml.uri, "http://") &&
       !absl::StartsWith(ml.uri, "https://")) {
     return top.Error(mlflow.Child("uri"), "tracking.mlflow.uri",
@@ -565,7 +566,8 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
                                   "' is not an MLflow tracking server's address "
                                   "(http://host:port or https://host:port)"));
   }
-  if (ml.uri.empty() && (mlflow.Child("experiment") || mlflow.Child("log_model"))) {
+  if (ml.uri.empty() &&
+      (mlflow.Child("experiment") || mlflow.Child("log_model") || mlflow.Child("wait"))) {
     return top.Error(tracking.Child("mlflow"), "tracking.mlflow.uri",
                      "is required when tracking.mlflow is set");
   }
@@ -674,6 +676,7 @@ std::string JobConfigToYaml(const JobConfig& c) {
     out << YAML::Key << "uri" << YAML::Value << ml.uri;
     if (!ml.experiment.empty()) out << YAML::Key << "experiment" << YAML::Value << ml.experiment;
     out << YAML::Key << "log_model" << YAML::Value << ml.log_model;
+    out << YAML::Key << "wait" << YAML::Value << ml.wait;
     out << YAML::EndMap;
     out << YAML::EndMap;
   }

@@ -143,6 +143,7 @@ struct MlflowConfig {
   std::string uri;         // "http(s)://host:port[/prefix]"; empty = no export
   std::string experiment;  // MLflow experiment; empty = the job's `experiment`
   bool log_model = true;   // upload the final model (and the job) as artifacts
+  int wait = 30;           // seconds the end of a run waits for MLflow to take the backlog
 };
 
 struct TrackingConfig {

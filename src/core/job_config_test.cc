@@ -182,6 +182,17 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\nstrategy: {name: fedadam, beta2: "
                 "1}\n",
                 "strategy.beta2: must be a number in [0, 1)"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
+                "tracking: {mlflow: {uri: mlflow.example.org}}\n",
+                "tracking.mlflow.uri: 'mlflow.example.org' is not an MLflow tracking server's"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
+                "tracking: {mlflow: {experiment: x}}\n",
+                "tracking.mlflow.uri: is required when tracking.mlflow is set"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
+                "tracking: {mlflow: {uri: 'http://h:5000', wait: -1}}\n",
+                "tracking.mlflow.wait: must be an integer in [0, 86400]"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntracking: {mlfow: {}}\n",
+                "unknown key 'tracking.mlfow' (did you mean 'tracking.mlflow'?)"},
         BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
@@ -215,6 +226,27 @@ TEST(JobConfigTest, BadOverridesNameTheFlag) {
   ASSERT_TRUE(o.ok());
   EXPECT_EQ(o->key, "a.b");
   EXPECT_EQ(o->value, "c=d");
+}
+
+TEST(JobConfigTest, MlflowExportIsOffUntilAUriIsGivenAndRoundTrips) {
+  StatusOr<JobConfig> off = ParseJobConfig(kMinimal, "job.yaml");
+  ASSERT_TRUE(off.ok());
+  EXPECT_TRUE(off->tracking.mlflow.uri.empty());
+  EXPECT_EQ(JobConfigToYaml(*off).find("tracking"), std::string::npos);
+  StatusOr<JobConfig> on = ParseJobConfig(
+      kMinimal, "job.yaml",
+      {{"tracking.mlflow.uri", "https://mlflow.example.org/team"},
+       {"tracking.mlflow.log_model", "false"},
+       {"tracking.mlflow.wait", "5"}});
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_EQ(on->tracking.mlflow.uri, "https://mlflow.example.org/team");
+  EXPECT_FALSE(on->tracking.mlflow.log_model);
+  EXPECT_EQ(on->tracking.mlflow.wait, 5);
+  EXPECT_TRUE(on->tracking.mlflow.experiment.empty());  // the job's experiment
+  StatusOr<JobConfig> back = ParseJobConfig(JobConfigToYaml(*on), "resolved.yaml");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(JobConfigToYaml(*back), JobConfigToYaml(*on));
+  EXPECT_FALSE(back->tracking.mlflow.log_model);
 }
 
 TEST(JobConfigTest, ResolvedYamlParsesBackToTheSameJob) {

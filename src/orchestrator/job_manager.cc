@@ -286,7 +286,7 @@ void JobManager::RunJob(JobRecord record) {
                    : aborted    ? JobState::kAborted
                    : stopping   ? JobState::kRunning
                                 : JobState::kFailed,
-                   stopping ? std::chrono::seconds(2) : MlflowExport::kFinishWait);
+                   stopping ? std::chrono::milliseconds(2000) : std::chrono::milliseconds::max());
   }
   if (audit_ != nullptr) {
     audit_->Record(outcome.ok() ? "job_done"

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/ascii.h"
@@ -47,15 +48,15 @@ std::unique_ptr<MlflowExport> MlflowExport::Start(const JobConfig& job, const Jo
     return nullptr;
   }
   return std::unique_ptr<MlflowExport>(
-      new MlflowExport(std::move(exporter).value(), config.log_model, run_dir.path()));
+      new MlflowExport(std::move(exporter).value(), config, run_dir.path()));
 }
 
-MlflowExport::MlflowExport(std::unique_ptr<tracking::MlflowExporter> exporter, bool log_model,
-                           std::string run_dir)
-    : exporter_(std::move(exporter)), log_model_(log_model), run_dir_(std::move(run_dir)) {}
+MlflowExport::MlflowExport(std::unique_ptr<tracking::MlflowExporter> exporter,
+                           MlflowConfig config, std::string run_dir)
+    : exporter_(std::move(exporter)), config_(std::move(config)), run_dir_(std::move(run_dir)) {}
 
 tracking::MlflowExportReport MlflowExport::Finish(JobState state,
-                                                  std::chrono::milliseconds wait) {
+                                                  std::chrono::milliseconds max_wait) {
   std::string status;
   switch (state) {
     case JobState::kDone:
@@ -71,7 +72,7 @@ tracking::MlflowExportReport MlflowExport::Finish(JobState state,
     case JobState::kRunning:
       break;  // to be resumed: the MLflow run stays open
   }
-  if (state == JobState::kDone && log_model_) {
+  if (state == JobState::kDone && config_.log_model) {
     // Decrypted when sealed at rest: the job asked for the model to go to MLflow.
     // {file in the run folder, artifact path}
     const std::pair<const char*, const char*> artifacts[] = {
@@ -86,7 +87,8 @@ tracking::MlflowExportReport MlflowExport::Finish(JobState state,
       }
     }
   }
-  return exporter_->Finish(status, wait);
+  return exporter_->Finish(
+      status, std::min<std::chrono::milliseconds>(std::chrono::seconds(config_.wait), max_wait));
 }
 
 }  // namespace fedsilo::orchestrator

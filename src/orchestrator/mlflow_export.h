@@ -23,9 +23,6 @@ namespace fedsilo::orchestrator {
 
 class MlflowExport {
  public:
-  // How long Finish() waits for the backlog by default.
-  static constexpr std::chrono::seconds kFinishWait{30};
-
   // Null when the job asks for no export (or, logged, when it cannot start).
   static std::unique_ptr<MlflowExport> Start(const JobConfig& job, const JobRecord& record,
                                              const tracking::RunDirectory& run_dir);
@@ -34,16 +31,17 @@ class MlflowExport {
 
   // Ends the MLflow run as `state` says: FINISHED (with the final model and
   // the job as artifacts, unless tracking.mlflow.log_model is false), FAILED,
-  // KILLED, or left RUNNING for a job to be resumed. Waits at most `wait`.
-  tracking::MlflowExportReport Finish(JobState state,
-                                      std::chrono::milliseconds wait = kFinishWait);
+  // KILLED, or left RUNNING for a job to be resumed. Waits for the backlog at
+  // most tracking.mlflow.wait, or `max_wait` when that is shorter.
+  tracking::MlflowExportReport Finish(
+      JobState state, std::chrono::milliseconds max_wait = std::chrono::milliseconds::max());
 
  private:
-  MlflowExport(std::unique_ptr<tracking::MlflowExporter> exporter, bool log_model,
+  MlflowExport(std::unique_ptr<tracking::MlflowExporter> exporter, MlflowConfig config,
                std::string run_dir);
 
   std::unique_ptr<tracking::MlflowExporter> exporter_;
-  bool log_model_;
+  MlflowConfig config_;
   std::string run_dir_;
 };
 

@@ -88,6 +88,22 @@ TEST(PrivacyGuardTest, NonDpJobsAreRecordedAsUnbounded) {
   EXPECT_TRUE(std::isinf((*guard)->Spent("digits")));
 }
 
+TEST(PrivacyGuardTest, ExportOfMetricsIsTheSilosToForbid) {
+  const std::string dir = Fresh("export");
+  const std::string policy = Policy(
+      dir, "datasets:\n  digits: {export_metrics: false}\n  mnist: {max_epsilon: 5}\n");
+  auto guard = PrivacyGuard::Open(policy, dir + "/ledger.json");
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  EXPECT_FALSE((*guard)->ExportsMetrics("digits"));
+  EXPECT_TRUE((*guard)->ExportsMetrics("mnist"));    // named, without the key
+  EXPECT_TRUE((*guard)->ExportsMetrics("adult"));    // not named at all
+  const std::string bad = Policy(dir, "datasets:\n  digits: {export_metrics: never}\n");
+  auto refused = PrivacyGuard::Open(bad, dir + "/ledger.json");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("datasets.digits.export_metrics: must be true or false"));
+}
+
 TEST(PrivacyGuardTest, DamagedLedgerOrPolicyIsAClearError) {
   const std::string dir = Fresh("damaged");
   std::ofstream(dir + "/ledger.json") << "{\"version\": 1, \"entr";

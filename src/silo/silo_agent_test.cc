@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "core/control_variates.h"
 #include "core/kernels.h"
 #include "core/model_state_file.h"
+#include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
 namespace {
@@ -80,6 +82,36 @@ TEST(SiloAgentTest, ReturnsTheUpdateItsSizeAndItsMetrics) {
   StatusOr<transport::FitReply> again = agent.Fit(request);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->metrics, reply->metrics);
+}
+
+// The silo's policy, not the orchestrator, says whether its metrics may be
+// exported: the reply says so, and the metrics still travel (for the run store).
+TEST(SiloAgentTest, PolicyMarksTheMetricsPrivate) {
+  auto data = Data();
+  JobConfig job = Job();
+  job.data.dataset = "digits";
+  auto model = ml::Model::Create({job.model, {3}, 3}, 5);
+  ASSERT_TRUE(model.ok());
+  const ModelState global = (*model)->GetState();
+  const std::string dir = ::testing::TempDir() + "/silo_agent_private";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  transport::FitRequest request{"run", 1, 42, &job, &global};
+
+  SiloAgent open("hospital-a", Split(data), nullptr);
+  StatusOr<transport::FitReply> shared = open.Fit(request);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_FALSE(shared->metrics_private);
+
+  std::ofstream(dir + "/policy.yaml") << "datasets:\n  digits: {export_metrics: false}\n";
+  auto guard = PrivacyGuard::Open(dir + "/policy.yaml", dir + "/ledger.json");
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  SiloAgent closed("hospital-b", Split(data), nullptr);
+  closed.SetPrivacyGuard(guard->get(), "digits");
+  StatusOr<transport::FitReply> kept = closed.Fit(request);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_TRUE(kept->metrics_private);
+  EXPECT_EQ(kept->metrics.count("test_accuracy"), 1u);
 }
 
 // SCAFFOLD on the silo: the update carries Δc_i = c_i+ - c_i with

@@ -38,6 +38,26 @@ bool SplitUri(const std::string& uri, std::string* origin, std::string* prefix) 
   return true;
 }
 
+// What went wrong below HTTP, in words.
+std::string NetworkError(httplib::Error error) {
+  switch (error) {
+    case httplib::Error::Connection:
+      return "cannot connect (is the server up, and the address right?)";
+    case httplib::Error::ConnectionTimeout:
+      return "no answer to the connection within 5 s";
+    case httplib::Error::Read:
+      return "no reply within 30 s, or the connection broke";
+    case httplib::Error::SSLConnection:
+      return "TLS handshake failed";
+    case httplib::Error::SSLServerVerification:
+      return "its certificate is not trusted (set MLFLOW_TRACKING_SERVER_CERT_PATH to its CA)";
+    case httplib::Error::SSLLoadingCerts:
+      return "cannot load MLFLOW_TRACKING_SERVER_CERT_PATH";
+    default:
+      return absl::StrCat("network error (", httplib::to_string(error), ")");
+  }
+}
+
 // MLflow's {"error_code": ..., "message": ...}, or the start of the body.
 std::string ErrorText(const std::string& body) {
   nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
@@ -107,8 +127,7 @@ StatusOr<std::string> MlflowClient::Call(const std::string& method, const std::s
                                : http_->Post(path, *body, "application/json");
   const std::string where = absl::StrCat("MLflow at ", uri_, " (", method, ")");
   if (!result) {
-    return absl::UnavailableError(
-        absl::StrCat(where, ": ", httplib::to_string(result.error())));
+    return absl::UnavailableError(absl::StrCat(where, ": ", NetworkError(result.error())));
   }
   const int code = result->status;
   if (code >= 200 && code < 300) return result->body;
@@ -231,7 +250,7 @@ Status MlflowClient::UploadArtifact(const MlflowRun& run, const std::string& pat
   httplib::Result result = http->Put(url_path, bytes, "application/octet-stream");
   const std::string where = absl::StrCat("MLflow at ", uri_, " (artifact ", path, ")");
   if (!result) {
-    return absl::UnavailableError(absl::StrCat(where, ": ", httplib::to_string(result.error())));
+    return absl::UnavailableError(absl::StrCat(where, ": ", NetworkError(result.error())));
   }
   const int code = result->status;
   if (code >= 200 && code < 300) return absl::OkStatus();
