@@ -6,18 +6,9 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/unix_time.h"
 
 namespace fedsilo::tracking {
-namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
 StatusOr<std::unique_ptr<MlflowExporter>> MlflowExporter::Start(MlflowExportOptions options) {
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<MlflowClient> client,
                            MlflowClient::Create(options.uri));
@@ -93,7 +84,7 @@ Status MlflowExporter::Execute(const Op& op) {
       FEDSILO_ASSIGN_OR_RETURN(std::string experiment_id,
                                client_->GetOrCreateExperiment(options_.experiment));
       FEDSILO_ASSIGN_OR_RETURN(
-          run_, client_->CreateRun(experiment_id, options_.run_name, NowMs(), options_.tags));
+          run_, client_->CreateRun(experiment_id, options_.run_name, UnixMillis(), options_.tags));
       spdlog::info("MLflow: run {} in experiment '{}' at {}", run_.run_id, options_.experiment,
                    client_->uri());
       if (options_.on_run_created) options_.on_run_created(run_.run_id);
@@ -167,7 +158,7 @@ MlflowExportReport MlflowExporter::Finish(const std::string& status,
   if (!status.empty() && !disabled_) {
     Op op(OpKind::kEnd);
     op.status = status;
-    op.end_ms = NowMs();
+    op.end_ms = UnixMillis();
     ops_.push_back(std::move(op));
   }
   finishing_ = true;

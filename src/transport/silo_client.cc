@@ -8,17 +8,12 @@
 #include "absl/strings/str_cat.h"
 #include "core/job_config.h"
 #include "core/model_state_file.h"
+#include "core/unix_time.h"
 #include "transport/chunks.h"
 #include "transport/tls.h"
 
 namespace fedsilo::transport {
 namespace {
-
-int64_t UnixMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // TaskFailed answering `task` with the reason `why`.
 fedsilo::v1::SiloMessage TaskFailedMessage(const fedsilo::v1::TaskHeader& task, const Status& why) {
