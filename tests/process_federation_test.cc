@@ -127,7 +127,7 @@ class Federation {
             .value();
   }
   ~Federation() {
-    for (auto& [name, pid] : pids_) Kill(name, SIGKILL);
+    while (!pids_.empty()) Kill(pids_.begin()->first, SIGKILL);  // Kill() erases the entry
   }
 
   void StartSilo(const std::string& name) {
