@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -632,6 +633,73 @@ TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
   Result bad = Fedsilo(run + " --set tracking.mlflow.uri=mlflow.example.org");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, HasSubstr("tracking.mlflow.uri"));
+}
+
+// Whether Debian's python3-torch is there to load a TorchScript file.
+bool PythonTorchPresent() {
+  return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
+}
+
+// model.torchscript: the example's module, made by its Python script (the
+// .pt is in the repository), trained federated and written back as
+// TorchScript with the trained weights; Python loads it when it can.
+TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("torchscript");
+  Result r = Fedsilo("run " + Example("torchscript/digits.yaml") +
+                     " --set training.rounds=5 --quiet --json --workdir " + dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json summary = LastLineJson(r.out);
+  EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.85);
+  const std::string run_dir = summary["run_dir"];
+  const std::string pt = run_dir + "/final_model.pt";
+  ASSERT_TRUE(fs::exists(pt));
+  EXPECT_THAT(FileBytes(run_dir + "/job.yaml"), HasSubstr("examples/torchscript/digits_net.pt"));
+  auto fsm = fedsilo::ReadModelStateFile(summary["final_model"]);
+  ASSERT_TRUE(fsm.ok()) << fsm.status();
+  // Silo processes load the job's module too (from its folder, which the
+  // local federation allows them).
+  Result processes = Fedsilo("run " + Example("torchscript/digits.yaml") +
+                             " --set training.rounds=2 --processes --quiet --json --workdir " + dir);
+  ASSERT_EQ(processes.exit_code, 0) << processes.err;
+  EXPECT_GT(LastLineJson(processes.out)["final"]["accuracy"].get<double>(), 0.8);
+
+  if (!PythonTorchPresent()) {
+    std::printf("python3-torch is not installed: the Python side of the round trip is skipped\n");
+    return;
+  }
+  const std::string json_path = dir + "/weights.json";
+  const std::string cmd = "/usr/bin/python3 " + Example("torchscript/show_model.py") + " " + pt +
+                          " --json > " + json_path;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const nlohmann::json weights = nlohmann::json::parse(FileBytes(json_path));
+  ASSERT_EQ(weights.size(), fsm->state.size());
+  for (const fedsilo::Tensor& t : fsm->state.tensors()) {
+    ASSERT_TRUE(weights.contains(t.name())) << t.name();
+    const auto values = weights[t.name()].get<std::vector<double>>();
+    ASSERT_EQ(values.size(), t.floats().size()) << t.name();
+    // Integer buffers (batch norm's step count) are averaged as floats and
+    // cut to an integer in the module.
+    const bool integer = t.name().find("num_batches_tracked") != std::string::npos;
+    for (size_t i = 0; i < values.size(); ++i) {
+      ASSERT_EQ(static_cast<float>(values[i]), integer ? std::trunc(t.floats()[i]) : t.floats()[i])
+          << t.name() << "[" << i << "]";
+    }
+  }
+}
+
+TEST(CliTest, TorchScriptFileMustExistAndFitTheData) {
+  const std::string dir = Workdir("torchscript_bad");
+  Result missing = Fedsilo("run " + Example("torchscript/digits.yaml") +
+                           " --set model.torchscript=nothere.pt --quiet --workdir " + dir);
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("--set model.torchscript"));
+  EXPECT_THAT(missing.err, HasSubstr("nothere.pt: no such file"));
+  if (!DataPresent()) return;
+  Result wrong = Fedsilo("run " + Example("torchscript/digits.yaml") +
+                         " --set data.dataset=breast_cancer --quiet --workdir " + dir);
+  EXPECT_EQ(wrong.exit_code, 2);
+  EXPECT_THAT(wrong.err, HasSubstr("digits_net.pt: forward() fails on a batch of shape [2, 30]"));
 }
 
 // A run that fails is recorded as failed, with its error.

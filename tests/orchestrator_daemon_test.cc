@@ -562,6 +562,13 @@ TEST(OrchestratorDaemonTest, BadInputAndWrongKitsAreClearErrors) {
   EXPECT_EQ(invalid.status, 2);
   EXPECT_THAT(invalid.err, HasSubstr("training.rounds"));
 
+  // A TorchScript job's module is not shipped to silos (yet): refused, named.
+  Output script = fed.User("submit " + bad + " --set model.torchscript=" +
+                           std::string(FEDSILO_TEST_SOURCE_DIR) +
+                           "/examples/torchscript/digits_net.pt");
+  EXPECT_EQ(script.status, 2);
+  EXPECT_THAT(script.err, HasSubstr("model.torchscript: the orchestrator does not take"));
+
   Output unknown = fed.User("status job-42");
   EXPECT_EQ(unknown.status, 2);
   EXPECT_THAT(unknown.err, HasSubstr("no job 'job-42'"));

@@ -59,6 +59,11 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
     if (!silo_policy.empty()) {
       args.insert(args.end(), {"--policy", silo_policy, "--state-dir", ledger_root + "/" + s});
     }
+    if (job.model.kind == ModelKind::kTorchScript) {
+      // The job's own module, on this machine.
+      args.insert(args.end(),
+                  {"--models-dir", fs::path(job.model.torchscript).parent_path().string()});
+    }
     FEDSILO_ASSIGN_OR_RETURN(pid_t pid,
                              SpawnProcess("/proc/self/exe", args, dir + "/silos/" + s + ".log"));
     fed->children_.push_back(pid);

@@ -142,9 +142,12 @@ int Main(int argc, char** argv) {
                    "Dataset catalog (YAML): names jobs use -> local data (required to run)");
   silo->add_option("--policy", silo_options.policy_path,
                    "Privacy policy (YAML): per dataset max_epsilon, delta, allow_non_dp, "
-                   "min_silos");
+                   "min_silos, export_metrics");
   silo->add_option("--state-dir", silo_options.state_dir,
                    "Folder for the privacy ledger (default: <kit>/state)");
+  silo->add_option("--models-dir", silo_options.models_dir,
+                   "Folder of TorchScript models (model.torchscript) this silo may load; without "
+                   "it, jobs with one are refused");
   CLI::App* ledger = silo->add_subcommand("ledger", "Print the silo's privacy ledger");
   ledger->fallthrough();
   ledger->add_flag("--json", silo_options.json, "Print JSON");

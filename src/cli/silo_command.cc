@@ -49,6 +49,7 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
       secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));
   runtime.SetAuditLog(audit.get());
   runtime.SetStateDir(state);
+  if (!options.models_dir.empty()) runtime.SetModelsDir(options.models_dir);
 
   transport::SiloClientOptions client_options;
   client_options.target = options.orchestrator.empty()

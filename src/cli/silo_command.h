@@ -16,6 +16,7 @@ struct SiloCommandOptions {
   bool insecure = false;     // plaintext; the silo claims its kit's name
   std::string policy_path;   // privacy policy (YAML); empty = none
   std::string state_dir;     // empty = <kit>/state; holds privacy-ledger.json
+  std::string models_dir;    // TorchScript models may be loaded from here; empty = none
   bool json = false;         // ledger: JSON output
 };
 

@@ -293,6 +293,13 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
   FEDSILO_RETURN_IF_ERROR(
       WriteModelStateFile(run_dir.final_model_path(), result.final_model,
                           {{"job", job.name}, {"round", std::to_string(result.rounds_completed)}}));
+  if (job.model.kind == ModelKind::kTorchScript) {
+    // The trained weights in the module the data scientist gave: loads in Python.
+    FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> final_model,
+                             ml::Model::Create(spec, job.seed));
+    FEDSILO_RETURN_IF_ERROR(final_model->SetState(result.final_model));
+    FEDSILO_RETURN_IF_ERROR(final_model->SaveTorchScript(run_dir.final_torchscript_path()));
+  }
 
   SimulationSummary summary;
   summary.run_id = run_dir.run_id();

@@ -49,6 +49,8 @@ absl::string_view ModelKindName(ModelKind kind) {
       return "mlp";
     case ModelKind::kCnn:
       return "cnn";
+    case ModelKind::kTorchScript:
+      return "torchscript";
   }
   return "?";
 }
@@ -375,9 +377,24 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   FEDSILO_RETURN_IF_ERROR(data.Int("shards_per_silo", 1, 1000, &c.data.shards_per_silo));
 
   const Section model = top.Sub("model");
-  FEDSILO_RETURN_IF_ERROR(model.CheckKeys({"name", "hidden"}));
-  constexpr ModelKind kModels[] = {ModelKind::kLogistic, ModelKind::kMlp, ModelKind::kCnn};
+  FEDSILO_RETURN_IF_ERROR(model.CheckKeys({"name", "hidden", "torchscript"}));
+  constexpr ModelKind kModels[] = {ModelKind::kLogistic, ModelKind::kMlp, ModelKind::kCnn,
+                                   ModelKind::kTorchScript};
   FEDSILO_RETURN_IF_ERROR(ReadEnum(model, "name", kModels, &ModelKindName, &c.model.kind));
+  FEDSILO_RETURN_IF_ERROR(model.String("torchscript", &c.model.torchscript));
+  if (!c.model.torchscript.empty()) {
+    // `--set model.torchscript=...` replaces a job's built-in model.
+    if (model.Child("name") && c.model.kind != ModelKind::kTorchScript &&
+        overridden.count("model.torchscript") == 0) {
+      return model.Error(model.Child("name"), "model.name",
+                         absl::StrCat("is '", ModelKindName(c.model.kind),
+                                      "', but model.torchscript names a model file; drop one"));
+    }
+    c.model.kind = ModelKind::kTorchScript;
+  } else if (c.model.kind == ModelKind::kTorchScript) {
+    return model.Error(model.Child("name"), "model.torchscript",
+                       "is required with model.name torchscript: the module file (.pt)");
+  }
   if (YAML::Node hidden = model.Child("hidden")) {
     if (!hidden.IsSequence()) {
       return model.Error(hidden, "model.hidden", "must be a list of layer widths, e.g. [200, 200]");
@@ -583,6 +600,22 @@ StatusOr<JobConfig> LoadJobConfig(const std::string& path,
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   FEDSILO_ASSIGN_OR_RETURN(JobConfig config, ParseJobConfig(text, path, overrides));
   if (config.name.empty()) config.name = std::filesystem::path(path).stem().string();
+  std::string& script = config.model.torchscript;
+  if (!script.empty()) {
+    // From the file: beside the file. From --set: from where the command runs.
+    bool from_flag = false;
+    for (const ConfigOverride& o : overrides) from_flag = from_flag || o.key == "model.torchscript";
+    std::filesystem::path p(script);
+    if (p.is_relative() && !from_flag) p = std::filesystem::path(path).parent_path() / p;
+    std::error_code ec;
+    const std::filesystem::path absolute = std::filesystem::absolute(p, ec).lexically_normal();
+    if (ec || !std::filesystem::is_regular_file(absolute, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          from_flag ? "--set model.torchscript" : path + ": model.torchscript", ": ",
+          absolute.string(), ": no such file (a TorchScript module saved with torch.jit.save)"));
+    }
+    script = absolute.string();
+  }
   return config;
 }
 
@@ -613,7 +646,11 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::EndMap;
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << std::string(ModelKindName(c.model.kind));
-  out << YAML::Key << "hidden" << YAML::Value << YAML::Flow << c.model.hidden;
+  if (c.model.kind == ModelKind::kTorchScript) {
+    out << YAML::Key << "torchscript" << YAML::Value << c.model.torchscript;
+  } else {
+    out << YAML::Key << "hidden" << YAML::Value << YAML::Flow << c.model.hidden;
+  }
   out << YAML::EndMap;
   out << YAML::Key << "training" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "rounds" << YAML::Value << c.training.rounds;

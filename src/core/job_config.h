@@ -15,7 +15,7 @@
 namespace fedsilo {
 
 enum class PartitionScheme { kIid, kDirichlet, kShards };
-enum class ModelKind { kLogistic, kMlp, kCnn };
+enum class ModelKind { kLogistic, kMlp, kCnn, kTorchScript };
 enum class OptimizerKind { kSgd, kAdam };
 
 absl::string_view PartitionSchemeName(PartitionScheme scheme);
@@ -37,6 +37,10 @@ struct DataConfig {
 struct ModelConfig {
   ModelKind kind = ModelKind::kMlp;
   std::vector<int> hidden = {200, 200};  // MLP hidden layer widths
+  // A TorchScript module file (torch.jit.script / trace, then .save()); sets
+  // kind to kTorchScript. A relative path in a job file is relative to the
+  // file's folder (LoadJobConfig makes it absolute).
+  std::string torchscript;
 };
 
 struct TrainingConfig {

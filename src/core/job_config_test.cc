@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 
 namespace fedsilo {
@@ -193,6 +195,11 @@ INSTANTIATE_TEST_SUITE_P(
                 "tracking.mlflow.wait: must be an integer in [0, 86400]"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntracking: {mlfow: {}}\n",
                 "unknown key 'tracking.mlfow' (did you mean 'tracking.mlflow'?)"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
+                "model: {name: mlp, torchscript: net.pt}\n",
+                "model.name: is 'mlp', but model.torchscript names a model file"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nmodel: {name: torchscript}\n",
+                "model.torchscript: is required with model.name torchscript"},
         BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
@@ -226,6 +233,37 @@ TEST(JobConfigTest, BadOverridesNameTheFlag) {
   ASSERT_TRUE(o.ok());
   EXPECT_EQ(o->key, "a.b");
   EXPECT_EQ(o->value, "c=d");
+}
+
+TEST(JobConfigTest, TorchScriptPathIsTheJobFilesOrTheCommandsAndMustExist) {
+  const std::string dir = ::testing::TempDir() + "/job_config_torchscript";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/models");
+  std::ofstream(dir + "/models/net.pt") << "x";
+  std::ofstream(dir + "/job.yaml")
+      << "data: {dataset: digits}\nfederation: {silos: 2}\nmodel: {torchscript: models/net.pt}\n";
+  StatusOr<JobConfig> c = LoadJobConfig(dir + "/job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model.kind, ModelKind::kTorchScript);
+  EXPECT_EQ(c->model.torchscript, std::filesystem::path(dir + "/models/net.pt").lexically_normal());
+  StatusOr<JobConfig> back = ParseJobConfig(JobConfigToYaml(*c), "resolved.yaml");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->model.torchscript, c->model.torchscript);
+
+  std::ofstream(dir + "/missing.yaml")
+      << "data: {dataset: digits}\nfederation: {silos: 2}\nmodel: {torchscript: nothere.pt}\n";
+  StatusOr<JobConfig> missing = LoadJobConfig(dir + "/missing.yaml");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("missing.yaml: model.torchscript"));
+  EXPECT_THAT(missing.status().message(),
+              HasSubstr(std::filesystem::path(dir + "/nothere.pt").lexically_normal().string() +
+                        ": no such file"));
+  // From --set, relative to where the command runs.
+  StatusOr<JobConfig> flag = LoadJobConfig(dir + "/job.yaml", {{"model.torchscript", "elsewhere.pt"}});
+  ASSERT_FALSE(flag.ok());
+  EXPECT_THAT(flag.status().message(), HasSubstr("--set model.torchscript"));
+  EXPECT_THAT(flag.status().message(),
+              HasSubstr((std::filesystem::current_path() / "elsewhere.pt").string()));
 }
 
 TEST(JobConfigTest, MlflowExportIsOffUntilAUriIsGivenAndRoundTrips) {

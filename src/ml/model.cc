@@ -3,15 +3,18 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <dlfcn.h>
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/file_util.h"
 
 namespace fedsilo::ml {
 namespace {
@@ -223,11 +226,108 @@ int64_t DpStepsPerEpoch(int64_t n, int batch_size) {
   return std::max<int64_t>(1, std::llround(static_cast<double>(n) / batch_size));
 }
 
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
 struct Model::Impl {
   ModelSpec spec;
-  Net net{nullptr};
+  Net net{nullptr};            // a built-in model
+  torch::jit::Module script;   // model.torchscript
+  bool scripted = false;
   ModelState layout;  // the initial state; only its names and shapes are used
+
+  std::vector<torch::Tensor> Parameters() const {
+    if (!scripted) return net->parameters();
+    std::vector<torch::Tensor> out;
+    for (const auto& p : script.parameters()) out.push_back(p);
+    return out;
+  }
+  NamedTensors NamedParameters() const {
+    NamedTensors out;
+    if (scripted) {
+      for (const auto& p : script.named_parameters()) out.emplace_back(p.name, p.value);
+    } else {
+      for (const auto& p : net->named_parameters()) out.emplace_back(p.key(), p.value());
+    }
+    return out;
+  }
+  NamedTensors NamedBuffers() const {
+    NamedTensors out;
+    if (scripted) {
+      for (const auto& b : script.named_buffers()) out.emplace_back(b.name, b.value);
+    } else {
+      for (const auto& b : net->named_buffers()) out.emplace_back(b.key(), b.value());
+    }
+    return out;
+  }
+  // Logits for a batch. A scripted module must return one tensor.
+  torch::Tensor Forward(const torch::Tensor& x) {
+    if (!scripted) return net->forward(x);
+    c10::IValue out = script.forward({x});
+    if (!out.isTensor()) {
+      throw std::runtime_error(
+          absl::StrCat("forward() returned a ", out.tagKind(), ", not a tensor of logits"));
+    }
+    return out.toTensor();
+  }
+  // Loads model.torchscript and checks that it maps a batch of the data's
+  // examples to one logit per class.
+  Status LoadScript(const ModelSpec& spec);
+
+  void SetTraining(bool on) {
+    if (scripted) {
+      script.train(on);
+    } else {
+      net->train(on);
+    }
+  }
 };
+
+Status Model::Impl::LoadScript(const ModelSpec& spec) {
+  Model::Impl* impl = this;
+  const std::string& path = spec.config.torchscript;
+  const std::string where = absl::StrCat("model.torchscript ", path);
+  try {
+    impl->script = torch::jit::load(path);
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    why = why.substr(0, why.find('\n'));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": not a TorchScript module (torch.jit.script or torch.jit.trace, then "
+                            ".save()): ",
+                     why));
+  }
+  impl->scripted = true;
+  std::vector<int64_t> shape = {2};
+  shape.insert(shape.end(), spec.input_shape.begin(), spec.input_shape.end());
+  torch::Tensor out;
+  try {
+    torch::NoGradGuard no_grad;
+    impl->SetTraining(false);
+    out = impl->Forward(torch::zeros(shape, torch::kFloat32));
+    impl->SetTraining(true);
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    why = why.substr(0, why.find('\n'));
+    return absl::InvalidArgumentError(absl::StrCat(where, ": forward() fails on a batch of shape ",
+                                                   ShapeToString(shape), " (the data set's): ",
+                                                   why));
+  }
+  if (out.dim() != 2 || out.size(0) != 2 || out.size(1) != spec.num_classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": forward() of a batch of shape ", ShapeToString(shape), " returned shape ",
+        ShapeToString(std::vector<int64_t>(out.sizes().begin(), out.sizes().end())),
+        "; it must return logits of shape [batch, ", spec.num_classes,
+        "] (one per class of the data set)"));
+  }
+  for (const auto& p : impl->NamedParameters()) {
+    if (p.second.scalar_type() != torch::kFloat32) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": parameter '", p.first, "' is ",
+                                                     c10::toString(p.second.scalar_type()),
+                                                     "; fedsilo trains float32 parameters"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
@@ -247,6 +347,13 @@ StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t s
   UseOneThreadHere();
   auto impl = std::make_unique<Impl>();
   impl->spec = spec;
+  if (spec.config.kind == ModelKind::kTorchScript) {
+    // The file carries its initial weights: every silo starts from the same.
+    FEDSILO_RETURN_IF_ERROR(impl->LoadScript(spec));
+    auto model = std::unique_ptr<Model>(new Model(std::move(impl)));
+    model->impl_->layout = model->GetState();
+    return model;
+  }
   {
     // Initialisation draws from libtorch's global generator.
     static std::mutex init_mu;
@@ -269,8 +376,8 @@ ModelState Model::GetState() const {
     (void)state.Add(Tensor::FromFloats(
         name, shape, absl::MakeConstSpan(c.data_ptr<float>(), static_cast<size_t>(c.numel()))));
   };
-  for (const auto& p : impl_->net->named_parameters()) add(p.key(), p.value());
-  for (const auto& b : impl_->net->named_buffers()) add(b.key(), b.value());
+  for (const auto& [name, t] : impl_->NamedParameters()) add(name, t);
+  for (const auto& [name, t] : impl_->NamedBuffers()) add(name, t);
   return state;
 }
 
@@ -278,12 +385,12 @@ Status Model::SetState(const ModelState& state) {
   FEDSILO_RETURN_IF_ERROR(Annotate(state.CheckSameLayout(impl_->layout), "model state"));
   torch::NoGradGuard no_grad;
   size_t i = 0;
-  auto copy = [&](torch::Tensor& t) {
+  auto copy = [&](torch::Tensor t) {
     const Tensor& src = state.tensors()[i++];
     t.copy_(torch::from_blob(const_cast<float*>(src.floats().data()), t.sizes(), torch::kFloat32));
   };
-  for (auto& p : impl_->net->named_parameters()) copy(p.value());
-  for (auto& b : impl_->net->named_buffers()) copy(b.value());
+  for (auto& p : impl_->NamedParameters()) copy(p.second);
+  for (auto& b : impl_->NamedBuffers()) copy(b.second);
   return absl::OkStatus();
 }
 
@@ -313,9 +420,9 @@ StatusOr<std::vector<torch::Tensor>> DpParameters(NetImpl& net,
 // The gradients of a LocalObjective's terms, added to each parameter's.
 class ObjectiveTerms {
  public:
-  ObjectiveTerms(Net& net, const LocalObjective& objective) : mu_(objective.proximal_mu) {
+  ObjectiveTerms(const std::vector<torch::Tensor>& params, const LocalObjective& objective)
+      : mu_(objective.proximal_mu), params_(params) {
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> params = net->parameters();
     if (mu_ > 0) {
       for (const torch::Tensor& p : params) start_.push_back(p.detach().clone());
     }
@@ -328,10 +435,10 @@ class ObjectiveTerms {
       }
     }
   }
-  void AddGradient(Net& net) const {
+  void AddGradient() const {
     if (mu_ <= 0 && correction_.empty()) return;
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> params = net->parameters();
+    std::vector<torch::Tensor> params = params_;
     for (size_t i = 0; i < params.size(); ++i) {
       torch::Tensor& grad = params[i].mutable_grad();
       if (!grad.defined()) grad = torch::zeros_like(params[i]);
@@ -342,6 +449,7 @@ class ObjectiveTerms {
 
  private:
   double mu_;
+  std::vector<torch::Tensor> params_;
   std::vector<torch::Tensor> start_;
   std::vector<torch::Tensor> correction_;
 };
@@ -402,7 +510,7 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
         torch::Tensor noisy = sum + torch::randn(params[i].sizes(), gen) * noise_std;
         params[i].mutable_grad() = noisy / expected_batch;
       }
-      terms.AddGradient(net);
+      terms.AddGradient();
       optimizer.step();
       ++stats.steps;
     }
@@ -416,6 +524,9 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
 
 StatusOr<std::vector<double>> Model::PerExampleGradientNorms(const DataView& data, bool reference) {
   if (data.size() == 0) return absl::InvalidArgumentError("no examples");
+  if (impl_->scripted) {
+    return absl::InvalidArgumentError("per-example gradients are for the built-in models");
+  }
   UseOneThreadHere();
   Net& net = impl_->net;
   net->train();
@@ -450,16 +561,22 @@ StatusOr<std::vector<double>> Model::PerExampleGradientNorms(const DataView& dat
 StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& config, uint64_t seed,
                                   const DpSgdOptions* dp, const LocalObjective& objective) {
   if (data.size() == 0) return absl::InvalidArgumentError("no training examples");
+  if (dp != nullptr && impl_->scripted) {
+    return absl::InvalidArgumentError(
+        "privacy.dp.mode local (DP-SGD) does not support model.torchscript: its per-example "
+        "gradients come from the built-in models' known layers; use model.name logistic, mlp or "
+        "cnn, or privacy.dp.mode central");
+  }
   UseOneThreadHere();
   Net& net = impl_->net;
-  net->train();
+  impl_->SetTraining(true);
+  const std::vector<torch::Tensor> params = impl_->Parameters();
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   if (config.optimizer == OptimizerKind::kAdam) {
     optimizer = std::make_unique<torch::optim::Adam>(
-        net->parameters(),
-        torch::optim::AdamOptions(config.learning_rate).weight_decay(config.weight_decay));
+        params, torch::optim::AdamOptions(config.learning_rate).weight_decay(config.weight_decay));
   } else {
-    optimizer = std::make_unique<torch::optim::SGD>(net->parameters(),
+    optimizer = std::make_unique<torch::optim::SGD>(params,
                                                     torch::optim::SGDOptions(config.learning_rate)
                                                         .momentum(config.momentum)
                                                         .weight_decay(config.weight_decay));
@@ -468,7 +585,7 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
     FEDSILO_RETURN_IF_ERROR(Annotate(objective.gradient_correction->CheckSameLayout(impl_->layout),
                                      "gradient correction"));
   }
-  const ObjectiveTerms terms(net, objective);
+  const ObjectiveTerms terms(params, objective);
   if (dp != nullptr) {
     try {
       return TrainDpSgd(net, *optimizer, data, config, *dp, terms);
@@ -491,7 +608,7 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
         const size_t end = std::min(order.size(), begin + batch);
         auto [x, y] = MakeBatch(data, order, begin, end);
         optimizer->zero_grad();
-        torch::Tensor logits = net->forward(x);
+        torch::Tensor logits = impl_->Forward(x);
         torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
         const double value = loss.item<double>();
         if (!std::isfinite(value)) {
@@ -500,7 +617,7 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
                            stats.steps + 1, "; lower training.learning_rate"));
         }
         loss.backward();
-        terms.AddGradient(net);
+        terms.AddGradient();
         optimizer->step();
         ++stats.steps;
         loss_sum += value * static_cast<double>(end - begin);
@@ -510,6 +627,8 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
     }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("model.torchscript: ", e.what()));
   }
   stats.loss = loss_sum / static_cast<double>(seen);
   stats.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
@@ -520,8 +639,7 @@ StatusOr<ClassificationMetrics> Model::Evaluate(const DataView& data) const {
   if (data.size() == 0) return absl::InvalidArgumentError("no evaluation examples");
   UseOneThreadHere();
   torch::NoGradGuard no_grad;
-  Net& net = impl_->net;
-  net->eval();
+  impl_->SetTraining(false);
   const bool binary = impl_->spec.num_classes == 2;
   std::vector<int64_t> order(static_cast<size_t>(data.size()));
   std::iota(order.begin(), order.end(), 0);
@@ -535,7 +653,7 @@ StatusOr<ClassificationMetrics> Model::Evaluate(const DataView& data) const {
     for (size_t begin = 0; begin < order.size(); begin += kBatch) {
       const size_t end = std::min(order.size(), begin + kBatch);
       auto [x, y] = MakeBatch(data, order, begin, end);
-      torch::Tensor logits = net->forward(x);
+      torch::Tensor logits = impl_->Forward(x);
       loss_sum +=
           torch::nn::functional::cross_entropy(
               logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
@@ -553,6 +671,8 @@ StatusOr<ClassificationMetrics> Model::Evaluate(const DataView& data) const {
     }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("model.torchscript: ", e.what()));
   }
   return ComputeClassificationMetrics(loss_sum / static_cast<double>(order.size()), labels,
                                       predicted, scores);
@@ -560,12 +680,16 @@ StatusOr<ClassificationMetrics> Model::Evaluate(const DataView& data) const {
 
 int64_t Model::num_parameters() const {
   int64_t n = 0;
-  for (const auto& p : impl_->net->parameters()) n += p.numel();
+  for (const auto& p : impl_->Parameters()) n += p.numel();
   return n;
 }
 
 std::string Model::Describe() const {
   const ModelSpec& s = impl_->spec;
+  if (impl_->scripted) {
+    return absl::StrCat("torchscript ", s.config.torchscript, ", ", num_parameters(),
+                        " parameters, ", impl_->NamedBuffers().size(), " buffers");
+  }
   std::string layout;
   if (s.config.kind == ModelKind::kCnn) {
     layout = absl::StrCat("conv32-conv64-512-", s.num_classes);
@@ -580,6 +704,21 @@ std::string Model::Describe() const {
   }
   return absl::StrCat(ModelKindName(s.config.kind), " ", layout, ", ", num_parameters(),
                       " parameters");
+}
+
+Status Model::SaveTorchScript(const std::string& path) const {
+  if (!impl_->scripted) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a ", ModelKindName(impl_->spec.config.kind),
+                     " model has no TorchScript form (only model.torchscript models do)"));
+  }
+  std::ostringstream bytes;
+  try {
+    impl_->script.save(bytes);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  }
+  return WriteFileAtomically(path, bytes.str());
 }
 
 }  // namespace fedsilo::ml

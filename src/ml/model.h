@@ -1,5 +1,6 @@
-// Model: a trainable classifier (built-in logistic regression, MLP or CNN)
-// behind a framework-free interface. libtorch stays inside model.cc; callers
+// Model: a trainable classifier (built-in logistic regression, MLP or CNN, or
+// a TorchScript module from model.torchscript) behind a framework-free
+// interface. libtorch stays inside model.cc; callers
 // exchange weights as ModelState.
 //
 // Thread safety: one Model must be used by one thread at a time. Different
@@ -77,6 +78,8 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   // Parameters (then buffers) in registration order, as float32 tensors.
+  // Buffers (batch norm's running statistics) travel and are aggregated like
+  // parameters; integer ones (num_batches_tracked) as floats, rounded back.
   ModelState GetState() const;
   // REQUIRES nothing; InvalidArgument naming the tensor if `state` does not
   // have exactly this model's layout.
@@ -102,6 +105,10 @@ class Model {
 
   // Loss, accuracy and (for two classes) precision, recall and ROC AUC.
   StatusOr<ClassificationMetrics> Evaluate(const DataView& data) const;
+
+  // Writes the model, with its current weights, as a TorchScript file that
+  // torch.jit.load reads. InvalidArgument for the built-in models.
+  Status SaveTorchScript(const std::string& path) const;
 
   int64_t num_parameters() const;
   // e.g. "mlp 64-200-200-10, 55,050 parameters".

@@ -363,5 +363,119 @@ TEST(ModelTest, DpSgdStillLearns) {
   EXPECT_EQ(DpStepsPerEpoch(10, 64), 1);
 }
 
+// examples/torchscript/digits_net.pt, written by make_model.py: 64 -> 32
+// (batch norm, ReLU) -> 10.
+std::string DigitsNetFile() {
+  return std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/torchscript/digits_net.pt";
+}
+
+ModelSpec ScriptSpec(const std::string& file = DigitsNetFile()) {
+  ModelSpec s;
+  s.config.kind = ModelKind::kTorchScript;
+  s.config.torchscript = file;
+  s.input_shape = {64};
+  s.num_classes = 10;
+  return s;
+}
+
+// Ten classes over 64 features: feature `label` is raised by 3.
+std::shared_ptr<Dataset> TenClasses(int n, unsigned seed) {
+  auto d = std::make_shared<Dataset>();
+  d->example_shape = {64};
+  d->num_classes = 10;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0, 1);
+  for (int i = 0; i < n; ++i) {
+    const int label = i % 10;
+    for (int j = 0; j < 64; ++j) d->features.push_back(g(rng) + (j == label ? 3.0f : 0.0f));
+    d->labels.push_back(label);
+  }
+  return d;
+}
+
+TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
+  auto model = Model::Create(ScriptSpec(), 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->num_parameters(), 64 * 32 + 32 + 32 + 32 + 32 * 10 + 10);
+  EXPECT_THAT((*model)->Describe(), HasSubstr("torchscript"));
+  const ModelState initial = (*model)->GetState();
+  std::vector<std::string> names;
+  for (const Tensor& t : initial.tensors()) names.push_back(t.name());
+  EXPECT_EQ(names, (std::vector<std::string>{"fc1.weight", "fc1.bias", "bn1.weight", "bn1.bias",
+                                             "fc2.weight", "fc2.bias", "bn1.running_mean",
+                                             "bn1.running_var", "bn1.num_batches_tracked"}));
+  // The file carries the initial weights: every silo starts from the same.
+  auto again = Model::Create(ScriptSpec(), 99);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(0, std::memcmp(initial.tensors()[0].data(), (*again)->GetState().tensors()[0].data(),
+                           initial.tensors()[0].num_bytes()));
+
+  auto train = TenClasses(500, 1), test = TenClasses(300, 2);
+  auto before = (*model)->Evaluate(DataView::All(test));
+  ASSERT_TRUE(before.ok()) << before.status();
+  auto stats = (*model)->Train(DataView::All(train), Sgd(3), 7);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->steps, 3 * ((500 + 15) / 16));
+  auto after = (*model)->Evaluate(DataView::All(test));
+  ASSERT_TRUE(after.ok());
+  EXPECT_GT(after->accuracy, 0.7);  // chance is 0.1
+  EXPECT_GT(after->accuracy, before->accuracy + 0.3);
+  EXPECT_LT(after->loss, before->loss);
+  const ModelState trained = (*model)->GetState();
+  const Tensor* steps = trained.Find("bn1.num_batches_tracked");
+  ASSERT_NE(steps, nullptr);
+  EXPECT_EQ(steps->floats()[0], static_cast<float>(stats->steps));  // buffers are trained too
+
+  // Saved back as TorchScript, it loads with the trained weights.
+  const std::string saved = ::testing::TempDir() + "/model_test_trained.pt";
+  ASSERT_TRUE((*model)->SaveTorchScript(saved).ok());
+  auto loaded = Model::Create(ScriptSpec(saved), 1);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const ModelState back = (*loaded)->GetState();
+  ASSERT_EQ(back.size(), trained.size());
+  for (size_t i = 0; i < back.size(); ++i) {
+    EXPECT_EQ(0, std::memcmp(back.tensors()[i].data(), trained.tensors()[i].data(),
+                             back.tensors()[i].num_bytes()))
+        << back.tensors()[i].name();
+  }
+  EXPECT_DOUBLE_EQ((*loaded)->Evaluate(DataView::All(test))->accuracy, after->accuracy);
+  // And a model set to another's state is that model.
+  ASSERT_TRUE((*again)->SetState(trained).ok());
+  EXPECT_DOUBLE_EQ((*again)->Evaluate(DataView::All(test))->accuracy, after->accuracy);
+}
+
+TEST(ModelTest, TorchScriptThatDoesNotFitIsAClearError) {
+  ModelSpec three = ScriptSpec();
+  three.num_classes = 3;
+  auto wrong_classes = Model::Create(three, 1);
+  ASSERT_FALSE(wrong_classes.ok());
+  EXPECT_EQ(wrong_classes.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrong_classes.status().message(), HasSubstr("digits_net.pt"));
+  EXPECT_THAT(wrong_classes.status().message(),
+              HasSubstr("returned shape [2, 10]; it must return logits of shape [batch, 3]"));
+
+  ModelSpec narrow = ScriptSpec();
+  narrow.input_shape = {10};
+  auto wrong_input = Model::Create(narrow, 1);
+  ASSERT_FALSE(wrong_input.ok());
+  EXPECT_THAT(wrong_input.status().message(), HasSubstr("forward() fails on a batch of shape [2, 10]"));
+
+  auto not_script =
+      Model::Create(ScriptSpec(std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/digits.yaml"), 1);
+  ASSERT_FALSE(not_script.ok());
+  EXPECT_THAT(not_script.status().message(), HasSubstr("examples/digits.yaml: not a TorchScript"));
+
+  auto model = Model::Create(ScriptSpec(), 1);
+  ASSERT_TRUE(model.ok());
+  DpSgdOptions dp{1.0, 1.0, 42};
+  auto refused = (*model)->Train(DataView::All(TenClasses(50, 1)), Sgd(1), 1, &dp);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("does not support model.torchscript"));
+
+  auto builtin = Model::Create(Spec(ModelKind::kMlp), 1);
+  EXPECT_EQ((*builtin)->SaveTorchScript(::testing::TempDir() + "/x.pt").code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace fedsilo::ml

@@ -124,6 +124,12 @@ void JobManager::Event(const std::string& job_id, const std::string& level,
 
 StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::string& job_yaml) {
   FEDSILO_ASSIGN_OR_RETURN(JobConfig job, ParseJobConfig(job_yaml, "submitted job"));
+  if (job.model.kind == ModelKind::kTorchScript) {
+    // The path would name a file on this machine, not the submitter's.
+    return absl::InvalidArgumentError(
+        "model.torchscript: the orchestrator does not take TorchScript jobs yet (the module is "
+        "not shipped to silos); run them with `fedsilo run` or `fedsilo run --processes`");
+  }
   JobRecord record;
   record.name = job.name;
   record.owner = owner;

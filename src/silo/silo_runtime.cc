@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -73,6 +74,23 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
     return absl::NotFoundError(
         absl::StrCat("silo '", silo_name_, "' has no dataset '", job.data.dataset,
                      "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")"));
+  }
+  if (job.model.kind == ModelKind::kTorchScript) {
+    // Loading a module runs its code: only from where the silo's owner said.
+    if (models_dir_.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "silo '", silo_name_, "' loads no TorchScript models (model.torchscript); its owner "
+          "can allow those in a folder with `fedsilo silo --models-dir DIR`"));
+    }
+    std::error_code ec;
+    const std::filesystem::path dir = std::filesystem::weakly_canonical(models_dir_, ec);
+    const std::filesystem::path file = std::filesystem::weakly_canonical(job.model.torchscript, ec);
+    const std::string d = dir.string() + "/", f = file.string();
+    if (ec || f.compare(0, d.size(), d) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("silo '", silo_name_, "': model.torchscript ", job.model.torchscript,
+                       " is not in its models folder ", models_dir_));
+    }
   }
   const DatasetEntry& entry = it->second;
   FEDSILO_ASSIGN_OR_RETURN(

@@ -52,6 +52,9 @@ class SiloRuntime : public transport::SiloHandler {
   void SetAuditLog(secure::AuditLog* audit) { audit_ = audit; }
   // Where per-run state lives (SCAFFOLD's control variates).
   void SetStateDir(std::string dir) { state_dir_ = std::move(dir); }
+  // TorchScript modules (model.torchscript) the silo may load: files under
+  // this folder. Empty (the default): jobs with one are refused.
+  void SetModelsDir(std::string dir) { models_dir_ = std::move(dir); }
 
   // Dataset names only, for the hello message.
   std::vector<std::string> DatasetNames() const;
@@ -72,6 +75,7 @@ class SiloRuntime : public transport::SiloHandler {
   std::unique_ptr<SiloAgent> agent_;
   secure::AuditLog* audit_ = nullptr;
   std::string state_dir_;
+  std::string models_dir_;
 };
 
 }  // namespace fedsilo::silo

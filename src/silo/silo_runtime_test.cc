@@ -10,6 +10,7 @@ namespace fedsilo::silo {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string Write(const std::string& name, const std::string& text) {
   const std::string path = ::testing::TempDir() + "/catalog_" + name + ".yaml";
@@ -65,6 +66,39 @@ TEST(SiloRuntimeTest, TaskForADatasetTheSiloLacksIsRefusedByName) {
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(reply.status().message(),
               HasSubstr("silo 'bank-a' has no dataset 'mnist' (it offers: digits)"));
+}
+
+// Loading a TorchScript module runs its code: the silo loads only those in the
+// folder its owner named, before touching any data.
+TEST(SiloRuntimeTest, TorchScriptModelsLoadOnlyFromTheSilosModelsFolder) {
+  const std::string dir = ::testing::TempDir() + "/silo_runtime_models";
+  std::filesystem::create_directories(dir + "/allowed");
+  JobConfig job;
+  job.data.dataset = "digits";
+  job.model.kind = ModelKind::kTorchScript;
+  job.model.torchscript = dir + "/elsewhere/net.pt";
+  ModelState global;
+  transport::FitRequest request{"run", 1, 1, &job, &global};
+
+  SiloRuntime closed("bank-a", {{"digits", {"digits", false}}}, "/nonexistent");
+  auto refused = closed.Fit(request);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("loads no TorchScript models"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("--models-dir"));
+
+  SiloRuntime open("bank-a", {{"digits", {"digits", false}}}, "/nonexistent");
+  open.SetModelsDir(dir + "/allowed");
+  auto outside = open.Fit(request);
+  EXPECT_EQ(outside.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(outside.status().message(), HasSubstr("is not in its models folder"));
+  job.model.torchscript = dir + "/allowed/../elsewhere/net.pt";  // no way out by ".."
+  EXPECT_EQ(open.Fit(request).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  // Inside the folder the job gets as far as the data (absent here).
+  job.model.torchscript = dir + "/allowed/net.pt";
+  auto inside = open.Fit(request);
+  EXPECT_FALSE(inside.ok());
+  EXPECT_THAT(inside.status().message(), Not(HasSubstr("models folder")));
 }
 
 }  // namespace

@@ -31,6 +31,8 @@ class RunDirectory {
   std::string job_path() const { return path_ + "/job.yaml"; }
   std::string metrics_path() const { return path_ + "/metrics.jsonl"; }
   std::string final_model_path() const { return path_ + "/final_model.fsm"; }
+  // model.torchscript jobs: the final model as a TorchScript file.
+  std::string final_torchscript_path() const { return path_ + "/final_model.pt"; }
   std::string summary_path() const { return path_ + "/summary.json"; }
   std::string CheckpointPath(int round) const;
   // The strategy's state after `round` (server optimizers' moments), beside
