@@ -27,6 +27,7 @@
 #include "fake_mlflow.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
 #include "orchestrator/job_store.h"
+#include "secure/audit_log.h"
 #include "secure/provisioner.h"
 #include "test_util.h"
 #include "transport/tls.h"
@@ -346,6 +347,42 @@ TEST(OrchestratorDaemonTest, JobsAreExportedToMlflowAsEachSilosPolicyAllows) {
   EXPECT_EQ(shown["silos"][0]["rounds"], 4);
 }
 
+// model.torchscript in the real federation: the module goes with the job to
+// the orchestrator and on to the silos, which keep it by its digest; a silo
+// whose policy lists other modules refuses it.
+TEST(OrchestratorDaemonTest, TorchScriptJobsShipTheirModuleToTheSilos) {
+  Federation fed("torchscript");
+  ASSERT_TRUE(fed.StartOrchestrator()) << Read(fed.dir() + "/orchestrator.log");
+  const std::string module =
+      std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/torchscript/digits_net.pt";
+  const std::string digest = secure::BytesDigest(Read(module));
+  std::ofstream(fed.dir() + "/policy-c.yaml")
+      << "datasets:\n  digits: {allowed_models: [sha256:" << std::string(64, '0') << "]}\n";
+  fed.StartSilo("a");
+  fed.StartSilo("b");
+  fed.StartSilo("c", {"--policy", fed.dir() + "/policy-c.yaml"});
+  const std::string job = fed.WriteJob(
+      "ts", "name: ts\ndata: {dataset: digits}\nmodel: {torchscript: " + module +
+                "}\ntraining: {rounds: 3, learning_rate: 0.05}\n"
+                "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 60}\n");
+  Output submitted = fed.User("submit " + job);
+  ASSERT_EQ(submitted.status, 0) << submitted.err;
+  Output waited = fed.User("status job-1 --wait");
+  ASSERT_EQ(waited.status, 0) << waited.out << waited.err << Read(fed.dir() + "/orchestrator.log");
+  const nlohmann::json status = fed.Status("job-1");
+  EXPECT_GT(status["latest_metrics"]["global/test_accuracy"].get<double>(), 0.7);
+  EXPECT_THAT(fed.User("logs job-1").out,
+              HasSubstr("model sha256:" + digest + " is not among its allowed_models"));
+  // Kept by digest where it was taken in, byte for byte; nowhere it was refused.
+  EXPECT_EQ(Read(fed.dir() + "/state/models/" + digest + ".pt"), Read(module));
+  EXPECT_EQ(Read(fed.dir() + "/kits/a/state/models/" + digest + ".pt"), Read(module));
+  EXPECT_FALSE(fs::exists(fed.dir() + "/kits/c/state/models/" + digest + ".pt"));
+  nlohmann::json shown = LastJson(fed.User("runs show job-1 --json").out);
+  EXPECT_THAT(shown["job_yaml"].get<std::string>(), HasSubstr("torchscript: sha256:" + digest));
+  const std::string run_dir = fed.dir() + "/state/runs/" + shown["run_id"].get<std::string>();
+  EXPECT_TRUE(fs::exists(run_dir + "/final_model.pt"));
+}
+
 // With a storage key ring: checkpoints and the final model are sealed on disk,
 // resuming opens the sealed checkpoint, and the download is the plain model.
 TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound) {
@@ -562,12 +599,12 @@ TEST(OrchestratorDaemonTest, BadInputAndWrongKitsAreClearErrors) {
   EXPECT_EQ(invalid.status, 2);
   EXPECT_THAT(invalid.err, HasSubstr("training.rounds"));
 
-  // A TorchScript job's module is not shipped to silos (yet): refused, named.
-  Output script = fed.User("submit " + bad + " --set model.torchscript=" +
-                           std::string(FEDSILO_TEST_SOURCE_DIR) +
+  // A TorchScript module that does not fit the job's data is refused at once.
+  Output script = fed.User("submit " + bad + " --set data.dataset=breast_cancer" +
+                           " --set model.torchscript=" + std::string(FEDSILO_TEST_SOURCE_DIR) +
                            "/examples/torchscript/digits_net.pt");
   EXPECT_EQ(script.status, 2);
-  EXPECT_THAT(script.err, HasSubstr("model.torchscript: the orchestrator does not take"));
+  EXPECT_THAT(script.err, HasSubstr("forward() fails on a batch of shape [2, 30]"));
 
   Output unknown = fed.User("status job-42");
   EXPECT_EQ(unknown.status, 2);

@@ -28,6 +28,14 @@ StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig&
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model, ml::Model::Create(spec, job.seed));
   orchestrator::PreparedJob prepared;
   prepared.initial = model->GetState();
+  if (job.model.kind == ModelKind::kTorchScript) {
+    prepared.save_torchscript = [spec, seed = job.seed](const ModelState& state,
+                                                        const std::string& path) -> Status {
+      FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> m, ml::Model::Create(spec, seed));
+      FEDSILO_RETURN_IF_ERROR(m->SetState(state));
+      return m->SaveTorchScript(path);
+    };
+  }
   prepared.evaluator =
       std::make_unique<HeldOutEvaluator>(std::move(model), ml::DataView::All(data->test), nullptr);
   return prepared;

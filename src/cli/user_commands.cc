@@ -14,8 +14,10 @@
 #include "cli/format.h"
 #include "cli/jobs_client.h"
 #include "core/job_config.h"
+#include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
+#include "transport/chunks.h"
 
 namespace fedsilo::cli {
 namespace {
@@ -44,6 +46,17 @@ Status SubmitCommand(const UserOptions& options, const JobConfig& job) {
   FEDSILO_ASSIGN_OR_RETURN(JobsClient client, JobsClient::Connect(options));
   fedsilo::v1::SubmitJobRequest request;
   request.set_job_yaml(JobConfigToYaml(job));
+  if (job.model.kind == ModelKind::kTorchScript) {
+    // The module goes with the job; the orchestrator ships it to the silos.
+    FEDSILO_ASSIGN_OR_RETURN(std::string module, ReadFile(job.model.torchscript));
+    if (module.size() > transport::kMaxTorchScriptBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.torchscript ", job.model.torchscript, ": ", module.size() >> 20,
+                       " MiB; a job's module may have at most ",
+                       transport::kMaxTorchScriptBytes >> 20, " MiB"));
+    }
+    request.set_torchscript(std::move(module));
+  }
   fedsilo::v1::SubmitJobReply reply;
   auto context = client.Context();
   FEDSILO_RETURN_IF_ERROR(

@@ -10,7 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "core/unix_time.h"
@@ -20,6 +22,12 @@
 #include "tracking/run_directory.h"
 
 namespace fedsilo::orchestrator {
+namespace {
+
+// How a job names a module that came with it: by its SHA-256.
+constexpr char kModulePrefix[] = "sha256:";
+
+}  // namespace
 namespace {
 
 // Makes each finished round durable: checkpoint first, then the store, so a
@@ -122,13 +130,43 @@ void JobManager::Event(const std::string& job_id, const std::string& level,
   if (!s.ok()) spdlog::error("{}", std::string(s.message()));
 }
 
-StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::string& job_yaml) {
+StatusOr<JobConfig> JobManager::ResolveModule(const JobConfig& job) const {
+  JobConfig local = job;
+  if (job.model.kind != ModelKind::kTorchScript) return local;
+  if (!absl::StartsWith(job.model.torchscript, kModulePrefix)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.torchscript: '", job.model.torchscript, "' is not a shipped module"));
+  }
+  local.model.torchscript = ModulePath(job.model.torchscript);
+  return local;
+}
+
+std::string JobManager::ModulePath(const std::string& name) const {
+  return absl::StrCat(state_dir_, "/models/", absl::StripPrefix(name, kModulePrefix), ".pt");
+}
+
+StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::string& job_yaml,
+                                       const std::string& torchscript) {
   FEDSILO_ASSIGN_OR_RETURN(JobConfig job, ParseJobConfig(job_yaml, "submitted job"));
   if (job.model.kind == ModelKind::kTorchScript) {
-    // The path would name a file on this machine, not the submitter's.
-    return absl::InvalidArgumentError(
-        "model.torchscript: the orchestrator does not take TorchScript jobs yet (the module is "
-        "not shipped to silos); run them with `fedsilo run` or `fedsilo run --processes`");
+    // The job's path names a file on the submitter's machine: the module
+    // itself comes with the job, and is known by its digest from here on.
+    if (torchscript.empty()) {
+      return absl::InvalidArgumentError(
+          "model.torchscript: the job came without its module (fedsilo submit sends it)");
+    }
+    job.model.torchscript = absl::StrCat(kModulePrefix, secure::BytesDigest(torchscript));
+    const std::string path = ModulePath(job.model.torchscript);
+    std::error_code ec;
+    std::filesystem::create_directories(state_dir_ + "/models", ec);
+    if (!std::filesystem::exists(path, ec)) {
+      FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, torchscript));
+    }
+    // The orchestrator evaluates it too: it must load, and fit the data.
+    FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
+    FEDSILO_RETURN_IF_ERROR(preparer_->Prepare(local).status());
+  } else if (!torchscript.empty()) {
+    return absl::InvalidArgumentError("a TorchScript module came with a job without model.torchscript");
   }
   JobRecord record;
   record.name = job.name;
@@ -142,7 +180,8 @@ StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::stri
     audit_->Record("job_submitted", {{"job", record.id},
                                      {"user", owner},
                                      {"name", job.name},
-                                     {"job_digest", secure::BytesDigest(record.job_yaml)}});
+                                     {"job_digest", secure::BytesDigest(record.job_yaml)},
+                                     {"torchscript", job.model.torchscript}});
   }
   Event(record.id, "info",
         absl::StrCat("submitted by ", owner, ": ", job.name, ", ", job.training.rounds,
@@ -358,7 +397,8 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job,
     current_run_ = run_dir->run_id();
   }
 
-  FEDSILO_ASSIGN_OR_RETURN(PreparedJob prepared, preparer_->Prepare(job));
+  FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
+  FEDSILO_ASSIGN_OR_RETURN(PreparedJob prepared, preparer_->Prepare(local));
   ModelState global = std::move(prepared.initial);
   ModelState strategy_state;
   if (record.rounds_completed > 0) {
@@ -393,16 +433,24 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job,
   options.threads = static_cast<int>(job.federation.silos.size());
   options.stop = &stop_run_;
   options.audit = audit_;
+  if (job.model.kind == ModelKind::kTorchScript) {
+    FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFile(ModulePath(job.model.torchscript)));
+  }
   Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
                             prepared.evaluator.get(), &recorder, nullptr);
   FEDSILO_RETURN_IF_ERROR(Annotate(orchestrator.RestoreStrategyState(strategy_state),
                                    run_dir->StrategyStatePath(record.rounds_completed)));
   FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,
                                                               record.rounds_completed + 1));
-  return WriteModelStateFile(run_dir->final_model_path(), result.final_model,
-                             {{"job", job.name},
-                              {"job_id", record.id},
-                              {"round", std::to_string(result.rounds_completed)}});
+  FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(run_dir->final_model_path(), result.final_model,
+                                              {{"job", job.name},
+                                               {"job_id", record.id},
+                                               {"round", std::to_string(result.rounds_completed)}}));
+  if (prepared.save_torchscript) {
+    FEDSILO_RETURN_IF_ERROR(
+        prepared.save_torchscript(result.final_model, run_dir->final_torchscript_path()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace fedsilo::orchestrator

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -43,6 +44,8 @@ namespace fedsilo::orchestrator {
 struct PreparedJob {
   ModelState initial;
   std::unique_ptr<ModelEvaluator> evaluator;
+  // model.torchscript jobs: writes a state as the job's TorchScript module.
+  std::function<Status(const ModelState& state, const std::string& path)> save_torchscript;
 };
 
 class JobPreparer {
@@ -72,7 +75,15 @@ class JobManager {
   void Stop();
 
   // Validates and queues a job. InvalidArgument naming the key for a bad job.
-  StatusOr<JobRecord> Submit(const std::string& owner, const std::string& job_yaml);
+  // A model.torchscript job comes with its module's bytes (`torchscript`),
+  // which are kept as <state>/models/<sha256>.pt; the job then names the
+  // module "sha256:<hex>", and that is what its silos are sent.
+  StatusOr<JobRecord> Submit(const std::string& owner, const std::string& job_yaml,
+                             const std::string& torchscript = "");
+  // The file of a module a job names ("sha256:<hex>").
+  std::string ModulePath(const std::string& name) const;
+  // The job with model.torchscript pointing at that file, for this machine.
+  StatusOr<JobConfig> ResolveModule(const JobConfig& job) const;
   // Stops a queued or running job. PermissionDenied unless `user` owns it;
   // FailedPrecondition when it has already finished.
   StatusOr<JobRecord> Abort(const std::string& id, const std::string& user,

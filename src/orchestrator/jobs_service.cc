@@ -39,7 +39,7 @@ grpc::Status JobsService::SubmitJob(grpc::ServerContext* context,
                                     fedsilo::v1::SubmitJobReply* reply) {
   StatusOr<std::string> user = User(context, "SubmitJob");
   if (!user.ok()) return ToGrpcStatus(user.status());
-  StatusOr<JobRecord> job = manager_->Submit(*user, request->job_yaml());
+  StatusOr<JobRecord> job = manager_->Submit(*user, request->job_yaml(), request->torchscript());
   if (!job.ok()) return ToGrpcStatus(job.status());
   reply->set_job_id(job->id);
   return grpc::Status::OK;

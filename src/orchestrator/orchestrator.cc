@@ -353,6 +353,7 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
     r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), sampled[slot] + 1);
     r.job = &job_;
     r.global = sent;
+    if (!options_.torchscript.empty()) r.torchscript = &options_.torchscript;
     transport::SiloConnection* silo = silos_[sampled[slot]].get();
     pool_.Schedule([&arrivals, &r, silo, slot] { arrivals.Push({slot, silo->Fit(r)}); });
   }

@@ -90,6 +90,8 @@ struct OrchestratorOptions {
   // When set: every model sent, update received (as digests), silo dropped
   // and aggregate is recorded here.
   secure::AuditLog* audit = nullptr;
+  // model.torchscript jobs: the module's bytes, shipped to the silos.
+  std::string torchscript;
 };
 
 class Orchestrator {

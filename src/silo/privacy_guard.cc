@@ -33,7 +33,7 @@ StatusOr<std::map<std::string, DatasetPolicy>> LoadPolicy(const std::string& pat
     const std::string where = absl::StrCat("datasets.", name);
     FEDSILO_RETURN_IF_ERROR(
         CheckYamlKeys(path, spec, where, {"max_epsilon", "delta", "allow_non_dp", "min_silos",
-                                           "export_metrics"}));
+                                           "export_metrics", "allowed_models"}));
     DatasetPolicy p;
     auto number = [&](const char* key, double min, double* out) -> Status {
       const YAML::Node n = spec[key];
@@ -59,6 +59,23 @@ StatusOr<std::map<std::string, DatasetPolicy>> LoadPolicy(const std::string& pat
     };
     FEDSILO_RETURN_IF_ERROR(boolean("allow_non_dp", &p.allow_non_dp));
     FEDSILO_RETURN_IF_ERROR(boolean("export_metrics", &p.export_metrics));
+    if (const YAML::Node models = spec["allowed_models"]) {
+      if (!models.IsSequence()) {
+        return YamlError(path, models,
+                         absl::StrCat(where, ".allowed_models: must be a list of sha256:<hex>"));
+      }
+      for (const auto& m : models) {
+        std::string digest = m.IsScalar() ? m.Scalar() : "";
+        if (digest.rfind("sha256:", 0) == 0) digest = digest.substr(7);
+        if (digest.size() != 64 ||
+            digest.find_first_not_of("0123456789abcdef") != std::string::npos) {
+          return YamlError(path, m,
+                           absl::StrCat(where, ".allowed_models: '", m.IsScalar() ? m.Scalar() : "",
+                                        "' is not sha256:<64 hex digits>"));
+        }
+        p.allowed_models.push_back(digest);
+      }
+    }
     policy[name] = p;
   }
   return policy;
@@ -121,6 +138,13 @@ double PrivacyGuard::Spent(const std::string& dataset, const std::string& except
 std::vector<LedgerEntry> PrivacyGuard::Entries() const {
   std::lock_guard<std::mutex> lock(mu_);
   return entries_;
+}
+
+bool PrivacyGuard::AcceptsModel(const std::string& dataset, const std::string& digest) const {
+  auto it = policy_.find(dataset);
+  if (it == policy_.end() || it->second.allowed_models.empty()) return true;
+  const auto& allowed = it->second.allowed_models;
+  return std::find(allowed.begin(), allowed.end(), digest) != allowed.end();
 }
 
 bool PrivacyGuard::ExportsMetrics(const std::string& dataset) const {

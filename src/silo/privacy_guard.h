@@ -11,6 +11,7 @@
 //       min_silos: 3         # refuse jobs whose federation.min_silos is smaller
 //       export_metrics: false  # this silo's metrics stay in the federation's
 //                              # own run store: never sent to MLflow
+//       allowed_models: [sha256:...]  # TorchScript modules jobs may bring
 //
 // The ledger (<state>/privacy-ledger.json, version 1, rewritten atomically
 // after every round) holds, per dataset and job run, the epsilon spent so far,
@@ -39,6 +40,8 @@ struct DatasetPolicy {
   bool allow_non_dp = true;
   int min_silos = 1;
   bool export_metrics = true;
+  // SHA-256 digests of the TorchScript modules jobs may bring; empty = any.
+  std::vector<std::string> allowed_models;
 };
 
 struct LedgerEntry {
@@ -74,6 +77,9 @@ class PrivacyGuard {
   // Whether the silo's metrics of a job on `dataset` may leave the federation
   // (tracking.mlflow); true for datasets the policy does not name.
   bool ExportsMetrics(const std::string& dataset) const;
+  // Whether a job on `dataset` may bring the TorchScript module with this
+  // SHA-256 (hex); true unless the policy lists allowed_models for it.
+  bool AcceptsModel(const std::string& dataset, const std::string& digest) const;
 
   std::vector<LedgerEntry> Entries() const;
   // Sum of epsilons spent on `dataset` by runs other than `except_run`.

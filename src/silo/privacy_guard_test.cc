@@ -104,6 +104,24 @@ TEST(PrivacyGuardTest, ExportOfMetricsIsTheSilosToForbid) {
               HasSubstr("datasets.digits.export_metrics: must be true or false"));
 }
 
+TEST(PrivacyGuardTest, AllowedModelsListsTheModulesJobsMayBring) {
+  const std::string dir = Fresh("models");
+  const std::string a(64, 'a'), b(64, 'b');
+  const std::string policy =
+      Policy(dir, "datasets:\n  digits: {allowed_models: [sha256:" + a + ", " + b + "]}\n");
+  auto guard = PrivacyGuard::Open(policy, dir + "/ledger.json");
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  EXPECT_TRUE((*guard)->AcceptsModel("digits", a));
+  EXPECT_TRUE((*guard)->AcceptsModel("digits", b));
+  EXPECT_FALSE((*guard)->AcceptsModel("digits", std::string(64, 'c')));
+  EXPECT_TRUE((*guard)->AcceptsModel("mnist", std::string(64, 'c')));  // no list: any
+  const std::string bad = Policy(dir, "datasets:\n  digits: {allowed_models: [sha256:abc]}\n");
+  auto refused = PrivacyGuard::Open(bad, dir + "/ledger.json");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("allowed_models: 'sha256:abc' is not sha256:<64 hex digits>"));
+}
+
 TEST(PrivacyGuardTest, DamagedLedgerOrPolicyIsAClearError) {
   const std::string dir = Fresh("damaged");
   std::ofstream(dir + "/ledger.json") << "{\"version\": 1, \"entr";

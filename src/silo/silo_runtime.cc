@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
+#include "secure/audit_log.h"
 #include "core/yaml_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/partitioner.h"
@@ -67,6 +68,60 @@ std::vector<std::string> SiloRuntime::DatasetNames() const {
   return names;
 }
 
+StatusOr<JobConfig> SiloRuntime::LocalJob(const transport::FitRequest& request) {
+  JobConfig job = *request.job;
+  if (job.model.kind != ModelKind::kTorchScript) return job;
+  const std::string& name = job.model.torchscript;
+  if (name.rfind("sha256:", 0) == 0) {
+    // Shipped with the job by the orchestrator.
+    const std::string digest = name.substr(7);
+    if (digest.size() != 64 || digest.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("model.torchscript: '", name, "' is no digest"));
+    }
+    if (guard_ != nullptr && !guard_->AcceptsModel(job.data.dataset, digest)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("silo policy for dataset '", job.data.dataset, "': model ", name,
+                       " is not among its allowed_models"));
+    }
+    if (state_dir_.empty()) {
+      return absl::FailedPreconditionError("this silo has no state folder to keep modules in");
+    }
+    const std::string path = absl::StrCat(state_dir_, "/models/", digest, ".pt");
+    std::error_code ec;
+    if (request.torchscript != nullptr && !std::filesystem::exists(path, ec)) {
+      if (secure::BytesDigest(*request.torchscript) != digest) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the TorchScript module sent does not match its digest ", name));
+      }
+      std::filesystem::create_directories(state_dir_ + "/models", ec);
+      FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, *request.torchscript));
+    }
+    if (!std::filesystem::exists(path, ec)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("model ", name, " did not come with the task and is not kept here"));
+    }
+    job.model.torchscript = path;
+    return job;
+  }
+  // Named by path (a local federation): loading a module runs its code, so
+  // only from where the silo's owner said.
+  if (models_dir_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "silo '", silo_name_, "' loads no TorchScript models (model.torchscript); its owner "
+        "can allow those in a folder with `fedsilo silo --models-dir DIR`"));
+  }
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::weakly_canonical(models_dir_, ec);
+  const std::filesystem::path file = std::filesystem::weakly_canonical(job.model.torchscript, ec);
+  const std::string d = dir.string() + "/", f = file.string();
+  if (ec || f.compare(0, d.size(), d) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("silo '", silo_name_, "': model.torchscript ", job.model.torchscript,
+                     " is not in its models folder ", models_dir_));
+  }
+  return job;
+}
+
 StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job,
                                                             const std::string& job_run_id) {
   auto it = catalog_.find(job.data.dataset);
@@ -74,23 +129,6 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
     return absl::NotFoundError(
         absl::StrCat("silo '", silo_name_, "' has no dataset '", job.data.dataset,
                      "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")"));
-  }
-  if (job.model.kind == ModelKind::kTorchScript) {
-    // Loading a module runs its code: only from where the silo's owner said.
-    if (models_dir_.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "silo '", silo_name_, "' loads no TorchScript models (model.torchscript); its owner "
-          "can allow those in a folder with `fedsilo silo --models-dir DIR`"));
-    }
-    std::error_code ec;
-    const std::filesystem::path dir = std::filesystem::weakly_canonical(models_dir_, ec);
-    const std::filesystem::path file = std::filesystem::weakly_canonical(job.model.torchscript, ec);
-    const std::string d = dir.string() + "/", f = file.string();
-    if (ec || f.compare(0, d.size(), d) != 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("silo '", silo_name_, "': model.torchscript ", job.model.torchscript,
-                       " is not in its models folder ", models_dir_));
-    }
   }
   const DatasetEntry& entry = it->second;
   FEDSILO_ASSIGN_OR_RETURN(
@@ -133,8 +171,15 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
                     {"job_digest", secure::BytesDigest(JobConfigToYaml(*request.job))}});
   }
   StatusOr<transport::FitReply> reply = absl::InternalError("no agent");
-  if (agent_ == nullptr || agent_run_id_ != request.run_id) {
-    StatusOr<std::unique_ptr<SiloAgent>> agent = MakeAgent(*request.job, request.run_id);
+  StatusOr<JobConfig> job = LocalJob(request);
+  transport::FitRequest local = request;
+  if (job.ok()) {
+    local.job = &*job;
+  } else {
+    reply = job.status();
+  }
+  if (job.ok() && (agent_ == nullptr || agent_run_id_ != request.run_id)) {
+    StatusOr<std::unique_ptr<SiloAgent>> agent = MakeAgent(*job, request.run_id);
     if (agent.ok()) {
       agent_ = std::move(agent).value();
       agent_run_id_ = request.run_id;
@@ -142,7 +187,7 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
       reply = agent.status();
     }
   }
-  if (agent_ != nullptr && agent_run_id_ == request.run_id) reply = agent_->Fit(request);
+  if (job.ok() && agent_ != nullptr && agent_run_id_ == request.run_id) reply = agent_->Fit(local);
   if (audit_ != nullptr && !reply.ok()) {
     audit_->Record("refused", {{"job", request.run_id},
                                {"round", round},

@@ -66,6 +66,10 @@ class SiloRuntime : public transport::SiloHandler {
 
  private:
   StatusOr<std::unique_ptr<SiloAgent>> MakeAgent(const JobConfig& job, const std::string& run_id);
+  // The job as this silo runs it: a TorchScript module that came with the
+  // task (named "sha256:<hex>") checked against its digest and the policy and
+  // kept in <state>/models/; a module named by path only from --models-dir.
+  StatusOr<JobConfig> LocalJob(const transport::FitRequest& request);
 
   std::string silo_name_;
   DatasetCatalog catalog_;

@@ -13,6 +13,8 @@
 namespace fedsilo::transport {
 
 inline constexpr size_t kChunkBytes = 1 << 20;  // well under gRPC's 4 MiB default
+// The largest TorchScript module a job may carry (it travels in one message).
+inline constexpr size_t kMaxTorchScriptBytes = size_t{64} << 20;
 
 // Calls `write` with each chunk of `bytes` (at least one, the last marked);
 // stops and returns false when a write fails.

@@ -21,6 +21,9 @@ struct FitRequest {
   uint64_t seed = 0;                   // the silo derives its shuffling from it
   const JobConfig* job = nullptr;      // model and training settings; outlives the call
   const ModelState* global = nullptr;  // outlives the call
+  // model.torchscript jobs: the module file's bytes (the job names it by
+  // digest, "sha256:<hex>"). Null otherwise; outlives the call.
+  const std::string* torchscript = nullptr;
 };
 
 // Silo -> orchestrator: the update and what the silo measured.

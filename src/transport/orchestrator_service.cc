@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -28,6 +29,8 @@ struct OrchestratorService::Session {
   std::mutex write_mu;
   // False once Connect() is about to return and `stream` goes away.
   bool writable ABSL_GUARDED_BY(write_mu) = true;
+  // model.torchscript values whose module this session has received.
+  std::set<std::string> modules_sent ABSL_GUARDED_BY(write_mu);
 
   std::mutex mu;
   std::condition_variable cv;
@@ -245,12 +248,17 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   bool sent;
   {
     std::lock_guard<std::mutex> lock(session->write_mu);
+    // A TorchScript module goes once per session: the silo keeps it.
+    const std::string& module_name = request.job->model.torchscript;
+    const bool ship = request.torchscript != nullptr && !session->modules_sent.count(module_name);
+    if (ship) task->set_torchscript(*request.torchscript);
     sent = session->writable && session->Count(header) && session->stream->Write(header) &&
            ForEachChunk(model, [&](const fedsilo::v1::Chunk& c) {
              fedsilo::v1::OrchestratorMessage m;
              *m.mutable_chunk() = c;
              return session->Count(m) && session->stream->Write(m);
            });
+    if (sent && ship) session->modules_sent.insert(module_name);
   }
   std::unique_lock<std::mutex> lock(session->mu);
   if (sent) {
@@ -523,6 +531,8 @@ StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // A submitted job may carry its TorchScript module.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(kMaxTorchScriptBytes + (1 << 20)));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot serve on ", address));

@@ -38,6 +38,8 @@ std::unique_ptr<fedsilo::v1::Orchestrator::Stub> SiloClient::NewStub() const {
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   // Not shared with earlier channels, whose connection may be in backoff.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // A task may carry the job's TorchScript module.
+  args.SetMaxReceiveMessageSize(static_cast<int>(kMaxTorchScriptBytes + (1 << 20)));
   return fedsilo::v1::Orchestrator::NewStub(
       grpc::CreateCustomChannel(options_.target, credentials_, args));
 }
@@ -238,6 +240,7 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
   request.seed = task.seed();
   request.job = &*job;
   request.global = &global->state;
+  if (!task.torchscript().empty()) request.torchscript = &task.torchscript();
   StatusOr<FitReply> reply = handler_->Fit(request);
   if (!reply.ok()) return fail(reply.status());
   std::string update = SerializeModelState(reply->update);
