@@ -512,6 +512,12 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
                      "mode local needs exactly one of noise_multiplier and target_epsilon "
                      "(> 0)");
   }
+  if (d.mode == DpMode::kLocal && c.model.kind == ModelKind::kTorchScript) {
+    return top.Error(dp.Child("mode"), "privacy.dp.mode",
+                     "local (DP-SGD) does not support model.torchscript: per-example gradients "
+                     "come from the built-in models' known layers; use a built-in model.name, or "
+                     "mode central");
+  }
   if (d.mode == DpMode::kNone && (d.noise_multiplier > 0 || d.target_epsilon > 0)) {
     return top.Error(dp.Child("mode"), "privacy.dp.mode",
                      "is none, but noise_multiplier or target_epsilon is set; say mode: local");

@@ -200,6 +200,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "model.name: is 'mlp', but model.torchscript names a model file"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nmodel: {name: torchscript}\n",
                 "model.torchscript: is required with model.name torchscript"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nmodel: {torchscript: n.pt}\n"
+                "privacy: {dp: {mode: local, noise_multiplier: 1}}\n",
+                "privacy.dp.mode: local (DP-SGD) does not support model.torchscript"},
         BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
