@@ -663,6 +663,19 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
                              " --set training.rounds=2 --processes --quiet --json --workdir " + dir);
   ASSERT_EQ(processes.exit_code, 0) << processes.err;
   EXPECT_GT(LastLineJson(processes.out)["final"]["accuracy"].get<double>(), 0.8);
+  // Exported to MLflow, the TorchScript form goes up beside the .fsm.
+  fedsilo::testing_util::FakeMlflow mlflow;
+  Result exported = Fedsilo("run " + Example("torchscript/digits.yaml") +
+                            " --set training.rounds=1 --quiet --workdir " + dir +
+                            " --set tracking.mlflow.uri=" + mlflow.uri());
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  int torchscript_artifacts = 0;
+  for (const auto& [path, bytes] : mlflow.artifacts()) {
+    if (path.size() > 20 && path.substr(path.size() - 20) == "model/final_model.pt") {
+      ++torchscript_artifacts;
+    }
+  }
+  EXPECT_EQ(torchscript_artifacts, 1);
 
   if (!PythonTorchPresent()) {
     std::printf("python3-torch is not installed: the Python side of the round trip is skipped\n");

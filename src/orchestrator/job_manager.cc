@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "core/file_util.h"
@@ -26,9 +26,6 @@ namespace {
 
 // How a job names a module that came with it: by its SHA-256.
 constexpr char kModulePrefix[] = "sha256:";
-
-}  // namespace
-namespace {
 
 // Makes each finished round durable: checkpoint first, then the store, so a
 // committed round always has its model on disk. Checkpoints that
@@ -166,7 +163,8 @@ StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::stri
     FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
     FEDSILO_RETURN_IF_ERROR(preparer_->Prepare(local).status());
   } else if (!torchscript.empty()) {
-    return absl::InvalidArgumentError("a TorchScript module came with a job without model.torchscript");
+    return absl::InvalidArgumentError(
+        "a TorchScript module came with a job that has no model.torchscript");
   }
   JobRecord record;
   record.name = job.name;

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "core/file_seal.h"
@@ -75,8 +77,12 @@ tracking::MlflowExportReport MlflowExport::Finish(JobState state,
   if (state == JobState::kDone && config_.log_model) {
     // Decrypted when sealed at rest: the job asked for the model to go to MLflow.
     // {file in the run folder, artifact path}
-    const std::pair<const char*, const char*> artifacts[] = {
+    std::vector<std::pair<std::string, std::string>> artifacts = {
         {"final_model.fsm", "model/final_model.fsm"}, {"job.yaml", "job.yaml"}};
+    std::error_code ec;
+    if (std::filesystem::exists(run_dir_ + "/final_model.pt", ec)) {  // model.torchscript jobs
+      artifacts.emplace_back("final_model.pt", "model/final_model.pt");
+    }
     for (const auto& [file, artifact] : artifacts) {
       const std::string path = run_dir_ + "/" + file;
       StatusOr<std::string> bytes = ReadProtectedFile(path);
