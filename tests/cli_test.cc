@@ -482,8 +482,8 @@ TEST(CliTest, RunsAreRecordedInTheStoreAndTheRunsCommandsReadThem) {
                      " --set training.learning_rate=0.02 --quiet --json" +
                      w);
   ASSERT_EQ(b.exit_code, 0) << b.err;
-  Result c = Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=1 --quiet --json" +
-                     w);
+  Result c =
+      Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=1 --quiet --json" + w);
   ASSERT_EQ(c.exit_code, 0) << c.err;
   const nlohmann::json sa = LastLineJson(a.out), sb = LastLineJson(b.out);
   const std::string run_a = sa["run_id"], run_b = sb["run_id"];
@@ -565,8 +565,8 @@ TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
   REQUIRE_DATA();
   fedsilo::testing_util::FakeMlflow mlflow;
   const std::string dir = Workdir("mlflow");
-  const std::string run = "run " + Example("digits.yaml") +
-                          " --set training.rounds=3 --quiet --json --workdir " + dir;
+  const std::string run =
+      "run " + Example("digits.yaml") + " --set training.rounds=3 --quiet --json --workdir " + dir;
   const std::string to_mlflow = " --set tracking.mlflow.uri=" + mlflow.uri();
 
   Result plain = Fedsilo(run + to_mlflow + " --set experiment=mlflow-demo");
@@ -657,10 +657,35 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
   EXPECT_THAT(FileBytes(run_dir + "/job.yaml"), HasSubstr("examples/torchscript/digits_net.pt"));
   auto fsm = fedsilo::ReadModelStateFile(summary["final_model"]);
   ASSERT_TRUE(fsm.ok()) << fsm.status();
+  // fedsilo export: the final model as TorchScript (the default for such a
+  // run) or .fsm; a kept checkpoint; clear errors otherwise.
+  const std::string run_id = summary["run_id"];
+  const std::string w = " --workdir " + dir;
+  Result to_fsm = Fedsilo("export " + run_id + " --format fsm --out " + dir + "/x.fsm" + w);
+  ASSERT_EQ(to_fsm.exit_code, 0) << to_fsm.err;
+  auto fsm_copy = fedsilo::ReadModelStateFile(dir + "/x.fsm");
+  ASSERT_TRUE(fsm_copy.ok()) << fsm_copy.status();
+  ASSERT_EQ(fsm_copy->state.size(), fsm->state.size());
+  for (size_t i = 0; i < fsm->state.size(); ++i) {
+    EXPECT_EQ(fsm_copy->state.tensors()[i].floats()[0], fsm->state.tensors()[i].floats()[0]);
+  }
+  Result to_pt = Fedsilo("export " + run_id + " --round 5 --json --out " + dir + "/r5.pt" + w);
+  ASSERT_EQ(to_pt.exit_code, 0) << to_pt.err;
+  EXPECT_EQ(LastLineJson(to_pt.out)["format"], "torchscript");
+  EXPECT_TRUE(fs::exists(dir + "/r5.pt"));
+  Result no_round = Fedsilo("export " + run_id + " --round 7 --out " + dir + "/r7.pt" + w);
+  EXPECT_EQ(no_round.exit_code, 2);
+  EXPECT_THAT(no_round.err, HasSubstr("kept no checkpoint of round 7 (kept: 1, 2, 3, 4, 5;"));
+  Result builtin = Fedsilo("export " + run_id + " --format torchscript --out " + dir + "/b.pt" +
+                           " --workdir " + Workdir("torchscript_none"));
+  EXPECT_EQ(builtin.exit_code, 2);
+  EXPECT_THAT(builtin.err, HasSubstr("no run store"));
+
   // Silo processes load the job's module too (from its folder, which the
   // local federation allows them).
-  Result processes = Fedsilo("run " + Example("torchscript/digits.yaml") +
-                             " --set training.rounds=2 --processes --quiet --json --workdir " + dir);
+  Result processes =
+      Fedsilo("run " + Example("torchscript/digits.yaml") +
+              " --set training.rounds=2 --processes --quiet --json --workdir " + dir);
   ASSERT_EQ(processes.exit_code, 0) << processes.err;
   EXPECT_GT(LastLineJson(processes.out)["final"]["accuracy"].get<double>(), 0.8);
   // Exported to MLflow, the TorchScript form goes up beside the .fsm.
@@ -682,21 +707,27 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
     return;
   }
   const std::string json_path = dir + "/weights.json";
-  const std::string cmd = "/usr/bin/python3 " + Example("torchscript/show_model.py") + " " + pt +
-                          " --json > " + json_path;
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  const nlohmann::json weights = nlohmann::json::parse(FileBytes(json_path));
-  ASSERT_EQ(weights.size(), fsm->state.size());
-  for (const fedsilo::Tensor& t : fsm->state.tensors()) {
-    ASSERT_TRUE(weights.contains(t.name())) << t.name();
-    const auto values = weights[t.name()].get<std::vector<double>>();
-    ASSERT_EQ(values.size(), t.floats().size()) << t.name();
-    // Integer buffers (batch norm's step count) are averaged as floats and
-    // cut to an integer in the module.
-    const bool integer = t.name().find("num_batches_tracked") != std::string::npos;
-    for (size_t i = 0; i < values.size(); ++i) {
-      ASSERT_EQ(static_cast<float>(values[i]), integer ? std::trunc(t.floats()[i]) : t.floats()[i])
-          << t.name() << "[" << i << "]";
+  // The run's final_model.pt, and the same exported by `fedsilo export`.
+  const std::string exported_pt = dir + "/exported.pt";
+  ASSERT_EQ(Fedsilo("export " + run_id + " --out " + exported_pt + w).exit_code, 0);
+  for (const std::string& file : {pt, exported_pt}) {
+    const std::string cmd = "/usr/bin/python3 " + Example("torchscript/show_model.py") + " " +
+                            file + " --json > " + json_path;
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const nlohmann::json weights = nlohmann::json::parse(FileBytes(json_path));
+    ASSERT_EQ(weights.size(), fsm->state.size());
+    for (const fedsilo::Tensor& t : fsm->state.tensors()) {
+      ASSERT_TRUE(weights.contains(t.name())) << t.name();
+      const auto values = weights[t.name()].get<std::vector<double>>();
+      ASSERT_EQ(values.size(), t.floats().size()) << t.name();
+      // Integer buffers (batch norm's step count) are averaged as floats and
+      // cut to an integer in the module.
+      const bool integer = t.name().find("num_batches_tracked") != std::string::npos;
+      for (size_t i = 0; i < values.size(); ++i) {
+        ASSERT_EQ(static_cast<float>(values[i]),
+                  integer ? std::trunc(t.floats()[i]) : t.floats()[i])
+            << file << ": " << t.name() << "[" << i << "]";
+      }
     }
   }
 }
@@ -737,7 +768,7 @@ TEST(CliTest, HelpForEachCommand) {
         "orchestrator --help", "silo --help", "submit --help", "jobs --help", "status --help",
         "logs --help", "abort --help", "download --help", "privacy epsilon --help",
         "privacy noise --help", "silo ledger --help", "runs --help", "runs list --help",
-        "runs show --help", "runs compare --help", "runs export --help"}) {
+        "runs show --help", "runs compare --help", "runs export --help", "export --help"}) {
     Result r = Fedsilo(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;

@@ -13,6 +13,7 @@
 #include "cli/keys_command.h"
 #include "cli/orchestrator_command.h"
 #include "cli/privacy_command.h"
+#include "cli/export_command.h"
 #include "cli/runs_command.h"
 #include "cli/silo_command.h"
 #include "cli/simulation.h"
@@ -346,6 +347,23 @@ int Main(int argc, char** argv) {
   runs_export->add_flag("--csv", csv, "CSV (the only format, and the default)");
   runs_export->add_option("--out,-o", export_out, "Output file (default: standard output)");
 
+  ExportOptions export_options;
+  CLI::App* export_cmd = app.add_subcommand(
+      "export", "Write a run's final model (or a kept checkpoint) as .fsm or TorchScript");
+  export_cmd->add_option("run", export_options.run, "Run id (or a unique prefix, or job id)")
+      ->required();
+  export_cmd->add_option("--workdir", export_options.workdir,
+                         "Work folder (or orchestrator state folder) holding the run "
+                         "(default: current folder)");
+  export_cmd->add_option("--format", export_options.format,
+                         "fsm or torchscript (default: torchscript for model.torchscript jobs)")
+      ->check(CLI::IsMember({"fsm", "torchscript"}));
+  export_cmd->add_option("--round", export_options.round,
+                         "A checkpointed round instead of the final model")
+      ->check(CLI::PositiveNumber);
+  export_cmd->add_option("--out,-o", export_options.out, "Output file")->required();
+  export_cmd->add_flag("--json", export_options.json, "Print JSON");
+
   UiOptions ui_options;
   CLI::App* ui = app.add_subcommand(
       "ui", "Serve the dashboard of a work folder's runs (charts per round and silo, compare)");
@@ -368,6 +386,10 @@ int Main(int argc, char** argv) {
   // its parallel training by about a fifth.
   if (*silo || *orch || (*run && sim.processes)) TuneAllocatorForModels();
 
+  if (*export_cmd) {
+    Status ran = ExportCommand(export_options);
+    return ran.ok() ? kExitOk : ReportError(ran);
+  }
   if (*ui) {
     Status ran = UiCommand(ui_options);
     return ran.ok() ? kExitOk : ReportError(ran);

@@ -230,8 +230,8 @@ using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 struct Model::Impl {
   ModelSpec spec;
-  Net net{nullptr};            // a built-in model
-  torch::jit::Module script;   // model.torchscript
+  Net net{nullptr};           // a built-in model
+  torch::jit::Module script;  // model.torchscript
   bool scripted = false;
   ModelState layout;  // the initial state; only its names and shapes are used
 
@@ -292,8 +292,9 @@ Status Model::Impl::LoadScript(const ModelSpec& spec) {
     std::string why = e.what();
     why = why.substr(0, why.find('\n'));
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": not a TorchScript module (torch.jit.script or torch.jit.trace, then "
-                            ".save()): ",
+        absl::StrCat(where,
+                     ": not a TorchScript module (torch.jit.script or torch.jit.trace, then "
+                     ".save()): ",
                      why));
   }
   impl->scripted = true;
@@ -309,8 +310,8 @@ Status Model::Impl::LoadScript(const ModelSpec& spec) {
     std::string why = e.what();
     why = why.substr(0, why.find('\n'));
     return absl::InvalidArgumentError(absl::StrCat(where, ": forward() fails on a batch of shape ",
-                                                   ShapeToString(shape), " (the data set's): ",
-                                                   why));
+                                                   ShapeToString(shape),
+                                                   " (the data set's): ", why));
   }
   if (out.dim() != 2 || out.size(0) != 2 || out.size(1) != spec.num_classes) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -576,8 +577,8 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
     optimizer = std::make_unique<torch::optim::Adam>(
         params, torch::optim::AdamOptions(config.learning_rate).weight_decay(config.weight_decay));
   } else {
-    optimizer = std::make_unique<torch::optim::SGD>(params,
-                                                    torch::optim::SGDOptions(config.learning_rate)
+    optimizer =
+        std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(config.learning_rate)
                                                         .momentum(config.momentum)
                                                         .weight_decay(config.weight_decay));
   }
@@ -719,6 +720,45 @@ Status Model::SaveTorchScript(const std::string& path) const {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
   }
   return WriteFileAtomically(path, bytes.str());
+}
+
+Status ExportTorchScript(const std::string& module_path, const ModelState& state,
+                         const std::string& out) {
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(module_path);
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    return absl::InvalidArgumentError(
+        absl::StrCat(module_path, ": not a TorchScript module: ", why.substr(0, why.find('\n'))));
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> slots;
+  for (const auto& p : module.named_parameters()) slots.emplace_back(p.name, p.value);
+  for (const auto& b : module.named_buffers()) slots.emplace_back(b.name, b.value);
+  if (slots.size() != state.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the model has ", state.size(), " tensors, the module ", module_path, " ", slots.size()));
+  }
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const Tensor& src = state.tensors()[i];
+    torch::Tensor& dst = slots[i].second;
+    const std::vector<int64_t> shape(dst.sizes().begin(), dst.sizes().end());
+    if (src.name() != slots[i].first || src.shape() != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor ", i, " of the model is '", src.name(), "' ", ShapeToString(src.shape()),
+          "; the module ", module_path, " has '", slots[i].first, "' ", ShapeToString(shape)));
+    }
+    dst.copy_(
+        torch::from_blob(const_cast<float*>(src.floats().data()), dst.sizes(), torch::kFloat32));
+  }
+  std::ostringstream bytes;
+  try {
+    module.save(bytes);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  }
+  return WriteFileAtomically(out, bytes.str());
 }
 
 }  // namespace fedsilo::ml

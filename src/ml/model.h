@@ -67,6 +67,13 @@ struct LocalObjective {
   const ModelState* gradient_correction = nullptr;
 };
 
+// Writes `state` (laid out as Model::GetState() lays out the module's
+// parameters and buffers) into the TorchScript module at `module_path` and
+// saves the result to `out`, for `fedsilo export`. InvalidArgument naming the
+// tensor when the state does not fit the module.
+Status ExportTorchScript(const std::string& module_path, const ModelState& state,
+                         const std::string& out);
+
 class Model {
  public:
   // Builds a model with weights initialised from `seed` (the same seed gives

@@ -439,6 +439,21 @@ TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
         << back.tensors()[i].name();
   }
   EXPECT_DOUBLE_EQ((*loaded)->Evaluate(DataView::All(test))->accuracy, after->accuracy);
+  // Exported into the original module file, the state comes out the same.
+  const std::string exported = ::testing::TempDir() + "/model_test_exported.pt";
+  ASSERT_TRUE(ExportTorchScript(DigitsNetFile(), trained, exported).ok());
+  auto reread = Model::Create(ScriptSpec(exported), 1);
+  ASSERT_TRUE(reread.ok()) << reread.status();
+  const ModelState exported_state = (*reread)->GetState();
+  for (size_t i = 0; i < exported_state.size(); ++i) {
+    EXPECT_EQ(0, std::memcmp(exported_state.tensors()[i].data(), trained.tensors()[i].data(),
+                             trained.tensors()[i].num_bytes()));
+  }
+  Status misfit = ExportTorchScript(
+      DigitsNetFile(), (*Model::Create(Spec(ModelKind::kMlp), 1))->GetState(), exported);
+  EXPECT_EQ(misfit.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(misfit.message(), HasSubstr("digits_net.pt"));
+
   // And a model set to another's state is that model.
   ASSERT_TRUE((*again)->SetState(trained).ok());
   EXPECT_DOUBLE_EQ((*again)->Evaluate(DataView::All(test))->accuracy, after->accuracy);
@@ -458,7 +473,8 @@ TEST(ModelTest, TorchScriptThatDoesNotFitIsAClearError) {
   narrow.input_shape = {10};
   auto wrong_input = Model::Create(narrow, 1);
   ASSERT_FALSE(wrong_input.ok());
-  EXPECT_THAT(wrong_input.status().message(), HasSubstr("forward() fails on a batch of shape [2, 10]"));
+  EXPECT_THAT(wrong_input.status().message(),
+              HasSubstr("forward() fails on a batch of shape [2, 10]"));
 
   auto not_script =
       Model::Create(ScriptSpec(std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/digits.yaml"), 1);

@@ -91,7 +91,7 @@ struct OrchestratorOptions {
   // and aggregate is recorded here.
   secure::AuditLog* audit = nullptr;
   // model.torchscript jobs: the module's bytes, shipped to the silos.
-  std::string torchscript;
+  std::string torchscript{};
 };
 
 class Orchestrator {

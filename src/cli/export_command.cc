@@ -1,0 +1,104 @@
+#include "cli/export_command.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli/simulation.h"
+#include "core/job_config.h"
+#include "core/model_state_file.h"
+#include "ml/model.h"
+#include "orchestrator/job_store.h"
+#include "orchestrator/run_views.h"
+#include "tracking/run_directory.h"
+
+namespace fedsilo::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The rounds whose checkpoints the run folder kept, for the error message.
+std::string KeptRounds(const tracking::RunDirectory& run_dir, int rounds_total) {
+  std::vector<int> kept;
+  std::error_code ec;
+  for (int r = 1; r <= rounds_total; ++r) {
+    if (fs::exists(run_dir.CheckpointPath(r), ec)) kept.push_back(r);
+  }
+  return kept.empty() ? "none" : absl::StrJoin(kept, ", ");
+}
+
+}  // namespace
+
+Status ExportCommand(const ExportOptions& options) {
+  if (options.format != "" && options.format != "fsm" && options.format != "torchscript") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--format ", options.format, ": one of fsm, torchscript"));
+  }
+  const std::string store_path = RunStorePath(options.workdir);
+  std::error_code ec;
+  if (!fs::exists(store_path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(store_path, ": no run store here"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
+                           orchestrator::JobStore::Open(store_path));
+  FEDSILO_ASSIGN_OR_RETURN(orchestrator::JobRecord run, orchestrator::FindRun(*store, options.run));
+  FEDSILO_ASSIGN_OR_RETURN(JobConfig job,
+                           ParseJobConfig(run.job_yaml, absl::StrCat(run.run_id, " job")));
+  FEDSILO_ASSIGN_OR_RETURN(tracking::RunDirectory run_dir,
+                           tracking::RunDirectory::Open(options.workdir, run.run_id));
+  const std::string model_path =
+      options.round > 0 ? run_dir.CheckpointPath(options.round) : run_dir.final_model_path();
+  if (!fs::exists(model_path, ec)) {
+    if (options.round > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("run ", run.run_id, " kept no checkpoint of round ", options.round,
+                       " (kept: ", KeptRounds(run_dir, run.rounds_total), "; checkpoint.every is ",
+                       job.checkpoint.every, ")"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("run ", run.run_id, " has no final model (it ",
+                                                   orchestrator::JobStateName(run.state), ")"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(ModelFile model, ReadModelStateFile(model_path));
+  const bool scripted = job.model.kind == ModelKind::kTorchScript;
+  const std::string format =
+      options.format.empty() ? (scripted ? "torchscript" : "fsm") : options.format;
+  if (format == "fsm") {
+    FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(options.out, model.state, model.metadata));
+  } else {
+    if (!scripted) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--format torchscript: run ", run.run_id, "'s model is the built-in ",
+          ModelKindName(job.model.kind), ", which has no TorchScript form; use --format fsm"));
+    }
+    // A submitted job names its module by digest; the orchestrator kept it.
+    std::string module = job.model.torchscript;
+    if (absl::StartsWith(module, "sha256:")) {
+      module = absl::StrCat(options.workdir, "/models/", module.substr(7), ".pt");
+    }
+    if (!fs::exists(module, ec)) {
+      return absl::InvalidArgumentError(absl::StrCat("run ", run.run_id, "'s TorchScript module ",
+                                                     module, " is gone; --format fsm works"));
+    }
+    FEDSILO_RETURN_IF_ERROR(ml::ExportTorchScript(module, model.state, options.out));
+  }
+  const std::string round =
+      model.metadata.count("round") ? model.metadata.at("round") : std::to_string(options.round);
+  if (options.json) {
+    std::printf(
+        "%s\n",
+        nlohmann::json(
+            {{"run_id", run.run_id}, {"round", round}, {"format", format}, {"path", options.out}})
+            .dump()
+            .c_str());
+  } else {
+    std::printf("wrote %s (%s, run %s after round %s)\n", options.out.c_str(), format.c_str(),
+                run.run_id.c_str(), round.c_str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedsilo::cli
