@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "secure/provisioner.h"
@@ -23,9 +22,10 @@ StatusOr<JobsClient> JobsClient::Connect(const UserOptions& options) {
                                  ? absl::StrCat(kit.orchestrator_host, ":", kit.orchestrator_port)
                                  : options.orchestrator;
   // A long run's record (every metric of every silo and round) outgrows
-  // gRPC's default 4 MB reply limit.
+  // gRPC's default 4 MB reply limit: 256 MiB holds about five million metrics.
+  constexpr int kMaxReplyBytes = 256 << 20;
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(std::numeric_limits<int>::max());
+  args.SetMaxReceiveMessageSize(kMaxReplyBytes);
   auto channel = grpc::CreateCustomChannel(
       target, transport::ChannelCredentialsFor(files, options.insecure), args);
   return JobsClient(fedsilo::v1::Jobs::NewStub(channel), target, kit.name, options);
