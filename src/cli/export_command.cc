@@ -5,7 +5,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/simulation.h"
@@ -76,14 +75,13 @@ Status ExportCommand(const ExportOptions& options) {
     }
     // A submitted job names its module by digest; the orchestrator kept it.
     std::string module = job.model.torchscript;
-    if (absl::StartsWith(module, "sha256:")) {
-      module = absl::StrCat(options.workdir, "/models/", module.substr(7), ".pt");
-    }
+    FEDSILO_ASSIGN_OR_RETURN(const std::string digest, ShippedModuleDigest(module));
+    if (!digest.empty()) module = ShippedModulePath(options.workdir + "/models", digest);
     if (!fs::exists(module, ec)) {
       return absl::InvalidArgumentError(absl::StrCat("run ", run.run_id, "'s TorchScript module ",
                                                      module, " is gone; --format fsm works"));
     }
-    FEDSILO_RETURN_IF_ERROR(ml::ExportTorchScript(module, model.state, options.out));
+    FEDSILO_RETURN_IF_ERROR(ml::Model::ExportTorchScript(module, model.state, options.out));
   }
   const std::string round =
       model.metadata.count("round") ? model.metadata.at("round") : std::to_string(options.round);

@@ -29,11 +29,9 @@ StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig&
   orchestrator::PreparedJob prepared;
   prepared.initial = model->GetState();
   if (job.model.kind == ModelKind::kTorchScript) {
-    prepared.save_torchscript = [spec, seed = job.seed](const ModelState& state,
-                                                        const std::string& path) -> Status {
-      FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> m, ml::Model::Create(spec, seed));
-      FEDSILO_RETURN_IF_ERROR(m->SetState(state));
-      return m->SaveTorchScript(path);
+    prepared.save_torchscript = [module = job.model.torchscript](const ModelState& state,
+                                                                 const std::string& path) {
+      return ml::Model::ExportTorchScript(module, state, path);
     };
   }
   prepared.evaluator =

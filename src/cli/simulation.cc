@@ -90,9 +90,8 @@ StatusOr<std::optional<Attack>> CheckAttack(const JobConfig& job,
   }
   const int num_silos = static_cast<int>(job.federation.silos.size());
   if (options.attackers > num_silos) {
-    return absl::InvalidArgumentError(absl::StrCat("--attackers: ", options.attackers,
-                                                   " is more than the job's ", num_silos,
-                                                   " silos"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--attackers: ", options.attackers, " is more than the job's ", num_silos, " silos"));
   }
   FEDSILO_ASSIGN_OR_RETURN(Attack attack, ParseAttack(options.attack));
   return std::optional<Attack>(attack);
@@ -147,8 +146,8 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
     }
   }
   if (!job_id.empty()) {
-    Status recorded = store->SetState(job_id, state,
-                                      summary.ok() ? "" : std::string(summary.status().message()));
+    Status recorded =
+        store->SetState(job_id, state, summary.ok() ? "" : std::string(summary.status().message()));
     if (summary.ok() && !recorded.ok()) return recorded;
   }
   return summary;
@@ -201,7 +200,6 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> global_model,
                            ml::Model::Create(spec, job.seed));
   ModelState initial = global_model->GetState();
-
 
   if (!options.quiet) {
     std::printf("fedsilo: run %s\n", run_dir.run_id().c_str());
@@ -295,10 +293,8 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
                           {{"job", job.name}, {"round", std::to_string(result.rounds_completed)}}));
   if (job.model.kind == ModelKind::kTorchScript) {
     // The trained weights in the module the data scientist gave: loads in Python.
-    FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> final_model,
-                             ml::Model::Create(spec, job.seed));
-    FEDSILO_RETURN_IF_ERROR(final_model->SetState(result.final_model));
-    FEDSILO_RETURN_IF_ERROR(final_model->SaveTorchScript(run_dir.final_torchscript_path()));
+    FEDSILO_RETURN_IF_ERROR(ml::Model::ExportTorchScript(job.model.torchscript, result.final_model,
+                                                         run_dir.final_torchscript_path()));
   }
 
   SimulationSummary summary;

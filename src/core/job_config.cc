@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/file_util.h"
 #include "core/yaml_util.h"
 
@@ -53,6 +54,20 @@ absl::string_view ModelKindName(ModelKind kind) {
       return "torchscript";
   }
   return "?";
+}
+
+StatusOr<std::string> ShippedModuleDigest(absl::string_view torchscript) {
+  absl::string_view digest = torchscript;
+  if (!absl::ConsumePrefix(&digest, kShippedModulePrefix)) return std::string();
+  if (digest.size() != 64 || digest.find_first_not_of("0123456789abcdef") != digest.npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", torchscript, "' is not ", kShippedModulePrefix, "<64 hex digits>"));
+  }
+  return std::string(digest);
+}
+
+std::string ShippedModulePath(const std::string& dir, absl::string_view digest) {
+  return absl::StrCat(dir, "/", digest, ".pt");
 }
 
 absl::string_view OptimizerKindName(OptimizerKind kind) {
@@ -347,9 +362,9 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
 
   JobConfig c;
   Section top(root, "", source, overridden);
-  FEDSILO_RETURN_IF_ERROR(top.CheckKeys({"name", "experiment", "seed", "data", "model", "training",
-                                         "federation", "strategy", "privacy", "checkpoint",
-                                         "tracking"}));
+  FEDSILO_RETURN_IF_ERROR(
+      top.CheckKeys({"name", "experiment", "seed", "data", "model", "training", "federation",
+                     "strategy", "privacy", "checkpoint", "tracking"}));
   FEDSILO_RETURN_IF_ERROR(top.String("name", &c.name));
   FEDSILO_RETURN_IF_ERROR(top.String("experiment", &c.experiment));
   int64_t seed = 0;
@@ -726,7 +741,6 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
-
 
 namespace {
 void Flatten(const YAML::Node& node, const std::string& prefix,

@@ -43,6 +43,16 @@ struct ModelConfig {
   std::string torchscript;
 };
 
+// How a job names a TorchScript module that came with it: by its SHA-256,
+// "sha256:<64 lowercase hex digits>". The orchestrator and the silos keep such
+// modules as <state>/models/<hex>.pt.
+inline constexpr absl::string_view kShippedModulePrefix = "sha256:";
+// The hex digest of such a name; "" for anything without the prefix (a path);
+// InvalidArgument for a name with the prefix but no valid digest.
+StatusOr<std::string> ShippedModuleDigest(absl::string_view torchscript);
+// <dir>/<hex>.pt, the file that keeps a shipped module.
+std::string ShippedModulePath(const std::string& dir, absl::string_view digest);
+
 struct TrainingConfig {
   int rounds = 10;
   int local_epochs = 1;

@@ -269,6 +269,8 @@ struct Model::Impl {
     }
     return out.toTensor();
   }
+  // Loads the TorchScript module at `path`; `where` names it in errors.
+  Status LoadModule(const std::string& path, const std::string& where);
   // Loads model.torchscript and checks that it maps a batch of the data's
   // examples to one logit per class.
   Status LoadScript(const ModelSpec& spec);
@@ -282,36 +284,45 @@ struct Model::Impl {
   }
 };
 
-Status Model::Impl::LoadScript(const ModelSpec& spec) {
-  Model::Impl* impl = this;
-  const std::string& path = spec.config.torchscript;
-  const std::string where = absl::StrCat("model.torchscript ", path);
+namespace {
+
+// The first line of a libtorch error (the rest is its backtrace).
+std::string FirstLine(const std::exception& e) {
+  const std::string what = e.what();
+  return what.substr(0, what.find('\n'));
+}
+
+}  // namespace
+
+Status Model::Impl::LoadModule(const std::string& path, const std::string& where) {
   try {
-    impl->script = torch::jit::load(path);
+    script = torch::jit::load(path);
   } catch (const std::exception& e) {
-    std::string why = e.what();
-    why = why.substr(0, why.find('\n'));
     return absl::InvalidArgumentError(
         absl::StrCat(where,
                      ": not a TorchScript module (torch.jit.script or torch.jit.trace, then "
                      ".save()): ",
-                     why));
+                     FirstLine(e)));
   }
-  impl->scripted = true;
+  scripted = true;
+  return absl::OkStatus();
+}
+
+Status Model::Impl::LoadScript(const ModelSpec& spec) {
+  const std::string where = absl::StrCat("model.torchscript ", spec.config.torchscript);
+  FEDSILO_RETURN_IF_ERROR(LoadModule(spec.config.torchscript, where));
   std::vector<int64_t> shape = {2};
   shape.insert(shape.end(), spec.input_shape.begin(), spec.input_shape.end());
   torch::Tensor out;
   try {
     torch::NoGradGuard no_grad;
-    impl->SetTraining(false);
-    out = impl->Forward(torch::zeros(shape, torch::kFloat32));
-    impl->SetTraining(true);
+    SetTraining(false);
+    out = Forward(torch::zeros(shape, torch::kFloat32));
+    SetTraining(true);
   } catch (const std::exception& e) {
-    std::string why = e.what();
-    why = why.substr(0, why.find('\n'));
     return absl::InvalidArgumentError(absl::StrCat(where, ": forward() fails on a batch of shape ",
                                                    ShapeToString(shape),
-                                                   " (the data set's): ", why));
+                                                   " (the data set's): ", FirstLine(e)));
   }
   if (out.dim() != 2 || out.size(0) != 2 || out.size(1) != spec.num_classes) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -320,7 +331,7 @@ Status Model::Impl::LoadScript(const ModelSpec& spec) {
         "; it must return logits of shape [batch, ", spec.num_classes,
         "] (one per class of the data set)"));
   }
-  for (const auto& p : impl->NamedParameters()) {
+  for (const auto& p : NamedParameters()) {
     if (p.second.scalar_type() != torch::kFloat32) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": parameter '", p.first, "' is ",
                                                      c10::toString(p.second.scalar_type()),
@@ -722,43 +733,15 @@ Status Model::SaveTorchScript(const std::string& path) const {
   return WriteFileAtomically(path, bytes.str());
 }
 
-Status ExportTorchScript(const std::string& module_path, const ModelState& state,
-                         const std::string& out) {
-  torch::jit::Module module;
-  try {
-    module = torch::jit::load(module_path);
-  } catch (const std::exception& e) {
-    std::string why = e.what();
-    return absl::InvalidArgumentError(
-        absl::StrCat(module_path, ": not a TorchScript module: ", why.substr(0, why.find('\n'))));
-  }
-  std::vector<std::pair<std::string, torch::Tensor>> slots;
-  for (const auto& p : module.named_parameters()) slots.emplace_back(p.name, p.value);
-  for (const auto& b : module.named_buffers()) slots.emplace_back(b.name, b.value);
-  if (slots.size() != state.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the model has ", state.size(), " tensors, the module ", module_path, " ", slots.size()));
-  }
-  torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < slots.size(); ++i) {
-    const Tensor& src = state.tensors()[i];
-    torch::Tensor& dst = slots[i].second;
-    const std::vector<int64_t> shape(dst.sizes().begin(), dst.sizes().end());
-    if (src.name() != slots[i].first || src.shape() != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor ", i, " of the model is '", src.name(), "' ", ShapeToString(src.shape()),
-          "; the module ", module_path, " has '", slots[i].first, "' ", ShapeToString(shape)));
-    }
-    dst.copy_(
-        torch::from_blob(const_cast<float*>(src.floats().data()), dst.sizes(), torch::kFloat32));
-  }
-  std::ostringstream bytes;
-  try {
-    module.save(bytes);
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
-  }
-  return WriteFileAtomically(out, bytes.str());
+Status Model::ExportTorchScript(const std::string& module_path, const ModelState& state,
+                                const std::string& out) {
+  auto impl = std::make_unique<Impl>();
+  FEDSILO_RETURN_IF_ERROR(impl->LoadModule(module_path, module_path));
+  Model module(std::move(impl));
+  module.impl_->layout = module.GetState();
+  FEDSILO_RETURN_IF_ERROR(
+      Annotate(module.SetState(state), absl::StrCat("the module ", module_path)));
+  return module.SaveTorchScript(out);
 }
 
 }  // namespace fedsilo::ml

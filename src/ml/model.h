@@ -67,13 +67,6 @@ struct LocalObjective {
   const ModelState* gradient_correction = nullptr;
 };
 
-// Writes `state` (laid out as Model::GetState() lays out the module's
-// parameters and buffers) into the TorchScript module at `module_path` and
-// saves the result to `out`, for `fedsilo export`. InvalidArgument naming the
-// tensor when the state does not fit the module.
-Status ExportTorchScript(const std::string& module_path, const ModelState& state,
-                         const std::string& out);
-
 class Model {
  public:
   // Builds a model with weights initialised from `seed` (the same seed gives
@@ -116,6 +109,12 @@ class Model {
   // Writes the model, with its current weights, as a TorchScript file that
   // torch.jit.load reads. InvalidArgument for the built-in models.
   Status SaveTorchScript(const std::string& path) const;
+  // Writes `state` (laid out as GetState() lays out the module's parameters
+  // and buffers) into the TorchScript module at `module_path` and saves the
+  // result to `out`, without the data the module was trained on.
+  // InvalidArgument naming the module and the tensor when they do not fit.
+  static Status ExportTorchScript(const std::string& module_path, const ModelState& state,
+                                  const std::string& out);
 
   int64_t num_parameters() const;
   // e.g. "mlp 64-200-200-10, 55,050 parameters".

@@ -441,7 +441,7 @@ TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
   EXPECT_DOUBLE_EQ((*loaded)->Evaluate(DataView::All(test))->accuracy, after->accuracy);
   // Exported into the original module file, the state comes out the same.
   const std::string exported = ::testing::TempDir() + "/model_test_exported.pt";
-  ASSERT_TRUE(ExportTorchScript(DigitsNetFile(), trained, exported).ok());
+  ASSERT_TRUE(Model::ExportTorchScript(DigitsNetFile(), trained, exported).ok());
   auto reread = Model::Create(ScriptSpec(exported), 1);
   ASSERT_TRUE(reread.ok()) << reread.status();
   const ModelState exported_state = (*reread)->GetState();
@@ -449,7 +449,7 @@ TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
     EXPECT_EQ(0, std::memcmp(exported_state.tensors()[i].data(), trained.tensors()[i].data(),
                              trained.tensors()[i].num_bytes()));
   }
-  Status misfit = ExportTorchScript(
+  Status misfit = Model::ExportTorchScript(
       DigitsNetFile(), (*Model::Create(Spec(ModelKind::kMlp), 1))->GetState(), exported);
   EXPECT_EQ(misfit.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(misfit.message(), HasSubstr("digits_net.pt"));

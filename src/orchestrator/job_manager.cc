@@ -8,11 +8,9 @@
 #include <filesystem>
 #include <optional>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "core/unix_time.h"
@@ -23,9 +21,6 @@
 
 namespace fedsilo::orchestrator {
 namespace {
-
-// How a job names a module that came with it: by its SHA-256.
-constexpr char kModulePrefix[] = "sha256:";
 
 // Makes each finished round durable: checkpoint first, then the store, so a
 // committed round always has its model on disk. Checkpoints that
@@ -130,16 +125,14 @@ void JobManager::Event(const std::string& job_id, const std::string& level,
 StatusOr<JobConfig> JobManager::ResolveModule(const JobConfig& job) const {
   JobConfig local = job;
   if (job.model.kind != ModelKind::kTorchScript) return local;
-  if (!absl::StartsWith(job.model.torchscript, kModulePrefix)) {
+  StatusOr<std::string> digest = ShippedModuleDigest(job.model.torchscript);
+  if (!digest.ok()) return Annotate(digest.status(), "model.torchscript");
+  if (digest->empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("model.torchscript: '", job.model.torchscript, "' is not a shipped module"));
   }
-  local.model.torchscript = ModulePath(job.model.torchscript);
+  local.model.torchscript = ShippedModulePath(state_dir_ + "/models", *digest);
   return local;
-}
-
-std::string JobManager::ModulePath(const std::string& name) const {
-  return absl::StrCat(state_dir_, "/models/", absl::StripPrefix(name, kModulePrefix), ".pt");
 }
 
 StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::string& job_yaml,
@@ -152,8 +145,9 @@ StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::stri
       return absl::InvalidArgumentError(
           "model.torchscript: the job came without its module (fedsilo submit sends it)");
     }
-    job.model.torchscript = absl::StrCat(kModulePrefix, secure::BytesDigest(torchscript));
-    const std::string path = ModulePath(job.model.torchscript);
+    const std::string digest = secure::BytesDigest(torchscript);
+    job.model.torchscript = absl::StrCat(kShippedModulePrefix, digest);
+    const std::string path = ShippedModulePath(state_dir_ + "/models", digest);
     std::error_code ec;
     std::filesystem::create_directories(state_dir_ + "/models", ec);
     if (!std::filesystem::exists(path, ec)) {
@@ -432,7 +426,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job,
   options.stop = &stop_run_;
   options.audit = audit_;
   if (job.model.kind == ModelKind::kTorchScript) {
-    FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFile(ModulePath(job.model.torchscript)));
+    FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFile(local.model.torchscript));
   }
   Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
                             prepared.evaluator.get(), &recorder, nullptr);
@@ -440,10 +434,11 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job,
                                    run_dir->StrategyStatePath(record.rounds_completed)));
   FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,
                                                               record.rounds_completed + 1));
-  FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(run_dir->final_model_path(), result.final_model,
-                                              {{"job", job.name},
-                                               {"job_id", record.id},
-                                               {"round", std::to_string(result.rounds_completed)}}));
+  FEDSILO_RETURN_IF_ERROR(
+      WriteModelStateFile(run_dir->final_model_path(), result.final_model,
+                          {{"job", job.name},
+                           {"job_id", record.id},
+                           {"round", std::to_string(result.rounds_completed)}}));
   if (prepared.save_torchscript) {
     FEDSILO_RETURN_IF_ERROR(
         prepared.save_torchscript(result.final_model, run_dir->final_torchscript_path()));

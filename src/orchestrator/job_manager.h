@@ -80,9 +80,8 @@ class JobManager {
   // module "sha256:<hex>", and that is what its silos are sent.
   StatusOr<JobRecord> Submit(const std::string& owner, const std::string& job_yaml,
                              const std::string& torchscript = "");
-  // The file of a module a job names ("sha256:<hex>").
-  std::string ModulePath(const std::string& name) const;
-  // The job with model.torchscript pointing at that file, for this machine.
+  // The job with its shipped module's name ("sha256:<hex>") replaced by the
+  // file that keeps it here.
   StatusOr<JobConfig> ResolveModule(const JobConfig& job) const;
   // Stops a queued or running job. PermissionDenied unless `user` owns it;
   // FailedPrecondition when it has already finished.

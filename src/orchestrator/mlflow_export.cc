@@ -50,11 +50,11 @@ std::unique_ptr<MlflowExport> MlflowExport::Start(const JobConfig& job, const Jo
     return nullptr;
   }
   return std::unique_ptr<MlflowExport>(
-      new MlflowExport(std::move(exporter).value(), config, run_dir.path()));
+      new MlflowExport(std::move(exporter).value(), config, run_dir));
 }
 
 MlflowExport::MlflowExport(std::unique_ptr<tracking::MlflowExporter> exporter,
-                           MlflowConfig config, std::string run_dir)
+                           MlflowConfig config, tracking::RunDirectory run_dir)
     : exporter_(std::move(exporter)), config_(std::move(config)), run_dir_(std::move(run_dir)) {}
 
 tracking::MlflowExportReport MlflowExport::Finish(JobState state,
@@ -78,13 +78,13 @@ tracking::MlflowExportReport MlflowExport::Finish(JobState state,
     // Decrypted when sealed at rest: the job asked for the model to go to MLflow.
     // {file in the run folder, artifact path}
     std::vector<std::pair<std::string, std::string>> artifacts = {
-        {"final_model.fsm", "model/final_model.fsm"}, {"job.yaml", "job.yaml"}};
+        {run_dir_.final_model_path(), "model/final_model.fsm"},
+        {run_dir_.job_path(), "job.yaml"}};
     std::error_code ec;
-    if (std::filesystem::exists(run_dir_ + "/final_model.pt", ec)) {  // model.torchscript jobs
-      artifacts.emplace_back("final_model.pt", "model/final_model.pt");
+    if (std::filesystem::exists(run_dir_.final_torchscript_path(), ec)) {  // model.torchscript
+      artifacts.emplace_back(run_dir_.final_torchscript_path(), "model/final_model.pt");
     }
-    for (const auto& [file, artifact] : artifacts) {
-      const std::string path = run_dir_ + "/" + file;
+    for (const auto& [path, artifact] : artifacts) {
       StatusOr<std::string> bytes = ReadProtectedFile(path);
       if (bytes.ok()) {
         exporter_->AddArtifact(artifact, std::move(bytes).value());

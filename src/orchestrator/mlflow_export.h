@@ -38,11 +38,11 @@ class MlflowExport {
 
  private:
   MlflowExport(std::unique_ptr<tracking::MlflowExporter> exporter, MlflowConfig config,
-               std::string run_dir);
+               tracking::RunDirectory run_dir);
 
   std::unique_ptr<tracking::MlflowExporter> exporter_;
   MlflowConfig config_;
-  std::string run_dir_;
+  tracking::RunDirectory run_dir_;
 };
 
 }  // namespace fedsilo::orchestrator

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file_seal.h"
@@ -31,9 +32,9 @@ StatusOr<std::map<std::string, DatasetPolicy>> LoadPolicy(const std::string& pat
     const std::string name = entry.first.as<std::string>();
     const YAML::Node spec = entry.second;
     const std::string where = absl::StrCat("datasets.", name);
-    FEDSILO_RETURN_IF_ERROR(
-        CheckYamlKeys(path, spec, where, {"max_epsilon", "delta", "allow_non_dp", "min_silos",
-                                           "export_metrics", "allowed_models"}));
+    FEDSILO_RETURN_IF_ERROR(CheckYamlKeys(
+        path, spec, where,
+        {"max_epsilon", "delta", "allow_non_dp", "min_silos", "export_metrics", "allowed_models"}));
     DatasetPolicy p;
     auto number = [&](const char* key, double min, double* out) -> Status {
       const YAML::Node n = spec[key];
@@ -65,15 +66,18 @@ StatusOr<std::map<std::string, DatasetPolicy>> LoadPolicy(const std::string& pat
                          absl::StrCat(where, ".allowed_models: must be a list of sha256:<hex>"));
       }
       for (const auto& m : models) {
-        std::string digest = m.IsScalar() ? m.Scalar() : "";
-        if (digest.rfind("sha256:", 0) == 0) digest = digest.substr(7);
-        if (digest.size() != 64 ||
-            digest.find_first_not_of("0123456789abcdef") != std::string::npos) {
+        // "sha256:<hex>" as jobs name modules, or the bare hex.
+        const std::string entry = m.IsScalar() ? m.Scalar() : "";
+        StatusOr<std::string> digest =
+            ShippedModuleDigest(absl::StartsWith(entry, kShippedModulePrefix)
+                                    ? entry
+                                    : absl::StrCat(kShippedModulePrefix, entry));
+        if (!digest.ok()) {
           return YamlError(path, m,
-                           absl::StrCat(where, ".allowed_models: '", m.IsScalar() ? m.Scalar() : "",
-                                        "' is not sha256:<64 hex digits>"));
+                           absl::StrCat(where, ".allowed_models: '", entry, "' is not ",
+                                        kShippedModulePrefix, "<64 hex digits>"));
         }
-        p.allowed_models.push_back(digest);
+        p.allowed_models.push_back(*digest);
       }
     }
     policy[name] = p;

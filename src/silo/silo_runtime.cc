@@ -8,10 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
-#include "secure/audit_log.h"
 #include "core/yaml_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/partitioner.h"
+#include "secure/audit_log.h"
 #include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
@@ -72,21 +72,20 @@ StatusOr<JobConfig> SiloRuntime::LocalJob(const transport::FitRequest& request) 
   JobConfig job = *request.job;
   if (job.model.kind != ModelKind::kTorchScript) return job;
   const std::string& name = job.model.torchscript;
-  if (name.rfind("sha256:", 0) == 0) {
+  StatusOr<std::string> shipped = ShippedModuleDigest(name);
+  if (!shipped.ok()) return Annotate(shipped.status(), "model.torchscript");
+  if (!shipped->empty()) {
     // Shipped with the job by the orchestrator.
-    const std::string digest = name.substr(7);
-    if (digest.size() != 64 || digest.find_first_not_of("0123456789abcdef") != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("model.torchscript: '", name, "' is no digest"));
-    }
+    const std::string& digest = *shipped;
     if (guard_ != nullptr && !guard_->AcceptsModel(job.data.dataset, digest)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("silo policy for dataset '", job.data.dataset, "': model ", name,
-                       " is not among its allowed_models"));
+      return absl::FailedPreconditionError(absl::StrCat("silo policy for dataset '",
+                                                        job.data.dataset, "': model ", name,
+                                                        " is not among its allowed_models"));
     }
     if (state_dir_.empty()) {
       return absl::FailedPreconditionError("this silo has no state folder to keep modules in");
     }
-    const std::string path = absl::StrCat(state_dir_, "/models/", digest, ".pt");
+    const std::string path = ShippedModulePath(state_dir_ + "/models", digest);
     std::error_code ec;
     if (request.torchscript != nullptr && !std::filesystem::exists(path, ec)) {
       if (secure::BytesDigest(*request.torchscript) != digest) {
@@ -106,9 +105,10 @@ StatusOr<JobConfig> SiloRuntime::LocalJob(const transport::FitRequest& request) 
   // Named by path (a local federation): loading a module runs its code, so
   // only from where the silo's owner said.
   if (models_dir_.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "silo '", silo_name_, "' loads no TorchScript models (model.torchscript); its owner "
-        "can allow those in a folder with `fedsilo silo --models-dir DIR`"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("silo '", silo_name_,
+                     "' loads no TorchScript models (model.torchscript); its owner "
+                     "can allow those in a folder with `fedsilo silo --models-dir DIR`"));
   }
   std::error_code ec;
   const std::filesystem::path dir = std::filesystem::weakly_canonical(models_dir_, ec);

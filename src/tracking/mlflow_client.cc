@@ -28,9 +28,8 @@ bool SplitUri(const std::string& uri, std::string* origin, std::string* prefix) 
   if (scheme != "http" && scheme != "https") return false;
   const size_t host_start = scheme_end + 3;
   const size_t slash = uri.find('/', host_start);
-  const std::string authority = uri.substr(host_start, slash == std::string::npos
-                                                           ? std::string::npos
-                                                           : slash - host_start);
+  const std::string authority =
+      uri.substr(host_start, slash == std::string::npos ? std::string::npos : slash - host_start);
   if (authority.empty() || authority.front() == ':') return false;
   *origin = absl::StrCat(scheme, "://", authority);
   *prefix = slash == std::string::npos ? "" : uri.substr(slash);
@@ -68,6 +67,23 @@ std::string ErrorText(const std::string& body) {
   return body.substr(0, 200);
 }
 
+// A reply's body, or the error it stands for: Unavailable when worth trying
+// again (no connection, 429, 5xx), NotFound for a missing resource,
+// InvalidArgument for any other refusal. `where` names the call.
+StatusOr<std::string> ReplyBody(const httplib::Result& result, const std::string& where) {
+  if (!result) {
+    return absl::UnavailableError(absl::StrCat(where, ": ", NetworkError(result.error())));
+  }
+  const int code = result->status;
+  if (code >= 200 && code < 300) return result->body;
+  const std::string text = absl::StrCat(where, ": HTTP ", code, " ", ErrorText(result->body));
+  if (code == 429 || code >= 500) return absl::UnavailableError(text);
+  if (code == 404 || absl::StrContains(result->body, "RESOURCE_DOES_NOT_EXIST")) {
+    return absl::NotFoundError(text);
+  }
+  return absl::InvalidArgumentError(text);
+}
+
 StatusOr<MlflowRun> ParseRun(const std::string& body) {
   nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
   if (!j.is_object() || !j.contains("run") || !j["run"].contains("info")) {
@@ -87,8 +103,8 @@ StatusOr<MlflowRun> ParseRun(const std::string& body) {
 StatusOr<std::unique_ptr<MlflowClient>> MlflowClient::Create(const std::string& uri) {
   std::string origin, prefix;
   if (!SplitUri(uri, &origin, &prefix)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tracking.mlflow.uri: '", uri, "' is not http(s)://host[:port][/prefix]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tracking.mlflow.uri: '", uri, "' is not http(s)://host[:port][/prefix]"));
   }
   return std::unique_ptr<MlflowClient>(new MlflowClient(uri, origin, prefix));
 }
@@ -122,21 +138,9 @@ std::unique_ptr<httplib::Client> MlflowClient::Connect(const std::string& origin
 StatusOr<std::string> MlflowClient::Call(const std::string& method, const std::string& api_path,
                                          const std::string* body) {
   const std::string path = absl::StrCat(prefix_, kApi, api_path);
-  httplib::Result result = body == nullptr
-                               ? http_->Get(path)
-                               : http_->Post(path, *body, "application/json");
-  const std::string where = absl::StrCat("MLflow at ", uri_, " (", method, ")");
-  if (!result) {
-    return absl::UnavailableError(absl::StrCat(where, ": ", NetworkError(result.error())));
-  }
-  const int code = result->status;
-  if (code >= 200 && code < 300) return result->body;
-  const std::string text = absl::StrCat(where, ": HTTP ", code, " ", ErrorText(result->body));
-  if (code == 429 || code >= 500) return absl::UnavailableError(text);
-  if (code == 404 || absl::StrContains(result->body, "RESOURCE_DOES_NOT_EXIST")) {
-    return absl::NotFoundError(text);
-  }
-  return absl::InvalidArgumentError(text);
+  httplib::Result result =
+      body == nullptr ? http_->Get(path) : http_->Post(path, *body, "application/json");
+  return ReplyBody(result, absl::StrCat("MLflow at ", uri_, " (", method, ")"));
 }
 
 StatusOr<std::string> MlflowClient::GetOrCreateExperiment(const std::string& name) {
@@ -234,29 +238,21 @@ Status MlflowClient::UploadArtifact(const MlflowRun& run, const std::string& pat
   } else if (absl::StartsWith(root, "http://") || absl::StartsWith(root, "https://")) {
     std::string origin, root_path;
     if (!SplitUri(root, &origin, &root_path)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("MLflow run ", run.run_id, ": artifact location '", run.artifact_uri,
-                       "' is not a URL fedsilo can write to"));
+      return absl::FailedPreconditionError(absl::StrCat("MLflow run ", run.run_id,
+                                                        ": artifact location '", run.artifact_uri,
+                                                        "' is not a URL fedsilo can write to"));
     }
     other = Connect(origin);
     http = other.get();
     url_path = absl::StrCat(root_path, "/", path);
   } else {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "MLflow run ", run.run_id, ": artifacts go to '", run.artifact_uri,
-        "', which only the MLflow Python client writes; start the server with "
-        "--serve-artifacts (the default since MLflow 2.0) to upload through it"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("MLflow run ", run.run_id, ": artifacts go to '", run.artifact_uri,
+                     "', which only the MLflow Python client writes; start the server with "
+                     "--serve-artifacts (the default since MLflow 2.0) to upload through it"));
   }
   httplib::Result result = http->Put(url_path, bytes, "application/octet-stream");
-  const std::string where = absl::StrCat("MLflow at ", uri_, " (artifact ", path, ")");
-  if (!result) {
-    return absl::UnavailableError(absl::StrCat(where, ": ", NetworkError(result.error())));
-  }
-  const int code = result->status;
-  if (code >= 200 && code < 300) return absl::OkStatus();
-  const std::string text = absl::StrCat(where, ": HTTP ", code, " ", ErrorText(result->body));
-  if (code == 429 || code >= 500) return absl::UnavailableError(text);
-  return absl::InvalidArgumentError(text);
+  return ReplyBody(result, absl::StrCat("MLflow at ", uri_, " (artifact ", path, ")")).status();
 }
 
 }  // namespace fedsilo::tracking
