@@ -747,6 +747,126 @@ TEST(CliTest, TorchScriptFileMustExistAndFitTheData) {
 }
 
 // A run that fails is recorded as failed, with its error.
+// Reads a CSV written by `fedsilo predict` into rows of cells.
+std::vector<std::vector<std::string>> ReadCsv(const std::string& path) {
+  std::vector<std::vector<std::string>> rows;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
+    rows.push_back(cells);
+  }
+  return rows;
+}
+
+TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
+  const std::string dir = Workdir("fraud");
+  // The generator is seeded: the example's committed files are its output.
+  Result gen = Fedsilo("generate fraud --json --out " + dir + "/data");
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  for (const char* region : {"east", "west", "south"}) {
+    EXPECT_EQ(FileBytes(dir + "/data/" + region + ".csv"),
+              FileBytes(Example(std::string("fraud/data/") + region + ".csv")))
+        << region;
+  }
+  EXPECT_EQ(LastLineJson(gen.out)["files"][2]["frauds"], 75);
+
+  const std::string w = " --workdir " + dir;
+  Result r = Fedsilo("run " + Example("fraud/fraud.yaml") +
+                     " --set training.rounds=4 --quiet --json" + w);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json summary = LastLineJson(r.out);
+  const nlohmann::json& final = summary["final"];
+  EXPECT_GT(final["auc"].get<double>(), 0.8);
+  EXPECT_GT(final["accuracy"].get<double>(), 0.95);
+  EXPECT_TRUE(final.contains("precision") && final.contains("recall"));
+  const std::string run_dir = summary["run_dir"];
+  // The federated statistics are round 0 of the run, and complete its job.
+  std::map<std::string, double> round0;
+  std::ifstream metrics(run_dir + "/metrics.jsonl");
+  bool per_silo_auc = false;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json m = nlohmann::json::parse(line);
+    if (m["round"] == 0) round0[m["name"]] = m["value"];
+    per_silo_auc = per_silo_auc || m["name"] == "south/global_test_auc";
+  }
+  EXPECT_TRUE(per_silo_auc);
+  EXPECT_EQ(round0["global/rows"], round0["east/rows"] + round0["west/rows"] + round0["south/rows"]);
+  EXPECT_EQ(round0["east/rows"], 2100);  // 70 % of 3000 rows train
+  fedsilo::StatusOr<fedsilo::JobConfig> resolved = fedsilo::LoadJobConfig(run_dir + "/job.yaml");
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  const fedsilo::FeatureStatistics& st = resolved->preprocess.statistics;
+  EXPECT_EQ(st.rows, round0["global/rows"]);
+  EXPECT_EQ(st.features.size(), 12u);
+  EXPECT_EQ(st.features[2], "merchant=grocery");
+  EXPECT_EQ(st.class_counts[1], round0["global/class_1_rows"]);
+
+  // The same job with silo processes over gRPC: the same model.
+  Result processes = Fedsilo("run " + Example("fraud/fraud.yaml") +
+                             " --set training.rounds=4 --processes --quiet --json --workdir " +
+                             Workdir("fraud_processes"));
+  ASSERT_EQ(processes.exit_code, 0) << processes.err;
+  EXPECT_EQ(LastLineJson(processes.out)["final"]["accuracy"], final["accuracy"]);
+  EXPECT_EQ(LastLineJson(processes.out)["final"]["auc"], final["auc"]);
+
+  // predict: every row of a region's file, with the run's preprocessing.
+  const std::string run_id = summary["run_id"];
+  Result p = Fedsilo("predict " + run_id + " --data " + Example("fraud/data/south.csv") +
+                     " --out " + dir + "/south.csv --json" + w);
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const nlohmann::json ps = LastLineJson(p.out);
+  EXPECT_EQ(ps["rows"], 1500);
+  const auto rows = ReadCsv(dir + "/south.csv");
+  ASSERT_EQ(rows.size(), 1501u);
+  EXPECT_EQ(rows[0], (std::vector<std::string>{"row", "predicted", "p_0", "p_1", "is_fraud"}));
+  int correct = 0;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const double p0 = std::stod(rows[i][2]), p1 = std::stod(rows[i][3]);
+    EXPECT_NEAR(p0 + p1, 1.0, 1e-5);
+    EXPECT_EQ(rows[i][1], p1 > p0 ? "1" : "0");
+    correct += rows[i][1] == rows[i][4];
+  }
+  EXPECT_NEAR(ps["accuracy"].get<double>(), correct / 1500.0, 1e-12);
+  // An exported .fsm carries the preprocessing: the same predictions.
+  ASSERT_EQ(Fedsilo("export " + run_id + " --format fsm --out " + dir + "/fraud.fsm" + w).exit_code,
+            0);
+  Result from_file = Fedsilo("predict " + dir + "/fraud.fsm --data " +
+                             Example("fraud/data/south.csv") + " --out " + dir + "/again.csv");
+  ASSERT_EQ(from_file.exit_code, 0) << from_file.err;
+  EXPECT_EQ(FileBytes(dir + "/again.csv"), FileBytes(dir + "/south.csv"));
+  // Unlabelled rows with a missing value: imputed with the federation's mean.
+  std::ofstream(dir + "/new.csv")
+      << "amount,hour,merchant,distance_km,account_age_days,card_present,tx_last_24h\n"
+      << "950.0,3,electronics,,20,0,9\n12.5,13,grocery,2.0,900,1,1\n";
+  Result unlabelled = Fedsilo("predict " + run_id + " --data " + dir + "/new.csv" + w);
+  ASSERT_EQ(unlabelled.exit_code, 0) << unlabelled.err;
+  EXPECT_THAT(unlabelled.out, HasSubstr("row,predicted,p_0,p_1\n1,1,"));
+  EXPECT_THAT(unlabelled.out, HasSubstr("\n2,0,"));
+
+  // Bad input: exit 2, naming the file and the column.
+  std::ofstream(dir + "/bad.csv") << "amount,hour,merchant\n1,2,atm\n";
+  Result bad = Fedsilo("predict " + run_id + " --data " + dir + "/bad.csv" + w);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr(dir + "/bad.csv: feature column 'distance_km' is not in the header"));
+  Result builtin = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" +
+                           dir + "/none.yaml" + w);
+  EXPECT_EQ(builtin.exit_code, 2);
+  EXPECT_THAT(builtin.err, HasSubstr("--set data.catalog: "));
+  EXPECT_THAT(builtin.err, HasSubstr("cli_fraud/none.yaml: no such file (a dataset catalog"));
+  std::ofstream(dir + "/catalog.yaml")
+      << "datasets:\n  transactions:\n    csv: " << Example("fraud/data") << "/{silo}.csv\n"
+      << "    label: fraud\n";
+  Result wrong_label = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" +
+                               dir + "/catalog.yaml" + w);
+  EXPECT_EQ(wrong_label.exit_code, 2) << wrong_label.err;
+  EXPECT_THAT(wrong_label.err,
+              HasSubstr("east.csv: label column 'fraud' is not in the header (columns: amount"));
+  Result no_catalog = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" +
+                              Example("fraud/fraud.yaml") + " --set training.rounds=1" + w);
+  EXPECT_EQ(no_catalog.exit_code, 2) << no_catalog.err;
+}
+
 TEST(CliTest, AFailedRunIsRecordedWithItsError) {
   const std::string workdir = Workdir("runs_failed");
   Result r = Fedsilo("run " + Example("digits.yaml") + " --quiet --workdir " + workdir,

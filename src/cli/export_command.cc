@@ -32,40 +32,60 @@ std::string KeptRounds(const tracking::RunDirectory& run_dir, int rounds_total) 
 
 }  // namespace
 
-Status ExportCommand(const ExportOptions& options) {
-  if (options.format != "" && options.format != "fsm" && options.format != "torchscript") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--format ", options.format, ": one of fsm, torchscript"));
-  }
-  const std::string store_path = RunStorePath(options.workdir);
+StatusOr<RunModel> LoadRunModel(const std::string& workdir, const std::string& name, int round) {
+  const std::string store_path = RunStorePath(workdir);
   std::error_code ec;
   if (!fs::exists(store_path, ec)) {
     return absl::InvalidArgumentError(absl::StrCat(store_path, ": no run store here"));
   }
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
                            orchestrator::JobStore::Open(store_path));
-  FEDSILO_ASSIGN_OR_RETURN(orchestrator::JobRecord run, orchestrator::FindRun(*store, options.run));
-  FEDSILO_ASSIGN_OR_RETURN(JobConfig job,
-                           ParseJobConfig(run.job_yaml, absl::StrCat(run.run_id, " job")));
+  RunModel out;
+  FEDSILO_ASSIGN_OR_RETURN(out.run, orchestrator::FindRun(*store, name));
+  const orchestrator::JobRecord& run = out.run;
+  FEDSILO_ASSIGN_OR_RETURN(out.job, ParseJobConfig(run.job_yaml, absl::StrCat(run.run_id, " job")));
   FEDSILO_ASSIGN_OR_RETURN(tracking::RunDirectory run_dir,
-                           tracking::RunDirectory::Open(options.workdir, run.run_id));
+                           tracking::RunDirectory::Open(workdir, run.run_id));
   const std::string model_path =
-      options.round > 0 ? run_dir.CheckpointPath(options.round) : run_dir.final_model_path();
+      round > 0 ? run_dir.CheckpointPath(round) : run_dir.final_model_path();
   if (!fs::exists(model_path, ec)) {
-    if (options.round > 0) {
+    if (round > 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("run ", run.run_id, " kept no checkpoint of round ", options.round,
+          absl::StrCat("run ", run.run_id, " kept no checkpoint of round ", round,
                        " (kept: ", KeptRounds(run_dir, run.rounds_total), "; checkpoint.every is ",
-                       job.checkpoint.every, ")"));
+                       out.job.checkpoint.every, ")"));
     }
     return absl::InvalidArgumentError(absl::StrCat("run ", run.run_id, " has no final model (it ",
                                                    orchestrator::JobStateName(run.state), ")"));
   }
-  FEDSILO_ASSIGN_OR_RETURN(ModelFile model, ReadModelStateFile(model_path));
+  FEDSILO_ASSIGN_OR_RETURN(out.model, ReadModelStateFile(model_path));
+  if (out.job.model.kind == ModelKind::kTorchScript) {
+    // A submitted job names its module by digest; the orchestrator kept it.
+    out.module = out.job.model.torchscript;
+    FEDSILO_ASSIGN_OR_RETURN(const std::string digest, ShippedModuleDigest(out.module));
+    if (!digest.empty()) out.module = ShippedModulePath(workdir + "/models", digest);
+  }
+  return out;
+}
+
+Status ExportCommand(const ExportOptions& options) {
+  if (options.format != "" && options.format != "fsm" && options.format != "torchscript") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--format ", options.format, ": one of fsm, torchscript"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(RunModel loaded,
+                           LoadRunModel(options.workdir, options.run, options.round));
+  const orchestrator::JobRecord& run = loaded.run;
+  const JobConfig& job = loaded.job;
+  ModelFile& model = loaded.model;
+  std::error_code ec;
   const bool scripted = job.model.kind == ModelKind::kTorchScript;
   const std::string format =
       options.format.empty() ? (scripted ? "torchscript" : "fsm") : options.format;
   if (format == "fsm") {
+    // The resolved job travels with the model: `fedsilo predict` prepares
+    // new data with its preprocessing.
+    model.metadata["job_yaml"] = run.job_yaml;
     FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(options.out, model.state, model.metadata));
   } else {
     if (!scripted) {
@@ -73,10 +93,7 @@ Status ExportCommand(const ExportOptions& options) {
           "--format torchscript: run ", run.run_id, "'s model is the built-in ",
           ModelKindName(job.model.kind), ", which has no TorchScript form; use --format fsm"));
     }
-    // A submitted job names its module by digest; the orchestrator kept it.
-    std::string module = job.model.torchscript;
-    FEDSILO_ASSIGN_OR_RETURN(const std::string digest, ShippedModuleDigest(module));
-    if (!digest.empty()) module = ShippedModulePath(options.workdir + "/models", digest);
+    const std::string& module = loaded.module;
     if (!fs::exists(module, ec)) {
       return absl::InvalidArgumentError(absl::StrCat("run ", run.run_id, "'s TorchScript module ",
                                                      module, " is gone; --format fsm works"));

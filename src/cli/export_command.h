@@ -7,7 +7,10 @@
 
 #include <string>
 
+#include "core/job_config.h"
+#include "core/model_state_file.h"
 #include "core/status.h"
+#include "orchestrator/job_store.h"
 
 namespace fedsilo::cli {
 
@@ -20,8 +23,20 @@ struct ExportOptions {
   bool json = false;
 };
 
-// InvalidArgument naming the run, round or format at fault.
+// InvalidArgument naming the run, round or format at fault. An .fsm export
+// carries the run's resolved job in its metadata ("job_yaml").
 Status ExportCommand(const ExportOptions& options);
+
+// A recorded run's model: its record, resolved job, the model file of
+// `round` (0 = the final model) and, for model.torchscript jobs, the module
+// file. InvalidArgument naming the run or round.
+struct RunModel {
+  orchestrator::JobRecord run;
+  JobConfig job;
+  ModelFile model;
+  std::string module;
+};
+StatusOr<RunModel> LoadRunModel(const std::string& workdir, const std::string& run, int round);
 
 }  // namespace fedsilo::cli
 

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ml/dataset_catalog.h"
+#include "ml/tabular.h"
 
 namespace fedsilo::cli {
 
@@ -16,6 +17,26 @@ StatusOr<std::map<std::string, double>> HeldOutEvaluator::Evaluate(const ModelSt
 }
 
 StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig& job) {
+  orchestrator::PreparedJob prepared;
+  if (job.model.kind == ModelKind::kTorchScript) {
+    prepared.save_torchscript = [module = job.model.torchscript](const ModelState& state,
+                                                                 const std::string& path) {
+      return ml::Model::ExportTorchScript(module, state, path);
+    };
+  }
+  if (!IsBuiltinDataset(job.data.dataset)) {
+    // The silos' own data: the input the statistics describe, and no
+    // evaluator here (the silos score the global model).
+    const FeatureStatistics& st = job.preprocess.statistics;
+    if (st.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data.dataset '", job.data.dataset, "': no federated statistics to size the model"));
+    }
+    FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model,
+                             ml::Model::Create(ml::TabularModelSpec(job), job.seed));
+    prepared.initial = model->GetState();
+    return prepared;
+  }
   StatusOr<ml::DatasetSplits> data =
       ml::LoadBuiltinDataset(job.data.dataset, data_dir_, job.data.test_fraction, job.seed);
   if (!data.ok()) {
@@ -26,14 +47,7 @@ StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig&
   }
   const ml::ModelSpec spec{job.model, data->train->example_shape, data->train->num_classes};
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model, ml::Model::Create(spec, job.seed));
-  orchestrator::PreparedJob prepared;
   prepared.initial = model->GetState();
-  if (job.model.kind == ModelKind::kTorchScript) {
-    prepared.save_torchscript = [module = job.model.torchscript](const ModelState& state,
-                                                                 const std::string& path) {
-      return ml::Model::ExportTorchScript(module, state, path);
-    };
-  }
   prepared.evaluator =
       std::make_unique<HeldOutEvaluator>(std::move(model), ml::DataView::All(data->test), nullptr);
   return prepared;

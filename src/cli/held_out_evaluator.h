@@ -33,7 +33,9 @@ class HeldOutEvaluator : public orchestrator::ModelEvaluator {
 // For the orchestrator daemon: the job's model, initialised from its seed as
 // in simulation, and its evaluation on the built-in data set's held-out split,
 // read from the orchestrator's own data folder. (That split is public
-// benchmark data; silo data never reaches the orchestrator.)
+// benchmark data; silo data never reaches the orchestrator.) A job on the
+// silos' own files gets the model its federated statistics describe, and no
+// evaluator: the silos score the global model on their test rows.
 class BuiltinJobPreparer : public orchestrator::JobPreparer {
  public:
   explicit BuiltinJobPreparer(std::string data_dir) : data_dir_(std::move(data_dir)) {}

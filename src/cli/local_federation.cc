@@ -37,10 +37,15 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
   }
   FEDSILO_RETURN_IF_ERROR(
       secure::ProvisionFederation(spec, kits, std::chrono::system_clock::now()));
-  const std::string datasets = kits + "/datasets.yaml";
-  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(
-      datasets, absl::StrCat("datasets:\n  ", job.data.dataset, ": {builtin: ", job.data.dataset,
-                             ", share: job}\n")));
+  // Built-in data: each silo takes its share. A catalog's data: each silo
+  // reads the catalog, "{silo}" in its paths naming the silo's own file.
+  std::string datasets = job.data.catalog;
+  if (IsBuiltinDataset(job.data.dataset)) {
+    datasets = kits + "/datasets.yaml";
+    FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(
+        datasets, absl::StrCat("datasets:\n  ", job.data.dataset, ": {builtin: ", job.data.dataset,
+                               ", share: job}\n")));
+  }
 
   FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit, secure::LoadKit(kits + "/orchestrator"));
   FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));

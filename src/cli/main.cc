@@ -10,10 +10,12 @@
 #include <vector>
 
 #include "cli/audit_command.h"
+#include "cli/export_command.h"
+#include "cli/fraud_data.h"
 #include "cli/keys_command.h"
 #include "cli/orchestrator_command.h"
+#include "cli/predict_command.h"
 #include "cli/privacy_command.h"
-#include "cli/export_command.h"
 #include "cli/runs_command.h"
 #include "cli/silo_command.h"
 #include "cli/simulation.h"
@@ -355,14 +357,49 @@ int Main(int argc, char** argv) {
   export_cmd->add_option("--workdir", export_options.workdir,
                          "Work folder (or orchestrator state folder) holding the run "
                          "(default: current folder)");
-  export_cmd->add_option("--format", export_options.format,
-                         "fsm or torchscript (default: torchscript for model.torchscript jobs)")
+  export_cmd
+      ->add_option("--format", export_options.format,
+                   "fsm or torchscript (default: torchscript for model.torchscript jobs)")
       ->check(CLI::IsMember({"fsm", "torchscript"}));
-  export_cmd->add_option("--round", export_options.round,
-                         "A checkpointed round instead of the final model")
+  export_cmd
+      ->add_option("--round", export_options.round,
+                   "A checkpointed round instead of the final model")
       ->check(CLI::PositiveNumber);
   export_cmd->add_option("--out,-o", export_options.out, "Output file")->required();
   export_cmd->add_flag("--json", export_options.json, "Print JSON");
+
+  PredictOptions predict_options;
+  CLI::App* predict = app.add_subcommand(
+      "predict",
+      "Score the rows of a CSV file with a run's model, prepared as the silos prepared theirs");
+  predict
+      ->add_option("model", predict_options.model,
+                   "Run id (or a unique prefix, or job id), or an .fsm file from "
+                   "`fedsilo export --format fsm`")
+      ->required();
+  predict->add_option("--data", predict_options.data, "CSV file with a header")->required();
+  predict->add_option("--out,-o", predict_options.out,
+                      "Predictions CSV (default: standard output)");
+  predict->add_option("--workdir", predict_options.workdir,
+                      "Work folder (or orchestrator state folder) holding the run");
+  predict
+      ->add_option("--round", predict_options.round,
+                   "A checkpointed round instead of the final model")
+      ->check(CLI::PositiveNumber);
+  predict->add_flag("--json", predict_options.json, "Print a JSON summary as the last line");
+
+  FraudDataOptions fraud_options;
+  CLI::App* generate = app.add_subcommand("generate", "Write example data sets");
+  generate->require_subcommand(1);
+  CLI::App* fraud = generate->add_subcommand(
+      "fraud",
+      "Synthetic card transactions, one CSV per region (east, west, south): imbalanced, "
+      "with regional shifts and missing values");
+  fraud->add_option("--out,-o", fraud_options.out, "Folder to write the CSV files to")->required();
+  fraud->add_option("--seed", fraud_options.seed, "Random seed (default 7)");
+  fraud->add_option("--scale", fraud_options.scale,
+                    "Rows as a multiple of the defaults (3000, 2000, 1500)");
+  fraud->add_flag("--json", fraud_options.json, "Print JSON");
 
   UiOptions ui_options;
   CLI::App* ui = app.add_subcommand(
@@ -390,13 +427,21 @@ int Main(int argc, char** argv) {
     Status ran = ExportCommand(export_options);
     return ran.ok() ? kExitOk : ReportError(ran);
   }
+  if (*predict) {
+    Status ran = PredictCommand(predict_options);
+    return ran.ok() ? kExitOk : ReportError(ran);
+  }
+  if (*generate) {
+    Status ran = GenerateFraudCommand(fraud_options);
+    return ran.ok() ? kExitOk : ReportError(ran);
+  }
   if (*ui) {
     Status ran = UiCommand(ui_options);
     return ran.ok() ? kExitOk : ReportError(ran);
   }
   if (*runs) {
-    Status ran = *runs_list    ? RunsListCommand(runs_options, experiment)
-                 : *runs_show  ? RunsShowCommand(runs_options, run_names.front())
+    Status ran = *runs_list      ? RunsListCommand(runs_options, experiment)
+                 : *runs_show    ? RunsShowCommand(runs_options, run_names.front())
                  : *runs_compare ? RunsCompareCommand(runs_options, run_names)
                                  : RunsExportCommand(runs_options, run_names.front(), export_out);
     return ran.ok() ? kExitOk : ReportError(ran);

@@ -33,7 +33,7 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
     return absl::InvalidArgumentError("--datasets is required to run a silo");
   }
   FEDSILO_ASSIGN_OR_RETURN(silo::DatasetCatalog catalog,
-                           silo::LoadDatasetCatalog(options.datasets_path));
+                           silo::LoadDatasetCatalog(options.datasets_path, kit.name));
   const std::string state =
       options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;
   FEDSILO_ASSIGN_OR_RETURN(

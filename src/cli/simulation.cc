@@ -22,6 +22,7 @@
 #include "ml/dataset_catalog.h"
 #include "ml/model.h"
 #include "ml/partitioner.h"
+#include "ml/tabular.h"
 #include "orchestrator/job_store.h"
 #include "orchestrator/mlflow_export.h"
 #include "orchestrator/orchestrator.h"
@@ -29,6 +30,7 @@
 #include "secure/secagg.h"
 #include "silo/privacy_guard.h"
 #include "silo/silo_agent.h"
+#include "silo/silo_runtime.h"
 #include "strategy/strategy.h"
 #include "tracking/jsonl_metrics_sink.h"
 #include "tracking/run_directory.h"
@@ -59,8 +61,10 @@ class ProgressPrinter : public orchestrator::RoundObserver {
         s.global_metrics.count("accuracy") ? s.global_metrics.at("accuracy") : 0.0,
         s.silos_succeeded, s.silos_sampled, FormatDuration(s.round_seconds),
         FormatDuration(s.elapsed_seconds), FormatDuration(eta));
-    if (s.global_metrics.count("auc")) {
-      absl::StrAppendFormat(&line, "  auc %.4f", s.global_metrics.at("auc"));
+    for (const char* metric : {"precision", "recall", "auc"}) {
+      if (s.global_metrics.count(metric)) {
+        absl::StrAppendFormat(&line, "  %s %.4f", metric, s.global_metrics.at(metric));
+      }
     }
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
@@ -98,7 +102,7 @@ StatusOr<std::optional<Attack>> CheckAttack(const JobConfig& job,
 }
 
 // The run itself; `*job_id` is set once it is in the store.
-StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationOptions& options,
+StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions& options,
                                          const std::optional<Attack>& attack,
                                          orchestrator::JobStore* store, std::string* job_id,
                                          std::unique_ptr<orchestrator::MlflowExport>* mlflow);
@@ -155,7 +159,7 @@ StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const Simulation
 
 namespace {
 
-StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationOptions& options,
+StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions& options,
                                          const std::optional<Attack>& attack,
                                          orchestrator::JobStore* store, std::string* job_id,
                                          std::unique_ptr<orchestrator::MlflowExport>* mlflow) {
@@ -165,6 +169,13 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
                           ? options.threads
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
+  if (!IsBuiltinDataset(job.data.dataset) && job.data.catalog.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.dataset: '", job.data.dataset, "' is not a built-in data set (",
+        absl::StrJoin(kKnownDatasets, ", "),
+        "); to simulate silos with their own files, give data.catalog: a dataset catalog "
+        "(datasets.yaml) whose csv paths may hold {silo}"));
+  }
   // Recorded first, so that a run that fails on its data is on record too.
   FEDSILO_ASSIGN_OR_RETURN(
       tracking::RunDirectory run_dir,
@@ -186,33 +197,48 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
   tracking::FanOutSink metrics_out({sink.get(), *mlflow ? (*mlflow)->sink() : nullptr});
   orchestrator::RoundRecorder recorder(store, record.id, &metrics_out);
 
-  FEDSILO_ASSIGN_OR_RETURN(
-      ml::DatasetSplits data,
-      ml::LoadBuiltinDataset(job.data.dataset, data_dir, job.data.test_fraction, job.seed));
+  // Built-in data is partitioned here; a catalog's data stays with each
+  // simulated silo, which reads its own file.
+  const bool silo_data = !IsBuiltinDataset(job.data.dataset);
   const int num_silos = static_cast<int>(job.federation.silos.size());
-  const ml::PartitionOptions partition = ml::PartitionOptions::ForJob(job);
-  auto partitioned =
-      ml::PartitionForSilos(data.train, num_silos, partition, job.data.silo_test_fraction);
-  if (!partitioned.ok()) return Annotate(partitioned.status(), "data.partition");
-  std::vector<ml::SiloData> silo_data = std::move(partitioned).value();
-
-  const ml::ModelSpec spec{job.model, data.train->example_shape, data.train->num_classes};
-  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> global_model,
-                           ml::Model::Create(spec, job.seed));
-  ModelState initial = global_model->GetState();
-
-  if (!options.quiet) {
+  ml::DatasetSplits data;
+  std::vector<ml::SiloData> silo_data_parts;
+  if (!silo_data) {
+    FEDSILO_ASSIGN_OR_RETURN(
+        data, ml::LoadBuiltinDataset(job.data.dataset, data_dir, job.data.test_fraction, job.seed));
+    const ml::PartitionOptions partition = ml::PartitionOptions::ForJob(job);
+    auto partitioned =
+        ml::PartitionForSilos(data.train, num_silos, partition, job.data.silo_test_fraction);
+    if (!partitioned.ok()) return Annotate(partitioned.status(), "data.partition");
+    silo_data_parts = std::move(partitioned).value();
+  }
+  const auto print_header = [&](const ml::Model& model) {
+    if (options.quiet) return;
     std::printf("fedsilo: run %s\n", run_dir.run_id().c_str());
-    std::string scheme(PartitionSchemeName(job.data.partition));
-    if (job.data.partition == PartitionScheme::kDirichlet) {
-      absl::StrAppendFormat(&scheme, ", alpha %g", job.data.alpha);
-    } else if (job.data.partition == PartitionScheme::kShards) {
-      absl::StrAppendFormat(&scheme, ", %d shards each", job.data.shards_per_silo);
+    if (silo_data) {
+      const FeatureStatistics& st = job.preprocess.statistics;
+      std::string classes;
+      for (size_t c = 0; c < st.class_counts.size(); ++c) {
+        absl::StrAppendFormat(&classes, "%s%d: %lld", c == 0 ? "" : ", ", static_cast<int>(c),
+                              static_cast<long long>(st.class_counts[c]));
+      }
+      std::printf(
+          "  data    %s: %lld training rows in %d silos' own files (classes %s), %zu "
+          "features, scaling %s\n",
+          job.data.dataset.c_str(), static_cast<long long>(st.rows), num_silos, classes.c_str(),
+          st.features.size(), std::string(ScaleKindName(job.preprocess.scale)).c_str());
+    } else {
+      std::string scheme(PartitionSchemeName(job.data.partition));
+      if (job.data.partition == PartitionScheme::kDirichlet) {
+        absl::StrAppendFormat(&scheme, ", alpha %g", job.data.alpha);
+      } else if (job.data.partition == PartitionScheme::kShards) {
+        absl::StrAppendFormat(&scheme, ", %d shards each", job.data.shards_per_silo);
+      }
+      std::printf("  data    %s: %lld training examples over %d silos (%s), %lld held out\n",
+                  job.data.dataset.c_str(), static_cast<long long>(data.train->size()), num_silos,
+                  scheme.c_str(), static_cast<long long>(data.test->size()));
     }
-    std::printf("  data    %s: %lld training examples over %d silos (%s), %lld held out\n",
-                job.data.dataset.c_str(), static_cast<long long>(data.train->size()), num_silos,
-                scheme.c_str(), static_cast<long long>(data.test->size()));
-    std::printf("  model   %s\n", global_model->Describe().c_str());
+    std::printf("  model   %s\n", model.Describe().c_str());
     std::printf("  rounds  %d, %s, %d silo(s) training at once\n", job.training.rounds,
                 job.strategy.name.c_str(), threads);
     if (options.attackers > 0 && options.attackers <= num_silos) {
@@ -235,12 +261,21 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
           secure::SecAggThreshold(sa.threshold, sampled), sampled, sa.bits, sa.clip_range);
     }
     std::fflush(stdout);
+  };
+  std::unique_ptr<ml::Model> global_model;
+  ModelState initial;
+  if (!silo_data) {
+    const ml::ModelSpec spec{job.model, data.train->example_shape, data.train->num_classes};
+    FEDSILO_ASSIGN_OR_RETURN(global_model, ml::Model::Create(spec, job.seed));
+    initial = global_model->GetState();
+    print_header(*global_model);
   }
 
   BusyClock busy;
   std::vector<std::unique_ptr<silo::PrivacyGuard>> guards;  // outlive the agents
   std::vector<std::unique_ptr<HostileSilo>> hostile;
   std::vector<std::unique_ptr<silo::SiloAgent>> agents;
+  std::vector<std::unique_ptr<silo::SiloRuntime>> runtimes;
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
   std::unique_ptr<LocalFederation> federation;
   if (options.processes) {
@@ -257,18 +292,30 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
     connections = federation->Connections(std::chrono::seconds(job.federation.round_timeout));
   } else {
     for (int i = 0; i < num_silos; ++i) {
-      agents.push_back(std::make_unique<silo::SiloAgent>(job.federation.silos[i],
-                                                         std::move(silo_data[i]), &busy));
+      const std::string& name = job.federation.silos[i];
+      silo::PrivacyGuard* guard = nullptr;
       if (!options.silo_policy.empty()) {
         FEDSILO_ASSIGN_OR_RETURN(
-            auto guard,
-            silo::PrivacyGuard::Open(options.silo_policy, absl::StrCat(options.workdir, "/silos/",
-                                                                       job.federation.silos[i],
-                                                                       "/privacy-ledger.json")));
-        agents.back()->SetPrivacyGuard(guard.get(), job.data.dataset);
-        guards.push_back(std::move(guard));
+            auto opened, silo::PrivacyGuard::Open(options.silo_policy,
+                                                  absl::StrCat(options.workdir, "/silos/", name,
+                                                               "/privacy-ledger.json")));
+        guard = opened.get();
+        guards.push_back(std::move(opened));
       }
-      transport::SiloHandler* handler = agents.back().get();
+      transport::SiloHandler* handler = nullptr;
+      if (silo_data) {
+        // Each silo reads its own file, as a silo process would.
+        FEDSILO_ASSIGN_OR_RETURN(silo::DatasetCatalog catalog,
+                                 silo::LoadDatasetCatalog(job.data.catalog, name));
+        runtimes.push_back(
+            std::make_unique<silo::SiloRuntime>(name, std::move(catalog), data_dir, guard));
+        handler = runtimes.back().get();
+      } else {
+        agents.push_back(
+            std::make_unique<silo::SiloAgent>(name, std::move(silo_data_parts[i]), &busy));
+        if (guard != nullptr) agents.back()->SetPrivacyGuard(guard, job.data.dataset);
+        handler = agents.back().get();
+      }
       if (attack.has_value() && i >= num_silos - options.attackers) {
         hostile.push_back(std::make_unique<HostileSilo>(handler, *attack, job.seed + i));
         handler = hostile.back().get();
@@ -277,14 +324,32 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
           std::make_unique<transport::InProcessConnection>(job.federation.silos[i], handler));
     }
   }
-  HeldOutEvaluator evaluator(std::move(global_model), ml::DataView::All(data.test), &busy);
+  std::unique_ptr<HeldOutEvaluator> evaluator;
+  if (!silo_data) {
+    evaluator = std::make_unique<HeldOutEvaluator>(std::move(global_model),
+                                                   ml::DataView::All(data.test), &busy);
+  }
   FEDSILO_ASSIGN_OR_RETURN(
       auto strategy,
       strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
   // With --processes, --threads still bounds how many silos train at once:
   // the silo processes share this machine's cores.
   orchestrator::Orchestrator orchestrator(job, {run_dir.run_id(), threads}, std::move(connections),
-                                          std::move(strategy), &evaluator, &recorder, &run_dir);
+                                          std::move(strategy), evaluator.get(), &recorder,
+                                          &run_dir);
+  if (silo_data) {
+    // The federated statistics complete the job: the model's input is known
+    // once the silos have described their rows.
+    StatusOr<FeatureStatistics> st = orchestrator.ComputeStatistics();
+    if (!st.ok()) return st.status();
+    job.preprocess.statistics = *std::move(st);
+    const std::string resolved = JobConfigToYaml(job);
+    FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.job_path(), resolved));
+    FEDSILO_RETURN_IF_ERROR(store->SetJobYaml(record.id, resolved));
+    FEDSILO_ASSIGN_OR_RETURN(global_model, ml::Model::Create(ml::TabularModelSpec(job), job.seed));
+    print_header(*global_model);
+    initial = global_model->GetState();
+  }
   ProgressPrinter progress(options.quiet, &recorder);
   FEDSILO_ASSIGN_OR_RETURN(orchestrator::RunResult result,
                            orchestrator.Run(std::move(initial), &progress));
@@ -305,7 +370,7 @@ StatusOr<SimulationSummary> RunAndRecord(const JobConfig& job, const SimulationO
   summary.final_metrics = result.final_metrics;
   summary.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   summary.overhead_fraction =
-      options.processes
+      options.processes || silo_data
           ? -1.0
           : std::max(0.0, 1.0 - busy.BusySeconds() / std::max(summary.wall_seconds, 1e-9));
   FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir.summary_path(), summary.ToJson() + "\n"));

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <limits>
 #include <set>
+#include <type_traits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -40,6 +41,44 @@ absl::string_view DpModeName(DpMode mode) {
     default:
       return "none";
   }
+}
+
+bool IsBuiltinDataset(absl::string_view name) {
+  return std::find(std::begin(kKnownDatasets), std::end(kKnownDatasets), name) !=
+         std::end(kKnownDatasets);
+}
+
+absl::string_view ScaleKindName(ScaleKind kind) {
+  switch (kind) {
+    case ScaleKind::kNone:
+      return "none";
+    case ScaleKind::kStandard:
+      return "standard";
+    case ScaleKind::kMinMax:
+      return "minmax";
+  }
+  return "?";
+}
+
+double FeatureStatistics::Fill(size_t i) const { return count[i] > 0 ? mean[i] : 0.0; }
+
+double FeatureStatistics::Center(size_t i, ScaleKind scale) const {
+  switch (scale) {
+    case ScaleKind::kNone:
+      return 0;
+    case ScaleKind::kStandard:
+      return Fill(i);
+    case ScaleKind::kMinMax:
+      return count[i] > 0 ? min[i] : 0.0;
+  }
+  return 0;
+}
+
+double FeatureStatistics::Divisor(size_t i, ScaleKind scale) const {
+  double d = 1;
+  if (scale == ScaleKind::kStandard) d = std[i];
+  if (scale == ScaleKind::kMinMax) d = max[i] - min[i];
+  return count[i] > 0 && d > 0 ? d : 1.0;
 }
 
 absl::string_view ModelKindName(ModelKind kind) {
@@ -258,6 +297,73 @@ Status ReadEnum(const Section& s, const std::string& key, const Enum (&values)[N
   return absl::OkStatus();
 }
 
+// A YAML list of scalars at `node` (named `key` in errors) read as T.
+template <typename T>
+Status ReadList(const Section& s, const YAML::Node& node, const std::string& key,
+                std::vector<T>* out) {
+  if (!node.IsSequence()) return s.Error(node, key, "must be a list");
+  out->clear();
+  for (const auto& item : node) {
+    T value{};
+    if (!item.IsScalar() || !YAML::convert<T>::decode(item, value)) {
+      return s.Error(item, key,
+                     absl::StrCat("holds '", item.IsScalar() ? item.Scalar() : "?",
+                                  "', which is not a valid entry"));
+    }
+    if constexpr (std::is_floating_point_v<T>) {
+      if (!std::isfinite(value)) return s.Error(item, key, "holds a value that is not finite");
+    }
+    out->push_back(std::move(value));
+  }
+  return absl::OkStatus();
+}
+
+Status ReadStatistics(const Section& s, FeatureStatistics* out) {
+  FEDSILO_RETURN_IF_ERROR(s.CheckKeys(
+      {"label", "rows", "class_counts", "features", "count", "mean", "std", "min", "max"}));
+  FeatureStatistics st;
+  FEDSILO_RETURN_IF_ERROR(s.String("label", &st.label));
+  FEDSILO_RETURN_IF_ERROR(s.Int("rows", 0, std::numeric_limits<int64_t>::max(), &st.rows));
+  const std::vector<std::pair<const char*, std::vector<double>*>> numbers = {
+      {"mean", &st.mean}, {"std", &st.std}, {"min", &st.min}, {"max", &st.max}};
+  for (const char* key :
+       {"label", "rows", "class_counts", "features", "count", "mean", "std", "min", "max"}) {
+    if (!s.Child(key)) return s.Error(s.node(), s.Join(key), "is required in statistics");
+  }
+  FEDSILO_RETURN_IF_ERROR(
+      ReadList(s, s.Child("class_counts"), s.Join("class_counts"), &st.class_counts));
+  FEDSILO_RETURN_IF_ERROR(ReadList(s, s.Child("features"), s.Join("features"), &st.features));
+  FEDSILO_RETURN_IF_ERROR(ReadList(s, s.Child("count"), s.Join("count"), &st.count));
+  for (const auto& [key, list] : numbers) {
+    FEDSILO_RETURN_IF_ERROR(ReadList(s, s.Child(key), s.Join(key), list));
+  }
+  if (st.features.empty()) return s.Error(s.Child("features"), s.Join("features"), "is empty");
+  if (st.class_counts.size() < 2) {
+    return s.Error(s.Child("class_counts"), s.Join("class_counts"), "needs two classes or more");
+  }
+  const size_t n = st.features.size();
+  for (const auto& [key, size] :
+       std::vector<std::pair<std::string, size_t>>{{"count", st.count.size()},
+                                                   {"mean", st.mean.size()},
+                                                   {"std", st.std.size()},
+                                                   {"min", st.min.size()},
+                                                   {"max", st.max.size()}}) {
+    if (size != n) {
+      return s.Error(s.Child(key), s.Join(key),
+                     absl::StrCat("has ", size, " values for ", n, " features"));
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (st.std[i] < 0 || st.count[i] < 0 || st.min[i] > st.max[i]) {
+      return s.Error(s.node(), s.Join("features"),
+                     absl::StrCat("feature '", st.features[i],
+                                  "' has a negative count or deviation, or min > max"));
+    }
+  }
+  *out = std::move(st);
+  return absl::OkStatus();
+}
+
 Status ReadSilos(const Section& fed, FederationConfig* out) {
   YAML::Node n = fed.Child("silos");
   if (!n)
@@ -363,8 +469,8 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   JobConfig c;
   Section top(root, "", source, overridden);
   FEDSILO_RETURN_IF_ERROR(
-      top.CheckKeys({"name", "experiment", "seed", "data", "model", "training", "federation",
-                     "strategy", "privacy", "checkpoint", "tracking"}));
+      top.CheckKeys({"name", "experiment", "seed", "data", "model", "preprocess", "training",
+                     "federation", "strategy", "privacy", "checkpoint", "tracking"}));
   FEDSILO_RETURN_IF_ERROR(top.String("name", &c.name));
   FEDSILO_RETURN_IF_ERROR(top.String("experiment", &c.experiment));
   int64_t seed = 0;
@@ -372,15 +478,34 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   c.seed = static_cast<uint64_t>(seed);
 
   const Section data = top.Sub("data");
-  FEDSILO_RETURN_IF_ERROR(data.CheckKeys(
-      {"dataset", "test_fraction", "silo_test_fraction", "partition", "alpha", "shards_per_silo"}));
+  FEDSILO_RETURN_IF_ERROR(
+      data.CheckKeys({"dataset", "catalog", "test_fraction", "silo_test_fraction", "partition",
+                      "alpha", "shards_per_silo"}));
   if (!data.Child("dataset")) {
-    return top.Error(root, "data.dataset",
-                     absl::StrCat("is required; one of: ", absl::StrJoin(kKnownDatasets, ", ")));
+    return top.Error(
+        root, "data.dataset",
+        absl::StrCat("is required: a built-in data set (", absl::StrJoin(kKnownDatasets, ", "),
+                     ") or a name in the silos' dataset catalogs"));
   }
-  FEDSILO_RETURN_IF_ERROR(data.Choice(
-      "dataset", std::vector<std::string>(std::begin(kKnownDatasets), std::end(kKnownDatasets)),
-      &c.data.dataset));
+  FEDSILO_RETURN_IF_ERROR(data.String("dataset", &c.data.dataset));
+  if (!IsBuiltinDataset(c.data.dataset)) {
+    const std::vector<std::string> builtin(std::begin(kKnownDatasets), std::end(kKnownDatasets));
+    const std::string nearest = NearestName(c.data.dataset, builtin);
+    if (!nearest.empty()) {
+      return data.Error(
+          data.Child("dataset"), "data.dataset",
+          absl::StrCat("unknown value '", c.data.dataset, "' (did you mean '", nearest,
+                       "'?); a catalog's data set needs a name further "
+                       "from the built-in ones"));
+    }
+    if (!IsValidSiloName(c.data.dataset)) {
+      return data.Error(data.Child("dataset"), "data.dataset",
+                        absl::StrCat("'", c.data.dataset,
+                                     "' is not a valid data set name (letters, digits, '-', '_', "
+                                     "'.')"));
+    }
+  }
+  FEDSILO_RETURN_IF_ERROR(data.String("catalog", &c.data.catalog));
   FEDSILO_RETURN_IF_ERROR(data.Double("test_fraction", 0, true, 1, true, &c.data.test_fraction));
   FEDSILO_RETURN_IF_ERROR(
       data.Double("silo_test_fraction", 0, false, 1, true, &c.data.silo_test_fraction));
@@ -424,6 +549,35 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
       }
       c.model.hidden.push_back(width);
     }
+  }
+
+  const Section pre = top.Sub("preprocess");
+  FEDSILO_RETURN_IF_ERROR(pre.CheckKeys({"scale", "categories", "statistics"}));
+  constexpr ScaleKind kScales[] = {ScaleKind::kNone, ScaleKind::kStandard, ScaleKind::kMinMax};
+  FEDSILO_RETURN_IF_ERROR(ReadEnum(pre, "scale", kScales, &ScaleKindName, &c.preprocess.scale));
+  if (YAML::Node categories = pre.Child("categories")) {
+    if (!categories.IsMap()) {
+      return pre.Error(categories, "preprocess.categories",
+                       "must map each categorical column to its values, e.g. "
+                       "{merchant: [grocery, online, travel]}");
+    }
+    for (const auto& kv : categories) {
+      const std::string column = kv.first.Scalar();
+      const std::string key = absl::StrCat("preprocess.categories.", column);
+      std::vector<std::string> values;
+      FEDSILO_RETURN_IF_ERROR(ReadList(pre, kv.second, key, &values));
+      if (values.empty()) return pre.Error(kv.second, key, "must list at least one value");
+      std::set<std::string> seen;
+      for (const std::string& v : values) {
+        if (!seen.insert(v).second) {
+          return pre.Error(kv.second, key, absl::StrCat("lists '", v, "' twice"));
+        }
+      }
+      c.preprocess.categories.emplace_back(column, std::move(values));
+    }
+  }
+  if (pre.Child("statistics")) {
+    FEDSILO_RETURN_IF_ERROR(ReadStatistics(pre.Sub("statistics"), &c.preprocess.statistics));
   }
 
   const Section training = top.Sub("training");
@@ -621,22 +775,28 @@ StatusOr<JobConfig> LoadJobConfig(const std::string& path,
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   FEDSILO_ASSIGN_OR_RETURN(JobConfig config, ParseJobConfig(text, path, overrides));
   if (config.name.empty()) config.name = std::filesystem::path(path).stem().string();
-  std::string& script = config.model.torchscript;
-  if (!script.empty()) {
-    // From the file: beside the file. From --set: from where the command runs.
+  // From the file: beside the file. From --set: from where the command runs.
+  const auto resolve = [&](const std::string& key, std::string& value,
+                           absl::string_view what) -> Status {
+    if (value.empty()) return absl::OkStatus();
     bool from_flag = false;
-    for (const ConfigOverride& o : overrides) from_flag = from_flag || o.key == "model.torchscript";
-    std::filesystem::path p(script);
+    for (const ConfigOverride& o : overrides) from_flag = from_flag || o.key == key;
+    std::filesystem::path p(value);
     if (p.is_relative() && !from_flag) p = std::filesystem::path(path).parent_path() / p;
     std::error_code ec;
     const std::filesystem::path absolute = std::filesystem::absolute(p, ec).lexically_normal();
     if (ec || !std::filesystem::is_regular_file(absolute, ec)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          from_flag ? "--set model.torchscript" : path + ": model.torchscript", ": ",
-          absolute.string(), ": no such file (a TorchScript module saved with torch.jit.save)"));
+      return absl::InvalidArgumentError(absl::StrCat(from_flag ? "--set " + key : path + ": " + key,
+                                                     ": ", absolute.string(), ": no such file (",
+                                                     what, ")"));
     }
-    script = absolute.string();
-  }
+    value = absolute.string();
+    return absl::OkStatus();
+  };
+  FEDSILO_RETURN_IF_ERROR(resolve("model.torchscript", config.model.torchscript,
+                                  "a TorchScript module saved with torch.jit.save"));
+  FEDSILO_RETURN_IF_ERROR(
+      resolve("data.catalog", config.data.catalog, "a dataset catalog, datasets.yaml"));
   return config;
 }
 
@@ -648,6 +808,40 @@ std::string Num(double value) {
   const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
   return std::string(buffer, result.ptr);
 }
+
+std::vector<std::string> Nums(const std::vector<double>& values) {
+  std::vector<std::string> out;
+  out.reserve(values.size());
+  for (double v : values) out.push_back(Num(v));
+  return out;
+}
+
+void EmitPreprocess(const PreprocessConfig& p, YAML::Emitter& out) {
+  out << YAML::Key << "preprocess" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "scale" << YAML::Value << std::string(ScaleKindName(p.scale));
+  if (!p.categories.empty()) {
+    out << YAML::Key << "categories" << YAML::Value << YAML::BeginMap;
+    for (const auto& [column, values] : p.categories) {
+      out << YAML::Key << column << YAML::Value << YAML::Flow << values;
+    }
+    out << YAML::EndMap;
+  }
+  if (!p.statistics.empty()) {
+    const FeatureStatistics& st = p.statistics;
+    out << YAML::Key << "statistics" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "label" << YAML::Value << st.label;
+    out << YAML::Key << "rows" << YAML::Value << st.rows;
+    out << YAML::Key << "class_counts" << YAML::Value << YAML::Flow << st.class_counts;
+    out << YAML::Key << "features" << YAML::Value << YAML::Flow << st.features;
+    out << YAML::Key << "count" << YAML::Value << YAML::Flow << st.count;
+    out << YAML::Key << "mean" << YAML::Value << YAML::Flow << Nums(st.mean);
+    out << YAML::Key << "std" << YAML::Value << YAML::Flow << Nums(st.std);
+    out << YAML::Key << "min" << YAML::Value << YAML::Flow << Nums(st.min);
+    out << YAML::Key << "max" << YAML::Value << YAML::Flow << Nums(st.max);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+}
 }  // namespace
 
 std::string JobConfigToYaml(const JobConfig& c) {
@@ -658,6 +852,7 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "seed" << YAML::Value << c.seed;
   out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "dataset" << YAML::Value << c.data.dataset;
+  if (!c.data.catalog.empty()) out << YAML::Key << "catalog" << YAML::Value << c.data.catalog;
   out << YAML::Key << "test_fraction" << YAML::Value << Num(c.data.test_fraction);
   out << YAML::Key << "silo_test_fraction" << YAML::Value << Num(c.data.silo_test_fraction);
   out << YAML::Key << "partition" << YAML::Value
@@ -673,6 +868,7 @@ std::string JobConfigToYaml(const JobConfig& c) {
     out << YAML::Key << "hidden" << YAML::Value << YAML::Flow << c.model.hidden;
   }
   out << YAML::EndMap;
+  if (!c.preprocess.empty()) EmitPreprocess(c.preprocess, out);
   out << YAML::Key << "training" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "rounds" << YAML::Value << c.training.rounds;
   out << YAML::Key << "local_epochs" << YAML::Value << c.training.local_epochs;

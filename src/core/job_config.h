@@ -22,11 +22,18 @@ absl::string_view PartitionSchemeName(PartitionScheme scheme);
 absl::string_view ModelKindName(ModelKind kind);
 absl::string_view OptimizerKindName(OptimizerKind kind);
 
-// Data sets a job can name; `scripts/setup` fetches them.
+// Built-in data sets a job can name; `scripts/setup` fetches them.
 inline constexpr absl::string_view kKnownDatasets[] = {"mnist", "digits", "breast_cancer"};
+bool IsBuiltinDataset(absl::string_view name);
 
 struct DataConfig {
-  std::string dataset;              // required; one of kKnownDatasets
+  // Required: a built-in data set, or a name the silos' dataset catalogs
+  // (datasets.yaml) map to their own files.
+  std::string dataset;
+  // Simulation only: the dataset catalog every simulated silo uses, with
+  // "{silo}" in a path replaced by the silo's name. A relative path in a job
+  // file is relative to the file's folder (LoadJobConfig makes it absolute).
+  std::string catalog;
   double test_fraction = 0.2;       // global held-out share, for sets without a test split
   double silo_test_fraction = 0.1;  // share of each silo's partition kept as its local test set
   PartitionScheme partition = PartitionScheme::kIid;
@@ -52,6 +59,47 @@ inline constexpr absl::string_view kShippedModulePrefix = "sha256:";
 StatusOr<std::string> ShippedModuleDigest(absl::string_view torchscript);
 // <dir>/<hex>.pt, the file that keeps a shipped module.
 std::string ShippedModulePath(const std::string& dir, absl::string_view digest);
+
+enum class ScaleKind { kNone, kStandard, kMinMax };
+absl::string_view ScaleKindName(ScaleKind kind);
+
+// Per-feature statistics of the silos' training rows, computed federatedly
+// (orchestrator/federated_statistics.h): silos send counts, sums, sums of
+// squares and ranges, never rows. Features are named by their column, or
+// "column=value" for a one-hot category. Missing values are not counted.
+struct FeatureStatistics {
+  std::string label;  // the label column
+  int64_t rows = 0;
+  std::vector<int64_t> class_counts;  // rows per class; its size is the number of classes
+  std::vector<std::string> features;
+  std::vector<int64_t> count;  // present values per feature
+  std::vector<double> mean, std, min, max;
+
+  bool empty() const { return features.empty(); }
+  // The value a missing entry of feature i takes (its mean, or 0 when the
+  // feature was never present), and x -> (x - center) / divisor for the job's
+  // scaling (center 0 and divisor 1 without scaling, and divisor 1 where the
+  // feature is constant).
+  double Fill(size_t i) const;
+  double Center(size_t i, ScaleKind scale) const;
+  double Divisor(size_t i, ScaleKind scale) const;
+};
+
+// How silos prepare tabular data (datasets from their catalogs' `csv:`
+// entries) before training, and predict before inference.
+struct PreprocessConfig {
+  ScaleKind scale = ScaleKind::kNone;
+  // One-hot vocabularies of categorical columns, fixed by the job so that
+  // every silo encodes them alike: column -> values, in order.
+  std::vector<std::pair<std::string, std::vector<std::string>>> categories;
+  // Filled in by the federated statistics step before the first round (or
+  // given); every silo and `fedsilo predict` scale with these.
+  FeatureStatistics statistics;
+
+  bool empty() const {
+    return scale == ScaleKind::kNone && categories.empty() && statistics.empty();
+  }
+};
 
 struct TrainingConfig {
   int rounds = 10;
@@ -172,6 +220,7 @@ struct JobConfig {
   uint64_t seed = 0;
   DataConfig data;
   ModelConfig model;
+  PreprocessConfig preprocess;
   TrainingConfig training;
   FederationConfig federation;
   StrategyConfig strategy;

@@ -11,6 +11,7 @@ namespace fedsilo {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kMinimal[] = R"(
 data:
@@ -84,6 +85,49 @@ checkpoint: {every: 0}
   EXPECT_EQ(c->checkpoint.every, 0);
 }
 
+TEST(JobConfigTest, PreprocessingAndItsStatisticsSurviveTheResolvedJobExactly) {
+  StatusOr<JobConfig> c = ParseJobConfig(R"(
+data: {dataset: transactions}
+federation: {silos: [east, west]}
+preprocess:
+  scale: minmax
+  categories: {merchant: [atm, online], country: [de, fr]}
+)",
+                                         "job.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->data.dataset, "transactions");
+  EXPECT_EQ(c->preprocess.scale, ScaleKind::kMinMax);
+  ASSERT_EQ(c->preprocess.categories.size(), 2u);
+  EXPECT_EQ(c->preprocess.categories[1].first, "country");
+  FeatureStatistics& st = c->preprocess.statistics;
+  st.label = "fraud";
+  st.rows = 3;
+  st.class_counts = {2, 1};
+  st.features = {"amount", "merchant=atm"};
+  st.count = {3, 2};
+  st.mean = {0.1 + 0.2, 1.0 / 3.0};
+  st.std = {1e-300, 7.0};
+  st.min = {-1.5, 0};
+  st.max = {12345.678901234567, 1};
+  StatusOr<JobConfig> again = ParseJobConfig(JobConfigToYaml(*c), "resolved.yaml");
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << JobConfigToYaml(*c);
+  const FeatureStatistics& back = again->preprocess.statistics;
+  EXPECT_EQ(back.features, st.features);
+  EXPECT_EQ(back.class_counts, st.class_counts);
+  EXPECT_EQ(back.mean, st.mean);  // bit for bit: silos and predict scale alike
+  EXPECT_EQ(back.std, st.std);
+  EXPECT_EQ(back.max, st.max);
+  EXPECT_EQ(JobConfigToYaml(*again), JobConfigToYaml(*c));
+  EXPECT_DOUBLE_EQ(back.Center(0, ScaleKind::kMinMax), -1.5);
+  EXPECT_DOUBLE_EQ(back.Divisor(1, ScaleKind::kStandard), 7.0);
+  EXPECT_DOUBLE_EQ(back.Divisor(0, ScaleKind::kNone), 1.0);
+  // Jobs without preprocessing write no preprocess section.
+  StatusOr<JobConfig> plain =
+      ParseJobConfig("data: {dataset: digits}\nfederation: {silos: 2}\n", "job.yaml");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_THAT(JobConfigToYaml(*plain), Not(HasSubstr("preprocess")));
+}
+
 struct BadCase {
   const char* yaml;
   const char* expected;  // substring of the error
@@ -120,6 +164,20 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: mnsit}\nfederation: {silos: 2}\n",
                 "data.dataset: unknown value 'mnsit' (did you mean 'mnist'?)"},
         BadCase{"federation: {silos: 2}\n", "data.dataset: is required"},
+        BadCase{"data: {dataset: 'my data'}\nfederation: {silos: 2}\n",
+                "data.dataset: 'my data' is not a valid data set name"},
+        BadCase{"data: {dataset: t}\nfederation: {silos: 2}\npreprocess: {scale: zscore}\n",
+                "preprocess.scale: unknown value 'zscore'"},
+        BadCase{"data: {dataset: t}\nfederation: {silos: 2}\npreprocess: {categories: [a]}\n",
+                "preprocess.categories: must map each categorical column"},
+        BadCase{"data: {dataset: t}\nfederation: {silos: 2}\n"
+                "preprocess: {categories: {m: [a, b, a]}}\n",
+                "preprocess.categories.m: lists 'a' twice"},
+        BadCase{"data: {dataset: t}\nfederation: {silos: 2}\n"
+                "preprocess: {statistics: {label: y, rows: 1, class_counts: [1, 0], "
+                "features: [a, b], count: [1, 1], mean: [0], std: [0, 0], min: [0, 0], "
+                "max: [0, 0]}}\n",
+                "preprocess.statistics.mean: has 1 values for 2 features"},
         BadCase{"data: {dataset: digits}\n", "federation.silos: is required"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: [a, a]}\n",
                 "silo 'a' is listed twice"},
@@ -262,7 +320,8 @@ TEST(JobConfigTest, TorchScriptPathIsTheJobFilesOrTheCommandsAndMustExist) {
               HasSubstr(std::filesystem::path(dir + "/nothere.pt").lexically_normal().string() +
                         ": no such file"));
   // From --set, relative to where the command runs.
-  StatusOr<JobConfig> flag = LoadJobConfig(dir + "/job.yaml", {{"model.torchscript", "elsewhere.pt"}});
+  StatusOr<JobConfig> flag =
+      LoadJobConfig(dir + "/job.yaml", {{"model.torchscript", "elsewhere.pt"}});
   ASSERT_FALSE(flag.ok());
   EXPECT_THAT(flag.status().message(), HasSubstr("--set model.torchscript"));
   EXPECT_THAT(flag.status().message(),
@@ -274,11 +333,11 @@ TEST(JobConfigTest, MlflowExportIsOffUntilAUriIsGivenAndRoundTrips) {
   ASSERT_TRUE(off.ok());
   EXPECT_TRUE(off->tracking.mlflow.uri.empty());
   EXPECT_EQ(JobConfigToYaml(*off).find("tracking"), std::string::npos);
-  StatusOr<JobConfig> on = ParseJobConfig(
-      kMinimal, "job.yaml",
-      {{"tracking.mlflow.uri", "https://mlflow.example.org/team"},
-       {"tracking.mlflow.log_model", "false"},
-       {"tracking.mlflow.wait", "5"}});
+  StatusOr<JobConfig> on =
+      ParseJobConfig(kMinimal, "job.yaml",
+                     {{"tracking.mlflow.uri", "https://mlflow.example.org/team"},
+                      {"tracking.mlflow.log_model", "false"},
+                      {"tracking.mlflow.wait", "5"}});
   ASSERT_TRUE(on.ok()) << on.status();
   EXPECT_EQ(on->tracking.mlflow.uri, "https://mlflow.example.org/team");
   EXPECT_FALSE(on->tracking.mlflow.log_model);

@@ -65,10 +65,13 @@ std::string DefaultDataDir() {
   return FEDSILO_SOURCE_DATA_DIR;
 }
 
-DatasetSplits StratifiedSplit(const Dataset& data, double test_fraction, uint64_t seed) {
+std::pair<std::vector<int64_t>, std::vector<int64_t>> StratifiedIndices(
+    const std::vector<int64_t>& labels, int num_classes, double test_fraction, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  std::vector<std::vector<int64_t>> by_class(static_cast<size_t>(data.num_classes));
-  for (int64_t i = 0; i < data.size(); ++i) by_class[data.labels[i]].push_back(i);
+  std::vector<std::vector<int64_t>> by_class(static_cast<size_t>(num_classes));
+  for (size_t i = 0; i < labels.size(); ++i) {
+    by_class[static_cast<size_t>(labels[i])].push_back(static_cast<int64_t>(i));
+  }
   std::vector<int64_t> train, test;
   for (auto& members : by_class) {
     std::shuffle(members.begin(), members.end(), rng);
@@ -78,6 +81,11 @@ DatasetSplits StratifiedSplit(const Dataset& data, double test_fraction, uint64_
   }
   std::sort(train.begin(), train.end());
   std::sort(test.begin(), test.end());
+  return {std::move(train), std::move(test)};
+}
+
+DatasetSplits StratifiedSplit(const Dataset& data, double test_fraction, uint64_t seed) {
+  const auto [train, test] = StratifiedIndices(data.labels, data.num_classes, test_fraction, seed);
   return {std::make_shared<Dataset>(Subset(data, train)),
           std::make_shared<Dataset>(Subset(data, test))};
 }

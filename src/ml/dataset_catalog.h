@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/status.h"
 #include "ml/dataset.h"
@@ -23,6 +25,12 @@ std::string DefaultDataDir();
 // NotFound (naming the file) when the data is missing.
 StatusOr<DatasetSplits> LoadBuiltinDataset(const std::string& name, const std::string& data_dir,
                                            double test_fraction, uint64_t seed);
+
+// Example indices of a stratified split (ascending): each class keeps about
+// `test_fraction` of its examples in the second list. Deterministic in seed.
+// REQUIRES: every label in [0, num_classes).
+std::pair<std::vector<int64_t>, std::vector<int64_t>> StratifiedIndices(
+    const std::vector<int64_t>& labels, int num_classes, double test_fraction, uint64_t seed);
 
 // Splits `data` into train and test, stratified by label: each class keeps
 // about `test_fraction` of its examples in the test part. Deterministic in seed.

@@ -61,6 +61,9 @@ ClassificationMetrics ComputeClassificationMetrics(double mean_loss,
     m.precision = tp + fp == 0 ? 0.0 : static_cast<double>(tp) / (tp + fp);
     m.recall = tp + fn == 0 ? 0.0 : static_cast<double>(tp) / (tp + fn);
     m.auc = RocAuc(positive_scores, labels);
+    m.true_positives = tp;
+    m.false_positives = fp;
+    m.false_negatives = fn;
   }
   return m;
 }

@@ -18,6 +18,8 @@ struct ClassificationMetrics {
   double precision = 0;  // 0 when nothing is predicted positive
   double recall = 0;     // 0 when there are no positives
   double auc = 0;        // ROC AUC; 0.5 when only one class is present
+  // The counts behind precision and recall, so that silos' results add up.
+  int64_t true_positives = 0, false_positives = 0, false_negatives = 0;
 
   // {"loss": .., "accuracy": .., and for binary tasks "precision", "recall", "auc"}.
   std::map<std::string, double> ToMap() const;

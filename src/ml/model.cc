@@ -647,46 +647,52 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
   return stats;
 }
 
-StatusOr<ClassificationMetrics> Model::Evaluate(const DataView& data) const {
-  if (data.size() == 0) return absl::InvalidArgumentError("no evaluation examples");
+StatusOr<std::vector<float>> Model::PredictLogProbabilities(const DataView& data) const {
   UseOneThreadHere();
   torch::NoGradGuard no_grad;
   impl_->SetTraining(false);
-  const bool binary = impl_->spec.num_classes == 2;
   std::vector<int64_t> order(static_cast<size_t>(data.size()));
   std::iota(order.begin(), order.end(), 0);
-  std::vector<int64_t> labels, predicted;
-  std::vector<float> scores;
-  labels.reserve(order.size());
-  predicted.reserve(order.size());
-  double loss_sum = 0;
+  std::vector<float> out;
+  out.reserve(order.size() * static_cast<size_t>(impl_->spec.num_classes));
   constexpr size_t kBatch = 1000;
   try {
     for (size_t begin = 0; begin < order.size(); begin += kBatch) {
       const size_t end = std::min(order.size(), begin + kBatch);
-      auto [x, y] = MakeBatch(data, order, begin, end);
-      torch::Tensor logits = impl_->Forward(x);
-      loss_sum +=
-          torch::nn::functional::cross_entropy(
-              logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-              .item<double>();
-      torch::Tensor pred = logits.argmax(1);
-      const int64_t* pp = pred.data_ptr<int64_t>();
-      const int64_t* yp = y.data_ptr<int64_t>();
-      predicted.insert(predicted.end(), pp, pp + (end - begin));
-      labels.insert(labels.end(), yp, yp + (end - begin));
-      if (binary) {
-        torch::Tensor p1 = torch::softmax(logits, 1).select(1, 1).contiguous();
-        const float* sp = p1.data_ptr<float>();
-        scores.insert(scores.end(), sp, sp + (end - begin));
-      }
+      torch::Tensor x = MakeBatch(data, order, begin, end).first;
+      torch::Tensor logp = torch::log_softmax(impl_->Forward(x), 1).contiguous();
+      const float* p = logp.data_ptr<float>();
+      out.insert(out.end(), p, p + logp.numel());
     }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("model.torchscript: ", e.what()));
   }
-  return ComputeClassificationMetrics(loss_sum / static_cast<double>(order.size()), labels,
+  return out;
+}
+
+StatusOr<ClassificationMetrics> Model::Evaluate(const DataView& data) const {
+  if (data.size() == 0) return absl::InvalidArgumentError("no evaluation examples");
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logp, PredictLogProbabilities(data));
+  return MetricsOfPredictions(logp, impl_->spec.num_classes, data);
+}
+
+ClassificationMetrics MetricsOfPredictions(const std::vector<float>& log_probabilities,
+                                           int num_classes, const DataView& data) {
+  const size_t k = static_cast<size_t>(num_classes);
+  std::vector<int64_t> labels, predicted;
+  std::vector<float> scores;
+  double loss_sum = 0;
+  for (int64_t i = 0; i < data.size(); ++i) {
+    const float* row = log_probabilities.data() + static_cast<size_t>(i) * k;
+    const int64_t label = data.dataset->labels[static_cast<size_t>(data.indices[i])];
+    labels.push_back(label);
+    predicted.push_back(std::max_element(row, row + k) - row);
+    loss_sum -= row[label];
+    if (num_classes == 2) scores.push_back(std::exp(row[1]));
+  }
+  return ComputeClassificationMetrics(loss_sum / static_cast<double>(data.size()), labels,
                                       predicted, scores);
 }
 

@@ -105,6 +105,9 @@ class Model {
 
   // Loss, accuracy and (for two classes) precision, recall and ROC AUC.
   StatusOr<ClassificationMetrics> Evaluate(const DataView& data) const;
+  // Each example's log-probability of each class: size() x num_classes
+  // values, row-major. (Labels are not used.)
+  StatusOr<std::vector<float>> PredictLogProbabilities(const DataView& data) const;
 
   // Writes the model, with its current weights, as a TorchScript file that
   // torch.jit.load reads. InvalidArgument for the built-in models.
@@ -125,6 +128,11 @@ class Model {
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// The metrics of predictions (from PredictLogProbabilities) against `data`'s
+// labels: what Model::Evaluate reports.
+ClassificationMetrics MetricsOfPredictions(const std::vector<float>& log_probabilities,
+                                           int num_classes, const DataView& data);
 
 }  // namespace fedsilo::ml
 

@@ -153,9 +153,12 @@ StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::stri
     if (!std::filesystem::exists(path, ec)) {
       FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, torchscript));
     }
-    // The orchestrator evaluates it too: it must load, and fit the data.
-    FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
-    FEDSILO_RETURN_IF_ERROR(preparer_->Prepare(local).status());
+    // The orchestrator evaluates it too: it must load, and fit the data
+    // (for the silos' own data, known only once the statistics are in).
+    if (IsBuiltinDataset(job.data.dataset)) {
+      FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
+      FEDSILO_RETURN_IF_ERROR(preparer_->Prepare(local).status());
+    }
   } else if (!torchscript.empty()) {
     return absl::InvalidArgumentError(
         "a TorchScript module came with a job that has no model.torchscript");
@@ -372,7 +375,7 @@ Status JobManager::WaitForSilos(const JobRecord& record, const JobConfig& job) {
   }
 }
 
-Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job,
+Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
                                 std::unique_ptr<MlflowExport>* mlflow) {
   // The run folder: made on the first start, found again on a resume.
   std::optional<tracking::RunDirectory> run_dir;
@@ -390,7 +393,52 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job,
   }
 
   FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
-  FEDSILO_ASSIGN_OR_RETURN(PreparedJob prepared, preparer_->Prepare(local));
+  // A job on the silos' own files learns its model's input from the
+  // federated statistics, once the silos are here; a built-in data set's
+  // job is prepared first, so that a bad job fails before the wait.
+  const bool silo_data = !IsBuiltinDataset(job.data.dataset);
+  PreparedJob prepared;
+  if (!silo_data) {
+    FEDSILO_ASSIGN_OR_RETURN(prepared, preparer_->Prepare(local));
+  }
+  FEDSILO_RETURN_IF_ERROR(WaitForSilos(record, job));
+
+  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
+  for (const std::string& s : job.federation.silos) {
+    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(
+        s, service_, std::chrono::seconds(job.federation.round_timeout)));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(
+      auto strategy,
+      strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
+  *mlflow = MlflowExport::Start(job, record, *run_dir);
+  RoundRecorder recorder(store_, record.id, *mlflow ? (*mlflow)->sink() : nullptr);
+  OrchestratorOptions options;
+  options.run_id = run_dir->run_id();
+  // Remote silos train on their own machines: ask all of them at once.
+  options.threads = static_cast<int>(job.federation.silos.size());
+  options.stop = &stop_run_;
+  options.audit = audit_;
+  if (job.model.kind == ModelKind::kTorchScript) {
+    FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFile(local.model.torchscript));
+  }
+  Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
+                            prepared.evaluator.get(), &recorder, nullptr);
+  if (silo_data) {
+    if (job.preprocess.statistics.empty()) {  // a resumed job has them
+      Event(record.id, "info", "computing the federated statistics of the silos' data");
+      FEDSILO_ASSIGN_OR_RETURN(job.preprocess.statistics, orchestrator.ComputeStatistics());
+      const std::string resolved = JobConfigToYaml(job);
+      FEDSILO_RETURN_IF_ERROR(store_->SetJobYaml(record.id, resolved));
+      FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir->job_path(), resolved));
+      Event(record.id, "info",
+            absl::StrCat("statistics: ", job.preprocess.statistics.rows, " training rows, ",
+                         job.preprocess.statistics.features.size(), " features"));
+    }
+    local.preprocess.statistics = job.preprocess.statistics;
+    FEDSILO_ASSIGN_OR_RETURN(prepared, preparer_->Prepare(local));
+  }
+  RoundCommitter committer(&job, record.id, &*run_dir, &recorder, metrics_);
   ModelState global = std::move(prepared.initial);
   ModelState strategy_state;
   if (record.rounds_completed > 0) {
@@ -406,30 +454,6 @@ Status JobManager::RunJobRounds(const JobRecord& record, const JobConfig& job,
       strategy_state = std::move(state.state);
     }
   }
-  FEDSILO_RETURN_IF_ERROR(WaitForSilos(record, job));
-
-  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
-  for (const std::string& s : job.federation.silos) {
-    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(
-        s, service_, std::chrono::seconds(job.federation.round_timeout)));
-  }
-  FEDSILO_ASSIGN_OR_RETURN(
-      auto strategy,
-      strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
-  *mlflow = MlflowExport::Start(job, record, *run_dir);
-  RoundRecorder recorder(store_, record.id, *mlflow ? (*mlflow)->sink() : nullptr);
-  RoundCommitter committer(&job, record.id, &*run_dir, &recorder, metrics_);
-  OrchestratorOptions options;
-  options.run_id = run_dir->run_id();
-  // Remote silos train on their own machines: ask all of them at once.
-  options.threads = static_cast<int>(job.federation.silos.size());
-  options.stop = &stop_run_;
-  options.audit = audit_;
-  if (job.model.kind == ModelKind::kTorchScript) {
-    FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFile(local.model.torchscript));
-  }
-  Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
-                            prepared.evaluator.get(), &recorder, nullptr);
   FEDSILO_RETURN_IF_ERROR(Annotate(orchestrator.RestoreStrategyState(strategy_state),
                                    run_dir->StrategyStatePath(record.rounds_completed)));
   FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,

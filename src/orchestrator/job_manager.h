@@ -98,7 +98,8 @@ class JobManager {
   // Runs (or resumes) one job to its end, recording its outcome.
   void RunJob(JobRecord record);
   // Sets `*mlflow` once the run folder is known (when the job exports to MLflow).
-  Status RunJobRounds(const JobRecord& record, const JobConfig& job,
+  // `job` is completed here by the federated statistics (silos' own data).
+  Status RunJobRounds(const JobRecord& record, JobConfig job,
                       std::unique_ptr<MlflowExport>* mlflow);
   Status WaitForSilos(const JobRecord& record, const JobConfig& job);
   void Event(const std::string& job_id, const std::string& level, const std::string& message);

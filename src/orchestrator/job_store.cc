@@ -1,8 +1,7 @@
 #include "orchestrator/job_store.h"
 
-#include <sqlite3.h>
-
 #include <spdlog/spdlog.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <chrono>
@@ -318,6 +317,15 @@ Status JobStore::SetRunId(const std::string& id, const std::string& run_id) {
   return absl::OkStatus();
 }
 
+Status JobStore::SetJobYaml(const std::string& id, const std::string& job_yaml) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement s(db_, "UPDATE jobs SET job_yaml = ? WHERE id = ?");
+  s.Bind(1, job_yaml).Bind(2, id);
+  s.Step();
+  if (!s.ok()) return Error(absl::StrCat("updating job ", id));
+  return absl::OkStatus();
+}
+
 Status JobStore::RequestAbort(const std::string& id, const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
   Statement s(db_, "UPDATE jobs SET abort_requested = 1, error = ? WHERE id = ?");
@@ -373,8 +381,8 @@ Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
     if (m.source == "global") continue;
     SiloRow& row = seen[m.source];
     row.last_seen = std::max(row.last_seen, m.time);
-    const absl::string_view metric = absl::string_view(m.name).substr(
-        std::min(m.name.size(), m.source.size() + 1));
+    const absl::string_view metric =
+        absl::string_view(m.name).substr(std::min(m.name.size(), m.source.size() + 1));
     if (metric == "num_examples") row.examples = static_cast<int64_t>(m.value);
     if (metric == "epsilon") row.epsilon = m.value;
   }
@@ -396,10 +404,9 @@ Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
     Statement s(db_,
                 "INSERT INTO job_silos (job_id, silo, state) VALUES (?1, ?2, ?3) "
                 "ON CONFLICT (job_id, silo) DO UPDATE SET state = ?3");
-    s.Bind(1, id).Bind(2, silo).Bind(
-        3, colon == std::string::npos
-               ? std::string("dropped")
-               : absl::StrCat("dropped:", failure.substr(colon + 1)));
+    s.Bind(1, id).Bind(2, silo).Bind(3, colon == std::string::npos
+                                            ? std::string("dropped")
+                                            : absl::StrCat("dropped:", failure.substr(colon + 1)));
     s.Step();
     if (!s.ok()) return fail(Error(absl::StrCat("recording silo ", silo)));
   }
@@ -485,8 +492,8 @@ StatusOr<std::vector<SiloRow>> JobStore::Silos(const std::string& id) const {
   s.Bind(1, id);
   std::vector<SiloRow> out;
   while (s.Step()) {
-    out.push_back({s.Text(0), s.Text(1), s.Double(2), static_cast<int>(s.Int(3)), s.Int(4),
-                   s.Double(5)});
+    out.push_back(
+        {s.Text(0), s.Text(1), s.Double(2), static_cast<int>(s.Int(3)), s.Int(4), s.Double(5)});
   }
   if (!s.ok()) return Error("reading silos");
   return out;

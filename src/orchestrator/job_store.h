@@ -107,6 +107,8 @@ class JobStore {
   // Sets state (and `error`, `started` / `finished` as the state implies).
   Status SetState(const std::string& id, JobState state, const std::string& error = "");
   Status SetRunId(const std::string& id, const std::string& run_id);
+  // The resolved job, once the federated statistics completed it.
+  Status SetJobYaml(const std::string& id, const std::string& job_yaml);
   // Marks the job for stopping, with `reason` as its error.
   Status RequestAbort(const std::string& id, const std::string& reason);
 

@@ -320,6 +320,158 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
   return absl::OkStatus();
 }
 
+std::vector<StatusOr<transport::FitReply>> Orchestrator::AskAll(transport::TaskKind kind, int round,
+                                                                const ModelState& model) {
+  std::vector<transport::FitRequest> requests(silos_.size());
+  ArrivalQueue arrivals;
+  for (size_t i = 0; i < silos_.size(); ++i) {
+    transport::FitRequest& r = requests[i];
+    r.run_id = options_.run_id;
+    r.round = round;
+    r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), i + 1);
+    r.job = &job_;
+    r.global = &model;
+    r.task = kind;
+    if (!options_.torchscript.empty()) r.torchscript = &options_.torchscript;
+    transport::SiloConnection* silo = silos_[i].get();
+    pool_.Schedule([&arrivals, &r, silo, i] { arrivals.Push({i, silo->Fit(r)}); });
+  }
+  std::vector<StatusOr<transport::FitReply>> replies(silos_.size(), absl::UnknownError("no reply"));
+  for (size_t received = 0; received < silos_.size(); ++received) {
+    Arrival a = arrivals.Pop();
+    replies[a.slot] = std::move(a.reply);
+  }
+  return replies;
+}
+
+StatusOr<FeatureStatistics> Orchestrator::ComputeStatistics() {
+  if (silos_.empty()) return absl::InvalidArgumentError("federation.silos: no silos");
+  const ModelState none;
+  std::vector<StatusOr<transport::FitReply>> replies =
+      AskAll(transport::TaskKind::kStatistics, 0, none);
+  std::optional<FeatureSums> total;
+  std::vector<std::string> failures, invalid;
+  std::vector<std::pair<std::string, transport::FitReply>> answered;
+  for (size_t i = 0; i < silos_.size(); ++i) {
+    const std::string& silo = silos_[i]->silo_name();
+    StatusOr<transport::FitReply>& reply = replies[i];
+    if (reply.ok() && reply->source != nullptr) {
+      StatusOr<ModelState> fetched = reply->source->Fetch();
+      reply->source.reset();
+      if (fetched.ok()) {
+        reply->update = std::move(fetched).value();
+      } else {
+        reply = fetched.status();
+      }
+    }
+    StatusOr<FeatureSums> sums =
+        reply.ok() ? FeatureSums::FromState(reply->update, absl::StrCat("silo '", silo, "'"))
+                   : StatusOr<FeatureSums>(reply.status());
+    if (!sums.ok()) {
+      spdlog::warn("statistics: silo '{}' left out: {}", silo,
+                   std::string(sums.status().message()));
+      failures.push_back(absl::StrCat(silo, ": ", sums.status().message()));
+      if (absl::IsInvalidArgument(sums.status()) || absl::IsNotFound(sums.status())) {
+        invalid.push_back(silo);
+      }
+      continue;
+    }
+    if (!total.has_value()) {
+      total = std::move(sums).value();
+    } else if (Status added = total->Add(*sums); !added.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("statistics: silo '", silo, "': ", added.message()));
+    }
+    answered.emplace_back(silo, std::move(reply).value());
+  }
+  if (static_cast<int>(answered.size()) < job_.federation.min_silos) {
+    // Every silo refusing its data for the same kind of reason (a bad file,
+    // a column the job names wrongly) is invalid input, not an outage.
+    const bool all_invalid = !invalid.empty() && invalid.size() == failures.size();
+    return absl::Status(
+        all_invalid ? absl::StatusCode::kInvalidArgument : absl::StatusCode::kUnavailable,
+        absl::StrCat("statistics: only ", answered.size(), " of ", silos_.size(),
+                     " silos answered (federation.min_silos is ", job_.federation.min_silos,
+                     "): ", absl::StrJoin(failures, "; ")));
+  }
+  FeatureStatistics st = total->Finish();
+  job_.preprocess.statistics = st;
+  for (const auto& [silo, reply] : answered) {
+    FEDSILO_RETURN_IF_ERROR(RecordMetric(0, silo, "rows", static_cast<double>(reply.num_examples),
+                                         !reply.metrics_private));
+  }
+  FEDSILO_RETURN_IF_ERROR(RecordMetric(0, "global", "rows", static_cast<double>(st.rows)));
+  for (size_t c = 0; c < st.class_counts.size(); ++c) {
+    FEDSILO_RETURN_IF_ERROR(RecordMetric(0, "global", absl::StrCat("class_", c, "_rows"),
+                                         static_cast<double>(st.class_counts[c])));
+  }
+  Audit("statistics", {{"silos", std::to_string(answered.size())},
+                       {"rows", std::to_string(st.rows)},
+                       {"features", std::to_string(st.features.size())}});
+  return st;
+}
+
+StatusOr<std::map<std::string, double>> Orchestrator::EvaluateOnSilos(int round,
+                                                                      const ModelState& global) {
+  std::vector<StatusOr<transport::FitReply>> replies =
+      AskAll(transport::TaskKind::kEvaluate, round, global);
+  double examples = 0, loss = 0, accuracy = 0, auc = 0;
+  double tp = 0, fp = 0, fn = 0;
+  bool binary = true;
+  int evaluated = 0;
+  std::vector<std::string> failures;
+  for (size_t i = 0; i < silos_.size(); ++i) {
+    const std::string& silo = silos_[i]->silo_name();
+    StatusOr<transport::FitReply>& reply = replies[i];
+    if (reply.ok()) reply->source.reset();  // nothing to fetch
+    const auto metric = [&](const char* name) -> std::optional<double> {
+      auto it = reply->metrics.find(name);
+      if (it == reply->metrics.end() || !std::isfinite(it->second)) return std::nullopt;
+      return it->second;
+    };
+    if (reply.ok() && (reply->num_examples <= 0 || !metric("loss") || !metric("accuracy"))) {
+      reply = absl::InvalidArgumentError("its evaluation has no test rows, loss or accuracy");
+    }
+    if (!reply.ok()) {
+      spdlog::warn("round {}: silo '{}' did not evaluate the global model: {}", round, silo,
+                   std::string(reply.status().message()));
+      failures.push_back(absl::StrCat(silo, ": ", reply.status().message()));
+      continue;
+    }
+    const double n = static_cast<double>(reply->num_examples);
+    examples += n;
+    loss += n * *metric("loss");
+    accuracy += n * *metric("accuracy");
+    if (metric("auc") && metric("true_positives") && metric("false_positives") &&
+        metric("false_negatives")) {
+      auc += n * *metric("auc");
+      tp += *metric("true_positives");
+      fp += *metric("false_positives");
+      fn += *metric("false_negatives");
+    } else {
+      binary = false;
+    }
+    ++evaluated;
+    for (const char* name : {"loss", "accuracy", "precision", "recall", "auc"}) {
+      if (std::optional<double> v = metric(name)) {
+        FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, absl::StrCat("global_test_", name), *v,
+                                             !reply->metrics_private));
+      }
+    }
+  }
+  if (evaluated == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "round ", round, ": no silo evaluated the global model: ", absl::StrJoin(failures, "; ")));
+  }
+  std::map<std::string, double> m = {{"loss", loss / examples}, {"accuracy", accuracy / examples}};
+  if (binary) {
+    m["precision"] = tp + fp > 0 ? tp / (tp + fp) : 0.0;
+    m["recall"] = tp + fn > 0 ? tp / (tp + fn) : 0.0;
+    m["auc"] = auc / examples;
+  }
+  return m;
+}
+
 StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   const Clock::time_point start = Clock::now();
   const std::vector<size_t> sampled = SampleSilos(round);
@@ -419,7 +571,11 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
                         {"silos", std::to_string(summary.silos_succeeded)},
                         {"secure", job_.privacy.secure_aggregation.enabled ? "true" : "false"}});
   }
-  FEDSILO_ASSIGN_OR_RETURN(summary.global_metrics, evaluator_->Evaluate(global));
+  if (evaluator_ != nullptr) {
+    FEDSILO_ASSIGN_OR_RETURN(summary.global_metrics, evaluator_->Evaluate(global));
+  } else {
+    FEDSILO_ASSIGN_OR_RETURN(summary.global_metrics, EvaluateOnSilos(round, global));
+  }
   for (const auto& [metric, value] : summary.global_metrics) {
     FEDSILO_RETURN_IF_ERROR(RecordMetric(round, "global", absl::StrCat("test_", metric), value));
   }

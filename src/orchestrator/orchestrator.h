@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "core/feature_statistics.h"
 #include "core/job_config.h"
 #include "core/model_state.h"
 #include "core/status.h"
@@ -46,7 +47,9 @@
 
 namespace fedsilo::orchestrator {
 
-// Scores a global model on the orchestrator's held-out test set. Returns
+// Scores a global model on the orchestrator's held-out test set. Jobs on the
+// silos' own data have none: the Orchestrator is given no evaluator and asks
+// the silos to score the model on their test rows. Returns
 // metric -> value ("loss", "accuracy", ...).
 class ModelEvaluator {
  public:
@@ -110,6 +113,18 @@ class Orchestrator {
   // than min_silos valid updates; Cancelled when options.stop is raised.
   StatusOr<RunResult> Run(ModelState initial, RoundObserver* observer, int first_round = 1);
 
+  // For jobs on the silos' own tabular data (a data.dataset that is not built
+  // in): asks every silo for the sums of its training rows (a "statistics"
+  // task), adds them, and makes the total the job's preprocess.statistics,
+  // which every later task carries. Recorded as round 0 (global/rows,
+  // global/class_<k>_rows, <silo>/rows). Silos that fail are left out with a
+  // warning; fails with fewer than min_silos answers, or InvalidArgument
+  // naming the silo whose features or label differ from the others'.
+  StatusOr<FeatureStatistics> ComputeStatistics();
+
+  // The job as the silos see it (with the statistics once computed).
+  const JobConfig& job() const { return job_; }
+
   // Gives the strategy the state a checkpoint kept (before Run() resumes).
   Status RestoreStrategyState(const ModelState& state) { return strategy_->RestoreState(state); }
 
@@ -142,11 +157,20 @@ class Orchestrator {
                         const std::map<std::string, std::string>& requests,
                         const SecureAccept& accept, RoundSummary& summary);
   void Audit(absl::string_view event, std::map<std::string, std::string> data) const;
+  // Sends every silo a task of `kind` with `model` at once; one reply per
+  // silo, in silo order.
+  std::vector<StatusOr<transport::FitReply>> AskAll(transport::TaskKind kind, int round,
+                                                    const ModelState& model);
+  // Without an evaluator: the global model scored on every silo's test rows
+  // (an "evaluate" task); loss and accuracy weighted by the silos' test rows,
+  // precision and recall from their summed counts, AUC the weighted mean of
+  // theirs. Each silo's result is recorded as <silo>/global_test_<metric>.
+  StatusOr<std::map<std::string, double>> EvaluateOnSilos(int round, const ModelState& global);
   // `exportable` false: the silo's policy keeps the metric in the federation.
-  Status RecordMetric(int round, const std::string& source, const std::string& metric,
-                      double value, bool exportable = true);
+  Status RecordMetric(int round, const std::string& source, const std::string& metric, double value,
+                      bool exportable = true);
 
-  const JobConfig& job_;
+  JobConfig job_;  // a copy: the statistics step completes its preprocess section
   OrchestratorOptions options_;
   std::vector<std::unique_ptr<transport::SiloConnection>> silos_;
   std::unique_ptr<strategy::Strategy> strategy_;

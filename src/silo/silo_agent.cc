@@ -72,6 +72,27 @@ int64_t SiloAgent::DpJobSteps(const JobConfig& job) const {
          ml::DpStepsPerEpoch(data_.train.size(), job.training.batch_size);
 }
 
+Status SiloAgent::Admit(const transport::FitRequest& request) {
+  const JobConfig& job = *request.job;
+  if (guard_ == nullptr || admitted_) return absl::OkStatus();
+  // What the whole job would spend, decided before any training.
+  const bool local_dp = job.privacy.dp.mode == DpMode::kLocal;
+  double planned = HUGE_VAL;
+  if (local_dp) {
+    FEDSILO_ASSIGN_OR_RETURN(double sigma, DpNoiseMultiplier(job));
+    FEDSILO_ASSIGN_OR_RETURN(
+        privacy::PrivacySpent p,
+        privacy::ComputeEpsilon(DpRate(job), sigma, DpJobSteps(job), job.privacy.dp.delta));
+    planned = p.epsilon;
+  }
+  FEDSILO_RETURN_IF_ERROR(guard_->Admit(guard_dataset_, request.run_id, job, planned));
+  admitted_ = true;
+  if (!local_dp) {
+    FEDSILO_RETURN_IF_ERROR(guard_->Record(guard_dataset_, request.run_id, HUGE_VAL, 0));
+  }
+  return absl::OkStatus();
+}
+
 StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& request) {
   if (request.job == nullptr || request.global == nullptr) {
     return absl::InvalidArgumentError("request carries no job or no model");
@@ -81,6 +102,23 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     ml::ModelSpec spec{job.model, data_.train.dataset->example_shape,
                        data_.train.dataset->num_classes};
     FEDSILO_ASSIGN_OR_RETURN(model_, ml::Model::Create(spec, request.seed));
+  }
+  if (request.task == transport::TaskKind::kEvaluate) {
+    // The global model as it is, on this silo's test rows.
+    FEDSILO_RETURN_IF_ERROR(Admit(request));
+    FEDSILO_RETURN_IF_ERROR(model_->SetState(*request.global));
+    BusyClock::Scope busy(busy_clock_);
+    FEDSILO_ASSIGN_OR_RETURN(ml::ClassificationMetrics m, model_->Evaluate(data_.test));
+    transport::FitReply reply;
+    reply.num_examples = m.examples;
+    reply.metrics = m.ToMap();
+    if (m.binary) {
+      reply.metrics["true_positives"] = static_cast<double>(m.true_positives);
+      reply.metrics["false_positives"] = static_cast<double>(m.false_positives);
+      reply.metrics["false_negatives"] = static_cast<double>(m.false_negatives);
+    }
+    reply.metrics_private = guard_ != nullptr && !guard_->ExportsMetrics(guard_dataset_);
+    return reply;
   }
   // SCAFFOLD: the server control variate c comes with the global model.
   const bool scaffold = job.strategy.name == "scaffold";
@@ -95,24 +133,7 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   }
   FEDSILO_RETURN_IF_ERROR(model_->SetState(*global));
 
-  const bool local_dp = job.privacy.dp.mode == DpMode::kLocal;
-  const double q = DpRate(job);
-  if (guard_ != nullptr && !admitted_) {
-    // What the whole job would spend, decided before any training.
-    double planned = HUGE_VAL;
-    if (local_dp) {
-      FEDSILO_ASSIGN_OR_RETURN(double sigma, DpNoiseMultiplier(job));
-      FEDSILO_ASSIGN_OR_RETURN(
-          privacy::PrivacySpent p,
-          privacy::ComputeEpsilon(q, sigma, DpJobSteps(job), job.privacy.dp.delta));
-      planned = p.epsilon;
-    }
-    FEDSILO_RETURN_IF_ERROR(guard_->Admit(guard_dataset_, request.run_id, job, planned));
-    admitted_ = true;
-    if (!local_dp) {
-      FEDSILO_RETURN_IF_ERROR(guard_->Record(guard_dataset_, request.run_id, HUGE_VAL, 0));
-    }
-  }
+  FEDSILO_RETURN_IF_ERROR(Admit(request));
 
   transport::FitReply reply;
   int64_t steps = 0;
@@ -143,9 +164,9 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     steps = stats.steps;
     if (dp) {
       dp_steps_ += stats.steps;
-      FEDSILO_ASSIGN_OR_RETURN(
-          privacy::PrivacySpent spent,
-          privacy::ComputeEpsilon(q, dp->noise_multiplier, dp_steps_, job.privacy.dp.delta));
+      FEDSILO_ASSIGN_OR_RETURN(privacy::PrivacySpent spent,
+                               privacy::ComputeEpsilon(DpRate(job), dp->noise_multiplier, dp_steps_,
+                                                       job.privacy.dp.delta));
       reply.metrics["epsilon"] = spent.epsilon;
       reply.metrics["dp_noise_multiplier"] = dp->noise_multiplier;
       if (guard_ != nullptr) {

@@ -13,6 +13,10 @@
 // and the following SecureStep() calls run this silo's side of the protocol
 // (secure/secagg.h) on the update it kept.
 //
+// A TaskKind::kEvaluate request scores the global model on the silo's test
+// rows and answers with metrics only (for binary tasks with the counts behind
+// precision and recall, so that the federation can add them up).
+//
 // Thread safety: one Fit at a time per agent (the orchestrator never sends a
 // silo two requests at once); different agents run concurrently.
 #ifndef FEDSILO_SILO_SILO_AGENT_H_
@@ -56,6 +60,8 @@ class SiloAgent : public transport::SiloHandler {
 
  private:
   StatusOr<transport::FitReply> FitImpl(const transport::FitRequest& request);
+  // Consults the policy once per run, before the first training or evaluation.
+  Status Admit(const transport::FitRequest& request);
 
   // With privacy.dp.mode local: the noise multiplier for this silo's data
   // (given, or solved from target_epsilon over the whole job), fixed on the

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -11,12 +12,32 @@
 #include "core/yaml_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/partitioner.h"
+#include "ml/tabular.h"
 #include "secure/audit_log.h"
 #include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
 
-StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path) {
+namespace {
+
+// A list of column names at `node`, for datasets.<name>.<key>.
+StatusOr<std::vector<std::string>> Columns(const std::string& path, const YAML::Node& node,
+                                           const std::string& key) {
+  std::vector<std::string> out;
+  if (!node) return out;
+  if (!node.IsSequence()) return YamlError(path, node, key + ": must be a list of column names");
+  for (const auto& item : node) {
+    if (!item.IsScalar() || item.Scalar().empty()) {
+      return YamlError(path, item, key + ": must be a list of column names");
+    }
+    out.push_back(item.Scalar());
+  }
+  return out;
+}
+
+}  // namespace
+
+StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::string& silo) {
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   auto error = [&](const YAML::Node& at, absl::string_view message) {
     return YamlError(path, at, message);
@@ -24,32 +45,79 @@ StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path) {
   FEDSILO_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(text, path));
   const YAML::Node datasets = root.IsMap() ? root["datasets"] : YAML::Node();
   if (!datasets || !datasets.IsMap() || datasets.size() == 0) {
-    return error(root, "expected 'datasets:' mapping names to {builtin: ..., share: job}");
+    return error(root,
+                 "expected 'datasets:' mapping names to {builtin: ..., share: job} or "
+                 "{csv: file, label: column, ...}");
   }
   DatasetCatalog catalog;
   for (const auto& entry : datasets) {
     const std::string name = entry.first.as<std::string>();
+    const std::string at = absl::StrCat("datasets.", name);
     const YAML::Node spec = entry.second;
     FEDSILO_RETURN_IF_ERROR(
-        CheckYamlKeys(path, spec, absl::StrCat("datasets.", name), {"builtin", "share"}));
+        CheckYamlKeys(path, spec, at,
+                      {"builtin", "share", "csv", "label", "features", "categorical", "missing"}));
     DatasetEntry e;
     if (const YAML::Node builtin = spec["builtin"]) {
       e.builtin = builtin.IsScalar() ? builtin.Scalar() : "";
-      if (std::find(std::begin(kKnownDatasets), std::end(kKnownDatasets), e.builtin) ==
-          std::end(kKnownDatasets)) {
-        return error(builtin,
-                     absl::StrCat("datasets.", name, ".builtin: unknown data set '", e.builtin,
-                                  "'; one of: ", absl::StrJoin(kKnownDatasets, ", ")));
+      if (!IsBuiltinDataset(e.builtin)) {
+        return error(builtin, absl::StrCat(at, ".builtin: unknown data set '", e.builtin,
+                                           "'; one of: ", absl::StrJoin(kKnownDatasets, ", ")));
       }
     }
     if (const YAML::Node share = spec["share"]) {
       if (!share.IsScalar() || share.Scalar() != "job") {
-        return error(share, absl::StrCat("datasets.", name, ".share: the only value is 'job'"));
+        return error(share, absl::StrCat(at, ".share: the only value is 'job'"));
       }
       e.share_by_job = true;
     }
-    if (e.builtin.empty())
-      return error(spec, absl::StrCat("datasets.", name, ".builtin: is required"));
+    if (const YAML::Node csv = spec["csv"]) {
+      if (!e.builtin.empty()) return error(csv, at + ": give either builtin or csv, not both");
+      if (!csv.IsScalar() || csv.Scalar().empty()) {
+        return error(csv, at + ".csv: must be a file name");
+      }
+      std::string file = csv.Scalar();
+      if (const size_t pos = file.find("{silo}"); pos != std::string::npos && !silo.empty()) {
+        file.replace(pos, 6, silo);
+      }
+      std::filesystem::path p(file);
+      if (p.is_relative()) p = std::filesystem::path(path).parent_path() / p;
+      e.csv = p.lexically_normal().string();
+      const YAML::Node label = spec["label"];
+      if (!label || !label.IsScalar() || label.Scalar().empty()) {
+        return error(label ? label : spec, at + ".label: is required: the column of classes");
+      }
+      e.schema.label = label.Scalar();
+      FEDSILO_ASSIGN_OR_RETURN(e.schema.features,
+                               Columns(path, spec["features"], at + ".features"));
+      FEDSILO_ASSIGN_OR_RETURN(e.schema.categorical,
+                               Columns(path, spec["categorical"], at + ".categorical"));
+      if (const YAML::Node missing = spec["missing"]) {
+        const std::string m = missing.IsScalar() ? missing.Scalar() : "";
+        bool known = false;
+        for (ml::MissingValues v :
+             {ml::MissingValues::kError, ml::MissingValues::kDrop, ml::MissingValues::kImpute}) {
+          if (m == ml::MissingValuesName(v)) {
+            e.schema.missing = v;
+            known = true;
+          }
+        }
+        if (!known) {
+          return error(missing, absl::StrCat(at, ".missing: unknown value '", m,
+                                             "'; one of: error, drop, impute"));
+        }
+      }
+    } else {
+      for (const char* key : {"label", "features", "categorical", "missing"}) {
+        if (spec[key]) return error(spec[key], absl::StrCat(at, ".", key, ": needs csv"));
+      }
+    }
+    if (e.builtin.empty() && e.csv.empty()) {
+      return error(spec, at + ": needs builtin (a built-in data set) or csv (a file)");
+    }
+    if (!e.csv.empty() && e.share_by_job) {
+      return error(spec["share"], at + ".share: only for built-in data sets");
+    }
     catalog[name] = e;
   }
   return catalog;
@@ -131,6 +199,17 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
                      "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")"));
   }
   const DatasetEntry& entry = it->second;
+  if (!entry.csv.empty()) {
+    const std::string where =
+        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "'");
+    FEDSILO_ASSIGN_OR_RETURN(TableSplit table, ReadTable(entry, job));
+    FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<ml::Dataset> train,
+                             ml::PrepareTabular(table.train, job.preprocess, where));
+    FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<ml::Dataset> test,
+                             ml::PrepareTabular(table.test, job.preprocess, where));
+    return FinishAgent(ml::SiloData{ml::DataView::All(train), ml::DataView::All(test)}, job,
+                       job_run_id);
+  }
   FEDSILO_ASSIGN_OR_RETURN(
       ml::DatasetSplits data,
       ml::LoadBuiltinDataset(entry.builtin, data_dir_, job.data.test_fraction, job.seed));
@@ -151,8 +230,30 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
   FEDSILO_ASSIGN_OR_RETURN(
       std::vector<ml::SiloData> shares,
       ml::PartitionForSilos(data.train, parts, options, job.data.silo_test_fraction));
-  auto agent = std::make_unique<SiloAgent>(silo_name_,
-                                           std::move(shares[static_cast<size_t>(index)]), nullptr);
+  return FinishAgent(std::move(shares[static_cast<size_t>(index)]), job, job_run_id);
+}
+
+StatusOr<SiloRuntime::TableSplit> SiloRuntime::ReadTable(const DatasetEntry& entry,
+                                                         const JobConfig& job) const {
+  FEDSILO_ASSIGN_OR_RETURN(ml::TabularData table,
+                           ml::ReadTabularCsv(entry.csv, entry.schema, job.preprocess));
+  int64_t max_label = 1;
+  for (int64_t l : table.labels) max_label = std::max(max_label, l);
+  // Seeded by the job: every task of a run sees the same split.
+  const auto [train, test] = ml::StratifiedIndices(table.labels, static_cast<int>(max_label + 1),
+                                                   job.data.silo_test_fraction, job.seed);
+  if (train.empty() || test.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        entry.csv, ": ", table.rows(), " rows are too few to keep ", job.data.silo_test_fraction,
+        " of them for testing (data.silo_test_fraction)"));
+  }
+  return TableSplit{table.Subset(train), table.Subset(test)};
+}
+
+StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::FinishAgent(ml::SiloData data,
+                                                              const JobConfig& job,
+                                                              const std::string& job_run_id) {
+  auto agent = std::make_unique<SiloAgent>(silo_name_, std::move(data), nullptr);
   agent->SetPrivacyGuard(guard_, job.data.dataset);
   if (!state_dir_.empty()) {
     agent->SetControlVariatePath(absl::StrCat(state_dir_, "/scaffold-", job_run_id, ".fsm"));
@@ -178,7 +279,9 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
   } else {
     reply = job.status();
   }
-  if (job.ok() && (agent_ == nullptr || agent_run_id_ != request.run_id)) {
+  if (job.ok() && request.task == transport::TaskKind::kStatistics) {
+    reply = Statistics(*job);
+  } else if (job.ok() && (agent_ == nullptr || agent_run_id_ != request.run_id)) {
     StatusOr<std::unique_ptr<SiloAgent>> agent = MakeAgent(*job, request.run_id);
     if (agent.ok()) {
       agent_ = std::move(agent).value();
@@ -187,11 +290,19 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
       reply = agent.status();
     }
   }
-  if (job.ok() && agent_ != nullptr && agent_run_id_ == request.run_id) reply = agent_->Fit(local);
+  if (job.ok() && request.task != transport::TaskKind::kStatistics && agent_ != nullptr &&
+      agent_run_id_ == request.run_id) {
+    reply = agent_->Fit(local);
+  }
   if (audit_ != nullptr && !reply.ok()) {
     audit_->Record("refused", {{"job", request.run_id},
                                {"round", round},
                                {"reason", std::string(reply.status().message())}});
+  } else if (audit_ != nullptr && request.task != transport::TaskKind::kFit) {
+    audit_->Record(std::string(transport::TaskKindName(request.task)),
+                   {{"job", request.run_id},
+                    {"round", round},
+                    {"examples", std::to_string(reply->num_examples)}});
   } else if (audit_ != nullptr && request.job->privacy.secure_aggregation.enabled) {
     audit_->Record("trained",
                    {{"job", request.run_id}, {"round", round}, {"update", "kept to mask"}});
@@ -201,6 +312,33 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
                                    {"update", secure::ModelDigest(reply->update)},
                                    {"examples", std::to_string(reply->num_examples)}});
   }
+  return reply;
+}
+
+StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job) {
+  auto it = catalog_.find(job.data.dataset);
+  if (it == catalog_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("silo '", silo_name_, "' has no dataset '", job.data.dataset,
+                     "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")"));
+  }
+  if (it->second.csv.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset,
+                     "' is the built-in '", it->second.builtin,
+                     "', not a csv file: its jobs need no statistics"));
+  }
+  if (guard_ != nullptr) {
+    // The statistics are data leaving the silo: the policy decides as for training.
+    FEDSILO_RETURN_IF_ERROR(guard_->Admit(job.data.dataset, "statistics", job,
+                                          std::numeric_limits<double>::infinity()));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(TableSplit table, ReadTable(it->second, job));
+  transport::FitReply reply;
+  reply.update = ml::SumFeatures(table.train).ToState();
+  reply.num_examples = table.train.rows();
+  reply.metrics["rows"] = static_cast<double>(table.train.rows());
+  reply.metrics_private = guard_ != nullptr && !guard_->ExportsMetrics(job.data.dataset);
   return reply;
 }
 

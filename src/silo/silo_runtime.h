@@ -11,6 +11,19 @@
 //                         # as the job partitions it across federation.silos
 //                         # (a federation simulated with processes on one
 //                         # machine); without it the whole set is the silo's
+//     transactions:
+//       csv: east.csv      # a CSV file with a header (relative to this file;
+//                          # "{silo}" in it is replaced by the silo's name)
+//       label: is_fraud    # the column of classes 0, 1, ...
+//       features: [...]    # optional: the feature columns, in order
+//                          # (default: every other column)
+//       categorical: [merchant]  # one-hot, with the job's preprocess.categories
+//       missing: error     # error | drop (the row) | impute (the federation's mean)
+//
+// A CSV dataset's rows are split (seeded by the job) into the silo's training
+// and test rows, and prepared with the job's `preprocess` section before
+// training; its statistics task (TaskKind::kStatistics) answers with the sums
+// of the training rows, admitted by the silo's policy like a training job.
 //
 // Thread safety: one task at a time (the orchestrator never sends two).
 #ifndef FEDSILO_SILO_SILO_RUNTIME_H_
@@ -22,6 +35,7 @@
 #include <vector>
 
 #include "core/busy_clock.h"
+#include "ml/tabular.h"
 #include "secure/audit_log.h"
 #include "silo/silo_agent.h"
 #include "transport/silo_connection.h"
@@ -33,12 +47,16 @@ class PrivacyGuard;
 struct DatasetEntry {
   std::string builtin;        // "mnist", "digits", "breast_cancer"
   bool share_by_job = false;  // `share: job`
+  std::string csv;            // a CSV file, or empty for a built-in set
+  ml::TabularSchema schema;   // csv only
 };
 
 using DatasetCatalog = std::map<std::string, DatasetEntry>;
 
-// Reads datasets.yaml; InvalidArgument naming the file, line and key.
-StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path);
+// Reads datasets.yaml; InvalidArgument naming the file, line and key. With
+// `silo` given, "{silo}" in csv paths becomes that name (one catalog for the
+// silos of a simulation, or of a fleet with like-named files).
+StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::string& silo = "");
 
 class SiloRuntime : public transport::SiloHandler {
  public:
@@ -66,6 +84,15 @@ class SiloRuntime : public transport::SiloHandler {
 
  private:
   StatusOr<std::unique_ptr<SiloAgent>> MakeAgent(const JobConfig& job, const std::string& run_id);
+  StatusOr<std::unique_ptr<SiloAgent>> FinishAgent(ml::SiloData data, const JobConfig& job,
+                                                   const std::string& run_id);
+  // A CSV dataset's rows, split into training and test rows as the job says.
+  struct TableSplit {
+    ml::TabularData train, test;
+  };
+  StatusOr<TableSplit> ReadTable(const DatasetEntry& entry, const JobConfig& job) const;
+  // The statistics task: the sums of the training rows.
+  StatusOr<transport::FitReply> Statistics(const JobConfig& job);
   // The job as this silo runs it: a TorchScript module that came with the
   // task (named "sha256:<hex>") checked against its digest and the policy and
   // kept in <state>/models/; a module named by path only from --models-dir.

@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/feature_statistics.h"
+#include "ml/model.h"
+
 namespace fedsilo::silo {
 namespace {
 
@@ -42,7 +45,16 @@ TEST(DatasetCatalogTest, ErrorsNameFileLineAndKey) {
                 "unknown key 'datasets.digits.shared' (did you mean 'datasets.digits.share'?)"},
            Case{"datasets:\n  digits: {builtin: digits, share: all}\n",
                 "share: the only value is 'job'"},
-           Case{"datasets:\n  digits: {share: job}\n", "datasets.digits.builtin: is required"},
+           Case{"datasets:\n  digits: {share: job}\n",
+                "datasets.digits: needs builtin (a built-in data set) or csv (a file)"},
+           Case{"datasets:\n  t: {csv: t.csv}\n", "datasets.t.label: is required"},
+           Case{"datasets:\n  t: {csv: t.csv, builtin: digits, label: y}\n",
+                "give either builtin or csv"},
+           Case{"datasets:\n  t: {csv: t.csv, label: y, missing: mean}\n",
+                "datasets.t.missing: unknown value 'mean'; one of: error, drop, impute"},
+           Case{"datasets:\n  t: {csv: t.csv, label: y, categorical: merchant}\n",
+                "datasets.t.categorical: must be a list of column names"},
+           Case{"datasets:\n  t: {builtin: digits, label: y}\n", "datasets.t.label: needs csv"},
            Case{"files: {}\n", "expected 'datasets:'"},
            Case{"datasets: [\n", "not valid YAML"},
        }) {
@@ -54,6 +66,98 @@ TEST(DatasetCatalogTest, ErrorsNameFileLineAndKey) {
   }
   EXPECT_EQ(LoadDatasetCatalog("/nonexistent/datasets.yaml").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST(DatasetCatalogTest, CsvEntriesNameTheSilosOwnFile) {
+  const std::string path = Write("csv",
+                                 "datasets:\n  cards:\n    csv: data/{silo}.csv\n"
+                                 "    label: is_fraud\n    features: [amount, merchant]\n"
+                                 "    categorical: [merchant]\n    missing: drop\n");
+  auto catalog = LoadDatasetCatalog(path, "east");
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  const DatasetEntry& e = catalog->at("cards");
+  EXPECT_EQ(e.csv, (std::filesystem::path(::testing::TempDir()) / "data/east.csv").lexically_normal());
+  EXPECT_EQ(e.schema.label, "is_fraud");
+  EXPECT_EQ(e.schema.features, (std::vector<std::string>{"amount", "merchant"}));
+  EXPECT_EQ(e.schema.categorical, (std::vector<std::string>{"merchant"}));
+  EXPECT_EQ(e.schema.missing, ml::MissingValues::kDrop);
+}
+
+// A silo with its own CSV file: the statistics task sums its training rows
+// (never sending a row), training needs the federation's statistics, and the
+// evaluate task scores the model it is sent without training.
+TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
+  const std::string dir = ::testing::TempDir() + "/silo_runtime_csv";
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream csv(dir + "/east.csv");
+    csv << "amount,merchant,label\n";
+    for (int i = 0; i < 100; ++i) {
+      csv << (i % 10 == 0 ? 90 + i % 7 : 10 + i % 13) << "," << (i % 3 == 0 ? "atm" : "shop")
+          << "," << (i % 10 == 0 ? 1 : 0) << "\n";
+    }
+  }
+  std::ofstream(dir + "/datasets.yaml")
+      << "datasets:\n  cards: {csv: '{silo}.csv', label: label, categorical: [merchant]}\n";
+  auto catalog = LoadDatasetCatalog(dir + "/datasets.yaml", "east");
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  SiloRuntime runtime("east", *catalog, "/nonexistent");
+  JobConfig job;
+  job.data.dataset = "cards";
+  job.data.silo_test_fraction = 0.2;
+  job.model.kind = ModelKind::kLogistic;
+  job.preprocess.scale = ScaleKind::kStandard;
+  job.preprocess.categories = {{"merchant", {"atm", "shop"}}};
+  job.training.learning_rate = 0.5;
+  job.training.local_epochs = 5;
+  const ModelState none;
+  transport::FitRequest stats{"run", 0, 1, &job, &none};
+  stats.task = transport::TaskKind::kStatistics;
+  auto sums = runtime.Fit(stats);
+  ASSERT_TRUE(sums.ok()) << sums.status();
+  EXPECT_EQ(sums->num_examples, 80);
+  auto parsed = FeatureSums::FromState(sums->update, "east");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->features,
+            (std::vector<std::string>{"amount", "merchant=atm", "merchant=shop"}));
+  EXPECT_EQ(parsed->class_counts, (std::vector<int64_t>{72, 8}));  // stratified
+
+  // Training before the statistics are known is refused, naming why.
+  auto model = ml::Model::Create({job.model, {3}, 2}, 1);
+  ASSERT_TRUE(model.ok());
+  const ModelState global = (*model)->GetState();
+  transport::FitRequest fit{"run", 1, 1, &job, &global};
+  auto early = runtime.Fit(fit);
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(early.status().message(), HasSubstr("no preprocess.statistics"));
+
+  job.preprocess.statistics = parsed->Finish();
+  auto trained = runtime.Fit(transport::FitRequest{"run2", 1, 1, &job, &global});
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->num_examples, 80);
+  EXPECT_GT(trained->metrics.at("test_auc"), 0.9);
+  ModelState local = global;
+  for (size_t t = 0; t < local.size(); ++t) {
+    for (size_t i = 0; i < local.tensors()[t].floats().size(); ++i) {
+      local.mutable_tensors()[t].floats()[i] += trained->update.tensors()[t].floats()[i];
+    }
+  }
+  transport::FitRequest evaluate{"run2", 1, 1, &job, &local};
+  evaluate.task = transport::TaskKind::kEvaluate;
+  auto scored = runtime.Fit(evaluate);
+  ASSERT_TRUE(scored.ok()) << scored.status();
+  EXPECT_EQ(scored->num_examples, 20);
+  EXPECT_TRUE(scored->update.empty());
+  EXPECT_DOUBLE_EQ(scored->metrics.at("accuracy"), trained->metrics.at("test_accuracy"));
+  EXPECT_DOUBLE_EQ(scored->metrics.at("auc"), trained->metrics.at("test_auc"));
+  EXPECT_EQ(scored->metrics.at("true_positives") + scored->metrics.at("false_negatives"), 2);
+
+  // A silo whose file lacks the job's categorical vocabulary names it.
+  job.preprocess.categories.clear();
+  auto no_vocab = runtime.Fit(stats);
+  EXPECT_EQ(no_vocab.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_vocab.status().message(),
+              HasSubstr("east.csv: categorical column 'merchant' has no vocabulary"));
 }
 
 TEST(SiloRuntimeTest, TaskForADatasetTheSiloLacksIsRefusedByName) {

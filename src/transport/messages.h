@@ -14,7 +14,18 @@
 
 namespace fedsilo::transport {
 
-// Orchestrator -> silo: train on your data starting from `global`.
+// What a task asks of a silo.
+enum class TaskKind {
+  kFit,         // train from `global`; reply with the update and metrics
+  kStatistics,  // no training: reply with the FeatureSums of the silo's
+                // training rows (core/feature_statistics.h) as `update`
+  kEvaluate,    // no training: score `global` on the silo's test rows; reply
+                // with metrics (and the test rows as num_examples) only
+};
+absl::string_view TaskKindName(TaskKind kind);
+
+// Orchestrator -> silo: train on your data starting from `global` (or the
+// other tasks above).
 struct FitRequest {
   std::string run_id;
   int round = 0;                       // 1-based
@@ -24,6 +35,7 @@ struct FitRequest {
   // model.torchscript jobs: the module file's bytes (the job names it by
   // digest, "sha256:<hex>"). Null otherwise; outlives the call.
   const std::string* torchscript = nullptr;
+  TaskKind task = TaskKind::kFit;
 };
 
 // Silo -> orchestrator: the update and what the silo measured.

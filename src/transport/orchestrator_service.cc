@@ -184,12 +184,13 @@ void OrchestratorService::Deliver(Session& session, StatusOr<FitReply> result) {
 std::shared_ptr<const std::string> OrchestratorService::ModelBytes(const FitRequest& request) {
   std::lock_guard<std::mutex> lock(model_mu_);
   if (model_bytes_ == nullptr || model_key_ != request.global || model_key_run_ != request.run_id ||
-      model_key_round_ != request.round) {
+      model_key_round_ != request.round || model_key_task_ != request.task) {
     model_bytes_.reset();  // release the last round's bytes before making new ones
     model_bytes_ = std::make_shared<const std::string>(SerializeModelState(*request.global));
     model_key_ = request.global;
     model_key_run_ = request.run_id;
     model_key_round_ = request.round;
+    model_key_task_ = request.task;
   }
   return model_bytes_;
 }
@@ -243,6 +244,9 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   task->set_round(request.round);
   task->set_nonce(nonce);
   task->set_seed(request.seed);
+  task->set_kind(request.task == TaskKind::kStatistics ? fedsilo::v1::TASK_KIND_STATISTICS
+                 : request.task == TaskKind::kEvaluate ? fedsilo::v1::TASK_KIND_EVALUATE
+                                                       : fedsilo::v1::TASK_KIND_FIT);
   task->set_job_yaml(JobConfigToYaml(*request.job));
   task->set_model_bytes(model.size());
   bool sent;

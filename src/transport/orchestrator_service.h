@@ -107,6 +107,7 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   const ModelState* model_key_ ABSL_GUARDED_BY(model_mu_) = nullptr;
   std::string model_key_run_ ABSL_GUARDED_BY(model_mu_);
   int model_key_round_ ABSL_GUARDED_BY(model_mu_) = 0;
+  TaskKind model_key_task_ ABSL_GUARDED_BY(model_mu_) = TaskKind::kFit;
   std::shared_ptr<const std::string> model_bytes_ ABSL_GUARDED_BY(model_mu_);
 };
 

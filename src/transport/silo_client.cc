@@ -241,6 +241,21 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
   request.job = &*job;
   request.global = &global->state;
   if (!task.torchscript().empty()) request.torchscript = &task.torchscript();
+  switch (task.kind()) {
+    case fedsilo::v1::TASK_KIND_FIT:
+      request.task = TaskKind::kFit;
+      break;
+    case fedsilo::v1::TASK_KIND_STATISTICS:
+      request.task = TaskKind::kStatistics;
+      break;
+    case fedsilo::v1::TASK_KIND_EVALUATE:
+      request.task = TaskKind::kEvaluate;
+      break;
+    default:
+      return fail(
+          absl::InvalidArgumentError(absl::StrCat("task kind ", static_cast<int>(task.kind()),
+                                                  " is unknown to this silo (an older fedsilo?)")));
+  }
   StatusOr<FitReply> reply = handler_->Fit(request);
   if (!reply.ok()) return fail(reply.status());
   std::string update = SerializeModelState(reply->update);

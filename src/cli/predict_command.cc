@@ -1,0 +1,138 @@
+#include "cli/predict_command.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/export_command.h"
+#include "core/file_util.h"
+#include "core/model_state_file.h"
+#include "ml/model.h"
+#include "ml/tabular.h"
+
+namespace fedsilo::cli {
+namespace {
+
+// The job's model and where it came from, for messages.
+struct Loaded {
+  JobConfig job;
+  ModelState state;
+  std::string module;  // model.torchscript jobs
+  std::string source;
+};
+
+StatusOr<Loaded> Load(const PredictOptions& options) {
+  std::error_code ec;
+  Loaded out;
+  if (std::filesystem::is_regular_file(options.model, ec)) {
+    FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ReadModelStateFile(options.model));
+    auto it = file.metadata.find("job_yaml");
+    if (it == file.metadata.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          options.model,
+          ": carries no job (its preprocessing); give the run id, or a file written by "
+          "`fedsilo export RUN --format fsm`"));
+    }
+    FEDSILO_ASSIGN_OR_RETURN(out.job, ParseJobConfig(it->second, options.model + " job"));
+    out.state = std::move(file.state);
+    out.module = out.job.model.torchscript;
+    out.source = options.model;
+    return out;
+  }
+  FEDSILO_ASSIGN_OR_RETURN(RunModel run,
+                           LoadRunModel(options.workdir, options.model, options.round));
+  out.job = std::move(run.job);
+  out.state = std::move(run.model.state);
+  out.module = run.module;
+  out.source = absl::StrCat("run ", run.run.run_id);
+  return out;
+}
+
+}  // namespace
+
+Status PredictCommand(const PredictOptions& options) {
+  FEDSILO_ASSIGN_OR_RETURN(Loaded loaded, Load(options));
+  const JobConfig& job = loaded.job;
+  const FeatureStatistics& st = job.preprocess.statistics;
+  if (st.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        loaded.source, " trained on data set '", job.data.dataset,
+        "', not on tabular files: predict scores CSV rows with models of csv datasets"));
+  }
+  // The columns the model reads, in order, from the statistics' feature names.
+  ml::TabularSchema schema;
+  schema.label = st.label;
+  schema.missing = ml::MissingValues::kImpute;
+  for (const std::string& feature : st.features) {
+    std::string column = feature;
+    for (const auto& [categorical, values] : job.preprocess.categories) {
+      if (absl::StartsWith(feature, categorical + "=")) {
+        column = categorical;
+        if (schema.categorical.empty() || schema.categorical.back() != column) {
+          schema.categorical.push_back(column);
+        }
+      }
+    }
+    if (schema.features.empty() || schema.features.back() != column) {
+      schema.features.push_back(column);
+    }
+  }
+  FEDSILO_ASSIGN_OR_RETURN(ml::TabularData table,
+                           ml::ReadTabularCsv(options.data, schema, job.preprocess,
+                                              /*need_label=*/false));
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<ml::Dataset> data,
+                           ml::PrepareTabular(table, job.preprocess, options.data));
+  JobConfig local = job;
+  if (job.model.kind == ModelKind::kTorchScript) local.model.torchscript = loaded.module;
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model,
+                           ml::Model::Create(ml::TabularModelSpec(local), job.seed));
+  FEDSILO_RETURN_IF_ERROR(
+      Annotate(model->SetState(loaded.state), absl::StrCat(loaded.source, ": model")));
+  const ml::DataView all = ml::DataView::All(data);
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logp, model->PredictLogProbabilities(all));
+
+  const bool labelled = !table.labels.empty();
+  const size_t k = static_cast<size_t>(data->num_classes);
+  std::string csv = "row,predicted";
+  for (size_t c = 0; c < k; ++c) absl::StrAppend(&csv, ",p_", c);
+  if (labelled) absl::StrAppend(&csv, ",", st.label);
+  csv += "\n";
+  for (int64_t i = 0; i < all.size(); ++i) {
+    const float* row = logp.data() + static_cast<size_t>(i) * k;
+    absl::StrAppend(&csv, i + 1, ",", std::max_element(row, row + k) - row);
+    for (size_t c = 0; c < k; ++c) absl::StrAppendFormat(&csv, ",%.6f", std::exp(row[c]));
+    if (labelled) absl::StrAppend(&csv, ",", table.labels[static_cast<size_t>(i)]);
+    csv += "\n";
+  }
+  if (options.out.empty()) {
+    std::fwrite(csv.data(), 1, csv.size(), stdout);
+  } else {
+    FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(options.out, csv));
+  }
+
+  nlohmann::json summary = {{"model", loaded.source}, {"rows", all.size()}};
+  if (!options.out.empty()) summary["out"] = options.out;
+  if (labelled) {
+    const ml::ClassificationMetrics m = ml::MetricsOfPredictions(logp, data->num_classes, all);
+    for (const auto& [name, value] : m.ToMap()) summary[name] = value;
+  }
+  if (options.json) {
+    std::printf("%s\n", summary.dump().c_str());
+  } else if (!options.out.empty()) {
+    std::string line = absl::StrFormat("%s: %lld rows scored with %s", options.out,
+                                       static_cast<long long>(all.size()), loaded.source);
+    for (const char* name : {"accuracy", "precision", "recall", "auc"}) {
+      if (summary.contains(name)) {
+        absl::StrAppendFormat(&line, "; %s %.4f", name, summary[name].get<double>());
+      }
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedsilo::cli

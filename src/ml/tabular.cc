@@ -1,0 +1,315 @@
+#include "ml/tabular.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "ml/byte_store.h"
+
+namespace fedsilo::ml {
+namespace {
+
+constexpr double kMissing = std::numeric_limits<double>::quiet_NaN();
+
+// Splits one CSV line; a field in double quotes may hold commas, and "" is a
+// quote inside it.
+std::vector<std::string> SplitCsvLine(absl::string_view line) {
+  std::vector<std::string> cells(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char ch = line[i];
+    if (quoted) {
+      if (ch == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        cells.back() += '"';
+        ++i;
+      } else if (ch == '"') {
+        quoted = false;
+      } else {
+        cells.back() += ch;
+      }
+    } else if (ch == '"') {
+      quoted = true;
+    } else if (ch == ',') {
+      cells.emplace_back();
+    } else {
+      cells.back() += ch;
+    }
+  }
+  for (std::string& c : cells) c = std::string(absl::StripAsciiWhitespace(c));
+  return cells;
+}
+
+bool IsMissing(absl::string_view cell) {
+  const std::string lower = absl::AsciiStrToLower(cell);
+  return lower.empty() || lower == "na" || lower == "nan" || lower == "null" || lower == "?";
+}
+
+// How one output column block is made from a file column.
+struct ColumnPlan {
+  std::string name;
+  size_t file_column = 0;
+  const std::vector<std::string>* vocabulary = nullptr;  // categorical when set
+};
+
+}  // namespace
+
+absl::string_view MissingValuesName(MissingValues missing) {
+  switch (missing) {
+    case MissingValues::kError:
+      return "error";
+    case MissingValues::kDrop:
+      return "drop";
+    case MissingValues::kImpute:
+      return "impute";
+  }
+  return "?";
+}
+
+TabularData TabularData::Subset(const std::vector<int64_t>& indices) const {
+  TabularData out;
+  out.label = label;
+  out.features = features;
+  out.values.reserve(indices.size() * features.size());
+  for (int64_t i : indices) {
+    out.values.insert(out.values.end(), row(i), row(i) + features.size());
+    if (!labels.empty()) out.labels.push_back(labels[static_cast<size_t>(i)]);
+  }
+  return out;
+}
+
+StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchema& schema,
+                                     const PreprocessConfig& preprocess, bool need_label) {
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<const ByteStore> bytes, ByteStore::ReadFile(path));
+  const absl::string_view text(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+  std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
+  while (!lines.empty() && absl::StripAsciiWhitespace(lines.back()).empty()) lines.pop_back();
+  if (lines.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": empty file (expected a header line)"));
+  }
+  const std::vector<std::string> header = SplitCsvLine(lines[0]);
+  std::map<std::string, size_t> column_of;
+  for (size_t c = 0; c < header.size(); ++c) {
+    if (header[c].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":1: column ", c + 1, " has no name in the header"));
+    }
+    if (!column_of.emplace(header[c], c).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":1: column '", header[c], "' appears twice in the header"));
+    }
+  }
+  const auto find = [&](const std::string& name, absl::string_view role) -> StatusOr<size_t> {
+    auto it = column_of.find(name);
+    if (it == column_of.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", role, " column '", name,
+                       "' is not in the header (columns: ", absl::StrJoin(header, ", "), ")"));
+    }
+    return it->second;
+  };
+  int64_t label_column = -1;
+  if (auto it = column_of.find(schema.label); it != column_of.end()) {
+    label_column = static_cast<int64_t>(it->second);
+  } else if (need_label) {
+    FEDSILO_RETURN_IF_ERROR(find(schema.label, "label").status());
+  }
+  std::vector<std::string> feature_columns = schema.features;
+  if (feature_columns.empty()) {
+    for (const std::string& h : header) {
+      if (h != schema.label) feature_columns.push_back(h);
+    }
+  }
+  for (const std::string& c : schema.categorical) {
+    if (std::find(feature_columns.begin(), feature_columns.end(), c) == feature_columns.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": categorical column '", c, "' is not one of the features"));
+    }
+  }
+  std::vector<ColumnPlan> plan;
+  TabularData table;
+  table.label = schema.label;
+  for (const std::string& name : feature_columns) {
+    if (name == schema.label) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": column '", name, "' is both the label and a feature"));
+    }
+    FEDSILO_ASSIGN_OR_RETURN(size_t column, find(name, "feature"));
+    ColumnPlan p{name, column, nullptr};
+    if (std::find(schema.categorical.begin(), schema.categorical.end(), name) !=
+        schema.categorical.end()) {
+      for (const auto& [col, values] : preprocess.categories) {
+        if (col == name) p.vocabulary = &values;
+      }
+      if (p.vocabulary == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": categorical column '", name,
+                         "' has no vocabulary: the job's preprocess.categories must list its "
+                         "values (the same for every silo)"));
+      }
+      for (const std::string& v : *p.vocabulary) table.features.push_back(name + "=" + v);
+    } else {
+      table.features.push_back(name);
+    }
+    plan.push_back(p);
+  }
+  if (table.features.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no feature columns"));
+  }
+  std::vector<double> row;
+  for (size_t li = 1; li < lines.size(); ++li) {
+    if (absl::StripAsciiWhitespace(lines[li]).empty()) continue;
+    const std::vector<std::string> cells = SplitCsvLine(lines[li]);
+    const std::string where = absl::StrCat(path, ":", li + 1, ": ");
+    if (cells.size() != header.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "has ", cells.size(), " columns, the header has ", header.size()));
+    }
+    bool drop = false;
+    const auto missing = [&](const std::string& column) -> Status {
+      if (schema.missing == MissingValues::kError) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "column '", column,
+            "': missing value (the catalog's `missing:` can drop such rows or impute them)"));
+      }
+      if (schema.missing == MissingValues::kDrop) drop = true;
+      return absl::OkStatus();
+    };
+    row.clear();
+    for (const ColumnPlan& p : plan) {
+      const std::string& cell = cells[p.file_column];
+      if (p.vocabulary != nullptr) {
+        const size_t first = row.size();
+        row.resize(first + p.vocabulary->size(), 0.0);
+        if (IsMissing(cell)) {
+          FEDSILO_RETURN_IF_ERROR(missing(p.name));
+          continue;
+        }
+        auto it = std::find(p.vocabulary->begin(), p.vocabulary->end(), cell);
+        if (it == p.vocabulary->end()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, "column '", p.name, "': '", cell,
+                           "' is not in the job's preprocess.categories.", p.name, " (",
+                           absl::StrJoin(*p.vocabulary, ", "), ")"));
+        }
+        row[first + static_cast<size_t>(it - p.vocabulary->begin())] = 1.0;
+        continue;
+      }
+      if (IsMissing(cell)) {
+        FEDSILO_RETURN_IF_ERROR(missing(p.name));
+        row.push_back(kMissing);
+        continue;
+      }
+      double value = 0;
+      if (!absl::SimpleAtod(cell, &value) || !std::isfinite(value)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "column '", p.name, "': '", cell,
+            "' is not a number (list the column under `categorical:` if it holds categories)"));
+      }
+      row.push_back(value);
+    }
+    int64_t label = -1;
+    if (label_column >= 0) {
+      const std::string& cell = cells[static_cast<size_t>(label_column)];
+      double v = 0;
+      if (IsMissing(cell) && !need_label) {
+        label = -1;
+      } else if (!absl::SimpleAtod(cell, &v) || v < 0 || v != std::floor(v) || v > 1e6) {
+        return absl::InvalidArgumentError(absl::StrCat(where, "label column '", schema.label,
+                                                       "': '", cell,
+                                                       "' is not a class (0, 1, 2, ...)"));
+      } else {
+        label = static_cast<int64_t>(v);
+      }
+    }
+    if (drop) continue;
+    table.values.insert(table.values.end(), row.begin(), row.end());
+    if (label_column >= 0) table.labels.push_back(label);
+  }
+  if (table.values.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": no data rows", lines.size() > 1 ? " left" : ""));
+  }
+  if (std::find(table.labels.begin(), table.labels.end(), -1) != table.labels.end()) {
+    table.labels.clear();  // some rows lack a label: predict without one
+  }
+  return table;
+}
+
+FeatureSums SumFeatures(const TabularData& table) {
+  int64_t max_label = 1;
+  for (int64_t l : table.labels) max_label = std::max(max_label, l);
+  FeatureSums sums = FeatureSums::For(table.label, table.features, static_cast<int>(max_label + 1));
+  for (int64_t i = 0; i < table.rows(); ++i) {
+    sums.AddRow(table.row(i), table.labels.empty() ? 0 : table.labels[static_cast<size_t>(i)]);
+  }
+  return sums;
+}
+
+StatusOr<std::shared_ptr<Dataset>> PrepareTabular(const TabularData& table,
+                                                  const PreprocessConfig& preprocess,
+                                                  const std::string& where) {
+  const FeatureStatistics& st = preprocess.statistics;
+  if (st.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(where,
+                     ": the job has no preprocess.statistics (the federation computes "
+                     "them before the first round)"));
+  }
+  if (table.features != st.features) {
+    size_t i = 0;
+    while (i < st.features.size() && i < table.features.size() &&
+           st.features[i] == table.features[i]) {
+      ++i;
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": features do not match the job's: feature ", i + 1, " is '",
+                     i < table.features.size() ? table.features[i] : "(none)", "', the job's is '",
+                     i < st.features.size() ? st.features[i] : "(none)", "' (",
+                     table.features.size(), " features against ", st.features.size(), ")"));
+  }
+  const size_t n = st.features.size();
+  std::vector<double> fill(n), center(n), divisor(n);
+  for (size_t j = 0; j < n; ++j) {
+    fill[j] = st.Fill(j);
+    center[j] = st.Center(j, preprocess.scale);
+    divisor[j] = st.Divisor(j, preprocess.scale);
+  }
+  auto d = std::make_shared<Dataset>();
+  d->name = where;
+  d->example_shape = {static_cast<int64_t>(n)};
+  d->num_classes = static_cast<int>(st.class_counts.size());
+  d->features.resize(table.values.size());
+  for (int64_t i = 0; i < table.rows(); ++i) {
+    const double* in = table.row(i);
+    float* out = d->features.data() + static_cast<size_t>(i) * n;
+    for (size_t j = 0; j < n; ++j) {
+      const double v = std::isnan(in[j]) ? fill[j] : in[j];
+      out[j] = static_cast<float>((v - center[j]) / divisor[j]);
+    }
+  }
+  d->labels = table.labels;
+  if (d->labels.empty()) d->labels.assign(static_cast<size_t>(table.rows()), 0);
+  for (int64_t l : d->labels) {
+    if (l >= d->num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": label ", l, " is not one of the job's ", d->num_classes, " classes"));
+    }
+  }
+  return d;
+}
+
+ModelSpec TabularModelSpec(const JobConfig& job) {
+  const FeatureStatistics& st = job.preprocess.statistics;
+  return ModelSpec{job.model,
+                   {static_cast<int64_t>(st.features.size())},
+                   static_cast<int>(st.class_counts.size())};
+}
+
+}  // namespace fedsilo::ml
