@@ -383,6 +383,64 @@ TEST(OrchestratorDaemonTest, TorchScriptJobsShipTheirModuleToTheSilos) {
   EXPECT_TRUE(fs::exists(run_dir + "/final_model.pt"));
 }
 
+// A job on the silos' own CSV files: the orchestrator asks for their
+// statistics first, then trains and has the silos score each global model.
+// The same job in simulation gives the same model.
+TEST(OrchestratorDaemonTest, JobsOnTheSilosOwnCsvFilesComputeStatisticsThenTrain) {
+  Federation fed("tabular");
+  const std::string data = std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/fraud/data/";
+  fs::copy_file(data + "east.csv", fed.dir() + "/a.csv");
+  fs::copy_file(data + "west.csv", fed.dir() + "/b.csv");
+  fs::copy_file(data + "south.csv", fed.dir() + "/c.csv");
+  std::ofstream(fed.dir() + "/datasets.yaml")
+      << "datasets:\n  digits: {builtin: digits, share: job}\n"
+      << "  transactions: {csv: '{silo}.csv', label: is_fraud, categorical: [merchant], "
+         "missing: impute}\n";
+  ASSERT_TRUE(fed.StartOrchestrator()) << Read(fed.dir() + "/orchestrator.log");
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+  const std::string job = fed.WriteJob(
+      "fraud",
+      "name: fraud\nseed: 1\ndata: {dataset: transactions, silo_test_fraction: 0.3}\n"
+      "preprocess:\n  scale: standard\n  categories:\n"
+      "    merchant: [grocery, restaurant, online, travel, atm, electronics]\n"
+      "model: {name: mlp, hidden: [32]}\n"
+      "training: {rounds: 3, local_epochs: 2, batch_size: 64, optimizer: adam, "
+      "learning_rate: 0.003}\n"
+      "federation: {silos: [a, b, c], wait_for_silos: 60}\n");
+  ASSERT_EQ(fed.User("submit " + job).status, 0);
+  Output waited = fed.User("status job-1 --wait");
+  ASSERT_EQ(waited.status, 0) << waited.out << waited.err << Read(fed.dir() + "/orchestrator.log");
+  const nlohmann::json status = fed.Status("job-1");
+  const nlohmann::json& latest = status["latest_metrics"];
+  EXPECT_GT(latest["global/test_auc"].get<double>(), 0.8);
+  EXPECT_TRUE(latest.contains("global/test_precision") && latest.contains("global/test_recall"));
+  EXPECT_TRUE(latest.contains("c/global_test_auc"));
+  EXPECT_EQ(latest["global/rows"], 4549);  // round 0: the statistics
+  EXPECT_THAT(fed.User("logs job-1").out, HasSubstr("statistics: 4549 training rows, 12 features"));
+  nlohmann::json shown = LastJson(fed.User("runs show job-1 --json").out);
+  EXPECT_THAT(shown["job_yaml"].get<std::string>(),
+              HasSubstr("features: [amount, hour, merchant=grocery"));
+
+  // In simulation, with a catalog naming the same files: the same model.
+  std::ofstream(fed.dir() + "/sim-catalog.yaml")
+      << "datasets:\n  transactions: {csv: '{silo}.csv', label: is_fraud, "
+         "categorical: [merchant], missing: impute}\n";
+  Output sim = fed.Run("run " + job + " --set data.catalog=" + fed.dir() +
+                       "/sim-catalog.yaml --quiet --json --workdir " + fed.dir() + "/sim");
+  ASSERT_EQ(sim.status, 0) << sim.err;
+  nlohmann::json summary = LastJson(sim.out);
+  const std::string model = fed.dir() + "/fraud.fsm";
+  ASSERT_EQ(fed.User("download job-1 --out " + model).status, 0);
+  EXPECT_TRUE(SameValues(Tensors(model), Tensors(summary["final_model"])));
+  EXPECT_DOUBLE_EQ(latest["global/test_auc"].get<double>(), summary["final"]["auc"].get<double>());
+
+  // predict reads the orchestrator's run like a work folder's.
+  Output predicted = fed.Run("predict job-1 --workdir " + fed.dir() + "/state --data " +
+                             fed.dir() + "/c.csv --json");
+  ASSERT_EQ(predicted.status, 0) << predicted.err;
+  EXPECT_EQ(LastJson(predicted.out)["rows"], 1500);
+}
+
 // With a storage key ring: checkpoints and the final model are sealed on disk,
 // resuming opens the sealed checkpoint, and the download is the plain model.
 TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound) {
