@@ -773,8 +773,8 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   EXPECT_EQ(LastLineJson(gen.out)["files"][2]["frauds"], 75);
 
   const std::string w = " --workdir " + dir;
-  Result r = Fedsilo("run " + Example("fraud/fraud.yaml") +
-                     " --set training.rounds=4 --quiet --json" + w);
+  Result r =
+      Fedsilo("run " + Example("fraud/fraud.yaml") + " --set training.rounds=4 --quiet --json" + w);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const nlohmann::json summary = LastLineJson(r.out);
   const nlohmann::json& final = summary["final"];
@@ -792,7 +792,8 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
     per_silo_auc = per_silo_auc || m["name"] == "south/global_test_auc";
   }
   EXPECT_TRUE(per_silo_auc);
-  EXPECT_EQ(round0["global/rows"], round0["east/rows"] + round0["west/rows"] + round0["south/rows"]);
+  EXPECT_EQ(round0["global/rows"],
+            round0["east/rows"] + round0["west/rows"] + round0["south/rows"]);
   EXPECT_EQ(round0["east/rows"], 2100);  // 70 % of 3000 rows train
   fedsilo::StatusOr<fedsilo::JobConfig> resolved = fedsilo::LoadJobConfig(run_dir + "/job.yaml");
   ASSERT_TRUE(resolved.ok()) << resolved.status();
@@ -848,23 +849,67 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   std::ofstream(dir + "/bad.csv") << "amount,hour,merchant\n1,2,atm\n";
   Result bad = Fedsilo("predict " + run_id + " --data " + dir + "/bad.csv" + w);
   EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_THAT(bad.err, HasSubstr(dir + "/bad.csv: feature column 'distance_km' is not in the header"));
-  Result builtin = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" +
-                           dir + "/none.yaml" + w);
+  EXPECT_THAT(bad.err,
+              HasSubstr(dir + "/bad.csv: feature column 'distance_km' is not in the header"));
+  Result builtin = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" + dir +
+                           "/none.yaml" + w);
   EXPECT_EQ(builtin.exit_code, 2);
   EXPECT_THAT(builtin.err, HasSubstr("--set data.catalog: "));
   EXPECT_THAT(builtin.err, HasSubstr("cli_fraud/none.yaml: no such file (a dataset catalog"));
   std::ofstream(dir + "/catalog.yaml")
       << "datasets:\n  transactions:\n    csv: " << Example("fraud/data") << "/{silo}.csv\n"
       << "    label: fraud\n";
-  Result wrong_label = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" +
-                               dir + "/catalog.yaml" + w);
+  Result wrong_label = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" + dir +
+                               "/catalog.yaml" + w);
   EXPECT_EQ(wrong_label.exit_code, 2) << wrong_label.err;
   EXPECT_THAT(wrong_label.err,
               HasSubstr("east.csv: label column 'fraud' is not in the header (columns: amount"));
   Result no_catalog = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" +
                               Example("fraud/fraud.yaml") + " --set training.rounds=1" + w);
   EXPECT_EQ(no_catalog.exit_code, 2) << no_catalog.err;
+}
+
+// Two silos whose images are folders of IDX files: 8x8 images of three
+// classes (a bright band at the top, middle or bottom).
+TEST(CliTest, SilosTrainOnTheirOwnIdxFolders) {
+  const std::string dir = Workdir("idx");
+  for (int silo = 0; silo < 2; ++silo) {
+    const std::string folder = dir + (silo == 0 ? "/a" : "/b");
+    fs::create_directories(folder);
+    const uint32_t n = 120;
+    std::string images = {0, 0, 8, 3}, labels = {0, 0, 8, 1};
+    for (uint32_t d : {n, 8u, 8u}) {
+      for (int shift = 24; shift >= 0; shift -= 8) images += static_cast<char>((d >> shift) & 255);
+    }
+    for (int shift = 24; shift >= 0; shift -= 8) labels += static_cast<char>((n >> shift) & 255);
+    for (uint32_t i = 0; i < n; ++i) {
+      const int label = static_cast<int>((i * 7 + silo) % 3);
+      labels += static_cast<char>(label);
+      for (int p = 0; p < 64; ++p) {
+        images += static_cast<char>(p / 22 == label ? 190 + (i * p) % 50 : 10 + (i + p) % 30);
+      }
+    }
+    std::ofstream(folder + "/train-images-idx3-ubyte", std::ios::binary) << images;
+    std::ofstream(folder + "/train-labels-idx1-ubyte", std::ios::binary) << labels;
+  }
+  std::ofstream(dir + "/datasets.yaml") << "datasets:\n  scans: {idx: '{silo}'}\n";
+  std::ofstream(dir + "/job.yaml")
+      << "data: {dataset: scans, catalog: datasets.yaml, silo_test_fraction: 0.2}\n"
+      << "preprocess: {scale: standard}\nmodel: {name: mlp, hidden: [16]}\n"
+      << "training: {rounds: 4, learning_rate: 0.1}\nfederation: {silos: [a, b]}\n";
+  Result r = Fedsilo("run " + dir + "/job.yaml --json --workdir " + dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("192 training examples in 2 silos' own files"));
+  EXPECT_THAT(r.out, HasSubstr("images [1, 8, 8], scaling standard"));
+  const nlohmann::json summary = LastLineJson(r.out);
+  EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.9);
+  EXPECT_THAT(FileBytes(summary["run_dir"].get<std::string>() + "/job.yaml"),
+              HasSubstr("shape: [1, 8, 8]"));
+  // predict is for CSV rows; it says so for an image model.
+  Result p = Fedsilo("predict " + summary["run_id"].get<std::string>() + " --data " + dir +
+                     "/job.yaml --workdir " + dir);
+  EXPECT_EQ(p.exit_code, 2);
+  EXPECT_THAT(p.err, HasSubstr("trained on images (IDX files)"));
 }
 
 TEST(CliTest, AFailedRunIsRecordedWithItsError) {
@@ -883,12 +928,28 @@ TEST(CliTest, AFailedRunIsRecordedWithItsError) {
 }
 
 TEST(CliTest, HelpForEachCommand) {
-  for (const char* cmd :
-       {"--help", "run --help", "validate --help", "provision --help", "provision add-silo --help",
-        "orchestrator --help", "silo --help", "submit --help", "jobs --help", "status --help",
-        "logs --help", "abort --help", "download --help", "privacy epsilon --help",
-        "privacy noise --help", "silo ledger --help", "runs --help", "runs list --help",
-        "runs show --help", "runs compare --help", "runs export --help", "export --help"}) {
+  for (const char* cmd : {"--help",
+                          "run --help",
+                          "validate --help",
+                          "provision --help",
+                          "provision add-silo --help",
+                          "orchestrator --help",
+                          "silo --help",
+                          "submit --help",
+                          "jobs --help",
+                          "status --help",
+                          "logs --help",
+                          "abort --help",
+                          "download --help",
+                          "privacy epsilon --help",
+                          "privacy noise --help",
+                          "silo ledger --help",
+                          "runs --help",
+                          "runs list --help",
+                          "runs show --help",
+                          "runs compare --help",
+                          "runs export --help",
+                          "export --help"}) {
     Result r = Fedsilo(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;

@@ -63,6 +63,10 @@ Status PredictCommand(const PredictOptions& options) {
         loaded.source, " trained on data set '", job.data.dataset,
         "', not on tabular files: predict scores CSV rows with models of csv datasets"));
   }
+  if (!st.shape.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        loaded.source, " trained on images (IDX files); predict scores the rows of CSV files"));
+  }
   // The columns the model reads, in order, from the statistics' feature names.
   ml::TabularSchema schema;
   schema.label = st.label;

@@ -222,11 +222,14 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
         absl::StrAppendFormat(&classes, "%s%d: %lld", c == 0 ? "" : ", ", static_cast<int>(c),
                               static_cast<long long>(st.class_counts[c]));
       }
+      const std::string input = st.shape.empty() ? absl::StrCat(st.features.size(), " features")
+                                                 : absl::StrCat("images ", ShapeToString(st.shape));
       std::printf(
-          "  data    %s: %lld training rows in %d silos' own files (classes %s), %zu "
-          "features, scaling %s\n",
-          job.data.dataset.c_str(), static_cast<long long>(st.rows), num_silos, classes.c_str(),
-          st.features.size(), std::string(ScaleKindName(job.preprocess.scale)).c_str());
+          "  data    %s: %lld training %s in %d silos' own files (classes %s), %s, "
+          "scaling %s\n",
+          job.data.dataset.c_str(), static_cast<long long>(st.rows),
+          st.shape.empty() ? "rows" : "examples", num_silos, classes.c_str(), input.c_str(),
+          std::string(ScaleKindName(job.preprocess.scale)).c_str());
     } else {
       std::string scheme(PartitionSchemeName(job.data.partition));
       if (job.data.partition == PartitionScheme::kDirichlet) {

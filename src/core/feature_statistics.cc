@@ -65,6 +65,7 @@ ModelState FeatureSums::ToState() const {
         Doubles(absl::StrCat(kFeaturePrefix, features[i]),
                 {static_cast<double>(count[i]), sum[i], sum_squares[i], min[i], max[i]}));
   }
+  if (!shape.empty()) (void)state.Add(Doubles("shape", {shape.begin(), shape.end()}));
   return state;
 }
 
@@ -87,6 +88,13 @@ StatusOr<FeatureSums> FeatureSums::FromState(const ModelState& state, absl::stri
       for (int64_t i = 0; i < t.num_elements(); ++i) {
         if (!integral(v[i])) return bad("a class count is not a count");
         s.class_counts.push_back(static_cast<int64_t>(v[i]));
+      }
+      continue;
+    }
+    if (t.name() == "shape" && k + 1 == state.size()) {
+      for (int64_t i = 0; i < t.num_elements(); ++i) {
+        if (!integral(v[i]) || v[i] < 1 || v[i] > 100000) return bad("an invalid shape");
+        s.shape.push_back(static_cast<int64_t>(v[i]));
       }
       continue;
     }
@@ -127,6 +135,10 @@ Status FeatureSums::Add(const FeatureSums& other) {
         ", theirs is ", at(features), " (", other.features.size(), " features against ",
         features.size(), "); the silos' catalogs must list the same features in the same order"));
   }
+  if (other.shape != shape) {
+    return absl::InvalidArgumentError(absl::StrCat("examples of shape ", ShapeToString(other.shape),
+                                                   " are not the others' ", ShapeToString(shape)));
+  }
   if (other.class_counts.size() > class_counts.size()) {
     class_counts.resize(other.class_counts.size(), 0);
   }
@@ -148,6 +160,7 @@ FeatureStatistics FeatureSums::Finish() const {
   st.class_counts = class_counts;
   st.features = features;
   st.count = count;
+  st.shape = shape;
   for (size_t i = 0; i < features.size(); ++i) {
     const double n = static_cast<double>(count[i]);
     const double mean = n > 0 ? sum[i] / n : 0.0;

@@ -6,7 +6,8 @@
 //
 // Sums travel as a ModelState (the transport's reply payload): a float64
 // tensor "class_counts:<label column>" and one float64 [5] tensor
-// "feature:<name>" per feature, in order.
+// "feature:<name>" per feature, in order; image data adds a float64 tensor
+// "shape" last.
 //
 // A value type; not thread-safe.
 #ifndef FEDSILO_CORE_FEATURE_STATISTICS_H_
@@ -28,6 +29,7 @@ struct FeatureSums {
   std::vector<std::string> features;
   std::vector<int64_t> count;
   std::vector<double> sum, sum_squares, min, max;  // min/max: +inf/-inf with no value
+  std::vector<int64_t> shape;  // image data: one example's shape (a "shape" tensor)
 
   // Empty sums for `features`, `num_classes` classes.
   static FeatureSums For(std::string label, std::vector<std::string> features, int num_classes);

@@ -319,8 +319,8 @@ Status ReadList(const Section& s, const YAML::Node& node, const std::string& key
 }
 
 Status ReadStatistics(const Section& s, FeatureStatistics* out) {
-  FEDSILO_RETURN_IF_ERROR(s.CheckKeys(
-      {"label", "rows", "class_counts", "features", "count", "mean", "std", "min", "max"}));
+  FEDSILO_RETURN_IF_ERROR(s.CheckKeys({"label", "rows", "class_counts", "features", "count",
+                                       "mean", "std", "min", "max", "shape"}));
   FeatureStatistics st;
   FEDSILO_RETURN_IF_ERROR(s.String("label", &st.label));
   FEDSILO_RETURN_IF_ERROR(s.Int("rows", 0, std::numeric_limits<int64_t>::max(), &st.rows));
@@ -338,6 +338,14 @@ Status ReadStatistics(const Section& s, FeatureStatistics* out) {
     FEDSILO_RETURN_IF_ERROR(ReadList(s, s.Child(key), s.Join(key), list));
   }
   if (st.features.empty()) return s.Error(s.Child("features"), s.Join("features"), "is empty");
+  if (s.Child("shape")) {
+    FEDSILO_RETURN_IF_ERROR(ReadList(s, s.Child("shape"), s.Join("shape"), &st.shape));
+    for (int64_t d : st.shape) {
+      if (d < 1 || d > 100000) {
+        return s.Error(s.Child("shape"), s.Join("shape"), "each dimension must be in [1, 100000]");
+      }
+    }
+  }
   if (st.class_counts.size() < 2) {
     return s.Error(s.Child("class_counts"), s.Join("class_counts"), "needs two classes or more");
   }
@@ -838,6 +846,7 @@ void EmitPreprocess(const PreprocessConfig& p, YAML::Emitter& out) {
     out << YAML::Key << "std" << YAML::Value << YAML::Flow << Nums(st.std);
     out << YAML::Key << "min" << YAML::Value << YAML::Flow << Nums(st.min);
     out << YAML::Key << "max" << YAML::Value << YAML::Flow << Nums(st.max);
+    if (!st.shape.empty()) out << YAML::Key << "shape" << YAML::Value << YAML::Flow << st.shape;
     out << YAML::EndMap;
   }
   out << YAML::EndMap;

@@ -74,6 +74,10 @@ struct FeatureStatistics {
   std::vector<std::string> features;
   std::vector<int64_t> count;  // present values per feature
   std::vector<double> mean, std, min, max;
+  // Image data (a silo's IDX folder): one example's shape, e.g. [1, 28, 28],
+  // and a single feature, "pixel", over all pixel values. Empty for tables,
+  // whose examples are the features.
+  std::vector<int64_t> shape;
 
   bool empty() const { return features.empty(); }
   // The value a missing entry of feature i takes (its mean, or 0 when the

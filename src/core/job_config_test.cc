@@ -109,6 +109,7 @@ preprocess:
   st.std = {1e-300, 7.0};
   st.min = {-1.5, 0};
   st.max = {12345.678901234567, 1};
+  st.shape = {1, 2, 3};
   StatusOr<JobConfig> again = ParseJobConfig(JobConfigToYaml(*c), "resolved.yaml");
   ASSERT_TRUE(again.ok()) << again.status() << "\n" << JobConfigToYaml(*c);
   const FeatureStatistics& back = again->preprocess.statistics;
@@ -117,6 +118,7 @@ preprocess:
   EXPECT_EQ(back.mean, st.mean);  // bit for bit: silos and predict scale alike
   EXPECT_EQ(back.std, st.std);
   EXPECT_EQ(back.max, st.max);
+  EXPECT_EQ(back.shape, st.shape);
   EXPECT_EQ(JobConfigToYaml(*again), JobConfigToYaml(*c));
   EXPECT_DOUBLE_EQ(back.Center(0, ScaleKind::kMinMax), -1.5);
   EXPECT_DOUBLE_EQ(back.Divisor(1, ScaleKind::kStandard), 7.0);

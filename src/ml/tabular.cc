@@ -305,11 +305,67 @@ StatusOr<std::shared_ptr<Dataset>> PrepareTabular(const TabularData& table,
   return d;
 }
 
+FeatureSums SumPixels(const Dataset& images) {
+  int64_t max_label = 1;
+  for (int64_t l : images.labels) max_label = std::max(max_label, l);
+  FeatureSums sums = FeatureSums::For("label", {"pixel"}, static_cast<int>(max_label + 1));
+  sums.shape = images.example_shape;
+  std::vector<float> row(static_cast<size_t>(images.feature_size()));
+  for (int64_t i = 0; i < images.size(); ++i) {
+    ++sums.class_counts[static_cast<size_t>(images.labels[static_cast<size_t>(i)])];
+    images.CopyExample(i, row.data());
+    for (float v : row) {
+      sums.count[0] += 1;
+      sums.sum[0] += v;
+      sums.sum_squares[0] += static_cast<double>(v) * v;
+      sums.min[0] = std::min<double>(sums.min[0], v);
+      sums.max[0] = std::max<double>(sums.max[0], v);
+    }
+  }
+  return sums;
+}
+
+StatusOr<std::shared_ptr<Dataset>> PrepareImages(std::shared_ptr<const Dataset> images,
+                                                 const PreprocessConfig& preprocess,
+                                                 const std::string& where) {
+  const FeatureStatistics& st = preprocess.statistics;
+  if (st.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(where,
+                     ": the job has no preprocess.statistics (the federation computes "
+                     "them before the first round)"));
+  }
+  if (st.shape != images->example_shape) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": images of shape ", ShapeToString(images->example_shape), " are not the job's ",
+        st.shape.empty() ? std::string("(a table)") : ShapeToString(st.shape)));
+  }
+  auto d = std::make_shared<Dataset>(*images);
+  d->num_classes = static_cast<int>(st.class_counts.size());
+  for (int64_t l : d->labels) {
+    if (l >= d->num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": label ", l, " is not one of the job's ", d->num_classes, " classes"));
+    }
+  }
+  if (preprocess.scale == ScaleKind::kNone) return d;  // bytes, scaled to [0, 1] in batches
+  const double center = st.Center(0, preprocess.scale), divisor = st.Divisor(0, preprocess.scale);
+  const int64_t f = d->feature_size();
+  d->features.resize(static_cast<size_t>(d->size() * f));
+  for (int64_t i = 0; i < d->size(); ++i) {
+    float* row = d->features.data() + i * f;
+    images->CopyExample(i, row);
+    for (int64_t j = 0; j < f; ++j) row[j] = static_cast<float>((row[j] - center) / divisor);
+  }
+  d->byte_features.reset();
+  return std::shared_ptr<Dataset>(std::move(d));
+}
+
 ModelSpec TabularModelSpec(const JobConfig& job) {
   const FeatureStatistics& st = job.preprocess.statistics;
-  return ModelSpec{job.model,
-                   {static_cast<int64_t>(st.features.size())},
-                   static_cast<int>(st.class_counts.size())};
+  std::vector<int64_t> input = st.shape;
+  if (input.empty()) input = {static_cast<int64_t>(st.features.size())};
+  return ModelSpec{job.model, input, static_cast<int>(st.class_counts.size())};
 }
 
 }  // namespace fedsilo::ml

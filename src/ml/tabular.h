@@ -70,8 +70,21 @@ StatusOr<std::shared_ptr<Dataset>> PrepareTabular(const TabularData& table,
                                                   const PreprocessConfig& preprocess,
                                                   const std::string& where);
 
-// The model a job on tabular data trains: its input is the statistics'
-// features, its outputs their classes. REQUIRES: statistics are not empty.
+// Image data a silo brings as a folder of IDX files: the sums of all its
+// pixel values (scaled to [0, 1]) as one feature, "pixel", with the examples'
+// shape and the rows per class.
+FeatureSums SumPixels(const Dataset& images);
+
+// The images as the model sees them: pixels in [0, 1], then scaled with the
+// one "pixel" feature's statistics as preprocess.scale says. InvalidArgument
+// naming `where` when the shape or classes differ from the statistics'.
+StatusOr<std::shared_ptr<Dataset>> PrepareImages(std::shared_ptr<const Dataset> images,
+                                                 const PreprocessConfig& preprocess,
+                                                 const std::string& where);
+
+// The model a job on the silos' own data trains: its input is the
+// statistics' features (or, for images, their shape), its outputs their
+// classes. REQUIRES: statistics are not empty.
 ModelSpec TabularModelSpec(const JobConfig& job);
 
 }  // namespace fedsilo::ml

@@ -11,6 +11,7 @@
 #include "core/file_util.h"
 #include "core/yaml_util.h"
 #include "ml/dataset_catalog.h"
+#include "ml/dataset_reader.h"
 #include "ml/partitioner.h"
 #include "ml/tabular.h"
 #include "secure/audit_log.h"
@@ -54,9 +55,9 @@ StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::
     const std::string name = entry.first.as<std::string>();
     const std::string at = absl::StrCat("datasets.", name);
     const YAML::Node spec = entry.second;
-    FEDSILO_RETURN_IF_ERROR(
-        CheckYamlKeys(path, spec, at,
-                      {"builtin", "share", "csv", "label", "features", "categorical", "missing"}));
+    FEDSILO_RETURN_IF_ERROR(CheckYamlKeys(
+        path, spec, at,
+        {"builtin", "share", "csv", "label", "features", "categorical", "missing", "idx"}));
     DatasetEntry e;
     if (const YAML::Node builtin = spec["builtin"]) {
       e.builtin = builtin.IsScalar() ? builtin.Scalar() : "";
@@ -112,10 +113,26 @@ StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::
         if (spec[key]) return error(spec[key], absl::StrCat(at, ".", key, ": needs csv"));
       }
     }
-    if (e.builtin.empty() && e.csv.empty()) {
-      return error(spec, at + ": needs builtin (a built-in data set) or csv (a file)");
+    if (const YAML::Node idx = spec["idx"]) {
+      if (!e.builtin.empty() || !e.csv.empty()) {
+        return error(idx, at + ": give one of builtin, csv and idx");
+      }
+      if (!idx.IsScalar() || idx.Scalar().empty()) {
+        return error(idx, at + ".idx: must be a folder name");
+      }
+      std::string folder = idx.Scalar();
+      if (const size_t pos = folder.find("{silo}"); pos != std::string::npos && !silo.empty()) {
+        folder.replace(pos, 6, silo);
+      }
+      std::filesystem::path p(folder);
+      if (p.is_relative()) p = std::filesystem::path(path).parent_path() / p;
+      e.idx = p.lexically_normal().string();
     }
-    if (!e.csv.empty() && e.share_by_job) {
+    if (e.builtin.empty() && e.csv.empty() && e.idx.empty()) {
+      return error(spec,
+                   at + ": needs builtin (a built-in data set), csv (a file) or idx (a folder)");
+    }
+    if (e.builtin.empty() && e.share_by_job) {
       return error(spec["share"], at + ".share: only for built-in data sets");
     }
     catalog[name] = e;
@@ -210,6 +227,19 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
     return FinishAgent(ml::SiloData{ml::DataView::All(train), ml::DataView::All(test)}, job,
                        job_run_id);
   }
+  if (!entry.idx.empty()) {
+    const std::string where =
+        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "'");
+    FEDSILO_ASSIGN_OR_RETURN(
+        ml::DatasetSplits images,
+        ReadImages(entry, job, static_cast<int>(job.preprocess.statistics.class_counts.size())));
+    FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<ml::Dataset> train,
+                             ml::PrepareImages(images.train, job.preprocess, where));
+    FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<ml::Dataset> test,
+                             ml::PrepareImages(images.test, job.preprocess, where));
+    return FinishAgent(ml::SiloData{ml::DataView::All(train), ml::DataView::All(test)}, job,
+                       job_run_id);
+  }
   FEDSILO_ASSIGN_OR_RETURN(
       ml::DatasetSplits data,
       ml::LoadBuiltinDataset(entry.builtin, data_dir_, job.data.test_fraction, job.seed));
@@ -248,6 +278,46 @@ StatusOr<SiloRuntime::TableSplit> SiloRuntime::ReadTable(const DatasetEntry& ent
         " of them for testing (data.silo_test_fraction)"));
   }
   return TableSplit{table.Subset(train), table.Subset(test)};
+}
+
+StatusOr<ml::DatasetSplits> SiloRuntime::ReadImages(const DatasetEntry& entry, const JobConfig& job,
+                                                    int num_classes) const {
+  std::vector<std::string> images, labels, all;
+  std::error_code ec;
+  for (const auto& file : std::filesystem::directory_iterator(entry.idx, ec)) {
+    if (!file.is_regular_file(ec)) continue;
+    const std::string name = file.path().filename().string();
+    all.push_back(name);
+    if (name.find("images") != std::string::npos) images.push_back(file.path().string());
+    if (name.find("labels") != std::string::npos) labels.push_back(file.path().string());
+  }
+  if (ec) {
+    return absl::NotFoundError(absl::StrCat(entry.idx, ": cannot read the folder: ", ec.message()));
+  }
+  if (images.size() != 1 || labels.size() != 1) {
+    std::sort(all.begin(), all.end());
+    return absl::InvalidArgumentError(
+        absl::StrCat(entry.idx,
+                     ": expected one IDX file whose name holds 'images' and one whose name holds "
+                     "'labels', found ",
+                     all.empty() ? std::string("no files") : absl::StrJoin(all, ", ")));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(
+      ml::Dataset data,
+      ml::ReadIdxDataset(images[0], labels[0], num_classes > 0 ? num_classes : 256));
+  if (num_classes == 0) {  // as many as the labels say, at least two
+    int64_t max_label = 1;
+    for (int64_t l : data.labels) max_label = std::max(max_label, l);
+    data.num_classes = static_cast<int>(max_label + 1);
+  }
+  data.name = job.data.dataset;
+  ml::DatasetSplits splits = ml::StratifiedSplit(data, job.data.silo_test_fraction, job.seed);
+  if (splits.train->size() == 0 || splits.test->size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        entry.idx, ": ", data.size(), " images are too few to keep ", job.data.silo_test_fraction,
+        " of them for testing (data.silo_test_fraction)"));
+  }
+  return splits;
 }
 
 StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::FinishAgent(ml::SiloData data,
@@ -322,22 +392,28 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job) {
         absl::StrCat("silo '", silo_name_, "' has no dataset '", job.data.dataset,
                      "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")"));
   }
-  if (it->second.csv.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset,
-                     "' is the built-in '", it->second.builtin,
-                     "', not a csv file: its jobs need no statistics"));
+  if (!it->second.builtin.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "silo '", silo_name_, "': dataset '", job.data.dataset, "' is the built-in '",
+        it->second.builtin, "', not the silo's own files: its jobs need no statistics"));
   }
   if (guard_ != nullptr) {
     // The statistics are data leaving the silo: the policy decides as for training.
     FEDSILO_RETURN_IF_ERROR(guard_->Admit(job.data.dataset, "statistics", job,
                                           std::numeric_limits<double>::infinity()));
   }
-  FEDSILO_ASSIGN_OR_RETURN(TableSplit table, ReadTable(it->second, job));
+  FeatureSums sums;
+  if (!it->second.csv.empty()) {
+    FEDSILO_ASSIGN_OR_RETURN(TableSplit table, ReadTable(it->second, job));
+    sums = ml::SumFeatures(table.train);
+  } else {
+    FEDSILO_ASSIGN_OR_RETURN(ml::DatasetSplits images, ReadImages(it->second, job, 0));
+    sums = ml::SumPixels(*images.train);
+  }
   transport::FitReply reply;
-  reply.update = ml::SumFeatures(table.train).ToState();
-  reply.num_examples = table.train.rows();
-  reply.metrics["rows"] = static_cast<double>(table.train.rows());
+  reply.num_examples = sums.rows();
+  reply.update = sums.ToState();
+  reply.metrics["rows"] = static_cast<double>(reply.num_examples);
   reply.metrics_private = guard_ != nullptr && !guard_->ExportsMetrics(job.data.dataset);
   return reply;
 }

@@ -19,6 +19,9 @@
 //                          # (default: every other column)
 //       categorical: [merchant]  # one-hot, with the job's preprocess.categories
 //       missing: error     # error | drop (the row) | impute (the federation's mean)
+//     scans:
+//       idx: scans/        # a folder with one IDX images file and one IDX
+//                          # labels file (names holding "images" and "labels")
 //
 // A CSV dataset's rows are split (seeded by the job) into the silo's training
 // and test rows, and prepared with the job's `preprocess` section before
@@ -47,8 +50,9 @@ class PrivacyGuard;
 struct DatasetEntry {
   std::string builtin;        // "mnist", "digits", "breast_cancer"
   bool share_by_job = false;  // `share: job`
-  std::string csv;            // a CSV file, or empty for a built-in set
+  std::string csv;            // a CSV file
   ml::TabularSchema schema;   // csv only
+  std::string idx;            // or a folder of IDX files
 };
 
 using DatasetCatalog = std::map<std::string, DatasetEntry>;
@@ -91,6 +95,10 @@ class SiloRuntime : public transport::SiloHandler {
     ml::TabularData train, test;
   };
   StatusOr<TableSplit> ReadTable(const DatasetEntry& entry, const JobConfig& job) const;
+  // An IDX folder's images, split into training and test images likewise;
+  // labels must be below `num_classes` (0: any byte).
+  StatusOr<ml::DatasetSplits> ReadImages(const DatasetEntry& entry, const JobConfig& job,
+                                         int num_classes) const;
   // The statistics task: the sums of the training rows.
   StatusOr<transport::FitReply> Statistics(const JobConfig& job);
   // The job as this silo runs it: a TorchScript module that came with the

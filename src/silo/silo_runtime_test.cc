@@ -8,6 +8,7 @@
 
 #include "core/feature_statistics.h"
 #include "ml/model.h"
+#include "ml/tabular.h"
 
 namespace fedsilo::silo {
 namespace {
@@ -46,7 +47,8 @@ TEST(DatasetCatalogTest, ErrorsNameFileLineAndKey) {
            Case{"datasets:\n  digits: {builtin: digits, share: all}\n",
                 "share: the only value is 'job'"},
            Case{"datasets:\n  digits: {share: job}\n",
-                "datasets.digits: needs builtin (a built-in data set) or csv (a file)"},
+                "datasets.digits: needs builtin (a built-in data set), csv (a file) or idx (a "
+                "folder)"},
            Case{"datasets:\n  t: {csv: t.csv}\n", "datasets.t.label: is required"},
            Case{"datasets:\n  t: {csv: t.csv, builtin: digits, label: y}\n",
                 "give either builtin or csv"},
@@ -76,7 +78,8 @@ TEST(DatasetCatalogTest, CsvEntriesNameTheSilosOwnFile) {
   auto catalog = LoadDatasetCatalog(path, "east");
   ASSERT_TRUE(catalog.ok()) << catalog.status();
   const DatasetEntry& e = catalog->at("cards");
-  EXPECT_EQ(e.csv, (std::filesystem::path(::testing::TempDir()) / "data/east.csv").lexically_normal());
+  EXPECT_EQ(e.csv,
+            (std::filesystem::path(::testing::TempDir()) / "data/east.csv").lexically_normal());
   EXPECT_EQ(e.schema.label, "is_fraud");
   EXPECT_EQ(e.schema.features, (std::vector<std::string>{"amount", "merchant"}));
   EXPECT_EQ(e.schema.categorical, (std::vector<std::string>{"merchant"}));
@@ -93,8 +96,8 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
     std::ofstream csv(dir + "/east.csv");
     csv << "amount,merchant,label\n";
     for (int i = 0; i < 100; ++i) {
-      csv << (i % 10 == 0 ? 90 + i % 7 : 10 + i % 13) << "," << (i % 3 == 0 ? "atm" : "shop")
-          << "," << (i % 10 == 0 ? 1 : 0) << "\n";
+      csv << (i % 10 == 0 ? 90 + i % 7 : 10 + i % 13) << "," << (i % 3 == 0 ? "atm" : "shop") << ","
+          << (i % 10 == 0 ? 1 : 0) << "\n";
     }
   }
   std::ofstream(dir + "/datasets.yaml")
@@ -158,6 +161,73 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   EXPECT_EQ(no_vocab.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(no_vocab.status().message(),
               HasSubstr("east.csv: categorical column 'merchant' has no vocabulary"));
+}
+
+// An IDX file of unsigned bytes with the given dimensions.
+void WriteIdx(const std::string& path, const std::vector<uint32_t>& dims,
+              const std::vector<uint8_t>& values) {
+  std::ofstream out(path, std::ios::binary);
+  out << '\0' << '\0' << '\x08' << static_cast<char>(dims.size());
+  for (uint32_t d : dims) {
+    for (int shift = 24; shift >= 0; shift -= 8) out << static_cast<char>((d >> shift) & 0xff);
+  }
+  out.write(reinterpret_cast<const char*>(values.data()),
+            static_cast<std::streamsize>(values.size()));
+}
+
+// A silo's own images: a folder of IDX files. Their statistics are those of
+// all pixel values, with the images' shape; training scales with them.
+TEST(SiloRuntimeTest, IdxFolderAnswersStatisticsWithItsShapeAndTrains) {
+  const std::string dir = ::testing::TempDir() + "/silo_runtime_idx";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/west");
+  std::vector<uint8_t> pixels, labels;
+  for (int i = 0; i < 60; ++i) {
+    const int label = i % 2;  // class 1: a bright bottom half
+    labels.push_back(static_cast<uint8_t>(label));
+    for (int p = 0; p < 16; ++p) pixels.push_back((p >= 8) == (label == 1) ? 200 : 10);
+  }
+  WriteIdx(dir + "/west/images-idx3-ubyte", {60, 4, 4}, pixels);
+  WriteIdx(dir + "/west/labels-idx1-ubyte", {60}, labels);
+  std::ofstream(dir + "/datasets.yaml") << "datasets:\n  scans: {idx: '{silo}'}\n";
+  auto catalog = LoadDatasetCatalog(dir + "/datasets.yaml", "west");
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  EXPECT_EQ(catalog->at("scans").idx, std::filesystem::path(dir + "/west").lexically_normal());
+  SiloRuntime runtime("west", *catalog, "/nonexistent");
+  JobConfig job;
+  job.data.dataset = "scans";
+  job.data.silo_test_fraction = 0.25;
+  job.model.kind = ModelKind::kLogistic;
+  job.preprocess.scale = ScaleKind::kStandard;
+  job.training.learning_rate = 0.1;
+  const ModelState none;
+  transport::FitRequest stats{"run", 0, 1, &job, &none};
+  stats.task = transport::TaskKind::kStatistics;
+  auto reply = runtime.Fit(stats);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  auto sums = FeatureSums::FromState(reply->update, "west");
+  ASSERT_TRUE(sums.ok()) << sums.status();
+  EXPECT_EQ(sums->shape, (std::vector<int64_t>{1, 4, 4}));
+  EXPECT_EQ(sums->features, (std::vector<std::string>{"pixel"}));
+  EXPECT_EQ(sums->count[0], 44 * 16);  // 22 of each class's 30 images train
+  EXPECT_NEAR(sums->sum[0], 44 * 8 * (200 + 10) / 255.0, 1e-3);
+  job.preprocess.statistics = sums->Finish();
+
+  auto model = ml::Model::Create(ml::TabularModelSpec(job), 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ModelState global = (*model)->GetState();
+  auto trained = runtime.Fit(transport::FitRequest{"run", 1, 1, &job, &global});
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->num_examples, 44);
+  EXPECT_EQ(trained->metrics.at("test_accuracy"), 1.0);
+
+  // A folder that is not one images file and one labels file is named.
+  WriteIdx(dir + "/west/t10k-images-idx3-ubyte", {1, 4, 4}, std::vector<uint8_t>(16, 0));
+  SiloRuntime two("west", *catalog, "/nonexistent");
+  auto ambiguous = two.Fit(stats);
+  EXPECT_EQ(ambiguous.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ambiguous.status().message(),
+              HasSubstr("found images-idx3-ubyte, labels-idx1-ubyte, t10k-images-idx3-ubyte"));
 }
 
 TEST(SiloRuntimeTest, TaskForADatasetTheSiloLacksIsRefusedByName) {
