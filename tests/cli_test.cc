@@ -928,28 +928,15 @@ TEST(CliTest, AFailedRunIsRecordedWithItsError) {
 }
 
 TEST(CliTest, HelpForEachCommand) {
-  for (const char* cmd : {"--help",
-                          "run --help",
-                          "validate --help",
-                          "provision --help",
-                          "provision add-silo --help",
-                          "orchestrator --help",
-                          "silo --help",
-                          "submit --help",
-                          "jobs --help",
-                          "status --help",
-                          "logs --help",
-                          "abort --help",
-                          "download --help",
-                          "privacy epsilon --help",
-                          "privacy noise --help",
-                          "silo ledger --help",
-                          "runs --help",
-                          "runs list --help",
-                          "runs show --help",
-                          "runs compare --help",
-                          "runs export --help",
-                          "export --help"}) {
+  // clang-format off
+  for (const char* cmd :
+       {"--help", "run --help", "validate --help", "provision --help", "provision add-silo --help",
+        "orchestrator --help", "silo --help", "submit --help", "jobs --help", "status --help",
+        "logs --help", "abort --help", "download --help", "privacy epsilon --help",
+        "privacy noise --help", "silo ledger --help", "runs --help", "runs list --help",
+        "runs show --help", "runs compare --help", "runs export --help", "export --help",
+        "predict --help", "generate fraud --help"}) {
+    // clang-format on
     Result r = Fedsilo(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;
