@@ -58,6 +58,14 @@ struct ColumnPlan {
   const std::vector<std::string>* vocabulary = nullptr;  // categorical when set
 };
 
+Status RequireStatistics(const PreprocessConfig& preprocess, const std::string& where) {
+  if (!preprocess.statistics.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      where,
+      ": the job has no preprocess.statistics (the federation computes them before the "
+      "first round)"));
+}
+
 }  // namespace
 
 absl::string_view MissingValuesName(MissingValues missing) {
@@ -255,13 +263,8 @@ FeatureSums SumFeatures(const TabularData& table) {
 StatusOr<std::shared_ptr<Dataset>> PrepareTabular(const TabularData& table,
                                                   const PreprocessConfig& preprocess,
                                                   const std::string& where) {
+  FEDSILO_RETURN_IF_ERROR(RequireStatistics(preprocess, where));
   const FeatureStatistics& st = preprocess.statistics;
-  if (st.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(where,
-                     ": the job has no preprocess.statistics (the federation computes "
-                     "them before the first round)"));
-  }
   if (table.features != st.features) {
     size_t i = 0;
     while (i < st.features.size() && i < table.features.size() &&
@@ -328,13 +331,8 @@ FeatureSums SumPixels(const Dataset& images) {
 StatusOr<std::shared_ptr<Dataset>> PrepareImages(std::shared_ptr<const Dataset> images,
                                                  const PreprocessConfig& preprocess,
                                                  const std::string& where) {
+  FEDSILO_RETURN_IF_ERROR(RequireStatistics(preprocess, where));
   const FeatureStatistics& st = preprocess.statistics;
-  if (st.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(where,
-                     ": the job has no preprocess.statistics (the federation computes "
-                     "them before the first round)"));
-  }
   if (st.shape != images->example_shape) {
     return absl::InvalidArgumentError(absl::StrCat(
         where, ": images of shape ", ShapeToString(images->example_shape), " are not the job's ",

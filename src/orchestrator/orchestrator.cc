@@ -320,19 +320,26 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
   return absl::OkStatus();
 }
 
+transport::FitRequest Orchestrator::Request(transport::TaskKind kind, int round, size_t silo,
+                                            const ModelState& model) const {
+  transport::FitRequest r;
+  r.run_id = options_.run_id;
+  r.round = round;
+  r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), silo + 1);
+  r.job = &job_;
+  r.global = &model;
+  r.task = kind;
+  if (!options_.torchscript.empty()) r.torchscript = &options_.torchscript;
+  return r;
+}
+
 std::vector<StatusOr<transport::FitReply>> Orchestrator::AskAll(transport::TaskKind kind, int round,
                                                                 const ModelState& model) {
   std::vector<transport::FitRequest> requests(silos_.size());
   ArrivalQueue arrivals;
   for (size_t i = 0; i < silos_.size(); ++i) {
     transport::FitRequest& r = requests[i];
-    r.run_id = options_.run_id;
-    r.round = round;
-    r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), i + 1);
-    r.job = &job_;
-    r.global = &model;
-    r.task = kind;
-    if (!options_.torchscript.empty()) r.torchscript = &options_.torchscript;
+    r = Request(kind, round, i, model);
     transport::SiloConnection* silo = silos_[i].get();
     pool_.Schedule([&arrivals, &r, silo, i] { arrivals.Push({i, silo->Fit(r)}); });
   }
@@ -500,12 +507,7 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   ArrivalQueue arrivals;
   for (size_t slot = 0; slot < sampled.size(); ++slot) {
     transport::FitRequest& r = requests[slot];
-    r.run_id = options_.run_id;
-    r.round = round;
-    r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), sampled[slot] + 1);
-    r.job = &job_;
-    r.global = sent;
-    if (!options_.torchscript.empty()) r.torchscript = &options_.torchscript;
+    r = Request(transport::TaskKind::kFit, round, sampled[slot], *sent);
     transport::SiloConnection* silo = silos_[sampled[slot]].get();
     pool_.Schedule([&arrivals, &r, silo, slot] { arrivals.Push({slot, silo->Fit(r)}); });
   }

@@ -157,6 +157,10 @@ class Orchestrator {
                         const std::map<std::string, std::string>& requests,
                         const SecureAccept& accept, RoundSummary& summary);
   void Audit(absl::string_view event, std::map<std::string, std::string> data) const;
+  // The task of `kind` for silo number `silo`: its seed depends only on the
+  // job's seed, the round and the silo.
+  transport::FitRequest Request(transport::TaskKind kind, int round, size_t silo,
+                                const ModelState& model) const;
   // Sends every silo a task of `kind` with `model` at once; one reply per
   // silo, in silo order.
   std::vector<StatusOr<transport::FitReply>> AskAll(transport::TaskKind kind, int round,

@@ -36,6 +36,17 @@ StatusOr<std::vector<std::string>> Columns(const std::string& path, const YAML::
   return out;
 }
 
+// A path in the catalog at `catalog`: "{silo}" replaced by the silo's name
+// (when given), relative to the catalog's folder.
+std::string SiloPath(const std::string& catalog, std::string value, const std::string& silo) {
+  if (const size_t pos = value.find("{silo}"); pos != std::string::npos && !silo.empty()) {
+    value.replace(pos, 6, silo);
+  }
+  std::filesystem::path p(value);
+  if (p.is_relative()) p = std::filesystem::path(catalog).parent_path() / p;
+  return p.lexically_normal().string();
+}
+
 }  // namespace
 
 StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::string& silo) {
@@ -77,13 +88,7 @@ StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::
       if (!csv.IsScalar() || csv.Scalar().empty()) {
         return error(csv, at + ".csv: must be a file name");
       }
-      std::string file = csv.Scalar();
-      if (const size_t pos = file.find("{silo}"); pos != std::string::npos && !silo.empty()) {
-        file.replace(pos, 6, silo);
-      }
-      std::filesystem::path p(file);
-      if (p.is_relative()) p = std::filesystem::path(path).parent_path() / p;
-      e.csv = p.lexically_normal().string();
+      e.csv = SiloPath(path, csv.Scalar(), silo);
       const YAML::Node label = spec["label"];
       if (!label || !label.IsScalar() || label.Scalar().empty()) {
         return error(label ? label : spec, at + ".label: is required: the column of classes");
@@ -120,13 +125,7 @@ StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::
       if (!idx.IsScalar() || idx.Scalar().empty()) {
         return error(idx, at + ".idx: must be a folder name");
       }
-      std::string folder = idx.Scalar();
-      if (const size_t pos = folder.find("{silo}"); pos != std::string::npos && !silo.empty()) {
-        folder.replace(pos, 6, silo);
-      }
-      std::filesystem::path p(folder);
-      if (p.is_relative()) p = std::filesystem::path(path).parent_path() / p;
-      e.idx = p.lexically_normal().string();
+      e.idx = SiloPath(path, idx.Scalar(), silo);
     }
     if (e.builtin.empty() && e.csv.empty() && e.idx.empty()) {
       return error(spec,
@@ -216,29 +215,27 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
                      "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")"));
   }
   const DatasetEntry& entry = it->second;
-  if (!entry.csv.empty()) {
-    const std::string where =
-        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "'");
-    FEDSILO_ASSIGN_OR_RETURN(TableSplit table, ReadTable(entry, job));
-    FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<ml::Dataset> train,
-                             ml::PrepareTabular(table.train, job.preprocess, where));
-    FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<ml::Dataset> test,
-                             ml::PrepareTabular(table.test, job.preprocess, where));
-    return FinishAgent(ml::SiloData{ml::DataView::All(train), ml::DataView::All(test)}, job,
+  // The silo's own files, prepared with the job's statistics.
+  const std::string where =
+      absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "'");
+  using Prepared = StatusOr<std::shared_ptr<ml::Dataset>>;
+  const auto own = [&](Prepared train, Prepared test) -> StatusOr<std::unique_ptr<SiloAgent>> {
+    if (!train.ok()) return train.status();
+    if (!test.ok()) return test.status();
+    return FinishAgent(ml::SiloData{ml::DataView::All(*train), ml::DataView::All(*test)}, job,
                        job_run_id);
+  };
+  if (!entry.csv.empty()) {
+    FEDSILO_ASSIGN_OR_RETURN(TableSplit table, ReadTable(entry, job));
+    return own(ml::PrepareTabular(table.train, job.preprocess, where),
+               ml::PrepareTabular(table.test, job.preprocess, where));
   }
   if (!entry.idx.empty()) {
-    const std::string where =
-        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "'");
     FEDSILO_ASSIGN_OR_RETURN(
         ml::DatasetSplits images,
         ReadImages(entry, job, static_cast<int>(job.preprocess.statistics.class_counts.size())));
-    FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<ml::Dataset> train,
-                             ml::PrepareImages(images.train, job.preprocess, where));
-    FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<ml::Dataset> test,
-                             ml::PrepareImages(images.test, job.preprocess, where));
-    return FinishAgent(ml::SiloData{ml::DataView::All(train), ml::DataView::All(test)}, job,
-                       job_run_id);
+    return own(ml::PrepareImages(images.train, job.preprocess, where),
+               ml::PrepareImages(images.test, job.preprocess, where));
   }
   FEDSILO_ASSIGN_OR_RETURN(
       ml::DatasetSplits data,
