@@ -811,6 +811,21 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   EXPECT_EQ(LastLineJson(processes.out)["final"]["accuracy"], final["accuracy"]);
   EXPECT_EQ(LastLineJson(processes.out)["final"]["auc"], final["auc"]);
 
+  // A hostile silo corrupts its updates only: the statistics and evaluation
+  // tasks go on, and a robust strategy outvotes it.
+  Result hostile = Fedsilo("run " + Example("fraud/fraud.yaml") +
+                           " --set training.rounds=4 --set strategy.name=median --attack "
+                           "sign_flip --attackers 1 --quiet --json --workdir " +
+                           Workdir("fraud_hostile"));
+  ASSERT_EQ(hostile.exit_code, 0) << hostile.err;
+  const nlohmann::json attacked = LastLineJson(hostile.out);
+  EXPECT_GT(attacked["final"]["accuracy"].get<double>(), 0.95);
+  fedsilo::StatusOr<fedsilo::JobConfig> attacked_job =
+      fedsilo::LoadJobConfig(attacked["run_dir"].get<std::string>() + "/job.yaml");
+  ASSERT_TRUE(attacked_job.ok()) << attacked_job.status();
+  EXPECT_EQ(attacked_job->preprocess.statistics.mean, st.mean);
+  EXPECT_EQ(attacked_job->preprocess.statistics.rows, st.rows);
+
   // predict: every row of a region's file, with the run's preprocessing.
   const std::string run_id = summary["run_id"];
   Result p = Fedsilo("predict " + run_id + " --data " + Example("fraud/data/south.csv") +

@@ -15,6 +15,7 @@ StatusOr<Attack> ParseAttack(const std::string& name) {
 
 StatusOr<transport::FitReply> HostileSilo::Fit(const transport::FitRequest& request) {
   FEDSILO_ASSIGN_OR_RETURN(transport::FitReply reply, inner_->Fit(request));
+  if (request.task != transport::TaskKind::kFit) return reply;  // attacks updates only
   double squares = 0;
   int64_t count = 0;
   for (const Tensor& t : reply.update.tensors()) {
