@@ -17,6 +17,7 @@
 
 #include "core/job_config.h"
 #include "core/model_state_file.h"
+#include "ml/dataset_catalog.h"
 #include "fake_mlflow.h"
 
 namespace {
@@ -783,15 +784,14 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   EXPECT_TRUE(final.contains("precision") && final.contains("recall"));
   const std::string run_dir = summary["run_dir"];
   // The federated statistics are round 0 of the run, and complete its job.
-  std::map<std::string, double> round0;
+  std::map<std::string, double> round0, round4;
   std::ifstream metrics(run_dir + "/metrics.jsonl");
-  bool per_silo_auc = false;
   for (std::string line; std::getline(metrics, line);) {
     const nlohmann::json m = nlohmann::json::parse(line);
     if (m["round"] == 0) round0[m["name"]] = m["value"];
-    per_silo_auc = per_silo_auc || m["name"] == "south/global_test_auc";
+    if (m["round"] == 4) round4[m["name"]] = m["value"];
   }
-  EXPECT_TRUE(per_silo_auc);
+  ASSERT_TRUE(round4.count("south/global_test_accuracy"));
   EXPECT_EQ(round0["global/rows"],
             round0["east/rows"] + round0["west/rows"] + round0["south/rows"]);
   EXPECT_EQ(round0["east/rows"], 2100);  // 70 % of 3000 rows train
@@ -844,6 +844,24 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
     correct += rows[i][1] == rows[i][4];
   }
   EXPECT_NEAR(ps["accuracy"].get<double>(), correct / 1500.0, 1e-12);
+  // On south's test rows (the job's seeded split of its file), predict's
+  // output is what the federation measured of the final model there.
+  std::vector<int64_t> labels;
+  for (size_t i = 1; i < rows.size(); ++i) labels.push_back(std::stoi(rows[i][4]));
+  const auto split = fedsilo::ml::StratifiedIndices(labels, 2, 0.3, /*seed=*/1);
+  int test_correct = 0, tp = 0, fp = 0, fn = 0;
+  for (int64_t i : split.second) {
+    const std::vector<std::string>& row = rows[static_cast<size_t>(i) + 1];
+    test_correct += row[1] == row[4];
+    tp += row[1] == "1" && row[4] == "1";
+    fp += row[1] == "1" && row[4] == "0";
+    fn += row[1] == "0" && row[4] == "1";
+  }
+  const double n_test = static_cast<double>(split.second.size());
+  EXPECT_EQ(n_test, 1500 - round0["south/rows"]);
+  EXPECT_DOUBLE_EQ(test_correct / n_test, round4["south/global_test_accuracy"]);
+  EXPECT_DOUBLE_EQ(tp / static_cast<double>(tp + fn), round4["south/global_test_recall"]);
+  EXPECT_DOUBLE_EQ(tp / static_cast<double>(tp + fp), round4["south/global_test_precision"]);
   // An exported .fsm carries the preprocessing: the same predictions.
   ASSERT_EQ(Fedsilo("export " + run_id + " --format fsm --out " + dir + "/fraud.fsm" + w).exit_code,
             0);
