@@ -17,8 +17,8 @@
 
 #include "core/job_config.h"
 #include "core/model_state_file.h"
-#include "ml/dataset_catalog.h"
 #include "fake_mlflow.h"
+#include "ml/dataset_catalog.h"
 
 namespace {
 
@@ -844,24 +844,51 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
     correct += rows[i][1] == rows[i][4];
   }
   EXPECT_NEAR(ps["accuracy"].get<double>(), correct / 1500.0, 1e-12);
-  // On south's test rows (the job's seeded split of its file), predict's
-  // output is what the federation measured of the final model there.
-  std::vector<int64_t> labels;
-  for (size_t i = 1; i < rows.size(); ++i) labels.push_back(std::stoi(rows[i][4]));
-  const auto split = fedsilo::ml::StratifiedIndices(labels, 2, 0.3, /*seed=*/1);
-  int test_correct = 0, tp = 0, fp = 0, fn = 0;
-  for (int64_t i : split.second) {
-    const std::vector<std::string>& row = rows[static_cast<size_t>(i) + 1];
-    test_correct += row[1] == row[4];
-    tp += row[1] == "1" && row[4] == "1";
-    fp += row[1] == "1" && row[4] == "0";
-    fn += row[1] == "0" && row[4] == "1";
+  // On each region's test rows (the job's seeded split of its file),
+  // predict's output is what the federation measured of the final model
+  // there; pooled over the regions, it is the global evaluation.
+  int all_tp = 0, all_fp = 0, all_fn = 0;
+  std::vector<std::pair<double, int>> pooled;  // (p_1, label) of every test row
+  for (const std::string region : {"east", "west", "south"}) {
+    const std::string out = dir + "/" + region + "-predictions.csv";
+    ASSERT_EQ(Fedsilo("predict " + run_id + " --data " + Example("fraud/data/" + region + ".csv") +
+                      " --out " + out + w)
+                  .exit_code,
+              0);
+    const auto predicted = ReadCsv(out);
+    std::vector<int64_t> labels;
+    for (size_t i = 1; i < predicted.size(); ++i) labels.push_back(std::stoi(predicted[i][4]));
+    const auto split = fedsilo::ml::StratifiedIndices(labels, 2, 0.3, /*seed=*/1);
+    int correct = 0, tp = 0, fp = 0, fn = 0;
+    for (int64_t i : split.second) {
+      const std::vector<std::string>& row = predicted[static_cast<size_t>(i) + 1];
+      correct += row[1] == row[4];
+      tp += row[1] == "1" && row[4] == "1";
+      fp += row[1] == "1" && row[4] == "0";
+      fn += row[1] == "0" && row[4] == "1";
+      pooled.emplace_back(std::stod(row[3]), std::stoi(row[4]));
+    }
+    const double n_test = static_cast<double>(split.second.size());
+    EXPECT_EQ(n_test + round0[region + "/rows"], labels.size()) << region;
+    EXPECT_DOUBLE_EQ(correct / n_test, round4[region + "/global_test_accuracy"]) << region;
+    EXPECT_DOUBLE_EQ(tp / static_cast<double>(tp + fn), round4[region + "/global_test_recall"])
+        << region;
+    all_tp += tp;
+    all_fp += fp;
+    all_fn += fn;
   }
-  const double n_test = static_cast<double>(split.second.size());
-  EXPECT_EQ(n_test, 1500 - round0["south/rows"]);
-  EXPECT_DOUBLE_EQ(test_correct / n_test, round4["south/global_test_accuracy"]);
-  EXPECT_DOUBLE_EQ(tp / static_cast<double>(tp + fn), round4["south/global_test_recall"]);
-  EXPECT_DOUBLE_EQ(tp / static_cast<double>(tp + fp), round4["south/global_test_precision"]);
+  EXPECT_DOUBLE_EQ(all_tp / static_cast<double>(all_tp + all_fn), round4["global/test_recall"]);
+  EXPECT_DOUBLE_EQ(all_tp / static_cast<double>(all_tp + all_fp), round4["global/test_precision"]);
+  double pairs = 0, positives = 0;
+  for (const auto& [p, label] : pooled) {
+    if (label != 1) continue;
+    ++positives;
+    for (const auto& [q, other] : pooled) {
+      if (other == 0) pairs += p > q ? 1.0 : p == q ? 0.5 : 0.0;
+    }
+  }
+  const double pooled_auc = pairs / (positives * (pooled.size() - positives));
+  EXPECT_NEAR(round4["global/test_auc"], pooled_auc, 2e-3);
   // An exported .fsm carries the preprocessing: the same predictions.
   ASSERT_EQ(Fedsilo("export " + run_id + " --format fsm --out " + dir + "/fraud.fsm" + w).exit_code,
             0);

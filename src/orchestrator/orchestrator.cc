@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "core/control_variates.h"
 #include "core/kernels.h"
+#include "core/score_histogram.h"
 #include "core/thread_pool.h"
 #include "core/unix_time.h"
 
@@ -424,13 +425,22 @@ StatusOr<std::map<std::string, double>> Orchestrator::EvaluateOnSilos(int round,
       AskAll(transport::TaskKind::kEvaluate, round, global);
   double examples = 0, loss = 0, accuracy = 0, auc = 0;
   double tp = 0, fp = 0, fn = 0;
-  bool binary = true;
+  bool binary = true, pooled_auc = true;
+  ScoreHistogram scores;  // every silo's, added
   int evaluated = 0;
   std::vector<std::string> failures;
   for (size_t i = 0; i < silos_.size(); ++i) {
     const std::string& silo = silos_[i]->silo_name();
     StatusOr<transport::FitReply>& reply = replies[i];
-    if (reply.ok()) reply->source.reset();  // nothing to fetch
+    if (reply.ok() && reply->source != nullptr) {  // a binary task's score histogram
+      StatusOr<ModelState> fetched = reply->source->Fetch();
+      reply->source.reset();
+      if (fetched.ok()) {
+        reply->update = std::move(fetched).value();
+      } else {
+        reply = fetched.status();
+      }
+    }
     const auto metric = [&](const char* name) -> std::optional<double> {
       auto it = reply->metrics.find(name);
       if (it == reply->metrics.end() || !std::isfinite(it->second)) return std::nullopt;
@@ -455,6 +465,13 @@ StatusOr<std::map<std::string, double>> Orchestrator::EvaluateOnSilos(int round,
       tp += *metric("true_positives");
       fp += *metric("false_positives");
       fn += *metric("false_negatives");
+      StatusOr<ScoreHistogram> h =
+          ScoreHistogram::FromState(reply->update, absl::StrCat("silo '", silo, "'"));
+      if (h.ok()) {
+        scores.Merge(*h);
+      } else {
+        pooled_auc = false;
+      }
     } else {
       binary = false;
     }
@@ -474,7 +491,7 @@ StatusOr<std::map<std::string, double>> Orchestrator::EvaluateOnSilos(int round,
   if (binary) {
     m["precision"] = tp + fp > 0 ? tp / (tp + fp) : 0.0;
     m["recall"] = tp + fn > 0 ? tp / (tp + fn) : 0.0;
-    m["auc"] = auc / examples;
+    m["auc"] = pooled_auc ? scores.Auc() : auc / examples;
   }
   return m;
 }

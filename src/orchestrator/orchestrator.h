@@ -167,8 +167,10 @@ class Orchestrator {
                                                     const ModelState& model);
   // Without an evaluator: the global model scored on every silo's test rows
   // (an "evaluate" task); loss and accuracy weighted by the silos' test rows,
-  // precision and recall from their summed counts, AUC the weighted mean of
-  // theirs. Each silo's result is recorded as <silo>/global_test_<metric>.
+  // precision and recall from their summed counts, ROC AUC from their summed
+  // score histograms (core/score_histogram.h; the weighted mean of theirs if
+  // a silo sent none). Each silo's result is recorded as
+  // <silo>/global_test_<metric>.
   StatusOr<std::map<std::string, double>> EvaluateOnSilos(int round, const ModelState& global);
   // `exportable` false: the silo's policy keeps the metric in the federation.
   Status RecordMetric(int round, const std::string& source, const std::string& metric, double value,

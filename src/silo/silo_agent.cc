@@ -10,6 +10,7 @@
 #include "core/control_variates.h"
 #include "core/kernels.h"
 #include "core/model_state_file.h"
+#include "core/score_histogram.h"
 #include "privacy/rdp_accountant.h"
 #include "silo/privacy_guard.h"
 
@@ -108,14 +109,26 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     FEDSILO_RETURN_IF_ERROR(Admit(request));
     FEDSILO_RETURN_IF_ERROR(model_->SetState(*request.global));
     BusyClock::Scope busy(busy_clock_);
-    FEDSILO_ASSIGN_OR_RETURN(ml::ClassificationMetrics m, model_->Evaluate(data_.test));
+    if (data_.test.size() == 0) return absl::FailedPreconditionError("no test rows to score on");
+    FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logp, model_->PredictLogProbabilities(data_.test));
+    const ml::ClassificationMetrics m =
+        ml::MetricsOfPredictions(logp, data_.test.dataset->num_classes, data_.test);
     transport::FitReply reply;
     reply.num_examples = m.examples;
     reply.metrics = m.ToMap();
     if (m.binary) {
+      // Counts and a histogram of the scores, not the scores: the federation
+      // adds them up into pooled precision, recall and ROC AUC.
       reply.metrics["true_positives"] = static_cast<double>(m.true_positives);
       reply.metrics["false_positives"] = static_cast<double>(m.false_positives);
       reply.metrics["false_negatives"] = static_cast<double>(m.false_negatives);
+      ScoreHistogram histogram;
+      for (int64_t i = 0; i < data_.test.size(); ++i) {
+        const int64_t label =
+            data_.test.dataset->labels[static_cast<size_t>(data_.test.indices[i])];
+        histogram.Add(logp[2 * i + 1] - logp[2 * i], label == 1);
+      }
+      reply.update = histogram.ToState();
     }
     reply.metrics_private = guard_ != nullptr && !guard_->ExportsMetrics(guard_dataset_);
     return reply;
