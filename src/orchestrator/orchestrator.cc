@@ -349,6 +349,17 @@ std::vector<StatusOr<transport::FitReply>> Orchestrator::AskAll(transport::TaskK
     Arrival a = arrivals.Pop();
     replies[a.slot] = std::move(a.reply);
   }
+  // These replies are small (sums, a score histogram): fetch them all.
+  for (StatusOr<transport::FitReply>& reply : replies) {
+    if (!reply.ok() || reply->source == nullptr) continue;
+    StatusOr<ModelState> fetched = reply->source->Fetch();
+    reply->source.reset();
+    if (fetched.ok()) {
+      reply->update = std::move(fetched).value();
+    } else {
+      reply = fetched.status();
+    }
+  }
   return replies;
 }
 
@@ -363,15 +374,6 @@ StatusOr<FeatureStatistics> Orchestrator::ComputeStatistics() {
   for (size_t i = 0; i < silos_.size(); ++i) {
     const std::string& silo = silos_[i]->silo_name();
     StatusOr<transport::FitReply>& reply = replies[i];
-    if (reply.ok() && reply->source != nullptr) {
-      StatusOr<ModelState> fetched = reply->source->Fetch();
-      reply->source.reset();
-      if (fetched.ok()) {
-        reply->update = std::move(fetched).value();
-      } else {
-        reply = fetched.status();
-      }
-    }
     StatusOr<FeatureSums> sums =
         reply.ok() ? FeatureSums::FromState(reply->update, absl::StrCat("silo '", silo, "'"))
                    : StatusOr<FeatureSums>(reply.status());
@@ -432,15 +434,6 @@ StatusOr<std::map<std::string, double>> Orchestrator::EvaluateOnSilos(int round,
   for (size_t i = 0; i < silos_.size(); ++i) {
     const std::string& silo = silos_[i]->silo_name();
     StatusOr<transport::FitReply>& reply = replies[i];
-    if (reply.ok() && reply->source != nullptr) {  // a binary task's score histogram
-      StatusOr<ModelState> fetched = reply->source->Fetch();
-      reply->source.reset();
-      if (fetched.ok()) {
-        reply->update = std::move(fetched).value();
-      } else {
-        reply = fetched.status();
-      }
-    }
     const auto metric = [&](const char* name) -> std::optional<double> {
       auto it = reply->metrics.find(name);
       if (it == reply->metrics.end() || !std::isfinite(it->second)) return std::nullopt;

@@ -162,7 +162,7 @@ class Orchestrator {
   transport::FitRequest Request(transport::TaskKind kind, int round, size_t silo,
                                 const ModelState& model) const;
   // Sends every silo a task of `kind` with `model` at once; one reply per
-  // silo, in silo order.
+  // silo, in silo order, each with its update fetched (they are small).
   std::vector<StatusOr<transport::FitReply>> AskAll(transport::TaskKind kind, int round,
                                                     const ModelState& model);
   // Without an evaluator: the global model scored on every silo's test rows
