@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/export_command.h"
@@ -67,24 +66,7 @@ Status PredictCommand(const PredictOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         loaded.source, " trained on images (IDX files); predict scores the rows of CSV files"));
   }
-  // The columns the model reads, in order, from the statistics' feature names.
-  ml::TabularSchema schema;
-  schema.label = st.label;
-  schema.missing = ml::MissingValues::kImpute;
-  for (const std::string& feature : st.features) {
-    std::string column = feature;
-    for (const auto& [categorical, values] : job.preprocess.categories) {
-      if (absl::StartsWith(feature, categorical + "=")) {
-        column = categorical;
-        if (schema.categorical.empty() || schema.categorical.back() != column) {
-          schema.categorical.push_back(column);
-        }
-      }
-    }
-    if (schema.features.empty() || schema.features.back() != column) {
-      schema.features.push_back(column);
-    }
-  }
+  const ml::TabularSchema schema = ml::SchemaOfJob(job.preprocess);
   FEDSILO_ASSIGN_OR_RETURN(ml::TabularData table,
                            ml::ReadTabularCsv(options.data, schema, job.preprocess,
                                               /*need_label=*/false));

@@ -39,15 +39,16 @@ FeatureSums FeatureSums::For(std::string label, std::vector<std::string> feature
 
 void FeatureSums::AddRow(const double* values, int64_t label_value) {
   ++class_counts[static_cast<size_t>(label_value)];
-  for (size_t i = 0; i < features.size(); ++i) {
-    const double v = values[i];
-    if (std::isnan(v)) continue;
-    ++count[i];
-    sum[i] += v;
-    sum_squares[i] += v * v;
-    min[i] = std::min(min[i], v);
-    max[i] = std::max(max[i], v);
-  }
+  for (size_t i = 0; i < features.size(); ++i) AddValue(i, values[i]);
+}
+
+void FeatureSums::AddValue(size_t i, double value) {
+  if (std::isnan(value)) return;
+  ++count[i];
+  sum[i] += value;
+  sum_squares[i] += value * value;
+  min[i] = std::min(min[i], value);
+  max[i] = std::max(max[i], value);
 }
 
 int64_t FeatureSums::rows() const {
@@ -123,10 +124,9 @@ Status FeatureSums::Add(const FeatureSums& other) {
         absl::StrCat("label column '", other.label, "' is not the others' '", label, "'"));
   }
   if (other.features != features) {
-    size_t i = 0;
-    while (i < features.size() && i < other.features.size() && features[i] == other.features[i]) {
-      ++i;
-    }
+    const auto first_difference = std::mismatch(features.begin(), features.end(),
+                                                other.features.begin(), other.features.end());
+    const size_t i = static_cast<size_t>(first_difference.first - features.begin());
     const auto at = [&](const std::vector<std::string>& f) {
       return i < f.size() ? absl::StrCat("'", f[i], "'") : std::string("nothing");
     };

@@ -35,6 +35,8 @@ struct FeatureSums {
   static FeatureSums For(std::string label, std::vector<std::string> features, int num_classes);
   // Adds row values (NaN = missing) and its class. REQUIRES: values.size() == features.size().
   void AddRow(const double* values, int64_t label_value);
+  // Adds one value of feature `i` (NaN = missing: not counted).
+  void AddValue(size_t i, double value);
 
   int64_t rows() const;
   ModelState ToState() const;

@@ -21,6 +21,12 @@ void Dataset::CopyExample(int64_t i, float* out) const {
   }
 }
 
+int NumClassesOf(const std::vector<int64_t>& labels) {
+  int64_t max_label = 1;
+  for (int64_t l : labels) max_label = std::max(max_label, l);
+  return static_cast<int>(max_label + 1);
+}
+
 DataView DataView::All(std::shared_ptr<const Dataset> dataset) {
   DataView view;
   view.indices.resize(static_cast<size_t>(dataset->size()));

@@ -52,6 +52,9 @@ struct DataView {
   std::vector<int64_t> LabelCounts() const;
 };
 
+// The classes `labels` hold: 1 + the largest, and at least two.
+int NumClassesOf(const std::vector<int64_t>& labels);
+
 // A training set and a held-out test set of the same shape and classes.
 struct DatasetSplits {
   std::shared_ptr<const Dataset> train;

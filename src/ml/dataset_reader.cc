@@ -89,6 +89,15 @@ StatusOr<Dataset> ReadIdxDataset(const std::string& images_path, const std::stri
   return d;
 }
 
+bool ParseClassLabel(absl::string_view cell, int64_t* label) {
+  double value = 0;
+  if (!absl::SimpleAtod(cell, &value) || value < 0 || value != std::floor(value) || value > 1e6) {
+    return false;
+  }
+  *label = static_cast<int64_t>(value);
+  return true;
+}
+
 StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<const ByteStore> bytes, ByteStore::ReadFile(path));
   const absl::string_view text(reinterpret_cast<const char*>(bytes->data()), bytes->size());
@@ -133,14 +142,13 @@ StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions& opti
     for (int64_t c = 0; c < columns; ++c) {
       const absl::string_view cell = absl::StripAsciiWhitespace(cells[static_cast<size_t>(c)]);
       if (c == label_col) {
-        double label = 0;
-        if (!absl::SimpleAtod(cell, &label) || label < 0 || label != std::floor(label) ||
-            label > 1e6) {
+        int64_t label = 0;
+        if (!ParseClassLabel(cell, &label)) {
           return absl::InvalidArgumentError(absl::StrCat(path, ":", li + 1, ": label '", cell,
                                                          "' is not a non-negative integer"));
         }
-        d.labels.push_back(static_cast<int64_t>(label));
-        max_label = std::max<int64_t>(max_label, static_cast<int64_t>(label));
+        d.labels.push_back(label);
+        max_label = std::max(max_label, label);
       } else {
         double value = 0;
         if (!absl::SimpleAtod(cell, &value) || !std::isfinite(value)) {

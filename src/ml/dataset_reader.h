@@ -47,6 +47,9 @@ struct CsvOptions {
   std::vector<int64_t> example_shape;  // empty = {number of feature columns}
 };
 
+// A cell holding a class label: an integer in [0, 1e6] (written "3" or "3.0").
+bool ParseClassLabel(absl::string_view cell, int64_t* label);
+
 // Reads a CSV file (gzipped when the name ends in ".gz") of numbers; labels must
 // be non-negative integers. Errors name the file and line.
 StatusOr<Dataset> ReadCsvDataset(const std::string& path, const CsvOptions& options);

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "ml/byte_store.h"
+#include "ml/dataset_reader.h"
 
 namespace fedsilo::ml {
 namespace {
@@ -64,6 +65,22 @@ Status RequireStatistics(const PreprocessConfig& preprocess, const std::string& 
       where,
       ": the job has no preprocess.statistics (the federation computes them before the "
       "first round)"));
+}
+
+// Every label of `d` is one of its (the job's) classes.
+Status CheckLabels(const Dataset& d, const std::string& where) {
+  for (int64_t l : d.labels) {
+    if (l >= d.num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": label ", l, " is not one of the job's ", d.num_classes, " classes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A one-hot feature's name: its column and its value.
+std::string OneHotName(const std::string& column, const std::string& value) {
+  return column + "=" + value;
 }
 
 }  // namespace
@@ -161,7 +178,7 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
                          "' has no vocabulary: the job's preprocess.categories must list its "
                          "values (the same for every silo)"));
       }
-      for (const std::string& v : *p.vocabulary) table.features.push_back(name + "=" + v);
+      for (const std::string& v : *p.vocabulary) table.features.push_back(OneHotName(name, v));
     } else {
       table.features.push_back(name);
     }
@@ -225,15 +242,10 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
     int64_t label = -1;
     if (label_column >= 0) {
       const std::string& cell = cells[static_cast<size_t>(label_column)];
-      double v = 0;
-      if (IsMissing(cell) && !need_label) {
-        label = -1;
-      } else if (!absl::SimpleAtod(cell, &v) || v < 0 || v != std::floor(v) || v > 1e6) {
+      if (!(IsMissing(cell) && !need_label) && !ParseClassLabel(cell, &label)) {
         return absl::InvalidArgumentError(absl::StrCat(where, "label column '", schema.label,
                                                        "': '", cell,
                                                        "' is not a class (0, 1, 2, ...)"));
-      } else {
-        label = static_cast<int64_t>(v);
       }
     }
     if (drop) continue;
@@ -251,9 +263,7 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
 }
 
 FeatureSums SumFeatures(const TabularData& table) {
-  int64_t max_label = 1;
-  for (int64_t l : table.labels) max_label = std::max(max_label, l);
-  FeatureSums sums = FeatureSums::For(table.label, table.features, static_cast<int>(max_label + 1));
+  FeatureSums sums = FeatureSums::For(table.label, table.features, NumClassesOf(table.labels));
   for (int64_t i = 0; i < table.rows(); ++i) {
     sums.AddRow(table.row(i), table.labels.empty() ? 0 : table.labels[static_cast<size_t>(i)]);
   }
@@ -266,11 +276,9 @@ StatusOr<std::shared_ptr<Dataset>> PrepareTabular(const TabularData& table,
   FEDSILO_RETURN_IF_ERROR(RequireStatistics(preprocess, where));
   const FeatureStatistics& st = preprocess.statistics;
   if (table.features != st.features) {
-    size_t i = 0;
-    while (i < st.features.size() && i < table.features.size() &&
-           st.features[i] == table.features[i]) {
-      ++i;
-    }
+    const auto first_difference = std::mismatch(st.features.begin(), st.features.end(),
+                                                table.features.begin(), table.features.end());
+    const size_t i = static_cast<size_t>(first_difference.first - st.features.begin());
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": features do not match the job's: feature ", i + 1, " is '",
                      i < table.features.size() ? table.features[i] : "(none)", "', the job's is '",
@@ -299,31 +307,18 @@ StatusOr<std::shared_ptr<Dataset>> PrepareTabular(const TabularData& table,
   }
   d->labels = table.labels;
   if (d->labels.empty()) d->labels.assign(static_cast<size_t>(table.rows()), 0);
-  for (int64_t l : d->labels) {
-    if (l >= d->num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": label ", l, " is not one of the job's ", d->num_classes, " classes"));
-    }
-  }
+  FEDSILO_RETURN_IF_ERROR(CheckLabels(*d, where));
   return d;
 }
 
 FeatureSums SumPixels(const Dataset& images) {
-  int64_t max_label = 1;
-  for (int64_t l : images.labels) max_label = std::max(max_label, l);
-  FeatureSums sums = FeatureSums::For("label", {"pixel"}, static_cast<int>(max_label + 1));
+  FeatureSums sums = FeatureSums::For("label", {"pixel"}, NumClassesOf(images.labels));
   sums.shape = images.example_shape;
   std::vector<float> row(static_cast<size_t>(images.feature_size()));
   for (int64_t i = 0; i < images.size(); ++i) {
     ++sums.class_counts[static_cast<size_t>(images.labels[static_cast<size_t>(i)])];
     images.CopyExample(i, row.data());
-    for (float v : row) {
-      sums.count[0] += 1;
-      sums.sum[0] += v;
-      sums.sum_squares[0] += static_cast<double>(v) * v;
-      sums.min[0] = std::min<double>(sums.min[0], v);
-      sums.max[0] = std::max<double>(sums.max[0], v);
-    }
+    for (float v : row) sums.AddValue(0, v);
   }
   return sums;
 }
@@ -340,12 +335,7 @@ StatusOr<std::shared_ptr<Dataset>> PrepareImages(std::shared_ptr<const Dataset> 
   }
   auto d = std::make_shared<Dataset>(*images);
   d->num_classes = static_cast<int>(st.class_counts.size());
-  for (int64_t l : d->labels) {
-    if (l >= d->num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": label ", l, " is not one of the job's ", d->num_classes, " classes"));
-    }
-  }
+  FEDSILO_RETURN_IF_ERROR(CheckLabels(*d, where));
   if (preprocess.scale == ScaleKind::kNone) return d;  // bytes, scaled to [0, 1] in batches
   const double center = st.Center(0, preprocess.scale), divisor = st.Divisor(0, preprocess.scale);
   const int64_t f = d->feature_size();
@@ -357,6 +347,31 @@ StatusOr<std::shared_ptr<Dataset>> PrepareImages(std::shared_ptr<const Dataset> 
   }
   d->byte_features.reset();
   return std::shared_ptr<Dataset>(std::move(d));
+}
+
+TabularSchema SchemaOfJob(const PreprocessConfig& preprocess) {
+  const FeatureStatistics& st = preprocess.statistics;
+  TabularSchema schema;
+  schema.label = st.label;
+  schema.missing = MissingValues::kImpute;
+  for (const std::string& feature : st.features) {
+    std::string column = feature;
+    for (const auto& [categorical, values] : preprocess.categories) {
+      if (std::find_if(values.begin(), values.end(), [&](const std::string& v) {
+            return OneHotName(categorical, v) == feature;
+          }) == values.end()) {
+        continue;
+      }
+      column = categorical;
+      if (schema.categorical.empty() || schema.categorical.back() != column) {
+        schema.categorical.push_back(column);
+      }
+    }
+    if (schema.features.empty() || schema.features.back() != column) {
+      schema.features.push_back(column);
+    }
+  }
+  return schema;
 }
 
 ModelSpec TabularModelSpec(const JobConfig& job) {

@@ -82,6 +82,12 @@ StatusOr<std::shared_ptr<Dataset>> PrepareImages(std::shared_ptr<const Dataset> 
                                                  const PreprocessConfig& preprocess,
                                                  const std::string& where);
 
+// The schema of the rows a job's model reads, from its statistics: the
+// columns in order, the one-hot ones categorical, the label column (read
+// when present), missing values imputed with the federation's means. What
+// `fedsilo predict` reads new rows with.
+TabularSchema SchemaOfJob(const PreprocessConfig& preprocess);
+
 // The model a job on the silos' own data trains: its input is the
 // statistics' features (or, for images, their shape), its outputs their
 // classes. REQUIRES: statistics are not empty.

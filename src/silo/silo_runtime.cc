@@ -206,15 +206,20 @@ StatusOr<JobConfig> SiloRuntime::LocalJob(const transport::FitRequest& request) 
   return job;
 }
 
+StatusOr<const DatasetEntry*> SiloRuntime::Entry(const std::string& dataset) const {
+  auto it = catalog_.find(dataset);
+  if (it == catalog_.end()) {
+    return absl::NotFoundError(absl::StrCat("silo '", silo_name_, "' has no dataset '", dataset,
+                                            "' (it offers: ", absl::StrJoin(DatasetNames(), ", "),
+                                            ")"));
+  }
+  return &it->second;
+}
+
 StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job,
                                                             const std::string& job_run_id) {
-  auto it = catalog_.find(job.data.dataset);
-  if (it == catalog_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("silo '", silo_name_, "' has no dataset '", job.data.dataset,
-                     "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")"));
-  }
-  const DatasetEntry& entry = it->second;
+  FEDSILO_ASSIGN_OR_RETURN(const DatasetEntry* found, Entry(job.data.dataset));
+  const DatasetEntry& entry = *found;
   // The silo's own files, prepared with the job's statistics.
   const std::string where =
       absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "'");
@@ -264,10 +269,8 @@ StatusOr<SiloRuntime::TableSplit> SiloRuntime::ReadTable(const DatasetEntry& ent
                                                          const JobConfig& job) const {
   FEDSILO_ASSIGN_OR_RETURN(ml::TabularData table,
                            ml::ReadTabularCsv(entry.csv, entry.schema, job.preprocess));
-  int64_t max_label = 1;
-  for (int64_t l : table.labels) max_label = std::max(max_label, l);
   // Seeded by the job: every task of a run sees the same split.
-  const auto [train, test] = ml::StratifiedIndices(table.labels, static_cast<int>(max_label + 1),
+  const auto [train, test] = ml::StratifiedIndices(table.labels, ml::NumClassesOf(table.labels),
                                                    job.data.silo_test_fraction, job.seed);
   if (train.empty() || test.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -302,11 +305,7 @@ StatusOr<ml::DatasetSplits> SiloRuntime::ReadImages(const DatasetEntry& entry, c
   FEDSILO_ASSIGN_OR_RETURN(
       ml::Dataset data,
       ml::ReadIdxDataset(images[0], labels[0], num_classes > 0 ? num_classes : 256));
-  if (num_classes == 0) {  // as many as the labels say, at least two
-    int64_t max_label = 1;
-    for (int64_t l : data.labels) max_label = std::max(max_label, l);
-    data.num_classes = static_cast<int>(max_label + 1);
-  }
+  if (num_classes == 0) data.num_classes = ml::NumClassesOf(data.labels);
   data.name = job.data.dataset;
   ml::DatasetSplits splits = ml::StratifiedSplit(data, job.data.silo_test_fraction, job.seed);
   if (splits.train->size() == 0 || splits.test->size() == 0) {
@@ -347,7 +346,7 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
     reply = job.status();
   }
   if (job.ok() && request.task == transport::TaskKind::kStatistics) {
-    reply = Statistics(*job);
+    reply = Statistics(*job, request.run_id);
   } else if (job.ok() && (agent_ == nullptr || agent_run_id_ != request.run_id)) {
     StatusOr<std::unique_ptr<SiloAgent>> agent = MakeAgent(*job, request.run_id);
     if (agent.ok()) {
@@ -382,29 +381,25 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
   return reply;
 }
 
-StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job) {
-  auto it = catalog_.find(job.data.dataset);
-  if (it == catalog_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("silo '", silo_name_, "' has no dataset '", job.data.dataset,
-                     "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")"));
-  }
-  if (!it->second.builtin.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "silo '", silo_name_, "': dataset '", job.data.dataset, "' is the built-in '",
-        it->second.builtin, "', not the silo's own files: its jobs need no statistics"));
+StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
+                                                      const std::string& run_id) {
+  FEDSILO_ASSIGN_OR_RETURN(const DatasetEntry* entry, Entry(job.data.dataset));
+  if (!entry->builtin.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "' is the built-in '",
+                     entry->builtin, "', not the silo's own files: its jobs need no statistics"));
   }
   if (guard_ != nullptr) {
     // The statistics are data leaving the silo: the policy decides as for training.
-    FEDSILO_RETURN_IF_ERROR(guard_->Admit(job.data.dataset, "statistics", job,
-                                          std::numeric_limits<double>::infinity()));
+    FEDSILO_RETURN_IF_ERROR(
+        guard_->Admit(job.data.dataset, run_id, job, std::numeric_limits<double>::infinity()));
   }
   FeatureSums sums;
-  if (!it->second.csv.empty()) {
-    FEDSILO_ASSIGN_OR_RETURN(TableSplit table, ReadTable(it->second, job));
+  if (!entry->csv.empty()) {
+    FEDSILO_ASSIGN_OR_RETURN(TableSplit table, ReadTable(*entry, job));
     sums = ml::SumFeatures(table.train);
   } else {
-    FEDSILO_ASSIGN_OR_RETURN(ml::DatasetSplits images, ReadImages(it->second, job, 0));
+    FEDSILO_ASSIGN_OR_RETURN(ml::DatasetSplits images, ReadImages(*entry, job, 0));
     sums = ml::SumPixels(*images.train);
   }
   transport::FitReply reply;

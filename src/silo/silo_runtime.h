@@ -100,7 +100,9 @@ class SiloRuntime : public transport::SiloHandler {
   StatusOr<ml::DatasetSplits> ReadImages(const DatasetEntry& entry, const JobConfig& job,
                                          int num_classes) const;
   // The statistics task: the sums of the training rows.
-  StatusOr<transport::FitReply> Statistics(const JobConfig& job);
+  StatusOr<transport::FitReply> Statistics(const JobConfig& job, const std::string& run_id);
+  // The catalog's entry for `dataset`; NotFound naming what the silo offers.
+  StatusOr<const DatasetEntry*> Entry(const std::string& dataset) const;
   // The job as this silo runs it: a TorchScript module that came with the
   // task (named "sha256:<hex>") checked against its digest and the policy and
   // kept in <state>/models/; a module named by path only from --models-dir.
