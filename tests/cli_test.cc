@@ -189,12 +189,18 @@ TEST(CliTest, SiloPolicyRefusesAndTheLedgerRecords) {
   Result first = Fedsilo(base + dp + " --json");
   ASSERT_EQ(first.exit_code, 0) << first.err;
   ASSERT_TRUE(fs::exists(ledger));
+
+  // Runs compose by RDP: a second job of epsilon 3 fits in silo-2's budget
+  // of 5, a third does not, and is refused without a trace in its ledger.
+  Result second = Fedsilo(base + dp);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
   std::stringstream before;
   before << std::ifstream(ledger).rdbuf();
-
-  Result second = Fedsilo(base + dp);
-  EXPECT_EQ(second.exit_code, 1);
-  EXPECT_THAT(second.err, HasSubstr("of the budget 5.000 is spent already"));
+  // (Every silo must answer, so that silo-2's refusal fails the run.)
+  Result third = Fedsilo(base + dp + " --set federation.min_silos=5");
+  EXPECT_EQ(third.exit_code, 1);
+  EXPECT_THAT(third.err, HasSubstr("is spent or reserved already"));
+  EXPECT_THAT(third.err, HasSubstr("by RDP composition, past the budget (max_epsilon)"));
   std::stringstream after;
   after << std::ifstream(ledger).rdbuf();
   EXPECT_EQ(before.str(), after.str());
@@ -206,11 +212,19 @@ TEST(CliTest, SiloPolicyRefusesAndTheLedgerRecords) {
                          "/silos/silo-2 --json");
   ASSERT_EQ(shown.exit_code, 0) << shown.err;
   nlohmann::json j = LastLineJson(shown.out);
-  ASSERT_EQ(j["entries"].size(), 1u);
+  ASSERT_EQ(j["entries"].size(), 2u);
   EXPECT_EQ(j["entries"][0]["dataset"], "digits");
   EXPECT_EQ(j["entries"][0]["run_id"], LastLineJson(first.out)["run_id"]);
   EXPECT_LE(j["entries"][0]["epsilon"].get<double>(), 3.0);
   EXPECT_GT(j["entries"][0]["epsilon"].get<double>(), 2.9);
+  // Every step the job planned was charged.
+  EXPECT_EQ(j["entries"][0]["dp"]["steps"], j["entries"][0]["dp"]["planned_steps"]);
+  const nlohmann::json& digits = j["datasets"]["digits"];
+  EXPECT_EQ(digits["composition"], "RDP");
+  EXPECT_GT(digits["epsilon"].get<double>(), 3.0);
+  EXPECT_LT(digits["epsilon"].get<double>(), 5.0);
+  EXPECT_LT(digits["epsilon"].get<double>(), j["entries"][0]["epsilon"].get<double>() +
+                                                  j["entries"][1]["epsilon"].get<double>());
 }
 
 std::string FileBytes(const std::string& path) {

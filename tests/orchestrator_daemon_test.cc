@@ -356,11 +356,14 @@ TEST(OrchestratorDaemonTest, TorchScriptJobsShipTheirModuleToTheSilos) {
   const std::string module =
       std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/torchscript/digits_net.pt";
   const std::string digest = secure::BytesDigest(Read(module));
-  std::ofstream(fed.dir() + "/policy-c.yaml")
-      << "datasets:\n  digits: {allowed_models: [sha256:" << std::string(64, '0') << "]}\n";
-  fed.StartSilo("a");
-  fed.StartSilo("b");
-  fed.StartSilo("c", {"--policy", fed.dir() + "/policy-c.yaml"});
+  // Default deny: a runs the module because its policy lists it, b because
+  // its owner allowed any (a test federation), c -- without a policy -- not.
+  std::ofstream(fed.dir() + "/policy-a.yaml")
+      << "datasets:\n  digits: {allowed_models: [sha256:" << digest << "]}\n";
+  std::ofstream(fed.dir() + "/policy-b.yaml") << "allow_any_module: true\n";
+  fed.StartSilo("a", {"--policy", fed.dir() + "/policy-a.yaml"});
+  fed.StartSilo("b", {"--policy", fed.dir() + "/policy-b.yaml"});
+  fed.StartSilo("c");
   const std::string job = fed.WriteJob(
       "ts", "name: ts\ndata: {dataset: digits}\nmodel: {torchscript: " + module +
                 "}\ntraining: {rounds: 3, learning_rate: 0.05}\n"
@@ -373,9 +376,11 @@ TEST(OrchestratorDaemonTest, TorchScriptJobsShipTheirModuleToTheSilos) {
   EXPECT_GT(status["latest_metrics"]["global/test_accuracy"].get<double>(), 0.7);
   EXPECT_THAT(fed.User("logs job-1").out,
               HasSubstr("model sha256:" + digest + " is not among its allowed_models"));
+  EXPECT_THAT(Read(fed.dir() + "/b.log"), HasSubstr("allow_any_module: true"));
   // Kept by digest where it was taken in, byte for byte; nowhere it was refused.
   EXPECT_EQ(Read(fed.dir() + "/state/models/" + digest + ".pt"), Read(module));
   EXPECT_EQ(Read(fed.dir() + "/kits/a/state/models/" + digest + ".pt"), Read(module));
+  EXPECT_EQ(Read(fed.dir() + "/kits/b/state/models/" + digest + ".pt"), Read(module));
   EXPECT_FALSE(fs::exists(fed.dir() + "/kits/c/state/models/" + digest + ".pt"));
   nlohmann::json shown = LastJson(fed.User("runs show job-1 --json").out);
   EXPECT_THAT(shown["job_yaml"].get<std::string>(), HasSubstr("torchscript: sha256:" + digest));
@@ -624,6 +629,69 @@ TEST(OrchestratorDaemonTest, AbortStopsARunningJobAndOnlyItsOwnerMay) {
   // The next job still runs on the same silos.
   ASSERT_EQ(fed.User("submit " + job + " --set training.rounds=2").status, 0);
   EXPECT_EQ(fed.User("status job-2 --wait").status, 0);
+}
+
+// The steps a silo's ledger holds for a run (-1 before it is admitted).
+int64_t LedgerSteps(const std::string& ledger, const std::string& run) {
+  nlohmann::json j = nlohmann::json::parse(Read(ledger), nullptr, false);
+  if (j.is_discarded() || !j.contains("entries")) return -1;
+  for (const auto& e : j["entries"]) {
+    if (e["run_id"] == run && e["dp"].is_object()) return e["dp"]["steps"].get<int64_t>();
+  }
+  return -1;
+}
+
+// A silo killed in the middle of a DP job and started again continues its
+// ledger: the steps charged to the run never go down, and the run's whole
+// plan stays reserved, so a second job that would take the dataset past its
+// budget is refused.
+TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) {
+  Federation fed("ledger");
+  ASSERT_TRUE(fed.StartOrchestrator());
+  std::ofstream(fed.dir() + "/policy.yaml")
+      << "datasets:\n  digits: {max_epsilon: 5, require_local_dp: true}\n";
+  const std::vector<std::string> policy = {"--policy", fed.dir() + "/policy.yaml"};
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s, policy);
+  const std::string job = fed.WriteJob(
+      "dp", "name: dp\ndata: {dataset: digits}\nmodel: {name: logistic}\n"
+            "training: {rounds: 40, local_epochs: 2, batch_size: 16, learning_rate: 0.1}\n"
+            "privacy: {dp: {mode: local, target_epsilon: 4}}\n"
+            "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 60}\n");
+  ASSERT_EQ(fed.User("submit " + job).status, 0);
+  // Wait for a round charged to silo a's ledger, then kill a mid-job.
+  const std::string ledger = fed.dir() + "/kits/a/state/privacy-ledger.json";
+  std::string run;
+  int64_t before = -1;
+  for (int i = 0; i < 3000 && before <= 0; ++i) {
+    std::this_thread::sleep_for(5ms);
+    nlohmann::json j = nlohmann::json::parse(Read(ledger), nullptr, false);
+    if (j.is_discarded() || j["entries"].empty()) continue;
+    run = j["entries"][0]["run_id"];
+    before = LedgerSteps(ledger, run);
+  }
+  ASSERT_GT(before, 0) << Read(fed.dir() + "/a.log");
+  fed.Kill("a", SIGKILL);
+  const int64_t at_kill = LedgerSteps(ledger, run);
+  ASSERT_GE(at_kill, before);
+  fed.StartSilo("a", policy);
+  Output waited = fed.User("status job-1 --wait");
+  ASSERT_EQ(waited.status, 0) << waited.out << waited.err;
+  // The restarted silo went on from the ledger: never fewer steps, one entry.
+  const nlohmann::json after = nlohmann::json::parse(Read(ledger));
+  ASSERT_EQ(after["entries"].size(), 1u);
+  ASSERT_LT(at_kill, after["entries"][0]["dp"]["planned_steps"].get<int64_t>());  // mid-job
+  EXPECT_GE(after["entries"][0]["dp"]["steps"].get<int64_t>(), at_kill);
+  EXPECT_LE(after["entries"][0]["dp"]["steps"], after["entries"][0]["dp"]["planned_steps"]);
+  EXPECT_LE(after["entries"][0]["epsilon"].get<double>(), 4.0);
+  EXPECT_THAT(Read(fed.dir() + "/a.log"), Not(HasSubstr("budget")));
+
+  // A second job of epsilon 4 would take each silo's dataset past 5, with
+  // the first run's plan reserved: every silo refuses it, and says why.
+  ASSERT_EQ(fed.User("submit " + job).status, 0);
+  Output refused = fed.User("status job-2 --wait");
+  EXPECT_EQ(refused.status, 1);
+  EXPECT_THAT(fed.User("logs job-2").out, HasSubstr("past the budget (max_epsilon)"));
+  EXPECT_EQ(nlohmann::json::parse(Read(ledger))["entries"].size(), 1u);
 }
 
 TEST(OrchestratorDaemonTest, JobWaitsForMissingSilosThenFailsNamingThem) {

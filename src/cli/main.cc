@@ -144,8 +144,11 @@ int Main(int argc, char** argv) {
   silo->add_option("--datasets", silo_options.datasets_path,
                    "Dataset catalog (YAML): names jobs use -> local data (required to run)");
   silo->add_option("--policy", silo_options.policy_path,
-                   "Privacy policy (YAML): per dataset max_epsilon, delta, allow_non_dp, "
-                   "min_silos, export_metrics");
+                   "Privacy policy (YAML): per dataset max_epsilon, delta, require_local_dp, "
+                   "require_secure_aggregation, min_silos, max_evaluations_per_run, statistics, "
+                   "share_train_metrics, export_metrics, allowed_models. A TorchScript module a "
+                   "job ships runs only if allowed_models lists its sha256 (or the policy says "
+                   "allow_any_module: true, for test federations); without a policy none does");
   silo->add_option("--state-dir", silo_options.state_dir,
                    "Folder for the privacy ledger (default: <kit>/state)");
   silo->add_option("--models-dir", silo_options.models_dir,

@@ -39,6 +39,17 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(
       std::unique_ptr<silo::PrivacyGuard> guard,
       silo::PrivacyGuard::Open(options.policy_path, state + "/privacy-ledger.json"));
+  if (guard->allow_any_module()) {
+    spdlog::warn(
+        "policy {}: allow_any_module: true. This silo runs ANY TorchScript module a job "
+        "ships (still sandboxed and checked op by op). Use it only in a test federation.",
+        options.policy_path);
+  } else if (options.policy_path.empty()) {
+    spdlog::info(
+        "silo '{}': no --policy: the default policy applies (no privacy budget; shipped "
+        "TorchScript modules refused; statistics without minima and maxima)",
+        kit.name);
+  }
   silo::SiloRuntime runtime(kit.name, std::move(catalog),
                             options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir,
                             guard.get());
@@ -90,35 +101,60 @@ Status SiloLedgerCommand(const SiloCommandOptions& options) {
   if (options.json) {
     nlohmann::json all = nlohmann::json::array();
     for (const silo::LedgerEntry& e : entries) all.push_back(silo::LedgerEntryToJson(e));
-    std::printf("%s\n", nlohmann::json({{"silo", kit.name}, {"entries", all}}).dump().c_str());
+    nlohmann::json totals = nlohmann::json::object();
+    std::set<std::string> names;
+    for (const silo::LedgerEntry& e : entries) names.insert(e.dataset);
+    for (const auto& [name, p] : guard->policy()) names.insert(name);
+    const auto number = [](double v) {
+      return std::isinf(v) ? nlohmann::json() : nlohmann::json(v);
+    };
+    for (const std::string& d : names) {
+      const silo::BudgetUse spent = guard->Use(d);
+      const silo::BudgetUse reserved = guard->Use(d, /*reserved=*/true);
+      const silo::DatasetPolicy& p = guard->PolicyFor(d);
+      totals[d] = {{"epsilon", number(spent.epsilon)},
+                   {"reserved_epsilon", number(reserved.epsilon)},
+                   {"delta", reserved.delta},
+                   {"composition", reserved.composition},
+                   {"max_epsilon", p.max_epsilon > 0 ? nlohmann::json(p.max_epsilon) : nullptr},
+                   {"budget_delta", p.delta}};
+    }
+    std::printf("%s\n", nlohmann::json({{"silo", kit.name}, {"entries", all}, {"datasets", totals}})
+                            .dump()
+                            .c_str());
     return absl::OkStatus();
   }
   std::printf("privacy ledger of silo '%s' (%s/privacy-ledger.json)\n", kit.name.c_str(),
               state.c_str());
   if (entries.empty()) std::printf("  no job has used this silo's data yet\n");
   std::set<std::string> datasets;
+  const auto eps = [](double e) {
+    return std::isinf(e) ? std::string("unbounded") : absl::StrFormat("%.4f", e);
+  };
   for (const silo::LedgerEntry& e : entries) {
     datasets.insert(e.dataset);
     const std::time_t t = static_cast<std::time_t>(e.last);
     char when[32];
     std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", std::localtime(&t));
-    std::printf("  %-14s %-40s epsilon %-10s delta %-8g last %s\n", e.dataset.c_str(),
-                e.run_id.c_str(),
-                std::isinf(e.epsilon) ? "no DP" : absl::StrFormat("%.4f", e.epsilon).c_str(),
-                e.delta, when);
+    const std::string spent =
+        !e.dp ? std::string("no DP")
+              : absl::StrFormat("epsilon %s of %s planned (%lld of %lld steps)", eps(e.epsilon),
+                                eps(e.planned_epsilon), static_cast<long long>(e.steps),
+                                static_cast<long long>(e.planned_steps));
+    std::printf("  %-14s %-40s %s, delta %g, %d evaluations, last %s\n", e.dataset.c_str(),
+                e.run_id.c_str(), spent.c_str(), e.delta, e.evaluations, when);
   }
   for (const auto& [name, p] : guard->policy()) datasets.insert(name);
   for (const std::string& d : datasets) {
-    const double spent = guard->Spent(d);
-    auto it = guard->policy().find(d);
-    if (it != guard->policy().end() && it->second.max_epsilon > 0) {
-      std::printf("  %s: spent %.4f of %.4f (delta %g)\n", d.c_str(), spent, it->second.max_epsilon,
-                  it->second.delta);
-    } else {
-      std::printf("  %s: spent %s (no budget set)\n", d.c_str(),
-                  std::isinf(spent) ? "unbounded (a job without DP)"
-                                    : absl::StrFormat("%.4f", spent).c_str());
-    }
+    const silo::BudgetUse spent = guard->Use(d);
+    const silo::BudgetUse reserved = guard->Use(d, /*reserved=*/true);
+    const silo::DatasetPolicy& p = guard->PolicyFor(d);
+    const std::string budget = p.max_epsilon > 0 ? absl::StrFormat("of the budget %.4f at delta %g",
+                                                                   p.max_epsilon, p.delta)
+                                                 : std::string("(no budget set)");
+    std::printf("  %s: spent epsilon %s, reserved %s by the runs' plans, %s; %s composition\n",
+                d.c_str(), eps(spent.epsilon).c_str(), eps(reserved.epsilon).c_str(),
+                budget.c_str(), reserved.composition.c_str());
   }
   return absl::OkStatus();
 }

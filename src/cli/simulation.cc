@@ -296,15 +296,18 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
   } else {
     for (int i = 0; i < num_silos; ++i) {
       const std::string& name = job.federation.silos[i];
-      silo::PrivacyGuard* guard = nullptr;
-      if (!options.silo_policy.empty()) {
-        FEDSILO_ASSIGN_OR_RETURN(
-            auto opened, silo::PrivacyGuard::Open(options.silo_policy,
-                                                  absl::StrCat(options.workdir, "/silos/", name,
-                                                               "/privacy-ledger.json")));
-        guard = opened.get();
-        guards.push_back(std::move(opened));
-      }
+      // Each simulated silo applies a policy as a silo process would: the
+      // --silo-policy one with its ledger in the work folder, or the defaults
+      // with a ledger in memory.
+      FEDSILO_ASSIGN_OR_RETURN(
+          auto opened,
+          silo::PrivacyGuard::Open(options.silo_policy,
+                                   options.silo_policy.empty()
+                                       ? std::string()
+                                       : absl::StrCat(options.workdir, "/silos/", name,
+                                                      "/privacy-ledger.json")));
+      silo::PrivacyGuard* guard = opened.get();
+      guards.push_back(std::move(opened));
       transport::SiloHandler* handler = nullptr;
       if (silo_data) {
         // Each silo reads its own file, as a silo process would.
@@ -316,7 +319,7 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
       } else {
         agents.push_back(
             std::make_unique<silo::SiloAgent>(name, std::move(silo_data_parts[i]), &busy));
-        if (guard != nullptr) agents.back()->SetPrivacyGuard(guard, job.data.dataset);
+        agents.back()->SetPrivacyGuard(guard, job.data.dataset);
         handler = agents.back().get();
       }
       if (attack.has_value() && i >= num_silos - options.attackers) {

@@ -62,9 +62,10 @@ ModelState FeatureSums::ToState() const {
   std::vector<double> classes(class_counts.begin(), class_counts.end());
   (void)state.Add(Doubles(absl::StrCat(kClassPrefix, label), classes));
   for (size_t i = 0; i < features.size(); ++i) {
-    (void)state.Add(
-        Doubles(absl::StrCat(kFeaturePrefix, features[i]),
-                {static_cast<double>(count[i]), sum[i], sum_squares[i], min[i], max[i]}));
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    (void)state.Add(Doubles(absl::StrCat(kFeaturePrefix, features[i]),
+                            {static_cast<double>(count[i]), sum[i], sum_squares[i],
+                             min_max_withheld ? nan : min[i], min_max_withheld ? nan : max[i]}));
   }
   if (!shape.empty()) (void)state.Add(Doubles("shape", {shape.begin(), shape.end()}));
   return state;
@@ -102,8 +103,13 @@ StatusOr<FeatureSums> FeatureSums::FromState(const ModelState& state, absl::stri
     if (!absl::StartsWith(t.name(), kFeaturePrefix) || t.num_elements() != 5) {
       return bad(absl::StrCat("tensor '", t.name(), "' is not a feature's five sums"));
     }
+    // Minima and maxima are both NaN (withheld) or both known.
+    const bool withheld = std::isnan(v[3]) && std::isnan(v[4]);
+    if (s.features.empty()) s.min_max_withheld = withheld;
+    if (withheld != s.min_max_withheld) return bad("minima and maxima withheld for some features");
     if (!integral(v[0]) || std::isnan(v[1]) || std::isnan(v[2]) || v[2] < 0 ||
-        (v[0] > 0 && (!std::isfinite(v[1]) || !std::isfinite(v[3]) || !std::isfinite(v[4])))) {
+        (v[0] > 0 &&
+         (!std::isfinite(v[1]) || (!withheld && (!std::isfinite(v[3]) || !std::isfinite(v[4])))))) {
       return bad(
           absl::StrCat("feature '", t.name().substr(kFeaturePrefix.size()), "' has invalid sums"));
     }
@@ -143,6 +149,7 @@ Status FeatureSums::Add(const FeatureSums& other) {
     class_counts.resize(other.class_counts.size(), 0);
   }
   for (size_t c = 0; c < other.class_counts.size(); ++c) class_counts[c] += other.class_counts[c];
+  min_max_withheld = min_max_withheld || other.min_max_withheld;
   for (size_t i = 0; i < features.size(); ++i) {
     count[i] += other.count[i];
     sum[i] += other.sum[i];
@@ -167,8 +174,10 @@ FeatureStatistics FeatureSums::Finish() const {
     const double var = n > 0 ? std::max(0.0, sum_squares[i] / n - mean * mean) : 0.0;
     st.mean.push_back(mean);
     st.std.push_back(std::sqrt(var));
-    st.min.push_back(n > 0 ? min[i] : 0.0);
-    st.max.push_back(n > 0 ? max[i] : 0.0);
+    if (!min_max_withheld) {
+      st.min.push_back(n > 0 ? min[i] : 0.0);
+      st.max.push_back(n > 0 ? max[i] : 0.0);
+    }
   }
   return st;
 }

@@ -29,6 +29,9 @@ struct FeatureSums {
   std::vector<std::string> features;
   std::vector<int64_t> count;
   std::vector<double> sum, sum_squares, min, max;  // min/max: +inf/-inf with no value
+  // The silo keeps its minima and maxima (travelling as NaN): the total has
+  // none once any silo withheld them.
+  bool min_max_withheld = false;
   std::vector<int64_t> shape;  // image data: one example's shape (a "shape" tensor)
 
   // Empty sums for `features`, `num_classes` classes.
@@ -39,13 +42,15 @@ struct FeatureSums {
   void AddValue(size_t i, double value);
 
   int64_t rows() const;
+  void WithholdMinMax() { min_max_withheld = true; }
   ModelState ToState() const;
   // InvalidArgument naming `source` when the state is not sums.
   static StatusOr<FeatureSums> FromState(const ModelState& state, absl::string_view source);
   // Adds another silo's sums. InvalidArgument naming the first difference
   // when the label column, classes or features (names and order) differ.
   Status Add(const FeatureSums& other);
-  // Means and (population) standard deviations of the total.
+  // Means and (population) standard deviations of the total, and its minima
+  // and maxima unless withheld.
   FeatureStatistics Finish() const;
 };
 

@@ -32,10 +32,11 @@ std::shared_ptr<const FileSealer> GetFileSealer() {
 
 bool IsSealed(absl::string_view bytes) { return absl::StartsWith(bytes, kSealedMagic); }
 
-Status WriteProtectedFile(const std::string& path, absl::string_view contents) {
+Status WriteProtectedFile(const std::string& path, absl::string_view contents, bool durable) {
   const std::shared_ptr<const FileSealer> sealer = GetFileSealer();
-  if (sealer == nullptr) return WriteFileAtomically(path, contents);
-  return WriteFileAtomically(path, sealer->Seal(contents));
+  const auto write = durable ? WriteFileDurably : WriteFileAtomically;
+  if (sealer == nullptr) return write(path, contents);
+  return write(path, sealer->Seal(contents));
 }
 
 StatusOr<std::string> OpenProtectedBytes(std::string bytes, absl::string_view source) {

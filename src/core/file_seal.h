@@ -37,8 +37,10 @@ std::shared_ptr<const FileSealer> GetFileSealer();
 
 bool IsSealed(absl::string_view bytes);
 
-// Writes atomically (see WriteFileAtomically), sealed when a sealer is installed.
-Status WriteProtectedFile(const std::string& path, absl::string_view contents);
+// Writes atomically (see WriteFileAtomically), sealed when a sealer is
+// installed; with `durable`, as WriteFileDurably.
+Status WriteProtectedFile(const std::string& path, absl::string_view contents,
+                          bool durable = false);
 // Reads a file written by WriteProtectedFile (or a plain one). A sealed file
 // without a sealer is FailedPrecondition naming the file.
 StatusOr<std::string> ReadProtectedFile(const std::string& path);

@@ -1,5 +1,8 @@
 #include "core/file_util.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -43,6 +46,55 @@ Status WriteFileAtomically(const std::string& path, absl::string_view contents) 
         absl::StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+// fsync() of `path` (a file or a folder), with an error naming it.
+Status Sync(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0)
+    return absl::InternalError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0)
+    return absl::InternalError(absl::StrCat(path, ": fsync failed: ", std::strerror(err)));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Status WriteFileDurably(const std::string& path, absl::string_view contents) {
+  const std::string tmp = path + ".tmp";
+  {
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return absl::InternalError(absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
+    }
+    size_t done = 0;
+    while (done < contents.size()) {
+      const ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = errno;
+        ::close(fd);
+        return absl::InternalError(absl::StrCat(tmp, ": write failed: ", std::strerror(err)));
+      }
+      done += static_cast<size_t>(n);
+    }
+    const int rc = ::fsync(fd);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0)
+      return absl::InternalError(absl::StrCat(tmp, ": fsync failed: ", std::strerror(err)));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(errno)));
+  }
+  std::string folder = std::filesystem::path(path).parent_path().string();
+  return Sync(folder.empty() ? std::string(".") : folder, O_RDONLY | O_DIRECTORY);
 }
 
 }  // namespace fedsilo

@@ -69,7 +69,7 @@ double FeatureStatistics::Center(size_t i, ScaleKind scale) const {
     case ScaleKind::kStandard:
       return Fill(i);
     case ScaleKind::kMinMax:
-      return count[i] > 0 ? min[i] : 0.0;
+      return count[i] > 0 && has_min_max() ? min[i] : 0.0;
   }
   return 0;
 }
@@ -77,7 +77,7 @@ double FeatureStatistics::Center(size_t i, ScaleKind scale) const {
 double FeatureStatistics::Divisor(size_t i, ScaleKind scale) const {
   double d = 1;
   if (scale == ScaleKind::kStandard) d = std[i];
-  if (scale == ScaleKind::kMinMax) d = max[i] - min[i];
+  if (scale == ScaleKind::kMinMax) d = has_min_max() ? max[i] - min[i] : 1.0;
   return count[i] > 0 && d > 0 ? d : 1.0;
 }
 
@@ -326,16 +326,20 @@ Status ReadStatistics(const Section& s, FeatureStatistics* out) {
   FEDSILO_RETURN_IF_ERROR(s.Int("rows", 0, std::numeric_limits<int64_t>::max(), &st.rows));
   const std::vector<std::pair<const char*, std::vector<double>*>> numbers = {
       {"mean", &st.mean}, {"std", &st.std}, {"min", &st.min}, {"max", &st.max}};
-  for (const char* key :
-       {"label", "rows", "class_counts", "features", "count", "mean", "std", "min", "max"}) {
+  for (const char* key : {"label", "rows", "class_counts", "features", "count", "mean", "std"}) {
     if (!s.Child(key)) return s.Error(s.node(), s.Join(key), "is required in statistics");
+  }
+  // Minima and maxima only where every silo's policy shares them.
+  if (!s.Child("min") != !s.Child("max")) {
+    return s.Error(s.node(), s.Join(s.Child("min") ? "max" : "min"),
+                   "is required in statistics with the other of min and max");
   }
   FEDSILO_RETURN_IF_ERROR(
       ReadList(s, s.Child("class_counts"), s.Join("class_counts"), &st.class_counts));
   FEDSILO_RETURN_IF_ERROR(ReadList(s, s.Child("features"), s.Join("features"), &st.features));
   FEDSILO_RETURN_IF_ERROR(ReadList(s, s.Child("count"), s.Join("count"), &st.count));
   for (const auto& [key, list] : numbers) {
-    FEDSILO_RETURN_IF_ERROR(ReadList(s, s.Child(key), s.Join(key), list));
+    if (s.Child(key)) FEDSILO_RETURN_IF_ERROR(ReadList(s, s.Child(key), s.Join(key), list));
   }
   if (st.features.empty()) return s.Error(s.Child("features"), s.Join("features"), "is empty");
   if (s.Child("shape")) {
@@ -356,13 +360,13 @@ Status ReadStatistics(const Section& s, FeatureStatistics* out) {
                                                    {"std", st.std.size()},
                                                    {"min", st.min.size()},
                                                    {"max", st.max.size()}}) {
-    if (size != n) {
+    if (size != n && !((key == "min" || key == "max") && !s.Child(key))) {
       return s.Error(s.Child(key), s.Join(key),
                      absl::StrCat("has ", size, " values for ", n, " features"));
     }
   }
   for (size_t i = 0; i < n; ++i) {
-    if (st.std[i] < 0 || st.count[i] < 0 || st.min[i] > st.max[i]) {
+    if (st.std[i] < 0 || st.count[i] < 0 || (st.has_min_max() && st.min[i] > st.max[i])) {
       return s.Error(s.node(), s.Join("features"),
                      absl::StrCat("feature '", st.features[i],
                                   "' has a negative count or deviation, or min > max"));
@@ -844,8 +848,10 @@ void EmitPreprocess(const PreprocessConfig& p, YAML::Emitter& out) {
     out << YAML::Key << "count" << YAML::Value << YAML::Flow << st.count;
     out << YAML::Key << "mean" << YAML::Value << YAML::Flow << Nums(st.mean);
     out << YAML::Key << "std" << YAML::Value << YAML::Flow << Nums(st.std);
-    out << YAML::Key << "min" << YAML::Value << YAML::Flow << Nums(st.min);
-    out << YAML::Key << "max" << YAML::Value << YAML::Flow << Nums(st.max);
+    if (st.has_min_max()) {
+      out << YAML::Key << "min" << YAML::Value << YAML::Flow << Nums(st.min);
+      out << YAML::Key << "max" << YAML::Value << YAML::Flow << Nums(st.max);
+    }
     if (!st.shape.empty()) out << YAML::Key << "shape" << YAML::Value << YAML::Flow << st.shape;
     out << YAML::EndMap;
   }

@@ -73,13 +73,17 @@ struct FeatureStatistics {
   std::vector<int64_t> class_counts;  // rows per class; its size is the number of classes
   std::vector<std::string> features;
   std::vector<int64_t> count;  // present values per feature
-  std::vector<double> mean, std, min, max;
+  std::vector<double> mean, std;
+  // Empty unless every silo's policy shares its features' minima and maxima
+  // (single records' values: statistics.share_min_max).
+  std::vector<double> min, max;
   // Image data (a silo's IDX folder): one example's shape, e.g. [1, 28, 28],
   // and a single feature, "pixel", over all pixel values. Empty for tables,
   // whose examples are the features.
   std::vector<int64_t> shape;
 
   bool empty() const { return features.empty(); }
+  bool has_min_max() const { return !min.empty(); }
   // The value a missing entry of feature i takes (its mean, or 0 when the
   // feature was never present), and x -> (x - center) / divisor for the job's
   // scaling (center 0 and divisor 1 without scaling, and divisor 1 where the

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <map>
 
+#include "absl/strings/str_replace.h"
+
 namespace fedsilo {
 namespace {
 
@@ -123,6 +125,19 @@ preprocess:
   EXPECT_DOUBLE_EQ(back.Center(0, ScaleKind::kMinMax), -1.5);
   EXPECT_DOUBLE_EQ(back.Divisor(1, ScaleKind::kStandard), 7.0);
   EXPECT_DOUBLE_EQ(back.Divisor(0, ScaleKind::kNone), 1.0);
+  // Statistics whose minima and maxima the silos kept: none written or read.
+  st.min.clear();
+  st.max.clear();
+  const std::string withheld = JobConfigToYaml(*c);
+  EXPECT_EQ(withheld.find("max:"), std::string::npos);
+  StatusOr<JobConfig> kept = ParseJobConfig(withheld, "resolved.yaml");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_FALSE(kept->preprocess.statistics.has_min_max());
+  EXPECT_EQ(kept->preprocess.statistics.mean, st.mean);
+  EXPECT_FALSE(
+      ParseJobConfig(absl::StrReplaceAll(JobConfigToYaml(*again), {{"    max:", "    maxi:"}}),
+                     "half.yaml")
+          .ok());
   // Jobs without preprocessing write no preprocess section.
   StatusOr<JobConfig> plain =
       ParseJobConfig("data: {dataset: digits}\nfederation: {silos: 2}\n", "job.yaml");

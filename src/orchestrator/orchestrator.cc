@@ -405,6 +405,11 @@ StatusOr<FeatureStatistics> Orchestrator::ComputeStatistics() {
                      "): ", absl::StrJoin(failures, "; ")));
   }
   FeatureStatistics st = total->Finish();
+  if (job_.preprocess.scale == ScaleKind::kMinMax && !st.has_min_max()) {
+    return absl::FailedPreconditionError(
+        "preprocess.scale: minmax needs the features' minima and maxima, and a silo withheld "
+        "them (its policy's statistics.share_min_max); use scale: standard");
+  }
   job_.preprocess.statistics = st;
   for (const auto& [silo, reply] : answered) {
     FEDSILO_RETURN_IF_ERROR(RecordMetric(0, silo, "rows", static_cast<double>(reply.num_examples),

@@ -50,48 +50,73 @@ Status SiloAgent::LoadControl(const std::string& run_id, const ModelState& model
   return absl::OkStatus();
 }
 
-StatusOr<double> SiloAgent::DpNoiseMultiplier(const JobConfig& job) {
-  if (dp_noise_multiplier_ > 0) return dp_noise_multiplier_;
-  const DpConfig& dp = job.privacy.dp;
-  if (dp.noise_multiplier > 0) {
-    dp_noise_multiplier_ = dp.noise_multiplier;
-    return dp_noise_multiplier_;
-  }
-  StatusOr<double> sigma =
-      privacy::ComputeNoiseMultiplier(dp.target_epsilon, DpRate(job), DpJobSteps(job), dp.delta);
-  if (!sigma.ok()) return Annotate(sigma.status(), "privacy.dp.target_epsilon");
-  dp_noise_multiplier_ = *sigma;
-  return dp_noise_multiplier_;
-}
-
-double SiloAgent::DpRate(const JobConfig& job) const {
-  return ml::DpSampleRate(data_.train.size(), job.training.batch_size);
-}
-
-int64_t SiloAgent::DpJobSteps(const JobConfig& job) const {
-  return static_cast<int64_t>(job.training.rounds) * job.training.local_epochs *
-         ml::DpStepsPerEpoch(data_.train.size(), job.training.batch_size);
+const DatasetPolicy& SiloAgent::Rules() const {
+  static const DatasetPolicy kDefaults;
+  return guard_ != nullptr ? guard_->PolicyFor(guard_dataset_) : kDefaults;
 }
 
 Status SiloAgent::Admit(const transport::FitRequest& request) {
   const JobConfig& job = *request.job;
-  if (guard_ == nullptr || admitted_) return absl::OkStatus();
-  // What the whole job would spend, decided before any training.
   const bool local_dp = job.privacy.dp.mode == DpMode::kLocal;
-  double planned = HUGE_VAL;
-  if (local_dp) {
-    FEDSILO_ASSIGN_OR_RETURN(double sigma, DpNoiseMultiplier(job));
-    FEDSILO_ASSIGN_OR_RETURN(
-        privacy::PrivacySpent p,
-        privacy::ComputeEpsilon(DpRate(job), sigma, DpJobSteps(job), job.privacy.dp.delta));
-    planned = p.epsilon;
+  if (guard_ != nullptr) {
+    // Every task, before the model is built or a row is touched.
+    FEDSILO_RETURN_IF_ERROR(guard_->CheckJob(guard_dataset_, request.run_id, job));
   }
-  FEDSILO_RETURN_IF_ERROR(guard_->Admit(guard_dataset_, request.run_id, job, planned));
-  admitted_ = true;
-  if (!local_dp) {
-    FEDSILO_RETURN_IF_ERROR(guard_->Record(guard_dataset_, request.run_id, HUGE_VAL, 0));
+  if (admitted_run_ != request.run_id) {
+    // A run's first task here: its plan over the whole job, fixed now.
+    std::optional<DpPlan> plan;
+    if (local_dp) {
+      FEDSILO_ASSIGN_OR_RETURN(plan, PlanDp(job, data_.train.size()));
+    }
+    if (guard_ != nullptr) {
+      FEDSILO_ASSIGN_OR_RETURN(LedgerEntry entry, guard_->Admit(guard_dataset_, request.run_id, job,
+                                                                plan ? &*plan : nullptr));
+      if (plan) {
+        // A run the ledger knows keeps the noise it was admitted with.
+        plan->noise_multiplier = entry.noise_multiplier;
+        plan->sample_rate = entry.sample_rate;
+      }
+    }
+    dp_ = plan;
+    dp_steps_ = 0;
+    admitted_run_ = request.run_id;
+  }
+  if (guard_ != nullptr && !job.preprocess.statistics.empty()) {
+    FEDSILO_RETURN_IF_ERROR(
+        guard_->PinStatistics(guard_dataset_, request.run_id, StatisticsDigest(job)));
   }
   return absl::OkStatus();
+}
+
+StatusOr<transport::FitReply> SiloAgent::Evaluate(const transport::FitRequest& request) {
+  // The global model as it is, on this silo's test rows.
+  if (guard_ != nullptr) {
+    FEDSILO_RETURN_IF_ERROR(guard_->CountEvaluation(guard_dataset_, request.run_id, *request.job));
+  }
+  FEDSILO_RETURN_IF_ERROR(model_->SetState(*request.global));
+  BusyClock::Scope busy(busy_clock_);
+  if (data_.test.size() == 0) return absl::FailedPreconditionError("no test rows to score on");
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logp, model_->PredictLogProbabilities(data_.test));
+  const ml::ClassificationMetrics m =
+      ml::MetricsOfPredictions(logp, data_.test.dataset->num_classes, data_.test);
+  transport::FitReply reply;
+  reply.num_examples = m.examples;
+  reply.metrics = m.ToMap();
+  if (m.binary) {
+    // Counts and a histogram of the scores, not the scores: the federation
+    // adds them up into pooled precision, recall and ROC AUC.
+    reply.metrics["true_positives"] = static_cast<double>(m.true_positives);
+    reply.metrics["false_positives"] = static_cast<double>(m.false_positives);
+    reply.metrics["false_negatives"] = static_cast<double>(m.false_negatives);
+    ScoreHistogram histogram;
+    for (int64_t i = 0; i < data_.test.size(); ++i) {
+      const int64_t label = data_.test.dataset->labels[static_cast<size_t>(data_.test.indices[i])];
+      histogram.Add(logp[2 * i + 1] - logp[2 * i], label == 1);
+    }
+    reply.update = histogram.ToState();
+  }
+  reply.metrics_private = !Rules().export_metrics;
+  return reply;
 }
 
 StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& request) {
@@ -99,40 +124,14 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     return absl::InvalidArgumentError("request carries no job or no model");
   }
   const JobConfig& job = *request.job;
+  FEDSILO_RETURN_IF_ERROR(Admit(request));
   if (model_ == nullptr) {
     ml::ModelSpec spec{job.model, data_.train.dataset->example_shape,
                        data_.train.dataset->num_classes};
+    if (!module_path_.empty()) spec.config.torchscript = module_path_;
     FEDSILO_ASSIGN_OR_RETURN(model_, ml::Model::Create(spec, request.seed));
   }
-  if (request.task == transport::TaskKind::kEvaluate) {
-    // The global model as it is, on this silo's test rows.
-    FEDSILO_RETURN_IF_ERROR(Admit(request));
-    FEDSILO_RETURN_IF_ERROR(model_->SetState(*request.global));
-    BusyClock::Scope busy(busy_clock_);
-    if (data_.test.size() == 0) return absl::FailedPreconditionError("no test rows to score on");
-    FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logp, model_->PredictLogProbabilities(data_.test));
-    const ml::ClassificationMetrics m =
-        ml::MetricsOfPredictions(logp, data_.test.dataset->num_classes, data_.test);
-    transport::FitReply reply;
-    reply.num_examples = m.examples;
-    reply.metrics = m.ToMap();
-    if (m.binary) {
-      // Counts and a histogram of the scores, not the scores: the federation
-      // adds them up into pooled precision, recall and ROC AUC.
-      reply.metrics["true_positives"] = static_cast<double>(m.true_positives);
-      reply.metrics["false_positives"] = static_cast<double>(m.false_positives);
-      reply.metrics["false_negatives"] = static_cast<double>(m.false_negatives);
-      ScoreHistogram histogram;
-      for (int64_t i = 0; i < data_.test.size(); ++i) {
-        const int64_t label =
-            data_.test.dataset->labels[static_cast<size_t>(data_.test.indices[i])];
-        histogram.Add(logp[2 * i + 1] - logp[2 * i], label == 1);
-      }
-      reply.update = histogram.ToState();
-    }
-    reply.metrics_private = guard_ != nullptr && !guard_->ExportsMetrics(guard_dataset_);
-    return reply;
-  }
+  if (request.task == transport::TaskKind::kEvaluate) return Evaluate(request);
   // SCAFFOLD: the server control variate c comes with the global model.
   const bool scaffold = job.strategy.name == "scaffold";
   ModelState scaffold_model, server_control;
@@ -146,19 +145,30 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   }
   FEDSILO_RETURN_IF_ERROR(model_->SetState(*global));
 
-  FEDSILO_RETURN_IF_ERROR(Admit(request));
-
   transport::FitReply reply;
   int64_t steps = 0;
+  double epsilon = 0;
   {
-    BusyClock::Scope busy(busy_clock_);
     std::optional<ml::DpSgdOptions> dp;
-    if (job.privacy.dp.mode == DpMode::kLocal) {
-      FEDSILO_ASSIGN_OR_RETURN(double sigma, DpNoiseMultiplier(job));
+    if (dp_) {
+      // The round's steps are in the ledger before it trains: a crash never
+      // loses spending, and steps past the plan or the budget are refused.
+      if (guard_ != nullptr) {
+        FEDSILO_ASSIGN_OR_RETURN(LedgerEntry charged, guard_->Charge(guard_dataset_, request.run_id,
+                                                                     dp_->steps_per_round));
+        epsilon = charged.epsilon;
+      } else {
+        dp_steps_ += dp_->steps_per_round;
+        FEDSILO_ASSIGN_OR_RETURN(privacy::PrivacySpent spent,
+                                 privacy::ComputeEpsilon(dp_->sample_rate, dp_->noise_multiplier,
+                                                         dp_steps_, job.privacy.dp.delta));
+        epsilon = spent.epsilon;
+      }
       std::random_device os_random;  // secret from the orchestrator, unlike request.seed
       const uint64_t secret = (static_cast<uint64_t>(os_random()) << 32) ^ os_random();
-      dp = ml::DpSgdOptions{sigma, job.privacy.dp.max_grad_norm, secret};
+      dp = ml::DpSgdOptions{dp_->noise_multiplier, job.privacy.dp.max_grad_norm, secret};
     }
+    BusyClock::Scope busy(busy_clock_);
     ml::LocalObjective objective;
     if (job.strategy.name == "fedprox") objective.proximal_mu = job.strategy.proximal_mu;
     ModelState correction;  // SCAFFOLD: c - c_i
@@ -176,23 +186,23 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     reply.num_examples = stats.examples;
     steps = stats.steps;
     if (dp) {
-      dp_steps_ += stats.steps;
-      FEDSILO_ASSIGN_OR_RETURN(privacy::PrivacySpent spent,
-                               privacy::ComputeEpsilon(DpRate(job), dp->noise_multiplier, dp_steps_,
-                                                       job.privacy.dp.delta));
-      reply.metrics["epsilon"] = spent.epsilon;
-      reply.metrics["dp_noise_multiplier"] = dp->noise_multiplier;
-      if (guard_ != nullptr) {
-        FEDSILO_RETURN_IF_ERROR(
-            guard_->Record(guard_dataset_, request.run_id, spent.epsilon, job.privacy.dp.delta));
+      if (stats.steps != dp_->steps_per_round) {
+        return absl::InternalError(absl::StrCat("DP-SGD took ", stats.steps, " steps, ",
+                                                dp_->steps_per_round, " were charged"));
       }
+      reply.metrics["epsilon"] = epsilon;
+      reply.metrics["dp_noise_multiplier"] = dp->noise_multiplier;
     }
-    reply.metrics_private = guard_ != nullptr && !guard_->ExportsMetrics(guard_dataset_);
-    reply.metrics["train_loss"] = stats.loss;
-    reply.metrics["train_accuracy"] = stats.accuracy;
-    if (data_.test.size() > 0) {
-      FEDSILO_ASSIGN_OR_RETURN(ml::ClassificationMetrics test, model_->Evaluate(data_.test));
-      for (const auto& [metric, value] : test.ToMap()) reply.metrics["test_" + metric] = value;
+    reply.metrics_private = !Rules().export_metrics;
+    if (Rules().SharesTrainMetrics(job)) {
+      // Measured on the silo's rows without noise: the policy decides (under
+      // local DP they are not sent unless it says share_train_metrics).
+      reply.metrics["train_loss"] = stats.loss;
+      reply.metrics["train_accuracy"] = stats.accuracy;
+      if (data_.test.size() > 0) {
+        FEDSILO_ASSIGN_OR_RETURN(ml::ClassificationMetrics test, model_->Evaluate(data_.test));
+        for (const auto& [metric, value] : test.ToMap()) reply.metrics["test_" + metric] = value;
+      }
     }
   }
   reply.update = model_->GetState();

@@ -4,9 +4,15 @@
 // sets. Raw examples never leave it.
 //
 // With privacy.dp.mode local it trains with DP-SGD, its sampling and noise
-// seeded from the operating system (never from the job, which the
-// orchestrator knows), and reports "epsilon": what the run has spent of this
-// silo's data so far, at privacy.dp.delta, by the RDP accountant.
+// drawn from a CSPRNG keyed by the operating system (never from the job, which
+// the orchestrator knows), and reports "epsilon": what the run has spent of
+// this silo's data so far, at privacy.dp.delta, by the RDP accountant.
+//
+// Admission comes first: with a PrivacyGuard, every task is checked against
+// the silo's policy and the run's pinned job before the model is built or a
+// row is touched, a run's DP-SGD plan is fixed by the ledger (a restarted silo
+// continues it), and a round's steps are charged to the ledger before it
+// trains. Without a guard the default policy applies and nothing is recorded.
 //
 // With privacy.secure_aggregation the update never leaves unmasked: Fit()
 // answers with the metrics only (and no example count, which is masked too),
@@ -23,29 +29,33 @@
 #define FEDSILO_SILO_SILO_AGENT_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/busy_clock.h"
 #include "ml/model.h"
 #include "ml/partitioner.h"
 #include "secure/secagg.h"
+#include "silo/privacy_guard.h"
 #include "transport/silo_connection.h"
 
 namespace fedsilo::silo {
-
-class PrivacyGuard;
 
 class SiloAgent : public transport::SiloHandler {
  public:
   // `busy_clock` (may be null) records the time spent training and evaluating.
   SiloAgent(std::string name, ml::SiloData data, BusyClock* busy_clock);
 
-  // Consults `guard` (not owned; may be null) before the run's first training
-  // and records the run's spending on `dataset` after each round.
+  // Consults `guard` (not owned; may be null) before every task and charges
+  // each round's DP-SGD steps to `dataset` in its ledger before training.
   void SetPrivacyGuard(PrivacyGuard* guard, std::string dataset) {
     guard_ = guard;
     guard_dataset_ = std::move(dataset);
   }
+
+  // Where the job's TorchScript module is on this silo (the job names a
+  // shipped one by digest). Empty: the job's model.torchscript as it is.
+  void SetModulePath(std::string path) { module_path_ = std::move(path); }
 
   // SCAFFOLD: where this silo keeps its control variate c_i between rounds
   // (and restarts), sealed at rest like models. Empty: in memory only.
@@ -60,26 +70,25 @@ class SiloAgent : public transport::SiloHandler {
 
  private:
   StatusOr<transport::FitReply> FitImpl(const transport::FitRequest& request);
-  // Consults the policy once per run, before the first training or evaluation.
+  // Checks the task against the policy and the run's pinned job; on a run's
+  // first task, admits it (fixing its DP-SGD plan).
   Status Admit(const transport::FitRequest& request);
-
-  // With privacy.dp.mode local: the noise multiplier for this silo's data
-  // (given, or solved from target_epsilon over the whole job), fixed on the
-  // first request.
-  StatusOr<double> DpNoiseMultiplier(const JobConfig& job);
-  // DP-SGD's sample rate on this silo's data, and its steps over the whole job.
-  double DpRate(const JobConfig& job) const;
-  int64_t DpJobSteps(const JobConfig& job) const;
+  // The rules of the silo's policy for this agent's dataset (the defaults
+  // without a guard).
+  const DatasetPolicy& Rules() const;
+  // The score of `request.global` on the test rows (TaskKind::kEvaluate).
+  StatusOr<transport::FitReply> Evaluate(const transport::FitRequest& request);
 
   std::string name_;
   ml::SiloData data_;
   BusyClock* busy_clock_;
-  std::unique_ptr<ml::Model> model_;  // built on the first request
-  double dp_noise_multiplier_ = 0;    // 0 until known
+  std::unique_ptr<ml::Model> model_;  // built once the first task is admitted
   PrivacyGuard* guard_ = nullptr;
   std::string guard_dataset_;
-  bool admitted_ = false;
-  int64_t dp_steps_ = 0;  // DP-SGD steps taken so far in this run
+  std::string module_path_;
+  std::string admitted_run_;  // the run admitted (and its DP plan fixed)
+  std::optional<DpPlan> dp_;  // that run's DP-SGD plan
+  int64_t dp_steps_ = 0;      // without a guard: DP-SGD steps taken in the run
   secure::SecAggSilo secagg_{name_};
   // SCAFFOLD's c_i, for the run `control_run_`.
   Status LoadControl(const std::string& run_id, const ModelState& model);

@@ -16,6 +16,7 @@ namespace fedsilo::silo {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::shared_ptr<ml::Dataset> Data() {
   auto d = std::make_shared<ml::Dataset>();
@@ -86,6 +87,66 @@ TEST(SiloAgentTest, ReturnsTheUpdateItsSizeAndItsMetrics) {
 
 // The silo's policy, not the orchestrator, says whether its metrics may be
 // exported: the reply says so, and the metrics still travel (for the run store).
+// A curious or hostile orchestrator against one silo with a policy: the
+// policy refuses before any model is built, a run's job cannot change under
+// it, DP rounds are charged before they train and never past the plan,
+// training metrics stay home under DP, and evaluations are bounded.
+TEST(SiloAgentTest, ThePolicyDecidesBeforeAnythingRunsAndTheRunStaysAsAdmitted) {
+  const std::string dir = ::testing::TempDir() + "/agent_policy";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/policy.yaml")
+      << "datasets:\n  digits: {max_epsilon: 50, max_evaluations_per_run: 1}\n";
+  auto guard = PrivacyGuard::Open(dir + "/policy.yaml", dir + "/ledger.json");
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  auto data = Data();
+  SiloAgent agent("hospital-a", Split(data), nullptr);
+  agent.SetPrivacyGuard(guard->get(), "digits");
+  JobConfig job = Job();
+  auto model = ml::Model::Create({job.model, {3}, 3}, 5);
+  const ModelState global = (*model)->GetState();
+
+  // Refused by the policy before the model is built: a module that does not
+  // exist is never looked for.
+  JobConfig scripted = job;
+  scripted.model.kind = ModelKind::kTorchScript;
+  scripted.model.torchscript = dir + "/no-such-module.pt";
+  auto refused = agent.Fit({"run-0", 1, 1, &scripted, &global});
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("(max_epsilon)"));
+  EXPECT_THAT(std::string(refused.status().message()), Not(HasSubstr("no-such-module")));
+  EXPECT_TRUE((*guard)->Entries().empty());
+
+  job.privacy.dp.mode = DpMode::kLocal;
+  job.privacy.dp.noise_multiplier = 1.0;
+  job.training.rounds = 2;
+  auto first = agent.Fit({"run", 1, 1, &job, &global});
+  ASSERT_TRUE(first.ok()) << first.status();
+  const LedgerEntry entry = (*guard)->Entries()[0];
+  EXPECT_EQ(entry.steps, entry.planned_steps / 2);  // one round of two, charged
+  EXPECT_NEAR(first->metrics.at("epsilon"), entry.epsilon, 1e-12);
+  // Under local DP the loss and accuracy measured on the rows stay here.
+  EXPECT_EQ(first->metrics.count("train_loss"), 0u);
+  EXPECT_EQ(first->metrics.count("test_accuracy"), 0u);
+
+  // The orchestrator changes the job mid-run (here the noise: a smaller
+  // multiplier would spend more), or asks for a third round.
+  JobConfig changed = job;
+  changed.privacy.dp.noise_multiplier = 0.3;
+  EXPECT_THAT(std::string(agent.Fit({"run", 2, 1, &changed, &global}).status().message()),
+              HasSubstr("carries a job other than the one admitted"));
+  ASSERT_TRUE(agent.Fit({"run", 2, 1, &job, &global}).ok());
+  EXPECT_THAT(std::string(agent.Fit({"run", 3, 1, &job, &global}).status().message()),
+              HasSubstr("past the " + std::to_string(entry.planned_steps) + " planned"));
+  EXPECT_EQ((*guard)->Entries()[0].steps, entry.planned_steps);
+
+  // One evaluation of the test rows, as the policy says; then no more.
+  transport::FitRequest evaluate{"run", 2, 1, &job, &global};
+  evaluate.task = transport::TaskKind::kEvaluate;
+  EXPECT_TRUE(agent.Fit(evaluate).ok());
+  EXPECT_THAT(std::string(agent.Fit(evaluate).status().message()),
+              HasSubstr("(max_evaluations_per_run)"));
+}
+
 TEST(SiloAgentTest, PolicyMarksTheMetricsPrivate) {
   auto data = Data();
   JobConfig job = Job();

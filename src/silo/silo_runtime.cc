@@ -152,20 +152,23 @@ std::vector<std::string> SiloRuntime::DatasetNames() const {
   return names;
 }
 
-StatusOr<JobConfig> SiloRuntime::LocalJob(const transport::FitRequest& request) {
-  JobConfig job = *request.job;
-  if (job.model.kind != ModelKind::kTorchScript) return job;
+StatusOr<std::string> SiloRuntime::ModulePath(const transport::FitRequest& request) {
+  const JobConfig& job = *request.job;
+  if (job.model.kind != ModelKind::kTorchScript) return std::string();
   const std::string& name = job.model.torchscript;
   StatusOr<std::string> shipped = ShippedModuleDigest(name);
   if (!shipped.ok()) return Annotate(shipped.status(), "model.torchscript");
   if (!shipped->empty()) {
     // Shipped with the job by the orchestrator.
     const std::string& digest = *shipped;
-    if (guard_ != nullptr && !guard_->AcceptsModel(job.data.dataset, digest)) {
-      return absl::FailedPreconditionError(absl::StrCat("silo policy for dataset '",
-                                                        job.data.dataset, "': model ", name,
-                                                        " is not among its allowed_models"));
+    // Default deny: a module runs here only if the silo's owner listed it.
+    if (guard_ == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("silo '", silo_name_,
+                       "' has no policy, so it runs no TorchScript module a job ships "
+                       "(its owner lists them in the policy's allowed_models)"));
     }
+    FEDSILO_RETURN_IF_ERROR(guard_->CheckModel(job.data.dataset, digest));
     if (state_dir_.empty()) {
       return absl::FailedPreconditionError("this silo has no state folder to keep modules in");
     }
@@ -183,8 +186,7 @@ StatusOr<JobConfig> SiloRuntime::LocalJob(const transport::FitRequest& request) 
       return absl::FailedPreconditionError(
           absl::StrCat("model ", name, " did not come with the task and is not kept here"));
     }
-    job.model.torchscript = path;
-    return job;
+    return path;
   }
   // Named by path (a local federation): loading a module runs its code, so
   // only from where the silo's owner said.
@@ -203,7 +205,7 @@ StatusOr<JobConfig> SiloRuntime::LocalJob(const transport::FitRequest& request) 
         absl::StrCat("silo '", silo_name_, "': model.torchscript ", job.model.torchscript,
                      " is not in its models folder ", models_dir_));
   }
-  return job;
+  return job.model.torchscript;
 }
 
 StatusOr<const DatasetEntry*> SiloRuntime::Entry(const std::string& dataset) const {
@@ -217,7 +219,8 @@ StatusOr<const DatasetEntry*> SiloRuntime::Entry(const std::string& dataset) con
 }
 
 StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job,
-                                                            const std::string& job_run_id) {
+                                                            const std::string& job_run_id,
+                                                            const std::string& module) {
   FEDSILO_ASSIGN_OR_RETURN(const DatasetEntry* found, Entry(job.data.dataset));
   const DatasetEntry& entry = *found;
   // The silo's own files, prepared with the job's statistics.
@@ -228,7 +231,7 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
     if (!train.ok()) return train.status();
     if (!test.ok()) return test.status();
     return FinishAgent(ml::SiloData{ml::DataView::All(*train), ml::DataView::All(*test)}, job,
-                       job_run_id);
+                       job_run_id, module);
   };
   if (!entry.csv.empty()) {
     FEDSILO_ASSIGN_OR_RETURN(TableSplit table, ReadTable(entry, job));
@@ -262,7 +265,7 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
   FEDSILO_ASSIGN_OR_RETURN(
       std::vector<ml::SiloData> shares,
       ml::PartitionForSilos(data.train, parts, options, job.data.silo_test_fraction));
-  return FinishAgent(std::move(shares[static_cast<size_t>(index)]), job, job_run_id);
+  return FinishAgent(std::move(shares[static_cast<size_t>(index)]), job, job_run_id, module);
 }
 
 StatusOr<SiloRuntime::TableSplit> SiloRuntime::ReadTable(const DatasetEntry& entry,
@@ -318,8 +321,10 @@ StatusOr<ml::DatasetSplits> SiloRuntime::ReadImages(const DatasetEntry& entry, c
 
 StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::FinishAgent(ml::SiloData data,
                                                               const JobConfig& job,
-                                                              const std::string& job_run_id) {
+                                                              const std::string& job_run_id,
+                                                              const std::string& module) {
   auto agent = std::make_unique<SiloAgent>(silo_name_, std::move(data), nullptr);
+  agent->SetModulePath(module);
   agent->SetPrivacyGuard(guard_, job.data.dataset);
   if (!state_dir_.empty()) {
     agent->SetControlVariatePath(absl::StrCat(state_dir_, "/scaffold-", job_run_id, ".fsm"));
@@ -337,29 +342,7 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
                     {"model", secure::ModelDigest(*request.global)},
                     {"job_digest", secure::BytesDigest(JobConfigToYaml(*request.job))}});
   }
-  StatusOr<transport::FitReply> reply = absl::InternalError("no agent");
-  StatusOr<JobConfig> job = LocalJob(request);
-  transport::FitRequest local = request;
-  if (job.ok()) {
-    local.job = &*job;
-  } else {
-    reply = job.status();
-  }
-  if (job.ok() && request.task == transport::TaskKind::kStatistics) {
-    reply = Statistics(*job, request.run_id);
-  } else if (job.ok() && (agent_ == nullptr || agent_run_id_ != request.run_id)) {
-    StatusOr<std::unique_ptr<SiloAgent>> agent = MakeAgent(*job, request.run_id);
-    if (agent.ok()) {
-      agent_ = std::move(agent).value();
-      agent_run_id_ = request.run_id;
-    } else {
-      reply = agent.status();
-    }
-  }
-  if (job.ok() && request.task != transport::TaskKind::kStatistics && agent_ != nullptr &&
-      agent_run_id_ == request.run_id) {
-    reply = agent_->Fit(local);
-  }
+  StatusOr<transport::FitReply> reply = Handle(request);
   if (audit_ != nullptr && !reply.ok()) {
     audit_->Record("refused", {{"job", request.run_id},
                                {"round", round},
@@ -381,6 +364,24 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
   return reply;
 }
 
+StatusOr<transport::FitReply> SiloRuntime::Handle(const transport::FitRequest& request) {
+  const JobConfig& job = *request.job;
+  if (guard_ != nullptr) {
+    // The policy and the run's pinned job first: before a row is read or a
+    // module kept or loaded.
+    FEDSILO_RETURN_IF_ERROR(guard_->CheckJob(job.data.dataset, request.run_id, job));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(const std::string module, ModulePath(request));
+  if (request.task == transport::TaskKind::kStatistics) return Statistics(job, request.run_id);
+  if (agent_ == nullptr || agent_run_id_ != request.run_id) {
+    FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<SiloAgent> agent,
+                             MakeAgent(job, request.run_id, module));
+    agent_ = std::move(agent);
+    agent_run_id_ = request.run_id;
+  }
+  return agent_->Fit(request);
+}
+
 StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
                                                       const std::string& run_id) {
   FEDSILO_ASSIGN_OR_RETURN(const DatasetEntry* entry, Entry(job.data.dataset));
@@ -389,10 +390,23 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
         absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "' is the built-in '",
                      entry->builtin, "', not the silo's own files: its jobs need no statistics"));
   }
-  if (guard_ != nullptr) {
-    // The statistics are data leaving the silo: the policy decides as for training.
-    FEDSILO_RETURN_IF_ERROR(
-        guard_->Admit(job.data.dataset, run_id, job, std::numeric_limits<double>::infinity()));
+  // The statistics are data leaving the silo: the policy decides as for
+  // training, and more.
+  static const DatasetPolicy kDefaults;
+  const DatasetPolicy& rules = guard_ != nullptr ? guard_->PolicyFor(job.data.dataset) : kDefaults;
+  const std::string who = absl::StrCat("silo policy for dataset '", job.data.dataset, "': ");
+  if (rules.require_local_dp) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(who,
+                     "the federated statistics are exact sums, not differentially private, and the "
+                     "policy allows only DP training (require_local_dp)"));
+  }
+  if (job.preprocess.scale == ScaleKind::kMinMax && !rules.statistics.share_min_max) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        who,
+        "preprocess.scale minmax needs the features' minima and maxima, which are single "
+        "records' values; the policy keeps them in the silo (statistics.share_min_max: "
+        "false); use scale: standard"));
   }
   FeatureSums sums;
   if (!entry->csv.empty()) {
@@ -402,11 +416,36 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
     FEDSILO_ASSIGN_OR_RETURN(ml::DatasetSplits images, ReadImages(*entry, job, 0));
     sums = ml::SumPixels(*images.train);
   }
+  if (guard_ != nullptr) {
+    // Admitted as the run's first task, with the plan its training will follow.
+    std::optional<DpPlan> plan;
+    if (job.privacy.dp.mode == DpMode::kLocal) {
+      FEDSILO_ASSIGN_OR_RETURN(plan, PlanDp(job, sums.rows()));
+    }
+    FEDSILO_RETURN_IF_ERROR(
+        guard_->Admit(job.data.dataset, run_id, job, plan ? &*plan : nullptr).status());
+  }
+  const int64_t k = rules.statistics.min_count;
+  for (size_t c = 0; c < sums.class_counts.size(); ++c) {
+    if (sums.class_counts[c] > 0 && sums.class_counts[c] < k) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(who, "class ", c, " has fewer than ", k,
+                       " training rows, too few to describe (statistics.min_count)"));
+    }
+  }
+  for (size_t i = 0; i < sums.features.size(); ++i) {
+    if (sums.count[i] > 0 && sums.count[i] < k) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(who, "feature '", sums.features[i], "' has fewer than ", k,
+                       " values, too few to describe (statistics.min_count)"));
+    }
+  }
+  if (!rules.statistics.share_min_max) sums.WithholdMinMax();
   transport::FitReply reply;
   reply.num_examples = sums.rows();
   reply.update = sums.ToState();
   reply.metrics["rows"] = static_cast<double>(reply.num_examples);
-  reply.metrics_private = guard_ != nullptr && !guard_->ExportsMetrics(job.data.dataset);
+  reply.metrics_private = !rules.export_metrics;
   return reply;
 }
 

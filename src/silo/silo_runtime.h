@@ -87,9 +87,15 @@ class SiloRuntime : public transport::SiloHandler {
   StatusOr<std::string> SecureStep(const transport::SecureStepRequest& request) override;
 
  private:
-  StatusOr<std::unique_ptr<SiloAgent>> MakeAgent(const JobConfig& job, const std::string& run_id);
+  // What Fit() does, before it is audited.
+  StatusOr<transport::FitReply> Handle(const transport::FitRequest& request);
+  // An agent for `run_id` on the job's dataset; `module`: where the job's
+  // TorchScript module is on this silo ("" for the built-in models).
+  StatusOr<std::unique_ptr<SiloAgent>> MakeAgent(const JobConfig& job, const std::string& run_id,
+                                                 const std::string& module);
   StatusOr<std::unique_ptr<SiloAgent>> FinishAgent(ml::SiloData data, const JobConfig& job,
-                                                   const std::string& run_id);
+                                                   const std::string& run_id,
+                                                   const std::string& module);
   // A CSV dataset's rows, split into training and test rows as the job says.
   struct TableSplit {
     ml::TabularData train, test;
@@ -99,14 +105,15 @@ class SiloRuntime : public transport::SiloHandler {
   // labels must be below `num_classes` (0: any byte).
   StatusOr<ml::DatasetSplits> ReadImages(const DatasetEntry& entry, const JobConfig& job,
                                          int num_classes) const;
-  // The statistics task: the sums of the training rows.
+  // The statistics task: the sums of the training rows, as the policy allows.
   StatusOr<transport::FitReply> Statistics(const JobConfig& job, const std::string& run_id);
   // The catalog's entry for `dataset`; NotFound naming what the silo offers.
   StatusOr<const DatasetEntry*> Entry(const std::string& dataset) const;
-  // The job as this silo runs it: a TorchScript module that came with the
-  // task (named "sha256:<hex>") checked against its digest and the policy and
-  // kept in <state>/models/; a module named by path only from --models-dir.
-  StatusOr<JobConfig> LocalJob(const transport::FitRequest& request);
+  // Where the job's TorchScript module is on this silo ("" for the built-in
+  // models): a module that came with the task (named "sha256:<hex>") checked
+  // against the policy (default deny) and its digest and kept in
+  // <state>/models/; a module named by path only from --models-dir.
+  StatusOr<std::string> ModulePath(const transport::FitRequest& request);
 
   std::string silo_name_;
   DatasetCatalog catalog_;

@@ -10,6 +10,7 @@
 #include "core/score_histogram.h"
 #include "ml/model.h"
 #include "ml/tabular.h"
+#include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
 namespace {
@@ -105,7 +106,6 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
       << "datasets:\n  cards: {csv: '{silo}.csv', label: label, categorical: [merchant]}\n";
   auto catalog = LoadDatasetCatalog(dir + "/datasets.yaml", "east");
   ASSERT_TRUE(catalog.ok()) << catalog.status();
-  SiloRuntime runtime("east", *catalog, "/nonexistent");
   JobConfig job;
   job.data.dataset = "cards";
   job.data.silo_test_fraction = 0.2;
@@ -117,6 +117,20 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   const ModelState none;
   transport::FitRequest stats{"run", 0, 1, &job, &none};
   stats.task = transport::TaskKind::kStatistics;
+  // By default a class of fewer than ten rows is not described: 8 here.
+  SiloRuntime strict("east", *catalog, "/nonexistent");
+  EXPECT_THAT(std::string(strict.Fit(stats).status().message()),
+              HasSubstr("class 1 has fewer than 10 training rows, too few to describe "
+                        "(statistics.min_count)"));
+  std::ofstream(dir + "/policy.yaml") << "datasets:\n  cards: {statistics: {min_count: 5}}\n";
+  auto guard = PrivacyGuard::Open(dir + "/policy.yaml", "");
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  SiloRuntime runtime("east", *catalog, "/nonexistent", guard->get());
+  // Minmax scaling needs the minima and maxima, which the policy keeps.
+  job.preprocess.scale = ScaleKind::kMinMax;
+  EXPECT_THAT(std::string(runtime.Fit(stats).status().message()),
+              HasSubstr("(statistics.share_min_max: false)"));
+  job.preprocess.scale = ScaleKind::kStandard;
   auto sums = runtime.Fit(stats);
   ASSERT_TRUE(sums.ok()) << sums.status();
   EXPECT_EQ(sums->num_examples, 80);
@@ -125,6 +139,8 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   EXPECT_EQ(parsed->features,
             (std::vector<std::string>{"amount", "merchant=atm", "merchant=shop"}));
   EXPECT_EQ(parsed->class_counts, (std::vector<int64_t>{72, 8}));  // stratified
+  EXPECT_TRUE(parsed->min_max_withheld);  // single records' values stay here
+  EXPECT_FALSE(parsed->Finish().has_min_max());
 
   // Training before the statistics are known is refused, naming why.
   auto model = ml::Model::Create({job.model, {3}, 2}, 1);
@@ -161,6 +177,10 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
 
   // A silo whose file lacks the job's categorical vocabulary names it.
   job.preprocess.categories.clear();
+  // (Under run "run" the changed job is refused: the run's job is pinned.)
+  EXPECT_THAT(std::string(runtime.Fit(stats).status().message()),
+              HasSubstr("carries a job other than the one admitted"));
+  stats.run_id = "run3";
   auto no_vocab = runtime.Fit(stats);
   EXPECT_EQ(no_vocab.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(no_vocab.status().message(),
