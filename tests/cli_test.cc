@@ -923,8 +923,8 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   std::ofstream(dir + "/bad.csv") << "amount,hour,merchant\n1,2,atm\n";
   Result bad = Fedsilo("predict " + run_id + " --data " + dir + "/bad.csv" + w);
   EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_THAT(bad.err,
-              HasSubstr(dir + "/bad.csv: feature column 'distance_km' is not in the header"));
+  EXPECT_THAT(bad.err, HasSubstr("feature column 'distance_km' is not in the file's header [" +
+                                 dir + "/bad.csv: columns: amount, hour, merchant]"));
   Result builtin = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" + dir +
                            "/none.yaml" + w);
   EXPECT_EQ(builtin.exit_code, 2);
@@ -936,8 +936,14 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   Result wrong_label = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" + dir +
                                "/catalog.yaml" + w);
   EXPECT_EQ(wrong_label.exit_code, 2) << wrong_label.err;
+  // What went to the orchestrator names the column; each silo's own log
+  // (here the same terminal) also the file.
   EXPECT_THAT(wrong_label.err,
-              HasSubstr("east.csv: label column 'fraud' is not in the header (columns: amount"));
+              HasSubstr("error: statistics: only 0 of 3 silos answered (federation.min_silos is "
+                        "1): east: silo 'east': dataset 'transactions': label column 'fraud' is "
+                        "not in the file's header;"));
+  EXPECT_THAT(wrong_label.err,
+              HasSubstr("in the file's header [" + Example("fraud/data") + "/east.csv: columns:"));
   Result no_catalog = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" +
                               Example("fraud/fraud.yaml") + " --set training.rounds=1" + w);
   EXPECT_EQ(no_catalog.exit_code, 2) << no_catalog.err;

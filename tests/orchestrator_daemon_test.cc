@@ -631,6 +631,62 @@ TEST(OrchestratorDaemonTest, AbortStopsARunningJobAndOnlyItsOwnerMay) {
   EXPECT_EQ(fed.User("status job-2 --wait").status, 0);
 }
 
+// Everything under `dir` (files, recursively) as one string.
+std::string AllBytesUnder(const std::string& dir) {
+  std::string all;
+  for (const auto& f : fs::recursive_directory_iterator(dir)) {
+    if (f.is_regular_file()) all += Read(f.path().string());
+  }
+  return all;
+}
+
+// A silo's bad cells are named by row and column only: the cell's value and
+// the file's path stay in the silo's own log, and reach neither the
+// orchestrator's log, its store, nor any user.
+TEST(OrchestratorDaemonTest, ABadCellsValueNeverLeavesTheSilo) {
+  Federation fed("leak");
+  const std::string data = std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/fraud/data/";
+  fs::copy_file(data + "east.csv", fed.dir() + "/a.csv");
+  for (const auto& [silo, row] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"b", "12.5,3,SECRET-MERCHANT-7731,4.0,100,1,2,0"},
+           {"c", "SECRET-AMOUNT-4242,3,grocery,4.0,100,1,2,0"}}) {
+    std::string text = Read(data + (silo == "b" ? "west.csv" : "south.csv"));
+    text.insert(text.find('\n', text.find('\n') + 1) + 1, row + "\n");  // data row 2
+    std::ofstream(fed.dir() + "/" + silo + ".csv") << text;
+  }
+  std::ofstream(fed.dir() + "/datasets.yaml")
+      << "datasets:\n  transactions: {csv: '{silo}.csv', label: is_fraud, "
+         "categorical: [merchant], missing: impute}\n";
+  ASSERT_TRUE(fed.StartOrchestrator());
+  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+  const std::string job = fed.WriteJob(
+      "fraud",
+      "name: fraud\ndata: {dataset: transactions}\npreprocess:\n  scale: standard\n"
+      "  categories:\n    merchant: [grocery, restaurant, online, travel, atm, electronics]\n"
+      "model: {name: mlp, hidden: [8]}\ntraining: {rounds: 2}\n"
+      "federation: {silos: [a, b, c], min_silos: 3, wait_for_silos: 60}\n");
+  ASSERT_EQ(fed.User("submit " + job).status, 0);
+  Output waited = fed.User("status job-1 --wait");
+  EXPECT_EQ(waited.status, 1);
+  const std::string logs = fed.User("logs job-1").out;
+  EXPECT_THAT(logs, HasSubstr("silo 'b': dataset 'transactions': row 2, column 'merchant': value "
+                              "outside the job's vocabulary (preprocess.categories.merchant)"));
+  EXPECT_THAT(logs, HasSubstr("silo 'c': dataset 'transactions': row 2, column 'amount': not a "
+                              "number"));
+  // What every user and the orchestrator's operator can see.
+  const std::string outside =
+      logs + waited.out + waited.err + fed.User("status job-1 --json").out +
+      fed.User("runs show job-1 --json").out + Read(fed.dir() + "/orchestrator.log") +
+      AllBytesUnder(fed.dir() + "/state");
+  for (const char* secret : {"SECRET-MERCHANT-7731", "SECRET-AMOUNT-4242", "b.csv", "c.csv"}) {
+    EXPECT_THAT(outside, Not(HasSubstr(secret))) << secret;
+  }
+  // The silos' own logs have it all, for their operators.
+  EXPECT_THAT(Read(fed.dir() + "/b.log"), HasSubstr("SECRET-MERCHANT-7731"));
+  EXPECT_THAT(Read(fed.dir() + "/c.log"), HasSubstr("c.csv:3: 'SECRET-AMOUNT-4242'"));
+}
+
 // The steps a silo's ledger holds for a run (-1 before it is admitted).
 int64_t LedgerSteps(const std::string& ledger, const std::string& run) {
   nlohmann::json j = nlohmann::json::parse(Read(ledger), nullptr, false);

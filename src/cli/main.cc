@@ -34,7 +34,8 @@ constexpr int kExitFailure = 1;
 constexpr int kExitInvalidInput = 2;
 
 int ReportError(const Status& status) {
-  std::fprintf(stderr, "fedsilo: error: %s\n", std::string(status.message()).c_str());
+  // This process's own errors: with the details a silo keeps to itself.
+  std::fprintf(stderr, "fedsilo: error: %s\n", FullMessage(status).c_str());
   return IsInvalidInput(status) ? kExitInvalidInput : kExitFailure;
 }
 

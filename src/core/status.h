@@ -3,6 +3,8 @@
 #ifndef FEDSILO_CORE_STATUS_H_
 #define FEDSILO_CORE_STATUS_H_
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -12,9 +14,29 @@ namespace fedsilo {
 using absl::Status;
 using absl::StatusOr;
 
-// Returns `status` with "context: " prepended to its message; OK stays OK.
+// Returns `status` with "context: " prepended to its message (its payloads,
+// such as the marks above, kept); OK stays OK.
 // Example: Annotate(s, "silo 'b': round 3") -> "silo 'b': round 3: <message>".
 Status Annotate(const Status& status, absl::string_view context);
+
+// Errors that leave a silo. An error met while reading a silo's data or
+// training on it may carry a value, a path or a line of its records; such
+// messages stay in the silo's own log. A silo's boundary sends out only the
+// messages marked *shareable* -- made from the job, the policy and the
+// catalog's names, never from a record -- and a generic reason with its code
+// for the rest (silo::Outgoing).
+//
+// `status` marked as safe to leave the silo as it is.
+Status Shareable(Status status);
+bool IsShareable(const Status& status);
+// A shareable error whose message is `shared` (e.g. "row 17, column
+// 'merchant': value outside the job's vocabulary") with `detail` kept beside
+// it for the silo's own log (e.g. "east.csv:18: 'grocerry'").
+Status DataError(absl::StatusCode code, absl::string_view shared, absl::string_view detail);
+// The detail DataError() kept ("" when none).
+std::string PrivateDetail(const Status& status);
+// The message with its detail, for the log of the process that met it.
+std::string FullMessage(const Status& status);
 
 // True for errors caused by bad input from a user or a peer (a config, an
 // argument, a data file, a model file): the CLI exits with status 2 for these.

@@ -494,9 +494,9 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
         const std::vector<NetImpl::Trace>& traces = pass.traces;
         const double value = pass.loss.item<double>() / static_cast<double>(batch.size());
         if (!std::isfinite(value)) {
-          return absl::InternalError(
+          return Shareable(absl::InternalError(
               absl::StrCat("training diverged: loss is ", value, " at epoch ", epoch + 1, " step ",
-                           stats.steps + 1, "; lower training.learning_rate"));
+                           stats.steps + 1, "; lower training.learning_rate")));
         }
         torch::NoGradGuard no_grad;
         PerExample pe = PerExampleGradients(traces, pass.grads);
@@ -624,9 +624,9 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
         torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
         const double value = loss.item<double>();
         if (!std::isfinite(value)) {
-          return absl::InternalError(
+          return Shareable(absl::InternalError(
               absl::StrCat("training diverged: loss is ", value, " at epoch ", epoch + 1, " step ",
-                           stats.steps + 1, "; lower training.learning_rate"));
+                           stats.steps + 1, "; lower training.learning_rate")));
         }
         loss.backward();
         terms.AddGradient();

@@ -61,18 +61,20 @@ struct ColumnPlan {
 
 Status RequireStatistics(const PreprocessConfig& preprocess, const std::string& where) {
   if (!preprocess.statistics.empty()) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
+  return Shareable(absl::FailedPreconditionError(absl::StrCat(
       where,
       ": the job has no preprocess.statistics (the federation computes them before the "
-      "first round)"));
+      "first round)")));
 }
 
 // Every label of `d` is one of its (the job's) classes.
 Status CheckLabels(const Dataset& d, const std::string& where) {
   for (int64_t l : d.labels) {
     if (l >= d.num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": label ", l, " is not one of the job's ", d.num_classes, " classes"));
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat(where, ": a row's label is not one of the job's ",
+                                    d.num_classes, " classes"),
+                       absl::StrCat("label ", l));
     }
   }
   return absl::OkStatus();
@@ -116,26 +118,27 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
   std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
   while (!lines.empty() && absl::StripAsciiWhitespace(lines.back()).empty()) lines.pop_back();
   if (lines.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": empty file (expected a header line)"));
+    return DataError(absl::StatusCode::kInvalidArgument,
+                     "the file is empty (expected a header line)", path);
   }
   const std::vector<std::string> header = SplitCsvLine(lines[0]);
   std::map<std::string, size_t> column_of;
   for (size_t c = 0; c < header.size(); ++c) {
     if (header[c].empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":1: column ", c + 1, " has no name in the header"));
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("column ", c + 1, " has no name in the header"), path);
     }
     if (!column_of.emplace(header[c], c).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":1: column '", header[c], "' appears twice in the header"));
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("column '", header[c], "' appears twice in the header"), path);
     }
   }
   const auto find = [&](const std::string& name, absl::string_view role) -> StatusOr<size_t> {
     auto it = column_of.find(name);
     if (it == column_of.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": ", role, " column '", name,
-                       "' is not in the header (columns: ", absl::StrJoin(header, ", "), ")"));
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat(role, " column '", name, "' is not in the file's header"),
+                       absl::StrCat(path, ": columns: ", absl::StrJoin(header, ", ")));
     }
     return it->second;
   };
@@ -153,8 +156,9 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
   }
   for (const std::string& c : schema.categorical) {
     if (std::find(feature_columns.begin(), feature_columns.end(), c) == feature_columns.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": categorical column '", c, "' is not one of the features"));
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("categorical column '", c, "' is not one of the features"),
+                       path);
     }
   }
   std::vector<ColumnPlan> plan;
@@ -162,8 +166,8 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
   table.label = schema.label;
   for (const std::string& name : feature_columns) {
     if (name == schema.label) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": column '", name, "' is both the label and a feature"));
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("column '", name, "' is both the label and a feature"), path);
     }
     FEDSILO_ASSIGN_OR_RETURN(size_t column, find(name, "feature"));
     ColumnPlan p{name, column, nullptr};
@@ -173,10 +177,11 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
         if (col == name) p.vocabulary = &values;
       }
       if (p.vocabulary == nullptr) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": categorical column '", name,
-                         "' has no vocabulary: the job's preprocess.categories must list its "
-                         "values (the same for every silo)"));
+        return DataError(absl::StatusCode::kInvalidArgument,
+                         absl::StrCat("categorical column '", name,
+                                      "' has no vocabulary: the job's preprocess.categories must "
+                                      "list its values (the same for every silo)"),
+                         path);
       }
       for (const std::string& v : *p.vocabulary) table.features.push_back(OneHotName(name, v));
     } else {
@@ -185,23 +190,32 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
     plan.push_back(p);
   }
   if (table.features.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": no feature columns"));
+    return DataError(absl::StatusCode::kInvalidArgument, "no feature columns", path);
   }
   std::vector<double> row;
   for (size_t li = 1; li < lines.size(); ++li) {
     if (absl::StripAsciiWhitespace(lines[li]).empty()) continue;
     const std::vector<std::string> cells = SplitCsvLine(lines[li]);
-    const std::string where = absl::StrCat(path, ":", li + 1, ": ");
+    // Errors name the row (1: the first after the header) and the column;
+    // the cell, the line and the file stay in the detail, for the silo's log.
+    const std::string line = absl::StrCat(path, ":", li + 1);
+    const auto bad = [&](const std::string& column, absl::string_view problem,
+                         absl::string_view detail) {
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("row ", li, column.empty() ? "" : ", column '", column,
+                                    column.empty() ? "" : "'", ": ", problem),
+                       absl::StrCat(line, detail.empty() ? "" : ": ", detail));
+    };
     if (cells.size() != header.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "has ", cells.size(), " columns, the header has ", header.size()));
+      return bad("", absl::StrCat("has ", cells.size(), " columns, the header has ", header.size()),
+                 "");
     }
     bool drop = false;
     const auto missing = [&](const std::string& column) -> Status {
       if (schema.missing == MissingValues::kError) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, "column '", column,
-            "': missing value (the catalog's `missing:` can drop such rows or impute them)"));
+        return bad(column,
+                   "missing value (the catalog's `missing:` can drop such rows or impute them)",
+                   "");
       }
       if (schema.missing == MissingValues::kDrop) drop = true;
       return absl::OkStatus();
@@ -218,10 +232,11 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
         }
         auto it = std::find(p.vocabulary->begin(), p.vocabulary->end(), cell);
         if (it == p.vocabulary->end()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(where, "column '", p.name, "': '", cell,
-                           "' is not in the job's preprocess.categories.", p.name, " (",
-                           absl::StrJoin(*p.vocabulary, ", "), ")"));
+          return bad(
+              p.name,
+              absl::StrCat("value outside the job's vocabulary (preprocess.categories.", p.name,
+                           ")"),
+              absl::StrCat("'", cell, "' is not one of ", absl::StrJoin(*p.vocabulary, ", ")));
         }
         row[first + static_cast<size_t>(it - p.vocabulary->begin())] = 1.0;
         continue;
@@ -233,9 +248,9 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
       }
       double value = 0;
       if (!absl::SimpleAtod(cell, &value) || !std::isfinite(value)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, "column '", p.name, "': '", cell,
-            "' is not a number (list the column under `categorical:` if it holds categories)"));
+        return bad(p.name,
+                   "not a number (list the column under `categorical:` if it holds categories)",
+                   absl::StrCat("'", cell, "'"));
       }
       row.push_back(value);
     }
@@ -243,9 +258,8 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
     if (label_column >= 0) {
       const std::string& cell = cells[static_cast<size_t>(label_column)];
       if (!(IsMissing(cell) && !need_label) && !ParseClassLabel(cell, &label)) {
-        return absl::InvalidArgumentError(absl::StrCat(where, "label column '", schema.label,
-                                                       "': '", cell,
-                                                       "' is not a class (0, 1, 2, ...)"));
+        return bad(schema.label, "the label is not a class (0, 1, 2, ...)",
+                   absl::StrCat("'", cell, "'"));
       }
     }
     if (drop) continue;
@@ -253,8 +267,8 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
     if (label_column >= 0) table.labels.push_back(label);
   }
   if (table.values.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": no data rows", lines.size() > 1 ? " left" : ""));
+    return DataError(absl::StatusCode::kInvalidArgument,
+                     absl::StrCat("no data rows", lines.size() > 1 ? " left" : ""), path);
   }
   if (std::find(table.labels.begin(), table.labels.end(), -1) != table.labels.end()) {
     table.labels.clear();  // some rows lack a label: predict without one
@@ -279,11 +293,11 @@ StatusOr<std::shared_ptr<Dataset>> PrepareTabular(const TabularData& table,
     const auto first_difference = std::mismatch(st.features.begin(), st.features.end(),
                                                 table.features.begin(), table.features.end());
     const size_t i = static_cast<size_t>(first_difference.first - st.features.begin());
-    return absl::InvalidArgumentError(
+    return Shareable(absl::InvalidArgumentError(
         absl::StrCat(where, ": features do not match the job's: feature ", i + 1, " is '",
                      i < table.features.size() ? table.features[i] : "(none)", "', the job's is '",
                      i < st.features.size() ? st.features[i] : "(none)", "' (",
-                     table.features.size(), " features against ", st.features.size(), ")"));
+                     table.features.size(), " features against ", st.features.size(), ")")));
   }
   const size_t n = st.features.size();
   std::vector<double> fill(n), center(n), divisor(n);
@@ -329,9 +343,9 @@ StatusOr<std::shared_ptr<Dataset>> PrepareImages(std::shared_ptr<const Dataset> 
   FEDSILO_RETURN_IF_ERROR(RequireStatistics(preprocess, where));
   const FeatureStatistics& st = preprocess.statistics;
   if (st.shape != images->example_shape) {
-    return absl::InvalidArgumentError(absl::StrCat(
+    return Shareable(absl::InvalidArgumentError(absl::StrCat(
         where, ": images of shape ", ShapeToString(images->example_shape), " are not the job's ",
-        st.shape.empty() ? std::string("(a table)") : ShapeToString(st.shape)));
+        st.shape.empty() ? std::string("(a table)") : ShapeToString(st.shape))));
   }
   auto d = std::make_shared<Dataset>(*images);
   d->num_classes = static_cast<int>(st.class_counts.size());

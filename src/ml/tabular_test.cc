@@ -14,6 +14,7 @@ namespace fedsilo::ml {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string WriteCsv(const std::string& name, const std::string& text) {
   const std::string dir = ::testing::TempDir() + "/tabular_test";
@@ -44,7 +45,8 @@ TEST(TabularTest, ReadsFeaturesOneHotCategoriesAndLabels) {
   // "1,000" is one quoted cell but not a number.
   StatusOr<TabularData> bad = ReadTabularCsv(path, Schema(), Categories());
   ASSERT_FALSE(bad.ok());
-  EXPECT_THAT(bad.status().message(), HasSubstr(path + ":3: column 'amount': '1,000'"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("row 2, column 'amount': not a number"));
+  EXPECT_THAT(FullMessage(bad.status()), HasSubstr(path + ":3: '1,000'"));
 
   const std::string good = WriteCsv("good.csv",
                                     "amount,merchant,\"hour\",fraud\n"
@@ -69,11 +71,15 @@ TEST(TabularTest, ReadsFeaturesOneHotCategoriesAndLabels) {
   EXPECT_TRUE(u->labels.empty());
 }
 
-TEST(TabularTest, SchemaErrorsNameTheFileAndColumn) {
+// Each error names the row and column in a message that may leave the silo,
+// and keeps the file, the line and the cell in its detail for the silo's log.
+TEST(TabularTest, SchemaErrorsNameTheRowAndColumnAndKeepTheCellToTheSilo) {
   struct Case {
     std::string csv;
     TabularSchema schema;
-    std::string expected;  // after the path
+    std::string shared;  // the message
+    std::string detail;  // after the path, in the detail
+    std::string secret;  // a value of the file, never in the message
   };
   TabularSchema extra = Schema();
   extra.features = {"amount", "merchant", "country"};
@@ -81,29 +87,39 @@ TEST(TabularTest, SchemaErrorsNameTheFileAndColumn) {
   no_vocab.categorical = {"merchant", "hour"};
   const std::vector<Case> cases = {
       {"amount,merchant,hour,label\n1,atm,2,0\n", Schema(),
-       ": label column 'fraud' is not in the header (columns: amount, merchant, hour, label)"},
+       "label column 'fraud' is not in the file's header",
+       ": columns: amount, merchant, hour, label", ""},
       {"amount,merchant,hour,fraud\n1,atm,2,0\n", extra,
-       ": feature column 'country' is not in the header"},
-      {"amount,merchant,hour,fraud\n1,atm,2,0\nx,atm,2,0\n", Schema(),
-       ":3: column 'amount': 'x' is not a number"},
-      {"amount,merchant,hour,fraud\n1,bank,2,0\n", Schema(),
-       ":2: column 'merchant': 'bank' is not in the job's preprocess.categories.merchant "
-       "(atm, online, shop)"},
-      {"amount,merchant,hour,fraud\n1,atm,2,yes\n", Schema(),
-       ":2: label column 'fraud': 'yes' is not a class"},
-      {"amount,merchant,hour,fraud\n1,atm,,0\n", Schema(), ":2: column 'hour': missing value"},
-      {"amount,merchant,hour,fraud\n1,atm,2\n", Schema(), ":2: has 3 columns, the header has 4"},
+       "feature column 'country' is not in the file's header", ": columns:", ""},
+      {"amount,merchant,hour,fraud\n1,atm,2,0\n71.25,atm,2,0\nx9q,atm,2,0\n", Schema(),
+       "row 3, column 'amount': not a number", ":4: 'x9q'", "x9q"},
+      {"amount,merchant,hour,fraud\n1,bankofxyz,2,0\n", Schema(),
+       "row 1, column 'merchant': value outside the job's vocabulary "
+       "(preprocess.categories.merchant)",
+       ":2: 'bankofxyz' is not one of atm, online, shop", "bankofxyz"},
+      {"amount,merchant,hour,fraud\n1,atm,2,yesno\n", Schema(),
+       "row 1, column 'fraud': the label is not a class", ":2: 'yesno'", "yesno"},
+      {"amount,merchant,hour,fraud\n1,atm,,0\n", Schema(), "row 1, column 'hour': missing value",
+       ":2", ""},
+      {"amount,merchant,hour,fraud\n1,atm,2\n", Schema(), "row 1: has 3 columns, the header has 4",
+       ":2", ""},
       {"amount,merchant,hour,fraud\n1,atm,2,0\n", no_vocab,
-       ": categorical column 'hour' has no vocabulary"},
-      {"amount,merchant,amount,fraud\n1,atm,2,0\n", Schema(), ":1: column 'amount' appears twice"},
-      {"", Schema(), ": empty file"},
+       "categorical column 'hour' has no vocabulary", "", ""},
+      {"amount,merchant,amount,fraud\n1,atm,2,0\n", Schema(), "column 'amount' appears twice", "",
+       ""},
+      {"", Schema(), "the file is empty", "", ""},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string path = WriteCsv(absl::StrCat("bad", i, ".csv"), cases[i].csv);
     StatusOr<TabularData> t = ReadTabularCsv(path, cases[i].schema, Categories());
     ASSERT_FALSE(t.ok()) << "case " << i;
     EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(t.status().message(), HasSubstr(path + cases[i].expected)) << "case " << i;
+    const std::string message(t.status().message());
+    EXPECT_THAT(message, HasSubstr(cases[i].shared)) << "case " << i;
+    EXPECT_TRUE(IsShareable(t.status())) << "case " << i;
+    EXPECT_THAT(message, Not(HasSubstr(path))) << "case " << i;
+    if (!cases[i].secret.empty()) EXPECT_THAT(message, Not(HasSubstr(cases[i].secret)));
+    EXPECT_THAT(PrivateDetail(t.status()), HasSubstr(path + cases[i].detail)) << "case " << i;
   }
   EXPECT_FALSE(ReadTabularCsv("/nonexistent/x.csv", Schema(), Categories()).ok());
 }

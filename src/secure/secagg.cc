@@ -183,9 +183,10 @@ StatusOr<std::string> SecAggSilo::Advertise(const pb::Request& r) {
   }
   FEDSILO_RETURN_IF_ERROR(update_->CheckFinite());
   if (params_.max_weight > 0 && static_cast<double>(examples_) > params_.max_weight) {
+    // (The count itself is masked like the update: it does not go out.)
     return absl::InvalidArgumentError(absl::StrCat(
-        "this silo trained on ", examples_,
-        " examples, more than privacy.secure_aggregation.max_weight (", params_.max_weight, ")"));
+        "this silo trained on more examples than privacy.secure_aggregation.max_weight (",
+        params_.max_weight, ")"));
   }
   share_keys_ = NewKeyPair();
   mask_keys_ = NewKeyPair();

@@ -247,7 +247,7 @@ std::string Who(const std::string& dataset) {
 }
 
 Status Refuse(const std::string& dataset, const std::string& why) {
-  return absl::FailedPreconditionError(absl::StrCat(Who(dataset), why));
+  return Shareable(absl::FailedPreconditionError(absl::StrCat(Who(dataset), why)));
 }
 
 }  // namespace
@@ -275,7 +275,7 @@ StatusOr<DpPlan> PlanDp(const JobConfig& job, int64_t train_rows) {
   }
   StatusOr<double> sigma = privacy::ComputeNoiseMultiplier(dp.target_epsilon, plan.sample_rate,
                                                            plan.planned_steps, dp.delta);
-  if (!sigma.ok()) return Annotate(sigma.status(), "privacy.dp.target_epsilon");
+  if (!sigma.ok()) return Shareable(Annotate(sigma.status(), "privacy.dp.target_epsilon"));
   plan.noise_multiplier = *sigma;
   return plan;
 }
@@ -369,10 +369,10 @@ Status PrivacyGuard::CheckJob(const std::string& dataset, const std::string& run
   for (const LedgerEntry& e : entries_) {
     if (e.dataset == dataset && e.run_id == run_id && !e.job_digest.empty() &&
         e.job_digest != PinnedJobDigest(job)) {
-      return absl::FailedPreconditionError(
+      return Shareable(absl::FailedPreconditionError(
           absl::StrCat("silo refuses job '", run_id,
                        "': this task carries a job other than the one admitted "
-                       "for the run (a run's job is pinned when its first task is admitted)"));
+                       "for the run (a run's job is pinned when its first task is admitted)")));
     }
   }
   return absl::OkStatus();
@@ -457,9 +457,9 @@ StatusOr<LedgerEntry> PrivacyGuard::Admit(const std::string& dataset, const std:
   if (LedgerEntry* known = Find(dataset, run_id)) {
     if (known->job_digest.empty()) known->job_digest = PinnedJobDigest(job);  // a version 1 entry
     if (known->dp != (dp != nullptr)) {
-      return absl::FailedPreconditionError(
+      return Shareable(absl::FailedPreconditionError(
           absl::StrCat("silo refuses job '", run_id, "': admitted ", known->dp ? "with" : "without",
-                       " DP, and this task is ", dp != nullptr ? "with" : "without", " it"));
+                       " DP, and this task is ", dp != nullptr ? "with" : "without", " it")));
     }
     return *known;
   }
@@ -492,8 +492,8 @@ StatusOr<LedgerEntry> PrivacyGuard::Charge(const std::string& dataset, const std
   std::lock_guard<std::mutex> lock(mu_);
   LedgerEntry* e = Find(dataset, run_id);
   if (e == nullptr || !e->dp) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("silo has not admitted job '", run_id, "' for DP-SGD on '", dataset, "'"));
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("silo has not admitted job '", run_id, "' for DP-SGD on '", dataset, "'")));
   }
   if (e->accountant != kLedgerAccountant) {
     return Refuse(dataset, absl::StrCat("job '", run_id,
@@ -525,8 +525,8 @@ Status PrivacyGuard::CountEvaluation(const std::string& dataset, const std::stri
   std::lock_guard<std::mutex> lock(mu_);
   LedgerEntry* e = Find(dataset, run_id);
   if (e == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("silo has not admitted job '", run_id, "' on '", dataset, "'"));
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("silo has not admitted job '", run_id, "' on '", dataset, "'")));
   }
   const int max = PolicyFor(dataset).MaxEvaluations(job);
   if (e->evaluations >= max) {
@@ -546,14 +546,14 @@ Status PrivacyGuard::PinStatistics(const std::string& dataset, const std::string
   std::lock_guard<std::mutex> lock(mu_);
   LedgerEntry* e = Find(dataset, run_id);
   if (e == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("silo has not admitted job '", run_id, "' on '", dataset, "'"));
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("silo has not admitted job '", run_id, "' on '", dataset, "'")));
   }
   if (e->statistics_digest == digest) return absl::OkStatus();
   if (!e->statistics_digest.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    return Shareable(absl::FailedPreconditionError(absl::StrCat(
         "silo refuses job '", run_id,
-        "': this task carries other federated statistics than the run's earlier tasks"));
+        "': this task carries other federated statistics than the run's earlier tasks")));
   }
   e->statistics_digest = digest;
   return Save();

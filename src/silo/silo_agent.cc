@@ -12,6 +12,7 @@
 #include "core/model_state_file.h"
 #include "core/score_histogram.h"
 #include "privacy/rdp_accountant.h"
+#include "silo/outgoing.h"
 #include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
@@ -22,7 +23,8 @@ SiloAgent::SiloAgent(std::string name, ml::SiloData data, BusyClock* busy_clock)
 StatusOr<transport::FitReply> SiloAgent::Fit(const transport::FitRequest& request) {
   StatusOr<transport::FitReply> reply = FitImpl(request);
   if (!reply.ok()) {
-    return Annotate(reply.status(), absl::StrCat("silo '", name_, "': round ", request.round));
+    return Outgoing(
+        Annotate(reply.status(), absl::StrCat("silo '", name_, "': round ", request.round)), name_);
   }
   return reply;
 }
@@ -30,7 +32,10 @@ StatusOr<transport::FitReply> SiloAgent::Fit(const transport::FitRequest& reques
 StatusOr<std::string> SiloAgent::SecureStep(const transport::SecureStepRequest& request) {
   StatusOr<std::string> reply = secagg_.Handle(request.run_id, request.round, request.payload);
   if (!reply.ok()) {
-    return Annotate(reply.status(), absl::StrCat("silo '", name_, "': round ", request.round));
+    // The protocol's errors are made from its messages, not from records.
+    return Outgoing(Shareable(Annotate(reply.status(),
+                                       absl::StrCat("silo '", name_, "': round ", request.round))),
+                    name_);
   }
   return reply;
 }
@@ -93,9 +98,10 @@ StatusOr<transport::FitReply> SiloAgent::Evaluate(const transport::FitRequest& r
   if (guard_ != nullptr) {
     FEDSILO_RETURN_IF_ERROR(guard_->CountEvaluation(guard_dataset_, request.run_id, *request.job));
   }
-  FEDSILO_RETURN_IF_ERROR(model_->SetState(*request.global));
+  FEDSILO_RETURN_IF_ERROR(Shareable(model_->SetState(*request.global)));
   BusyClock::Scope busy(busy_clock_);
-  if (data_.test.size() == 0) return absl::FailedPreconditionError("no test rows to score on");
+  if (data_.test.size() == 0)
+    return Shareable(absl::FailedPreconditionError("no test rows to score on"));
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logp, model_->PredictLogProbabilities(data_.test));
   const ml::ClassificationMetrics m =
       ml::MetricsOfPredictions(logp, data_.test.dataset->num_classes, data_.test);
@@ -121,7 +127,7 @@ StatusOr<transport::FitReply> SiloAgent::Evaluate(const transport::FitRequest& r
 
 StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& request) {
   if (request.job == nullptr || request.global == nullptr) {
-    return absl::InvalidArgumentError("request carries no job or no model");
+    return Shareable(absl::InvalidArgumentError("request carries no job or no model"));
   }
   const JobConfig& job = *request.job;
   FEDSILO_RETURN_IF_ERROR(Admit(request));
@@ -129,7 +135,10 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     ml::ModelSpec spec{job.model, data_.train.dataset->example_shape,
                        data_.train.dataset->num_classes};
     if (!module_path_.empty()) spec.config.torchscript = module_path_;
-    FEDSILO_ASSIGN_OR_RETURN(model_, ml::Model::Create(spec, request.seed));
+    // The model against the data's shapes (a module runs on zeros only here).
+    StatusOr<std::unique_ptr<ml::Model>> model = ml::Model::Create(spec, request.seed);
+    if (!model.ok()) return Shareable(model.status());
+    model_ = std::move(model).value();
   }
   if (request.task == transport::TaskKind::kEvaluate) return Evaluate(request);
   // SCAFFOLD: the server control variate c comes with the global model.
@@ -138,12 +147,12 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   const ModelState* global = request.global;
   if (scaffold) {
     std::tie(scaffold_model, server_control) = SplitControl(*request.global);
-    FEDSILO_RETURN_IF_ERROR(
-        Annotate(server_control.CheckSameLayout(scaffold_model), "scaffold: the control variate"));
+    FEDSILO_RETURN_IF_ERROR(Shareable(
+        Annotate(server_control.CheckSameLayout(scaffold_model), "scaffold: the control variate")));
     global = &scaffold_model;
     FEDSILO_RETURN_IF_ERROR(LoadControl(request.run_id, scaffold_model));
   }
-  FEDSILO_RETURN_IF_ERROR(model_->SetState(*global));
+  FEDSILO_RETURN_IF_ERROR(Shareable(model_->SetState(*global)));
 
   transport::FitReply reply;
   int64_t steps = 0;
@@ -187,8 +196,8 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     steps = stats.steps;
     if (dp) {
       if (stats.steps != dp_->steps_per_round) {
-        return absl::InternalError(absl::StrCat("DP-SGD took ", stats.steps, " steps, ",
-                                                dp_->steps_per_round, " were charged"));
+        return Shareable(absl::InternalError(absl::StrCat("DP-SGD took ", stats.steps, " steps, ",
+                                                          dp_->steps_per_round, " were charged")));
       }
       reply.metrics["epsilon"] = epsilon;
       reply.metrics["dp_noise_multiplier"] = dp->noise_multiplier;

@@ -15,6 +15,7 @@
 #include "ml/partitioner.h"
 #include "ml/tabular.h"
 #include "secure/audit_log.h"
+#include "silo/outgoing.h"
 #include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
@@ -157,53 +158,55 @@ StatusOr<std::string> SiloRuntime::ModulePath(const transport::FitRequest& reque
   if (job.model.kind != ModelKind::kTorchScript) return std::string();
   const std::string& name = job.model.torchscript;
   StatusOr<std::string> shipped = ShippedModuleDigest(name);
-  if (!shipped.ok()) return Annotate(shipped.status(), "model.torchscript");
+  if (!shipped.ok()) return Shareable(Annotate(shipped.status(), "model.torchscript"));
   if (!shipped->empty()) {
     // Shipped with the job by the orchestrator.
     const std::string& digest = *shipped;
     // Default deny: a module runs here only if the silo's owner listed it.
     if (guard_ == nullptr) {
-      return absl::FailedPreconditionError(
+      return Shareable(absl::FailedPreconditionError(
           absl::StrCat("silo '", silo_name_,
                        "' has no policy, so it runs no TorchScript module a job ships "
-                       "(its owner lists them in the policy's allowed_models)"));
+                       "(its owner lists them in the policy's allowed_models)")));
     }
     FEDSILO_RETURN_IF_ERROR(guard_->CheckModel(job.data.dataset, digest));
     if (state_dir_.empty()) {
-      return absl::FailedPreconditionError("this silo has no state folder to keep modules in");
+      return Shareable(
+          absl::FailedPreconditionError("this silo has no state folder to keep modules in"));
     }
     const std::string path = ShippedModulePath(state_dir_ + "/models", digest);
     std::error_code ec;
     if (request.torchscript != nullptr && !std::filesystem::exists(path, ec)) {
       if (secure::BytesDigest(*request.torchscript) != digest) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("the TorchScript module sent does not match its digest ", name));
+        return Shareable(absl::InvalidArgumentError(
+            absl::StrCat("the TorchScript module sent does not match its digest ", name)));
       }
       std::filesystem::create_directories(state_dir_ + "/models", ec);
       FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, *request.torchscript));
     }
     if (!std::filesystem::exists(path, ec)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("model ", name, " did not come with the task and is not kept here"));
+      return Shareable(absl::FailedPreconditionError(
+          absl::StrCat("model ", name, " did not come with the task and is not kept here")));
     }
     return path;
   }
   // Named by path (a local federation): loading a module runs its code, so
   // only from where the silo's owner said.
   if (models_dir_.empty()) {
-    return absl::FailedPreconditionError(
+    return Shareable(absl::FailedPreconditionError(
         absl::StrCat("silo '", silo_name_,
                      "' loads no TorchScript models (model.torchscript); its owner "
-                     "can allow those in a folder with `fedsilo silo --models-dir DIR`"));
+                     "can allow those in a folder with `fedsilo silo --models-dir DIR`")));
   }
   std::error_code ec;
   const std::filesystem::path dir = std::filesystem::weakly_canonical(models_dir_, ec);
   const std::filesystem::path file = std::filesystem::weakly_canonical(job.model.torchscript, ec);
   const std::string d = dir.string() + "/", f = file.string();
   if (ec || f.compare(0, d.size(), d) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("silo '", silo_name_, "': model.torchscript ", job.model.torchscript,
-                     " is not in its models folder ", models_dir_));
+    return DataError(absl::StatusCode::kFailedPrecondition,
+                     absl::StrCat("silo '", silo_name_, "': model.torchscript ",
+                                  job.model.torchscript, " is not in its models folder"),
+                     absl::StrCat("--models-dir ", models_dir_));
   }
   return job.model.torchscript;
 }
@@ -211,9 +214,9 @@ StatusOr<std::string> SiloRuntime::ModulePath(const transport::FitRequest& reque
 StatusOr<const DatasetEntry*> SiloRuntime::Entry(const std::string& dataset) const {
   auto it = catalog_.find(dataset);
   if (it == catalog_.end()) {
-    return absl::NotFoundError(absl::StrCat("silo '", silo_name_, "' has no dataset '", dataset,
-                                            "' (it offers: ", absl::StrJoin(DatasetNames(), ", "),
-                                            ")"));
+    return Shareable(absl::NotFoundError(
+        absl::StrCat("silo '", silo_name_, "' has no dataset '", dataset,
+                     "' (it offers: ", absl::StrJoin(DatasetNames(), ", "), ")")));
   }
   return &it->second;
 }
@@ -255,8 +258,8 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
     const auto& silos = job.federation.silos;
     const auto pos = std::find(silos.begin(), silos.end(), silo_name_);
     if (pos == silos.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "silo '", silo_name_, "' is not in the job's federation.silos, so it has no share"));
+      return Shareable(absl::InvalidArgumentError(absl::StrCat(
+          "silo '", silo_name_, "' is not in the job's federation.silos, so it has no share")));
     }
     parts = static_cast<int>(silos.size());
     index = static_cast<int>(pos - silos.begin());
@@ -270,15 +273,22 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
 
 StatusOr<SiloRuntime::TableSplit> SiloRuntime::ReadTable(const DatasetEntry& entry,
                                                          const JobConfig& job) const {
-  FEDSILO_ASSIGN_OR_RETURN(ml::TabularData table,
-                           ml::ReadTabularCsv(entry.csv, entry.schema, job.preprocess));
+  StatusOr<ml::TabularData> read = ml::ReadTabularCsv(entry.csv, entry.schema, job.preprocess);
+  if (!read.ok()) {
+    return Annotate(read.status(),
+                    absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "'"));
+  }
+  ml::TabularData table = std::move(read).value();
   // Seeded by the job: every task of a run sees the same split.
   const auto [train, test] = ml::StratifiedIndices(table.labels, ml::NumClassesOf(table.labels),
                                                    job.data.silo_test_fraction, job.seed);
   if (train.empty() || test.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        entry.csv, ": ", table.rows(), " rows are too few to keep ", job.data.silo_test_fraction,
-        " of them for testing (data.silo_test_fraction)"));
+    return DataError(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "': ", table.rows(),
+                     " rows are too few to keep ", job.data.silo_test_fraction,
+                     " of them for testing (data.silo_test_fraction)"),
+        entry.csv);
   }
   return TableSplit{table.Subset(train), table.Subset(test)};
 }
@@ -295,14 +305,20 @@ StatusOr<ml::DatasetSplits> SiloRuntime::ReadImages(const DatasetEntry& entry, c
     if (name.find("labels") != std::string::npos) labels.push_back(file.path().string());
   }
   if (ec) {
-    return absl::NotFoundError(absl::StrCat(entry.idx, ": cannot read the folder: ", ec.message()));
+    return DataError(absl::StatusCode::kNotFound,
+                     absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset,
+                                  "': cannot read its folder"),
+                     absl::StrCat(entry.idx, ": ", ec.message()));
   }
   if (images.size() != 1 || labels.size() != 1) {
     std::sort(all.begin(), all.end());
-    return absl::InvalidArgumentError(
-        absl::StrCat(entry.idx,
-                     ": expected one IDX file whose name holds 'images' and one whose name holds "
-                     "'labels', found ",
+    return DataError(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset,
+                     "': expected one IDX file whose name holds 'images' and one "
+                     "whose name holds 'labels' in its folder, found ",
+                     all.size(), " files"),
+        absl::StrCat(entry.idx, ": ",
                      all.empty() ? std::string("no files") : absl::StrJoin(all, ", ")));
   }
   FEDSILO_ASSIGN_OR_RETURN(
@@ -312,9 +328,12 @@ StatusOr<ml::DatasetSplits> SiloRuntime::ReadImages(const DatasetEntry& entry, c
   data.name = job.data.dataset;
   ml::DatasetSplits splits = ml::StratifiedSplit(data, job.data.silo_test_fraction, job.seed);
   if (splits.train->size() == 0 || splits.test->size() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        entry.idx, ": ", data.size(), " images are too few to keep ", job.data.silo_test_fraction,
-        " of them for testing (data.silo_test_fraction)"));
+    return DataError(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "': ", data.size(),
+                     " images are too few to keep ", job.data.silo_test_fraction,
+                     " of them for testing (data.silo_test_fraction)"),
+        entry.idx);
   }
   return splits;
 }
@@ -333,7 +352,7 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::FinishAgent(ml::SiloData data,
 }
 
 StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& request) {
-  if (request.job == nullptr) return absl::InvalidArgumentError("task carries no job");
+  if (request.job == nullptr) return Shareable(absl::InvalidArgumentError("task carries no job"));
   const std::string round = std::to_string(request.round);
   if (audit_ != nullptr) {
     audit_->Record("task_received",
@@ -343,6 +362,7 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
                     {"job_digest", secure::BytesDigest(JobConfigToYaml(*request.job))}});
   }
   StatusOr<transport::FitReply> reply = Handle(request);
+  if (!reply.ok()) reply = Outgoing(reply.status(), silo_name_);
   if (audit_ != nullptr && !reply.ok()) {
     audit_->Record("refused", {{"job", request.run_id},
                                {"round", round},
@@ -386,9 +406,9 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
                                                       const std::string& run_id) {
   FEDSILO_ASSIGN_OR_RETURN(const DatasetEntry* entry, Entry(job.data.dataset));
   if (!entry->builtin.empty()) {
-    return absl::InvalidArgumentError(
+    return Shareable(absl::InvalidArgumentError(
         absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "' is the built-in '",
-                     entry->builtin, "', not the silo's own files: its jobs need no statistics"));
+                     entry->builtin, "', not the silo's own files: its jobs need no statistics")));
   }
   // The statistics are data leaving the silo: the policy decides as for
   // training, and more.
@@ -396,17 +416,17 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
   const DatasetPolicy& rules = guard_ != nullptr ? guard_->PolicyFor(job.data.dataset) : kDefaults;
   const std::string who = absl::StrCat("silo policy for dataset '", job.data.dataset, "': ");
   if (rules.require_local_dp) {
-    return absl::FailedPreconditionError(
+    return Shareable(absl::FailedPreconditionError(
         absl::StrCat(who,
                      "the federated statistics are exact sums, not differentially private, and the "
-                     "policy allows only DP training (require_local_dp)"));
+                     "policy allows only DP training (require_local_dp)")));
   }
   if (job.preprocess.scale == ScaleKind::kMinMax && !rules.statistics.share_min_max) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    return Shareable(absl::FailedPreconditionError(absl::StrCat(
         who,
         "preprocess.scale minmax needs the features' minima and maxima, which are single "
         "records' values; the policy keeps them in the silo (statistics.share_min_max: "
-        "false); use scale: standard"));
+        "false); use scale: standard")));
   }
   FeatureSums sums;
   if (!entry->csv.empty()) {
@@ -428,16 +448,16 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
   const int64_t k = rules.statistics.min_count;
   for (size_t c = 0; c < sums.class_counts.size(); ++c) {
     if (sums.class_counts[c] > 0 && sums.class_counts[c] < k) {
-      return absl::FailedPreconditionError(
+      return Shareable(absl::FailedPreconditionError(
           absl::StrCat(who, "class ", c, " has fewer than ", k,
-                       " training rows, too few to describe (statistics.min_count)"));
+                       " training rows, too few to describe (statistics.min_count)")));
     }
   }
   for (size_t i = 0; i < sums.features.size(); ++i) {
     if (sums.count[i] > 0 && sums.count[i] < k) {
-      return absl::FailedPreconditionError(
+      return Shareable(absl::FailedPreconditionError(
           absl::StrCat(who, "feature '", sums.features[i], "' has fewer than ", k,
-                       " values, too few to describe (statistics.min_count)"));
+                       " values, too few to describe (statistics.min_count)")));
     }
   }
   if (!rules.statistics.share_min_max) sums.WithholdMinMax();
@@ -451,10 +471,11 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
 
 StatusOr<std::string> SiloRuntime::SecureStep(const transport::SecureStepRequest& request) {
   if (agent_ == nullptr || agent_run_id_ != request.run_id) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("silo '", silo_name_, "' has not trained for job '", request.run_id, "'"));
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("silo '", silo_name_, "' has not trained for job '", request.run_id, "'")));
   }
   StatusOr<std::string> reply = agent_->SecureStep(request);
+  if (!reply.ok()) reply = Outgoing(reply.status(), silo_name_);
   if (audit_ != nullptr) {
     const std::string round = std::to_string(request.round);
     if (reply.ok()) {
