@@ -1,7 +1,6 @@
 // The only place (with torch_state.cc) that includes libtorch.
 #include "ml/model.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <dlfcn.h>
 #include <torch/script.h>
 #include <torch/torch.h>
@@ -9,12 +8,14 @@
 #include <algorithm>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
+#include "privacy/secure_random.h"
 
 namespace fedsilo::ml {
 namespace {
@@ -474,7 +475,12 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
   const int64_t steps_per_epoch = DpStepsPerEpoch(n, config.batch_size);
   const double expected_batch = q * static_cast<double>(n);
   const double noise_std = dp.noise_multiplier * dp.max_grad_norm;
-  at::Generator gen = at::detail::createCPUGenerator(dp.secret_seed);
+  // Sampling and noise from a CSPRNG (privacy/secure_random.h), never from
+  // the job's seed or a statistical generator.
+  std::optional<privacy::SecureRandom> own;
+  if (dp.random == nullptr) own.emplace();
+  privacy::SecureRandom& random = dp.random != nullptr ? *dp.random : *own;
+  std::vector<float> noise;
   TrainStats stats;
   stats.examples = n;
   double loss_sum = 0;
@@ -483,10 +489,11 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
                            DpParameters(*net, net->ParameterLayers()));
   for (int epoch = 0; epoch < config.local_epochs; ++epoch) {
     for (int64_t step = 0; step < steps_per_epoch; ++step) {
-      torch::Tensor take = torch::bernoulli(torch::full({n}, q, torch::kFloat64), gen);
-      torch::Tensor chosen = take.nonzero().flatten().to(torch::kInt64).contiguous();
-      std::vector<int64_t> batch(chosen.data_ptr<int64_t>(),
-                                 chosen.data_ptr<int64_t>() + chosen.numel());
+      // Poisson sampling: each example independently with probability q.
+      std::vector<int64_t> batch;
+      for (int64_t i = 0; i < n; ++i) {
+        if (random.Bernoulli(q)) batch.push_back(i);
+      }
       std::vector<torch::Tensor> sums(params.size());
       if (!batch.empty()) {
         auto [x, y] = MakeBatch(data, batch, 0, batch.size());
@@ -519,7 +526,10 @@ StatusOr<TrainStats> TrainDpSgd(Net& net, torch::optim::Optimizer& optimizer, co
       torch::NoGradGuard no_grad;
       for (size_t i = 0; i < params.size(); ++i) {
         torch::Tensor sum = sums[i].defined() ? sums[i] : torch::zeros_like(params[i]);
-        torch::Tensor noisy = sum + torch::randn(params[i].sizes(), gen) * noise_std;
+        noise.resize(static_cast<size_t>(params[i].numel()));
+        random.FillGaussian(noise.data(), noise.size(), noise_std);
+        torch::Tensor noisy =
+            sum + torch::from_blob(noise.data(), params[i].sizes(), torch::kFloat32);
         params[i].mutable_grad() = noisy / expected_batch;
       }
       terms.AddGradient();

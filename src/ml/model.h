@@ -21,6 +21,10 @@
 #include "ml/dataset.h"
 #include "ml/metrics.h"
 
+namespace fedsilo::privacy {
+class SecureRandom;
+}  // namespace fedsilo::privacy
+
 namespace fedsilo::ml {
 
 struct ModelSpec {
@@ -47,9 +51,11 @@ struct TrainStats {
 struct DpSgdOptions {
   double noise_multiplier = 0;
   double max_grad_norm = 1.0;
-  // Seeds sampling and noise. It must be secret from everyone who sees the
-  // update (the orchestrator): draw it from the operating system.
-  uint64_t secret_seed = 0;
+  // Draws the sampling and the noise, which must be secret from everyone who
+  // sees the update (the orchestrator). Not owned. Null: a generator keyed
+  // from the operating system for this call (what a silo uses); tests give
+  // one keyed by them to replay a run.
+  privacy::SecureRandom* random = nullptr;
 };
 
 // DP-SGD's sample rate and steps per epoch for `n` examples.

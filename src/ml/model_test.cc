@@ -7,6 +7,7 @@
 #include <random>
 
 #include "core/model_state_file.h"
+#include "privacy/secure_random.h"
 
 namespace fedsilo::ml {
 namespace {
@@ -317,7 +318,10 @@ TEST(ModelTest, DpSgdClipsEachExampleAndAddsCalibratedNoise) {
   auto step_norm = [&](double noise, double clip, uint64_t secret) {
     auto model = Model::Create(Spec(ModelKind::kLogistic), 2);
     ModelState before = (*model)->GetState();
-    DpSgdOptions dp{noise, clip, secret};
+    privacy::SecureRandom::Key key{};
+    key[0] = static_cast<uint8_t>(secret);
+    auto random = privacy::SecureRandom::WithKeyForTesting(key);
+    DpSgdOptions dp{noise, clip, &random};
     auto stats = (*model)->Train(DataView::All(data), t, 0, &dp);
     EXPECT_TRUE(stats.ok()) << stats.status();
     EXPECT_EQ(stats->steps, 1);
@@ -340,9 +344,17 @@ TEST(ModelTest, DpSgdClipsEachExampleAndAddsCalibratedNoise) {
   const double expected = std::sqrt(10.0) * 200.0 / 64.0;
   EXPECT_GT(noisy, 0.5 * expected);
   EXPECT_LT(noisy, 2.0 * expected);
-  // The noise comes from the secret seed, not the job's seed.
+  // The noise comes from the generator's key, not the job's seed.
   EXPECT_NE(step_norm(5.0, 1.0, 3), step_norm(5.0, 1.0, 4));
   EXPECT_EQ(step_norm(5.0, 1.0, 3), step_norm(5.0, 1.0, 3));
+  // Without one, each call draws a key of its own from the operating system.
+  auto os_keyed = [&] {
+    auto model = Model::Create(Spec(ModelKind::kLogistic), 2);
+    DpSgdOptions dp{5.0, 1.0, nullptr};
+    EXPECT_TRUE((*model)->Train(DataView::All(data), t, 0, &dp).ok());
+    return (*model)->GetState();
+  };
+  EXPECT_NE(os_keyed().tensors()[0].floats()[0], os_keyed().tensors()[0].floats()[0]);
 }
 
 TEST(ModelTest, DpSgdStillLearns) {
@@ -351,7 +363,7 @@ TEST(ModelTest, DpSgdStillLearns) {
   TrainingConfig t = Sgd(5);
   t.batch_size = 64;
   t.learning_rate = 0.5;
-  DpSgdOptions dp{0.8, 1.0, 42};
+  DpSgdOptions dp{0.8, 1.0, nullptr};
   auto stats = (*model)->Train(DataView::All(data), t, 0, &dp);
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->steps, 5 * DpStepsPerEpoch(512, 64));
@@ -483,7 +495,7 @@ TEST(ModelTest, TorchScriptThatDoesNotFitIsAClearError) {
 
   auto model = Model::Create(ScriptSpec(), 1);
   ASSERT_TRUE(model.ok());
-  DpSgdOptions dp{1.0, 1.0, 42};
+  DpSgdOptions dp{1.0, 1.0, nullptr};
   auto refused = (*model)->Train(DataView::All(TenClasses(50, 1)), Sgd(1), 1, &dp);
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("does not support model.torchscript"));

@@ -11,8 +11,7 @@ CentralDp::CentralDp(const DpConfig& config, int expected_silos, double sample_r
     : config_(config),
       expected_silos_(std::max(1, expected_silos)),
       sample_rate_(sample_rate),
-      clip_norm_(config.clip_norm),
-      rng_((static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}()) {
+      clip_norm_(config.clip_norm) {
   const double z = config.noise_multiplier;
   count_stddev_ = config.adaptive_clipping ? expected_silos_ / 20.0 : 0;
   update_noise_multiplier_ = z;
@@ -48,13 +47,11 @@ double CentralDp::Clip(ModelState& update) {
 
 void CentralDp::Noise(ModelState& delta_mean, int num_updates) {
   const double stddev = update_noise_multiplier_ * clip_norm_ / std::max(1, num_updates);
-  std::normal_distribution<double> gauss(0.0, stddev);
   for (Tensor& t : delta_mean.mutable_tensors()) {
-    for (float& v : t.floats()) v += static_cast<float>(gauss(rng_));
+    for (float& v : t.floats()) v += static_cast<float>(random_.Gaussian() * stddev);
   }
   if (config_.adaptive_clipping && counted_ > 0) {
-    std::normal_distribution<double> count_noise(0.0, count_stddev_);
-    const double b = (unclipped_ + count_noise(rng_)) / expected_silos_;
+    const double b = (unclipped_ + random_.Gaussian() * count_stddev_) / expected_silos_;
     clip_norm_ *= std::exp(-config_.clip_learning_rate * (b - config_.target_quantile));
   }
 }

@@ -15,19 +15,19 @@
 #define FEDSILO_PRIVACY_CENTRAL_DP_H_
 
 #include <cstdint>
-#include <random>
 
 #include "core/job_config.h"
 #include "core/model_state.h"
 #include "core/status.h"
+#include "privacy/secure_random.h"
 
 namespace fedsilo::privacy {
 
 class CentralDp {
  public:
   // REQUIRES: config.mode == DpMode::kCentral (checked by ParseJobConfig).
-  // `expected_silos`: silos sampled per round. Noise is seeded from the
-  // operating system: silos must not be able to predict it.
+  // `expected_silos`: silos sampled per round. Noise comes from a CSPRNG
+  // keyed from the operating system: silos must not be able to predict it.
   CentralDp(const DpConfig& config, int expected_silos, double sample_rate);
 
   // InvalidArgument naming the keys when adaptive clipping cannot pay for its
@@ -67,7 +67,7 @@ class CentralDp {
   bool feasible_ = true;
   int unclipped_ = 0;
   int counted_ = 0;
-  std::mt19937_64 rng_;
+  SecureRandom random_;  // keyed from the operating system
 };
 
 }  // namespace fedsilo::privacy

@@ -173,9 +173,9 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
                                                          dp_steps_, job.privacy.dp.delta));
         epsilon = spent.epsilon;
       }
-      std::random_device os_random;  // secret from the orchestrator, unlike request.seed
-      const uint64_t secret = (static_cast<uint64_t>(os_random()) << 32) ^ os_random();
-      dp = ml::DpSgdOptions{dp_->noise_multiplier, job.privacy.dp.max_grad_norm, secret};
+      // Sampling and noise from a CSPRNG keyed by this machine's operating
+      // system: secret from the orchestrator, unlike request.seed.
+      dp = ml::DpSgdOptions{dp_->noise_multiplier, job.privacy.dp.max_grad_norm, nullptr};
     }
     BusyClock::Scope busy(busy_clock_);
     ml::LocalObjective objective;

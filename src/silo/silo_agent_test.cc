@@ -147,6 +147,36 @@ TEST(SiloAgentTest, ThePolicyDecidesBeforeAnythingRunsAndTheRunStaysAsAdmitted) 
               HasSubstr("(max_evaluations_per_run)"));
 }
 
+// The orchestrator knows the task's seed; the DP noise must not follow it.
+// Two silos given the very same task train to the same update without DP,
+// and to different ones with it.
+TEST(SiloAgentTest, DpNoiseIsKeyedByTheSiloNotByTheTasksSeed) {
+  auto data = Data();
+  auto model = ml::Model::Create({Job().model, {3}, 3}, 5);
+  const ModelState global = (*model)->GetState();
+  auto update = [&](bool dp) {
+    JobConfig job = Job();
+    if (dp) {
+      job.privacy.dp.mode = DpMode::kLocal;
+      job.privacy.dp.noise_multiplier = 1.0;
+    }
+    SiloAgent agent("hospital-a", Split(data), nullptr);
+    auto reply = agent.Fit({"run", 1, 42, &job, &global});
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    return reply.ok() ? reply->update : ModelState();
+  };
+  const ModelState plain_a = update(false), plain_b = update(false);
+  EXPECT_EQ(plain_a.tensors()[0].floats()[0], plain_b.tensors()[0].floats()[0]);
+  const ModelState noisy_a = update(true), noisy_b = update(true);
+  size_t differ = 0, total = 0;
+  for (size_t t = 0; t < noisy_a.size(); ++t) {
+    for (size_t i = 0; i < noisy_a.tensors()[t].floats().size(); ++i, ++total) {
+      differ += noisy_a.tensors()[t].floats()[i] != noisy_b.tensors()[t].floats()[i];
+    }
+  }
+  EXPECT_EQ(differ, total);  // every value: fresh noise, fresh sampling
+}
+
 TEST(SiloAgentTest, PolicyMarksTheMetricsPrivate) {
   auto data = Data();
   JobConfig job = Job();
