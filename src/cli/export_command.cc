@@ -11,6 +11,7 @@
 #include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "ml/model.h"
+#include "ml/sandbox.h"
 #include "orchestrator/job_store.h"
 #include "orchestrator/run_views.h"
 #include "tracking/run_directory.h"
@@ -98,7 +99,9 @@ Status ExportCommand(const ExportOptions& options) {
       return absl::InvalidArgumentError(absl::StrCat("run ", run.run_id, "'s TorchScript module ",
                                                      module, " is gone; --format fsm works"));
     }
-    FEDSILO_RETURN_IF_ERROR(ml::Model::ExportTorchScript(module, model.state, options.out));
+    const ml::Sandbox sandbox = ml::Sandbox::ThisProgram();  // the module is code
+    FEDSILO_RETURN_IF_ERROR(
+        ml::Model::ExportTorchScript(module, model.state, options.out, &sandbox));
   }
   const std::string round =
       model.metadata.count("round") ? model.metadata.at("round") : std::to_string(options.round);

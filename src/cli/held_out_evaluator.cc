@@ -19,9 +19,9 @@ StatusOr<std::map<std::string, double>> HeldOutEvaluator::Evaluate(const ModelSt
 StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig& job) {
   orchestrator::PreparedJob prepared;
   if (job.model.kind == ModelKind::kTorchScript) {
-    prepared.save_torchscript = [module = job.model.torchscript](const ModelState& state,
-                                                                 const std::string& path) {
-      return ml::Model::ExportTorchScript(module, state, path);
+    prepared.save_torchscript = [module = job.model.torchscript, sandbox = sandbox_](
+                                    const ModelState& state, const std::string& path) {
+      return ml::Model::ExportTorchScript(module, state, path, &sandbox);
     };
   }
   if (!IsBuiltinDataset(job.data.dataset)) {
@@ -33,7 +33,7 @@ StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig&
           "data.dataset '", job.data.dataset, "': no federated statistics to size the model"));
     }
     FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model,
-                             ml::Model::Create(ml::TabularModelSpec(job), job.seed));
+                             ml::Model::Create(ml::TabularModelSpec(job), job.seed, &sandbox_));
     prepared.initial = model->GetState();
     return prepared;
   }
@@ -46,7 +46,8 @@ StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig&
                                  "split, from its --data-dir"));
   }
   const ml::ModelSpec spec{job.model, data->train->example_shape, data->train->num_classes};
-  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model, ml::Model::Create(spec, job.seed));
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model,
+                           ml::Model::Create(spec, job.seed, &sandbox_));
   prepared.initial = model->GetState();
   prepared.evaluator =
       std::make_unique<HeldOutEvaluator>(std::move(model), ml::DataView::All(data->test), nullptr);

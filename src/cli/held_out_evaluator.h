@@ -11,6 +11,7 @@
 #include "core/busy_clock.h"
 #include "ml/dataset.h"
 #include "ml/model.h"
+#include "ml/sandbox.h"
 #include "orchestrator/job_manager.h"
 #include "orchestrator/orchestrator.h"
 
@@ -38,11 +39,14 @@ class HeldOutEvaluator : public orchestrator::ModelEvaluator {
 // evaluator: the silos score the global model on their test rows.
 class BuiltinJobPreparer : public orchestrator::JobPreparer {
  public:
-  explicit BuiltinJobPreparer(std::string data_dir) : data_dir_(std::move(data_dir)) {}
+  // A job's TorchScript module runs only in `sandbox`, never in this process.
+  BuiltinJobPreparer(std::string data_dir, ml::Sandbox sandbox)
+      : data_dir_(std::move(data_dir)), sandbox_(std::move(sandbox)) {}
   StatusOr<orchestrator::PreparedJob> Prepare(const JobConfig& job) override;
 
  private:
   std::string data_dir_;
+  ml::Sandbox sandbox_;
 };
 
 }  // namespace fedsilo::cli

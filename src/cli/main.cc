@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "core/allocator.h"
 #include "core/job_config.h"
 #include "core/status.h"
+#include "ml/sandbox.h"
 #include "secure/provisioner.h"
 
 namespace fedsilo::cli {
@@ -341,12 +343,11 @@ int Main(int argc, char** argv) {
       ->required()
       ->expected(1);
   runs_show->add_flag("--json", runs_options.json, "Print JSON");
-  CLI::App* runs_compare = runs_command(
-      "compare", "Runs side by side: the job keys that differ, and the final metrics");
+  CLI::App* runs_compare =
+      runs_command("compare", "Runs side by side: the job keys that differ, and the final metrics");
   runs_compare->add_option("runs", run_names, "Two or more runs")->required()->expected(2, -1);
   runs_compare->add_flag("--json", runs_options.json, "Print JSON");
-  CLI::App* runs_export =
-      runs_command("export", "Every metric of a run, one row per round (CSV)");
+  CLI::App* runs_export = runs_command("export", "Every metric of a run, one row per round (CSV)");
   runs_export->add_option("run", run_names, "Run id (or a unique prefix, or job id)")
       ->required()
       ->expected(1);
@@ -549,4 +550,11 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace fedsilo::cli
 
-int main(int argc, char** argv) { return fedsilo::cli::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // A TorchScript module's sandbox (ml/sandbox.h): this program again, with
+  // nothing parsed, set up or opened.
+  if (argc == 2 && std::strcmp(argv[1], "sandbox-worker") == 0) {
+    return fedsilo::ml::RunSandboxWorker();
+  }
+  return fedsilo::cli::Main(argc, argv);
+}

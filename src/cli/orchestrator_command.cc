@@ -8,12 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cli/held_out_evaluator.h"
 #include "cli/stop_signals.h"
 #include "core/file_util.h"
 #include "ml/dataset_catalog.h"
-#include "absl/strings/numbers.h"
+#include "ml/sandbox.h"
 #include "orchestrator/dashboard.h"
 #include "orchestrator/job_manager.h"
 #include "orchestrator/job_store.h"
@@ -80,7 +81,9 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   const auto clock = [] { return std::chrono::system_clock::now(); };
   orchestrator::SiloRegistry registry;
   transport::OrchestratorService silo_service(files.ca_pem, &registry, clock, options.insecure);
-  BuiltinJobPreparer preparer(options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir);
+  // A job's TorchScript module is checked and run only in sandboxed workers.
+  BuiltinJobPreparer preparer(options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir,
+                              ml::Sandbox::ThisProgram());
   orchestrator::JobManager manager(state_dir, store.get(), &silo_service, &registry, &preparer);
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<secure::AuditLog> audit,
                            secure::AuditLog::Open(state_dir + "/audit.log",

@@ -11,6 +11,7 @@
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "ml/model.h"
+#include "ml/sandbox.h"
 #include "ml/tabular.h"
 
 namespace fedsilo::cli {
@@ -74,8 +75,9 @@ Status PredictCommand(const PredictOptions& options) {
                            ml::PrepareTabular(table, job.preprocess, options.data));
   JobConfig local = job;
   if (job.model.kind == ModelKind::kTorchScript) local.model.torchscript = loaded.module;
+  const ml::Sandbox sandbox = ml::Sandbox::ThisProgram();  // a TorchScript module is code
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model,
-                           ml::Model::Create(ml::TabularModelSpec(local), job.seed));
+                           ml::Model::Create(ml::TabularModelSpec(local), job.seed, &sandbox));
   FEDSILO_RETURN_IF_ERROR(
       Annotate(model->SetState(loaded.state), absl::StrCat(loaded.source, ": model")));
   const ml::DataView all = ml::DataView::All(data);

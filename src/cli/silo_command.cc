@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "cli/stop_signals.h"
 #include "ml/dataset_catalog.h"
+#include "ml/sandbox.h"
 #include "secure/audit_log.h"
 #include "secure/provisioner.h"
 #include "silo/privacy_guard.h"
@@ -61,6 +62,8 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   runtime.SetAuditLog(audit.get());
   runtime.SetStateDir(state);
   if (!options.models_dir.empty()) runtime.SetModelsDir(options.models_dir);
+  const ml::Sandbox sandbox = ml::Sandbox::ThisProgram();  // for every TorchScript module
+  runtime.SetSandbox(&sandbox);
 
   transport::SiloClientOptions client_options;
   client_options.target = options.orchestrator.empty()

@@ -22,6 +22,7 @@
 #include "ml/dataset_catalog.h"
 #include "ml/model.h"
 #include "ml/partitioner.h"
+#include "ml/sandbox.h"
 #include "ml/tabular.h"
 #include "orchestrator/job_store.h"
 #include "orchestrator/mlflow_export.h"
@@ -265,11 +266,14 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
     }
     std::fflush(stdout);
   };
+  // Every TorchScript module -- the silos', the global model's -- runs in a
+  // sandboxed worker, in simulation as in the federation.
+  const ml::Sandbox sandbox = ml::Sandbox::ThisProgram();
   std::unique_ptr<ml::Model> global_model;
   ModelState initial;
   if (!silo_data) {
     const ml::ModelSpec spec{job.model, data.train->example_shape, data.train->num_classes};
-    FEDSILO_ASSIGN_OR_RETURN(global_model, ml::Model::Create(spec, job.seed));
+    FEDSILO_ASSIGN_OR_RETURN(global_model, ml::Model::Create(spec, job.seed, &sandbox));
     initial = global_model->GetState();
     print_header(*global_model);
   }
@@ -300,12 +304,11 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
       // --silo-policy one with its ledger in the work folder, or the defaults
       // with a ledger in memory.
       FEDSILO_ASSIGN_OR_RETURN(
-          auto opened,
-          silo::PrivacyGuard::Open(options.silo_policy,
-                                   options.silo_policy.empty()
-                                       ? std::string()
-                                       : absl::StrCat(options.workdir, "/silos/", name,
-                                                      "/privacy-ledger.json")));
+          auto opened, silo::PrivacyGuard::Open(options.silo_policy,
+                                                options.silo_policy.empty()
+                                                    ? std::string()
+                                                    : absl::StrCat(options.workdir, "/silos/", name,
+                                                                   "/privacy-ledger.json")));
       silo::PrivacyGuard* guard = opened.get();
       guards.push_back(std::move(opened));
       transport::SiloHandler* handler = nullptr;
@@ -315,10 +318,17 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
                                  silo::LoadDatasetCatalog(job.data.catalog, name));
         runtimes.push_back(
             std::make_unique<silo::SiloRuntime>(name, std::move(catalog), data_dir, guard));
+        runtimes.back()->SetSandbox(&sandbox);
+        if (job.model.kind == ModelKind::kTorchScript) {
+          // The job's own module, on this machine (as --processes gives it).
+          runtimes.back()->SetModelsDir(
+              std::filesystem::path(job.model.torchscript).parent_path().string());
+        }
         handler = runtimes.back().get();
       } else {
         agents.push_back(
             std::make_unique<silo::SiloAgent>(name, std::move(silo_data_parts[i]), &busy));
+        agents.back()->SetSandbox(&sandbox);
         agents.back()->SetPrivacyGuard(guard, job.data.dataset);
         handler = agents.back().get();
       }
@@ -352,7 +362,8 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
     const std::string resolved = JobConfigToYaml(job);
     FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.job_path(), resolved));
     FEDSILO_RETURN_IF_ERROR(store->SetJobYaml(record.id, resolved));
-    FEDSILO_ASSIGN_OR_RETURN(global_model, ml::Model::Create(ml::TabularModelSpec(job), job.seed));
+    FEDSILO_ASSIGN_OR_RETURN(global_model,
+                             ml::Model::Create(ml::TabularModelSpec(job), job.seed, &sandbox));
     print_header(*global_model);
     initial = global_model->GetState();
   }
@@ -364,8 +375,8 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
                           {{"job", job.name}, {"round", std::to_string(result.rounds_completed)}}));
   if (job.model.kind == ModelKind::kTorchScript) {
     // The trained weights in the module the data scientist gave: loads in Python.
-    FEDSILO_RETURN_IF_ERROR(ml::Model::ExportTorchScript(job.model.torchscript, result.final_model,
-                                                         run_dir.final_torchscript_path()));
+    FEDSILO_RETURN_IF_ERROR(ml::Model::ExportTorchScript(
+        job.model.torchscript, result.final_model, run_dir.final_torchscript_path(), &sandbox));
   }
 
   SimulationSummary summary;

@@ -15,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
+#include "ml/sandbox.h"
+#include "ml/torchscript_check.h"
 #include "privacy/secure_random.h"
 
 namespace fedsilo::ml {
@@ -232,9 +234,15 @@ using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 struct Model::Impl {
   ModelSpec spec;
   Net net{nullptr};           // a built-in model
-  torch::jit::Module script;  // model.torchscript
+  torch::jit::Module script;  // model.torchscript, loaded here (a sandbox worker)
   bool scripted = false;
   ModelState layout;  // the initial state; only its names and shapes are used
+  // model.torchscript in a sandbox: the worker holds the module; `state` is
+  // its weights as last set or trained.
+  std::unique_ptr<SandboxSession> remote;
+  ModelState state;
+  int64_t remote_parameters = 0;
+  int64_t remote_buffers = 0;
 
   std::vector<torch::Tensor> Parameters() const {
     if (!scripted) return net->parameters();
@@ -270,11 +278,12 @@ struct Model::Impl {
     }
     return out.toTensor();
   }
-  // Loads the TorchScript module at `path`; `where` names it in errors.
-  Status LoadModule(const std::string& path, const std::string& where);
-  // Loads model.torchscript and checks that it maps a batch of the data's
-  // examples to one logit per class.
-  Status LoadScript(const ModelSpec& spec);
+  // Loads a TorchScript module from its bytes.
+  Status LoadModule(const std::string& bytes);
+  // Checks that the loaded module maps a batch of the data's examples to
+  // one logit per class. (Errors say what, not which file: the sandbox's
+  // host names it.)
+  Status CheckScript(const ModelSpec& spec);
 
   void SetTraining(bool on) {
     if (scripted) {
@@ -295,13 +304,13 @@ std::string FirstLine(const std::exception& e) {
 
 }  // namespace
 
-Status Model::Impl::LoadModule(const std::string& path, const std::string& where) {
+Status Model::Impl::LoadModule(const std::string& bytes) {
   try {
-    script = torch::jit::load(path);
+    std::istringstream in(bytes);
+    script = torch::jit::load(in);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where,
-                     ": not a TorchScript module (torch.jit.script or torch.jit.trace, then "
+        absl::StrCat("not a TorchScript module (torch.jit.script or torch.jit.trace, then "
                      ".save()): ",
                      FirstLine(e)));
   }
@@ -309,9 +318,7 @@ Status Model::Impl::LoadModule(const std::string& path, const std::string& where
   return absl::OkStatus();
 }
 
-Status Model::Impl::LoadScript(const ModelSpec& spec) {
-  const std::string where = absl::StrCat("model.torchscript ", spec.config.torchscript);
-  FEDSILO_RETURN_IF_ERROR(LoadModule(spec.config.torchscript, where));
+Status Model::Impl::CheckScript(const ModelSpec& spec) {
   std::vector<int64_t> shape = {2};
   shape.insert(shape.end(), spec.input_shape.begin(), spec.input_shape.end());
   torch::Tensor out;
@@ -321,20 +328,20 @@ Status Model::Impl::LoadScript(const ModelSpec& spec) {
     out = Forward(torch::zeros(shape, torch::kFloat32));
     SetTraining(true);
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": forward() fails on a batch of shape ",
+    return absl::InvalidArgumentError(absl::StrCat("forward() fails on a batch of shape ",
                                                    ShapeToString(shape),
                                                    " (the data set's): ", FirstLine(e)));
   }
   if (out.dim() != 2 || out.size(0) != 2 || out.size(1) != spec.num_classes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, ": forward() of a batch of shape ", ShapeToString(shape), " returned shape ",
-        ShapeToString(std::vector<int64_t>(out.sizes().begin(), out.sizes().end())),
-        "; it must return logits of shape [batch, ", spec.num_classes,
-        "] (one per class of the data set)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward() of a batch of shape ", ShapeToString(shape), " returned shape ",
+                     ShapeToString(std::vector<int64_t>(out.sizes().begin(), out.sizes().end())),
+                     "; it must return logits of shape [batch, ", spec.num_classes,
+                     "] (one per class of the data set)"));
   }
   for (const auto& p : NamedParameters()) {
     if (p.second.scalar_type() != torch::kFloat32) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": parameter '", p.first, "' is ",
+      return absl::InvalidArgumentError(absl::StrCat("parameter '", p.first, "' is ",
                                                      c10::toString(p.second.scalar_type()),
                                                      "; fedsilo trains float32 parameters"));
     }
@@ -345,7 +352,28 @@ Status Model::Impl::LoadScript(const ModelSpec& spec) {
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
-StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t seed) {
+StatusOr<std::unique_ptr<Model>> Model::LoadTorchScriptHere(const std::string& module_bytes,
+                                                            const ModelSpec& spec, bool check_ops,
+                                                            std::vector<RefusedOp>* refused) {
+  UseOneThreadHere();
+  auto impl = std::make_unique<Impl>();
+  impl->spec = spec;
+  FEDSILO_RETURN_IF_ERROR(impl->LoadModule(module_bytes));
+  if (check_ops) {
+    *refused = FindRefusedOps(impl->script);
+    if (!refused->empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("refused: ", RefusedOpMessage(refused->front())));
+    }
+  }
+  if (!spec.input_shape.empty()) FEDSILO_RETURN_IF_ERROR(impl->CheckScript(spec));
+  auto model = std::unique_ptr<Model>(new Model(std::move(impl)));
+  model->impl_->layout = model->GetState();
+  return model;
+}
+
+StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t seed,
+                                               const Sandbox* sandbox) {
   if (spec.num_classes < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("model needs at least 2 classes, the data has ", spec.num_classes));
@@ -362,10 +390,21 @@ StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t s
   impl->spec = spec;
   if (spec.config.kind == ModelKind::kTorchScript) {
     // The file carries its initial weights: every silo starts from the same.
-    FEDSILO_RETURN_IF_ERROR(impl->LoadScript(spec));
-    auto model = std::unique_ptr<Model>(new Model(std::move(impl)));
-    model->impl_->layout = model->GetState();
-    return model;
+    const std::string where = absl::StrCat("model.torchscript ", spec.config.torchscript);
+    if (sandbox == nullptr) {
+      return Shareable(absl::FailedPreconditionError(
+          absl::StrCat(where, ": TorchScript modules run only in a sandbox process")));
+    }
+    FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(spec.config.torchscript));
+    FEDSILO_ASSIGN_OR_RETURN(impl->remote, SandboxSession::Start(*sandbox, where));
+    FEDSILO_ASSIGN_OR_RETURN(SandboxSession::Loaded loaded,
+                             impl->remote->Load(bytes, spec.input_shape, spec.num_classes));
+    impl->scripted = true;
+    impl->layout = loaded.state;
+    impl->state = std::move(loaded.state);
+    impl->remote_parameters = loaded.num_parameters;
+    impl->remote_buffers = loaded.num_buffers;
+    return std::unique_ptr<Model>(new Model(std::move(impl)));
   }
   {
     // Initialisation draws from libtorch's global generator.
@@ -380,6 +419,7 @@ StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t s
 }
 
 ModelState Model::GetState() const {
+  if (impl_->remote != nullptr) return impl_->state;
   ModelState state;
   torch::NoGradGuard no_grad;
   auto add = [&](const std::string& name, const torch::Tensor& t) {
@@ -396,6 +436,11 @@ ModelState Model::GetState() const {
 
 Status Model::SetState(const ModelState& state) {
   FEDSILO_RETURN_IF_ERROR(Annotate(state.CheckSameLayout(impl_->layout), "model state"));
+  if (impl_->remote != nullptr) {
+    FEDSILO_RETURN_IF_ERROR(impl_->remote->SetState(state));
+    impl_->state = state;
+    return absl::OkStatus();
+  }
   torch::NoGradGuard no_grad;
   size_t i = 0;
   auto copy = [&](torch::Tensor t) {
@@ -589,6 +634,15 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
         "gradients come from the built-in models' known layers; use model.name logistic, mlp or "
         "cnn, or privacy.dp.mode central");
   }
+  if (impl_->remote != nullptr) {
+    if (objective.gradient_correction != nullptr) {
+      FEDSILO_RETURN_IF_ERROR(Annotate(
+          objective.gradient_correction->CheckSameLayout(impl_->layout), "gradient correction"));
+    }
+    FEDSILO_ASSIGN_OR_RETURN(TrainStats stats, impl_->remote->Train(data, config, seed, objective));
+    FEDSILO_ASSIGN_OR_RETURN(impl_->state, impl_->remote->GetState());
+    return stats;
+  }
   UseOneThreadHere();
   Net& net = impl_->net;
   impl_->SetTraining(true);
@@ -658,6 +712,7 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
 }
 
 StatusOr<std::vector<float>> Model::PredictLogProbabilities(const DataView& data) const {
+  if (impl_->remote != nullptr) return impl_->remote->Predict(data, impl_->spec.num_classes);
   UseOneThreadHere();
   torch::NoGradGuard no_grad;
   impl_->SetTraining(false);
@@ -707,6 +762,7 @@ ClassificationMetrics MetricsOfPredictions(const std::vector<float>& log_probabi
 }
 
 int64_t Model::num_parameters() const {
+  if (impl_->remote != nullptr) return impl_->remote_parameters;
   int64_t n = 0;
   for (const auto& p : impl_->Parameters()) n += p.numel();
   return n;
@@ -716,7 +772,7 @@ std::string Model::Describe() const {
   const ModelSpec& s = impl_->spec;
   if (impl_->scripted) {
     return absl::StrCat("torchscript ", s.config.torchscript, ", ", num_parameters(),
-                        " parameters, ", impl_->NamedBuffers().size(), " buffers");
+                        " parameters, ", num_buffers(), " buffers (in a sandbox)");
   }
   std::string layout;
   if (s.config.kind == ModelKind::kCnn) {
@@ -734,30 +790,75 @@ std::string Model::Describe() const {
                       " parameters");
 }
 
-Status Model::SaveTorchScript(const std::string& path) const {
+int64_t Model::num_buffers() const {
+  if (impl_->remote != nullptr) return impl_->remote_buffers;
+  return static_cast<int64_t>(impl_->NamedBuffers().size());
+}
+
+StatusOr<std::string> Model::SaveTorchScriptBytes() const {
   if (!impl_->scripted) {
     return absl::InvalidArgumentError(
         absl::StrCat("a ", ModelKindName(impl_->spec.config.kind),
                      " model has no TorchScript form (only model.torchscript models do)"));
   }
+  if (impl_->remote != nullptr) return impl_->remote->Save();
   std::ostringstream bytes;
   try {
     impl_->script.save(bytes);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
   }
-  return WriteFileAtomically(path, bytes.str());
+  return std::move(bytes).str();
+}
+
+Status Model::SaveTorchScript(const std::string& path) const {
+  FEDSILO_ASSIGN_OR_RETURN(std::string bytes, SaveTorchScriptBytes());
+  return WriteFileAtomically(path, bytes);
 }
 
 Status Model::ExportTorchScript(const std::string& module_path, const ModelState& state,
-                                const std::string& out) {
-  auto impl = std::make_unique<Impl>();
-  FEDSILO_RETURN_IF_ERROR(impl->LoadModule(module_path, module_path));
-  Model module(std::move(impl));
-  module.impl_->layout = module.GetState();
+                                const std::string& out, const Sandbox* sandbox) {
+  if (sandbox == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(module_path, ": TorchScript modules run only in a sandbox process"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(module_path));
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<SandboxSession> session,
+                           SandboxSession::Start(*sandbox, module_path));
+  FEDSILO_RETURN_IF_ERROR(session->Load(bytes, {}, 0).status());
   FEDSILO_RETURN_IF_ERROR(
-      Annotate(module.SetState(state), absl::StrCat("the module ", module_path)));
-  return module.SaveTorchScript(out);
+      Annotate(session->SetState(state), absl::StrCat("the module ", module_path)));
+  FEDSILO_ASSIGN_OR_RETURN(std::string saved, session->Save());
+  return WriteFileAtomically(out, saved);
+}
+
+Status WarmUpLibtorch() {
+  UseOneThreadHere();
+  try {
+    // A step of each kind of layer the built-in models and modules use,
+    // forward and backward, and a TorchScript module saved and loaded.
+    torch::nn::Sequential net(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 2, 3).padding(1)),
+                              torch::nn::BatchNorm2d(2), torch::nn::ReLU(), torch::nn::MaxPool2d(2),
+                              torch::nn::Flatten(), torch::nn::Linear(8, 3),
+                              torch::nn::Dropout(0.1));
+    torch::optim::Adam adam(net->parameters(), 1e-3);
+    torch::Tensor x = torch::randn({4, 1, 4, 4});
+    torch::Tensor loss = torch::nn::functional::cross_entropy(
+        torch::log_softmax(net->forward(x), 1), torch::tensor({0, 1, 2, 0}));
+    loss.backward();
+    adam.step();
+    torch::jit::Module m("warm");
+    m.register_buffer("b", torch::zeros({2}));
+    m.define("def forward(self, x):\n  return x + self.b\n");
+    std::ostringstream out;
+    m.save(out);
+    std::istringstream in(out.str());
+    torch::jit::Module back = torch::jit::load(in);
+    (void)back.forward({torch::ones({2})});
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("warming libtorch up: ", FirstLine(e)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace fedsilo::ml

@@ -27,6 +27,9 @@ class SecureRandom;
 
 namespace fedsilo::ml {
 
+struct Sandbox;
+struct RefusedOp;
+
 struct ModelSpec {
   ModelConfig config;
   std::vector<int64_t> input_shape;  // one example's shape, e.g. {1, 28, 28}
@@ -78,7 +81,21 @@ class Model {
   // Builds a model with weights initialised from `seed` (the same seed gives
   // the same weights). InvalidArgument naming `model.name` when the spec does
   // not fit the data (e.g. a CNN on non-image rows).
-  static StatusOr<std::unique_ptr<Model>> Create(const ModelSpec& spec, uint64_t seed);
+  // A TorchScript module (model.torchscript) is untrusted code: it runs in a
+  // worker process of `sandbox` (ml/sandbox.h), loaded from the file's bytes,
+  // its operations checked, behind the same interface; without a sandbox it
+  // is refused (FailedPrecondition).
+  static StatusOr<std::unique_ptr<Model>> Create(const ModelSpec& spec, uint64_t seed,
+                                                 const Sandbox* sandbox = nullptr);
+  // The sandbox worker's side: a module's bytes loaded in *this* process,
+  // which must be a sandbox worker (or a test of the training mechanics).
+  // Every method's operations are checked first unless `check_ops` is false
+  // (tests of the system-call filter); refusals go to `refused` (and the
+  // result is InvalidArgument). An empty spec.input_shape skips the check of
+  // forward() against the data's shape.
+  static StatusOr<std::unique_ptr<Model>> LoadTorchScriptHere(const std::string& module_bytes,
+                                                              const ModelSpec& spec, bool check_ops,
+                                                              std::vector<RefusedOp>* refused);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -118,14 +135,18 @@ class Model {
   // Writes the model, with its current weights, as a TorchScript file that
   // torch.jit.load reads. InvalidArgument for the built-in models.
   Status SaveTorchScript(const std::string& path) const;
+  // The same file's bytes.
+  StatusOr<std::string> SaveTorchScriptBytes() const;
   // Writes `state` (laid out as GetState() lays out the module's parameters
   // and buffers) into the TorchScript module at `module_path` and saves the
-  // result to `out`, without the data the module was trained on.
-  // InvalidArgument naming the module and the tensor when they do not fit.
+  // result to `out`, without the data the module was trained on. The module
+  // is loaded in `sandbox`. InvalidArgument naming the module and the tensor
+  // when they do not fit.
   static Status ExportTorchScript(const std::string& module_path, const ModelState& state,
-                                  const std::string& out);
+                                  const std::string& out, const Sandbox* sandbox);
 
   int64_t num_parameters() const;
+  int64_t num_buffers() const;
   // e.g. "mlp 64-200-200-10, 55,050 parameters".
   std::string Describe() const;
 
@@ -134,6 +155,11 @@ class Model {
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Runs libtorch once (a small training step, a TorchScript load) so that
+// what it sets up on first use -- CPU features, BLAS, the JIT -- is set up
+// before the sandbox's system-call filter closes the files it reads.
+Status WarmUpLibtorch();
 
 // The metrics of predictions (from PredictLogProbabilities) against `data`'s
 // labels: what Model::Evaluate reports.

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "core/model_state_file.h"
+#include "ml/sandbox.h"
 #include "privacy/secure_random.h"
 
 namespace fedsilo::ml {
@@ -381,6 +382,12 @@ std::string DigitsNetFile() {
   return std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/torchscript/digits_net.pt";
 }
 
+// TorchScript modules run in the sandbox's worker: the fedsilo binary.
+const Sandbox* TestSandbox() {
+  static const Sandbox* sandbox = new Sandbox{FEDSILO_TEST_BINARY};
+  return sandbox;
+}
+
 ModelSpec ScriptSpec(const std::string& file = DigitsNetFile()) {
   ModelSpec s;
   s.config.kind = ModelKind::kTorchScript;
@@ -406,7 +413,7 @@ std::shared_ptr<Dataset> TenClasses(int n, unsigned seed) {
 }
 
 TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
-  auto model = Model::Create(ScriptSpec(), 1);
+  auto model = Model::Create(ScriptSpec(), 1, TestSandbox());
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ((*model)->num_parameters(), 64 * 32 + 32 + 32 + 32 + 32 * 10 + 10);
   EXPECT_THAT((*model)->Describe(), HasSubstr("torchscript"));
@@ -417,7 +424,7 @@ TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
                                              "fc2.weight", "fc2.bias", "bn1.running_mean",
                                              "bn1.running_var", "bn1.num_batches_tracked"}));
   // The file carries the initial weights: every silo starts from the same.
-  auto again = Model::Create(ScriptSpec(), 99);
+  auto again = Model::Create(ScriptSpec(), 99, TestSandbox());
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(0, std::memcmp(initial.tensors()[0].data(), (*again)->GetState().tensors()[0].data(),
                            initial.tensors()[0].num_bytes()));
@@ -441,7 +448,7 @@ TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
   // Saved back as TorchScript, it loads with the trained weights.
   const std::string saved = ::testing::TempDir() + "/model_test_trained.pt";
   ASSERT_TRUE((*model)->SaveTorchScript(saved).ok());
-  auto loaded = Model::Create(ScriptSpec(saved), 1);
+  auto loaded = Model::Create(ScriptSpec(saved), 1, TestSandbox());
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const ModelState back = (*loaded)->GetState();
   ASSERT_EQ(back.size(), trained.size());
@@ -453,16 +460,17 @@ TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
   EXPECT_DOUBLE_EQ((*loaded)->Evaluate(DataView::All(test))->accuracy, after->accuracy);
   // Exported into the original module file, the state comes out the same.
   const std::string exported = ::testing::TempDir() + "/model_test_exported.pt";
-  ASSERT_TRUE(Model::ExportTorchScript(DigitsNetFile(), trained, exported).ok());
-  auto reread = Model::Create(ScriptSpec(exported), 1);
+  ASSERT_TRUE(Model::ExportTorchScript(DigitsNetFile(), trained, exported, TestSandbox()).ok());
+  auto reread = Model::Create(ScriptSpec(exported), 1, TestSandbox());
   ASSERT_TRUE(reread.ok()) << reread.status();
   const ModelState exported_state = (*reread)->GetState();
   for (size_t i = 0; i < exported_state.size(); ++i) {
     EXPECT_EQ(0, std::memcmp(exported_state.tensors()[i].data(), trained.tensors()[i].data(),
                              trained.tensors()[i].num_bytes()));
   }
-  Status misfit = Model::ExportTorchScript(
-      DigitsNetFile(), (*Model::Create(Spec(ModelKind::kMlp), 1))->GetState(), exported);
+  Status misfit = Model::ExportTorchScript(DigitsNetFile(),
+                                           (*Model::Create(Spec(ModelKind::kMlp), 1))->GetState(),
+                                           exported, TestSandbox());
   EXPECT_EQ(misfit.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(misfit.message(), HasSubstr("digits_net.pt"));
 
@@ -474,7 +482,7 @@ TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
 TEST(ModelTest, TorchScriptThatDoesNotFitIsAClearError) {
   ModelSpec three = ScriptSpec();
   three.num_classes = 3;
-  auto wrong_classes = Model::Create(three, 1);
+  auto wrong_classes = Model::Create(three, 1, TestSandbox());
   ASSERT_FALSE(wrong_classes.ok());
   EXPECT_EQ(wrong_classes.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(wrong_classes.status().message(), HasSubstr("digits_net.pt"));
@@ -483,17 +491,21 @@ TEST(ModelTest, TorchScriptThatDoesNotFitIsAClearError) {
 
   ModelSpec narrow = ScriptSpec();
   narrow.input_shape = {10};
-  auto wrong_input = Model::Create(narrow, 1);
+  auto wrong_input = Model::Create(narrow, 1, TestSandbox());
   ASSERT_FALSE(wrong_input.ok());
   EXPECT_THAT(wrong_input.status().message(),
               HasSubstr("forward() fails on a batch of shape [2, 10]"));
 
-  auto not_script =
-      Model::Create(ScriptSpec(std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/digits.yaml"), 1);
+  auto not_script = Model::Create(
+      ScriptSpec(std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/digits.yaml"), 1, TestSandbox());
   ASSERT_FALSE(not_script.ok());
   EXPECT_THAT(not_script.status().message(), HasSubstr("examples/digits.yaml: not a TorchScript"));
+  // Without a sandbox, no module is loaded in this process.
+  auto unsandboxed = Model::Create(ScriptSpec(), 1);
+  ASSERT_FALSE(unsandboxed.ok());
+  EXPECT_THAT(unsandboxed.status().message(), HasSubstr("run only in a sandbox process"));
 
-  auto model = Model::Create(ScriptSpec(), 1);
+  auto model = Model::Create(ScriptSpec(), 1, TestSandbox());
   ASSERT_TRUE(model.ok());
   DpSgdOptions dp{1.0, 1.0, nullptr};
   auto refused = (*model)->Train(DataView::All(TenClasses(50, 1)), Sgd(1), 1, &dp);

@@ -136,7 +136,14 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
                        data_.train.dataset->num_classes};
     if (!module_path_.empty()) spec.config.torchscript = module_path_;
     // The model against the data's shapes (a module runs on zeros only here).
-    StatusOr<std::unique_ptr<ml::Model>> model = ml::Model::Create(spec, request.seed);
+    std::optional<ml::Sandbox> sandbox;
+    if (sandbox_ != nullptr) {
+      // A module that takes longer than a round has lost the round anyway.
+      sandbox = *sandbox_;
+      sandbox->timeout = std::chrono::seconds(std::max(60, job.federation.round_timeout));
+    }
+    StatusOr<std::unique_ptr<ml::Model>> model =
+        ml::Model::Create(spec, request.seed, sandbox ? &*sandbox : nullptr);
     if (!model.ok()) return Shareable(model.status());
     model_ = std::move(model).value();
   }

@@ -35,6 +35,7 @@
 #include "core/busy_clock.h"
 #include "ml/model.h"
 #include "ml/partitioner.h"
+#include "ml/sandbox.h"
 #include "secure/secagg.h"
 #include "silo/privacy_guard.h"
 #include "transport/silo_connection.h"
@@ -56,6 +57,9 @@ class SiloAgent : public transport::SiloHandler {
   // Where the job's TorchScript module is on this silo (the job names a
   // shipped one by digest). Empty: the job's model.torchscript as it is.
   void SetModulePath(std::string path) { module_path_ = std::move(path); }
+  // Where a job's TorchScript module runs (not owned; may be null, and then
+  // such jobs are refused): never in this process.
+  void SetSandbox(const ml::Sandbox* sandbox) { sandbox_ = sandbox; }
 
   // SCAFFOLD: where this silo keeps its control variate c_i between rounds
   // (and restarts), sealed at rest like models. Empty: in memory only.
@@ -86,6 +90,7 @@ class SiloAgent : public transport::SiloHandler {
   PrivacyGuard* guard_ = nullptr;
   std::string guard_dataset_;
   std::string module_path_;
+  const ml::Sandbox* sandbox_ = nullptr;
   std::string admitted_run_;  // the run admitted (and its DP plan fixed)
   std::optional<DpPlan> dp_;  // that run's DP-SGD plan
   int64_t dp_steps_ = 0;      // without a guard: DP-SGD steps taken in the run

@@ -344,6 +344,7 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::FinishAgent(ml::SiloData data,
                                                               const std::string& module) {
   auto agent = std::make_unique<SiloAgent>(silo_name_, std::move(data), nullptr);
   agent->SetModulePath(module);
+  agent->SetSandbox(sandbox_);
   agent->SetPrivacyGuard(guard_, job.data.dataset);
   if (!state_dir_.empty()) {
     agent->SetControlVariatePath(absl::StrCat(state_dir_, "/scaffold-", job_run_id, ".fsm"));

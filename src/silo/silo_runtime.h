@@ -77,6 +77,9 @@ class SiloRuntime : public transport::SiloHandler {
   // TorchScript modules (model.torchscript) the silo may load: files under
   // this folder. Empty (the default): jobs with one are refused.
   void SetModelsDir(std::string dir) { models_dir_ = std::move(dir); }
+  // Where TorchScript modules run (not owned; may be null: jobs with one are
+  // refused).
+  void SetSandbox(const ml::Sandbox* sandbox) { sandbox_ = sandbox; }
 
   // Dataset names only, for the hello message.
   std::vector<std::string> DatasetNames() const;
@@ -124,6 +127,7 @@ class SiloRuntime : public transport::SiloHandler {
   secure::AuditLog* audit_ = nullptr;
   std::string state_dir_;
   std::string models_dir_;
+  const ml::Sandbox* sandbox_ = nullptr;
 };
 
 }  // namespace fedsilo::silo

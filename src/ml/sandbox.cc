@@ -1,0 +1,374 @@
+// The sandbox's host side, and the system-call filter its worker runs under.
+#include "ml/sandbox.h"
+
+#include <fcntl.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "core/model_state_file.h"
+#include "ml/model.h"
+#include "ml/sandbox_protocol.h"
+#include "ml/torchscript_check.h"
+
+namespace fedsilo::ml {
+namespace {
+
+using sandbox::Kind;
+using sandbox::Reader;
+using sandbox::Writer;
+
+constexpr uint64_t kMaxStateBytes = uint64_t{4} << 30;   // a model's weights
+constexpr uint64_t kMaxModuleBytes = uint64_t{4} << 30;  // a saved module
+constexpr size_t kMaxMessage = 2000;                     // a worker's error
+
+// A worker's words, made printable and short.
+std::string Printable(const std::string& s) {
+  std::string out;
+  for (char c : s.substr(0, kMaxMessage)) out.push_back(c >= 32 && c < 127 ? c : '?');
+  return out;
+}
+
+// An op or method name as the op check writes them, and nothing else.
+bool IsName(const std::string& s) {
+  if (s.empty() || s.size() > 200) return false;
+  for (char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == ':' || c == '.' ||
+          c == ' ')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+Sandbox Sandbox::ThisProgram() {
+  Sandbox s;
+  char path[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+  s.program = n > 0 ? std::string(path, static_cast<size_t>(n)) : std::string("/proc/self/exe");
+  return s;
+}
+
+StatusOr<std::unique_ptr<SandboxSession>> SandboxSession::Start(const Sandbox& sandbox,
+                                                                std::string where) {
+  auto session = std::unique_ptr<SandboxSession>(new SandboxSession(sandbox, std::move(where)));
+  // An empty folder of its own, for its working directory.
+  std::string folder = (std::filesystem::temp_directory_path() / "fedsilo-sandbox-XXXXXX").string();
+  if (::mkdtemp(folder.data()) == nullptr) {
+    return absl::InternalError(absl::StrCat(
+        session->where_, ": cannot make the sandbox's folder: ", std::strerror(errno)));
+  }
+  session->folder_ = folder;
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    return absl::InternalError(absl::StrCat(
+        session->where_, ": cannot make the sandbox's socket: ", std::strerror(errno)));
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 3);  // dup2 clears close-on-exec
+  posix_spawn_file_actions_addchdir_np(&actions, folder.c_str());
+  std::string program = sandbox.program;
+  char arg0[] = "fedsilo-sandbox", arg1[] = "sandbox-worker";
+  char* argv[] = {arg0, arg1, nullptr};
+  // No environment but what keeps libtorch and BLAS on one thread.
+  char env0[] = "OMP_NUM_THREADS=1", env1[] = "OPENBLAS_NUM_THREADS=1",
+       env2[] = "MKL_NUM_THREADS=1";
+  char* envp[] = {env0, env1, env2, nullptr};
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv, envp);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fds[1]);
+  session->fd_ = fds[0];
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat(session->where_, ": cannot start the sandbox ", program,
+                                            ": ", std::strerror(rc)));
+  }
+  session->pid_ = pid;
+  return session;
+}
+
+SandboxSession::~SandboxSession() { Stop(); }
+
+void SandboxSession::Stop() {
+  if (fd_ >= 0) ::close(fd_);  // the worker reads the end and leaves
+  fd_ = -1;
+  if (pid_ > 0) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (::waitpid(pid_, nullptr, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    pid_ = -1;
+  }
+  if (!folder_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(folder_, ec);
+    folder_.clear();
+  }
+}
+
+StatusOr<std::string> SandboxSession::Call(uint32_t kind, const std::string& payload,
+                                           uint64_t max_reply) {
+  if (fd_ < 0) {
+    return absl::UnavailableError(absl::StrCat(where_, ": the sandbox has ended"));
+  }
+  const std::string peer = absl::StrCat(where_, ": the sandbox");
+  Status sent = sandbox::WriteFrame(fd_, static_cast<Kind>(kind), payload, peer);
+  StatusOr<sandbox::Frame> reply =
+      sent.ok() ? sandbox::ReadFrame(fd_, max_reply,
+                                     std::chrono::steady_clock::now() + sandbox_.timeout, peer)
+                : StatusOr<sandbox::Frame>(sent);
+  if (!reply.ok()) {
+    // Dead, silent or babbling: the worker is done for. If it died by itself
+    // (a forbidden system call, a crash), say how.
+    int status = 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const bool died = ::waitpid(pid_, &status, WNOHANG) == pid_;
+    if (!died) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    pid_ = -1;
+    ::close(fd_);
+    fd_ = -1;
+    if (died && WIFSIGNALED(status)) {
+      return absl::InternalError(absl::StrCat(
+          where_, ": the sandboxed module's process ended by signal ", WTERMSIG(status),
+          WTERMSIG(status) == SIGSYS ? " (a system call its sandbox forbids)" : ""));
+    }
+    return reply.status();
+  }
+  Reader r(reply->payload);
+  switch (reply->kind) {
+    case Kind::kOk:
+      return std::move(reply->payload);
+    case Kind::kRefused: {
+      RefusedOp refused;
+      refused.op = r.Bytes();
+      refused.method = r.Bytes();
+      if (!r.done() || !IsName(refused.op) || !IsName(refused.method)) break;
+      // Written here from names only: shareable.
+      return Shareable(absl::InvalidArgumentError(
+          absl::StrCat(where_, ": refused: ", RefusedOpMessage(refused))));
+    }
+    case Kind::kError: {
+      const uint32_t code = r.U32();
+      const std::string message = r.Bytes();
+      if (!r.done() || code == 0 || code > 16) break;
+      // The worker's words: not shareable (a module may raise with anything).
+      return Status(static_cast<absl::StatusCode>(code),
+                    absl::StrCat(where_, ": ", Printable(message)));
+    }
+    default:
+      break;
+  }
+  Stop();
+  return absl::InternalError(absl::StrCat(where_, ": the sandbox sent a malformed reply"));
+}
+
+Status SandboxSession::CheckLayout(const ModelState& state) const {
+  return Annotate(state.CheckSameLayout(layout_), absl::StrCat(where_, ": the sandbox's state"));
+}
+
+StatusOr<SandboxSession::Loaded> SandboxSession::Load(const std::string& module_bytes,
+                                                      const std::vector<int64_t>& input_shape,
+                                                      int num_classes) {
+  Writer w;
+  w.Bytes(module_bytes).I64s(input_shape).I64(num_classes).U32(sandbox_.check_ops ? 1 : 0);
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
+                           Call(static_cast<uint32_t>(Kind::kLoad), w.str(), kMaxStateBytes));
+  Reader r(reply);
+  Loaded loaded;
+  const std::string state = r.Bytes();
+  loaded.num_parameters = r.I64();
+  loaded.num_buffers = r.I64();
+  if (!r.done()) return absl::InternalError(absl::StrCat(where_, ": a malformed load reply"));
+  FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(state, where_));
+  for (const Tensor& t : file.state.tensors()) {
+    if (t.dtype() != DType::kFloat32) {
+      return absl::InternalError(absl::StrCat(where_, ": the sandbox sent a tensor not float32"));
+    }
+  }
+  layout_ = file.state;
+  loaded.state = std::move(file.state);
+  return loaded;
+}
+
+Status SandboxSession::SetState(const ModelState& state) {
+  FEDSILO_RETURN_IF_ERROR(Annotate(state.CheckSameLayout(layout_), "model state"));
+  return Call(static_cast<uint32_t>(Kind::kSetState), SerializeModelState(state), 64).status();
+}
+
+StatusOr<ModelState> SandboxSession::GetState() {
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
+                           Call(static_cast<uint32_t>(Kind::kGetState), "", kMaxStateBytes));
+  FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(reply, where_));
+  FEDSILO_RETURN_IF_ERROR(CheckLayout(file.state));
+  return std::move(file.state);
+}
+
+StatusOr<uint64_t> SandboxSession::DatasetId(const DataView& data) {
+  for (const auto& [dataset, id] : sent_) {
+    if (dataset == data.dataset) return id;
+  }
+  const Dataset& d = *data.dataset;
+  const uint64_t id = sent_.size() + 1;
+  Writer w;
+  w.U64(id).I64s(d.example_shape).I64(d.num_classes).I64s(d.labels);
+  if (d.has_byte_features()) {
+    const size_t n = static_cast<size_t>(d.size() * d.feature_size());
+    w.U32(1)
+        .F64(d.byte_scale)
+        .Bytes(absl::string_view(
+            reinterpret_cast<const char*>(d.byte_features->data() + d.byte_offset), n));
+  } else {
+    w.U32(0).Floats(d.features.data(), d.features.size());
+  }
+  FEDSILO_RETURN_IF_ERROR(Call(static_cast<uint32_t>(Kind::kData), w.str(), 64).status());
+  sent_.emplace_back(data.dataset, id);  // kept alive: its address stays its own
+  return id;
+}
+
+StatusOr<TrainStats> SandboxSession::Train(const DataView& data, const TrainingConfig& config,
+                                           uint64_t seed, const LocalObjective& objective) {
+  FEDSILO_ASSIGN_OR_RETURN(uint64_t id, DatasetId(data));
+  Writer w;
+  w.U64(id).I64s(data.indices);
+  w.I64(config.local_epochs).I64(config.batch_size).U32(static_cast<uint32_t>(config.optimizer));
+  w.F64(config.learning_rate).F64(config.momentum).F64(config.weight_decay).U64(seed);
+  w.F64(objective.proximal_mu);
+  w.Bytes(objective.gradient_correction != nullptr
+              ? SerializeModelState(*objective.gradient_correction)
+              : std::string());
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
+                           Call(static_cast<uint32_t>(Kind::kTrain), w.str(), 4096));
+  Reader r(reply);
+  TrainStats stats;
+  stats.examples = r.I64();
+  stats.steps = r.I64();
+  stats.loss = r.F64();
+  stats.accuracy = r.F64();
+  if (!r.done() || stats.examples != data.size() || stats.steps < 0) {
+    return absl::InternalError(absl::StrCat(where_, ": a malformed training reply"));
+  }
+  return stats;
+}
+
+StatusOr<std::vector<float>> SandboxSession::Predict(const DataView& data, int num_classes) {
+  FEDSILO_ASSIGN_OR_RETURN(uint64_t id, DatasetId(data));
+  Writer w;
+  w.U64(id).I64s(data.indices);
+  const uint64_t expected = static_cast<uint64_t>(data.size()) * static_cast<uint64_t>(num_classes);
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply, Call(static_cast<uint32_t>(Kind::kPredict), w.str(),
+                                                   16 + expected * sizeof(float)));
+  Reader r(reply);
+  std::vector<float> logp = r.Floats();
+  if (!r.done() || logp.size() != expected) {
+    return absl::InternalError(absl::StrCat(where_, ": a malformed prediction reply"));
+  }
+  return logp;
+}
+
+StatusOr<std::string> SandboxSession::Save() {
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
+                           Call(static_cast<uint32_t>(Kind::kSave), "", kMaxModuleBytes));
+  return reply;
+}
+
+Status InstallSandboxFilter() {
+  // Default: refuse (EPERM), so that a call not listed fails softly; the
+  // ones only an escape would make end the process.
+  scmp_filter_ctx ctx = ::seccomp_init(SCMP_ACT_ERRNO(EPERM));
+  if (ctx == nullptr) return absl::InternalError("seccomp_init failed");
+  int rc = 0;
+  const auto allow = [&](int nr) {
+    rc = rc != 0 ? rc : ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+  };
+  for (int nr :
+       {// The socket it was given, and memory.
+        SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(recvfrom),
+        SCMP_SYS(sendto), SCMP_SYS(recvmsg), SCMP_SYS(sendmsg), SCMP_SYS(poll), SCMP_SYS(ppoll),
+        SCMP_SYS(close), SCMP_SYS(fstat), SCMP_SYS(lseek), SCMP_SYS(fcntl), SCMP_SYS(mmap),
+        SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(mprotect), SCMP_SYS(madvise), SCMP_SYS(brk),
+        // Threads, time, signals, the process itself.
+        SCMP_SYS(futex), SCMP_SYS(set_robust_list), SCMP_SYS(get_robust_list), SCMP_SYS(rseq),
+        SCMP_SYS(set_tid_address), SCMP_SYS(sched_yield), SCMP_SYS(sched_getaffinity),
+        SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getparam), SCMP_SYS(sched_getscheduler),
+        SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres), SCMP_SYS(clock_nanosleep),
+        SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday), SCMP_SYS(getrandom), SCMP_SYS(getpid),
+        SCMP_SYS(gettid), SCMP_SYS(getppid), SCMP_SYS(getuid), SCMP_SYS(geteuid), SCMP_SYS(getgid),
+        SCMP_SYS(getegid), SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
+        SCMP_SYS(sigaltstack), SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(membarrier),
+        SCMP_SYS(sysinfo), SCMP_SYS(uname), SCMP_SYS(getrlimit), SCMP_SYS(get_mempolicy),
+        SCMP_SYS(restart_syscall)}) {
+    allow(nr);
+  }
+  // prlimit64 only to read limits (no new limit), tgkill only at itself.
+  if (rc == 0) {
+    rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1, SCMP_A2(SCMP_CMP_EQ, 0));
+  }
+  if (rc == 0) {
+    rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
+                            SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(::getpid())));
+  }
+  // New threads, never new processes: clone only with CLONE_THREAD; clone3's
+  // flags sit in memory a filter cannot read, so it is "not implemented" and
+  // the C library falls back to clone.
+  if (rc == 0) {
+    rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+                            SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+  }
+  if (rc == 0) rc = ::seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+  // Starting a program, opening a socket or tracing: an escape attempt.
+  for (int nr : {SCMP_SYS(execve),
+                 SCMP_SYS(execveat),
+                 SCMP_SYS(socket),
+                 SCMP_SYS(socketpair),
+                 SCMP_SYS(connect),
+                 SCMP_SYS(bind),
+                 SCMP_SYS(listen),
+                 SCMP_SYS(accept),
+                 SCMP_SYS(accept4),
+                 SCMP_SYS(ptrace),
+                 SCMP_SYS(process_vm_readv),
+                 SCMP_SYS(process_vm_writev),
+                 SCMP_SYS(fork),
+                 SCMP_SYS(vfork),
+                 SCMP_SYS(io_uring_setup),
+                 SCMP_SYS(bpf),
+                 SCMP_SYS(unshare),
+                 SCMP_SYS(setns),
+                 SCMP_SYS(mount),
+                 SCMP_SYS(kill)}) {
+    if (rc == 0) rc = ::seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, nr, 0);
+  }
+  if (rc == 0) rc = ::seccomp_load(ctx);
+  ::seccomp_release(ctx);
+  if (rc != 0) {
+    return absl::InternalError(
+        absl::StrCat("installing the sandbox's system-call filter: ", std::strerror(-rc)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedsilo::ml

@@ -1,0 +1,367 @@
+#include "ml/sandbox.h"
+
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "ml/model.h"
+#include "ml/scripted_module.h"
+#include "ml/torchscript_check.h"
+
+namespace fedsilo::ml {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+Sandbox TestSandbox() { return Sandbox{FEDSILO_TEST_BINARY}; }
+
+std::string Dir() {
+  const std::string dir = ::testing::TempDir() + "/sandbox_test";
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// A secret a silo keeps in a file: 64 bytes the module must never see.
+const std::string& Secret() {
+  static const std::string* secret = [] {
+    auto* s = new std::string("PATIENT-RECORD-0042:diagnosis=confidential;ssn=123-45-6789;end.");
+    s->resize(64, '#');
+    std::ofstream(Dir() + "/secret.txt", std::ios::binary) << *s;
+    return s;
+  }();
+  return *secret;
+}
+
+// The attack: a linear model whose forward(), while training, copies a file
+// of the silo into a registered buffer, which is aggregated like a weight
+// and comes back to the data scientist in the final model.
+std::string ThiefModule() {
+  const std::string path = Dir() + "/thief.pt";
+  ScriptedModule m;
+  m.parameters = {{"w", {4, 2}}, {"b", {2}}};
+  m.buffers = {{"loot", {64}}};
+  m.methods =
+      "def forward(self, x):\n"
+      "    if self.training:\n"
+      "        self.loot = torch.from_file('" +
+      Dir() +
+      "/secret.txt', False, 64, dtype=0).float()\n"
+      "    return torch.matmul(x, self.w) + self.b\n";
+  Status written = WriteScriptedModule(m, path);
+  EXPECT_TRUE(written.ok()) << written;
+  return path;
+}
+
+std::shared_ptr<Dataset> Rows(int n) {
+  auto d = std::make_shared<Dataset>();
+  d->example_shape = {4};
+  d->num_classes = 2;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> g(0, 1);
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < 4; ++j) d->features.push_back(g(rng) + (j == i % 2 ? 2.0f : 0.0f));
+    d->labels.push_back(i % 2);
+  }
+  return d;
+}
+
+ModelSpec SpecOf(const std::string& file) {
+  ModelSpec s;
+  s.config.kind = ModelKind::kTorchScript;
+  s.config.torchscript = file;
+  s.input_shape = {4};
+  s.num_classes = 2;
+  return s;
+}
+
+TrainingConfig Sgd() {
+  TrainingConfig t;
+  t.batch_size = 8;
+  t.learning_rate = 0.1;
+  return t;
+}
+
+// Whether any value of `state`, read as a byte, spells the secret's start.
+bool HoldsTheSecret(const ModelState& state) {
+  const std::string head = Secret().substr(0, 16);
+  for (const Tensor& t : state.tensors()) {
+    std::string bytes;
+    for (float v : t.floats()) bytes.push_back(static_cast<char>(static_cast<int>(v)));
+    if (bytes.find(head) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(SandboxTest, AModuleThatReadsASiloFileIsRefusedByTheOpCheck) {
+  Secret();
+  const Sandbox sandbox = TestSandbox();
+  auto model = Model::Create(SpecOf(ThiefModule()), 1, &sandbox);
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(model.status().message()),
+              HasSubstr("method 'forward' uses aten::from_file"));
+  EXPECT_TRUE(IsShareable(model.status()));  // the names are the host's to write
+}
+
+// The positive control shows the attack works where nothing stops it (in a
+// process that loads the module itself, the op check off); the sandbox with
+// its op check off still stops it: the read fails, and no model holds a byte
+// of the file.
+TEST(SandboxTest, WithTheOpCheckOffTheSystemCallFilterStillStopsTheRead) {
+  Secret();
+  const std::string thief = ThiefModule();
+  std::ifstream in(thief, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<RefusedOp> refused;
+  auto here = Model::LoadTorchScriptHere(bytes, SpecOf(thief), /*check_ops=*/false, &refused);
+  ASSERT_TRUE(here.ok()) << here.status();
+  {
+    auto trained_here = (*here)->Train(DataView::All(Rows(32)), Sgd(), 1);
+    ASSERT_TRUE(trained_here.ok()) << trained_here.status();
+  }
+  EXPECT_TRUE(HoldsTheSecret((*here)->GetState()));  // the attack, unhindered
+
+  Sandbox sandbox = TestSandbox();
+  sandbox.check_ops = false;
+  auto model = Model::Create(SpecOf(thief), 1, &sandbox);
+  ASSERT_TRUE(model.ok()) << model.status();  // forward() in eval mode reads nothing
+  const ModelState before = (*model)->GetState();
+  auto trained = (*model)->Train(DataView::All(Rows(32)), Sgd(), 1);
+  ASSERT_FALSE(trained.ok());
+  EXPECT_THAT(trained.status().message(), HasSubstr("from_file"));
+  EXPECT_FALSE(IsShareable(trained.status()));  // the worker's words stay in the silo
+  EXPECT_FALSE(HoldsTheSecret((*model)->GetState()));
+  EXPECT_FALSE(HoldsTheSecret(before));
+}
+
+// A module that writes a file when it is loaded (__setstate__ runs then):
+// where nothing stops it, it writes; in the sandbox it writes nothing, and
+// the op check names what it would have done.
+TEST(SandboxTest, AModuleThatWritesAFileOnLoadingWritesNothing) {
+  const std::string dir = Dir() + "/writer";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  ScriptedModule m;
+  m.parameters = {{"w", {4, 2}}};
+  m.methods =
+      "def forward(self, x):\n    return torch.matmul(x, self.w)\n"
+      "def __getstate__(self):\n    return (self.w, self.training)\n"
+      "def __setstate__(self, state: Tuple[Tensor, bool]):\n"
+      "    torch.save(state[0], '" +
+      dir +
+      "/pwned.pt')\n"
+      "    self.w = state[0]\n"
+      "    self.training = state[1]\n";
+  {
+    Status written = WriteScriptedModule(m, dir + "/writer.pt");
+    ASSERT_TRUE(written.ok()) << written;
+  }
+  Sandbox sandbox = TestSandbox();
+  sandbox.check_ops = false;
+  (void)Model::Create(SpecOf(dir + "/writer.pt"), 1, &sandbox);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/pwned.pt"));
+  sandbox.check_ops = true;
+  auto refused = Model::Create(SpecOf(dir + "/writer.pt"), 1, &sandbox);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("method '__setstate__' uses aten::save"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/pwned.pt"));
+
+  // The positive control: loaded in a process without the sandbox, it writes.
+  std::ifstream in(dir + "/writer.pt", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<RefusedOp> found;
+  (void)Model::LoadTorchScriptHere(bytes, SpecOf(dir + "/writer.pt"), false, &found);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/pwned.pt"));
+}
+
+// The filter itself, in a child of this test: no files, no sockets, no
+// programs; threads and the socket it has still work.
+TEST(SandboxTest, TheFilterRefusesFilesSocketsAndProgramsButNotThreads) {
+  const auto in_child = [](const std::function<int()>& body) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      if (!InstallSandboxFilter().ok()) _exit(90);
+      _exit(body());
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
+  };
+  // Opening a file fails with EPERM.
+  int status = in_child([] {
+    const int fd = ::open("/etc/hostname", O_RDONLY);
+    return fd < 0 && errno == EPERM ? 0 : 1;
+  });
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  status = in_child([] {
+    const int fd =
+        ::open((::testing::TempDir() + "/sandbox_created").c_str(), O_WRONLY | O_CREAT, 0600);
+    return fd < 0 ? 0 : 1;
+  });
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_FALSE(std::filesystem::exists(::testing::TempDir() + "/sandbox_created"));
+  // A socket, or a program: the process is killed (SIGSYS).
+  status = in_child([] { return ::socket(AF_INET, SOCK_STREAM, 0) >= 0 ? 0 : 2; });
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) << status;
+  status = in_child([] {
+    char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
+    ::execv("/bin/true", argv);
+    return 3;
+  });
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) << status;
+  // (fork() is clone() without CLONE_THREAD: refused.)
+  status = in_child([] { return ::fork() < 0 && errno == EPERM ? 0 : 4; });
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // Threads start and join; memory is there.
+  status = in_child([] {
+    int value = 0;
+    std::thread t([&] { value = 7; });
+    t.join();
+    std::vector<char> big(64 << 20, 1);
+    return value == 7 && big.back() == 1 ? 0 : 5;
+  });
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// The sandbox's death, or a module that never returns, fails that call --
+// and only that call.
+TEST(SandboxTest, AWorkerThatDiesOrHangsFailsTheCallNotTheHost) {
+  const std::string path = Dir() + "/spin.pt";
+  ScriptedModule m;
+  m.parameters = {{"w", {4, 2}}};
+  m.methods =
+      "def forward(self, x):\n"
+      "    y = torch.matmul(x, self.w)\n"
+      "    if self.training:\n"
+      "        while True:\n"
+      "            y = y + 1.0\n"
+      "    return y\n";
+  {
+    Status written = WriteScriptedModule(m, path);
+    ASSERT_TRUE(written.ok()) << written;
+  }
+  Sandbox sandbox = TestSandbox();
+  sandbox.timeout = std::chrono::seconds(2);
+  auto model = Model::Create(SpecOf(path), 1, &sandbox);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const auto start = std::chrono::steady_clock::now();
+  auto stuck = (*model)->Train(DataView::All(Rows(16)), Sgd(), 1);
+  EXPECT_EQ(stuck.status().code(), absl::StatusCode::kDeadlineExceeded) << stuck.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  EXPECT_FALSE((*model)->PredictLogProbabilities(DataView::All(Rows(4))).ok());  // gone
+
+  auto session = SandboxSession::Start(TestSandbox(), "killed");
+  ASSERT_TRUE(session.ok());
+  ::kill((*session)->pid(), SIGKILL);
+  auto after = (*session)->GetState();
+  EXPECT_FALSE(after.ok());
+  EXPECT_THAT(after.status().message(), HasSubstr("killed"));
+}
+
+// A worker that lies: a frame announcing more bytes than a reply may hold is
+// refused before anything is allocated, and so is a reply of the wrong shape.
+TEST(SandboxTest, AHostileWorkersRepliesAreBoundedAndChecked) {
+  const std::string liar = Dir() + "/liar.sh";
+  {
+    std::ofstream s(liar);
+    // kOk (100) with a length of 2^62.
+    s << "#!/bin/sh\nprintf '\\144\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\100' >&3\n"
+         "exec /bin/sleep 5\n";
+  }
+  ::chmod(liar.c_str(), 0700);
+  Sandbox hostile{liar};
+  hostile.timeout = std::chrono::seconds(10);
+  auto session = SandboxSession::Start(hostile, "liar");
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto state = (*session)->GetState();
+  ASSERT_FALSE(state.ok());
+  EXPECT_THAT(state.status().message(), HasSubstr("sent a frame of 4611686018427387904 bytes"));
+
+  const std::string garbage = Dir() + "/garbage.sh";
+  {
+    std::ofstream s(garbage);
+    // kOk with 8 bytes that are no model state.
+    s << "#!/bin/sh\nprintf '\\144\\000\\000\\000\\010\\000\\000\\000\\000\\000\\000\\000"
+         "FSMXXXXX' >&3\nexec /bin/sleep 5\n";
+  }
+  ::chmod(garbage.c_str(), 0700);
+  auto other = SandboxSession::Start(Sandbox{garbage}, "garbage");
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE((*other)->GetState().ok());
+}
+
+// The allowlist is checked against libtorch's own registry: every operator
+// on it exists, and none of the operators the registry shows to reach files,
+// the network, threads or custom classes is on it.
+TEST(SandboxTest, TheAllowlistIsCheckedAgainstLibtorchsRegistry) {
+  const std::vector<std::string> outside = RegisteredOpsThatReachOutside();
+  const std::set<std::string> outside_set(outside.begin(), outside.end());
+  for (const char* known : {"aten::from_file", "aten::save", "prim::Print", "aten::warn"}) {
+    EXPECT_EQ(outside_set.count(known), 1u) << known;  // derived, not listed by hand
+  }
+  EXPECT_GT(outside.size(), 10u);
+  for (const std::string& op : AllowedTorchScriptOps()) {
+    EXPECT_EQ(outside_set.count(op), 0u) << op << " reaches outside";
+    if (op.rfind("aten::", 0) == 0) EXPECT_TRUE(IsRegisteredOp(op)) << op << " is not an operator";
+  }
+}
+
+// What people write passes: the example module, and one with the usual
+// layers (convolution, pooling, normalisation, dropout, activations).
+TEST(SandboxTest, ModulesOfTheUsualLayersPassTheCheck) {
+  const std::string path = Dir() + "/usual.pt";
+  ScriptedModule m;
+  m.parameters = {{"conv_w", {4, 1, 3, 3}}, {"conv_b", {4}}, {"fc_w", {2, 16}}, {"fc_b", {2}},
+                  {"ln_w", {16}},           {"ln_b", {16}}};
+  m.buffers = {{"mean", {4}}, {"var", {4}}};
+  m.methods =
+      "def forward(self, x):\n"
+      "    x = x.view(x.size(0), 1, 2, 2)\n"
+      "    x = torch.conv2d(x, self.conv_w, self.conv_b, 1, 1)\n"
+      "    x = torch.batch_norm(x, None, None, self.mean, self.var, self.training, 0.1, 1e-5, "
+      "False)\n"
+      "    x = torch.gelu(torch.max_pool2d(x, 1))\n"
+      "    x = torch.flatten(x, 1)\n"
+      "    x = torch.layer_norm(x, [16], self.ln_w, self.ln_b, 1e-5, False)\n"
+      "    x = torch.dropout(x, 0.1, self.training)\n"
+      "    return torch.linear(torch.relu(x), self.fc_w, self.fc_b)\n";
+  {
+    Status written = WriteScriptedModule(m, path);
+    ASSERT_TRUE(written.ok()) << written;
+  }
+  const Sandbox sandbox = TestSandbox();
+  auto model = Model::Create(SpecOf(path), 1, &sandbox);
+  ASSERT_TRUE(model.ok()) << model.status();
+  {
+    auto trained = (*model)->Train(DataView::All(Rows(16)), Sgd(), 1);
+    EXPECT_TRUE(trained.ok()) << trained.status();
+  }
+  auto example = Model::Create(
+      [] {
+        ModelSpec s;
+        s.config.kind = ModelKind::kTorchScript;
+        s.config.torchscript =
+            std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/torchscript/digits_net.pt";
+        s.input_shape = {64};
+        s.num_classes = 10;
+        return s;
+      }(),
+      1, &sandbox);
+  EXPECT_TRUE(example.ok()) << example.status();
+}
+
+}  // namespace
+}  // namespace fedsilo::ml

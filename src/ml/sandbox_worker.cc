@@ -1,0 +1,206 @@
+// The sandbox's worker: `fedsilo sandbox-worker` (ml/sandbox.h).
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "core/model_state_file.h"
+#include "ml/model.h"
+#include "ml/sandbox.h"
+#include "ml/sandbox_protocol.h"
+#include "ml/torchscript_check.h"
+
+namespace fedsilo::ml {
+namespace {
+
+using sandbox::Kind;
+using sandbox::Reader;
+using sandbox::Writer;
+
+constexpr int kSocket = 3;
+constexpr uint64_t kMaxRequest = uint64_t{8} << 30;
+
+class Worker {
+ public:
+  // Answers one request; false when the host is gone.
+  bool Serve(const sandbox::Frame& request) {
+    StatusOr<std::string> reply = Handle(request);
+    if (!reply.ok() && refused_.has_value()) {
+      Writer w;
+      w.Bytes(refused_->op).Bytes(refused_->method);
+      refused_.reset();
+      return sandbox::WriteFrame(kSocket, Kind::kRefused, w.str(), "the host").ok();
+    }
+    if (!reply.ok()) {
+      Writer w;
+      w.U32(static_cast<uint32_t>(reply.status().code()))
+          .Bytes(std::string(reply.status().message()));
+      return sandbox::WriteFrame(kSocket, Kind::kError, w.str(), "the host").ok();
+    }
+    return sandbox::WriteFrame(kSocket, Kind::kOk, *reply, "the host").ok();
+  }
+
+ private:
+  StatusOr<std::string> Handle(const sandbox::Frame& request) {
+    Reader r(request.payload);
+    const auto malformed = [] { return absl::InvalidArgumentError("a malformed request"); };
+    if (request.kind != Kind::kLoad && request.kind != Kind::kData && model_ == nullptr) {
+      return absl::FailedPreconditionError("no module loaded");
+    }
+    switch (request.kind) {
+      case Kind::kLoad: {
+        const std::string bytes = r.Bytes();
+        ModelSpec spec;
+        spec.config.kind = ModelKind::kTorchScript;
+        spec.input_shape = r.I64s();
+        spec.num_classes = static_cast<int>(r.I64());
+        const bool check_ops = r.U32() != 0;
+        if (!r.done()) return malformed();
+        std::vector<RefusedOp> refused;
+        StatusOr<std::unique_ptr<Model>> model =
+            Model::LoadTorchScriptHere(bytes, spec, check_ops, &refused);
+        if (!refused.empty()) {
+          refused_ = refused.front();
+          return absl::InvalidArgumentError("refused");
+        }
+        if (!model.ok()) return model.status();
+        model_ = std::move(model).value();
+        Writer w;
+        w.Bytes(SerializeModelState(model_->GetState()))
+            .I64(model_->num_parameters())
+            .I64(model_->num_buffers());
+        return std::move(w.str());
+      }
+      case Kind::kData: {
+        const uint64_t id = r.U64();
+        auto d = std::make_shared<Dataset>();
+        d->example_shape = r.I64s();
+        d->num_classes = static_cast<int>(r.I64());
+        d->labels = r.I64s();
+        const uint32_t bytes = r.U32();
+        if (bytes != 0) {
+          d->byte_scale = static_cast<float>(r.F64());
+          const std::string raw = r.Bytes();
+          d->byte_features =
+              std::make_shared<ByteStore>(std::vector<uint8_t>(raw.begin(), raw.end()));
+        } else {
+          d->features = r.Floats();
+        }
+        if (!r.done() || d->num_classes < 1) return malformed();
+        const int64_t size = d->has_byte_features() ? static_cast<int64_t>(d->byte_features->size())
+                                                    : static_cast<int64_t>(d->features.size());
+        if (size != d->size() * d->feature_size()) return malformed();
+        for (int64_t l : d->labels) {
+          if (l < 0 || l >= d->num_classes) return malformed();
+        }
+        datasets_[id] = std::move(d);
+        return std::string();
+      }
+      case Kind::kSetState: {
+        FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(request.payload, "the host"));
+        FEDSILO_RETURN_IF_ERROR(model_->SetState(file.state));
+        return std::string();
+      }
+      case Kind::kGetState:
+        return SerializeModelState(model_->GetState());
+      case Kind::kTrain: {
+        FEDSILO_ASSIGN_OR_RETURN(DataView view, View(r));
+        TrainingConfig config;
+        config.local_epochs = static_cast<int>(r.I64());
+        config.batch_size = static_cast<int>(r.I64());
+        config.optimizer = static_cast<OptimizerKind>(r.U32());
+        config.learning_rate = r.F64();
+        config.momentum = r.F64();
+        config.weight_decay = r.F64();
+        const uint64_t seed = r.U64();
+        LocalObjective objective;
+        objective.proximal_mu = r.F64();
+        const std::string correction = r.Bytes();
+        if (!r.done()) return malformed();
+        ModelState correction_state;
+        if (!correction.empty()) {
+          FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(correction, "the host"));
+          correction_state = std::move(file.state);
+          objective.gradient_correction = &correction_state;
+        }
+        FEDSILO_ASSIGN_OR_RETURN(TrainStats stats,
+                                 model_->Train(view, config, seed, nullptr, objective));
+        Writer w;
+        w.I64(stats.examples).I64(stats.steps).F64(stats.loss).F64(stats.accuracy);
+        return std::move(w.str());
+      }
+      case Kind::kPredict: {
+        FEDSILO_ASSIGN_OR_RETURN(DataView view, View(r));
+        if (!r.done()) return malformed();
+        FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logp, model_->PredictLogProbabilities(view));
+        Writer w;
+        w.Floats(logp.data(), logp.size());
+        return std::move(w.str());
+      }
+      case Kind::kSave:
+        return model_->SaveTorchScriptBytes();
+      default:
+        return malformed();
+    }
+  }
+
+  // A data set sent before, and the indices of the examples asked for.
+  StatusOr<DataView> View(Reader& r) {
+    const uint64_t id = r.U64();
+    auto it = datasets_.find(id);
+    if (!r.ok() || it == datasets_.end()) {
+      return absl::InvalidArgumentError("a request for a data set not sent");
+    }
+    DataView view;
+    view.dataset = it->second;
+    view.indices = r.I64s();
+    for (int64_t i : view.indices) {
+      if (i < 0 || i >= it->second->size()) {
+        return absl::InvalidArgumentError("an example index out of range");
+      }
+    }
+    return view;
+  }
+
+  std::unique_ptr<Model> model_;
+  std::map<uint64_t, std::shared_ptr<const Dataset>> datasets_;
+  std::optional<RefusedOp> refused_;
+};
+
+}  // namespace
+
+int RunSandboxWorker() {
+  // No core dumps (they would be files the filter cannot stop), no tracing
+  // by its own user, and gone when the host is.
+  const rlimit no_core{0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (::getppid() == 1) return 1;  // the host died before we could ask
+  // Nothing inherited but the socket.
+  ::syscall(SYS_close_range, kSocket + 1, ~0U, 0);
+  // Everything libtorch sets up lazily (CPU features, BLAS, the allocator,
+  // the JIT) happens now, while files may still be read.
+  Status warm = WarmUpLibtorch();
+  Status filtered = warm.ok() ? InstallSandboxFilter() : warm;
+  if (!filtered.ok()) {
+    std::fprintf(stderr, "fedsilo sandbox-worker: %s\n", std::string(filtered.message()).c_str());
+    return 1;
+  }
+  Worker worker;
+  for (;;) {
+    StatusOr<sandbox::Frame> request = sandbox::ReadFrame(
+        kSocket, kMaxRequest, std::chrono::steady_clock::time_point::max(), "the host");
+    if (!request.ok()) return 0;  // the host closed the socket: done
+    if (!worker.Serve(*request)) return 0;
+  }
+}
+
+}  // namespace fedsilo::ml
