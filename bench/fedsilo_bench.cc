@@ -6,6 +6,8 @@
 //                             return the model unchanged (no training), against
 //                             pushing the same bytes through bare TLS connections
 //   fedsilo-bench dp-step     DP-SGD step time against SGD (2NN, CNN)
+//   fedsilo-bench sandbox     local training rounds of a TorchScript module in its
+//                             sandbox against loaded in the process (digits, MNIST CNN)
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -28,6 +30,7 @@
 #include "dp_step.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
+#include "sandbox_bench.h"
 #include "secure/provisioner.h"
 #include "secure/secagg.h"
 #include "strategy/fed_avg.h"
@@ -281,12 +284,12 @@ int RunTransport(const TransportOptions& o) {
     secure_job.privacy.secure_aggregation.max_weight = 1;
     std::vector<std::unique_ptr<transport::SiloConnection>> again;
     for (const std::string& name : job.federation.silos) {
-      again.push_back(std::make_unique<transport::RemoteSiloConnection>(
-          name, &service, std::chrono::seconds(600)));
+      again.push_back(std::make_unique<transport::RemoteSiloConnection>(name, &service,
+                                                                        std::chrono::seconds(600)));
     }
-    orchestrator::Orchestrator secure_orch(secure_job, {"bench-secure", o.silos},
-                                           std::move(again), std::make_unique<strategy::FedAvg>(),
-                                           &none, nullptr, nullptr);
+    orchestrator::Orchestrator secure_orch(secure_job, {"bench-secure", o.silos}, std::move(again),
+                                           std::make_unique<strategy::FedAvg>(), &none, nullptr,
+                                           nullptr);
     secure_status = secure_orch.Run(std::move(secure_model), &secure_times).status();
   }
   secure_model = ModelState();
@@ -308,8 +311,9 @@ int RunTransport(const TransportOptions& o) {
     return 1;
   }
   if (!secure_status.ok() || !secure_times.ok) {
-    std::fprintf(stderr, "secure rounds failed: %s\n",
-                 secure_status.ok() ? "a silo failed" : std::string(secure_status.message()).c_str());
+    std::fprintf(
+        stderr, "secure rounds failed: %s\n",
+        secure_status.ok() ? "a silo failed" : std::string(secure_status.message()).c_str());
     return 1;
   }
   std::sort(times.seconds.begin(), times.seconds.end());
@@ -387,6 +391,16 @@ int main(int argc, char** argv) {
   dp_step->add_flag("--json", dps.json, "Print a JSON summary as the last line");
 
   std::string kit, target;
+  fedsilo::bench::SandboxBenchOptions sbo;
+  CLI::App* sandbox_cmd = app.add_subcommand(
+      "sandbox", "Local training rounds of a TorchScript module sandboxed against in-process");
+  sandbox_cmd->add_option("--rounds", sbo.rounds, "Rounds timed per model and mode")
+      ->check(CLI::Range(1, 1000));
+  sandbox_cmd->add_option("--mnist-examples", sbo.mnist_examples, "The MNIST silo's examples")
+      ->check(CLI::Range(100, 60000));
+  sandbox_cmd->add_option("--data-dir", sbo.data_dir, "The built-in data sets");
+  sandbox_cmd->add_flag("--json", sbo.json, "Print a JSON summary as the last line");
+
   CLI::App* echo = app.add_subcommand("echo-silo", "(internal) a silo that returns the model");
   echo->add_option("--kit", kit)->required();
   echo->add_option("--orchestrator", target)->required();
@@ -409,6 +423,7 @@ int main(int argc, char** argv) {
   if (*aggregate) return RunAggregate(agg);
   if (*transport_cmd) return RunTransport(tr);
   if (*dp_step) return fedsilo::bench::RunDpStep(dps);
+  if (*sandbox_cmd) return fedsilo::bench::RunSandboxBench(sbo);
   if (*echo) return RunEchoSilo(kit, target);
   if (*push_client)
     return fedsilo::bench::RunTlsPushClient(kit, push_port, push_bytes, push_repeats);

@@ -19,6 +19,7 @@
 #include "core/model_state_file.h"
 #include "fake_mlflow.h"
 #include "ml/dataset_catalog.h"
+#include "ml/scripted_module.h"
 
 namespace {
 
@@ -223,8 +224,8 @@ TEST(CliTest, SiloPolicyRefusesAndTheLedgerRecords) {
   EXPECT_EQ(digits["composition"], "RDP");
   EXPECT_GT(digits["epsilon"].get<double>(), 3.0);
   EXPECT_LT(digits["epsilon"].get<double>(), 5.0);
-  EXPECT_LT(digits["epsilon"].get<double>(), j["entries"][0]["epsilon"].get<double>() +
-                                                  j["entries"][1]["epsilon"].get<double>());
+  EXPECT_LT(digits["epsilon"].get<double>(),
+            j["entries"][0]["epsilon"].get<double>() + j["entries"][1]["epsilon"].get<double>());
 }
 
 std::string FileBytes(const std::string& path) {
@@ -744,6 +745,36 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
             << file << ": " << t.name() << "[" << i << "]";
       }
     }
+  }
+}
+
+// A data scientist's module that copies a file of the silo into a buffer
+// while it trains: refused by name before it runs, in simulation and with
+// silo processes, and no run keeps a model.
+TEST(CliTest, AModuleThatReadsFilesIsRefusedBeforeItRuns) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("thief");
+  std::ofstream(dir + "/secret.txt") << std::string(64, 'S');
+  fedsilo::ml::ScriptedModule thief;
+  thief.parameters = {{"w", {64, 10}}, {"b", {10}}};
+  thief.buffers = {{"loot", {64}}};
+  thief.methods =
+      "def forward(self, x):\n    if self.training:\n        self.loot = "
+      "torch.from_file('" +
+      dir +
+      "/secret.txt', False, 64, dtype=0).float()\n"
+      "    return torch.matmul(x, self.w) + self.b\n";
+  ASSERT_TRUE(fedsilo::ml::WriteScriptedModule(thief, dir + "/thief.pt").ok());
+  for (const char* mode : {"", " --processes"}) {
+    Result r =
+        Fedsilo("run " + Example("torchscript/digits.yaml") + " --set model.torchscript=" + dir +
+                "/thief.pt --set training.rounds=2 --quiet --workdir " + dir + mode);
+    EXPECT_EQ(r.exit_code, 2) << mode << r.err;
+    EXPECT_THAT(r.err, HasSubstr("thief.pt: refused: method 'forward' uses aten::from_file"))
+        << mode;
+  }
+  for (const auto& f : fs::recursive_directory_iterator(dir)) {
+    EXPECT_NE(f.path().filename(), "final_model.fsm") << f.path();
   }
 }
 

@@ -26,6 +26,7 @@
 #include "core/subprocess.h"
 #include "fake_mlflow.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
+#include "ml/scripted_module.h"
 #include "orchestrator/job_store.h"
 #include "secure/audit_log.h"
 #include "secure/provisioner.h"
@@ -301,8 +302,8 @@ TEST(OrchestratorDaemonTest, JobsAreExportedToMlflowAsEachSilosPolicyAllows) {
   fed.StartSilo("a", {"--policy", fed.dir() + "/policy-a.yaml"});
   fed.StartSilo("b");
   fed.StartSilo("c");
-  const std::string job =
-      fed.WriteJob("job", std::string(kJob) + "tracking: {mlflow: {uri: '" + mlflow.uri() + "'}}\n");
+  const std::string job = fed.WriteJob(
+      "job", std::string(kJob) + "tracking: {mlflow: {uri: '" + mlflow.uri() + "'}}\n");
   ASSERT_EQ(fed.User("submit " + job).status, 0);
   Output waited = fed.User("status job-1 --wait");
   ASSERT_EQ(waited.status, 0) << waited.out << waited.err;
@@ -331,8 +332,7 @@ TEST(OrchestratorDaemonTest, JobsAreExportedToMlflowAsEachSilosPolicyAllows) {
   EXPECT_EQ(per_source.count("a"), 0u);
   EXPECT_GT(per_source["b"], 4);
   EXPECT_EQ(per_source["b"], per_source["c"]);
-  EXPECT_DOUBLE_EQ(final_accuracy,
-                   status["latest_metrics"]["global/test_accuracy"].get<double>());
+  EXPECT_DOUBLE_EQ(final_accuracy, status["latest_metrics"]["global/test_accuracy"].get<double>());
   bool model_sent = false;
   for (const auto& [path, bytes] : mlflow.artifacts()) {
     if (path.size() > 15 && path.substr(path.size() - 15) == "final_model.fsm") {
@@ -364,10 +364,10 @@ TEST(OrchestratorDaemonTest, TorchScriptJobsShipTheirModuleToTheSilos) {
   fed.StartSilo("a", {"--policy", fed.dir() + "/policy-a.yaml"});
   fed.StartSilo("b", {"--policy", fed.dir() + "/policy-b.yaml"});
   fed.StartSilo("c");
-  const std::string job = fed.WriteJob(
-      "ts", "name: ts\ndata: {dataset: digits}\nmodel: {torchscript: " + module +
-                "}\ntraining: {rounds: 3, learning_rate: 0.05}\n"
-                "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 60}\n");
+  const std::string job =
+      fed.WriteJob("ts", "name: ts\ndata: {dataset: digits}\nmodel: {torchscript: " + module +
+                             "}\ntraining: {rounds: 3, learning_rate: 0.05}\n"
+                             "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 60}\n");
   Output submitted = fed.User("submit " + job);
   ASSERT_EQ(submitted.status, 0) << submitted.err;
   Output waited = fed.User("status job-1 --wait");
@@ -403,15 +403,15 @@ TEST(OrchestratorDaemonTest, JobsOnTheSilosOwnCsvFilesComputeStatisticsThenTrain
          "missing: impute}\n";
   ASSERT_TRUE(fed.StartOrchestrator()) << Read(fed.dir() + "/orchestrator.log");
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
-  const std::string job = fed.WriteJob(
-      "fraud",
-      "name: fraud\nseed: 1\ndata: {dataset: transactions, silo_test_fraction: 0.3}\n"
-      "preprocess:\n  scale: standard\n  categories:\n"
-      "    merchant: [grocery, restaurant, online, travel, atm, electronics]\n"
-      "model: {name: mlp, hidden: [32]}\n"
-      "training: {rounds: 3, local_epochs: 2, batch_size: 64, optimizer: adam, "
-      "learning_rate: 0.003}\n"
-      "federation: {silos: [a, b, c], wait_for_silos: 60}\n");
+  const std::string job =
+      fed.WriteJob("fraud",
+                   "name: fraud\nseed: 1\ndata: {dataset: transactions, silo_test_fraction: 0.3}\n"
+                   "preprocess:\n  scale: standard\n  categories:\n"
+                   "    merchant: [grocery, restaurant, online, travel, atm, electronics]\n"
+                   "model: {name: mlp, hidden: [32]}\n"
+                   "training: {rounds: 3, local_epochs: 2, batch_size: 64, optimizer: adam, "
+                   "learning_rate: 0.003}\n"
+                   "federation: {silos: [a, b, c], wait_for_silos: 60}\n");
   ASSERT_EQ(fed.User("submit " + job).status, 0);
   Output waited = fed.User("status job-1 --wait");
   ASSERT_EQ(waited.status, 0) << waited.out << waited.err << Read(fed.dir() + "/orchestrator.log");
@@ -440,8 +440,8 @@ TEST(OrchestratorDaemonTest, JobsOnTheSilosOwnCsvFilesComputeStatisticsThenTrain
   EXPECT_DOUBLE_EQ(latest["global/test_auc"].get<double>(), summary["final"]["auc"].get<double>());
 
   // predict reads the orchestrator's run like a work folder's.
-  Output predicted = fed.Run("predict job-1 --workdir " + fed.dir() + "/state --data " +
-                             fed.dir() + "/c.csv --json");
+  Output predicted = fed.Run("predict job-1 --workdir " + fed.dir() + "/state --data " + fed.dir() +
+                             "/c.csv --json");
   ASSERT_EQ(predicted.status, 0) << predicted.err;
   EXPECT_EQ(LastJson(predicted.out)["rows"], 1500);
 }
@@ -549,9 +549,9 @@ TEST(OrchestratorDaemonTest, DashboardAndMetricsServeUsersOnly) {
   const std::string kits = fed.dir() + "/kits/";
   auto client = [&](const std::string& who) {
     auto c = who.empty() ? std::make_unique<httplib::SSLClient>("127.0.0.1", port)
-                         : std::make_unique<httplib::SSLClient>(
-                               "127.0.0.1", port, kits + who + "/" + who + ".crt",
-                               kits + who + "/" + who + ".key");
+                         : std::make_unique<httplib::SSLClient>("127.0.0.1", port,
+                                                                kits + who + "/" + who + ".crt",
+                                                                kits + who + "/" + who + ".key");
     c->enable_server_certificate_verification(false);  // the server's side is under test
     c->set_connection_timeout(5);
     return c;
@@ -647,8 +647,7 @@ TEST(OrchestratorDaemonTest, ABadCellsValueNeverLeavesTheSilo) {
   Federation fed("leak");
   const std::string data = std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/fraud/data/";
   fs::copy_file(data + "east.csv", fed.dir() + "/a.csv");
-  for (const auto& [silo, row] :
-       std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [silo, row] : std::vector<std::pair<std::string, std::string>>{
            {"b", "12.5,3,SECRET-MERCHANT-7731,4.0,100,1,2,0"},
            {"c", "SECRET-AMOUNT-4242,3,grocery,4.0,100,1,2,0"}}) {
     std::string text = Read(data + (silo == "b" ? "west.csv" : "south.csv"));
@@ -675,10 +674,10 @@ TEST(OrchestratorDaemonTest, ABadCellsValueNeverLeavesTheSilo) {
   EXPECT_THAT(logs, HasSubstr("silo 'c': dataset 'transactions': row 2, column 'amount': not a "
                               "number"));
   // What every user and the orchestrator's operator can see.
-  const std::string outside =
-      logs + waited.out + waited.err + fed.User("status job-1 --json").out +
-      fed.User("runs show job-1 --json").out + Read(fed.dir() + "/orchestrator.log") +
-      AllBytesUnder(fed.dir() + "/state");
+  const std::string outside = logs + waited.out + waited.err + fed.User("status job-1 --json").out +
+                              fed.User("runs show job-1 --json").out +
+                              Read(fed.dir() + "/orchestrator.log") +
+                              AllBytesUnder(fed.dir() + "/state");
   for (const char* secret : {"SECRET-MERCHANT-7731", "SECRET-AMOUNT-4242", "b.csv", "c.csv"}) {
     EXPECT_THAT(outside, Not(HasSubstr(secret))) << secret;
   }
@@ -708,11 +707,12 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
       << "datasets:\n  digits: {max_epsilon: 5, require_local_dp: true}\n";
   const std::vector<std::string> policy = {"--policy", fed.dir() + "/policy.yaml"};
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s, policy);
-  const std::string job = fed.WriteJob(
-      "dp", "name: dp\ndata: {dataset: digits}\nmodel: {name: logistic}\n"
-            "training: {rounds: 40, local_epochs: 2, batch_size: 16, learning_rate: 0.1}\n"
-            "privacy: {dp: {mode: local, target_epsilon: 4}}\n"
-            "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 60}\n");
+  const std::string job =
+      fed.WriteJob("dp",
+                   "name: dp\ndata: {dataset: digits}\nmodel: {name: logistic}\n"
+                   "training: {rounds: 40, local_epochs: 2, batch_size: 16, learning_rate: 0.1}\n"
+                   "privacy: {dp: {mode: local, target_epsilon: 4}}\n"
+                   "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 60}\n");
   ASSERT_EQ(fed.User("submit " + job).status, 0);
   // Wait for a round charged to silo a's ledger, then kill a mid-job.
   const std::string ledger = fed.dir() + "/kits/a/state/privacy-ledger.json";
@@ -787,6 +787,39 @@ TEST(OrchestratorDaemonTest, BadInputAndWrongKitsAreClearErrors) {
                            "/examples/torchscript/digits_net.pt");
   EXPECT_EQ(script.status, 2);
   EXPECT_THAT(script.err, HasSubstr("forward() fails on a batch of shape [2, 30]"));
+
+  // A module that copies a file into a buffer, or writes one when it is
+  // loaded: refused by name at submit, and the orchestrator -- which loads
+  // modules only in sandboxed workers -- wrote nothing, where it runs or
+  // where the module asked.
+  const std::string secret = fed.dir() + "/secret.txt";
+  std::ofstream(secret) << std::string(64, 'S');
+  ml::ScriptedModule thief;
+  thief.parameters = {{"w", {64, 10}}, {"b", {10}}};
+  thief.buffers = {{"loot", {64}}};
+  thief.methods = "def forward(self, x):\n    self.loot = torch.from_file('" + secret +
+                  "', False, 64, dtype=0).float()\n    return torch.matmul(x, self.w) + self.b\n";
+  ASSERT_TRUE(ml::WriteScriptedModule(thief, fed.dir() + "/thief.pt").ok());
+  Output stolen = fed.User("submit " + bad + " --set model.torchscript=" + fed.dir() + "/thief.pt");
+  EXPECT_EQ(stolen.status, 2) << stolen.err;
+  EXPECT_THAT(stolen.err, HasSubstr("method 'forward' uses aten::from_file"));
+  ml::ScriptedModule writer;
+  writer.parameters = {{"w", {64, 10}}};
+  writer.methods =
+      "def forward(self, x):\n    return torch.matmul(x, self.w)\n"
+      "def __getstate__(self):\n    return (self.w, self.training)\n"
+      "def __setstate__(self, state: Tuple[Tensor, bool]):\n"
+      "    torch.save(state[0], '" +
+      fed.dir() +
+      "/pwned.pt')\n"
+      "    torch.save(state[0], 'pwned-by-a-module.pt')\n"
+      "    self.w = state[0]\n    self.training = state[1]\n";
+  ASSERT_TRUE(ml::WriteScriptedModule(writer, fed.dir() + "/writer.pt").ok());
+  Output wrote = fed.User("submit " + bad + " --set model.torchscript=" + fed.dir() + "/writer.pt");
+  EXPECT_EQ(wrote.status, 2) << wrote.err;
+  EXPECT_THAT(wrote.err, HasSubstr("method '__setstate__' uses aten::save"));
+  EXPECT_FALSE(fs::exists(fed.dir() + "/pwned.pt"));
+  EXPECT_FALSE(fs::exists("pwned-by-a-module.pt"));  // the orchestrator's working folder
 
   Output unknown = fed.User("status job-42");
   EXPECT_EQ(unknown.status, 2);

@@ -241,6 +241,7 @@ struct Model::Impl {
   // its weights as last set or trained.
   std::unique_ptr<SandboxSession> remote;
   ModelState state;
+  bool state_sent = true;  // false: `state` goes with the next call
   int64_t remote_parameters = 0;
   int64_t remote_buffers = 0;
 
@@ -437,8 +438,9 @@ ModelState Model::GetState() const {
 Status Model::SetState(const ModelState& state) {
   FEDSILO_RETURN_IF_ERROR(Annotate(state.CheckSameLayout(impl_->layout), "model state"));
   if (impl_->remote != nullptr) {
-    FEDSILO_RETURN_IF_ERROR(impl_->remote->SetState(state));
+    // Sent with the next training or prediction: one exchange a round.
     impl_->state = state;
+    impl_->state_sent = false;
     return absl::OkStatus();
   }
   torch::NoGradGuard no_grad;
@@ -639,8 +641,12 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
       FEDSILO_RETURN_IF_ERROR(Annotate(
           objective.gradient_correction->CheckSameLayout(impl_->layout), "gradient correction"));
     }
-    FEDSILO_ASSIGN_OR_RETURN(TrainStats stats, impl_->remote->Train(data, config, seed, objective));
-    FEDSILO_ASSIGN_OR_RETURN(impl_->state, impl_->remote->GetState());
+    ModelState trained;
+    FEDSILO_ASSIGN_OR_RETURN(TrainStats stats,
+                             impl_->remote->Train(impl_->state_sent ? nullptr : &impl_->state, data,
+                                                  config, seed, objective, &trained));
+    impl_->state = std::move(trained);
+    impl_->state_sent = true;
     return stats;
   }
   UseOneThreadHere();
@@ -712,7 +718,12 @@ StatusOr<TrainStats> Model::Train(const DataView& data, const TrainingConfig& co
 }
 
 StatusOr<std::vector<float>> Model::PredictLogProbabilities(const DataView& data) const {
-  if (impl_->remote != nullptr) return impl_->remote->Predict(data, impl_->spec.num_classes);
+  if (impl_->remote != nullptr) {
+    StatusOr<std::vector<float>> logp = impl_->remote->Predict(
+        impl_->state_sent ? nullptr : &impl_->state, data, impl_->spec.num_classes);
+    if (logp.ok()) impl_->state_sent = true;
+    return logp;
+  }
   UseOneThreadHere();
   torch::NoGradGuard no_grad;
   impl_->SetTraining(false);
@@ -801,7 +812,13 @@ StatusOr<std::string> Model::SaveTorchScriptBytes() const {
         absl::StrCat("a ", ModelKindName(impl_->spec.config.kind),
                      " model has no TorchScript form (only model.torchscript models do)"));
   }
-  if (impl_->remote != nullptr) return impl_->remote->Save();
+  if (impl_->remote != nullptr) {
+    if (!impl_->state_sent) {
+      FEDSILO_RETURN_IF_ERROR(impl_->remote->SetState(impl_->state));
+      impl_->state_sent = true;
+    }
+    return impl_->remote->Save();
+  }
   std::ostringstream bytes;
   try {
     impl_->script.save(bytes);

@@ -249,10 +249,14 @@ StatusOr<uint64_t> SandboxSession::DatasetId(const DataView& data) {
   return id;
 }
 
-StatusOr<TrainStats> SandboxSession::Train(const DataView& data, const TrainingConfig& config,
-                                           uint64_t seed, const LocalObjective& objective) {
+StatusOr<TrainStats> SandboxSession::Train(const ModelState* start, const DataView& data,
+                                           const TrainingConfig& config, uint64_t seed,
+                                           const LocalObjective& objective, ModelState* trained) {
+  if (start != nullptr)
+    FEDSILO_RETURN_IF_ERROR(Annotate(start->CheckSameLayout(layout_), "model state"));
   FEDSILO_ASSIGN_OR_RETURN(uint64_t id, DatasetId(data));
   Writer w;
+  w.Bytes(start != nullptr ? SerializeModelState(*start) : std::string());
   w.U64(id).I64s(data.indices);
   w.I64(config.local_epochs).I64(config.batch_size).U32(static_cast<uint32_t>(config.optimizer));
   w.F64(config.learning_rate).F64(config.momentum).F64(config.weight_decay).U64(seed);
@@ -261,22 +265,30 @@ StatusOr<TrainStats> SandboxSession::Train(const DataView& data, const TrainingC
               ? SerializeModelState(*objective.gradient_correction)
               : std::string());
   FEDSILO_ASSIGN_OR_RETURN(std::string reply,
-                           Call(static_cast<uint32_t>(Kind::kTrain), w.str(), 4096));
+                           Call(static_cast<uint32_t>(Kind::kTrain), w.str(), kMaxStateBytes));
   Reader r(reply);
   TrainStats stats;
   stats.examples = r.I64();
   stats.steps = r.I64();
   stats.loss = r.F64();
   stats.accuracy = r.F64();
+  const std::string state = r.Bytes();
   if (!r.done() || stats.examples != data.size() || stats.steps < 0) {
     return absl::InternalError(absl::StrCat(where_, ": a malformed training reply"));
   }
+  FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(state, where_));
+  FEDSILO_RETURN_IF_ERROR(CheckLayout(file.state));
+  *trained = std::move(file.state);
   return stats;
 }
 
-StatusOr<std::vector<float>> SandboxSession::Predict(const DataView& data, int num_classes) {
+StatusOr<std::vector<float>> SandboxSession::Predict(const ModelState* weights,
+                                                     const DataView& data, int num_classes) {
+  if (weights != nullptr)
+    FEDSILO_RETURN_IF_ERROR(Annotate(weights->CheckSameLayout(layout_), "model state"));
   FEDSILO_ASSIGN_OR_RETURN(uint64_t id, DatasetId(data));
   Writer w;
+  w.Bytes(weights != nullptr ? SerializeModelState(*weights) : std::string());
   w.U64(id).I64s(data.indices);
   const uint64_t expected = static_cast<uint64_t>(data.size()) * static_cast<uint64_t>(num_classes);
   FEDSILO_ASSIGN_OR_RETURN(std::string reply, Call(static_cast<uint32_t>(Kind::kPredict), w.str(),

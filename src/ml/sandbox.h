@@ -77,11 +77,16 @@ class SandboxSession {
   Status SetState(const ModelState& state);
   StatusOr<ModelState> GetState();
   // One local training call (Model::Train without DP) on `data`, which is
-  // sent to the worker the first time it is used.
-  StatusOr<TrainStats> Train(const DataView& data, const TrainingConfig& config, uint64_t seed,
-                             const LocalObjective& objective);
-  // Log-probabilities, data.size() x num_classes.
-  StatusOr<std::vector<float>> Predict(const DataView& data, int num_classes);
+  // sent to the worker the first time it is used, from `start` (null: the
+  // weights the worker has); `*trained` gets the weights after it. One
+  // exchange with the worker.
+  StatusOr<TrainStats> Train(const ModelState* start, const DataView& data,
+                             const TrainingConfig& config, uint64_t seed,
+                             const LocalObjective& objective, ModelState* trained);
+  // Log-probabilities, data.size() x num_classes, of the weights `weights`
+  // (null: the worker's).
+  StatusOr<std::vector<float>> Predict(const ModelState* weights, const DataView& data,
+                                       int num_classes);
   // The module with its current weights, as TorchScript bytes.
   StatusOr<std::string> Save();
 

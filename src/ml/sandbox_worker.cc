@@ -111,6 +111,7 @@ class Worker {
       case Kind::kGetState:
         return SerializeModelState(model_->GetState());
       case Kind::kTrain: {
+        FEDSILO_RETURN_IF_ERROR(SetStateFrom(r.Bytes()));
         FEDSILO_ASSIGN_OR_RETURN(DataView view, View(r));
         TrainingConfig config;
         config.local_epochs = static_cast<int>(r.I64());
@@ -134,9 +135,11 @@ class Worker {
                                  model_->Train(view, config, seed, nullptr, objective));
         Writer w;
         w.I64(stats.examples).I64(stats.steps).F64(stats.loss).F64(stats.accuracy);
+        w.Bytes(SerializeModelState(model_->GetState()));
         return std::move(w.str());
       }
       case Kind::kPredict: {
+        FEDSILO_RETURN_IF_ERROR(SetStateFrom(r.Bytes()));
         FEDSILO_ASSIGN_OR_RETURN(DataView view, View(r));
         if (!r.done()) return malformed();
         FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logp, model_->PredictLogProbabilities(view));
@@ -149,6 +152,13 @@ class Worker {
       default:
         return malformed();
     }
+  }
+
+  // The weights a request carries ("": keep the current ones).
+  Status SetStateFrom(const std::string& bytes) {
+    if (bytes.empty()) return absl::OkStatus();
+    FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(bytes, "the host"));
+    return model_->SetState(file.state);
   }
 
   // A data set sent before, and the indices of the examples asked for.

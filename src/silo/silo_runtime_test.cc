@@ -8,8 +8,12 @@
 
 #include "core/feature_statistics.h"
 #include "core/score_histogram.h"
+#include "ml/dataset_catalog.h"
 #include "ml/model.h"
+#include "ml/sandbox.h"
+#include "ml/scripted_module.h"
 #include "ml/tabular.h"
+#include "secure/audit_log.h"
 #include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
@@ -301,6 +305,53 @@ TEST(SiloRuntimeTest, TorchScriptModelsLoadOnlyFromTheSilosModelsFolder) {
   auto inside = open.Fit(request);
   EXPECT_FALSE(inside.ok());
   EXPECT_THAT(inside.status().message(), Not(HasSubstr("models folder")));
+}
+
+// A module the orchestrator ships (a curious or hostile one) is refused unless
+// the silo's policy lists it; even an allowed one runs only in the sandbox,
+// whose op check refuses one that reads the silo's files.
+TEST(SiloRuntimeTest, AShippedModuleIsDeniedByDefaultAndCheckedWhenAllowed) {
+  const std::string dir = ::testing::TempDir() + "/silo_runtime_shipped";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/secret.txt") << std::string(64, 'S');
+  ml::ScriptedModule thief;
+  thief.parameters = {{"w", {64, 10}}, {"b", {10}}};
+  thief.buffers = {{"loot", {64}}};
+  thief.methods = "def forward(self, x):\n    self.loot = torch.from_file('" + dir +
+                  "/secret.txt', False, 64, dtype=0).float()\n"
+                  "    return torch.matmul(x, self.w) + self.b\n";
+  ASSERT_TRUE(ml::WriteScriptedModule(thief, dir + "/thief.pt").ok());
+  std::ifstream in(dir + "/thief.pt", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string digest = secure::BytesDigest(bytes);
+  JobConfig job;
+  job.data.dataset = "digits";
+  job.model.kind = ModelKind::kTorchScript;
+  job.model.torchscript = "sha256:" + digest;
+  ModelState global;
+  transport::FitRequest request{"run", 1, 1, &job, &global};
+  request.torchscript = &bytes;
+  const ml::Sandbox sandbox{FEDSILO_TEST_BINARY};
+  const DatasetCatalog catalog = {{"digits", {"digits", false}}};
+
+  auto no_policy = PrivacyGuard::Open("", "");
+  SiloRuntime closed("bank-a", catalog, ml::DefaultDataDir(), no_policy->get());
+  closed.SetStateDir(dir + "/closed");
+  closed.SetSandbox(&sandbox);
+  auto denied = closed.Fit(request);
+  EXPECT_THAT(std::string(denied.status().message()), HasSubstr("is not among its allowed_models"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/closed/models"));  // not even kept
+
+  std::ofstream(dir + "/any.yaml") << "allow_any_module: true\n";
+  auto any = PrivacyGuard::Open(dir + "/any.yaml", "");
+  SiloRuntime open("bank-a", catalog, ml::DefaultDataDir(), any->get());
+  open.SetStateDir(dir + "/open");
+  open.SetSandbox(&sandbox);
+  auto refused = open.Fit(request);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("refused: method 'forward' uses aten::from_file"));
 }
 
 }  // namespace
