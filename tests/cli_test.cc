@@ -776,6 +776,23 @@ TEST(CliTest, AModuleThatReadsFilesIsRefusedBeforeItRuns) {
   for (const auto& f : fs::recursive_directory_iterator(dir)) {
     EXPECT_NE(f.path().filename(), "final_model.fsm") << f.path();
   }
+  // What a silo's owner runs before listing a module: the same verdict, and
+  // the digest a policy names (the file's sha256sum).
+  Result checked = Fedsilo("check-module " + dir + "/thief.pt");
+  EXPECT_EQ(checked.exit_code, 2);
+  EXPECT_THAT(checked.err, HasSubstr("refused: method 'forward' uses aten::from_file"));
+  Result fine = Fedsilo("check-module " + Example("torchscript/digits_net.pt") + " --json");
+  ASSERT_EQ(fine.exit_code, 0) << fine.err;
+  const nlohmann::json verdict = LastLineJson(fine.out);
+  EXPECT_EQ(verdict["passes"], true);
+  EXPECT_EQ(verdict["parameters"], 2474);
+  ASSERT_EQ(
+      std::system(
+          ("sha256sum " + Example("torchscript/digits_net.pt") + " > " + dir + "/sum.txt").c_str()),
+      0);
+  std::string sum;
+  std::ifstream(dir + "/sum.txt") >> sum;
+  EXPECT_EQ(verdict["digest"], "sha256:" + sum);
 }
 
 TEST(CliTest, TorchScriptFileMustExistAndFitTheData) {
@@ -1046,7 +1063,7 @@ TEST(CliTest, HelpForEachCommand) {
         "logs --help", "abort --help", "download --help", "privacy epsilon --help",
         "privacy noise --help", "silo ledger --help", "runs --help", "runs list --help",
         "runs show --help", "runs compare --help", "runs export --help", "export --help",
-        "predict --help", "generate fraud --help"}) {
+        "predict --help", "generate fraud --help", "check-module --help"}) {
     // clang-format on
     Result r = Fedsilo(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd;

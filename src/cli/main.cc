@@ -14,6 +14,7 @@
 #include "cli/export_command.h"
 #include "cli/fraud_data.h"
 #include "cli/keys_command.h"
+#include "cli/module_command.h"
 #include "cli/orchestrator_command.h"
 #include "cli/predict_command.h"
 #include "cli/privacy_command.h"
@@ -355,6 +356,14 @@ int Main(int argc, char** argv) {
   runs_export->add_option("--out,-o", export_out, "Output file (default: standard output)");
 
   ExportOptions export_options;
+  std::string module_path;
+  CLI::App* check_module = app.add_subcommand(
+      "check-module",
+      "Check a TorchScript module as a silo would (in a sandbox) and print its sha256 for a "
+      "policy's allowed_models");
+  check_module->add_option("file", module_path, "The module (.pt)")->required();
+  check_module->add_flag("--json", json, "Print JSON");
+
   CLI::App* export_cmd = app.add_subcommand(
       "export", "Write a run's final model (or a kept checkpoint) as .fsm or TorchScript");
   export_cmd->add_option("run", export_options.run, "Run id (or a unique prefix, or job id)")
@@ -428,6 +437,10 @@ int Main(int argc, char** argv) {
   // its parallel training by about a fifth.
   if (*silo || *orch || (*run && sim.processes)) TuneAllocatorForModels();
 
+  if (*check_module) {
+    Status checked = CheckModuleCommand(module_path, json);
+    return checked.ok() ? kExitOk : ReportError(checked);
+  }
   if (*export_cmd) {
     Status ran = ExportCommand(export_options);
     return ran.ok() ? kExitOk : ReportError(ran);

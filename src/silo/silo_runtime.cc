@@ -271,6 +271,16 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::MakeAgent(const JobConfig& job
   return FinishAgent(std::move(shares[static_cast<size_t>(index)]), job, job_run_id, module);
 }
 
+Status SiloRuntime::TooFewToSplit(const JobConfig& job, int64_t count, const char* what,
+                                  const std::string& where) const {
+  return DataError(
+      absl::StatusCode::kInvalidArgument,
+      absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "': ", count, " ", what,
+                   " are too few to keep ", job.data.silo_test_fraction,
+                   " of them for testing (data.silo_test_fraction)"),
+      where);
+}
+
 StatusOr<SiloRuntime::TableSplit> SiloRuntime::ReadTable(const DatasetEntry& entry,
                                                          const JobConfig& job) const {
   StatusOr<ml::TabularData> read = ml::ReadTabularCsv(entry.csv, entry.schema, job.preprocess);
@@ -283,12 +293,7 @@ StatusOr<SiloRuntime::TableSplit> SiloRuntime::ReadTable(const DatasetEntry& ent
   const auto [train, test] = ml::StratifiedIndices(table.labels, ml::NumClassesOf(table.labels),
                                                    job.data.silo_test_fraction, job.seed);
   if (train.empty() || test.empty()) {
-    return DataError(
-        absl::StatusCode::kInvalidArgument,
-        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "': ", table.rows(),
-                     " rows are too few to keep ", job.data.silo_test_fraction,
-                     " of them for testing (data.silo_test_fraction)"),
-        entry.csv);
+    return TooFewToSplit(job, table.rows(), "rows", entry.csv);
   }
   return TableSplit{table.Subset(train), table.Subset(test)};
 }
@@ -328,12 +333,7 @@ StatusOr<ml::DatasetSplits> SiloRuntime::ReadImages(const DatasetEntry& entry, c
   data.name = job.data.dataset;
   ml::DatasetSplits splits = ml::StratifiedSplit(data, job.data.silo_test_fraction, job.seed);
   if (splits.train->size() == 0 || splits.test->size() == 0) {
-    return DataError(
-        absl::StatusCode::kInvalidArgument,
-        absl::StrCat("silo '", silo_name_, "': dataset '", job.data.dataset, "': ", data.size(),
-                     " images are too few to keep ", job.data.silo_test_fraction,
-                     " of them for testing (data.silo_test_fraction)"),
-        entry.idx);
+    return TooFewToSplit(job, data.size(), "images", entry.idx);
   }
   return splits;
 }

@@ -108,6 +108,10 @@ class SiloRuntime : public transport::SiloHandler {
   // labels must be below `num_classes` (0: any byte).
   StatusOr<ml::DatasetSplits> ReadImages(const DatasetEntry& entry, const JobConfig& job,
                                          int num_classes) const;
+  // A dataset of `count` rows or images too small for the job's split; the
+  // file or folder `where` stays in the error's private detail.
+  Status TooFewToSplit(const JobConfig& job, int64_t count, const char* what,
+                       const std::string& where) const;
   // The statistics task: the sums of the training rows, as the policy allows.
   StatusOr<transport::FitReply> Statistics(const JobConfig& job, const std::string& run_id);
   // The catalog's entry for `dataset`; NotFound naming what the silo offers.
