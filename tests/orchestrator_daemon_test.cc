@@ -669,7 +669,7 @@ TEST(OrchestratorDaemonTest, ABadCellsValueNeverLeavesTheSilo) {
   Output waited = fed.User("status job-1 --wait");
   EXPECT_EQ(waited.status, 1);
   const std::string logs = fed.User("logs job-1").out;
-  EXPECT_THAT(logs, HasSubstr("silo 'b': dataset 'transactions': row 2, column 'merchant': value "
+  EXPECT_THAT(logs, HasSubstr("silo 'b': dataset 'transactions': column 'merchant': a value "
                               "outside the job's vocabulary (preprocess.categories.merchant)"));
   EXPECT_THAT(logs, HasSubstr("silo 'c': dataset 'transactions': row 2, column 'amount': not a "
                               "number"));

@@ -30,8 +30,8 @@ Status Annotate(const Status& status, absl::string_view context);
 Status Shareable(Status status);
 bool IsShareable(const Status& status);
 // A shareable error whose message is `shared` (e.g. "row 17, column
-// 'merchant': value outside the job's vocabulary") with `detail` kept beside
-// it for the silo's own log (e.g. "east.csv:18: 'grocerry'").
+// 'amount': not a number") with `detail` kept beside it for the silo's own
+// log (e.g. "east.csv:18: '1,000'").
 Status DataError(absl::StatusCode code, absl::string_view shared, absl::string_view detail);
 // The detail DataError() kept ("" when none).
 std::string PrivateDetail(const Status& status);

@@ -29,9 +29,8 @@ using sandbox::Kind;
 using sandbox::Reader;
 using sandbox::Writer;
 
-constexpr uint64_t kMaxStateBytes = uint64_t{4} << 30;   // a model's weights
-constexpr uint64_t kMaxModuleBytes = uint64_t{4} << 30;  // a saved module
-constexpr size_t kMaxMessage = 2000;                     // a worker's error
+constexpr uint64_t kSlack = 1 << 20;  // headers, names, the error of a reply
+constexpr size_t kMaxMessage = 2000;  // a worker's error
 
 // A worker's words, made printable and short.
 std::string Printable(const std::string& s) {
@@ -81,6 +80,9 @@ StatusOr<std::unique_ptr<SandboxSession>> SandboxSession::Start(const Sandbox& s
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  // Not the host's standard error either: the worker could write lines into
+  // the silo's log that look like the silo's own.
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, fds[1], 3);  // dup2 clears close-on-exec
   posix_spawn_file_actions_addchdir_np(&actions, folder.c_str());
   std::string program = sandbox.program;
@@ -195,8 +197,10 @@ StatusOr<SandboxSession::Loaded> SandboxSession::Load(const std::string& module_
                                                       int num_classes) {
   Writer w;
   w.Bytes(module_bytes).I64s(input_shape).I64(num_classes).U32(sandbox_.check_ops ? 1 : 0);
-  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
-                           Call(static_cast<uint32_t>(Kind::kLoad), w.str(), kMaxStateBytes));
+  // The module's weights are in its file: a reply can be no larger.
+  module_bytes_ = module_bytes.size();
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply, Call(static_cast<uint32_t>(Kind::kLoad), w.str(),
+                                                   2 * module_bytes_ + kSlack));
   Reader r(reply);
   Loaded loaded;
   const std::string state = r.Bytes();
@@ -210,6 +214,7 @@ StatusOr<SandboxSession::Loaded> SandboxSession::Load(const std::string& module_
     }
   }
   layout_ = file.state;
+  state_bytes_ = SerializeModelState(layout_).size();
   loaded.state = std::move(file.state);
   return loaded;
 }
@@ -221,7 +226,7 @@ Status SandboxSession::SetState(const ModelState& state) {
 
 StatusOr<ModelState> SandboxSession::GetState() {
   FEDSILO_ASSIGN_OR_RETURN(std::string reply,
-                           Call(static_cast<uint32_t>(Kind::kGetState), "", kMaxStateBytes));
+                           Call(static_cast<uint32_t>(Kind::kGetState), "", state_bytes_ + kSlack));
   FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(reply, where_));
   FEDSILO_RETURN_IF_ERROR(CheckLayout(file.state));
   return std::move(file.state);
@@ -264,8 +269,8 @@ StatusOr<TrainStats> SandboxSession::Train(const ModelState* start, const DataVi
   w.Bytes(objective.gradient_correction != nullptr
               ? SerializeModelState(*objective.gradient_correction)
               : std::string());
-  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
-                           Call(static_cast<uint32_t>(Kind::kTrain), w.str(), kMaxStateBytes));
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::string reply, Call(static_cast<uint32_t>(Kind::kTrain), w.str(), state_bytes_ + kSlack));
   Reader r(reply);
   TrainStats stats;
   stats.examples = r.I64();
@@ -278,6 +283,9 @@ StatusOr<TrainStats> SandboxSession::Train(const ModelState* start, const DataVi
   }
   FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(state, where_));
   FEDSILO_RETURN_IF_ERROR(CheckLayout(file.state));
+  // A value that is not finite could say something by where it is: refused
+  // here, before it reaches a mask or an aggregate.
+  FEDSILO_RETURN_IF_ERROR(Annotate(file.state.CheckFinite(), absl::StrCat(where_, ": trained")));
   *trained = std::move(file.state);
   return stats;
 }
@@ -302,8 +310,8 @@ StatusOr<std::vector<float>> SandboxSession::Predict(const ModelState* weights,
 }
 
 StatusOr<std::string> SandboxSession::Save() {
-  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
-                           Call(static_cast<uint32_t>(Kind::kSave), "", kMaxModuleBytes));
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply, Call(static_cast<uint32_t>(Kind::kSave), "",
+                                                   2 * module_bytes_ + state_bytes_ + kSlack));
   return reply;
 }
 
@@ -320,28 +328,48 @@ Status InstallSandboxFilter() {
        {// The socket it was given, and memory.
         SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(recvfrom),
         SCMP_SYS(sendto), SCMP_SYS(recvmsg), SCMP_SYS(sendmsg), SCMP_SYS(poll), SCMP_SYS(ppoll),
-        SCMP_SYS(close), SCMP_SYS(fstat), SCMP_SYS(lseek), SCMP_SYS(fcntl), SCMP_SYS(mmap),
-        SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(mprotect), SCMP_SYS(madvise), SCMP_SYS(brk),
+        SCMP_SYS(close), SCMP_SYS(fstat), SCMP_SYS(lseek), SCMP_SYS(munmap), SCMP_SYS(mremap),
+        SCMP_SYS(madvise), SCMP_SYS(brk),
         // Threads, time, signals, the process itself.
         SCMP_SYS(futex), SCMP_SYS(set_robust_list), SCMP_SYS(get_robust_list), SCMP_SYS(rseq),
-        SCMP_SYS(set_tid_address), SCMP_SYS(sched_yield), SCMP_SYS(sched_getaffinity),
-        SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getparam), SCMP_SYS(sched_getscheduler),
-        SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres), SCMP_SYS(clock_nanosleep),
-        SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday), SCMP_SYS(getrandom), SCMP_SYS(getpid),
-        SCMP_SYS(gettid), SCMP_SYS(getppid), SCMP_SYS(getuid), SCMP_SYS(geteuid), SCMP_SYS(getgid),
-        SCMP_SYS(getegid), SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
+        SCMP_SYS(set_tid_address), SCMP_SYS(sched_yield), SCMP_SYS(clock_gettime),
+        SCMP_SYS(clock_getres), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
+        SCMP_SYS(gettimeofday), SCMP_SYS(getrandom), SCMP_SYS(getpid), SCMP_SYS(gettid),
+        SCMP_SYS(getppid), SCMP_SYS(getuid), SCMP_SYS(geteuid), SCMP_SYS(getgid), SCMP_SYS(getegid),
+        SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
         SCMP_SYS(sigaltstack), SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(membarrier),
         SCMP_SYS(sysinfo), SCMP_SYS(uname), SCMP_SYS(getrlimit), SCMP_SYS(get_mempolicy),
         SCMP_SYS(restart_syscall)}) {
     allow(nr);
   }
-  // prlimit64 only to read limits (no new limit), tgkill only at itself.
-  if (rc == 0) {
-    rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1, SCMP_A2(SCMP_CMP_EQ, 0));
+  const scmp_datum_t self = static_cast<scmp_datum_t>(::getpid());
+  // Memory, executable too: oneDNN compiles its convolution kernels at run
+  // time (refusing PROT_EXEC breaks conv2d).
+  allow(SCMP_SYS(mmap));
+  allow(SCMP_SYS(mprotect));
+  // fcntl only on a descriptor's flags: not F_SETOWN and F_SETSIG, with
+  // which a socket's signal could reach any process of the same user.
+  for (scmp_datum_t cmd : {F_GETFD, F_SETFD, F_GETFL, F_SETFL}) {
+    if (rc == 0) {
+      rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fcntl), 1, SCMP_A1(SCMP_CMP_EQ, cmd));
+    }
+  }
+  // Scheduling and limits of itself only (pid 0 or its own); limits read
+  // only; signals (abort) at itself only.
+  for (int nr : {SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getparam),
+                 SCMP_SYS(sched_getscheduler)}) {
+    for (scmp_datum_t pid : {scmp_datum_t{0}, self}) {
+      if (rc == 0) rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, pid));
+    }
+  }
+  for (scmp_datum_t pid : {scmp_datum_t{0}, self}) {
+    if (rc == 0) {
+      rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 2,
+                              SCMP_A0(SCMP_CMP_EQ, pid), SCMP_A2(SCMP_CMP_EQ, 0));
+    }
   }
   if (rc == 0) {
-    rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
-                            SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(::getpid())));
+    rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1, SCMP_A0(SCMP_CMP_EQ, self));
   }
   // New threads, never new processes: clone only with CLONE_THREAD; clone3's
   // flags sit in memory a filter cannot read, so it is "not implemented" and
@@ -374,6 +402,8 @@ Status InstallSandboxFilter() {
                  SCMP_SYS(kill)}) {
     if (rc == 0) rc = ::seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, nr, 0);
   }
+  // Every thread of the process, not only this one.
+  if (rc == 0) rc = ::seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
   if (rc == 0) rc = ::seccomp_load(ctx);
   ::seccomp_release(ctx);
   if (rc != 0) {

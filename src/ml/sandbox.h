@@ -108,7 +108,9 @@ class SandboxSession {
   pid_t pid_ = -1;
   int fd_ = -1;
   std::string folder_;
-  ModelState layout_;  // the loaded module's names and shapes
+  ModelState layout_;        // the loaded module's names and shapes
+  size_t state_bytes_ = 0;   // layout_ serialized: what a reply of weights takes
+  size_t module_bytes_ = 0;  // the module's file
   std::vector<std::pair<std::shared_ptr<const Dataset>, uint64_t>> sent_;
 };
 

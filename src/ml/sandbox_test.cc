@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -225,6 +227,35 @@ TEST(SandboxTest, TheFilterRefusesFilesSocketsAndProgramsButNotThreads) {
   // (fork() is clone() without CLONE_THREAD: refused.)
   status = in_child([] { return ::fork() < 0 && errno == EPERM ? 0 : 4; });
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // fcntl may not aim a socket's signal at another process; scheduling
+  // calls may not touch another process.
+  status = in_child([] {
+    const bool setown = ::fcntl(3, F_SETOWN, 1) < 0 && errno == EPERM;
+    const bool flags = ::fcntl(1, F_GETFL) >= 0;
+    cpu_set_t cpus;
+    const bool other = ::sched_getaffinity(1, sizeof(cpus), &cpus) < 0 && errno == EPERM;
+    const bool own = ::sched_getaffinity(0, sizeof(cpus), &cpus) == 0;
+    return setown && flags && other && own ? 0 : 6;
+  });
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // A thread that was running before the filter is filtered too.
+  {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      std::atomic<int> go{0}, result{-1};
+      std::thread t([&] {
+        while (go.load() == 0) std::this_thread::yield();
+        const int fd = ::open("/etc/hostname", O_RDONLY);
+        result = fd < 0 && errno == EPERM ? 0 : 8;
+      });
+      if (!InstallSandboxFilter().ok()) _exit(90);
+      go = 1;
+      t.join();
+      _exit(result.load());
+    }
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
   // Threads start and join; memory is there.
   status = in_child([] {
     int value = 0;
@@ -269,6 +300,32 @@ TEST(SandboxTest, AWorkerThatDiesOrHangsFailsTheCallNotTheHost) {
   auto after = (*session)->GetState();
   EXPECT_FALSE(after.ok());
   EXPECT_THAT(after.status().message(), HasSubstr("killed"));
+}
+
+// A module that hides something in where a value is not finite (past the
+// masks of secure aggregation): its weights are refused on the way out.
+TEST(SandboxTest, WeightsThatAreNotFiniteDoNotLeaveTheSandbox) {
+  const std::string path = Dir() + "/nan.pt";
+  ScriptedModule m;
+  m.parameters = {{"w", {4, 2}}};
+  m.buffers = {{"z", {8}}};
+  m.methods =
+      "def forward(self, x):\n"
+      "    if self.training:\n"
+      "        self.z = torch.zeros([8])\n"
+      "        self.z[3] = float('nan')\n"
+      "    return torch.matmul(x, self.w)\n";
+  {
+    Status written = WriteScriptedModule(m, path);
+    ASSERT_TRUE(written.ok()) << written;
+  }
+  const Sandbox sandbox = TestSandbox();
+  auto model = Model::Create(SpecOf(path), 1, &sandbox);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto trained = (*model)->Train(DataView::All(Rows(16)), Sgd(), 1);
+  ASSERT_FALSE(trained.ok());
+  EXPECT_THAT(std::string(trained.status().message()), HasSubstr("holds nan at index 3"));
+  EXPECT_FALSE(IsShareable(trained.status()));
 }
 
 // A worker that lies: a frame announcing more bytes than a reply may hold is

@@ -201,7 +201,11 @@ int RunSandboxWorker() {
   Status warm = WarmUpLibtorch();
   Status filtered = warm.ok() ? InstallSandboxFilter() : warm;
   if (!filtered.ok()) {
-    std::fprintf(stderr, "fedsilo sandbox-worker: %s\n", std::string(filtered.message()).c_str());
+    // Said to the host, which reads it as the answer to its first request.
+    Writer w;
+    w.U32(static_cast<uint32_t>(absl::StatusCode::kInternal))
+        .Bytes(absl::StrCat("the sandbox could not start: ", filtered.message()));
+    (void)sandbox::WriteFrame(kSocket, Kind::kError, w.str(), "the host");
     return 1;
   }
   Worker worker;

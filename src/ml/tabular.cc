@@ -232,11 +232,16 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
         }
         auto it = std::find(p.vocabulary->begin(), p.vocabulary->end(), cell);
         if (it == p.vocabulary->end()) {
-          return bad(
-              p.name,
-              absl::StrCat("value outside the job's vocabulary (preprocess.categories.", p.name,
-                           ")"),
-              absl::StrCat("'", cell, "' is not one of ", absl::StrJoin(*p.vocabulary, ", ")));
+          // No row number here: the job chooses the vocabulary, and with the
+          // row a few jobs would tell one row's value. Only that some value
+          // of the column is outside it leaves the silo.
+          return DataError(
+              absl::StatusCode::kInvalidArgument,
+              absl::StrCat("column '", p.name,
+                           "': a value outside the job's vocabulary (preprocess.categories.",
+                           p.name, ")"),
+              absl::StrCat(line, ": '", cell, "' is not one of ",
+                           absl::StrJoin(*p.vocabulary, ", ")));
         }
         row[first + static_cast<size_t>(it - p.vocabulary->begin())] = 1.0;
         continue;
@@ -361,6 +366,15 @@ StatusOr<std::shared_ptr<Dataset>> PrepareImages(std::shared_ptr<const Dataset> 
   }
   d->byte_features.reset();
   return std::shared_ptr<Dataset>(std::move(d));
+}
+
+bool IsOneHotFeature(const PreprocessConfig& preprocess, const std::string& feature) {
+  for (const auto& [column, values] : preprocess.categories) {
+    for (const std::string& v : values) {
+      if (OneHotName(column, v) == feature) return true;
+    }
+  }
+  return false;
 }
 
 TabularSchema SchemaOfJob(const PreprocessConfig& preprocess) {

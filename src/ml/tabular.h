@@ -88,6 +88,10 @@ StatusOr<std::shared_ptr<Dataset>> PrepareImages(std::shared_ptr<const Dataset> 
 // `fedsilo predict` reads new rows with.
 TabularSchema SchemaOfJob(const PreprocessConfig& preprocess);
 
+// Whether `feature` is one of the one-hot columns the job's categories make
+// ("merchant=atm").
+bool IsOneHotFeature(const PreprocessConfig& preprocess, const std::string& feature);
+
 // The model a job on the silos' own data trains: its input is the
 // statistics' features (or, for images, their shape), its outputs their
 // classes. REQUIRES: statistics are not empty.

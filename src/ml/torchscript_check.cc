@@ -476,7 +476,10 @@ constexpr const char* kOperators[] = {
 
 // Whether `type`, or a type it holds, reaches outside the process's tensors:
 // a custom class (torch.classes), a future, a remote reference, a capsule.
-bool ReachesOutside(const c10::TypePtr& type) {
+// A value of type Any could hold any of those; in an operator's schema, Any
+// only says the operator takes every type (len, tuple indexing): `values`
+// tells which is asked.
+bool ReachesOutside(const c10::TypePtr& type, bool values = true) {
   if (type == nullptr) return false;
   switch (type->kind()) {
     case c10::TypeKind::FutureType:
@@ -486,6 +489,9 @@ bool ReachesOutside(const c10::TypePtr& type) {
     case c10::TypeKind::StreamObjType:
     case c10::TypeKind::AnyClassType:
       return true;
+    case c10::TypeKind::AnyType:
+      if (values) return true;
+      break;
     case c10::TypeKind::ClassType: {
       const auto cls = type->cast<c10::ClassType>();
       return cls->name().has_value() &&
@@ -495,7 +501,7 @@ bool ReachesOutside(const c10::TypePtr& type) {
       break;
   }
   for (const c10::TypePtr& contained : type->containedTypes()) {
-    if (ReachesOutside(contained)) return true;
+    if (ReachesOutside(contained, values)) return true;
   }
   return false;
 }
@@ -604,9 +610,11 @@ std::vector<std::string> RegisteredOpsThatReachOutside() {
       const bool file =
           a.type()->kind() == c10::TypeKind::StringType &&
           (a.name() == "filename" || a.name() == "path" || a.name() == "f" || a.name() == "file");
-      outside = outside || file || ReachesOutside(a.type());
+      outside = outside || file || ReachesOutside(a.type(), /*values=*/false);
     }
-    for (const c10::Argument& r : s.returns()) outside = outside || ReachesOutside(r.type());
+    for (const c10::Argument& r : s.returns()) {
+      outside = outside || ReachesOutside(r.type(), /*values=*/false);
+    }
     if (outside) out.insert(name);
   }
   return {out.begin(), out.end()};

@@ -254,11 +254,18 @@ Status Refuse(const std::string& dataset, const std::string& why) {
 
 bool DatasetPolicy::SharesTrainMetrics(const JobConfig& job) const {
   if (share_train_metrics.has_value()) return *share_train_metrics;
-  return !require_local_dp && job.privacy.dp.mode != DpMode::kLocal;
+  // Measured without noise, and per silo: not under local DP, and not when
+  // the job masks the silos' updates (a module could make its loss say what
+  // the masked update hides).
+  return !require_local_dp && job.privacy.dp.mode != DpMode::kLocal &&
+         !require_secure_aggregation && !job.privacy.secure_aggregation.enabled;
 }
 
 int DatasetPolicy::MaxEvaluations(const JobConfig& job) const {
-  return max_evaluations_per_run > 0 ? max_evaluations_per_run : 2 * job.training.rounds;
+  // The job sets its rounds: without the key, one evaluation a round with
+  // room for resumed ones, and never more than 200 however many rounds.
+  return max_evaluations_per_run > 0 ? max_evaluations_per_run
+                                     : std::min(2 * job.training.rounds, 200);
 }
 
 StatusOr<DpPlan> PlanDp(const JobConfig& job, int64_t train_rows) {
@@ -455,7 +462,10 @@ StatusOr<LedgerEntry> PrivacyGuard::Admit(const std::string& dataset, const std:
   FEDSILO_RETURN_IF_ERROR(CheckJob(dataset, run_id, job));
   std::lock_guard<std::mutex> lock(mu_);
   if (LedgerEntry* known = Find(dataset, run_id)) {
-    if (known->job_digest.empty()) known->job_digest = PinnedJobDigest(job);  // a version 1 entry
+    if (known->job_digest.empty()) {  // a version 1 entry: pinned now, for good
+      known->job_digest = PinnedJobDigest(job);
+      FEDSILO_RETURN_IF_ERROR(Save());
+    }
     if (known->dp != (dp != nullptr)) {
       return Shareable(absl::FailedPreconditionError(
           absl::StrCat("silo refuses job '", run_id, "': admitted ", known->dp ? "with" : "without",

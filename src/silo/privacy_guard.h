@@ -15,13 +15,14 @@
 //       require_secure_aggregation: true  # refuse jobs without it
 //       min_silos: 3         # refuse jobs whose federation.min_silos is smaller
 //       max_evaluations_per_run: 20  # evaluate tasks a run may ask (default:
-//                                    # twice its training.rounds)
+//                                    # twice its training.rounds, at most 200)
 //       statistics: {min_count: 10, share_min_max: false}
 //                            # refuse the statistics of a class or feature with
 //                            # fewer than min_count values; send minima and
 //                            # maxima only if share_min_max (minmax scaling needs them)
 //       share_train_metrics: false  # send no training loss and accuracy
-//                                   # (default: false under local DP)
+//                                   # (default: false under local DP or
+//                                   # secure aggregation)
 //       export_metrics: false  # this silo's metrics stay in the federation's
 //                              # own run store: never sent to MLflow
 //       allowed_models: [sha256:...]  # the TorchScript modules jobs may bring
@@ -70,9 +71,9 @@ struct DatasetPolicy {
   bool require_local_dp = false;
   bool require_secure_aggregation = false;
   int min_silos = 1;
-  int max_evaluations_per_run = 0;  // 0: twice the job's training.rounds
+  int max_evaluations_per_run = 0;  // 0: twice the job's training.rounds, at most 200
   StatisticsPolicy statistics;
-  std::optional<bool> share_train_metrics;  // unset: not under local DP
+  std::optional<bool> share_train_metrics;  // unset: not under local DP or secure aggregation
   bool export_metrics = true;
   // SHA-256 digests of the TorchScript modules jobs may bring; empty = none
   // (unless the policy's allow_any_module).

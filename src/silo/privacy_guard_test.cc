@@ -280,8 +280,11 @@ TEST(PrivacyGuardTest, EvaluationsAreCountedDurablyAndLimited) {
               HasSubstr("has had its 2 evaluations of this silo's test rows "
                         "(max_evaluations_per_run)"));
   EXPECT_EQ((*guard)->Entries()[0].evaluations, 2);
-  // Without the key: twice the job's rounds.
+  // Without the key: twice the job's rounds, which the job sets: never more
+  // than 200.
   EXPECT_EQ((*guard)->PolicyFor("mnist").MaxEvaluations(job), 20);
+  job.training.rounds = 100000;
+  EXPECT_EQ((*guard)->PolicyFor("mnist").MaxEvaluations(job), 200);
 }
 
 TEST(PrivacyGuardTest, TrainingMetricsAndStatisticsFollowThePolicyAndItsDefaults) {
@@ -295,6 +298,9 @@ TEST(PrivacyGuardTest, TrainingMetricsAndStatisticsFollowThePolicyAndItsDefaults
   const DatasetPolicy& defaults = (*guard)->PolicyFor("mnist");
   EXPECT_TRUE(defaults.SharesTrainMetrics(JobConfig()));
   EXPECT_FALSE(defaults.SharesTrainMetrics(DpJob()));  // not under local DP
+  JobConfig masked;
+  masked.privacy.secure_aggregation.enabled = true;
+  EXPECT_FALSE(defaults.SharesTrainMetrics(masked));  // nor beside masked updates
   EXPECT_FALSE((*guard)->PolicyFor("scans").SharesTrainMetrics(JobConfig()));
   EXPECT_TRUE((*guard)->PolicyFor("digits").SharesTrainMetrics(DpJob()));  // said so
   EXPECT_EQ(defaults.statistics.min_count, 10);

@@ -32,10 +32,10 @@ StatusOr<transport::FitReply> SiloAgent::Fit(const transport::FitRequest& reques
 StatusOr<std::string> SiloAgent::SecureStep(const transport::SecureStepRequest& request) {
   StatusOr<std::string> reply = secagg_.Handle(request.run_id, request.round, request.payload);
   if (!reply.ok()) {
-    // The protocol's errors are made from its messages, not from records.
-    return Outgoing(Shareable(Annotate(reply.status(),
-                                       absl::StrCat("silo '", name_, "': round ", request.round))),
-                    name_);
+    // Not shareable: some are about the update itself (a value that is not
+    // finite, and where), which the protocol is there to hide.
+    return Outgoing(
+        Annotate(reply.status(), absl::StrCat("silo '", name_, "': round ", request.round)), name_);
   }
   return reply;
 }
@@ -138,13 +138,21 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     // The model against the data's shapes (a module runs on zeros only here).
     std::optional<ml::Sandbox> sandbox;
     if (sandbox_ != nullptr) {
-      // A module that takes longer than a round has lost the round anyway.
+      // A module that takes longer than a round has lost the round anyway;
+      // the job sets the round's timeout, the silo the longest it allows.
       sandbox = *sandbox_;
-      sandbox->timeout = std::chrono::seconds(std::max(60, job.federation.round_timeout));
+      sandbox->timeout = std::min(sandbox_->timeout,
+                                  std::chrono::seconds(std::max(60, job.federation.round_timeout)));
     }
     StatusOr<std::unique_ptr<ml::Model>> model =
         ml::Model::Create(spec, request.seed, sandbox ? &*sandbox : nullptr);
-    if (!model.ok()) return Shareable(model.status());
+    // A built-in model's errors are ours (the spec against the data's
+    // shapes); a module's come from its sandbox and stay here (its op
+    // check's refusal is shareable already).
+    if (!model.ok() && spec.config.kind != ModelKind::kTorchScript) {
+      return Shareable(model.status());
+    }
+    if (!model.ok()) return model.status();
     model_ = std::move(model).value();
   }
   if (request.task == transport::TaskKind::kEvaluate) return Evaluate(request);

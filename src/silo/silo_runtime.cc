@@ -460,6 +460,14 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
           absl::StrCat(who, "feature '", sums.features[i], "' has fewer than ", k,
                        " values, too few to describe (statistics.min_count)")));
     }
+    // A category's one-hot column counts every row; its sum is how many
+    // rows hold the category, and that must not be a handful either.
+    if (ml::IsOneHotFeature(job.preprocess, sums.features[i]) && sums.sum[i] > 0 &&
+        sums.sum[i] < k) {
+      return Shareable(absl::FailedPreconditionError(
+          absl::StrCat(who, "category '", sums.features[i], "' has fewer than ", k,
+                       " training rows, too few to describe (statistics.min_count)")));
+    }
   }
   if (!rules.statistics.share_min_max) sums.WithholdMinMax();
   transport::FitReply reply;

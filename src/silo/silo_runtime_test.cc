@@ -135,6 +135,29 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   EXPECT_THAT(std::string(runtime.Fit(stats).status().message()),
               HasSubstr("(statistics.share_min_max: false)"));
   job.preprocess.scale = ScaleKind::kStandard;
+  // A category of a handful of rows is refused too (its one-hot sum counts it).
+  job.preprocess.categories = {{"merchant", {"atm", "shop", "vip"}}};
+  {
+    std::ofstream rare(dir + "/rare.csv");
+    rare << "amount,merchant,label\n";
+    for (int i = 0; i < 100; ++i) {
+      rare << 10 + i % 13 << ","
+           << (i < 3        ? "vip"
+               : i % 3 == 0 ? "atm"
+                            : "shop")
+           << "," << (i % 10 == 0 ? 1 : 0) << "\n";
+    }
+  }
+  {
+    DatasetCatalog rare_catalog = *catalog;
+    rare_catalog["cards"].csv = dir + "/rare.csv";
+    SiloRuntime rare_runtime("east", rare_catalog, "/nonexistent", guard->get());
+    transport::FitRequest rare_stats = stats;
+    rare_stats.run_id = "rare";
+    EXPECT_THAT(std::string(rare_runtime.Fit(rare_stats).status().message()),
+                HasSubstr("category 'merchant=vip' has fewer than 5 training rows"));
+  }
+  job.preprocess.categories = {{"merchant", {"atm", "shop"}}};
   auto sums = runtime.Fit(stats);
   ASSERT_TRUE(sums.ok()) << sums.status();
   EXPECT_EQ(sums->num_examples, 80);
