@@ -88,6 +88,14 @@ ModelSpec SpecOf(const std::string& file) {
   return s;
 }
 
+// `m` written to the test folder as `name` and started in `sandbox`.
+StatusOr<std::unique_ptr<Model>> Sandboxed(const ScriptedModule& m, const std::string& name,
+                                           const Sandbox& sandbox) {
+  const std::string path = Dir() + "/" + name;
+  FEDSILO_RETURN_IF_ERROR(WriteScriptedModule(m, path));
+  return Model::Create(SpecOf(path), 1, &sandbox);
+}
+
 TrainingConfig Sgd() {
   TrainingConfig t;
   t.batch_size = 8;
@@ -270,7 +278,6 @@ TEST(SandboxTest, TheFilterRefusesFilesSocketsAndProgramsButNotThreads) {
 // The sandbox's death, or a module that never returns, fails that call --
 // and only that call.
 TEST(SandboxTest, AWorkerThatDiesOrHangsFailsTheCallNotTheHost) {
-  const std::string path = Dir() + "/spin.pt";
   ScriptedModule m;
   m.parameters = {{"w", {4, 2}}};
   m.methods =
@@ -280,13 +287,9 @@ TEST(SandboxTest, AWorkerThatDiesOrHangsFailsTheCallNotTheHost) {
       "        while True:\n"
       "            y = y + 1.0\n"
       "    return y\n";
-  {
-    Status written = WriteScriptedModule(m, path);
-    ASSERT_TRUE(written.ok()) << written;
-  }
   Sandbox sandbox = TestSandbox();
   sandbox.timeout = std::chrono::seconds(2);
-  auto model = Model::Create(SpecOf(path), 1, &sandbox);
+  auto model = Sandboxed(m, "spin.pt", sandbox);
   ASSERT_TRUE(model.ok()) << model.status();
   const auto start = std::chrono::steady_clock::now();
   auto stuck = (*model)->Train(DataView::All(Rows(16)), Sgd(), 1);
@@ -305,7 +308,6 @@ TEST(SandboxTest, AWorkerThatDiesOrHangsFailsTheCallNotTheHost) {
 // A module that hides something in where a value is not finite (past the
 // masks of secure aggregation): its weights are refused on the way out.
 TEST(SandboxTest, WeightsThatAreNotFiniteDoNotLeaveTheSandbox) {
-  const std::string path = Dir() + "/nan.pt";
   ScriptedModule m;
   m.parameters = {{"w", {4, 2}}};
   m.buffers = {{"z", {8}}};
@@ -315,12 +317,8 @@ TEST(SandboxTest, WeightsThatAreNotFiniteDoNotLeaveTheSandbox) {
       "        self.z = torch.zeros([8])\n"
       "        self.z[3] = float('nan')\n"
       "    return torch.matmul(x, self.w)\n";
-  {
-    Status written = WriteScriptedModule(m, path);
-    ASSERT_TRUE(written.ok()) << written;
-  }
   const Sandbox sandbox = TestSandbox();
-  auto model = Model::Create(SpecOf(path), 1, &sandbox);
+  auto model = Sandboxed(m, "nan.pt", sandbox);
   ASSERT_TRUE(model.ok()) << model.status();
   auto trained = (*model)->Train(DataView::All(Rows(16)), Sgd(), 1);
   ASSERT_FALSE(trained.ok());
@@ -379,7 +377,6 @@ TEST(SandboxTest, TheAllowlistIsCheckedAgainstLibtorchsRegistry) {
 // What people write passes: the example module, and one with the usual
 // layers (convolution, pooling, normalisation, dropout, activations).
 TEST(SandboxTest, ModulesOfTheUsualLayersPassTheCheck) {
-  const std::string path = Dir() + "/usual.pt";
   ScriptedModule m;
   m.parameters = {{"conv_w", {4, 1, 3, 3}}, {"conv_b", {4}}, {"fc_w", {2, 16}}, {"fc_b", {2}},
                   {"ln_w", {16}},           {"ln_b", {16}}};
@@ -395,12 +392,8 @@ TEST(SandboxTest, ModulesOfTheUsualLayersPassTheCheck) {
       "    x = torch.layer_norm(x, [16], self.ln_w, self.ln_b, 1e-5, False)\n"
       "    x = torch.dropout(x, 0.1, self.training)\n"
       "    return torch.linear(torch.relu(x), self.fc_w, self.fc_b)\n";
-  {
-    Status written = WriteScriptedModule(m, path);
-    ASSERT_TRUE(written.ok()) << written;
-  }
   const Sandbox sandbox = TestSandbox();
-  auto model = Model::Create(SpecOf(path), 1, &sandbox);
+  auto model = Sandboxed(m, "usual.pt", sandbox);
   ASSERT_TRUE(model.ok()) << model.status();
   {
     auto trained = (*model)->Train(DataView::All(Rows(16)), Sgd(), 1);
