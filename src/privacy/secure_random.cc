@@ -106,16 +106,6 @@ void SecureRandom::Refill() {
   next_ = 0;
 }
 
-uint32_t SecureRandom::Next32() {
-  if (next_ == block_.size()) Refill();
-  return block_[next_++];
-}
-
-uint64_t SecureRandom::Next64() {
-  const uint64_t hi = Next32();
-  return (hi << 32) | Next32();
-}
-
 double SecureRandom::Uniform() { return static_cast<double>(Next64() >> 11) * 0x1.0p-53; }
 
 bool SecureRandom::Bernoulli(double p) { return Uniform() < p; }

@@ -38,8 +38,11 @@ class SecureRandom {
   SecureRandom(const SecureRandom&) = delete;
   SecureRandom& operator=(const SecureRandom&) = delete;
 
-  uint32_t Next32();
-  uint64_t Next64();
+  uint32_t Next32() { return static_cast<uint32_t>(Next64()); }
+  uint64_t Next64() {
+    if (next_ == block_.size()) Refill();
+    return block_[next_++];
+  }
   // Uniform in [0, 1), 53 bits.
   double Uniform();
   // True with probability p (0 <= p <= 1).
@@ -55,8 +58,8 @@ class SecureRandom {
 
   struct Cipher;
   std::unique_ptr<Cipher> cipher_;
-  std::array<uint32_t, 4096> block_{};  // keystream, 16 KiB at a time
-  size_t next_ = 4096;
+  std::array<uint64_t, 2048> block_{};  // keystream, 16 KiB at a time
+  size_t next_ = 2048;
 };
 
 }  // namespace fedsilo::privacy
