@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "core/job_config.h"
+#include "core/model_state.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
 #include "transport/orchestrator_service.h"
@@ -144,6 +146,91 @@ TEST(FederationLinkTest, SiloReconnectsAfterTheOrchestratorRestarts) {
   }));
   silo.Stop();
   runner.join();
+}
+
+// A silo that answers its task announcing an update of 2^62 bytes (once, the
+// orchestrator reserved that much and crashed on its next write): its stream
+// is closed naming why, the task fails, and an honest silo is served after.
+TEST(FederationLinkTest, ASiloAnnouncingAnAbsurdUpdateIsCutOffAndTheOrchestratorGoesOn) {
+  const std::string kits = Provision("absurd", std::chrono::system_clock::now());
+  Endpoint endpoint(kits);
+  auto channel = grpc::CreateChannel(
+      endpoint.target(), transport::MakeChannelCredentials(Files(kits + "/hospital-a")));
+  auto stub = fedsilo::v1::Orchestrator::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 20s);
+  auto stream = stub->Connect(&context);
+  fedsilo::v1::SiloMessage hello;
+  hello.mutable_hello()->add_datasets("digits");
+  ASSERT_TRUE(stream->Write(hello));
+  ASSERT_TRUE(WaitFor([&] { return endpoint.service.ConnectedSilos().size() == 1; }));
+
+  JobConfig job;
+  job.data.dataset = "digits";
+  job.federation.silos = {"hospital-a"};
+  ModelState global;
+  ASSERT_TRUE(global.Add(Tensor::FromFloats("w", {4}, {1, 2, 3, 4})).ok());
+  transport::FitRequest request{"run", 1, 7, &job, &global};
+  StatusOr<transport::FitReply> reply = absl::UnknownError("not yet");
+  std::thread orchestrator([&] { reply = endpoint.service.Fit("hospital-a", request, 10s); });
+  // The hostile silo: read the task, answer with an absurd size.
+  fedsilo::v1::OrchestratorMessage task;
+  while (stream->Read(&task) && !task.has_task()) {
+  }
+  ASSERT_TRUE(task.has_task());
+  fedsilo::v1::SiloMessage result;
+  result.mutable_result()->set_job_id(task.task().job_id());
+  result.mutable_result()->set_round(task.task().round());
+  result.mutable_result()->set_nonce(task.task().nonce());
+  result.mutable_result()->set_update_bytes(uint64_t{1} << 62);
+  stream->Write(result);
+  orchestrator.join();
+  ASSERT_FALSE(reply.ok());
+  EXPECT_THAT(std::string(reply.status().message()),
+              HasSubstr("announced an update of 4611686018427387904 bytes for a task whose update "
+                        "is at most"));
+  fedsilo::v1::OrchestratorMessage rest;
+  while (stream->Read(&rest)) {
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // The orchestrator serves the next silo as if nothing had happened.
+  class Echo : public transport::SiloHandler {
+    StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+      transport::FitReply out;
+      out.update = *r.global;
+      out.num_examples = 3;
+      return out;
+    }
+  } echo;
+  transport::SiloClientOptions options;
+  options.target = endpoint.target();
+  options.datasets = {"digits"};
+  options.heartbeat_interval = 100ms;
+  options.initial_backoff = 100ms;
+  transport::SiloClient honest(transport::MakeChannelCredentials(Files(kits + "/hospital-a")),
+                               options, &echo);
+  std::thread runner([&] { honest.Run().IgnoreError(); });
+  struct Join {
+    transport::SiloClient& client;
+    std::thread& thread;
+    ~Join() {
+      client.Stop();
+      thread.join();
+    }
+  } join{honest, runner};
+  ASSERT_TRUE(WaitFor([&] { return endpoint.service.ConnectedSilos().size() == 1; }));
+  StatusOr<transport::FitReply> fine = absl::UnknownError("not yet");
+  for (int attempt = 0; attempt < 50; ++attempt) {  // until the new session is the one registered
+    fine = endpoint.service.Fit("hospital-a", {"run", 2, 7, &job, &global}, 10s);
+    if (fine.ok()) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  ASSERT_NE(fine->source, nullptr);
+  auto update = fine->source->Fetch();
+  ASSERT_TRUE(update.ok()) << update.status();
+  EXPECT_EQ(update->tensors()[0].floats()[3], 4.0f);
 }
 
 TEST(FederationLinkTest, UserCertificateCannotOpenASiloStream) {

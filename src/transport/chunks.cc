@@ -22,7 +22,8 @@ bool ForEachChunk(const std::string& bytes,
 
 void ChunkAssembler::Begin(uint64_t expected_bytes, std::string what) {
   data_.clear();
-  data_.reserve(expected_bytes);
+  // Grown as bytes arrive: an announcement alone reserves little.
+  data_.reserve(static_cast<size_t>(std::min<uint64_t>(expected_bytes, 16 << 20)));
   expected_ = expected_bytes;
   what_ = std::move(what);
   active_ = true;

@@ -15,6 +15,9 @@ namespace fedsilo::transport {
 inline constexpr size_t kChunkBytes = 1 << 20;  // well under gRPC's 4 MiB default
 // The largest TorchScript module a job may carry (it travels in one message).
 inline constexpr size_t kMaxTorchScriptBytes = size_t{64} << 20;
+// The largest reply of a task that returns no model (statistics, scores),
+// and the share-and-key part of a secure-aggregation reply.
+inline constexpr uint64_t kMaxSmallReplyBytes = uint64_t{64} << 20;
 
 // Calls `write` with each chunk of `bytes` (at least one, the last marked);
 // stops and returns false when a write fails.
@@ -24,7 +27,8 @@ bool ForEachChunk(const std::string& bytes,
 // Reassembles chunks into exactly the announced number of bytes.
 class ChunkAssembler {
  public:
-  // REQUIRES: called before Add(). `what` names the payload in errors.
+  // REQUIRES: called before Add(), with a size the caller has bounded.
+  // `what` names the payload in errors.
   void Begin(uint64_t expected_bytes, std::string what);
   // InvalidArgument when the chunks exceed the announced size, or the last
   // one arrives short of it.

@@ -45,6 +45,12 @@ struct OrchestratorService::Session {
   int round ABSL_GUARDED_BY(mu) = 0;
   std::string nonce ABSL_GUARDED_BY(mu);
   uint64_t update_bytes ABSL_GUARDED_BY(mu) = 0;
+  // The most an update (or a secure-aggregation reply) of the task that is
+  // out may announce, from what was sent; a silo that announces more breaks
+  // the protocol and its stream is closed.
+  uint64_t max_update_bytes ABSL_GUARDED_BY(mu) = 0;
+  uint64_t max_secure_bytes ABSL_GUARDED_BY(mu) = 0;
+  uint64_t largest_model_bytes ABSL_GUARDED_BY(mu) = 0;
   std::optional<StatusOr<FitReply>> result ABSL_GUARDED_BY(mu);
   std::optional<StatusOr<ModelState>> upload ABSL_GUARDED_BY(mu);
   // A secure-aggregation step is out (busy is set too); its reply header came
@@ -238,6 +244,14 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   }
   const std::shared_ptr<const std::string> model_bytes = ModelBytes(request);
   const std::string& model = *model_bytes;
+  {
+    // An update has the model's layout; statistics and scores are small.
+    std::lock_guard<std::mutex> lock(session->mu);
+    session->max_update_bytes = request.task == TaskKind::kFit
+                                    ? 2 * static_cast<uint64_t>(model.size()) + (1 << 20)
+                                    : kMaxSmallReplyBytes;
+    session->largest_model_bytes = std::max<uint64_t>(session->largest_model_bytes, model.size());
+  }
   fedsilo::v1::OrchestratorMessage header;
   fedsilo::v1::TaskHeader* task = header.mutable_task();
   task->set_job_id(request.run_id);
@@ -293,6 +307,12 @@ StatusOr<std::string> OrchestratorService::SecureStep(const std::string& silo,
   {
     std::lock_guard<std::mutex> lock(session->mu);
     nonce = session->nonce;
+  }
+  {
+    // A masked input is the model's values in fixed point (at most eight
+    // bytes each); shares and keys are small.
+    std::lock_guard<std::mutex> lock(session->mu);
+    session->max_secure_bytes = 2 * session->largest_model_bytes + kMaxSmallReplyBytes;
   }
   fedsilo::v1::OrchestratorMessage message;
   fedsilo::v1::SecureStep* step = message.mutable_secure();
@@ -378,124 +398,153 @@ grpc::Status OrchestratorService::Connect(
     }
     session->cv.notify_all();
   };
-  while (why.ok() && stream->Read(&message)) {
-    bytes_received_ += message.ByteSizeLong();
-    switch (message.body_case()) {
-      case fedsilo::v1::SiloMessage::kHeartbeat: {
-        listener_->OnHeartbeat(silo, session->id);
-        fedsilo::v1::OrchestratorMessage echo;
-        echo.mutable_heartbeat()->set_unix_millis(message.heartbeat().unix_millis());
-        if (!session->Write(echo)) why = absl::UnavailableError("write failed");
-        break;
-      }
-      case fedsilo::v1::SiloMessage::kResult: {
-        const fedsilo::v1::ResultHeader& r = message.result();
-        bool fresh;
-        {
-          std::lock_guard<std::mutex> lock(session->mu);
-          fresh = session->busy && !session->holding && r.job_id() == session->job_id &&
-                  r.round() == session->round && r.nonce() == session->nonce;
-          if (fresh) {
-            session->holding = true;
-            session->update_bytes = r.update_bytes();
-          }
-        }
-        if (!fresh) {
-          spdlog::warn(
-              "silo '{}': result for job '{}' round {} does not answer the task that "
-              "is out (stale or replayed); ignored",
-              silo, r.job_id(), r.round());
+  // Whatever a message does -- even throw -- the clean-up below runs.
+  try {
+    while (why.ok() && stream->Read(&message)) {
+      bytes_received_ += message.ByteSizeLong();
+      switch (message.body_case()) {
+        case fedsilo::v1::SiloMessage::kHeartbeat: {
+          listener_->OnHeartbeat(silo, session->id);
+          fedsilo::v1::OrchestratorMessage echo;
+          echo.mutable_heartbeat()->set_unix_millis(message.heartbeat().unix_millis());
+          if (!session->Write(echo)) why = absl::UnavailableError("write failed");
           break;
         }
-        FitReply reply;
-        reply.num_examples = r.num_examples();
-        reply.metrics.insert(r.metrics().begin(), r.metrics().end());
-        reply.metrics_private = r.metrics_private();
-        Deliver(*session, std::move(reply));
-        break;
-      }
-      case fedsilo::v1::SiloMessage::kSecure: {
-        const fedsilo::v1::SecureReply& r = message.secure();
-        bool fresh;
-        uint64_t bytes = r.payload_bytes();
-        {
-          std::lock_guard<std::mutex> lock(session->mu);
-          fresh = session->securing && !session->secure_header &&
-                  !session->secure_result.has_value() && r.job_id() == session->job_id &&
-                  r.round() == session->round && r.nonce() == session->nonce;
-          if (fresh) session->secure_header = true;
-        }
-        if (!fresh) {
-          spdlog::warn("silo '{}': secure-aggregation reply that answers no step; ignored", silo);
-        } else if (bytes == 0) {
-          finish_secure(std::string());
-        } else {
-          secure.Begin(bytes, absl::StrCat("secure-aggregation reply from silo '", silo, "'"));
-        }
-        break;
-      }
-      case fedsilo::v1::SiloMessage::kChunk: {
-        if (secure.active()) {
-          Status added = secure.Add(message.chunk());
-          if (!added.ok()) {
-            secure = ChunkAssembler();
-            finish_secure(added);
-          } else if (secure.complete()) {
-            finish_secure(secure.Take());
-          }
-          break;
-        }
-        uint64_t expected = 0;
-        {
-          std::lock_guard<std::mutex> lock(session->mu);
-          if (!session->uploading || session->upload.has_value()) {
-            spdlog::warn("silo '{}': update bytes nobody asked for; ignored", silo);
-            break;
-          }
-          expected = session->update_bytes;
-        }
-        if (!update.active()) {
-          update.Begin(expected, absl::StrCat("update from silo '", silo, "'"));
-        }
-        Status added = update.Add(message.chunk());
-        std::optional<StatusOr<ModelState>> outcome;
-        if (!added.ok()) {
-          outcome = added;
-        } else if (update.complete()) {
-          StatusOr<ModelFile> file =
-              ParseModelState(update.Take(), absl::StrCat("update from '", silo, "'"));
-          outcome = file.ok() ? StatusOr<ModelState>(std::move(file->state))
-                              : StatusOr<ModelState>(file.status());
-        }
-        if (outcome.has_value()) {
+        case fedsilo::v1::SiloMessage::kResult: {
+          const fedsilo::v1::ResultHeader& r = message.result();
+          bool fresh;
+          uint64_t most = 0;
           {
             std::lock_guard<std::mutex> lock(session->mu);
-            session->upload = std::move(*outcome);
+            fresh = session->busy && !session->holding && r.job_id() == session->job_id &&
+                    r.round() == session->round && r.nonce() == session->nonce;
+            most = session->max_update_bytes;
+            if (fresh && r.update_bytes() <= most) {
+              session->holding = true;
+              session->update_bytes = r.update_bytes();
+            }
           }
-          session->cv.notify_all();
+          if (fresh && r.update_bytes() > most) {
+            why = absl::InvalidArgumentError(
+                absl::StrCat("silo '", silo, "' announced an update of ", r.update_bytes(),
+                             " bytes for a task whose update is at most ", most, " bytes"));
+            break;
+          }
+          if (!fresh) {
+            spdlog::warn(
+                "silo '{}': result for job '{}' round {} does not answer the task that "
+                "is out (stale or replayed); ignored",
+                silo, r.job_id(), r.round());
+            break;
+          }
+          FitReply reply;
+          reply.num_examples = r.num_examples();
+          reply.metrics.insert(r.metrics().begin(), r.metrics().end());
+          reply.metrics_private = r.metrics_private();
+          Deliver(*session, std::move(reply));
+          break;
         }
-        break;
+        case fedsilo::v1::SiloMessage::kSecure: {
+          const fedsilo::v1::SecureReply& r = message.secure();
+          bool fresh;
+          uint64_t bytes = r.payload_bytes();
+          {
+            std::lock_guard<std::mutex> lock(session->mu);
+            fresh = session->securing && !session->secure_header &&
+                    !session->secure_result.has_value() && r.job_id() == session->job_id &&
+                    r.round() == session->round && r.nonce() == session->nonce;
+            if (fresh) session->secure_header = true;
+          }
+          uint64_t most = 0;
+          {
+            std::lock_guard<std::mutex> lock(session->mu);
+            most = session->max_secure_bytes;
+          }
+          if (fresh && bytes > most) {
+            why = absl::InvalidArgumentError(
+                absl::StrCat("silo '", silo, "' announced a secure-aggregation reply of ", bytes,
+                             " bytes; at most ", most, " are expected"));
+            finish_secure(why);
+            break;
+          }
+          if (!fresh) {
+            spdlog::warn("silo '{}': secure-aggregation reply that answers no step; ignored", silo);
+          } else if (bytes == 0) {
+            finish_secure(std::string());
+          } else {
+            secure.Begin(bytes, absl::StrCat("secure-aggregation reply from silo '", silo, "'"));
+          }
+          break;
+        }
+        case fedsilo::v1::SiloMessage::kChunk: {
+          if (secure.active()) {
+            Status added = secure.Add(message.chunk());
+            if (!added.ok()) {
+              secure = ChunkAssembler();
+              finish_secure(added);
+            } else if (secure.complete()) {
+              finish_secure(secure.Take());
+            }
+            break;
+          }
+          uint64_t expected = 0;
+          {
+            std::lock_guard<std::mutex> lock(session->mu);
+            if (!session->uploading || session->upload.has_value()) {
+              spdlog::warn("silo '{}': update bytes nobody asked for; ignored", silo);
+              break;
+            }
+            expected = session->update_bytes;
+          }
+          if (!update.active()) {
+            update.Begin(expected, absl::StrCat("update from silo '", silo, "'"));
+          }
+          Status added = update.Add(message.chunk());
+          std::optional<StatusOr<ModelState>> outcome;
+          if (!added.ok()) {
+            outcome = added;
+          } else if (update.complete()) {
+            StatusOr<ModelFile> file =
+                ParseModelState(update.Take(), absl::StrCat("update from '", silo, "'"));
+            outcome = file.ok() ? StatusOr<ModelState>(std::move(file->state))
+                                : StatusOr<ModelState>(file.status());
+          }
+          if (outcome.has_value()) {
+            {
+              std::lock_guard<std::mutex> lock(session->mu);
+              session->upload = std::move(*outcome);
+            }
+            session->cv.notify_all();
+          }
+          break;
+        }
+        case fedsilo::v1::SiloMessage::kFailed: {
+          const fedsilo::v1::TaskFailed& f = message.failed();
+          bool matches, securing;
+          {
+            std::lock_guard<std::mutex> lock(session->mu);
+            matches = session->busy && f.nonce() == session->nonce;
+            securing = session->securing;
+          }
+          if (matches && securing) {
+            finish_secure(absl::InternalError(f.reason()));
+          } else if (matches) {
+            Deliver(*session, absl::InternalError(f.reason()));
+          }
+          break;
+        }
+        default:
+          why = absl::InvalidArgumentError(absl::StrCat(
+              "unexpected message (field ", message.body_case(), ") from silo '", silo, "'"));
+          break;
       }
-      case fedsilo::v1::SiloMessage::kFailed: {
-        const fedsilo::v1::TaskFailed& f = message.failed();
-        bool matches, securing;
-        {
-          std::lock_guard<std::mutex> lock(session->mu);
-          matches = session->busy && f.nonce() == session->nonce;
-          securing = session->securing;
-        }
-        if (matches && securing) {
-          finish_secure(absl::InternalError(f.reason()));
-        } else if (matches) {
-          Deliver(*session, absl::InternalError(f.reason()));
-        }
-        break;
-      }
-      default:
-        why = absl::InvalidArgumentError(absl::StrCat(
-            "unexpected message (field ", message.body_case(), ") from silo '", silo, "'"));
-        break;
     }
+  } catch (const std::exception& e) {
+    why = absl::InternalError(absl::StrCat("handling silo '", silo, "''s stream: ", e.what()));
+  }
+  if (!why.ok() && !absl::IsUnavailable(why)) {
+    spdlog::warn("silo '{}' ({}) broke the protocol; its stream is closed: {}", silo,
+                 context->peer(), std::string(why.message()));
   }
   if (why.ok()) {
     why = context->IsCancelled() ? absl::CancelledError("stream cancelled")
