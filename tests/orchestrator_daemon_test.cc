@@ -297,7 +297,19 @@ TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
 TEST(OrchestratorDaemonTest, JobsAreExportedToMlflowAsEachSilosPolicyAllows) {
   testing_util::FakeMlflow mlflow;
   Federation fed("mlflow");
-  ASSERT_TRUE(fed.StartOrchestrator()) << Read(fed.dir() + "/orchestrator.log");
+  ASSERT_TRUE(fed.StartOrchestrator(0, {"--mlflow-allow", mlflow.uri()}))
+      << Read(fed.dir() + "/orchestrator.log");
+  // A server the operator did not list gets nothing -- no run, no token.
+  testing_util::FakeMlflow elsewhere;
+  const std::string other = fed.WriteJob(
+      "other", std::string(kJob) + "tracking: {mlflow: {uri: '" + elsewhere.uri() + "'}}\n");
+  Output refused = fed.User("submit " + other);
+  EXPECT_EQ(refused.status, 2);
+  EXPECT_THAT(refused.err, HasSubstr("tracking.mlflow.uri: '" + elsewhere.uri() +
+                                     "' is not a tracking server this orchestrator exports to (it "
+                                     "allows " +
+                                     mlflow.uri()));
+  EXPECT_TRUE(elsewhere.runs().empty());
   std::ofstream(fed.dir() + "/policy-a.yaml") << "datasets:\n  digits: {export_metrics: false}\n";
   fed.StartSilo("a", {"--policy", fed.dir() + "/policy-a.yaml"});
   fed.StartSilo("b");

@@ -189,6 +189,10 @@ int Main(int argc, char** argv) {
   orch->add_option("--http", orch_options.http,
                    "host:port for the dashboard, its JSON API and Prometheus /metrics over HTTPS "
                    "(user certificates only); off when not given");
+  orch->add_option("--mlflow-allow", orch_options.mlflow_allow,
+                   "An MLflow tracking server jobs may export to (tracking.mlflow.uri; "
+                   "repeatable). The orchestrator's MLFLOW_* credentials go to these only; a job "
+                   "naming another is refused at submit");
   orch->add_flag("--insecure", orch_options.insecure,
                  "Serve WITHOUT TLS; identities are claimed, not proven. For debugging networks "
                  "only");

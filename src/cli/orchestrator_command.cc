@@ -91,6 +91,7 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   manager.SetAuditLog(audit.get());
   orchestrator::OrchestratorMetrics metrics;
   manager.SetMetrics(&metrics);
+  manager.SetMlflowAllowlist(options.mlflow_allow);
   orchestrator::JobsService jobs_service(&manager, {files.ca_pem, clock, options.insecure});
 
   StopSignals stop;  // before gRPC starts its threads

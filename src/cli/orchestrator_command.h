@@ -7,6 +7,7 @@
 #define FEDSILO_CLI_ORCHESTRATOR_COMMAND_H_
 
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 
@@ -21,6 +22,8 @@ struct OrchestratorCommandOptions {
   // "host:port" of the dashboard and /metrics (HTTPS, user certificates);
   // empty = none. Port 0 = any free port.
   std::string http;
+  // MLflow servers jobs may export to (--mlflow-allow, repeatable).
+  std::vector<std::string> mlflow_allow;
 };
 
 // Writes the address it serves on (with the port the OS chose for port 0) to

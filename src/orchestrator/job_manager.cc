@@ -88,6 +88,23 @@ JobManager::JobManager(std::string state_dir, JobStore* store,
 
 JobManager::~JobManager() { Stop(); }
 
+Status JobManager::CheckMlflow(const JobConfig& job) const {
+  const std::string& uri = job.tracking.mlflow.uri;
+  if (uri.empty()) return absl::OkStatus();
+  const auto bare = [](std::string u) {
+    while (!u.empty() && u.back() == '/') u.pop_back();
+    return u;
+  };
+  for (const std::string& allowed : mlflow_allowed_) {
+    if (bare(allowed) == bare(uri)) return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "tracking.mlflow.uri: '", uri, "' is not a tracking server this orchestrator exports to (",
+      mlflow_allowed_.empty() ? std::string("its operator allows none")
+                              : absl::StrCat("it allows ", absl::StrJoin(mlflow_allowed_, ", ")),
+      "; --mlflow-allow)"));
+}
+
 void JobManager::Start() {
   worker_ = std::thread([this] { WorkerLoop(); });
 }
@@ -138,6 +155,7 @@ StatusOr<JobConfig> JobManager::ResolveModule(const JobConfig& job) const {
 StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::string& job_yaml,
                                        const std::string& torchscript) {
   FEDSILO_ASSIGN_OR_RETURN(JobConfig job, ParseJobConfig(job_yaml, "submitted job"));
+  FEDSILO_RETURN_IF_ERROR(CheckMlflow(job));
   if (job.model.kind == ModelKind::kTorchScript) {
     // The job's path names a file on the submitter's machine: the module
     // itself comes with the job, and is known by its digest from here on.
@@ -411,6 +429,11 @@ Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
   FEDSILO_ASSIGN_OR_RETURN(
       auto strategy,
       strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
+  if (Status allowed = CheckMlflow(job); !allowed.ok()) {
+    // Queued before the operator changed the list: trained, not exported.
+    Event(record.id, "warning", std::string(allowed.message()));
+    job.tracking.mlflow.uri.clear();
+  }
   *mlflow = MlflowExport::Start(job, record, *run_dir);
   RoundRecorder recorder(store_, record.id, *mlflow ? (*mlflow)->sink() : nullptr);
   OrchestratorOptions options;

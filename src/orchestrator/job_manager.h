@@ -67,6 +67,11 @@ class JobManager {
   void SetAuditLog(secure::AuditLog* audit) { audit_ = audit; }
   // Counts every committed round and its duration there. Call before Start().
   void SetMetrics(OrchestratorMetrics* metrics) { metrics_ = metrics; }
+  // The MLflow tracking servers jobs may export to (tracking.mlflow.uri, as
+  // written there). Without this, none: the orchestrator's credentials
+  // (MLFLOW_TRACKING_TOKEN...) go to no server a user names. Call before
+  // Start().
+  void SetMlflowAllowlist(std::vector<std::string> uris) { mlflow_allowed_ = std::move(uris); }
 
   // Marks interrupted jobs for resumption and starts the worker thread.
   void Start();
@@ -121,6 +126,10 @@ class JobManager {
   std::thread worker_;
   secure::AuditLog* audit_ = nullptr;
   OrchestratorMetrics* metrics_ = nullptr;
+  std::vector<std::string> mlflow_allowed_;
+  // InvalidArgument naming tracking.mlflow.uri and the allowed servers unless
+  // the job exports nowhere or to one of them.
+  Status CheckMlflow(const JobConfig& job) const;
 };
 
 }  // namespace fedsilo::orchestrator
