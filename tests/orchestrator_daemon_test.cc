@@ -641,6 +641,22 @@ TEST(OrchestratorDaemonTest, AbortStopsARunningJobAndOnlyItsOwnerMay) {
   // The next job still runs on the same silos.
   ASSERT_EQ(fed.User("submit " + job + " --set training.rounds=2").status, 0);
   EXPECT_EQ(fed.User("status job-2 --wait").status, 0);
+
+  // Its model is alice's: bob may not take it, unless the operator makes
+  // him one of the federation's leads.
+  Output taken = fed.User("download job-2 --out " + fed.dir() + "/bob.fsm", "bob");
+  EXPECT_NE(taken.status, 0);
+  EXPECT_THAT(taken.err, HasSubstr("job job-2's models belong to 'alice', who submitted it; "
+                                   "'bob' may not take them"));
+  EXPECT_FALSE(fs::exists(fed.dir() + "/bob.fsm"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
+              HasSubstr("refused DownloadModel of job 'job-2' to 'bob'"));
+  EXPECT_EQ(fed.User("download job-2 --out " + fed.dir() + "/alice.fsm").status, 0);
+  fed.Kill("orchestrator", SIGTERM);
+  ASSERT_TRUE(fed.StartOrchestrator(0, {"--lead", "bob"}));
+  Output lead = fed.User("download job-2 --out " + fed.dir() + "/bob.fsm", "bob");
+  EXPECT_EQ(lead.status, 0) << lead.err;
+  EXPECT_EQ(Read(fed.dir() + "/bob.fsm"), Read(fed.dir() + "/alice.fsm"));
 }
 
 // Everything under `dir` (files, recursively) as one string.

@@ -189,6 +189,9 @@ int Main(int argc, char** argv) {
   orch->add_option("--http", orch_options.http,
                    "host:port for the dashboard, its JSON API and Prometheus /metrics over HTTPS "
                    "(user certificates only); off when not given");
+  orch->add_option("--lead", orch_options.leads,
+                   "A user (certificate name) who may download every job's model besides the "
+                   "user who submitted it (repeatable)");
   orch->add_option("--mlflow-allow", orch_options.mlflow_allow,
                    "An MLflow tracking server jobs may export to (tracking.mlflow.uri; "
                    "repeatable). The orchestrator's MLFLOW_* credentials go to these only; a job "

@@ -92,6 +92,7 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   orchestrator::OrchestratorMetrics metrics;
   manager.SetMetrics(&metrics);
   manager.SetMlflowAllowlist(options.mlflow_allow);
+  manager.SetLeads(options.leads);
   orchestrator::JobsService jobs_service(&manager, {files.ca_pem, clock, options.insecure});
 
   StopSignals stop;  // before gRPC starts its threads

@@ -24,6 +24,8 @@ struct OrchestratorCommandOptions {
   std::string http;
   // MLflow servers jobs may export to (--mlflow-allow, repeatable).
   std::vector<std::string> mlflow_allow;
+  // Users who may take every job's models (--lead, repeatable).
+  std::vector<std::string> leads;
 };
 
 // Writes the address it serves on (with the port the OS chose for port 0) to

@@ -238,8 +238,22 @@ StatusOr<JobRecord> JobManager::Abort(const std::string& id, const std::string& 
   return store_->GetJob(id);
 }
 
-StatusOr<std::string> JobManager::FinalModelPath(const std::string& id) const {
+Status JobManager::MayTakeResults(const JobRecord& job, const std::string& user) const {
+  if (user == job.owner || std::find(leads_.begin(), leads_.end(), user) != leads_.end()) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "job ", job.id, "'s models belong to '", job.owner, "', who submitted it",
+      leads_.empty()
+          ? std::string()
+          : absl::StrCat(", and the federation's leads (", absl::StrJoin(leads_, ", "), ")"),
+      "; '", user, "' may not take them"));
+}
+
+StatusOr<std::string> JobManager::FinalModelPath(const std::string& id,
+                                                 const std::string& user) const {
   FEDSILO_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(id));
+  FEDSILO_RETURN_IF_ERROR(MayTakeResults(record, user));
   if (record.state != JobState::kDone) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", id, " is ", JobStateName(record.state), "; a final model exists once it is done"));

@@ -92,8 +92,15 @@ class JobManager {
   // FailedPrecondition when it has already finished.
   StatusOr<JobRecord> Abort(const std::string& id, const std::string& user,
                             const std::string& reason);
-  // The final model file of a finished job; FailedPrecondition before.
-  StatusOr<std::string> FinalModelPath(const std::string& id) const;
+  // The final model file of a finished job, for `user`: PermissionDenied
+  // naming who may have it unless `user` submitted the job or is one of the
+  // federation's leads; FailedPrecondition before it is done.
+  StatusOr<std::string> FinalModelPath(const std::string& id, const std::string& user) const;
+  // Whether `user` may take job `id`'s models and results: the one place
+  // that decides (download, and what later reads a job's models).
+  Status MayTakeResults(const JobRecord& job, const std::string& user) const;
+  // Users who may take every job's results (--lead). Call before Start().
+  void SetLeads(std::vector<std::string> leads) { leads_ = std::move(leads); }
 
   JobStore& store() const { return *store_; }
   std::vector<SiloStatus> Silos() const { return registry_->Snapshot(); }
@@ -127,6 +134,7 @@ class JobManager {
   secure::AuditLog* audit_ = nullptr;
   OrchestratorMetrics* metrics_ = nullptr;
   std::vector<std::string> mlflow_allowed_;
+  std::vector<std::string> leads_;
   // InvalidArgument naming tracking.mlflow.uri and the allowed servers unless
   // the job exports nowhere or to one of them.
   Status CheckMlflow(const JobConfig& job) const;

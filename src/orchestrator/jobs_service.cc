@@ -138,8 +138,14 @@ grpc::Status JobsService::DownloadModel(grpc::ServerContext* context,
                                         grpc::ServerWriter<fedsilo::v1::Chunk>* writer) {
   StatusOr<std::string> user = User(context, "DownloadModel");
   if (!user.ok()) return ToGrpcStatus(user.status());
-  StatusOr<std::string> path = manager_->FinalModelPath(request->job_id());
-  if (!path.ok()) return ToGrpcStatus(path.status());
+  StatusOr<std::string> path = manager_->FinalModelPath(request->job_id(), *user);
+  if (!path.ok()) {
+    if (absl::IsPermissionDenied(path.status())) {
+      spdlog::warn("refused DownloadModel of job '{}' to '{}' ({})", request->job_id(), *user,
+                   context->peer());
+    }
+    return ToGrpcStatus(path.status());
+  }
   std::ifstream in(*path, std::ios::binary);
   if (!in) {
     return ToGrpcStatus(absl::InternalError(absl::StrCat(*path, ": cannot read the final model")));
