@@ -101,17 +101,18 @@ Status SiloLedgerCommand(const SiloCommandOptions& options) {
       std::unique_ptr<silo::PrivacyGuard> guard,
       silo::PrivacyGuard::Open(options.policy_path, state + "/privacy-ledger.json"));
   const std::vector<silo::LedgerEntry> entries = guard->Entries();
+  // The datasets to total: those runs used, and those the policy names.
+  std::set<std::string> datasets;
+  for (const silo::LedgerEntry& e : entries) datasets.insert(e.dataset);
+  for (const auto& [name, p] : guard->policy()) datasets.insert(name);
   if (options.json) {
     nlohmann::json all = nlohmann::json::array();
     for (const silo::LedgerEntry& e : entries) all.push_back(silo::LedgerEntryToJson(e));
     nlohmann::json totals = nlohmann::json::object();
-    std::set<std::string> names;
-    for (const silo::LedgerEntry& e : entries) names.insert(e.dataset);
-    for (const auto& [name, p] : guard->policy()) names.insert(name);
     const auto number = [](double v) {
       return std::isinf(v) ? nlohmann::json() : nlohmann::json(v);
     };
-    for (const std::string& d : names) {
+    for (const std::string& d : datasets) {
       const silo::BudgetUse spent = guard->Use(d);
       const silo::BudgetUse reserved = guard->Use(d, /*reserved=*/true);
       const silo::DatasetPolicy& p = guard->PolicyFor(d);
@@ -130,12 +131,10 @@ Status SiloLedgerCommand(const SiloCommandOptions& options) {
   std::printf("privacy ledger of silo '%s' (%s/privacy-ledger.json)\n", kit.name.c_str(),
               state.c_str());
   if (entries.empty()) std::printf("  no job has used this silo's data yet\n");
-  std::set<std::string> datasets;
   const auto eps = [](double e) {
     return std::isinf(e) ? std::string("unbounded") : absl::StrFormat("%.4f", e);
   };
   for (const silo::LedgerEntry& e : entries) {
-    datasets.insert(e.dataset);
     const std::time_t t = static_cast<std::time_t>(e.last);
     char when[32];
     std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", std::localtime(&t));
@@ -147,7 +146,6 @@ Status SiloLedgerCommand(const SiloCommandOptions& options) {
     std::printf("  %-14s %-40s %s, delta %g, %d evaluations, last %s\n", e.dataset.c_str(),
                 e.run_id.c_str(), spent.c_str(), e.delta, e.evaluations, when);
   }
-  for (const auto& [name, p] : guard->policy()) datasets.insert(name);
   for (const std::string& d : datasets) {
     const silo::BudgetUse spent = guard->Use(d);
     const silo::BudgetUse reserved = guard->Use(d, /*reserved=*/true);

@@ -287,6 +287,11 @@ StatusOr<DpPlan> PlanDp(const JobConfig& job, int64_t train_rows) {
   return plan;
 }
 
+const DatasetPolicy& RulesFor(const PrivacyGuard* guard, const std::string& dataset) {
+  static const DatasetPolicy kDefaults;
+  return guard != nullptr ? guard->PolicyFor(dataset) : kDefaults;
+}
+
 std::string PinnedJobDigest(const JobConfig& job) {
   JobConfig pinned = job;
   pinned.preprocess.statistics = FeatureStatistics();
@@ -372,10 +377,11 @@ Status PrivacyGuard::CheckJob(const std::string& dataset, const std::string& run
                                              job.privacy.dp.delta, p.delta));
     }
   }
+  const std::string digest = PinnedJobDigest(job);  // the YAML and its hash, not under the lock
   std::lock_guard<std::mutex> lock(mu_);
   for (const LedgerEntry& e : entries_) {
     if (e.dataset == dataset && e.run_id == run_id && !e.job_digest.empty() &&
-        e.job_digest != PinnedJobDigest(job)) {
+        e.job_digest != digest) {
       return Shareable(absl::FailedPreconditionError(
           absl::StrCat("silo refuses job '", run_id,
                        "': this task carries a job other than the one admitted "

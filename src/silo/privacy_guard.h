@@ -206,6 +206,10 @@ class PrivacyGuard {
   std::vector<LedgerEntry> entries_ ABSL_GUARDED_BY(mu_);
 };
 
+// The rules `guard` applies to `dataset`; the defaults without a guard (a
+// silo without a policy file, or a test's agent).
+const DatasetPolicy& RulesFor(const PrivacyGuard* guard, const std::string& dataset);
+
 // The digest a run's job is pinned by: SHA-256 of the resolved job without
 // its federated statistics (which arrive after the first task), hex.
 std::string PinnedJobDigest(const JobConfig& job);

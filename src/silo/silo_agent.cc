@@ -55,10 +55,7 @@ Status SiloAgent::LoadControl(const std::string& run_id, const ModelState& model
   return absl::OkStatus();
 }
 
-const DatasetPolicy& SiloAgent::Rules() const {
-  static const DatasetPolicy kDefaults;
-  return guard_ != nullptr ? guard_->PolicyFor(guard_dataset_) : kDefaults;
-}
+const DatasetPolicy& SiloAgent::Rules() const { return RulesFor(guard_, guard_dataset_); }
 
 Status SiloAgent::Admit(const transport::FitRequest& request) {
   const JobConfig& job = *request.job;

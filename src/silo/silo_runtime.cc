@@ -413,8 +413,7 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
   }
   // The statistics are data leaving the silo: the policy decides as for
   // training, and more.
-  static const DatasetPolicy kDefaults;
-  const DatasetPolicy& rules = guard_ != nullptr ? guard_->PolicyFor(job.data.dataset) : kDefaults;
+  const DatasetPolicy& rules = RulesFor(guard_, job.data.dataset);
   const std::string who = absl::StrCat("silo policy for dataset '", job.data.dataset, "': ");
   if (rules.require_local_dp) {
     return Shareable(absl::FailedPreconditionError(
