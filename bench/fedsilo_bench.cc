@@ -150,6 +150,9 @@ class EchoSilo : public fedsilo::transport::SiloHandler {
       const fedsilo::transport::SecureStepRequest& request) override {
     return secagg_.Handle(request.run_id, request.round, request.payload);
   }
+  void SetIdentity(std::shared_ptr<const fedsilo::secure::SecAggIdentity> identity) {
+    secagg_.SetIdentity(std::move(identity));
+  }
 
  private:
   fedsilo::secure::SecAggSilo secagg_;
@@ -161,6 +164,10 @@ int RunEchoSilo(const std::string& kit_dir, const std::string& target) {
   auto files = fedsilo::transport::LoadTlsFiles(*kit);
   if (!files.ok()) return 2;
   EchoSilo echo(kit->name);
+  auto identity =
+      fedsilo::secure::SecAggIdentity::Create(files->cert_pem, files->key_pem, files->ca_pem);
+  if (!identity.ok()) return 2;
+  echo.SetIdentity(*std::move(identity));
   fedsilo::transport::SiloClientOptions options;
   options.target = target;
   fedsilo::transport::SiloClient client(fedsilo::transport::MakeChannelCredentials(*files), options,
@@ -287,7 +294,9 @@ int RunTransport(const TransportOptions& o) {
       again.push_back(std::make_unique<transport::RemoteSiloConnection>(name, &service,
                                                                         std::chrono::seconds(600)));
     }
-    orchestrator::Orchestrator secure_orch(secure_job, {"bench-secure", o.silos}, std::move(again),
+    orchestrator::OrchestratorOptions secure_options{"bench-secure", o.silos};
+    secure_options.federation_ca_pem = files->ca_pem;  // signed keys, as a real federation's
+    orchestrator::Orchestrator secure_orch(secure_job, secure_options, std::move(again),
                                            std::make_unique<strategy::FedAvg>(), &none, nullptr,
                                            nullptr);
     secure_status = secure_orch.Run(std::move(secure_model), &secure_times).status();

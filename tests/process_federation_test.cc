@@ -126,6 +126,7 @@ class Federation {
                       "127.0.0.1:0", transport::MakeServerCredentials(files_), {service_.get()}))
             .value();
   }
+  const std::string& ca_pem() const { return files_.ca_pem; }
   ~Federation() {
     while (!pids_.empty()) Kill(pids_.begin()->first, SIGKILL);  // Kill() erases the entry
   }
@@ -299,7 +300,8 @@ TEST(ProcessFederationTest, SecureAggregationGoesOnWithoutAKilledSiloAboveTheThr
 }
 
 // SIGKILLs a silo process right after it answered the masked-input stage,
-// so that it is gone when the orchestrator asks for the unmasking shares.
+// so that it is gone when the orchestrator asks for its survivor signature
+// and the unmasking shares.
 class KillAfterMaskedInput : public transport::SiloConnection {
  public:
   KillAfterMaskedInput(std::unique_ptr<transport::SiloConnection> inner, Federation* fed)
@@ -338,7 +340,11 @@ TEST(ProcessFederationTest, SecureAggregationCountsASiloKilledAfterItsMaskedInpu
   ASSERT_TRUE(fed.WaitConnected({"a", "b", "c"}));
   const JobConfig job = SecureDigitsJob(1, 2);
   ConstantEvaluator eval;
-  orchestrator::Orchestrator calm(job, {"run-calm", 3}, fed.Connections({"a", "b", "c"}),
+  // As in a real federation, the orchestrator checks the silos' signatures:
+  // the silo processes sign with their kits' keys.
+  orchestrator::OrchestratorOptions options{"run-calm", 3};
+  options.federation_ca_pem = fed.ca_pem();
+  orchestrator::Orchestrator calm(job, options, fed.Connections({"a", "b", "c"}),
                                   std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
   auto expected = calm.Run(DigitsLogisticModel(), nullptr);
   ASSERT_TRUE(expected.ok()) << expected.status();
@@ -346,7 +352,8 @@ TEST(ProcessFederationTest, SecureAggregationCountsASiloKilledAfterItsMaskedInpu
   auto connections = fed.Connections({"a", "b", "c"});
   connections[2] = std::make_unique<KillAfterMaskedInput>(std::move(connections[2]), &fed);
   Summaries summaries;
-  orchestrator::Orchestrator killed(job, {"run-killed", 3}, std::move(connections),
+  options.run_id = "run-killed";
+  orchestrator::Orchestrator killed(job, options, std::move(connections),
                                     std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
   auto result = killed.Run(DigitsLogisticModel(), &summaries);
   ASSERT_TRUE(result.ok()) << result.status();

@@ -49,6 +49,7 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
 
   FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit, secure::LoadKit(kits + "/orchestrator"));
   FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
+  fed->ca_pem_ = files.ca_pem;
   fed->service_ = std::make_unique<transport::OrchestratorService>(
       files.ca_pem, &fed->registry_, [] { return std::chrono::system_clock::now(); });
   FEDSILO_ASSIGN_OR_RETURN(fed->server_, transport::GrpcServer::Start(

@@ -40,6 +40,8 @@ class LocalFederation {
       std::chrono::milliseconds round_timeout);
 
   int port() const { return server_->port(); }
+  // The federation CA's certificate (PEM) the silos' kits were issued by.
+  const std::string& ca_pem() const { return ca_pem_; }
 
  private:
   LocalFederation() = default;
@@ -50,6 +52,7 @@ class LocalFederation {
   std::unique_ptr<transport::GrpcServer> server_;
   std::vector<std::string> silos_;
   std::vector<pid_t> children_;
+  std::string ca_pem_;
 };
 
 }  // namespace fedsilo::cli

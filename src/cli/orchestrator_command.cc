@@ -89,6 +89,7 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
                            secure::AuditLog::Open(state_dir + "/audit.log",
                                                   absl::StrCat("orchestrator '", kit.name, "'")));
   manager.SetAuditLog(audit.get());
+  manager.SetFederationCa(files.ca_pem);
   orchestrator::OrchestratorMetrics metrics;
   manager.SetMetrics(&metrics);
   manager.SetMlflowAllowlist(options.mlflow_allow);

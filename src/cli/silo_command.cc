@@ -61,6 +61,10 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
       secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));
   runtime.SetAuditLog(audit.get());
   runtime.SetStateDir(state);
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::shared_ptr<const secure::SecAggIdentity> identity,
+      secure::SecAggIdentity::Create(files.cert_pem, files.key_pem, files.ca_pem));
+  runtime.SetSecAggIdentity(std::move(identity));
   if (!options.models_dir.empty()) runtime.SetModelsDir(options.models_dir);
   const ml::Sandbox sandbox = ml::Sandbox::ThisProgram();  // for every TorchScript module
   runtime.SetSandbox(&sandbox);

@@ -350,7 +350,9 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
       strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
   // With --processes, --threads still bounds how many silos train at once:
   // the silo processes share this machine's cores.
-  orchestrator::Orchestrator orchestrator(job, {run_dir.run_id(), threads}, std::move(connections),
+  orchestrator::OrchestratorOptions orchestrator_options{run_dir.run_id(), threads};
+  if (federation != nullptr) orchestrator_options.federation_ca_pem = federation->ca_pem();
+  orchestrator::Orchestrator orchestrator(job, orchestrator_options, std::move(connections),
                                           std::move(strategy), evaluator.get(), &recorder,
                                           &run_dir);
   if (silo_data) {

@@ -319,8 +319,8 @@ Status ReadList(const Section& s, const YAML::Node& node, const std::string& key
 }
 
 Status ReadStatistics(const Section& s, FeatureStatistics* out) {
-  FEDSILO_RETURN_IF_ERROR(s.CheckKeys({"label", "rows", "class_counts", "features", "count",
-                                       "mean", "std", "min", "max", "shape"}));
+  FEDSILO_RETURN_IF_ERROR(s.CheckKeys({"label", "rows", "class_counts", "features", "count", "mean",
+                                       "std", "min", "max", "shape"}));
   FeatureStatistics st;
   FEDSILO_RETURN_IF_ERROR(s.String("label", &st.label));
   FEDSILO_RETURN_IF_ERROR(s.Int("rows", 0, std::numeric_limits<int64_t>::max(), &st.rows));
@@ -727,6 +727,14 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
     return top.Error(privacy.Child("secure_aggregation"), "privacy.secure_aggregation.threshold",
                      absl::StrCat("is ", sa.threshold, ", more than the job's ",
                                   c.federation.silos.size(), " silos"));
+  }
+  if (sa.enabled && sa.threshold > 0 && 2 * sa.threshold <= SilosPerRound(c.federation)) {
+    return top.Error(privacy.Child("secure_aggregation"), "privacy.secure_aggregation.threshold",
+                     absl::StrCat("is ", sa.threshold, ", not more than half of the ",
+                                  SilosPerRound(c.federation),
+                                  " silos sampled each round; silos refuse it (the orchestrator "
+                                  "could then show them two lists of survivors). Use at least ",
+                                  SilosPerRound(c.federation) / 2 + 1, ", or 0 (two thirds)"));
   }
   if (c.strategy.name == "scaffold" && c.training.optimizer != OptimizerKind::kSgd) {
     return top.Error(

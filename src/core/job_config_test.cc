@@ -234,6 +234,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\n"
                 "privacy: {secure_aggregation: {threshold: 4}}\n",
                 "privacy.secure_aggregation.threshold: is 4, more than the job's 3 silos"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\n"
+                "privacy: {secure_aggregation: {threshold: 2}}\n",
+                "privacy.secure_aggregation.threshold: is 2, not more than half of the 4 silos "
+                "sampled each round"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 1}\n"
                 "privacy: {secure_aggregation: true}\n",
                 "privacy.secure_aggregation: needs at least 2 silos"},

@@ -456,6 +456,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
   options.threads = static_cast<int>(job.federation.silos.size());
   options.stop = &stop_run_;
   options.audit = audit_;
+  options.federation_ca_pem = federation_ca_pem_;
   if (job.model.kind == ModelKind::kTorchScript) {
     FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFile(local.model.torchscript));
   }

@@ -72,6 +72,10 @@ class JobManager {
   // (MLFLOW_TRACKING_TOKEN...) go to no server a user names. Call before
   // Start().
   void SetMlflowAllowlist(std::vector<std::string> uris) { mlflow_allowed_ = std::move(uris); }
+  // The federation's CA certificate: silos' secure-aggregation signatures are
+  // checked against it (OrchestratorOptions::federation_ca_pem). Call before
+  // Start().
+  void SetFederationCa(std::string ca_pem) { federation_ca_pem_ = std::move(ca_pem); }
 
   // Marks interrupted jobs for resumption and starts the worker thread.
   void Start();
@@ -134,6 +138,7 @@ class JobManager {
   secure::AuditLog* audit_ = nullptr;
   OrchestratorMetrics* metrics_ = nullptr;
   std::vector<std::string> mlflow_allowed_;
+  std::string federation_ca_pem_;
   std::vector<std::string> leads_;
   // InvalidArgument naming tracking.mlflow.uri and the allowed servers unless
   // the job exports nowhere or to one of them.

@@ -274,6 +274,13 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
   FEDSILO_ASSIGN_OR_RETURN(
       secure::SecAggRound secagg,
       secure::SecAggRound::Create(options_.run_id, round, params, trained, global));
+  if (!options_.federation_ca_pem.empty()) {
+    if (signature_checker_ == nullptr) {
+      FEDSILO_ASSIGN_OR_RETURN(signature_checker_,
+                               secure::SignatureChecker::Create(options_.federation_ca_pem));
+    }
+    secagg.RequireSignatures(signature_checker_);
+  }
   auto fail = [&](const Status& s) { return Annotate(s, absl::StrCat("round ", round)); };
   // The same request for every silo of the current stage.
   auto to_all = [&](const std::string& request) {
@@ -298,6 +305,12 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
       [&](const std::string& s, absl::string_view r) { return secagg.AcceptMaskedInput(s, r); },
       summary));
   masked->clear();
+  StatusOr<std::string> consistency = secagg.ConsistencyRequest();
+  if (!consistency.ok()) return fail(consistency.status());
+  FEDSILO_RETURN_IF_ERROR(RunSecureStage(
+      round, "consistency", to_all(*consistency),
+      [&](const std::string& s, absl::string_view r) { return secagg.AcceptConsistency(s, r); },
+      summary));
   StatusOr<std::string> unmask = secagg.UnmaskRequest();
   if (!unmask.ok()) return fail(unmask.status());
   FEDSILO_RETURN_IF_ERROR(RunSecureStage(

@@ -95,6 +95,10 @@ struct OrchestratorOptions {
   secure::AuditLog* audit = nullptr;
   // model.torchscript jobs: the module's bytes, shipped to the silos.
   std::string torchscript{};
+  // The federation's CA certificate (PEM): secure-aggregation keys and
+  // survivor lists must then be signed by the silos' certificates. Empty in a
+  // simulation.
+  std::string federation_ca_pem{};
 };
 
 class Orchestrator {
@@ -180,6 +184,8 @@ class Orchestrator {
   OrchestratorOptions options_;
   std::vector<std::unique_ptr<transport::SiloConnection>> silos_;
   std::unique_ptr<strategy::Strategy> strategy_;
+  // Secure aggregation: the silos' signatures, checked against the federation CA.
+  std::shared_ptr<const secure::SignatureChecker> signature_checker_;
   ModelEvaluator* evaluator_;
   std::unique_ptr<privacy::CentralDp> central_dp_;  // privacy.dp.mode central only
   tracking::MetricsSink* sink_;

@@ -11,7 +11,10 @@
 
 #include <algorithm>
 #include <ctime>
+#include <map>
+#include <mutex>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 
 namespace fedsilo::secure {
@@ -31,6 +34,7 @@ using BnPtr = std::unique_ptr<BIGNUM, Deleter<BN_free>>;
 using ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
 using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE_free>>;
 using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX_free>>;
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
 
 // The oldest error on OpenSSL's queue, as text; clears the queue.
 std::string OpenSslError() {
@@ -337,6 +341,109 @@ StatusOr<PeerIdentity> VerifyCertificate(const std::string& certificate_pem,
   peer.kind = *kind;
   peer.not_after = std::chrono::system_clock::from_time_t(ToTimeT(X509_get0_notAfter(cert.get())));
   return peer;
+}
+
+struct MessageSigner::Impl {
+  KeyPtr key;
+};
+
+MessageSigner::MessageSigner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+MessageSigner::~MessageSigner() = default;
+
+StatusOr<std::unique_ptr<MessageSigner>> MessageSigner::Create(const std::string& private_key_pem) {
+  auto impl = std::make_unique<Impl>();
+  FEDSILO_ASSIGN_OR_RETURN(impl->key, ParseKey(private_key_pem));
+  return std::unique_ptr<MessageSigner>(new MessageSigner(std::move(impl)));
+}
+
+StatusOr<std::string> MessageSigner::Sign(absl::string_view message) const {
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  size_t size = 0;
+  if (ctx == nullptr ||
+      EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, impl_->key.get()) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &size, nullptr, 0) != 1) {
+    return Fail("preparing a signature");
+  }
+  std::string signature(size, '\0');
+  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &size,
+                     reinterpret_cast<const unsigned char*>(message.data()), message.size()) != 1) {
+    return Fail("signing");
+  }
+  signature.resize(size);
+  return signature;
+}
+
+struct SignatureChecker::Impl {
+  std::string ca_pem;
+  struct Verified {
+    PeerIdentity peer;
+    CertPtr cert;  // owns the public key
+  };
+  mutable std::mutex mu;
+  // certificate PEM -> what it was verified to be
+  mutable std::map<std::string, std::shared_ptr<const Verified>> verified ABSL_GUARDED_BY(mu);
+};
+
+SignatureChecker::SignatureChecker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SignatureChecker::~SignatureChecker() = default;
+
+StatusOr<std::unique_ptr<SignatureChecker>> SignatureChecker::Create(const std::string& ca_pem) {
+  StatusOr<CertPtr> ca = ParseCert(ca_pem);
+  if (!ca.ok()) return Annotate(ca.status(), "CA certificate");
+  auto impl = std::make_unique<Impl>();
+  impl->ca_pem = ca_pem;
+  return std::unique_ptr<SignatureChecker>(new SignatureChecker(std::move(impl)));
+}
+
+Status SignatureChecker::Check(const std::string& name, ParticipantKind kind,
+                               const std::string& certificate_pem, absl::string_view message,
+                               absl::string_view signature,
+                               std::chrono::system_clock::time_point now) const {
+  if (certificate_pem.empty() || signature.empty()) {
+    return absl::PermissionDeniedError(absl::StrCat("'", name, "' sent no signature"));
+  }
+  std::shared_ptr<const Impl::Verified> entry;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto it = impl_->verified.find(certificate_pem);
+    if (it != impl_->verified.end()) entry = it->second;
+  }
+  if (entry == nullptr) {
+    StatusOr<PeerIdentity> peer = VerifyCertificate(certificate_pem, impl_->ca_pem, now);
+    if (!peer.ok()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("the certificate given for '", name, "': ", peer.status().message()));
+    }
+    auto verified = std::make_shared<Impl::Verified>();
+    verified->peer = *std::move(peer);
+    FEDSILO_ASSIGN_OR_RETURN(verified->cert, ParseCert(certificate_pem));
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->verified.size() >= 4096) impl_->verified.clear();  // bounded
+    entry = impl_->verified.emplace(certificate_pem, std::move(verified)).first->second;
+  } else if (now > entry->peer.not_after) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("the certificate given for '", name, "' has expired"));
+  }
+  if (entry->peer.kind != kind || entry->peer.name != name) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("the certificate given for '", name, "' belongs to ",
+                     ParticipantKindName(entry->peer.kind), " '", entry->peer.name, "'"));
+  }
+  EVP_PKEY* key = X509_get0_pubkey(entry->cert.get());
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  if (key == nullptr || ctx == nullptr ||
+      EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) != 1) {
+    return Fail("preparing a signature check");
+  }
+  const int ok = EVP_DigestVerify(
+      ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+      reinterpret_cast<const unsigned char*>(message.data()), message.size());
+  ERR_clear_error();
+  if (ok != 1) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("the signature of '", name, "' does not verify"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace fedsilo::secure

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "core/status.h"
 
 namespace fedsilo::secure {
@@ -88,6 +89,46 @@ struct PeerIdentity {
 StatusOr<PeerIdentity> VerifyCertificate(const std::string& certificate_pem,
                                          const std::string& ca_certificate_pem,
                                          std::chrono::system_clock::time_point now);
+
+// A participant's private key, parsed once, that signs messages (ECDSA P-256
+// over SHA-256; DER signatures). The key is freed (and wiped by OpenSSL) with
+// the object. Thread-safe.
+class MessageSigner {
+ public:
+  // InvalidArgument when the key does not parse.
+  static StatusOr<std::unique_ptr<MessageSigner>> Create(const std::string& private_key_pem);
+  ~MessageSigner();
+  StatusOr<std::string> Sign(absl::string_view message) const;
+
+ private:
+  struct Impl;
+  explicit MessageSigner(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Checks participants' signed messages: the certificate that comes with one
+// must verify against the CA (VerifyCertificate) and name the expected
+// participant, and the signature must be its key's. A certificate verified
+// once is kept, parsed, so that seeing it again (every round) costs one
+// signature check and a look at its expiry. Thread-safe.
+class SignatureChecker {
+ public:
+  // InvalidArgument when the CA certificate does not parse.
+  static StatusOr<std::unique_ptr<SignatureChecker>> Create(const std::string& ca_pem);
+  ~SignatureChecker();
+
+  // PermissionDenied, naming `name` and saying why, unless `certificate_pem`
+  // is valid at `now`, was issued by the CA to a participant `name` of
+  // `kind`, and signed `message`.
+  Status Check(const std::string& name, ParticipantKind kind, const std::string& certificate_pem,
+               absl::string_view message, absl::string_view signature,
+               std::chrono::system_clock::time_point now) const;
+
+ private:
+  struct Impl;
+  explicit SignatureChecker(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace fedsilo::secure
 

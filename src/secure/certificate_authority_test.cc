@@ -104,5 +104,51 @@ TEST(CertificateAuthorityTest, ParticipantKindNames) {
   EXPECT_FALSE(ParseParticipantKind("admin").ok());
 }
 
+TEST(SignatureCheckerTest, OnlyTheNamedParticipantsKeyUnderTheCaSigns) {
+  auto ca = CertificateAuthority::Create("f", 365, kNow);
+  auto a = (*ca)->Issue({"bank-a", ParticipantKind::kSilo, {}, 10}, kNow);
+  auto user = (*ca)->Issue({"alice", ParticipantKind::kUser, {}, 10}, kNow);
+  auto other_ca = CertificateAuthority::Create("f", 365, kNow);
+  auto forged = (*other_ca)->Issue({"bank-a", ParticipantKind::kSilo, {}, 10}, kNow);
+  auto checker = SignatureChecker::Create((*ca)->certificate_pem());
+  ASSERT_TRUE(checker.ok()) << checker.status();
+  auto signer = MessageSigner::Create(a->private_key_pem);
+  ASSERT_TRUE(signer.ok()) << signer.status();
+  const std::string signature = *(*signer)->Sign("round 3 keys");
+  const auto check = [&](const std::string& name, ParticipantKind kind, const std::string& cert,
+                         const std::string& message, const std::string& sig, auto when) {
+    return (*checker)->Check(name, kind, cert, message, sig, when);
+  };
+  const auto silo = ParticipantKind::kSilo;
+  EXPECT_TRUE(check("bank-a", silo, a->certificate_pem, "round 3 keys", signature, kNow).ok());
+  // Twice: the second time from the kept certificate.
+  EXPECT_TRUE(check("bank-a", silo, a->certificate_pem, "round 3 keys", signature, kNow).ok());
+  EXPECT_THAT(
+      std::string(
+          check("bank-a", silo, a->certificate_pem, "round 4 keys", signature, kNow).message()),
+      HasSubstr("the signature of 'bank-a' does not verify"));
+  EXPECT_THAT(
+      std::string(
+          check("bank-b", silo, a->certificate_pem, "round 3 keys", signature, kNow).message()),
+      HasSubstr("belongs to silo 'bank-a'"));
+  EXPECT_THAT(std::string(check("alice", silo, user->certificate_pem, "x", "y", kNow).message()),
+              HasSubstr("belongs to user 'alice'"));
+  EXPECT_THAT(
+      std::string(check("bank-a", silo, forged->certificate_pem, "round 3 keys",
+                        *(*MessageSigner::Create(forged->private_key_pem))->Sign("round 3 keys"),
+                        kNow)
+                      .message()),
+      HasSubstr("does not verify"));
+  EXPECT_THAT(std::string(check("bank-a", silo, "", "m", "", kNow).message()),
+              HasSubstr("sent no signature"));
+  // A kept certificate still expires.
+  const Status late =
+      check("bank-a", silo, a->certificate_pem, "round 3 keys", signature, kNow + 11 * kDay);
+  EXPECT_EQ(late.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(late.message()), HasSubstr("has expired"));
+  EXPECT_FALSE(MessageSigner::Create("not a key").ok());
+  EXPECT_FALSE(SignatureChecker::Create("not a certificate").ok());
+}
+
 }  // namespace
 }  // namespace fedsilo::secure

@@ -1,6 +1,7 @@
 #include "secure/secagg.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "fedsilo/v1/secagg.pb.h"
+#include "secure/certificate_authority.h"
 
 namespace fedsilo::secure {
 namespace {
@@ -39,6 +41,12 @@ Status CheckParams(const SecAggParams& p, size_t participants) {
     return absl::InvalidArgumentError(absl::StrCat("threshold ", p.threshold, " is not in [2, ",
                                                    participants, "] (the silos of the round)"));
   }
+  if (2 * static_cast<size_t>(p.threshold) <= participants) {
+    // Two disjoint survivor lists could then each gather `threshold` signatures.
+    return absl::InvalidArgumentError(
+        absl::StrCat("threshold ", p.threshold, " is not more than half of the ", participants,
+                     " silos of the round; it must be at least ", participants / 2 + 1));
+  }
   if (p.bits < 8 || p.bits > 30 || !(p.clip_range > 0) || p.max_weight < 0 || p.clip_norm < 0) {
     return absl::InvalidArgumentError("bits, clip_range, max_weight or clip_norm out of range");
   }
@@ -56,6 +64,32 @@ std::string ShareAssociated(const std::string& run_id, int round, const std::str
   return absl::StrCat(run_id, "|", round, "|", from, "|", to);
 }
 
+// A stage's place in the round (the oneof's field numbers are not in order).
+int StageOrder(pb::Request::StageCase stage) {
+  switch (stage) {
+    case pb::Request::kAdvertise:
+      return 1;
+    case pb::Request::kShareKeys:
+      return 2;
+    case pb::Request::kMaskedInput:
+      return 3;
+    case pb::Request::kConsistency:
+      return 4;
+    case pb::Request::kUnmask:
+      return 5;
+    default:
+      return 0;
+  }
+}
+
+// Names, each prefixed by its length: no two lists give the same text.
+std::string EncodeNames(std::vector<std::string> names) {
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (const std::string& n : names) absl::StrAppend(&out, n.size(), ":", n, ";");
+  return out;
+}
+
 template <typename Message>
 StatusOr<Message> ParseAs(absl::string_view bytes, absl::string_view what) {
   Message m;
@@ -65,6 +99,38 @@ StatusOr<Message> ParseAs(absl::string_view bytes, absl::string_view what) {
   return m;
 }
 
+}  // namespace
+
+StatusOr<std::shared_ptr<const SecAggIdentity>> SecAggIdentity::Create(
+    std::string certificate_pem, const std::string& private_key_pem, const std::string& ca_pem) {
+  std::shared_ptr<SecAggIdentity> identity(new SecAggIdentity());
+  identity->certificate_pem_ = std::move(certificate_pem);
+  FEDSILO_ASSIGN_OR_RETURN(identity->signer_, MessageSigner::Create(private_key_pem));
+  FEDSILO_ASSIGN_OR_RETURN(identity->checker_, SignatureChecker::Create(ca_pem));
+  return std::shared_ptr<const SecAggIdentity>(std::move(identity));
+}
+
+std::string AdvertMessage(const std::string& run_id, int round, const std::string& silo,
+                          const Key32& share_public_key, const Key32& mask_public_key) {
+  return absl::StrCat("fedsilo secagg advert|", EncodeNames({run_id}), round, "|",
+                      EncodeNames({silo}), ToBytes(share_public_key), ToBytes(mask_public_key));
+}
+
+std::string SurvivorsMessage(const std::string& run_id, int round,
+                             std::vector<std::string> survivors) {
+  return absl::StrCat("fedsilo secagg survivors|", EncodeNames({run_id}), round, "|",
+                      EncodeNames(std::move(survivors)));
+}
+
+namespace {
+// PermissionDenied unless `silo`'s certificate (the CA's, for a silo of that
+// name) signed `message`.
+Status CheckSilo(const SignatureChecker& checker, const std::string& silo,
+                 const std::string& certificate_pem, absl::string_view message,
+                 absl::string_view signature) {
+  return checker.Check(silo, ParticipantKind::kSilo, certificate_pem, message, signature,
+                       std::chrono::system_clock::now());
+}
 }  // namespace
 
 int SecAggThreshold(int configured, int sampled) {
@@ -130,9 +196,9 @@ StatusOr<std::string> SecAggSilo::Handle(const std::string& run_id, int round,
                                          absl::string_view request) {
   FEDSILO_ASSIGN_OR_RETURN(pb::Request r,
                            ParseAs<pb::Request>(request, "secure aggregation request"));
-  const int stage = static_cast<int>(r.stage_case());
+  const int stage = StageOrder(r.stage_case());
   StatusOr<std::string> reply = absl::FailedPreconditionError("");
-  if (run_id != run_id_ || round != round_ || stage != stage_ + 1) {
+  if (run_id != run_id_ || round != round_ || stage == 0 || stage_ < 0 || stage != stage_ + 1) {
     reply = absl::FailedPreconditionError(
         absl::StrCat("secure aggregation: out-of-order request (stage ", stage, " of round ", round,
                      "; this silo is at stage ", stage_, " of round ", round_, ")"));
@@ -142,12 +208,15 @@ StatusOr<std::string> SecAggSilo::Handle(const std::string& run_id, int round,
     reply = ShareKeys(r);
   } else if (r.has_masked_input()) {
     reply = MaskedInput(r);
+  } else if (r.has_consistency()) {
+    reply = Consistency(r);
   } else {
     reply = Unmask(r);
   }
   if (!reply.ok()) {
-    // Nothing of a refused round is kept.
+    // Nothing of a refused round is kept, and nothing more is answered in it.
     update_.reset();
+    held_.clear();
     stage_ = -1;
     return Annotate(reply.status(), "secure aggregation");
   }
@@ -193,6 +262,13 @@ StatusOr<std::string> SecAggSilo::Advertise(const pb::Request& r) {
   pb::AdvertiseReply reply;
   reply.set_share_public_key(ToBytes(share_keys_.public_key));
   reply.set_mask_public_key(ToBytes(mask_keys_.public_key));
+  if (identity_ != nullptr) {
+    FEDSILO_ASSIGN_OR_RETURN(
+        *reply.mutable_signature(),
+        identity_->signer().Sign(
+            AdvertMessage(run_id_, round_, name_, share_keys_.public_key, mask_keys_.public_key)));
+    reply.set_certificate(identity_->certificate_pem());
+  }
   return reply.SerializeAsString();
 }
 
@@ -209,6 +285,15 @@ StatusOr<std::string> SecAggSilo::ShareKeys(const pb::Request& r) {
     peer.share_number = k.share_number();
     FEDSILO_ASSIGN_OR_RETURN(peer.share_public_key, ToKey32(k.share_public_key(), "a public key"));
     FEDSILO_ASSIGN_OR_RETURN(peer.mask_public_key, ToKey32(k.mask_public_key(), "a public key"));
+    if (identity_ != nullptr && k.silo() != name_) {
+      // The orchestrator relays the keys: only the silo's own signature
+      // shows they are the ones it made.
+      FEDSILO_RETURN_IF_ERROR(CheckSilo(
+          identity_->checker(), k.silo(), k.certificate(),
+          AdvertMessage(run_id_, round_, k.silo(), peer.share_public_key, peer.mask_public_key),
+          k.signature()));
+      peer.certificate_pem = k.certificate();
+    }
     if (!peers_.emplace(k.silo(), peer).second) {
       return absl::InvalidArgumentError(absl::StrCat("keys of '", k.silo(), "' come twice"));
     }
@@ -320,6 +405,35 @@ StatusOr<std::string> SecAggSilo::MaskedInput(const pb::Request& r) {
   return reply.SerializeAsString();
 }
 
+StatusOr<std::string> SecAggSilo::Consistency(const pb::Request& r) {
+  const pb::ConsistencyRequest& c = r.consistency();
+  std::set<std::string> survivors(c.survivors().begin(), c.survivors().end());
+  if (survivors.size() != static_cast<size_t>(c.survivors_size())) {
+    return absl::InvalidArgumentError("a silo is listed twice");
+  }
+  for (const std::string& s : survivors) {
+    if (masked_with_.count(s) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("'", s, "' did not share keys"));
+    }
+  }
+  if (survivors.count(name_) == 0) {
+    return absl::InvalidArgumentError("this silo is not among the survivors");
+  }
+  if (survivors.size() < static_cast<size_t>(params_.threshold)) {
+    return absl::InvalidArgumentError(absl::StrCat("only ", survivors.size(),
+                                                   " silos sent masked input, below the threshold ",
+                                                   params_.threshold));
+  }
+  pb::ConsistencyReply reply;
+  if (identity_ != nullptr) {
+    FEDSILO_ASSIGN_OR_RETURN(*reply.mutable_signature(),
+                             identity_->signer().Sign(SurvivorsMessage(
+                                 run_id_, round_, {survivors.begin(), survivors.end()})));
+  }
+  signed_survivors_ = std::move(survivors);
+  return reply.SerializeAsString();
+}
+
 StatusOr<std::string> SecAggSilo::Unmask(const pb::Request& r) {
   const pb::UnmaskRequest& u = r.unmask();
   std::set<std::string> survivors(u.survivors().begin(), u.survivors().end());
@@ -335,10 +449,32 @@ StatusOr<std::string> SecAggSilo::Unmask(const pb::Request& r) {
   if (survivors.count(name_) == 0) {
     return absl::InvalidArgumentError("this silo is not among the survivors");
   }
-  if (survivors.size() < static_cast<size_t>(params_.threshold)) {
-    return absl::InvalidArgumentError(absl::StrCat("only ", survivors.size(),
-                                                   " silos sent masked input, below the threshold ",
-                                                   params_.threshold));
+  if (survivors != signed_survivors_) {
+    return absl::InvalidArgumentError("the survivors differ from the list this silo signed");
+  }
+  if (identity_ != nullptr) {
+    // At least `threshold` survivors signed this very list: as each signs one
+    // list a round and threshold > n/2, no other list can have as many.
+    const std::string message =
+        SurvivorsMessage(run_id_, round_, {survivors.begin(), survivors.end()});
+    std::set<std::string> signers;
+    for (const pb::SurvivorSignature& s : u.signatures()) {
+      if (survivors.count(s.silo()) == 0 || !signers.insert(s.silo()).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("a survivor signature of '", s.silo(), "' was not expected"));
+      }
+      if (s.silo() == name_) continue;  // its own: already known to match
+      FEDSILO_RETURN_IF_ERROR(CheckSilo(identity_->checker(), s.silo(),
+                                        peers_[s.silo()].certificate_pem, message, s.signature()));
+    }
+    signers.insert(name_);
+    if (signers.size() < static_cast<size_t>(params_.threshold)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("only ", signers.size(),
+                       " survivors signed the survivor list, below the "
+                       "threshold ",
+                       params_.threshold));
+    }
   }
   pb::UnmaskReply reply;
   for (const std::string& s : survivors) {
@@ -424,7 +560,12 @@ Status SecAggRound::AcceptAdvertise(const std::string& silo, absl::string_view r
   FEDSILO_ASSIGN_OR_RETURN(pb::AdvertiseReply a, ParseAs<pb::AdvertiseReply>(reply, "public keys"));
   FEDSILO_ASSIGN_OR_RETURN(Key32 share_pk, ToKey32(a.share_public_key(), "share public key"));
   FEDSILO_ASSIGN_OR_RETURN(Key32 mask_pk, ToKey32(a.mask_public_key(), "mask public key"));
-  keys_[silo] = {share_pk, mask_pk};
+  if (checker_ != nullptr) {
+    FEDSILO_RETURN_IF_ERROR(CheckSilo(*checker_, silo, a.certificate(),
+                                      AdvertMessage(run_id_, round_, silo, share_pk, mask_pk),
+                                      a.signature()));
+  }
+  keys_[silo] = {share_pk, mask_pk, a.signature(), a.certificate()};
   answered_.push_back(silo);
   return absl::OkStatus();
 }
@@ -439,8 +580,11 @@ StatusOr<std::string> SecAggRound::ShareKeysRequest() {
     pb::ParticipantKeys* k = r.mutable_share_keys()->add_keys();
     k->set_silo(s);
     k->set_share_number(ShareNumber(s));
-    k->set_share_public_key(ToBytes(keys_[s].first));
-    k->set_mask_public_key(ToBytes(keys_[s].second));
+    const Advert& advert = keys_[s];
+    k->set_share_public_key(ToBytes(advert.share_public_key));
+    k->set_mask_public_key(ToBytes(advert.mask_public_key));
+    k->set_signature(advert.signature);
+    k->set_certificate(advert.certificate_pem);
   }
   current_ = std::move(advertised);
   answered_.clear();
@@ -508,7 +652,7 @@ Status SecAggRound::AcceptMaskedInput(const std::string& silo, absl::string_view
   return absl::OkStatus();
 }
 
-StatusOr<std::string> SecAggRound::UnmaskRequest() {
+StatusOr<std::string> SecAggRound::ConsistencyRequest() {
   FEDSILO_RETURN_IF_ERROR(Enough("sent their masked input"));
   survivors_.clear();
   dropped_.clear();
@@ -517,9 +661,38 @@ StatusOr<std::string> SecAggRound::UnmaskRequest() {
         .push_back(s);
   }
   pb::Request r;
-  for (const std::string& s : survivors_) r.mutable_unmask()->add_survivors(s);
-  for (const std::string& s : dropped_) r.mutable_unmask()->add_dropped(s);
+  for (const std::string& s : survivors_) r.mutable_consistency()->add_survivors(s);
   current_ = survivors_;
+  answered_.clear();
+  return r.SerializeAsString();
+}
+
+Status SecAggRound::AcceptConsistency(const std::string& silo, absl::string_view reply) {
+  FEDSILO_RETURN_IF_ERROR(CheckTurn(current_, answered_, silo));
+  FEDSILO_ASSIGN_OR_RETURN(pb::ConsistencyReply c,
+                           ParseAs<pb::ConsistencyReply>(reply, "survivor signature"));
+  if (checker_ != nullptr) {
+    FEDSILO_RETURN_IF_ERROR(CheckSilo(*checker_, silo, keys_[silo].certificate_pem,
+                                      SurvivorsMessage(run_id_, round_, survivors_),
+                                      c.signature()));
+  }
+  survivor_signatures_[silo] = c.signature();
+  answered_.push_back(silo);
+  return absl::OkStatus();
+}
+
+StatusOr<std::string> SecAggRound::UnmaskRequest() {
+  FEDSILO_RETURN_IF_ERROR(Enough("signed the survivors"));
+  pb::Request r;
+  pb::UnmaskRequest* u = r.mutable_unmask();
+  for (const std::string& s : survivors_) u->add_survivors(s);
+  for (const std::string& s : dropped_) u->add_dropped(s);
+  for (const auto& [silo, signature] : survivor_signatures_) {
+    pb::SurvivorSignature* s = u->add_signatures();
+    s->set_silo(silo);
+    s->set_signature(signature);
+  }
+  current_ = answered_;  // U4: the survivors that signed
   answered_.clear();
   return r.SerializeAsString();
 }
@@ -581,14 +754,15 @@ StatusOr<SecAggOutcome> SecAggRound::Finish() {
     KeyPair dropped;
     dropped.secret_key = combine(key_shares_[d]);
     dropped.public_key = PublicKeyOf(dropped.secret_key);
-    if (dropped.public_key != keys_[d].second) {
+    if (dropped.public_key != keys_[d].mask_public_key) {
       return absl::DataLossError(absl::StrCat(
           "secure aggregation: the mask key of '", d,
           "' rebuilt from the shares does not match its public key (a share is wrong); the round "
           "is abandoned and no aggregate is applied"));
     }
     for (const std::string& s : survivors_) {
-      FEDSILO_ASSIGN_OR_RETURN(Key32 seed, AgreeKey(dropped, keys_[s].second, mask_context));
+      FEDSILO_ASSIGN_OR_RETURN(Key32 seed,
+                               AgreeKey(dropped, keys_[s].mask_public_key, mask_context));
       // s added this mask when it comes first, subtracted it otherwise.
       AddMask(seed, all, /*subtract=*/ShareNumber(s) < ShareNumber(d));
     }

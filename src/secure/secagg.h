@@ -1,27 +1,42 @@
 // Secure aggregation after Bonawitz et al., "Practical Secure Aggregation for
-// Privacy-Preserving Machine Learning" (CCS 2017), for honest-but-curious
-// orchestrators: the orchestrator learns the weighted sum of the updates of
+// Privacy-Preserving Machine Learning" (CCS 2017), in its version against an
+// active adversary: the orchestrator learns the weighted sum of the updates of
 // the silos that stayed to the end of a round, and nothing about any one
-// update, as long as fewer than `threshold` silos collude with it.
+// update, as long as fewer than `threshold` silos collude with it -- even when
+// it lies to the silos, so long as it cannot have the federation's CA issue it
+// silo certificates (the CA's key stays with the operator, off the
+// orchestrator's machine).
 //
 // One round (all keys are fresh per round):
 //  1. advertise: each silo makes two X25519 key pairs, one to encrypt shares
-//     and one to agree pairwise mask seeds, and sends the public keys.
-//  2. share keys: each silo draws a self-mask seed b, Shamir-splits b and its
-//     mask secret key among all silos that advertised (any `threshold`
-//     shares recover them) and sends each share encrypted for its holder,
-//     plus a commitment to b.
+//     and one to agree pairwise mask seeds, and sends the public keys, signed
+//     with its certificate's key (SecAggIdentity), with that certificate.
+//  2. share keys: each silo checks every other silo's certificate (issued by
+//     the federation CA to a silo of that name) and signature, so that the
+//     orchestrator can neither swap a key nor add a participant of its own.
+//     It draws a self-mask seed b, Shamir-splits b and its mask secret key
+//     among all silos that advertised (any `threshold` shares recover them)
+//     and sends each share encrypted for its holder, plus a commitment to b.
 //  3. masked input: each silo encodes its update in fixed point (values
 //     clipped to [-clip_range, clip_range], multiplied by its weight, scaled
 //     to `bits` bits) and adds, mod 2^32, the AES-256-CTR stream of b and, for
 //     every other silo v that shared keys, +/- the stream of the seed agreed
 //     with v (+ when it comes first in share-number order). Pairwise masks
 //     cancel in the sum of the silos that both stayed.
-//  4. unmask: each silo still there reveals its shares of b for the silos
-//     that sent a masked input, and of the mask secret key for the silos that
-//     left after step 2 (never both for one silo). The orchestrator rebuilds
-//     them, checks them against the commitments and public keys, removes the
-//     self masks and the dropped silos' pairwise masks, and decodes the sum.
+//  4. consistency: the orchestrator names the silos whose masked input it
+//     has (the survivors); each signs that list once per round.
+//  5. unmask: each silo still there checks that at least `threshold`
+//     survivors signed the very list it signed, then reveals its shares of b
+//     for the survivors, and of the mask secret key for the silos that left
+//     after step 2 (never both for one silo). The orchestrator rebuilds them,
+//     checks them against the commitments and public keys, removes the self
+//     masks and the dropped silos' pairwise masks, and decodes the sum.
+//
+// Every silo refuses a threshold of half the participants or less: with it,
+// an orchestrator could show two disjoint survivor lists, each signed by
+// `threshold` silos, and have one silo's self mask and mask key both
+// revealed. A silo without an identity (a simulation's, all in one process)
+// neither signs nor checks signatures.
 //
 // The vector a silo masks is its update's values followed by three counters:
 // its weight in units (examples, or 1 with equal weights), the number of its
@@ -38,6 +53,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -46,6 +62,7 @@
 #include "absl/strings/string_view.h"
 #include "core/model_state.h"
 #include "core/status.h"
+#include "secure/certificate_authority.h"
 #include "secure/secagg_crypto.h"
 
 namespace fedsilo::v1::secagg {
@@ -67,7 +84,8 @@ struct SecAggParams {
 };
 
 // The threshold a job asks for, for `sampled` silos: the configured one, or
-// two thirds of them (rounded up, at least 2).
+// two thirds of them (rounded up, at least 2). Either must be more than half
+// of the silos of a round.
 int SecAggThreshold(int configured, int sampled);
 
 // Fixed point: v -> round(v * scale) with scale = (2^(bits-1) - 1) / clip_range.
@@ -112,13 +130,48 @@ class MaskedSum {
   int count_ = 0;
 };
 
+// What a silo proves itself with (its kit's certificate and private key) and
+// checks the others against (the federation's CA certificate).
+class SecAggIdentity {
+ public:
+  // InvalidArgument when the key or the CA certificate does not parse.
+  static StatusOr<std::shared_ptr<const SecAggIdentity>> Create(std::string certificate_pem,
+                                                                const std::string& private_key_pem,
+                                                                const std::string& ca_pem);
+  const std::string& certificate_pem() const { return certificate_pem_; }
+  const MessageSigner& signer() const { return *signer_; }
+  const SignatureChecker& checker() const { return *checker_; }
+
+ private:
+  SecAggIdentity() = default;
+  std::string certificate_pem_;
+  std::unique_ptr<MessageSigner> signer_;
+  std::unique_ptr<SignatureChecker> checker_;
+};
+
+// The signed texts: a silo's advert, and a survivor list (in any order).
+std::string AdvertMessage(const std::string& run_id, int round, const std::string& silo,
+                          const Key32& share_public_key, const Key32& mask_public_key);
+std::string SurvivorsMessage(const std::string& run_id, int round,
+                             std::vector<std::string> survivors);
+
 // The silo's side: holds this round's update until it is masked, and answers
 // the orchestrator's requests. It checks what it is asked: too few
-// participants, a changed key, or a request to reveal both secrets of one
-// silo are refused. Thread safety: none (one request at a time).
+// participants, a threshold of half of them or less, a changed, unsigned or
+// wrongly signed key, a survivor list not signed by `threshold` survivors, or
+// a request to reveal both secrets of one silo are refused, and nothing of the
+// round is revealed after a refusal. Thread safety: none (one request at a
+// time).
 class SecAggSilo {
  public:
   explicit SecAggSilo(std::string name) : name_(std::move(name)) {}
+
+  // Signs this silo's adverts and survivor lists, and requires every other
+  // silo's to be signed by a silo certificate of the CA. Without one (a
+  // simulation) nothing is signed or checked.
+  void SetIdentity(std::shared_ptr<const SecAggIdentity> identity) {
+    identity_ = std::move(identity);
+  }
 
   // The update (local minus global) and training examples of `round`.
   void SetInput(const std::string& run_id, int round, ModelState update, int64_t examples);
@@ -131,19 +184,22 @@ class SecAggSilo {
     uint32_t share_number = 0;
     Key32 share_public_key{};
     Key32 mask_public_key{};
+    std::string certificate_pem;  // with an identity
   };
   StatusOr<std::string> Advertise(const v1::secagg::Request& request);
   StatusOr<std::string> ShareKeys(const v1::secagg::Request& request);
   StatusOr<std::string> MaskedInput(const v1::secagg::Request& request);
+  StatusOr<std::string> Consistency(const v1::secagg::Request& request);
   StatusOr<std::string> Unmask(const v1::secagg::Request& request);
   std::string ShareContext(const std::string& from, const std::string& to) const;
 
   std::string name_;
+  std::shared_ptr<const SecAggIdentity> identity_;
   std::string run_id_;
   int round_ = 0;
   std::optional<ModelState> update_;
   int64_t examples_ = 0;
-  int stage_ = 0;  // the last stage answered: 0 none .. 4 unmask
+  int stage_ = 0;  // the last stage answered: 0 none .. 5 unmask; -1 refused
   SecAggParams params_;
   std::vector<std::string> participants_;
   KeyPair share_keys_;
@@ -152,6 +208,7 @@ class SecAggSilo {
   std::map<std::string, Peer> peers_;                    // who shared keys (incl. this silo)
   std::map<std::string, std::pair<Key32, Key32>> held_;  // owner -> (mask key, self seed) shares
   std::set<std::string> masked_with_;                    // survivors of stage 2
+  std::set<std::string> signed_survivors_;               // the list signed in stage 4
 };
 
 // The result of a round: the weighted mean of the updates of the silos that
@@ -168,13 +225,21 @@ struct SecAggOutcome {
 
 // The orchestrator's side of one round. Each Accept*() that fails drops that
 // silo from the later stages; each stage's request fails (Unavailable, naming
-// who left) when fewer than `threshold` silos are left.
+// who left) when fewer than `threshold` silos are left. With RequireSignatures,
+// a silo whose advert or survivor signature does not verify is dropped at once
+// (an honest orchestrator's courtesy: the silos check them all the same).
 class SecAggRound {
  public:
   // InvalidArgument when the parameters cannot hold a sum of `participants`.
   static StatusOr<SecAggRound> Create(std::string run_id, int round, SecAggParams params,
                                       std::vector<std::string> participants,
                                       const ModelState& layout);
+
+  // Adverts and survivor lists must be signed by silo certificates the
+  // checker's CA issued to the silos they name.
+  void RequireSignatures(std::shared_ptr<const SignatureChecker> checker) {
+    checker_ = std::move(checker);
+  }
 
   std::string AdvertiseRequest() const;
   Status AcceptAdvertise(const std::string& silo, absl::string_view reply);
@@ -186,6 +251,12 @@ class SecAggRound {
   StatusOr<std::map<std::string, std::string>> MaskedInputRequests();
   Status AcceptMaskedInput(const std::string& silo, absl::string_view reply);
 
+  // To every silo whose masked input came: the survivors, to sign.
+  StatusOr<std::string> ConsistencyRequest();
+  Status AcceptConsistency(const std::string& silo, absl::string_view reply);
+
+  // To every survivor that signed: the survivors, the dropped silos and the
+  // signatures.
   StatusOr<std::string> UnmaskRequest();
   Status AcceptUnmask(const std::string& silo, absl::string_view reply);
 
@@ -208,14 +279,22 @@ class SecAggRound {
   SecAggParams params_;
   std::vector<std::string> participants_;
   ModelState layout_;
-  std::vector<std::string> current_;                     // silos in the current stage
-  std::vector<std::string> answered_;                    // silos that answered it
-  std::map<std::string, std::pair<Key32, Key32>> keys_;  // share pk, mask pk
+  std::vector<std::string> current_;   // silos in the current stage
+  std::vector<std::string> answered_;  // silos that answered it
+  struct Advert {
+    Key32 share_public_key{};
+    Key32 mask_public_key{};
+    std::string signature;
+    std::string certificate_pem;
+  };
+  std::shared_ptr<const SignatureChecker> checker_;  // null: signatures are not checked here
+  std::map<std::string, Advert> keys_;
   std::map<std::string, Key32> commitments_;
   std::map<std::string, std::map<std::string, std::string>> mailbox_;  // to -> from -> ciphertext
   std::vector<std::string> shared_;                                    // U2
   std::vector<std::string> survivors_;                                 // U3
   std::vector<std::string> dropped_;                                   // U2 \ U3
+  std::map<std::string, std::string> survivor_signatures_;             // U4 -> signature
   MaskedSum sum_;
   // owner -> share number -> share
   std::map<std::string, std::map<uint8_t, Key32>> self_shares_;

@@ -3,13 +3,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "fedsilo/v1/secagg.pb.h"
+#include "secure/certificate_authority.h"
 
 namespace fedsilo::secure {
 namespace {
@@ -33,8 +36,33 @@ ModelState RandomUpdate(std::mt19937& rng, int n) {
   return Update(w, b);
 }
 
+namespace pb = fedsilo::v1::secagg;
+
+// A federation CA and identities it issues (or another CA's, for attacks).
+struct Identities {
+  std::unique_ptr<CertificateAuthority> ca;
+  explicit Identities(const std::string& federation = "fed") {
+    ca = std::move(CertificateAuthority::Create(federation, 30, std::chrono::system_clock::now()))
+             .value();
+  }
+  std::shared_ptr<const SecAggIdentity> For(const std::string& name,
+                                            ParticipantKind kind = ParticipantKind::kSilo,
+                                            const Identities* trusting = nullptr) const {
+    CertificateRequest request;
+    request.name = name;
+    request.kind = kind;
+    IssuedCertificate issued =
+        std::move(ca->Issue(request, std::chrono::system_clock::now())).value();
+    return SecAggIdentity::Create(issued.certificate_pem, issued.private_key_pem,
+                                  (trusting != nullptr ? trusting : this)->ca->certificate_pem())
+        .value();
+  }
+};
+
 // N silos and the orchestrator's round, all in this process; a silo listed
-// in `leave` stops answering from that stage on (1 advertise .. 4 unmask).
+// in `leave` stops answering from that stage on (1 advertise .. 5 unmask).
+// With `sign`, every silo has a certificate of one federation CA; `tamper`
+// plays a malicious orchestrator, changing a stage's requests before they go.
 struct Federation {
   SecAggParams params;
   std::vector<std::string> names;
@@ -43,6 +71,11 @@ struct Federation {
   std::map<std::string, std::unique_ptr<SecAggSilo>> silos;
   std::map<std::string, int> leave;
   std::vector<std::string> errors;  // "silo: message" of refused replies
+  bool sign = false;
+  bool orchestrator_checks = false;  // the round itself checks signatures
+  std::unique_ptr<Identities> ids;
+  std::function<void(int stage, std::map<std::string, std::string>& requests)> tamper;
+  std::map<std::string, std::string> replies_of_stage[6];  // what each silo answered
 
   explicit Federation(int n, int values = 50, uint32_t seed = 1) {
     std::mt19937 rng(seed);
@@ -61,39 +94,56 @@ struct Federation {
   }
 
   template <typename Accept>
-  void Ask(int stage, const std::map<std::string, std::string>& requests, Accept accept) {
+  void Ask(int stage, std::map<std::string, std::string> requests, Accept accept) {
+    if (tamper) tamper(stage, requests);
     for (const auto& [silo, request] : requests) {
-      if (!Answers(silo, stage)) continue;
-      StatusOr<std::string> reply = silos[silo]->Handle("run", 1, request);
+      if (!Answers(silo, stage) || silos.count(silo) == 0) continue;
+      StatusOr<std::string> reply = silos[silo]->Handle("run", round_number, request);
       if (!reply.ok()) {
         errors.push_back(absl::StrCat(silo, ": ", reply.status().message()));
         continue;
       }
+      replies_of_stage[stage][silo] = *reply;
       Status s = accept(silo, *reply);
       if (!s.ok()) errors.push_back(absl::StrCat(silo, ": ", s.message()));
     }
   }
 
-  StatusOr<SecAggOutcome> Run() {
+  int round_number = 1;
+
+  // Makes the silos (with identities when `sign`); call again for a new round.
+  void MakeSilos() {
+    if (sign && ids == nullptr) ids = std::make_unique<Identities>();
     for (size_t i = 0; i < names.size(); ++i) {
       silos[names[i]] = std::make_unique<SecAggSilo>(names[i]);
-      silos[names[i]]->SetInput("run", 1, updates[i], examples[i]);
+      if (sign) silos[names[i]]->SetIdentity(ids->For(names[i]));
+      silos[names[i]]->SetInput("run", round_number, updates[i], examples[i]);
     }
-    FEDSILO_ASSIGN_OR_RETURN(SecAggRound round,
-                             SecAggRound::Create("run", 1, params, names, updates[0]));
-    std::map<std::string, std::string> all;
-    for (const std::string& s : round.silos()) all[s] = round.AdvertiseRequest();
-    Ask(1, all, [&](auto& s, auto& r) { return round.AcceptAdvertise(s, r); });
+  }
+
+  StatusOr<SecAggOutcome> Run(std::vector<std::string> participants = {}) {
+    if (silos.empty()) MakeSilos();
+    if (participants.empty()) participants = names;
+    FEDSILO_ASSIGN_OR_RETURN(SecAggRound round, SecAggRound::Create("run", round_number, params,
+                                                                    participants, updates[0]));
+    if (orchestrator_checks) {
+      round.RequireSignatures(SignatureChecker::Create(ids->ca->certificate_pem()).value());
+    }
+    auto to_all = [&](const std::string& request) {
+      std::map<std::string, std::string> all;
+      for (const std::string& s : round.silos()) all[s] = request;
+      return all;
+    };
+    Ask(1, to_all(round.AdvertiseRequest()),
+        [&](auto& s, auto& r) { return round.AcceptAdvertise(s, r); });
     FEDSILO_ASSIGN_OR_RETURN(std::string share, round.ShareKeysRequest());
-    all.clear();
-    for (const std::string& s : round.silos()) all[s] = share;
-    Ask(2, all, [&](auto& s, auto& r) { return round.AcceptShareKeys(s, r); });
+    Ask(2, to_all(share), [&](auto& s, auto& r) { return round.AcceptShareKeys(s, r); });
     FEDSILO_ASSIGN_OR_RETURN(auto masked, round.MaskedInputRequests());
     Ask(3, masked, [&](auto& s, auto& r) { return round.AcceptMaskedInput(s, r); });
+    FEDSILO_ASSIGN_OR_RETURN(std::string consistency, round.ConsistencyRequest());
+    Ask(4, to_all(consistency), [&](auto& s, auto& r) { return round.AcceptConsistency(s, r); });
     FEDSILO_ASSIGN_OR_RETURN(std::string unmask, round.UnmaskRequest());
-    all.clear();
-    for (const std::string& s : round.silos()) all[s] = unmask;
-    Ask(4, all, [&](auto& s, auto& r) { return round.AcceptUnmask(s, r); });
+    Ask(5, to_all(unmask), [&](auto& s, auto& r) { return round.AcceptUnmask(s, r); });
     return round.Finish();
   }
 
@@ -200,7 +250,7 @@ TEST(SecAggTest, BothKindsOfDropoutInOneRound) {
 }
 
 TEST(SecAggTest, BelowTheThresholdAtAnyStageTheRoundFailsWithoutAnAggregate) {
-  for (int stage = 1; stage <= 4; ++stage) {
+  for (int stage = 1; stage <= 5; ++stage) {
     Federation f(5);  // threshold 4
     ASSERT_EQ(f.params.threshold, 4);
     f.leave = {{"silo-2", stage}, {"silo-4", stage}};
@@ -292,6 +342,9 @@ TEST(SecAggTest, ASiloRefusesToRevealBothSecretsOfOneSilo) {
   auto requests = *round->MaskedInputRequests();
   ASSERT_TRUE(round->AcceptMaskedInput("a", *silo.Handle("run", 1, requests["a"])).ok());
   ASSERT_TRUE(round->AcceptMaskedInput("b", *b.Handle("run", 1, requests["b"])).ok());
+  const std::string consistency = *round->ConsistencyRequest();
+  ASSERT_TRUE(round->AcceptConsistency("a", *silo.Handle("run", 1, consistency)).ok());
+  ASSERT_TRUE(round->AcceptConsistency("b", *b.Handle("run", 1, consistency)).ok());
   // "b" listed both as a survivor and as dropped.
   fedsilo::v1::secagg::Request bad;
   bad.mutable_unmask()->add_survivors("a");
@@ -345,6 +398,10 @@ TEST(SecAggTest, AWrongShareIsCaughtByTheCommitment) {
   for (auto& n : f.names) {
     ASSERT_TRUE(round->AcceptMaskedInput(n, *f.silos[n]->Handle("run", 1, masked[n])).ok());
   }
+  const std::string consistency = *round->ConsistencyRequest();
+  for (auto& n : f.names) {
+    ASSERT_TRUE(round->AcceptConsistency(n, *f.silos[n]->Handle("run", 1, consistency)).ok());
+  }
   const std::string unmask = *round->UnmaskRequest();
   for (auto& n : f.names) {
     fedsilo::v1::secagg::UnmaskReply reply;
@@ -366,7 +423,7 @@ TEST(SecAggTest, TooManySilosForTheBitsIsAClearError) {
   EXPECT_THAT(std::string(SecAggRound::Create("r", 1, params, names, u).status().message()),
               HasSubstr("at most 255 silos"));
   names.resize(200);
-  params.threshold = 100;
+  params.threshold = 101;
   params.bits = 28;
   EXPECT_THAT(std::string(SecAggRound::Create("r", 1, params, names, u).status().message()),
               HasSubstr("lower privacy.secure_aggregation.bits to at most 24"));
@@ -378,6 +435,295 @@ TEST(SecAggTest, DefaultThresholdIsTwoThirdsAndAtLeastTwo) {
   EXPECT_EQ(SecAggThreshold(0, 10), 7);
   EXPECT_EQ(SecAggThreshold(0, 9), 6);
   EXPECT_EQ(SecAggThreshold(5, 10), 5);
+}
+
+// --- against a malicious orchestrator ----------------------------------------
+
+// Every error of `f` mentions `what`, and there is one per silo in `silos`.
+void ExpectRefusedBy(const Federation& f, const std::vector<std::string>& silos,
+                     const std::string& what) {
+  for (const std::string& s : silos) {
+    bool found = false;
+    for (const std::string& e : f.errors) {
+      if (e.rfind(s + ": ", 0) == 0) {
+        found = true;
+        EXPECT_THAT(e, HasSubstr(what));
+      }
+    }
+    EXPECT_TRUE(found) << s << " did not refuse";
+  }
+}
+
+TEST(SecAggAttackTest, SignedRoundsAggregateLikeUnsignedOnes) {
+  Federation f(5, 40);
+  f.sign = true;
+  f.orchestrator_checks = true;
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(f.errors.empty()) << f.errors[0];
+  EXPECT_EQ(out->contributors, 5);
+  ExpectNear(Flatten(out->mean), f.PlainMean(f.names), out->quantization_error);
+  // Dropouts at every stage still work with signatures.
+  Federation d(6, 40);
+  d.sign = true;
+  d.orchestrator_checks = true;
+  d.leave = {{"silo-2", 3}, {"silo-6", 5}};
+  StatusOr<SecAggOutcome> dropped = d.Run();
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  ExpectNear(Flatten(dropped->mean),
+             d.PlainMean({"silo-1", "silo-3", "silo-4", "silo-5", "silo-6"}),
+             dropped->quantization_error);
+}
+
+TEST(SecAggAttackTest, ASwappedKeyIsRefusedByEverySiloBeforeAnyShareIsSent) {
+  Federation f(4);
+  f.sign = true;
+  const KeyPair mine = NewKeyPair();  // the orchestrator's own key
+  f.tamper = [&](int stage, std::map<std::string, std::string>& requests) {
+    if (stage != 2) return;
+    for (auto& [silo, request] : requests) {
+      pb::Request r;
+      ASSERT_TRUE(r.ParseFromString(request));
+      for (pb::ParticipantKeys& k : *r.mutable_share_keys()->mutable_keys()) {
+        if (k.silo() == "silo-3") k.set_mask_public_key(ToBytes(mine.public_key));
+      }
+      request = r.SerializeAsString();
+    }
+  };
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_FALSE(out.ok());
+  ExpectRefusedBy(f, {"silo-1", "silo-2", "silo-4"}, "signature of 'silo-3' does not verify");
+  ExpectRefusedBy(f, {"silo-3"}, "own public keys are missing or changed");
+  // Nothing was shared: no silo answered stage 2.
+  EXPECT_TRUE(f.replies_of_stage[2].empty());
+  // And a silo that refused answers nothing more in the round.
+  pb::Request unmask;
+  unmask.mutable_unmask()->add_survivors("silo-1");
+  EXPECT_THAT(
+      std::string(
+          f.silos["silo-1"]->Handle("run", 1, unmask.SerializeAsString()).status().message()),
+      HasSubstr("out-of-order"));
+}
+
+TEST(SecAggAttackTest, AnAdvertReplayedFromAnotherRoundIsRefused) {
+  Federation f(3);
+  f.sign = true;
+  ASSERT_TRUE(f.Run().ok());
+  const std::string old_advert = f.replies_of_stage[1]["silo-2"];
+  // Round 2: the orchestrator shows silo-2's round-1 keys (signed, but for round 1).
+  f.round_number = 2;
+  f.MakeSilos();
+  f.silos.erase("silo-2");  // it is the orchestrator that answers for it
+  f.tamper = [&](int stage, std::map<std::string, std::string>& requests) {
+    if (stage != 2) return;
+    pb::AdvertiseReply a;
+    ASSERT_TRUE(a.ParseFromString(old_advert));
+    for (auto& [silo, request] : requests) {
+      pb::Request r;
+      ASSERT_TRUE(r.ParseFromString(request));
+      pb::ParticipantKeys* k = r.mutable_share_keys()->add_keys();
+      k->set_silo("silo-2");
+      k->set_share_number(2);
+      k->set_share_public_key(a.share_public_key());
+      k->set_mask_public_key(a.mask_public_key());
+      k->set_signature(a.signature());
+      k->set_certificate(a.certificate());
+      request = r.SerializeAsString();
+    }
+  };
+  f.errors.clear();
+  EXPECT_FALSE(f.Run().ok());
+  ExpectRefusedBy(f, {"silo-1", "silo-3"}, "signature of 'silo-2' does not verify");
+}
+
+// The orchestrator adds a participant of its own, answering for it with a
+// SecAggSilo holding `identity` (null: unsigned).
+void ExpectFakeParticipantRefused(std::shared_ptr<const SecAggIdentity> identity,
+                                  const std::string& what, Federation& f) {
+  f.params.threshold = 3;  // of 4 participants
+  f.MakeSilos();
+  auto fake = std::make_unique<SecAggSilo>("mallory");
+  if (identity != nullptr) fake->SetIdentity(identity);
+  fake->SetInput("run", 1, f.updates[0], 1);
+  f.silos["mallory"] = std::move(fake);
+  std::vector<std::string> participants = f.names;
+  participants.push_back("mallory");
+  EXPECT_FALSE(f.Run(participants).ok());
+  ExpectRefusedBy(f, f.names, what);
+  for (const std::string& n : f.names) EXPECT_EQ(f.replies_of_stage[2].count(n), 0u) << n;
+}
+
+TEST(SecAggAttackTest, AParticipantWithoutASiloCertificateOfTheCaIsRefused) {
+  {
+    Federation f(3);
+    f.sign = true;
+    ExpectFakeParticipantRefused(nullptr, "'mallory' sent no signature", f);
+  }
+  {
+    Federation f(3);
+    f.sign = true;
+    f.ids = std::make_unique<Identities>();
+    // A user certificate of the same CA: not a silo.
+    ExpectFakeParticipantRefused(f.ids->For("mallory", ParticipantKind::kUser), "belongs to user",
+                                 f);
+  }
+  {
+    Federation f(3);
+    f.sign = true;
+    f.ids = std::make_unique<Identities>();
+    // A silo certificate of the orchestrator's own CA.
+    Identities other("fed");
+    ExpectFakeParticipantRefused(other.For("mallory", ParticipantKind::kSilo, f.ids.get()),
+                                 "does not verify", f);
+  }
+  {
+    Federation f(3);
+    f.sign = true;
+    f.ids = std::make_unique<Identities>();
+    // Another silo's genuine certificate, under a name it does not bear.
+    ExpectFakeParticipantRefused(f.ids->For("silo-2"), "belongs to silo 'silo-2'", f);
+  }
+}
+
+TEST(SecAggAttackTest, TwoSurvivorListsCannotBothGatherEnoughSignatures) {
+  // 5 silos, threshold 3. The orchestrator wants silo-1's self mask (listing
+  // it as a survivor) from some silos and its mask key (listing it as
+  // dropped) from others: list A to silo-1..3, list B to silo-4 and silo-5.
+  const std::vector<std::string> list_a = {"silo-1", "silo-2", "silo-3"};
+  const std::vector<std::string> list_b = {"silo-2", "silo-4", "silo-5"};
+  for (bool forge : {false, true}) {
+    Federation f(5);
+    f.sign = true;
+    f.params.threshold = 3;
+    auto shown_b = [](const std::string& silo) { return silo == "silo-4" || silo == "silo-5"; };
+    f.tamper = [&](int stage, std::map<std::string, std::string>& requests) {
+      if (stage == 4) {
+        for (auto& [silo, request] : requests) {
+          pb::Request r;
+          for (const std::string& s : shown_b(silo) ? list_b : list_a) {
+            r.mutable_consistency()->add_survivors(s);
+          }
+          request = r.SerializeAsString();
+        }
+      }
+      if (stage != 5) return;
+      std::map<std::string, std::string> signatures;  // what each signed
+      for (const auto& [silo, reply] : f.replies_of_stage[4]) {
+        pb::ConsistencyReply c;
+        ASSERT_TRUE(c.ParseFromString(reply));
+        signatures[silo] = c.signature();
+      }
+      ASSERT_EQ(signatures.size(), 5u);
+      for (auto& [silo, request] : requests) {
+        const auto& list = shown_b(silo) ? list_b : list_a;
+        pb::Request r;
+        pb::UnmaskRequest* u = r.mutable_unmask();
+        for (const std::string& s : f.names) {
+          if (std::find(list.begin(), list.end(), s) != list.end()) {
+            u->add_survivors(s);
+          } else {
+            u->add_dropped(s);
+          }
+        }
+        // The signatures of the list's silos -- for list B only silo-4's and
+        // silo-5's are over it; with `forge`, silo-2's (over list A) too.
+        for (const auto& [signer, signature] : signatures) {
+          if (std::find(list.begin(), list.end(), signer) == list.end()) continue;
+          if (shown_b(silo) && signer == "silo-2" && !forge) continue;
+          pb::SurvivorSignature* sig = u->add_signatures();
+          sig->set_silo(signer);
+          sig->set_signature(signature);
+        }
+        request = r.SerializeAsString();
+      }
+    };
+    EXPECT_FALSE(f.Run().ok());
+    ExpectRefusedBy(f, {"silo-4", "silo-5"},
+                    forge ? "signature of 'silo-2' does not verify"
+                          : "only 2 survivors signed the survivor list, below the threshold 3");
+    // silo-1's mask key went nowhere: the silos shown list B revealed nothing.
+    EXPECT_EQ(f.replies_of_stage[5].count("silo-4"), 0u);
+    EXPECT_EQ(f.replies_of_stage[5].count("silo-5"), 0u);
+    EXPECT_EQ(f.replies_of_stage[5].size(), 3u);  // list A's silos, honestly
+  }
+}
+
+TEST(SecAggAttackTest, ASiloShownAnotherListThanTheOneItSignedRevealsNothing) {
+  Federation f(4);
+  f.sign = true;
+  f.tamper = [&](int stage, std::map<std::string, std::string>& requests) {
+    if (stage != 5) return;
+    pb::Request r;
+    ASSERT_TRUE(r.ParseFromString(requests["silo-1"]));
+    // silo-3 moved from the survivors to the dropped.
+    pb::UnmaskRequest* u = r.mutable_unmask();
+    u->clear_survivors();
+    for (const char* s : {"silo-1", "silo-2", "silo-4"}) u->add_survivors(s);
+    u->add_dropped("silo-3");
+    requests["silo-1"] = r.SerializeAsString();
+  };
+  StatusOr<SecAggOutcome> out = f.Run();
+  ExpectRefusedBy(f, {"silo-1"}, "differ from the list this silo signed");
+  EXPECT_EQ(f.replies_of_stage[5].count("silo-1"), 0u);
+  // The three told the truth still make the threshold: the round completes.
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->contributors, 4);
+}
+
+TEST(SecAggAttackTest, TooFewSurvivorSignaturesAreRefused) {
+  Federation f(5);  // threshold 4
+  f.sign = true;
+  f.tamper = [&](int stage, std::map<std::string, std::string>& requests) {
+    if (stage != 5) return;
+    for (auto& [silo, request] : requests) {
+      pb::Request r;
+      ASSERT_TRUE(r.ParseFromString(request));
+      auto* sigs = r.mutable_unmask()->mutable_signatures();
+      sigs->DeleteSubrange(0, 3);  // keep silo-4's and silo-5's
+      request = r.SerializeAsString();
+    }
+  };
+  EXPECT_FALSE(f.Run().ok());
+  ExpectRefusedBy(f, f.names, "survivors signed the survivor list, below the threshold 4");
+  EXPECT_TRUE(f.replies_of_stage[5].empty());
+}
+
+TEST(SecAggAttackTest, AThresholdOfHalfTheSilosOrLessIsRefused) {
+  Federation f(4);
+  f.params.threshold = 2;
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_FALSE(out.ok());
+  EXPECT_THAT(std::string(out.status().message()),
+              HasSubstr("threshold 2 is not more than half of the 4 silos"));
+  // A silo asked for it by an orchestrator that skips its own check refuses too.
+  SecAggSilo silo("a");
+  ModelState u = Update({1, 2}, {3});
+  silo.SetInput("run", 1, u, 5);
+  pb::Request r;
+  pb::AdvertiseRequest* a = r.mutable_advertise();
+  a->mutable_params()->set_threshold(2);
+  a->mutable_params()->set_bits(24);
+  a->mutable_params()->set_clip_range(1);
+  a->mutable_params()->set_length(3);
+  for (const char* n : {"a", "b", "c", "d"}) a->add_participants(n);
+  EXPECT_THAT(std::string(silo.Handle("run", 1, r.SerializeAsString()).status().message()),
+              HasSubstr("must be at least 3"));
+}
+
+TEST(SecAggAttackTest, TheOrchestratorDropsASiloWhoseSignatureDoesNotVerify) {
+  Federation f(4);
+  f.sign = true;
+  f.orchestrator_checks = true;
+  f.MakeSilos();
+  // silo-4 signs with a certificate of another CA: the orchestrator drops it
+  // at once, and the others go on without it.
+  Identities other("fed");
+  f.silos["silo-4"]->SetIdentity(other.For("silo-4", ParticipantKind::kSilo, f.ids.get()));
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->contributors, 3);
+  ASSERT_EQ(f.errors.size(), 1u);
+  EXPECT_THAT(f.errors[0], HasSubstr("silo-4: the certificate given for 'silo-4'"));
 }
 
 }  // namespace

@@ -61,6 +61,11 @@ class SiloAgent : public transport::SiloHandler {
   // such jobs are refused): never in this process.
   void SetSandbox(const ml::Sandbox* sandbox) { sandbox_ = sandbox; }
 
+  // Signs this silo's secure-aggregation keys (secure/secagg.h).
+  void SetSecAggIdentity(std::shared_ptr<const secure::SecAggIdentity> identity) {
+    secagg_.SetIdentity(std::move(identity));
+  }
+
   // SCAFFOLD: where this silo keeps its control variate c_i between rounds
   // (and restarts), sealed at rest like models. Empty: in memory only.
   void SetControlVariatePath(std::string path) { control_path_ = std::move(path); }

@@ -346,6 +346,7 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::FinishAgent(ml::SiloData data,
   agent->SetModulePath(module);
   agent->SetSandbox(sandbox_);
   agent->SetPrivacyGuard(guard_, job.data.dataset);
+  agent->SetSecAggIdentity(secagg_identity_);
   if (!state_dir_.empty()) {
     agent->SetControlVariatePath(absl::StrCat(state_dir_, "/scaffold-", job_run_id, ".fsm"));
   }

@@ -72,6 +72,11 @@ class SiloRuntime : public transport::SiloHandler {
   // (update or secure-aggregation reply digests) and every refusal with its
   // reason in `audit` (not owned; may be null).
   void SetAuditLog(secure::AuditLog* audit) { audit_ = audit; }
+  // What the silo signs its secure-aggregation keys with, and checks the other
+  // silos' against (SecAggSilo::SetIdentity). Without it, none are signed.
+  void SetSecAggIdentity(std::shared_ptr<const secure::SecAggIdentity> identity) {
+    secagg_identity_ = std::move(identity);
+  }
   // Where per-run state lives (SCAFFOLD's control variates).
   void SetStateDir(std::string dir) { state_dir_ = std::move(dir); }
   // TorchScript modules (model.torchscript) the silo may load: files under
@@ -132,6 +137,7 @@ class SiloRuntime : public transport::SiloHandler {
   std::string state_dir_;
   std::string models_dir_;
   const ml::Sandbox* sandbox_ = nullptr;
+  std::shared_ptr<const secure::SecAggIdentity> secagg_identity_;
 };
 
 }  // namespace fedsilo::silo
