@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "core/model_state.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
+#include "secure/revocation.h"
 #include "transport/orchestrator_service.h"
 #include "transport/silo_client.h"
 #include "transport/tls.h"
@@ -296,6 +298,101 @@ TEST(FederationLinkTest, ExpiredCertificatesAreRefused) {
   auto me = silo.WhoAmI(3s);
   ASSERT_FALSE(me.ok());
   EXPECT_EQ(me.status().code(), absl::StatusCode::kUnavailable) << me.status();
+}
+
+// An endpoint that reads the revocation list of its kit, with a clock the
+// test moves.
+struct RevokingEndpoint {
+  explicit RevokingEndpoint(const std::string& kits)
+      : files(Files(kits + "/orchestrator")), service(files.ca_pem, &registry, [this] {
+          return std::chrono::system_clock::now() + std::chrono::hours(ahead_hours.load());
+        }) {
+    auto kit = secure::LoadKit(kits + "/orchestrator");
+    auto list = secure::RevocationList::Open(kit->crl_path, files.ca_pem);
+    EXPECT_TRUE(list.ok()) << list.status();
+    revoked = *list;
+    revoked->set_recheck(50ms);
+    service.SetRevocationList(revoked);
+    auto s = transport::GrpcServer::Start(
+        "127.0.0.1:0", transport::MakeServerCredentials(files, revoked), {&service});
+    EXPECT_TRUE(s.ok()) << s.status();
+    server = std::move(s).value();
+  }
+  std::string target() const { return "localhost:" + std::to_string(server->port()); }
+  bool Connected(const std::string& silo) {
+    for (const auto& s : registry.Snapshot()) {
+      if (s.name == silo) return s.connected;
+    }
+    return false;
+  }
+
+  std::atomic<int> ahead_hours{0};
+  transport::TlsFiles files;
+  orchestrator::SiloRegistry registry;
+  transport::OrchestratorService service;
+  std::shared_ptr<secure::RevocationList> revoked;
+  std::unique_ptr<transport::GrpcServer> server;
+};
+
+TEST(FederationLinkTest, ARevokedSiloLosesItsStreamAndIsRefusedAtTheHandshakeOthersGoOn) {
+  const auto now = std::chrono::system_clock::now();
+  const std::string kits = Provision("revoke", now);
+  ASSERT_TRUE(secure::AddParticipant(kits, {"hospital-b", ParticipantKind::kSilo}, 30, now).ok());
+  RevokingEndpoint endpoint(kits);
+  auto a = Client(kits + "/hospital-a", endpoint.target());
+  auto b = Client(kits + "/hospital-b", endpoint.target());
+  std::thread run_a([&] { a.Run().IgnoreError(); });
+  std::thread run_b([&] { b.Run().IgnoreError(); });
+  ASSERT_TRUE(WaitFor(
+      [&] { return endpoint.Connected("hospital-a") && endpoint.Connected("hospital-b"); }));
+  auto before = Client(kits + "/hospital-a", endpoint.target()).WhoAmI(3s);
+  ASSERT_TRUE(before.ok()) << before.status();  // the control: it gets in until revoked
+
+  ASSERT_TRUE(secure::RevokeParticipant(kits, "hospital-a", now).ok());
+  // Its open stream is closed within a heartbeat or two (100 ms here)...
+  EXPECT_TRUE(WaitFor([&] { return !endpoint.Connected("hospital-a"); }, 5s));
+  // ... it cannot come back: the handshake refuses it ...
+  auto after = Client(kits + "/hospital-a", endpoint.target()).WhoAmI(3s);
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable) << after.status();
+  // ... and the other silo is still there, heartbeating.
+  EXPECT_TRUE(endpoint.Connected("hospital-b"));
+  std::chrono::system_clock::time_point seen{};
+  for (const auto& s : endpoint.registry.Snapshot()) {
+    if (s.name == "hospital-b") seen = s.last_seen;
+  }
+  EXPECT_TRUE(WaitFor([&] {
+    for (const auto& s : endpoint.registry.Snapshot()) {
+      if (s.name == "hospital-b") return s.last_seen > seen;
+    }
+    return false;
+  }));
+  EXPECT_TRUE(Client(kits + "/hospital-b", endpoint.target()).WhoAmI(3s).ok());
+  auto listed = secure::ListParticipants(kits);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  for (const auto& r : *listed) EXPECT_EQ(r.revoked, r.name == "hospital-a") << r.name;
+  a.Stop();
+  b.Stop();
+  run_a.join();
+  run_b.join();
+}
+
+TEST(FederationLinkTest, ACertificateThatExpiresLosesItsOpenStream) {
+  const std::string kits = Provision("expire-open", std::chrono::system_clock::now(), 30);
+  RevokingEndpoint endpoint(kits);
+  auto silo = Client(kits + "/hospital-a", endpoint.target());
+  std::thread runner([&] { silo.Run().IgnoreError(); });
+  ASSERT_TRUE(WaitFor([&] { return endpoint.Connected("hospital-a"); }));
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(endpoint.Connected("hospital-a"));  // heartbeats kept it while valid
+  endpoint.ahead_hours = 31 * 24;                 // the orchestrator's clock: 31 days on
+  EXPECT_TRUE(WaitFor([&] { return !endpoint.Connected("hospital-a"); }, 5s));
+  // A new stream is refused per call (the handshake uses the machine's own clock).
+  auto me = silo.WhoAmI(3s);
+  ASSERT_FALSE(me.ok());
+  EXPECT_THAT(std::string(me.status().message()), HasSubstr("expired"));
+  silo.Stop();
+  runner.join();
 }
 
 }  // namespace

@@ -79,8 +79,16 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
         "name. Use this only to debug a network, never with real data.");
   }
   const auto clock = [] { return std::chrono::system_clock::now(); };
+  // The operator's revocations (`fedsilo provision revoke`), re-read when the
+  // kit's crl.pem changes.
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<secure::RevocationList> revoked,
+                           secure::RevocationList::Open(kit.crl_path, files.ca_pem));
+  if (revoked->size() > 0) {
+    spdlog::info("{}: {} revoked certificate(s) refused", kit.crl_path, revoked->size());
+  }
   orchestrator::SiloRegistry registry;
   transport::OrchestratorService silo_service(files.ca_pem, &registry, clock, options.insecure);
+  silo_service.SetRevocationList(revoked);
   // A job's TorchScript module is checked and run only in sandboxed workers.
   BuiltinJobPreparer preparer(options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir,
                               ml::Sandbox::ThisProgram());
@@ -94,16 +102,19 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   manager.SetMetrics(&metrics);
   manager.SetMlflowAllowlist(options.mlflow_allow);
   manager.SetLeads(options.leads);
-  orchestrator::JobsService jobs_service(&manager, {files.ca_pem, clock, options.insecure});
+  orchestrator::JobsService jobs_service(&manager,
+                                         {files.ca_pem, clock, options.insecure, revoked});
 
   StopSignals stop;  // before gRPC starts its threads
 
   const std::string listen =
       options.listen.empty() ? absl::StrCat("0.0.0.0:", kit.orchestrator_port) : options.listen;
-  FEDSILO_ASSIGN_OR_RETURN(
-      std::unique_ptr<transport::GrpcServer> server,
-      transport::GrpcServer::Start(listen, transport::ServerCredentialsFor(files, options.insecure),
-                                   {&silo_service, &jobs_service}));
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<transport::GrpcServer> server,
+                           transport::GrpcServer::Start(
+                               listen,
+                               options.insecure ? grpc::InsecureServerCredentials()
+                                                : transport::MakeServerCredentials(files, revoked),
+                               {&silo_service, &jobs_service}));
   const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string endpoint = absl::StrCat(host, ":", server->port());
   FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(state_dir + "/endpoint", endpoint + "\n"));
@@ -128,6 +139,7 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
     http.host = options.http.substr(0, colon);
     http.port = http_port;
     http.tls = options.insecure ? nullptr : &files;
+    http.revoked = revoked;
     http.clock = clock;
     orchestrator::JobStore* jobs = store.get();
     http.metrics = [&metrics, &registry, &silo_service, jobs] {

@@ -61,9 +61,13 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
       secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));
   runtime.SetAuditLog(audit.get());
   runtime.SetStateDir(state);
+  // Other silos' certificates revoked by the operator are refused in secure
+  // aggregation (the kit's crl.pem, re-read when it changes).
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<secure::RevocationList> revoked,
+                           secure::RevocationList::Open(kit.crl_path, files.ca_pem));
   FEDSILO_ASSIGN_OR_RETURN(
       std::shared_ptr<const secure::SecAggIdentity> identity,
-      secure::SecAggIdentity::Create(files.cert_pem, files.key_pem, files.ca_pem));
+      secure::SecAggIdentity::Create(files.cert_pem, files.key_pem, files.ca_pem, revoked));
   runtime.SetSecAggIdentity(std::move(identity));
   if (!options.models_dir.empty()) runtime.SetModelsDir(options.models_dir);
   const ml::Sandbox sandbox = ml::Sandbox::ThisProgram();  // for every TorchScript module

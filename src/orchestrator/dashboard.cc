@@ -1,11 +1,10 @@
 #include "orchestrator/dashboard.h"
 
 #include <httplib.h>
-#include <spdlog/spdlog.h>
-
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
@@ -58,7 +57,8 @@ StatusOr<TlsObjects> LoadTlsObjects(const transport::TlsFiles& files) {
 }
 
 // The verified identity of the caller of an HTTPS request.
-StatusOr<secure::PeerIdentity> Caller(const httplib::Request& req, const DashboardOptions& options) {
+StatusOr<secure::PeerIdentity> Caller(const httplib::Request& req,
+                                      const DashboardOptions& options) {
   if (req.ssl == nullptr) return absl::UnauthenticatedError("no TLS session");
   X509* cert = SSL_get1_peer_certificate(req.ssl);
   if (cert == nullptr) return absl::UnauthenticatedError("no client certificate");
@@ -67,8 +67,14 @@ StatusOr<secure::PeerIdentity> Caller(const httplib::Request& req, const Dashboa
   X509_free(cert);
   char* data = nullptr;
   const long n = BIO_get_mem_data(out.get(), &data);
-  return secure::VerifyCertificate(std::string(data, static_cast<size_t>(n)), options.tls->ca_pem,
-                                   options.clock());
+  FEDSILO_ASSIGN_OR_RETURN(secure::PeerIdentity peer,
+                           secure::VerifyCertificate(std::string(data, static_cast<size_t>(n)),
+                                                     options.tls->ca_pem, options.clock()));
+  if (options.revoked != nullptr && options.revoked->IsRevoked(peer.serial)) {
+    return absl::PermissionDeniedError(absl::StrCat("the certificate of '", peer.name,
+                                                    "' was revoked by the federation operator"));
+  }
+  return peer;
 }
 
 }  // namespace
@@ -108,10 +114,10 @@ StatusOr<std::unique_ptr<DashboardServer>> DashboardServer::Start(JobStore* stor
   }
   httplib::Server& server = *dashboard->server_;
   if (options.metrics) {
-    server.Get("/metrics", [metrics = options.metrics](const httplib::Request&,
-                                                       httplib::Response& res) {
-      res.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
-    });
+    server.Get("/metrics",
+               [metrics = options.metrics](const httplib::Request&, httplib::Response& res) {
+                 res.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
+               });
   }
 
   for (size_t i = 0; i < kWebAssetCount; ++i) {
@@ -132,14 +138,14 @@ StatusOr<std::unique_ptr<DashboardServer>> DashboardServer::Start(JobStore* stor
     StatusOr<RunData> run = FindAndLoadRun(*store, req.matches[1]);
     SendJson(res, run.ok() ? StatusOr<std::string>(RunDetailJson(*run)) : run.status());
   });
-  server.Get(R"(/api/runs/([^/]+)/metrics)",
-             [store](const httplib::Request& req, httplib::Response& res) {
-               StatusOr<JobRecord> run = FindRun(*store, req.matches[1]);
-               if (!run.ok()) return SendJson(res, run.status());
-               StatusOr<std::vector<MetricRow>> metrics = store->Metrics(run->id);
-               SendJson(res, metrics.ok() ? StatusOr<std::string>(RunMetricsJson(*metrics))
-                                          : metrics.status());
-             });
+  server.Get(
+      R"(/api/runs/([^/]+)/metrics)", [store](const httplib::Request& req, httplib::Response& res) {
+        StatusOr<JobRecord> run = FindRun(*store, req.matches[1]);
+        if (!run.ok()) return SendJson(res, run.status());
+        StatusOr<std::vector<MetricRow>> metrics = store->Metrics(run->id);
+        SendJson(res,
+                 metrics.ok() ? StatusOr<std::string>(RunMetricsJson(*metrics)) : metrics.status());
+      });
 
   int bound = -1;
   if (options.port == 0) {

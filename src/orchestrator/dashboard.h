@@ -39,6 +39,8 @@ struct DashboardOptions {
   int port = 0;  // 0 = any free port
   // Mutual TLS; must outlive the server when set.
   const transport::TlsFiles* tls = nullptr;
+  // Certificates revoked by the operator (may be null).
+  std::shared_ptr<const secure::RevocationList> revoked;
   std::vector<secure::ParticipantKind> allowed = {secure::ParticipantKind::kUser};
   std::function<std::chrono::system_clock::time_point()> clock = [] {
     return std::chrono::system_clock::now();

@@ -16,6 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "secure/revocation.h"
 
 namespace fedsilo::secure {
 namespace {
@@ -35,6 +36,8 @@ using ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
 using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE_free>>;
 using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX_free>>;
 using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
+using CrlPtr = std::unique_ptr<X509_CRL, Deleter<X509_CRL_free>>;
+using AsnTimePtr = std::unique_ptr<ASN1_TIME, Deleter<ASN1_TIME_free>>;
 
 // The oldest error on OpenSSL's queue, as text; clears the queue.
 std::string OpenSslError() {
@@ -182,6 +185,41 @@ std::time_t ToTimeT(const ASN1_TIME* t) {
   return timegm(&tm);
 }
 
+std::string SerialHex(const ASN1_INTEGER* serial) {
+  BnPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
+  if (bn == nullptr) return "";
+  char* hex = BN_bn2hex(bn.get());
+  if (hex == nullptr) return "";
+  std::string out(hex);
+  OPENSSL_free(hex);
+  return out;
+}
+
+std::string DayOf(std::chrono::system_clock::time_point t) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof(buffer), "%Y-%m-%d %H:%M UTC", &tm);
+  return buffer;
+}
+
+// The identity fields of a parsed certificate (kind from the OU, if it names one).
+CertificateSummary Summarize(X509* cert) {
+  CertificateSummary out;
+  X509_NAME* subject = X509_get_subject_name(cert);
+  out.peer.name = NameField(subject, NID_commonName);
+  out.peer.federation = NameField(subject, NID_organizationName);
+  StatusOr<ParticipantKind> kind =
+      ParseParticipantKind(NameField(subject, NID_organizationalUnitName));
+  out.kind_known = kind.ok();
+  if (kind.ok()) out.peer.kind = *kind;
+  out.peer.serial = SerialHex(X509_get0_serialNumber(cert));
+  out.peer.not_before = std::chrono::system_clock::from_time_t(ToTimeT(X509_get0_notBefore(cert)));
+  out.peer.not_after = std::chrono::system_clock::from_time_t(ToTimeT(X509_get0_notAfter(cert)));
+  return out;
+}
+
 }  // namespace
 
 absl::string_view ParticipantKindName(ParticipantKind kind) {
@@ -324,23 +362,106 @@ StatusOr<PeerIdentity> VerifyCertificate(const std::string& certificate_pem,
   if (X509_verify_cert(ctx.get()) != 1) {
     const int error = X509_STORE_CTX_get_error(ctx.get());
     ERR_clear_error();
-    return absl::PermissionDeniedError(absl::StrCat(
-        "certificate of '", NameField(X509_get_subject_name(cert.get()), NID_commonName),
-        "' does not verify: ", X509_verify_cert_error_string(error)));
-  }
-  PeerIdentity peer;
-  X509_NAME* subject = X509_get_subject_name(cert.get());
-  peer.name = NameField(subject, NID_commonName);
-  peer.federation = NameField(subject, NID_organizationName);
-  StatusOr<ParticipantKind> kind =
-      ParseParticipantKind(NameField(subject, NID_organizationalUnitName));
-  if (!kind.ok() || peer.name.empty()) {
+    const CertificateSummary claimed = Summarize(cert.get());
+    std::string why;
+    switch (error) {
+      case X509_V_ERR_CERT_HAS_EXPIRED:
+        why = absl::StrCat(" (it expired on ", DayOf(claimed.peer.not_after), ")");
+        break;
+      case X509_V_ERR_CERT_NOT_YET_VALID:
+        why = absl::StrCat(" (it is valid from ", DayOf(claimed.peer.not_before),
+                           "; is a clock wrong?)");
+        break;
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+      case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+      case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        why = absl::StrCat(" (it was not issued by this federation's CA; it names federation '",
+                           claimed.peer.federation, "': a kit of another federation?)");
+        break;
+      default:
+        break;
+    }
     return absl::PermissionDeniedError(
-        absl::StrCat("certificate of '", peer.name, "' names no fedsilo participant kind (OU)"));
+        absl::StrCat("certificate of '", claimed.peer.name,
+                     "' does not verify: ", X509_verify_cert_error_string(error), why));
   }
-  peer.kind = *kind;
-  peer.not_after = std::chrono::system_clock::from_time_t(ToTimeT(X509_get0_notAfter(cert.get())));
-  return peer;
+  const CertificateSummary summary = Summarize(cert.get());
+  if (!summary.kind_known || summary.peer.name.empty()) {
+    return absl::PermissionDeniedError(absl::StrCat("certificate of '", summary.peer.name,
+                                                    "' names no fedsilo participant kind (OU)"));
+  }
+  return summary.peer;
+}
+
+StatusOr<CertificateSummary> DescribeCertificate(const std::string& certificate_pem) {
+  FEDSILO_ASSIGN_OR_RETURN(CertPtr cert, ParseCert(certificate_pem));
+  return Summarize(cert.get());
+}
+
+StatusOr<std::string> CertificateAuthority::MakeCrl(
+    const std::vector<RevokedCertificate>& revoked,
+    std::chrono::system_clock::time_point now) const {
+  CrlPtr crl(X509_CRL_new());
+  const std::time_t issued = std::chrono::system_clock::to_time_t(now);
+  AsnTimePtr last(ASN1_TIME_set(nullptr, issued));
+  if (crl == nullptr || last == nullptr || !X509_CRL_set_version(crl.get(), 1) ||
+      !X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(impl_->cert.get())) ||
+      !X509_CRL_set1_lastUpdate(crl.get(), last.get()) ||
+      !X509_CRL_set1_nextUpdate(crl.get(), X509_get0_notAfter(impl_->cert.get()))) {
+    return Fail("creating the revocation list");
+  }
+  for (const RevokedCertificate& r : revoked) {
+    BIGNUM* raw = nullptr;
+    if (BN_hex2bn(&raw, r.serial.c_str()) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("'", r.serial, "' is not a hex serial"));
+    }
+    BnPtr bn(raw);
+    std::unique_ptr<X509_REVOKED, Deleter<X509_REVOKED_free>> entry(X509_REVOKED_new());
+    std::unique_ptr<ASN1_INTEGER, Deleter<ASN1_INTEGER_free>> serial(
+        BN_to_ASN1_INTEGER(bn.get(), nullptr));
+    AsnTimePtr when(ASN1_TIME_set(nullptr, std::chrono::system_clock::to_time_t(r.revoked_at)));
+    if (entry == nullptr || serial == nullptr || when == nullptr ||
+        !X509_REVOKED_set_serialNumber(entry.get(), serial.get()) ||
+        !X509_REVOKED_set_revocationDate(entry.get(), when.get()) ||
+        !X509_CRL_add0_revoked(crl.get(), entry.get())) {
+      return Fail("adding to the revocation list");
+    }
+    entry.release();  // owned by the CRL
+  }
+  if (!X509_CRL_sort(crl.get()) || !X509_CRL_sign(crl.get(), impl_->key.get(), EVP_sha256())) {
+    return Fail("signing the revocation list");
+  }
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!PEM_write_bio_X509_CRL(bio.get(), crl.get())) return Fail("writing the revocation list");
+  return BioText(bio.get());
+}
+
+StatusOr<std::vector<RevokedCertificate>> ReadCrl(const std::string& crl_pem,
+                                                  const std::string& ca_pem) {
+  BioPtr bio(BIO_new_mem_buf(crl_pem.data(), static_cast<int>(crl_pem.size())));
+  CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+  if (crl == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("not a PEM certificate revocation list");
+  }
+  StatusOr<CertPtr> ca = ParseCert(ca_pem);
+  if (!ca.ok()) return Annotate(ca.status(), "CA certificate");
+  if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_subject_name(ca->get())) != 0 ||
+      X509_CRL_verify(crl.get(), X509_get0_pubkey(ca->get())) != 1) {
+    ERR_clear_error();
+    return absl::PermissionDeniedError("the revocation list is not signed by this federation's CA");
+  }
+  std::vector<RevokedCertificate> out;
+  STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl.get());
+  for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
+    const X509_REVOKED* r = sk_X509_REVOKED_value(entries, i);
+    out.push_back(
+        {SerialHex(X509_REVOKED_get0_serialNumber(r)),
+         std::chrono::system_clock::from_time_t(ToTimeT(X509_REVOKED_get0_revocationDate(r)))});
+  }
+  return out;
 }
 
 struct MessageSigner::Impl {
@@ -375,6 +496,7 @@ StatusOr<std::string> MessageSigner::Sign(absl::string_view message) const {
 
 struct SignatureChecker::Impl {
   std::string ca_pem;
+  std::shared_ptr<const RevocationList> revoked;
   struct Verified {
     PeerIdentity peer;
     CertPtr cert;  // owns the public key
@@ -387,11 +509,13 @@ struct SignatureChecker::Impl {
 SignatureChecker::SignatureChecker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 SignatureChecker::~SignatureChecker() = default;
 
-StatusOr<std::unique_ptr<SignatureChecker>> SignatureChecker::Create(const std::string& ca_pem) {
+StatusOr<std::unique_ptr<SignatureChecker>> SignatureChecker::Create(
+    const std::string& ca_pem, std::shared_ptr<const RevocationList> revoked) {
   StatusOr<CertPtr> ca = ParseCert(ca_pem);
   if (!ca.ok()) return Annotate(ca.status(), "CA certificate");
   auto impl = std::make_unique<Impl>();
   impl->ca_pem = ca_pem;
+  impl->revoked = std::move(revoked);
   return std::unique_ptr<SignatureChecker>(new SignatureChecker(std::move(impl)));
 }
 
@@ -423,6 +547,10 @@ Status SignatureChecker::Check(const std::string& name, ParticipantKind kind,
   } else if (now > entry->peer.not_after) {
     return absl::PermissionDeniedError(
         absl::StrCat("the certificate given for '", name, "' has expired"));
+  }
+  if (impl_->revoked != nullptr && impl_->revoked->IsRevoked(entry->peer.serial)) {
+    return absl::PermissionDeniedError(absl::StrCat("the certificate given for '", name,
+                                                    "' was revoked by the federation operator"));
   }
   if (entry->peer.kind != kind || entry->peer.name != name) {
     return absl::PermissionDeniedError(

@@ -19,6 +19,8 @@
 
 namespace fedsilo::secure {
 
+class RevocationList;
+
 enum class ParticipantKind { kOrchestrator, kSilo, kUser };
 
 absl::string_view ParticipantKindName(ParticipantKind kind);
@@ -34,6 +36,12 @@ struct IssuedCertificate {
   std::string certificate_pem;
   std::string private_key_pem;
   ~IssuedCertificate();
+};
+
+// A certificate that the CA revoked (secure/revocation.h).
+struct RevokedCertificate {
+  std::string serial;  // hex, as in PeerIdentity::serial
+  std::chrono::system_clock::time_point revoked_at;
 };
 
 struct CertificateRequest {
@@ -67,6 +75,11 @@ class CertificateAuthority {
   // The CA's private key; keep it with the federation operator only.
   std::string PrivateKeyPem() const;
 
+  // A certificate revocation list (PEM) that names `revoked`, signed by this
+  // CA, issued at `now` and next updated when the CA expires.
+  StatusOr<std::string> MakeCrl(const std::vector<RevokedCertificate>& revoked,
+                                std::chrono::system_clock::time_point now) const;
+
  private:
   struct Impl;
   explicit CertificateAuthority(std::unique_ptr<Impl> impl);
@@ -79,8 +92,24 @@ struct PeerIdentity {
   std::string name;
   ParticipantKind kind = ParticipantKind::kSilo;
   std::string federation;
+  std::string serial;  // hex
+  std::chrono::system_clock::time_point not_before;
   std::chrono::system_clock::time_point not_after;
 };
+
+// What a certificate says of its holder and dates, without verifying it
+// (`fedsilo provision list`; kind is kSilo and kind_known false when its OU
+// names none). InvalidArgument when it does not parse.
+struct CertificateSummary {
+  PeerIdentity peer;
+  bool kind_known = false;
+};
+StatusOr<CertificateSummary> DescribeCertificate(const std::string& certificate_pem);
+
+// The certificates a CRL revokes. PermissionDenied when `ca_pem`'s key did
+// not sign it; InvalidArgument when it does not parse.
+StatusOr<std::vector<RevokedCertificate>> ReadCrl(const std::string& crl_pem,
+                                                  const std::string& ca_pem);
 
 // Verifies `certificate_pem` against the CA certificate at time `now` (chain,
 // signature, validity period) and returns whom it names. PermissionDenied with
@@ -113,8 +142,10 @@ class MessageSigner {
 // signature check and a look at its expiry. Thread-safe.
 class SignatureChecker {
  public:
-  // InvalidArgument when the CA certificate does not parse.
-  static StatusOr<std::unique_ptr<SignatureChecker>> Create(const std::string& ca_pem);
+  // InvalidArgument when the CA certificate does not parse. Certificates in
+  // `revoked` (may be null) are refused too.
+  static StatusOr<std::unique_ptr<SignatureChecker>> Create(
+      const std::string& ca_pem, std::shared_ptr<const RevocationList> revoked = nullptr);
   ~SignatureChecker();
 
   // PermissionDenied, naming `name` and saying why, unless `certificate_pem`

@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "core/file_util.h"
+#include "secure/revocation.h"
+
 namespace fedsilo::secure {
 namespace {
 
@@ -146,6 +149,19 @@ TEST(SignatureCheckerTest, OnlyTheNamedParticipantsKeyUnderTheCaSigns) {
       check("bank-a", silo, a->certificate_pem, "round 3 keys", signature, kNow + 11 * kDay);
   EXPECT_EQ(late.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(std::string(late.message()), HasSubstr("has expired"));
+  // With the CA's revocation list naming it, the same signature is refused.
+  const std::string crl_path = ::testing::TempDir() + "/checker_crl.pem";
+  auto peer = VerifyCertificate(a->certificate_pem, (*ca)->certificate_pem(), kNow);
+  ASSERT_TRUE(peer.ok());
+  ASSERT_TRUE(WriteFileAtomically(crl_path, *(*ca)->MakeCrl({{peer->serial, kNow}}, kNow)).ok());
+  auto revoked = RevocationList::Open(crl_path, (*ca)->certificate_pem());
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  auto strict = SignatureChecker::Create((*ca)->certificate_pem(), *revoked);
+  EXPECT_THAT(
+      std::string((*strict)
+                      ->Check("bank-a", silo, a->certificate_pem, "round 3 keys", signature, kNow)
+                      .message()),
+      HasSubstr("was revoked"));
   EXPECT_FALSE(MessageSigner::Create("not a key").ok());
   EXPECT_FALSE(SignatureChecker::Create("not a certificate").ok());
 }

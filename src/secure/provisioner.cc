@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -220,6 +221,7 @@ StatusOr<Kit> LoadKit(const std::string& dir) {
     kit.certificate_path = (base / root["certificate"].as<std::string>()).string();
     kit.private_key_path = (base / root["private_key"].as<std::string>()).string();
     kit.ca_certificate_path = (base / root["ca_certificate"].as<std::string>()).string();
+    kit.crl_path = (base / "crl.pem").string();
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a fedsilo kit: ", e.msg));
   }
@@ -277,6 +279,103 @@ Status AddParticipant(const std::string& out_dir, const ParticipantSpec& partici
   WipeString(key);
   if (!ca.ok()) return Annotate(ca.status(), ca_dir.string());
   return WriteKit(**ca, spec, out_dir, participant.name, participant.kind, valid_days, now);
+}
+
+namespace {
+
+// The kits under `out_dir` (folders holding a kit.yaml), by name.
+StatusOr<std::vector<Kit>> KitsUnder(const fs::path& out) {
+  std::vector<Kit> kits;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(out, ec)) {
+    if (!e.is_directory() || e.path().filename() == "ca") continue;
+    if (!fs::exists(e.path() / "kit.yaml", ec)) continue;
+    FEDSILO_ASSIGN_OR_RETURN(Kit kit, LoadKit(e.path().string()));
+    kits.push_back(std::move(kit));
+  }
+  if (ec) return absl::InternalError(absl::StrCat(out.string(), ": ", ec.message()));
+  std::sort(kits.begin(), kits.end(), [](const Kit& a, const Kit& b) { return a.name < b.name; });
+  return kits;
+}
+
+// The certificates <out>/ca/crl.pem revokes (none if it does not exist).
+StatusOr<std::vector<RevokedCertificate>> RevokedUnder(const fs::path& ca_dir,
+                                                       const std::string& ca_pem) {
+  const fs::path crl = ca_dir / "crl.pem";
+  std::error_code ec;
+  if (!fs::exists(crl, ec)) return std::vector<RevokedCertificate>{};
+  FEDSILO_ASSIGN_OR_RETURN(std::string pem, ReadFile(crl.string()));
+  StatusOr<std::vector<RevokedCertificate>> revoked = ReadCrl(pem, ca_pem);
+  if (!revoked.ok()) return Annotate(revoked.status(), crl.string());
+  return revoked;
+}
+
+}  // namespace
+
+StatusOr<std::vector<ParticipantRecord>> ListParticipants(const std::string& out_dir) {
+  const fs::path out(out_dir);
+  const fs::path ca_dir = out / "ca";
+  std::error_code ec;
+  if (!fs::exists(ca_dir / "ca.crt", ec)) {
+    return absl::NotFoundError(
+        absl::StrCat((ca_dir / "ca.crt").string(), ": not found; `fedsilo provision` creates it"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::string ca_pem, ReadFile((ca_dir / "ca.crt").string()));
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<RevokedCertificate> revoked, RevokedUnder(ca_dir, ca_pem));
+  std::set<std::string> serials;
+  for (const RevokedCertificate& r : revoked) serials.insert(r.serial);
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<Kit> kits, KitsUnder(out));
+  std::vector<ParticipantRecord> records;
+  for (const Kit& kit : kits) {
+    FEDSILO_ASSIGN_OR_RETURN(std::string pem, ReadFile(kit.certificate_path));
+    StatusOr<CertificateSummary> summary = DescribeCertificate(pem);
+    if (!summary.ok()) return Annotate(summary.status(), kit.certificate_path);
+    ParticipantRecord r;
+    r.name = kit.name;
+    r.kind = kit.kind;
+    r.serial = summary->peer.serial;
+    r.not_after = summary->peer.not_after;
+    r.revoked = serials.count(r.serial) > 0;
+    records.push_back(std::move(r));
+  }
+  return records;
+}
+
+Status RevokeParticipant(const std::string& out_dir, const std::string& name,
+                         std::chrono::system_clock::time_point now) {
+  const fs::path out(out_dir);
+  const fs::path ca_dir = out / "ca";
+  if (name == "ca" || !IsValidSiloName(name)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a participant's name"));
+  }
+  std::error_code ec;
+  if (!fs::exists(out / name / "kit.yaml", ec)) {
+    return absl::NotFoundError(absl::StrCat((out / name).string(),
+                                            ": no such kit (`fedsilo provision list --out ",
+                                            out_dir, "` shows them)"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(Kit kit, LoadKit((out / name).string()));
+  FEDSILO_ASSIGN_OR_RETURN(std::string cert_pem, ReadFile(kit.certificate_path));
+  StatusOr<CertificateSummary> summary = DescribeCertificate(cert_pem);
+  if (!summary.ok()) return Annotate(summary.status(), kit.certificate_path);
+  FEDSILO_ASSIGN_OR_RETURN(std::string ca_pem, ReadFile((ca_dir / "ca.crt").string()));
+  FEDSILO_ASSIGN_OR_RETURN(std::string key, ReadFile((ca_dir / "ca.key").string()));
+  StatusOr<std::unique_ptr<CertificateAuthority>> ca = CertificateAuthority::Load(ca_pem, key);
+  WipeString(key);
+  if (!ca.ok()) return Annotate(ca.status(), ca_dir.string());
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<RevokedCertificate> revoked, RevokedUnder(ca_dir, ca_pem));
+  for (const RevokedCertificate& r : revoked) {
+    if (r.serial == summary->peer.serial) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("'", name, "' (serial ", r.serial, ") is revoked already"));
+    }
+  }
+  revoked.push_back({summary->peer.serial, now});
+  FEDSILO_ASSIGN_OR_RETURN(std::string crl, (*ca)->MakeCrl(revoked, now));
+  FEDSILO_RETURN_IF_ERROR(WriteFileDurably((ca_dir / "crl.pem").string(), crl));
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<Kit> kits, KitsUnder(out));
+  for (const Kit& k : kits) FEDSILO_RETURN_IF_ERROR(WriteFileDurably(k.crl_path, crl));
+  return absl::OkStatus();
 }
 
 }  // namespace fedsilo::secure

@@ -4,6 +4,7 @@
 //   <out>/ca/                 ca.crt, ca.key (0600), federation.yaml — stays
 //                             with the federation operator
 //   <out>/<participant>/      <name>.crt, <name>.key (0600), ca.crt, kit.yaml
+//                             and, once anything is revoked, crl.pem
 //
 // federation.yaml:
 //   name: hospital-network          # required
@@ -56,6 +57,7 @@ struct Kit {
   std::string certificate_path;  // absolute
   std::string private_key_path;
   std::string ca_certificate_path;
+  std::string crl_path;  // <dir>/crl.pem: may not exist (nothing revoked)
 };
 
 // Reads <dir>/kit.yaml. NotFound / InvalidArgument naming the file.
@@ -76,6 +78,27 @@ Status ProvisionFederation(const FederationSpec& spec, const std::string& out_di
 // NotFound if <out>/ca is missing.
 Status AddParticipant(const std::string& out_dir, const ParticipantSpec& participant,
                       int valid_days, std::chrono::system_clock::time_point now);
+
+// One kit of a kits folder, as `fedsilo provision list` shows it.
+struct ParticipantRecord {
+  std::string name;
+  ParticipantKind kind = ParticipantKind::kSilo;
+  std::string serial;  // hex
+  std::chrono::system_clock::time_point not_after;
+  bool revoked = false;  // by <out>/ca/crl.pem
+};
+
+// Every kit under `out_dir` (a folder with a kit.yaml), by name. NotFound
+// when <out>/ca is missing; errors name the file that does not read.
+StatusOr<std::vector<ParticipantRecord>> ListParticipants(const std::string& out_dir);
+
+// Revokes the certificate of <out>/<name>: writes <out>/ca/crl.pem, signed by
+// the CA and listing every certificate revoked so far, and copies it into
+// every kit under <out> as crl.pem, where the orchestrator and the silos read
+// it (copy it to the kits on other machines too). NotFound naming the kit;
+// AlreadyExists when it is revoked already.
+Status RevokeParticipant(const std::string& out_dir, const std::string& name,
+                         std::chrono::system_clock::time_point now);
 
 }  // namespace fedsilo::secure
 

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/file_util.h"
+#include "secure/revocation.h"
 
 namespace fedsilo::secure {
 namespace {
@@ -140,6 +141,76 @@ INSTANTIATE_TEST_SUITE_P(
                 "orchestrator.port: must be an integer in [1, 65535]"},
         BadSpec{"name: f\ncertificate_days: 0\nparticipants: [{name: a, kind: silo}]\n",
                 "certificate_days: must be an integer"}));
+
+TEST(ProvisionerTest, RevokeWritesASignedListIntoEveryKitAndListShowsIt) {
+  const std::string dir = FreshDir("revoke");
+  ASSERT_TRUE(ProvisionFederation(*ParseFederationSpec(kFederation, "f"), dir, kNow).ok());
+  auto before = ListParticipants(dir);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_EQ(before->size(), 4u);  // alice, hospital-a, hospital-b, orchestrator
+  EXPECT_EQ((*before)[0].name, "alice");
+  EXPECT_EQ((*before)[0].kind, ParticipantKind::kUser);
+  EXPECT_EQ((*before)[0].not_after, kNow + std::chrono::hours(24 * 90));
+  for (const auto& r : *before) EXPECT_FALSE(r.revoked) << r.name;
+
+  ASSERT_TRUE(RevokeParticipant(dir, "hospital-b", kNow).ok());
+  ASSERT_TRUE(RevokeParticipant(dir, "alice", kNow).ok());
+  auto after = ListParticipants(dir);
+  ASSERT_TRUE(after.ok());
+  for (const auto& r : *after) {
+    EXPECT_EQ(r.revoked, r.name == "hospital-b" || r.name == "alice") << r.name;
+  }
+  // Every kit has the list, signed by the CA, naming both.
+  const std::string ca = Read(dir + "/ca/ca.crt");
+  for (const char* kit : {"orchestrator", "hospital-a", "hospital-b", "alice"}) {
+    auto list = RevocationList::Open(std::string(dir) + "/" + kit + "/crl.pem", ca);
+    ASSERT_TRUE(list.ok()) << kit << ": " << list.status();
+    EXPECT_EQ((*list)->size(), 2) << kit;
+    EXPECT_TRUE((*list)->IsRevoked((*after)[2].serial));   // hospital-b
+    EXPECT_FALSE((*list)->IsRevoked((*after)[1].serial));  // hospital-a
+  }
+  EXPECT_EQ(RevokeParticipant(dir, "alice", kNow).code(), absl::StatusCode::kAlreadyExists);
+  const Status unknown = RevokeParticipant(dir, "mallory", kNow);
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(unknown.message()), HasSubstr("provision list"));
+  EXPECT_EQ(RevokeParticipant(dir, "ca", kNow).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(RevocationListTest, ItFollowsTheFileAndABrokenOrForeignListChangesNothing) {
+  const std::string dir = FreshDir("crl_follow");
+  ASSERT_TRUE(ProvisionFederation(*ParseFederationSpec(kFederation, "f"), dir, kNow).ok());
+  const std::string ca = Read(dir + "/ca/ca.crt");
+  const std::string path = dir + "/orchestrator/crl.pem";
+  auto list = RevocationList::Open(path, ca);  // no file yet: nothing revoked
+  ASSERT_TRUE(list.ok()) << list.status();
+  (*list)->set_recheck(std::chrono::milliseconds(0));
+  auto kits = *ListParticipants(dir);
+  const std::string a = kits[1].serial, b = kits[2].serial;
+  EXPECT_FALSE((*list)->IsRevoked(a));
+  ASSERT_TRUE(RevokeParticipant(dir, "hospital-a", kNow).ok());
+  EXPECT_TRUE((*list)->IsRevoked(a));  // the new file is read on the next look
+  EXPECT_FALSE((*list)->IsRevoked(b));
+
+  // A list signed by another CA, or garbage, is refused: what was revoked stays.
+  const std::string other = FreshDir("crl_other");
+  ASSERT_TRUE(ProvisionFederation(*ParseFederationSpec(kFederation, "f"), other, kNow).ok());
+  ASSERT_TRUE(RevokeParticipant(other, "hospital-b", kNow).ok());
+  const std::string foreign = Read(other + "/ca/crl.pem");
+  ASSERT_TRUE(WriteFileAtomically(path, foreign).ok());
+  EXPECT_TRUE((*list)->IsRevoked(a));
+  ASSERT_TRUE(WriteFileAtomically(path, "not a list").ok());
+  EXPECT_TRUE((*list)->IsRevoked(a));
+  // Deleting the file un-revokes nothing.
+  fs::remove(path);
+  EXPECT_TRUE((*list)->IsRevoked(a));
+  // Opening a broken or foreign list is an error naming the file.
+  ASSERT_TRUE(WriteFileAtomically(path, foreign).ok());
+  auto reopened = RevocationList::Open(path, ca);
+  ASSERT_FALSE(reopened.ok());
+  EXPECT_EQ(reopened.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(reopened.status().message()), HasSubstr(path));
+  EXPECT_THAT(std::string(reopened.status().message()), HasSubstr("not signed by this federation"));
+}
 
 }  // namespace
 }  // namespace fedsilo::secure

@@ -102,11 +102,13 @@ StatusOr<Message> ParseAs(absl::string_view bytes, absl::string_view what) {
 }  // namespace
 
 StatusOr<std::shared_ptr<const SecAggIdentity>> SecAggIdentity::Create(
-    std::string certificate_pem, const std::string& private_key_pem, const std::string& ca_pem) {
+    std::string certificate_pem, const std::string& private_key_pem, const std::string& ca_pem,
+    std::shared_ptr<const RevocationList> revoked) {
   std::shared_ptr<SecAggIdentity> identity(new SecAggIdentity());
   identity->certificate_pem_ = std::move(certificate_pem);
   FEDSILO_ASSIGN_OR_RETURN(identity->signer_, MessageSigner::Create(private_key_pem));
-  FEDSILO_ASSIGN_OR_RETURN(identity->checker_, SignatureChecker::Create(ca_pem));
+  FEDSILO_ASSIGN_OR_RETURN(identity->checker_,
+                           SignatureChecker::Create(ca_pem, std::move(revoked)));
   return std::shared_ptr<const SecAggIdentity>(std::move(identity));
 }
 

@@ -135,9 +135,10 @@ class MaskedSum {
 class SecAggIdentity {
  public:
   // InvalidArgument when the key or the CA certificate does not parse.
-  static StatusOr<std::shared_ptr<const SecAggIdentity>> Create(std::string certificate_pem,
-                                                                const std::string& private_key_pem,
-                                                                const std::string& ca_pem);
+  // Other silos' certificates in `revoked` (may be null) are refused.
+  static StatusOr<std::shared_ptr<const SecAggIdentity>> Create(
+      std::string certificate_pem, const std::string& private_key_pem, const std::string& ca_pem,
+      std::shared_ptr<const RevocationList> revoked = nullptr);
   const std::string& certificate_pem() const { return certificate_pem_; }
   const MessageSigner& signer() const { return *signer_; }
   const SignatureChecker& checker() const { return *checker_; }

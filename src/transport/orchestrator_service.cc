@@ -402,6 +402,13 @@ grpc::Status OrchestratorService::Connect(
   try {
     while (why.ok() && stream->Read(&message)) {
       bytes_received_ += message.ByteSizeLong();
+      // A silo heartbeats every few seconds: an expired or revoked
+      // certificate loses its stream within that, before anything it sent
+      // is taken.
+      if (Status valid = auth_.StillValid(*peer); !valid.ok()) {
+        why = valid;
+        break;
+      }
       switch (message.body_case()) {
         case fedsilo::v1::SiloMessage::kHeartbeat: {
           listener_->OnHeartbeat(silo, session->id);
@@ -542,7 +549,10 @@ grpc::Status OrchestratorService::Connect(
   } catch (const std::exception& e) {
     why = absl::InternalError(absl::StrCat("handling silo '", silo, "''s stream: ", e.what()));
   }
-  if (!why.ok() && !absl::IsUnavailable(why)) {
+  if (absl::IsPermissionDenied(why)) {
+    spdlog::warn("silo '{}' ({}): its stream is closed: {}", silo, context->peer(),
+                 std::string(why.message()));
+  } else if (!why.ok() && !absl::IsUnavailable(why)) {
     spdlog::warn("silo '{}' ({}) broke the protocol; its stream is closed: {}", silo,
                  context->peer(), std::string(why.message()));
   }
@@ -569,7 +579,8 @@ grpc::Status OrchestratorService::Connect(
   listener_->OnDisconnected(silo, session->id, why);
   spdlog::info("silo '{}' disconnected (session {}): {}", silo, session->id,
                std::string(why.message()));
-  return absl::IsInvalidArgument(why) ? ToGrpcStatus(why) : grpc::Status::OK;
+  return absl::IsInvalidArgument(why) || absl::IsPermissionDenied(why) ? ToGrpcStatus(why)
+                                                                       : grpc::Status::OK;
 }
 
 StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(

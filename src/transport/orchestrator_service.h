@@ -49,6 +49,12 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
                       bool insecure = false);
   ~OrchestratorService() override;
 
+  // Certificates revoked by the federation operator: refused at every call,
+  // and an open stream is closed at its next message. Call before serving.
+  void SetRevocationList(std::shared_ptr<const secure::RevocationList> revoked) {
+    auth_.revoked = std::move(revoked);
+  }
+
   grpc::Status WhoAmI(grpc::ServerContext* context, const fedsilo::v1::WhoAmIRequest* request,
                       fedsilo::v1::WhoAmIReply* reply) override;
   grpc::Status Connect(grpc::ServerContext* context,

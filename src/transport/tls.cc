@@ -1,6 +1,12 @@
 #include "transport/tls.h"
 
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
+#include <grpcpp/security/tls_credentials_options.h>
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -18,12 +24,84 @@ StatusOr<TlsFiles> LoadTlsFiles(const secure::Kit& kit) {
   return files;
 }
 
-std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsFiles& files) {
-  grpc::SslServerCredentialsOptions options(
-      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  options.pem_root_certs = files.ca_pem;
-  options.pem_key_cert_pairs.push_back({files.key_pem, files.cert_pem});
-  return grpc::SslServerCredentials(options);
+namespace {
+
+std::string Date(std::chrono::system_clock::time_point t) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof(buffer), "%Y-%m-%d %H:%M UTC", &tm);
+  return buffer;
+}
+
+// Whom a certificate claims to be, for a log line about a refused one.
+std::string Claimed(const std::string& pem) {
+  StatusOr<secure::CertificateSummary> s = secure::DescribeCertificate(pem);
+  if (!s.ok()) return "an unreadable certificate";
+  return absl::StrCat("'", s->peer.name, "' (",
+                      s->kind_known ? secure::ParticipantKindName(s->peer.kind) : "no kind",
+                      " of federation '", s->peer.federation, "', serial ", s->peer.serial, ")");
+}
+
+// PermissionDenied if `peer` is revoked.
+Status CheckRevoked(const secure::PeerIdentity& peer, const secure::RevocationList* revoked) {
+  if (revoked != nullptr && revoked->IsRevoked(peer.serial)) {
+    return absl::PermissionDeniedError(absl::StrCat("the certificate of '", peer.name, "' (serial ",
+                                                    peer.serial,
+                                                    ") was revoked by the federation operator"));
+  }
+  return absl::OkStatus();
+}
+
+// Checks a client's certificate during the handshake (gRPC only makes sure
+// that the client holds the certificate's key).
+class HandshakeVerifier : public grpc::experimental::ExternalCertificateVerifier {
+ public:
+  HandshakeVerifier(std::string ca_pem, std::shared_ptr<const secure::RevocationList> revoked)
+      : ca_pem_(std::move(ca_pem)), revoked_(std::move(revoked)) {}
+
+  bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
+              std::function<void(grpc::Status)> /*callback*/, grpc::Status* sync_status) override {
+    const std::string pem(request->peer_cert().data(), request->peer_cert().size());
+    Status verdict = absl::UnauthenticatedError("no client certificate");
+    if (!pem.empty()) {
+      StatusOr<secure::PeerIdentity> peer =
+          secure::VerifyCertificate(pem, ca_pem_, std::chrono::system_clock::now());
+      verdict = peer.ok() ? CheckRevoked(*peer, revoked_.get()) : peer.status();
+    }
+    if (!verdict.ok()) {
+      spdlog::warn("refused a TLS handshake from {}: {}",
+                   pem.empty() ? "a client without a certificate" : Claimed(pem),
+                   std::string(verdict.message()));
+    }
+    *sync_status = ToGrpcStatus(verdict);
+    return true;  // done synchronously
+  }
+  void Cancel(grpc::experimental::TlsCustomVerificationCheckRequest* /*request*/) override {}
+
+ private:
+  const std::string ca_pem_;
+  const std::shared_ptr<const secure::RevocationList> revoked_;
+};
+
+}  // namespace
+
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
+    const TlsFiles& files, std::shared_ptr<const secure::RevocationList> revoked) {
+  auto provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+      files.ca_pem,
+      std::vector<grpc::experimental::IdentityKeyCertPair>{{files.key_pem, files.cert_pem}});
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  // The chain, dates and revocation are checked by HandshakeVerifier, which
+  // says why it refuses.
+  options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+  options.set_certificate_verifier(
+      grpc::experimental::ExternalCertificateVerifier::Create<HandshakeVerifier>(
+          files.ca_pem, std::move(revoked)));
+  return grpc::experimental::TlsServerCredentials(options);
 }
 
 std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsFiles& files) {
@@ -37,7 +115,7 @@ std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsFiles&
 StatusOr<secure::PeerIdentity> AuthenticatePeer(
     const grpc::ServerContext& context, const std::string& ca_pem,
     std::initializer_list<secure::ParticipantKind> allowed,
-    std::chrono::system_clock::time_point now) {
+    std::chrono::system_clock::time_point now, const secure::RevocationList* revoked) {
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   const std::vector<grpc::string_ref> pems =
       auth == nullptr ? std::vector<grpc::string_ref>{} : auth->FindPropertyValues("x509_pem_cert");
@@ -47,6 +125,7 @@ StatusOr<secure::PeerIdentity> AuthenticatePeer(
   }
   const std::string pem(pems.front().data(), pems.front().size());
   FEDSILO_ASSIGN_OR_RETURN(secure::PeerIdentity peer, secure::VerifyCertificate(pem, ca_pem, now));
+  FEDSILO_RETURN_IF_ERROR(CheckRevoked(peer, revoked));
   if (std::find(allowed.begin(), allowed.end(), peer.kind) == allowed.end()) {
     std::vector<std::string> names;
     for (secure::ParticipantKind k : allowed) names.emplace_back(secure::ParticipantKindName(k));
@@ -65,7 +144,7 @@ constexpr char kKindKey[] = "x-fedsilo-insecure-kind";
 StatusOr<secure::PeerIdentity> PeerAuthenticator::Authenticate(
     const grpc::ServerContext& context,
     std::initializer_list<secure::ParticipantKind> allowed) const {
-  if (!insecure) return AuthenticatePeer(context, ca_pem, allowed, clock());
+  if (!insecure) return AuthenticatePeer(context, ca_pem, allowed, clock(), revoked.get());
   const auto& metadata = context.client_metadata();
   auto name = metadata.find(kNameKey);
   auto kind = metadata.find(kKindKey);
@@ -86,6 +165,15 @@ StatusOr<secure::PeerIdentity> PeerAuthenticator::Authenticate(
   }
   peer.not_after = clock() + std::chrono::hours(24);
   return peer;
+}
+
+Status PeerAuthenticator::StillValid(const secure::PeerIdentity& peer) const {
+  if (insecure) return absl::OkStatus();
+  if (clock() > peer.not_after) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("the certificate of '", peer.name, "' expired on ", Date(peer.not_after)));
+  }
+  return CheckRevoked(peer, revoked.get());
 }
 
 void AddInsecureIdentity(grpc::ClientContext& context, const std::string& name,

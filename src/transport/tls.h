@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "secure/certificate_authority.h"
 #include "secure/provisioner.h"
+#include "secure/revocation.h"
 
 namespace fedsilo::transport {
 
@@ -30,18 +31,24 @@ struct TlsFiles {
 // Reads the kit's CA certificate, certificate and key; errors name the file.
 StatusOr<TlsFiles> LoadTlsFiles(const secure::Kit& kit);
 
-// Server side: requires a client certificate and verifies it against the CA.
-std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsFiles& files);
+// Server side: requires a client certificate and checks it during the TLS
+// handshake -- issued by the CA, valid now, not revoked (`revoked` may be
+// null) -- so that a refused certificate never reaches a call. Each refusal
+// is logged with what the certificate claims (name, kind, federation,
+// serial) and the reason.
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
+    const TlsFiles& files, std::shared_ptr<const secure::RevocationList> revoked = nullptr);
 // Client side: presents the kit's certificate and verifies the server's.
 std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsFiles& files);
 
 // The caller's verified identity. Unauthenticated when the call carries no
 // client certificate; PermissionDenied when the certificate does not verify
-// against `ca_pem` at `now` or its kind is not in `allowed`.
+// against `ca_pem` at `now`, is revoked (`revoked` may be null) or its kind is
+// not in `allowed`.
 StatusOr<secure::PeerIdentity> AuthenticatePeer(
     const grpc::ServerContext& context, const std::string& ca_pem,
     std::initializer_list<secure::ParticipantKind> allowed,
-    std::chrono::system_clock::time_point now);
+    std::chrono::system_clock::time_point now, const secure::RevocationList* revoked = nullptr);
 
 // How a server learns who calls it: from the verified client certificate, or
 // -- only when `insecure` was asked for by name (`--insecure`) -- from the
@@ -52,10 +59,14 @@ struct PeerAuthenticator {
   std::string ca_pem;
   std::function<std::chrono::system_clock::time_point()> clock;
   bool insecure = false;
+  std::shared_ptr<const secure::RevocationList> revoked;  // may be null
 
   StatusOr<secure::PeerIdentity> Authenticate(
       const grpc::ServerContext& context,
       std::initializer_list<secure::ParticipantKind> allowed) const;
+  // For long-lived streams: PermissionDenied once `peer`'s certificate has
+  // expired or been revoked since it was authenticated.
+  Status StillValid(const secure::PeerIdentity& peer) const;
 };
 
 // Client side of insecure mode: states the kit's name and kind on a call.
