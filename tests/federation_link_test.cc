@@ -16,6 +16,7 @@
 #include "transport/orchestrator_service.h"
 #include "transport/silo_client.h"
 #include "transport/tls.h"
+#include "transport/tls_diagnosis.h"
 
 namespace fedsilo {
 namespace {
@@ -392,6 +393,74 @@ TEST(FederationLinkTest, ACertificateThatExpiresLosesItsOpenStream) {
   ASSERT_FALSE(me.ok());
   EXPECT_THAT(std::string(me.status().message()), HasSubstr("expired"));
   silo.Stop();
+  runner.join();
+}
+
+TEST(FederationLinkTest, TheDiagnosisNamesWhatIsWrongWithTheOrchestratorsCertificate) {
+  // Served under a name the client does not dial.
+  const std::string dir = ::testing::TempDir() + "/link_names";
+  fs::remove_all(dir);
+  secure::FederationSpec spec;
+  spec.name = "hospitals";
+  spec.orchestrator_hosts = {"orch.example.org"};
+  spec.participants = {{"hospital-a", ParticipantKind::kSilo}};
+  ASSERT_TRUE(secure::ProvisionFederation(spec, dir, std::chrono::system_clock::now()).ok());
+  Endpoint named(dir);
+  const std::string by_ip = "127.0.0.1:" + std::to_string(named.server->port());
+  auto d = transport::DiagnoseConnection(by_ip, Files(dir + "/hospital-a"), false, 5s);
+  EXPECT_EQ(d.kind, transport::ConnectionDiagnosis::Kind::kCertificate);
+  EXPECT_THAT(d.reason, HasSubstr("does not name '127.0.0.1' (it names: orch.example.org)"));
+
+  // Expired (the whole federation, issued 40 days ago for 30).
+  const std::string old =
+      Provision("diag-expired", std::chrono::system_clock::now() - 40 * 24h, 30);
+  Endpoint expired(old);
+  d = transport::DiagnoseConnection(expired.target(), Files(old + "/hospital-a"), false, 5s);
+  EXPECT_EQ(d.kind, transport::ConnectionDiagnosis::Kind::kCertificate);
+  EXPECT_THAT(d.reason, HasSubstr("the orchestrator's certificate expired on"));
+  EXPECT_THAT(std::string(transport::CheckOwnCertificate(Files(old + "/hospital-a"), "a.crt",
+                                                         std::chrono::system_clock::now())
+                              .message()),
+              HasSubstr("a.crt: this kit's certificate expired on"));
+
+  // Nothing listening: the network, worth retrying.
+  d = transport::DiagnoseConnection("127.0.0.1:1", Files(dir + "/hospital-a"), false, 5s);
+  EXPECT_EQ(d.kind, transport::ConnectionDiagnosis::Kind::kNetwork);
+  EXPECT_TRUE(d.Transient());
+}
+
+TEST(FederationLinkTest, ASiloGivesUpAfterThreeIdenticalCertificateRefusalsButNotOnTheNetwork) {
+  const std::string ours = Provision("giveup-ours", std::chrono::system_clock::now());
+  const std::string theirs = Provision("giveup-theirs", std::chrono::system_clock::now());
+  Endpoint endpoint(ours);
+  transport::SiloClientOptions options;
+  options.target = endpoint.target();
+  options.initial_backoff = 20ms;
+  options.max_backoff = 40ms;
+  transport::TlsFiles intruder = Files(theirs + "/hospital-a");
+  options.diagnose = [&] {
+    return transport::DiagnoseConnection(options.target, intruder, false, 5s);
+  };
+  transport::SiloClient silo(transport::MakeChannelCredentials(intruder), options);
+  const Status gave_up = silo.Run();  // returns by itself
+  EXPECT_EQ(gave_up.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(gave_up.message()), HasSubstr("is not from this kit's CA"));
+  EXPECT_THAT(std::string(gave_up.message()), HasSubstr("(3 attempts; retrying will not help)"));
+
+  // Nobody listening: it keeps trying until stopped.
+  transport::SiloClientOptions away = options;
+  away.target = "127.0.0.1:1";
+  transport::TlsFiles mine = Files(ours + "/hospital-a");
+  away.diagnose = [&] { return transport::DiagnoseConnection(away.target, mine, false, 5s); };
+  transport::SiloClient patient(transport::MakeChannelCredentials(mine), away);
+  std::atomic<bool> returned{false};
+  std::thread runner([&] {
+    patient.Run().IgnoreError();
+    returned = true;
+  });
+  std::this_thread::sleep_for(1s);  // some twenty attempts
+  EXPECT_FALSE(returned.load());
+  patient.Stop();
   runner.join();
 }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,11 +33,13 @@
 #include "secure/provisioner.h"
 #include "test_util.h"
 #include "transport/tls.h"
+#include "transport/tls_diagnosis.h"
 
 namespace fedsilo {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
@@ -889,10 +892,16 @@ TEST(OrchestratorDaemonTest, PlaintextNeedsInsecureOnBothEndsAndWarns) {
   ASSERT_TRUE(fed.StartOrchestrator(0, {"--insecure"}));
   EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("NO TLS"));
   EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("PLAINTEXT, --insecure"));
-  // Without the flag, a client speaks TLS and cannot talk to a plaintext server.
+  // Without the flag, a client speaks TLS and cannot talk to a plaintext
+  // server, and says so.
   Output tls = fed.User("jobs");
-  EXPECT_EQ(tls.status, 1);
-  EXPECT_THAT(tls.err, HasSubstr("cannot reach the orchestrator"));
+  EXPECT_EQ(tls.status, 2);
+  EXPECT_THAT(tls.err, HasSubstr("does not speak TLS (was it started with --insecure?)"));
+  // ... and the other way round.
+  Output plain =
+      fed.Run("jobs --insecure --kit " + fed.dir() + "/kits/alice --orchestrator 127.0.0.1:1");
+  EXPECT_EQ(plain.status, 1);
+  EXPECT_THAT(plain.err, HasSubstr("cannot reach 127.0.0.1:1"));
 
   fed.StartSilo("a", {"--insecure"});
   fed.StartSilo("b");  // no flag: never gets through
@@ -911,6 +920,106 @@ TEST(OrchestratorDaemonTest, PlaintextNeedsInsecureOnBothEndsAndWarns) {
                 .status,
             0);
   EXPECT_EQ(fed.User("status job-2 --wait --insecure").status, 0);
+}
+
+// Every way a connection is refused says why, in words, and stops rather than
+// retrying forever; gRPC's and OpenSSL's own lines stay out of the terminal.
+TEST(OrchestratorDaemonTest, RefusedKitsSayWhyAndExitWithStatus2) {
+  Federation fed("refusals");
+  ASSERT_TRUE(fed.StartOrchestrator());
+  const std::string target = "localhost:" + std::to_string(fed.port());
+  Federation other("refusals-other");  // another federation's kits, never started
+  auto no_grpc_noise = [](const std::string& err) {
+    EXPECT_THAT(err, Not(HasSubstr("ssl_transport_security")));
+    EXPECT_THAT(err, Not(HasSubstr("Handshake failed")));
+  };
+
+  // A silo with another federation's kit: three identical refusals, then exit 2.
+  Output silo = fed.Run("silo --kit " + other.dir() + "/kits/a --datasets " + fed.dir() +
+                        "/datasets.yaml --orchestrator " + target);
+  EXPECT_EQ(silo.status, 2) << silo.err;
+  EXPECT_THAT(silo.err, HasSubstr("the orchestrator's certificate is not from this kit's CA: it "
+                                  "is of federation 'test-refusals', this kit of federation "
+                                  "'test-refusals-other'"));
+  EXPECT_THAT(silo.err, HasSubstr("retrying will not help"));
+  no_grpc_noise(silo.err);
+  // A user likewise, at once.
+  Output user = fed.Run("jobs --kit " + other.dir() + "/kits/alice --orchestrator " + target);
+  EXPECT_EQ(user.status, 2);
+  EXPECT_THAT(user.err, HasSubstr("is not from this kit's CA"));
+  no_grpc_noise(user.err);
+
+  // A kit that trusts this federation's CA but holds another CA's
+  // certificate: the orchestrator refuses it and logs what it claimed.
+  fs::copy_file(fed.dir() + "/kits/ca/ca.crt", other.dir() + "/kits/bob/ca.crt",
+                fs::copy_options::overwrite_existing);
+  Output mixed = fed.Run("jobs --kit " + other.dir() + "/kits/bob --orchestrator " + target);
+  EXPECT_EQ(mixed.status, 2);  // the CLI sees it first: its certificate is not from its CA
+  EXPECT_THAT(mixed.err, HasSubstr("this kit's certificate is not from the kit's CA (ca.crt)"));
+  // Past that check (as a client of its own would be), the orchestrator's
+  // handshake refuses it; after TLS 1.3's handshake, the client hears it.
+  auto bob = secure::LoadKit(other.dir() + "/kits/bob");
+  ASSERT_TRUE(bob.ok());
+  auto bob_files = transport::LoadTlsFiles(*bob);
+  ASSERT_TRUE(bob_files.ok());
+  const transport::ConnectionDiagnosis refused =
+      transport::DiagnoseConnection(target, *bob_files, false, 5s);
+  EXPECT_EQ(refused.kind, transport::ConnectionDiagnosis::Kind::kCertificate);
+  EXPECT_THAT(refused.reason, HasSubstr("the orchestrator refused this kit's certificate"));
+  const transport::ConnectionDiagnosis fine = transport::DiagnoseConnection(
+      target, *transport::LoadTlsFiles(*secure::LoadKit(fed.dir() + "/kits/alice")), false, 5s);
+  EXPECT_EQ(fine.kind, transport::ConnectionDiagnosis::Kind::kReachable) << fine.reason;
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
+              HasSubstr("refused a TLS handshake from 'bob' (user of federation "
+                        "'test-refusals-other'"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
+              HasSubstr("not issued by this federation's CA"));
+
+  // A revoked user: refused at the handshake once the orchestrator has re-read
+  // its kit's crl.pem (within seconds).
+  ASSERT_EQ(fed.User("jobs", "bob").status, 0);  // the control
+  ASSERT_EQ(fed.Run("provision revoke bob --out " + fed.dir() + "/kits").status, 0);
+  Output revoked;
+  for (int i = 0; i < 50; ++i) {
+    revoked = fed.User("jobs", "bob");
+    if (revoked.status != 0) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_EQ(revoked.status, 2) << revoked.err;
+  EXPECT_THAT(revoked.err, HasSubstr("the orchestrator refused this kit's certificate"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
+              HasSubstr("revoked by the federation operator"));
+  EXPECT_EQ(fed.User("jobs", "alice").status, 0);
+
+  // An expired kit is caught before dialling.
+  const std::string old = fed.dir() + "/old";
+  secure::FederationSpec spec;
+  spec.name = "old";
+  spec.certificate_days = 30;
+  spec.participants = {{"a", secure::ParticipantKind::kSilo},
+                       {"carol", secure::ParticipantKind::kUser}};
+  ASSERT_TRUE(
+      secure::ProvisionFederation(spec, old, std::chrono::system_clock::now() - 40 * 24h).ok());
+  Output expired = fed.Run("silo --kit " + old + "/a --datasets " + fed.dir() +
+                           "/datasets.yaml --orchestrator " + target);
+  EXPECT_EQ(expired.status, 2);
+  EXPECT_THAT(expired.err, HasSubstr("this kit's certificate expired on"));
+  Output expired_user = fed.Run("jobs --kit " + old + "/carol --orchestrator " + target);
+  EXPECT_EQ(expired_user.status, 2);
+  EXPECT_THAT(expired_user.err, HasSubstr("this kit's certificate expired on"));
+
+  // A network failure is not the kit's fault: the silo keeps retrying.
+  auto pid = SpawnProcess(Binary(),
+                          {"fedsilo", "silo", "--kit", fed.dir() + "/kits/c", "--datasets",
+                           fed.dir() + "/datasets.yaml", "--orchestrator", "127.0.0.1:1"},
+                          fed.dir() + "/unreachable.log");
+  ASSERT_TRUE(pid.ok());
+  std::this_thread::sleep_for(3s);
+  EXPECT_EQ(waitpid(*pid, nullptr, WNOHANG), 0) << "the silo gave up on a network failure";
+  StopProcess(*pid, SIGKILL, 0ms);
+  EXPECT_THAT(Read(fed.dir() + "/unreachable.log"),
+              HasSubstr("connection to 127.0.0.1:1 failed: cannot reach 127.0.0.1:1 "
+                        "(Connection refused); retrying"));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "secure/provisioner.h"
 #include "transport/tls.h"
+#include "transport/tls_diagnosis.h"
 
 namespace fedsilo::cli {
 
@@ -15,6 +16,8 @@ StatusOr<JobsClient> JobsClient::Connect(const UserOptions& options) {
       secure::Kit kit,
       secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kUser, "job commands"));
   FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
+  FEDSILO_RETURN_IF_ERROR(transport::CheckOwnCertificate(files, kit.certificate_path,
+                                                         std::chrono::system_clock::now()));
   if (options.insecure) {
     spdlog::warn("--insecure: NO TLS; the orchestrator cannot verify who you are");
   }
@@ -28,7 +31,12 @@ StatusOr<JobsClient> JobsClient::Connect(const UserOptions& options) {
   args.SetMaxReceiveMessageSize(kMaxReplyBytes);
   auto channel = grpc::CreateCustomChannel(
       target, transport::ChannelCredentialsFor(files, options.insecure), args);
-  return JobsClient(fedsilo::v1::Jobs::NewStub(channel), target, kit.name, options);
+  JobsClient client(fedsilo::v1::Jobs::NewStub(channel), target, kit.name, options);
+  client.diagnose_ = [files = std::make_shared<transport::TlsFiles>(std::move(files)), target,
+                      insecure = options.insecure] {
+    return transport::DiagnoseConnection(target, *files, insecure, std::chrono::seconds(5));
+  };
+  return client;
 }
 
 std::unique_ptr<grpc::ClientContext> JobsClient::Context() const {
@@ -44,6 +52,18 @@ std::unique_ptr<grpc::ClientContext> JobsClient::Context() const {
 Status JobsClient::Check(const grpc::Status& status, const char* call) const {
   if (status.ok()) return absl::OkStatus();
   Status s = transport::FromGrpcStatus(status);
+  if (absl::IsUnavailable(s) && diagnose_) {
+    // gRPC says "Socket closed" for a refused handshake: look at what fails.
+    const transport::ConnectionDiagnosis why = diagnose_();
+    if (!why.Transient()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot connect to the orchestrator at ", target_, ": ", why.reason));
+    }
+    if (why.kind == transport::ConnectionDiagnosis::Kind::kNetwork) {
+      return absl::UnavailableError(absl::StrCat("cannot reach the orchestrator at ", target_, " (",
+                                                 call, "): ", why.reason));
+    }
+  }
   if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
     return Annotate(s, absl::StrCat("cannot reach the orchestrator at ", target_, " (", call, ")"));
   }

@@ -6,12 +6,14 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "cli/user_options.h"
 #include "core/status.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
+#include "transport/tls_diagnosis.h"
 
 namespace fedsilo::cli {
 
@@ -40,6 +42,8 @@ class JobsClient {
   std::unique_ptr<fedsilo::v1::Jobs::Stub> stub_;
   std::string target_;
   std::string name_;
+  // Says why a call found the orchestrator unavailable (DiagnoseConnection).
+  std::function<transport::ConnectionDiagnosis()> diagnose_;
   UserOptions options_;
 };
 

@@ -1,7 +1,10 @@
 #include "cli/silo_command.h"
 
+#include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -22,6 +25,7 @@
 #include "silo/silo_runtime.h"
 #include "transport/silo_client.h"
 #include "transport/tls.h"
+#include "transport/tls_diagnosis.h"
 
 namespace fedsilo::cli {
 
@@ -30,6 +34,8 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
       secure::Kit kit,
       secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kSilo, "`fedsilo silo`"));
   FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
+  FEDSILO_RETURN_IF_ERROR(transport::CheckOwnCertificate(files, kit.certificate_path,
+                                                         std::chrono::system_clock::now()));
   if (options.datasets_path.empty()) {
     return absl::InvalidArgumentError("--datasets is required to run a silo");
   }
@@ -84,6 +90,9 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
         "verified. Use this only to debug a network, never with real data.");
     client_options.insecure_name = kit.name;
   }
+  client_options.diagnose = [&files, target = client_options.target, insecure = options.insecure] {
+    return transport::DiagnoseConnection(target, files, insecure, std::chrono::seconds(5));
+  };
   transport::SiloClient client(transport::ChannelCredentialsFor(files, options.insecure),
                                client_options, &runtime);
 
@@ -91,12 +100,24 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
 
   spdlog::info("silo '{}' of federation '{}' connecting to {}; datasets: {}", kit.name,
                kit.federation, client_options.target, absl::StrJoin(client_options.datasets, ", "));
-  std::thread runner([&] { client.Run().IgnoreError(); });
+  // Run() returns by itself only when retrying cannot help (this kit is
+  // refused); it then wakes the wait below as a signal would.
+  Status gave_up;
+  std::atomic<bool> ended{false};
+  std::thread runner([&] {
+    Status s = client.Run();
+    if (!s.ok() && !ended.exchange(true)) {
+      gave_up = std::move(s);
+      kill(getpid(), SIGTERM);
+    }
+  });
   const int signal_number = stop.Wait();
-  spdlog::info("silo '{}': signal {} received, leaving", kit.name, signal_number);
-  client.Stop();
+  if (!ended.exchange(true)) {
+    spdlog::info("silo '{}': signal {} received, leaving", kit.name, signal_number);
+    client.Stop();
+  }
   runner.join();
-  return absl::OkStatus();
+  return gave_up;
 }
 
 Status SiloLedgerCommand(const SiloCommandOptions& options) {

@@ -74,6 +74,8 @@ Status SiloClient::Run() {
   std::mt19937_64 rng(std::random_device{}());
   std::chrono::milliseconds backoff = options_.initial_backoff;
   Status last;
+  std::string same_reason;  // the certificate problem of the last attempts
+  int same = 0;
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -81,16 +83,44 @@ Status SiloClient::Run() {
     }
     const int before = sessions_.load();
     last = RunSession();
-    if (sessions_.load() > before) backoff = options_.initial_backoff;  // it had connected
+    const bool opened = sessions_.load() > before;
+    if (opened) backoff = options_.initial_backoff;  // it had connected
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return absl::OkStatus();
     }
+    // Why, in words: the orchestrator's own refusal, or a fresh look at what
+    // fails when no session opened (gRPC says only "Socket closed").
+    ConnectionDiagnosis why{ConnectionDiagnosis::Kind::kNetwork, std::string(last.message())};
+    if (absl::IsPermissionDenied(last) || absl::IsUnauthenticated(last)) {
+      why.kind = ConnectionDiagnosis::Kind::kCertificate;
+    } else if (!opened && !last.ok() && options_.diagnose) {
+      why = options_.diagnose();
+      if (why.kind == ConnectionDiagnosis::Kind::kReachable)
+        why.reason = std::string(last.message());
+    }
+    if (!why.Transient()) {
+      same = why.reason == same_reason ? same + 1 : 1;
+      same_reason = why.reason;
+      if (same >= options_.max_certificate_failures) {
+        return absl::InvalidArgumentError(absl::StrCat("cannot connect to ", options_.target, ": ",
+                                                       why.reason, " (", same,
+                                                       " attempts; retrying will not help)"));
+      }
+    } else {
+      same = 0;
+      same_reason.clear();
+    }
     // Full jitter: a restarted orchestrator is not hit by every silo at once.
     std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
     const std::chrono::milliseconds wait(jitter(rng));
-    spdlog::warn("connection to {} lost: {}; retrying in {} ms", options_.target,
-                 std::string(last.message()), wait.count());
+    if (!why.Transient()) {
+      spdlog::error("cannot connect to {}: {}; retrying in {} ms", options_.target, why.reason,
+                    wait.count());
+    } else {
+      spdlog::warn("connection to {} {}: {}; retrying in {} ms", options_.target,
+                   opened ? "lost" : "failed", why.reason, wait.count());
+    }
     if (!SleepUnlessStopped(wait)) return absl::OkStatus();
     backoff = std::min(options_.max_backoff, backoff * 2);
   }

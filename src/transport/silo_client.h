@@ -23,6 +23,7 @@
 #include "core/status.h"
 #include "fedsilo/v1/federation.grpc.pb.h"
 #include "transport/silo_connection.h"
+#include "transport/tls_diagnosis.h"
 
 namespace fedsilo::transport {
 
@@ -35,6 +36,12 @@ struct SiloClientOptions {
   // Set only with plaintext credentials (--insecure): the name this silo
   // claims, since there is no certificate to read it from.
   std::string insecure_name;
+  // Says why a session could not be opened (DiagnoseConnection); without it
+  // every failure is retried. A certificate or protocol problem found
+  // `max_certificate_failures` times in a row, the same each time, ends Run()
+  // with InvalidArgument: retrying would not help.
+  std::function<ConnectionDiagnosis()> diagnose;
+  int max_certificate_failures = 3;
 };
 
 class SiloClient {
