@@ -28,6 +28,7 @@
 #include "core/allocator.h"
 #include "core/job_config.h"
 #include "core/status.h"
+#include "core/unix_time.h"
 #include "ml/sandbox.h"
 #include "secure/provisioner.h"
 
@@ -92,15 +93,6 @@ int Provision(const std::string& federation_path, const std::string& kits_dir,
   return kExitOk;
 }
 
-std::string Day(std::chrono::system_clock::time_point t) {
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buffer[16];
-  std::strftime(buffer, sizeof(buffer), "%Y-%m-%d", &tm);
-  return buffer;
-}
-
 // `fedsilo provision revoke NAME`.
 int RevokeKit(const std::string& kits_dir, const std::string& name) {
   const auto now = std::chrono::system_clock::now();
@@ -130,7 +122,7 @@ int ListKits(const std::string& kits_dir) {
     const char* status = r.revoked ? "revoked" : now > r.not_after ? "expired" : "valid";
     std::printf("%-20s %-13s %-34s %-11s %s\n", r.name.c_str(),
                 std::string(secure::ParticipantKindName(r.kind)).c_str(), r.serial.c_str(),
-                Day(r.not_after).c_str(), status);
+                UtcTime(r.not_after, true).c_str(), status);
   }
   return kExitOk;
 }

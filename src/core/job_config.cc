@@ -464,8 +464,22 @@ StatusOr<ConfigOverride> ParseOverride(absl::string_view text) {
   return ConfigOverride{std::string(text.substr(0, eq)), std::string(text.substr(eq + 1))};
 }
 
-StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_view source_view,
+namespace {
+StatusOr<JobConfig> ParseJobConfigUnguarded(absl::string_view yaml_text,
+                                            absl::string_view source_view,
+                                            const std::vector<ConfigOverride>& overrides);
+}  // namespace
+
+StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_view source,
                                    const std::vector<ConfigOverride>& overrides) {
+  return GuardYaml<JobConfig>(
+      source, [&] { return ParseJobConfigUnguarded(yaml_text, source, overrides); });
+}
+
+namespace {
+StatusOr<JobConfig> ParseJobConfigUnguarded(absl::string_view yaml_text,
+                                            absl::string_view source_view,
+                                            const std::vector<ConfigOverride>& overrides) {
   const std::string source(source_view);
   FEDSILO_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source));
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
@@ -789,6 +803,7 @@ StatusOr<JobConfig> ParseJobConfig(absl::string_view yaml_text, absl::string_vie
   }
   return c;
 }
+}  // namespace
 
 StatusOr<JobConfig> LoadJobConfig(const std::string& path,
                                   const std::vector<ConfigOverride>& overrides) {

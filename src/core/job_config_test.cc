@@ -234,6 +234,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\n"
                 "privacy: {secure_aggregation: {threshold: 4}}\n",
                 "privacy.secure_aggregation.threshold: is 4, more than the job's 3 silos"},
+        // (Found by fuzzing: a mapping as a key once threw out of the parser.)
+        BadCase{"{data: x}: 1\n", "a key must be a name, not a list or a mapping"},
+        BadCase{"data: {[dataset]: digits}\n", "data: a key must be a name"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\n"
                 "privacy: {secure_aggregation: {threshold: 2}}\n",
                 "privacy.secure_aggregation.threshold: is 2, not more than half of the 4 silos "

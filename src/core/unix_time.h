@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ctime>
+#include <string>
 
 namespace fedsilo {
 
@@ -18,6 +20,17 @@ inline int64_t UnixMillis() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// `t` in UTC for people to read: "2026-12-01 22:18 UTC", or with `date_only`
+// "2026-12-01".
+inline std::string UtcTime(std::chrono::system_clock::time_point t, bool date_only = false) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof(buffer), date_only ? "%Y-%m-%d" : "%Y-%m-%d %H:%M UTC", &tm);
+  return buffer;
 }
 
 }  // namespace fedsilo

@@ -50,7 +50,12 @@ Status CheckYamlKeys(absl::string_view source, const YAML::Node& map, absl::stri
     return path.empty() ? key : absl::StrCat(path, ".", key);
   };
   for (const auto& entry : map) {
-    const std::string key = entry.first.as<std::string>();
+    if (!entry.first.IsScalar()) {
+      return YamlError(source, entry.first,
+                       absl::StrCat(path.empty() ? "the document" : path,
+                                    ": a key must be a name, not a list or a mapping"));
+    }
+    const std::string key = entry.first.Scalar();
     if (std::find(known.begin(), known.end(), key) != known.end()) continue;
     const std::string nearest = NearestName(key, known);
     return YamlError(

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/status.h"
 
 namespace fedsilo {
@@ -28,6 +29,20 @@ std::string NearestName(absl::string_view got, const std::vector<std::string>& c
 // and lists them.
 Status CheckYamlKeys(absl::string_view source, const YAML::Node& map, absl::string_view path,
                      const std::vector<std::string>& known);
+
+// Runs `parse()`, which reads a YAML document of `source`, turning what
+// yaml-cpp throws on a node of an unexpected shape (a list where a name was
+// expected, say) into InvalidArgument "<source>:<line>: ...": a hostile file
+// is an error, never the end of the process.
+template <typename T, typename Parse>
+StatusOr<T> GuardYaml(absl::string_view source, Parse&& parse) {
+  try {
+    return parse();
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ":", e.mark.line + 1, ": ",
+                                                   e.msg.empty() ? "unexpected YAML" : e.msg));
+  }
+}
 
 }  // namespace fedsilo
 

@@ -355,9 +355,12 @@ Status InstallSandboxFilter() {
     }
   }
   // Scheduling and limits of itself only (pid 0 or its own); limits read
-  // only; signals (abort) at itself only.
-  for (int nr : {SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getparam),
-                 SCMP_SYS(sched_getscheduler)}) {
+  // only; signals (abort) at itself only. Reading a CPU mask is allowed for
+  // any thread id: glibc's pthread_getattr_np reads its thread's by tid
+  // (sanitizer runtimes call it in every new thread), and a mask says little.
+  if (rc == 0) rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(sched_getaffinity), 0);
+  for (int nr :
+       {SCMP_SYS(sched_setaffinity), SCMP_SYS(sched_getparam), SCMP_SYS(sched_getscheduler)}) {
     for (scmp_datum_t pid : {scmp_datum_t{0}, self}) {
       if (rc == 0) rc = ::seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, pid));
     }

@@ -241,8 +241,8 @@ TEST(SandboxTest, TheFilterRefusesFilesSocketsAndProgramsButNotThreads) {
     const bool setown = ::fcntl(3, F_SETOWN, 1) < 0 && errno == EPERM;
     const bool flags = ::fcntl(1, F_GETFL) >= 0;
     cpu_set_t cpus;
-    const bool other = ::sched_getaffinity(1, sizeof(cpus), &cpus) < 0 && errno == EPERM;
     const bool own = ::sched_getaffinity(0, sizeof(cpus), &cpus) == 0;
+    const bool other = ::sched_setaffinity(1, sizeof(cpus), &cpus) < 0 && errno == EPERM;
     return setown && flags && other && own ? 0 : 6;
   });
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
@@ -370,7 +370,9 @@ TEST(SandboxTest, TheAllowlistIsCheckedAgainstLibtorchsRegistry) {
   EXPECT_GT(outside.size(), 10u);
   for (const std::string& op : AllowedTorchScriptOps()) {
     EXPECT_EQ(outside_set.count(op), 0u) << op << " reaches outside";
-    if (op.rfind("aten::", 0) == 0) EXPECT_TRUE(IsRegisteredOp(op)) << op << " is not an operator";
+    if (op.rfind("aten::", 0) == 0) {
+      EXPECT_TRUE(IsRegisteredOp(op)) << op << " is not an operator";
+    }
   }
 }
 

@@ -16,6 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "core/unix_time.h"
 #include "secure/revocation.h"
 
 namespace fedsilo::secure {
@@ -195,15 +196,6 @@ std::string SerialHex(const ASN1_INTEGER* serial) {
   return out;
 }
 
-std::string DayOf(std::chrono::system_clock::time_point t) {
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof(buffer), "%Y-%m-%d %H:%M UTC", &tm);
-  return buffer;
-}
-
 // The identity fields of a parsed certificate (kind from the OU, if it names one).
 CertificateSummary Summarize(X509* cert) {
   CertificateSummary out;
@@ -366,10 +358,10 @@ StatusOr<PeerIdentity> VerifyCertificate(const std::string& certificate_pem,
     std::string why;
     switch (error) {
       case X509_V_ERR_CERT_HAS_EXPIRED:
-        why = absl::StrCat(" (it expired on ", DayOf(claimed.peer.not_after), ")");
+        why = absl::StrCat(" (it expired on ", UtcTime(claimed.peer.not_after), ")");
         break;
       case X509_V_ERR_CERT_NOT_YET_VALID:
-        why = absl::StrCat(" (it is valid from ", DayOf(claimed.peer.not_before),
+        why = absl::StrCat(" (it is valid from ", UtcTime(claimed.peer.not_before),
                            "; is a clock wrong?)");
         break;
       case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:

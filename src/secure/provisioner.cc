@@ -119,8 +119,20 @@ Status WriteKit(const CertificateAuthority& ca, const FederationSpec& spec,
 
 }  // namespace
 
+namespace {
+StatusOr<FederationSpec> ParseFederationSpecUnguarded(absl::string_view yaml_text,
+                                                      absl::string_view source);
+}  // namespace
+
 StatusOr<FederationSpec> ParseFederationSpec(absl::string_view yaml_text,
                                              absl::string_view source) {
+  return GuardYaml<FederationSpec>(source,
+                                   [&] { return ParseFederationSpecUnguarded(yaml_text, source); });
+}
+
+namespace {
+StatusOr<FederationSpec> ParseFederationSpecUnguarded(absl::string_view yaml_text,
+                                                      absl::string_view source) {
   FEDSILO_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml_text, source));
   FEDSILO_RETURN_IF_ERROR(CheckYamlKeys(
       source, root, "", {"name", "certificate_days", "orchestrator", "participants"}));
@@ -186,6 +198,7 @@ StatusOr<FederationSpec> ParseFederationSpec(absl::string_view yaml_text,
   }
   return spec;
 }
+}  // namespace
 
 StatusOr<FederationSpec> LoadFederationSpec(const std::string& path) {
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));

@@ -123,7 +123,16 @@ struct Policy {
   std::map<std::string, DatasetPolicy> datasets;
 };
 
+namespace {
+StatusOr<Policy> LoadPolicyUnguarded(const std::string& path);
+}  // namespace
+
 StatusOr<Policy> LoadPolicy(const std::string& path) {
+  return GuardYaml<Policy>(path, [&] { return LoadPolicyUnguarded(path); });
+}
+
+namespace {
+StatusOr<Policy> LoadPolicyUnguarded(const std::string& path) {
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   FEDSILO_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(text, path));
   if (!root.IsMap()) {
@@ -160,6 +169,7 @@ StatusOr<Policy> LoadPolicy(const std::string& path) {
   }
   return policy;
 }
+}  // namespace
 
 double Epsilon(double q, double sigma, int64_t steps, double delta) {
   if (steps == 0) return 0;

@@ -50,7 +50,18 @@ std::string SiloPath(const std::string& catalog, std::string value, const std::s
 
 }  // namespace
 
+namespace {
+StatusOr<DatasetCatalog> LoadDatasetCatalogUnguarded(const std::string& path,
+                                                     const std::string& silo);
+}  // namespace
+
 StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::string& silo) {
+  return GuardYaml<DatasetCatalog>(path, [&] { return LoadDatasetCatalogUnguarded(path, silo); });
+}
+
+namespace {
+StatusOr<DatasetCatalog> LoadDatasetCatalogUnguarded(const std::string& path,
+                                                     const std::string& silo) {
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   auto error = [&](const YAML::Node& at, absl::string_view message) {
     return YamlError(path, at, message);
@@ -139,6 +150,7 @@ StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::
   }
   return catalog;
 }
+}  // namespace
 
 SiloRuntime::SiloRuntime(std::string silo_name, DatasetCatalog catalog, std::string data_dir,
                          PrivacyGuard* guard)

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
+#include "core/unix_time.h"
 
 namespace fedsilo::transport {
 
@@ -25,15 +26,6 @@ StatusOr<TlsFiles> LoadTlsFiles(const secure::Kit& kit) {
 }
 
 namespace {
-
-std::string Date(std::chrono::system_clock::time_point t) {
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof(buffer), "%Y-%m-%d %H:%M UTC", &tm);
-  return buffer;
-}
 
 // Whom a certificate claims to be, for a log line about a refused one.
 std::string Claimed(const std::string& pem) {
@@ -171,7 +163,7 @@ Status PeerAuthenticator::StillValid(const secure::PeerIdentity& peer) const {
   if (insecure) return absl::OkStatus();
   if (clock() > peer.not_after) {
     return absl::PermissionDeniedError(
-        absl::StrCat("the certificate of '", peer.name, "' expired on ", Date(peer.not_after)));
+        absl::StrCat("the certificate of '", peer.name, "' expired on ", UtcTime(peer.not_after)));
   }
   return CheckRevoked(peer, revoked.get());
 }

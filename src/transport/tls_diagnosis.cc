@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/unix_time.h"
 #include "secure/certificate_authority.h"
 
 namespace fedsilo::transport {
@@ -87,15 +88,6 @@ class NoSigpipe {
   sigset_t old_;
   bool was_pending_ = false;
 };
-
-std::string Day(std::chrono::system_clock::time_point t) {
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof(buffer), "%Y-%m-%d %H:%M UTC", &tm);
-  return buffer;
-}
 
 // "host:port" (or "[v6]:port", with an optional "dns:///") -> parts.
 bool SplitTarget(std::string target, std::string* host, std::string* port) {
@@ -177,8 +169,8 @@ std::string ToPem(X509* cert) {
 // The DNS names and IP addresses a certificate is for.
 std::string NamesOf(X509* cert) {
   std::vector<std::string> names;
-  auto* sans = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* sans =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   for (int i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans); ++i) {
     const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans, i);
     if (n->type == GEN_DNS) {
@@ -212,27 +204,29 @@ std::string ServerCertificateProblem(long result, X509* cert, const std::string&
                           "); dial one of those names (--orchestrator HOST:PORT)");
     case X509_V_ERR_CERT_HAS_EXPIRED:
       return absl::StrCat("the orchestrator's certificate expired on ",
-                          Day(summary.peer.not_after),
+                          UtcTime(summary.peer.not_after),
                           "; its operator must issue it a new kit");
     case X509_V_ERR_CERT_NOT_YET_VALID:
       return absl::StrCat("the orchestrator's certificate is valid only from ",
-                          Day(summary.peer.not_before), " (is a clock wrong?)");
+                          UtcTime(summary.peer.not_before), " (is a clock wrong?)");
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_CERT_SIGNATURE_FAILURE:
     case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
     case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
       if (theirs == federation) {
-        return absl::StrCat("the orchestrator's certificate is not from this kit's CA, though "
-                            "both name federation '",
-                            federation,
-                            "' (was the federation provisioned again? ask its operator for a "
-                            "kit of the current CA)");
+        return absl::StrCat(
+            "the orchestrator's certificate is not from this kit's CA, though "
+            "both name federation '",
+            federation,
+            "' (was the federation provisioned again? ask its operator for a "
+            "kit of the current CA)");
       }
-      return absl::StrCat("the orchestrator's certificate is not from this kit's CA: it is of "
-                          "federation '",
-                          theirs, "', this kit of federation '", federation,
-                          "' (another federation's kit, or the wrong address?)");
+      return absl::StrCat(
+          "the orchestrator's certificate is not from this kit's CA: it is of "
+          "federation '",
+          theirs, "', this kit of federation '", federation,
+          "' (another federation's kit, or the wrong address?)");
     default:
       return absl::StrCat("the orchestrator's certificate does not verify: ",
                           X509_verify_cert_error_string(result));
@@ -266,14 +260,14 @@ Status CheckOwnCertificate(const TlsFiles& files, const std::string& certificate
   if (!mine.ok()) return Annotate(mine.status(), certificate_path);
   if (now > mine->peer.not_after) {
     return absl::InvalidArgumentError(absl::StrCat(
-        certificate_path, ": this kit's certificate expired on ", Day(mine->peer.not_after),
+        certificate_path, ": this kit's certificate expired on ", UtcTime(mine->peer.not_after),
         "; ask the federation operator for a new kit (`fedsilo provision add-",
         mine->kind_known ? secure::ParticipantKindName(mine->peer.kind) : "silo", " NAME`)"));
   }
   if (now < mine->peer.not_before) {
     return absl::InvalidArgumentError(
         absl::StrCat(certificate_path, ": this kit's certificate is valid only from ",
-                     Day(mine->peer.not_before), " (is this machine's clock wrong?)"));
+                     UtcTime(mine->peer.not_before), " (is this machine's clock wrong?)"));
   }
   StatusOr<secure::PeerIdentity> verified =
       secure::VerifyCertificate(files.cert_pem, files.ca_pem, now);
@@ -319,8 +313,8 @@ ConnectionDiagnosis DiagnoseConnection(const std::string& target, const TlsFiles
   // A refused orchestrator certificate ends the handshake before this kit's
   // certificate is sent; the callback keeps theirs to say what it is.
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, [](int ok, X509_STORE_CTX* store) {
-    auto* ssl = static_cast<SSL*>(
-        X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+    auto* ssl =
+        static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
     auto* seen = static_cast<CertPtr*>(SSL_get_app_data(ssl));
     X509* leaf = X509_STORE_CTX_get0_cert(store);
     if (seen != nullptr && *seen == nullptr && leaf != nullptr && X509_up_ref(leaf) == 1) {

@@ -1,0 +1,140 @@
+// Writes the seed inputs of each fuzz target into fuzz/corpus/<target>/:
+// well-formed examples the fuzzer mutates from. Run by hand when a format
+// changes (scripts/fuzz --seeds); the seeds are kept in the repository.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/file_util.h"
+#include "core/model_state_file.h"
+#include "secure/certificate_authority.h"
+#include "secure/secagg.h"
+#include "secure/storage_keys.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+std::string root;
+
+void Seed(const std::string& target, const std::string& name, const std::string& bytes) {
+  fs::create_directories(root + "/" + target);
+  std::ofstream(root + "/" + target + "/" + name, std::ios::binary) << bytes;
+}
+
+// Parts as fuzz::Parts reads them: a 2-byte little-endian length, then bytes.
+std::string Parts(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const std::string& p : parts) {
+    out.push_back(static_cast<char>(p.size() & 0xff));
+    out.push_back(static_cast<char>((p.size() >> 8) & 0xff));
+    out += p;
+  }
+  return out;
+}
+
+fedsilo::ModelState Small() {
+  fedsilo::ModelState s;
+  (void)s.Add(fedsilo::Tensor::FromFloats("w", {2, 2}, {1, 2, 3, 4}));
+  (void)s.Add(fedsilo::Tensor::FromFloats("b", {2}, {0.5f, -0.5f}));
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace fedsilo;
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: make_seeds CORPUS_DIR SOURCE_DIR\n");
+    return 2;
+  }
+  root = argv[1];
+  const std::string source = argv[2];
+
+  Seed("model_state", "small.fsm", SerializeModelState(Small(), {{"round", "3"}, {"job", "x"}}));
+  Seed("model_state", "empty.fsm", SerializeModelState(ModelState()));
+
+  secure::KeyRing ring;
+  ring.current = "k1";
+  ring.keys["k1"].fill(7);
+  secure::AeadFileSealer sealer(ring);
+  Seed("sealed_file", "model.sealed", sealer.Seal(SerializeModelState(Small())));
+  Seed("sealed_file", "text.sealed", sealer.Seal("{\"runs\": []}"));
+
+  for (const char* job :
+       {"digits.yaml", "breast-cancer.yaml", "mnist-cnn-noniid.yaml", "fraud.yaml"}) {
+    StatusOr<std::string> text = ReadFile(source + "/examples/" + job);
+    if (text.ok()) Seed("job_config", job, *text);
+  }
+  Seed("job_config", "secure.yaml",
+       "data: {dataset: digits}\nfederation: {silos: 5}\n"
+       "privacy: {secure_aggregation: {threshold: 4}, dp: {mode: central, noise_multiplier: 1}}\n"
+       "strategy: {name: fedadam}\ntraining: {rounds: 3, optimizer: adam}\n");
+
+  Seed("federation_spec", "federation.yaml",
+       "name: hospitals\ncertificate_days: 90\norchestrator: {hosts: [localhost, 127.0.0.1], "
+       "port: 9443}\nparticipants:\n  - {name: hospital-a, kind: silo}\n"
+       "  - {name: alice, kind: user}\n");
+
+  Seed("chunks", "two.bin",
+       std::string("\x0a\x00", 2) + Parts({"\x00"
+                                           "abcde",
+                                           "\x01"
+                                           "fghij"}));
+  Seed("chunks", "short.bin",
+       std::string("\x0a\x00", 2) + Parts({"\x01"
+                                           "abc"}));
+
+  // An honest secure-aggregation round among three silos, recorded.
+  const std::vector<std::string> names = {"silo-1", "silo-2", "silo-3"};
+  std::map<std::string, std::unique_ptr<secure::SecAggSilo>> silos;
+  for (const auto& n : names) {
+    silos[n] = std::make_unique<secure::SecAggSilo>(n);
+    silos[n]->SetInput("run", 1, Small(), 5);
+  }
+  secure::SecAggParams params;
+  params.threshold = 2;
+  auto round = secure::SecAggRound::Create("run", 1, params, names, Small());
+  std::vector<std::string> to_silo1, replies;
+  auto ask = [&](const std::map<std::string, std::string>& requests, auto accept) {
+    for (const auto& n : names) {
+      const std::string& request = requests.at(n);
+      if (n == "silo-1") to_silo1.push_back(request);
+      StatusOr<std::string> reply = silos[n]->Handle("run", 1, request);
+      if (!reply.ok()) continue;
+      replies.push_back(*reply);
+      (void)accept(n, *reply);
+    }
+  };
+  auto all = [&](const std::string& r) {
+    std::map<std::string, std::string> m;
+    for (const auto& n : names) m[n] = r;
+    return m;
+  };
+  ask(all(round->AdvertiseRequest()),
+      [&](auto& s, auto& r) { return round->AcceptAdvertise(s, r); });
+  ask(all(*round->ShareKeysRequest()),
+      [&](auto& s, auto& r) { return round->AcceptShareKeys(s, r); });
+  ask(*round->MaskedInputRequests(),
+      [&](auto& s, auto& r) { return round->AcceptMaskedInput(s, r); });
+  ask(all(*round->ConsistencyRequest()),
+      [&](auto& s, auto& r) { return round->AcceptConsistency(s, r); });
+  ask(all(*round->UnmaskRequest()), [&](auto& s, auto& r) { return round->AcceptUnmask(s, r); });
+  Seed("secagg", "silo-requests.bin", std::string("\x01", 1) + Parts(to_silo1));
+  Seed("secagg", "silo-replies.bin", std::string("\x00", 1) + Parts(replies));
+
+  auto ca = secure::CertificateAuthority::Create("fuzz", 30, std::chrono::system_clock::now());
+  auto issued = (*ca)->Issue({"silo-1", secure::ParticipantKind::kSilo, {}, 10},
+                             std::chrono::system_clock::now());
+  auto peer = secure::VerifyCertificate(issued->certificate_pem, (*ca)->certificate_pem(),
+                                        std::chrono::system_clock::now());
+  Seed("crl", "crl.pem",
+       *(*ca)->MakeCrl({{peer->serial, std::chrono::system_clock::now()}},
+                       std::chrono::system_clock::now()));
+  Seed("crl", "cert.pem", issued->certificate_pem);
+  std::printf("seeds written under %s\n", root.c_str());
+  return 0;
+}
