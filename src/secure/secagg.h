@@ -2,10 +2,12 @@
 // Privacy-Preserving Machine Learning" (CCS 2017), in its version against an
 // active adversary: the orchestrator learns the weighted sum of the updates of
 // the silos that stayed to the end of a round, and nothing about any one
-// update, as long as fewer than `threshold` silos collude with it -- even when
-// it lies to the silos, so long as it cannot have the federation's CA issue it
-// silo certificates (the CA's key stays with the operator, off the
-// orchestrator's machine).
+// update, as long as fewer than `threshold` silos collude with it while it
+// follows the protocol. When it lies to the silos (and cannot have the
+// federation's CA issue it silo certificates: the CA's key stays with the
+// operator, off the orchestrator's machine), the bound is fewer than
+// 2 * threshold - n colluding silos of the n in the round: none at n = 3,
+// threshold 2. Not yet defended: a repeated round (see docs/threat-model.md).
 //
 // One round (all keys are fresh per round):
 //  1. advertise: each silo makes two X25519 key pairs, one to encrypt shares
