@@ -70,10 +70,7 @@ StatusOr<secure::PeerIdentity> Caller(const httplib::Request& req,
   FEDSILO_ASSIGN_OR_RETURN(secure::PeerIdentity peer,
                            secure::VerifyCertificate(std::string(data, static_cast<size_t>(n)),
                                                      options.tls->ca_pem, options.clock()));
-  if (options.revoked != nullptr && options.revoked->IsRevoked(peer.serial)) {
-    return absl::PermissionDeniedError(absl::StrCat("the certificate of '", peer.name,
-                                                    "' was revoked by the federation operator"));
-  }
+  if (options.revoked != nullptr) FEDSILO_RETURN_IF_ERROR(options.revoked->Check(peer));
   return peer;
 }
 

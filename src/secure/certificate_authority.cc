@@ -540,10 +540,7 @@ Status SignatureChecker::Check(const std::string& name, ParticipantKind kind,
     return absl::PermissionDeniedError(
         absl::StrCat("the certificate given for '", name, "' has expired"));
   }
-  if (impl_->revoked != nullptr && impl_->revoked->IsRevoked(entry->peer.serial)) {
-    return absl::PermissionDeniedError(absl::StrCat("the certificate given for '", name,
-                                                    "' was revoked by the federation operator"));
-  }
+  if (impl_->revoked != nullptr) FEDSILO_RETURN_IF_ERROR(impl_->revoked->Check(entry->peer));
   if (entry->peer.kind != kind || entry->peer.name != name) {
     return absl::PermissionDeniedError(
         absl::StrCat("the certificate given for '", name, "' belongs to ",

@@ -72,6 +72,13 @@ bool RevocationList::IsRevoked(const std::string& serial) const {
   return serials_.count(serial) > 0;
 }
 
+Status RevocationList::Check(const PeerIdentity& peer) const {
+  if (!IsRevoked(peer.serial)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat("the certificate of '", peer.name, "' (serial ",
+                                                  peer.serial,
+                                                  ") was revoked by the federation operator"));
+}
+
 int RevocationList::size() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(serials_.size());

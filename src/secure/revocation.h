@@ -17,6 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "core/status.h"
+#include "secure/certificate_authority.h"
 
 namespace fedsilo::secure {
 
@@ -35,6 +36,8 @@ class RevocationList {
   // list read before is kept (a broken copy revokes nothing new, and
   // un-revokes nothing).
   bool IsRevoked(const std::string& serial) const;
+  // PermissionDenied naming `peer` and its serial when it is revoked.
+  Status Check(const PeerIdentity& peer) const;
   int size() const;
 
   // How often the file is looked at (default 2 s).

@@ -140,7 +140,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
 
 OrchestratorService::OrchestratorService(std::string ca_pem, SiloSessionListener* listener,
                                          Clock clock, bool insecure)
-    : auth_{std::move(ca_pem), std::move(clock), insecure}, listener_(listener) {}
+    : auth_{std::move(ca_pem), std::move(clock), insecure, nullptr}, listener_(listener) {}
 
 OrchestratorService::~OrchestratorService() = default;
 

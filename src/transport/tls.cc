@@ -36,14 +36,9 @@ std::string Claimed(const std::string& pem) {
                       " of federation '", s->peer.federation, "', serial ", s->peer.serial, ")");
 }
 
-// PermissionDenied if `peer` is revoked.
+// PermissionDenied if `peer` is revoked (`revoked` may be null).
 Status CheckRevoked(const secure::PeerIdentity& peer, const secure::RevocationList* revoked) {
-  if (revoked != nullptr && revoked->IsRevoked(peer.serial)) {
-    return absl::PermissionDeniedError(absl::StrCat("the certificate of '", peer.name, "' (serial ",
-                                                    peer.serial,
-                                                    ") was revoked by the federation operator"));
-  }
-  return absl::OkStatus();
+  return revoked != nullptr ? revoked->Check(peer) : absl::OkStatus();
 }
 
 // Checks a client's certificate during the handshake (gRPC only makes sure
