@@ -378,6 +378,54 @@ TEST(FederationLinkTest, ARevokedSiloLosesItsStreamAndIsRefusedAtTheHandshakeOth
   run_b.join();
 }
 
+// A revoked or expired silo that sends nothing (no heartbeat, no message the
+// stream would check) gets no task, and its stream is closed by the sweep.
+TEST(FederationLinkTest, ARevokedSiloThatStaysSilentGetsNoTaskAndLosesItsStream) {
+  const auto now = std::chrono::system_clock::now();
+  for (bool sweep : {false, true}) {
+    const std::string kits = Provision(sweep ? "expire-silent" : "revoke-silent", now);
+    RevokingEndpoint endpoint(kits);
+    endpoint.service.set_validity_sweep(sweep ? 100ms : std::chrono::milliseconds(3600000));
+    auto channel = grpc::CreateChannel(
+        endpoint.target(), transport::MakeChannelCredentials(Files(kits + "/hospital-a")));
+    auto stub = fedsilo::v1::Orchestrator::NewStub(channel);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 20s);
+    auto stream = stub->Connect(&context);
+    fedsilo::v1::SiloMessage hello;
+    hello.mutable_hello()->add_datasets("digits");
+    ASSERT_TRUE(stream->Write(hello));
+    ASSERT_TRUE(WaitFor([&] { return endpoint.Connected("hospital-a"); }));
+    if (!sweep) {
+      ASSERT_TRUE(secure::RevokeParticipant(kits, "hospital-a", now).ok());
+      std::this_thread::sleep_for(200ms);  // the list is re-read (every 50 ms here)
+      JobConfig job;
+      job.data.dataset = "digits";
+      job.federation.silos = {"hospital-a"};
+      ModelState global;
+      ASSERT_TRUE(global.Add(Tensor::FromFloats("w", {4}, {1, 2, 3, 4})).ok());
+      StatusOr<transport::FitReply> reply =
+          endpoint.service.Fit("hospital-a", {"run", 1, 7, &job, &global}, 5s);
+      ASSERT_FALSE(reply.ok());
+      EXPECT_THAT(std::string(reply.status().message()),
+                  HasSubstr("silo 'hospital-a' was refused: the certificate of 'hospital-a'"));
+      EXPECT_THAT(std::string(reply.status().message()), HasSubstr("was revoked"));
+    } else {
+      // Expired while connected (the orchestrator's clock 31 days on): the
+      // sweep finds it on its own.
+      endpoint.ahead_hours = 31 * 24;
+      EXPECT_TRUE(WaitFor([&] { return !endpoint.Connected("hospital-a"); }, 5s));
+    }
+    // Nothing of a task reached it; its stream ends.
+    fedsilo::v1::OrchestratorMessage message;
+    bool task = false;
+    while (stream->Read(&message)) task |= message.has_task() || message.has_chunk();
+    EXPECT_FALSE(task);
+    EXPECT_NE(stream->Finish().error_code(), grpc::StatusCode::OK);
+    EXPECT_TRUE(WaitFor([&] { return !endpoint.Connected("hospital-a"); }, 5s));
+  }
+}
+
 TEST(FederationLinkTest, ACertificateThatExpiresLosesItsOpenStream) {
   const std::string kits = Provision("expire-open", std::chrono::system_clock::now(), 30);
   RevokingEndpoint endpoint(kits);

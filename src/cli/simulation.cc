@@ -262,7 +262,8 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
       std::printf(
           "  secure  aggregation: threshold %d of %d, %d-bit fixed point, values clipped to "
           "+-%g\n",
-          secure::SecAggThreshold(sa.threshold, sampled), sampled, sa.bits, sa.clip_range);
+          secure::SecAggThreshold(sa.threshold, sampled, job.federation.min_silos), sampled,
+          sa.bits, sa.clip_range);
     }
     std::fflush(stdout);
   };

@@ -742,6 +742,12 @@ StatusOr<JobConfig> ParseJobConfigUnguarded(absl::string_view yaml_text,
                      absl::StrCat("is ", sa.threshold, ", more than the job's ",
                                   c.federation.silos.size(), " silos"));
   }
+  if (sa.enabled && sa.threshold > 0 && sa.threshold < c.federation.min_silos) {
+    return top.Error(
+        privacy.Child("secure_aggregation"), "privacy.secure_aggregation.threshold",
+        absl::StrCat("is ", sa.threshold, ", below federation.min_silos (", c.federation.min_silos,
+                     "): a sum could be over fewer silos, and silos refuse it"));
+  }
   if (sa.enabled && sa.threshold > 0 && 2 * sa.threshold <= SilosPerRound(c.federation)) {
     return top.Error(privacy.Child("secure_aggregation"), "privacy.secure_aggregation.threshold",
                      absl::StrCat("is ", sa.threshold, ", not more than half of the ",

@@ -241,6 +241,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "privacy: {secure_aggregation: {threshold: 2}}\n",
                 "privacy.secure_aggregation.threshold: is 2, not more than half of the 4 silos "
                 "sampled each round"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 5, min_silos: 4}\n"
+                "privacy: {secure_aggregation: {threshold: 3}}\n",
+                "privacy.secure_aggregation.threshold: is 3, below federation.min_silos (4)"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 1}\n"
                 "privacy: {secure_aggregation: true}\n",
                 "privacy.secure_aggregation: needs at least 2 silos"},

@@ -253,7 +253,7 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
                                      RoundSummary& summary) {
   const SecureAggregationConfig& config = job_.privacy.secure_aggregation;
   secure::SecAggParams params;
-  params.threshold = secure::SecAggThreshold(config.threshold, sampled);
+  params.threshold = secure::SecAggThreshold(config.threshold, sampled, job_.federation.min_silos);
   params.clip_range = config.clip_range;
   params.bits = config.bits;
   // Central DP weighs silos equally, with updates clipped by the silos.

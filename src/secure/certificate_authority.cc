@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/unix_time.h"
 #include "secure/revocation.h"
@@ -338,6 +339,13 @@ StatusOr<IssuedCertificate> CertificateAuthority::Issue(
   return issued;
 }
 
+std::string ShownName(absl::string_view name) {
+  constexpr size_t kMost = 80;
+  std::string shown = absl::CHexEscape(name.substr(0, kMost));
+  if (name.size() > kMost) absl::StrAppend(&shown, "...");
+  return shown;
+}
+
 StatusOr<PeerIdentity> VerifyCertificate(const std::string& certificate_pem,
                                          const std::string& ca_certificate_pem,
                                          std::chrono::system_clock::time_point now) {
@@ -370,18 +378,19 @@ StatusOr<PeerIdentity> VerifyCertificate(const std::string& certificate_pem,
       case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
       case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
         why = absl::StrCat(" (it was not issued by this federation's CA; it names federation '",
-                           claimed.peer.federation, "': a kit of another federation?)");
+                           ShownName(claimed.peer.federation), "': a kit of another federation?)");
         break;
       default:
         break;
     }
     return absl::PermissionDeniedError(
-        absl::StrCat("certificate of '", claimed.peer.name,
+        absl::StrCat("certificate of '", ShownName(claimed.peer.name),
                      "' does not verify: ", X509_verify_cert_error_string(error), why));
   }
   const CertificateSummary summary = Summarize(cert.get());
   if (!summary.kind_known || summary.peer.name.empty()) {
-    return absl::PermissionDeniedError(absl::StrCat("certificate of '", summary.peer.name,
+    return absl::PermissionDeniedError(absl::StrCat("certificate of '",
+                                                    ShownName(summary.peer.name),
                                                     "' names no fedsilo participant kind (OU)"));
   }
   return summary.peer;

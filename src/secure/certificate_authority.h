@@ -97,6 +97,11 @@ struct PeerIdentity {
   std::chrono::system_clock::time_point not_after;
 };
 
+// A name taken from a certificate that is not verified (yet), fit for a log
+// line or a message: control characters, quotes and other bytes that are not
+// printable ASCII are escaped (\n, \x1b), and it is cut at 80 characters.
+std::string ShownName(absl::string_view name);
+
 // What a certificate says of its holder and dates, without verifying it
 // (`fedsilo provision list`; kind is kSilo and kind_known false when its OU
 // names none). InvalidArgument when it does not parse.

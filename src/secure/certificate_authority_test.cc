@@ -60,6 +60,26 @@ TEST(CertificateAuthorityTest, CertificatesFromAnotherCaAreRefused) {
   EXPECT_THAT(peer.status().message(), HasSubstr("'mallory' does not verify"));
 }
 
+TEST(CertificateAuthorityTest, NamesOfARefusedCertificateCannotForgeLogLines) {
+  // Another CA names its holder (and federation) with a line break and a
+  // terminal escape: a log line about the refusal must stay one line.
+  auto ours = CertificateAuthority::Create("ours", 365, kNow);
+  auto theirs = CertificateAuthority::Create("x\n[info] silo 'a' connected", 365, kNow);
+  ASSERT_TRUE(theirs.ok()) << theirs.status();
+  auto cert = (*theirs)->Issue(
+      {"mallory\n[info] silo 'b' connected\x1b[2K", ParticipantKind::kSilo, {}, 10}, kNow);
+  ASSERT_TRUE(cert.ok()) << cert.status();
+  auto peer = VerifyCertificate(cert->certificate_pem, (*ours)->certificate_pem(), kNow);
+  ASSERT_FALSE(peer.ok());
+  const std::string message(peer.status().message());
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_EQ(message.find('\x1b'), std::string::npos) << message;
+  EXPECT_THAT(message, HasSubstr("'mallory\\n[info] silo \\'b\\' connected\\x1b[2K'"));
+  EXPECT_THAT(message, HasSubstr("names federation 'x\\n[info]"));
+  EXPECT_EQ(ShownName(std::string(200, 'a')), std::string(80, 'a') + "...");
+  EXPECT_EQ(ShownName("hospital-a"), "hospital-a");
+}
+
 TEST(CertificateAuthorityTest, LeafValidityNeverOutlivesTheCa) {
   auto ca = CertificateAuthority::Create("f", 5, kNow);
   auto cert = (*ca)->Issue({"x", ParticipantKind::kUser, {}, 365}, kNow);

@@ -135,9 +135,9 @@ Status CheckSilo(const SignatureChecker& checker, const std::string& silo,
 }
 }  // namespace
 
-int SecAggThreshold(int configured, int sampled) {
+int SecAggThreshold(int configured, int sampled, int min_silos) {
   if (configured > 0) return configured;
-  return std::max(2, (2 * sampled + 2) / 3);
+  return std::min(std::max(sampled, 2), std::max({2, (2 * sampled + 2) / 3, min_silos}));
 }
 
 FixedPoint::FixedPoint(double clip_range, int bits)
@@ -182,10 +182,32 @@ void MaskedSum::Add(const MaskedVector& v) {
 
 // --- silo side ---------------------------------------------------------------
 
-void SecAggSilo::SetInput(const std::string& run_id, int round, ModelState update,
-                          int64_t examples) {
+Status CheckSecondReveal(const std::vector<SecAggReveal>& earlier, const SecAggReveal& next) {
+  for (const SecAggReveal& e : earlier) {
+    const bool same_round = e.run_id == next.run_id && e.round == next.round;
+    const bool same_origin = !e.origin.empty() && e.origin == next.origin;
+    if ((same_round || same_origin) && e.survivors != next.survivors) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "this silo already revealed its shares for round ", e.round, " of job '", e.run_id,
+          "' over the silos [", absl::StrJoin(e.survivors, ", "), "]",
+          same_round ? "" : ", of updates from the same global model", "; a second sum over [",
+          absl::StrJoin(next.survivors, ", "), "] would give away the difference of the two"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Status MemorySecAggJournal::Record(const SecAggReveal& reveal) {
+  FEDSILO_RETURN_IF_ERROR(CheckSecondReveal(reveals_, reveal));
+  reveals_.push_back(reveal);
+  return absl::OkStatus();
+}
+
+void SecAggSilo::SetInput(const std::string& run_id, int round, ModelState update, int64_t examples,
+                          std::string origin) {
   run_id_ = run_id;
   round_ = round;
+  origin_ = std::move(origin);
   update_ = std::move(update);
   examples_ = examples;
   stage_ = 0;
@@ -196,11 +218,14 @@ void SecAggSilo::SetInput(const std::string& run_id, int round, ModelState updat
 
 StatusOr<std::string> SecAggSilo::Handle(const std::string& run_id, int round,
                                          absl::string_view request) {
-  FEDSILO_ASSIGN_OR_RETURN(pb::Request r,
-                           ParseAs<pb::Request>(request, "secure aggregation request"));
+  StatusOr<pb::Request> parsed = ParseAs<pb::Request>(request, "secure aggregation request");
+  const pb::Request& r = parsed.ok() ? *parsed : pb::Request::default_instance();
   const int stage = StageOrder(r.stage_case());
   StatusOr<std::string> reply = absl::FailedPreconditionError("");
-  if (run_id != run_id_ || round != round_ || stage == 0 || stage_ < 0 || stage != stage_ + 1) {
+  if (!parsed.ok()) {
+    reply = parsed.status();
+  } else if (run_id != run_id_ || round != round_ || stage == 0 || stage_ < 0 ||
+             stage != stage_ + 1) {
     reply = absl::FailedPreconditionError(
         absl::StrCat("secure aggregation: out-of-order request (stage ", stage, " of round ", round,
                      "; this silo is at stage ", stage_, " of round ", round_, ")"));
@@ -243,6 +268,12 @@ StatusOr<std::string> SecAggSilo::Advertise(const pb::Request& r) {
   if (std::set<std::string>(participants_.begin(), participants_.end()).size() !=
       participants_.size()) {
     return absl::InvalidArgumentError("a silo is listed twice");
+  }
+  if (params_.threshold < min_silos_) {
+    // A sum can be over as few as `threshold` silos.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a threshold of ", params_.threshold, " would allow a sum over fewer silos than the ",
+        min_silos_, " the job and this silo's policy ask (min_silos)"));
   }
   if (std::find(participants_.begin(), participants_.end(), name_) == participants_.end()) {
     return absl::InvalidArgumentError("this silo is not among the participants");
@@ -478,6 +509,10 @@ StatusOr<std::string> SecAggSilo::Unmask(const pb::Request& r) {
                        params_.threshold));
     }
   }
+  // On record before anything is revealed: a crash after this refuses a
+  // second sum rather than forgetting the first.
+  FEDSILO_RETURN_IF_ERROR(
+      journal_->Record({run_id_, round_, origin_, {survivors.begin(), survivors.end()}}));
   pb::UnmaskReply reply;
   for (const std::string& s : survivors) {
     pb::RevealedShare* share = reply.add_self_mask_shares();

@@ -7,7 +7,16 @@
 // federation's CA issue it silo certificates: the CA's key stays with the
 // operator, off the orchestrator's machine), the bound is fewer than
 // 2 * threshold - n colluding silos of the n in the round: none at n = 3,
-// threshold 2. Not yet defended: a repeated round (see docs/threat-model.md).
+// threshold 2.
+//
+// A round asked twice: were the same update masked twice and unmasked over two
+// survivor lists, the difference of the two sums would be one silo's update.
+// So a silo reveals shares for a run's round, and for updates trained from one
+// global model (its `origin`), over one survivor list only, and keeps the
+// record (SecAggJournal: the silo's privacy ledger) across restarts. A round
+// asked again with the same silos goes ahead (an orchestrator that restarted);
+// with others it is refused. This holds against the same bound of colluders:
+// a second sum needs `threshold` silos that did not reveal for the first.
 //
 // One round (all keys are fresh per round):
 //  1. advertise: each silo makes two X25519 key pairs, one to encrypt shares
@@ -86,9 +95,10 @@ struct SecAggParams {
 };
 
 // The threshold a job asks for, for `sampled` silos: the configured one, or
-// two thirds of them (rounded up, at least 2). Either must be more than half
-// of the silos of a round.
-int SecAggThreshold(int configured, int sampled);
+// two thirds of them (rounded up, at least 2 and at least the job's
+// federation.min_silos). Either must be more than half of the silos of a
+// round, and silos refuse one below min_silos.
+int SecAggThreshold(int configured, int sampled, int min_silos = 2);
 
 // Fixed point: v -> round(v * scale) with scale = (2^(bits-1) - 1) / clip_range.
 class FixedPoint {
@@ -158,6 +168,37 @@ std::string AdvertMessage(const std::string& run_id, int round, const std::strin
 std::string SurvivorsMessage(const std::string& run_id, int round,
                              std::vector<std::string> survivors);
 
+// A silo's reveal of its shares: the sum over `survivors` of the updates of
+// `round` of `run_id`, trained from the global model of digest `origin`.
+struct SecAggReveal {
+  std::string run_id;
+  int round = 0;
+  std::string origin;
+  std::vector<std::string> survivors;  // sorted
+};
+
+// FailedPrecondition when `next` would give a second sum: an earlier reveal
+// of the same run and round, or the same origin, over another survivor list.
+Status CheckSecondReveal(const std::vector<SecAggReveal>& earlier, const SecAggReveal& next);
+
+// Where a silo keeps the reveals it made (before it makes one).
+class SecAggJournal {
+ public:
+  virtual ~SecAggJournal() = default;
+  // Records `reveal` after CheckSecondReveal() against every earlier one;
+  // durable when it returns OK. Recording the same reveal again is OK.
+  virtual Status Record(const SecAggReveal& reveal) = 0;
+};
+
+// The reveals of one process (a simulation's silos; tests).
+class MemorySecAggJournal : public SecAggJournal {
+ public:
+  Status Record(const SecAggReveal& reveal) override;
+
+ private:
+  std::vector<SecAggReveal> reveals_;
+};
+
 // The silo's side: holds this round's update until it is masked, and answers
 // the orchestrator's requests. It checks what it is asked: too few
 // participants, a threshold of half of them or less, a changed, unsigned or
@@ -176,8 +217,17 @@ class SecAggSilo {
     identity_ = std::move(identity);
   }
 
-  // The update (local minus global) and training examples of `round`.
-  void SetInput(const std::string& run_id, int round, ModelState update, int64_t examples);
+  // Where reveals are recorded (default: in this object's memory only).
+  void SetJournal(std::shared_ptr<SecAggJournal> journal) { journal_ = std::move(journal); }
+  // Fewer participants, or a threshold below this, are refused: a sum over
+  // fewer silos than the job and the silo's policy ask (min_silos).
+  void set_min_silos(int n) { min_silos_ = n; }
+
+  // The update (local minus global) and training examples of `round`, and
+  // the digest of the global model it was trained from (empty: the run and
+  // round stand for it).
+  void SetInput(const std::string& run_id, int round, ModelState update, int64_t examples,
+                std::string origin = "");
   // One stage's request (secagg.proto Request) -> its reply. Errors say what
   // was refused; the round's state is then dropped.
   StatusOr<std::string> Handle(const std::string& run_id, int round, absl::string_view request);
@@ -198,7 +248,10 @@ class SecAggSilo {
 
   std::string name_;
   std::shared_ptr<const SecAggIdentity> identity_;
+  std::shared_ptr<SecAggJournal> journal_ = std::make_shared<MemorySecAggJournal>();
+  int min_silos_ = 2;
   std::string run_id_;
+  std::string origin_;
   int round_ = 0;
   std::optional<ModelState> update_;
   int64_t examples_ = 0;

@@ -110,6 +110,7 @@ struct Federation {
   }
 
   int round_number = 1;
+  std::string origin;  // the digest of the model the updates are from
 
   // Makes the silos (with identities when `sign`); call again for a new round.
   void MakeSilos() {
@@ -117,7 +118,17 @@ struct Federation {
     for (size_t i = 0; i < names.size(); ++i) {
       silos[names[i]] = std::make_unique<SecAggSilo>(names[i]);
       if (sign) silos[names[i]]->SetIdentity(ids->For(names[i]));
-      silos[names[i]]->SetInput("run", round_number, updates[i], examples[i]);
+      silos[names[i]]->SetInput("run", round_number, updates[i], examples[i], origin);
+    }
+  }
+  // The same silos (and their records) get the same updates again for
+  // `round` (as after training the same task again).
+  void Again(int round) {
+    round_number = round;
+    errors.clear();
+    for (auto& stage : replies_of_stage) stage.clear();
+    for (size_t i = 0; i < names.size(); ++i) {
+      silos[names[i]]->SetInput("run", round_number, updates[i], examples[i], origin);
     }
   }
 
@@ -435,6 +446,10 @@ TEST(SecAggTest, DefaultThresholdIsTwoThirdsAndAtLeastTwo) {
   EXPECT_EQ(SecAggThreshold(0, 10), 7);
   EXPECT_EQ(SecAggThreshold(0, 9), 6);
   EXPECT_EQ(SecAggThreshold(5, 10), 5);
+  // At least the job's federation.min_silos, at most the silos sampled.
+  EXPECT_EQ(SecAggThreshold(0, 3, 3), 3);
+  EXPECT_EQ(SecAggThreshold(0, 10, 9), 9);
+  EXPECT_EQ(SecAggThreshold(0, 10, 12), 10);
 }
 
 // --- against a malicious orchestrator ----------------------------------------
@@ -708,6 +723,91 @@ TEST(SecAggAttackTest, AThresholdOfHalfTheSilosOrLessIsRefused) {
   for (const char* n : {"a", "b", "c", "d"}) a->add_participants(n);
   EXPECT_THAT(std::string(silo.Handle("run", 1, r.SerializeAsString()).status().message()),
               HasSubstr("must be at least 3"));
+}
+
+TEST(SecAggAttackTest, ARoundAskedAgainOverOtherSilosRevealsNothing) {
+  // The orchestrator has the sum of all five, then asks the same round again
+  // and claims silo-5 left before its masked input: the difference of the two
+  // sums would be silo-5's update.
+  Federation f(5);  // threshold 4
+  f.sign = true;
+  f.origin = "sha256:model-of-round-1";
+  ASSERT_TRUE(f.Run().ok());
+  f.Again(1);
+  f.leave = {{"silo-5", 3}};
+  EXPECT_FALSE(f.Run().ok());
+  ExpectRefusedBy(f, {"silo-1", "silo-2", "silo-3", "silo-4"},
+                  "already revealed its shares for round 1 of job 'run' over the silos [silo-1, "
+                  "silo-2, silo-3, silo-4, silo-5]");
+  EXPECT_TRUE(f.replies_of_stage[5].empty());
+
+  // Under another round number, updates from the same model are refused too.
+  f.Again(2);
+  EXPECT_FALSE(f.Run().ok());
+  ExpectRefusedBy(f, {"silo-1", "silo-2", "silo-3", "silo-4"}, "from the same global model");
+  EXPECT_TRUE(f.replies_of_stage[5].empty());
+}
+
+TEST(SecAggAttackTest, ARoundAskedAgainOverTheSameSilosGoesAhead) {
+  // An orchestrator that restarted mid-round asks it again: the same sum.
+  Federation f(4);
+  f.origin = "sha256:model";
+  StatusOr<SecAggOutcome> first = f.Run();
+  ASSERT_TRUE(first.ok()) << first.status();
+  f.Again(1);
+  StatusOr<SecAggOutcome> again = f.Run();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(Flatten(again->mean), Flatten(first->mean));
+  // A silo that never revealed for the round can still join a list without
+  // one that did: the journal is per silo.
+  MemorySecAggJournal journal;
+  ASSERT_TRUE(journal.Record({"run", 1, "m", {"a", "b", "c"}}).ok());
+  EXPECT_TRUE(journal.Record({"run", 1, "m", {"a", "b", "c"}}).ok());
+  EXPECT_FALSE(journal.Record({"run", 1, "m2", {"a", "b"}}).ok());
+  EXPECT_FALSE(journal.Record({"run", 2, "m", {"a", "b"}}).ok());
+  EXPECT_TRUE(journal.Record({"run", 2, "m2", {"a", "b"}}).ok());
+  EXPECT_TRUE(journal.Record({"other", 1, "", {"a"}}).ok());  // no origin: the round only
+  EXPECT_TRUE(journal.Record({"other", 2, "", {"b"}}).ok());
+}
+
+TEST(SecAggAttackTest, AThresholdBelowTheSilosMinSilosIsRefused) {
+  SecAggSilo silo("a");
+  silo.set_min_silos(4);
+  silo.SetInput("run", 1, Update({1, 2}, {3}), 5);
+  pb::Request r;
+  pb::AdvertiseRequest* a = r.mutable_advertise();
+  a->mutable_params()->set_threshold(3);
+  a->mutable_params()->set_bits(24);
+  a->mutable_params()->set_clip_range(1);
+  a->mutable_params()->set_length(3);
+  for (const char* n : {"a", "b", "c", "d"}) a->add_participants(n);
+  StatusOr<std::string> reply = silo.Handle("run", 1, r.SerializeAsString());
+  ASSERT_FALSE(reply.ok());
+  EXPECT_THAT(std::string(reply.status().message()),
+              HasSubstr("a threshold of 3 would allow a sum over fewer silos than the 4"));
+  // At four, the same advert is answered.
+  SecAggSilo ok("a");
+  ok.set_min_silos(4);
+  ok.SetInput("run", 1, Update({1, 2}, {3}), 5);
+  a->mutable_params()->set_threshold(4);
+  EXPECT_TRUE(ok.Handle("run", 1, r.SerializeAsString()).ok());
+}
+
+TEST(SecAggAttackTest, AnUnparsableRequestEndsTheSilosRound) {
+  SecAggSilo silo("a");
+  silo.SetInput("run", 1, Update({1, 2}, {3}), 5);
+  EXPECT_FALSE(silo.Handle("run", 1, std::string("\xff\xff\xff", 3)).ok());
+  // The round's state is gone: a well-formed advert is refused after it.
+  pb::Request r;
+  pb::AdvertiseRequest* a = r.mutable_advertise();
+  a->mutable_params()->set_threshold(3);
+  a->mutable_params()->set_bits(24);
+  a->mutable_params()->set_clip_range(1);
+  a->mutable_params()->set_length(3);
+  for (const char* n : {"a", "b", "c", "d"}) a->add_participants(n);
+  StatusOr<std::string> reply = silo.Handle("run", 1, r.SerializeAsString());
+  ASSERT_FALSE(reply.ok());
+  EXPECT_THAT(std::string(reply.status().message()), HasSubstr("out-of-order"));
 }
 
 TEST(SecAggAttackTest, TheOrchestratorDropsASiloWhoseSignatureDoesNotVerify) {

@@ -223,6 +223,16 @@ StatusOr<std::vector<LedgerEntry>> LoadLedger(const std::string& path) {
         entry.job_digest = e.at("job_digest").get<std::string>();
         entry.statistics_digest = e.at("statistics_digest").get<std::string>();
         entry.evaluations = e.at("evaluations").get<int>();
+        if (e.contains("secure_aggregation_reveals")) {
+          for (const auto& r : e.at("secure_aggregation_reveals")) {
+            secure::SecAggReveal reveal;
+            reveal.run_id = entry.run_id;
+            reveal.round = r.at("round").get<int>();
+            reveal.origin = r.at("model").get<std::string>();
+            reveal.survivors = r.at("survivors").get<std::vector<std::string>>();
+            entry.reveals.push_back(std::move(reveal));
+          }
+        }
         const nlohmann::json& dp = e.at("dp");
         entry.dp = !dp.is_null();
         if (entry.dp) {
@@ -585,6 +595,32 @@ Status PrivacyGuard::PinStatistics(const std::string& dataset, const std::string
   return Save();
 }
 
+Status PrivacyGuard::RecordSecAggReveal(const std::string& dataset,
+                                        const secure::SecAggReveal& reveal) {
+  std::lock_guard<std::mutex> lock(mu_);
+  LedgerEntry* e = Find(dataset, reveal.run_id);
+  if (e == nullptr) {
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("silo has not admitted job '", reveal.run_id, "' on '", dataset, "'")));
+  }
+  bool known = false;
+  for (const LedgerEntry& other : entries_) {
+    if (other.dataset != dataset) continue;
+    Status second = secure::CheckSecondReveal(other.reveals, reveal);
+    if (!second.ok()) return Refuse(dataset, std::string(second.message()));
+    for (const secure::SecAggReveal& r : other.reveals) {
+      known |= r.run_id == reveal.run_id && r.round == reveal.round && r.origin == reveal.origin &&
+               r.survivors == reveal.survivors;
+    }
+  }
+  if (known) return absl::OkStatus();
+  e->reveals.push_back(reveal);
+  e->last = UnixNow();
+  Status saved = Save();
+  if (!saved.ok()) e->reveals.pop_back();
+  return saved;
+}
+
 nlohmann::json LedgerEntryToJson(const LedgerEntry& e) {
   const auto number = [](double v) { return std::isinf(v) ? nlohmann::json() : nlohmann::json(v); };
   nlohmann::json dp;
@@ -595,6 +631,10 @@ nlohmann::json LedgerEntryToJson(const LedgerEntry& e) {
           {"steps", e.steps},
           {"planned_steps", e.planned_steps}};
   }
+  nlohmann::json reveals = nlohmann::json::array();
+  for (const secure::SecAggReveal& r : e.reveals) {
+    reveals.push_back({{"round", r.round}, {"model", r.origin}, {"survivors", r.survivors}});
+  }
   return {{"dataset", e.dataset},
           {"run_id", e.run_id},
           {"job_digest", e.job_digest},
@@ -604,6 +644,7 @@ nlohmann::json LedgerEntryToJson(const LedgerEntry& e) {
           {"planned_epsilon", number(e.planned_epsilon)},
           {"delta", e.delta},
           {"evaluations", e.evaluations},
+          {"secure_aggregation_reveals", reveals},
           {"first", e.first},
           {"last", e.last}};
 }

@@ -31,7 +31,9 @@
 // dataset and job run: the digest of the job admitted (a later task of the run
 // with another job is refused), its DP-SGD plan (noise multiplier, sample
 // rate, steps planned) and the steps taken so far, evaluations answered, and
-// when. It is rewritten atomically and durably (fsync) before anything that
+// when, and the secure-aggregation sums it revealed shares for (round, model
+// digest, survivors: a round is never summed twice over other silos). It is
+// rewritten atomically and durably (fsync) before anything that
 // spends leaves the silo: steps are charged before a round trains, so a crash
 // never loses spending, and a restarted silo continues from the ledger.
 //
@@ -57,6 +59,7 @@
 #include "absl/base/thread_annotations.h"
 #include "core/job_config.h"
 #include "core/status.h"
+#include "secure/secagg.h"
 
 namespace fedsilo::silo {
 
@@ -120,6 +123,8 @@ struct LedgerEntry {
   double epsilon = 0;
   double planned_epsilon = 0;
   int evaluations = 0;
+  // The secure-aggregation sums this silo revealed its shares for.
+  std::vector<secure::SecAggReveal> reveals;
   double first = 0;  // Unix seconds
   double last = 0;
 };
@@ -180,6 +185,12 @@ class PrivacyGuard {
   // training or evaluate task's are recorded, a later task's must match.
   Status PinStatistics(const std::string& dataset, const std::string& run_id,
                        const std::string& digest);
+
+  // Records, durably, that this silo reveals its secure-aggregation shares
+  // for `reveal` of an admitted run; refused (FailedPrecondition) when a reveal
+  // of that round, or of any run's updates from the same global model, was
+  // over other silos (secure::CheckSecondReveal).
+  Status RecordSecAggReveal(const std::string& dataset, const secure::SecAggReveal& reveal);
 
   std::vector<LedgerEntry> Entries() const;
   // What the runs on `dataset` have spent so far (`reserved`: what their

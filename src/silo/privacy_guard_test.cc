@@ -287,6 +287,40 @@ TEST(PrivacyGuardTest, EvaluationsAreCountedDurablyAndLimited) {
   EXPECT_EQ((*guard)->PolicyFor("mnist").MaxEvaluations(job), 200);
 }
 
+TEST(PrivacyGuardTest, SecureAggregationRevealsSurviveARestartAndASecondSumIsRefused) {
+  const std::string dir = Fresh("reveals");
+  JobConfig job;
+  const secure::SecAggReveal first{"r", 3, "sha256:m3", {"a", "b", "c"}};
+  {
+    auto guard = PrivacyGuard::Open("", dir + "/ledger.json");
+    ASSERT_TRUE(guard.ok()) << guard.status();
+    EXPECT_FALSE((*guard)->RecordSecAggReveal("digits", first).ok());  // not admitted
+    ASSERT_TRUE((*guard)->Admit("digits", "r", job, nullptr).ok());
+    ASSERT_TRUE((*guard)->RecordSecAggReveal("digits", first).ok());
+  }
+  // A restarted silo (the orchestrator asks the round again, without "c").
+  auto guard = PrivacyGuard::Open("", dir + "/ledger.json");
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  EXPECT_TRUE((*guard)->RecordSecAggReveal("digits", first).ok());  // the same sum again
+  Status second = (*guard)->RecordSecAggReveal("digits", {"r", 3, "sha256:m3", {"a", "b"}});
+  EXPECT_EQ(second.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(second.message()),
+              HasSubstr("already revealed its shares for round 3 of job 'r' over the silos [a, "
+                        "b, c]"));
+  // Another run from the same model (the same job submitted again) over
+  // other silos is refused; over the same silos it goes ahead.
+  ASSERT_TRUE((*guard)->Admit("digits", "r2", job, nullptr).ok());
+  EXPECT_THAT(
+      std::string(
+          (*guard)->RecordSecAggReveal("digits", {"r2", 1, "sha256:m3", {"a", "c"}}).message()),
+      HasSubstr("from the same global model"));
+  EXPECT_TRUE((*guard)->RecordSecAggReveal("digits", {"r2", 1, "sha256:m3", {"a", "b", "c"}}).ok());
+  // Another dataset's ledger is its own.
+  ASSERT_TRUE((*guard)->Admit("mnist", "r", job, nullptr).ok());
+  EXPECT_TRUE((*guard)->RecordSecAggReveal("mnist", {"r", 3, "sha256:m3", {"a", "b"}}).ok());
+  EXPECT_THAT(FileText(dir + "/ledger.json"), HasSubstr("secure_aggregation_reveals"));
+}
+
 TEST(PrivacyGuardTest, TrainingMetricsAndStatisticsFollowThePolicyAndItsDefaults) {
   const std::string dir = Fresh("shares");
   const std::string policy =

@@ -12,6 +12,7 @@
 #include "core/model_state_file.h"
 #include "core/score_histogram.h"
 #include "privacy/rdp_accountant.h"
+#include "secure/audit_log.h"
 #include "silo/outgoing.h"
 #include "silo/privacy_guard.h"
 
@@ -19,6 +20,31 @@ namespace fedsilo::silo {
 
 SiloAgent::SiloAgent(std::string name, ml::SiloData data, BusyClock* busy_clock)
     : name_(std::move(name)), data_(std::move(data)), busy_clock_(busy_clock) {}
+
+namespace {
+
+// The reveals of secure aggregation, in the privacy ledger of a dataset.
+class LedgerJournal : public secure::SecAggJournal {
+ public:
+  LedgerJournal(PrivacyGuard* guard, std::string dataset)
+      : guard_(guard), dataset_(std::move(dataset)) {}
+  Status Record(const secure::SecAggReveal& reveal) override {
+    return guard_->RecordSecAggReveal(dataset_, reveal);
+  }
+
+ private:
+  PrivacyGuard* guard_;
+  std::string dataset_;
+};
+
+}  // namespace
+
+void SiloAgent::SetPrivacyGuard(PrivacyGuard* guard, std::string dataset) {
+  guard_ = guard;
+  guard_dataset_ = std::move(dataset);
+  if (guard_ != nullptr)
+    secagg_.SetJournal(std::make_shared<LedgerJournal>(guard_, guard_dataset_));
+}
 
 StatusOr<transport::FitReply> SiloAgent::Fit(const transport::FitRequest& request) {
   StatusOr<transport::FitReply> reply = FitImpl(request);
@@ -251,7 +277,11 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   }
   if (job.privacy.secure_aggregation.enabled) {
     // Kept for masking; only the masked sum of the silos is ever sent.
-    secagg_.SetInput(request.run_id, request.round, std::move(reply.update), reply.num_examples);
+    // The record of reveals (in the ledger) keys on the model trained from,
+    // and no sum may be over fewer silos than the policy or the job say.
+    secagg_.set_min_silos(std::max(Rules().min_silos, job.federation.min_silos));
+    secagg_.SetInput(request.run_id, request.round, std::move(reply.update), reply.num_examples,
+                     secure::ModelDigest(*global));
     reply.update = ModelState();
     reply.num_examples = 0;
   }

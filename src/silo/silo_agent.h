@@ -47,12 +47,10 @@ class SiloAgent : public transport::SiloHandler {
   // `busy_clock` (may be null) records the time spent training and evaluating.
   SiloAgent(std::string name, ml::SiloData data, BusyClock* busy_clock);
 
-  // Consults `guard` (not owned; may be null) before every task and charges
-  // each round's DP-SGD steps to `dataset` in its ledger before training.
-  void SetPrivacyGuard(PrivacyGuard* guard, std::string dataset) {
-    guard_ = guard;
-    guard_dataset_ = std::move(dataset);
-  }
+  // Consults `guard` (not owned; may be null) before every task, charges
+  // each round's DP-SGD steps to `dataset` in its ledger before training, and
+  // records there the secure-aggregation sums it reveals shares for.
+  void SetPrivacyGuard(PrivacyGuard* guard, std::string dataset);
 
   // Where the job's TorchScript module is on this silo (the job names a
   // shipped one by digest). Empty: the job's model.torchscript as it is.

@@ -7,9 +7,11 @@
 #include <fstream>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "core/control_variates.h"
 #include "core/kernels.h"
 #include "core/model_state_file.h"
+#include "secure/secagg.h"
 #include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
@@ -145,6 +147,117 @@ TEST(SiloAgentTest, ThePolicyDecidesBeforeAnythingRunsAndTheRunStaysAsAdmitted) 
   EXPECT_TRUE(agent.Fit(evaluate).ok());
   EXPECT_THAT(std::string(agent.Fit(evaluate).status().message()),
               HasSubstr("(max_evaluations_per_run)"));
+}
+
+// One secure-aggregation round driven as an orchestrator would, over the
+// agents that have not `left` (they stop answering before the masked input).
+// The errors of the silos that refused, as "silo: message".
+StatusOr<secure::SecAggOutcome> SecureRound(std::vector<SiloAgent*> agents, const std::string& run,
+                                            int round, int threshold, const ModelState& layout,
+                                            const std::string& left,
+                                            std::vector<std::string>* refusals) {
+  std::vector<std::string> names;
+  for (SiloAgent* a : agents) names.push_back(a->name());
+  secure::SecAggParams params;
+  params.threshold = threshold;
+  params.max_weight = 1000;
+  FEDSILO_ASSIGN_OR_RETURN(secure::SecAggRound r,
+                           secure::SecAggRound::Create(run, round, params, names, layout));
+  auto ask = [&](SiloAgent* a, const std::string& payload) -> StatusOr<std::string> {
+    StatusOr<std::string> reply = a->SecureStep({run, round, payload});
+    if (!reply.ok()) refusals->push_back(absl::StrCat(a->name(), ": ", reply.status().message()));
+    return reply;
+  };
+  for (SiloAgent* a : agents) {
+    if (auto reply = ask(a, r.AdvertiseRequest()); reply.ok()) {
+      r.AcceptAdvertise(a->name(), *reply).IgnoreError();
+    }
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::string share, r.ShareKeysRequest());
+  for (SiloAgent* a : agents) {
+    if (auto reply = ask(a, share); reply.ok()) r.AcceptShareKeys(a->name(), *reply).IgnoreError();
+  }
+  FEDSILO_ASSIGN_OR_RETURN(auto masked, r.MaskedInputRequests());
+  for (SiloAgent* a : agents) {
+    if (a->name() == left || masked.count(a->name()) == 0) continue;
+    if (auto reply = ask(a, masked[a->name()]); reply.ok()) {
+      r.AcceptMaskedInput(a->name(), *reply).IgnoreError();
+    }
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::string consistency, r.ConsistencyRequest());
+  for (SiloAgent* a : agents) {
+    if (a->name() == left) continue;
+    if (auto reply = ask(a, consistency); reply.ok()) {
+      r.AcceptConsistency(a->name(), *reply).IgnoreError();
+    }
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::string unmask, r.UnmaskRequest());
+  for (SiloAgent* a : agents) {
+    if (a->name() == left) continue;
+    if (auto reply = ask(a, unmask); reply.ok()) r.AcceptUnmask(a->name(), *reply).IgnoreError();
+  }
+  return r.Finish();
+}
+
+// An orchestrator that asks a secure round again, without one silo, to
+// subtract the two sums: the silos' ledgers refuse, even after a restart.
+TEST(SiloAgentTest, ASecureRoundAskedAgainOverOtherSilosIsRefusedFromTheLedger) {
+  const std::string dir = ::testing::TempDir() + "/agent_reveals";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  JobConfig job = Job();
+  job.privacy.secure_aggregation.enabled = true;
+  job.federation.silos = {"a", "b", "c", "d"};
+  auto model = ml::Model::Create({job.model, {3}, 3}, 5);
+  const ModelState global = (*model)->GetState();
+  std::vector<std::unique_ptr<PrivacyGuard>> guards;
+  std::vector<std::unique_ptr<SiloAgent>> agents;
+  auto start = [&] {  // (again: restarted silos, on the same ledgers)
+    agents.clear();
+    guards.clear();
+    for (const char* name : {"a", "b", "c", "d"}) {
+      guards.push_back(*PrivacyGuard::Open("", absl::StrCat(dir, "/", name, ".json")));
+      agents.push_back(std::make_unique<SiloAgent>(name, Split(Data()), nullptr));
+      agents.back()->SetPrivacyGuard(guards.back().get(), "digits");
+    }
+  };
+  auto train = [&](int round) {
+    for (auto& a : agents) {
+      StatusOr<transport::FitReply> reply = a->Fit({"run", round, 1, &job, &global});
+      ASSERT_TRUE(reply.ok()) << reply.status();
+      EXPECT_EQ(reply->update.size(), 0u);  // kept for masking
+    }
+  };
+  std::vector<SiloAgent*> all;
+  std::vector<std::string> refusals;
+  start();
+  train(1);
+  for (auto& a : agents) all.push_back(a.get());
+  StatusOr<secure::SecAggOutcome> first = SecureRound(all, "run", 1, 3, global, "", &refusals);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(refusals.empty());
+  EXPECT_EQ(first->contributors, 4);
+
+  start();  // the silos restart; the orchestrator asks round 1 again without "d"
+  train(1);
+  all.clear();
+  for (auto& a : agents) all.push_back(a.get());
+  StatusOr<secure::SecAggOutcome> second = SecureRound(all, "run", 1, 3, global, "d", &refusals);
+  EXPECT_FALSE(second.ok());
+  ASSERT_EQ(refusals.size(), 3u);
+  for (const std::string& r : refusals) {
+    EXPECT_THAT(r, HasSubstr("already revealed its shares for round 1 of job 'run' over the "
+                             "silos [a, b, c, d]"));
+  }
+  // The same sum again (an orchestrator that restarted) is answered.
+  start();
+  train(1);
+  all.clear();
+  refusals.clear();
+  for (auto& a : agents) all.push_back(a.get());
+  StatusOr<secure::SecAggOutcome> same = SecureRound(all, "run", 1, 3, global, "", &refusals);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_TRUE(refusals.empty()) << refusals[0];
 }
 
 // The orchestrator knows the task's seed; the DP noise must not follow it.

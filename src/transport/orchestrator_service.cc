@@ -24,11 +24,13 @@ using Stream = grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage, fedsil
 // reading thread (heartbeat echoes), one at a time under write_mu.
 struct OrchestratorService::Session {
   std::string silo;
+  secure::PeerIdentity peer;  // from its certificate, checked again before each task
   uint64_t id = 0;
   Stream* stream = nullptr;
   std::mutex write_mu;
-  // False once Connect() is about to return and `stream` goes away.
+  // False once Connect() is about to return and `stream` and `context` go away.
   bool writable ABSL_GUARDED_BY(write_mu) = true;
+  grpc::ServerContext* context ABSL_GUARDED_BY(write_mu) = nullptr;
   // model.torchscript values whose module this session has received.
   std::set<std::string> modules_sent ABSL_GUARDED_BY(write_mu);
 
@@ -59,6 +61,8 @@ struct OrchestratorService::Session {
   bool secure_header ABSL_GUARDED_BY(mu) = false;
   uint64_t secure_bytes ABSL_GUARDED_BY(mu) = 0;
   std::optional<StatusOr<std::string>> secure_result ABSL_GUARDED_BY(mu);
+  // Why the orchestrator closed the stream (its certificate is no longer valid).
+  std::optional<Status> dropped ABSL_GUARDED_BY(mu);
 
   bool Write(const fedsilo::v1::OrchestratorMessage& m) {
     std::lock_guard<std::mutex> lock(write_mu);
@@ -140,9 +144,53 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
 
 OrchestratorService::OrchestratorService(std::string ca_pem, SiloSessionListener* listener,
                                          Clock clock, bool insecure)
-    : auth_{std::move(ca_pem), std::move(clock), insecure, nullptr}, listener_(listener) {}
+    : auth_{std::move(ca_pem), std::move(clock), insecure, nullptr}, listener_(listener) {
+  sweeper_ = std::thread([this] { SweepLoop(); });
+}
 
-OrchestratorService::~OrchestratorService() = default;
+OrchestratorService::~OrchestratorService() {
+  {
+    std::lock_guard<std::mutex> lock(sweep_mu_);
+    stopping_ = true;
+  }
+  sweep_cv_.notify_all();
+  sweeper_.join();
+}
+
+void OrchestratorService::set_validity_sweep(std::chrono::milliseconds every) {
+  {
+    std::lock_guard<std::mutex> lock(sweep_mu_);
+    sweep_ = every;
+  }
+  sweep_cv_.notify_all();
+}
+
+void OrchestratorService::Drop(Session& session, const Status& why) {
+  {
+    std::lock_guard<std::mutex> lock(session.mu);
+    if (!session.dropped.has_value()) session.dropped = why;
+  }
+  std::lock_guard<std::mutex> lock(session.write_mu);
+  if (session.writable && session.context != nullptr) session.context->TryCancel();
+}
+
+void OrchestratorService::SweepLoop() {
+  std::unique_lock<std::mutex> lock(sweep_mu_);
+  while (!stopping_) {
+    sweep_cv_.wait_for(lock, sweep_);
+    if (stopping_) break;
+    lock.unlock();
+    std::vector<std::shared_ptr<Session>> sessions;
+    {
+      std::lock_guard<std::mutex> sessions_lock(mu_);
+      for (const auto& [name, session] : sessions_) sessions.push_back(session);
+    }
+    for (const std::shared_ptr<Session>& s : sessions) {
+      if (Status valid = auth_.StillValid(s->peer); !valid.ok()) Drop(*s, valid);
+    }
+    lock.lock();
+  }
+}
 
 std::vector<std::string> OrchestratorService::ConnectedSilos() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -211,6 +259,12 @@ StatusOr<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Cla
   }
   if (session == nullptr) {
     return absl::UnavailableError(absl::StrCat("silo '", silo, "' is not connected"));
+  }
+  // A silo revoked (or expired) since its last message gets no task: its
+  // stream is closed instead.
+  if (Status valid = auth_.StillValid(session->peer); !valid.ok()) {
+    Drop(*session, valid);
+    return absl::UnavailableError(absl::StrCat("silo '", silo, "' was refused: ", valid.message()));
   }
   std::string nonce(16, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), 16) != 1) {
@@ -365,6 +419,7 @@ grpc::Status OrchestratorService::Connect(
     return ToGrpcStatus(peer.status());
   }
   const std::string& silo = peer->name;
+  const std::string address = context->peer();  // (gone once the stream is cancelled)
   fedsilo::v1::SiloMessage message;
   if (!stream->Read(&message)) return grpc::Status::OK;  // closed before saying hello
   if (message.body_case() != fedsilo::v1::SiloMessage::kHello) {
@@ -374,6 +429,11 @@ grpc::Status OrchestratorService::Connect(
   auto session = std::make_shared<Session>();
   session->bytes_sent = &bytes_sent_;
   session->silo = silo;
+  session->peer = *peer;
+  {
+    std::lock_guard<std::mutex> lock(session->write_mu);
+    session->context = context;
+  }
   session->id = next_session_.fetch_add(1);
   session->stream = stream;
   std::shared_ptr<Session> replaced;
@@ -385,7 +445,7 @@ grpc::Status OrchestratorService::Connect(
   const std::vector<std::string> datasets(message.hello().datasets().begin(),
                                           message.hello().datasets().end());
   listener_->OnConnected(silo, session->id, datasets);
-  spdlog::info("silo '{}' connected from {} (session {})", silo, context->peer(), session->id);
+  spdlog::info("silo '{}' connected from {} (session {})", silo, address, session->id);
 
   Status why;
   ChunkAssembler update;  // the upload being received
@@ -549,12 +609,16 @@ grpc::Status OrchestratorService::Connect(
   } catch (const std::exception& e) {
     why = absl::InternalError(absl::StrCat("handling silo '", silo, "''s stream: ", e.what()));
   }
+  if (why.ok()) {
+    std::lock_guard<std::mutex> lock(session->mu);
+    if (session->dropped.has_value()) why = *session->dropped;
+  }
   if (absl::IsPermissionDenied(why)) {
-    spdlog::warn("silo '{}' ({}): its stream is closed: {}", silo, context->peer(),
+    spdlog::warn("silo '{}' ({}): its stream is closed: {}", silo, address,
                  std::string(why.message()));
   } else if (!why.ok() && !absl::IsUnavailable(why)) {
-    spdlog::warn("silo '{}' ({}) broke the protocol; its stream is closed: {}", silo,
-                 context->peer(), std::string(why.message()));
+    spdlog::warn("silo '{}' ({}) broke the protocol; its stream is closed: {}", silo, address,
+                 std::string(why.message()));
   }
   if (why.ok()) {
     why = context->IsCancelled() ? absl::CancelledError("stream cancelled")
@@ -575,6 +639,7 @@ grpc::Status OrchestratorService::Connect(
     // A Fit() may be writing to the stream: wait for it, and bar later ones.
     std::lock_guard<std::mutex> write_lock(session->write_mu);
     session->writable = false;
+    session->context = nullptr;
   }
   listener_->OnDisconnected(silo, session->id, why);
   spdlog::info("silo '{}' disconnected (session {}): {}", silo, session->id,

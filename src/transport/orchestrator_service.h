@@ -11,12 +11,14 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -50,10 +52,14 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   ~OrchestratorService() override;
 
   // Certificates revoked by the federation operator: refused at every call,
-  // and an open stream is closed at its next message. Call before serving.
+  // and an open stream is closed at its next message, before a task goes to
+  // it, and by a sweep of every stream (a silo that stays silent). Expired
+  // certificates are treated alike. Call before serving.
   void SetRevocationList(std::shared_ptr<const secure::RevocationList> revoked) {
     auth_.revoked = std::move(revoked);
   }
+  // How often every open stream's certificate is checked again (default 20 s).
+  void set_validity_sweep(std::chrono::milliseconds every);
 
   grpc::Status WhoAmI(grpc::ServerContext* context, const fedsilo::v1::WhoAmIRequest* request,
                       fedsilo::v1::WhoAmIReply* reply) override;
@@ -100,6 +106,11 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   // The .fsm bytes of the request's global model, serialised once per round
   // and shared by every silo's send.
   std::shared_ptr<const std::string> ModelBytes(const FitRequest& request);
+  // Closes `session`'s stream, which ends with `why` (a certificate that is
+  // no longer valid).
+  static void Drop(Session& session, const Status& why);
+  // Drops the sessions whose certificate is no longer valid, every sweep_.
+  void SweepLoop();
 
   PeerAuthenticator auth_;
   SiloSessionListener* listener_;
@@ -115,6 +126,12 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   int model_key_round_ ABSL_GUARDED_BY(model_mu_) = 0;
   TaskKind model_key_task_ ABSL_GUARDED_BY(model_mu_) = TaskKind::kFit;
   std::shared_ptr<const std::string> model_bytes_ ABSL_GUARDED_BY(model_mu_);
+
+  std::mutex sweep_mu_;
+  std::condition_variable sweep_cv_;
+  std::chrono::milliseconds sweep_ ABSL_GUARDED_BY(sweep_mu_){20000};
+  bool stopping_ ABSL_GUARDED_BY(sweep_mu_) = false;
+  std::thread sweeper_;  // last: started once the rest is built
 };
 
 // A SiloConnection to a silo process connected to `service`.

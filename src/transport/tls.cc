@@ -31,9 +31,10 @@ namespace {
 std::string Claimed(const std::string& pem) {
   StatusOr<secure::CertificateSummary> s = secure::DescribeCertificate(pem);
   if (!s.ok()) return "an unreadable certificate";
-  return absl::StrCat("'", s->peer.name, "' (",
+  return absl::StrCat("'", secure::ShownName(s->peer.name), "' (",
                       s->kind_known ? secure::ParticipantKindName(s->peer.kind) : "no kind",
-                      " of federation '", s->peer.federation, "', serial ", s->peer.serial, ")");
+                      " of federation '", secure::ShownName(s->peer.federation), "', serial ",
+                      secure::ShownName(s->peer.serial), ")");
 }
 
 // PermissionDenied if `peer` is revoked (`revoked` may be null).
