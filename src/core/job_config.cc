@@ -621,14 +621,15 @@ StatusOr<JobConfig> ParseJobConfigUnguarded(absl::string_view yaml_text,
   FEDSILO_RETURN_IF_ERROR(training.Double("weight_decay", 0, false, 1, false, &t.weight_decay));
 
   const Section fed = top.Sub("federation");
-  FEDSILO_RETURN_IF_ERROR(
-      fed.CheckKeys({"silos", "fraction", "min_silos", "round_timeout", "wait_for_silos"}));
+  FEDSILO_RETURN_IF_ERROR(fed.CheckKeys(
+      {"silos", "fraction", "min_silos", "round_timeout", "wait_for_silos", "round_retries"}));
   FEDSILO_RETURN_IF_ERROR(ReadSilos(fed, &c.federation));
   FEDSILO_RETURN_IF_ERROR(fed.Double("fraction", 0, true, 1, false, &c.federation.fraction));
   FEDSILO_RETURN_IF_ERROR(fed.Int("min_silos", 1, 10000, &c.federation.min_silos));
   FEDSILO_RETURN_IF_ERROR(fed.Int("round_timeout", 1, 7 * 24 * 3600, &c.federation.round_timeout));
   FEDSILO_RETURN_IF_ERROR(
       fed.Int("wait_for_silos", 1, 7 * 24 * 3600, &c.federation.wait_for_silos));
+  FEDSILO_RETURN_IF_ERROR(fed.Int("round_retries", 0, 100, &c.federation.round_retries));
   if (c.federation.min_silos > static_cast<int>(c.federation.silos.size())) {
     return fed.Error(fed.Child("min_silos"), "federation.min_silos",
                      absl::StrCat("is ", c.federation.min_silos, " but the federation has only ",
@@ -929,6 +930,7 @@ std::string JobConfigToYaml(const JobConfig& c) {
   out << YAML::Key << "min_silos" << YAML::Value << c.federation.min_silos;
   out << YAML::Key << "round_timeout" << YAML::Value << c.federation.round_timeout;
   out << YAML::Key << "wait_for_silos" << YAML::Value << c.federation.wait_for_silos;
+  out << YAML::Key << "round_retries" << YAML::Value << c.federation.round_retries;
   out << YAML::EndMap;
   out << YAML::Key << "strategy" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << c.strategy.name;

@@ -125,6 +125,10 @@ struct FederationConfig {
   int min_silos = 1;               // a round fails with fewer answers
   int round_timeout = 600;         // seconds a remote silo may take for one round
   int wait_for_silos = 120;        // seconds a job waits for its silos to connect
+  // A round that fails because silos left or did not answer in time is run
+  // again (from the same global model, once its silos are back, waiting up to
+  // wait_for_silos) this many times before the job fails.
+  int round_retries = 2;
 };
 
 // Aggregation strategies; see README "Strategies" for each one's keys.

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
@@ -121,8 +122,47 @@ void Orchestrator::Audit(absl::string_view event, std::map<std::string, std::str
 Status Orchestrator::RecordMetric(int round, const std::string& source, const std::string& metric,
                                   double value, bool exportable) {
   if (sink_ == nullptr) return absl::OkStatus();
-  return sink_->Record(
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  pending_.push_back(
       {round, source, absl::StrCat(source, "/", metric), value, UnixNow(), exportable});
+  return absl::OkStatus();
+}
+
+Status Orchestrator::FlushMetrics(bool keep) {
+  std::vector<tracking::MetricRecord> records;
+  {
+    std::lock_guard<std::mutex> lock(pending_mu_);
+    records.swap(pending_);
+  }
+  if (!keep || sink_ == nullptr) return absl::OkStatus();
+  for (const tracking::MetricRecord& r : records) FEDSILO_RETURN_IF_ERROR(sink_->Record(r));
+  return absl::OkStatus();
+}
+
+bool Orchestrator::RetryRound(int round, int attempt, const Status& failure) {
+  const bool transient = absl::IsUnavailable(failure) || absl::IsDeadlineExceeded(failure);
+  // SCAFFOLD's silos have already moved their control variates.
+  if (!transient || aggregated_ || attempt > job_.federation.round_retries ||
+      job_.strategy.name == "scaffold") {
+    return false;
+  }
+  spdlog::warn("round {} failed ({}); running it again (retry {} of {}) once its silos are back",
+               round, std::string(failure.message()), attempt, job_.federation.round_retries);
+  Audit("round_retried", {{"round", std::to_string(round)},
+                          {"attempt", std::to_string(attempt + 1)},
+                          {"reason", std::string(failure.message())}});
+  const auto deadline = Clock::now() + std::chrono::seconds(job_.federation.wait_for_silos);
+  const std::vector<size_t> sampled = SampleSilos(round);
+  while (true) {
+    if (options_.stop != nullptr && options_.stop->load()) return false;
+    bool all = true;
+    for (size_t index : sampled) all = all && silos_[index]->Reachable();
+    if (all || Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  // A silo that reconnects needs a moment to be told of the round's end.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  return true;
 }
 
 Status Orchestrator::AcceptUpdate(int round, const std::string& silo,
@@ -436,6 +476,7 @@ StatusOr<FeatureStatistics> Orchestrator::ComputeStatistics() {
   Audit("statistics", {{"silos", std::to_string(answered.size())},
                        {"rows", std::to_string(st.rows)},
                        {"features", std::to_string(st.features.size())}});
+  FEDSILO_RETURN_IF_ERROR(FlushMetrics(true));
   return st;
 }
 
@@ -580,6 +621,7 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
         " sampled silos returned a valid update (federation.min_silos is ",
         job_.federation.min_silos, "): ", absl::StrJoin(summary.failures, "; ")));
   }
+  aggregated_ = true;
   FEDSILO_ASSIGN_OR_RETURN(global, strategy_->Finish());
   strategy_->TakeFolded();
   if (central_dp_ != nullptr) {
@@ -633,7 +675,18 @@ StatusOr<RunResult> Orchestrator::Run(ModelState initial, RoundObserver* observe
     if (options_.stop != nullptr && options_.stop->load()) {
       return absl::CancelledError(absl::StrCat("stopped before round ", round));
     }
-    StatusOr<RoundSummary> ran = RunRound(round, result.final_model);
+    StatusOr<RoundSummary> ran = absl::UnknownError("not run");
+    for (int attempt = 1;; ++attempt) {
+      ModelState global = result.final_model;  // kept as it was if the round fails
+      aggregated_ = false;
+      ran = RunRound(round, global);
+      FEDSILO_RETURN_IF_ERROR(FlushMetrics(ran.ok()));
+      if (ran.ok()) {
+        result.final_model = std::move(global);
+        break;
+      }
+      if (!RetryRound(round, attempt, ran.status())) break;
+    }
     if (!ran.ok()) {
       Audit("round_failed",
             {{"round", std::to_string(round)}, {"reason", std::string(ran.status().message())}});

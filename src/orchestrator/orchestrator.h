@@ -8,7 +8,12 @@
 // same job and seed give the same model bit for bit at any thread count.
 // A silo that fails or returns a bad update (wrong layout, NaN, no examples) is
 // dropped from the round with a warning naming it; the round fails when fewer
-// than `federation.min_silos` remain.
+// than `federation.min_silos` remain. A round that failed because silos left
+// or timed out, before anything was aggregated, is run again from the same
+// global model once its sampled silos are reachable (federation.round_retries
+// times, each waiting up to wait_for_silos): sampling and seeds depend only on
+// the round, so the job ends with the model of a run nobody left. Metrics of
+// a failed attempt are dropped, so every round is recorded once.
 //
 // With privacy.dp.mode central, updates are clipped and weighted equally, and
 // the round's mean gets Gaussian noise (privacy/central_dp.h); the run then
@@ -29,9 +34,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "core/feature_statistics.h"
 #include "core/job_config.h"
 #include "core/model_state.h"
@@ -138,6 +145,11 @@ class Orchestrator {
 
  private:
   StatusOr<RoundSummary> RunRound(int round, ModelState& global);
+  // Whether the failed attempt `attempt` (1-based) of `round` is run again:
+  // waits, up to federation.wait_for_silos, for the round's silos.
+  bool RetryRound(int round, int attempt, const Status& failure);
+  // Sends the round's held metrics to the sink (or drops them).
+  Status FlushMetrics(bool keep);
   // Checks one silo's reply and folds it in, or records why it was dropped in
   // `summary`; once its update is here, starts the transfer of `following`
   // (the next reply's update, may be null). Returns an error only for
@@ -189,6 +201,10 @@ class Orchestrator {
   ModelEvaluator* evaluator_;
   std::unique_ptr<privacy::CentralDp> central_dp_;  // privacy.dp.mode central only
   tracking::MetricsSink* sink_;
+  // A round's metrics, held until it succeeds (a failed attempt's are dropped).
+  std::mutex pending_mu_;
+  std::vector<tracking::MetricRecord> pending_ ABSL_GUARDED_BY(pending_mu_);
+  bool aggregated_ = false;  // this attempt of the round changed the strategy
   const tracking::RunDirectory* run_dir_;
   ThreadPool pool_;  // last: its workers stop before the members they use go away
 };

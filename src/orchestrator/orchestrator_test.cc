@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -44,6 +45,10 @@ class FakeSilo : public transport::SiloConnection {
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
     calls.push_back(r.round);
     if (fault_ == Fault::kError) return absl::UnavailableError("disk full");
+    if (r.round == fail_round && fail_times > 0) {
+      --fail_times;
+      return absl::UnavailableError("connection lost");
+    }
     transport::FitReply reply;
     reply.num_examples = fault_ == Fault::kNoExamples ? 0 : examples_;
     reply.update = r.global->ZerosLike();
@@ -76,6 +81,8 @@ class FakeSilo : public transport::SiloConnection {
     return secagg_.Handle(r.run_id, r.round, r.payload);
   }
   std::vector<int> calls;
+  int fail_round = 0;  // its first `fail_times` tasks of that round fail
+  int fail_times = 0;
   int leave_at_stage = 0;  // > 0: stops answering at that secure-aggregation stage
 
  private:
@@ -284,6 +291,53 @@ TEST(OrchestratorTest, RoundFailsBelowMinSilosAndKeepsTheModel) {
               HasSubstr("round 1: only 1 of 3 sampled silos returned a valid update "
                         "(federation.min_silos is 2)"));
   EXPECT_THAT(result.status().message(), HasSubstr("s2: disk full"));
+}
+
+// A silo that leaves in the middle of round 2: the round runs again, and the
+// job ends with the model of a run nobody left, each round's metrics once.
+TEST(OrchestratorTest, ARoundSilosLeftIsRunAgainAndTheModelIsTheUndisturbedOne) {
+  auto run = [](int fail_times, int retries, RecordingSink* sink,
+                std::vector<int>* calls) -> StatusOr<RunResult> {
+    JobConfig job = Job(3, 3);
+    job.federation.min_silos = 3;
+    job.federation.round_retries = retries;
+    job.federation.wait_for_silos = 1;
+    Fixture f;
+    for (int i = 0; i < 3; ++i) f.Add(i, 1 + i, 0, Fault::kNone, /*noisy=*/true);
+    f.silos[1]->fail_round = 2;
+    f.silos[1]->fail_times = fail_times;
+    FakeSilo* second = f.silos[1];
+    SumEvaluator eval;
+    Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
+                   &eval, sink, nullptr);
+    StatusOr<RunResult> result = o.Run(Global(), nullptr);
+    if (calls != nullptr) *calls = second->calls;
+    return result;
+  };
+  StatusOr<RunResult> undisturbed = run(0, 2, nullptr, nullptr);
+  ASSERT_TRUE(undisturbed.ok()) << undisturbed.status();
+  RecordingSink sink;
+  std::vector<int> calls;
+  StatusOr<RunResult> retried = run(2, 2, &sink, &calls);
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(calls, (std::vector<int>{1, 2, 2, 2, 3}));
+  for (size_t t = 0; t < retried->final_model.size(); ++t) {
+    const auto a = retried->final_model.tensors()[t].floats();
+    const auto b = undisturbed->final_model.tensors()[t].floats();
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  }
+  std::map<std::pair<int, std::string>, int> seen;
+  for (const auto& r : sink.records) ++seen[{r.round, r.name}];
+  for (const auto& [key, count] : seen) {
+    EXPECT_EQ(count, 1) << "round " << key.first << " " << key.second;
+  }
+  EXPECT_EQ(seen.count({2, "s1/train_loss"}), 1u);
+  // Out of retries, the round fails as before, naming the silo.
+  StatusOr<RunResult> failed = run(3, 2, nullptr, nullptr);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(failed.status().message(), HasSubstr("round 2: only 2 of 3"));
+  EXPECT_THAT(failed.status().message(), HasSubstr("s2: connection lost"));
+  EXPECT_FALSE(run(1, 0, nullptr, nullptr).ok());  // round_retries: 0
 }
 
 JobConfig SecureJob(int silos, int rounds, int threshold) {

@@ -199,6 +199,11 @@ std::vector<std::string> OrchestratorService::ConnectedSilos() const {
   return names;
 }
 
+bool OrchestratorService::IsConnected(const std::string& silo) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sessions_.count(silo) > 0;
+}
+
 void OrchestratorService::CancelRun(const std::string& run_id, const std::string& reason) {
   std::vector<std::shared_ptr<Session>> sessions;
   {

@@ -86,6 +86,7 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
 
   // Names of the silos with an open session.
   std::vector<std::string> ConnectedSilos() const;
+  bool IsConnected(const std::string& silo) const;
 
   // Bytes of protocol messages sent to and received from silos so far.
   uint64_t BytesSent() const { return bytes_sent_.load(); }
@@ -147,6 +148,7 @@ class RemoteSiloConnection : public SiloConnection {
   StatusOr<std::string> SecureStep(const SecureStepRequest& request) override {
     return service_->SecureStep(silo_name_, request, timeout_);
   }
+  bool Reachable() const override { return service_->IsConnected(silo_name_); }
 
  private:
   std::string silo_name_;

@@ -33,6 +33,9 @@ class SiloConnection {
   virtual StatusOr<FitReply> Fit(const FitRequest& request) = 0;
   // Sends one secure-aggregation stage and waits for the silo's reply, like Fit().
   virtual StatusOr<std::string> SecureStep(const SecureStepRequest& request) = 0;
+  // Whether a task sent now could reach the silo (a remote silo's stream is
+  // open). A round to retry waits for this.
+  virtual bool Reachable() const { return true; }
 };
 
 }  // namespace fedsilo::transport
