@@ -26,6 +26,7 @@
 #include "core/model_state_file.h"
 #include "core/subprocess.h"
 #include "fake_mlflow.h"
+#include "federation_processes.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
 #include "ml/scripted_module.h"
 #include "orchestrator/job_store.h"
@@ -43,120 +44,13 @@ using ::testing::Not;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::string Binary() { return testing_util::FedsiloBinary(); }
-std::string Read(const std::string& path) { return testing_util::ReadAll(path); }
-
-struct Output {
-  int status = -1;
-  std::string out;  // standard output
-  std::string err;  // standard error
-};
-
-nlohmann::json LastJson(std::string text) {
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return nlohmann::json::parse(text.substr(text.rfind('\n') + 1), nullptr, false);
-}
-
-// A provisioned federation in a fresh folder: the orchestrator and silos as
-// child processes, users acting through the CLI.
-class Federation {
- public:
-  explicit Federation(const std::string& name) {
-    dir_ = ::testing::TempDir() + "/daemon_" + name;
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    std::ofstream(dir_ + "/federation.yaml")
-        << "name: test-" << name << "\n"
-        << "participants:\n"
-        << "  - {name: a, kind: silo}\n  - {name: b, kind: silo}\n  - {name: c, kind: silo}\n"
-        << "  - {name: alice, kind: user}\n  - {name: bob, kind: user}\n";
-    std::ofstream(dir_ + "/datasets.yaml")
-        << "datasets:\n  digits: {builtin: digits, share: job}\n";
-    Output p = Run("provision " + dir_ + "/federation.yaml --out " + dir_ + "/kits");
-    EXPECT_EQ(p.status, 0) << p.err;
-  }
-  ~Federation() {
-    for (auto& [name, pid] : pids_) StopProcess(pid, SIGKILL, 0ms);
-  }
-
-  // Starts the orchestrator on `port` (0: the OS chooses) and waits until it
-  // serves. Returns false when it did not come up.
-  bool StartOrchestrator(int port = 0, const std::vector<std::string>& extra = {}) {
-    fs::remove(dir_ + "/state/endpoint");
-    std::vector<std::string> args = {
-        "fedsilo",     "orchestrator",  "--kit",    dir_ + "/kits/orchestrator",
-        "--state-dir", dir_ + "/state", "--listen", "127.0.0.1:" + std::to_string(port)};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto pid = SpawnProcess(Binary(), args, dir_ + "/orchestrator.log");
-    if (!pid.ok()) return false;
-    pids_["orchestrator"] = *pid;
-    for (int i = 0; i < 300; ++i) {
-      const std::string endpoint = Read(dir_ + "/state/endpoint");
-      if (!endpoint.empty()) {
-        port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
-        return true;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
-  }
-
-  void StartSilo(const std::string& name, const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"fedsilo",        "silo",
-                                     "--kit",          dir_ + "/kits/" + name,
-                                     "--datasets",     dir_ + "/datasets.yaml",
-                                     "--orchestrator", "localhost:" + std::to_string(port_)};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto pid = SpawnProcess(Binary(), args, dir_ + "/" + name + ".log");
-    ASSERT_TRUE(pid.ok()) << pid.status();
-    pids_[name] = *pid;
-  }
-
-  void Kill(const std::string& name, int signal) {
-    auto it = pids_.find(name);
-    if (it == pids_.end()) return;
-    StopProcess(it->second, signal, 10s);
-    pids_.erase(it);
-  }
-
-  // Runs `fedsilo <args>`.
-  Output Run(const std::string& args) const {
-    static int counter = 0;
-    const std::string base = dir_ + "/cmd" + std::to_string(++counter);
-    const std::string cmd =
-        Binary() + " " + args + " >" + base + ".out 2>" + base + ".err </dev/null";
-    const int raw = std::system(cmd.c_str());
-    Output o;
-    o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    o.out = Read(base + ".out");
-    o.err = Read(base + ".err");
-    return o;
-  }
-
-  // A user command as `user`, against this federation's orchestrator.
-  Output User(const std::string& command, const std::string& user = "alice") const {
-    return Run(command + " --kit " + dir_ + "/kits/" + user +
-               " --orchestrator localhost:" + std::to_string(port_));
-  }
-
-  std::string WriteJob(const std::string& name, const std::string& yaml) const {
-    const std::string path = dir_ + "/" + name + ".yaml";
-    std::ofstream(path) << yaml;
-    return path;
-  }
-
-  nlohmann::json Status(const std::string& job) const {
-    return LastJson(User("status " + job + " --json").out);
-  }
-
-  const std::string& dir() const { return dir_; }
-  int port() const { return port_; }
-
- private:
-  std::string dir_;
-  int port_ = 0;
-  std::map<std::string, pid_t> pids_;
-};
+using testing_util::Binary;
+using testing_util::Federation;
+using testing_util::LastJson;
+using testing_util::Output;
+using testing_util::Read;
+using testing_util::SameValues;
+using testing_util::Tensors;
 
 constexpr char kJob[] =
     "name: daemon-digits\n"
@@ -164,25 +58,6 @@ constexpr char kJob[] =
     "model: {name: logistic}\n"
     "training: {rounds: 4, learning_rate: 0.1}\n"
     "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 60}\n";
-
-ModelState Tensors(const std::string& path) {
-  auto file = ReadModelStateFile(path);
-  EXPECT_TRUE(file.ok()) << file.status();
-  return file.ok() ? std::move(file->state) : ModelState();
-}
-
-bool SameValues(const ModelState& a, const ModelState& b) {
-  if (a.tensors().size() != b.tensors().size() || a.tensors().empty()) return false;
-  for (size_t i = 0; i < a.tensors().size(); ++i) {
-    const Tensor& x = a.tensors()[i];
-    const Tensor& y = b.tensors()[i];
-    if (x.name() != y.name() || x.num_bytes() != y.num_bytes() ||
-        std::memcmp(x.data(), y.data(), x.num_bytes()) != 0) {
-      return false;
-    }
-  }
-  return true;
-}
 
 TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
   Federation fed("submit");

@@ -369,7 +369,8 @@ TEST(ProcessFederationTest, SecureAggregationBelowTheThresholdFailsCleanly) {
   fed.StartSilo("a");
   fed.StartSilo("b");  // c never starts
   ASSERT_TRUE(fed.WaitConnected({"a", "b"}));
-  const JobConfig job = SecureDigitsJob(1, 3);
+  JobConfig job = SecureDigitsJob(1, 3);
+  job.federation.round_retries = 0;  // (c is not coming back)
   ConstantEvaluator eval;
   orchestrator::Orchestrator o(job, {"run-secagg-few", 3}, fed.Connections({"a", "b", "c"}),
                                std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
@@ -387,7 +388,7 @@ TEST(ProcessFederationTest, TooFewSilosFailTheRoundNamingTheMissing) {
   ASSERT_TRUE(fed.WaitConnected({"a"}));
   auto job = ParseJobConfig(
       "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 1}\n"
-      "federation: {silos: [a, b], min_silos: 2}\n",
+      "federation: {silos: [a, b], min_silos: 2, round_retries: 0}\n",
       "job.yaml");
   auto connections = fed.Connections({"a", "b"});
   ModelState initial = DigitsLogisticModel();

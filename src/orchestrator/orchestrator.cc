@@ -155,9 +155,16 @@ bool Orchestrator::RetryRound(int round, int attempt, const Status& failure) {
   const std::vector<size_t> sampled = SampleSilos(round);
   while (true) {
     if (options_.stop != nullptr && options_.stop->load()) return false;
-    bool all = true;
-    for (size_t index : sampled) all = all && silos_[index]->Reachable();
-    if (all || Clock::now() >= deadline) break;
+    std::vector<std::string> missing;
+    for (size_t index : sampled) {
+      if (!silos_[index]->Reachable()) missing.push_back(silos_[index]->silo_name());
+    }
+    if (missing.empty()) break;
+    if (Clock::now() >= deadline) {
+      spdlog::warn("round {}: {} did not come back within {} s (federation.wait_for_silos)", round,
+                   absl::StrJoin(missing, ", "), job_.federation.wait_for_silos);
+      return false;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   // A silo that reconnects needs a moment to be told of the round's end.

@@ -115,11 +115,17 @@ StatusOr<secure::PeerIdentity> AuthenticatePeer(
   FEDSILO_ASSIGN_OR_RETURN(secure::PeerIdentity peer, secure::VerifyCertificate(pem, ca_pem, now));
   FEDSILO_RETURN_IF_ERROR(CheckRevoked(peer, revoked));
   if (std::find(allowed.begin(), allowed.end(), peer.kind) == allowed.end()) {
+    // "a silo", "an orchestrator"
+    auto a = [](secure::ParticipantKind k) {
+      return absl::StrCat(k == secure::ParticipantKind::kOrchestrator ? "an " : "a ",
+                          secure::ParticipantKindName(k));
+    };
     std::vector<std::string> names;
     for (secure::ParticipantKind k : allowed) names.emplace_back(secure::ParticipantKindName(k));
-    return absl::PermissionDeniedError(absl::StrCat(
-        "'", peer.name, "' holds a ", secure::ParticipantKindName(peer.kind),
-        " certificate; this call needs a ", absl::StrJoin(names, " or "), " certificate"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("'", peer.name, "' holds ", a(peer.kind), " certificate; this call needs ",
+                     a(*allowed.begin()).substr(0, a(*allowed.begin()).find(' ')), " ",
+                     absl::StrJoin(names, " or "), " certificate"));
   }
   return peer;
 }

@@ -1,0 +1,183 @@
+// A provisioned federation run as its users run it: `fedsilo orchestrator`
+// and `fedsilo silo` child processes on 127.0.0.1, users acting through the
+// CLI. Shared by the tests that drive the real federation.
+#ifndef FEDSILO_TESTS_FEDERATION_PROCESSES_H_
+#define FEDSILO_TESTS_FEDERATION_PROCESSES_H_
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/model_state_file.h"
+#include "core/subprocess.h"
+#include "test_util.h"
+
+namespace fedsilo::testing_util {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+inline std::string Binary() { return FedsiloBinary(); }
+inline std::string Read(const std::string& path) { return ReadAll(path); }
+
+struct Output {
+  int status = -1;
+  std::string out;  // standard output
+  std::string err;  // standard error
+};
+
+inline nlohmann::json LastJson(std::string text) {
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return nlohmann::json::parse(text.substr(text.rfind('\n') + 1), nullptr, false);
+}
+
+// A provisioned federation in a fresh folder: the orchestrator and silos as
+// child processes, users acting through the CLI.
+class Federation {
+ public:
+  // Silos a, b and c and users alice and bob, plus `extra` ("- {name: x,
+  // kind: silo}" lines' name and kind).
+  explicit Federation(const std::string& name,
+                      const std::vector<std::pair<std::string, std::string>>& extra = {}) {
+    dir_ = ::testing::TempDir() + "/daemon_" + name;
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::ofstream(dir_ + "/federation.yaml")
+        << "name: test-" << name << "\n"
+        << "participants:\n"
+        << "  - {name: a, kind: silo}\n  - {name: b, kind: silo}\n  - {name: c, kind: silo}\n"
+        << "  - {name: alice, kind: user}\n  - {name: bob, kind: user}\n";
+    {
+      std::ofstream more(dir_ + "/federation.yaml", std::ios::app);
+      for (const auto& [who, kind] : extra) {
+        more << "  - {name: " << who << ", kind: " << kind << "}\n";
+      }
+    }
+    std::ofstream(dir_ + "/datasets.yaml")
+        << "datasets:\n  digits: {builtin: digits, share: job}\n";
+    Output p = Run("provision " + dir_ + "/federation.yaml --out " + dir_ + "/kits");
+    EXPECT_EQ(p.status, 0) << p.err;
+  }
+  ~Federation() {
+    for (auto& [name, pid] : pids_) StopProcess(pid, SIGKILL, 0ms);
+  }
+
+  // Starts the orchestrator on `port` (0: the OS chooses) and waits until it
+  // serves. Returns false when it did not come up.
+  bool StartOrchestrator(int port = 0, const std::vector<std::string>& extra = {}) {
+    fs::remove(dir_ + "/state/endpoint");
+    std::vector<std::string> args = {
+        "fedsilo",     "orchestrator",  "--kit",    dir_ + "/kits/orchestrator",
+        "--state-dir", dir_ + "/state", "--listen", "127.0.0.1:" + std::to_string(port)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto pid = SpawnProcess(Binary(), args, dir_ + "/orchestrator.log");
+    if (!pid.ok()) return false;
+    pids_["orchestrator"] = *pid;
+    for (int i = 0; i < 300; ++i) {
+      const std::string endpoint = Read(dir_ + "/state/endpoint");
+      if (!endpoint.empty()) {
+        port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+        return true;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+
+  void StartSilo(const std::string& name, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"fedsilo",        "silo",
+                                     "--kit",          dir_ + "/kits/" + name,
+                                     "--datasets",     dir_ + "/datasets.yaml",
+                                     "--orchestrator", "localhost:" + std::to_string(port_)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto pid = SpawnProcess(Binary(), args, dir_ + "/" + name + ".log");
+    ASSERT_TRUE(pid.ok()) << pid.status();
+    pids_[name] = *pid;
+  }
+
+  // Whether the process `name` started is still running (not exited or killed).
+  bool Alive(const std::string& name) {
+    auto it = pids_.find(name);
+    if (it == pids_.end()) return false;
+    int status = 0;
+    return waitpid(it->second, &status, WNOHANG) == 0;
+  }
+
+  void Kill(const std::string& name, int signal) {
+    auto it = pids_.find(name);
+    if (it == pids_.end()) return;
+    StopProcess(it->second, signal, 10s);
+    pids_.erase(it);
+  }
+
+  // Runs `fedsilo <args>`.
+  Output Run(const std::string& args) const {
+    static int counter = 0;
+    const std::string base = dir_ + "/cmd" + std::to_string(++counter);
+    const std::string cmd =
+        Binary() + " " + args + " >" + base + ".out 2>" + base + ".err </dev/null";
+    const int raw = std::system(cmd.c_str());
+    Output o;
+    o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    o.out = Read(base + ".out");
+    o.err = Read(base + ".err");
+    return o;
+  }
+
+  // A user command as `user`, against this federation's orchestrator.
+  Output User(const std::string& command, const std::string& user = "alice") const {
+    return Run(command + " --kit " + dir_ + "/kits/" + user +
+               " --orchestrator localhost:" + std::to_string(port_));
+  }
+
+  std::string WriteJob(const std::string& name, const std::string& yaml) const {
+    const std::string path = dir_ + "/" + name + ".yaml";
+    std::ofstream(path) << yaml;
+    return path;
+  }
+
+  nlohmann::json Status(const std::string& job) const {
+    return LastJson(User("status " + job + " --json").out);
+  }
+
+  const std::string& dir() const { return dir_; }
+  int port() const { return port_; }
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  std::map<std::string, pid_t> pids_;
+};
+
+inline ModelState Tensors(const std::string& path) {
+  auto file = ReadModelStateFile(path);
+  EXPECT_TRUE(file.ok()) << file.status();
+  return file.ok() ? std::move(file->state) : ModelState();
+}
+
+inline bool SameValues(const ModelState& a, const ModelState& b) {
+  if (a.tensors().size() != b.tensors().size() || a.tensors().empty()) return false;
+  for (size_t i = 0; i < a.tensors().size(); ++i) {
+    const Tensor& x = a.tensors()[i];
+    const Tensor& y = b.tensors()[i];
+    if (x.name() != y.name() || x.num_bytes() != y.num_bytes() ||
+        std::memcmp(x.data(), y.data(), x.num_bytes()) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+}  // namespace fedsilo::testing_util
+
+#endif  // FEDSILO_TESTS_FEDERATION_PROCESSES_H_
