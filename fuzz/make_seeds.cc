@@ -135,6 +135,46 @@ int main(int argc, char** argv) {
        *(*ca)->MakeCrl({{peer->serial, std::chrono::system_clock::now()}},
                        std::chrono::system_clock::now()));
   Seed("crl", "cert.pem", issued->certificate_pem);
+
+  // A silo's policy, dataset catalog and ledger.
+  const std::string policy =
+      "allow_any_module: false\n"
+      "defaults: {max_epsilon: 10, delta: 1e-5, min_silos: 2}\n"
+      "datasets:\n"
+      "  digits:\n"
+      "    require_local_dp: true\n"
+      "    require_secure_aggregation: true\n"
+      "    max_evaluations_per_run: 20\n"
+      "    statistics: {min_count: 10, share_min_max: false}\n"
+      "    share_train_metrics: false\n"
+      "    export_metrics: false\n"
+      "    allowed_models: [sha256:" +
+      std::string(64, 'a') + "]\n";
+  const std::string catalog =
+      "datasets:\n"
+      "  digits: {builtin: digits, share: job}\n"
+      "  patients: {csv: 'data/{silo}.csv', label: outcome, features: [age, kind],\n"
+      "             categorical: [kind], missing: impute}\n"
+      "  scans: {idx: scans/}\n";
+  const std::string ledger =
+      R"({"version": 2, "entries": [{"dataset": "digits", "run_id": "r1", "job_digest": "sha256:j",)"
+      R"( "statistics_digest": "", "dp": {"accountant": "rdp-sampled-gaussian/default-orders",)"
+      R"( "noise_multiplier": 1.1, "sample_rate": 0.05, "steps": 40, "planned_steps": 80},)"
+      R"( "epsilon": 1.5, "planned_epsilon": 2.1, "delta": 1e-05, "evaluations": 2,)"
+      R"( "secure_aggregation_reveals": [{"round": 1, "model": "sha256:m", "survivors": ["a", "b"]}],)"
+      R"( "first": 1795000000, "last": 1795000100}]})";
+  Seed("silo_config", "all.bin", Parts({policy, catalog, ledger}));
+  Seed("silo_config", "empty.bin",
+       Parts({"", "datasets: {}\n", R"({"version": 2, "entries": []})"}));
+
+  // A CSV table and IDX images with their labels.
+  const std::string csv = "age,kind,label\n31,a,0\n45,b,1\n,a,1\n52.5,b,0\n";
+  std::string images = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2};
+  images += std::string("\x00\x10\x20\x30\x40\x50\x60\x70", 8);
+  std::string labels = {0, 0, 8, 1, 0, 0, 0, 2};
+  labels += std::string("\x03\x07", 2);
+  Seed("tables", "small.bin", Parts({csv, images, labels}));
+  Seed("tables", "numbers.bin", Parts({"1,2,0\n3,4,1\n5,6,2\n", images, labels}));
   std::printf("seeds written under %s\n", root.c_str());
   return 0;
 }

@@ -220,15 +220,6 @@ TracedPass TracedBackward(NetImpl& net, const torch::Tensor& x, const torch::Ten
 
 }  // namespace
 
-double DpSampleRate(int64_t n, int batch_size) {
-  return std::min(1.0,
-                  static_cast<double>(batch_size) / static_cast<double>(std::max<int64_t>(n, 1)));
-}
-
-int64_t DpStepsPerEpoch(int64_t n, int batch_size) {
-  return std::max<int64_t>(1, std::llround(static_cast<double>(n) / batch_size));
-}
-
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 struct Model::Impl {

@@ -384,7 +384,9 @@ TabularSchema SchemaOfJob(const PreprocessConfig& preprocess) {
   schema.missing = MissingValues::kImpute;
   for (const std::string& feature : st.features) {
     std::string column = feature;
-    for (const auto& [categorical, values] : preprocess.categories) {
+    for (const auto& category : preprocess.categories) {
+      const std::string& categorical = category.first;  // (a lambda cannot capture a binding)
+      const std::vector<std::string>& values = category.second;
       if (std::find_if(values.begin(), values.end(), [&](const std::string& v) {
             return OneHotName(categorical, v) == feature;
           }) == values.end()) {

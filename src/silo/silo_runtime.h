@@ -40,27 +40,13 @@
 #include "core/busy_clock.h"
 #include "ml/tabular.h"
 #include "secure/audit_log.h"
+#include "silo/dataset_catalog.h"
 #include "silo/silo_agent.h"
 #include "transport/silo_connection.h"
 
 namespace fedsilo::silo {
 
 class PrivacyGuard;
-
-struct DatasetEntry {
-  std::string builtin;        // "mnist", "digits", "breast_cancer"
-  bool share_by_job = false;  // `share: job`
-  std::string csv;            // a CSV file
-  ml::TabularSchema schema;   // csv only
-  std::string idx;            // or a folder of IDX files
-};
-
-using DatasetCatalog = std::map<std::string, DatasetEntry>;
-
-// Reads datasets.yaml; InvalidArgument naming the file, line and key. With
-// `silo` given, "{silo}" in csv paths becomes that name (one catalog for the
-// silos of a simulation, or of a fleet with like-named files).
-StatusOr<DatasetCatalog> LoadDatasetCatalog(const std::string& path, const std::string& silo = "");
 
 class SiloRuntime : public transport::SiloHandler {
  public:
