@@ -2,9 +2,14 @@
 #ifndef FEDSILO_FUZZ_FUZZ_UTIL_H_
 #define FEDSILO_FUZZ_FUZZ_UTIL_H_
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
 
 #include "absl/strings/string_view.h"
 
@@ -23,6 +28,20 @@ inline absl::string_view Bytes(const uint8_t* data, size_t size) {
       std::abort();                                                                      \
     }                                                                                    \
   } while (0)
+
+// Writes `bytes` to the file `name` in a folder of this process's own (for
+// decoders that read files) and returns its path.
+inline std::string TempFile(const std::string& name, absl::string_view bytes) {
+  static const std::string dir = [] {
+    const std::string d = std::filesystem::temp_directory_path().string() + "/fedsilo-fuzz-" +
+                          std::to_string(getpid());
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  const std::string path = dir + "/" + name;
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size());
+  return path;
+}
 
 // Reads input as a sequence of length-prefixed parts (2 bytes little-endian,
 // then that many bytes; a short tail is the last part).

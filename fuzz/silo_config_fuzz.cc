@@ -1,38 +1,14 @@
 // What a silo reads from its own folder and trusts least: its privacy policy
 // (policy.yaml), its dataset catalog (datasets.yaml) and its privacy ledger
 // (privacy-ledger.json), any of which a careless or hostile hand may have
-// written. Each either loads or is refused with an error naming its file; a
-// ledger that loads writes back as one that loads to the same entries.
-#include <unistd.h>
-
-#include <filesystem>
-#include <fstream>
+// written. Each either loads or is refused with an error naming its file;
+// what loads is well-formed (a catalog entry names exactly one source, a
+// policy's numbers are in range, a ledger's steps are never negative).
 #include <string>
 
 #include "fuzz_util.h"
 #include "silo/dataset_catalog.h"
 #include "silo/privacy_guard.h"
-
-namespace {
-
-// A private folder for this process's files, made once.
-const std::string& Dir() {
-  static const std::string dir = [] {
-    const std::string d = std::filesystem::temp_directory_path().string() + "/fedsilo-fuzz-" +
-                          std::to_string(getpid());
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-std::string Write(const std::string& name, absl::string_view bytes) {
-  const std::string path = Dir() + "/" + name;
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size());
-  return path;
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace fedsilo;
@@ -43,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   parts.Next(&catalog);
   parts.Next(&ledger);
 
-  const std::string policy_path = Write("policy.yaml", policy);
+  const std::string policy_path = fuzz::TempFile("policy.yaml", policy);
   auto guard = silo::PrivacyGuard::Open(policy_path, "");
   if (!guard.ok()) {
     FEDSILO_FUZZ_CHECK(std::string(guard.status().message()).find(policy_path) !=
@@ -55,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
-  const std::string catalog_path = Write("datasets.yaml", catalog);
+  const std::string catalog_path = fuzz::TempFile("datasets.yaml", catalog);
   auto datasets = silo::LoadDatasetCatalog(catalog_path, "silo-1");
   if (!datasets.ok()) {
     FEDSILO_FUZZ_CHECK(std::string(datasets.status().message()).find(catalog_path) !=
@@ -67,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
-  const std::string ledger_path = Write("privacy-ledger.json", ledger);
+  const std::string ledger_path = fuzz::TempFile("privacy-ledger.json", ledger);
   auto read = silo::PrivacyGuard::Open("", ledger_path);
   if (!read.ok()) {
     FEDSILO_FUZZ_CHECK(std::string(read.status().message()).find(ledger_path) != std::string::npos);

@@ -3,11 +3,7 @@
 // and IDX image and label files. Any bytes are either read or refused with an
 // error naming the file; what is read is consistent (one label per row, every
 // row as wide as the header says, no missing value left unless imputing).
-#include <unistd.h>
-
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "core/job_config.h"
@@ -16,22 +12,6 @@
 #include "ml/tabular.h"
 
 namespace {
-
-const std::string& Dir() {
-  static const std::string dir = [] {
-    const std::string d = std::filesystem::temp_directory_path().string() + "/fedsilo-fuzz-" +
-                          std::to_string(getpid());
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-std::string Write(const std::string& name, absl::string_view bytes) {
-  const std::string path = Dir() + "/" + name;
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size());
-  return path;
-}
 
 void CheckDataset(const fedsilo::ml::Dataset& d) {
   FEDSILO_FUZZ_CHECK(d.num_classes >= 1);
@@ -49,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   parts.Next(&images);
   parts.Next(&labels);
 
-  const std::string csv_path = Write("table.csv", csv);
+  const std::string csv_path = fuzz::TempFile("table.csv", csv);
   for (ml::CsvHeader header : {ml::CsvHeader::kNone, ml::CsvHeader::kNames}) {
     ml::CsvOptions options;
     options.header = header;
@@ -79,8 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
-  const std::string images_path = Write("images.idx", images);
-  const std::string labels_path = Write("labels.idx", labels);
+  const std::string images_path = fuzz::TempFile("images.idx", images);
+  const std::string labels_path = fuzz::TempFile("labels.idx", labels);
   auto idx = ml::ReadIdxDataset(images_path, labels_path, 10);
   if (idx.ok()) {
     CheckDataset(*idx);

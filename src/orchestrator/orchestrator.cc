@@ -49,10 +49,10 @@ template <typename Item>
 class BlockingQueue {
  public:
   void Push(Item a) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      items_.push_back(std::move(a));
-    }
+    // Notified under the lock: the consumer may destroy the queue as soon as
+    // it has the last item, which it cannot take before the lock is released.
+    std::lock_guard<std::mutex> lock(mu_);
+    items_.push_back(std::move(a));
     cv_.notify_one();
   }
   Item Pop() {
@@ -141,9 +141,10 @@ Status Orchestrator::FlushMetrics(bool keep) {
 
 bool Orchestrator::RetryRound(int round, int attempt, const Status& failure) {
   const bool transient = absl::IsUnavailable(failure) || absl::IsDeadlineExceeded(failure);
-  // SCAFFOLD's silos have already moved their control variates.
+  // SCAFFOLD's silos have already moved their control variates; under local
+  // DP each attempt is charged to the silos' budgets, past the run's plan.
   if (!transient || aggregated_ || attempt > job_.federation.round_retries ||
-      job_.strategy.name == "scaffold") {
+      job_.strategy.name == "scaffold" || job_.privacy.dp.mode == DpMode::kLocal) {
     return false;
   }
   spdlog::warn("round {} failed ({}); running it again (retry {} of {}) once its silos are back",

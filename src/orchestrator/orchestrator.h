@@ -13,7 +13,9 @@
 // global model once its sampled silos are reachable (federation.round_retries
 // times, each waiting up to wait_for_silos): sampling and seeds depend only on
 // the round, so the job ends with the model of a run nobody left. Metrics of
-// a failed attempt are dropped, so every round is recorded once.
+// a failed attempt are dropped, so every round is recorded once. Not for
+// SCAFFOLD (its silos keep state) nor under local DP (each attempt would be
+// charged to the silos' budgets).
 //
 // With privacy.dp.mode central, updates are clipped and weighted equally, and
 // the round's mean gets Gaussian noise (privacy/central_dp.h); the run then

@@ -191,7 +191,8 @@ Status CheckSecondReveal(const std::vector<SecAggReveal>& earlier, const SecAggR
           "this silo already revealed its shares for round ", e.round, " of job '", e.run_id,
           "' over the silos [", absl::StrJoin(e.survivors, ", "), "]",
           same_round ? "" : ", of updates from the same global model", "; a second sum over [",
-          absl::StrJoin(next.survivors, ", "), "] would give away the difference of the two"));
+          absl::StrJoin(next.survivors, ", "), "] would give away the difference of the two",
+          same_round ? "" : " (a new job from the same model: give it another seed)"));
     }
   }
   return absl::OkStatus();

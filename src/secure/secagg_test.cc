@@ -770,17 +770,23 @@ TEST(SecAggAttackTest, ARoundAskedAgainOverTheSameSilosGoesAhead) {
   EXPECT_TRUE(journal.Record({"other", 2, "", {"b"}}).ok());
 }
 
-TEST(SecAggAttackTest, AThresholdBelowTheSilosMinSilosIsRefused) {
-  SecAggSilo silo("a");
-  silo.set_min_silos(4);
-  silo.SetInput("run", 1, Update({1, 2}, {3}), 5);
+// An advert for silos a..d of 3-value updates, with `threshold`.
+pb::Request AdvertOfFour(int threshold) {
   pb::Request r;
   pb::AdvertiseRequest* a = r.mutable_advertise();
-  a->mutable_params()->set_threshold(3);
+  a->mutable_params()->set_threshold(threshold);
   a->mutable_params()->set_bits(24);
   a->mutable_params()->set_clip_range(1);
   a->mutable_params()->set_length(3);
   for (const char* n : {"a", "b", "c", "d"}) a->add_participants(n);
+  return r;
+}
+
+TEST(SecAggAttackTest, AThresholdBelowTheSilosMinSilosIsRefused) {
+  SecAggSilo silo("a");
+  silo.set_min_silos(4);
+  silo.SetInput("run", 1, Update({1, 2}, {3}), 5);
+  pb::Request r = AdvertOfFour(3);
   StatusOr<std::string> reply = silo.Handle("run", 1, r.SerializeAsString());
   ASSERT_FALSE(reply.ok());
   EXPECT_THAT(std::string(reply.status().message()),
@@ -789,8 +795,7 @@ TEST(SecAggAttackTest, AThresholdBelowTheSilosMinSilosIsRefused) {
   SecAggSilo ok("a");
   ok.set_min_silos(4);
   ok.SetInput("run", 1, Update({1, 2}, {3}), 5);
-  a->mutable_params()->set_threshold(4);
-  EXPECT_TRUE(ok.Handle("run", 1, r.SerializeAsString()).ok());
+  EXPECT_TRUE(ok.Handle("run", 1, AdvertOfFour(4).SerializeAsString()).ok());
 }
 
 TEST(SecAggAttackTest, AnUnparsableRequestEndsTheSilosRound) {
@@ -798,13 +803,7 @@ TEST(SecAggAttackTest, AnUnparsableRequestEndsTheSilosRound) {
   silo.SetInput("run", 1, Update({1, 2}, {3}), 5);
   EXPECT_FALSE(silo.Handle("run", 1, std::string("\xff\xff\xff", 3)).ok());
   // The round's state is gone: a well-formed advert is refused after it.
-  pb::Request r;
-  pb::AdvertiseRequest* a = r.mutable_advertise();
-  a->mutable_params()->set_threshold(3);
-  a->mutable_params()->set_bits(24);
-  a->mutable_params()->set_clip_range(1);
-  a->mutable_params()->set_length(3);
-  for (const char* n : {"a", "b", "c", "d"}) a->add_participants(n);
+  pb::Request r = AdvertOfFour(3);
   StatusOr<std::string> reply = silo.Handle("run", 1, r.SerializeAsString());
   ASSERT_FALSE(reply.ok());
   EXPECT_THAT(std::string(reply.status().message()), HasSubstr("out-of-order"));

@@ -28,9 +28,13 @@ struct OrchestratorService::Session {
   uint64_t id = 0;
   Stream* stream = nullptr;
   std::mutex write_mu;
-  // False once Connect() is about to return and `stream` and `context` go away.
+  // False once Connect() is about to return and `stream` goes away.
   bool writable ABSL_GUARDED_BY(write_mu) = true;
-  grpc::ServerContext* context ABSL_GUARDED_BY(write_mu) = nullptr;
+  // The call's context, to cancel the stream from another thread; null once
+  // Connect() is about to return. Never held during I/O (a write to a silo
+  // that stopped reading may block while holding write_mu).
+  std::mutex context_mu;
+  grpc::ServerContext* context ABSL_GUARDED_BY(context_mu) = nullptr;
   // model.torchscript values whose module this session has received.
   std::set<std::string> modules_sent ABSL_GUARDED_BY(write_mu);
 
@@ -170,8 +174,9 @@ void OrchestratorService::Drop(Session& session, const Status& why) {
     std::lock_guard<std::mutex> lock(session.mu);
     if (!session.dropped.has_value()) session.dropped = why;
   }
-  std::lock_guard<std::mutex> lock(session.write_mu);
-  if (session.writable && session.context != nullptr) session.context->TryCancel();
+  // TryCancel also ends a write blocked on a silo that stopped reading.
+  std::lock_guard<std::mutex> lock(session.context_mu);
+  if (session.context != nullptr) session.context->TryCancel();
 }
 
 void OrchestratorService::SweepLoop() {
@@ -436,7 +441,7 @@ grpc::Status OrchestratorService::Connect(
   session->silo = silo;
   session->peer = *peer;
   {
-    std::lock_guard<std::mutex> lock(session->write_mu);
+    std::lock_guard<std::mutex> lock(session->context_mu);
     session->context = context;
   }
   session->id = next_session_.fetch_add(1);
@@ -641,10 +646,13 @@ grpc::Status OrchestratorService::Connect(
     if (it != sessions_.end() && it->second == session) sessions_.erase(it);
   }
   {
+    std::lock_guard<std::mutex> context_lock(session->context_mu);
+    session->context = nullptr;
+  }
+  {
     // A Fit() may be writing to the stream: wait for it, and bar later ones.
     std::lock_guard<std::mutex> write_lock(session->write_mu);
     session->writable = false;
-    session->context = nullptr;
   }
   listener_->OnDisconnected(silo, session->id, why);
   spdlog::info("silo '{}' disconnected (session {}): {}", silo, session->id,

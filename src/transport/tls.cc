@@ -148,8 +148,10 @@ StatusOr<secure::PeerIdentity> PeerAuthenticator::Authenticate(
         " stated no identity; in --insecure mode the caller must run with --insecure too"));
   }
   secure::PeerIdentity peer;
-  peer.name = std::string(name->second.data(), name->second.size());
-  const std::string kind_name(kind->second.data(), kind->second.size());
+  // Claims nothing checks: escaped, so that they cannot write log lines.
+  peer.name = secure::ShownName(absl::string_view(name->second.data(), name->second.size()));
+  const std::string kind_name =
+      secure::ShownName(absl::string_view(kind->second.data(), kind->second.size()));
   StatusOr<secure::ParticipantKind> parsed = secure::ParseParticipantKind(kind_name);
   if (!parsed.ok()) return absl::UnauthenticatedError(parsed.status().message());
   peer.kind = *parsed;

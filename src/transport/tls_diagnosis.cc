@@ -182,7 +182,8 @@ std::string NamesOf(X509* cert) {
     }
   }
   GENERAL_NAMES_free(sans);
-  return names.empty() ? "none" : absl::StrJoin(names, ", ");
+  // (Names of a certificate that did not verify: escaped for the terminal.)
+  return names.empty() ? "none" : secure::ShownName(absl::StrJoin(names, ", "));
 }
 
 // What the orchestrator's certificate `cert` failed on (`result` from
@@ -194,7 +195,7 @@ std::string ServerCertificateProblem(long result, X509* cert, const std::string&
   if (cert != nullptr) {
     StatusOr<secure::CertificateSummary> s = secure::DescribeCertificate(ToPem(cert));
     if (s.ok()) summary = *s;
-    theirs = summary.peer.federation;
+    theirs = secure::ShownName(summary.peer.federation);
   }
   switch (result) {
     case X509_V_ERR_HOSTNAME_MISMATCH:

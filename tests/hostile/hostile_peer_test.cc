@@ -231,8 +231,8 @@ class Mallory {
       case kSlowDrip:
         stream.Write(Result(task, n, task.nonce()));
         if (AwaitUpload(&stream)) {
-          // 64 bytes every 300 ms, past the job's 4 s round_timeout.
-          for (size_t at = 0; at < n && at < 64 * 20; at += 64) {
+          // 64 bytes every 300 ms, past the job's 6 s round_timeout.
+          for (size_t at = 0; at < n && at < 64 * 30; at += 64) {
             if (!stream.Write(Chunk(model.substr(at, 64), false))) break;
             std::this_thread::sleep_for(300ms);
           }
@@ -278,7 +278,7 @@ constexpr char kJob[] =
     "model: {name: mlp}\n"
     "training: {rounds: 12, learning_rate: 0.1, local_epochs: 3}\n"
     "federation: {silos: [a, b, mallory], min_silos: 2, wait_for_silos: 60, "
-    "round_timeout: 4}\n";
+    "round_timeout: 6}\n";
 
 TEST(HostilePeerTest, TheOrchestratorOutlivesHostileSilosAndUsersAndTheHonestJobCompletes) {
   Federation fed("hostile", {{"mallory", "silo"}, {"trudy", "silo"}, {"eve", "user"}});
@@ -445,6 +445,8 @@ TEST(HostilePeerTest, TheOrchestratorOutlivesHostileSilosAndUsersAndTheHonestJob
       {kAbsurdSize, "announced an update of 4611686018427387904 bytes"},
       {kTruncated, "were announced"},
       {kDuplicated, "more bytes than the announced"},
+      {kGarbage, "not a fedsilo model file"},
+      {kHeartbeatFlood, "mallory gives up"},
       {kReplayed, "does not answer the task that is out (stale or replayed)"},
       {kOutOfOrder, "unexpected message"},
       {kUnasked, "update bytes nobody asked for"},
