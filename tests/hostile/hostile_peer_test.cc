@@ -454,7 +454,9 @@ TEST(HostilePeerTest, TheOrchestratorOutlivesHostileSilosAndUsersAndTheHonestJob
   };
   for (int attack : tried) {
     auto it = reasons.find(attack);
-    if (it != reasons.end()) EXPECT_THAT(log, HasSubstr(it->second)) << AttackName(attack);
+    if (it != reasons.end()) {
+      EXPECT_THAT(log, HasSubstr(it->second)) << AttackName(attack);
+    }
   }
   // The honest silos' model is what the orchestrator serves alice.
   EXPECT_EQ(fed.User("download job-1 --out " + fed.dir() + "/model.fsm").status, 0);
