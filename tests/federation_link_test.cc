@@ -13,6 +13,7 @@
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
 #include "secure/revocation.h"
+#include "silo_stream.h"
 #include "transport/orchestrator_service.h"
 #include "transport/silo_client.h"
 #include "transport/tls.h"
@@ -151,24 +152,12 @@ TEST(FederationLinkTest, SiloReconnectsAfterTheOrchestratorRestarts) {
   runner.join();
 }
 
-// A silo stream driven by hand: connected, its hello sent.
-struct RawSiloStream {
-  RawSiloStream(const std::string& target, const transport::TlsFiles& files)
-      : stub(fedsilo::v1::Orchestrator::NewStub(
-            grpc::CreateChannel(target, transport::MakeChannelCredentials(files)))) {
-    context.set_deadline(std::chrono::system_clock::now() + 20s);
-    stream = stub->Connect(&context);
-    fedsilo::v1::SiloMessage hello;
-    hello.mutable_hello()->add_datasets("digits");
-    hello_sent = stream->Write(hello);
-  }
-  std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub;
-  grpc::ClientContext context;
-  std::unique_ptr<
-      grpc::ClientReaderWriter<fedsilo::v1::SiloMessage, fedsilo::v1::OrchestratorMessage>>
-      stream;
-  bool hello_sent = false;
-};
+// A silo stream of `files`' kit driven by hand, its hello sent.
+testing_util::HandSiloStream RawSiloStream(const std::string& target,
+                                           const transport::TlsFiles& files) {
+  return testing_util::HandSiloStream(
+      grpc::CreateChannel(target, transport::MakeChannelCredentials(files)), 20s);
+}
 
 // A silo that answers its task announcing an update of 2^62 bytes (once, the
 // orchestrator reserved that much and crashed on its next write): its stream
@@ -176,7 +165,7 @@ struct RawSiloStream {
 TEST(FederationLinkTest, ASiloAnnouncingAnAbsurdUpdateIsCutOffAndTheOrchestratorGoesOn) {
   const std::string kits = Provision("absurd", std::chrono::system_clock::now());
   Endpoint endpoint(kits);
-  RawSiloStream raw(endpoint.target(), Files(kits + "/hospital-a"));
+  auto raw = RawSiloStream(endpoint.target(), Files(kits + "/hospital-a"));
   ASSERT_TRUE(raw.hello_sent);
   auto& stream = raw.stream;
   ASSERT_TRUE(WaitFor([&] { return endpoint.service.ConnectedSilos().size() == 1; }));
@@ -399,7 +388,7 @@ TEST(FederationLinkTest, ARevokedSiloThatStaysSilentGetsNoTaskAndLosesItsStream)
     const std::string kits = Provision(sweep ? "expire-silent" : "revoke-silent", now);
     RevokingEndpoint endpoint(kits);
     endpoint.service.set_validity_sweep(sweep ? 100ms : std::chrono::milliseconds(3600000));
-    RawSiloStream raw(endpoint.target(), Files(kits + "/hospital-a"));
+    auto raw = RawSiloStream(endpoint.target(), Files(kits + "/hospital-a"));
     ASSERT_TRUE(raw.hello_sent);
     auto& stream = raw.stream;
     ASSERT_TRUE(WaitFor([&] { return endpoint.Connected("hospital-a"); }));

@@ -23,6 +23,7 @@
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
+#include "silo_stream.h"
 #include "strategy/fed_avg.h"
 #include "test_util.h"
 #include "transport/chunks.h"
@@ -175,24 +176,10 @@ class Federation {
 
   // A silo session driven by hand over the real stream: `name`'s kit, mutual
   // TLS, the hello already sent (check `stream` and `hello_sent`).
-  struct HandSession {
-    std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub;
-    grpc::ClientContext context;
-    std::unique_ptr<
-        grpc::ClientReaderWriter<fedsilo::v1::SiloMessage, fedsilo::v1::OrchestratorMessage>>
-        stream;
-    bool hello_sent = false;
-  };
-  std::unique_ptr<HandSession> ConnectByHand(const std::string& name) {
-    auto session = std::make_unique<HandSession>();
+  std::unique_ptr<testing_util::HandSiloStream> ConnectByHand(const std::string& name) {
     auto files = transport::LoadTlsFiles(*secure::LoadKit(dir_ + "/kits/" + name));
-    session->stub = fedsilo::v1::Orchestrator::NewStub(grpc::CreateChannel(
+    return std::make_unique<testing_util::HandSiloStream>(grpc::CreateChannel(
         "localhost:" + std::to_string(port()), transport::MakeChannelCredentials(*files)));
-    session->stream = session->stub->Connect(&session->context);
-    fedsilo::v1::SiloMessage hello;
-    hello.mutable_hello()->add_datasets("digits");
-    session->hello_sent = session->stream->Write(hello);
-    return session;
   }
 
   transport::OrchestratorService* service() { return service_.get(); }

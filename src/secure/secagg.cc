@@ -200,7 +200,9 @@ Status CheckSecondReveal(const std::vector<SecAggReveal>& earlier, const SecAggR
 
 Status MemorySecAggJournal::Record(const SecAggReveal& reveal) {
   FEDSILO_RETURN_IF_ERROR(CheckSecondReveal(reveals_, reveal));
-  reveals_.push_back(reveal);
+  if (std::find(reveals_.begin(), reveals_.end(), reveal) == reveals_.end()) {
+    reveals_.push_back(reveal);
+  }
   return absl::OkStatus();
 }
 

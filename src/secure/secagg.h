@@ -175,6 +175,10 @@ struct SecAggReveal {
   int round = 0;
   std::string origin;
   std::vector<std::string> survivors;  // sorted
+
+  bool operator==(const SecAggReveal& o) const {
+    return run_id == o.run_id && round == o.round && origin == o.origin && survivors == o.survivors;
+  }
 };
 
 // FailedPrecondition when `next` would give a second sum: an earlier reveal
@@ -190,7 +194,7 @@ class SecAggJournal {
   virtual Status Record(const SecAggReveal& reveal) = 0;
 };
 
-// The reveals of one process (a simulation's silos; tests).
+// The reveals of one SecAggSilo (a simulation's silos; tests).
 class MemorySecAggJournal : public SecAggJournal {
  public:
   Status Record(const SecAggReveal& reveal) override;

@@ -266,6 +266,12 @@ std::string Who(const std::string& dataset) {
   return absl::StrCat("silo policy for dataset '", dataset, "': ");
 }
 
+// A task of a run the silo never admitted on `dataset`.
+Status NotAdmitted(const std::string& dataset, const std::string& run_id) {
+  return Shareable(absl::FailedPreconditionError(
+      absl::StrCat("silo has not admitted job '", run_id, "' on '", dataset, "'")));
+}
+
 Status Refuse(const std::string& dataset, const std::string& why) {
   return Shareable(absl::FailedPreconditionError(absl::StrCat(Who(dataset), why)));
 }
@@ -561,8 +567,7 @@ Status PrivacyGuard::CountEvaluation(const std::string& dataset, const std::stri
   std::lock_guard<std::mutex> lock(mu_);
   LedgerEntry* e = Find(dataset, run_id);
   if (e == nullptr) {
-    return Shareable(absl::FailedPreconditionError(
-        absl::StrCat("silo has not admitted job '", run_id, "' on '", dataset, "'")));
+    return NotAdmitted(dataset, run_id);
   }
   const int max = PolicyFor(dataset).MaxEvaluations(job);
   if (e->evaluations >= max) {
@@ -582,8 +587,7 @@ Status PrivacyGuard::PinStatistics(const std::string& dataset, const std::string
   std::lock_guard<std::mutex> lock(mu_);
   LedgerEntry* e = Find(dataset, run_id);
   if (e == nullptr) {
-    return Shareable(absl::FailedPreconditionError(
-        absl::StrCat("silo has not admitted job '", run_id, "' on '", dataset, "'")));
+    return NotAdmitted(dataset, run_id);
   }
   if (e->statistics_digest == digest) return absl::OkStatus();
   if (!e->statistics_digest.empty()) {
@@ -600,18 +604,14 @@ Status PrivacyGuard::RecordSecAggReveal(const std::string& dataset,
   std::lock_guard<std::mutex> lock(mu_);
   LedgerEntry* e = Find(dataset, reveal.run_id);
   if (e == nullptr) {
-    return Shareable(absl::FailedPreconditionError(
-        absl::StrCat("silo has not admitted job '", reveal.run_id, "' on '", dataset, "'")));
+    return NotAdmitted(dataset, reveal.run_id);
   }
   bool known = false;
   for (const LedgerEntry& other : entries_) {
     if (other.dataset != dataset) continue;
     Status second = secure::CheckSecondReveal(other.reveals, reveal);
     if (!second.ok()) return Refuse(dataset, std::string(second.message()));
-    for (const secure::SecAggReveal& r : other.reveals) {
-      known |= r.run_id == reveal.run_id && r.round == reveal.round && r.origin == reveal.origin &&
-               r.survivors == reveal.survivors;
-    }
+    known |= std::find(other.reveals.begin(), other.reveals.end(), reveal) != other.reveals.end();
   }
   if (known) return absl::OkStatus();
   e->reveals.push_back(reveal);

@@ -185,12 +185,7 @@ void OrchestratorService::SweepLoop() {
     sweep_cv_.wait_for(lock, sweep_);
     if (stopping_) break;
     lock.unlock();
-    std::vector<std::shared_ptr<Session>> sessions;
-    {
-      std::lock_guard<std::mutex> sessions_lock(mu_);
-      for (const auto& [name, session] : sessions_) sessions.push_back(session);
-    }
-    for (const std::shared_ptr<Session>& s : sessions) {
+    for (const std::shared_ptr<Session>& s : Sessions()) {
       if (Status valid = auth_.StillValid(s->peer); !valid.ok()) Drop(*s, valid);
     }
     lock.lock();
@@ -204,18 +199,20 @@ std::vector<std::string> OrchestratorService::ConnectedSilos() const {
   return names;
 }
 
+std::vector<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Sessions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::shared_ptr<Session>> sessions;
+  for (const auto& [name, session] : sessions_) sessions.push_back(session);
+  return sessions;
+}
+
 bool OrchestratorService::IsConnected(const std::string& silo) const {
   std::lock_guard<std::mutex> lock(mu_);
   return sessions_.count(silo) > 0;
 }
 
 void OrchestratorService::CancelRun(const std::string& run_id, const std::string& reason) {
-  std::vector<std::shared_ptr<Session>> sessions;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [name, session] : sessions_) sessions.push_back(session);
-  }
-  for (const std::shared_ptr<Session>& s : sessions) {
+  for (const std::shared_ptr<Session>& s : Sessions()) {
     bool ours;
     {
       std::lock_guard<std::mutex> lock(s->mu);

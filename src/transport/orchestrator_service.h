@@ -110,6 +110,8 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   // Closes `session`'s stream, which ends with `why` (a certificate that is
   // no longer valid).
   static void Drop(Session& session, const Status& why);
+  // The open sessions, taken under mu_ (so that each can be locked without it).
+  std::vector<std::shared_ptr<Session>> Sessions() const;
   // Drops the sessions whose certificate is no longer valid, every sweep_.
   void SweepLoop();
 

@@ -116,16 +116,15 @@ StatusOr<secure::PeerIdentity> AuthenticatePeer(
   FEDSILO_RETURN_IF_ERROR(CheckRevoked(peer, revoked));
   if (std::find(allowed.begin(), allowed.end(), peer.kind) == allowed.end()) {
     // "a silo", "an orchestrator"
-    auto a = [](secure::ParticipantKind k) {
-      return absl::StrCat(k == secure::ParticipantKind::kOrchestrator ? "an " : "a ",
-                          secure::ParticipantKindName(k));
+    auto article = [](secure::ParticipantKind k) {
+      return k == secure::ParticipantKind::kOrchestrator ? "an " : "a ";
     };
     std::vector<std::string> names;
     for (secure::ParticipantKind k : allowed) names.emplace_back(secure::ParticipantKindName(k));
     return absl::PermissionDeniedError(
-        absl::StrCat("'", peer.name, "' holds ", a(peer.kind), " certificate; this call needs ",
-                     a(*allowed.begin()).substr(0, a(*allowed.begin()).find(' ')), " ",
-                     absl::StrJoin(names, " or "), " certificate"));
+        absl::StrCat("'", peer.name, "' holds ", article(peer.kind),
+                     secure::ParticipantKindName(peer.kind), " certificate; this call needs ",
+                     article(*allowed.begin()), absl::StrJoin(names, " or "), " certificate"));
   }
   return peer;
 }

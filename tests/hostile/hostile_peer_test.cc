@@ -24,6 +24,7 @@
 #include "fedsilo/v1/federation.grpc.pb.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
 #include "secure/provisioner.h"
+#include "silo_stream.h"
 #include "transport/tls.h"
 
 namespace fedsilo {
@@ -72,26 +73,26 @@ const char* AttackName(int a) {
 // A silo that follows the protocol only as far as it needs to break it.
 class Mallory {
  public:
-  explicit Mallory(std::shared_ptr<grpc::Channel> channel)
-      : stub_(v1::Orchestrator::NewStub(std::move(channel))) {}
+  explicit Mallory(std::shared_ptr<grpc::Channel> channel) : channel_(std::move(channel)) {}
 
   // Connects and attacks each task that comes, on the same stream while the
   // orchestrator keeps it open and on a new one when it closed it, until Stop().
   void Run() {
     while (true) {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + 120s);
+      testing_util::HandSiloStream s(channel_, 120s);
+      auto& stream = s.stream;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_) return;
-        current_ = &context;
+        if (stopping_) {
+          s.context.TryCancel();
+          stream->Finish();
+          return;
+        }
+        current_ = &s.context;
       }
-      auto stream = stub_->Connect(&context);
-      v1::SiloMessage hello;
-      hello.mutable_hello()->add_datasets("digits");
       v1::TaskHeader task;
       std::string model;
-      bool open = stream->Write(hello);
+      bool open = s.hello_sent;
       while (open && ReadTask(stream.get(), &task, &model)) {
         const int attack = next_++ % kAttacks;
         open = Attack_(static_cast<Attack>(attack), *stream, task, model);
@@ -103,7 +104,7 @@ class Mallory {
         std::lock_guard<std::mutex> lock(mu_);
         current_ = nullptr;
       }
-      context.TryCancel();
+      s.context.TryCancel();
       stream->Finish();
       std::this_thread::sleep_for(20ms);
     }
@@ -244,7 +245,7 @@ class Mallory {
     return attack != kAbsurdSize && attack != kOutOfOrder && attack != kSlowDrip;
   }
 
-  std::unique_ptr<v1::Orchestrator::Stub> stub_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::mutex mu_;
   grpc::ClientContext* current_ = nullptr;
   bool stopping_ = false;
@@ -358,13 +359,8 @@ TEST(HostilePeerTest, TheOrchestratorOutlivesHostileSilosAndUsersAndTheHonestJob
     }
     {
       // A silo stream with a user certificate.
-      auto federation = v1::Orchestrator::NewStub(ChannelAs(fed, "eve"));
-      grpc::ClientContext c;
-      c.set_deadline(std::chrono::system_clock::now() + 10s);
-      auto stream = federation->Connect(&c);
-      v1::SiloMessage hello;
-      hello.mutable_hello()->add_datasets("digits");
-      stream->Write(hello);
+      testing_util::HandSiloStream s(ChannelAs(fed, "eve"), 10s);
+      auto& stream = s.stream;
       stream->WritesDone();
       v1::OrchestratorMessage m;
       while (stream->Read(&m)) {
@@ -383,21 +379,17 @@ TEST(HostilePeerTest, TheOrchestratorOutlivesHostileSilosAndUsersAndTheHonestJob
   });
   // Trudy (a silo of the federation, not in the job) churns streams.
   hostile.emplace_back([&] {
-    auto federation = v1::Orchestrator::NewStub(ChannelAs(fed, "trudy"));
+    const auto channel = ChannelAs(fed, "trudy");
     for (int i = 0; i < 40; ++i) {
-      grpc::ClientContext c;
-      c.set_deadline(std::chrono::system_clock::now() + 5s);
-      auto stream = federation->Connect(&c);
-      v1::SiloMessage hello;
-      hello.mutable_hello()->add_datasets("digits");
-      stream->Write(hello);
-      if (i % 3 == 0) {  // before the hello, a result for nothing
+      testing_util::HandSiloStream s(channel, 5s);
+      auto& stream = s.stream;
+      if (i % 3 == 0) {  // after the hello, a result that answers no task
         v1::SiloMessage result;
         result.mutable_result()->set_job_id("job-1");
         result.mutable_result()->set_update_bytes(uint64_t{1} << 45);
         stream->Write(result);
       }
-      c.TryCancel();
+      s.context.TryCancel();
       stream->Finish();
     }
   });
