@@ -11,6 +11,7 @@
 
 #include "core/file_util.h"
 #include "core/model_state_file.h"
+#include "script.h"
 #include "secure/certificate_authority.h"
 #include "secure/secagg.h"
 #include "secure/storage_keys.h"
@@ -175,6 +176,78 @@ int main(int argc, char** argv) {
   labels += std::string("\x03\x07", 2);
   Seed("tables", "small.bin", Parts({csv, images, labels}));
   Seed("tables", "numbers.bin", Parts({"1,2,0\n3,4,1\n5,6,2\n", images, labels}));
+  // A silo's stream: an honest round (task, result, upload, a secure step,
+  // an evaluation that fails, a cancel), then a hostile one.
+  using fuzz::ScriptWriter;
+  using fuzz::StreamOp;
+  auto op = [](ScriptWriter& w, StreamOp o) -> ScriptWriter& { return w.Byte(uint8_t(o)); };
+  ScriptWriter honest;
+  honest.Byte(8).Byte(8);  // the model's and the update's sizes
+  op(honest, StreamOp::kReconnect).Byte(0);
+  op(honest, StreamOp::kHello).Byte(1).Bytes("digits").Bytes("fedsilo 0.1.0");
+  op(honest, StreamOp::kHeartbeat).Small(5);
+  op(honest, StreamOp::kFit).Byte(0).Byte(0);
+  op(honest, StreamOp::kResult).Byte(fuzz::kEchoAll).Hint().Small(40).Byte(1).Bytes("train_loss")
+      .Small(1).Flag(false);
+  op(honest, StreamOp::kFetch);
+  op(honest, StreamOp::kUpload).Byte(31).Flag(false);
+  op(honest, StreamOp::kSecureStep).Bytes("step").Byte(0);
+  op(honest, StreamOp::kSecureReply).Byte(fuzz::kEchoAll).Small(5);
+  op(honest, StreamOp::kChunk).Bytes("abcde").Flag(true);
+  op(honest, StreamOp::kFit).Byte(2).Byte(1);
+  op(honest, StreamOp::kFailed).Byte(fuzz::kEchoAll).Bytes("no test rows");
+  op(honest, StreamOp::kCancel).Flag(true).Bytes("aborted by alice");
+  op(honest, StreamOp::kWhoAmI).Bytes("alice").Byte(1);
+  op(honest, StreamOp::kClose);
+  Seed("silo_stream", "honest.bin", honest.str());
+
+  ScriptWriter hostile;
+  hostile.Byte(8).Byte(8);
+  op(hostile, StreamOp::kReconnect).Byte(0);
+  op(hostile, StreamOp::kHello).Byte(0).Bytes("");
+  op(hostile, StreamOp::kFit).Byte(0).Byte(0);
+  op(hostile, StreamOp::kResult).Byte(fuzz::kEchoAll).Byte(6).Byte(30).Small(1).Byte(0).Flag(false);
+  op(hostile, StreamOp::kReconnect).Byte(0);
+  op(hostile, StreamOp::kHello).Byte(0).Bytes("");
+  op(hostile, StreamOp::kFit).Byte(0).Byte(0);
+  op(hostile, StreamOp::kResult).Byte(fuzz::kEchoAll).Hint().Small(7).Byte(0).Flag(true);
+  op(hostile, StreamOp::kResult).Byte(fuzz::kEchoAll).Hint().Small(8).Byte(0).Flag(true);
+  op(hostile, StreamOp::kFetch);
+  op(hostile, StreamOp::kUpload).Byte(3).Flag(true).Byte(17);
+  op(hostile, StreamOp::kChunk).Bytes("more").Flag(true);
+  op(hostile, StreamOp::kSecureReply).Byte(fuzz::kEchoAll).Small(9);
+  op(hostile, StreamOp::kReconnect).Byte(2);
+  op(hostile, StreamOp::kHello).Byte(0).Bytes("");
+  Seed("silo_stream", "hostile.bin", hostile.str());
+
+  // Users of the Jobs service: alice submits and her job ends; bob, carol
+  // (a lead) and mallory (a silo) try to take it; then a raw request.
+  using fuzz::JobsOp;
+  auto call = [](ScriptWriter& w, JobsOp o, uint8_t caller) -> ScriptWriter& {
+    return w.Byte(uint8_t(o)).Byte(caller);
+  };
+  const std::string job =
+      "name: seed\ndata: {dataset: digits}\nfederation: {silos: [a, b]}\n"
+      "training: {rounds: 2}\n";
+  ScriptWriter users;
+  call(users, JobsOp::kSubmit, 0).Bytes(job).Bytes("");
+  call(users, JobsOp::kSubmit, 1).Bytes(job + "model: {torchscript: m.pt}\n").Bytes("TS module");
+  call(users, JobsOp::kList, 1);
+  call(users, JobsOp::kGet, 3).Flag(false).Byte(0);
+  call(users, JobsOp::kLogs, 1).Flag(false).Byte(0).Small(0);
+  call(users, JobsOp::kAbort, 1).Flag(false).Byte(0).Bytes("mine now");
+  call(users, JobsOp::kFinish, 0).Byte(0).Byte(4);
+  call(users, JobsOp::kDownload, 1).Flag(false).Byte(0);
+  call(users, JobsOp::kDownload, 2).Flag(false).Byte(0);
+  call(users, JobsOp::kDownload, 0).Flag(false).Byte(0);
+  call(users, JobsOp::kListRuns, 0).Bytes("default");
+  call(users, JobsOp::kGetRun, 0).Flag(false).Byte(0);
+  call(users, JobsOp::kAbort, 0).Flag(false).Byte(1).Bytes("");
+  // SubmitJobRequest{job_yaml}: field 1, length-delimited.
+  const std::string request = std::string("\x0a", 1) + static_cast<char>(job.size()) + job;
+  call(users, JobsOp::kRaw, 0).Byte(0).Bytes(request);
+  Seed("jobs_api", "users.bin", users.str());
+
   std::printf("seeds written under %s\n", root.c_str());
   return 0;
 }

@@ -250,11 +250,11 @@ StatusOr<JobRecord> JobStore::CreateJob(JobRecord job) {
   return job;
 }
 
-StatusOr<std::vector<JobRecord>> JobStore::QueryJobs(const std::string& where_id) const {
+StatusOr<std::vector<JobRecord>> JobStore::QueryJobs(const std::string* where_id) const {
   const std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs",
-                                       where_id.empty() ? "" : " WHERE id = ?", " ORDER BY seq");
+                                       where_id == nullptr ? "" : " WHERE id = ?", " ORDER BY seq");
   Statement s(db_, sql.c_str());
-  if (!where_id.empty()) s.Bind(1, where_id);
+  if (where_id != nullptr) s.Bind(1, *where_id);
   std::vector<JobRecord> out;
   while (s.Step()) {
     JobRecord j;
@@ -280,14 +280,14 @@ StatusOr<std::vector<JobRecord>> JobStore::QueryJobs(const std::string& where_id
 
 StatusOr<JobRecord> JobStore::GetJob(const std::string& id) const {
   std::lock_guard<std::mutex> lock(mu_);
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, QueryJobs(id));
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, QueryJobs(&id));
   if (jobs.empty()) return absl::NotFoundError(absl::StrCat("no job '", id, "'"));
   return std::move(jobs.front());
 }
 
 StatusOr<std::vector<JobRecord>> JobStore::ListJobs() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return QueryJobs("");
+  return QueryJobs(nullptr);
 }
 
 Status JobStore::SetState(const std::string& id, JobState state, const std::string& error) {

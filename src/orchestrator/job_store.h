@@ -135,7 +135,9 @@ class JobStore {
   JobStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   Status Exec(const std::string& sql) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Status Error(absl::string_view what) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  StatusOr<std::vector<JobRecord>> QueryJobs(const std::string& where_id) const
+  // Every job, or (with `where_id`) the one with that id; an empty id is
+  // nobody's, not everybody's.
+  StatusOr<std::vector<JobRecord>> QueryJobs(const std::string* where_id) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable std::mutex mu_;

@@ -101,6 +101,16 @@ TEST(JobStoreTest, FinishedStatesAndErrors) {
   EXPECT_THAT(std::string((*store)->GetJob("job-9").status().message()), HasSubstr("job-9"));
 }
 
+// Found by the jobs_api fuzz target: an empty id used to select every job
+// and return the first, so `fedsilo status ''` showed job-1.
+TEST(JobStoreTest, AnEmptyIdIsNoJob) {
+  auto store = JobStore::Open(FreshPath("empty_id"));
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->CreateJob(Job("a")).ok());
+  EXPECT_TRUE(absl::IsNotFound((*store)->GetJob("").status()));
+  EXPECT_TRUE((*store)->GetJob("job-1").ok());
+}
+
 TEST(JobStoreTest, NewerSchemaIsRefusedNamingTheFile) {
   const std::string path = FreshPath("newer");
   ASSERT_TRUE(JobStore::Open(path).ok());

@@ -658,13 +658,7 @@ grpc::Status OrchestratorService::Connect(
                                                                        : grpc::Status::OK;
 }
 
-StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
-    const std::string& address, std::shared_ptr<grpc::ServerCredentials> credentials,
-    const std::vector<grpc::Service*>& services) {
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(address, std::move(credentials), &port);
-  for (grpc::Service* service : services) builder.RegisterService(service);
+void ApplyServerLimits(grpc::ServerBuilder& builder) {
   // Keepalive pings find silos whose connection died without a FIN.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
@@ -672,6 +666,16 @@ StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   // A submitted job may carry its TorchScript module.
   builder.SetMaxReceiveMessageSize(static_cast<int>(kMaxTorchScriptBytes + (1 << 20)));
+}
+
+StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
+    const std::string& address, std::shared_ptr<grpc::ServerCredentials> credentials,
+    const std::vector<grpc::Service*>& services) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(address, std::move(credentials), &port);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  ApplyServerLimits(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot serve on ", address));

@@ -158,6 +158,10 @@ class RemoteSiloConnection : public SiloConnection {
   std::chrono::milliseconds timeout_;
 };
 
+// The limits and keepalive settings of every fedsilo server (GrpcServer
+// applies them; the fuzz targets serve in process with the same).
+void ApplyServerLimits(grpc::ServerBuilder& builder);
+
 // A running gRPC server. Shut down (waiting for calls to end) on destruction.
 class GrpcServer {
  public:

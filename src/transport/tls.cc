@@ -155,8 +155,8 @@ StatusOr<secure::PeerIdentity> PeerAuthenticator::Authenticate(
   if (!parsed.ok()) return absl::UnauthenticatedError(parsed.status().message());
   peer.kind = *parsed;
   if (std::find(allowed.begin(), allowed.end(), peer.kind) == allowed.end()) {
-    return absl::PermissionDeniedError(absl::StrCat("'", peer.name, "' claims to be a ", kind_name,
-                                                    "; this call needs another kind"));
+    return absl::PermissionDeniedError(absl::StrCat("'", peer.name, "' claims the kind '",
+                                                    kind_name, "'; this call needs another kind"));
   }
   peer.not_after = clock() + std::chrono::hours(24);
   return peer;
