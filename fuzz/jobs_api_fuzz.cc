@@ -50,11 +50,11 @@ struct Caller {
   const char* kind;
 };
 // "carol" is a lead; "mallory" holds a silo's certificate.
-constexpr Caller kCallers[] = {{"alice", "user"}, {"bob", "user"},       {"carol", "user"},
+constexpr Caller kCallers[] = {{"alice", "user"},   {"bob", "user"},          {"carol", "user"},
                                {"mallory", "silo"}, {"orch", "orchestrator"}, {"", "user"}};
 constexpr char kLead[] = "carol";
 
-const char* kMethods[] = {"SubmitJob", "ListJobs", "GetJob",  "GetLogs",
+const char* kMethods[] = {"SubmitJob", "ListJobs",      "GetJob",   "GetLogs",
                           "AbortJob",  "DownloadModel", "ListRuns", "GetRun"};
 
 // Modules "load" here when they start with "TS": the orchestrator's real
@@ -189,8 +189,9 @@ class Session {
         fedsilo::v1::JobInfo reply;
         const grpc::Status s = stub_->AbortJob(&context, request, &reply);
         Served(s, caller);
-        if (s.ok()) FEDSILO_FUZZ_CHECK(owners_.count(request.job_id()) == 1 &&
-                                       owners_[request.job_id()] == caller.name);
+        if (s.ok())
+          FEDSILO_FUZZ_CHECK(owners_.count(request.job_id()) == 1 &&
+                             owners_[request.job_id()] == caller.name);
         break;
       }
       case JobsOp::kDownload: {

@@ -25,12 +25,19 @@ class Script {
   // it, a huge power of two, or any 64-bit value.
   uint64_t Number(uint64_t hint = 0) {
     switch (Byte() % 8) {
-      case 0: return 0;
-      case 1: return Byte();
-      case 2: case 3: return Byte() | (uint64_t{Byte()} << 8);
-      case 4: return hint;
-      case 5: return hint + 1;
-      case 6: return uint64_t{1} << (32 + Byte() % 31);  // up to 2^62
+      case 0:
+        return 0;
+      case 1:
+        return Byte();
+      case 2:
+      case 3:
+        return Byte() | (uint64_t{Byte()} << 8);
+      case 4:
+        return hint;
+      case 5:
+        return hint + 1;
+      case 6:
+        return uint64_t{1} << (32 + Byte() % 31);  // up to 2^62
       default: {
         uint64_t v = 0;
         for (int i = 0; i < 8; ++i) v = (v << 8) | Byte();
@@ -65,7 +72,7 @@ class ScriptWriter {
   }
   ScriptWriter& Flag(bool f) { return Byte(f ? 1 : 0); }
   ScriptWriter& Small(uint8_t n) { return Byte(1).Byte(n); }  // Number() == n
-  ScriptWriter& Hint() { return Byte(4); }                      // Number(hint) == hint
+  ScriptWriter& Hint() { return Byte(4); }                    // Number(hint) == hint
   ScriptWriter& Bytes(const std::string& b) {
     if (b.size() < 255) {
       Byte(static_cast<uint8_t>(b.size()));
@@ -109,16 +116,16 @@ inline constexpr uint8_t kEchoJob = 1, kEchoRound = 2, kEchoNonce = 4, kEchoAll 
 // The jobs_api target's operations: calls of the user-facing Jobs service,
 // each by a caller the input picks (script byte: Callers in jobs_api_fuzz.cc).
 enum class JobsOp : uint8_t {
-  kSubmit,     // caller, job YAML, TorchScript module bytes
-  kList,       // caller
-  kGet,        // caller, job
-  kLogs,       // caller, job, after
-  kAbort,      // caller, job, reason
-  kDownload,   // caller, job
-  kListRuns,   // caller, experiment
-  kGetRun,     // caller, job
-  kRaw,        // caller, method, request bytes (parsed by the service)
-  kFinish,     // (caller, unused), job, size: the orchestrator ends a job with a final model
+  kSubmit,    // caller, job YAML, TorchScript module bytes
+  kList,      // caller
+  kGet,       // caller, job
+  kLogs,      // caller, job, after
+  kAbort,     // caller, job, reason
+  kDownload,  // caller, job
+  kListRuns,  // caller, experiment
+  kGetRun,    // caller, job
+  kRaw,       // caller, method, request bytes (parsed by the service)
+  kFinish,    // (caller, unused), job, size: the orchestrator ends a job with a final model
   kCount
 };
 

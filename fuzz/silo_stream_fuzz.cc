@@ -42,10 +42,10 @@
 namespace {
 
 using namespace fedsilo;
-using fuzz::Script;
-using fuzz::StreamOp;
 using fedsilo::v1::OrchestratorMessage;
 using fedsilo::v1::SiloMessage;
+using fuzz::Script;
+using fuzz::StreamOp;
 
 constexpr char kSilo[] = "mallory";
 // Longer than any input takes: a call that is still waiting when it passes
@@ -162,7 +162,8 @@ struct SiloStream {
 class Conversation {
  public:
   Conversation(Server& server, Script& script)
-      : server_(server), script_(script),
+      : server_(server),
+        script_(script),
         stub_(fedsilo::v1::Orchestrator::NewStub(server.channel)) {
     // The model of every task, and the update the silo uploads: sizes from
     // the input.
@@ -342,8 +343,7 @@ class Conversation {
           request.task = kind == 0   ? transport::TaskKind::kFit
                          : kind == 1 ? transport::TaskKind::kStatistics
                                      : transport::TaskKind::kEvaluate;
-          StatusOr<transport::FitReply> reply =
-              server_.service.Fit(kSilo, request, kCallTimeout);
+          StatusOr<transport::FitReply> reply = server_.service.Fit(kSilo, request, kCallTimeout);
           FEDSILO_FUZZ_CHECK(reply.ok() || !absl::IsDeadlineExceeded(reply.status()));
           if (!reply.ok()) return;
           std::lock_guard<std::mutex> lock(mu_);

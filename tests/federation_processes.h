@@ -84,7 +84,9 @@ class Federation {
     auto pid = SpawnProcess(Binary(), args, dir_ + "/orchestrator.log");
     if (!pid.ok()) return false;
     pids_["orchestrator"] = *pid;
-    for (int i = 0; i < 300; ++i) {
+    // Up to a minute: a sanitizer build on a loaded machine takes seconds to
+    // load libtorch and resume a job. One that exits fails at once.
+    for (int i = 0; i < 3000 && Alive("orchestrator"); ++i) {
       const std::string endpoint = Read(dir_ + "/state/endpoint");
       if (!endpoint.empty()) {
         port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));

@@ -6,14 +6,14 @@ namespace fedsilo {
 
 void BusyClock::Record(Clock::time_point start, Clock::time_point end) {
   if (end <= start) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   intervals_.emplace_back(start, end);
 }
 
 double BusyClock::BusySeconds() const {
   std::vector<std::pair<Clock::time_point, Clock::time_point>> sorted;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     sorted = intervals_;
   }
   std::sort(sorted.begin(), sorted.end());

@@ -6,11 +6,11 @@
 #define FEDSILO_CORE_BUSY_CLOCK_H_
 
 #include <chrono>
-#include <mutex>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 
 namespace fedsilo {
 
@@ -40,7 +40,7 @@ class BusyClock {
   };
 
  private:
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::vector<std::pair<Clock::time_point, Clock::time_point>> intervals_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,33 +1,35 @@
 #include "core/file_seal.h"
 
-#include <mutex>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
+#include "core/mutex.h"
 
 namespace fedsilo {
 namespace {
 
-std::mutex& SealerMutex() {
-  static std::mutex mu;
-  return mu;
-}
-std::shared_ptr<const FileSealer>& Sealer() {
-  static std::shared_ptr<const FileSealer> sealer;
-  return sealer;
+// The process's sealer (SetFileSealer), never destroyed.
+struct Installed {
+  Mutex mu;
+  std::shared_ptr<const FileSealer> sealer ABSL_GUARDED_BY(mu);
+};
+Installed& TheInstalled() {
+  static Installed* installed = new Installed();
+  return *installed;
 }
 
 }  // namespace
 
 void SetFileSealer(std::shared_ptr<const FileSealer> sealer) {
-  std::lock_guard<std::mutex> lock(SealerMutex());
-  Sealer() = std::move(sealer);
+  Installed& i = TheInstalled();
+  MutexLock lock(&i.mu);
+  i.sealer = std::move(sealer);
 }
 
 std::shared_ptr<const FileSealer> GetFileSealer() {
-  std::lock_guard<std::mutex> lock(SealerMutex());
-  return Sealer();
+  Installed& i = TheInstalled();
+  MutexLock lock(&i.mu);
+  return i.sealer;
 }
 
 bool IsSealed(absl::string_view bytes) { return absl::StartsWith(bytes, kSealedMagic); }

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
+#include "core/mutex.h"
 #include "ml/sandbox.h"
 #include "ml/torchscript_check.h"
 #include "privacy/secure_random.h"
@@ -400,8 +401,8 @@ StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t s
   }
   {
     // Initialisation draws from libtorch's global generator.
-    static std::mutex init_mu;
-    std::lock_guard<std::mutex> lock(init_mu);
+    static Mutex init_mu;
+    MutexLock lock(&init_mu);
     torch::manual_seed(seed);
     impl->net = Net(spec);
   }

@@ -555,8 +555,9 @@ std::vector<RefusedOp> FindRefusedOps(const torch::jit::Module& module) {
   for (const auto& sub : module.named_modules()) {
     if (!sub.name.empty()) modules.emplace_back(sub.name, sub.value);
   }
-  for (const auto& [path, m] : modules) {
-    const c10::ClassTypePtr type = m.type();
+  for (const auto& entry : modules) {
+    const std::string& path = entry.first;  // (a lambda may not capture a structured binding)
+    const c10::ClassTypePtr type = entry.second.type();
     const auto label = [&](const std::string& name) {
       return path.empty() ? name : absl::StrCat(path, ".", name);
     };

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
+#include "core/mutex.h"
 #include "core/unix_time.h"
 #include "orchestrator/mlflow_export.h"
 #include "orchestrator/round_recorder.h"
@@ -112,19 +113,19 @@ void JobManager::Start() {
 void JobManager::Stop() {
   std::string run;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_ && !worker_.joinable()) return;
     stopping_ = true;
     run = current_run_;
   }
   stop_run_ = true;
-  cv_.notify_all();
+  cv_.SignalAll();
   if (!run.empty()) service_->CancelRun(run, "the orchestrator is shutting down");
   if (worker_.joinable()) worker_.join();
 }
 
 bool JobManager::Stopping() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return stopping_;
 }
 
@@ -200,7 +201,7 @@ StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::stri
         absl::StrCat("submitted by ", owner, ": ", job.name, ", ", job.training.rounds,
                      " rounds on ", job.federation.silos.size(), " silos (",
                      absl::StrJoin(job.federation.silos, ", "), ")"));
-  cv_.notify_all();
+  cv_.SignalAll();
   return record;
 }
 
@@ -208,7 +209,7 @@ StatusOr<JobRecord> JobManager::Abort(const std::string& id, const std::string& 
                                       const std::string& reason) {
   std::string cancel_run;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     FEDSILO_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(id));
     if (record.owner != user) {
       return absl::PermissionDeniedError(absl::StrCat("job ", id, " belongs to '", record.owner,
@@ -233,7 +234,7 @@ StatusOr<JobRecord> JobManager::Abort(const std::string& id, const std::string& 
       Event(id, "warn", why);
     }
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (!cancel_run.empty()) service_->CancelRun(cancel_run, "the job was aborted");
   return store_->GetJob(id);
 }
@@ -285,8 +286,8 @@ void JobManager::WorkerLoop() {
       spdlog::error("{}", std::string(jobs.status().message()));
     }
     if (!next.has_value()) {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+      MutexLock lock(&mu_);
+      if (!stopping_) cv_.WaitFor(&mu_, std::chrono::seconds(1));
       continue;
     }
     RunJob(std::move(*next));
@@ -296,7 +297,7 @@ void JobManager::WorkerLoop() {
 void JobManager::RunJob(JobRecord record) {
   StatusOr<JobConfig> job = ParseJobConfig(record.job_yaml, absl::StrCat("job ", record.id));
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_) return;
     current_job_ = record.id;
     current_run_.clear();
@@ -325,7 +326,7 @@ void JobManager::RunJob(JobRecord record) {
   }
   bool aborted, stopping;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     aborted = abort_current_ || record.abort_requested;
     stopping = stopping_;
     current_job_.clear();
@@ -420,7 +421,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
     FEDSILO_RETURN_IF_ERROR(store_->SetRunId(record.id, run_dir->run_id()));
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     current_run_ = run_dir->run_id();
   }
 

@@ -16,10 +16,8 @@
 #define FEDSILO_ORCHESTRATOR_JOB_MANAGER_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "core/job_config.h"
 #include "core/model_state.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "orchestrator/job_store.h"
 #include "orchestrator/metrics.h"
@@ -127,8 +126,8 @@ class JobManager {
   SiloRegistry* registry_;
   JobPreparer* preparer_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  mutable Mutex mu_;
+  CondVar cv_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string current_job_ ABSL_GUARDED_BY(mu_);
   std::string current_run_ ABSL_GUARDED_BY(mu_);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/mutex.h"
 #include "core/unix_time.h"
 
 namespace fedsilo::orchestrator {
@@ -154,7 +155,7 @@ StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
   }
   sqlite3_busy_timeout(db, 5000);
   auto store = std::unique_ptr<JobStore>(new JobStore(db, path));
-  std::lock_guard<std::mutex> lock(store->mu_);
+  MutexLock lock(&store->mu_);
   FEDSILO_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL"));
   FEDSILO_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL"));
   int version = 0;
@@ -198,7 +199,7 @@ StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
 }
 
 JobStore::~JobStore() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   sqlite3_close(db_);
 }
 
@@ -217,7 +218,7 @@ Status JobStore::Error(absl::string_view what) const {
 }
 
 StatusOr<JobRecord> JobStore::CreateJob(JobRecord job) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   FEDSILO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   job.created = UnixNow();
   job.state = JobState::kQueued;
@@ -279,19 +280,19 @@ StatusOr<std::vector<JobRecord>> JobStore::QueryJobs(const std::string* where_id
 }
 
 StatusOr<JobRecord> JobStore::GetJob(const std::string& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   FEDSILO_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, QueryJobs(&id));
   if (jobs.empty()) return absl::NotFoundError(absl::StrCat("no job '", id, "'"));
   return std::move(jobs.front());
 }
 
 StatusOr<std::vector<JobRecord>> JobStore::ListJobs() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return QueryJobs(nullptr);
 }
 
 Status JobStore::SetState(const std::string& id, JobState state, const std::string& error) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // ?1 state, ?2 error, ?3 now, ?4 id
   const char* sql = state == JobState::kRunning
                         ? "UPDATE jobs SET state = ?1, error = ?2, "
@@ -309,7 +310,7 @@ Status JobStore::SetState(const std::string& id, JobState state, const std::stri
 }
 
 Status JobStore::SetRunId(const std::string& id, const std::string& run_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement s(db_, "UPDATE jobs SET run_id = ? WHERE id = ?");
   s.Bind(1, run_id).Bind(2, id);
   s.Step();
@@ -318,7 +319,7 @@ Status JobStore::SetRunId(const std::string& id, const std::string& run_id) {
 }
 
 Status JobStore::SetJobYaml(const std::string& id, const std::string& job_yaml) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement s(db_, "UPDATE jobs SET job_yaml = ? WHERE id = ?");
   s.Bind(1, job_yaml).Bind(2, id);
   s.Step();
@@ -327,7 +328,7 @@ Status JobStore::SetJobYaml(const std::string& id, const std::string& job_yaml) 
 }
 
 Status JobStore::RequestAbort(const std::string& id, const std::string& reason) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement s(db_, "UPDATE jobs SET abort_requested = 1, error = ? WHERE id = ?");
   s.Bind(1, reason).Bind(2, id);
   s.Step();
@@ -338,9 +339,9 @@ Status JobStore::RequestAbort(const std::string& id, const std::string& reason) 
 
 Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
                                const std::vector<MetricRow>& metrics) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   FEDSILO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  auto fail = [&](Status e) {
+  auto fail = [&](Status e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Exec("ROLLBACK").IgnoreError();
     return e;
   };
@@ -420,7 +421,7 @@ Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
 }
 
 StatusOr<std::vector<RoundRecord>> JobStore::Rounds(const std::string& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement s(db_,
               "SELECT round, finished, seconds, silos_sampled, silos_succeeded, failures FROM "
               "rounds WHERE job_id = ? ORDER BY round");
@@ -446,7 +447,7 @@ StatusOr<std::vector<RoundRecord>> JobStore::Rounds(const std::string& id) const
 }
 
 StatusOr<std::vector<MetricRow>> JobStore::Metrics(const std::string& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement s(db_,
               "SELECT round, source, name, value, time FROM metrics WHERE job_id = ? "
               "ORDER BY round, rowid");
@@ -467,7 +468,7 @@ StatusOr<std::map<std::string, MetricRow>> JobStore::LatestMetrics(const std::st
 }
 
 Status JobStore::AddSilos(const std::string& id, const std::vector<std::string>& silos) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   FEDSILO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   for (const std::string& silo : silos) {
     Statement s(db_,
@@ -485,7 +486,7 @@ Status JobStore::AddSilos(const std::string& id, const std::vector<std::string>&
 }
 
 StatusOr<std::vector<SiloRow>> JobStore::Silos(const std::string& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement s(db_,
               "SELECT silo, state, last_seen, rounds, examples, epsilon FROM job_silos "
               "WHERE job_id = ? ORDER BY rowid");
@@ -501,7 +502,7 @@ StatusOr<std::vector<SiloRow>> JobStore::Silos(const std::string& id) const {
 
 Status JobStore::AddEvent(const std::string& job_id, const std::string& level,
                           const std::string& message) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement s(db_, "INSERT INTO events (job_id, time, level, message) VALUES (?, ?, ?, ?)");
   s.Bind(1, job_id).Bind(2, UnixNow()).Bind(3, level).Bind(4, message);
   s.Step();
@@ -511,7 +512,7 @@ Status JobStore::AddEvent(const std::string& job_id, const std::string& level,
 
 StatusOr<std::vector<EventRow>> JobStore::Events(const std::string& job_id,
                                                  int64_t after_seq) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Statement s(db_,
               "SELECT seq, job_id, time, level, message FROM events WHERE job_id = ? AND seq > ? "
               "ORDER BY seq");

@@ -13,12 +13,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 #include "core/status.h"
 
 struct sqlite3;
@@ -140,7 +140,7 @@ class JobStore {
   StatusOr<std::vector<JobRecord>> QueryJobs(const std::string* where_id) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   std::string path_;
 };

@@ -55,7 +55,7 @@ void OrchestratorMetrics::ObserveRound(double seconds) {
 }
 
 std::string OrchestratorMetrics::Render(const Snapshot& now) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   silos_->Set(now.silos_connected);
   if (now.bytes_sent > sent_seen_) sent_->Increment(static_cast<double>(now.bytes_sent - sent_seen_));
   if (now.bytes_received > received_seen_) {

@@ -14,10 +14,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 
 namespace prometheus {
 class Registry;
@@ -47,7 +47,7 @@ class OrchestratorMetrics {
   std::string Render(const Snapshot& now);
 
  private:
-  std::mutex mu_;
+  Mutex mu_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Counter* rounds_;
   prometheus::Histogram* round_seconds_;

@@ -5,9 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -19,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "core/control_variates.h"
 #include "core/kernels.h"
+#include "core/mutex.h"
 #include "core/score_histogram.h"
 #include "core/thread_pool.h"
 #include "core/unix_time.h"
@@ -51,21 +50,21 @@ class BlockingQueue {
   void Push(Item a) {
     // Notified under the lock: the consumer may destroy the queue as soon as
     // it has the last item, which it cannot take before the lock is released.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     items_.push_back(std::move(a));
-    cv_.notify_one();
+    cv_.Signal();
   }
   Item Pop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return !items_.empty(); });
+    MutexLock lock(&mu_);
+    while (items_.empty()) cv_.Wait(&mu_);
     Item a = std::move(items_.front());
     items_.pop_front();
     return a;
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
+  Mutex mu_;
+  CondVar cv_;
   std::deque<Item> items_ ABSL_GUARDED_BY(mu_);
 };
 using ArrivalQueue = BlockingQueue<Arrival>;
@@ -122,7 +121,7 @@ void Orchestrator::Audit(absl::string_view event, std::map<std::string, std::str
 Status Orchestrator::RecordMetric(int round, const std::string& source, const std::string& metric,
                                   double value, bool exportable) {
   if (sink_ == nullptr) return absl::OkStatus();
-  std::lock_guard<std::mutex> lock(pending_mu_);
+  MutexLock lock(&pending_mu_);
   pending_.push_back(
       {round, source, absl::StrCat(source, "/", metric), value, UnixNow(), exportable});
   return absl::OkStatus();
@@ -131,7 +130,7 @@ Status Orchestrator::RecordMetric(int round, const std::string& source, const st
 Status Orchestrator::FlushMetrics(bool keep) {
   std::vector<tracking::MetricRecord> records;
   {
-    std::lock_guard<std::mutex> lock(pending_mu_);
+    MutexLock lock(&pending_mu_);
     records.swap(pending_);
   }
   if (!keep || sink_ == nullptr) return absl::OkStatus();

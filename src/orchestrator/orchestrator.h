@@ -36,7 +36,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -44,6 +43,7 @@
 #include "core/feature_statistics.h"
 #include "core/job_config.h"
 #include "core/model_state.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "privacy/central_dp.h"
@@ -204,7 +204,7 @@ class Orchestrator {
   std::unique_ptr<privacy::CentralDp> central_dp_;  // privacy.dp.mode central only
   tracking::MetricsSink* sink_;
   // A round's metrics, held until it succeeds (a failed attempt's are dropped).
-  std::mutex pending_mu_;
+  Mutex pending_mu_;
   std::vector<tracking::MetricRecord> pending_ ABSL_GUARDED_BY(pending_mu_);
   bool aggregated_ = false;  // this attempt of the round changed the strategy
   const tracking::RunDirectory* run_dir_;

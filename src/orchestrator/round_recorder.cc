@@ -4,13 +4,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/mutex.h"
 #include "core/unix_time.h"
 
 namespace fedsilo::orchestrator {
 
 Status RoundRecorder::Record(const tracking::MetricRecord& r) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     rows_.push_back({r.round, r.source, r.name, r.value, r.time});
   }
   return also_ != nullptr ? also_->Record(r) : absl::OkStatus();
@@ -24,7 +25,7 @@ Status RoundRecorder::OnRoundEnd(const RoundSummary& s, const ModelState&, int t
 Status RoundRecorder::Commit(const RoundSummary& s) {
   std::vector<MetricRow> rows;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     rows = std::exchange(rows_, {});
   }
   const RoundRecord r{s.round,         UnixNow(),         s.round_seconds,

@@ -9,11 +9,11 @@
 #ifndef FEDSILO_ORCHESTRATOR_ROUND_RECORDER_H_
 #define FEDSILO_ORCHESTRATOR_ROUND_RECORDER_H_
 
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 #include "orchestrator/job_store.h"
 #include "orchestrator/orchestrator.h"
 #include "tracking/metrics_sink.h"
@@ -40,7 +40,7 @@ class RoundRecorder : public tracking::MetricsSink, public RoundObserver {
   JobStore* store_;
   std::string job_id_;
   tracking::MetricsSink* also_;
-  std::mutex mu_;
+  Mutex mu_;
   std::vector<MetricRow> rows_ ABSL_GUARDED_BY(mu_);
 };
 

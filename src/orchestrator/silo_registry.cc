@@ -4,7 +4,7 @@ namespace fedsilo::orchestrator {
 
 void SiloRegistry::OnConnected(const std::string& silo, uint64_t session,
                                const std::vector<std::string>& datasets) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Entry& e = silos_[silo];
   e.session = session;
   e.status.name = silo;
@@ -15,7 +15,7 @@ void SiloRegistry::OnConnected(const std::string& silo, uint64_t session,
 }
 
 void SiloRegistry::OnHeartbeat(const std::string& silo, uint64_t session) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = silos_.find(silo);
   if (it != silos_.end() && it->second.session == session) {
     it->second.status.last_seen = std::chrono::system_clock::now();
@@ -23,7 +23,7 @@ void SiloRegistry::OnHeartbeat(const std::string& silo, uint64_t session) {
 }
 
 void SiloRegistry::OnDisconnected(const std::string& silo, uint64_t session, const Status& why) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = silos_.find(silo);
   // A stale session ending must not mark a reconnected silo as gone.
   if (it == silos_.end() || it->second.session != session) return;
@@ -32,7 +32,7 @@ void SiloRegistry::OnDisconnected(const std::string& silo, uint64_t session, con
 }
 
 std::vector<SiloStatus> SiloRegistry::Snapshot() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<SiloStatus> out;
   for (const auto& [name, e] : silos_) out.push_back(e.status);
   return out;

@@ -6,11 +6,11 @@
 
 #include <chrono>
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 #include "transport/orchestrator_service.h"
 
 namespace fedsilo::orchestrator {
@@ -39,7 +39,7 @@ class SiloRegistry : public transport::SiloSessionListener {
     SiloStatus status;
     uint64_t session = 0;  // the current session
   };
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, Entry> silos_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/file_util.h"
+#include "core/mutex.h"
 
 namespace fedsilo::secure {
 namespace {
@@ -126,12 +127,12 @@ StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& path, std:
 }
 
 AuditLog::~AuditLog() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   ::close(fd_);
 }
 
 Status AuditLog::Append(absl::string_view event, const std::map<std::string, std::string>& data) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   nlohmann::json entry = {{"seq", seq_ + 1}, {"time_ms", NowMillis()},
                           {"actor", actor_}, {"event", std::string(event)},
                           {"data", data},    {"prev", head_}};

@@ -21,12 +21,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
 #include "core/model_state.h"
+#include "core/mutex.h"
 #include "core/status.h"
 
 namespace fedsilo::secure {
@@ -61,7 +61,7 @@ class AuditLog {
 
   const std::string path_;
   const std::string actor_;
-  std::mutex mu_;
+  Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_);
   int64_t seq_ ABSL_GUARDED_BY(mu_);
   std::string head_ ABSL_GUARDED_BY(mu_);

@@ -12,11 +12,11 @@
 #include <algorithm>
 #include <ctime>
 #include <map>
-#include <mutex>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "core/mutex.h"
 #include "core/unix_time.h"
 #include "secure/revocation.h"
 
@@ -502,7 +502,7 @@ struct SignatureChecker::Impl {
     PeerIdentity peer;
     CertPtr cert;  // owns the public key
   };
-  mutable std::mutex mu;
+  mutable Mutex mu;
   // certificate PEM -> what it was verified to be
   mutable std::map<std::string, std::shared_ptr<const Verified>> verified ABSL_GUARDED_BY(mu);
 };
@@ -529,7 +529,7 @@ Status SignatureChecker::Check(const std::string& name, ParticipantKind kind,
   }
   std::shared_ptr<const Impl::Verified> entry;
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    MutexLock lock(&impl_->mu);
     auto it = impl_->verified.find(certificate_pem);
     if (it != impl_->verified.end()) entry = it->second;
   }
@@ -542,7 +542,7 @@ Status SignatureChecker::Check(const std::string& name, ParticipantKind kind,
     auto verified = std::make_shared<Impl::Verified>();
     verified->peer = *std::move(peer);
     FEDSILO_ASSIGN_OR_RETURN(verified->cert, ParseCert(certificate_pem));
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    MutexLock lock(&impl_->mu);
     if (impl_->verified.size() >= 4096) impl_->verified.clear();  // bounded
     entry = impl_->verified.emplace(certificate_pem, std::move(verified)).first->second;
   } else if (now > entry->peer.not_after) {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
+#include "core/mutex.h"
 #include "secure/certificate_authority.h"
 
 namespace fedsilo::secure {
@@ -26,7 +27,7 @@ std::string Stamp(const std::string& path) {
 StatusOr<std::shared_ptr<RevocationList>> RevocationList::Open(std::string crl_path,
                                                                std::string ca_pem) {
   std::shared_ptr<RevocationList> list(new RevocationList(std::move(crl_path), std::move(ca_pem)));
-  std::lock_guard<std::mutex> lock(list->mu_);
+  MutexLock lock(&list->mu_);
   FEDSILO_RETURN_IF_ERROR(list->Refresh());
   list->checked_ = std::chrono::steady_clock::now();
   return list;
@@ -58,7 +59,7 @@ Status RevocationList::Refresh() const {
 }
 
 bool RevocationList::IsRevoked(const std::string& serial) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!path_.empty()) {
     const auto now = std::chrono::steady_clock::now();
     if (now - checked_ >= recheck_) {
@@ -80,7 +81,7 @@ Status RevocationList::Check(const PeerIdentity& peer) const {
 }
 
 int RevocationList::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return static_cast<int>(serials_.size());
 }
 

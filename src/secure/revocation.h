@@ -11,11 +11,11 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "secure/certificate_authority.h"
 
@@ -52,7 +52,7 @@ class RevocationList {
   const std::string path_;  // empty: Empty()
   const std::string ca_pem_;
   std::chrono::milliseconds recheck_{2000};
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   mutable std::set<std::string> serials_ ABSL_GUARDED_BY(mu_);
   mutable std::chrono::steady_clock::time_point checked_ ABSL_GUARDED_BY(mu_);
   mutable std::string seen_ ABSL_GUARDED_BY(mu_);  // size and mtime of the file read

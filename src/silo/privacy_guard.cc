@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "core/file_seal.h"
 #include "core/file_util.h"
+#include "core/mutex.h"
 #include "core/unix_time.h"
 #include "core/yaml_util.h"
 #include "ml/model.h"
@@ -340,7 +341,7 @@ StatusOr<std::unique_ptr<PrivacyGuard>> PrivacyGuard::Open(const std::string& po
   }
   guard->ledger_path_ = ledger_path;
   FEDSILO_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries, LoadLedger(ledger_path));
-  std::lock_guard<std::mutex> lock(guard->mu_);
+  MutexLock lock(&guard->mu_);
   guard->entries_ = std::move(entries);
   return guard;
 }
@@ -358,7 +359,7 @@ LedgerEntry* PrivacyGuard::Find(const std::string& dataset, const std::string& r
 }
 
 std::vector<LedgerEntry> PrivacyGuard::Entries() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return entries_;
 }
 
@@ -404,7 +405,7 @@ Status PrivacyGuard::CheckJob(const std::string& dataset, const std::string& run
     }
   }
   const std::string digest = PinnedJobDigest(job);  // the YAML and its hash, not under the lock
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (const LedgerEntry& e : entries_) {
     if (e.dataset == dataset && e.run_id == run_id && !e.job_digest.empty() &&
         e.job_digest != digest) {
@@ -467,7 +468,7 @@ BudgetUse PrivacyGuard::UseLocked(const std::string& dataset, bool reserved,
 }
 
 BudgetUse PrivacyGuard::Use(const std::string& dataset, bool reserved) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return UseLocked(dataset, reserved);
 }
 
@@ -492,7 +493,7 @@ Status PrivacyGuard::CheckBudget(const std::string& dataset, const LedgerEntry* 
 StatusOr<LedgerEntry> PrivacyGuard::Admit(const std::string& dataset, const std::string& run_id,
                                           const JobConfig& job, const DpPlan* dp) {
   FEDSILO_RETURN_IF_ERROR(CheckJob(dataset, run_id, job));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (LedgerEntry* known = Find(dataset, run_id)) {
     if (known->job_digest.empty()) {  // a version 1 entry: pinned now, for good
       known->job_digest = PinnedJobDigest(job);
@@ -531,7 +532,7 @@ StatusOr<LedgerEntry> PrivacyGuard::Admit(const std::string& dataset, const std:
 
 StatusOr<LedgerEntry> PrivacyGuard::Charge(const std::string& dataset, const std::string& run_id,
                                            int64_t steps) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   LedgerEntry* e = Find(dataset, run_id);
   if (e == nullptr || !e->dp) {
     return Shareable(absl::FailedPreconditionError(
@@ -564,7 +565,7 @@ StatusOr<LedgerEntry> PrivacyGuard::Charge(const std::string& dataset, const std
 
 Status PrivacyGuard::CountEvaluation(const std::string& dataset, const std::string& run_id,
                                      const JobConfig& job) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   LedgerEntry* e = Find(dataset, run_id);
   if (e == nullptr) {
     return NotAdmitted(dataset, run_id);
@@ -584,7 +585,7 @@ Status PrivacyGuard::CountEvaluation(const std::string& dataset, const std::stri
 
 Status PrivacyGuard::PinStatistics(const std::string& dataset, const std::string& run_id,
                                    const std::string& digest) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   LedgerEntry* e = Find(dataset, run_id);
   if (e == nullptr) {
     return NotAdmitted(dataset, run_id);
@@ -601,7 +602,7 @@ Status PrivacyGuard::PinStatistics(const std::string& dataset, const std::string
 
 Status PrivacyGuard::RecordSecAggReveal(const std::string& dataset,
                                         const secure::SecAggReveal& reveal) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   LedgerEntry* e = Find(dataset, reveal.run_id);
   if (e == nullptr) {
     return NotAdmitted(dataset, reveal.run_id);

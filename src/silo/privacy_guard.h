@@ -50,7 +50,6 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -58,6 +57,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "core/job_config.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "secure/secagg.h"
 
@@ -213,7 +213,7 @@ class PrivacyGuard {
   DatasetPolicy defaults_;
   std::map<std::string, DatasetPolicy> policy_;
   std::string ledger_path_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::vector<LedgerEntry> entries_ ABSL_GUARDED_BY(mu_);
 };
 

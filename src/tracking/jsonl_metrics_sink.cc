@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/file_seal.h"
+#include "core/mutex.h"
 
 namespace fedsilo::tracking {
 
@@ -20,7 +21,7 @@ StatusOr<std::unique_ptr<JsonlMetricsSink>> JsonlMetricsSink::Open(const std::st
 }
 
 JsonlMetricsSink::~JsonlMetricsSink() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::fclose(file_);
 }
 
@@ -41,7 +42,7 @@ Status JsonlMetricsSink::Record(const MetricRecord& record) {
     text = nlohmann::json({{"sealed", absl::Base64Escape(sealer->Seal(text))}}).dump();
   }
   text += "\n";
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() || std::fflush(file_) != 0) {
     return absl::InternalError(absl::StrCat(path_, ": write failed: ", std::strerror(errno)));
   }

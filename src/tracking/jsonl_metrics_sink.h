@@ -10,11 +10,11 @@
 
 #include <cstdio>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "tracking/metrics_sink.h"
 
@@ -32,7 +32,7 @@ class JsonlMetricsSink : public MetricsSink {
   JsonlMetricsSink(std::string path, std::FILE* file) : path_(std::move(path)), file_(file) {}
 
   std::string path_;
-  std::mutex mu_;
+  Mutex mu_;
   std::FILE* file_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/mutex.h"
 #include "core/unix_time.h"
 
 namespace fedsilo::tracking {
@@ -32,14 +33,14 @@ MlflowExporter::MlflowExporter(MlflowExportOptions options, std::unique_ptr<Mlfl
 MlflowExporter::~MlflowExporter() {
   bool finished;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     finished = finished_;
   }
   if (!finished) Finish("", std::chrono::milliseconds(0));
 }
 
 Status MlflowExporter::Record(const MetricRecord& record) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!record.exportable) {
     ++report_.metrics_private;
     return absl::OkStatus();
@@ -53,18 +54,18 @@ Status MlflowExporter::Record(const MetricRecord& record) {
     ops_.emplace_back(OpKind::kMetrics);
   }
   ops_.back().metrics.push_back(std::move(m));
-  wake_.notify_one();
+  wake_.Signal();
   return absl::OkStatus();
 }
 
 void MlflowExporter::AddArtifact(std::string path, std::string bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (disabled_ || finishing_) return;
   Op op(OpKind::kArtifact);
   op.path = std::move(path);
   op.bytes = std::move(bytes);
   ops_.push_back(std::move(op));
-  wake_.notify_one();
+  wake_.Signal();
 }
 
 Status MlflowExporter::Execute(const Op& op) {
@@ -105,22 +106,24 @@ Status MlflowExporter::Execute(const Op& op) {
 void MlflowExporter::Work() {
   std::chrono::milliseconds backoff = options_.first_retry;
   int failures = 0;
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   for (;;) {
-    wake_.wait(lock, [&] { return give_up_ || !ops_.empty(); });
-    if (give_up_) return;
+    while (!give_up_ && ops_.empty()) wake_.Wait(&mu_);
+    if (give_up_) break;
     if (ops_.front().kind == OpKind::kMetrics && !finishing_ &&
         ops_.front().metrics.size() < MlflowClient::kMaxBatchMetrics && failures == 0) {
       // A round's metrics come in a burst: send them together.
-      wake_.wait_for(lock, options_.batch_delay, [&] { return give_up_ || finishing_; });
-      if (give_up_) return;
+      const auto until = std::chrono::steady_clock::now() + options_.batch_delay;
+      while (!give_up_ && !finishing_ && wake_.WaitUntil(&mu_, until)) {
+      }
+      if (give_up_) break;
     }
     Op op = std::move(ops_.front());
     ops_.pop_front();
     in_flight_ = true;
-    lock.unlock();
+    mu_.Unlock();
     Status done = Execute(op);
-    lock.lock();
+    mu_.Lock();
     in_flight_ = false;
     if (done.ok()) {
       if (failures > 0) spdlog::info("MLflow at {} answers again", client_->uri());
@@ -134,7 +137,9 @@ void MlflowExporter::Work() {
         spdlog::warn("{}; trying again in {:.1f} s (training goes on; attempt {})",
                      std::string(done.message()), backoff.count() / 1000.0, failures);
       }
-      wake_.wait_for(lock, backoff, [&] { return give_up_; });
+      const auto until = std::chrono::steady_clock::now() + backoff;
+      while (!give_up_ && wake_.WaitUntil(&mu_, until)) {
+      }
       backoff = std::min(backoff * 2, options_.max_retry);
       continue;
     } else {
@@ -146,30 +151,33 @@ void MlflowExporter::Work() {
         ops_.clear();
       }
     }
-    if (ops_.empty()) idle_.notify_all();
+    if (ops_.empty()) idle_.SignalAll();
   }
+  mu_.Unlock();
 }
 
 MlflowExportReport MlflowExporter::Finish(const std::string& status,
                                           std::chrono::milliseconds wait) {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (finished_) return report_;
-  finished_ = true;
-  if (!status.empty() && !disabled_) {
-    Op op(OpKind::kEnd);
-    op.status = status;
-    op.end_ms = UnixMillis();
-    ops_.push_back(std::move(op));
-  }
-  finishing_ = true;
-  wake_.notify_all();
   const auto start = std::chrono::steady_clock::now();
-  idle_.wait_for(lock, wait, [&] { return ops_.empty() && !in_flight_; });
-  give_up_ = true;
-  wake_.notify_all();
-  lock.unlock();
-  worker_.join();
-  lock.lock();
+  {
+    MutexLock lock(&mu_);
+    if (finished_) return report_;
+    finished_ = true;
+    if (!status.empty() && !disabled_) {
+      Op op(OpKind::kEnd);
+      op.status = status;
+      op.end_ms = UnixMillis();
+      ops_.push_back(std::move(op));
+    }
+    finishing_ = true;
+    wake_.SignalAll();
+    while (!(ops_.empty() && !in_flight_) && idle_.WaitUntil(&mu_, start + wait)) {
+    }
+    give_up_ = true;
+    wake_.SignalAll();
+  }
+  worker_.join();  // it needs the lock to see give_up_ and end
+  MutexLock lock(&mu_);
   report_.run_id = run_.run_id;
   for (const Op& op : ops_) {
     if (op.kind == OpKind::kMetrics) {

@@ -12,18 +12,17 @@
 #define FEDSILO_TRACKING_MLFLOW_EXPORTER_H_
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "tracking/metrics_sink.h"
 #include "tracking/mlflow_client.h"
@@ -92,9 +91,9 @@ class MlflowExporter final : public MetricsSink {
   std::unique_ptr<MlflowClient> client_;
   MlflowRun run_;  // written by the worker only, before any other call
 
-  std::mutex mu_;
-  std::condition_variable wake_;  // work queued, or give up
-  std::condition_variable idle_;  // the queue ran dry
+  Mutex mu_;
+  CondVar wake_;  // work queued, or give up
+  CondVar idle_;  // the queue ran dry
   std::deque<Op> ops_ ABSL_GUARDED_BY(mu_);
   bool in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;

@@ -3,7 +3,6 @@
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
-#include <condition_variable>
 #include <optional>
 #include <set>
 #include <utility>
@@ -11,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/job_config.h"
 #include "core/model_state_file.h"
+#include "core/mutex.h"
 #include "transport/chunks.h"
 #include "transport/tls.h"
 
@@ -27,19 +27,19 @@ struct OrchestratorService::Session {
   secure::PeerIdentity peer;  // from its certificate, checked again before each task
   uint64_t id = 0;
   Stream* stream = nullptr;
-  std::mutex write_mu;
+  Mutex write_mu;
   // False once Connect() is about to return and `stream` goes away.
   bool writable ABSL_GUARDED_BY(write_mu) = true;
   // The call's context, to cancel the stream from another thread; null once
   // Connect() is about to return. Never held during I/O (a write to a silo
   // that stopped reading may block while holding write_mu).
-  std::mutex context_mu;
+  Mutex context_mu;
   grpc::ServerContext* context ABSL_GUARDED_BY(context_mu) = nullptr;
   // model.torchscript values whose module this session has received.
   std::set<std::string> modules_sent ABSL_GUARDED_BY(write_mu);
 
-  std::mutex mu;
-  std::condition_variable cv;
+  Mutex mu;
+  CondVar cv;
   bool open ABSL_GUARDED_BY(mu) = true;
   bool busy ABSL_GUARDED_BY(mu) = false;       // a task is out (or its update not fetched)
   bool holding ABSL_GUARDED_BY(mu) = false;    // the result came; the update waits at the silo
@@ -69,7 +69,7 @@ struct OrchestratorService::Session {
   std::optional<Status> dropped ABSL_GUARDED_BY(mu);
 
   bool Write(const fedsilo::v1::OrchestratorMessage& m) {
-    std::lock_guard<std::mutex> lock(write_mu);
+    MutexLock lock(&write_mu);
     return writable && Count(m) && stream->Write(m);
   }
   // Adds the message's size to the service's count (true, to chain).
@@ -88,7 +88,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
 
   ~RemoteUpdate() override {
     if (fetched_) return;
-    std::lock_guard<std::mutex> lock(session_->mu);  // never fetched: free the silo
+    MutexLock lock(&session_->mu);  // never fetched: free the silo
     session_->busy = session_->holding = session_->uploading = false;
   }
 
@@ -98,7 +98,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
     Session& s = *session_;
     fedsilo::v1::OrchestratorMessage request;
     {
-      std::lock_guard<std::mutex> lock(s.mu);
+      MutexLock lock(&s.mu);
       if (!s.open || s.cancelled.has_value()) return;  // Fetch() reports it
       s.uploading = true;
       s.upload.reset();
@@ -113,7 +113,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
     fetched_ = true;
     Session& s = *session_;
     {
-      std::lock_guard<std::mutex> lock(s.mu);
+      MutexLock lock(&s.mu);
       if (!s.open && !s.upload.has_value()) {
         s.busy = s.holding = s.uploading = false;
         return absl::UnavailableError(absl::StrCat("silo '", s.silo, "' left before its upload"));
@@ -125,8 +125,10 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
     }
     Prefetch();
     const bool sent = sent_;
-    std::unique_lock<std::mutex> lock(s.mu);
-    if (sent) s.cv.wait_for(lock, timeout_, [&] { return s.upload.has_value() || !s.open; });
+    MutexLock lock(&s.mu);
+    const auto until = std::chrono::steady_clock::now() + timeout_;
+    while (sent && !s.upload.has_value() && s.open && s.cv.WaitUntil(&s.mu, until)) {
+    }
     StatusOr<ModelState> result =
         s.upload.has_value() ? std::move(*s.upload)
         : !sent || !s.open   ? StatusOr<ModelState>(absl::UnavailableError("silo disconnected"))
@@ -154,60 +156,60 @@ OrchestratorService::OrchestratorService(std::string ca_pem, SiloSessionListener
 
 OrchestratorService::~OrchestratorService() {
   {
-    std::lock_guard<std::mutex> lock(sweep_mu_);
+    MutexLock lock(&sweep_mu_);
     stopping_ = true;
   }
-  sweep_cv_.notify_all();
+  sweep_cv_.SignalAll();
   sweeper_.join();
 }
 
 void OrchestratorService::set_validity_sweep(std::chrono::milliseconds every) {
   {
-    std::lock_guard<std::mutex> lock(sweep_mu_);
+    MutexLock lock(&sweep_mu_);
     sweep_ = every;
   }
-  sweep_cv_.notify_all();
+  sweep_cv_.SignalAll();
 }
 
 void OrchestratorService::Drop(Session& session, const Status& why) {
   {
-    std::lock_guard<std::mutex> lock(session.mu);
+    MutexLock lock(&session.mu);
     if (!session.dropped.has_value()) session.dropped = why;
   }
   // TryCancel also ends a write blocked on a silo that stopped reading.
-  std::lock_guard<std::mutex> lock(session.context_mu);
+  MutexLock lock(&session.context_mu);
   if (session.context != nullptr) session.context->TryCancel();
 }
 
 void OrchestratorService::SweepLoop() {
-  std::unique_lock<std::mutex> lock(sweep_mu_);
-  while (!stopping_) {
-    sweep_cv_.wait_for(lock, sweep_);
-    if (stopping_) break;
-    lock.unlock();
+  for (;;) {
+    {
+      MutexLock lock(&sweep_mu_);
+      if (!stopping_) sweep_cv_.WaitFor(&sweep_mu_, sweep_);
+      if (stopping_) return;
+    }
     for (const std::shared_ptr<Session>& s : Sessions()) {
       if (Status valid = auth_.StillValid(s->peer); !valid.ok()) Drop(*s, valid);
     }
-    lock.lock();
   }
 }
 
 std::vector<std::string> OrchestratorService::ConnectedSilos() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<std::string> names;
   for (const auto& [name, session] : sessions_) names.push_back(name);
   return names;
 }
 
 std::vector<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Sessions() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<std::shared_ptr<Session>> sessions;
   for (const auto& [name, session] : sessions_) sessions.push_back(session);
   return sessions;
 }
 
 bool OrchestratorService::IsConnected(const std::string& silo) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return sessions_.count(silo) > 0;
 }
 
@@ -215,7 +217,7 @@ void OrchestratorService::CancelRun(const std::string& run_id, const std::string
   for (const std::shared_ptr<Session>& s : Sessions()) {
     bool ours;
     {
-      std::lock_guard<std::mutex> lock(s->mu);
+      MutexLock lock(&s->mu);
       ours = s->busy && s->job_id == run_id;
       if (ours) s->cancelled = absl::CancelledError(reason);
       if (ours && s->uploading && !s->upload.has_value()) s->upload = absl::CancelledError(reason);
@@ -225,7 +227,7 @@ void OrchestratorService::CancelRun(const std::string& run_id, const std::string
     }
     if (!ours) continue;
     Deliver(*s, absl::CancelledError(reason));
-    s->cv.notify_all();
+    s->cv.SignalAll();
     fedsilo::v1::OrchestratorMessage abort;
     abort.mutable_abort()->set_job_id(run_id);
     abort.mutable_abort()->set_reason(reason);
@@ -235,15 +237,15 @@ void OrchestratorService::CancelRun(const std::string& run_id, const std::string
 
 void OrchestratorService::Deliver(Session& session, StatusOr<FitReply> result) {
   {
-    std::lock_guard<std::mutex> lock(session.mu);
+    MutexLock lock(&session.mu);
     if (!session.busy || session.result.has_value()) return;
     session.result = std::move(result);
   }
-  session.cv.notify_all();
+  session.cv.SignalAll();
 }
 
 std::shared_ptr<const std::string> OrchestratorService::ModelBytes(const FitRequest& request) {
-  std::lock_guard<std::mutex> lock(model_mu_);
+  MutexLock lock(&model_mu_);
   if (model_bytes_ == nullptr || model_key_ != request.global || model_key_run_ != request.run_id ||
       model_key_round_ != request.round || model_key_task_ != request.task) {
     model_bytes_.reset();  // release the last round's bytes before making new ones
@@ -260,7 +262,7 @@ StatusOr<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Cla
     const std::string& silo, const std::string& run_id, int round, bool securing) {
   std::shared_ptr<Session> session;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = sessions_.find(silo);
     if (it != sessions_.end()) session = it->second;
   }
@@ -277,7 +279,7 @@ StatusOr<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Cla
   if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), 16) != 1) {
     return absl::InternalError("no randomness for a task nonce");
   }
-  std::lock_guard<std::mutex> lock(session->mu);
+  MutexLock lock(&session->mu);
   if (!session->open) return absl::UnavailableError(absl::StrCat("silo '", silo, "' left"));
   if (session->busy) {
     return absl::FailedPreconditionError(absl::StrCat("silo '", silo, "' is busy with a task"));
@@ -300,14 +302,14 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
                            Claim(silo, request.run_id, request.round, /*securing=*/false));
   std::string nonce;
   {
-    std::lock_guard<std::mutex> lock(session->mu);
+    MutexLock lock(&session->mu);
     nonce = session->nonce;
   }
   const std::shared_ptr<const std::string> model_bytes = ModelBytes(request);
   const std::string& model = *model_bytes;
   {
     // An update has the model's layout; statistics and scores are small.
-    std::lock_guard<std::mutex> lock(session->mu);
+    MutexLock lock(&session->mu);
     session->max_update_bytes = request.task == TaskKind::kFit
                                     ? 2 * static_cast<uint64_t>(model.size()) + (1 << 20)
                                     : kMaxSmallReplyBytes;
@@ -326,7 +328,7 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   task->set_model_bytes(model.size());
   bool sent;
   {
-    std::lock_guard<std::mutex> lock(session->write_mu);
+    MutexLock lock(&session->write_mu);
     // A TorchScript module goes once per session: the silo keeps it.
     const std::string& module_name = request.job->model.torchscript;
     const bool ship = request.torchscript != nullptr && !session->modules_sent.count(module_name);
@@ -339,9 +341,9 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
            });
     if (sent && ship) session->modules_sent.insert(module_name);
   }
-  std::unique_lock<std::mutex> lock(session->mu);
-  if (sent) {
-    session->cv.wait_for(lock, timeout, [&] { return session->result.has_value(); });
+  MutexLock lock(&session->mu);
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (sent && !session->result.has_value() && session->cv.WaitUntil(&session->mu, until)) {
   }
   StatusOr<FitReply> result =
       !sent ? StatusOr<FitReply>(absl::UnavailableError("sending the task failed"))
@@ -366,13 +368,13 @@ StatusOr<std::string> OrchestratorService::SecureStep(const std::string& silo,
                            Claim(silo, request.run_id, request.round, /*securing=*/true));
   std::string nonce;
   {
-    std::lock_guard<std::mutex> lock(session->mu);
+    MutexLock lock(&session->mu);
     nonce = session->nonce;
   }
   {
     // A masked input is the model's values in fixed point (at most eight
     // bytes each); shares and keys are small.
-    std::lock_guard<std::mutex> lock(session->mu);
+    MutexLock lock(&session->mu);
     session->max_secure_bytes = 2 * session->largest_model_bytes + kMaxSmallReplyBytes;
   }
   fedsilo::v1::OrchestratorMessage message;
@@ -382,10 +384,10 @@ StatusOr<std::string> OrchestratorService::SecureStep(const std::string& silo,
   step->set_nonce(nonce);
   step->set_payload(request.payload);
   const bool sent = session->Write(message);
-  std::unique_lock<std::mutex> lock(session->mu);
-  if (sent) {
-    session->cv.wait_for(lock, timeout,
-                         [&] { return session->secure_result.has_value() || !session->open; });
+  MutexLock lock(&session->mu);
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (sent && !session->secure_result.has_value() && session->open &&
+         session->cv.WaitUntil(&session->mu, until)) {
   }
   StatusOr<std::string> result =
       session->secure_result.has_value() ? std::move(*session->secure_result)
@@ -438,14 +440,14 @@ grpc::Status OrchestratorService::Connect(
   session->silo = silo;
   session->peer = *peer;
   {
-    std::lock_guard<std::mutex> lock(session->context_mu);
+    MutexLock lock(&session->context_mu);
     session->context = context;
   }
   session->id = next_session_.fetch_add(1);
   session->stream = stream;
   std::shared_ptr<Session> replaced;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     replaced = std::exchange(sessions_[silo], session);
   }
   if (replaced != nullptr) Deliver(*replaced, absl::UnavailableError("the silo reconnected"));
@@ -459,11 +461,11 @@ grpc::Status OrchestratorService::Connect(
   ChunkAssembler secure;  // a secure-aggregation reply being received
   auto finish_secure = [&](StatusOr<std::string> outcome) {
     {
-      std::lock_guard<std::mutex> lock(session->mu);
+      MutexLock lock(&session->mu);
       if (!session->securing || session->secure_result.has_value()) return;
       session->secure_result = std::move(outcome);
     }
-    session->cv.notify_all();
+    session->cv.SignalAll();
   };
   // Whatever a message does -- even throw -- the clean-up below runs.
   try {
@@ -489,7 +491,7 @@ grpc::Status OrchestratorService::Connect(
           bool fresh;
           uint64_t most = 0;
           {
-            std::lock_guard<std::mutex> lock(session->mu);
+            MutexLock lock(&session->mu);
             fresh = session->busy && !session->holding && r.job_id() == session->job_id &&
                     r.round() == session->round && r.nonce() == session->nonce;
             most = session->max_update_bytes;
@@ -523,7 +525,7 @@ grpc::Status OrchestratorService::Connect(
           bool fresh;
           uint64_t bytes = r.payload_bytes();
           {
-            std::lock_guard<std::mutex> lock(session->mu);
+            MutexLock lock(&session->mu);
             fresh = session->securing && !session->secure_header &&
                     !session->secure_result.has_value() && r.job_id() == session->job_id &&
                     r.round() == session->round && r.nonce() == session->nonce;
@@ -531,7 +533,7 @@ grpc::Status OrchestratorService::Connect(
           }
           uint64_t most = 0;
           {
-            std::lock_guard<std::mutex> lock(session->mu);
+            MutexLock lock(&session->mu);
             most = session->max_secure_bytes;
           }
           if (fresh && bytes > most) {
@@ -563,7 +565,7 @@ grpc::Status OrchestratorService::Connect(
           }
           uint64_t expected = 0;
           {
-            std::lock_guard<std::mutex> lock(session->mu);
+            MutexLock lock(&session->mu);
             if (!session->uploading || session->upload.has_value()) {
               spdlog::warn("silo '{}': update bytes nobody asked for; ignored", silo);
               break;
@@ -585,10 +587,10 @@ grpc::Status OrchestratorService::Connect(
           }
           if (outcome.has_value()) {
             {
-              std::lock_guard<std::mutex> lock(session->mu);
+              MutexLock lock(&session->mu);
               session->upload = std::move(*outcome);
             }
-            session->cv.notify_all();
+            session->cv.SignalAll();
           }
           break;
         }
@@ -596,7 +598,7 @@ grpc::Status OrchestratorService::Connect(
           const fedsilo::v1::TaskFailed& f = message.failed();
           bool matches, securing;
           {
-            std::lock_guard<std::mutex> lock(session->mu);
+            MutexLock lock(&session->mu);
             matches = session->busy && f.nonce() == session->nonce;
             securing = session->securing;
           }
@@ -617,7 +619,7 @@ grpc::Status OrchestratorService::Connect(
     why = absl::InternalError(absl::StrCat("handling silo '", silo, "''s stream: ", e.what()));
   }
   if (why.ok()) {
-    std::lock_guard<std::mutex> lock(session->mu);
+    MutexLock lock(&session->mu);
     if (session->dropped.has_value()) why = *session->dropped;
   }
   if (absl::IsPermissionDenied(why)) {
@@ -632,23 +634,23 @@ grpc::Status OrchestratorService::Connect(
                                  : absl::UnavailableError("stream closed by the silo");
   }
   {
-    std::lock_guard<std::mutex> lock(session->mu);
+    MutexLock lock(&session->mu);
     session->open = false;
   }
-  session->cv.notify_all();  // wakes an upload that waits
+  session->cv.SignalAll();  // wakes an upload that waits
   Deliver(*session, absl::UnavailableError(absl::StrCat("silo disconnected: ", why.message())));
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = sessions_.find(silo);
     if (it != sessions_.end() && it->second == session) sessions_.erase(it);
   }
   {
-    std::lock_guard<std::mutex> context_lock(session->context_mu);
+    MutexLock context_lock(&session->context_mu);
     session->context = nullptr;
   }
   {
     // A Fit() may be writing to the stream: wait for it, and bar later ones.
-    std::lock_guard<std::mutex> write_lock(session->write_mu);
+    MutexLock write_lock(&session->write_mu);
     session->writable = false;
   }
   listener_->OnDisconnected(silo, session->id, why);

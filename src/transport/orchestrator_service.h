@@ -11,17 +11,16 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "fedsilo/v1/federation.grpc.pb.h"
 #include "transport/silo_connection.h"
@@ -120,18 +119,18 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   std::atomic<uint64_t> next_session_{1};
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
 
-  std::mutex model_mu_;
+  Mutex model_mu_;
   const ModelState* model_key_ ABSL_GUARDED_BY(model_mu_) = nullptr;
   std::string model_key_run_ ABSL_GUARDED_BY(model_mu_);
   int model_key_round_ ABSL_GUARDED_BY(model_mu_) = 0;
   TaskKind model_key_task_ ABSL_GUARDED_BY(model_mu_) = TaskKind::kFit;
   std::shared_ptr<const std::string> model_bytes_ ABSL_GUARDED_BY(model_mu_);
 
-  std::mutex sweep_mu_;
-  std::condition_variable sweep_cv_;
+  Mutex sweep_mu_;
+  CondVar sweep_cv_;
   std::chrono::milliseconds sweep_ ABSL_GUARDED_BY(sweep_mu_){20000};
   bool stopping_ ABSL_GUARDED_BY(sweep_mu_) = false;
   std::thread sweeper_;  // last: started once the rest is built

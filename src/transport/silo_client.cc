@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/job_config.h"
 #include "core/model_state_file.h"
+#include "core/mutex.h"
 #include "core/unix_time.h"
 #include "transport/chunks.h"
 #include "transport/tls.h"
@@ -47,15 +48,18 @@ std::unique_ptr<fedsilo::v1::Orchestrator::Stub> SiloClient::NewStub() const {
 SiloClient::~SiloClient() { Stop(); }
 
 void SiloClient::Stop() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   stopping_ = true;
   if (active_ != nullptr) active_->TryCancel();
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 bool SiloClient::SleepUnlessStopped(std::chrono::milliseconds d) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return !cv_.wait_for(lock, d, [this] { return stopping_; });
+  MutexLock lock(&mu_);
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (!stopping_ && cv_.WaitUntil(&mu_, until)) {
+  }
+  return !stopping_;
 }
 
 StatusOr<fedsilo::v1::WhoAmIReply> SiloClient::WhoAmI(std::chrono::milliseconds timeout) {
@@ -78,7 +82,7 @@ Status SiloClient::Run() {
   int same = 0;
   for (;;) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stopping_) return last;
     }
     const int before = sessions_.load();
@@ -86,7 +90,7 @@ Status SiloClient::Run() {
     const bool opened = sessions_.load() > before;
     if (opened) backoff = options_.initial_backoff;  // it had connected
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stopping_) return absl::OkStatus();
     }
     // Why, in words: the orchestrator's own refusal, or a fresh look at what
@@ -132,7 +136,7 @@ Status SiloClient::RunSession() {
     AddInsecureIdentity(context, options_.insecure_name, secure::ParticipantKind::kSilo);
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_) return absl::OkStatus();
     active_ = &context;
   }
@@ -147,17 +151,21 @@ Status SiloClient::RunSession() {
     connected_ = true;
     // Heartbeats go out from a second thread while this one reads; writes
     // from both are serialised.
-    std::mutex write_mu;
+    Mutex write_mu;
     auto write = [&](const fedsilo::v1::SiloMessage& m) {
-      std::lock_guard<std::mutex> lock(write_mu);
+      MutexLock lock(&write_mu);
       return stream->Write(m);
     };
-    std::mutex hb_mu;
-    std::condition_variable hb_cv;
+    Mutex hb_mu;
+    CondVar hb_cv;
     bool hb_stop = false;
     std::thread heartbeats([&] {
-      std::unique_lock<std::mutex> lock(hb_mu);
-      while (!hb_cv.wait_for(lock, options_.heartbeat_interval, [&] { return hb_stop; })) {
+      MutexLock lock(&hb_mu);
+      for (;;) {
+        const auto until = std::chrono::steady_clock::now() + options_.heartbeat_interval;
+        while (!hb_stop && hb_cv.WaitUntil(&hb_mu, until)) {
+        }
+        if (hb_stop) break;
         fedsilo::v1::SiloMessage beat;
         beat.mutable_heartbeat()->set_unix_millis(UnixMillis());
         if (!write(beat)) break;
@@ -203,10 +211,10 @@ Status SiloClient::RunSession() {
       // Heartbeat echoes only prove that the orchestrator is alive.
     }
     {
-      std::lock_guard<std::mutex> lock(hb_mu);
+      MutexLock lock(&hb_mu);
       hb_stop = true;
     }
-    hb_cv.notify_all();
+    hb_cv.SignalAll();
     heartbeats.join();
     connected_ = false;
   }
@@ -214,7 +222,7 @@ Status SiloClient::RunSession() {
   result = FromGrpcStatus(stream->Finish());
   if (result.ok()) result = absl::UnavailableError("the orchestrator closed the stream");
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     active_ = nullptr;
   }
   return result;

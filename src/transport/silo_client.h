@@ -12,14 +12,13 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "fedsilo/v1/federation.grpc.pb.h"
 #include "transport/silo_connection.h"
@@ -93,8 +92,8 @@ class SiloClient {
   std::atomic<int> sessions_{0};
   std::atomic<bool> connected_{false};
 
-  std::mutex mu_;
-  std::condition_variable cv_;
+  Mutex mu_;
+  CondVar cv_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* active_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
