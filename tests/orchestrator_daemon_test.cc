@@ -39,6 +39,7 @@
 namespace fedsilo {
 namespace {
 
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 using ::testing::Not;
 namespace fs = std::filesystem;
@@ -844,11 +845,22 @@ TEST(OrchestratorDaemonTest, RefusedKitsSayWhyAndExitWithStatus2) {
   const transport::ConnectionDiagnosis fine = transport::DiagnoseConnection(
       target, *transport::LoadTlsFiles(*secure::LoadKit(fed.dir() + "/kits/alice")), false, 5s);
   EXPECT_EQ(fine.kind, transport::ConnectionDiagnosis::Kind::kReachable) << fine.reason;
+  // ... naming the address it came from.
   EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
-              HasSubstr("refused a TLS handshake from 'bob' (user of federation "
-                        "'test-refusals-other'"));
+              ContainsRegex("refused a TLS handshake from (127\\.0\\.0\\.1|\\[::1\\]):[0-9]+, "
+                            "'bob' \\(user of federation 'test-refusals-other'"));
   EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
               HasSubstr("not issued by this federation's CA"));
+
+  // A client that speaks plaintext to it is refused, logged with its address
+  // and the reason in words.
+  Output plaintext =
+      fed.Run("jobs --insecure --kit " + fed.dir() + "/kits/alice --orchestrator " + target);
+  EXPECT_NE(plaintext.status, 0);
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
+              ContainsRegex("refused a connection from (127\\.0\\.0\\.1|\\[::1\\]):[0-9]+: it "
+                            "does not speak TLS"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), Not(HasSubstr("SSL_ERROR_SSL")));
 
   // A revoked user: refused at the handshake once the orchestrator has re-read
   // its kit's crl.pem (within seconds).

@@ -1,5 +1,4 @@
 // fedsilo: the command-line entry point. Argument parsing and wiring only.
-#include <grpc/support/log.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -31,6 +30,7 @@
 #include "core/unix_time.h"
 #include "ml/sandbox.h"
 #include "secure/provisioner.h"
+#include "transport/grpc_logging.h"
 
 namespace fedsilo::cli {
 namespace {
@@ -127,18 +127,11 @@ int ListKits(const std::string& kits_dir) {
   return kExitOk;
 }
 
-// gRPC's own log lines (raw OpenSSL errors, "Handshake failed ...") say
-// nothing a user can act on; fedsilo says why in its own words instead
-// (transport/tls_diagnosis.h). They stay available at debug level.
-void GrpcLogToDebug(gpr_log_func_args* args) {
-  spdlog::debug("grpc: {} ({}:{})", args->message, args->file, args->line);
-}
-
 int Main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("fedsilo");
   logger->set_pattern("fedsilo: %l: %v");
   spdlog::set_default_logger(logger);
-  gpr_set_log_function(GrpcLogToDebug);
+  transport::RouteGrpcLogs(/*peer_addresses=*/false);  // servers turn them on
 
   CLI::App app{"fedsilo: federated learning across data silos"};
   app.set_version_flag("--version", "fedsilo 0.1.0");

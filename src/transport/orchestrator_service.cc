@@ -12,6 +12,7 @@
 #include "core/model_state_file.h"
 #include "core/mutex.h"
 #include "transport/chunks.h"
+#include "transport/grpc_logging.h"
 #include "transport/tls.h"
 
 namespace fedsilo::transport {
@@ -673,6 +674,7 @@ void ApplyServerLimits(grpc::ServerBuilder& builder) {
 StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     const std::string& address, std::shared_ptr<grpc::ServerCredentials> credentials,
     const std::vector<grpc::Service*>& services) {
+  RouteGrpcLogs(/*peer_addresses=*/true);  // so that refused handshakes name their peer
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(address, std::move(credentials), &port);

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
 #include "core/unix_time.h"
+#include "transport/grpc_logging.h"
 
 namespace fedsilo::transport {
 
@@ -59,7 +60,8 @@ class HandshakeVerifier : public grpc::experimental::ExternalCertificateVerifier
       verdict = peer.ok() ? CheckRevoked(*peer, revoked_.get()) : peer.status();
     }
     if (!verdict.ok()) {
-      spdlog::warn("refused a TLS handshake from {}: {}",
+      // This runs on the thread that read the client's handshake.
+      spdlog::warn("refused a TLS handshake from {}, {}: {}", PeerOfThisRead(),
                    pem.empty() ? "a client without a certificate" : Claimed(pem),
                    std::string(verdict.message()));
     }
