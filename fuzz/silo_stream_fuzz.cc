@@ -99,6 +99,9 @@ struct Received {
   std::string job, nonce;
   int round = 0;
   int64_t echoed = 0;  // the last heartbeat the service echoed
+  // The last task's kind and model size: what its update may announce.
+  fedsilo::v1::TaskKind kind = fedsilo::v1::TASK_KIND_FIT;
+  uint64_t model_bytes = 0;
 };
 
 std::string Printable(std::string s) {
@@ -123,6 +126,8 @@ struct SiloStream {
           received.job = m.task().job_id();
           received.round = m.task().round();
           received.nonce = m.task().nonce();
+          received.kind = m.task().kind();
+          received.model_bytes = m.task().model_bytes();
         } else if (m.has_upload()) {
           ++received.uploads;
         } else if (m.has_secure()) {
@@ -287,7 +292,16 @@ class Conversation {
           (*r->mutable_metrics())[name] = static_cast<double>(script_.Number());
         }
         r->set_metrics_private(script_.Flag());
-        if (answers) {
+        // An update may announce at most twice the model it answers (other
+        // tasks' replies 64 MiB): past that, the task must fail.
+        uint64_t bound;
+        {
+          std::lock_guard<std::mutex> lock(received_.mu);
+          bound = received_.kind == fedsilo::v1::TASK_KIND_FIT
+                      ? 2 * received_.model_bytes + (1 << 20)
+                      : transport::kMaxSmallReplyBytes;
+        }
+        if (answers && r->update_bytes() <= bound) {
           std::lock_guard<std::mutex> lock(mu_);
           answered_examples_.insert(r->num_examples());
           announced_updates_.insert(r->update_bytes());
@@ -299,7 +313,10 @@ class Conversation {
         fedsilo::v1::SecureReply* r = m.mutable_secure();
         const bool answers = Echo(r);
         r->set_payload_bytes(script_.Number(16));
-        if (answers) {
+        // At most what the model's values take, plus keys and shares.
+        const uint64_t bound =
+            2 * SerializeModelState(global_).size() + transport::kMaxSmallReplyBytes;
+        if (answers && r->payload_bytes() <= bound) {
           std::lock_guard<std::mutex> lock(mu_);
           announced_secure_.insert(r->payload_bytes());
         }
