@@ -53,6 +53,7 @@ struct Caller {
 constexpr Caller kCallers[] = {{"alice", "user"},   {"bob", "user"},          {"carol", "user"},
                                {"mallory", "silo"}, {"orch", "orchestrator"}, {"", "user"}};
 constexpr char kLead[] = "carol";
+constexpr int kMaxOps = 128;
 
 const char* kMethods[] = {"SubmitJob", "ListJobs",      "GetJob",   "GetLogs",
                           "AbortJob",  "DownloadModel", "ListRuns", "GetRun"};
@@ -88,8 +89,11 @@ class Session {
  public:
   explicit Session(Script& script) : script_(script) {
     static int n = 0;
-    dir_ = std::filesystem::temp_directory_path().string() + "/fedsilo-jobs-fuzz-" +
-           std::to_string(getpid()) + "-" + std::to_string(n++);
+    // In memory where the machine has it: the store syncs every write.
+    const std::string base = std::filesystem::is_directory("/dev/shm")
+                                 ? "/dev/shm"
+                                 : std::filesystem::temp_directory_path().string();
+    dir_ = base + "/fedsilo-jobs-fuzz-" + std::to_string(getpid()) + "-" + std::to_string(n++);
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     store_ = std::move(*orchestrator::JobStore::Open(dir_ + "/fedsilo.db"));
@@ -118,7 +122,11 @@ class Session {
   }
 
   void Run() {
-    while (!script_.done()) Step(static_cast<JobsOp>(script_.Byte() % uint8_t(JobsOp::kCount)));
+    // Bounded, so that no input is merely slow: each call is a round trip,
+    // and a submit or a finish writes to disk.
+    for (int ops = 0; ops < kMaxOps && !script_.done(); ++ops) {
+      Step(static_cast<JobsOp>(script_.Byte() % uint8_t(JobsOp::kCount)));
+    }
   }
 
  private:
@@ -131,6 +139,13 @@ class Session {
     auto it = owners_.begin();
     std::advance(it, script_.Byte() % owners_.size());
     return it->first;
+  }
+  // Who submitted job `id`, as the store records it (jobs submitted by raw
+  // requests included); a job that does not exist has no owner.
+  std::string OwnerOf(const std::string& id) const {
+    StatusOr<orchestrator::JobRecord> job = store_->GetJob(id);
+    FEDSILO_FUZZ_CHECK(job.ok());
+    return job->owner;
   }
   static void Claim(grpc::ClientContext& context, const Caller& caller) {
     context.AddMetadata("x-fedsilo-insecure-name", caller.name);
@@ -189,9 +204,7 @@ class Session {
         fedsilo::v1::JobInfo reply;
         const grpc::Status s = stub_->AbortJob(&context, request, &reply);
         Served(s, caller);
-        if (s.ok())
-          FEDSILO_FUZZ_CHECK(owners_.count(request.job_id()) == 1 &&
-                             owners_[request.job_id()] == caller.name);
+        if (s.ok()) FEDSILO_FUZZ_CHECK(OwnerOf(request.job_id()) == caller.name);
         break;
       }
       case JobsOp::kDownload: {
@@ -204,8 +217,7 @@ class Session {
         const grpc::Status s = reader->Finish();
         Served(s, caller);
         if (!s.ok()) break;
-        FEDSILO_FUZZ_CHECK(owners_.count(request.job_id()) == 1);
-        FEDSILO_FUZZ_CHECK(owners_[request.job_id()] == caller.name ||
+        FEDSILO_FUZZ_CHECK(OwnerOf(request.job_id()) == caller.name ||
                            std::string(caller.name) == kLead);
         FEDSILO_FUZZ_CHECK(finals_.count(request.job_id()) == 1 &&
                            bytes == finals_[request.job_id()]);
@@ -227,9 +239,9 @@ class Session {
       }
       case JobsOp::kRaw: {
         // The request's bytes as they come off the wire: the service parses them.
-        const std::string method =
-            std::string("/fedsilo.v1.Jobs/") +
+        const std::string name =
             kMethods[script_.Byte() % (sizeof(kMethods) / sizeof(kMethods[0]))];
+        const std::string method = "/fedsilo.v1.Jobs/" + name;
         const std::string bytes = script_.Bytes(4096);
         grpc::Slice slice(bytes);
         grpc::ByteBuffer request(&slice, 1), reply;
@@ -237,7 +249,23 @@ class Session {
         std::promise<grpc::Status> done;
         generic.UnaryCall(&context, method, grpc::StubOptions(), &request, &reply,
                           [&done](grpc::Status s) { done.set_value(std::move(s)); });
-        Served(done.get_future().get(), caller);
+        const grpc::Status s = done.get_future().get();
+        Served(s, caller);
+        if (s.ok() && name == "SubmitJob") {  // as a typed submit: parsed, and the caller's
+          fedsilo::v1::SubmitJobRequest submitted;
+          FEDSILO_FUZZ_CHECK(submitted.ParseFromString(bytes));
+          FEDSILO_FUZZ_CHECK(ParseJobConfig(submitted.job_yaml(), "job").ok());
+          std::vector<grpc::Slice> slices;
+          FEDSILO_FUZZ_CHECK(reply.Dump(&slices).ok());
+          std::string out;
+          for (const grpc::Slice& piece : slices) {
+            out.append(reinterpret_cast<const char*>(piece.begin()), piece.size());
+          }
+          fedsilo::v1::SubmitJobReply accepted;
+          FEDSILO_FUZZ_CHECK(accepted.ParseFromString(out));
+          FEDSILO_FUZZ_CHECK(OwnerOf(accepted.job_id()) == caller.name);
+          owners_[accepted.job_id()] = caller.name;
+        }
         break;
       }
       case JobsOp::kFinish: {

@@ -20,6 +20,13 @@ class Script {
   bool done() const { return at_ >= size_; }
   uint8_t Byte() { return at_ < size_ ? data_[at_++] : 0; }
   bool Flag() { return Byte() & 1; }
+  // Two bytes, low first. (One statement each: the order in which the
+  // operands of `|` are evaluated is unspecified, and gcc and clang differ.)
+  uint16_t Short() {
+    const uint16_t low = Byte();
+    const uint16_t high = Byte();
+    return static_cast<uint16_t>(low | (high << 8));
+  }
   // A size or count as a hostile peer would choose one: zero, small, the
   // `hint` the caller expects (e.g. the size of what will follow), one past
   // it, a huge power of two, or any 64-bit value.
@@ -31,7 +38,7 @@ class Script {
         return Byte();
       case 2:
       case 3:
-        return Byte() | (uint64_t{Byte()} << 8);
+        return Short();
       case 4:
         return hint;
       case 5:
@@ -49,7 +56,7 @@ class Script {
   // at most `most`.
   std::string Bytes(size_t most = 255) {
     size_t n = Byte();
-    if (n == 255) n = Byte() | (size_t{Byte()} << 8);
+    if (n == 255) n = Short();
     if (n > most) n = most;
     if (n > size_ - at_) n = at_ < size_ ? size_ - at_ : 0;
     std::string out(reinterpret_cast<const char*>(data_ + at_), n);

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -53,6 +54,8 @@ constexpr char kSilo[] = "mallory";
 constexpr std::chrono::milliseconds kCallTimeout{30000};
 constexpr int kMaxStreams = 4;
 constexpr int kMaxCalls = 16;
+constexpr int kMaxOps = 256;
+constexpr int64_t kAnswerMark = int64_t{1} << 40;  // the counts answers carry
 
 class CountingListener : public transport::SiloSessionListener {
  public:
@@ -170,6 +173,10 @@ class Conversation {
       : server_(server),
         script_(script),
         stub_(fedsilo::v1::Orchestrator::NewStub(server.channel)) {
+    // A run of its own: the service keeps state between inputs (the model
+    // it last sent, by run and round), which must not carry over.
+    static int inputs = 0;
+    run_ = "run-" + std::to_string(++inputs);
     // The model of every task, and the update the silo uploads: sizes from
     // the input.
     const int64_t n = 1 + script_.Byte() % 64;
@@ -188,7 +195,11 @@ class Conversation {
   }
 
   void Run() {
-    while (!script_.done()) Step(static_cast<StreamOp>(script_.Byte() % uint8_t(StreamOp::kCount)));
+    // Bounded, so that no input is merely slow (a step may wait a few
+    // milliseconds for the service).
+    for (int ops = 0; ops < kMaxOps && !script_.done(); ++ops) {
+      Step(static_cast<StreamOp>(script_.Byte() % uint8_t(StreamOp::kCount)));
+    }
   }
 
  private:
@@ -207,16 +218,16 @@ class Conversation {
     Send(m);
     Settle();
   }
-  // Copies the task's fields that `flags` names into a reply; true when it
-  // answers the task (all three copied).
+  // Copies the task's fields that `flags` names into a reply; the task's
+  // nonce when it answers the task (all three copied), else empty.
   template <typename Reply>
-  bool Echo(Reply* r) {
+  std::string Echo(Reply* r) {
     const uint8_t flags = script_.Byte();
     std::lock_guard<std::mutex> lock(received_.mu);
     r->set_job_id(flags & fuzz::kEchoJob ? received_.job : "other-job");
     r->set_round(flags & fuzz::kEchoRound ? received_.round : received_.round + 1);
     r->set_nonce(flags & fuzz::kEchoNonce ? received_.nonce : "stale-nonce");
-    return (flags & fuzz::kEchoAll) == fuzz::kEchoAll && !received_.nonce.empty();
+    return (flags & fuzz::kEchoAll) == fuzz::kEchoAll ? received_.nonce : std::string();
   }
   // Waits until the service has handled everything sent so far on the
   // current stream (a heartbeat sent after it has come back, or the stream
@@ -284,9 +295,12 @@ class Conversation {
         break;
       case StreamOp::kResult: {
         fedsilo::v1::ResultHeader* r = m.mutable_result();
-        const bool answers = Echo(r);
+        const std::string nonce = Echo(r);
         r->set_update_bytes(script_.Number(upload_.size()));
         r->set_num_examples(static_cast<int64_t>(script_.Number()));
+        // An answer carries a count of its own, so that a task's reply can
+        // be traced to the one answer it came from.
+        if (!nonce.empty()) r->set_num_examples(kAnswerMark + next_answer_++);
         for (int i = script_.Byte() % 3; i > 0; --i) {
           const std::string name = script_.Bytes(16);
           (*r->mutable_metrics())[name] = static_cast<double>(script_.Number());
@@ -301,24 +315,32 @@ class Conversation {
                       ? 2 * received_.model_bytes + (1 << 20)
                       : transport::kMaxSmallReplyBytes;
         }
-        if (answers && r->update_bytes() <= bound) {
+        // The service takes the first answer of a task (or closes the
+        // stream over it) and ignores the rest.
+        if (!nonce.empty()) {
           std::lock_guard<std::mutex> lock(mu_);
-          answered_examples_.insert(r->num_examples());
-          announced_updates_.insert(r->update_bytes());
+          if (first_results_.emplace(nonce, r->update_bytes()).second &&
+              r->update_bytes() <= bound) {
+            answered_examples_.insert(r->num_examples());
+            announced_updates_.insert(r->update_bytes());
+          }
         }
         SendAndSettle(m);
         break;
       }
       case StreamOp::kSecureReply: {
         fedsilo::v1::SecureReply* r = m.mutable_secure();
-        const bool answers = Echo(r);
+        const std::string nonce = Echo(r);
         r->set_payload_bytes(script_.Number(16));
         // At most what the model's values take, plus keys and shares.
         const uint64_t bound =
             2 * SerializeModelState(global_).size() + transport::kMaxSmallReplyBytes;
-        if (answers && r->payload_bytes() <= bound) {
+        if (!nonce.empty()) {
           std::lock_guard<std::mutex> lock(mu_);
-          announced_secure_.insert(r->payload_bytes());
+          if (first_secure_.emplace(nonce, r->payload_bytes()).second &&
+              r->payload_bytes() <= bound) {
+            announced_secure_.insert(r->payload_bytes());
+          }
         }
         SendAndSettle(m);
         break;
@@ -353,7 +375,7 @@ class Conversation {
         const int round = 1 + script_.Byte() % 4;
         Call(&Received::tasks, [this, kind, round] {
           transport::FitRequest request;
-          request.run_id = "run-1";
+          request.run_id = run_;
           request.round = round;
           request.job = &job_;
           request.global = &global_;
@@ -382,14 +404,11 @@ class Conversation {
           StatusOr<ModelState> update = source->Fetch();
           FEDSILO_FUZZ_CHECK(update.ok() || !absl::IsDeadlineExceeded(update.status()));
           if (!update.ok()) return;
-          // What arrived was announced (metadata, which the state drops,
-          // only makes the announced size larger).
+          // What arrived was announced by a task's first answer (metadata,
+          // which the state drops, only makes the announced size larger).
           const uint64_t bytes = SerializeModelState(*update).size();
-          const uint64_t bound = 2 * SerializeModelState(global_).size() + (1 << 20);
           std::lock_guard<std::mutex> lock(mu_);
-          FEDSILO_FUZZ_CHECK(!announced_updates_.empty());
-          FEDSILO_FUZZ_CHECK(bytes <= *announced_updates_.rbegin());
-          FEDSILO_FUZZ_CHECK(bytes <= std::max<uint64_t>(bound, transport::kMaxSmallReplyBytes));
+          FEDSILO_FUZZ_CHECK(announced_updates_.lower_bound(bytes) != announced_updates_.end());
         });
         break;
       }
@@ -397,19 +416,19 @@ class Conversation {
         std::string payload = script_.Bytes(64);
         const int round = 1 + script_.Byte() % 4;
         Call(&Received::steps, [this, payload, round] {
-          transport::SecureStepRequest request{"run-1", round, payload};
+          transport::SecureStepRequest request{run_, round, payload};
           StatusOr<std::string> reply = server_.service.SecureStep(kSilo, request, kCallTimeout);
           FEDSILO_FUZZ_CHECK(reply.ok() || !absl::IsDeadlineExceeded(reply.status()));
           if (!reply.ok()) return;
           std::lock_guard<std::mutex> lock(mu_);
-          FEDSILO_FUZZ_CHECK(announced_secure_.count(reply->size()) == 1);
+          FEDSILO_FUZZ_CHECK(announced_secure_.count(reply->size()) == 1);  // exactly announced
         });
         break;
       }
       case StreamOp::kCancel: {
         // The orchestrator's own words (valid UTF-8, as protobuf requires of
         // the Abort's strings): only the silo's messages are hostile here.
-        const std::string run = script_.Flag() ? "run-1" : Printable(script_.Bytes(16));
+        const std::string run = script_.Flag() ? run_ : Printable(script_.Bytes(16));
         const std::string reason = Printable(script_.Bytes(32));
         service.CancelRun(run, reason);
         break;
@@ -449,6 +468,7 @@ class Conversation {
   Server& server_;
   Script& script_;
   std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub_;
+  std::string run_;
   JobConfig job_;
   ModelState global_;
   std::string upload_;
@@ -458,7 +478,10 @@ class Conversation {
   int64_t barrier_ = 0;
 
   std::mutex mu_;
-  std::set<int64_t> answered_examples_;
+  std::map<std::string, uint64_t> first_results_;  // task nonce -> its first answer's size
+  std::map<std::string, uint64_t> first_secure_;
+  int64_t next_answer_ = 0;
+  std::set<int64_t> answered_examples_;  // of first answers within the task's bound
   std::set<uint64_t> announced_updates_;
   std::set<uint64_t> announced_secure_;
   std::vector<std::shared_ptr<transport::UpdateSource>> sources_;

@@ -20,9 +20,10 @@
 namespace fedsilo::transport {
 namespace {
 
-thread_local std::string t_peer;  // the peer of this thread's last read
+thread_local std::string t_peer;  // the peer of this thread's last read or write
 
-// gRPC's tcp tracer: "READ 0x55d0c8 (peer=ipv4:127.0.0.1:50712) error=OK".
+// gRPC's tcp tracer: "READ 0x55d0c8 (peer=ipv4:127.0.0.1:50712) error=OK",
+// "WRITE 0x55d0c8 (peer=ipv4:127.0.0.1:50712)".
 void NotePeer(absl::string_view line) {
   constexpr absl::string_view kPeer = "(peer=";
   const size_t at = line.find(kPeer);
@@ -93,25 +94,32 @@ class RefusalLog {
 
 std::atomic<bool> g_server{false};
 
+RefusalLog& Refusals() {
+  static RefusalLog* refusals = new RefusalLog();  // never destroyed: gRPC's threads log late
+  return *refusals;
+}
+
 void LogFunction(gpr_log_func_args* args) { HandleGrpcLogLine(args->severity, args->message); }
 
 }  // namespace
 
 void HandleGrpcLogLine(int severity, const char* message) {
   const absl::string_view line(message);
-  if (absl::StartsWith(line, "READ ") && absl::StrContains(line, "(peer=")) {
+  if ((absl::StartsWith(line, "READ ") || absl::StartsWith(line, "WRITE ")) &&
+      absl::StrContains(line, "(peer=")) {
+    // The last I/O of this thread names the connection it works for, also
+    // when a handshake goes on after a write.
     NotePeer(line);
-    return;  // one per read: noise at any level
+    return;  // one per read or write: noise at any level
   }
-  if (severity == GPR_LOG_SEVERITY_INFO && g_server.load() &&
-      (absl::StartsWith(line, "TCP:") || absl::StartsWith(line, "WRITE ") ||
-       absl::StartsWith(line, "write: ") || absl::StartsWith(line, "BACKUP_POLLER:"))) {
-    return;  // the rest of the tcp tracer's lines
+  if (g_server.load() && severity < GPR_LOG_SEVERITY_ERROR) {
+    // The tracer's other lines, and whatever else gRPC says below error
+    // level now that a server asked for info (as it did not before).
+    return;
   }
   if (g_server.load() && absl::StartsWith(line, "Handshake failed with fatal error")) {
-    static RefusalLog* refusals = new RefusalLog();
-    refusals->Warn(absl::StrCat("refused a connection from ", PeerOfThisRead(), ": ",
-                                HandshakeFailure(line)));
+    LogRefusedConnection(absl::StrCat("refused a connection from ", PeerOfLastIo(), ": ",
+                                      HandshakeFailure(line)));
   }
   spdlog::debug("grpc: {}", message);
 }
@@ -120,12 +128,14 @@ void RouteGrpcLogs(bool peer_addresses) {
   static std::once_flag routed;
   std::call_once(routed, [] { gpr_set_log_function(LogFunction); });
   if (peer_addresses && !g_server.exchange(true)) {
-    // The tracer logs at info; only its READ lines are kept (PeerOfThisRead).
+    // The tracer logs at info; only its READ and WRITE lines are used (PeerOfLastIo).
     gpr_set_log_verbosity(GPR_LOG_SEVERITY_INFO);
     grpc_tracer_set_enabled("tcp", 1);
   }
 }
 
-std::string PeerOfThisRead() { return t_peer.empty() ? "an unknown address" : t_peer; }
+std::string PeerOfLastIo() { return t_peer.empty() ? "an unknown address" : t_peer; }
+
+void LogRefusedConnection(const std::string& line) { Refusals().Warn(line); }
 
 }  // namespace fedsilo::transport

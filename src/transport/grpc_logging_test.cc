@@ -42,12 +42,15 @@ TEST(GrpcLoggingTest, TheTracersReadLineNamesThePeerOfThisThreadOnly) {
   RouteGrpcLogs(/*peer_addresses=*/true);
   HandleGrpcLogLine(GPR_LOG_SEVERITY_INFO,
                     "READ 0x55d0c8e0 (peer=ipv4:127.0.0.1:50712) error=OK");
-  EXPECT_EQ(PeerOfThisRead(), "127.0.0.1:50712");
+  EXPECT_EQ(PeerOfLastIo(), "127.0.0.1:50712");
   std::string elsewhere;
-  std::thread([&] { elsewhere = PeerOfThisRead(); }).join();
+  std::thread([&] { elsewhere = PeerOfLastIo(); }).join();
   EXPECT_EQ(elsewhere, "an unknown address");
   HandleGrpcLogLine(GPR_LOG_SEVERITY_INFO, "READ 0x1 (peer=ipv6:[::1]:4433) error=OK");
-  EXPECT_EQ(PeerOfThisRead(), "[::1]:4433");
+  EXPECT_EQ(PeerOfLastIo(), "[::1]:4433");
+  // A handshake may go on after a write: the last I/O of the thread counts.
+  HandleGrpcLogLine(GPR_LOG_SEVERITY_INFO, "WRITE 0x3 (peer=ipv4:10.9.8.7:1234)");
+  EXPECT_EQ(PeerOfLastIo(), "10.9.8.7:1234");
 }
 
 TEST(GrpcLoggingTest, AFailedHandshakeIsARefusalInWordsWithThePeer) {
@@ -75,7 +78,9 @@ TEST(GrpcLoggingTest, AFailedHandshakeIsARefusalInWordsWithThePeer) {
 TEST(GrpcLoggingTest, AFloodOfRefusedConnectionsIsCutToABurstAMinute) {
   RouteGrpcLogs(/*peer_addresses=*/true);
   CapturedLog log;
-  for (int i = 0; i < 60; ++i) HandleGrpcLogLine(GPR_LOG_SEVERITY_ERROR, kPlaintext);
+  // Plaintext clients and refused certificates share the limit.
+  for (int i = 0; i < 30; ++i) HandleGrpcLogLine(GPR_LOG_SEVERITY_ERROR, kPlaintext);
+  for (int i = 0; i < 30; ++i) LogRefusedConnection("refused a connection (certificate)");
   const std::string text = log.text();
   size_t lines = 0;
   for (size_t at = text.find("refused a connection"); at != std::string::npos;

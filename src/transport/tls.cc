@@ -61,9 +61,9 @@ class HandshakeVerifier : public grpc::experimental::ExternalCertificateVerifier
     }
     if (!verdict.ok()) {
       // This runs on the thread that read the client's handshake.
-      spdlog::warn("refused a TLS handshake from {}, {}: {}", PeerOfThisRead(),
-                   pem.empty() ? "a client without a certificate" : Claimed(pem),
-                   std::string(verdict.message()));
+      LogRefusedConnection(absl::StrCat(
+          "refused a TLS handshake from ", PeerOfLastIo(), ", ",
+          pem.empty() ? "a client without a certificate" : Claimed(pem), ": ", verdict.message()));
     }
     *sync_status = ToGrpcStatus(verdict);
     return true;  // done synchronously
