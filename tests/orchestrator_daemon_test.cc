@@ -901,12 +901,19 @@ TEST(OrchestratorDaemonTest, RefusedKitsSayWhyAndExitWithStatus2) {
                            fed.dir() + "/datasets.yaml", "--orchestrator", "127.0.0.1:1"},
                           fed.dir() + "/unreachable.log");
   ASSERT_TRUE(pid.ok());
+  // Wait for the first failed attempt (a sanitizer build starts slowly), then
+  // give the silo time in which it could have given up.
+  const std::string retrying =
+      "connection to 127.0.0.1:1 failed: cannot reach 127.0.0.1:1 (Connection refused); retrying";
+  for (int i = 0; i < 300 && Read(fed.dir() + "/unreachable.log").find(retrying) ==
+                                 std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(200ms);
+  }
   std::this_thread::sleep_for(3s);
   EXPECT_EQ(waitpid(*pid, nullptr, WNOHANG), 0) << "the silo gave up on a network failure";
   StopProcess(*pid, SIGKILL, 0ms);
-  EXPECT_THAT(Read(fed.dir() + "/unreachable.log"),
-              HasSubstr("connection to 127.0.0.1:1 failed: cannot reach 127.0.0.1:1 "
-                        "(Connection refused); retrying"));
+  EXPECT_THAT(Read(fed.dir() + "/unreachable.log"), HasSubstr(retrying));
 }
 
 }  // namespace
