@@ -36,13 +36,20 @@ double LogErfc(double x) {
   return -x2 - std::log(x) - 0.5 * std::log(M_PI) + std::log(series);
 }
 
+// log |Gamma(x)|. Not std::lgamma: it also writes the global `signgam`, a
+// data race when silos plan their privacy on several threads at once.
+double LogGamma(double x) {
+  int sign = 1;
+  return lgamma_r(x, &sign);
+}
+
 // log |C(alpha, i)| of the generalised binomial coefficient, and whether it
 // is negative (alpha > 0, so only Gamma(alpha - i + 1) can be negative).
 double LogAbsBinomial(double alpha, double i, bool* negative) {
   int sign = 1;
   const double log_den = lgamma_r(alpha - i + 1, &sign);
   *negative = sign < 0;
-  return std::lgamma(alpha + 1) - std::lgamma(i + 1) - log_den;
+  return LogGamma(alpha + 1) - LogGamma(i + 1) - log_den;
 }
 
 // log(A_alpha) for integer alpha: the exact binomial sum.
@@ -51,7 +58,7 @@ double LogAInt(double q, double sigma, int alpha) {
   const double log_q = std::log(q), log_1q = std::log1p(-q);
   for (int i = 0; i <= alpha; ++i) {
     const double log_binom =
-        std::lgamma(alpha + 1.0) - std::lgamma(i + 1.0) - std::lgamma(alpha - i + 1.0);
+        LogGamma(alpha + 1.0) - LogGamma(i + 1.0) - LogGamma(alpha - i + 1.0);
     const double s = log_binom + i * log_q + (alpha - i) * log_1q +
                      (static_cast<double>(i) * i - i) / (2 * sigma * sigma);
     log_a = LogAdd(log_a, s);
