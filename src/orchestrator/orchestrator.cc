@@ -276,10 +276,12 @@ Status Orchestrator::RunSecureStage(int round, const std::string& stage,
     Reply r = replies.Pop();
     Status accepted = r.payload.status();
     if (accepted.ok()) {
-      Audit("secure_reply", {{"round", std::to_string(round)},
-                             {"silo", r.silo},
-                             {"stage", stage},
-                             {"reply", secure::BytesDigest(*r.payload)}});
+      if (options_.audit != nullptr) {  // a masked input's digest costs a pass over it
+        Audit("secure_reply", {{"round", std::to_string(round)},
+                               {"silo", r.silo},
+                               {"stage", stage},
+                               {"reply", secure::BytesDigest(*r.payload)}});
+      }
       accepted = accept(r.silo, *r.payload);
     }
     if (!accepted.ok()) {

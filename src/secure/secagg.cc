@@ -99,6 +99,15 @@ StatusOr<Message> ParseAs(absl::string_view bytes, absl::string_view what) {
   return m;
 }
 
+// std::llround for |y| < 2^52, inline: the libm call was a third of a silo's
+// encoding time. y - t is exact, so ties are found exactly.
+int64_t RoundHalfAway(double y) {
+  int64_t t = static_cast<int64_t>(y);  // toward zero
+  const double rest = y - static_cast<double>(t);
+  t += static_cast<int64_t>(rest >= 0.5) - static_cast<int64_t>(rest <= -0.5);
+  return t;
+}
+
 }  // namespace
 
 StatusOr<std::shared_ptr<const SecAggIdentity>> SecAggIdentity::Create(
@@ -153,8 +162,7 @@ int64_t FixedPoint::Encode(const ModelState& update, double weight, uint32_t* ou
         ++clipped;
         x = std::clamp(x, -clip_range_, clip_range_);
       }
-      const int32_t q = static_cast<int32_t>(std::llround(weight * x * scale_));
-      *out++ = static_cast<uint32_t>(q);
+      *out++ = static_cast<uint32_t>(static_cast<int32_t>(RoundHalfAway(weight * x * scale_)));
     }
   }
   return clipped;

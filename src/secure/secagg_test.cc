@@ -216,6 +216,26 @@ TEST(SecAggTest, TheUnmaskedSumIsThePlainWeightedMeanWithinTheQuantizationError)
   EXPECT_LT(precise->quantization_error, out->quantization_error / 100);
 }
 
+TEST(SecAggTest, FixedPointRoundsHalfAwayFromZeroLikeLlround) {
+  // With bits 8 and clip_range 127 the scale is 1, so a weight picks the value
+  // to round: ties, values next to ties, and the largest double below 0.5.
+  const FixedPoint fixed(127, 8);
+  ASSERT_EQ(fixed.scale(), 1.0);
+  const std::vector<double> targets = {0.5,   -0.5,  1.5,   -2.5,  2.5,
+                                       0.49999999999999994, -0.49999999999999994,
+                                       3.4999999, -3.5000001, 126.5, -126.5, 0.0};
+  std::vector<float> w;
+  for (double t : targets) w.push_back(t >= 0 ? 1.f : -1.f);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    // One value at a time: weight x 1 or weight x -1 gives the target exactly.
+    ModelState one;
+    ASSERT_TRUE(one.Add(Tensor::FromFloats("w", {1}, {w[i]})).ok());
+    uint32_t out = 0;
+    fixed.Encode(one, std::fabs(targets[i]), &out);
+    EXPECT_EQ(static_cast<int32_t>(out), std::llround(targets[i])) << targets[i];
+  }
+}
+
 TEST(SecAggTest, ClippedValuesAreCountedOnlyAsASum) {
   Federation f(3, 20);
   f.params.clip_range = 0.25;
