@@ -62,8 +62,8 @@ int main(int argc, char** argv) {
   ring.current = "k1";
   ring.keys["k1"].fill(7);
   secure::AeadFileSealer sealer(ring);
-  Seed("sealed_file", "model.sealed", sealer.Seal(SerializeModelState(Small())));
-  Seed("sealed_file", "text.sealed", sealer.Seal("{\"runs\": []}"));
+  Seed("sealed_file", "model.sealed", sealer.Seal(SerializeModelState(Small()), "model.fsm"));
+  Seed("sealed_file", "text.sealed", sealer.Seal("{\"runs\": []}", "model.fsm"));
 
   for (const char* job :
        {"digits.yaml", "breast-cancer.yaml", "mnist-cnn-noniid.yaml", "fraud.yaml"}) {

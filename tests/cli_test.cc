@@ -1098,4 +1098,72 @@ TEST(CliTest, HelpForEachCommand) {
   EXPECT_THAT(Fedsilo("status --help").out, HasSubstr("--wait"));
 }
 
+// Every command that reads a run takes the key ring the same way: from
+// --storage-keys, or from FEDSILO_STORAGE_KEYS (relative to where it runs).
+TEST(CliTest, SealedRunsOpenInEveryCommandWithTheKeyRingFromTheFlagOrTheEnvironment) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("sealed-commands");
+  // A ring in a folder that does not exist yet: made, and private.
+  const std::string ring = dir + "/secrets/storage-keys.yaml";
+  Result made = Fedsilo("keys new " + ring);
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  EXPECT_EQ(fs::status(dir + "/secrets").permissions() & fs::perms::all, fs::perms::owner_all);
+  EXPECT_EQ(fs::status(ring).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+
+  const std::string w = " --workdir " + dir;
+  Result run = Fedsilo("run " + Example("fraud/fraud.yaml") +
+                       " --set training.rounds=2 --quiet --json --storage-keys " + ring + w);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const nlohmann::json summary = LastLineJson(run.out);
+  const std::string run_id = summary["run_id"];
+  const std::string final_model = summary["final_model"];
+  ASSERT_EQ(FileBytes(final_model).substr(0, 5), "FSEAL");
+  EXPECT_EQ(fs::status(summary["run_dir"].get<std::string>()).permissions() & fs::perms::all,
+            fs::perms::owner_all);
+
+  const std::string data = " --data " + Example("fraud/data/south.csv");
+  // Each command, with the file it writes.
+  const std::vector<std::pair<std::string, std::string>> commands = {
+      {"export " + run_id + " --format fsm --json --out " + dir + "/exported.fsm" + w,
+       dir + "/exported.fsm"},
+      {"export " + run_id + " --round 1 --format fsm --out " + dir + "/round1.fsm" + w,
+       dir + "/round1.fsm"},
+      {"predict " + run_id + data + " --out " + dir + "/south.csv --json" + w, dir + "/south.csv"},
+  };
+  const std::string in_dir = "cd " + dir + " && ";
+  for (const auto& [c, output] : commands) {
+    // Without the ring: refused, naming the sealed file, with nothing written.
+    fs::remove(output);
+    Result without = Fedsilo(c);
+    EXPECT_EQ(without.exit_code, 2) << c;
+    EXPECT_THAT(without.err, HasSubstr(": the file is encrypted; give its storage key ring")) << c;
+    EXPECT_FALSE(fs::exists(output)) << c;
+    Result flag = Fedsilo(c + " --storage-keys " + ring);
+    EXPECT_EQ(flag.exit_code, 0) << c << "\n" << flag.err;
+    Result relative = Fedsilo(c, in_dir + "FEDSILO_STORAGE_KEYS=secrets/storage-keys.yaml");
+    EXPECT_EQ(relative.exit_code, 0) << c << "\n" << relative.err;
+    Result absolute = Fedsilo(c, "FEDSILO_STORAGE_KEYS=" + ring);
+    EXPECT_EQ(absolute.exit_code, 0) << c << "\n" << absolute.err;
+  }
+  // What came out is the model, opened: the same tensors as the sealed file.
+  fedsilo::StatusOr<fedsilo::ModelFile> exported =
+      fedsilo::ReadModelStateFile(dir + "/exported.fsm");
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  EXPECT_GT(exported->state.size(), 0u);
+  EXPECT_EQ(ReadCsv(dir + "/south.csv").size(), 1501u);
+
+  // The run store's commands take the ring too.
+  for (const std::string& c : {"runs list" + w, "runs show " + run_id + w}) {
+    Result flag = Fedsilo(c + " --storage-keys " + ring);
+    EXPECT_EQ(flag.exit_code, 0) << c << "\n" << flag.err;
+    EXPECT_THAT(flag.out, HasSubstr(run_id.substr(0, 12))) << c;
+  }
+  // A ring that others may read is refused by every one of them, by name.
+  ASSERT_EQ(::chmod(ring.c_str(), 0644), 0);
+  Result loose = Fedsilo(commands[0].first + " --storage-keys " + ring);
+  EXPECT_EQ(loose.exit_code, 2);
+  EXPECT_THAT(loose.err, HasSubstr(ring + ": the storage key ring may be read by others"));
+}
+
 }  // namespace

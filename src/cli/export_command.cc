@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/simulation.h"
+#include "core/file_util.h"
 #include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "ml/model.h"
@@ -87,7 +88,10 @@ Status ExportCommand(const ExportOptions& options) {
     // The resolved job travels with the model: `fedsilo predict` prepares
     // new data with its preprocessing.
     model.metadata["job_yaml"] = run.job_yaml;
-    FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(options.out, model.state, model.metadata));
+    // In the clear, like a download: taking the model out is what export is
+    // for. The run's own files stay sealed.
+    FEDSILO_RETURN_IF_ERROR(
+        WriteFileAtomically(options.out, SerializeModelState(model.state, model.metadata)));
   } else {
     if (!scripted) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -91,7 +91,7 @@ Status KeysRotateCommand(const std::string& path, const std::vector<std::string>
                        {"already_current", stats->current},
                        {"plain", stats->plain}});
     if (!json) {
-      std::printf("  %s: %d file(s) re-encrypted, %d plain model/ledger file(s) %s\n", dir.c_str(),
+      std::printf("  %s: %d file(s) re-encrypted, %d plain file(s) %s\n", dir.c_str(),
                   stats->reencrypted, stats->plain,
                   seal_plain ? "encrypted" : "left plain (--seal-plain encrypts them)");
     }
@@ -111,6 +111,40 @@ Status KeysRotateCommand(const std::string& path, const std::vector<std::string>
   }
   report["retired"] = retire;
   if (json) std::printf("%s\n", report.dump().c_str());
+  return absl::OkStatus();
+}
+
+Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<std::string>& dirs,
+                               bool json) {
+  FEDSILO_ASSIGN_OR_RETURN(std::optional<secure::KeyRing> ring,
+                           secure::ConfiguredKeyRing(ring_flag));
+  if (!ring.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "keys seal-existing: no storage key ring; give one with --storage-keys or ",
+        secure::kStorageKeysEnv, " (create one with `fedsilo keys new FILE`)"));
+  }
+  for (const std::string& dir : dirs) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) {
+      return absl::NotFoundError(absl::StrCat(dir, ": no such folder"));
+    }
+  }
+  nlohmann::json folders = nlohmann::json::array();
+  for (const std::string& dir : dirs) {
+    StatusOr<secure::ReencryptStats> stats = secure::ReencryptTree(dir, *ring, true);
+    if (!stats.ok()) return Annotate(stats.status(), absl::StrCat("encrypting ", dir));
+    folders.push_back({{"folder", dir},
+                       {"encrypted", stats->reencrypted},
+                       {"already_current", stats->current}});
+    if (!json) {
+      std::printf("%s: %d file(s) encrypted with key '%s', %d already were\n", dir.c_str(),
+                  stats->reencrypted, ring->current.c_str(), stats->current);
+    }
+  }
+  if (json) {
+    std::printf("%s\n",
+                nlohmann::json({{"current", ring->current}, {"folders", folders}}).dump().c_str());
+  }
   return absl::OkStatus();
 }
 

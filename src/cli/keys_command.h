@@ -22,9 +22,15 @@ Status KeysNewCommand(const std::string& path);
 Status KeysShowCommand(const std::string& path, bool json);
 // keys rotate FILE [DIR...]: adds a fresh current key, saves the ring, then
 // re-encrypts every encrypted file under the folders; `seal_plain` also
-// encrypts plain model files and ledgers; `retire` then drops the old keys.
+// encrypts the plain ones of the kinds kept sealed; `retire` then drops the
+// old keys.
 Status KeysRotateCommand(const std::string& path, const std::vector<std::string>& dirs,
                          bool seal_plain, bool retire, bool json);
+// keys seal-existing DIR...: encrypts, with the configured ring's current key,
+// the plain files of the kinds kept sealed in folders started without a ring
+// (and re-seals files of an older format). InvalidArgument without a ring.
+Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<std::string>& dirs,
+                               bool json);
 
 }  // namespace fedsilo::cli
 

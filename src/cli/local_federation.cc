@@ -55,8 +55,7 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
   FEDSILO_ASSIGN_OR_RETURN(fed->server_, transport::GrpcServer::Start(
                                              "127.0.0.1:0", transport::MakeServerCredentials(files),
                                              {fed->service_.get()}));
-  std::error_code ec;
-  fs::create_directories(dir + "/silos", ec);
+  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir + "/silos"));
   for (const std::string& s : job.federation.silos) {
     std::vector<std::string> args = {
         "fedsilo",    "silo",   "--kit",          kits + "/" + s,

@@ -336,7 +336,9 @@ int Main(int argc, char** argv) {
       ->required();
 
   CLI::App* keys =
-      app.add_subcommand("keys", "Storage key rings for encryption at rest: new, show, rotate");
+      app.add_subcommand("keys",
+                         "Storage key rings for encryption at rest: new, show, rotate, "
+                         "seal-existing");
   keys->require_subcommand(1);
   std::string ring_path;
   std::vector<std::string> rotate_dirs;
@@ -359,6 +361,14 @@ int Main(int argc, char** argv) {
                         "Then remove the old keys from the ring (files elsewhere still sealed "
                         "with them become unreadable)");
   keys_rotate->add_flag("--json", json, "Print JSON");
+  CLI::App* keys_seal = keys->add_subcommand(
+      "seal-existing",
+      "Encrypt the plain files of folders started without a key ring (models, checkpoints, "
+      "ledgers, summaries, job files, metrics), with the ring's current key");
+  keys_seal->add_option("folders", rotate_dirs, "Folders to encrypt (run or state folders)")
+      ->required();
+  keys_seal->add_option("--storage-keys", storage_keys, storage_keys_help);
+  keys_seal->add_flag("--json", json, "Print JSON");
 
   CLI::App* audit = app.add_subcommand("audit", "Audit trails");
   audit->require_subcommand(1);
@@ -367,6 +377,7 @@ int Main(int argc, char** argv) {
       "verify", "Check an audit log's hash chain and report the first broken entry");
   audit_verify->add_option("log", audit_path, "The audit log (<state>/audit.log)")->required();
   audit_verify->add_flag("--json", json, "Print JSON");
+  audit_verify->add_option("--storage-keys", storage_keys, storage_keys_help);
 
   CLI::App* runs = app.add_subcommand(
       "runs",
@@ -389,6 +400,7 @@ int Main(int argc, char** argv) {
                   "host:port to dial with --kit (default: the kit's)");
     c->add_flag("--insecure", runs_options.user.insecure,
                 "Call WITHOUT TLS (only against an orchestrator run with --insecure)");
+    c->add_option("--storage-keys", storage_keys, storage_keys_help);
     return c;
   };
   CLI::App* runs_list = runs_command("list", "One line per run, oldest first");
@@ -437,6 +449,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   export_cmd->add_option("--out,-o", export_options.out, "Output file")->required();
   export_cmd->add_flag("--json", export_options.json, "Print JSON");
+  export_cmd->add_option("--storage-keys", storage_keys, storage_keys_help);
 
   PredictOptions predict_options;
   CLI::App* predict = app.add_subcommand(
@@ -457,6 +470,7 @@ int Main(int argc, char** argv) {
                    "A checkpointed round instead of the final model")
       ->check(CLI::PositiveNumber);
   predict->add_flag("--json", predict_options.json, "Print a JSON summary as the last line");
+  predict->add_option("--storage-keys", storage_keys, storage_keys_help);
 
   FraudDataOptions fraud_options;
   CLI::App* generate = app.add_subcommand("generate", "Write example data sets");
@@ -480,6 +494,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(0, 65535));
   ui->add_option("--host", ui_options.host,
                  "Address to listen on (default 127.0.0.1; the dashboard has no login)");
+  ui->add_option("--storage-keys", storage_keys, storage_keys_help);
 
   try {
     app.parse(argc, argv);
@@ -492,6 +507,18 @@ int Main(int argc, char** argv) {
   // round. In-process simulation is left alone: one shared malloc arena slows
   // its parallel training by about a fifth.
   if (*silo || *orch || (*run && sim.processes)) TuneAllocatorForModels();
+
+  // Encryption at rest: every command that writes or reads run or state files
+  // takes the key ring the same way (--storage-keys, else the environment),
+  // and it applies to every file read or written through core/file_seal.h.
+  if (*run || *silo || *orch || *export_cmd || *predict || *ui || *runs || *audit) {
+    if (Status sealed = InstallStorageSealer(storage_keys, (*silo && !*ledger) || *orch);
+        !sealed.ok()) {
+      return ReportError(sealed);
+    }
+    // Silo processes started by this one (run --processes) use the same ring.
+    if (!storage_keys.empty()) ::setenv("FEDSILO_STORAGE_KEYS", storage_keys.c_str(), 1);
+  }
 
   if (*check_module) {
     Status checked = CheckModuleCommand(module_path, json);
@@ -527,17 +554,10 @@ int Main(int argc, char** argv) {
   if (*keys) {
     Status ran = *keys_new    ? KeysNewCommand(ring_path)
                  : *keys_show ? KeysShowCommand(ring_path, json)
+                 : *keys_seal ? KeysSealExistingCommand(storage_keys, rotate_dirs, json)
                               : KeysRotateCommand(ring_path, rotate_dirs, seal_plain, retire, json);
     return ran.ok() ? kExitOk : ReportError(ran);
   }
-  // Encryption at rest: the key ring applies to every file this process
-  // writes or reads through core/file_seal.h.
-  if (Status sealed = InstallStorageSealer(storage_keys, (*silo && !*ledger) || *orch);
-      !sealed.ok()) {
-    return ReportError(sealed);
-  }
-  // Silo processes started by this one (run --processes) use the same ring.
-  if (!storage_keys.empty()) ::setenv("FEDSILO_STORAGE_KEYS", storage_keys.c_str(), 1);
 
   if (*silo) {
     Status ran = *ledger ? SiloLedgerCommand(silo_options) : RunSiloCommand(silo_options);

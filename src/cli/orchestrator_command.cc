@@ -64,11 +64,7 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
   const std::string state_dir =
       options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;
-  std::error_code ec;
-  std::filesystem::create_directories(state_dir, ec);
-  if (ec) {
-    return absl::InternalError(absl::StrCat(state_dir, ": cannot create folder: ", ec.message()));
-  }
+  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state_dir));
   FEDSILO_ASSIGN_OR_RETURN(StateLock lock, StateLock::Acquire(state_dir));
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
                            orchestrator::JobStore::Open(state_dir + "/fedsilo.db"));

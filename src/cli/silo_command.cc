@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/stop_signals.h"
+#include "core/file_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/sandbox.h"
 #include "secure/audit_log.h"
@@ -60,8 +61,7 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   silo::SiloRuntime runtime(kit.name, std::move(catalog),
                             options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir,
                             guard.get());
-  std::error_code ec;
-  std::filesystem::create_directories(state, ec);
+  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state));
   FEDSILO_ASSIGN_OR_RETURN(
       std::unique_ptr<secure::AuditLog> audit,
       secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));

@@ -181,7 +181,7 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
   FEDSILO_ASSIGN_OR_RETURN(
       tracking::RunDirectory run_dir,
       tracking::RunDirectory::Create(options.workdir, job.name, std::chrono::system_clock::now()));
-  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.job_path(), JobConfigToYaml(job)));
+  FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir.job_path(), JobConfigToYaml(job)));
   FEDSILO_ASSIGN_OR_RETURN(auto sink, tracking::JsonlMetricsSink::Open(run_dir.metrics_path()));
   orchestrator::JobRecord record;
   record.name = job.name;
@@ -363,7 +363,7 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
     if (!st.ok()) return st.status();
     job.preprocess.statistics = *std::move(st);
     const std::string resolved = JobConfigToYaml(job);
-    FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir.job_path(), resolved));
+    FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir.job_path(), resolved));
     FEDSILO_RETURN_IF_ERROR(store->SetJobYaml(record.id, resolved));
     FEDSILO_ASSIGN_OR_RETURN(global_model,
                              ml::Model::Create(ml::TabularModelSpec(job), job.seed, &sandbox));

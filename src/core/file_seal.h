@@ -1,16 +1,21 @@
-// Encryption at rest, as seen by the code that writes files: model files,
-// checkpoints and privacy ledgers go through WriteProtectedFile() and
-// ReadProtectedFile(). When the process has a FileSealer installed (the CLI
-// installs secure::AeadFileSealer when a storage key ring is configured),
-// what reaches the disk is sealed; otherwise it is written as is.
+// Encryption at rest, as seen by the code that writes files: models,
+// checkpoints, ledgers, run summaries and the like go through
+// WriteProtectedFile() and ReadProtectedFile(). When the process has a
+// FileSealer installed (the CLI installs secure::AeadFileSealer when a storage
+// key ring is configured), what reaches the disk is sealed; otherwise it is
+// written as is.
 //
-// A sealed file starts with kSealedMagic; the rest of its format belongs to
-// the sealer (secure/storage_keys.h). Reading a sealed file without a sealer,
-// or with one that lacks its key, is an error naming the file; nothing
-// partially decrypted is ever returned.
+// A sealed file is bound to its name (SealedName: "runs/R/checkpoints/
+// round-0007.fsm", "privacy-ledger.json"), so one sealed file put in another's
+// place fails to open. A sealed file starts with kSealedMagic; the rest of its
+// format belongs to the sealer (secure/storage_keys.h). Reading a sealed file
+// without a sealer, or with one that lacks its key, is an error naming the
+// file; so is a plain file where a sealer is installed. Nothing partially
+// decrypted is ever returned.
 #ifndef FEDSILO_CORE_FILE_SEAL_H_
 #define FEDSILO_CORE_FILE_SEAL_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -24,11 +29,14 @@ inline constexpr absl::string_view kSealedMagic = "FSEAL";
 class FileSealer {
  public:
   virtual ~FileSealer() = default;
-  // The sealed form of `plaintext`, starting with kSealedMagic.
-  virtual std::string Seal(absl::string_view plaintext) const = 0;
-  // The plaintext of sealed bytes. Errors name `source` (a path) and say
-  // whether the key is missing or the bytes were altered.
-  virtual StatusOr<std::string> Open(absl::string_view sealed, absl::string_view source) const = 0;
+  // The sealed form of `plaintext`, starting with kSealedMagic and bound to
+  // `name`.
+  virtual std::string Seal(absl::string_view plaintext, absl::string_view name) const = 0;
+  // The plaintext of bytes sealed under `name`. Errors name `source` (a path)
+  // and say whether the key is missing or the bytes were altered or belong
+  // to another file.
+  virtual StatusOr<std::string> Open(absl::string_view sealed, absl::string_view name,
+                                     absl::string_view source) const = 0;
 };
 
 // Installs the process-wide sealer (null turns sealing off). Thread-safe.
@@ -37,15 +45,40 @@ std::shared_ptr<const FileSealer> GetFileSealer();
 
 bool IsSealed(absl::string_view bytes);
 
-// Writes atomically (see WriteFileAtomically), sealed when a sealer is
-// installed; with `durable`, as WriteFileDurably.
-Status WriteProtectedFile(const std::string& path, absl::string_view contents,
-                          bool durable = false);
-// Reads a file written by WriteProtectedFile (or a plain one). A sealed file
-// without a sealer is FailedPrecondition naming the file.
+// The name a file is sealed under: its path from the "runs" folder of its run
+// ("runs/R/final_model.fsm"), else from its "models" or "checkpoints" folder,
+// else its file name ("privacy-ledger.json"). Moving a state folder keeps its
+// files readable; putting one file in another's place does not.
+std::string SealedName(absl::string_view path);
+
+// How a file in a run or state folder is kept at rest, by its name: whole
+// (models *.fsm, privacy-ledger.json, summary.json, job.yaml), one record per
+// line (metrics.jsonl), or not at all (everything else).
+enum class Protection { kNone, kWhole, kLines };
+Protection ProtectionOf(absl::string_view path);
+
+// One record of a line-kept file, sealed under `name` when a sealer is
+// installed: {"sealed":"<base64>"}; else `text` as is. No newline.
+std::string SealLine(absl::string_view text, absl::string_view name);
+// The record of such a line; the same errors as OpenProtectedBytes.
+StatusOr<std::string> OpenLine(absl::string_view line, absl::string_view name,
+                               absl::string_view source);
+// The name the `index`-th line (from 1) of a line-kept file is sealed under,
+// so that lines cannot be reordered or moved between files unnoticed.
+std::string SealedLineName(absl::string_view path, int64_t index);
+
+// Writes as WriteFileAtomically (atomic, durable, private), sealed when a
+// sealer is installed.
+Status WriteProtectedFile(const std::string& path, absl::string_view contents);
+// Reads a file written by WriteProtectedFile. A sealed file without a sealer,
+// or a plain one with a sealer, is InvalidArgument naming the file.
 StatusOr<std::string> ReadProtectedFile(const std::string& path);
-// The same for bytes already read from `source`.
-StatusOr<std::string> OpenProtectedBytes(std::string bytes, absl::string_view source);
+// The same for bytes sealed under `name`, read from `source`.
+StatusOr<std::string> OpenProtectedBytes(std::string bytes, absl::string_view name,
+                                         absl::string_view source);
+// `contents` sealed under `name` when a sealer is installed, else as is. For
+// records kept one per line (metrics, audit entries).
+std::string SealProtectedBytes(absl::string_view contents, absl::string_view name);
 
 }  // namespace fedsilo
 

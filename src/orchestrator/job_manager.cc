@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "core/mutex.h"
@@ -168,7 +169,7 @@ StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::stri
     job.model.torchscript = absl::StrCat(kShippedModulePrefix, digest);
     const std::string path = ShippedModulePath(state_dir_ + "/models", digest);
     std::error_code ec;
-    std::filesystem::create_directories(state_dir_ + "/models", ec);
+    FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state_dir_ + "/models"));
     if (!std::filesystem::exists(path, ec)) {
       FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, torchscript));
     }
@@ -417,7 +418,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
   } else {
     FEDSILO_ASSIGN_OR_RETURN(run_dir, tracking::RunDirectory::Create(
                                           state_dir_, job.name, std::chrono::system_clock::now()));
-    FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir->job_path(), record.job_yaml));
+    FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir->job_path(), record.job_yaml));
     FEDSILO_RETURN_IF_ERROR(store_->SetRunId(record.id, run_dir->run_id()));
   }
   {
@@ -469,7 +470,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
       FEDSILO_ASSIGN_OR_RETURN(job.preprocess.statistics, orchestrator.ComputeStatistics());
       const std::string resolved = JobConfigToYaml(job);
       FEDSILO_RETURN_IF_ERROR(store_->SetJobYaml(record.id, resolved));
-      FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(run_dir->job_path(), resolved));
+      FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir->job_path(), resolved));
       Event(record.id, "info",
             absl::StrCat("statistics: ", job.preprocess.statistics.rows, " training rows, ",
                          job.preprocess.statistics.features.size(), " features"));

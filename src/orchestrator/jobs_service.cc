@@ -152,8 +152,9 @@ grpc::Status JobsService::DownloadModel(grpc::ServerContext* context,
   }
   std::string magic(kSealedMagic.size(), '\0');
   in.read(magic.data(), static_cast<std::streamsize>(magic.size()));
-  if (IsSealed(magic)) {
-    // Encrypted at rest: decrypted (and authenticated) whole, then sent over TLS.
+  if (IsSealed(magic) || GetFileSealer() != nullptr) {
+    // Encrypted at rest: decrypted (and authenticated) whole, then sent over
+    // TLS. With a key ring, a plain file here is refused as any other.
     StatusOr<std::string> plain = ReadProtectedFile(*path);
     if (!plain.ok()) {
       spdlog::error("download of job '{}': {}", request->job_id(),

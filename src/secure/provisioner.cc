@@ -385,9 +385,9 @@ Status RevokeParticipant(const std::string& out_dir, const std::string& name,
   }
   revoked.push_back({summary->peer.serial, now});
   FEDSILO_ASSIGN_OR_RETURN(std::string crl, (*ca)->MakeCrl(revoked, now));
-  FEDSILO_RETURN_IF_ERROR(WriteFileDurably((ca_dir / "crl.pem").string(), crl));
+  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically((ca_dir / "crl.pem").string(), crl));
   FEDSILO_ASSIGN_OR_RETURN(std::vector<Kit> kits, KitsUnder(out));
-  for (const Kit& k : kits) FEDSILO_RETURN_IF_ERROR(WriteFileDurably(k.crl_path, crl));
+  for (const Kit& k : kits) FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(k.crl_path, crl));
   return absl::OkStatus();
 }
 

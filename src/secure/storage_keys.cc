@@ -12,9 +12,12 @@
 #include <ctime>
 #include <filesystem>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "core/file_util.h"
 
 namespace fedsilo::secure {
@@ -47,10 +50,6 @@ std::string NewKeyId() {
   char hex[9];
   sodium_bin2hex(hex, sizeof(hex), random.data(), 4);
   return absl::StrCat("k-", date, "-", hex);
-}
-
-bool IsSealable(const std::filesystem::path& p) {
-  return p.extension() == ".fsm" || p.filename() == "privacy-ledger.json";
 }
 
 }  // namespace
@@ -125,18 +124,13 @@ Status SaveKeyRing(const KeyRing& ring, const std::string& path) {
   for (const auto& [id, key] : ring.keys) out << YAML::Key << id << YAML::Value << ToBase64(key);
   out << YAML::EndMap << YAML::EndMap;
   const std::string text = std::string(out.c_str()) + "\n";
-  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return absl::InternalError(absl::StrCat(path, ": cannot write: ", std::strerror(errno)));
-  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                       ::fsync(fd) == 0;
-  ::close(fd);
-  if (!written || std::rename(temp.c_str(), path.c_str()) != 0) {
-    ::unlink(temp.c_str());
-    return absl::InternalError(absl::StrCat(path, ": cannot write: ", std::strerror(errno)));
+  // Missing folders are made private; an existing one is left as it is.
+  const std::string folder = std::filesystem::path(path).parent_path().string();
+  std::error_code ec;
+  if (!folder.empty() && !std::filesystem::exists(folder, ec)) {
+    FEDSILO_RETURN_IF_ERROR(MakePrivateDir(folder));
   }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, text);
 }
 
 StatusOr<std::optional<KeyRing>> ConfiguredKeyRing(const std::string& flag_path) {
@@ -162,7 +156,19 @@ StatusOr<std::optional<KeyRing>> ConfiguredKeyRing(const std::string& flag_path)
   return std::optional<KeyRing>(std::move(ring));
 }
 
-std::string AeadFileSealer::Seal(absl::string_view plaintext) const {
+namespace {
+
+// The associated data of a sealed file: its header, then (format 2) the name
+// it is bound to.
+std::string AssociatedData(absl::string_view header, uint8_t version, absl::string_view name) {
+  std::string ad(header);
+  if (version >= 2) ad.append(name.data(), name.size());
+  return ad;
+}
+
+}  // namespace
+
+std::string AeadFileSealer::Seal(absl::string_view plaintext, absl::string_view name) const {
   InitCrypto();
   std::string header(kSealedMagic);
   header.push_back(static_cast<char>(kSealedFormatVersion));
@@ -171,27 +177,30 @@ std::string AeadFileSealer::Seal(absl::string_view plaintext) const {
   std::string nonce(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, '\0');
   randombytes_buf(nonce.data(), nonce.size());
   header += nonce;
+  const std::string ad = AssociatedData(header, kSealedFormatVersion, name);
   std::string out = header;
   out.resize(header.size() + plaintext.size() + crypto_aead_xchacha20poly1305_ietf_ABYTES);
   unsigned long long written = 0;
   crypto_aead_xchacha20poly1305_ietf_encrypt(
       reinterpret_cast<unsigned char*>(out.data() + header.size()), &written,
       reinterpret_cast<const unsigned char*>(plaintext.data()), plaintext.size(),
-      reinterpret_cast<const unsigned char*>(header.data()), header.size(), nullptr,
+      reinterpret_cast<const unsigned char*>(ad.data()), ad.size(), nullptr,
       reinterpret_cast<const unsigned char*>(nonce.data()), ring_.keys.at(ring_.current).data());
   out.resize(header.size() + written);
   return out;
 }
 
-StatusOr<std::string> AeadFileSealer::KeyIdOf(absl::string_view sealed, absl::string_view source) {
+StatusOr<SealedHeader> AeadFileSealer::HeaderOf(absl::string_view sealed,
+                                                absl::string_view source) {
   const size_t fixed = kSealedMagic.size() + 2;
   if (!IsSealed(sealed) || sealed.size() < fixed) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not an encrypted fedsilo file"));
   }
-  const uint8_t version = static_cast<uint8_t>(sealed[kSealedMagic.size()]);
-  if (version != kSealedFormatVersion) {
+  SealedHeader h;
+  h.version = static_cast<uint8_t>(sealed[kSealedMagic.size()]);
+  if (h.version < 1 || h.version > kSealedFormatVersion) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": encrypted with format version ",
-                                                   version, ", newer than this fedsilo reads (",
+                                                   h.version, ", newer than this fedsilo reads (",
                                                    kSealedFormatVersion, ")"));
   }
   const size_t id_length = static_cast<uint8_t>(sealed[kSealedMagic.size() + 1]);
@@ -199,35 +208,84 @@ StatusOr<std::string> AeadFileSealer::KeyIdOf(absl::string_view sealed, absl::st
                           crypto_aead_xchacha20poly1305_ietf_ABYTES) {
     return absl::DataLossError(absl::StrCat(source, ": truncated encrypted file"));
   }
-  return std::string(sealed.substr(fixed, id_length));
+  h.key_id = std::string(sealed.substr(fixed, id_length));
+  h.size = fixed + id_length + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+  return h;
 }
 
-StatusOr<std::string> AeadFileSealer::Open(absl::string_view sealed,
+StatusOr<std::string> AeadFileSealer::KeyIdOf(absl::string_view sealed, absl::string_view source) {
+  FEDSILO_ASSIGN_OR_RETURN(SealedHeader h, HeaderOf(sealed, source));
+  return h.key_id;
+}
+
+StatusOr<std::string> AeadFileSealer::Open(absl::string_view sealed, absl::string_view name,
                                            absl::string_view source) const {
-  InitCrypto();
-  FEDSILO_ASSIGN_OR_RETURN(std::string id, KeyIdOf(sealed, source));
-  const auto key = ring_.keys.find(id);
-  if (key == ring_.keys.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": encrypted with storage key '", id,
-                                                      "', which this key ring does not hold"));
+  FEDSILO_ASSIGN_OR_RETURN(SealedHeader h, HeaderOf(sealed, source));
+  if (h.version < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": encrypted in format ", h.version,
+        ", which does not bind a file to its name; re-encrypt the folder with `fedsilo keys "
+        "rotate RING DIR`"));
   }
-  const size_t header =
-      kSealedMagic.size() + 2 + id.size() + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+  return OpenAnyVersion(sealed, name, source);
+}
+
+StatusOr<std::string> AeadFileSealer::OpenAnyVersion(absl::string_view sealed,
+                                                     absl::string_view name,
+                                                     absl::string_view source) const {
+  InitCrypto();
+  FEDSILO_ASSIGN_OR_RETURN(SealedHeader h, HeaderOf(sealed, source));
+  const auto key = ring_.keys.find(h.key_id);
+  if (key == ring_.keys.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": encrypted with storage key '",
+                                                   h.key_id, "', which this key ring does not hold"));
+  }
+  const std::string ad = AssociatedData(sealed.substr(0, h.size), h.version, name);
   const auto* bytes = reinterpret_cast<const unsigned char*>(sealed.data());
-  std::string plain(sealed.size() - header, '\0');
+  std::string plain(sealed.size() - h.size, '\0');
   unsigned long long written = 0;
   if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-          reinterpret_cast<unsigned char*>(plain.data()), &written, nullptr, bytes + header,
-          sealed.size() - header, bytes, header,
-          bytes + header - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, key->second.data()) != 0) {
+          reinterpret_cast<unsigned char*>(plain.data()), &written, nullptr, bytes + h.size,
+          sealed.size() - h.size, reinterpret_cast<const unsigned char*>(ad.data()), ad.size(),
+          bytes + h.size - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+          key->second.data()) != 0) {
     sodium_memzero(plain.data(), plain.size());
     return absl::DataLossError(absl::StrCat(
-        source, ": encrypted file fails authentication under key '", id,
-        "': it was altered or truncated (or the key is not the one it was sealed with)"));
+        source, ": encrypted file fails authentication under key '", h.key_id,
+        "': it was altered or truncated, or it is another file put in the place of '", name,
+        "' (or the key is not the one it was sealed with)"));
   }
   plain.resize(written);
   return plain;
 }
+
+namespace {
+
+// One record (a whole file's bytes or one line) under the ring's current key,
+// or nullopt when it already is. Sealed ones are opened first (format 1 too);
+// plain ones are sealed only with `seal_plain`.
+StatusOr<std::optional<std::string>> Reseal(const AeadFileSealer& sealer, const std::string& bytes,
+                                            const std::string& name, const std::string& source,
+                                            bool seal_plain, ReencryptStats& stats) {
+  if (!IsSealed(bytes)) {
+    ++stats.plain;
+    if (!seal_plain) return std::optional<std::string>();
+    ++stats.reencrypted;
+    return std::optional<std::string>(sealer.Seal(bytes, name));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(SealedHeader header, AeadFileSealer::HeaderOf(bytes, source));
+  if (header.key_id == sealer.ring().current && header.version == kSealedFormatVersion) {
+    ++stats.current;
+    return std::optional<std::string>();
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::string plain, sealer.OpenAnyVersion(bytes, name, source));
+  std::string resealed = sealer.Seal(plain, name);
+  sodium_memzero(plain.data(), plain.size());
+  ++stats.reencrypted;
+  return std::optional<std::string>(std::move(resealed));
+}
+
+}  // namespace
 
 StatusOr<ReencryptStats> ReencryptTree(const std::string& dir, const KeyRing& ring,
                                        bool seal_plain) {
@@ -242,25 +300,49 @@ StatusOr<ReencryptStats> ReencryptTree(const std::string& dir, const KeyRing& ri
     if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
     if (!it->is_regular_file(ec)) continue;
     const std::string path = it->path().string();
-    if (absl::StrContains(it->path().filename().string(), ".tmp")) continue;
+    if (it->path().extension() == ".tmp") continue;
+    const Protection protection = ProtectionOf(path);
+    if (protection == Protection::kNone) continue;
     FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
-    if (!IsSealed(bytes)) {
-      if (!IsSealable(it->path())) continue;
-      ++stats.plain;
-      if (!seal_plain) continue;
-      FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, sealer.Seal(bytes)));
+    if (protection == Protection::kWhole) {
+      FEDSILO_ASSIGN_OR_RETURN(std::optional<std::string> resealed,
+                               Reseal(sealer, bytes, SealedName(path), path, seal_plain, stats));
+      if (resealed.has_value()) FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, *resealed));
+      continue;
+    }
+    // One record per line, each bound to its line number.
+    ReencryptStats lines;
+    std::string rewritten;
+    int64_t index = 0;
+    for (absl::string_view line : absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
+      ++index;
+      const std::string source = absl::StrCat(path, " line ", index);
+      std::string record(line);
+      if (absl::StartsWith(line, "{\"sealed\":\"")) {
+        // The sealed bytes of the line, to re-seal.
+        absl::string_view encoded = line.substr(11);
+        if (!absl::ConsumeSuffix(&encoded, "\"}") || !absl::Base64Unescape(encoded, &record)) {
+          return absl::DataLossError(absl::StrCat(source, ": an encrypted line is damaged"));
+        }
+      }
+      FEDSILO_ASSIGN_OR_RETURN(
+          std::optional<std::string> resealed,
+          Reseal(sealer, record, SealedLineName(path, index), source, seal_plain, lines));
+      if (resealed.has_value()) {
+        absl::StrAppend(&rewritten, "{\"sealed\":\"", absl::Base64Escape(*resealed), "\"}\n");
+      } else {
+        absl::StrAppend(&rewritten, line, "\n");
+      }
+    }
+    // A file counts once: re-encrypted if any of its lines was.
+    if (lines.reencrypted > 0) {
+      FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, rewritten));
       ++stats.reencrypted;
-      continue;
-    }
-    FEDSILO_ASSIGN_OR_RETURN(std::string id, AeadFileSealer::KeyIdOf(bytes, path));
-    if (id == ring.current) {
+    } else if (lines.plain > 0) {
+      ++stats.plain;
+    } else if (index > 0) {
       ++stats.current;
-      continue;
     }
-    FEDSILO_ASSIGN_OR_RETURN(std::string plain, sealer.Open(bytes, path));
-    FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, sealer.Seal(plain)));
-    sodium_memzero(plain.data(), plain.size());
-    ++stats.reencrypted;
   }
   return stats;
 }

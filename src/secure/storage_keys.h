@@ -9,10 +9,13 @@
 //     k-20261101-77d0a1b4: <...>   # older keys still open older files
 //
 // A sealed file is
-//   "FSEAL" | u8 format version (1) | u8 key id length | key id |
+//   "FSEAL" | u8 format version (2) | u8 key id length | key id |
 //   24-byte nonce | XChaCha20-Poly1305 ciphertext and tag
-// with every byte before the ciphertext as associated data, so a changed
-// header, a flipped byte or a wrong key fails authentication as a whole.
+// with every byte before the ciphertext, then the name the file is sealed
+// under (core/file_seal.h SealedName), as associated data: a changed header,
+// a flipped byte, a wrong key or a file moved into another's place fails
+// authentication as a whole. Format 1 bound no name; such files open only to
+// be re-sealed (ReencryptTree).
 //
 // Processes find their key ring in --storage-keys or FEDSILO_STORAGE_KEYS (a
 // path), or take one key from FEDSILO_STORAGE_KEY (base64; its id is derived
@@ -31,7 +34,7 @@
 
 namespace fedsilo::secure {
 
-inline constexpr uint8_t kSealedFormatVersion = 1;
+inline constexpr uint8_t kSealedFormatVersion = 2;
 inline constexpr char kStorageKeysEnv[] = "FEDSILO_STORAGE_KEYS";
 inline constexpr char kStorageKeyEnv[] = "FEDSILO_STORAGE_KEY";
 
@@ -55,12 +58,24 @@ Status SaveKeyRing(const KeyRing& ring, const std::string& path);
 // nullopt when none is configured.
 StatusOr<std::optional<KeyRing>> ConfiguredKeyRing(const std::string& flag_path);
 
+struct SealedHeader {
+  uint8_t version = 0;
+  std::string key_id;
+  size_t size = 0;  // bytes before the ciphertext
+};
+
 class AeadFileSealer : public FileSealer {
  public:
   explicit AeadFileSealer(KeyRing ring) : ring_(std::move(ring)) {}
-  std::string Seal(absl::string_view plaintext) const override;
-  StatusOr<std::string> Open(absl::string_view sealed, absl::string_view source) const override;
-  // The key id in a sealed file's header (InvalidArgument if it has none).
+  std::string Seal(absl::string_view plaintext, absl::string_view name) const override;
+  // Refuses format 1 (no name bound), naming the command that re-seals it.
+  StatusOr<std::string> Open(absl::string_view sealed, absl::string_view name,
+                             absl::string_view source) const override;
+  // Opens format 1 too; only to re-seal.
+  StatusOr<std::string> OpenAnyVersion(absl::string_view sealed, absl::string_view name,
+                                       absl::string_view source) const;
+  // A sealed file's header (InvalidArgument if it has none).
+  static StatusOr<SealedHeader> HeaderOf(absl::string_view sealed, absl::string_view source);
   static StatusOr<std::string> KeyIdOf(absl::string_view sealed, absl::string_view source);
   const KeyRing& ring() const { return ring_; }
 
@@ -75,10 +90,11 @@ struct ReencryptStats {
 };
 
 // Re-seals every sealed file under `dir` (recursively) with the ring's current
-// key, atomically file by file; with `seal_plain`, also seals the plain
-// model files (*.fsm) and privacy ledgers (privacy-ledger.json). A file that
-// does not open stops the walk with an error naming it; the files already
-// re-sealed stay readable with the ring.
+// key and format, atomically file by file; with `seal_plain`, also seals the
+// plain ones of the kinds kept sealed (core/file_seal.h ProtectionOf: models,
+// ledgers, summaries, job files; metrics and audit logs line by line). A file
+// that does not open stops the walk with an error naming it; the files
+// already re-sealed stay readable with the ring.
 StatusOr<ReencryptStats> ReencryptTree(const std::string& dir, const KeyRing& ring,
                                        bool seal_plain);
 

@@ -2,10 +2,16 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sodium.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 #include "core/file_util.h"
 #include "core/model_state_file.h"
@@ -32,34 +38,80 @@ struct ScopedSealer {
   ~ScopedSealer() { SetFileSealer(nullptr); }
 };
 
-TEST(StorageKeysTest, SealedBytesOpenOnlyUnchangedAndWithTheirKey) {
+// A file as an earlier fedsilo sealed it: format 1, no name bound.
+std::string SealFormat1(const KeyRing& ring, absl::string_view plaintext) {
+  std::string header = "FSEAL";
+  header.push_back(1);
+  header.push_back(static_cast<char>(ring.current.size()));
+  header += ring.current;
+  std::string nonce(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, '\0');
+  randombytes_buf(nonce.data(), nonce.size());
+  header += nonce;
+  std::string out = header;
+  out.resize(header.size() + plaintext.size() + crypto_aead_xchacha20poly1305_ietf_ABYTES);
+  unsigned long long written = 0;
+  crypto_aead_xchacha20poly1305_ietf_encrypt(
+      reinterpret_cast<unsigned char*>(out.data() + header.size()), &written,
+      reinterpret_cast<const unsigned char*>(plaintext.data()), plaintext.size(),
+      reinterpret_cast<const unsigned char*>(header.data()), header.size(), nullptr,
+      reinterpret_cast<const unsigned char*>(nonce.data()), ring.keys.at(ring.current).data());
+  out.resize(header.size() + written);
+  return out;
+}
+
+TEST(StorageKeysTest, SealedBytesOpenOnlyUnchangedWithTheirKeyAndUnderTheirName) {
   const KeyRing ring = NewKeyRing();
   const AeadFileSealer sealer(ring);
-  const std::string sealed = sealer.Seal("weights and ledgers");
+  const std::string name = "runs/x/final_model.fsm";
+  const std::string sealed = sealer.Seal("weights and ledgers", name);
   EXPECT_TRUE(IsSealed(sealed));
   EXPECT_THAT(sealed, HasSubstr(ring.current));  // the key id is in the header
   EXPECT_THAT(sealed, Not(HasSubstr("weights")));
-  EXPECT_EQ(*sealer.Open(sealed, "f.fsm"), "weights and ledgers");
+  EXPECT_EQ(*sealer.Open(sealed, name, "f.fsm"), "weights and ledgers");
 
   for (size_t at : {size_t{8}, sealed.size() / 2, sealed.size() - 1}) {
     std::string flipped = sealed;
     flipped[at] ^= 0x01;
-    StatusOr<std::string> opened = sealer.Open(flipped, "runs/x/final_model.fsm");
+    StatusOr<std::string> opened = sealer.Open(flipped, name, "runs/x/final_model.fsm");
     ASSERT_FALSE(opened.ok()) << "flip at " << at;
     EXPECT_THAT(std::string(opened.status().message()), HasSubstr("runs/x/final_model.fsm"));
   }
-  StatusOr<std::string> truncated = sealer.Open(sealed.substr(0, sealed.size() - 5), "f.fsm");
+  StatusOr<std::string> truncated =
+      sealer.Open(sealed.substr(0, sealed.size() - 5), name, "f.fsm");
   EXPECT_EQ(truncated.status().code(), absl::StatusCode::kDataLoss);
+  // Under another name (the file put in another's place): refused.
+  StatusOr<std::string> moved = sealer.Open(sealed, "runs/y/final_model.fsm", "y");
+  EXPECT_EQ(moved.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(moved.status().message()), HasSubstr("another file put in the place"));
 
   // Another ring: the key id is unknown.
-  StatusOr<std::string> other = AeadFileSealer(NewKeyRing()).Open(sealed, "f.fsm");
+  StatusOr<std::string> other = AeadFileSealer(NewKeyRing()).Open(sealed, name, "f.fsm");
   EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(other.status().message()), HasSubstr(ring.current));
   // The same id with a different key: authentication fails.
   KeyRing impostor = ring;
   impostor.keys[ring.current] = RandomKey32();
-  EXPECT_EQ(AeadFileSealer(impostor).Open(sealed, "f.fsm").status().code(),
+  EXPECT_EQ(AeadFileSealer(impostor).Open(sealed, name, "f.fsm").status().code(),
             absl::StatusCode::kDataLoss);
+
+  // Format 1 bound no name: refused, naming the command that re-seals it;
+  // it still opens to be re-sealed.
+  const std::string old = SealFormat1(ring, "old weights");
+  StatusOr<std::string> refused = sealer.Open(old, name, "old.fsm");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("fedsilo keys rotate"));
+  EXPECT_EQ(*sealer.OpenAnyVersion(old, "anything", "old.fsm"), "old weights");
+}
+
+TEST(StorageKeysTest, SealedNamesFollowTheRunAndNotTheFolderItWasMovedTo) {
+  EXPECT_EQ(SealedName("/srv/state/runs/r1/checkpoints/round-0007.fsm"),
+            "runs/r1/checkpoints/round-0007.fsm");
+  EXPECT_EQ(SealedName("moved/elsewhere/runs/r1/checkpoints/round-0007.fsm"),
+            "runs/r1/checkpoints/round-0007.fsm");
+  EXPECT_EQ(SealedName("kits/hospital-a/state/privacy-ledger.json"), "privacy-ledger.json");
+  EXPECT_EQ(SealedName("state/models/ab12.pt"), "models/ab12.pt");
+  EXPECT_EQ(SealedName("runs/r1/summary.json"), "runs/r1/summary.json");
+  EXPECT_EQ(SealedLineName("w/runs/r1/metrics.jsonl", 3), "runs/r1/metrics.jsonl line 3");
 }
 
 TEST(StorageKeysTest, KeyRingsRoundTripAndMustBePrivate) {
@@ -107,59 +159,96 @@ TEST(StorageKeysTest, ConfiguredFromTheEnvironment) {
 
 TEST(StorageKeysTest, ModelFilesAreSealedWhileASealerIsInstalled) {
   const std::string dir = FreshDir("model");
+  fs::create_directories(dir + "/runs/r/checkpoints");
+  const std::string round1 = dir + "/runs/r/checkpoints/round-0001.fsm";
+  const std::string round2 = dir + "/runs/r/checkpoints/round-0002.fsm";
   ModelState m;
   ASSERT_TRUE(m.Add(Tensor::FromFloats("w", {3}, {1.5f, -2.f, 3.f})).ok());
   const KeyRing ring = NewKeyRing();
   {
     ScopedSealer sealer(ring);
-    ASSERT_TRUE(WriteModelStateFile(dir + "/m.fsm", m, {{"round", "3"}}).ok());
-    StatusOr<ModelFile> back = ReadModelStateFile(dir + "/m.fsm");
+    ASSERT_TRUE(WriteModelStateFile(round1, m, {{"round", "1"}}).ok());
+    ASSERT_TRUE(WriteModelStateFile(round2, m, {{"round", "2"}}).ok());
+    StatusOr<ModelFile> back = ReadModelStateFile(round1);
     ASSERT_TRUE(back.ok()) << back.status();
     EXPECT_EQ(back->state.tensors()[0].floats()[1], -2.f);
+    // Round 1's checkpoint copied over round 2's does not open as round 2.
+    fs::copy_file(round1, round2, fs::copy_options::overwrite_existing);
+    StatusOr<ModelFile> swapped = ReadModelStateFile(round2);
+    EXPECT_EQ(swapped.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(std::string(swapped.status().message()), HasSubstr(round2));
   }
-  EXPECT_TRUE(IsSealed(*ReadFile(dir + "/m.fsm")));
-  StatusOr<ModelFile> without = ReadModelStateFile(dir + "/m.fsm");
+  EXPECT_TRUE(IsSealed(*ReadFile(round1)));
+  StatusOr<ModelFile> without = ReadModelStateFile(round1);
   EXPECT_EQ(without.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(without.status().message()),
-              HasSubstr(dir + "/m.fsm: the file is encrypted"));
-  // A plain file still reads with a sealer installed.
-  ASSERT_TRUE(WriteModelStateFile(dir + "/plain.fsm", m).ok());
+  EXPECT_THAT(std::string(without.status().message()), HasSubstr(round1 + ": the file is encrypted"));
+  // A plain file where a sealed one belongs is refused, by name.
+  const std::string plain = dir + "/runs/r/final_model.fsm";
+  ASSERT_TRUE(WriteModelStateFile(plain, m).ok());
   ScopedSealer sealer(ring);
-  EXPECT_TRUE(ReadModelStateFile(dir + "/plain.fsm").ok());
+  StatusOr<ModelFile> refused = ReadModelStateFile(plain);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr(plain + ": is not encrypted, but a storage key ring is configured"));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("fedsilo keys seal-existing"));
 }
 
-TEST(StorageKeysTest, RotationReencryptsEveryFileUnderTheNewKey) {
+TEST(StorageKeysTest, RotationReencryptsEveryFileUnderTheNewKeyAndFormat) {
   const std::string dir = FreshDir("rotate");
   fs::create_directories(dir + "/runs/a");
   KeyRing ring = NewKeyRing();
   const std::string old_id = ring.current;
   const AeadFileSealer old_sealer(ring);
-  ASSERT_TRUE(WriteFileAtomically(dir + "/runs/a/final_model.fsm", old_sealer.Seal("model")).ok());
-  ASSERT_TRUE(WriteFileAtomically(dir + "/privacy-ledger.json", old_sealer.Seal("{}")).ok());
+  const std::string final_model = dir + "/runs/a/final_model.fsm";
+  ASSERT_TRUE(
+      WriteFileAtomically(final_model, old_sealer.Seal("model", "runs/a/final_model.fsm")).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/privacy-ledger.json", SealFormat1(ring, "{}")).ok());
   ASSERT_TRUE(WriteFileAtomically(dir + "/runs/a/checkpoint-1.fsm", "plain model").ok());
   ASSERT_TRUE(WriteFileAtomically(dir + "/runs/a/job.yaml", "name: a").ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/runs/a/endpoint", "127.0.0.1:1").ok());
+  // Metrics: one sealed line, one plain line.
+  {
+    ScopedSealer sealer(ring);
+    ASSERT_TRUE(WriteFileAtomically(dir + "/runs/a/metrics.jsonl",
+                                    SealLine("{\"round\":1}",
+                                             SealedLineName(dir + "/runs/a/metrics.jsonl", 1)) +
+                                        "\n{\"round\":2}\n")
+                    .ok());
+  }
 
   const std::string new_id = AddKey(ring);
   StatusOr<ReencryptStats> stats = ReencryptTree(dir, ring, /*seal_plain=*/false);
   ASSERT_TRUE(stats.ok()) << stats.status();
-  EXPECT_EQ(stats->reencrypted, 2);
-  EXPECT_EQ(stats->plain, 1);
-  for (const char* f : {"/runs/a/final_model.fsm", "/privacy-ledger.json"}) {
+  EXPECT_EQ(stats->reencrypted, 3);  // final model, format-1 ledger, metrics' sealed line
+  EXPECT_EQ(stats->plain, 2);        // checkpoint-1.fsm, job.yaml
+  KeyRing only_new;
+  only_new.current = new_id;
+  only_new.keys[new_id] = ring.keys[new_id];
+  for (const std::string f : {"/runs/a/final_model.fsm", "/privacy-ledger.json"}) {
     const std::string bytes = *ReadFile(dir + f);
     EXPECT_EQ(*AeadFileSealer::KeyIdOf(bytes, f), new_id);
-    KeyRing only_new;
-    only_new.current = new_id;
-    only_new.keys[new_id] = ring.keys[new_id];
-    EXPECT_TRUE(AeadFileSealer(only_new).Open(bytes, f).ok()) << f;
+    EXPECT_TRUE(AeadFileSealer(only_new).Open(bytes, SealedName(dir + f), f).ok()) << f;
   }
   EXPECT_EQ(*ReadFile(dir + "/runs/a/checkpoint-1.fsm"), "plain model");
-  // Again, sealing the plain model too; the sealed ones are already current.
+  // Again, sealing the plain files too; the sealed ones are already current.
   stats = ReencryptTree(dir, ring, /*seal_plain=*/true);
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->current, 2);
-  EXPECT_EQ(stats->reencrypted, 1);
+  EXPECT_EQ(stats->reencrypted, 3);  // checkpoint, job.yaml, metrics' plain line
   EXPECT_TRUE(IsSealed(*ReadFile(dir + "/runs/a/checkpoint-1.fsm")));
-  EXPECT_EQ(*ReadFile(dir + "/runs/a/job.yaml"), "name: a");
+  EXPECT_TRUE(IsSealed(*ReadFile(dir + "/runs/a/job.yaml")));
+  EXPECT_EQ(*ReadFile(dir + "/runs/a/endpoint"), "127.0.0.1:1");  // not derived from data
+  ScopedSealer sealer(only_new);
+  const std::string metrics = *ReadFile(dir + "/runs/a/metrics.jsonl");
+  EXPECT_THAT(metrics, Not(HasSubstr("round")));
+  const std::vector<std::string> lines = absl::StrSplit(metrics, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    StatusOr<std::string> line = OpenLine(
+        lines[i], SealedLineName(dir + "/runs/a/metrics.jsonl", i + 1), "metrics.jsonl");
+    ASSERT_TRUE(line.ok()) << line.status();
+    EXPECT_EQ(*line, absl::StrCat("{\"round\":", i + 1, "}"));
+  }
   EXPECT_NE(old_id, new_id);
 }
 

@@ -655,9 +655,9 @@ Status PrivacyGuard::Save() const {
   nlohmann::json entries = nlohmann::json::array();
   for (const LedgerEntry& e : entries_) entries.push_back(LedgerEntryToJson(e));
   nlohmann::json j = {{"version", kLedgerVersion}, {"entries", entries}};
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(ledger_path_).parent_path(), ec);
-  return WriteProtectedFile(ledger_path_, j.dump(1) + "\n", /*durable=*/true);
+  const std::string folder = std::filesystem::path(ledger_path_).parent_path().string();
+  if (!folder.empty()) FEDSILO_RETURN_IF_ERROR(MakePrivateDir(folder));
+  return WriteProtectedFile(ledger_path_, j.dump(1) + "\n");
 }
 
 }  // namespace fedsilo::silo

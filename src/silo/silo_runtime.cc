@@ -61,7 +61,7 @@ StatusOr<std::string> SiloRuntime::ModulePath(const transport::FitRequest& reque
         return Shareable(absl::InvalidArgumentError(
             absl::StrCat("the TorchScript module sent does not match its digest ", name)));
       }
-      std::filesystem::create_directories(state_dir_ + "/models", ec);
+      FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state_dir_ + "/models"));
       FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, *request.torchscript));
     }
     if (!std::filesystem::exists(path, ec)) {

@@ -1,23 +1,40 @@
 #include "tracking/jsonl_metrics_sink.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/file_seal.h"
+#include "core/file_util.h"
 #include "core/mutex.h"
 
 namespace fedsilo::tracking {
 
 StatusOr<std::unique_ptr<JsonlMetricsSink>> JsonlMetricsSink::Open(const std::string& path) {
-  std::FILE* file = std::fopen(path.c_str(), "a");
+  // Lines already there (a resumed run) keep their numbers.
+  int64_t lines = 0;
+  if (StatusOr<std::string> text = ReadFile(path); text.ok()) {
+    lines = static_cast<int64_t>(std::count(text->begin(), text->end(), '\n'));
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    return absl::InternalError(absl::StrCat(path, ": cannot open: ", std::strerror(err)));
+  }
+  std::FILE* file = ::fdopen(fd, "a");
   if (file == nullptr) {
+    ::close(fd);
     return absl::InternalError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
   }
-  return std::unique_ptr<JsonlMetricsSink>(new JsonlMetricsSink(path, file));
+  return std::unique_ptr<JsonlMetricsSink>(new JsonlMetricsSink(path, file, lines));
 }
 
 JsonlMetricsSink::~JsonlMetricsSink() {
@@ -36,28 +53,19 @@ Status JsonlMetricsSink::Record(const MetricRecord& record) {
   } else {
     line["value"] = nullptr;
   }
-  std::string text = line.dump();
-  if (const std::shared_ptr<const FileSealer> sealer = GetFileSealer(); sealer != nullptr) {
-    // Encrypted at rest, one record per line: still JSON lines.
-    text = nlohmann::json({{"sealed", absl::Base64Escape(sealer->Seal(text))}}).dump();
-  }
-  text += "\n";
   MutexLock lock(&mu_);
+  // Encrypted at rest, one record per line: still JSON lines.
+  const std::string text = SealLine(line.dump(), SealedLineName(path_, lines_ + 1)) + "\n";
+  ++lines_;
   if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() || std::fflush(file_) != 0) {
     return absl::InternalError(absl::StrCat(path_, ": write failed: ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }
 
-StatusOr<std::string> OpenMetricsLine(const std::string& line, absl::string_view source) {
-  nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-  if (j.is_discarded()) return absl::DataLossError(absl::StrCat(source, ": not a JSON line"));
-  if (!j.is_object() || !j.contains("sealed")) return line;
-  std::string sealed;
-  if (!j["sealed"].is_string() || !absl::Base64Unescape(j["sealed"].get<std::string>(), &sealed)) {
-    return absl::DataLossError(absl::StrCat(source, ": a sealed line is not base64"));
-  }
-  return OpenProtectedBytes(std::move(sealed), source);
+StatusOr<std::string> OpenMetricsLine(absl::string_view line, const std::string& path,
+                                      int64_t index) {
+  return OpenLine(line, SealedLineName(path, index), absl::StrCat(path, " line ", index));
 }
 
 }  // namespace fedsilo::tracking

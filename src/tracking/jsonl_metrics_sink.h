@@ -4,10 +4,12 @@
 // run goes on. Thread-safe.
 //
 // With a FileSealer installed (encryption at rest, core/file_seal.h) each line
-// is {"sealed": "<base64 of the sealed record>"}; OpenMetricsLine() reads both.
+// is {"sealed":"<base64 of the sealed record>"}, bound to the file and its line
+// number; OpenMetricsLine() reads both. The file is private (mode 0600).
 #ifndef FEDSILO_TRACKING_JSONL_METRICS_SINK_H_
 #define FEDSILO_TRACKING_JSONL_METRICS_SINK_H_
 
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -29,16 +31,19 @@ class JsonlMetricsSink : public MetricsSink {
   Status Record(const MetricRecord& record) override;
 
  private:
-  JsonlMetricsSink(std::string path, std::FILE* file) : path_(std::move(path)), file_(file) {}
+  JsonlMetricsSink(std::string path, std::FILE* file, int64_t lines)
+      : path_(std::move(path)), file_(file), lines_(lines) {}
 
   std::string path_;
   Mutex mu_;
   std::FILE* file_ ABSL_GUARDED_BY(mu_);
+  int64_t lines_ ABSL_GUARDED_BY(mu_);  // already in the file
 };
 
-// The record of one line of a metrics file, opening sealed lines with the
-// installed sealer. Errors name `source`.
-StatusOr<std::string> OpenMetricsLine(const std::string& line, absl::string_view source);
+// The record of line `index` (from 1) of the metrics file `path`, opening
+// sealed lines with the installed sealer. Errors name the file.
+StatusOr<std::string> OpenMetricsLine(absl::string_view line, const std::string& path,
+                                      int64_t index);
 
 }  // namespace fedsilo::tracking
 

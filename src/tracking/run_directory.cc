@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/file_util.h"
 
 namespace fedsilo::tracking {
 
@@ -28,17 +29,10 @@ StatusOr<RunDirectory> RunDirectory::Create(const std::string& workdir, const st
     const std::string id = absl::StrFormat("%s-%s-%04x", safe_name, stamp, random() & 0xffff);
     const fs::path dir = fs::path(workdir) / "runs" / id;
     std::error_code ec;
-    fs::create_directories(dir.parent_path(), ec);
-    if (ec) {
-      return absl::InternalError(
-          absl::StrCat(dir.parent_path().string(), ": cannot create folder: ", ec.message()));
-    }
-    if (fs::create_directory(dir, ec)) {
-      fs::create_directories(dir / "checkpoints", ec);
-      if (ec) {
-        return absl::InternalError(
-            absl::StrCat((dir / "checkpoints").string(), ": cannot create folder: ", ec.message()));
-      }
+    FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir.parent_path().string()));
+    if (fs::create_directory(dir, ec)) {  // false if another run took the id
+      FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir.string()));
+      FEDSILO_RETURN_IF_ERROR(MakePrivateDir((dir / "checkpoints").string()));
       return RunDirectory(id, dir.string());
     }
     if (ec) {

@@ -1,3 +1,4 @@
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -9,6 +10,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
 #include "core/file_seal.h"
 #include "tracking/jsonl_metrics_sink.h"
 #include "tracking/run_directory.h"
@@ -47,7 +51,9 @@ TEST(JsonlMetricsSinkTest, WritesOneParsableObjectPerLineFromManyThreads) {
     nlohmann::json j = nlohmann::json::parse(line);  // throws on a torn line
     EXPECT_TRUE(j.contains("round") && j.contains("source") && j.contains("name") &&
                 j.contains("value") && j.contains("time"));
-    if (j["source"] == "global") EXPECT_TRUE(j["value"].is_null());
+    if (j["source"] == "global") {
+      EXPECT_TRUE(j["value"].is_null());
+    }
     ++lines;
   }
   EXPECT_EQ(lines, 201);
@@ -58,37 +64,49 @@ TEST(JsonlMetricsSinkTest, WritesOneParsableObjectPerLineFromManyThreads) {
 // to see that records go through the installed sealer and come back.
 class ReversingSealer : public FileSealer {
  public:
-  std::string Seal(absl::string_view plaintext) const override {
-    return std::string(kSealedMagic) + std::string(plaintext.rbegin(), plaintext.rend());
+  std::string Seal(absl::string_view plaintext, absl::string_view name) const override {
+    return absl::StrCat(kSealedMagic, name, "|", std::string(plaintext.rbegin(), plaintext.rend()));
   }
-  StatusOr<std::string> Open(absl::string_view sealed, absl::string_view) const override {
+  StatusOr<std::string> Open(absl::string_view sealed, absl::string_view name,
+                             absl::string_view source) const override {
     sealed.remove_prefix(kSealedMagic.size());
+    if (!absl::ConsumePrefix(&sealed, absl::StrCat(name, "|"))) {
+      return absl::DataLossError(absl::StrCat(source, ": sealed under another name"));
+    }
     return std::string(sealed.rbegin(), sealed.rend());
   }
 };
 
-TEST(JsonlMetricsSinkTest, SealsEachRecordWhenASealerIsInstalled) {
+TEST(JsonlMetricsSinkTest, SealsEachRecordBoundToItsLineWhenASealerIsInstalled) {
   const std::string path = std::filesystem::temp_directory_path() / "fedsilo-sealed-metrics.jsonl";
   std::filesystem::remove(path);
   SetFileSealer(std::make_shared<ReversingSealer>());
-  {
+  for (int opened = 0; opened < 2; ++opened) {  // a second sink goes on numbering
     auto sink = JsonlMetricsSink::Open(path);
     ASSERT_TRUE(sink.ok());
-    ASSERT_TRUE((*sink)->Record({2, "silo-1", "silo-1/train_loss", 0.25, 1.0}).ok());
+    ASSERT_TRUE((*sink)->Record({2 + opened, "silo-1", "silo-1/train_loss", 0.25, 1.0}).ok());
   }
+  EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   std::ifstream in(path);
-  std::string line;
-  ASSERT_TRUE(std::getline(in, line));
-  EXPECT_EQ(line.find("train_loss"), std::string::npos);
-  StatusOr<std::string> opened = OpenMetricsLine(line, path);
-  SetFileSealer(nullptr);
+  std::string first, second;
+  ASSERT_TRUE(std::getline(in, first) && std::getline(in, second));
+  EXPECT_EQ(first.find("train_loss"), std::string::npos);
+  StatusOr<std::string> opened = OpenMetricsLine(second, path, 2);
   ASSERT_TRUE(opened.ok()) << opened.status();
   nlohmann::json j = nlohmann::json::parse(*opened);
   EXPECT_EQ(j["name"], "silo-1/train_loss");
-  EXPECT_EQ(j["value"], 0.25);
+  EXPECT_EQ(j["round"], 3);
+  // A line moved to another place does not open.
+  EXPECT_FALSE(OpenMetricsLine(first, path, 2).ok());
+  // Nor does a plain line while a sealer is installed.
+  EXPECT_FALSE(OpenMetricsLine("{\"round\":1}", path, 1).ok());
+  SetFileSealer(nullptr);
   // Without the sealer a sealed line is refused, naming the file.
-  EXPECT_FALSE(OpenMetricsLine(line, path).ok());
-  EXPECT_EQ(*OpenMetricsLine("{\"round\":1}", path), "{\"round\":1}");  // plain lines pass
+  StatusOr<std::string> refused = OpenMetricsLine(first, path, 1);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr(path));
+  EXPECT_EQ(*OpenMetricsLine("{\"round\":1}", path, 1), "{\"round\":1}");  // plain lines pass
 }
 
 TEST(JsonlMetricsSinkTest, UnwritableFolderIsAnErrorNamingThePath) {
