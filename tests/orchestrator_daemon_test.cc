@@ -32,6 +32,7 @@
 #include "orchestrator/job_store.h"
 #include "secure/audit_log.h"
 #include "secure/provisioner.h"
+#include "secure/storage_keys.h"
 #include "test_util.h"
 #include "transport/tls.h"
 #include "transport/tls_diagnosis.h"
@@ -593,9 +594,10 @@ TEST(OrchestratorDaemonTest, ABadCellsValueNeverLeavesTheSilo) {
   EXPECT_THAT(Read(fed.dir() + "/c.log"), HasSubstr("c.csv:3: 'SECRET-AMOUNT-4242'"));
 }
 
-// The steps a silo's ledger holds for a run (-1 before it is admitted).
-int64_t LedgerSteps(const std::string& ledger, const std::string& run) {
-  nlohmann::json j = nlohmann::json::parse(Read(ledger), nullptr, false);
+// The steps a silo's ledger (its text) holds for a run (-1 before it is
+// admitted).
+int64_t LedgerSteps(const std::string& ledger_text, const std::string& run) {
+  nlohmann::json j = nlohmann::json::parse(ledger_text, nullptr, false);
   if (j.is_discarded() || !j.contains("entries")) return -1;
   for (const auto& e : j["entries"]) {
     if (e["run_id"] == run && e["dp"].is_object()) return e["dp"]["steps"].get<int64_t>();
@@ -607,12 +609,27 @@ int64_t LedgerSteps(const std::string& ledger, const std::string& run) {
 // ledger: the steps charged to the run never go down, and the run's whole
 // plan stays reserved, so a second job that would take the dataset past its
 // budget is refused.
+// The plaintext of a (sealed) ledger, opened with the ring at `ring_path`;
+// "" when it does not open (not written yet, or mid-write).
+std::string OpenLedger(const std::string& bytes, const std::string& ring_path) {
+  StatusOr<secure::KeyRing> ring = secure::LoadKeyRing(ring_path);
+  if (!ring.ok() || bytes.empty()) return "";
+  if (!IsSealed(bytes)) return bytes;
+  StatusOr<std::string> plain =
+      secure::AeadFileSealer(*ring).Open(bytes, "privacy-ledger.json", "ledger");
+  return plain.ok() ? *plain : "";
+}
+
 TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) {
   Federation fed("ledger");
   ASSERT_TRUE(fed.StartOrchestrator());
   std::ofstream(fed.dir() + "/policy.yaml")
       << "datasets:\n  digits: {max_epsilon: 5, require_local_dp: true}\n";
-  const std::vector<std::string> policy = {"--policy", fed.dir() + "/policy.yaml"};
+  // The silos' state is sealed.
+  const std::string ring = fed.dir() + "/secrets/storage-keys.yaml";
+  ASSERT_EQ(fed.Run("keys new " + ring).status, 0);
+  const std::vector<std::string> policy = {"--policy", fed.dir() + "/policy.yaml",
+                                           "--storage-keys", ring};
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s, policy);
   const std::string job =
       fed.WriteJob("dp",
@@ -627,20 +644,21 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   int64_t before = -1;
   for (int i = 0; i < 3000 && before <= 0; ++i) {
     std::this_thread::sleep_for(5ms);
-    nlohmann::json j = nlohmann::json::parse(Read(ledger), nullptr, false);
+    nlohmann::json j = nlohmann::json::parse(OpenLedger(Read(ledger), ring), nullptr, false);
     if (j.is_discarded() || j["entries"].empty()) continue;
     run = j["entries"][0]["run_id"];
-    before = LedgerSteps(ledger, run);
+    before = LedgerSteps(j.dump(), run);
   }
   ASSERT_GT(before, 0) << Read(fed.dir() + "/a.log");
+  EXPECT_EQ(Read(ledger).substr(0, 5), "FSEAL");
   fed.Kill("a", SIGKILL);
-  const int64_t at_kill = LedgerSteps(ledger, run);
+  const int64_t at_kill = LedgerSteps(OpenLedger(Read(ledger), ring), run);
   ASSERT_GE(at_kill, before);
   fed.StartSilo("a", policy);
   Output waited = fed.User("status job-1 --wait");
   ASSERT_EQ(waited.status, 0) << waited.out << waited.err;
   // The restarted silo went on from the ledger: never fewer steps, one entry.
-  const nlohmann::json after = nlohmann::json::parse(Read(ledger));
+  const nlohmann::json after = nlohmann::json::parse(OpenLedger(Read(ledger), ring));
   ASSERT_EQ(after["entries"].size(), 1u);
   ASSERT_LT(at_kill, after["entries"][0]["dp"]["planned_steps"].get<int64_t>());  // mid-job
   EXPECT_GE(after["entries"][0]["dp"]["steps"].get<int64_t>(), at_kill);
@@ -654,7 +672,48 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   Output refused = fed.User("status job-2 --wait");
   EXPECT_EQ(refused.status, 1);
   EXPECT_THAT(fed.User("logs job-2").out, HasSubstr("past the budget (max_epsilon)"));
-  EXPECT_EQ(nlohmann::json::parse(Read(ledger))["entries"].size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(OpenLedger(Read(ledger), ring))["entries"].size(), 1u);
+
+  // The attack: an older sealed copy of the ledger put back, to "refill" the
+  // budget. It still opens (same key, same name), but its generation is
+  // older than the last save the audit log recorded: the silo refuses to run.
+  const std::string older_copy = Read(ledger);
+  const std::string small_job = fed.WriteJob(
+      "small", "name: small\ndata: {dataset: digits}\nmodel: {name: logistic}\n"
+               "training: {rounds: 2, local_epochs: 1, batch_size: 16, learning_rate: 0.1}\n"
+               "privacy: {dp: {mode: local, target_epsilon: 0.3}}\n"
+               "federation: {silos: [a, b, c], min_silos: 3, wait_for_silos: 60}\n");
+  ASSERT_EQ(fed.User("submit " + small_job).status, 0);
+  Output small = fed.User("status job-3 --wait");
+  ASSERT_EQ(small.status, 0) << small.out << small.err << fed.User("logs job-3").out;
+  fed.Kill("a", SIGTERM);
+  const std::string newest = Read(ledger);
+  const int64_t older_generation =
+      nlohmann::json::parse(OpenLedger(older_copy, ring))["generation"].get<int64_t>();
+  ASSERT_GT(nlohmann::json::parse(OpenLedger(newest, ring))["generation"].get<int64_t>(),
+            older_generation);
+  std::ofstream(ledger, std::ios::binary | std::ios::trunc) << older_copy;
+  std::vector<std::string> args = {"fedsilo",    "silo",          "--kit",
+                                   fed.dir() + "/kits/a", "--datasets",
+                                   fed.dir() + "/datasets.yaml", "--orchestrator",
+                                   "localhost:1"};
+  args.insert(args.end(), policy.begin(), policy.end());
+  auto pid = SpawnProcess(Binary(), args, fed.dir() + "/a-rolled-back.log");
+  ASSERT_TRUE(pid.ok());
+  int status = -1;
+  for (int i = 0; i < 600 && waitpid(*pid, &status, WNOHANG) == 0; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  if (!WIFEXITED(status)) StopProcess(*pid, SIGKILL, 0ms);
+  ASSERT_TRUE(WIFEXITED(status)) << "the silo ran on a rolled-back ledger";
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  EXPECT_THAT(Read(fed.dir() + "/a-rolled-back.log"),
+              HasSubstr("an older copy of the ledger was put back"));
+  // Nothing was written over it: the operator can still restore the newest.
+  EXPECT_EQ(Read(ledger), older_copy);
+  std::ofstream(ledger, std::ios::binary | std::ios::trunc) << newest;
+  EXPECT_EQ(fed.Run("silo ledger --kit " + fed.dir() + "/kits/a --storage-keys " + ring).status,
+            0);
 }
 
 TEST(OrchestratorDaemonTest, JobWaitsForMissingSilosThenFailsNamingThem) {

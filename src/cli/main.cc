@@ -372,12 +372,15 @@ int Main(int argc, char** argv) {
 
   CLI::App* audit = app.add_subcommand("audit", "Audit trails");
   audit->require_subcommand(1);
-  std::string audit_path;
+  std::string audit_path, audit_anchor;
   CLI::App* audit_verify = audit->add_subcommand(
       "verify", "Check an audit log's hash chain and report the first broken entry");
   audit_verify->add_option("log", audit_path, "The audit log (<state>/audit.log)")->required();
   audit_verify->add_flag("--json", json, "Print JSON");
   audit_verify->add_option("--storage-keys", storage_keys, storage_keys_help);
+  audit_verify->add_option("--anchor", audit_anchor,
+                           "ENTRY:HASH printed by an earlier verify and kept elsewhere: also "
+                           "check that the log still reaches it unchanged");
 
   CLI::App* runs = app.add_subcommand(
       "runs",
@@ -548,7 +551,7 @@ int Main(int argc, char** argv) {
     return ran.ok() ? kExitOk : ReportError(ran);
   }
   if (*audit) {
-    Status ran = AuditVerifyCommand(audit_path, json);
+    Status ran = AuditVerifyCommand(audit_path, audit_anchor, json);
     return ran.ok() ? kExitOk : ReportError(ran);
   }
   if (*keys) {

@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -29,6 +30,33 @@
 #include "transport/tls_diagnosis.h"
 
 namespace fedsilo::cli {
+namespace {
+
+// DataLoss when the ledger is older than the last save the audit log of
+// `state` recorded.
+Status CheckLedgerGeneration(const silo::PrivacyGuard& guard, const std::string& state) {
+  const std::string log = state + "/audit.log";
+  FEDSILO_ASSIGN_OR_RETURN(std::optional<secure::AuditEvent> saved,
+                           secure::LastAuditEvent(log, "ledger_saved"));
+  if (!saved.has_value()) return absl::OkStatus();
+  int64_t recorded = 0;
+  auto it = saved->data.find("generation");
+  if (it == saved->data.end() || !absl::SimpleAtoi(it->second, &recorded)) {
+    return absl::DataLossError(absl::StrCat(log, ": entry ", saved->seq,
+                                            " (ledger_saved) has no generation"));
+  }
+  if (guard.generation() < recorded) {
+    return absl::DataLossError(absl::StrCat(
+        state, "/privacy-ledger.json: generation ", guard.generation(), ", but the audit log (",
+        log, " entry ", saved->seq, ") recorded generation ", recorded,
+        ": an older copy of the ledger was put back, and with it budgets already spent. The "
+        "silo will not run on it: restore the newest ledger"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 
 Status RunSiloCommand(const SiloCommandOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(
@@ -65,6 +93,12 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(
       std::unique_ptr<secure::AuditLog> audit,
       secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));
+  // The ledger must be the newest: each save's generation is in the audit
+  // log, so an older copy put back (to "refill" a budget) is caught here.
+  FEDSILO_RETURN_IF_ERROR(CheckLedgerGeneration(*guard, state));
+  guard->SetSaveObserver([log = audit.get()](int64_t generation) {
+    log->Record("ledger_saved", {{"generation", std::to_string(generation)}});
+  });
   runtime.SetAuditLog(audit.get());
   runtime.SetStateDir(state);
   // Other silos' certificates revoked by the operator are refused in secure

@@ -67,7 +67,7 @@ Protection ProtectionOf(absl::string_view path) {
       file == "job.yaml") {
     return Protection::kWhole;
   }
-  if (file == "metrics.jsonl") return Protection::kLines;
+  if (file == "metrics.jsonl" || file == "audit.log") return Protection::kLines;
   return Protection::kNone;
 }
 

@@ -53,7 +53,7 @@ std::string SealedName(absl::string_view path);
 
 // How a file in a run or state folder is kept at rest, by its name: whole
 // (models *.fsm, privacy-ledger.json, summary.json, job.yaml), one record per
-// line (metrics.jsonl), or not at all (everything else).
+// line (metrics.jsonl, audit.log), or not at all (everything else).
 enum class Protection { kNone, kWhole, kLines };
 Protection ProtectionOf(absl::string_view path);
 

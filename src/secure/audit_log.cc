@@ -1,18 +1,23 @@
 #include "secure/audit_log.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
 #include "core/mutex.h"
 
@@ -102,8 +107,15 @@ StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& path, std:
       const size_t start = kept.rfind('\n');
       const absl::string_view last =
           start == absl::string_view::npos ? kept : kept.substr(start + 1);
-      nlohmann::json j = nlohmann::json::parse(last, nullptr, false);
-      if (j.is_discarded() || !j.contains("hash") || !j.contains("seq")) {
+      const int64_t line_number =
+          static_cast<int64_t>(std::count(kept.begin(), kept.end(), '\n')) + 1;
+      // Sealed under the storage key ring when one is configured.
+      FEDSILO_ASSIGN_OR_RETURN(std::string entry,
+                               OpenLine(last, SealedLineName(path, line_number),
+                                        absl::StrCat(path, ":", line_number)));
+      nlohmann::json j = nlohmann::json::parse(entry, nullptr, false);
+      if (j.is_discarded() || !j.contains("hash") || !j.contains("seq") ||
+          !j["hash"].is_string() || j["seq"] != line_number) {
         return absl::DataLossError(absl::StrCat(
             path, ": the last entry is not an audit entry; run `fedsilo audit verify ", path, "`"));
       }
@@ -113,8 +125,9 @@ StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& path, std:
   } else if (!existing.ok() && !absl::IsNotFound(existing.status())) {
     return existing.status();
   }
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  if (fd < 0) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    if (fd >= 0) ::close(fd);
     return absl::InternalError(
         absl::StrCat(path, ": cannot open the audit log: ", std::strerror(errno)));
   }
@@ -139,7 +152,10 @@ Status AuditLog::Append(absl::string_view event, const std::map<std::string, std
   const std::string body = entry.dump();
   const std::string hash = EntryHash(head_, body);
   entry["hash"] = hash;
-  const std::string line = entry.dump() + "\n";
+  // With a storage key ring the entry is sealed, bound to its line: the ring's
+  // key is then the chain's key, and entries are kept private.
+  const std::string line =
+      SealLine(entry.dump(), SealedLineName(path_, seq_ + 1)) + "\n";
   // One write with O_APPEND: entries from several threads never interleave.
   if (::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
     return absl::InternalError(
@@ -155,11 +171,13 @@ void AuditLog::Record(absl::string_view event, const std::map<std::string, std::
   if (!s.ok()) spdlog::error("audit: {}", std::string(s.message()));
 }
 
-StatusOr<AuditVerification> VerifyAuditLog(const std::string& path) {
+StatusOr<AuditVerification> VerifyAuditLog(const std::string& path,
+                                           const std::optional<AuditAnchor>& anchor) {
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   AuditVerification v;
   v.head = kGenesis;
   int line_number = 0;
+  std::optional<std::string> anchored_hash;  // the hash of the anchor's entry
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_number;
     if (line.empty()) continue;
@@ -168,7 +186,21 @@ StatusOr<AuditVerification> VerifyAuditLog(const std::string& path) {
                                               " ", why, "; the ", v.entries,
                                               " entries before it are intact"));
     };
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    const bool sealed = absl::StartsWith(line, "{\"sealed\":");
+    StatusOr<std::string> entry =
+        OpenLine(line, SealedLineName(path, line_number), absl::StrCat(path, ":", line_number));
+    if (!entry.ok()) {
+      if (absl::IsDataLoss(entry.status())) {
+        return broken(
+            "fails authentication under the storage key (it was altered, or moved from another "
+            "line or log)");
+      }
+      return entry.status();  // no key ring, or a plain entry where sealed ones belong
+    }
+    if (v.entries == 0) v.keyed = sealed;
+    if (sealed != v.keyed) return broken(sealed ? "is encrypted, unlike the ones before it"
+                                                : "is not encrypted, unlike the ones before it");
+    nlohmann::json j = nlohmann::json::parse(*entry, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("hash") || !j["hash"].is_string() ||
         !j.contains("prev") || !j.contains("seq")) {
       return broken("is not an audit entry");
@@ -184,11 +216,71 @@ StatusOr<AuditVerification> VerifyAuditLog(const std::string& path) {
     }
     v.head = hash;
     ++v.entries;
+    if (anchor.has_value() && v.entries == anchor->seq) anchored_hash = hash;
   }
   if (!text.empty() && text.back() != '\n') {
     return absl::DataLossError(absl::StrCat(path, ":", line_number, ": the last entry is torn"));
   }
+  if (anchor.has_value()) {
+    if (!anchored_hash.has_value()) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": ends at entry ", v.entries, ", but the anchor records entry ", anchor->seq,
+          " (hash ", anchor->hash, "): entries were cut off the end"));
+    }
+    if (*anchored_hash != anchor->hash) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": entry ", anchor->seq, " has hash ", *anchored_hash, ", but the anchor records ",
+          anchor->hash, ": the log was rewritten up to that entry"));
+    }
+    v.anchored = true;
+  }
   return v;
+}
+
+StatusOr<std::optional<AuditEvent>> LastAuditEvent(const std::string& path,
+                                                   absl::string_view event) {
+  StatusOr<std::string> text = ReadFile(path);
+  if (absl::IsNotFound(text.status())) return std::optional<AuditEvent>();
+  if (!text.ok()) return text.status();
+  const std::vector<absl::string_view> lines = absl::StrSplit(*text, '\n');
+  for (size_t i = lines.size(); i-- > 0;) {
+    if (lines[i].empty()) continue;
+    const int64_t line_number = static_cast<int64_t>(i) + 1;
+    const std::string source = absl::StrCat(path, ":", line_number);
+    StatusOr<std::string> entry = OpenLine(lines[i], SealedLineName(path, line_number), source);
+    if (!entry.ok()) {
+      return Status(entry.status().code(),
+                    absl::StrCat(entry.status().message(), " (check the log with `fedsilo audit "
+                                                           "verify ", path, "`)"));
+    }
+    nlohmann::json j = nlohmann::json::parse(*entry, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("event") || !j.contains("seq") ||
+        !j.contains("data") || !j["data"].is_object()) {
+      return absl::DataLossError(absl::StrCat(source, ": not an audit entry; run `fedsilo audit "
+                                                      "verify ", path, "`"));
+    }
+    if (!j["event"].is_string() || j["event"].get<std::string>() != event) continue;
+    AuditEvent found;
+    found.seq = j["seq"].get<int64_t>();
+    for (const auto& [key, value] : j["data"].items()) {
+      if (value.is_string()) found.data[key] = value.get<std::string>();
+    }
+    return std::optional<AuditEvent>(std::move(found));
+  }
+  return std::optional<AuditEvent>();
+}
+
+StatusOr<AuditAnchor> ParseAuditAnchor(absl::string_view text) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  AuditAnchor a;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &a.seq) || a.seq < 1 ||
+      parts[1].size() != 64 || parts[1].find_first_not_of("0123456789abcdef") != absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--anchor '", text, "': expected ENTRY:HASH, e.g. 231:<64 hex digits> (as `fedsilo audit "
+        "verify` prints them)"));
+  }
+  a.hash = std::string(parts[1]);
+  return a;
 }
 
 }  // namespace fedsilo::secure

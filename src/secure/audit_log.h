@@ -6,9 +6,15 @@
 //    before, 64 zeros for the first>, "seq": 1, "time_ms": ..., "hash": ...}
 // where hash = SHA-256(prev + "\n" + the line's JSON without "hash"), in hex,
 // keys sorted. Editing, removing or reordering an entry breaks the chain at
-// that entry; VerifyAuditLog() finds the first break. Cutting entries off the
-// end leaves a valid, shorter chain: compare the head hash and count that
-// `fedsilo audit verify` prints with a copy kept elsewhere.
+// that entry; VerifyAuditLog() finds the first break.
+//
+// With a storage key ring configured (core/file_seal.h), each entry is sealed
+// under the ring's key and bound to its line number ({"sealed":"<base64>"}):
+// the chain is then keyed, so whoever can write the file but does not hold
+// the ring can neither edit an entry nor rewrite the whole chain consistently;
+// entries are private too. Cutting entries off the end leaves a valid,
+// shorter chain either way: verify against an anchor (an entry number and its
+// hash, kept elsewhere) to catch it.
 //
 // Model and update digests (ModelDigest) are SHA-256 over the tensors'
 // names, dtypes, shapes and bytes, so the orchestrator and a silo compute the
@@ -21,6 +27,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -69,12 +76,35 @@ class AuditLog {
 
 struct AuditVerification {
   int64_t entries = 0;
-  std::string head;  // hash of the last entry
+  std::string head;       // hash of the last entry
+  bool keyed = false;     // entries sealed under a storage key
+  bool anchored = false;  // checked against an anchor
 };
 
-// Checks every entry's hash and link. DataLoss naming the file, the line and
-// the entry's sequence number at the first break.
-StatusOr<AuditVerification> VerifyAuditLog(const std::string& path);
+// A log's state as recorded elsewhere: entry `seq` had hash `hash`.
+struct AuditAnchor {
+  int64_t seq = 0;
+  std::string hash;
+};
+// The last entry of `event` in the log at `path` (nullopt if none, or no
+// log), reading sealed entries with the installed sealer. An entry that does
+// not open is an error naming its line.
+struct AuditEvent {
+  int64_t seq = 0;
+  std::map<std::string, std::string> data;
+};
+StatusOr<std::optional<AuditEvent>> LastAuditEvent(const std::string& path,
+                                                   absl::string_view event);
+
+// "SEQ:HASH". InvalidArgument otherwise.
+StatusOr<AuditAnchor> ParseAuditAnchor(absl::string_view text);
+
+// Checks every entry's hash and link (and, for sealed entries, their
+// authentication under the installed sealer), and with `anchor` that the log
+// reaches the anchored entry with the anchored hash. DataLoss naming the
+// file, the line and the entry's sequence number at the first break.
+StatusOr<AuditVerification> VerifyAuditLog(const std::string& path,
+                                           const std::optional<AuditAnchor>& anchor = {});
 
 }  // namespace fedsilo::secure
 

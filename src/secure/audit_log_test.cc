@@ -11,7 +11,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/str_cat.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
+#include "secure/storage_keys.h"
 
 namespace fedsilo::secure {
 namespace {
@@ -100,6 +103,95 @@ TEST(AuditLogTest, ATornLastEntryIsCutAndTheCutRecorded) {
   ASSERT_TRUE(v.ok()) << v.status();
   EXPECT_EQ(v->entries, 4);  // 2 intact + the repair note + 1
   EXPECT_THAT(Lines(path)[2], HasSubstr("audit_log_repaired"));
+}
+
+// What someone who can write the file but has no key ring would do: rewrite
+// the log as a consistent chain of its own (here: plain entries).
+void ForgeConsistentChain(const std::string& path, int n) {
+  SetFileSealer(nullptr);
+  fs::remove(path);
+  WriteEntries(path, n);
+}
+
+struct ScopedRing {
+  explicit ScopedRing(const KeyRing& ring) { SetFileSealer(std::make_shared<AeadFileSealer>(ring)); }
+  ~ScopedRing() { SetFileSealer(nullptr); }
+};
+
+TEST(AuditLogTest, WithAKeyRingEntriesAreSealedAndTheChainCannotBeForgedWithoutIt) {
+  const std::string path = FreshLog("keyed");
+  const KeyRing ring = NewKeyRing();
+  {
+    ScopedRing keyed(ring);
+    WriteEntries(path, 5);
+    WriteEntries(path, 1);  // reopened: the chain goes on under the key
+    StatusOr<AuditVerification> v = VerifyAuditLog(path);
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_EQ(v->entries, 6);
+    EXPECT_TRUE(v->keyed);
+  }
+  EXPECT_THAT(*ReadFile(path), ::testing::Not(HasSubstr("silo-3")));  // private
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  // Without the ring: it cannot be read, let alone checked.
+  EXPECT_THAT(std::string(VerifyAuditLog(path).status().message()),
+              HasSubstr("the file is encrypted"));
+
+  const std::vector<std::string> original = Lines(path);
+  ScopedRing keyed(ring);
+  // Two entries swapped, or one removed: the lines no longer authenticate.
+  std::vector<std::string> lines = original;
+  std::swap(lines[1], lines[2]);
+  WriteLines(path, lines);
+  StatusOr<AuditVerification> swapped = VerifyAuditLog(path);
+  EXPECT_EQ(swapped.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(swapped.status().message()),
+              HasSubstr(":2: entry 2 fails authentication under the storage key"));
+  lines = original;
+  lines.erase(lines.begin() + 3);
+  WriteLines(path, lines);
+  EXPECT_THAT(std::string(VerifyAuditLog(path).status().message()),
+              HasSubstr(":4: entry 4 fails authentication"));
+  // The whole log rewritten as a consistent chain without the key: refused.
+  ForgeConsistentChain(path, 6);
+  SetFileSealer(std::make_shared<AeadFileSealer>(ring));
+  StatusOr<AuditVerification> forged = VerifyAuditLog(path);
+  EXPECT_FALSE(forged.ok());
+  EXPECT_THAT(std::string(forged.status().message()), HasSubstr("is not encrypted"));
+}
+
+TEST(AuditLogTest, AnAnchorCatchesACutOffTailAndARewrittenChain) {
+  const std::string path = FreshLog("anchor");
+  WriteEntries(path, 6);
+  StatusOr<AuditVerification> before = VerifyAuditLog(path);
+  ASSERT_TRUE(before.ok());
+  const std::string kept = absl::StrCat(before->entries, ":", before->head);
+  StatusOr<AuditAnchor> anchor = ParseAuditAnchor(kept);
+  ASSERT_TRUE(anchor.ok()) << anchor.status();
+  StatusOr<AuditVerification> reaches = VerifyAuditLog(path, *anchor);
+  ASSERT_TRUE(reaches.ok()) << reaches.status();
+  EXPECT_TRUE(reaches->anchored);
+  WriteEntries(path, 2);  // a log that grew since still reaches its anchor
+  EXPECT_TRUE(VerifyAuditLog(path, *anchor).ok());
+
+  // The last three entries cut off: a valid, shorter chain...
+  std::vector<std::string> lines = Lines(path);
+  lines.resize(5);
+  WriteLines(path, lines);
+  ASSERT_TRUE(VerifyAuditLog(path).ok());
+  // ...that the anchor exposes.
+  StatusOr<AuditVerification> cut = VerifyAuditLog(path, *anchor);
+  EXPECT_EQ(cut.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(cut.status().message()),
+              HasSubstr("ends at entry 5, but the anchor records entry 6"));
+  // A chain rewritten consistently from the start: the anchored entry differs.
+  ForgeConsistentChain(path, 7);
+  StatusOr<AuditVerification> rewritten = VerifyAuditLog(path, *anchor);
+  EXPECT_THAT(std::string(rewritten.status().message()),
+              HasSubstr("entry 6 has hash"));
+  for (const char* bad : {"6", "x:abc", "0:" , "6:ABC"}) {
+    EXPECT_EQ(ParseAuditAnchor(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 TEST(AuditLogTest, ModelDigestsDependOnEveryValueAndName) {

@@ -189,7 +189,8 @@ void Account(LedgerEntry& e) {
   e.planned_epsilon = Epsilon(e.sample_rate, e.noise_multiplier, e.planned_steps, e.delta);
 }
 
-StatusOr<std::vector<LedgerEntry>> LoadLedger(const std::string& path) {
+StatusOr<std::vector<LedgerEntry>> LoadLedger(const std::string& path, int64_t& generation) {
+  generation = 0;
   std::error_code ec;
   if (path.empty() || !std::filesystem::exists(path, ec)) return std::vector<LedgerEntry>();
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadProtectedFile(path));
@@ -209,6 +210,7 @@ StatusOr<std::vector<LedgerEntry>> LoadLedger(const std::string& path) {
   }
   std::vector<LedgerEntry> entries;
   try {
+    if (j.contains("generation")) generation = j["generation"].get<int64_t>();
     for (const auto& e : j["entries"]) {
       LedgerEntry entry;
       entry.dataset = e.at("dataset").get<std::string>();
@@ -340,9 +342,11 @@ StatusOr<std::unique_ptr<PrivacyGuard>> PrivacyGuard::Open(const std::string& po
     guard->policy_ = std::move(policy.datasets);
   }
   guard->ledger_path_ = ledger_path;
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries, LoadLedger(ledger_path));
+  int64_t generation = 0;
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries, LoadLedger(ledger_path, generation));
   MutexLock lock(&guard->mu_);
   guard->entries_ = std::move(entries);
+  guard->generation_ = generation;
   return guard;
 }
 
@@ -654,10 +658,25 @@ Status PrivacyGuard::Save() const {
   if (ledger_path_.empty()) return absl::OkStatus();  // in memory
   nlohmann::json entries = nlohmann::json::array();
   for (const LedgerEntry& e : entries_) entries.push_back(LedgerEntryToJson(e));
-  nlohmann::json j = {{"version", kLedgerVersion}, {"entries", entries}};
+  // Every save has a new generation: an older copy put back has a lower one.
+  const int64_t next = generation_ + 1;
+  nlohmann::json j = {{"version", kLedgerVersion}, {"generation", next}, {"entries", entries}};
   const std::string folder = std::filesystem::path(ledger_path_).parent_path().string();
   if (!folder.empty()) FEDSILO_RETURN_IF_ERROR(MakePrivateDir(folder));
-  return WriteProtectedFile(ledger_path_, j.dump(1) + "\n");
+  FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(ledger_path_, j.dump(1) + "\n"));
+  generation_ = next;
+  if (saved_) saved_(next);
+  return absl::OkStatus();
+}
+
+int64_t PrivacyGuard::generation() const {
+  MutexLock lock(&mu_);
+  return generation_;
+}
+
+void PrivacyGuard::SetSaveObserver(std::function<void(int64_t)> saved) {
+  MutexLock lock(&mu_);
+  saved_ = std::move(saved);
 }
 
 }  // namespace fedsilo::silo

@@ -48,6 +48,7 @@
 #ifndef FEDSILO_SILO_PRIVACY_GUARD_H_
 #define FEDSILO_SILO_PRIVACY_GUARD_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -192,6 +193,14 @@ class PrivacyGuard {
   // over other silos (secure::CheckSecondReveal).
   Status RecordSecAggReveal(const std::string& dataset, const secure::SecAggReveal& reveal);
 
+  // The ledger's generation: how many times it has been saved (0 before the
+  // first save). Each save writes the next one into the ledger.
+  int64_t generation() const;
+  // Called, under the guard's lock, with the new generation after every save:
+  // the silo records it in its audit log, against which an older copy of the
+  // ledger put back is caught at startup.
+  void SetSaveObserver(std::function<void(int64_t)> saved);
+
   std::vector<LedgerEntry> Entries() const;
   // What the runs on `dataset` have spent so far (`reserved`: what their
   // plans would spend), composed.
@@ -215,6 +224,8 @@ class PrivacyGuard {
   std::string ledger_path_;
   mutable Mutex mu_;
   std::vector<LedgerEntry> entries_ ABSL_GUARDED_BY(mu_);
+  mutable int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // Save() moves it on
+  std::function<void(int64_t)> saved_ ABSL_GUARDED_BY(mu_);
 };
 
 // The rules `guard` applies to `dataset`; the defaults without a guard (a

@@ -199,6 +199,33 @@ TEST(PrivacyGuardTest, ARunsJobAndStatisticsArePinnedAtAdmission) {
   EXPECT_FALSE((*reopened)->PinStatistics("digits", "run", StatisticsDigest(other_stats)).ok());
 }
 
+TEST(PrivacyGuardTest, EverySaveMovesTheGenerationOnAndTellsTheObserver) {
+  const std::string dir = Fresh("generation");
+  std::vector<int64_t> seen;
+  {
+    auto guard = PrivacyGuard::Open("", dir + "/ledger.json");
+    ASSERT_TRUE(guard.ok()) << guard.status();
+    EXPECT_EQ((*guard)->generation(), 0);
+    (*guard)->SetSaveObserver([&seen](int64_t g) { seen.push_back(g); });
+    JobConfig job;
+    ASSERT_TRUE((*guard)->Admit("digits", "run-1", job, nullptr).ok());
+    ASSERT_TRUE((*guard)->Admit("digits", "run-2", job, nullptr).ok());
+    EXPECT_EQ((*guard)->generation(), 2);
+    // A refused change saves nothing.
+    JobConfig changed = job;
+    changed.privacy.secure_aggregation.enabled = true;
+    EXPECT_FALSE((*guard)->Admit("digits", "run-1", changed, nullptr).ok());
+    EXPECT_EQ((*guard)->generation(), 2);
+  }
+  EXPECT_EQ(seen, (std::vector<int64_t>{1, 2}));
+  // The generation is in the file, and a restart goes on from it.
+  auto reopened = PrivacyGuard::Open("", dir + "/ledger.json");
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ((*reopened)->generation(), 2);
+  ASSERT_TRUE((*reopened)->Admit("digits", "run-3", JobConfig(), nullptr).ok());
+  EXPECT_EQ((*reopened)->generation(), 3);
+}
+
 TEST(PrivacyGuardTest, EachRequirementIsRefusedNamingItsKey) {
   const std::string dir = Fresh("policy");
   const std::string policy =
