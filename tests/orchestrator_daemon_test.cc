@@ -693,25 +693,49 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   ASSERT_GT(nlohmann::json::parse(OpenLedger(newest, ring))["generation"].get<int64_t>(),
             older_generation);
   std::ofstream(ledger, std::ios::binary | std::ios::trunc) << older_copy;
-  std::vector<std::string> args = {"fedsilo",    "silo",          "--kit",
-                                   fed.dir() + "/kits/a", "--datasets",
-                                   fed.dir() + "/datasets.yaml", "--orchestrator",
-                                   "localhost:1"};
-  args.insert(args.end(), policy.begin(), policy.end());
-  auto pid = SpawnProcess(Binary(), args, fed.dir() + "/a-rolled-back.log");
-  ASSERT_TRUE(pid.ok());
-  int status = -1;
-  for (int i = 0; i < 600 && waitpid(*pid, &status, WNOHANG) == 0; ++i) {
-    std::this_thread::sleep_for(100ms);
-  }
-  if (!WIFEXITED(status)) StopProcess(*pid, SIGKILL, 0ms);
-  ASSERT_TRUE(WIFEXITED(status)) << "the silo ran on a rolled-back ledger";
-  EXPECT_EQ(WEXITSTATUS(status), 2);
+  // Starts silo a (against no orchestrator) and returns its exit status, or
+  // -1 if it was still running after a minute: it should refuse at once.
+  auto start_refused = [&](const std::string& log) {
+    std::vector<std::string> args = {"fedsilo",    "silo",          "--kit",
+                                     fed.dir() + "/kits/a", "--datasets",
+                                     fed.dir() + "/datasets.yaml", "--orchestrator",
+                                     "localhost:1"};
+    args.insert(args.end(), policy.begin(), policy.end());
+    auto pid = SpawnProcess(Binary(), args, log);
+    if (!pid.ok()) return -1;
+    int status = -1;
+    for (int i = 0; i < 600 && waitpid(*pid, &status, WNOHANG) == 0; ++i) {
+      std::this_thread::sleep_for(100ms);
+    }
+    if (!WIFEXITED(status)) {
+      StopProcess(*pid, SIGKILL, 0ms);
+      return -1;
+    }
+    return WEXITSTATUS(status);
+  };
+  EXPECT_EQ(start_refused(fed.dir() + "/a-rolled-back.log"), 2)
+      << "the silo ran on a rolled-back ledger";
   EXPECT_THAT(Read(fed.dir() + "/a-rolled-back.log"),
               HasSubstr("an older copy of the ledger was put back"));
   // Nothing was written over it: the operator can still restore the newest.
   EXPECT_EQ(Read(ledger), older_copy);
   std::ofstream(ledger, std::ios::binary | std::ios::trunc) << newest;
+
+  // The other way round: the newest ledger, but the audit log that would
+  // expose an older one removed (or cut back): refused too.
+  const std::string audit_log = fed.dir() + "/kits/a/state/audit.log";
+  const std::string log_bytes = Read(audit_log);
+  ASSERT_TRUE(std::filesystem::remove(audit_log));
+  EXPECT_EQ(start_refused(fed.dir() + "/a-no-log.log"), 2) << "the silo ran without its log";
+  EXPECT_THAT(Read(fed.dir() + "/a-no-log.log"), HasSubstr("the log was cut back or removed"));
+  std::vector<std::string> entries = absl::StrSplit(log_bytes, '\n', absl::SkipEmpty());
+  ASSERT_GT(entries.size(), 3u);
+  entries.resize(3);  // the first three entries kept: a valid, shorter chain
+  std::ofstream(audit_log, std::ios::binary | std::ios::trunc) << absl::StrJoin(entries, "\n")
+                                                                << "\n";
+  EXPECT_EQ(start_refused(fed.dir() + "/a-cut-log.log"), 2) << "the silo ran on a cut log";
+  EXPECT_THAT(Read(fed.dir() + "/a-cut-log.log"), HasSubstr("the log was cut back or removed"));
+  std::ofstream(audit_log, std::ios::binary | std::ios::trunc) << log_bytes;
   EXPECT_EQ(fed.Run("silo ledger --kit " + fed.dir() + "/kits/a --storage-keys " + ring).status,
             0);
 }

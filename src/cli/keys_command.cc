@@ -63,8 +63,16 @@ Status KeysShowCommand(const std::string& path, bool json) {
   return absl::OkStatus();
 }
 
+namespace {
+
+void PrintSealed(const secure::ReencryptStats& stats) {
+  for (const std::string& f : stats.newly_sealed) std::printf("    encrypted %s\n", f.c_str());
+}
+
+}  // namespace
+
 Status KeysRotateCommand(const std::string& path, const std::vector<std::string>& dirs,
-                         bool seal_plain, bool retire, bool json) {
+                         bool seal_plain, bool force, bool retire, bool json) {
   FEDSILO_ASSIGN_OR_RETURN(secure::KeyRing ring, secure::LoadKeyRing(path));
   for (const std::string& dir : dirs) {
     std::error_code ec;
@@ -81,7 +89,8 @@ Status KeysRotateCommand(const std::string& path, const std::vector<std::string>
   nlohmann::json report = {{"key_ring", path}, {"current", added}, {"previous", old}};
   nlohmann::json folders = nlohmann::json::array();
   for (const std::string& dir : dirs) {
-    StatusOr<secure::ReencryptStats> stats = secure::ReencryptTree(dir, ring, seal_plain);
+    StatusOr<secure::ReencryptStats> stats =
+        secure::ReencryptTree(dir, ring, seal_plain, force);
     if (!stats.ok()) {
       return Annotate(stats.status(),
                       absl::StrCat("re-encrypting ", dir, " (the key ring keeps both keys)"));
@@ -89,11 +98,13 @@ Status KeysRotateCommand(const std::string& path, const std::vector<std::string>
     folders.push_back({{"folder", dir},
                        {"reencrypted", stats->reencrypted},
                        {"already_current", stats->current},
-                       {"plain", stats->plain}});
+                       {"plain", stats->plain},
+                       {"newly_sealed", stats->newly_sealed}});
     if (!json) {
       std::printf("  %s: %d file(s) re-encrypted, %d plain file(s) %s\n", dir.c_str(),
                   stats->reencrypted, stats->plain,
                   seal_plain ? "encrypted" : "left plain (--seal-plain encrypts them)");
+      PrintSealed(*stats);
     }
   }
   report["folders"] = folders;
@@ -115,7 +126,7 @@ Status KeysRotateCommand(const std::string& path, const std::vector<std::string>
 }
 
 Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<std::string>& dirs,
-                               bool json) {
+                               bool force, bool json) {
   FEDSILO_ASSIGN_OR_RETURN(std::optional<secure::KeyRing> ring,
                            secure::ConfiguredKeyRing(ring_flag));
   if (!ring.has_value()) {
@@ -131,14 +142,16 @@ Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<s
   }
   nlohmann::json folders = nlohmann::json::array();
   for (const std::string& dir : dirs) {
-    StatusOr<secure::ReencryptStats> stats = secure::ReencryptTree(dir, *ring, true);
+    StatusOr<secure::ReencryptStats> stats = secure::ReencryptTree(dir, *ring, true, force);
     if (!stats.ok()) return Annotate(stats.status(), absl::StrCat("encrypting ", dir));
     folders.push_back({{"folder", dir},
                        {"encrypted", stats->reencrypted},
-                       {"already_current", stats->current}});
+                       {"already_current", stats->current},
+                       {"newly_sealed", stats->newly_sealed}});
     if (!json) {
       std::printf("%s: %d file(s) encrypted with key '%s', %d already were\n", dir.c_str(),
                   stats->reencrypted, ring->current.c_str(), stats->current);
+      PrintSealed(*stats);
     }
   }
   if (json) {

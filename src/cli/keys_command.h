@@ -25,12 +25,13 @@ Status KeysShowCommand(const std::string& path, bool json);
 // encrypts the plain ones of the kinds kept sealed; `retire` then drops the
 // old keys.
 Status KeysRotateCommand(const std::string& path, const std::vector<std::string>& dirs,
-                         bool seal_plain, bool retire, bool json);
+                         bool seal_plain, bool force, bool retire, bool json);
 // keys seal-existing DIR...: encrypts, with the configured ring's current key,
 // the plain files of the kinds kept sealed in folders started without a ring
-// (and re-seals files of an older format). InvalidArgument without a ring.
+// (and re-seals files of an older format), listing them. InvalidArgument
+// without a ring; `force`: see secure::ReencryptTree.
 Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<std::string>& dirs,
-                               bool json);
+                               bool force, bool json);
 
 }  // namespace fedsilo::cli
 

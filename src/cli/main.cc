@@ -342,7 +342,7 @@ int Main(int argc, char** argv) {
   keys->require_subcommand(1);
   std::string ring_path;
   std::vector<std::string> rotate_dirs;
-  bool seal_plain = false, retire = false;
+  bool seal_plain = false, retire = false, force_seal = false;
   CLI::App* keys_new = keys->add_subcommand("new", "Create a key ring with one fresh key (0600)");
   keys_new->add_option("file", ring_path, "Key ring file to create")->required();
   CLI::App* keys_show = keys->add_subcommand("show", "List the key ids and the current one");
@@ -361,6 +361,10 @@ int Main(int argc, char** argv) {
                         "Then remove the old keys from the ring (files elsewhere still sealed "
                         "with them become unreadable)");
   keys_rotate->add_flag("--json", json, "Print JSON");
+  const char* force_help =
+      "Seal plain or older-format files even in a folder whose other files are sealed in the "
+      "current format (such a file may have been put there to be sealed as genuine: check it)";
+  keys_rotate->add_flag("--force", force_seal, force_help);
   CLI::App* keys_seal = keys->add_subcommand(
       "seal-existing",
       "Encrypt the plain files of folders started without a key ring (models, checkpoints, "
@@ -369,6 +373,7 @@ int Main(int argc, char** argv) {
       ->required();
   keys_seal->add_option("--storage-keys", storage_keys, storage_keys_help);
   keys_seal->add_flag("--json", json, "Print JSON");
+  keys_seal->add_flag("--force", force_seal, force_help);
 
   CLI::App* audit = app.add_subcommand("audit", "Audit trails");
   audit->require_subcommand(1);
@@ -557,8 +562,9 @@ int Main(int argc, char** argv) {
   if (*keys) {
     Status ran = *keys_new    ? KeysNewCommand(ring_path)
                  : *keys_show ? KeysShowCommand(ring_path, json)
-                 : *keys_seal ? KeysSealExistingCommand(storage_keys, rotate_dirs, json)
-                              : KeysRotateCommand(ring_path, rotate_dirs, seal_plain, retire, json);
+                 : *keys_seal ? KeysSealExistingCommand(storage_keys, rotate_dirs, force_seal, json)
+                              : KeysRotateCommand(ring_path, rotate_dirs, seal_plain, force_seal,
+                                                  retire, json);
     return ran.ok() ? kExitOk : ReportError(ran);
   }
 

@@ -65,6 +65,10 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   const std::string state_dir =
       options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;
   FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state_dir));
+  if (OthersMayRead(state_dir)) {
+    spdlog::warn("state folder {} may be read by other users; make it private (chmod 700 {})",
+                 state_dir, state_dir);
+  }
   FEDSILO_ASSIGN_OR_RETURN(StateLock lock, StateLock::Acquire(state_dir));
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
                            orchestrator::JobStore::Open(state_dir + "/fedsilo.db"));

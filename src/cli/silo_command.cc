@@ -32,10 +32,21 @@
 namespace fedsilo::cli {
 namespace {
 
-// DataLoss when the ledger is older than the last save the audit log of
-// `state` recorded.
-Status CheckLedgerGeneration(const silo::PrivacyGuard& guard, const std::string& state) {
-  const std::string log = state + "/audit.log";
+// DataLoss when the ledger and the audit log of `state` do not belong
+// together: the ledger is older than the last save the log recorded (an older
+// copy put back), or the log is shorter than it was at the ledger's last
+// save (entries cut off, or the log removed).
+Status CheckLedgerAgainstAuditLog(const silo::PrivacyGuard& guard, const secure::AuditLog& audit,
+                                  const std::string& state) {
+  const std::string ledger = state + "/privacy-ledger.json";
+  const std::string& log = audit.path();
+  if (guard.audited_entries() > audit.entries()) {
+    return absl::DataLossError(absl::StrCat(
+        log, ": ", audit.entries(), " entries, but ", ledger, " was saved when the log had ",
+        guard.audited_entries(),
+        ": the log was cut back or removed. The silo will not run without the record of what "
+        "its ledger did: restore the log"));
+  }
   FEDSILO_ASSIGN_OR_RETURN(std::optional<secure::AuditEvent> saved,
                            secure::LastAuditEvent(log, "ledger_saved"));
   if (!saved.has_value()) return absl::OkStatus();
@@ -47,8 +58,8 @@ Status CheckLedgerGeneration(const silo::PrivacyGuard& guard, const std::string&
   }
   if (guard.generation() < recorded) {
     return absl::DataLossError(absl::StrCat(
-        state, "/privacy-ledger.json: generation ", guard.generation(), ", but the audit log (",
-        log, " entry ", saved->seq, ") recorded generation ", recorded,
+        ledger, ": generation ", guard.generation(), ", but the audit log (", log, " entry ",
+        saved->seq, ") recorded generation ", recorded,
         ": an older copy of the ledger was put back, and with it budgets already spent. The "
         "silo will not run on it: restore the newest ledger"));
   }
@@ -90,15 +101,21 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
                             options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir,
                             guard.get());
   FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state));
+  if (OthersMayRead(state)) {
+    spdlog::warn("state folder {} may be read by other users; make it private (chmod 700 {})",
+                 state, state);
+  }
   FEDSILO_ASSIGN_OR_RETURN(
       std::unique_ptr<secure::AuditLog> audit,
       secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));
-  // The ledger must be the newest: each save's generation is in the audit
-  // log, so an older copy put back (to "refill" a budget) is caught here.
-  FEDSILO_RETURN_IF_ERROR(CheckLedgerGeneration(*guard, state));
-  guard->SetSaveObserver([log = audit.get()](int64_t generation) {
-    log->Record("ledger_saved", {{"generation", std::to_string(generation)}});
-  });
+  // The ledger and the audit log must belong together: an older ledger put
+  // back (to "refill" a budget), or the log cut back or removed, is caught.
+  FEDSILO_RETURN_IF_ERROR(CheckLedgerAgainstAuditLog(*guard, *audit, state));
+  guard->SetAuditTrail([log = audit.get()] { return log->entries(); },
+                       [log = audit.get()](int64_t generation) {
+                         log->Record("ledger_saved",
+                                     {{"generation", std::to_string(generation)}});
+                       });
   runtime.SetAuditLog(audit.get());
   runtime.SetStateDir(state);
   // Other silos' certificates revoked by the operator are refused in secure

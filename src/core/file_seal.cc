@@ -41,22 +41,44 @@ std::shared_ptr<const FileSealer> GetFileSealer() {
 
 bool IsSealed(absl::string_view bytes) { return absl::StartsWith(bytes, kSealedMagic); }
 
+namespace {
+
+// The files a run folder (runs/<id>/) holds itself, besides checkpoints/.
+bool IsRunFile(const std::string& file) {
+  return absl::StartsWith(file, "final_model.") || file == "summary.json" || file == "job.yaml" ||
+         file == "metrics.jsonl";
+}
+
+}  // namespace
+
 std::string SealedName(absl::string_view path) {
-  const std::filesystem::path p = std::filesystem::path(std::string(path)).lexically_normal();
+  // Absolute, so that "./final_model.fsm" run in runs/R names the same file
+  // as runs/R/final_model.fsm; no file system lookups (links stay as given).
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::absolute(std::string(path), ec);
+  if (ec) p = std::string(path);
+  p = p.lexically_normal();
   std::vector<std::string> parts;
-  for (const auto& part : p) parts.push_back(part.string());
+  for (const auto& part : p) {
+    if (!part.empty() && part != "/") parts.push_back(part.string());
+  }
   if (parts.empty()) return std::string(path);
-  // A run's file: from its "runs" folder on (runs/R/...).
-  for (size_t i = parts.size(); i-- > 0;) {
-    if (parts[i] == "runs" && i + 2 < parts.size()) {
-      return absl::StrJoin(parts.begin() + static_cast<std::ptrdiff_t>(i), parts.end(), "/");
-    }
+  const size_t n = parts.size();
+  const std::string& file = parts[n - 1];
+  // A run's file: runs/<id>/<file> or runs/<id>/checkpoints/<file>.
+  if (n >= 3 && parts[n - 3] == "runs" && IsRunFile(file)) {
+    return absl::StrJoin(parts.end() - 3, parts.end(), "/");
   }
-  if (parts.size() >= 2 &&
-      (parts[parts.size() - 2] == "models" || parts[parts.size() - 2] == "checkpoints")) {
-    return absl::StrCat(parts[parts.size() - 2], "/", parts.back());
+  if (n >= 4 && parts[n - 4] == "runs" && parts[n - 2] == "checkpoints") {
+    return absl::StrJoin(parts.end() - 4, parts.end(), "/");
   }
-  return parts.back();
+  // A simulated silo's state (silos/<name>/): bound to the silo, since every
+  // silo of a simulation shares one key ring.
+  if (n >= 3 && parts[n - 3] == "silos") return absl::StrJoin(parts.end() - 3, parts.end(), "/");
+  if (n >= 2 && (parts[n - 2] == "models" || parts[n - 2] == "checkpoints")) {
+    return absl::StrCat(parts[n - 2], "/", file);
+  }
+  return file;
 }
 
 Protection ProtectionOf(absl::string_view path) {
@@ -114,8 +136,9 @@ StatusOr<std::string> OpenProtectedBytes(std::string bytes, absl::string_view na
     return absl::InvalidArgumentError(absl::StrCat(
         source,
         ": is not encrypted, but a storage key ring is configured, so it should be; a plain "
-        "file where an encrypted one belongs is refused (if it was written before encryption "
-        "was turned on, encrypt the folder with `fedsilo keys seal-existing DIR`)"));
+        "file where an encrypted one belongs is refused. If it was written before encryption "
+        "was turned on, encrypt its folder with `fedsilo keys seal-existing DIR`; if not, "
+        "someone put it there"));
   }
   if (sealer == nullptr) {
     return absl::InvalidArgumentError(

@@ -45,10 +45,13 @@ std::shared_ptr<const FileSealer> GetFileSealer();
 
 bool IsSealed(absl::string_view bytes);
 
-// The name a file is sealed under: its path from the "runs" folder of its run
-// ("runs/R/final_model.fsm"), else from its "models" or "checkpoints" folder,
-// else its file name ("privacy-ledger.json"). Moving a state folder keeps its
-// files readable; putting one file in another's place does not.
+// The name a file is sealed under: for a run's files, their path from the
+// "runs" folder (runs/R/final_model.fsm, runs/R/checkpoints/round-0007.fsm);
+// for a simulated silo's, from "silos" (silos/a/privacy-ledger.json); else
+// from a "models" or "checkpoints" folder, else the file name
+// (privacy-ledger.json). Computed from the absolute path, without following
+// links. Moving a state folder keeps its files readable; putting one file in
+// another's place does not.
 std::string SealedName(absl::string_view path);
 
 // How a file in a run or state folder is kept at rest, by its name: whole

@@ -47,19 +47,22 @@ Status Sync(const std::string& path, int flags) {
   return absl::OkStatus();
 }
 
-// Writes all of `contents` to the new private file `path` and fsyncs it.
-Status WriteAndSync(const std::string& path, absl::string_view contents) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+// Writes all of `contents` to a new private file next to `path` (made with
+// O_EXCL under a name of its own, so that neither another writer nor a link
+// or pipe planted there can share it), fsyncs it and returns its name.
+StatusOr<std::string> WriteTemporary(const std::string& path, absl::string_view contents) {
+  std::string tmp = path + ".XXXXXX.tmp";
+  const int fd = ::mkostemps(tmp.data(), 4, O_CLOEXEC);  // mode 0600
   if (fd < 0) {
-    return absl::InternalError(absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat(path, ".tmp: cannot create: ", std::strerror(errno)));
   }
   auto fail = [&](absl::string_view what) {
     const int err = errno;
     ::close(fd);
-    return absl::InternalError(absl::StrCat(path, ": ", what, ": ", std::strerror(err)));
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat(tmp, ": ", what, ": ", std::strerror(err)));
   };
-  // A temporary file left by an earlier crash keeps its mode: set it.
-  if (::fchmod(fd, 0600) != 0) return fail("chmod failed");
   size_t done = 0;
   while (done < contents.size()) {
     const ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
@@ -69,19 +72,17 @@ Status WriteAndSync(const std::string& path, absl::string_view contents) {
   }
   if (::fsync(fd) != 0) return fail("fsync failed");
   if (::close(fd) != 0) {
-    return absl::InternalError(absl::StrCat(path, ": close failed: ", std::strerror(errno)));
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat(tmp, ": close failed: ", std::strerror(err)));
   }
-  return absl::OkStatus();
+  return tmp;
 }
 
 }  // namespace
 
 Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
-  const std::string tmp = path + ".tmp";
-  if (Status written = WriteAndSync(tmp, contents); !written.ok()) {
-    ::unlink(tmp.c_str());
-    return written;
-  }
+  FEDSILO_ASSIGN_OR_RETURN(const std::string tmp, WriteTemporary(path, contents));
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
@@ -95,7 +96,8 @@ Status WriteFileAtomically(const std::string& path, absl::string_view contents) 
 Status MakePrivateDir(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  // Missing parents first, outermost first, each 0700.
+  // Missing folders, outermost first, each made 0700. Existing ones are left
+  // as they are: they may be the user's own.
   std::vector<fs::path> missing;
   for (fs::path p = fs::path(dir).lexically_normal(); !p.empty() && !fs::exists(p, ec);
        p = p.parent_path()) {
@@ -103,21 +105,29 @@ Status MakePrivateDir(const std::string& dir) {
     if (p == p.parent_path()) break;
   }
   for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
-    if (::mkdir(it->c_str(), 0700) != 0 && errno != EEXIST) {
+    if (::mkdir(it->c_str(), 0700) != 0) {
+      if (errno == EEXIST) continue;  // made by someone else meanwhile: not ours
       return absl::InternalError(
           absl::StrCat(it->string(), ": cannot create folder: ", std::strerror(errno)));
     }
-    if (::chmod(it->c_str(), 0700) != 0) {
-      return absl::InternalError(absl::StrCat(it->string(), ": chmod: ", std::strerror(errno)));
+    // mkdir's mode is cut by the umask; 0700 whatever it is.
+    const int fd = ::open(it->c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || ::fchmod(fd, 0700) != 0) {
+      const int err = errno;
+      if (fd >= 0) ::close(fd);
+      return absl::InternalError(absl::StrCat(it->string(), ": chmod: ", std::strerror(err)));
     }
+    ::close(fd);
   }
   if (!fs::is_directory(dir, ec)) {
     return absl::InvalidArgumentError(absl::StrCat(dir, ": exists and is not a folder"));
   }
-  if (missing.empty() && ::chmod(dir.c_str(), 0700) != 0) {
-    return absl::InternalError(absl::StrCat(dir, ": chmod: ", std::strerror(errno)));
-  }
   return absl::OkStatus();
+}
+
+bool OthersMayRead(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0;
 }
 
 }  // namespace fedsilo

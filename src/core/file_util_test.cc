@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace fedsilo {
 namespace {
@@ -52,10 +53,12 @@ TEST(FileUtilTest, WrittenFilesArePrivateWhateverTheUmask) {
   ASSERT_TRUE(WriteFileAtomically(path, "two").ok());
   EXPECT_EQ(ModeOf(path), 0600u);
   EXPECT_EQ(*ReadFile(path), "two");
-  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  for (const auto& e : fs::directory_iterator(dir)) {
+    EXPECT_EQ(e.path().extension(), ".json") << "left behind: " << e.path();
+  }
 }
 
-TEST(FileUtilTest, PrivateFoldersAreMadeWithTheirParentsAndTightened) {
+TEST(FileUtilTest, PrivateFoldersAreMadeWithTheirParentsAndExistingOnesLeftAlone) {
   const std::string dir = TempDir("dirs");
   Umask open_umask(0);
   ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
@@ -63,15 +66,51 @@ TEST(FileUtilTest, PrivateFoldersAreMadeWithTheirParentsAndTightened) {
   ASSERT_TRUE(MakePrivateDir(deep).ok());
   for (const std::string& d : {dir + "/a", dir + "/a/b", deep}) EXPECT_EQ(ModeOf(d), 0700u) << d;
   EXPECT_EQ(ModeOf(dir), 0755u);  // an existing parent is left alone
+  EXPECT_TRUE(OthersMayRead(dir));
+  EXPECT_FALSE(OthersMayRead(deep));
+  // An existing folder (perhaps the user's home, given as a state folder) is
+  // not changed either.
   ASSERT_EQ(::chmod(deep.c_str(), 0755), 0);
   ASSERT_TRUE(MakePrivateDir(deep).ok());
-  EXPECT_EQ(ModeOf(deep), 0700u);
+  EXPECT_EQ(ModeOf(deep), 0755u);
 
   const std::string file = dir + "/file";
   ASSERT_TRUE(WriteFileAtomically(file, "x").ok());
   Status not_a_folder = MakePrivateDir(file);
   EXPECT_EQ(not_a_folder.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(not_a_folder.message()).find(file), std::string::npos);
+}
+
+TEST(FileUtilTest, WritersOfOnePathNeverShareATemporaryFile) {
+  const std::string dir = TempDir("writers");
+  const std::string path = dir + "/module.pt";
+  // Something planted where a fixed temporary name would be: left untouched.
+  const std::string victim = dir + "/victim";
+  ASSERT_TRUE(WriteFileAtomically(victim, "keep me").ok());
+  ASSERT_EQ(::link(victim.c_str(), (path + ".tmp").c_str()), 0);
+  constexpr size_t kSize = 1 << 20;
+  std::vector<std::thread> writers;
+  std::vector<int> failures(4, 0);
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < 20; ++i) {
+        if (!WriteFileAtomically(path, std::string(kSize, static_cast<char>('a' + w))).ok()) {
+          ++failures[static_cast<size_t>(w)];
+        }
+      }
+    });
+  }
+  for (std::thread& t : writers) t.join();
+  EXPECT_EQ(failures, std::vector<int>(4, 0));
+  StatusOr<std::string> bytes = ReadFile(path);
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_EQ(bytes->size(), kSize);
+  EXPECT_EQ(bytes->find_first_not_of((*bytes)[0]), std::string::npos);
+  EXPECT_EQ(*ReadFile(victim), "keep me");
+  // No temporary file is left behind.
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir)) files += e.is_regular_file();
+  EXPECT_EQ(files, 3);  // module.pt, victim, and the planted link
 }
 
 TEST(FileUtilTest, AWriteToAMissingFolderNamesTheFile) {

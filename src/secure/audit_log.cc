@@ -157,13 +157,25 @@ Status AuditLog::Append(absl::string_view event, const std::map<std::string, std
   const std::string line =
       SealLine(entry.dump(), SealedLineName(path_, seq_ + 1)) + "\n";
   // One write with O_APPEND: entries from several threads never interleave.
-  if (::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+  // A short write (a full disk) is cut off again, so that the next entry
+  // does not land on half of this one.
+  struct stat before {};
+  const bool sized = ::fstat(fd_, &before) == 0;
+  const ssize_t written = ::write(fd_, line.data(), line.size());
+  if (written != static_cast<ssize_t>(line.size())) {
+    const int err = written < 0 ? errno : ENOSPC;
+    if (written > 0 && sized) (void)::ftruncate(fd_, before.st_size);
     return absl::InternalError(
-        absl::StrCat(path_, ": cannot append to the audit log: ", std::strerror(errno)));
+        absl::StrCat(path_, ": cannot append to the audit log: ", std::strerror(err)));
   }
   ++seq_;
   head_ = hash;
   return absl::OkStatus();
+}
+
+int64_t AuditLog::entries() const {
+  MutexLock lock(&mu_);
+  return seq_;
 }
 
 void AuditLog::Record(absl::string_view event, const std::map<std::string, std::string>& data) {
@@ -178,14 +190,17 @@ StatusOr<AuditVerification> VerifyAuditLog(const std::string& path,
   v.head = kGenesis;
   int line_number = 0;
   std::optional<std::string> anchored_hash;  // the hash of the anchor's entry
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+  const std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const absl::string_view line = lines[i];
     ++line_number;
-    if (line.empty()) continue;
+    if (line.empty() && i + 1 == lines.size()) break;  // after the last newline
     auto broken = [&](absl::string_view why) {
       return absl::DataLossError(absl::StrCat(path, ":", line_number, ": entry ", v.entries + 1,
                                               " ", why, "; the ", v.entries,
                                               " entries before it are intact"));
     };
+    if (line.empty()) return broken("is an empty line");
     const bool sealed = absl::StartsWith(line, "{\"sealed\":");
     StatusOr<std::string> entry =
         OpenLine(line, SealedLineName(path, line_number), absl::StrCat(path, ":", line_number));
@@ -244,7 +259,7 @@ StatusOr<std::optional<AuditEvent>> LastAuditEvent(const std::string& path,
   if (!text.ok()) return text.status();
   const std::vector<absl::string_view> lines = absl::StrSplit(*text, '\n');
   for (size_t i = lines.size(); i-- > 0;) {
-    if (lines[i].empty()) continue;
+    if (lines[i].empty() && i + 1 == lines.size()) continue;  // after the last newline
     const int64_t line_number = static_cast<int64_t>(i) + 1;
     const std::string source = absl::StrCat(path, ":", line_number);
     StatusOr<std::string> entry = OpenLine(lines[i], SealedLineName(path, line_number), source);

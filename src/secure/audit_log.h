@@ -57,6 +57,8 @@ class AuditLog {
   void Record(absl::string_view event, const std::map<std::string, std::string>& data);
 
   const std::string& path() const { return path_; }
+  // Entries in the log (its last sequence number).
+  int64_t entries() const;
 
  private:
   AuditLog(std::string path, std::string actor, int fd, int64_t seq, std::string head)
@@ -68,7 +70,7 @@ class AuditLog {
 
   const std::string path_;
   const std::string actor_;
-  Mutex mu_;
+  mutable Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_);
   int64_t seq_ ABSL_GUARDED_BY(mu_);
   std::string head_ ABSL_GUARDED_BY(mu_);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/file_util.h"
 
@@ -287,36 +289,107 @@ StatusOr<std::optional<std::string>> Reseal(const AeadFileSealer& sealer, const 
 
 }  // namespace
 
+namespace {
+
+// The format version of a sealed record (0 for plain bytes).
+uint8_t FormatOf(absl::string_view bytes) {
+  return IsSealed(bytes) && bytes.size() > kSealedMagic.size()
+             ? static_cast<uint8_t>(bytes[kSealedMagic.size()])
+             : 0;
+}
+
+// The records of a file kept whole or line by line, as stored (sealed lines
+// decoded from base64), for a first look before anything is changed.
+StatusOr<std::vector<std::string>> StoredRecords(const std::string& path, Protection protection) {
+  FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  if (protection == Protection::kWhole) return std::vector<std::string>{std::move(bytes)};
+  std::vector<std::string> records;
+  for (absl::string_view line : absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
+    std::string record(line);
+    absl::string_view encoded = line;
+    if (absl::ConsumePrefix(&encoded, "{\"sealed\":\"") && absl::ConsumeSuffix(&encoded, "\"}")) {
+      absl::Base64Unescape(encoded, &record);
+    }
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+}  // namespace
+
 StatusOr<ReencryptStats> ReencryptTree(const std::string& dir, const KeyRing& ring,
-                                       bool seal_plain) {
+                                       bool seal_plain, bool force) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::NotFoundError(absl::StrCat(dir, ": no such folder"));
   }
-  const AeadFileSealer sealer(ring);
-  ReencryptStats stats;
+  // The files to look at, and a first look: a folder whose files are sealed
+  // in the current format should hold no plain or older ones. Such a file
+  // may have been put there to be sealed as genuine (a plain ledger with an
+  // empty budget, an old backup): refused unless `force`, before anything
+  // is changed.
+  std::vector<std::pair<std::string, Protection>> files;
   for (fs::recursive_directory_iterator it(dir, ec), end; it != end; it.increment(ec)) {
     if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
-    if (!it->is_regular_file(ec)) continue;
+    if (!it->is_regular_file(ec) || it->path().extension() == ".tmp") continue;
     const std::string path = it->path().string();
-    if (it->path().extension() == ".tmp") continue;
     const Protection protection = ProtectionOf(path);
-    if (protection == Protection::kNone) continue;
+    if (protection != Protection::kNone) files.emplace_back(path, protection);
+  }
+  bool current_format = false;
+  std::vector<std::string> odd;  // plain or older-format files
+  for (const auto& [path, protection] : files) {
+    FEDSILO_ASSIGN_OR_RETURN(std::vector<std::string> records, StoredRecords(path, protection));
+    bool is_odd = false;
+    for (const std::string& r : records) {
+      const uint8_t format = FormatOf(r);
+      if (format == kSealedFormatVersion) current_format = true;
+      if (format < kSealedFormatVersion && (format > 0 || seal_plain)) is_odd = true;
+    }
+    if (is_odd) odd.push_back(path);
+  }
+  if (current_format && !odd.empty() && !force) {
+    std::sort(odd.begin(), odd.end());
+    if (odd.size() > 10) {
+      const size_t more = odd.size() - 10;
+      odd.resize(10);
+      odd.push_back(absl::StrCat("and ", more, " more"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, " holds files sealed in the current format, and also files that are not (plain, or "
+        "sealed by an older fedsilo): ", absl::StrJoin(odd, ", "),
+        ". One of those may have been put there to be sealed as genuine; nothing was changed. "
+        "Check them, then run again with --force to seal them too"));
+  }
+
+  const AeadFileSealer sealer(ring);
+  ReencryptStats stats;
+  for (const auto& [path, protection] : files) {
     FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+    const int plain_before = stats.plain;
     if (protection == Protection::kWhole) {
       FEDSILO_ASSIGN_OR_RETURN(std::optional<std::string> resealed,
                                Reseal(sealer, bytes, SealedName(path), path, seal_plain, stats));
       if (resealed.has_value()) FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, *resealed));
+      if (seal_plain && stats.plain > plain_before) stats.newly_sealed.push_back(path);
       continue;
     }
-    // One record per line, each bound to its line number.
+    // One record per line, each bound to its line number (as the writers
+    // count them: every line, none empty, the last one ended).
     ReencryptStats lines;
     std::string rewritten;
     int64_t index = 0;
-    for (absl::string_view line : absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
+    if (!bytes.empty() && bytes.back() != '\n') {
+      return absl::DataLossError(absl::StrCat(path, ": the last line is torn; start the program "
+                                              "that writes it once to repair it, then retry"));
+    }
+    const std::vector<absl::string_view> all = absl::StrSplit(bytes, '\n');
+    for (size_t i = 0; i + 1 < all.size(); ++i) {  // the piece after the last newline is empty
+      const absl::string_view line = all[i];
       ++index;
       const std::string source = absl::StrCat(path, " line ", index);
+      if (line.empty()) return absl::DataLossError(absl::StrCat(source, ": an empty line"));
       std::string record(line);
       if (absl::StartsWith(line, "{\"sealed\":\"")) {
         // The sealed bytes of the line, to re-seal.
@@ -335,6 +408,7 @@ StatusOr<ReencryptStats> ReencryptTree(const std::string& dir, const KeyRing& ri
       }
     }
     // A file counts once: re-encrypted if any of its lines was.
+    if (seal_plain && lines.plain > 0) stats.newly_sealed.push_back(path);
     if (lines.reencrypted > 0) {
       FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, rewritten));
       ++stats.reencrypted;

@@ -27,6 +27,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/file_seal.h"
 #include "core/status.h"
@@ -87,6 +88,7 @@ struct ReencryptStats {
   int reencrypted = 0;  // sealed files now under the current key
   int current = 0;      // already under it
   int plain = 0;        // not sealed (left as they are unless `seal_plain`)
+  std::vector<std::string> newly_sealed;  // with `seal_plain`: the plain files sealed
 };
 
 // Re-seals every sealed file under `dir` (recursively) with the ring's current
@@ -94,9 +96,12 @@ struct ReencryptStats {
 // plain ones of the kinds kept sealed (core/file_seal.h ProtectionOf: models,
 // ledgers, summaries, job files; metrics and audit logs line by line). A file
 // that does not open stops the walk with an error naming it; the files
-// already re-sealed stay readable with the ring.
+// already re-sealed stay readable with the ring. A folder that holds files
+// sealed in the current format and also plain (with `seal_plain`) or
+// older-format ones is refused, naming them, before anything changes, unless
+// `force`: such a file may have been put there to be sealed as genuine.
 StatusOr<ReencryptStats> ReencryptTree(const std::string& dir, const KeyRing& ring,
-                                       bool seal_plain);
+                                       bool seal_plain, bool force = false);
 
 }  // namespace fedsilo::secure
 

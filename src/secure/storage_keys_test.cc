@@ -103,6 +103,21 @@ TEST(StorageKeysTest, SealedBytesOpenOnlyUnchangedWithTheirKeyAndUnderTheirName)
   EXPECT_EQ(*sealer.OpenAnyVersion(old, "anything", "old.fsm"), "old weights");
 }
 
+TEST(StorageKeysTest, AFolderAllOfAnOlderFormatOrAllPlainIsSealedWithoutForce) {
+  const std::string dir = FreshDir("upgrade");
+  KeyRing ring = NewKeyRing();
+  ASSERT_TRUE(WriteFileAtomically(dir + "/privacy-ledger.json", SealFormat1(ring, "{}")).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/summary.json", SealFormat1(ring, "{}")).ok());
+  StatusOr<ReencryptStats> stats = ReencryptTree(dir, ring, /*seal_plain=*/false);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->reencrypted, 2);
+  const std::string plain = FreshDir("plain");
+  ASSERT_TRUE(WriteFileAtomically(plain + "/privacy-ledger.json", "{}").ok());
+  stats = ReencryptTree(plain, ring, /*seal_plain=*/true);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->newly_sealed, std::vector<std::string>{plain + "/privacy-ledger.json"});
+}
+
 TEST(StorageKeysTest, SealedNamesFollowTheRunAndNotTheFolderItWasMovedTo) {
   EXPECT_EQ(SealedName("/srv/state/runs/r1/checkpoints/round-0007.fsm"),
             "runs/r1/checkpoints/round-0007.fsm");
@@ -112,6 +127,16 @@ TEST(StorageKeysTest, SealedNamesFollowTheRunAndNotTheFolderItWasMovedTo) {
   EXPECT_EQ(SealedName("state/models/ab12.pt"), "models/ab12.pt");
   EXPECT_EQ(SealedName("runs/r1/summary.json"), "runs/r1/summary.json");
   EXPECT_EQ(SealedLineName("w/runs/r1/metrics.jsonl", 3), "runs/r1/metrics.jsonl line 3");
+  // A state folder that happens to sit in a folder called "runs" is not a run.
+  EXPECT_EQ(SealedName("/srv/runs/hospital-a/privacy-ledger.json"), "privacy-ledger.json");
+  // Relative paths name the same file as absolute ones.
+  EXPECT_EQ(SealedName("x/../runs/r1/final_model.fsm"), "runs/r1/final_model.fsm");
+  const std::string cwd = fs::current_path().string();
+  EXPECT_EQ(SealedName("./final_model.fsm"), SealedName(cwd + "/final_model.fsm"));
+  // Simulated silos share one ring: each one's files are bound to it.
+  EXPECT_EQ(SealedName("w/silos/a/privacy-ledger.json"), "silos/a/privacy-ledger.json");
+  EXPECT_NE(SealedName("w/silos/a/privacy-ledger.json"),
+            SealedName("w/silos/b/privacy-ledger.json"));
 }
 
 TEST(StorageKeysTest, KeyRingsRoundTripAndMustBePrivate) {
@@ -217,7 +242,15 @@ TEST(StorageKeysTest, RotationReencryptsEveryFileUnderTheNewKeyAndFormat) {
   }
 
   const std::string new_id = AddKey(ring);
+  // A format-1 ledger among current files: it may have been put there to be
+  // re-sealed as genuine. Refused, naming it, with nothing changed.
+  const std::string before = *ReadFile(final_model);
   StatusOr<ReencryptStats> stats = ReencryptTree(dir, ring, /*seal_plain=*/false);
+  ASSERT_EQ(stats.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(stats.status().message()), HasSubstr(dir + "/privacy-ledger.json"));
+  EXPECT_THAT(std::string(stats.status().message()), HasSubstr("--force"));
+  EXPECT_EQ(*ReadFile(final_model), before);
+  stats = ReencryptTree(dir, ring, /*seal_plain=*/false, /*force=*/true);
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->reencrypted, 3);  // final model, format-1 ledger, metrics' sealed line
   EXPECT_EQ(stats->plain, 2);        // checkpoint-1.fsm, job.yaml
@@ -230,11 +263,16 @@ TEST(StorageKeysTest, RotationReencryptsEveryFileUnderTheNewKeyAndFormat) {
     EXPECT_TRUE(AeadFileSealer(only_new).Open(bytes, SealedName(dir + f), f).ok()) << f;
   }
   EXPECT_EQ(*ReadFile(dir + "/runs/a/checkpoint-1.fsm"), "plain model");
-  // Again, sealing the plain files too; the sealed ones are already current.
+  // Again, sealing the plain files too: plain files among sealed ones are
+  // refused the same way, then sealed with --force and listed.
   stats = ReencryptTree(dir, ring, /*seal_plain=*/true);
+  ASSERT_EQ(stats.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(stats.status().message()), HasSubstr(dir + "/runs/a/job.yaml"));
+  stats = ReencryptTree(dir, ring, /*seal_plain=*/true, /*force=*/true);
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->current, 2);
   EXPECT_EQ(stats->reencrypted, 3);  // checkpoint, job.yaml, metrics' plain line
+  EXPECT_EQ(stats->newly_sealed.size(), 3u);
   EXPECT_TRUE(IsSealed(*ReadFile(dir + "/runs/a/checkpoint-1.fsm")));
   EXPECT_TRUE(IsSealed(*ReadFile(dir + "/runs/a/job.yaml")));
   EXPECT_EQ(*ReadFile(dir + "/runs/a/endpoint"), "127.0.0.1:1");  // not derived from data

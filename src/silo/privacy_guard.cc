@@ -189,8 +189,10 @@ void Account(LedgerEntry& e) {
   e.planned_epsilon = Epsilon(e.sample_rate, e.noise_multiplier, e.planned_steps, e.delta);
 }
 
-StatusOr<std::vector<LedgerEntry>> LoadLedger(const std::string& path, int64_t& generation) {
+StatusOr<std::vector<LedgerEntry>> LoadLedger(const std::string& path, int64_t& generation,
+                                              int64_t& audited_entries) {
   generation = 0;
+  audited_entries = 0;
   std::error_code ec;
   if (path.empty() || !std::filesystem::exists(path, ec)) return std::vector<LedgerEntry>();
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadProtectedFile(path));
@@ -211,6 +213,7 @@ StatusOr<std::vector<LedgerEntry>> LoadLedger(const std::string& path, int64_t& 
   std::vector<LedgerEntry> entries;
   try {
     if (j.contains("generation")) generation = j["generation"].get<int64_t>();
+    if (j.contains("audit_entries")) audited_entries = j["audit_entries"].get<int64_t>();
     for (const auto& e : j["entries"]) {
       LedgerEntry entry;
       entry.dataset = e.at("dataset").get<std::string>();
@@ -342,11 +345,13 @@ StatusOr<std::unique_ptr<PrivacyGuard>> PrivacyGuard::Open(const std::string& po
     guard->policy_ = std::move(policy.datasets);
   }
   guard->ledger_path_ = ledger_path;
-  int64_t generation = 0;
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries, LoadLedger(ledger_path, generation));
+  int64_t generation = 0, audited_entries = 0;
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<LedgerEntry> entries,
+                           LoadLedger(ledger_path, generation, audited_entries));
   MutexLock lock(&guard->mu_);
   guard->entries_ = std::move(entries);
   guard->generation_ = generation;
+  guard->audited_entries_ = audited_entries;
   return guard;
 }
 
@@ -660,13 +665,21 @@ Status PrivacyGuard::Save() const {
   for (const LedgerEntry& e : entries_) entries.push_back(LedgerEntryToJson(e));
   // Every save has a new generation: an older copy put back has a lower one.
   const int64_t next = generation_ + 1;
+  const int64_t audited = audit_entries_ ? audit_entries_() : 0;
   nlohmann::json j = {{"version", kLedgerVersion}, {"generation", next}, {"entries", entries}};
+  if (audit_entries_) j["audit_entries"] = audited;
   const std::string folder = std::filesystem::path(ledger_path_).parent_path().string();
   if (!folder.empty()) FEDSILO_RETURN_IF_ERROR(MakePrivateDir(folder));
   FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(ledger_path_, j.dump(1) + "\n"));
   generation_ = next;
+  if (audit_entries_) audited_entries_ = audited;
   if (saved_) saved_(next);
   return absl::OkStatus();
+}
+
+int64_t PrivacyGuard::audited_entries() const {
+  MutexLock lock(&mu_);
+  return audited_entries_;
 }
 
 int64_t PrivacyGuard::generation() const {
@@ -674,8 +687,10 @@ int64_t PrivacyGuard::generation() const {
   return generation_;
 }
 
-void PrivacyGuard::SetSaveObserver(std::function<void(int64_t)> saved) {
+void PrivacyGuard::SetAuditTrail(std::function<int64_t()> entries,
+                                 std::function<void(int64_t)> saved) {
   MutexLock lock(&mu_);
+  audit_entries_ = std::move(entries);
   saved_ = std::move(saved);
 }
 

@@ -196,10 +196,15 @@ class PrivacyGuard {
   // The ledger's generation: how many times it has been saved (0 before the
   // first save). Each save writes the next one into the ledger.
   int64_t generation() const;
-  // Called, under the guard's lock, with the new generation after every save:
-  // the silo records it in its audit log, against which an older copy of the
-  // ledger put back is caught at startup.
-  void SetSaveObserver(std::function<void(int64_t)> saved);
+  // How many entries the audit log had at the ledger's last save (0 when
+  // none was attached then).
+  int64_t audited_entries() const;
+  // Ties the ledger to the silo's audit log: before every save, `entries`
+  // gives the log's entry count, written into the ledger (a log cut back
+  // below it, or removed, is caught at startup); after it, `saved` gets the
+  // new generation, which the silo records in the log (an older copy of the
+  // ledger put back is caught at startup). Both run under the guard's lock.
+  void SetAuditTrail(std::function<int64_t()> entries, std::function<void(int64_t)> saved);
 
   std::vector<LedgerEntry> Entries() const;
   // What the runs on `dataset` have spent so far (`reserved`: what their
@@ -225,6 +230,8 @@ class PrivacyGuard {
   mutable Mutex mu_;
   std::vector<LedgerEntry> entries_ ABSL_GUARDED_BY(mu_);
   mutable int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // Save() moves it on
+  mutable int64_t audited_entries_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<int64_t()> audit_entries_ ABSL_GUARDED_BY(mu_);
   std::function<void(int64_t)> saved_ ABSL_GUARDED_BY(mu_);
 };
 

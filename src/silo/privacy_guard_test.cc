@@ -199,14 +199,16 @@ TEST(PrivacyGuardTest, ARunsJobAndStatisticsArePinnedAtAdmission) {
   EXPECT_FALSE((*reopened)->PinStatistics("digits", "run", StatisticsDigest(other_stats)).ok());
 }
 
-TEST(PrivacyGuardTest, EverySaveMovesTheGenerationOnAndTellsTheObserver) {
+TEST(PrivacyGuardTest, EverySaveMovesTheGenerationOnAndRecordsTheAuditLogsLength) {
   const std::string dir = Fresh("generation");
   std::vector<int64_t> seen;
   {
     auto guard = PrivacyGuard::Open("", dir + "/ledger.json");
     ASSERT_TRUE(guard.ok()) << guard.status();
     EXPECT_EQ((*guard)->generation(), 0);
-    (*guard)->SetSaveObserver([&seen](int64_t g) { seen.push_back(g); });
+    int64_t log_entries = 7;
+    (*guard)->SetAuditTrail([&log_entries] { return log_entries++; },
+                            [&seen](int64_t g) { seen.push_back(g); });
     JobConfig job;
     ASSERT_TRUE((*guard)->Admit("digits", "run-1", job, nullptr).ok());
     ASSERT_TRUE((*guard)->Admit("digits", "run-2", job, nullptr).ok());
@@ -222,6 +224,7 @@ TEST(PrivacyGuardTest, EverySaveMovesTheGenerationOnAndTellsTheObserver) {
   auto reopened = PrivacyGuard::Open("", dir + "/ledger.json");
   ASSERT_TRUE(reopened.ok());
   EXPECT_EQ((*reopened)->generation(), 2);
+  EXPECT_EQ((*reopened)->audited_entries(), 8);  // the log's length at the last save
   ASSERT_TRUE((*reopened)->Admit("digits", "run-3", JobConfig(), nullptr).ok());
   EXPECT_EQ((*reopened)->generation(), 3);
 }

@@ -1,5 +1,6 @@
 #include "silo/silo_runtime.h"
 
+#include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -67,6 +68,17 @@ StatusOr<std::string> SiloRuntime::ModulePath(const transport::FitRequest& reque
     if (!std::filesystem::exists(path, ec)) {
       return Shareable(absl::FailedPreconditionError(
           absl::StrCat("model ", name, " did not come with the task and is not kept here")));
+    }
+    // The kept copy is checked on every use: the policy allowed that digest,
+    // not whatever the file holds now.
+    StatusOr<std::string> kept = ReadFile(path);
+    if (!kept.ok() || secure::BytesDigest(*kept) != digest) {
+      spdlog::error("{}: the kept TorchScript module does not match its digest {}: it was "
+                    "changed on disk; refusing to load it",
+                    path, digest);
+      return Shareable(absl::FailedPreconditionError(
+          absl::StrCat("silo '", silo_name_, "': its copy of model ", name,
+                       " does not match its digest; the silo's operator must look into it")));
     }
     return path;
   }

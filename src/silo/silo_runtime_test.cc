@@ -375,6 +375,21 @@ TEST(SiloRuntimeTest, AShippedModuleIsDeniedByDefaultAndCheckedWhenAllowed) {
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("refused: method 'forward' uses aten::from_file"));
+
+  // The attack on the kept copy: someone who can write the silo's state
+  // folder puts another module in its place. Allowed was a digest, so the
+  // next task (which does not bring the module again) refuses to load it.
+  const std::string kept = ShippedModulePath(dir + "/open/models", digest);
+  ASSERT_TRUE(std::filesystem::exists(kept));
+  ml::ScriptedModule other;
+  other.parameters = {{"w", {64, 10}}, {"b", {10}}};
+  other.methods = "def forward(self, x):\n    return torch.matmul(x, self.w) + self.b\n";
+  ASSERT_TRUE(ml::WriteScriptedModule(other, kept).ok());
+  transport::FitRequest again = request;
+  again.torchscript = nullptr;
+  auto swapped = open.Fit(again);
+  ASSERT_FALSE(swapped.ok());
+  EXPECT_THAT(std::string(swapped.status().message()), HasSubstr("does not match its digest"));
 }
 
 }  // namespace

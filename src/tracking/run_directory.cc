@@ -1,5 +1,10 @@
 #include "tracking/run_directory.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <cctype>
 #include <ctime>
 #include <filesystem>
@@ -28,16 +33,17 @@ StatusOr<RunDirectory> RunDirectory::Create(const std::string& workdir, const st
   for (int attempt = 0; attempt < 16; ++attempt) {
     const std::string id = absl::StrFormat("%s-%s-%04x", safe_name, stamp, random() & 0xffff);
     const fs::path dir = fs::path(workdir) / "runs" / id;
-    std::error_code ec;
     FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir.parent_path().string()));
-    if (fs::create_directory(dir, ec)) {  // false if another run took the id
-      FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir.string()));
+    if (::mkdir(dir.c_str(), 0700) == 0) {  // EEXIST if another run took the id
+      if (::chmod(dir.c_str(), 0700) != 0) {  // 0700 whatever the umask
+        return absl::InternalError(absl::StrCat(dir.string(), ": chmod: ", std::strerror(errno)));
+      }
       FEDSILO_RETURN_IF_ERROR(MakePrivateDir((dir / "checkpoints").string()));
       return RunDirectory(id, dir.string());
     }
-    if (ec) {
+    if (errno != EEXIST) {
       return absl::InternalError(
-          absl::StrCat(dir.string(), ": cannot create folder: ", ec.message()));
+          absl::StrCat(dir.string(), ": cannot create folder: ", std::strerror(errno)));
     }
   }
   return absl::InternalError("could not find an unused run id");
