@@ -741,6 +741,23 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
   }
   EXPECT_EQ(torchscript_artifacts, 1);
 
+  // With a key ring, the run's final_model.pt is sealed like its weights;
+  // exported, it is a plain, valid module again.
+  const std::string ring = dir + "/secrets/ring.yaml";
+  ASSERT_EQ(Fedsilo("keys new " + ring).exit_code, 0);
+  Result sealed = Fedsilo("run " + Example("torchscript/digits.yaml") +
+                          " --set training.rounds=1 --quiet --json --storage-keys " + ring + w);
+  ASSERT_EQ(sealed.exit_code, 0) << sealed.err;
+  const nlohmann::json sealed_summary = LastLineJson(sealed.out);
+  EXPECT_EQ(FileBytes(sealed_summary["run_dir"].get<std::string>() + "/final_model.pt").substr(0, 5),
+            "FSEAL");
+  Result plain_pt = Fedsilo("export " + sealed_summary["run_id"].get<std::string>() + " --out " +
+                            dir + "/sealed-run.pt --storage-keys " + ring + w);
+  ASSERT_EQ(plain_pt.exit_code, 0) << plain_pt.err;
+  EXPECT_NE(FileBytes(dir + "/sealed-run.pt").substr(0, 5), "FSEAL");
+  Result module_ok = Fedsilo("check-module " + dir + "/sealed-run.pt");
+  EXPECT_EQ(module_ok.exit_code, 0) << module_ok.err;
+
   if (!PythonTorchPresent()) {
     std::printf("python3-torch is not installed: the Python side of the round trip is skipped\n");
     return;

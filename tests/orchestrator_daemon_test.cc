@@ -23,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "core/file_seal.h"
 #include "core/model_state_file.h"
 #include "core/subprocess.h"
 #include "fake_mlflow.h"
@@ -242,9 +243,27 @@ TEST(OrchestratorDaemonTest, JobsAreExportedToMlflowAsEachSilosPolicyAllows) {
 // model.torchscript in the real federation: the module goes with the job to
 // the orchestrator and on to the silos, which keep it by its digest; a silo
 // whose policy lists other modules refuses it.
+// The plaintext of the sealed file at `path`, opened with the ring at
+// `ring_path` under its sealed name; "" if it does not open.
+std::string OpenSealed(const std::string& path, const std::string& ring_path) {
+  StatusOr<secure::KeyRing> ring = secure::LoadKeyRing(ring_path);
+  if (!ring.ok()) return "";
+  StatusOr<std::string> plain =
+      secure::AeadFileSealer(*ring).Open(Read(path), SealedName(path), path);
+  return plain.ok() ? *plain : "";
+}
+
+// The orchestrator and silo a seal their state (each with its own ring), silo
+// b does not: the kept copies of the module and the run's final_model.pt are
+// sealed where a ring is, and still load.
 TEST(OrchestratorDaemonTest, TorchScriptJobsShipTheirModuleToTheSilos) {
   Federation fed("torchscript");
-  ASSERT_TRUE(fed.StartOrchestrator()) << Read(fed.dir() + "/orchestrator.log");
+  const std::string orchestrator_ring = fed.dir() + "/orchestrator-keys.yaml";
+  const std::string a_ring = fed.dir() + "/a-keys.yaml";
+  ASSERT_EQ(fed.Run("keys new " + orchestrator_ring).status, 0);
+  ASSERT_EQ(fed.Run("keys new " + a_ring).status, 0);
+  ASSERT_TRUE(fed.StartOrchestrator(0, {"--storage-keys", orchestrator_ring}))
+      << Read(fed.dir() + "/orchestrator.log");
   const std::string module =
       std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/torchscript/digits_net.pt";
   const std::string digest = secure::BytesDigest(Read(module));
@@ -253,7 +272,7 @@ TEST(OrchestratorDaemonTest, TorchScriptJobsShipTheirModuleToTheSilos) {
   std::ofstream(fed.dir() + "/policy-a.yaml")
       << "datasets:\n  digits: {allowed_models: [sha256:" << digest << "]}\n";
   std::ofstream(fed.dir() + "/policy-b.yaml") << "allow_any_module: true\n";
-  fed.StartSilo("a", {"--policy", fed.dir() + "/policy-a.yaml"});
+  fed.StartSilo("a", {"--policy", fed.dir() + "/policy-a.yaml", "--storage-keys", a_ring});
   fed.StartSilo("b", {"--policy", fed.dir() + "/policy-b.yaml"});
   fed.StartSilo("c");
   const std::string job =
@@ -269,15 +288,29 @@ TEST(OrchestratorDaemonTest, TorchScriptJobsShipTheirModuleToTheSilos) {
   EXPECT_THAT(fed.User("logs job-1").out,
               HasSubstr("model sha256:" + digest + " is not among its allowed_models"));
   EXPECT_THAT(Read(fed.dir() + "/b.log"), HasSubstr("allow_any_module: true"));
-  // Kept by digest where it was taken in, byte for byte; nowhere it was refused.
-  EXPECT_EQ(Read(fed.dir() + "/state/models/" + digest + ".pt"), Read(module));
-  EXPECT_EQ(Read(fed.dir() + "/kits/a/state/models/" + digest + ".pt"), Read(module));
+  // Kept by digest where it was taken in, byte for byte (sealed where there
+  // is a ring); nowhere it was refused.
+  const std::string kept_here = fed.dir() + "/state/models/" + digest + ".pt";
+  const std::string kept_a = fed.dir() + "/kits/a/state/models/" + digest + ".pt";
+  EXPECT_EQ(Read(kept_here).substr(0, 5), "FSEAL");
+  EXPECT_EQ(OpenSealed(kept_here, orchestrator_ring), Read(module));
+  EXPECT_EQ(Read(kept_a).substr(0, 5), "FSEAL");
+  EXPECT_EQ(OpenSealed(kept_a, a_ring), Read(module));
   EXPECT_EQ(Read(fed.dir() + "/kits/b/state/models/" + digest + ".pt"), Read(module));
   EXPECT_FALSE(fs::exists(fed.dir() + "/kits/c/state/models/" + digest + ".pt"));
   nlohmann::json shown = LastJson(fed.User("runs show job-1 --json").out);
   EXPECT_THAT(shown["job_yaml"].get<std::string>(), HasSubstr("torchscript: sha256:" + digest));
-  const std::string run_dir = fed.dir() + "/state/runs/" + shown["run_id"].get<std::string>();
-  EXPECT_TRUE(fs::exists(run_dir + "/final_model.pt"));
+  const std::string run_id = shown["run_id"];
+  const std::string final_pt = fed.dir() + "/state/runs/" + run_id + "/final_model.pt";
+  EXPECT_EQ(Read(final_pt).substr(0, 5), "FSEAL");
+  // Exported, it is a plain TorchScript file again, and a valid module.
+  Output exported = fed.Run("export " + run_id + " --workdir " + fed.dir() +
+                            "/state --out " + fed.dir() + "/final.pt --storage-keys " +
+                            orchestrator_ring);
+  ASSERT_EQ(exported.status, 0) << exported.err;
+  EXPECT_NE(Read(fed.dir() + "/final.pt").substr(0, 5), "FSEAL");
+  Output checked = fed.Run("check-module " + fed.dir() + "/final.pt");
+  EXPECT_EQ(checked.status, 0) << checked.err;
 }
 
 // A job on the silos' own CSV files: the orchestrator asks for their

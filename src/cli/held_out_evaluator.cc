@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "core/file_seal.h"
 #include "ml/dataset_catalog.h"
 #include "ml/tabular.h"
 
@@ -21,7 +22,10 @@ StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig&
   if (job.model.kind == ModelKind::kTorchScript) {
     prepared.save_torchscript = [module = job.model.torchscript, sandbox = sandbox_](
                                     const ModelState& state, const std::string& path) {
-      return ml::Model::ExportTorchScript(module, state, path, &sandbox);
+      // The run's own file: sealed at rest when a key ring is configured.
+      FEDSILO_ASSIGN_OR_RETURN(std::string bytes,
+                               ml::Model::TorchScriptWithState(module, state, &sandbox));
+      return WriteProtectedFile(path, bytes);
     };
   }
   if (!IsBuiltinDataset(job.data.dataset)) {

@@ -378,8 +378,10 @@ StatusOr<SimulationSummary> RunAndRecord(JobConfig job, const SimulationOptions&
                           {{"job", job.name}, {"round", std::to_string(result.rounds_completed)}}));
   if (job.model.kind == ModelKind::kTorchScript) {
     // The trained weights in the module the data scientist gave: loads in Python.
-    FEDSILO_RETURN_IF_ERROR(ml::Model::ExportTorchScript(
-        job.model.torchscript, result.final_model, run_dir.final_torchscript_path(), &sandbox));
+    FEDSILO_ASSIGN_OR_RETURN(
+        std::string final_pt,
+        ml::Model::TorchScriptWithState(job.model.torchscript, result.final_model, &sandbox));
+    FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir.final_torchscript_path(), final_pt));
   }
 
   SimulationSummary summary;

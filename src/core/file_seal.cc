@@ -89,6 +89,10 @@ Protection ProtectionOf(absl::string_view path) {
       file == "job.yaml") {
     return Protection::kWhole;
   }
+  // TorchScript files fedsilo keeps: a run's final model, shipped modules.
+  if (ext == ".pt" && (file == "final_model.pt" || p.parent_path().filename() == "models")) {
+    return Protection::kWhole;
+  }
   if (file == "metrics.jsonl" || file == "audit.log") return Protection::kLines;
   return Protection::kNone;
 }
@@ -147,6 +151,12 @@ StatusOr<std::string> OpenProtectedBytes(std::string bytes, absl::string_view na
                      "--storage-keys)"));
   }
   return sealer->Open(bytes, name, source);
+}
+
+StatusOr<std::string> ReadFileOpeningSealed(const std::string& path) {
+  FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  if (!IsSealed(bytes)) return bytes;
+  return OpenProtectedBytes(std::move(bytes), SealedName(path), path);
 }
 
 StatusOr<std::string> ReadProtectedFile(const std::string& path) {

@@ -55,8 +55,9 @@ bool IsSealed(absl::string_view bytes);
 std::string SealedName(absl::string_view path);
 
 // How a file in a run or state folder is kept at rest, by its name: whole
-// (models *.fsm, privacy-ledger.json, summary.json, job.yaml), one record per
-// line (metrics.jsonl, audit.log), or not at all (everything else).
+// (models *.fsm, final_model.pt, models/*.pt, privacy-ledger.json,
+// summary.json, job.yaml), one record per line (metrics.jsonl, audit.log), or
+// not at all (everything else).
 enum class Protection { kNone, kWhole, kLines };
 Protection ProtectionOf(absl::string_view path);
 
@@ -69,6 +70,12 @@ StatusOr<std::string> OpenLine(absl::string_view line, absl::string_view name,
 // The name the `index`-th line (from 1) of a line-kept file is sealed under,
 // so that lines cannot be reordered or moved between files unnoticed.
 std::string SealedLineName(absl::string_view path, int64_t index);
+
+// Reads a file that may be the user's own (plain) or one fedsilo kept
+// (sealed): sealed bytes are opened as ReadProtectedFile opens them, plain
+// ones returned as they are even with a sealer installed. For TorchScript
+// modules, which are both, and whose kept copies are checked by digest.
+StatusOr<std::string> ReadFileOpeningSealed(const std::string& path);
 
 // Writes as WriteFileAtomically (atomic, durable, private), sealed when a
 // sealer is installed.

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
 #include "core/mutex.h"
 #include "ml/sandbox.h"
@@ -388,7 +389,8 @@ StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t s
       return Shareable(absl::FailedPreconditionError(
           absl::StrCat(where, ": TorchScript modules run only in a sandbox process")));
     }
-    FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(spec.config.torchscript));
+    // The user's own file, or a kept copy sealed at rest.
+    FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFileOpeningSealed(spec.config.torchscript));
     FEDSILO_ASSIGN_OR_RETURN(impl->remote, SandboxSession::Start(*sandbox, where));
     FEDSILO_ASSIGN_OR_RETURN(SandboxSession::Loaded loaded,
                              impl->remote->Load(bytes, spec.input_shape, spec.num_classes));
@@ -825,20 +827,26 @@ Status Model::SaveTorchScript(const std::string& path) const {
   return WriteFileAtomically(path, bytes);
 }
 
-Status Model::ExportTorchScript(const std::string& module_path, const ModelState& state,
-                                const std::string& out, const Sandbox* sandbox) {
+StatusOr<std::string> Model::TorchScriptWithState(const std::string& module_path,
+                                                  const ModelState& state,
+                                                  const Sandbox* sandbox) {
   if (sandbox == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat(module_path, ": TorchScript modules run only in a sandbox process"));
   }
-  FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFile(module_path));
+  FEDSILO_ASSIGN_OR_RETURN(std::string bytes, ReadFileOpeningSealed(module_path));
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<SandboxSession> session,
                            SandboxSession::Start(*sandbox, module_path));
   FEDSILO_RETURN_IF_ERROR(session->Load(bytes, {}, 0).status());
   FEDSILO_RETURN_IF_ERROR(
       Annotate(session->SetState(state), absl::StrCat("the module ", module_path)));
-  FEDSILO_ASSIGN_OR_RETURN(std::string saved, session->Save());
-  return WriteFileAtomically(out, saved);
+  return session->Save();
+}
+
+Status Model::ExportTorchScript(const std::string& module_path, const ModelState& state,
+                                const std::string& out, const Sandbox* sandbox) {
+  FEDSILO_ASSIGN_OR_RETURN(std::string saved, TorchScriptWithState(module_path, state, sandbox));
+  return WriteFileAtomically(out, saved);  // the user's file, in the clear
 }
 
 Status WarmUpLibtorch() {

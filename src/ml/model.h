@@ -144,6 +144,11 @@ class Model {
   // when they do not fit.
   static Status ExportTorchScript(const std::string& module_path, const ModelState& state,
                                   const std::string& out, const Sandbox* sandbox);
+  // The same file's bytes, for a writer that seals them (a run's own
+  // final_model.pt). `module_path` may be sealed (a kept copy).
+  static StatusOr<std::string> TorchScriptWithState(const std::string& module_path,
+                                                    const ModelState& state,
+                                                    const Sandbox* sandbox);
 
   int64_t num_parameters() const;
   int64_t num_buffers() const;

@@ -288,7 +288,10 @@ TEST(SandboxTest, AWorkerThatDiesOrHangsFailsTheCallNotTheHost) {
       "            y = y + 1.0\n"
       "    return y\n";
   Sandbox sandbox = TestSandbox();
-  sandbox.timeout = std::chrono::seconds(2);
+  // Every call has this long, starting the worker and loading the module
+  // included: enough for that on a loaded machine (or under a sanitizer),
+  // short beside the 30 s in which the stuck call must have failed.
+  sandbox.timeout = std::chrono::seconds(8);
   auto model = Sandboxed(m, "spin.pt", sandbox);
   ASSERT_TRUE(model.ok()) << model.status();
   const auto start = std::chrono::steady_clock::now();

@@ -171,7 +171,7 @@ StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::stri
     std::error_code ec;
     FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state_dir_ + "/models"));
     if (!std::filesystem::exists(path, ec)) {
-      FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, torchscript));
+      FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(path, torchscript));
     }
     // The orchestrator evaluates it too: it must load, and fit the data
     // (for the silos' own data, known only once the statistics are in).
@@ -460,7 +460,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
   options.audit = audit_;
   options.federation_ca_pem = federation_ca_pem_;
   if (job.model.kind == ModelKind::kTorchScript) {
-    FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFile(local.model.torchscript));
+    FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFileOpeningSealed(local.model.torchscript));
   }
   Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
                             prepared.evaluator.get(), &recorder, nullptr);

@@ -1,10 +1,15 @@
 #include "orchestrator/job_store.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <iterator>
 #include <nlohmann/json.hpp>
 
@@ -144,6 +149,16 @@ bool IsFinished(JobState state) {
 }
 
 StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
+  // Private like every file fedsilo keeps (SQLite gives its -wal and -shm
+  // files the database file's mode): made 0600, or made so.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    return absl::InternalError(
+        absl::StrCat(path, ": cannot open the job store: ", std::strerror(err)));
+  }
+  ::close(fd);
   sqlite3* db = nullptr;
   const int rc =
       sqlite3_open_v2(path.c_str(), &db,

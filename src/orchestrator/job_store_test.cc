@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 
@@ -25,6 +26,29 @@ JobRecord Job(const std::string& name) {
   j.job_yaml = "name: " + name + "\n";
   j.rounds_total = 3;
   return j;
+}
+
+TEST(JobStoreTest, TheStoreAndItsJournalArePrivateWhateverTheUmask) {
+  const std::string path = FreshPath("private");
+  const mode_t old_umask = ::umask(0);
+  {
+    auto store = JobStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->CreateJob(Job("a")).ok());
+    for (const std::string& f : {path, path + "-wal"}) {
+      ASSERT_TRUE(std::filesystem::exists(f)) << f;
+      EXPECT_EQ(std::filesystem::status(f).permissions() & std::filesystem::perms::all,
+                std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)
+          << f;
+    }
+  }
+  // A store another program left readable is made private again.
+  std::filesystem::permissions(path, std::filesystem::perms::others_read,
+                               std::filesystem::perm_options::add);
+  ASSERT_TRUE(JobStore::Open(path).ok());
+  EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::others_read,
+            std::filesystem::perms::none);
+  ::umask(old_umask);
 }
 
 TEST(JobStoreTest, JobsRoundsAndEventsSurviveReopening) {

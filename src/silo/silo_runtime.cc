@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
 #include "core/yaml_util.h"
 #include "ml/dataset_catalog.h"
@@ -63,7 +64,7 @@ StatusOr<std::string> SiloRuntime::ModulePath(const transport::FitRequest& reque
             absl::StrCat("the TorchScript module sent does not match its digest ", name)));
       }
       FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state_dir_ + "/models"));
-      FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(path, *request.torchscript));
+      FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(path, *request.torchscript));
     }
     if (!std::filesystem::exists(path, ec)) {
       return Shareable(absl::FailedPreconditionError(
@@ -71,7 +72,7 @@ StatusOr<std::string> SiloRuntime::ModulePath(const transport::FitRequest& reque
     }
     // The kept copy is checked on every use: the policy allowed that digest,
     // not whatever the file holds now.
-    StatusOr<std::string> kept = ReadFile(path);
+    StatusOr<std::string> kept = ReadFileOpeningSealed(path);
     if (!kept.ok() || secure::BytesDigest(*kept) != digest) {
       spdlog::error("{}: the kept TorchScript module does not match its digest {}: it was "
                     "changed on disk; refusing to load it",
