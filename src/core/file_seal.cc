@@ -104,22 +104,31 @@ std::string SealedLineName(absl::string_view path, int64_t index) {
 std::string SealLine(absl::string_view text, absl::string_view name) {
   const std::shared_ptr<const FileSealer> sealer = GetFileSealer();
   if (sealer == nullptr) return std::string(text);
-  return absl::StrCat("{\"sealed\":\"", absl::Base64Escape(sealer->Seal(text, name)), "\"}");
+  return LineOfSealedBytes(sealer->Seal(text, name));
 }
 
-StatusOr<std::string> OpenLine(absl::string_view line, absl::string_view name,
-                               absl::string_view source) {
-  constexpr absl::string_view kPrefix = "{\"sealed\":\"";
-  if (!absl::StartsWith(line, kPrefix)) {
-    return OpenProtectedBytes(std::string(line), name, source);  // plain: allowed without a ring
-  }
-  absl::string_view encoded = line.substr(kPrefix.size());
+std::string LineOfSealedBytes(absl::string_view sealed) {
+  return absl::StrCat("{\"sealed\":\"", absl::Base64Escape(sealed), "\"}");
+}
+
+StatusOr<std::optional<std::string>> SealedBytesOfLine(absl::string_view line,
+                                                       absl::string_view source) {
+  absl::string_view encoded = line;
+  if (!absl::ConsumePrefix(&encoded, "{\"sealed\":\"")) return std::optional<std::string>();
   std::string sealed;
   if (!absl::ConsumeSuffix(&encoded, "\"}") || !absl::Base64Unescape(encoded, &sealed) ||
       !IsSealed(sealed)) {
     return absl::DataLossError(absl::StrCat(source, ": an encrypted line is damaged"));
   }
-  return OpenProtectedBytes(std::move(sealed), name, source);
+  return std::optional<std::string>(std::move(sealed));
+}
+
+StatusOr<std::string> OpenLine(absl::string_view line, absl::string_view name,
+                               absl::string_view source) {
+  FEDSILO_ASSIGN_OR_RETURN(std::optional<std::string> sealed, SealedBytesOfLine(line, source));
+  // A plain line is allowed without a ring (OpenProtectedBytes refuses it with one).
+  return OpenProtectedBytes(sealed.has_value() ? *std::move(sealed) : std::string(line), name,
+                            source);
 }
 
 Status WriteProtectedFile(const std::string& path, absl::string_view contents) {

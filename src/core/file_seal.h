@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -64,6 +65,12 @@ Protection ProtectionOf(absl::string_view path);
 // One record of a line-kept file, sealed under `name` when a sealer is
 // installed: {"sealed":"<base64>"}; else `text` as is. No newline.
 std::string SealLine(absl::string_view text, absl::string_view name);
+// The sealed bytes a line-kept record holds ({"sealed":"<base64>"}), nullopt
+// for a plain line; DataLoss naming `source` for a damaged one.
+StatusOr<std::optional<std::string>> SealedBytesOfLine(absl::string_view line,
+                                                       absl::string_view source);
+// The line that holds `sealed` bytes. No newline.
+std::string LineOfSealedBytes(absl::string_view sealed);
 // The record of such a line; the same errors as OpenProtectedBytes.
 StatusOr<std::string> OpenLine(absl::string_view line, absl::string_view name,
                                absl::string_view source);

@@ -13,9 +13,7 @@
 #include <ctime>
 #include <filesystem>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -305,12 +303,8 @@ StatusOr<std::vector<std::string>> StoredRecords(const std::string& path, Protec
   if (protection == Protection::kWhole) return std::vector<std::string>{std::move(bytes)};
   std::vector<std::string> records;
   for (absl::string_view line : absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
-    std::string record(line);
-    absl::string_view encoded = line;
-    if (absl::ConsumePrefix(&encoded, "{\"sealed\":\"") && absl::ConsumeSuffix(&encoded, "\"}")) {
-      absl::Base64Unescape(encoded, &record);
-    }
-    records.push_back(std::move(record));
+    FEDSILO_ASSIGN_OR_RETURN(std::optional<std::string> sealed, SealedBytesOfLine(line, path));
+    records.push_back(sealed.has_value() ? *std::move(sealed) : std::string(line));
   }
   return records;
 }
@@ -390,19 +384,14 @@ StatusOr<ReencryptStats> ReencryptTree(const std::string& dir, const KeyRing& ri
       ++index;
       const std::string source = absl::StrCat(path, " line ", index);
       if (line.empty()) return absl::DataLossError(absl::StrCat(source, ": an empty line"));
-      std::string record(line);
-      if (absl::StartsWith(line, "{\"sealed\":\"")) {
-        // The sealed bytes of the line, to re-seal.
-        absl::string_view encoded = line.substr(11);
-        if (!absl::ConsumeSuffix(&encoded, "\"}") || !absl::Base64Unescape(encoded, &record)) {
-          return absl::DataLossError(absl::StrCat(source, ": an encrypted line is damaged"));
-        }
-      }
+      // The sealed bytes of the line, to re-seal, or the plain line.
+      FEDSILO_ASSIGN_OR_RETURN(std::optional<std::string> sealed, SealedBytesOfLine(line, source));
+      const std::string record = sealed.has_value() ? *std::move(sealed) : std::string(line);
       FEDSILO_ASSIGN_OR_RETURN(
           std::optional<std::string> resealed,
           Reseal(sealer, record, SealedLineName(path, index), source, seal_plain, lines));
       if (resealed.has_value()) {
-        absl::StrAppend(&rewritten, "{\"sealed\":\"", absl::Base64Escape(*resealed), "\"}\n");
+        absl::StrAppend(&rewritten, LineOfSealedBytes(*resealed), "\n");
       } else {
         absl::StrAppend(&rewritten, line, "\n");
       }
