@@ -117,13 +117,15 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
                                {&silo_service, &jobs_service}));
   const std::string host = listen.substr(0, listen.rfind(':'));
   const std::string endpoint = absl::StrCat(host, ":", server->port());
-  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(state_dir + "/endpoint", endpoint + "\n"));
   std::printf("fedsilo orchestrator '%s' of federation '%s' serving on %s (%s)\n", kit.name.c_str(),
               kit.federation.c_str(), endpoint.c_str(),
               options.insecure ? "PLAINTEXT, --insecure" : "mutual TLS");
   std::printf("  state  %s (jobs in fedsilo.db, runs in runs/, audit trail in audit.log)\n",
               state_dir.c_str());
   std::fflush(stdout);
+  // The endpoint file says "ready": whoever waits for it finds the lines
+  // above already written.
+  FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(state_dir + "/endpoint", endpoint + "\n"));
 
   std::unique_ptr<orchestrator::DashboardServer> dashboard;
   if (!options.http.empty()) {
@@ -155,12 +157,12 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
     };
     FEDSILO_ASSIGN_OR_RETURN(dashboard, orchestrator::DashboardServer::Start(jobs, http));
     const std::string http_endpoint = absl::StrCat(http.host, ":", dashboard->port());
-    FEDSILO_RETURN_IF_ERROR(
-        WriteFileAtomically(state_dir + "/http_endpoint", http_endpoint + "\n"));
     std::printf("  web    %s://%s/ (dashboard, JSON API, /metrics; %s)\n",
                 options.insecure ? "http" : "https", http_endpoint.c_str(),
                 options.insecure ? "PLAINTEXT, no login" : "user certificates only");
     std::fflush(stdout);
+    FEDSILO_RETURN_IF_ERROR(
+        WriteFileAtomically(state_dir + "/http_endpoint", http_endpoint + "\n"));
   }
 
   manager.Start();
