@@ -278,6 +278,11 @@ TEST(CliTest, EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering) {
   EXPECT_GE(r["folders"][0]["reencrypted"].get<int>(), 4);  // final, 2 checkpoints, ledgers
   EXPECT_THAT(FileBytes(ledger), HasSubstr(r["current"].get<std::string>()));
   EXPECT_EQ(Fedsilo(show + " --storage-keys " + ring).exit_code, 0);
+  // The run store's values too, in one transaction.
+  ASSERT_EQ(r["folders"][0]["stores"].size(), 1u);
+  EXPECT_EQ(r["folders"][0]["stores"][0]["store"], dir + "/fedsilo.db");
+  EXPECT_GT(r["folders"][0]["stores"][0]["values"].get<int>(), 10);
+  EXPECT_EQ(Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring).exit_code, 0);
 
   // One flipped byte is caught, naming the file; nothing is shown.
   std::string bytes = FileBytes(ledger);
@@ -287,6 +292,51 @@ TEST(CliTest, EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering) {
   EXPECT_EQ(tampered.exit_code, 2);
   EXPECT_THAT(tampered.err, HasSubstr(ledger + ": encrypted file fails authentication"));
   EXPECT_EQ(tampered.out, "");
+}
+
+// A work folder used without a key ring, encrypted afterwards: its files and
+// its run store are sealed, and read only with the ring from then on.
+TEST(CliTest, SealExistingEncryptsAFolderStartedWithoutKeysStoreIncluded) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("seal-existing");
+  Result run = Fedsilo("run " + Example("digits.yaml") +
+                       " --set training.rounds=2 --quiet --json --workdir " + dir);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const nlohmann::json summary = LastLineJson(run.out);
+  const std::string run_id = summary["run_id"];
+  const std::string model = summary["final_model"];
+  ASSERT_NE(FileBytes(model).substr(0, 5), "FSEAL");
+  const std::string ring = dir + "/secrets/ring.yaml";
+  ASSERT_EQ(Fedsilo("keys new " + ring).exit_code, 0);
+
+  // Meanwhile a ring configured for the folder refuses its plain files.
+  Result refused = Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring);
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(refused.err, HasSubstr(dir + "/fedsilo.db: the job store is not encrypted"));
+  EXPECT_THAT(refused.err, HasSubstr("keys seal-existing"));
+
+  Result sealed = Fedsilo("keys seal-existing " + dir + " --storage-keys " + ring + " --json");
+  ASSERT_EQ(sealed.exit_code, 0) << sealed.err;
+  const nlohmann::json report = LastLineJson(sealed.out);
+  EXPECT_GE(report["folders"][0]["encrypted"].get<int>(), 3);
+  ASSERT_EQ(report["folders"][0]["stores"].size(), 1u);
+  EXPECT_GT(report["folders"][0]["stores"][0]["values"].get<int>(), 10);
+  EXPECT_EQ(FileBytes(model).substr(0, 5), "FSEAL");
+
+  for (const std::string& c : {std::string("runs list"), "runs show " + run_id}) {
+    Result without = Fedsilo(c + " --workdir " + dir);
+    EXPECT_EQ(without.exit_code, 2) << c;
+    EXPECT_THAT(without.err, HasSubstr("fedsilo.db: the job store is encrypted")) << c;
+    Result with = Fedsilo(c + " --workdir " + dir + " --storage-keys " + ring);
+    EXPECT_EQ(with.exit_code, 0) << c << with.err;
+    EXPECT_THAT(with.out, HasSubstr(run_id.substr(0, 12))) << c;
+  }
+  // A second run in the sealed folder goes on in the encrypted store.
+  Result again = Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=1 --quiet " +
+                         "--json --workdir " + dir + " --storage-keys " + ring);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  Result listed = Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring);
+  EXPECT_THAT(listed.out, HasSubstr(LastLineJson(again.out)["run_id"].get<std::string>().substr(0, 12)));
 }
 
 // Every strategy runs on the small examples with its default settings and
@@ -1154,7 +1204,7 @@ TEST(CliTest, SealedRunsOpenInEveryCommandWithTheKeyRingFromTheFlagOrTheEnvironm
     fs::remove(output);
     Result without = Fedsilo(c);
     EXPECT_EQ(without.exit_code, 2) << c;
-    EXPECT_THAT(without.err, HasSubstr(": the file is encrypted; give its storage key ring")) << c;
+    EXPECT_THAT(without.err, HasSubstr(" is encrypted; give its storage key ring")) << c;
     EXPECT_FALSE(fs::exists(output)) << c;
     Result flag = Fedsilo(c + " --storage-keys " + ring);
     EXPECT_EQ(flag.exit_code, 0) << c << "\n" << flag.err;
@@ -1172,6 +1222,11 @@ TEST(CliTest, SealedRunsOpenInEveryCommandWithTheKeyRingFromTheFlagOrTheEnvironm
 
   // The run store's commands take the ring too.
   for (const std::string& c : {"runs list" + w, "runs show " + run_id + w}) {
+    // The store is encrypted too: nothing of it is shown without the ring.
+    Result without = Fedsilo(c);
+    EXPECT_EQ(without.exit_code, 2) << c;
+    EXPECT_THAT(without.err, HasSubstr("fedsilo.db: the job store is encrypted")) << c;
+    EXPECT_THAT(without.out, Not(HasSubstr(run_id.substr(0, 12)))) << c;
     Result flag = Fedsilo(c + " --storage-keys " + ring);
     EXPECT_EQ(flag.exit_code, 0) << c << "\n" << flag.err;
     EXPECT_THAT(flag.out, HasSubstr(run_id.substr(0, 12))) << c;

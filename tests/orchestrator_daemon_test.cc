@@ -398,10 +398,17 @@ TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound)
     std::this_thread::sleep_for(50ms);
   }
   fed.Kill("orchestrator", SIGKILL);
+  // The store as it is now, kept to be put back later as an attacker would.
+  const std::string db = fed.dir() + "/state/fedsilo.db";
+  const std::string older_db = Read(db);
+  const std::string older_wal = Read(db + "-wal");
   // What the store holds after the kill, read before the restart can add to it.
   std::vector<orchestrator::RoundRecord> rounds_before;
   {
-    auto store = orchestrator::JobStore::Open(fed.dir() + "/state/fedsilo.db");
+    auto keys = secure::LoadKeyRing(ring);
+    ASSERT_TRUE(keys.ok()) << keys.status();
+    auto store = orchestrator::JobStore::Open(fed.dir() + "/state/fedsilo.db",
+                                              std::make_shared<secure::AeadFileSealer>(*keys));
     ASSERT_TRUE(store.ok()) << store.status();
     auto rounds = (*store)->Rounds("job-1");
     ASSERT_TRUE(rounds.ok()) << rounds.status();
@@ -448,6 +455,25 @@ TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound)
   Output sim = fed.Run("run " + job + sets + " --quiet --json --workdir " + fed.dir());
   ASSERT_EQ(sim.status, 0) << sim.err;
   EXPECT_TRUE(SameValues(Tensors(model), Tensors(LastJson(sim.out)["final_model"])));
+
+  // The attack: the store put back as it was at the kill, rounds behind. It
+  // opens with the ring, but its generation is older than the last one the
+  // audit log recorded: the orchestrator will not start on it.
+  fed.Kill("orchestrator", SIGTERM);
+  const std::string newest_db = Read(db);
+  ASSERT_FALSE(fs::exists(db + "-wal"));  // a clean stop folds the journal in
+  fs::remove(db + "-shm");
+  std::ofstream(db, std::ios::binary | std::ios::trunc) << older_db;
+  std::ofstream(db + "-wal", std::ios::binary | std::ios::trunc) << older_wal;
+  EXPECT_FALSE(fed.StartOrchestrator(port, {"--storage-keys", ring}))
+      << "the orchestrator started on an older store";
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("fedsilo.db: generation"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("an older copy was put back"));
+  fs::remove(db + "-wal");
+  fs::remove(db + "-shm");
+  std::ofstream(db, std::ios::binary | std::ios::trunc) << newest_db;
+  EXPECT_TRUE(fed.StartOrchestrator(port, {"--storage-keys", ring}))
+      << Read(fed.dir() + "/orchestrator.log");
 }
 
 // The orchestrator's web endpoint (--http): the dashboard, its JSON API and
@@ -749,7 +775,7 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   EXPECT_EQ(start_refused(fed.dir() + "/a-rolled-back.log"), 2)
       << "the silo ran on a rolled-back ledger";
   EXPECT_THAT(Read(fed.dir() + "/a-rolled-back.log"),
-              HasSubstr("an older copy of the ledger was put back"));
+              HasSubstr("an older copy was put back"));
   // Nothing was written over it: the operator can still restore the newest.
   EXPECT_EQ(Read(ledger), older_copy);
   std::ofstream(ledger, std::ios::binary | std::ios::trunc) << newest;

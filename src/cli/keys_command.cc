@@ -2,12 +2,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "core/file_seal.h"
+#include "orchestrator/job_store.h"
 #include "secure/storage_keys.h"
 
 namespace fedsilo::cli {
@@ -69,6 +71,45 @@ void PrintSealed(const secure::ReencryptStats& stats) {
   for (const std::string& f : stats.newly_sealed) std::printf("    encrypted %s\n", f.c_str());
 }
 
+// Re-seals the job stores (fedsilo.db) under `dir` with the ring's current
+// key, each in one transaction; with `seal_plain`, encrypts plain ones.
+// Returns each store with the number of values written.
+StatusOr<std::vector<std::pair<std::string, int64_t>>> ResealStores(const std::string& dir,
+                                                                    const secure::KeyRing& ring,
+                                                                    bool seal_plain) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> stores;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, ec), end; it != end; it.increment(ec)) {
+    if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
+    if (it->is_regular_file(ec) && it->path().filename() == "fedsilo.db") {
+      stores.push_back(it->path().string());
+    }
+  }
+  std::sort(stores.begin(), stores.end());
+  const auto sealer = std::make_shared<secure::AeadFileSealer>(ring);
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (const std::string& store : stores) {
+    FEDSILO_ASSIGN_OR_RETURN(int64_t values,
+                             orchestrator::JobStore::Reseal(store, sealer, seal_plain));
+    out.emplace_back(store, values);
+  }
+  return out;
+}
+
+void PrintStores(const std::vector<std::pair<std::string, int64_t>>& stores) {
+  for (const auto& [store, values] : stores) {
+    if (values > 0) std::printf("    store %s: %lld value(s) encrypted\n", store.c_str(),
+                                static_cast<long long>(values));
+  }
+}
+
+nlohmann::json StoresJson(const std::vector<std::pair<std::string, int64_t>>& stores) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [store, values] : stores) out.push_back({{"store", store}, {"values", values}});
+  return out;
+}
+
 }  // namespace
 
 Status KeysRotateCommand(const std::string& path, const std::vector<std::string>& dirs,
@@ -89,22 +130,25 @@ Status KeysRotateCommand(const std::string& path, const std::vector<std::string>
   nlohmann::json report = {{"key_ring", path}, {"current", added}, {"previous", old}};
   nlohmann::json folders = nlohmann::json::array();
   for (const std::string& dir : dirs) {
+    const std::string context = absl::StrCat("re-encrypting ", dir, " (the key ring keeps both keys)");
+    StatusOr<std::vector<std::pair<std::string, int64_t>>> stores =
+        ResealStores(dir, ring, seal_plain);
+    if (!stores.ok()) return Annotate(stores.status(), context);
     StatusOr<secure::ReencryptStats> stats =
         secure::ReencryptTree(dir, ring, seal_plain, force);
-    if (!stats.ok()) {
-      return Annotate(stats.status(),
-                      absl::StrCat("re-encrypting ", dir, " (the key ring keeps both keys)"));
-    }
+    if (!stats.ok()) return Annotate(stats.status(), context);
     folders.push_back({{"folder", dir},
                        {"reencrypted", stats->reencrypted},
                        {"already_current", stats->current},
                        {"plain", stats->plain},
-                       {"newly_sealed", stats->newly_sealed}});
+                       {"newly_sealed", stats->newly_sealed},
+                       {"stores", StoresJson(*stores)}});
     if (!json) {
       std::printf("  %s: %d file(s) re-encrypted, %d plain file(s) %s\n", dir.c_str(),
                   stats->reencrypted, stats->plain,
                   seal_plain ? "encrypted" : "left plain (--seal-plain encrypts them)");
       PrintSealed(*stats);
+      PrintStores(*stores);
     }
   }
   report["folders"] = folders;
@@ -142,16 +186,21 @@ Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<s
   }
   nlohmann::json folders = nlohmann::json::array();
   for (const std::string& dir : dirs) {
+    StatusOr<std::vector<std::pair<std::string, int64_t>>> stores =
+        ResealStores(dir, *ring, true);
+    if (!stores.ok()) return Annotate(stores.status(), absl::StrCat("encrypting ", dir));
     StatusOr<secure::ReencryptStats> stats = secure::ReencryptTree(dir, *ring, true, force);
     if (!stats.ok()) return Annotate(stats.status(), absl::StrCat("encrypting ", dir));
     folders.push_back({{"folder", dir},
                        {"encrypted", stats->reencrypted},
                        {"already_current", stats->current},
-                       {"newly_sealed", stats->newly_sealed}});
+                       {"newly_sealed", stats->newly_sealed},
+                       {"stores", StoresJson(*stores)}});
     if (!json) {
       std::printf("%s: %d file(s) encrypted with key '%s', %d already were\n", dir.c_str(),
                   stats->reencrypted, ring->current.c_str(), stats->current);
       PrintSealed(*stats);
+      PrintStores(*stores);
     }
   }
   if (json) {

@@ -96,6 +96,15 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<secure::AuditLog> audit,
                            secure::AuditLog::Open(state_dir + "/audit.log",
                                                   absl::StrCat("orchestrator '", kit.name, "'")));
+  // The store and the audit log vouch for each other: an older copy of the
+  // store put back, or the log cut back or removed, is caught here.
+  FEDSILO_RETURN_IF_ERROR(secure::CheckAgainstAuditLog(
+      {store->path(), store->generation(), store->audited_entries()}, *audit, "store_saved",
+      "The orchestrator will not start on it"));
+  store->SetAuditTrail([log = audit.get()] { return log->entries(); },
+                       [log = audit.get()](int64_t generation) {
+                         log->Record("store_saved", {{"generation", std::to_string(generation)}});
+                       });
   manager.SetAuditLog(audit.get());
   manager.SetFederationCa(files.ca_pem);
   orchestrator::OrchestratorMetrics metrics;

@@ -30,45 +30,6 @@
 #include "transport/tls_diagnosis.h"
 
 namespace fedsilo::cli {
-namespace {
-
-// DataLoss when the ledger and the audit log of `state` do not belong
-// together: the ledger is older than the last save the log recorded (an older
-// copy put back), or the log is shorter than it was at the ledger's last
-// save (entries cut off, or the log removed).
-Status CheckLedgerAgainstAuditLog(const silo::PrivacyGuard& guard, const secure::AuditLog& audit,
-                                  const std::string& state) {
-  const std::string ledger = state + "/privacy-ledger.json";
-  const std::string& log = audit.path();
-  if (guard.audited_entries() > audit.entries()) {
-    return absl::DataLossError(absl::StrCat(
-        log, ": ", audit.entries(), " entries, but ", ledger, " was saved when the log had ",
-        guard.audited_entries(),
-        ": the log was cut back or removed. The silo will not run without the record of what "
-        "its ledger did: restore the log"));
-  }
-  FEDSILO_ASSIGN_OR_RETURN(std::optional<secure::AuditEvent> saved,
-                           secure::LastAuditEvent(log, "ledger_saved"));
-  if (!saved.has_value()) return absl::OkStatus();
-  int64_t recorded = 0;
-  auto it = saved->data.find("generation");
-  if (it == saved->data.end() || !absl::SimpleAtoi(it->second, &recorded)) {
-    return absl::DataLossError(absl::StrCat(log, ": entry ", saved->seq,
-                                            " (ledger_saved) has no generation"));
-  }
-  if (guard.generation() < recorded) {
-    return absl::DataLossError(absl::StrCat(
-        ledger, ": generation ", guard.generation(), ", but the audit log (", log, " entry ",
-        saved->seq, ") recorded generation ", recorded,
-        ": an older copy of the ledger was put back, and with it budgets already spent. The "
-        "silo will not run on it: restore the newest ledger"));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-
 Status RunSiloCommand(const SiloCommandOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(
       secure::Kit kit,
@@ -110,7 +71,10 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
       secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));
   // The ledger and the audit log must belong together: an older ledger put
   // back (to "refill" a budget), or the log cut back or removed, is caught.
-  FEDSILO_RETURN_IF_ERROR(CheckLedgerAgainstAuditLog(*guard, *audit, state));
+  FEDSILO_RETURN_IF_ERROR(secure::CheckAgainstAuditLog(
+      {state + "/privacy-ledger.json", guard->generation(), guard->audited_entries()}, *audit,
+      "ledger_saved",
+      "The silo will not run on it, and with it on budgets already spent"));
   guard->SetAuditTrail([log = audit.get()] { return log->entries(); },
                        [log = audit.get()](int64_t generation) {
                          log->Record("ledger_saved",

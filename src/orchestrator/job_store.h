@@ -6,11 +6,32 @@
 // The schema carries a version; opening a store written by a newer fedsilo is
 // a FailedPrecondition error naming the file.
 //
+// Encryption at rest: a store created while a FileSealer is installed
+// (core/file_seal.h; the CLI installs one when a storage key ring is
+// configured) is an encrypted store. Every value derived from the silos' data
+// or words is then sealed, each bound to its place ("fedsilo.db metrics.value
+// job-3 7 a/accuracy"): resolved jobs (statistics), errors, round failures,
+// metric values, the silos' states, example counts and privacy spent, event
+// messages. What stays readable is what the orchestrator needs to find rows
+// and nothing a silo's records decide: ids, job and metric names, owners,
+// states, round numbers, counts of rounds and silos, times. An encrypted
+// store opened without the ring, a plain one opened with it, or a plain value
+// in an encrypted store is InvalidArgument / DataLoss naming the file.
+// docs/encryption-at-rest.md says why the store seals values and not pages
+// (SQLCipher).
+//
+// Rollback: the store carries a generation, raised by every job created and
+// round recorded. With an audit trail set (SetAuditTrail), each raise is also
+// written to the audit log, and the store records how long the log was; the
+// owner compares the two at start (secure::CheckAgainstAuditLog), so an older
+// copy of the store, or a cut log, is found.
+//
 // Thread safety: all methods are thread-safe (one connection, one mutex).
 #ifndef FEDSILO_ORCHESTRATOR_JOB_STORE_H_
 #define FEDSILO_ORCHESTRATOR_JOB_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -18,6 +39,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/file_seal.h"
 #include "core/mutex.h"
 #include "core/status.h"
 
@@ -87,15 +109,35 @@ struct EventRow {
 class JobStore {
  public:
   // 1: jobs, rounds, metrics, events. 2: jobs.experiment, job_silos.
-  static constexpr int kSchemaVersion = 2;
+  // 3: store_meta (encryption, generation).
+  static constexpr int kSchemaVersion = 3;
 
   // Opens or creates the store, migrating an older schema in place (one
-  // transaction). Internal naming the file when SQLite fails;
-  // FailedPrecondition when the file was written by a newer schema.
+  // transaction), encrypted as the installed FileSealer says (see above).
+  // Internal naming the file when SQLite fails; FailedPrecondition when the
+  // file was written by a newer schema.
   static StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
+  // The same with `sealer` (null: none) instead of the installed one.
+  static StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path,
+                                                  std::shared_ptr<const FileSealer> sealer);
   ~JobStore();
 
+  // Re-seals every sealed value of the store at `path` with `sealer` (its
+  // current key), in one transaction; with `seal_plain`, encrypts a plain
+  // store. Returns the number of values written; 0 for a plain store left
+  // plain. Errors name the file and the value that does not open.
+  static StatusOr<int64_t> Reseal(const std::string& path,
+                                  std::shared_ptr<const FileSealer> sealer, bool seal_plain);
+
   const std::string& path() const { return path_; }
+  bool encrypted() const { return sealer_ != nullptr; }
+
+  // Called, under the store's lock, as a generation is committed:
+  // `entries()` (the audit log's length, recorded with it) before, `saved(g)`
+  // (which appends an audit entry recording g) after.
+  void SetAuditTrail(std::function<int64_t()> entries, std::function<void(int64_t)> saved);
+  int64_t generation() const;
+  int64_t audited_entries() const;
 
   // Adds a queued job and returns it with its new id.
   StatusOr<JobRecord> CreateJob(JobRecord job);
@@ -132,9 +174,35 @@ class JobStore {
   StatusOr<std::vector<EventRow>> Events(const std::string& job_id, int64_t after_seq) const;
 
  private:
-  JobStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  class Statement;
+  JobStore(sqlite3* db, std::string path, std::shared_ptr<const FileSealer> sealer);
+  static StatusOr<std::unique_ptr<JobStore>> OpenAs(const std::string& path,
+                                                    std::shared_ptr<const FileSealer> sealer,
+                                                    bool any_mode);
   Status Exec(const std::string& sql) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Status Error(absl::string_view what) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The name a value is sealed under: "<store> <table>.<column> <row key>".
+  std::string FieldName(absl::string_view column, absl::string_view row) const;
+  // Binds `text` at `i`, sealed under FieldName(column, row) in an encrypted
+  // store; the same for a number (plain stores keep a REAL).
+  void BindSecret(Statement& s, int i, absl::string_view text, absl::string_view column,
+                  absl::string_view row) const;
+  void BindSecretNumber(Statement& s, int i, double value, absl::string_view column,
+                        absl::string_view row) const;
+  // Reads what BindSecret / BindSecretNumber wrote.
+  StatusOr<std::string> Secret(const Statement& s, int col, absl::string_view column,
+                               absl::string_view row) const;
+  StatusOr<double> SecretNumber(const Statement& s, int col, absl::string_view column,
+                                absl::string_view row) const;
+  // Raises the generation inside the open transaction (and records the
+  // audit log's length); Committed() reports it once committed.
+  Status RaiseGeneration() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Status Commit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Status ReadMeta() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Status WriteMeta(const std::string& key, int64_t value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  StatusOr<std::optional<SiloRow>> SiloLocked(const std::string& id, const std::string& silo) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Status PutSilo(const std::string& id, const SiloRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Every job, or (with `where_id`) the one with that id; an empty id is
   // nobody's, not everybody's.
   StatusOr<std::vector<JobRecord>> QueryJobs(const std::string* where_id) const
@@ -143,6 +211,14 @@ class JobStore {
   mutable Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   std::string path_;
+  std::string name_;  // SealedName(path_)
+  // Null for a plain store. Set at Open (Reseal sets it on a plain store).
+  std::shared_ptr<const FileSealer> sealer_;
+  int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t audited_entries_ ABSL_GUARDED_BY(mu_) = 0;
+  bool raised_ ABSL_GUARDED_BY(mu_) = false;  // in the open transaction
+  std::function<int64_t()> audit_entries_ ABSL_GUARDED_BY(mu_);
+  std::function<void(int64_t)> audit_saved_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fedsilo::orchestrator

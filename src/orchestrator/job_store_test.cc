@@ -5,12 +5,18 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "secure/storage_keys.h"
 
 namespace fedsilo::orchestrator {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string FreshPath(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/job_store_" + name;
@@ -262,6 +268,225 @@ TEST(JobStoreTest, UnreadableFileIsAClearError) {
   auto store = JobStore::Open("/nonexistent-dir/fedsilo.db");
   ASSERT_FALSE(store.ok());
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("/nonexistent-dir/fedsilo.db"));
+}
+
+
+// --- Encryption at rest --------------------------------------------------
+
+std::shared_ptr<const FileSealer> SealerOf(const secure::KeyRing& ring) {
+  return std::make_shared<secure::AeadFileSealer>(ring);
+}
+
+// The bytes of the store and its journal, as someone reading the disk sees
+// them.
+std::string DiskBytes(const std::string& path) {
+  std::string all;
+  for (const std::string& f : {path, path + "-wal"}) {
+    std::ifstream in(f, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    all += ss.str();
+  }
+  return all;
+}
+
+bool HoldsDouble(const std::string& bytes, double v) {
+  // SQLite keeps a REAL as 8 big-endian bytes.
+  uint64_t bits;
+  std::memcpy(&bits, &v, 8);
+  std::string be(8, '\0');
+  for (int i = 0; i < 8; ++i) be[i] = static_cast<char>(bits >> (56 - 8 * i));
+  return bytes.find(be) != std::string::npos;
+}
+
+// One job with a statistic in its resolved file, a round with an accuracy,
+// a silo's examples and privacy spent, a failure and an event.
+void FillWithSecrets(JobStore& store) {
+  JobRecord j = Job("secret-job");
+  j.job_yaml = "statistics: {mean: 4242.4242}\n";
+  auto job = store.CreateJob(j);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(store.AddSilos("job-1", {"a", "b", "c"}).ok());
+  RoundRecord r{1, 100.0, 0.5, 3, 2, {"c: row 31337 has a bad cell"}};
+  ASSERT_TRUE(store
+                  .CompleteRound("job-1", r,
+                                 {{1, "global", "global/test_accuracy", 0.123456789, 100.0},
+                                  {1, "a", "a/num_examples", 98765, 100.0},
+                                  {1, "a", "a/epsilon", 2.71828, 100.0}})
+                  .ok());
+  ASSERT_TRUE(store.AddEvent("job-1", "warn", "silo c: row 31337 has a bad cell").ok());
+  ASSERT_TRUE(store.SetState("job-1", JobState::kFailed, "silo c said 31337").ok());
+}
+
+TEST(JobStoreTest, AnEncryptedStoreKeepsNoDataDerivedValueInTheClear) {
+  const std::string path = FreshPath("sealed");
+  const secure::KeyRing ring = secure::NewKeyRing();
+  {
+    auto store = JobStore::Open(path, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_TRUE((*store)->encrypted());
+    FillWithSecrets(**store);
+    const std::string disk = DiskBytes(path);
+    for (const char* secret : {"4242.4242", "31337", "2.71828", "98765"}) {
+      EXPECT_EQ(disk.find(secret), std::string::npos) << secret << " is on the disk";
+    }
+    for (double v : {0.123456789, 98765.0, 2.71828}) EXPECT_FALSE(HoldsDouble(disk, v)) << v;
+    // What stays readable: names that find rows.
+    EXPECT_NE(disk.find("global/test_accuracy"), std::string::npos);
+  }
+  // Everything comes back with the ring.
+  auto store = JobStore::Open(path, SealerOf(ring));
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto job = (*store)->GetJob("job-1");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->job_yaml, "statistics: {mean: 4242.4242}\n");
+  EXPECT_EQ(job->error, "silo c said 31337");
+  auto metrics = (*store)->LatestMetrics("job-1");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(metrics->at("global/test_accuracy").value, 0.123456789);
+  auto silos = (*store)->Silos("job-1");
+  ASSERT_TRUE(silos.ok()) << silos.status();
+  ASSERT_EQ(silos->size(), 3u);
+  EXPECT_EQ((*silos)[0].examples, 98765);
+  EXPECT_EQ((*silos)[0].epsilon, 2.71828);
+  EXPECT_EQ((*silos)[1].state, "waiting");
+  EXPECT_EQ((*silos)[2].state, "dropped: row 31337 has a bad cell");
+  auto rounds = (*store)->Rounds("job-1");
+  ASSERT_TRUE(rounds.ok() && rounds->size() == 1u);
+  EXPECT_EQ((*rounds)[0].failures, std::vector<std::string>{"c: row 31337 has a bad cell"});
+  auto events = (*store)->Events("job-1", 0);
+  ASSERT_TRUE(events.ok() && events->size() == 1u);
+  EXPECT_EQ((*events)[0].message, "silo c: row 31337 has a bad cell");
+}
+
+TEST(JobStoreTest, AnEncryptedStoreWithoutItsRingOrAPlainOneWithARingIsRefusedByName) {
+  const std::string sealed = FreshPath("sealed-no-ring");
+  const secure::KeyRing ring = secure::NewKeyRing();
+  ASSERT_TRUE(JobStore::Open(sealed, SealerOf(ring)).ok());
+  auto without = JobStore::Open(sealed, nullptr);
+  ASSERT_FALSE(without.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(without.status())) << without.status();
+  EXPECT_THAT(std::string(without.status().message()), HasSubstr(sealed + ": the job store is encrypted"));
+  // Another ring's key does not open it.
+  auto other = JobStore::Open(sealed, SealerOf(secure::NewKeyRing()));
+  ASSERT_FALSE(other.ok());
+  EXPECT_THAT(std::string(other.status().message()), HasSubstr(sealed));
+
+  const std::string plain = FreshPath("plain-with-ring");
+  ASSERT_TRUE(JobStore::Open(plain, nullptr).ok());
+  auto with = JobStore::Open(plain, SealerOf(ring));
+  ASSERT_FALSE(with.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(with.status())) << with.status();
+  EXPECT_THAT(std::string(with.status().message()), HasSubstr("seal-existing"));
+}
+
+// Someone with write access but no key: moves a sealed value to another row,
+// or writes a plain value of their own. Neither is read as genuine.
+TEST(JobStoreTest, ASealedValueMovedToAnotherRowOrAPlainOneWrittenInIsRefused) {
+  const std::string path = FreshPath("sealed-swap");
+  const secure::KeyRing ring = secure::NewKeyRing();
+  {
+    auto store = JobStore::Open(path, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->CreateJob(Job("a")).ok());
+    for (int round = 1; round <= 2; ++round) {
+      ASSERT_TRUE((*store)
+                      ->CompleteRound("job-1", RoundRecord{round, 1.0, 1.0, 1, 1, {}},
+                                      {{round, "global", "global/test_accuracy", 0.1 * round, 1.0}})
+                      .ok());
+    }
+  }
+  auto tamper = [&](const char* sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    ASSERT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, &err), SQLITE_OK) << err;
+    sqlite3_close(db);
+  };
+  // Round 2's accuracy shown for round 1.
+  tamper(
+      "UPDATE metrics SET value = (SELECT value FROM metrics WHERE round = 2) WHERE round = 1");
+  {
+    auto store = JobStore::Open(path, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto metrics = (*store)->Metrics("job-1");
+    ASSERT_FALSE(metrics.ok());
+    EXPECT_TRUE(absl::IsDataLoss(metrics.status())) << metrics.status();
+    EXPECT_THAT(std::string(metrics.status().message()), HasSubstr("metrics.value of job-1 1"));
+  }
+  tamper("UPDATE metrics SET value = 0.99 WHERE round = 1");
+  auto store = JobStore::Open(path, SealerOf(ring));
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto metrics = (*store)->Metrics("job-1");
+  ASSERT_FALSE(metrics.ok());
+  EXPECT_THAT(std::string(metrics.status().message()), HasSubstr("a plain value in an encrypted store"));
+}
+
+TEST(JobStoreTest, EveryJobAndRoundRaisesTheGenerationAndTellsTheAuditTrail) {
+  const std::string path = FreshPath("generation");
+  const secure::KeyRing ring = secure::NewKeyRing();
+  std::vector<int64_t> saved;
+  int64_t log_length = 5;
+  {
+    auto store = JobStore::Open(path, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ((*store)->generation(), 0);
+    (*store)->SetAuditTrail([&] { return log_length; },
+                            [&](int64_t g) {
+                              saved.push_back(g);
+                              ++log_length;
+                            });
+    ASSERT_TRUE((*store)->CreateJob(Job("a")).ok());
+    ASSERT_TRUE((*store)->CompleteRound("job-1", RoundRecord{1, 1, 1, 1, 1, {}}, {}).ok());
+    // A round recorded twice changes nothing, the generation neither.
+    ASSERT_FALSE((*store)->CompleteRound("job-1", RoundRecord{1, 1, 1, 1, 1, {}}, {}).ok());
+    EXPECT_EQ((*store)->generation(), 2);
+    EXPECT_EQ((*store)->audited_entries(), 6);
+  }
+  EXPECT_EQ(saved, (std::vector<int64_t>{1, 2}));
+  auto store = JobStore::Open(path, SealerOf(ring));
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->generation(), 2);
+  EXPECT_EQ((*store)->audited_entries(), 6);
+}
+
+TEST(JobStoreTest, ResealingRotatesTheKeyAndEncryptsAPlainStore) {
+  // A plain store, encrypted in place.
+  const std::string path = FreshPath("reseal");
+  {
+    auto store = JobStore::Open(path, nullptr);
+    ASSERT_TRUE(store.ok()) << store.status();
+    FillWithSecrets(**store);
+  }
+  secure::KeyRing ring = secure::NewKeyRing();
+  auto plain_left = JobStore::Reseal(path, SealerOf(ring), /*seal_plain=*/false);
+  ASSERT_TRUE(plain_left.ok()) << plain_left.status();
+  EXPECT_EQ(*plain_left, 0);
+  ASSERT_TRUE(JobStore::Open(path, nullptr).ok()) << "left plain";
+  auto sealed = JobStore::Reseal(path, SealerOf(ring), /*seal_plain=*/true);
+  ASSERT_TRUE(sealed.ok()) << sealed.status();
+  EXPECT_GT(*sealed, 10);
+  EXPECT_EQ(DiskBytes(path).find("31337"), std::string::npos);
+  EXPECT_FALSE(JobStore::Open(path, nullptr).ok()) << "now encrypted";
+
+  // A new key: everything re-sealed with it, and opens with it alone.
+  const std::string old_key = ring.current;
+  secure::AddKey(ring);
+  auto rotated = JobStore::Reseal(path, SealerOf(ring), false);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(*rotated, *sealed);
+  ring.keys.erase(old_key);
+  auto store = JobStore::Open(path, SealerOf(ring));
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto job = (*store)->GetJob("job-1");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->job_yaml, "statistics: {mean: 4242.4242}\n");
+  auto metrics = (*store)->LatestMetrics("job-1");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(metrics->at("a/num_examples").value, 98765);
+  auto events = (*store)->Events("job-1", 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  EXPECT_EQ(events->size(), 1u);
 }
 
 }  // namespace

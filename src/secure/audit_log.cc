@@ -298,4 +298,29 @@ StatusOr<AuditAnchor> ParseAuditAnchor(absl::string_view text) {
   return a;
 }
 
+Status CheckAgainstAuditLog(const GenerationRecord& file, const AuditLog& log,
+                            absl::string_view saved_event, absl::string_view consequence) {
+  if (file.audited_entries > log.entries()) {
+    return absl::DataLossError(absl::StrCat(
+        log.path(), ": ", log.entries(), " entries, but ", file.what,
+        " was saved when the log had ", file.audited_entries, ": the log was cut back or removed. ",
+        consequence, " without the record of what it did: restore the log"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::optional<AuditEvent> saved, LastAuditEvent(log.path(), saved_event));
+  if (!saved.has_value()) return absl::OkStatus();
+  int64_t recorded = 0;
+  auto it = saved->data.find("generation");
+  if (it == saved->data.end() || !absl::SimpleAtoi(it->second, &recorded)) {
+    return absl::DataLossError(absl::StrCat(log.path(), ": entry ", saved->seq, " (", saved_event,
+                                            ") has no generation"));
+  }
+  if (file.generation < recorded) {
+    return absl::DataLossError(absl::StrCat(
+        file.what, ": generation ", file.generation, ", but the audit log (", log.path(),
+        " entry ", saved->seq, ") recorded generation ", recorded,
+        ": an older copy was put back. ", consequence, ": restore the newest copy"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace fedsilo::secure

@@ -98,6 +98,21 @@ struct AuditEvent {
 StatusOr<std::optional<AuditEvent>> LastAuditEvent(const std::string& path,
                                                    absl::string_view event);
 
+// A file that keeps a generation and the audit log's length when it was last
+// saved (a privacy ledger, the job store), checked against `log`, where each
+// save was recorded as a `saved_event` entry with a "generation": DataLoss
+// when the log is shorter than the file says (the log was cut or removed) or
+// records a later generation than the file holds (an older copy of the file
+// was put back). `what` names the file and `consequence` says what the
+// program will not do ("The silo will not run on it").
+struct GenerationRecord {
+  std::string what;
+  int64_t generation = 0;
+  int64_t audited_entries = 0;
+};
+Status CheckAgainstAuditLog(const GenerationRecord& file, const AuditLog& log,
+                            absl::string_view saved_event, absl::string_view consequence);
+
 // "SEQ:HASH". InvalidArgument otherwise.
 StatusOr<AuditAnchor> ParseAuditAnchor(absl::string_view text);
 
