@@ -8,6 +8,8 @@
 //   fedsilo-bench dp-step     DP-SGD step time against SGD (2NN, CNN)
 //   fedsilo-bench sandbox     local training rounds of a TorchScript module in its
 //                             sandbox against loaded in the process (digits, MNIST CNN)
+//   fedsilo-bench store       the job store recording a long run and reading its
+//                             metrics back, plain and with sealed values
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -31,6 +33,7 @@
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "sandbox_bench.h"
+#include "store_bench.h"
 #include "secure/provisioner.h"
 #include "secure/secagg.h"
 #include "strategy/fed_avg.h"
@@ -410,6 +413,14 @@ int main(int argc, char** argv) {
   sandbox_cmd->add_option("--data-dir", sbo.data_dir, "The built-in data sets");
   sandbox_cmd->add_flag("--json", sbo.json, "Print a JSON summary as the last line");
 
+  fedsilo::bench::StoreBenchOptions sto;
+  CLI::App* store_cmd = app.add_subcommand(
+      "store", "The job store recording a long run, plain and with sealed values");
+  store_cmd->add_option("--rounds", sto.rounds, "Rounds recorded")->check(CLI::Range(1, 100000));
+  store_cmd->add_option("--silos", sto.silos, "Silos reporting each round")
+      ->check(CLI::Range(1, 1000));
+  store_cmd->add_flag("--json", sto.json, "Print a JSON summary as the last line");
+
   CLI::App* echo = app.add_subcommand("echo-silo", "(internal) a silo that returns the model");
   echo->add_option("--kit", kit)->required();
   echo->add_option("--orchestrator", target)->required();
@@ -433,6 +444,7 @@ int main(int argc, char** argv) {
   if (*transport_cmd) return RunTransport(tr);
   if (*dp_step) return fedsilo::bench::RunDpStep(dps);
   if (*sandbox_cmd) return fedsilo::bench::RunSandboxBench(sbo);
+  if (*store_cmd) return fedsilo::bench::RunStoreBench(sto);
   if (*echo) return RunEchoSilo(kit, target);
   if (*push_client)
     return fedsilo::bench::RunTlsPushClient(kit, push_port, push_bytes, push_repeats);

@@ -653,6 +653,92 @@ TEST(OrchestratorDaemonTest, ABadCellsValueNeverLeavesTheSilo) {
   EXPECT_THAT(Read(fed.dir() + "/c.log"), HasSubstr("c.csv:3: 'SECRET-AMOUNT-4242'"));
 }
 
+// Silos send their audit log's signed head to the orchestrator (at connect,
+// every N entries, at each job's end), which keeps it where the silo's
+// operator cannot take it back. A log cut back afterwards fails against the
+// anchors; an anchor edited at the orchestrator fails its signature; a silo
+// restarted with its log cut back (and its ledger removed, so it starts at
+// all) is reported by the orchestrator.
+TEST(OrchestratorDaemonTest, SilosAnchorTheirAuditLogsAtTheOrchestrator) {
+  Federation fed("anchors");
+  ASSERT_TRUE(fed.StartOrchestrator());
+  const std::string ring = fed.dir() + "/secrets/storage-keys.yaml";
+  ASSERT_EQ(fed.Run("keys new " + ring).status, 0);
+  for (const char* s : {"a", "b", "c"}) {
+    fed.StartSilo(s, {"--storage-keys", ring, "--audit-anchor-every", "5"});
+  }
+  const std::string job = fed.WriteJob("job", kJob);
+  ASSERT_EQ(fed.User("submit " + job).status, 0);
+  Output waited = fed.User("status job-1 --wait");
+  ASSERT_EQ(waited.status, 0) << waited.out << waited.err;
+
+  // The job's end asks for heads; they come a moment later. Kept: during the
+  // job (every 5 entries) and at its end (at connect the logs were empty).
+  const std::string anchors = fed.dir() + "/state/audit-anchors/a.jsonl";
+  const std::string log = fed.dir() + "/kits/a/state/audit.log";
+  const std::string keys = " --storage-keys " + ring;
+  const std::string verify = "audit verify " + log + " --anchors " + anchors + " --ca " +
+                             fed.dir() + "/kits/a/ca.crt" + keys + " --json";
+  nlohmann::json verified;
+  for (int i = 0; i < 100; ++i) {
+    Output v = fed.Run(verify);
+    if (v.status == 0) verified = LastJson(v.out);
+    if (verified.is_object() && verified["latest_anchor"]["entries"] == verified["entries"]) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(verified.is_object()) << Read(anchors);
+  EXPECT_EQ(verified["latest_anchor"]["entries"], verified["entries"])
+      << "the job's end was not anchored";
+  EXPECT_GE(verified["anchors"].get<int>(), 2);
+  EXPECT_EQ(verified["signed_by"], "a");
+  EXPECT_TRUE(verified["anchored"].get<bool>());
+  EXPECT_TRUE(verified["keyed"].get<bool>());
+  // The orchestrator's own chain records them too.
+  EXPECT_THAT(Read(fed.dir() + "/state/audit.log"), HasSubstr("\"silo_audit_head\""));
+
+  // Signatures are not optional, and an anchor edited where it is kept proves
+  // nothing.
+  Output no_ca = fed.Run("audit verify " + log + " --anchors " + anchors + keys);
+  EXPECT_EQ(no_ca.status, 2);
+  EXPECT_THAT(no_ca.err, HasSubstr("--anchors needs --ca"));
+  const std::string kept = Read(anchors);
+  std::vector<std::string> lines = absl::StrSplit(kept, '\n', absl::SkipEmpty());
+  nlohmann::json edited = nlohmann::json::parse(lines.back());
+  edited["entries"] = edited["entries"].get<int64_t>() + 1000;
+  lines.back() = edited.dump();
+  std::ofstream(anchors, std::ios::trunc) << absl::StrJoin(lines, "\n") << "\n";
+  Output forged = fed.Run(verify);
+  EXPECT_NE(forged.status, 0);
+  EXPECT_THAT(forged.err, HasSubstr("a.jsonl:" + std::to_string(lines.size()) +
+                                    ": this anchor's signature does not verify"));
+  std::ofstream(anchors, std::ios::trunc) << kept;
+
+  // The attack: silo a's operator cuts its log back to the first entry (a
+  // valid, shorter keyed chain) and removes its ledger, which would refuse
+  // the cut log.
+  fed.Kill("a", SIGTERM);
+  const std::string full = Read(log);
+  std::vector<std::string> entries = absl::StrSplit(full, '\n', absl::SkipEmpty());
+  ASSERT_GT(entries.size(), 5u);
+  std::ofstream(log, std::ios::binary | std::ios::trunc) << entries[0] << "\n";
+  ASSERT_TRUE(fs::remove(fed.dir() + "/kits/a/state/privacy-ledger.json"));
+  EXPECT_EQ(fed.Run("audit verify " + log + keys).status, 0) << "a valid chain on its own";
+  Output cut = fed.Run(verify);
+  EXPECT_EQ(cut.status, 2);
+  EXPECT_THAT(cut.err, HasSubstr("ends at entry 1, but the anchor records entry"));
+  EXPECT_THAT(cut.err, HasSubstr("entries were cut off the end"));
+  // Started again, its first head is behind what the orchestrator kept.
+  fed.StartSilo("a", {"--storage-keys", ring});
+  std::string orchestrator_log;
+  for (int i = 0; i < 200; ++i) {
+    orchestrator_log = Read(fed.dir() + "/orchestrator.log");
+    if (orchestrator_log.find("silo 'a': its audit log went back") != std::string::npos) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_THAT(orchestrator_log, HasSubstr("silo 'a': its audit log went back (entry 1 now"));
+  EXPECT_THAT(Read(fed.dir() + "/state/audit.log"), HasSubstr("silo_audit_head_regressed"));
+}
+
 // The steps a silo's ledger (its text) holds for a run (-1 before it is
 // admitted).
 int64_t LedgerSteps(const std::string& ledger_text, const std::string& run) {

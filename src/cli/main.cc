@@ -204,6 +204,10 @@ int Main(int argc, char** argv) {
   silo->add_option("--data-dir", silo_options.data_dir,
                    "Folder of the built-in data sets (default: $FEDSILO_DATA or data/)");
   silo->add_option("--storage-keys", storage_keys, storage_keys_help);
+  silo->add_option("--audit-anchor-every", silo_options.audit_anchor_every,
+                   "Send the audit log's signed head to the orchestrator at least every N "
+                   "entries (also at connect and at each job's end; default 100)")
+      ->check(CLI::Range(1, 1000000));
   silo->add_flag("--insecure", silo_options.insecure,
                  "Connect WITHOUT TLS (the orchestrator must run --insecure too); for debugging "
                  "networks only");
@@ -377,15 +381,22 @@ int Main(int argc, char** argv) {
 
   CLI::App* audit = app.add_subcommand("audit", "Audit trails");
   audit->require_subcommand(1);
-  std::string audit_path, audit_anchor;
+  AuditVerifyOptions audit_options;
   CLI::App* audit_verify = audit->add_subcommand(
       "verify", "Check an audit log's hash chain and report the first broken entry");
-  audit_verify->add_option("log", audit_path, "The audit log (<state>/audit.log)")->required();
+  audit_verify->add_option("log", audit_options.path, "The audit log (<state>/audit.log)")
+      ->required();
   audit_verify->add_flag("--json", json, "Print JSON");
   audit_verify->add_option("--storage-keys", storage_keys, storage_keys_help);
-  audit_verify->add_option("--anchor", audit_anchor,
+  audit_verify->add_option("--anchor", audit_options.anchor,
                            "ENTRY:HASH printed by an earlier verify and kept elsewhere: also "
                            "check that the log still reaches it unchanged");
+  audit_verify->add_option("--anchors", audit_options.anchors_file,
+                           "A silo's signed audit heads as the orchestrator keeps them "
+                           "(<state>/audit-anchors/SILO.jsonl): check the log against every one");
+  audit_verify->add_option("--ca", audit_options.ca_file,
+                           "The federation's CA certificate (ca.pem in any kit), to check the "
+                           "anchors' signatures");
 
   CLI::App* runs = app.add_subcommand(
       "runs",
@@ -556,7 +567,8 @@ int Main(int argc, char** argv) {
     return ran.ok() ? kExitOk : ReportError(ran);
   }
   if (*audit) {
-    Status ran = AuditVerifyCommand(audit_path, audit_anchor, json);
+    audit_options.json = json;
+    Status ran = AuditVerifyCommand(audit_options);
     return ran.ok() ? kExitOk : ReportError(ran);
   }
   if (*keys) {

@@ -15,6 +15,7 @@
 #include "core/file_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/sandbox.h"
+#include "orchestrator/audit_anchors.h"
 #include "orchestrator/dashboard.h"
 #include "orchestrator/job_manager.h"
 #include "orchestrator/job_store.h"
@@ -106,6 +107,19 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
                          log->Record("store_saved", {{"generation", std::to_string(generation)}});
                        });
   manager.SetAuditLog(audit.get());
+  // The silos' signed audit log heads, kept where their operators cannot
+  // take them back.
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::unique_ptr<orchestrator::AuditAnchors> anchors,
+      orchestrator::AuditAnchors::Open(state_dir + "/audit-anchors", audit.get()));
+  {
+    FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<secure::SignatureChecker> checker,
+                             secure::SignatureChecker::Create(files.ca_pem, revoked));
+    silo_service.SetAuditHeadSink(std::move(checker),
+                                  [keep = anchors.get()](const secure::SignedAuditHead& head) {
+                                    keep->Record(head);
+                                  });
+  }
   manager.SetFederationCa(files.ca_pem);
   orchestrator::OrchestratorMetrics metrics;
   manager.SetMetrics(&metrics);

@@ -108,6 +108,37 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   client_options.diagnose = [&files, target = client_options.target, insecure = options.insecure] {
     return transport::DiagnoseConnection(target, files, insecure, std::chrono::seconds(5));
   };
+  // The audit log's head, signed with the kit's key, for the orchestrator to
+  // keep (docs/audit-trail.md): when connecting, when a job ends, and after a
+  // task once `audit_anchor_every` entries were added since the last one.
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<secure::MessageSigner> head_signer,
+                           secure::MessageSigner::Create(files.key_pem));
+  int64_t anchored = 0;  // the entry last sent; the session thread's only
+  client_options.audit_head =
+      [&, every = options.audit_anchor_every](bool requested) -> std::optional<v1::AuditHead> {
+    const secure::AuditLog::Head now = audit->head();
+    if (now.seq == 0 || (!requested && now.seq - anchored < every)) return std::nullopt;
+    secure::SignedAuditHead head;
+    head.federation = kit.federation;
+    head.participant = kit.name;
+    head.head = {now.seq, now.hash};
+    head.unix_millis = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+    head.certificate_pem = files.cert_pem;
+    if (Status signed_head = secure::SignAuditHead(head, *head_signer); !signed_head.ok()) {
+      spdlog::warn("audit log head not sent: {}", std::string(signed_head.message()));
+      return std::nullopt;
+    }
+    anchored = now.seq;
+    v1::AuditHead m;
+    m.set_entries(head.head.seq);
+    m.set_hash(head.head.hash);
+    m.set_unix_millis(head.unix_millis);
+    m.set_certificate(head.certificate_pem);
+    m.set_signature(head.signature);
+    return m;
+  };
   transport::SiloClient client(transport::ChannelCredentialsFor(files, options.insecure),
                                client_options, &runtime);
 

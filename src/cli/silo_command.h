@@ -18,6 +18,9 @@ struct SiloCommandOptions {
   std::string state_dir;     // empty = <kit>/state; holds privacy-ledger.json
   std::string models_dir;    // TorchScript models may be loaded from here; empty = none
   bool json = false;         // ledger: JSON output
+  // The audit log's signed head goes to the orchestrator at least every this
+  // many entries (and at connect and at every job's end).
+  int audit_anchor_every = 100;
 };
 
 // `fedsilo silo ledger`: prints the silo's privacy ledger (and, with a

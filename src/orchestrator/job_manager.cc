@@ -369,6 +369,9 @@ void JobManager::RunJob(JobRecord record) {
                                 : "job_failed",
                    {{"job", record.id}, {"reason", std::string(outcome.message())}});
   }
+  // Each silo's audit log head, signed, kept as an anchor of what it held
+  // when the job ended.
+  if (!stopping) service_->RequestAuditHeads(record.id);
 }
 
 Status JobManager::WaitForSilos(const JobRecord& record, const JobConfig& job) {

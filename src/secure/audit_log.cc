@@ -178,18 +178,24 @@ int64_t AuditLog::entries() const {
   return seq_;
 }
 
+AuditLog::Head AuditLog::head() const {
+  MutexLock lock(&mu_);
+  return {seq_, head_};
+}
+
 void AuditLog::Record(absl::string_view event, const std::map<std::string, std::string>& data) {
   Status s = Append(event, data);
   if (!s.ok()) spdlog::error("audit: {}", std::string(s.message()));
 }
 
 StatusOr<AuditVerification> VerifyAuditLog(const std::string& path,
-                                           const std::optional<AuditAnchor>& anchor) {
+                                           const std::vector<AuditAnchor>& anchors) {
   FEDSILO_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   AuditVerification v;
   v.head = kGenesis;
   int line_number = 0;
-  std::optional<std::string> anchored_hash;  // the hash of the anchor's entry
+  std::map<int64_t, std::string> hashes;  // of the anchored entries
+  for (const AuditAnchor& a : anchors) hashes[a.seq];
   const std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
   for (size_t i = 0; i < lines.size(); ++i) {
     const absl::string_view line = lines[i];
@@ -231,24 +237,29 @@ StatusOr<AuditVerification> VerifyAuditLog(const std::string& path,
     }
     v.head = hash;
     ++v.entries;
-    if (anchor.has_value() && v.entries == anchor->seq) anchored_hash = hash;
+    if (auto it = hashes.find(v.entries); it != hashes.end()) it->second = hash;
   }
   if (!text.empty() && text.back() != '\n') {
     return absl::DataLossError(absl::StrCat(path, ":", line_number, ": the last entry is torn"));
   }
-  if (anchor.has_value()) {
-    if (!anchored_hash.has_value()) {
+  // The earliest anchor that fails is the first sign of what happened.
+  std::vector<AuditAnchor> sorted = anchors;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const AuditAnchor& a, const AuditAnchor& b) { return a.seq < b.seq; });
+  for (const AuditAnchor& anchor : sorted) {
+    if (anchor.seq > v.entries) {
       return absl::DataLossError(absl::StrCat(
-          path, ": ends at entry ", v.entries, ", but the anchor records entry ", anchor->seq,
-          " (hash ", anchor->hash, "): entries were cut off the end"));
+          path, ": ends at entry ", v.entries, ", but the anchor records entry ", anchor.seq,
+          " (hash ", anchor.hash, "): entries were cut off the end"));
     }
-    if (*anchored_hash != anchor->hash) {
+    const std::string& found = hashes.at(anchor.seq);
+    if (found != anchor.hash) {
       return absl::DataLossError(absl::StrCat(
-          path, ": entry ", anchor->seq, " has hash ", *anchored_hash, ", but the anchor records ",
-          anchor->hash, ": the log was rewritten up to that entry"));
+          path, ": entry ", anchor.seq, " has hash ", found, ", but the anchor records ",
+          anchor.hash, ": the log was rewritten up to that entry"));
     }
-    v.anchored = true;
   }
+  v.anchored = !anchors.empty();
   return v;
 }
 
@@ -321,6 +332,91 @@ Status CheckAgainstAuditLog(const GenerationRecord& file, const AuditLog& log,
         ": an older copy was put back. ", consequence, ": restore the newest copy"));
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+bool IsHexHash(absl::string_view h) {
+  return h.size() == 64 &&
+         std::all_of(h.begin(), h.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+}  // namespace
+
+std::string AuditHeadMessage(const SignedAuditHead& h) {
+  return absl::StrCat("fedsilo audit head v1\n", h.federation, "\n", h.participant, "\n",
+                      h.head.seq, "\n", h.head.hash, "\n", h.unix_millis, "\n");
+}
+
+Status SignAuditHead(SignedAuditHead& h, const MessageSigner& signer) {
+  FEDSILO_ASSIGN_OR_RETURN(h.signature, signer.Sign(AuditHeadMessage(h)));
+  return absl::OkStatus();
+}
+
+Status CheckAuditHead(const SignedAuditHead& h, const SignatureChecker& checker,
+                      ParticipantKind kind) {
+  if (h.head.seq < 1 || !IsHexHash(h.head.hash) || h.unix_millis <= 0 ||
+      h.certificate_pem.size() > 16384 || h.signature.size() > 512 || h.federation.size() > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the audit head of '", ShownName(h.participant),
+        "' is malformed (it needs an entry number of at least 1, a hash of 64 hex digits, a "
+        "time, and a certificate and signature of sensible size)"));
+  }
+  return checker.Check(h.participant, kind, h.certificate_pem, AuditHeadMessage(h), h.signature,
+                       std::chrono::system_clock::time_point(std::chrono::milliseconds(h.unix_millis)));
+}
+
+std::string AuditHeadLine(const SignedAuditHead& h, int64_t received_unix_millis) {
+  std::string signature;
+  signature.resize(sodium_base64_ENCODED_LEN(h.signature.size(), sodium_base64_VARIANT_ORIGINAL));
+  sodium_bin2base64(signature.data(), signature.size(),
+                    reinterpret_cast<const unsigned char*>(h.signature.data()), h.signature.size(),
+                    sodium_base64_VARIANT_ORIGINAL);
+  signature.resize(std::strlen(signature.c_str()));
+  return nlohmann::json{{"federation", h.federation},
+                        {"participant", h.participant},
+                        {"entries", h.head.seq},
+                        {"hash", h.head.hash},
+                        {"unix_millis", h.unix_millis},
+                        {"received_unix_millis", received_unix_millis},
+                        {"certificate", h.certificate_pem},
+                        {"signature", signature}}
+      .dump();
+}
+
+StatusOr<SignedAuditHead> ParseAuditHeadLine(absl::string_view line, absl::string_view source) {
+  const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not an audit anchor: ", why));
+  };
+  if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
+  SignedAuditHead h;
+  for (const char* key : {"federation", "participant", "hash", "certificate", "signature"}) {
+    if (!j.contains(key) || !j[key].is_string()) return bad(absl::StrCat("no text '", key, "'"));
+  }
+  for (const char* key : {"entries", "unix_millis"}) {
+    if (!j.contains(key) || !j[key].is_number_integer()) {
+      return bad(absl::StrCat("no whole number '", key, "'"));
+    }
+  }
+  h.federation = j["federation"].get<std::string>();
+  h.participant = j["participant"].get<std::string>();
+  h.head.seq = j["entries"].get<int64_t>();
+  h.head.hash = j["hash"].get<std::string>();
+  h.unix_millis = j["unix_millis"].get<int64_t>();
+  h.certificate_pem = j["certificate"].get<std::string>();
+  const std::string signature = j["signature"].get<std::string>();
+  h.signature.resize(signature.size());
+  size_t length = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(h.signature.data()), h.signature.size(),
+                        signature.data(), signature.size(), nullptr, &length, nullptr,
+                        sodium_base64_VARIANT_ORIGINAL) != 0) {
+    return bad("the signature is not base64");
+  }
+  h.signature.resize(length);
+  return h;
 }
 
 }  // namespace fedsilo::secure

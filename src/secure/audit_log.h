@@ -29,12 +29,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
 #include "core/model_state.h"
 #include "core/mutex.h"
 #include "core/status.h"
+#include "secure/certificate_authority.h"
 
 namespace fedsilo::secure {
 
@@ -59,6 +61,12 @@ class AuditLog {
   const std::string& path() const { return path_; }
   // Entries in the log (its last sequence number).
   int64_t entries() const;
+  // The last entry's number and hash (0 and 64 zeros for an empty log).
+  struct Head {
+    int64_t seq = 0;
+    std::string hash;
+  };
+  Head head() const;
 
  private:
   AuditLog(std::string path, std::string actor, int fd, int64_t seq, std::string head)
@@ -117,11 +125,40 @@ Status CheckAgainstAuditLog(const GenerationRecord& file, const AuditLog& log,
 StatusOr<AuditAnchor> ParseAuditAnchor(absl::string_view text);
 
 // Checks every entry's hash and link (and, for sealed entries, their
-// authentication under the installed sealer), and with `anchor` that the log
-// reaches the anchored entry with the anchored hash. DataLoss naming the
-// file, the line and the entry's sequence number at the first break.
+// authentication under the installed sealer), and that the log reaches every
+// anchored entry with the anchored hash. DataLoss naming the file, the line
+// and the entry's sequence number at the first break, or the anchor the log
+// does not reach (entries cut off) or does not match (the log rewritten).
 StatusOr<AuditVerification> VerifyAuditLog(const std::string& path,
-                                           const std::optional<AuditAnchor>& anchor = {});
+                                           const std::vector<AuditAnchor>& anchors = {});
+
+// A participant's audit log head signed with the key of its certificate: an
+// anchor someone else keeps (the orchestrator keeps its silos'), which the
+// participant cannot take back and nobody else can forge.
+struct SignedAuditHead {
+  std::string federation;
+  std::string participant;
+  AuditAnchor head;
+  int64_t unix_millis = 0;
+  std::string certificate_pem;
+  std::string signature;  // DER, by MessageSigner
+};
+// What is signed: "fedsilo audit head v1", the federation, the participant,
+// the entry number, its hash and the time, one per line.
+std::string AuditHeadMessage(const SignedAuditHead& head);
+// Sets head.signature.
+Status SignAuditHead(SignedAuditHead& head, const MessageSigner& signer);
+// InvalidArgument for a malformed head (no entry, a hash that is not 64 hex
+// digits, oversized fields); PermissionDenied unless its certificate verifies
+// with `checker` for a participant of `kind` named head.participant at the
+// time it was signed, and the signature is its key's.
+Status CheckAuditHead(const SignedAuditHead& head, const SignatureChecker& checker,
+                      ParticipantKind kind);
+// One JSON object per line, as the orchestrator keeps them
+// (<state>/audit-anchors/<silo>.jsonl); `received_unix_millis` is when it came.
+std::string AuditHeadLine(const SignedAuditHead& head, int64_t received_unix_millis);
+// InvalidArgument naming `source` for a line that is not one.
+StatusOr<SignedAuditHead> ParseAuditHeadLine(absl::string_view line, absl::string_view source);
 
 }  // namespace fedsilo::secure
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/file_seal.h"
 #include "core/file_util.h"
+#include "secure/certificate_authority.h"
 #include "secure/storage_keys.h"
 
 namespace fedsilo::secure {
@@ -38,8 +39,8 @@ void WriteLines(const std::string& path, const std::vector<std::string>& lines) 
   std::ofstream(path, std::ios::trunc) << absl::StrJoin(lines, "\n") << "\n";
 }
 
-void WriteEntries(const std::string& path, int n) {
-  auto log = AuditLog::Open(path, "orchestrator 'o'");
+void WriteEntries(const std::string& path, int n, const std::string& actor = "orchestrator 'o'") {
+  auto log = AuditLog::Open(path, actor);
   ASSERT_TRUE(log.ok()) << log.status();
   for (int i = 1; i <= n; ++i) {
     ASSERT_TRUE((*log)
@@ -107,10 +108,12 @@ TEST(AuditLogTest, ATornLastEntryIsCutAndTheCutRecorded) {
 
 // What someone who can write the file but has no key ring would do: rewrite
 // the log as a consistent chain of its own (here: plain entries).
+// A valid chain of n entries, each unlike the genuine ones (whatever the
+// clock says), in place of the log.
 void ForgeConsistentChain(const std::string& path, int n) {
   SetFileSealer(nullptr);
   fs::remove(path);
-  WriteEntries(path, n);
+  WriteEntries(path, n, "orchestrator 'forger'");
 }
 
 struct ScopedRing {
@@ -168,11 +171,11 @@ TEST(AuditLogTest, AnAnchorCatchesACutOffTailAndARewrittenChain) {
   const std::string kept = absl::StrCat(before->entries, ":", before->head);
   StatusOr<AuditAnchor> anchor = ParseAuditAnchor(kept);
   ASSERT_TRUE(anchor.ok()) << anchor.status();
-  StatusOr<AuditVerification> reaches = VerifyAuditLog(path, *anchor);
+  StatusOr<AuditVerification> reaches = VerifyAuditLog(path, {*anchor});
   ASSERT_TRUE(reaches.ok()) << reaches.status();
   EXPECT_TRUE(reaches->anchored);
   WriteEntries(path, 2);  // a log that grew since still reaches its anchor
-  EXPECT_TRUE(VerifyAuditLog(path, *anchor).ok());
+  EXPECT_TRUE(VerifyAuditLog(path, {*anchor}).ok());
 
   // The last three entries cut off: a valid, shorter chain...
   std::vector<std::string> lines = Lines(path);
@@ -180,17 +183,114 @@ TEST(AuditLogTest, AnAnchorCatchesACutOffTailAndARewrittenChain) {
   WriteLines(path, lines);
   ASSERT_TRUE(VerifyAuditLog(path).ok());
   // ...that the anchor exposes.
-  StatusOr<AuditVerification> cut = VerifyAuditLog(path, *anchor);
+  StatusOr<AuditVerification> cut = VerifyAuditLog(path, {*anchor});
   EXPECT_EQ(cut.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(cut.status().message()),
               HasSubstr("ends at entry 5, but the anchor records entry 6"));
   // A chain rewritten consistently from the start: the anchored entry differs.
   ForgeConsistentChain(path, 7);
-  StatusOr<AuditVerification> rewritten = VerifyAuditLog(path, *anchor);
+  StatusOr<AuditVerification> rewritten = VerifyAuditLog(path, {*anchor});
   EXPECT_THAT(std::string(rewritten.status().message()),
               HasSubstr("entry 6 has hash"));
   for (const char* bad : {"6", "x:abc", "0:" , "6:ABC"}) {
     EXPECT_EQ(ParseAuditAnchor(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+// Several anchors over time: each must match, and the earliest one that does
+// not is reported.
+TEST(AuditLogTest, EveryAnchorMustMatchNotOnlyTheLast) {
+  const std::string path = FreshLog("anchors");
+  WriteEntries(path, 3);
+  StatusOr<AuditVerification> first = VerifyAuditLog(path);
+  ASSERT_TRUE(first.ok());
+  WriteEntries(path, 3);
+  StatusOr<AuditVerification> second = VerifyAuditLog(path);
+  ASSERT_TRUE(second.ok());
+  const std::vector<AuditAnchor> anchors = {{3, first->head}, {6, second->head}};
+  ASSERT_TRUE(VerifyAuditLog(path, anchors).ok());
+  ForgeConsistentChain(path, 6);  // rewritten, as long as before
+  StatusOr<AuditVerification> v = VerifyAuditLog(path, anchors);
+  ASSERT_FALSE(v.ok());
+  EXPECT_THAT(std::string(v.status().message()), HasSubstr("entry 3 has hash"));
+}
+
+struct Participant {
+  std::string name;
+  std::unique_ptr<CertificateAuthority> ca;
+  IssuedCertificate issued;
+};
+
+Participant Issue(const std::string& name, ParticipantKind kind) {
+  Participant p;
+  p.name = name;
+  p.ca = std::move(CertificateAuthority::Create("fed", 30, std::chrono::system_clock::now()))
+             .value();
+  CertificateRequest request;
+  request.name = name;
+  request.kind = kind;
+  p.issued = std::move(p.ca->Issue(request, std::chrono::system_clock::now())).value();
+  return p;
+}
+
+SignedAuditHead HeadOf(const Participant& p, int64_t seq) {
+  SignedAuditHead h;
+  h.federation = "fed";
+  h.participant = p.name;
+  h.head = {seq, std::string(64, 'a')};
+  h.unix_millis = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  h.certificate_pem = p.issued.certificate_pem;
+  auto signer = MessageSigner::Create(p.issued.private_key_pem);
+  EXPECT_TRUE(signer.ok());
+  EXPECT_TRUE(SignAuditHead(h, **signer).ok());
+  return h;
+}
+
+TEST(AuditLogTest, ASignedHeadVerifiesAndAnyChangeToItDoesNot) {
+  const Participant silo = Issue("hospital-a", ParticipantKind::kSilo);
+  auto checker = SignatureChecker::Create(silo.ca->certificate_pem());
+  ASSERT_TRUE(checker.ok()) << checker.status();
+  const SignedAuditHead head = HeadOf(silo, 42);
+  ASSERT_TRUE(CheckAuditHead(head, **checker, ParticipantKind::kSilo).ok());
+
+  // Kept as a line and read back, it still verifies.
+  auto parsed = ParseAuditHeadLine(AuditHeadLine(head, 1), "anchors.jsonl:1");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->head.seq, 42);
+  EXPECT_TRUE(CheckAuditHead(*parsed, **checker, ParticipantKind::kSilo).ok());
+
+  // Whoever keeps it (the orchestrator) cannot move it: another entry,
+  // another hash, another silo's name, another federation, another time.
+  SignedAuditHead moved = head;
+  moved.head.seq = 41;
+  EXPECT_TRUE(absl::IsPermissionDenied(CheckAuditHead(moved, **checker, ParticipantKind::kSilo)));
+  moved = head;
+  moved.head.hash = std::string(64, 'b');
+  EXPECT_TRUE(absl::IsPermissionDenied(CheckAuditHead(moved, **checker, ParticipantKind::kSilo)));
+  moved = head;
+  moved.participant = "hospital-b";
+  EXPECT_TRUE(absl::IsPermissionDenied(CheckAuditHead(moved, **checker, ParticipantKind::kSilo)));
+  moved = head;
+  moved.federation = "other";
+  EXPECT_TRUE(absl::IsPermissionDenied(CheckAuditHead(moved, **checker, ParticipantKind::kSilo)));
+  moved = head;
+  moved.unix_millis += 1;
+  EXPECT_TRUE(absl::IsPermissionDenied(CheckAuditHead(moved, **checker, ParticipantKind::kSilo)));
+  // Nor forge one with a certificate of another federation.
+  const Participant stranger = Issue("hospital-a", ParticipantKind::kSilo);
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      CheckAuditHead(HeadOf(stranger, 42), **checker, ParticipantKind::kSilo)));
+  // Malformed heads are refused before any signature is looked at.
+  moved = head;
+  moved.head.hash = "not-a-hash";
+  EXPECT_TRUE(absl::IsInvalidArgument(CheckAuditHead(moved, **checker, ParticipantKind::kSilo)));
+  moved = head;
+  moved.head.seq = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(CheckAuditHead(moved, **checker, ParticipantKind::kSilo)));
+  for (const char* bad : {"", "{}", "[1]", "{\"entries\": 1}"}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(ParseAuditHeadLine(bad, "x").status())) << bad;
   }
 }
 

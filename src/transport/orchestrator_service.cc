@@ -12,6 +12,7 @@
 #include "core/model_state_file.h"
 #include "core/mutex.h"
 #include "transport/chunks.h"
+#include "secure/audit_log.h"
 #include "transport/grpc_logging.h"
 #include "transport/tls.h"
 
@@ -234,6 +235,13 @@ void OrchestratorService::CancelRun(const std::string& run_id, const std::string
     abort.mutable_abort()->set_reason(reason);
     s->Write(abort);
   }
+}
+
+void OrchestratorService::RequestAuditHeads(const std::string& job_id) {
+  if (!audit_head_sink_) return;
+  fedsilo::v1::OrchestratorMessage ask;
+  ask.mutable_audit_head_request()->set_job_id(job_id);
+  for (const std::shared_ptr<Session>& s : Sessions()) s->Write(ask);
 }
 
 void OrchestratorService::Deliver(Session& session, StatusOr<FitReply> result) {
@@ -608,6 +616,28 @@ grpc::Status OrchestratorService::Connect(
           } else if (matches) {
             Deliver(*session, absl::InternalError(f.reason()));
           }
+          break;
+        }
+        case fedsilo::v1::SiloMessage::kAuditHead: {
+          if (!audit_head_sink_ || audit_head_checker_ == nullptr) break;  // not kept here
+          const fedsilo::v1::AuditHead& h = message.audit_head();
+          // Whose head it is comes from the stream's certificate; the
+          // signature must say the same.
+          secure::SignedAuditHead head;
+          head.federation = peer->federation;
+          head.participant = silo;
+          head.head = {h.entries(), h.hash()};
+          head.unix_millis = h.unix_millis();
+          head.certificate_pem = h.certificate();
+          head.signature = h.signature();
+          Status checked =
+              secure::CheckAuditHead(head, *audit_head_checker_, ParticipantKind::kSilo);
+          if (!checked.ok()) {
+            why = absl::InvalidArgumentError(
+                absl::StrCat("its audit log head: ", checked.message()));
+            break;
+          }
+          audit_head_sink_(head);
           break;
         }
         default:

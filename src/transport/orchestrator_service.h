@@ -23,6 +23,7 @@
 #include "core/mutex.h"
 #include "core/status.h"
 #include "fedsilo/v1/federation.grpc.pb.h"
+#include "secure/audit_log.h"
 #include "transport/silo_connection.h"
 #include "transport/tls.h"
 
@@ -59,6 +60,17 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   }
   // How often every open stream's certificate is checked again (default 20 s).
   void set_validity_sweep(std::chrono::milliseconds every);
+  // Silos' signed audit log heads (secure::SignedAuditHead) go to `sink`
+  // once `checker` (the federation's CA) verified them for the silo whose
+  // stream they came on; a head that does not verify breaks the protocol and
+  // closes the stream. Without a sink, heads are ignored. Call before serving.
+  void SetAuditHeadSink(std::shared_ptr<const secure::SignatureChecker> checker,
+                        std::function<void(const secure::SignedAuditHead&)> sink) {
+    audit_head_checker_ = std::move(checker);
+    audit_head_sink_ = std::move(sink);
+  }
+  // Asks every connected silo for its audit log head (at the end of a job).
+  void RequestAuditHeads(const std::string& job_id);
 
   grpc::Status WhoAmI(grpc::ServerContext* context, const fedsilo::v1::WhoAmIRequest* request,
                       fedsilo::v1::WhoAmIReply* reply) override;
@@ -116,6 +128,8 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
 
   PeerAuthenticator auth_;
   SiloSessionListener* listener_;
+  std::shared_ptr<const secure::SignatureChecker> audit_head_checker_;  // set before serving
+  std::function<void(const secure::SignedAuditHead&)> audit_head_sink_;
   std::atomic<uint64_t> next_session_{1};
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};

@@ -171,10 +171,20 @@ Status SiloClient::RunSession() {
         if (!write(beat)) break;
       }
     });
+    // The audit log's head, signed, when one is due (or asked for).
+    auto send_head = [&](bool requested) {
+      if (!options_.audit_head) return true;
+      std::optional<fedsilo::v1::AuditHead> head = options_.audit_head(requested);
+      if (!head.has_value()) return true;
+      fedsilo::v1::SiloMessage m;
+      *m.mutable_audit_head() = *std::move(head);
+      return write(m);
+    };
     fedsilo::v1::OrchestratorMessage message;
     fedsilo::v1::TaskHeader task;
     ChunkAssembler model;
-    while (stream->Read(&message)) {
+    bool open = send_head(true);
+    while (open && stream->Read(&message)) {
       if (message.has_task()) {
         task = message.task();
         pending_nonce_.clear();
@@ -194,7 +204,9 @@ Status SiloClient::RunSession() {
         pending_update_.clear();
         if (!sent) break;
       } else if (message.has_secure()) {
-        if (!AnswerSecureStep(message.secure(), write)) break;
+        if (!AnswerSecureStep(message.secure(), write) || !send_head(false)) break;
+      } else if (message.has_audit_head_request()) {
+        if (!send_head(true)) break;
       } else if (message.has_abort()) {
         spdlog::info("job '{}' ended by the orchestrator: {}", message.abort().job_id(),
                      message.abort().reason());
@@ -204,7 +216,8 @@ Status SiloClient::RunSession() {
         Status added = model.Add(message.chunk());
         if (!added.ok()) {
           if (!write(TaskFailedMessage(task, added))) break;
-        } else if (model.complete() && !AnswerTask(task, model.Take(), write)) {
+        } else if (model.complete() && (!AnswerTask(task, model.Take(), write) ||
+                                        !send_head(false))) {
           break;
         }
       }

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,11 @@ struct SiloClientOptions {
   // with InvalidArgument: retrying would not help.
   std::function<ConnectionDiagnosis()> diagnose;
   int max_certificate_failures = 3;
+  // The silo's signed audit log head to send, if any: asked with
+  // `requested` true when the session opens and when the orchestrator asks
+  // (at the end of each job), false after each task (send one only if due).
+  // Called on the session's reading thread.
+  std::function<std::optional<fedsilo::v1::AuditHead>(bool requested)> audit_head;
 };
 
 class SiloClient {

@@ -60,13 +60,15 @@ enum Attack {
   kUnasked,         // update bytes before any result, then a secure reply nobody asked
   kHeartbeatFlood,  // thousands of heartbeats, then a failure
   kSlowDrip,        // the upload a few bytes at a time, slower than the timeout
+  kForgedHead,      // an audit log head with a certificate and signature of its own making
   kAttacks
 };
 
 const char* AttackName(int a) {
   static const char* names[] = {"absurd size", "truncated",       "duplicated",
                                 "garbage",     "replayed",        "out of order",
-                                "unasked",     "heartbeat flood", "slow drip"};
+                                "unasked",     "heartbeat flood", "slow drip",
+                                "forged audit head"};
   return names[a];
 }
 
@@ -239,10 +241,22 @@ class Mallory {
           }
         }
         break;
+      case kForgedHead: {
+        v1::SiloMessage head;
+        head.mutable_audit_head()->set_entries(7);
+        head.mutable_audit_head()->set_hash(std::string(64, 'f'));
+        head.mutable_audit_head()->set_unix_millis(1);
+        head.mutable_audit_head()->set_certificate("-----BEGIN CERTIFICATE-----\nforged\n");
+        head.mutable_audit_head()->set_signature("not a signature");
+        stream.Write(head);
+        stream.Write(Failed(task));
+        break;
+      }
       default:
         break;
     }
-    return attack != kAbsurdSize && attack != kOutOfOrder && attack != kSlowDrip;
+    return attack != kAbsurdSize && attack != kOutOfOrder && attack != kSlowDrip &&
+           attack != kForgedHead;
   }
 
   std::shared_ptr<grpc::Channel> channel_;
@@ -443,6 +457,7 @@ TEST(HostilePeerTest, TheOrchestratorOutlivesHostileSilosAndUsersAndTheHonestJob
       {kOutOfOrder, "unexpected message"},
       {kUnasked, "update bytes nobody asked for"},
       {kSlowDrip, "upload not finished within"},
+      {kForgedHead, "its audit log head"},
   };
   for (int attack : tried) {
     auto it = reasons.find(attack);
