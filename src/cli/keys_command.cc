@@ -97,10 +97,12 @@ StatusOr<std::vector<std::pair<std::string, int64_t>>> ResealStores(const std::s
   return out;
 }
 
-void PrintStores(const std::vector<std::pair<std::string, int64_t>>& stores) {
+void PrintStores(const std::vector<std::pair<std::string, int64_t>>& stores, const char* done) {
   for (const auto& [store, values] : stores) {
-    if (values > 0) std::printf("    store %s: %lld value(s) encrypted\n", store.c_str(),
-                                static_cast<long long>(values));
+    if (values > 0) {
+      std::printf("    store %s: %lld value(s) %s\n", store.c_str(), static_cast<long long>(values),
+                  done);
+    }
   }
 }
 
@@ -148,7 +150,7 @@ Status KeysRotateCommand(const std::string& path, const std::vector<std::string>
                   stats->reencrypted, stats->plain,
                   seal_plain ? "encrypted" : "left plain (--seal-plain encrypts them)");
       PrintSealed(*stats);
-      PrintStores(*stores);
+      PrintStores(*stores, "re-encrypted");
     }
   }
   report["folders"] = folders;
@@ -200,7 +202,7 @@ Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<s
       std::printf("%s: %d file(s) encrypted with key '%s', %d already were\n", dir.c_str(),
                   stats->reencrypted, ring->current.c_str(), stats->current);
       PrintSealed(*stats);
-      PrintStores(*stores);
+      PrintStores(*stores, "encrypted");
     }
   }
   if (json) {

@@ -74,7 +74,7 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   FEDSILO_RETURN_IF_ERROR(secure::CheckAgainstAuditLog(
       {state + "/privacy-ledger.json", guard->generation(), guard->audited_entries()}, *audit,
       "ledger_saved",
-      "The silo will not run on it, and with it on budgets already spent"));
+      "The silo will not run on it (budgets already spent would be spent again)"));
   guard->SetAuditTrail([log = audit.get()] { return log->entries(); },
                        [log = audit.get()](int64_t generation) {
                          log->Record("ledger_saved",

@@ -315,7 +315,7 @@ Status CheckAgainstAuditLog(const GenerationRecord& file, const AuditLog& log,
     return absl::DataLossError(absl::StrCat(
         log.path(), ": ", log.entries(), " entries, but ", file.what,
         " was saved when the log had ", file.audited_entries, ": the log was cut back or removed. ",
-        consequence, " without the record of what it did: restore the log"));
+        consequence, ": restore the log"));
   }
   FEDSILO_ASSIGN_OR_RETURN(std::optional<AuditEvent> saved, LastAuditEvent(log.path(), saved_event));
   if (!saved.has_value()) return absl::OkStatus();
