@@ -792,17 +792,20 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
   EXPECT_EQ(torchscript_artifacts, 1);
 
   // With a key ring, the run's final_model.pt is sealed like its weights;
-  // exported, it is a plain, valid module again.
+  // exported, it is a plain, valid module again. (A folder of its own: this
+  // one's plain run store is refused with a ring.)
   const std::string ring = dir + "/secrets/ring.yaml";
   ASSERT_EQ(Fedsilo("keys new " + ring).exit_code, 0);
+  const std::string sealed_w = " --workdir " + dir + "/sealed";
   Result sealed = Fedsilo("run " + Example("torchscript/digits.yaml") +
-                          " --set training.rounds=1 --quiet --json --storage-keys " + ring + w);
+                          " --set training.rounds=1 --quiet --json --storage-keys " + ring +
+                          sealed_w);
   ASSERT_EQ(sealed.exit_code, 0) << sealed.err;
   const nlohmann::json sealed_summary = LastLineJson(sealed.out);
   EXPECT_EQ(FileBytes(sealed_summary["run_dir"].get<std::string>() + "/final_model.pt").substr(0, 5),
             "FSEAL");
   Result plain_pt = Fedsilo("export " + sealed_summary["run_id"].get<std::string>() + " --out " +
-                            dir + "/sealed-run.pt --storage-keys " + ring + w);
+                            dir + "/sealed-run.pt --storage-keys " + ring + sealed_w);
   ASSERT_EQ(plain_pt.exit_code, 0) << plain_pt.err;
   EXPECT_NE(FileBytes(dir + "/sealed-run.pt").substr(0, 5), "FSEAL");
   Result module_ok = Fedsilo("check-module " + dir + "/sealed-run.pt");

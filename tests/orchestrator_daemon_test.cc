@@ -712,6 +712,11 @@ TEST(OrchestratorDaemonTest, SilosAnchorTheirAuditLogsAtTheOrchestrator) {
   EXPECT_THAT(forged.err, HasSubstr("a.jsonl:" + std::to_string(lines.size()) +
                                     ": this anchor's signature does not verify"));
   std::ofstream(anchors, std::ios::trunc) << kept;
+  // Another silo's anchors are not this log's.
+  Output other = fed.Run("audit verify " + log + " --anchors " + fed.dir() +
+                         "/state/audit-anchors/b.jsonl --ca " + fed.dir() + "/kits/a/ca.crt" + keys);
+  EXPECT_EQ(other.status, 2);
+  EXPECT_THAT(other.err, HasSubstr("these anchors are silo 'b''s, but"));
 
   // The attack: silo a's operator cuts its log back to the first entry (a
   // valid, shorter keyed chain) and removes its ledger, which would refuse

@@ -35,7 +35,8 @@ StatusOr<std::vector<secure::SignedAuditHead>> ReadSignedHeads(const std::string
     const std::string source = absl::StrCat(file, ":", line_number);
     FEDSILO_ASSIGN_OR_RETURN(secure::SignedAuditHead head,
                              secure::ParseAuditHeadLine(line, source));
-    if (!heads.empty() && head.participant != heads.front().participant) {
+    if (!heads.empty() && (head.participant != heads.front().participant ||
+                           head.federation != heads.front().federation)) {
       return absl::InvalidArgumentError(absl::StrCat(
           source, ": an anchor of '", secure::ShownName(head.participant), "' among '",
           secure::ShownName(heads.front().participant), "''s: one file holds one silo's"));
@@ -75,6 +76,17 @@ Status AuditVerifyCommand(const AuditVerifyOptions& options) {
   const secure::SignedAuditHead* latest = nullptr;
   for (const secure::SignedAuditHead& h : signed_heads) {
     if (latest == nullptr || h.head.seq > latest->head.seq) latest = &h;
+  }
+  // Another silo's anchors prove nothing about this log (and would frame it).
+  if (latest != nullptr) {
+    StatusOr<secure::AuditVerification> chain = secure::VerifyAuditLog(options.path);
+    if (chain.ok() && chain->entries > 0 &&
+        chain->actor != absl::StrCat("silo '", latest->participant, "'")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          options.anchors_file, ": these anchors are silo '",
+          secure::ShownName(latest->participant), "''s, but ", options.path, " was written by ",
+          secure::ShownName(chain->actor)));
+    }
   }
   StatusOr<secure::AuditVerification> v = secure::VerifyAuditLog(options.path, anchors);
   if (options.json) {

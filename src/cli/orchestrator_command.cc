@@ -195,6 +195,7 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   manager.Stop();
   if (dashboard != nullptr) dashboard->Stop();
   server->Shutdown();
+  store->SetAuditTrail(nullptr, nullptr);  // the log goes first
   return absl::OkStatus();
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -79,19 +80,31 @@ void AuditAnchors::Record(const secure::SignedAuditHead& head) {
   const bool behind = last.has_value() && head.head.seq < last->head.seq;
   const bool rewritten =
       last.has_value() && head.head.seq == last->head.seq && head.head.hash != last->head.hash;
-  Last next{head.head, kBurst, now};
+  Last next{head.head, kBurst - 1, now};
   if (last.has_value()) {
     if (!behind && !rewritten && head.head.seq == last->head.seq) return;  // nothing new
+    // Every head kept costs one of the silo's allowance, regressions too: a
+    // silo alternating two heads gets no further than one counting up.
     const double earned = std::chrono::duration<double>(now - last->counted) / kRefill;
     next.allowance = std::min(kBurst, last->allowance + std::max(0.0, earned));
-    if (next.allowance < 1 && !behind && !rewritten) {
+    if (next.allowance < 1) {
       last_[silo]->allowance = next.allowance;
       last_[silo]->counted = now;
       return;
     }
-    next.allowance = std::max(0.0, next.allowance - 1);
+    next.allowance -= 1;
   }
   const std::string path = PathOf(silo);
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (!ec && size >= kMaxFileBytes) {
+    if (full_.insert(silo).second) {
+      spdlog::error("silo '{}': {} holds {} bytes; no more of its audit log heads are kept until "
+                    "it is archived",
+                    silo, path, size);
+    }
+    return;
+  }
   if (Status kept = AppendLine(path, secure::AuditHeadLine(head, Millis(now))); !kept.ok()) {
     spdlog::error("silo '{}': its audit log head was not kept: {}", silo,
                   std::string(kept.message()));

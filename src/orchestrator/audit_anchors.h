@@ -12,10 +12,12 @@
 #define FEDSILO_ORCHESTRATOR_AUDIT_ANCHORS_H_
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -33,11 +35,11 @@ class AuditAnchors {
                                                       Clock clock = nullptr);
 
   // Keeps `head` (already verified) unless it repeats the last one kept for
-  // its silo, or the silo sent more than kBurst heads lately (one more is
-  // allowed every kRefill): a silo cannot fill the disk. A
-  // head behind the last one (fewer entries), or at the same entry with
-  // another hash, is kept regardless, with a warning in the log and an
-  // audit entry: that silo's audit log was cut back or rewritten.
+  // its silo, the silo had more than kBurst heads kept lately (one more is
+  // allowed every kRefill), or its file reached kMaxFileBytes: a silo cannot
+  // fill the disk. A head behind the last one kept (fewer entries), or at
+  // the same entry with another hash, is reported with a warning in the log
+  // and an audit entry: that silo's audit log was cut back or rewritten.
   void Record(const secure::SignedAuditHead& head);
 
   // The file of a silo's anchors.
@@ -46,6 +48,7 @@ class AuditAnchors {
  private:
   static constexpr double kBurst = 20;
   static constexpr std::chrono::seconds kRefill{10};
+  static constexpr uintmax_t kMaxFileBytes = 64u << 20;
   struct Last {
     secure::AuditAnchor head;
     double allowance = kBurst;  // heads it may send now
@@ -61,6 +64,7 @@ class AuditAnchors {
   const Clock clock_;
   Mutex mu_;
   std::map<std::string, std::optional<Last>> last_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> full_ ABSL_GUARDED_BY(mu_);  // silos whose file is full (said once)
 };
 
 }  // namespace fedsilo::orchestrator

@@ -90,5 +90,16 @@ TEST(AuditAnchorsTest, ASiloSendingHeadsWithoutEndIsHeldToABurst) {
   EXPECT_THAT(*ReadFile(book.dir + "-audit.log"), HasSubstr("silo_audit_head_regressed"));
 }
 
+// Regressions are reported, but a silo alternating two heads (or counting
+// down) is held to the same burst as one counting up.
+TEST(AuditAnchorsTest, ASiloAlternatingHeadsIsHeldToTheBurstToo) {
+  Book book("alternate");
+  for (int i = 0; i < 1000; ++i) book.anchors->Record(Head("a", 5, i % 2 == 0 ? 'a' : 'b'));
+  EXPECT_LE(book.Kept("a").size(), 21u);
+  for (int i = 1000; i > 0; --i) book.anchors->Record(Head("b", i));
+  EXPECT_LE(book.Kept("b").size(), 21u);
+  EXPECT_LE(book.log->entries(), 42);
+}
+
 }  // namespace
 }  // namespace fedsilo::orchestrator

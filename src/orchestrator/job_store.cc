@@ -11,12 +11,15 @@
 #include <chrono>
 #include <cstring>
 #include <iterator>
+#include <random>
 #include <utility>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "core/mutex.h"
 #include "core/unix_time.h"
 
@@ -83,8 +86,10 @@ CREATE TABLE IF NOT EXISTS job_silos (
 )sql";
 
 // The store's own facts: "encrypted" (0 or 1, set when the store is
-// created), "generation" and "audit_entries" (see job_store.h; sealed in an
-// encrypted store).
+// created), "store_id" (random, part of every sealed value's name, so values
+// cannot move between stores), and "state" (sealed in an encrypted store):
+// "GENERATION AUDIT_ENTRIES" and the highest row id of each table in
+// kCountedTables when the generation was raised.
 constexpr const char* kSchemaV3 = R"sql(
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value NOT NULL);
 )sql";
@@ -103,6 +108,9 @@ struct SecretColumn {
   const char* where;
 };
 constexpr SecretColumn kSecretColumns[] = {
+    {"jobs", "owner", false, "id", ""},
+    {"jobs", "run_id", false, "id", ""},
+    {"jobs", "state", false, "id", ""},
     {"jobs", "job_yaml", false, "id", ""},
     {"jobs", "error", false, "id", ""},
     {"rounds", "failures", false, "job_id || ' ' || round", ""},
@@ -111,8 +119,13 @@ constexpr SecretColumn kSecretColumns[] = {
     {"job_silos", "examples", true, "job_id || ' ' || silo", ""},
     {"job_silos", "epsilon", true, "job_id || ' ' || silo", ""},
     {"events", "message", false, "job_id || ' ' || seq", ""},
-    {"store_meta", "value", true, "key", " WHERE key <> 'encrypted'"},
+    {"store_meta", "value", false, "key", " WHERE key = 'state'"},
 };
+
+// The tables rows are only added to; their highest row ids are part of the
+// sealed state, so that an older copy of the store does not pass with a
+// newer state copied into it.
+constexpr const char* kCountedTables[] = {"jobs", "rounds", "metrics", "events"};
 
 constexpr const char* kJobColumns =
     "id, name, owner, job_yaml, run_id, state, rounds_total, rounds_completed, created, started, "
@@ -270,9 +283,14 @@ StatusOr<std::unique_ptr<JobStore>> JobStore::OpenAs(const std::string& path,
       if (!s.ok()) made = store->Error("recording the store's encryption");
     }
     if (made.ok() && version < 3) {
-      made = store->WriteMeta("generation", 0);
-      if (made.ok()) made = store->WriteMeta("audit_entries", 0);
+      std::random_device random;
+      store->store_id_ = absl::StrFormat("%08x%08x", random(), random());
+      Statement s(db, "INSERT INTO store_meta (key, value) VALUES ('store_id', ?)");
+      s.Bind(1, store->store_id_);
+      s.Step();
+      if (!s.ok()) made = store->Error("recording the store's id");
     }
+    if (made.ok() && version < 3) made = store->WriteState(0, 0);
     if (made.ok()) made = store->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion));
     if (!made.ok()) {
       store->Exec("ROLLBACK").IgnoreError();
@@ -307,7 +325,7 @@ StatusOr<std::unique_ptr<JobStore>> JobStore::OpenAs(const std::string& path,
     }
     store->sealer_ = nullptr;  // read as the plain store it is
   }
-  FEDSILO_RETURN_IF_ERROR(store->ReadMeta());
+  FEDSILO_RETURN_IF_ERROR(store->ReadMeta(encrypted));
   return store;
 }
 
@@ -331,7 +349,7 @@ Status JobStore::Error(absl::string_view what) const {
 }
 
 std::string JobStore::FieldName(absl::string_view column, absl::string_view row) const {
-  return absl::StrCat(name_, " ", column, " ", row);
+  return absl::StrCat(name_, " ", store_id_, " ", column, " ", row);
 }
 
 void JobStore::BindSecret(Statement& s, int i, absl::string_view text, absl::string_view column,
@@ -382,25 +400,68 @@ StatusOr<double> JobStore::SecretNumber(const Statement& s, int col, absl::strin
   return value;
 }
 
-Status JobStore::WriteMeta(const std::string& key, int64_t value) {
+StatusOr<std::vector<int64_t>> JobStore::HighestRows() const {
+  std::vector<int64_t> rows;
+  for (const char* table : kCountedTables) {
+    Statement s(db_, absl::StrCat("SELECT COALESCE(MAX(rowid), 0) FROM ", table).c_str());
+    if (!s.Step()) return Error(absl::StrCat("reading ", table));
+    rows.push_back(s.Int(0));
+  }
+  return rows;
+}
+
+Status JobStore::WriteState(int64_t generation, int64_t audited_entries) {
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<int64_t> rows, HighestRows());
   Statement s(db_,
-              "INSERT INTO store_meta (key, value) VALUES (?1, ?2) "
-              "ON CONFLICT (key) DO UPDATE SET value = ?2");
-  s.Bind(1, key);
-  BindSecretNumber(s, 2, static_cast<double>(value), "store_meta.value", key);
+              "INSERT INTO store_meta (key, value) VALUES ('state', ?1) "
+              "ON CONFLICT (key) DO UPDATE SET value = ?1");
+  BindSecret(s, 1, absl::StrCat(generation, " ", audited_entries, " ", absl::StrJoin(rows, " ")),
+             "store_meta.value", "state");
   s.Step();
-  if (!s.ok()) return Error(absl::StrCat("recording the store's ", key));
+  if (!s.ok()) return Error("recording the store's generation");
   return absl::OkStatus();
 }
 
-Status JobStore::ReadMeta() {
-  Statement s(db_, "SELECT key, value FROM store_meta WHERE key IN ('generation', 'audit_entries')");
-  while (s.Step()) {
-    const std::string key = s.Text(0);
-    FEDSILO_ASSIGN_OR_RETURN(double value, SecretNumber(s, 1, "store_meta.value", key));
-    (key == "generation" ? generation_ : audited_entries_) = static_cast<int64_t>(value);
+Status JobStore::ReadMeta(bool encrypted) {
+  {
+    Statement s(db_, "SELECT value FROM store_meta WHERE key = 'store_id'");
+    if (s.Step()) store_id_ = s.Text(0);
+    if (!s.ok()) return Error("reading the store's id");
   }
-  if (!s.ok()) return Error("reading the store's generation");
+  Statement s(db_, "SELECT value FROM store_meta WHERE key = 'state'");
+  if (!s.Step()) {
+    if (!s.ok()) return Error("reading the store's generation");
+    return absl::DataLossError(absl::StrCat(path_, ": the store's generation is missing"));
+  }
+  // The mark says how the store was made; its sealed state must agree, or
+  // the mark was changed (to have an encrypted store taken for a plain one).
+  if (s.IsBlob(0) != encrypted) {
+    return absl::DataLossError(absl::StrCat(
+        path_, ": the store is marked ", encrypted ? "encrypted" : "plain",
+        " but its generation is ", encrypted ? "not" : "", " encrypted: the mark was changed"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::string state, Secret(s, 0, "store_meta.value", "state"));
+  std::vector<int64_t> numbers;
+  for (absl::string_view part : absl::StrSplit(state, ' ')) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(part, &n)) break;
+    numbers.push_back(n);
+  }
+  if (numbers.size() != 2 + std::size(kCountedTables)) {
+    return absl::DataLossError(absl::StrCat(path_, ": the store's generation is damaged"));
+  }
+  generation_ = numbers[0];
+  audited_entries_ = numbers[1];
+  // An older copy has fewer rows than its (newer, transplanted) state says.
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<int64_t> rows, HighestRows());
+  for (size_t t = 0; t < rows.size(); ++t) {
+    if (rows[t] < numbers[2 + t]) {
+      return absl::DataLossError(absl::StrCat(
+          path_, ": table ", kCountedTables[t], " ends at row ", rows[t], ", but generation ",
+          generation_, " recorded row ", numbers[2 + t],
+          ": rows were removed, or an older copy of the store was put back"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -422,20 +483,18 @@ int64_t JobStore::audited_entries() const {
 }
 
 Status JobStore::RaiseGeneration() {
-  FEDSILO_RETURN_IF_ERROR(WriteMeta("generation", generation_ + 1));
-  if (audit_entries_) {
-    FEDSILO_RETURN_IF_ERROR(WriteMeta("audit_entries", audit_entries_()));
-  }
-  raised_ = true;
+  const int64_t audited = audit_entries_ ? audit_entries_() : audited_entries_;
+  FEDSILO_RETURN_IF_ERROR(WriteState(generation_ + 1, audited));
+  raised_ = audited;
   return absl::OkStatus();
 }
 
 Status JobStore::Commit() {
-  const bool raised = std::exchange(raised_, false);
+  const std::optional<int64_t> raised = std::exchange(raised_, std::nullopt);
   FEDSILO_RETURN_IF_ERROR(Exec("COMMIT"));
-  if (raised) {
+  if (raised.has_value()) {
     ++generation_;
-    if (audit_entries_) audited_entries_ = audit_entries_();
+    audited_entries_ = *raised;
     if (audit_saved_) audit_saved_(generation_);
   }
   return absl::OkStatus();
@@ -445,7 +504,7 @@ StatusOr<JobRecord> JobStore::CreateJob(JobRecord job) {
   MutexLock lock(&mu_);
   FEDSILO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   auto fail = [&](Status e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    raised_ = false;
+    raised_ = std::nullopt;
     Exec("ROLLBACK").IgnoreError();
     return e;
   };
@@ -460,11 +519,12 @@ StatusOr<JobRecord> JobStore::CreateJob(JobRecord job) {
   Statement insert(db_,
                    "INSERT INTO jobs (seq, id, name, owner, job_yaml, run_id, state, rounds_total, "
                    "created, experiment, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  insert.Bind(1, seq).Bind(2, job.id).Bind(3, job.name).Bind(4, job.owner);
+  insert.Bind(1, seq).Bind(2, job.id).Bind(3, job.name);
+  BindSecret(insert, 4, job.owner, "jobs.owner", job.id);
   BindSecret(insert, 5, job.job_yaml, "jobs.job_yaml", job.id);
-  insert.Bind(6, job.run_id)
-      .Bind(7, std::string(JobStateName(job.state)))
-      .Bind(8, job.rounds_total)
+  BindSecret(insert, 6, job.run_id, "jobs.run_id", job.id);
+  BindSecret(insert, 7, JobStateName(job.state), "jobs.state", job.id);
+  insert.Bind(8, job.rounds_total)
       .Bind(9, job.created)
       .Bind(10, job.experiment.empty() ? std::string("default") : job.experiment);
   BindSecret(insert, 11, "", "jobs.error", job.id);
@@ -485,10 +545,11 @@ StatusOr<std::vector<JobRecord>> JobStore::QueryJobs(const std::string* where_id
     JobRecord j;
     j.id = s.Text(0);
     j.name = s.Text(1);
-    j.owner = s.Text(2);
+    FEDSILO_ASSIGN_OR_RETURN(j.owner, Secret(s, 2, "jobs.owner", j.id));
     FEDSILO_ASSIGN_OR_RETURN(j.job_yaml, Secret(s, 3, "jobs.job_yaml", j.id));
-    j.run_id = s.Text(4);
-    j.state = ParseJobState(s.Text(5));
+    FEDSILO_ASSIGN_OR_RETURN(j.run_id, Secret(s, 4, "jobs.run_id", j.id));
+    FEDSILO_ASSIGN_OR_RETURN(const std::string state, Secret(s, 5, "jobs.state", j.id));
+    j.state = ParseJobState(state);
     j.rounds_total = static_cast<int>(s.Int(6));
     j.rounds_completed = static_cast<int>(s.Int(7));
     j.created = s.Double(8);
@@ -525,7 +586,7 @@ Status JobStore::SetState(const std::string& id, JobState state, const std::stri
                         ? "UPDATE jobs SET state = ?1, error = ?2, finished = ?3 WHERE id = ?4"
                         : "UPDATE jobs SET state = ?1, error = ?2, finished = 0 WHERE id = ?4";
   Statement s(db_, sql);
-  s.Bind(1, std::string(JobStateName(state)));
+  BindSecret(s, 1, JobStateName(state), "jobs.state", id);
   BindSecret(s, 2, error, "jobs.error", id);
   s.Bind(4, id);
   if (state == JobState::kRunning || IsFinished(state)) s.Bind(3, UnixNow());
@@ -538,7 +599,8 @@ Status JobStore::SetState(const std::string& id, JobState state, const std::stri
 Status JobStore::SetRunId(const std::string& id, const std::string& run_id) {
   MutexLock lock(&mu_);
   Statement s(db_, "UPDATE jobs SET run_id = ? WHERE id = ?");
-  s.Bind(1, run_id).Bind(2, id);
+  BindSecret(s, 1, run_id, "jobs.run_id", id);
+  s.Bind(2, id);
   s.Step();
   if (!s.ok()) return Error(absl::StrCat("updating job ", id));
   return absl::OkStatus();
@@ -608,7 +670,7 @@ Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
   MutexLock lock(&mu_);
   FEDSILO_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   auto fail = [&](Status e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    raised_ = false;
+    raised_ = std::nullopt;
     Exec("ROLLBACK").IgnoreError();
     return e;
   };
@@ -867,6 +929,10 @@ StatusOr<int64_t> JobStore::Reseal(const std::string& path,
   mark.Step();
   if (!mark.ok()) return fail(store->Error("recording the store's encryption"));
   FEDSILO_RETURN_IF_ERROR(store->Exec("COMMIT"));
+  // The old bytes (plain, or sealed under the old key) stay in free pages
+  // and in the journal until both are rewritten.
+  FEDSILO_RETURN_IF_ERROR(store->Exec("VACUUM"));
+  FEDSILO_RETURN_IF_ERROR(store->Exec("PRAGMA wal_checkpoint(TRUNCATE)"));
   return written;
 }
 

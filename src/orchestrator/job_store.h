@@ -9,22 +9,26 @@
 // Encryption at rest: a store created while a FileSealer is installed
 // (core/file_seal.h; the CLI installs one when a storage key ring is
 // configured) is an encrypted store. Every value derived from the silos' data
-// or words is then sealed, each bound to its place ("fedsilo.db metrics.value
-// job-3 7 a/accuracy"): resolved jobs (statistics), errors, round failures,
-// metric values, the silos' states, example counts and privacy spent, event
-// messages. What stays readable is what the orchestrator needs to find rows
-// and nothing a silo's records decide: ids, job and metric names, owners,
-// states, round numbers, counts of rounds and silos, times. An encrypted
+// or words, or deciding who may read what, is then sealed, each bound to the
+// store's random id and its place ("fedsilo.db <id> metrics.value job-3 7
+// a/accuracy"): resolved jobs (statistics), errors, round failures, metric
+// values, the silos' states, example counts and privacy spent, event
+// messages, each job's owner, run and state. What stays readable is what the
+// orchestrator needs to find rows and nothing a silo's records decide: ids,
+// job and metric names, round numbers, counts of rounds and silos, times. An encrypted
 // store opened without the ring, a plain one opened with it, or a plain value
 // in an encrypted store is InvalidArgument / DataLoss naming the file.
 // docs/encryption-at-rest.md says why the store seals values and not pages
 // (SQLCipher).
 //
-// Rollback: the store carries a generation, raised by every job created and
-// round recorded. With an audit trail set (SetAuditTrail), each raise is also
-// written to the audit log, and the store records how long the log was; the
-// owner compares the two at start (secure::CheckAgainstAuditLog), so an older
-// copy of the store, or a cut log, is found.
+// Rollback: the store's sealed state holds a generation, raised by every job
+// created and round recorded, with the highest row of each table that only
+// grows; a store with fewer rows than its state records (an older copy with
+// a newer state copied in) is DataLoss at Open. With an audit trail set
+// (SetAuditTrail), each raise is also written to the audit log, and the store
+// records how long the log was; the owner compares the two at start
+// (secure::CheckAgainstAuditLog), so an older copy of the store, or a cut
+// log, is found.
 //
 // Thread safety: all methods are thread-safe (one connection, one mutex).
 #ifndef FEDSILO_ORCHESTRATOR_JOB_STORE_H_
@@ -198,8 +202,11 @@ class JobStore {
   // audit log's length); Committed() reports it once committed.
   Status RaiseGeneration() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Status Commit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Status ReadMeta() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Status WriteMeta(const std::string& key, int64_t value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The store's id and sealed state (generation, audit log length, highest
+  // rows), checked against the rows it holds; `encrypted` is the store's mark.
+  Status ReadMeta(bool encrypted) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Status WriteState(int64_t generation, int64_t audited_entries) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  StatusOr<std::vector<int64_t>> HighestRows() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   StatusOr<std::optional<SiloRow>> SiloLocked(const std::string& id, const std::string& silo) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Status PutSilo(const std::string& id, const SiloRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -216,7 +223,10 @@ class JobStore {
   std::shared_ptr<const FileSealer> sealer_;
   int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t audited_entries_ ABSL_GUARDED_BY(mu_) = 0;
-  bool raised_ ABSL_GUARDED_BY(mu_) = false;  // in the open transaction
+  std::string store_id_;  // set at Open
+  // Set when the open transaction raised the generation: the audit log
+  // length recorded with it.
+  std::optional<int64_t> raised_ ABSL_GUARDED_BY(mu_);
   std::function<int64_t()> audit_entries_ ABSL_GUARDED_BY(mu_);
   std::function<void(int64_t)> audit_saved_ ABSL_GUARDED_BY(mu_);
 };

@@ -489,5 +489,107 @@ TEST(JobStoreTest, ResealingRotatesTheKeyAndEncryptsAPlainStore) {
   EXPECT_EQ(events->size(), 1u);
 }
 
+// Someone with write access and no key, against an encrypted store.
+void Sql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << err;
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+TEST(JobStoreTest, AnOlderCopyWithTheNewerGenerationCopiedInIsRefused) {
+  const std::string path = FreshPath("transplant");
+  const secure::KeyRing ring = secure::NewKeyRing();
+  {
+    auto store = JobStore::Open(path, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->CreateJob(Job("a")).ok());
+  }
+  // Another folder, the same file name: a copy kept aside.
+  const std::string old_copy = FreshPath("transplant-old");
+  std::filesystem::copy_file(path, old_copy, std::filesystem::copy_options::overwrite_existing);
+  {
+    auto store = JobStore::Open(path, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->CompleteRound("job-1", RoundRecord{1, 1, 1, 1, 1, {}},
+                                        {{1, "global", "global/test_accuracy", 0.5, 1}})
+                    .ok());
+  }
+  // The old copy, given the newer store's sealed generation.
+  Sql(old_copy, "ATTACH '" + path + "' AS newer; UPDATE store_meta SET value = (SELECT "
+                "value FROM newer.store_meta WHERE key = 'state') WHERE key = 'state'");
+  auto old = JobStore::Open(old_copy, SealerOf(ring));
+  ASSERT_FALSE(old.ok());
+  EXPECT_TRUE(absl::IsDataLoss(old.status())) << old.status();
+  EXPECT_THAT(std::string(old.status().message()),
+              HasSubstr("rows were removed, or an older copy of the store was put back"));
+}
+
+TEST(JobStoreTest, OwnersRunsAndStatesCannotBeReassignedWithoutTheKey) {
+  const std::string path = FreshPath("owner");
+  const secure::KeyRing ring = secure::NewKeyRing();
+  {
+    auto store = JobStore::Open(path, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->CreateJob(Job("victim's")).ok());
+    JobRecord mallorys = Job("mallory's");
+    mallorys.owner = "mallory";
+    ASSERT_TRUE((*store)->CreateJob(mallorys).ok());
+    ASSERT_TRUE((*store)->SetRunId("job-1", "victim-run").ok());
+    ASSERT_TRUE((*store)->SetState("job-1", JobState::kDone).ok());
+  }
+  // Mallory's sealed name on the victim's job; the victim's run on mallory's;
+  // a finished job queued again in the clear.
+  for (const std::string& sql :
+       {std::string("UPDATE jobs SET owner = (SELECT owner FROM jobs WHERE id = 'job-2') "
+                    "WHERE id = 'job-1'"),
+        std::string("UPDATE jobs SET run_id = (SELECT run_id FROM jobs WHERE id = 'job-1') "
+                    "WHERE id = 'job-2'"),
+        std::string("UPDATE jobs SET state = 'queued' WHERE id = 'job-1'")}) {
+    const std::string copy = FreshPath("owner-attacked");
+    std::filesystem::copy_file(path, copy, std::filesystem::copy_options::overwrite_existing);
+    Sql(copy, sql);
+    auto store = JobStore::Open(copy, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto jobs = (*store)->ListJobs();
+    EXPECT_FALSE(jobs.ok()) << sql;
+    EXPECT_TRUE(absl::IsDataLoss(jobs.status())) << sql << ": " << jobs.status();
+  }
+}
+
+TEST(JobStoreTest, AnEncryptedStoreMarkedPlainIsCaughtAndNotLeftAsIsByRotation) {
+  const std::string path = FreshPath("mark");
+  const secure::KeyRing ring = secure::NewKeyRing();
+  {
+    auto store = JobStore::Open(path, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    FillWithSecrets(**store);
+  }
+  Sql(path, "UPDATE store_meta SET value = 0 WHERE key = 'encrypted'");
+  for (bool seal_plain : {false, true}) {
+    auto resealed = JobStore::Reseal(path, SealerOf(ring), seal_plain);
+    ASSERT_FALSE(resealed.ok()) << "rotation took an encrypted store for a plain one";
+    EXPECT_THAT(std::string(resealed.status().message()), HasSubstr("the mark was changed"));
+  }
+  EXPECT_FALSE(JobStore::Open(path, nullptr).ok());
+}
+
+TEST(JobStoreTest, ValuesCannotMoveBetweenTwoStoresUnderOneRing) {
+  const secure::KeyRing ring = secure::NewKeyRing();
+  const std::string a = FreshPath("store-a"), b = FreshPath("store-b");
+  for (const std::string& path : {a, b}) {
+    auto store = JobStore::Open(path, SealerOf(ring));
+    ASSERT_TRUE(store.ok()) << store.status();
+    FillWithSecrets(**store);
+  }
+  Sql(b, "ATTACH '" + a + "' AS other; UPDATE metrics SET value = (SELECT value FROM "
+         "other.metrics WHERE other.metrics.name = metrics.name)");
+  auto store = JobStore::Open(b, SealerOf(ring));
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE(absl::IsDataLoss((*store)->Metrics("job-1").status()));
+}
+
 }  // namespace
 }  // namespace fedsilo::orchestrator

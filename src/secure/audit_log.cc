@@ -237,6 +237,7 @@ StatusOr<AuditVerification> VerifyAuditLog(const std::string& path,
     }
     v.head = hash;
     ++v.entries;
+    if (j.contains("actor") && j["actor"].is_string()) v.actor = j["actor"].get<std::string>();
     if (auto it = hashes.find(v.entries); it != hashes.end()) it->second = hash;
   }
   if (!text.empty() && text.back() != '\n') {

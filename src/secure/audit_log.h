@@ -89,6 +89,7 @@ struct AuditVerification {
   std::string head;       // hash of the last entry
   bool keyed = false;     // entries sealed under a storage key
   bool anchored = false;  // checked against an anchor
+  std::string actor;      // who wrote the last entry ("silo 'a'")
 };
 
 // A log's state as recorded elsewhere: entry `seq` had hash `hash`.
