@@ -12,6 +12,7 @@
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "script.h"
+#include "secure/audit_log.h"
 #include "secure/certificate_authority.h"
 #include "secure/secagg.h"
 #include "secure/storage_keys.h"
@@ -136,6 +137,19 @@ int main(int argc, char** argv) {
        *(*ca)->MakeCrl({{peer->serial, std::chrono::system_clock::now()}},
                        std::chrono::system_clock::now()));
   Seed("crl", "cert.pem", issued->certificate_pem);
+
+  // A silo's signed audit log head, as the orchestrator keeps it.
+  {
+    secure::SignedAuditHead head;
+    head.federation = "fuzz";
+    head.participant = "silo-1";
+    head.head = {42, std::string(64, 'a')};
+    head.unix_millis = 1796400000000;
+    head.certificate_pem = issued->certificate_pem;
+    auto signer = secure::MessageSigner::Create(issued->private_key_pem);
+    (void)secure::SignAuditHead(head, **signer);
+    Seed("audit_head", "head.jsonl", secure::AuditHeadLine(head, 1796400000001));
+  }
 
   // A silo's policy, dataset catalog and ledger.
   const std::string policy =
