@@ -811,10 +811,11 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
   Result module_ok = Fedsilo("check-module " + dir + "/sealed-run.pt");
   EXPECT_EQ(module_ok.exit_code, 0) << module_ok.err;
 
-  if (!PythonTorchPresent()) {
-    std::printf("python3-torch is not installed: the Python side of the round trip is skipped\n");
-    return;
-  }
+  // The Python side is half of what this test promises: scripts/setup
+  // installs python3-torch, and without it the test fails rather than pass
+  // on half.
+  ASSERT_TRUE(PythonTorchPresent())
+      << "python3-torch is missing (/usr/bin/python3 cannot import torch): run scripts/setup";
   const std::string json_path = dir + "/weights.json";
   // The run's final_model.pt, and the same exported by `fedsilo export`.
   const std::string exported_pt = dir + "/exported.pt";
