@@ -380,6 +380,16 @@ TEST(JobStoreTest, AnEncryptedStoreWithoutItsRingOrAPlainOneWithARingIsRefusedBy
   EXPECT_THAT(std::string(with.status().message()), HasSubstr("seal-existing"));
 }
 
+// SQL run on the store at `path` by someone with write access and no key.
+void Sql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << err;
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
 // Someone with write access but no key: moves a sealed value to another row,
 // or writes a plain value of their own. Neither is read as genuine.
 TEST(JobStoreTest, ASealedValueMovedToAnotherRowOrAPlainOneWrittenInIsRefused) {
@@ -396,15 +406,8 @@ TEST(JobStoreTest, ASealedValueMovedToAnotherRowOrAPlainOneWrittenInIsRefused) {
                       .ok());
     }
   }
-  auto tamper = [&](const char* sql) {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    char* err = nullptr;
-    ASSERT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, &err), SQLITE_OK) << err;
-    sqlite3_close(db);
-  };
   // Round 2's accuracy shown for round 1.
-  tamper(
+  Sql(path,
       "UPDATE metrics SET value = (SELECT value FROM metrics WHERE round = 2) WHERE round = 1");
   {
     auto store = JobStore::Open(path, SealerOf(ring));
@@ -414,7 +417,7 @@ TEST(JobStoreTest, ASealedValueMovedToAnotherRowOrAPlainOneWrittenInIsRefused) {
     EXPECT_TRUE(absl::IsDataLoss(metrics.status())) << metrics.status();
     EXPECT_THAT(std::string(metrics.status().message()), HasSubstr("metrics.value of job-1 1"));
   }
-  tamper("UPDATE metrics SET value = 0.99 WHERE round = 1");
+  Sql(path, "UPDATE metrics SET value = 0.99 WHERE round = 1");
   auto store = JobStore::Open(path, SealerOf(ring));
   ASSERT_TRUE(store.ok()) << store.status();
   auto metrics = (*store)->Metrics("job-1");
@@ -487,16 +490,6 @@ TEST(JobStoreTest, ResealingRotatesTheKeyAndEncryptsAPlainStore) {
   auto events = (*store)->Events("job-1", 0);
   ASSERT_TRUE(events.ok()) << events.status();
   EXPECT_EQ(events->size(), 1u);
-}
-
-// Someone with write access and no key, against an encrypted store.
-void Sql(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << err;
-  sqlite3_free(err);
-  sqlite3_close(db);
 }
 
 TEST(JobStoreTest, AnOlderCopyWithTheNewerGenerationCopiedInIsRefused) {
