@@ -20,6 +20,7 @@
 #include "fake_mlflow.h"
 #include "ml/dataset_catalog.h"
 #include "ml/scripted_module.h"
+#include "test_util.h"
 
 namespace {
 
@@ -27,11 +28,9 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
+using fedsilo::testing_util::Fedsilo;
+using fedsilo::testing_util::LastJson;
+using fedsilo::testing_util::Output;
 
 std::string Env(const char* name, const char* fallback) {
   const char* v = std::getenv(name);
@@ -39,30 +38,6 @@ std::string Env(const char* name, const char* fallback) {
 }
 
 std::string SourceDir() { return Env("FEDSILO_SOURCE_DIR", FEDSILO_TEST_SOURCE_DIR); }
-
-// Runs `fedsilo <args>` with a shell; `env` is prepended (e.g. "FEDSILO_DATA=/x").
-Result Fedsilo(const std::string& args, const std::string& env = "") {
-  // Unique per process: CTest runs tests in parallel processes.
-  const std::string prefix = ::testing::TempDir() + "/fedsilo." + std::to_string(getpid());
-  const std::string out = prefix + ".out", err = prefix + ".err";
-  const std::string cmd = env + " " + Env("FEDSILO_BINARY", FEDSILO_TEST_BINARY) + " " + args +
-                          " >" + out + " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::stringstream o, e;
-  o << std::ifstream(out).rdbuf();
-  e << std::ifstream(err).rdbuf();
-  r.out = o.str();
-  r.err = e.str();
-  return r;
-}
-
-nlohmann::json LastLineJson(const std::string& out) {
-  std::string text = out;
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return nlohmann::json::parse(text.substr(text.rfind('\n') + 1));
-}
 
 std::string Workdir(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/cli_" + name;
@@ -80,17 +55,17 @@ bool DataPresent() {
 }
 
 #define REQUIRE_DATA() \
-  if (!DataPresent()) GTEST_FAIL() << "data sets missing: run scripts/setup"
+  if (!DataPresent()) GTEST_SKIP() << "data sets missing: run scripts/setup"
 
 TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
   REQUIRE_DATA();
   const std::string workdir = Workdir("digits");
-  Result r = Fedsilo("run " + Example("digits.yaml") +
+  Output r = Fedsilo("run " + Example("digits.yaml") +
                      " --set training.rounds=6 --json --workdir " + workdir);
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("round 6/6"));
   EXPECT_THAT(r.out, HasSubstr("eta"));
-  nlohmann::json summary = LastLineJson(r.out);
+  nlohmann::json summary = LastJson(r.out);
   EXPECT_EQ(summary["rounds_completed"], 6);
   EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.85);
   EXPECT_GT(summary["wall_seconds"].get<double>(), 0);
@@ -134,12 +109,12 @@ TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
 TEST(CliTest, LocalDpSpendsUpToTheTargetEpsilon) {
   REQUIRE_DATA();
   const std::string workdir = Workdir("dp");
-  Result r = Fedsilo("run " + Example("digits.yaml") +
+  Output r = Fedsilo("run " + Example("digits.yaml") +
                      " --set training.rounds=8 --set privacy.dp.mode=local"
                      " --set privacy.dp.target_epsilon=4 --json --quiet --workdir " +
                      workdir);
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  nlohmann::json summary = LastLineJson(r.out);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  nlohmann::json summary = LastJson(r.out);
   EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.3);
   std::ifstream metrics(summary["run_dir"].get<std::string>() + "/metrics.jsonl");
   std::map<std::string, std::map<int, double>> epsilon;  // silo -> round -> epsilon
@@ -160,11 +135,11 @@ TEST(CliTest, LocalDpSpendsUpToTheTargetEpsilon) {
     EXPECT_GE(by_round.at(8), 4.0 - 0.05) << silo;
   }
 
-  Result both = Fedsilo("run " + Example("digits.yaml") +
+  Output both = Fedsilo("run " + Example("digits.yaml") +
                         " --set privacy.dp.mode=local --set privacy.dp.target_epsilon=4"
                         " --set privacy.dp.noise_multiplier=1 --workdir " +
                         workdir);
-  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_EQ(both.status, 2);
   EXPECT_THAT(both.err, HasSubstr("exactly one of noise_multiplier and target_epsilon"));
 }
 
@@ -180,26 +155,26 @@ TEST(CliTest, SiloPolicyRefusesAndTheLedgerRecords) {
                            " --silo-policy " + dir + "/policy.yaml --workdir " + dir;
   const std::string dp = " --set privacy.dp.mode=local --set privacy.dp.target_epsilon=3";
 
-  Result plain = Fedsilo(base);
-  EXPECT_EQ(plain.exit_code, 1);
+  Output plain = Fedsilo(base);
+  EXPECT_EQ(plain.status, 1);
   EXPECT_THAT(plain.err,
               HasSubstr("silo policy for dataset 'digits': only differentially private"));
   const std::string ledger = dir + "/silos/silo-2/privacy-ledger.json";
   EXPECT_FALSE(fs::exists(ledger));  // a refused job spends nothing
 
-  Result first = Fedsilo(base + dp + " --json");
-  ASSERT_EQ(first.exit_code, 0) << first.err;
+  Output first = Fedsilo(base + dp + " --json");
+  ASSERT_EQ(first.status, 0) << first.err;
   ASSERT_TRUE(fs::exists(ledger));
 
   // Runs compose by RDP: a second job of epsilon 3 fits in silo-2's budget
   // of 5, a third does not, and is refused without a trace in its ledger.
-  Result second = Fedsilo(base + dp);
-  ASSERT_EQ(second.exit_code, 0) << second.err;
+  Output second = Fedsilo(base + dp);
+  ASSERT_EQ(second.status, 0) << second.err;
   std::stringstream before;
   before << std::ifstream(ledger).rdbuf();
   // (Every silo must answer, so that silo-2's refusal fails the run.)
-  Result third = Fedsilo(base + dp + " --set federation.min_silos=5");
-  EXPECT_EQ(third.exit_code, 1);
+  Output third = Fedsilo(base + dp + " --set federation.min_silos=5");
+  EXPECT_EQ(third.status, 1);
   EXPECT_THAT(third.err, HasSubstr("is spent or reserved already"));
   EXPECT_THAT(third.err, HasSubstr("by RDP composition, past the budget (max_epsilon)"));
   std::stringstream after;
@@ -208,14 +183,14 @@ TEST(CliTest, SiloPolicyRefusesAndTheLedgerRecords) {
 
   std::ofstream(dir + "/federation.yaml")
       << "name: t\nparticipants:\n  - {name: silo-2, kind: silo}\n";
-  ASSERT_EQ(Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits").exit_code, 0);
-  Result shown = Fedsilo("silo ledger --kit " + dir + "/kits/silo-2 --state-dir " + dir +
+  ASSERT_EQ(Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits").status, 0);
+  Output shown = Fedsilo("silo ledger --kit " + dir + "/kits/silo-2 --state-dir " + dir +
                          "/silos/silo-2 --json");
-  ASSERT_EQ(shown.exit_code, 0) << shown.err;
-  nlohmann::json j = LastLineJson(shown.out);
+  ASSERT_EQ(shown.status, 0) << shown.err;
+  nlohmann::json j = LastJson(shown.out);
   ASSERT_EQ(j["entries"].size(), 2u);
   EXPECT_EQ(j["entries"][0]["dataset"], "digits");
-  EXPECT_EQ(j["entries"][0]["run_id"], LastLineJson(first.out)["run_id"]);
+  EXPECT_EQ(j["entries"][0]["run_id"], LastJson(first.out)["run_id"]);
   EXPECT_LE(j["entries"][0]["epsilon"].get<double>(), 3.0);
   EXPECT_GT(j["entries"][0]["epsilon"].get<double>(), 2.9);
   // Every step the job planned was charged.
@@ -238,14 +213,14 @@ TEST(CliTest, EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering) {
   REQUIRE_DATA();
   const std::string dir = Workdir("at-rest");
   const std::string ring = dir + "/ring.yaml";
-  ASSERT_EQ(Fedsilo("keys new " + ring).exit_code, 0);
-  EXPECT_EQ(Fedsilo("keys new " + ring).exit_code, 2);  // never replaced
+  ASSERT_EQ(Fedsilo("keys new " + ring).status, 0);
+  EXPECT_EQ(Fedsilo("keys new " + ring).status, 2);  // never replaced
   std::ofstream(dir + "/policy.yaml") << "datasets:\n  digits: {allow_non_dp: true}\n";
-  Result run = Fedsilo("run " + Example("digits.yaml") +
+  Output run = Fedsilo("run " + Example("digits.yaml") +
                        " --set training.rounds=2 --quiet --json --storage-keys " + ring +
                        " --silo-policy " + dir + "/policy.yaml --workdir " + dir);
-  ASSERT_EQ(run.exit_code, 0) << run.err;
-  const nlohmann::json summary = LastLineJson(run.out);
+  ASSERT_EQ(run.status, 0) << run.err;
+  const nlohmann::json summary = LastJson(run.out);
   const std::string model = summary["final_model"];
   const std::string ledger = dir + "/silos/silo-1/privacy-ledger.json";
   for (const std::string& f :
@@ -261,35 +236,35 @@ TEST(CliTest, EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering) {
 
   std::ofstream(dir + "/federation.yaml")
       << "name: t\nparticipants:\n  - {name: silo-1, kind: silo}\n";
-  ASSERT_EQ(Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits").exit_code, 0);
+  ASSERT_EQ(Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits").status, 0);
   const std::string show =
       "silo ledger --kit " + dir + "/kits/silo-1 --state-dir " + dir + "/silos/silo-1 --json";
-  Result with_key = Fedsilo(show + " --storage-keys " + ring);
-  ASSERT_EQ(with_key.exit_code, 0) << with_key.err;
-  EXPECT_EQ(LastLineJson(with_key.out)["entries"].size(), 1u);
-  Result without = Fedsilo(show);
-  EXPECT_EQ(without.exit_code, 2);
+  Output with_key = Fedsilo(show + " --storage-keys " + ring);
+  ASSERT_EQ(with_key.status, 0) << with_key.err;
+  EXPECT_EQ(LastJson(with_key.out)["entries"].size(), 1u);
+  Output without = Fedsilo(show);
+  EXPECT_EQ(without.status, 2);
   EXPECT_THAT(without.err, HasSubstr(ledger + ": the file is encrypted"));
 
   // Rotation re-encrypts under a new key; the ring still opens everything.
-  Result rotated = Fedsilo("keys rotate " + ring + " " + dir + " --json");
-  ASSERT_EQ(rotated.exit_code, 0) << rotated.err;
-  const nlohmann::json r = LastLineJson(rotated.out);
+  Output rotated = Fedsilo("keys rotate " + ring + " " + dir + " --json");
+  ASSERT_EQ(rotated.status, 0) << rotated.err;
+  const nlohmann::json r = LastJson(rotated.out);
   EXPECT_GE(r["folders"][0]["reencrypted"].get<int>(), 4);  // final, 2 checkpoints, ledgers
   EXPECT_THAT(FileBytes(ledger), HasSubstr(r["current"].get<std::string>()));
-  EXPECT_EQ(Fedsilo(show + " --storage-keys " + ring).exit_code, 0);
+  EXPECT_EQ(Fedsilo(show + " --storage-keys " + ring).status, 0);
   // The run store's values too, in one transaction.
   ASSERT_EQ(r["folders"][0]["stores"].size(), 1u);
   EXPECT_EQ(r["folders"][0]["stores"][0]["store"], dir + "/fedsilo.db");
   EXPECT_GT(r["folders"][0]["stores"][0]["values"].get<int>(), 10);
-  EXPECT_EQ(Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring).exit_code, 0);
+  EXPECT_EQ(Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring).status, 0);
 
   // One flipped byte is caught, naming the file; nothing is shown.
   std::string bytes = FileBytes(ledger);
   bytes[bytes.size() / 2] ^= 0x20;
   std::ofstream(ledger, std::ios::binary | std::ios::trunc) << bytes;
-  Result tampered = Fedsilo(show + " --storage-keys " + ring);
-  EXPECT_EQ(tampered.exit_code, 2);
+  Output tampered = Fedsilo(show + " --storage-keys " + ring);
+  EXPECT_EQ(tampered.status, 2);
   EXPECT_THAT(tampered.err, HasSubstr(ledger + ": encrypted file fails authentication"));
   EXPECT_EQ(tampered.out, "");
 }
@@ -299,44 +274,44 @@ TEST(CliTest, EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering) {
 TEST(CliTest, SealExistingEncryptsAFolderStartedWithoutKeysStoreIncluded) {
   REQUIRE_DATA();
   const std::string dir = Workdir("seal-existing");
-  Result run = Fedsilo("run " + Example("digits.yaml") +
+  Output run = Fedsilo("run " + Example("digits.yaml") +
                        " --set training.rounds=2 --quiet --json --workdir " + dir);
-  ASSERT_EQ(run.exit_code, 0) << run.err;
-  const nlohmann::json summary = LastLineJson(run.out);
+  ASSERT_EQ(run.status, 0) << run.err;
+  const nlohmann::json summary = LastJson(run.out);
   const std::string run_id = summary["run_id"];
   const std::string model = summary["final_model"];
   ASSERT_NE(FileBytes(model).substr(0, 5), "FSEAL");
   const std::string ring = dir + "/secrets/ring.yaml";
-  ASSERT_EQ(Fedsilo("keys new " + ring).exit_code, 0);
+  ASSERT_EQ(Fedsilo("keys new " + ring).status, 0);
 
   // Meanwhile a ring configured for the folder refuses its plain files.
-  Result refused = Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring);
-  EXPECT_EQ(refused.exit_code, 2);
+  Output refused = Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring);
+  EXPECT_EQ(refused.status, 2);
   EXPECT_THAT(refused.err, HasSubstr(dir + "/fedsilo.db: the job store is not encrypted"));
   EXPECT_THAT(refused.err, HasSubstr("keys seal-existing"));
 
-  Result sealed = Fedsilo("keys seal-existing " + dir + " --storage-keys " + ring + " --json");
-  ASSERT_EQ(sealed.exit_code, 0) << sealed.err;
-  const nlohmann::json report = LastLineJson(sealed.out);
+  Output sealed = Fedsilo("keys seal-existing " + dir + " --storage-keys " + ring + " --json");
+  ASSERT_EQ(sealed.status, 0) << sealed.err;
+  const nlohmann::json report = LastJson(sealed.out);
   EXPECT_GE(report["folders"][0]["encrypted"].get<int>(), 3);
   ASSERT_EQ(report["folders"][0]["stores"].size(), 1u);
   EXPECT_GT(report["folders"][0]["stores"][0]["values"].get<int>(), 10);
   EXPECT_EQ(FileBytes(model).substr(0, 5), "FSEAL");
 
   for (const std::string& c : {std::string("runs list"), "runs show " + run_id}) {
-    Result without = Fedsilo(c + " --workdir " + dir);
-    EXPECT_EQ(without.exit_code, 2) << c;
+    Output without = Fedsilo(c + " --workdir " + dir);
+    EXPECT_EQ(without.status, 2) << c;
     EXPECT_THAT(without.err, HasSubstr("fedsilo.db: the job store is encrypted")) << c;
-    Result with = Fedsilo(c + " --workdir " + dir + " --storage-keys " + ring);
-    EXPECT_EQ(with.exit_code, 0) << c << with.err;
+    Output with = Fedsilo(c + " --workdir " + dir + " --storage-keys " + ring);
+    EXPECT_EQ(with.status, 0) << c << with.err;
     EXPECT_THAT(with.out, HasSubstr(run_id.substr(0, 12))) << c;
   }
   // A second run in the sealed folder goes on in the encrypted store.
-  Result again = Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=1 --quiet " +
+  Output again = Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=1 --quiet " +
                          "--json --workdir " + dir + " --storage-keys " + ring);
-  ASSERT_EQ(again.exit_code, 0) << again.err;
-  Result listed = Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring);
-  EXPECT_THAT(listed.out, HasSubstr(LastLineJson(again.out)["run_id"].get<std::string>().substr(0, 12)));
+  ASSERT_EQ(again.status, 0) << again.err;
+  Output listed = Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring);
+  EXPECT_THAT(listed.out, HasSubstr(LastJson(again.out)["run_id"].get<std::string>().substr(0, 12)));
 }
 
 // Every strategy runs on the small examples with its default settings and
@@ -346,11 +321,11 @@ TEST(CliTest, EveryStrategyRunsOnTheExamplesWithItsDefaults) {
   const std::string dir = Workdir("strategies");
   for (const char* example : {"digits.yaml", "breast-cancer.yaml"}) {
     for (absl::string_view strategy : fedsilo::kStrategyNames) {
-      Result r =
+      Output r =
           Fedsilo("run " + Example(example) + " --set strategy.name=" + std::string(strategy) +
                   " --quiet --json --workdir " + dir);
-      ASSERT_EQ(r.exit_code, 0) << example << " " << strategy << ": " << r.err;
-      EXPECT_GT(LastLineJson(r.out)["final"]["accuracy"].get<double>(), 0.85)
+      ASSERT_EQ(r.status, 0) << example << " " << strategy << ": " << r.err;
+      EXPECT_GT(LastJson(r.out)["final"]["accuracy"].get<double>(), 0.85)
           << example << " " << strategy;
     }
   }
@@ -362,13 +337,13 @@ TEST(CliTest, RobustStrategiesWithstandTwoHostileSilosOfTen) {
   REQUIRE_DATA();
   const std::string dir = Workdir("robust");
   auto accuracy = [&](const std::string& strategy, const std::string& attack) {
-    Result r = Fedsilo("run " + Example("digits.yaml") +
+    Output r = Fedsilo("run " + Example("digits.yaml") +
                        " --set data.partition=iid --set federation.silos=10"
                        " --set strategy.byzantine=2 --set strategy.trim_fraction=0.2"
                        " --set strategy.name=" +
                        strategy + attack + " --quiet --json --workdir " + dir);
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return r.exit_code == 0 ? LastLineJson(r.out)["final"]["accuracy"].get<double>() : -1.0;
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.status == 0 ? LastJson(r.out)["final"]["accuracy"].get<double>() : -1.0;
   };
   const double clean = accuracy("fedavg", "");
   ASSERT_GT(clean, 0.9);
@@ -381,9 +356,9 @@ TEST(CliTest, RobustStrategiesWithstandTwoHostileSilosOfTen) {
   }
   // Bad flags are refused before anything is written.
   const std::string untouched = Workdir("attack_flags");
-  Result both = Fedsilo("run " + Example("digits.yaml") +
+  Output both = Fedsilo("run " + Example("digits.yaml") +
                         " --attack sign_flip --processes --workdir " + untouched);
-  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_EQ(both.status, 2);
   EXPECT_THAT(both.err, HasSubstr("--attack and --attackers go together"));
   EXPECT_TRUE(fs::is_empty(untouched));
 }
@@ -393,22 +368,22 @@ TEST(CliTest, SameSeedGivesTheSameModelBytesAtAnyThreadCount) {
   const std::string workdir = Workdir("repro");
   std::vector<std::string> models;
   for (const char* threads : {"1", "2", "2"}) {
-    Result r = Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=3 --quiet --json" +
+    Output r = Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=3 --quiet --json" +
                        " --threads " + threads + " --workdir " + workdir);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_EQ(r.status, 0) << r.err;
     std::stringstream bytes;
-    bytes << std::ifstream(LastLineJson(r.out)["final_model"].get<std::string>(), std::ios::binary)
+    bytes << std::ifstream(LastJson(r.out)["final_model"].get<std::string>(), std::ios::binary)
                  .rdbuf();
     models.push_back(bytes.str());
   }
   EXPECT_TRUE(models[0] == models[1]) << "1 thread and 2 threads differ";
   EXPECT_TRUE(models[1] == models[2]) << "two runs with 2 threads differ";
-  Result other =
+  Output other =
       Fedsilo("run " + Example("digits.yaml") +
               " --set training.rounds=3 --set seed=43 --quiet --json --workdir " + workdir);
-  ASSERT_EQ(other.exit_code, 0);
+  ASSERT_EQ(other.status, 0);
   std::stringstream bytes;
-  bytes << std::ifstream(LastLineJson(other.out)["final_model"].get<std::string>(),
+  bytes << std::ifstream(LastJson(other.out)["final_model"].get<std::string>(),
                          std::ios::binary)
                .rdbuf();
   EXPECT_FALSE(bytes.str() == models[0]) << "another seed gave the same model";
@@ -416,9 +391,9 @@ TEST(CliTest, SameSeedGivesTheSameModelBytesAtAnyThreadCount) {
 
 TEST(CliTest, BreastCancerReportsBinaryMetrics) {
   REQUIRE_DATA();
-  Result r = Fedsilo("run " + Example("breast-cancer.yaml") + " --json --workdir " + Workdir("bc"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  nlohmann::json final_metrics = LastLineJson(r.out)["final"];
+  Output r = Fedsilo("run " + Example("breast-cancer.yaml") + " --json --workdir " + Workdir("bc"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  nlohmann::json final_metrics = LastJson(r.out)["final"];
   EXPECT_GT(final_metrics["accuracy"].get<double>(), 0.9);
   EXPECT_GT(final_metrics["auc"].get<double>(), 0.95);
   EXPECT_GT(final_metrics["precision"].get<double>(), 0.85);
@@ -429,47 +404,47 @@ TEST(CliTest, InvalidJobsExitWithStatusTwoAndNameTheKey) {
   const std::string dir = Workdir("invalid");
   const std::string job = dir + "/job.yaml";
   std::ofstream(job) << "data: {dataset: digits}\nfederation: {silos: 2}\ntraining:\n  rouns: 3\n";
-  Result typo = Fedsilo("run " + job + " --workdir " + dir);
-  EXPECT_EQ(typo.exit_code, 2);
+  Output typo = Fedsilo("run " + job + " --workdir " + dir);
+  EXPECT_EQ(typo.status, 2);
   EXPECT_THAT(typo.err, HasSubstr("job.yaml:4: unknown key 'training.rouns' (did you mean "
                                   "'training.rounds'?)"));
   EXPECT_FALSE(fs::exists(dir + "/runs"));  // nothing started
 
-  Result range = Fedsilo("run " + Example("digits.yaml") + " --set training.batch_size=0");
-  EXPECT_EQ(range.exit_code, 2);
+  Output range = Fedsilo("run " + Example("digits.yaml") + " --set training.batch_size=0");
+  EXPECT_EQ(range.status, 2);
   EXPECT_THAT(range.err,
               HasSubstr("--set training.batch_size: must be an integer in [1, 1000000]"));
 
-  Result missing = Fedsilo("run " + dir + "/nope.yaml");
-  EXPECT_EQ(missing.exit_code, 2);
+  Output missing = Fedsilo("run " + dir + "/nope.yaml");
+  EXPECT_EQ(missing.status, 2);
   EXPECT_THAT(missing.err, HasSubstr("nope.yaml: no such file"));
 
-  Result bad_flag = Fedsilo("run " + Example("digits.yaml") + " --threads 0");
-  EXPECT_EQ(bad_flag.exit_code, 2);
+  Output bad_flag = Fedsilo("run " + Example("digits.yaml") + " --threads 0");
+  EXPECT_EQ(bad_flag.status, 2);
 
-  Result no_command = Fedsilo("");
-  EXPECT_EQ(no_command.exit_code, 2);
+  Output no_command = Fedsilo("");
+  EXPECT_EQ(no_command.status, 2);
 
-  Result validate = Fedsilo("validate " + job);
-  EXPECT_EQ(validate.exit_code, 2);
-  Result valid = Fedsilo("validate " + Example("mnist-2nn.yaml"));
-  EXPECT_EQ(valid.exit_code, 0) << valid.err;
+  Output validate = Fedsilo("validate " + job);
+  EXPECT_EQ(validate.status, 2);
+  Output valid = Fedsilo("validate " + Example("mnist-2nn.yaml"));
+  EXPECT_EQ(valid.status, 0) << valid.err;
   EXPECT_THAT(valid.out, HasSubstr("valid (mnist, 10 silos, mlp, "));
 }
 
 TEST(CliTest, MissingDataIsInvalidInputNamingTheFile) {
-  Result r = Fedsilo("run " + Example("digits.yaml") + " --workdir " + Workdir("nodata"),
+  Output r = Fedsilo("run " + Example("digits.yaml") + " --workdir " + Workdir("nodata"),
                      "FEDSILO_DATA=/nonexistent-fedsilo-data");
-  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.status, 2);
   EXPECT_THAT(r.err, HasSubstr("/nonexistent-fedsilo-data/sklearn/digits.csv.gz: no such file"));
   EXPECT_THAT(r.err, HasSubstr("scripts/setup"));
 }
 
 TEST(CliTest, ModelThatDoesNotFitTheDataIsInvalidInput) {
   REQUIRE_DATA();
-  Result r = Fedsilo("run " + Example("breast-cancer.yaml") + " --set model.name=cnn --workdir " +
+  Output r = Fedsilo("run " + Example("breast-cancer.yaml") + " --set model.name=cnn --workdir " +
                      Workdir("cnn_bc"));
-  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.status, 2);
   EXPECT_THAT(r.err, HasSubstr("model.name: cnn needs image data"));
 }
 
@@ -478,8 +453,8 @@ TEST(CliTest, ProvisionCreatesVerifiableKitsAndNeverOverwrites) {
   std::ofstream(dir + "/federation.yaml")
       << "name: banks\norchestrator: {hosts: [localhost, 127.0.0.1], port: 9000}\n"
          "participants:\n  - {name: bank-a, kind: silo}\n  - {name: carol, kind: user}\n";
-  Result r = Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Output r = Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits");
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr(dir + "/kits/bank-a  (silo)"));
   for (const char* kit : {"orchestrator", "bank-a", "carol"}) {
     EXPECT_TRUE(fs::exists(dir + "/kits/" + kit + "/kit.yaml")) << kit;
@@ -493,24 +468,24 @@ TEST(CliTest, ProvisionCreatesVerifiableKitsAndNeverOverwrites) {
                              "/kits/orchestrator/orchestrator.crt";
   EXPECT_EQ(std::system((verify + " >/dev/null").c_str()), 0);
 
-  Result again = Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits");
-  EXPECT_EQ(again.exit_code, 2);
+  Output again = Fedsilo("provision " + dir + "/federation.yaml --out " + dir + "/kits");
+  EXPECT_EQ(again.status, 2);
   EXPECT_THAT(again.err, HasSubstr("already exists"));
 
-  Result added = Fedsilo("provision add-silo bank-b --days 30 --out " + dir + "/kits");
-  ASSERT_EQ(added.exit_code, 0) << added.err;
+  Output added = Fedsilo("provision add-silo bank-b --days 30 --out " + dir + "/kits");
+  ASSERT_EQ(added.status, 0) << added.err;
   EXPECT_EQ(std::system(("openssl verify -CAfile " + dir + "/kits/ca/ca.crt " + dir +
                          "/kits/bank-b/bank-b.crt >/dev/null")
                             .c_str()),
             0);
-  Result bad = Fedsilo("provision " + dir + "/missing.yaml --out " + dir + "/kits2");
-  EXPECT_EQ(bad.exit_code, 2);
+  Output bad = Fedsilo("provision " + dir + "/missing.yaml --out " + dir + "/kits2");
+  EXPECT_EQ(bad.status, 2);
   EXPECT_THAT(bad.err, HasSubstr("missing.yaml: no such file"));
 
   // Revocation: the CRL verifies with the stock openssl tool, and with it
   // the revoked certificate no longer does (the others still do).
-  Result revoked = Fedsilo("provision revoke bank-b --out " + dir + "/kits");
-  ASSERT_EQ(revoked.exit_code, 0) << revoked.err;
+  Output revoked = Fedsilo("provision revoke bank-b --out " + dir + "/kits");
+  ASSERT_EQ(revoked.status, 0) << revoked.err;
   EXPECT_THAT(revoked.out, HasSubstr("revoked 'bank-b' (serial "));
   const std::string crl_check = "openssl verify -crl_check -CRLfile " + dir +
                                 "/kits/ca/crl.pem -CAfile " + dir + "/kits/ca/ca.crt " + dir +
@@ -518,42 +493,42 @@ TEST(CliTest, ProvisionCreatesVerifiableKitsAndNeverOverwrites) {
   EXPECT_NE(std::system((crl_check + "bank-b/bank-b.crt >/dev/null 2>&1").c_str()), 0);
   EXPECT_EQ(std::system((crl_check + "bank-a/bank-a.crt >/dev/null").c_str()), 0);
   EXPECT_TRUE(fs::exists(dir + "/kits/orchestrator/crl.pem"));
-  Result list = Fedsilo("provision list --out " + dir + "/kits");
-  ASSERT_EQ(list.exit_code, 0) << list.err;
+  Output list = Fedsilo("provision list --out " + dir + "/kits");
+  ASSERT_EQ(list.status, 0) << list.err;
   EXPECT_THAT(list.out, ::testing::ContainsRegex("bank-a +silo +[0-9A-F]+ +[0-9-]+ +valid"));
   EXPECT_THAT(list.out, ::testing::ContainsRegex("bank-b +silo +[0-9A-F]+ +[0-9-]+ +revoked"));
   EXPECT_THAT(list.out, ::testing::ContainsRegex("carol +user "));
-  Result twice = Fedsilo("provision revoke bank-b --out " + dir + "/kits");
-  EXPECT_EQ(twice.exit_code, 2);
+  Output twice = Fedsilo("provision revoke bank-b --out " + dir + "/kits");
+  EXPECT_EQ(twice.status, 2);
   EXPECT_THAT(twice.err, HasSubstr("revoked already"));
-  Result nobody = Fedsilo("provision revoke nobody --out " + dir + "/kits");
-  EXPECT_EQ(nobody.exit_code, 2);
+  Output nobody = Fedsilo("provision revoke nobody --out " + dir + "/kits");
+  EXPECT_EQ(nobody.status, 2);
   EXPECT_THAT(nobody.err, HasSubstr("no such kit"));
 }
 
 // The accountant from the command line; the figures are Opacus's
 // (opacus/tests/accountants_test.py), as in src/privacy/rdp_accountant_test.cc.
 TEST(CliTest, PrivacyEpsilonAndNoise) {
-  Result eps = Fedsilo(
+  Output eps = Fedsilo(
       "privacy epsilon --sample-rate 0.04 --noise-multiplier 1.5 --epochs 90 "
       "--delta 1e-5 --json");
-  ASSERT_EQ(eps.exit_code, 0) << eps.err;
-  nlohmann::json e = LastLineJson(eps.out);
+  ASSERT_EQ(eps.status, 0) << eps.err;
+  nlohmann::json e = LastJson(eps.out);
   EXPECT_NEAR(e["epsilon"].get<double>(), 7.32911117143, 1e-6);
   EXPECT_EQ(e["steps"], 2250);
   EXPECT_GT(e["order"].get<double>(), 1.0);
 
-  Result noise = Fedsilo("privacy noise --sample-rate 0.04 --target-epsilon 8 --steps 2250 --json");
-  ASSERT_EQ(noise.exit_code, 0) << noise.err;
-  nlohmann::json n = LastLineJson(noise.out);
+  Output noise = Fedsilo("privacy noise --sample-rate 0.04 --target-epsilon 8 --steps 2250 --json");
+  ASSERT_EQ(noise.status, 0) << noise.err;
+  nlohmann::json n = LastJson(noise.out);
   EXPECT_NEAR(n["noise_multiplier"].get<double>(), 1.425307617, 0.01 * 1.425307617);
   EXPECT_LE(n["epsilon"].get<double>(), 8.0);
 
-  Result bad = Fedsilo("privacy epsilon --sample-rate 1.5 --noise-multiplier 1 --steps 10");
-  EXPECT_EQ(bad.exit_code, 2);
+  Output bad = Fedsilo("privacy epsilon --sample-rate 1.5 --noise-multiplier 1 --steps 10");
+  EXPECT_EQ(bad.status, 2);
   EXPECT_THAT(bad.err, HasSubstr("--sample-rate 1.5"));
-  Result neither = Fedsilo("privacy noise --sample-rate 0.1 --target-epsilon 1");
-  EXPECT_EQ(neither.exit_code, 2);
+  Output neither = Fedsilo("privacy noise --sample-rate 0.1 --target-epsilon 1");
+  EXPECT_EQ(neither.status, 2);
   EXPECT_THAT(neither.err, HasSubstr("--steps and --epochs"));
 }
 
@@ -563,31 +538,31 @@ TEST(CliTest, RunsAreRecordedInTheStoreAndTheRunsCommandsReadThem) {
   REQUIRE_DATA();
   const std::string workdir = Workdir("runs");
   const std::string w = " --workdir " + workdir;
-  Result a = Fedsilo("run " + Example("digits.yaml") +
+  Output a = Fedsilo("run " + Example("digits.yaml") +
                      " --set experiment=lr-sweep --set training.rounds=3 --quiet --json" + w);
-  ASSERT_EQ(a.exit_code, 0) << a.err;
-  Result b = Fedsilo("run " + Example("digits.yaml") +
+  ASSERT_EQ(a.status, 0) << a.err;
+  Output b = Fedsilo("run " + Example("digits.yaml") +
                      " --set experiment=lr-sweep --set training.rounds=2"
                      " --set training.learning_rate=0.02 --quiet --json" +
                      w);
-  ASSERT_EQ(b.exit_code, 0) << b.err;
-  Result c =
+  ASSERT_EQ(b.status, 0) << b.err;
+  Output c =
       Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=1 --quiet --json" + w);
-  ASSERT_EQ(c.exit_code, 0) << c.err;
-  const nlohmann::json sa = LastLineJson(a.out), sb = LastLineJson(b.out);
+  ASSERT_EQ(c.status, 0) << c.err;
+  const nlohmann::json sa = LastJson(a.out), sb = LastJson(b.out);
   const std::string run_a = sa["run_id"], run_b = sb["run_id"];
-  const std::string run_c = LastLineJson(c.out)["run_id"];
+  const std::string run_c = LastJson(c.out)["run_id"];
   EXPECT_TRUE(fs::exists(workdir + "/fedsilo.db"));
 
-  Result list = Fedsilo("runs list" + w);
-  ASSERT_EQ(list.exit_code, 0) << list.err;
+  Output list = Fedsilo("runs list" + w);
+  ASSERT_EQ(list.status, 0) << list.err;
   EXPECT_THAT(list.out, HasSubstr(run_a));
   EXPECT_THAT(list.out, HasSubstr(run_c));
   EXPECT_THAT(list.out, HasSubstr("done"));
   EXPECT_THAT(list.out, HasSubstr("3/3"));
-  Result sweep = Fedsilo("runs list --json --experiment lr-sweep" + w);
-  ASSERT_EQ(sweep.exit_code, 0) << sweep.err;
-  nlohmann::json runs = LastLineJson(sweep.out);
+  Output sweep = Fedsilo("runs list --json --experiment lr-sweep" + w);
+  ASSERT_EQ(sweep.status, 0) << sweep.err;
+  nlohmann::json runs = LastJson(sweep.out);
   ASSERT_EQ(runs.size(), 2u);
   EXPECT_EQ(runs[0]["run_id"], run_a);
   EXPECT_EQ(runs[0]["experiment"], "lr-sweep");
@@ -597,9 +572,9 @@ TEST(CliTest, RunsAreRecordedInTheStoreAndTheRunsCommandsReadThem) {
   EXPECT_EQ(runs[1]["run_id"], run_b);
 
   // show, by a unique prefix of the run id: every round, every silo's part.
-  Result show = Fedsilo("runs show --json " + run_a.substr(0, run_a.size() - 2) + w);
-  ASSERT_EQ(show.exit_code, 0) << show.err;
-  nlohmann::json shown = LastLineJson(show.out);
+  Output show = Fedsilo("runs show --json " + run_a.substr(0, run_a.size() - 2) + w);
+  ASSERT_EQ(show.status, 0) << show.err;
+  nlohmann::json shown = LastJson(show.out);
   EXPECT_EQ(shown["run_id"], run_a);
   ASSERT_EQ(shown["rounds"].size(), 3u);
   EXPECT_DOUBLE_EQ(shown["rounds"][2]["metrics"]["global/test_accuracy"].get<double>(),
@@ -611,14 +586,14 @@ TEST(CliTest, RunsAreRecordedInTheStoreAndTheRunsCommandsReadThem) {
     EXPECT_GT(silo["examples"].get<int>(), 0) << silo;
   }
   EXPECT_FALSE(shown["events"].empty());
-  Result table = Fedsilo("runs show " + run_a + w);
-  ASSERT_EQ(table.exit_code, 0) << table.err;
+  Output table = Fedsilo("runs show " + run_a + w);
+  ASSERT_EQ(table.status, 0) << table.err;
   EXPECT_THAT(table.out, HasSubstr("silo-5"));
   EXPECT_THAT(table.out, HasSubstr("global/test_accuracy"));
 
   // compare: the keys that differ, not the ones that agree.
-  Result compare = Fedsilo("runs compare " + run_a + " " + run_b + w);
-  ASSERT_EQ(compare.exit_code, 0) << compare.err;
+  Output compare = Fedsilo("runs compare " + run_a + " " + run_b + w);
+  ASSERT_EQ(compare.status, 0) << compare.err;
   EXPECT_THAT(compare.out, HasSubstr("training.learning_rate"));
   EXPECT_THAT(compare.out, HasSubstr("training.rounds"));
   EXPECT_THAT(compare.out, Not(HasSubstr("data.dataset")));
@@ -626,8 +601,8 @@ TEST(CliTest, RunsAreRecordedInTheStoreAndTheRunsCommandsReadThem) {
 
   // export: one CSV row per round, the values the run reported.
   const std::string csv_path = workdir + "/a.csv";
-  Result exported = Fedsilo("runs export " + run_a + " --csv --out " + csv_path + w);
-  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  Output exported = Fedsilo("runs export " + run_a + " --csv --out " + csv_path + w);
+  ASSERT_EQ(exported.status, 0) << exported.err;
   std::ifstream csv(csv_path);
   std::string header;
   std::getline(csv, header);
@@ -639,13 +614,13 @@ TEST(CliTest, RunsAreRecordedInTheStoreAndTheRunsCommandsReadThem) {
   EXPECT_EQ(lines[2].rfind("3,", 0), 0u);
 
   // Bad names and folders are invalid input, named.
-  Result unknown = Fedsilo("runs show no-such-run" + w);
-  EXPECT_EQ(unknown.exit_code, 2);
+  Output unknown = Fedsilo("runs show no-such-run" + w);
+  EXPECT_EQ(unknown.status, 2);
   EXPECT_THAT(unknown.err, HasSubstr("no run 'no-such-run'"));
-  Result empty = Fedsilo("runs list --workdir " + Workdir("runs_empty"));
-  EXPECT_EQ(empty.exit_code, 2);
+  Output empty = Fedsilo("runs list --workdir " + Workdir("runs_empty"));
+  EXPECT_EQ(empty.status, 2);
   EXPECT_THAT(empty.err, HasSubstr("no run store"));
-  EXPECT_EQ(Fedsilo("runs compare " + run_a + w).exit_code, 2);
+  EXPECT_EQ(Fedsilo("runs compare " + run_a + w).status, 2);
 }
 
 // tracking.mlflow: the run goes to MLflow (here a stand-in for its REST API)
@@ -658,9 +633,9 @@ TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
       "run " + Example("digits.yaml") + " --set training.rounds=3 --quiet --json --workdir " + dir;
   const std::string to_mlflow = " --set tracking.mlflow.uri=" + mlflow.uri();
 
-  Result plain = Fedsilo(run + to_mlflow + " --set experiment=mlflow-demo");
-  ASSERT_EQ(plain.exit_code, 0) << plain.err;
-  const nlohmann::json summary = LastLineJson(plain.out);
+  Output plain = Fedsilo(run + to_mlflow + " --set experiment=mlflow-demo");
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  const nlohmann::json summary = LastJson(plain.out);
   auto runs = mlflow.runs();
   ASSERT_EQ(runs.size(), 1u);
   const auto& exported = runs.begin()->second;
@@ -689,9 +664,9 @@ TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
   // A silo policy with export_metrics: false keeps the silos' metrics in the
   // federation's own store; only the global ones go out.
   std::ofstream(dir + "/policy.yaml") << "datasets:\n  digits: {export_metrics: false}\n";
-  Result kept = Fedsilo(run + to_mlflow + " --silo-policy " + dir + "/policy.yaml");
-  ASSERT_EQ(kept.exit_code, 0) << kept.err;
-  const std::string kept_id = LastLineJson(kept.out)["run_id"];
+  Output kept = Fedsilo(run + to_mlflow + " --silo-policy " + dir + "/policy.yaml");
+  ASSERT_EQ(kept.status, 0) << kept.err;
+  const std::string kept_id = LastJson(kept.out)["run_id"];
   runs = mlflow.runs();
   ASSERT_EQ(runs.size(), 2u);
   int global = 0;
@@ -703,8 +678,8 @@ TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
     }
   }
   EXPECT_GT(global, 0);
-  Result csv = Fedsilo("runs export " + kept_id + " --csv --workdir " + dir);
-  ASSERT_EQ(csv.exit_code, 0) << csv.err;
+  Output csv = Fedsilo("runs export " + kept_id + " --csv --workdir " + dir);
+  ASSERT_EQ(csv.status, 0) << csv.err;
   EXPECT_THAT(csv.out, HasSubstr("silo-1/train_loss"));
 
   // MLflow out of reach: the run finishes, with a warning saying what was not sent.
@@ -713,14 +688,14 @@ TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
     fedsilo::testing_util::FakeMlflow stopped;
     gone = stopped.uri();
   }
-  Result down =
+  Output down =
       Fedsilo(run + " --set tracking.mlflow.uri=" + gone + " --set tracking.mlflow.wait=1");
-  ASSERT_EQ(down.exit_code, 0) << down.err;
+  ASSERT_EQ(down.status, 0) << down.err;
   EXPECT_THAT(down.err, HasSubstr("MLflow export to " + gone + " incomplete"));
   EXPECT_THAT(down.err, HasSubstr("training goes on"));
 
-  Result bad = Fedsilo(run + " --set tracking.mlflow.uri=mlflow.example.org");
-  EXPECT_EQ(bad.exit_code, 2);
+  Output bad = Fedsilo(run + " --set tracking.mlflow.uri=mlflow.example.org");
+  EXPECT_EQ(bad.status, 2);
   EXPECT_THAT(bad.err, HasSubstr("tracking.mlflow.uri"));
 }
 
@@ -735,10 +710,10 @@ bool PythonTorchPresent() {
 TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
   REQUIRE_DATA();
   const std::string dir = Workdir("torchscript");
-  Result r = Fedsilo("run " + Example("torchscript/digits.yaml") +
+  Output r = Fedsilo("run " + Example("torchscript/digits.yaml") +
                      " --set training.rounds=5 --quiet --json --workdir " + dir);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const nlohmann::json summary = LastLineJson(r.out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json summary = LastJson(r.out);
   EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.85);
   const std::string run_dir = summary["run_dir"];
   const std::string pt = run_dir + "/final_model.pt";
@@ -750,39 +725,39 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
   // run) or .fsm; a kept checkpoint; clear errors otherwise.
   const std::string run_id = summary["run_id"];
   const std::string w = " --workdir " + dir;
-  Result to_fsm = Fedsilo("export " + run_id + " --format fsm --out " + dir + "/x.fsm" + w);
-  ASSERT_EQ(to_fsm.exit_code, 0) << to_fsm.err;
+  Output to_fsm = Fedsilo("export " + run_id + " --format fsm --out " + dir + "/x.fsm" + w);
+  ASSERT_EQ(to_fsm.status, 0) << to_fsm.err;
   auto fsm_copy = fedsilo::ReadModelStateFile(dir + "/x.fsm");
   ASSERT_TRUE(fsm_copy.ok()) << fsm_copy.status();
   ASSERT_EQ(fsm_copy->state.size(), fsm->state.size());
   for (size_t i = 0; i < fsm->state.size(); ++i) {
     EXPECT_EQ(fsm_copy->state.tensors()[i].floats()[0], fsm->state.tensors()[i].floats()[0]);
   }
-  Result to_pt = Fedsilo("export " + run_id + " --round 5 --json --out " + dir + "/r5.pt" + w);
-  ASSERT_EQ(to_pt.exit_code, 0) << to_pt.err;
-  EXPECT_EQ(LastLineJson(to_pt.out)["format"], "torchscript");
+  Output to_pt = Fedsilo("export " + run_id + " --round 5 --json --out " + dir + "/r5.pt" + w);
+  ASSERT_EQ(to_pt.status, 0) << to_pt.err;
+  EXPECT_EQ(LastJson(to_pt.out)["format"], "torchscript");
   EXPECT_TRUE(fs::exists(dir + "/r5.pt"));
-  Result no_round = Fedsilo("export " + run_id + " --round 7 --out " + dir + "/r7.pt" + w);
-  EXPECT_EQ(no_round.exit_code, 2);
+  Output no_round = Fedsilo("export " + run_id + " --round 7 --out " + dir + "/r7.pt" + w);
+  EXPECT_EQ(no_round.status, 2);
   EXPECT_THAT(no_round.err, HasSubstr("kept no checkpoint of round 7 (kept: 1, 2, 3, 4, 5;"));
-  Result builtin = Fedsilo("export " + run_id + " --format torchscript --out " + dir + "/b.pt" +
+  Output builtin = Fedsilo("export " + run_id + " --format torchscript --out " + dir + "/b.pt" +
                            " --workdir " + Workdir("torchscript_none"));
-  EXPECT_EQ(builtin.exit_code, 2);
+  EXPECT_EQ(builtin.status, 2);
   EXPECT_THAT(builtin.err, HasSubstr("no run store"));
 
   // Silo processes load the job's module too (from its folder, which the
   // local federation allows them).
-  Result processes =
+  Output processes =
       Fedsilo("run " + Example("torchscript/digits.yaml") +
               " --set training.rounds=2 --processes --quiet --json --workdir " + dir);
-  ASSERT_EQ(processes.exit_code, 0) << processes.err;
-  EXPECT_GT(LastLineJson(processes.out)["final"]["accuracy"].get<double>(), 0.8);
+  ASSERT_EQ(processes.status, 0) << processes.err;
+  EXPECT_GT(LastJson(processes.out)["final"]["accuracy"].get<double>(), 0.8);
   // Exported to MLflow, the TorchScript form goes up beside the .fsm.
   fedsilo::testing_util::FakeMlflow mlflow;
-  Result exported = Fedsilo("run " + Example("torchscript/digits.yaml") +
+  Output exported = Fedsilo("run " + Example("torchscript/digits.yaml") +
                             " --set training.rounds=1 --quiet --workdir " + dir +
                             " --set tracking.mlflow.uri=" + mlflow.uri());
-  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  ASSERT_EQ(exported.status, 0) << exported.err;
   int torchscript_artifacts = 0;
   for (const auto& [path, bytes] : mlflow.artifacts()) {
     if (path.size() > 20 && path.substr(path.size() - 20) == "model/final_model.pt") {
@@ -795,21 +770,21 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
   // exported, it is a plain, valid module again. (A folder of its own: this
   // one's plain run store is refused with a ring.)
   const std::string ring = dir + "/secrets/ring.yaml";
-  ASSERT_EQ(Fedsilo("keys new " + ring).exit_code, 0);
+  ASSERT_EQ(Fedsilo("keys new " + ring).status, 0);
   const std::string sealed_w = " --workdir " + dir + "/sealed";
-  Result sealed = Fedsilo("run " + Example("torchscript/digits.yaml") +
+  Output sealed = Fedsilo("run " + Example("torchscript/digits.yaml") +
                           " --set training.rounds=1 --quiet --json --storage-keys " + ring +
                           sealed_w);
-  ASSERT_EQ(sealed.exit_code, 0) << sealed.err;
-  const nlohmann::json sealed_summary = LastLineJson(sealed.out);
+  ASSERT_EQ(sealed.status, 0) << sealed.err;
+  const nlohmann::json sealed_summary = LastJson(sealed.out);
   EXPECT_EQ(FileBytes(sealed_summary["run_dir"].get<std::string>() + "/final_model.pt").substr(0, 5),
             "FSEAL");
-  Result plain_pt = Fedsilo("export " + sealed_summary["run_id"].get<std::string>() + " --out " +
+  Output plain_pt = Fedsilo("export " + sealed_summary["run_id"].get<std::string>() + " --out " +
                             dir + "/sealed-run.pt --storage-keys " + ring + sealed_w);
-  ASSERT_EQ(plain_pt.exit_code, 0) << plain_pt.err;
+  ASSERT_EQ(plain_pt.status, 0) << plain_pt.err;
   EXPECT_NE(FileBytes(dir + "/sealed-run.pt").substr(0, 5), "FSEAL");
-  Result module_ok = Fedsilo("check-module " + dir + "/sealed-run.pt");
-  EXPECT_EQ(module_ok.exit_code, 0) << module_ok.err;
+  Output module_ok = Fedsilo("check-module " + dir + "/sealed-run.pt");
+  EXPECT_EQ(module_ok.status, 0) << module_ok.err;
 
   // The Python side is half of what this test promises: scripts/setup
   // installs python3-torch, and without it the test fails rather than pass
@@ -819,7 +794,7 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
   const std::string json_path = dir + "/weights.json";
   // The run's final_model.pt, and the same exported by `fedsilo export`.
   const std::string exported_pt = dir + "/exported.pt";
-  ASSERT_EQ(Fedsilo("export " + run_id + " --out " + exported_pt + w).exit_code, 0);
+  ASSERT_EQ(Fedsilo("export " + run_id + " --out " + exported_pt + w).status, 0);
   for (const std::string& file : {pt, exported_pt}) {
     const std::string cmd = "/usr/bin/python3 " + Example("torchscript/show_model.py") + " " +
                             file + " --json > " + json_path;
@@ -860,10 +835,10 @@ TEST(CliTest, AModuleThatReadsFilesIsRefusedBeforeItRuns) {
       "    return torch.matmul(x, self.w) + self.b\n";
   ASSERT_TRUE(fedsilo::ml::WriteScriptedModule(thief, dir + "/thief.pt").ok());
   for (const char* mode : {"", " --processes"}) {
-    Result r =
+    Output r =
         Fedsilo("run " + Example("torchscript/digits.yaml") + " --set model.torchscript=" + dir +
                 "/thief.pt --set training.rounds=2 --quiet --workdir " + dir + mode);
-    EXPECT_EQ(r.exit_code, 2) << mode << r.err;
+    EXPECT_EQ(r.status, 2) << mode << r.err;
     EXPECT_THAT(r.err, HasSubstr("thief.pt: refused: method 'forward' uses aten::from_file"))
         << mode;
   }
@@ -872,12 +847,12 @@ TEST(CliTest, AModuleThatReadsFilesIsRefusedBeforeItRuns) {
   }
   // What a silo's owner runs before listing a module: the same verdict, and
   // the digest a policy names (the file's sha256sum).
-  Result checked = Fedsilo("check-module " + dir + "/thief.pt");
-  EXPECT_EQ(checked.exit_code, 2);
+  Output checked = Fedsilo("check-module " + dir + "/thief.pt");
+  EXPECT_EQ(checked.status, 2);
   EXPECT_THAT(checked.err, HasSubstr("refused: method 'forward' uses aten::from_file"));
-  Result fine = Fedsilo("check-module " + Example("torchscript/digits_net.pt") + " --json");
-  ASSERT_EQ(fine.exit_code, 0) << fine.err;
-  const nlohmann::json verdict = LastLineJson(fine.out);
+  Output fine = Fedsilo("check-module " + Example("torchscript/digits_net.pt") + " --json");
+  ASSERT_EQ(fine.status, 0) << fine.err;
+  const nlohmann::json verdict = LastJson(fine.out);
   EXPECT_EQ(verdict["passes"], true);
   EXPECT_EQ(verdict["parameters"], 2474);
   ASSERT_EQ(
@@ -889,17 +864,45 @@ TEST(CliTest, AModuleThatReadsFilesIsRefusedBeforeItRuns) {
   EXPECT_EQ(verdict["digest"], "sha256:" + sum);
 }
 
-TEST(CliTest, TorchScriptFileMustExistAndFitTheData) {
+// The noise of local DP comes from each silo's own OS randomness, not from
+// the job's seed: whoever knows the job cannot subtract it. The same job twice
+// gives the same model without DP (the control) and another with it.
+TEST(CliTest, LocalDpNoiseComesFromTheSilosNotTheJobsSeed) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("dp_noise");
+  const std::string run = "run " + Example("digits.yaml") +
+                          " --set training.rounds=1 --set seed=7 --quiet --json --workdir " + dir;
+  const std::string dp =
+      " --set privacy.dp.mode=local --set privacy.dp.noise_multiplier=1";
+  auto model = [&](const std::string& args) {
+    Output r = Fedsilo(args);
+    EXPECT_EQ(r.status, 0) << args << "\n" << r.err;
+    const nlohmann::json summary = LastJson(r.out);
+    return summary.is_object() ? fedsilo::testing_util::ReadAll(summary["final_model"]) : "";
+  };
+  const std::string plain = model(run);
+  ASSERT_FALSE(plain.empty());
+  EXPECT_EQ(model(run), plain) << "the control: without DP the seed fixes the model";
+  const std::string noisy = model(run + dp);
+  ASSERT_FALSE(noisy.empty());
+  EXPECT_NE(model(run + dp), noisy) << "the DP noise followed the job's seed";
+}
+
+TEST(CliTest, TorchScriptFileMustExist) {
   const std::string dir = Workdir("torchscript_bad");
-  Result missing = Fedsilo("run " + Example("torchscript/digits.yaml") +
+  Output missing = Fedsilo("run " + Example("torchscript/digits.yaml") +
                            " --set model.torchscript=nothere.pt --quiet --workdir " + dir);
-  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_EQ(missing.status, 2);
   EXPECT_THAT(missing.err, HasSubstr("--set model.torchscript"));
   EXPECT_THAT(missing.err, HasSubstr("nothere.pt: no such file"));
-  if (!DataPresent()) return;
-  Result wrong = Fedsilo("run " + Example("torchscript/digits.yaml") +
+}
+
+TEST(CliTest, TorchScriptModelMustFitTheData) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("torchscript_misfit");
+  Output wrong = Fedsilo("run " + Example("torchscript/digits.yaml") +
                          " --set data.dataset=breast_cancer --quiet --workdir " + dir);
-  EXPECT_EQ(wrong.exit_code, 2);
+  EXPECT_EQ(wrong.status, 2);
   EXPECT_THAT(wrong.err, HasSubstr("digits_net.pt: forward() fails on a batch of shape [2, 30]"));
 }
 
@@ -920,20 +923,20 @@ std::vector<std::vector<std::string>> ReadCsv(const std::string& path) {
 TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   const std::string dir = Workdir("fraud");
   // The generator is seeded: the example's committed files are its output.
-  Result gen = Fedsilo("generate fraud --json --out " + dir + "/data");
-  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  Output gen = Fedsilo("generate fraud --json --out " + dir + "/data");
+  ASSERT_EQ(gen.status, 0) << gen.err;
   for (const char* region : {"east", "west", "south"}) {
     EXPECT_EQ(FileBytes(dir + "/data/" + region + ".csv"),
               FileBytes(Example(std::string("fraud/data/") + region + ".csv")))
         << region;
   }
-  EXPECT_EQ(LastLineJson(gen.out)["files"][2]["frauds"], 75);
+  EXPECT_EQ(LastJson(gen.out)["files"][2]["frauds"], 75);
 
   const std::string w = " --workdir " + dir;
-  Result r =
+  Output r =
       Fedsilo("run " + Example("fraud/fraud.yaml") + " --set training.rounds=4 --quiet --json" + w);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const nlohmann::json summary = LastLineJson(r.out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json summary = LastJson(r.out);
   const nlohmann::json& final = summary["final"];
   EXPECT_GT(final["auc"].get<double>(), 0.8);
   EXPECT_GT(final["accuracy"].get<double>(), 0.95);
@@ -960,21 +963,21 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   EXPECT_EQ(st.class_counts[1], round0["global/class_1_rows"]);
 
   // The same job with silo processes over gRPC: the same model.
-  Result processes = Fedsilo("run " + Example("fraud/fraud.yaml") +
+  Output processes = Fedsilo("run " + Example("fraud/fraud.yaml") +
                              " --set training.rounds=4 --processes --quiet --json --workdir " +
                              Workdir("fraud_processes"));
-  ASSERT_EQ(processes.exit_code, 0) << processes.err;
-  EXPECT_EQ(LastLineJson(processes.out)["final"]["accuracy"], final["accuracy"]);
-  EXPECT_EQ(LastLineJson(processes.out)["final"]["auc"], final["auc"]);
+  ASSERT_EQ(processes.status, 0) << processes.err;
+  EXPECT_EQ(LastJson(processes.out)["final"]["accuracy"], final["accuracy"]);
+  EXPECT_EQ(LastJson(processes.out)["final"]["auc"], final["auc"]);
 
   // A hostile silo corrupts its updates only: the statistics and evaluation
   // tasks go on, and a robust strategy outvotes it.
-  Result hostile = Fedsilo("run " + Example("fraud/fraud.yaml") +
+  Output hostile = Fedsilo("run " + Example("fraud/fraud.yaml") +
                            " --set training.rounds=4 --set strategy.name=median --attack "
                            "sign_flip --attackers 1 --quiet --json --workdir " +
                            Workdir("fraud_hostile"));
-  ASSERT_EQ(hostile.exit_code, 0) << hostile.err;
-  const nlohmann::json attacked = LastLineJson(hostile.out);
+  ASSERT_EQ(hostile.status, 0) << hostile.err;
+  const nlohmann::json attacked = LastJson(hostile.out);
   EXPECT_GT(attacked["final"]["accuracy"].get<double>(), 0.95);
   fedsilo::StatusOr<fedsilo::JobConfig> attacked_job =
       fedsilo::LoadJobConfig(attacked["run_dir"].get<std::string>() + "/job.yaml");
@@ -984,10 +987,10 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
 
   // predict: every row of a region's file, with the run's preprocessing.
   const std::string run_id = summary["run_id"];
-  Result p = Fedsilo("predict " + run_id + " --data " + Example("fraud/data/south.csv") +
+  Output p = Fedsilo("predict " + run_id + " --data " + Example("fraud/data/south.csv") +
                      " --out " + dir + "/south.csv --json" + w);
-  ASSERT_EQ(p.exit_code, 0) << p.err;
-  const nlohmann::json ps = LastLineJson(p.out);
+  ASSERT_EQ(p.status, 0) << p.err;
+  const nlohmann::json ps = LastJson(p.out);
   EXPECT_EQ(ps["rows"], 1500);
   const auto rows = ReadCsv(dir + "/south.csv");
   ASSERT_EQ(rows.size(), 1501u);
@@ -1009,7 +1012,7 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
     const std::string out = dir + "/" + region + "-predictions.csv";
     ASSERT_EQ(Fedsilo("predict " + run_id + " --data " + Example("fraud/data/" + region + ".csv") +
                       " --out " + out + w)
-                  .exit_code,
+                  .status,
               0);
     const auto predicted = ReadCsv(out);
     std::vector<int64_t> labels;
@@ -1046,38 +1049,38 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   const double pooled_auc = pairs / (positives * (pooled.size() - positives));
   EXPECT_NEAR(round4["global/test_auc"], pooled_auc, 2e-3);
   // An exported .fsm carries the preprocessing: the same predictions.
-  ASSERT_EQ(Fedsilo("export " + run_id + " --format fsm --out " + dir + "/fraud.fsm" + w).exit_code,
+  ASSERT_EQ(Fedsilo("export " + run_id + " --format fsm --out " + dir + "/fraud.fsm" + w).status,
             0);
-  Result from_file = Fedsilo("predict " + dir + "/fraud.fsm --data " +
+  Output from_file = Fedsilo("predict " + dir + "/fraud.fsm --data " +
                              Example("fraud/data/south.csv") + " --out " + dir + "/again.csv");
-  ASSERT_EQ(from_file.exit_code, 0) << from_file.err;
+  ASSERT_EQ(from_file.status, 0) << from_file.err;
   EXPECT_EQ(FileBytes(dir + "/again.csv"), FileBytes(dir + "/south.csv"));
   // Unlabelled rows with a missing value: imputed with the federation's mean.
   std::ofstream(dir + "/new.csv")
       << "amount,hour,merchant,distance_km,account_age_days,card_present,tx_last_24h\n"
       << "950.0,3,electronics,,20,0,9\n12.5,13,grocery,2.0,900,1,1\n";
-  Result unlabelled = Fedsilo("predict " + run_id + " --data " + dir + "/new.csv" + w);
-  ASSERT_EQ(unlabelled.exit_code, 0) << unlabelled.err;
+  Output unlabelled = Fedsilo("predict " + run_id + " --data " + dir + "/new.csv" + w);
+  ASSERT_EQ(unlabelled.status, 0) << unlabelled.err;
   EXPECT_THAT(unlabelled.out, HasSubstr("row,predicted,p_0,p_1\n1,1,"));
   EXPECT_THAT(unlabelled.out, HasSubstr("\n2,0,"));
 
   // Bad input: exit 2, naming the file and the column.
   std::ofstream(dir + "/bad.csv") << "amount,hour,merchant\n1,2,atm\n";
-  Result bad = Fedsilo("predict " + run_id + " --data " + dir + "/bad.csv" + w);
-  EXPECT_EQ(bad.exit_code, 2);
+  Output bad = Fedsilo("predict " + run_id + " --data " + dir + "/bad.csv" + w);
+  EXPECT_EQ(bad.status, 2);
   EXPECT_THAT(bad.err, HasSubstr("feature column 'distance_km' is not in the file's header [" +
                                  dir + "/bad.csv: columns: amount, hour, merchant]"));
-  Result builtin = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" + dir +
+  Output builtin = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" + dir +
                            "/none.yaml" + w);
-  EXPECT_EQ(builtin.exit_code, 2);
+  EXPECT_EQ(builtin.status, 2);
   EXPECT_THAT(builtin.err, HasSubstr("--set data.catalog: "));
   EXPECT_THAT(builtin.err, HasSubstr("cli_fraud/none.yaml: no such file (a dataset catalog"));
   std::ofstream(dir + "/catalog.yaml")
       << "datasets:\n  transactions:\n    csv: " << Example("fraud/data") << "/{silo}.csv\n"
       << "    label: fraud\n";
-  Result wrong_label = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" + dir +
+  Output wrong_label = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" + dir +
                                "/catalog.yaml" + w);
-  EXPECT_EQ(wrong_label.exit_code, 2) << wrong_label.err;
+  EXPECT_EQ(wrong_label.status, 2) << wrong_label.err;
   // What went to the orchestrator names the column; each silo's own log
   // (here the same terminal) also the file.
   EXPECT_THAT(wrong_label.err,
@@ -1086,9 +1089,9 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
                         "not in the file's header;"));
   EXPECT_THAT(wrong_label.err,
               HasSubstr("in the file's header [" + Example("fraud/data") + "/east.csv: columns:"));
-  Result no_catalog = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" +
+  Output no_catalog = Fedsilo("run " + Example("fraud/fraud.yaml") + " --set data.catalog=" +
                               Example("fraud/fraud.yaml") + " --set training.rounds=1" + w);
-  EXPECT_EQ(no_catalog.exit_code, 2) << no_catalog.err;
+  EXPECT_EQ(no_catalog.status, 2) << no_catalog.err;
 }
 
 // Two silos whose images are folders of IDX files: 8x8 images of three
@@ -1119,29 +1122,29 @@ TEST(CliTest, SilosTrainOnTheirOwnIdxFolders) {
       << "data: {dataset: scans, catalog: datasets.yaml, silo_test_fraction: 0.2}\n"
       << "preprocess: {scale: standard}\nmodel: {name: mlp, hidden: [16]}\n"
       << "training: {rounds: 4, learning_rate: 0.1}\nfederation: {silos: [a, b]}\n";
-  Result r = Fedsilo("run " + dir + "/job.yaml --json --workdir " + dir);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Output r = Fedsilo("run " + dir + "/job.yaml --json --workdir " + dir);
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("192 training examples in 2 silos' own files"));
   EXPECT_THAT(r.out, HasSubstr("images [1, 8, 8], scaling standard"));
-  const nlohmann::json summary = LastLineJson(r.out);
+  const nlohmann::json summary = LastJson(r.out);
   EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.9);
   EXPECT_THAT(FileBytes(summary["run_dir"].get<std::string>() + "/job.yaml"),
               HasSubstr("shape: [1, 8, 8]"));
   // predict is for CSV rows; it says so for an image model.
-  Result p = Fedsilo("predict " + summary["run_id"].get<std::string>() + " --data " + dir +
+  Output p = Fedsilo("predict " + summary["run_id"].get<std::string>() + " --data " + dir +
                      "/job.yaml --workdir " + dir);
-  EXPECT_EQ(p.exit_code, 2);
+  EXPECT_EQ(p.status, 2);
   EXPECT_THAT(p.err, HasSubstr("trained on images (IDX files)"));
 }
 
 TEST(CliTest, AFailedRunIsRecordedWithItsError) {
   const std::string workdir = Workdir("runs_failed");
-  Result r = Fedsilo("run " + Example("digits.yaml") + " --quiet --workdir " + workdir,
+  Output r = Fedsilo("run " + Example("digits.yaml") + " --quiet --workdir " + workdir,
                      "FEDSILO_DATA=/nonexistent-fedsilo-data");
-  ASSERT_EQ(r.exit_code, 2);
-  Result list = Fedsilo("runs list --json --workdir " + workdir);
-  ASSERT_EQ(list.exit_code, 0) << list.err;
-  nlohmann::json runs = LastLineJson(list.out);
+  ASSERT_EQ(r.status, 2);
+  Output list = Fedsilo("runs list --json --workdir " + workdir);
+  ASSERT_EQ(list.status, 0) << list.err;
+  nlohmann::json runs = LastJson(list.out);
   ASSERT_EQ(runs.size(), 1u);
   EXPECT_EQ(runs[0]["state"], "failed");
   EXPECT_THAT(runs[0]["error"].get<std::string>(),
@@ -1160,8 +1163,8 @@ TEST(CliTest, HelpForEachCommand) {
         "runs show --help", "runs compare --help", "runs export --help", "export --help",
         "predict --help", "generate fraud --help", "check-module --help"}) {
     // clang-format on
-    Result r = Fedsilo(cmd);
-    EXPECT_EQ(r.exit_code, 0) << cmd;
+    Output r = Fedsilo(cmd);
+    EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_THAT(r.out, HasSubstr("Usage")) << cmd;
   }
   EXPECT_THAT(Fedsilo("run --help").out, HasSubstr("--set"));
@@ -1176,17 +1179,17 @@ TEST(CliTest, SealedRunsOpenInEveryCommandWithTheKeyRingFromTheFlagOrTheEnvironm
   const std::string dir = Workdir("sealed-commands");
   // A ring in a folder that does not exist yet: made, and private.
   const std::string ring = dir + "/secrets/storage-keys.yaml";
-  Result made = Fedsilo("keys new " + ring);
-  ASSERT_EQ(made.exit_code, 0) << made.err;
+  Output made = Fedsilo("keys new " + ring);
+  ASSERT_EQ(made.status, 0) << made.err;
   EXPECT_EQ(fs::status(dir + "/secrets").permissions() & fs::perms::all, fs::perms::owner_all);
   EXPECT_EQ(fs::status(ring).permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
 
   const std::string w = " --workdir " + dir;
-  Result run = Fedsilo("run " + Example("fraud/fraud.yaml") +
+  Output run = Fedsilo("run " + Example("fraud/fraud.yaml") +
                        " --set training.rounds=2 --quiet --json --storage-keys " + ring + w);
-  ASSERT_EQ(run.exit_code, 0) << run.err;
-  const nlohmann::json summary = LastLineJson(run.out);
+  ASSERT_EQ(run.status, 0) << run.err;
+  const nlohmann::json summary = LastJson(run.out);
   const std::string run_id = summary["run_id"];
   const std::string final_model = summary["final_model"];
   ASSERT_EQ(FileBytes(final_model).substr(0, 5), "FSEAL");
@@ -1206,16 +1209,16 @@ TEST(CliTest, SealedRunsOpenInEveryCommandWithTheKeyRingFromTheFlagOrTheEnvironm
   for (const auto& [c, output] : commands) {
     // Without the ring: refused, naming the sealed file, with nothing written.
     fs::remove(output);
-    Result without = Fedsilo(c);
-    EXPECT_EQ(without.exit_code, 2) << c;
+    Output without = Fedsilo(c);
+    EXPECT_EQ(without.status, 2) << c;
     EXPECT_THAT(without.err, HasSubstr(" is encrypted; give its storage key ring")) << c;
     EXPECT_FALSE(fs::exists(output)) << c;
-    Result flag = Fedsilo(c + " --storage-keys " + ring);
-    EXPECT_EQ(flag.exit_code, 0) << c << "\n" << flag.err;
-    Result relative = Fedsilo(c, in_dir + "FEDSILO_STORAGE_KEYS=secrets/storage-keys.yaml");
-    EXPECT_EQ(relative.exit_code, 0) << c << "\n" << relative.err;
-    Result absolute = Fedsilo(c, "FEDSILO_STORAGE_KEYS=" + ring);
-    EXPECT_EQ(absolute.exit_code, 0) << c << "\n" << absolute.err;
+    Output flag = Fedsilo(c + " --storage-keys " + ring);
+    EXPECT_EQ(flag.status, 0) << c << "\n" << flag.err;
+    Output relative = Fedsilo(c, in_dir + "FEDSILO_STORAGE_KEYS=secrets/storage-keys.yaml");
+    EXPECT_EQ(relative.status, 0) << c << "\n" << relative.err;
+    Output absolute = Fedsilo(c, "FEDSILO_STORAGE_KEYS=" + ring);
+    EXPECT_EQ(absolute.status, 0) << c << "\n" << absolute.err;
   }
   // What came out is the model, opened: the same tensors as the sealed file.
   fedsilo::StatusOr<fedsilo::ModelFile> exported =
@@ -1227,18 +1230,18 @@ TEST(CliTest, SealedRunsOpenInEveryCommandWithTheKeyRingFromTheFlagOrTheEnvironm
   // The run store's commands take the ring too.
   for (const std::string& c : {"runs list" + w, "runs show " + run_id + w}) {
     // The store is encrypted too: nothing of it is shown without the ring.
-    Result without = Fedsilo(c);
-    EXPECT_EQ(without.exit_code, 2) << c;
+    Output without = Fedsilo(c);
+    EXPECT_EQ(without.status, 2) << c;
     EXPECT_THAT(without.err, HasSubstr("fedsilo.db: the job store is encrypted")) << c;
     EXPECT_THAT(without.out, Not(HasSubstr(run_id.substr(0, 12)))) << c;
-    Result flag = Fedsilo(c + " --storage-keys " + ring);
-    EXPECT_EQ(flag.exit_code, 0) << c << "\n" << flag.err;
+    Output flag = Fedsilo(c + " --storage-keys " + ring);
+    EXPECT_EQ(flag.status, 0) << c << "\n" << flag.err;
     EXPECT_THAT(flag.out, HasSubstr(run_id.substr(0, 12))) << c;
   }
   // A ring that others may read is refused by every one of them, by name.
   ASSERT_EQ(::chmod(ring.c_str(), 0644), 0);
-  Result loose = Fedsilo(commands[0].first + " --storage-keys " + ring);
-  EXPECT_EQ(loose.exit_code, 2);
+  Output loose = Fedsilo(commands[0].first + " --storage-keys " + ring);
+  EXPECT_EQ(loose.status, 2);
   EXPECT_THAT(loose.err, HasSubstr(ring + ": the storage key ring may be read by others"));
 }
 

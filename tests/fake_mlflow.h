@@ -12,6 +12,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -112,6 +113,12 @@ class FakeMlflow {
                     return {200, nlohmann::json::object()};
                   });
                 });
+    // Every request's credentials, as MLflow's auth would see them.
+    server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response&) {
+      std::lock_guard<std::mutex> lock(mu_);
+      authorizations_.insert(req.get_header_value("Authorization"));
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     for (int i = 0; i < 200 && !server_.is_running(); ++i) {
@@ -144,6 +151,20 @@ class FakeMlflow {
   std::map<std::string, std::string> artifacts() const {
     std::lock_guard<std::mutex> lock(mu_);
     return artifacts_;
+  }
+  // The Authorization headers requests came with ("" for none).
+  std::set<std::string> authorizations() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return authorizations_;
+  }
+  // The run whose tag fedsilo.job_id is `job` (an empty run when there is none).
+  Run RunOfJob(const std::string& job) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, run] : runs_) {
+      auto tag = run.tags.find("fedsilo.job_id");
+      if (tag != run.tags.end() && tag->second == job) return run;
+    }
+    return Run();
   }
   int requests() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -214,6 +235,7 @@ class FakeMlflow {
   std::map<std::string, std::string> experiments_;
   std::map<std::string, Run> runs_;
   std::map<std::string, std::string> artifacts_;
+  std::set<std::string> authorizations_;
   int fail_calls_ = 0, fail_status_ = 503;
   int requests_ = 0, failed_requests_ = 0, log_batches_ = 0;
 };

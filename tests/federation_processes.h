@@ -31,17 +31,6 @@ using namespace std::chrono_literals;
 inline std::string Binary() { return FedsiloBinary(); }
 inline std::string Read(const std::string& path) { return ReadAll(path); }
 
-struct Output {
-  int status = -1;
-  std::string out;  // standard output
-  std::string err;  // standard error
-};
-
-inline nlohmann::json LastJson(std::string text) {
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return nlohmann::json::parse(text.substr(text.rfind('\n') + 1), nullptr, false);
-}
-
 // A provisioned federation in a fresh folder: the orchestrator and silos as
 // child processes, users acting through the CLI.
 class Federation {
@@ -69,8 +58,12 @@ class Federation {
     Output p = Run("provision " + dir_ + "/federation.yaml --out " + dir_ + "/kits");
     EXPECT_EQ(p.status, 0) << p.err;
   }
-  ~Federation() {
+  ~Federation() { StopAll(); }
+
+  // Kills every process it started (stopped ones too).
+  void StopAll() {
     for (auto& [name, pid] : pids_) StopProcess(pid, SIGKILL, 0ms);
+    pids_.clear();
   }
 
   // Starts the orchestrator on `port` (0: the OS chooses) and waits until it
@@ -84,18 +77,21 @@ class Federation {
     auto pid = SpawnProcess(Binary(), args, dir_ + "/orchestrator.log");
     if (!pid.ok()) return false;
     pids_["orchestrator"] = *pid;
-    // Up to a minute: a sanitizer build on a loaded machine takes seconds to
-    // load libtorch and resume a job. One that exits fails at once.
-    for (int i = 0; i < 3000 && Alive("orchestrator"); ++i) {
-      const std::string endpoint = Read(dir_ + "/state/endpoint");
-      if (!endpoint.empty()) {
-        port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
-        return true;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
+    // The endpoint file is its ready signal (written once it serves and has
+    // printed its start-up lines). One that exits fails at once.
+    std::string endpoint;
+    WaitUntil([&] {
+      endpoint = Read(dir_ + "/state/endpoint");
+      return !endpoint.empty() || !Alive("orchestrator");
+    });
+    if (endpoint.empty()) return false;
+    port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+    return true;
   }
+
+  // Points the silos started from now on at `port` on localhost (an
+  // orchestrator endpoint the test runs itself).
+  void UseOrchestratorAt(int port) { port_ = port; }
 
   void StartSilo(const std::string& name, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {"fedsilo",        "silo",
@@ -103,9 +99,31 @@ class Federation {
                                      "--datasets",     dir_ + "/datasets.yaml",
                                      "--orchestrator", "localhost:" + std::to_string(port_)};
     args.insert(args.end(), extra.begin(), extra.end());
+    // Its connection counts from here: a restarted silo's earlier ones are
+    // already in the orchestrator's log.
+    connections_before_[name] = CountInFile(dir_ + "/orchestrator.log", ConnectedLine(name));
     auto pid = SpawnProcess(Binary(), args, dir_ + "/" + name + ".log");
     ASSERT_TRUE(pid.ok()) << pid.status();
     pids_[name] = *pid;
+  }
+
+  // Waits until each of `names`, as last started, has connected to the
+  // orchestrator process (its log says so). False when one did not in time.
+  bool WaitConnected(const std::vector<std::string>& names) {
+    for (const auto& n : names) {
+      if (!WaitForText(dir_ + "/orchestrator.log", ConnectedLine(n), connections_before_[n])) {
+        ADD_FAILURE() << "silo '" << n << "' did not connect:\n" << Read(dir_ + "/" + n + ".log");
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Sends `signal` to the process `name` and leaves it be (SIGSTOP, SIGCONT).
+  void Signal(const std::string& name, int signal) {
+    auto it = pids_.find(name);
+    ASSERT_NE(it, pids_.end()) << name;
+    ASSERT_EQ(::kill(it->second, signal), 0) << name;
   }
 
   // Whether the process `name` started is still running (not exited or killed).
@@ -124,18 +142,7 @@ class Federation {
   }
 
   // Runs `fedsilo <args>`.
-  Output Run(const std::string& args) const {
-    static int counter = 0;
-    const std::string base = dir_ + "/cmd" + std::to_string(++counter);
-    const std::string cmd =
-        Binary() + " " + args + " >" + base + ".out 2>" + base + ".err </dev/null";
-    const int raw = std::system(cmd.c_str());
-    Output o;
-    o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    o.out = Read(base + ".out");
-    o.err = Read(base + ".err");
-    return o;
-  }
+  Output Run(const std::string& args) const { return Fedsilo(args); }
 
   // A user command as `user`, against this federation's orchestrator.
   Output User(const std::string& command, const std::string& user = "alice") const {
@@ -157,9 +164,14 @@ class Federation {
   int port() const { return port_; }
 
  private:
+  static std::string ConnectedLine(const std::string& silo) {
+    return "silo '" + silo + "' connected from";
+  }
+
   std::string dir_;
   int port_ = 0;
   std::map<std::string, pid_t> pids_;
+  std::map<std::string, int> connections_before_;
 };
 
 inline ModelState Tensors(const std::string& path) {

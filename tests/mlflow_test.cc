@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <map>
 #include <set>
+#include <vector>
 
 #include "fake_mlflow.h"
 #include "tracking/mlflow_client.h"
@@ -173,6 +176,36 @@ TEST(MlflowClientTest, OnlyHttpAddressesAreAccepted) {
     }
   }
   EXPECT_TRUE(MlflowClient::Create("https://mlflow.example.org:8443/prefix/").ok());
+}
+
+// Credentials come from the environment MLflow's own clients read: a token
+// first, else a user name and password; none when neither is set.
+TEST(MlflowClientTest, CredentialsComeFromTheEnvironment) {
+  struct Case {
+    std::map<std::string, std::string> env;
+    std::string authorization;
+  };
+  const std::vector<Case> cases = {
+      {{}, ""},
+      {{{"MLFLOW_TRACKING_TOKEN", "t0k3n"}}, "Bearer t0k3n"},
+      {{{"MLFLOW_TRACKING_USERNAME", "ann"}, {"MLFLOW_TRACKING_PASSWORD", "pw"}},
+       "Basic YW5uOnB3"},  // base64("ann:pw")
+      {{{"MLFLOW_TRACKING_TOKEN", "t0k3n"}, {"MLFLOW_TRACKING_USERNAME", "ann"}}, "Bearer t0k3n"},
+  };
+  const char* names[] = {"MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
+                         "MLFLOW_TRACKING_PASSWORD"};
+  for (const Case& c : cases) {
+    for (const char* n : names) ::unsetenv(n);
+    for (const auto& [name, value] : c.env) ::setenv(name.c_str(), value.c_str(), 1);
+    FakeMlflow mlflow;
+    auto exporter = MlflowExporter::Start(Options(mlflow.uri()));
+    ASSERT_TRUE(exporter.ok()) << exporter.status();
+    EXPECT_TRUE((*exporter)->Record(Metric(1, "global", "test_accuracy", 0.5)).ok());
+    EXPECT_TRUE((*exporter)->Finish("FINISHED", 10s).complete());
+    EXPECT_EQ(mlflow.authorizations(), std::set<std::string>{c.authorization})
+        << "expected '" << c.authorization << "'";
+  }
+  for (const char* n : names) ::unsetenv(n);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include "secure/provisioner.h"
 #include "silo_stream.h"
 #include "strategy/fed_avg.h"
+#include "federation_processes.h"
 #include "test_util.h"
 #include "transport/chunks.h"
 #include "transport/orchestrator_service.h"
@@ -38,8 +39,6 @@ using ::testing::Not;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::string Binary() { return testing_util::FedsiloBinary(); }
-
 std::string Fresh(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/procfed_" + name;
   fs::remove_all(dir);
@@ -47,30 +46,26 @@ std::string Fresh(const std::string& name) {
   return dir;
 }
 
-std::string RunAndCapture(const std::string& args) {
-  const std::string out = ::testing::TempDir() + "/procfed." + std::to_string(getpid()) + ".out";
-  EXPECT_EQ(std::system((Binary() + " " + args + " >" + out + " 2>&1").c_str()), 0) << args;
-  std::stringstream s;
-  s << std::ifstream(out).rdbuf();
-  return s.str();
+// Runs `fedsilo <args>`, which should succeed.
+testing_util::Output RunOk(const std::string& args) {
+  testing_util::Output o = testing_util::Fedsilo(args);
+  EXPECT_EQ(o.status, 0) << args << "\n" << o.err;
+  return o;
 }
 
-nlohmann::json LastLine(std::string text) {
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return nlohmann::json::parse(text.substr(text.rfind('\n') + 1));
-}
+using testing_util::LastJson;
 
 std::string Bytes(const std::string& path) { return testing_util::ReadAll(path); }
 
 TEST(ProcessFederationTest, ProcessesReachTheSameModelAsInProcessSimulation) {
   const std::string dir = Fresh("same");
   const std::string job = std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/digits.yaml";
-  nlohmann::json in_process = LastLine(
-      RunAndCapture("run " + job + " --set training.rounds=4 --quiet --json --workdir " + dir));
-  const std::string out =
-      RunAndCapture("run " + job + " --set training.rounds=4 --processes --json --workdir " + dir);
+  nlohmann::json in_process = LastJson(RunOk("run " + job + " --set training.rounds=4 --quiet --json --workdir " + dir).out);
+  const testing_util::Output run =
+      RunOk("run " + job + " --set training.rounds=4 --processes --json --workdir " + dir);
+  const std::string out = run.out + run.err;
   EXPECT_THAT(out, HasSubstr("5 processes, gRPC + mutual TLS on 127.0.0.1"));
-  nlohmann::json processes = LastLine(out);
+  nlohmann::json processes = LastJson(run.out);
   EXPECT_EQ(processes["rounds_completed"], 4);
   EXPECT_TRUE(processes["overhead_fraction"].is_null());
   EXPECT_DOUBLE_EQ(processes["final"]["accuracy"].get<double>(),
@@ -91,16 +86,17 @@ TEST(ProcessFederationTest, SecureAggregationOverProcessesMatchesInProcess) {
                           "/examples/digits.yaml --set training.rounds=3 "
                           "--set privacy.secure_aggregation=true";
   nlohmann::json in_process =
-      LastLine(RunAndCapture("run " + job + " --quiet --json --workdir " + dir));
-  const std::string out = RunAndCapture("run " + job + " --processes --json --workdir " + dir);
+      LastJson(RunOk("run " + job + " --quiet --json --workdir " + dir).out);
+  const testing_util::Output run = RunOk("run " + job + " --processes --json --workdir " + dir);
+  const std::string out = run.out + run.err;
   EXPECT_THAT(out, HasSubstr("secure  aggregation: threshold 4 of 5"));
-  nlohmann::json processes = LastLine(out);
+  nlohmann::json processes = LastJson(run.out);
   ASSERT_EQ(processes["rounds_completed"], 3) << out;
   EXPECT_TRUE(Bytes(processes["final_model"]) == Bytes(in_process["final_model"]));
   // The plain run differs only by the fixed-point rounding.
-  nlohmann::json plain = LastLine(RunAndCapture(
+  nlohmann::json plain = LastJson(RunOk(
       "run " + std::string(FEDSILO_TEST_SOURCE_DIR) +
-      "/examples/digits.yaml --set training.rounds=3 --quiet --json --workdir " + dir));
+      "/examples/digits.yaml --set training.rounds=3 --quiet --json --workdir " + dir).out);
   EXPECT_NEAR(plain["final"]["loss"].get<double>(), processes["final"]["loss"].get<double>(), 1e-3);
   EXPECT_FALSE(Bytes(plain["final_model"]) == Bytes(processes["final_model"]));
   const std::string metrics = Bytes(processes["run_dir"].get<std::string>() + "/metrics.jsonl");
@@ -108,60 +104,45 @@ TEST(ProcessFederationTest, SecureAggregationOverProcessesMatchesInProcess) {
   EXPECT_THAT(metrics, Not(HasSubstr("silo-1/num_examples")));
 }
 
-// An orchestrator endpoint in this process and `fedsilo silo` child processes.
-class Federation {
+// An orchestrator endpoint in this process -- the test drives its rounds and
+// injects faults -- and `fedsilo silo` child processes of a provisioned
+// federation (testing_util::Federation) dialling it.
+class InProcessOrchestrator {
  public:
-  explicit Federation(const std::string& dir, std::vector<std::string> silos) : dir_(dir) {
-    secure::FederationSpec spec;
-    spec.name = "test";
-    for (const auto& s : silos) spec.participants.push_back({s, secure::ParticipantKind::kSilo});
-    EXPECT_TRUE(
-        secure::ProvisionFederation(spec, dir + "/kits", std::chrono::system_clock::now()).ok());
-    std::ofstream(dir + "/datasets.yaml") << "datasets:\n  digits: {builtin: digits, share: job}\n";
-    files_ =
-        std::move(transport::LoadTlsFiles(*secure::LoadKit(dir + "/kits/orchestrator"))).value();
+  // Silos a, b and c, plus `extra_silos`.
+  explicit InProcessOrchestrator(const std::string& name,
+                                 const std::vector<std::string>& extra_silos = {})
+      : processes_("procfed_" + name, ExtraSilos(extra_silos)) {
+    files_ = std::move(transport::LoadTlsFiles(*secure::LoadKit(dir() + "/kits/orchestrator")))
+                 .value();
     service_ = std::make_unique<transport::OrchestratorService>(
         files_.ca_pem, &registry_, [] { return std::chrono::system_clock::now(); });
     server_ =
         std::move(transport::GrpcServer::Start(
                       "127.0.0.1:0", transport::MakeServerCredentials(files_), {service_.get()}))
             .value();
+    processes_.UseOrchestratorAt(server_->port());
   }
+  // The silo processes go first: the endpoint they talk to is torn down after.
+  ~InProcessOrchestrator() { processes_.StopAll(); }
+
   const std::string& ca_pem() const { return files_.ca_pem; }
-  ~Federation() {
-    while (!pids_.empty()) Kill(pids_.begin()->first, SIGKILL);  // Kill() erases the entry
-  }
 
   void StartSilo(const std::string& name) {
-    const std::string target = "localhost:" + std::to_string(server_->port());
-    std::vector<std::string> args = {"fedsilo",        "silo",
-                                     "--kit",          dir_ + "/kits/" + name,
-                                     "--datasets",     dir_ + "/datasets.yaml",
-                                     "--orchestrator", target};
-    auto pid = SpawnProcess(Binary(), args, dir_ + "/" + name + ".log");
-    ASSERT_TRUE(pid.ok()) << pid.status();
-    pids_[name] = *pid;
+    sessions_before_[name] = Sessions(name);
+    processes_.StartSilo(name);
   }
+  void Kill(const std::string& name, int signal) { processes_.Kill(name, signal); }
 
-  void Kill(const std::string& name, int signal) {
-    auto it = pids_.find(name);
-    if (it == pids_.end()) return;
-    StopProcess(it->second, signal, 5s);
-    pids_.erase(it);
-  }
-
-  bool WaitConnected(const std::vector<std::string>& names, std::chrono::seconds limit = 30s) {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-      auto connected = service_->ConnectedSilos();
-      bool all = true;
+  // Waits until each of `names` has opened a session since it was last
+  // started (or connected by hand): a killed silo's old session does not count.
+  bool WaitConnected(const std::vector<std::string>& names) {
+    return testing_util::WaitUntil([&] {
       for (const auto& n : names) {
-        all = all && std::find(connected.begin(), connected.end(), n) != connected.end();
+        if (Sessions(n) <= sessions_before_[n]) return false;
       }
-      if (all) return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
+      return true;
+    });
   }
 
   // One connection (60 s round timeout) per named silo, in order.
@@ -177,23 +158,39 @@ class Federation {
   // A silo session driven by hand over the real stream: `name`'s kit, mutual
   // TLS, the hello already sent (check `stream` and `hello_sent`).
   std::unique_ptr<testing_util::HandSiloStream> ConnectByHand(const std::string& name) {
-    auto files = transport::LoadTlsFiles(*secure::LoadKit(dir_ + "/kits/" + name));
+    sessions_before_[name] = Sessions(name);
+    auto files = transport::LoadTlsFiles(*secure::LoadKit(dir() + "/kits/" + name));
     return std::make_unique<testing_util::HandSiloStream>(grpc::CreateChannel(
         "localhost:" + std::to_string(port()), transport::MakeChannelCredentials(*files)));
   }
 
   transport::OrchestratorService* service() { return service_.get(); }
   int port() const { return server_->port(); }
-  const transport::TlsFiles& files() const { return files_; }
-  const std::string& dir() const { return dir_; }
+  const std::string& dir() const { return processes_.dir(); }
 
  private:
-  std::string dir_;
+  static std::vector<std::pair<std::string, std::string>> ExtraSilos(
+      const std::vector<std::string>& names) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& n : names) out.emplace_back(n, "silo");
+    return out;
+  }
+
+  // Sessions `silo` has opened so far that are still open, counted: 0 when
+  // it is not connected now.
+  int Sessions(const std::string& silo) const {
+    for (const auto& s : registry_.Snapshot()) {
+      if (s.name == silo) return s.connected ? s.sessions : -s.sessions;
+    }
+    return 0;
+  }
+
+  testing_util::Federation processes_;
   transport::TlsFiles files_;
   orchestrator::SiloRegistry registry_;
   std::unique_ptr<transport::OrchestratorService> service_;
   std::unique_ptr<transport::GrpcServer> server_;
-  std::map<std::string, pid_t> pids_;
+  std::map<std::string, int> sessions_before_;
 };
 
 // The zero-initialised layout of the logistic model on digits (64 -> 10).
@@ -214,7 +211,7 @@ class ConstantEvaluator : public orchestrator::ModelEvaluator {
 // Kills one silo after round 1 and restarts it after round 2.
 class KillAndRestart : public orchestrator::RoundObserver {
  public:
-  explicit KillAndRestart(Federation* f) : f_(f) {}
+  explicit KillAndRestart(InProcessOrchestrator* f) : f_(f) {}
   Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int) override {
     succeeded.push_back(s.silos_succeeded);
     failures.push_back(s.failures);
@@ -230,11 +227,11 @@ class KillAndRestart : public orchestrator::RoundObserver {
   bool reconnected = false;
 
  private:
-  Federation* f_;
+  InProcessOrchestrator* f_;
 };
 
 TEST(ProcessFederationTest, KilledSiloIsDroppedAndTakesPartAgainAfterRestart) {
-  Federation fed(Fresh("kill"), {"a", "b", "c"});
+  InProcessOrchestrator fed("kill");
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
   ASSERT_TRUE(fed.WaitConnected({"a", "b", "c"}));
 
@@ -271,7 +268,7 @@ JobConfig SecureDigitsJob(int rounds, int threshold) {
 }
 
 TEST(ProcessFederationTest, SecureAggregationGoesOnWithoutAKilledSiloAboveTheThreshold) {
-  Federation fed(Fresh("secagg-kill"), {"a", "b", "c"});
+  InProcessOrchestrator fed("secagg-kill");
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
   ASSERT_TRUE(fed.WaitConnected({"a", "b", "c"}));
   const JobConfig job = SecureDigitsJob(4, 2);
@@ -291,7 +288,7 @@ TEST(ProcessFederationTest, SecureAggregationGoesOnWithoutAKilledSiloAboveTheThr
 // and the unmasking shares.
 class KillAfterMaskedInput : public transport::SiloConnection {
  public:
-  KillAfterMaskedInput(std::unique_ptr<transport::SiloConnection> inner, Federation* fed)
+  KillAfterMaskedInput(std::unique_ptr<transport::SiloConnection> inner, InProcessOrchestrator* fed)
       : inner_(std::move(inner)), fed_(fed) {}
   const std::string& silo_name() const override { return inner_->silo_name(); }
   StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
@@ -306,7 +303,7 @@ class KillAfterMaskedInput : public transport::SiloConnection {
 
  private:
   std::unique_ptr<transport::SiloConnection> inner_;
-  Federation* fed_;
+  InProcessOrchestrator* fed_;
   int steps_ = 0;
 };
 
@@ -322,7 +319,7 @@ struct Summaries : orchestrator::RoundObserver {
 // rebuilt from the others' shares, and the model is the one of a round where
 // nobody left, bit for bit.
 TEST(ProcessFederationTest, SecureAggregationCountsASiloKilledAfterItsMaskedInput) {
-  Federation fed(Fresh("secagg-late-kill"), {"a", "b", "c"});
+  InProcessOrchestrator fed("secagg-late-kill");
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
   ASSERT_TRUE(fed.WaitConnected({"a", "b", "c"}));
   const JobConfig job = SecureDigitsJob(1, 2);
@@ -352,7 +349,7 @@ TEST(ProcessFederationTest, SecureAggregationCountsASiloKilledAfterItsMaskedInpu
 }
 
 TEST(ProcessFederationTest, SecureAggregationBelowTheThresholdFailsCleanly) {
-  Federation fed(Fresh("secagg-few"), {"a", "b", "c"});
+  InProcessOrchestrator fed("secagg-few");
   fed.StartSilo("a");
   fed.StartSilo("b");  // c never starts
   ASSERT_TRUE(fed.WaitConnected({"a", "b"}));
@@ -370,7 +367,7 @@ TEST(ProcessFederationTest, SecureAggregationBelowTheThresholdFailsCleanly) {
 }
 
 TEST(ProcessFederationTest, TooFewSilosFailTheRoundNamingTheMissing) {
-  Federation fed(Fresh("few"), {"a", "b"});
+  InProcessOrchestrator fed("few");
   fed.StartSilo("a");  // b never starts
   ASSERT_TRUE(fed.WaitConnected({"a"}));
   auto job = ParseJobConfig(
@@ -392,7 +389,7 @@ TEST(ProcessFederationTest, TooFewSilosFailTheRoundNamingTheMissing) {
 // result and a mismatched round, then correctly: only the correct one counts,
 // and its update is pulled with an UploadRequest.
 TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
-  Federation fed(Fresh("stale"), {"a"});
+  InProcessOrchestrator fed("stale");
   auto silo = fed.ConnectByHand("a");
   ASSERT_TRUE(silo->hello_sent);
   ASSERT_TRUE(fed.WaitConnected({"a"}));
@@ -405,7 +402,7 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
   StatusOr<transport::FitReply> reply = absl::UnknownError("not run");
   orchestrator_side = std::thread([&] {
     transport::FitRequest request{"job-1", 3, 7, &job, &global};
-    reply = fed.service()->Fit("a", request, 20s);
+    reply = fed.service()->Fit("a", request, 120s);
   });
 
   fedsilo::v1::OrchestratorMessage m;
@@ -462,7 +459,7 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
 // Aborting a run while a silo holds a finished update: the silo drops the
 // update on the Abort, so the orchestrator must not wait for it.
 TEST(ProcessFederationTest, CancelledRunIsNotWaitedForAnUpdateTheSiloDropped) {
-  Federation fed(Fresh("cancel"), {"a"});
+  InProcessOrchestrator fed("cancel");
   auto silo = fed.ConnectByHand("a");
   ASSERT_TRUE(silo->hello_sent);
   ASSERT_TRUE(fed.WaitConnected({"a"}));
@@ -507,7 +504,7 @@ TEST(ProcessFederationTest, CancelledRunIsNotWaitedForAnUpdateTheSiloDropped) {
 // rejected and named, the rounds go on with the real silo, and the sound
 // update counts.
 TEST(ProcessFederationTest, GarbageUpdatesAreRejectedAndTheRoundGoesOn) {
-  Federation fed(Fresh("garbage"), {"a", "bad"});
+  InProcessOrchestrator fed("garbage", {"bad"});
   fed.StartSilo("a");
   auto silo = fed.ConnectByHand("bad");
   ASSERT_TRUE(silo->hello_sent);

@@ -278,6 +278,16 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
                 "tracking: {mlflow: {uri: 'http://h:5000', wait: -1}}\n",
                 "tracking.mlflow.wait: must be an integer in [0, 86400]"},
+        // SCAFFOLD's control variates would travel unprotected.
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nstrategy: {name: scaffold}\n"
+                "privacy: {dp: {mode: local, noise_multiplier: 1}}\n",
+                "strategy.name: scaffold is not supported with privacy.dp or secure_aggregation"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\nstrategy: {name: scaffold}\n"
+                "privacy: {secure_aggregation: true}\n",
+                "strategy.name: scaffold is not supported with privacy.dp or secure_aggregation"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nstrategy: {name: scaffold}\n"
+                "training: {optimizer: adam}\n",
+                "strategy.name: scaffold needs training.optimizer sgd"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\ntracking: {mlfow: {}}\n",
                 "unknown key 'tracking.mlfow' (did you mean 'tracking.mlflow'?)"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"

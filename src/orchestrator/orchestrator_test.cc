@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -28,21 +29,51 @@ float Noise(int index, int j) {
   return static_cast<float>((x - std::floor(x)) * std::pow(10.0, index % 4));
 }
 
+// Makes silos' replies arrive in a set order, whatever the threads' timing:
+// each reply waits for its turn.
+class ReplyOrder {
+ public:
+  // Waits (up to a minute, so that a wrong order fails rather than hangs)
+  // until the replies before `turn` have gone, then lets this one go.
+  void Take(int turn, const std::string& silo) {
+    std::unique_lock<std::mutex> lock(mu_);
+    const bool in_turn =
+        cv_.wait_for(lock, std::chrono::minutes(1), [&] { return next_ == turn; });
+    EXPECT_TRUE(in_turn) << silo << " waited for turn " << turn << " in vain";
+    arrived_.push_back(silo);
+    ++next_;
+    cv_.notify_all();
+  }
+  std::vector<std::string> arrived() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return arrived_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int next_ = 0;
+  std::vector<std::string> arrived_;
+};
+
 // A silo whose update is (index + 1) * round in every coordinate, weighted by
-// `examples`; it sleeps `delay_ms` first so that replies arrive out of order.
+// `examples`.
 class FakeSilo : public transport::SiloConnection {
  public:
-  FakeSilo(std::string name, int index, int64_t examples, int delay_ms, Fault fault,
-           bool noisy = false)
-      : name_(std::move(name)),
-        index_(index),
-        examples_(examples),
-        delay_ms_(delay_ms),
-        fault_(fault),
-        noisy_(noisy) {}
+  FakeSilo(std::string name, int index, int64_t examples, Fault fault, bool noisy = false)
+      : name_(std::move(name)), index_(index), examples_(examples), fault_(fault), noisy_(noisy) {}
+  // Its reply goes at `turn` of `order`.
+  void ReplyAt(ReplyOrder* order, int turn) {
+    order_ = order;
+    turn_ = turn;
+  }
   const std::string& silo_name() const override { return name_; }
   StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
+    StatusOr<transport::FitReply> reply = Answer(r);
+    if (order_ != nullptr) order_->Take(turn_, name_);
+    return reply;
+  }
+  StatusOr<transport::FitReply> Answer(const transport::FitRequest& r) {
     calls.push_back(r.round);
     if (fault_ == Fault::kError) return absl::UnavailableError("disk full");
     if (r.round == fail_round && fail_times > 0) {
@@ -89,9 +120,10 @@ class FakeSilo : public transport::SiloConnection {
   std::string name_;
   int index_;
   int64_t examples_;
-  int delay_ms_;
   Fault fault_;
   bool noisy_;
+  ReplyOrder* order_ = nullptr;
+  int turn_ = 0;
   secure::SecAggSilo secagg_{name_};
   int steps_ = 0;
 };
@@ -140,10 +172,9 @@ JobConfig Job(int silos, int rounds) {
 struct Fixture {
   std::vector<FakeSilo*> silos;
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
-  void Add(int index, int64_t examples, int delay_ms = 0, Fault fault = Fault::kNone,
-           bool noisy = false) {
-    auto s = std::make_unique<FakeSilo>("s" + std::to_string(index + 1), index, examples, delay_ms,
-                                        fault, noisy);
+  void Add(int index, int64_t examples, Fault fault = Fault::kNone, bool noisy = false) {
+    auto s = std::make_unique<FakeSilo>("s" + std::to_string(index + 1), index, examples, fault,
+                                        noisy);
     silos.push_back(s.get());
     connections.push_back(std::move(s));
   }
@@ -228,8 +259,12 @@ TEST(OrchestratorTest, ResultDoesNotDependOnArrivalOrderOrThreads) {
   for (int threads : {1, 6}) {
     JobConfig job = Job(6, 1);
     Fixture f;
+    for (int i = 0; i < 6; ++i) f.Add(i, 10 + 7 * i, Fault::kNone, /*noisy=*/true);
     // In parallel, later silos answer first.
-    for (int i = 0; i < 6; ++i) f.Add(i, 10 + 7 * i, 60 - 10 * i, Fault::kNone, /*noisy=*/true);
+    ReplyOrder order;
+    if (threads > 1) {
+      for (int i = 0; i < 6; ++i) f.silos[i]->ReplyAt(&order, 5 - i);
+    }
     SumEvaluator eval;
     Orchestrator o(job, {"run", threads}, std::move(f.connections),
                    std::make_unique<strategy::FedAvg>(1.0, 2), &eval, nullptr, nullptr);
@@ -240,6 +275,10 @@ TEST(OrchestratorTest, ResultDoesNotDependOnArrivalOrderOrThreads) {
       bits.append(reinterpret_cast<const char*>(t.data()), t.num_bytes());
     }
     EXPECT_TRUE(bits == in_order) << threads << " threads";
+    if (threads > 1) {
+      EXPECT_EQ(order.arrived(),
+                (std::vector<std::string>{"s6", "s5", "s4", "s3", "s2", "s1"}));
+    }
   }
 }
 
@@ -248,10 +287,10 @@ TEST(OrchestratorTest, BadUpdatesAreDroppedAndNamed) {
   job.federation.min_silos = 1;
   Fixture f;
   f.Add(0, 4);
-  f.Add(1, 4, 0, Fault::kNan);
-  f.Add(2, 4, 0, Fault::kWrongShape);
-  f.Add(3, 4, 0, Fault::kError);
-  f.Add(4, 4, 0, Fault::kNoExamples);
+  f.Add(1, 4, Fault::kNan);
+  f.Add(2, 4, Fault::kWrongShape);
+  f.Add(3, 4, Fault::kError);
+  f.Add(4, 4, Fault::kNoExamples);
   SumEvaluator eval;
   struct Capture : RoundObserver {
     Status OnRoundEnd(const RoundSummary& s, const ModelState&, int) override {
@@ -280,8 +319,8 @@ TEST(OrchestratorTest, RoundFailsBelowMinSilosAndKeepsTheModel) {
   job.federation.min_silos = 2;
   Fixture f;
   f.Add(0, 4);
-  f.Add(1, 4, 0, Fault::kError);
-  f.Add(2, 4, 0, Fault::kNan);
+  f.Add(1, 4, Fault::kError);
+  f.Add(2, 4, Fault::kNan);
   SumEvaluator eval;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
                  &eval, nullptr, nullptr);
@@ -303,7 +342,7 @@ TEST(OrchestratorTest, ARoundSilosLeftIsRunAgainAndTheModelIsTheUndisturbedOne) 
     job.federation.round_retries = retries;
     job.federation.wait_for_silos = 1;
     Fixture f;
-    for (int i = 0; i < 3; ++i) f.Add(i, 1 + i, 0, Fault::kNone, /*noisy=*/true);
+    for (int i = 0; i < 3; ++i) f.Add(i, 1 + i, Fault::kNone, /*noisy=*/true);
     f.silos[1]->fail_round = 2;
     f.silos[1]->fail_times = fail_times;
     FakeSilo* second = f.silos[1];

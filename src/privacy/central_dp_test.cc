@@ -57,6 +57,9 @@ TEST(CentralDpTest, NoiseOnTheMeanIsCalibratedToTheBoundAndTheSilos) {
   }
   const double n = 200000;
   const double stddev = std::sqrt(sum2 / n - (sum / n) * (sum / n));
+  // The noise is the OS's, so the bounds are set for false alarms: 6.3 and
+  // 7.4 standard errors (0.3 / sqrt(2n) for the deviation, 0.3 / sqrt(n) for
+  // the mean), each failing by chance less than once in 1e9 runs.
   EXPECT_NEAR(stddev, 1.5 * 2.0 / 10, 0.01 * 0.3);
   EXPECT_NEAR(sum / n, 0.0, 0.005);
   // A second run draws other noise: the orchestrator's OS randomness.

@@ -135,6 +135,27 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   EXPECT_THAT(std::string(runtime.Fit(stats).status().message()),
               HasSubstr("(statistics.share_min_max: false)"));
   job.preprocess.scale = ScaleKind::kStandard;
+  // A policy that allows only DP training refuses the statistics: they are
+  // exact sums, not differentially private.
+  {
+    std::ofstream(dir + "/dp-only.yaml")
+        << "datasets:\n  cards: {require_local_dp: true, statistics: {min_count: 5}}\n";
+    auto dp_only = PrivacyGuard::Open(dir + "/dp-only.yaml", "");
+    ASSERT_TRUE(dp_only.ok()) << dp_only.status();
+    SiloRuntime dp_runtime("east", *catalog, "/nonexistent", dp_only->get());
+    // (A job without DP is refused before it gets that far.)
+    JobConfig dp_job = job;
+    dp_job.privacy.dp.mode = DpMode::kLocal;
+    dp_job.privacy.dp.noise_multiplier = 1.0;
+    transport::FitRequest dp_stats = stats;
+    dp_stats.job = &dp_job;
+    dp_stats.run_id = "dp-only";
+    auto refused = dp_runtime.Fit(dp_stats);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(refused.status().message()),
+                HasSubstr("the federated statistics are exact sums, not differentially private, "
+                          "and the policy allows only DP training (require_local_dp)"));
+  }
   // A category of a handful of rows is refused too (its one-hot sum counts it).
   job.preprocess.categories = {{"merchant", {"atm", "shop", "vip"}}};
   {
