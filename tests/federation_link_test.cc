@@ -292,15 +292,30 @@ TEST(FederationLinkTest, ServerRefusesClientCertificatesFromAnotherCa) {
   EXPECT_TRUE(insider.WhoAmI(60s).ok());
 }
 
-TEST(FederationLinkTest, ExpiredCertificatesAreRefused) {
-  // Issued 40 days ago for 30 days: expired 10 days ago.
-  const std::string kits =
-      Provision("expired", std::chrono::system_clock::now() - 40 * 24h, /*days=*/30);
+// Only the silo's certificate expired (issued 40 days ago for 30); the
+// orchestrator's and the CA are valid. The expired silo is refused at the
+// handshake, and its diagnosis says why; a valid silo of the same federation
+// gets in (the control).
+TEST(FederationLinkTest, AnExpiredSiloCertificateIsRefusedAndAValidOneGetsIn) {
+  const auto now = std::chrono::system_clock::now();
+  const std::string kits = Provision("expired", now);
+  ASSERT_TRUE(
+      secure::AddParticipant(kits, {"hospital-b", ParticipantKind::kSilo}, 30, now - 40 * 24h)
+          .ok());
   Endpoint endpoint(kits);
-  auto silo = Client(kits + "/hospital-a", endpoint.target());
-  auto me = silo.WhoAmI(60s);
-  ASSERT_FALSE(me.ok());
-  EXPECT_EQ(me.status().code(), absl::StatusCode::kUnavailable) << me.status();
+  auto valid = Client(kits + "/hospital-a", endpoint.target()).WhoAmI(60s);
+  ASSERT_TRUE(valid.ok()) << valid.status();
+  EXPECT_EQ(valid->name(), "hospital-a");
+
+  auto expired = Client(kits + "/hospital-b", endpoint.target()).WhoAmI(60s);
+  ASSERT_FALSE(expired.ok());
+  EXPECT_EQ(expired.status().code(), absl::StatusCode::kUnavailable) << expired.status();
+  const auto d =
+      transport::DiagnoseConnection(endpoint.target(), Files(kits + "/hospital-b"), false, 60s);
+  EXPECT_EQ(d.kind, transport::ConnectionDiagnosis::Kind::kCertificate) << d.reason;
+  EXPECT_THAT(d.reason, HasSubstr("expired")) << d.reason;
+  EXPECT_TRUE(endpoint.registry.Snapshot().empty() ||
+              endpoint.registry.Snapshot()[0].name != "hospital-b");
 }
 
 // An endpoint that reads the revocation list of its kit, with a clock the

@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "core/model_state_file.h"
 #include "strategy/fed_avg.h"
 
 namespace fedsilo::orchestrator {
@@ -314,22 +315,55 @@ TEST(OrchestratorTest, BadUpdatesAreDroppedAndNamed) {
   EXPECT_THAT(capture.summary.failures[3], HasSubstr("s5: update rejected: num_examples is 0"));
 }
 
-TEST(OrchestratorTest, RoundFailsBelowMinSilosAndKeepsTheModel) {
+// The rounds that ended, and the model each one made (what a checkpoint
+// observer would keep).
+struct RoundsEnded : RoundObserver {
+  Status OnRoundEnd(const RoundSummary& s, const ModelState& model, int) override {
+    rounds.push_back(s.round);
+    models.push_back(SerializeModelState(model));
+    return absl::OkStatus();
+  }
+  std::vector<int> rounds;
+  std::vector<std::string> models;
+};
+
+// Round 2 falls below min_silos: the job fails naming why, and round 2 never
+// ends -- the last model handed on (to checkpoints, the store) is round 1's.
+TEST(OrchestratorTest, RoundBelowMinSilosFailsAndTheLastModelStaysRoundOnes) {
   JobConfig job = Job(3, 2);
   job.federation.min_silos = 2;
+  job.federation.round_retries = 1;
   Fixture f;
   f.Add(0, 4);
-  f.Add(1, 4, Fault::kError);
-  f.Add(2, 4, Fault::kNan);
+  f.Add(1, 4);
+  f.Add(2, 4);
+  for (int i : {1, 2}) {
+    f.silos[i]->fail_round = 2;
+    f.silos[i]->fail_times = 100;
+  }
   SumEvaluator eval;
+  RoundsEnded ended;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
                  &eval, nullptr, nullptr);
-  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), &ended);
   ASSERT_FALSE(result.ok());
   EXPECT_THAT(result.status().message(),
-              HasSubstr("round 1: only 1 of 3 sampled silos returned a valid update "
+              HasSubstr("round 2: only 1 of 3 sampled silos returned a valid update "
                         "(federation.min_silos is 2)"));
-  EXPECT_THAT(result.status().message(), HasSubstr("s2: disk full"));
+  EXPECT_THAT(result.status().message(), HasSubstr("s2: connection lost"));
+  EXPECT_EQ(ended.rounds, std::vector<int>{1});
+
+  // Round 1's model is the one a one-round job makes.
+  JobConfig one = Job(3, 1);
+  Fixture g;
+  for (int i = 0; i < 3; ++i) g.Add(i, 4);
+  RoundsEnded control;
+  Orchestrator p(one, {"run", 2}, std::move(g.connections), std::make_unique<strategy::FedAvg>(),
+                 &eval, nullptr, nullptr);
+  ASSERT_TRUE(p.Run(Global(), &control).ok());
+  ASSERT_EQ(ended.models.size(), 1u);
+  EXPECT_EQ(ended.models[0], control.models[0]);
+  EXPECT_NE(ended.models[0], SerializeModelState(Global()));
 }
 
 // A silo that leaves in the middle of round 2: the round runs again, and the
@@ -447,13 +481,15 @@ TEST(OrchestratorTest, SecureAggregationBelowTheThresholdFailsTheRoundAndApplies
   for (int i = 0; i < 3; ++i) f.Add(i, 2);
   f.silos[2]->leave_at_stage = 3;
   SumEvaluator eval;
+  RoundsEnded ended;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
                  &eval, nullptr, nullptr);
-  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), &ended);
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(result.status().message(), HasSubstr("round 1"));
   EXPECT_THAT(result.status().message(), HasSubstr("below the threshold of 3 (missing: s3)"));
+  EXPECT_TRUE(ended.rounds.empty()) << "a round ended with a partial sum";
 }
 
 TEST(OrchestratorTest, SecureAggregationWithCentralDpClipsInTheSilos) {

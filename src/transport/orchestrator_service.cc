@@ -46,6 +46,11 @@ struct OrchestratorService::Session {
   bool busy ABSL_GUARDED_BY(mu) = false;       // a task is out (or its update not fetched)
   bool holding ABSL_GUARDED_BY(mu) = false;    // the result came; the update waits at the silo
   bool uploading ABSL_GUARDED_BY(mu) = false;  // an UploadRequest is out
+  // Counts the UploadRequests and the secure-aggregation steps sent, so that
+  // the bytes of one that ended early (cancelled, timed out) are not taken
+  // as the start of the next.
+  uint64_t upload_id ABSL_GUARDED_BY(mu) = 0;
+  uint64_t secure_id ABSL_GUARDED_BY(mu) = 0;
   // The task's run was cancelled: the silo has dropped its update, so it is
   // not asked for (Fetch() reports the cancellation instead).
   std::optional<Status> cancelled ABSL_GUARDED_BY(mu);
@@ -103,6 +108,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
       MutexLock lock(&s.mu);
       if (!s.open || s.cancelled.has_value()) return;  // Fetch() reports it
       s.uploading = true;
+      ++s.upload_id;
       s.upload.reset();
       request.mutable_upload()->set_job_id(s.job_id);
       request.mutable_upload()->set_round(s.round);
@@ -295,6 +301,7 @@ StatusOr<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Cla
   }
   session->busy = true;
   session->securing = securing;
+  if (securing) ++session->secure_id;
   session->secure_header = false;
   session->job_id = run_id;
   session->round = round;
@@ -469,7 +476,9 @@ grpc::Status OrchestratorService::Connect(
   double head_allowance = 20;  // audit log heads this stream may still send now
   std::chrono::steady_clock::time_point head_counted = std::chrono::steady_clock::now();
   ChunkAssembler update;  // the upload being received
+  uint64_t update_for = 0;  // ... for this Session::upload_id
   ChunkAssembler secure;  // a secure-aggregation reply being received
+  uint64_t secure_for = 0;  // ... for this Session::secure_id
   auto finish_secure = [&](StatusOr<std::string> outcome) {
     {
       MutexLock lock(&session->mu);
@@ -540,7 +549,10 @@ grpc::Status OrchestratorService::Connect(
             fresh = session->securing && !session->secure_header &&
                     !session->secure_result.has_value() && r.job_id() == session->job_id &&
                     r.round() == session->round && r.nonce() == session->nonce;
-            if (fresh) session->secure_header = true;
+            if (fresh) {
+              session->secure_header = true;
+              secure_for = session->secure_id;
+            }
           }
           uint64_t most = 0;
           {
@@ -565,6 +577,14 @@ grpc::Status OrchestratorService::Connect(
         }
         case fedsilo::v1::SiloMessage::kChunk: {
           if (secure.active()) {
+            // A step that ended without all its bytes leaves them behind.
+            MutexLock lock(&session->mu);
+            if (!session->securing || session->secure_id != secure_for ||
+                session->secure_result.has_value()) {
+              secure = ChunkAssembler();
+            }
+          }
+          if (secure.active()) {
             Status added = secure.Add(message.chunk());
             if (!added.ok()) {
               secure = ChunkAssembler();
@@ -574,7 +594,7 @@ grpc::Status OrchestratorService::Connect(
             }
             break;
           }
-          uint64_t expected = 0;
+          uint64_t expected = 0, upload_id = 0;
           {
             MutexLock lock(&session->mu);
             if (!session->uploading || session->upload.has_value()) {
@@ -582,9 +602,11 @@ grpc::Status OrchestratorService::Connect(
               break;
             }
             expected = session->update_bytes;
+            upload_id = session->upload_id;
           }
-          if (!update.active()) {
+          if (!update.active() || update_for != upload_id) {
             update.Begin(expected, absl::StrCat("update from silo '", silo, "'"));
+            update_for = upload_id;
           }
           Status added = update.Add(message.chunk());
           std::optional<StatusOr<ModelState>> outcome;

@@ -10,6 +10,7 @@
 #include "core/model_state_file.h"
 #include "core/mutex.h"
 #include "core/unix_time.h"
+#include "transport/backoff.h"
 #include "transport/chunks.h"
 #include "transport/tls.h"
 
@@ -75,8 +76,8 @@ StatusOr<fedsilo::v1::WhoAmIReply> SiloClient::WhoAmI(std::chrono::milliseconds 
 }
 
 Status SiloClient::Run() {
-  std::mt19937_64 rng(std::random_device{}());
-  std::chrono::milliseconds backoff = options_.initial_backoff;
+  // Seeded afresh per silo, so that silos do not share a jitter sequence.
+  ReconnectBackoff backoff(options_.initial_backoff, options_.max_backoff, std::random_device{}());
   Status last;
   std::string same_reason;  // the certificate problem of the last attempts
   int same = 0;
@@ -88,7 +89,7 @@ Status SiloClient::Run() {
     const int before = sessions_.load();
     last = RunSession();
     const bool opened = sessions_.load() > before;
-    if (opened) backoff = options_.initial_backoff;  // it had connected
+    if (opened) backoff.Reset();  // it had connected
     {
       MutexLock lock(&mu_);
       if (stopping_) return absl::OkStatus();
@@ -115,9 +116,9 @@ Status SiloClient::Run() {
       same = 0;
       same_reason.clear();
     }
-    // Full jitter: a restarted orchestrator is not hit by every silo at once.
-    std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
-    const std::chrono::milliseconds wait(jitter(rng));
+    // Equal jitter (half the backoff plus a random half): a restarted
+    // orchestrator is not hit by every silo at once.
+    const std::chrono::milliseconds wait = backoff.NextWait();
     if (!why.Transient()) {
       spdlog::error("cannot connect to {}: {}; retrying in {} ms", options_.target, why.reason,
                     wait.count());
@@ -126,7 +127,6 @@ Status SiloClient::Run() {
                    opened ? "lost" : "failed", why.reason, wait.count());
     }
     if (!SleepUnlessStopped(wait)) return absl::OkStatus();
-    backoff = std::min(options_.max_backoff, backoff * 2);
   }
 }
 

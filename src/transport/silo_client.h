@@ -1,8 +1,8 @@
 // SiloClient: the silo agent's side of the Connect stream. It dials out to
 // the orchestrator (silos need no inbound port), says hello with the dataset
 // names it offers, sends a heartbeat every `heartbeat_interval`, and when the
-// connection breaks reconnects with exponential backoff (with jitter) until
-// Stop() is called.
+// connection breaks reconnects with exponential backoff (with equal jitter,
+// see ReconnectBackoff) until Stop() is called.
 //
 // Thread safety: Run() on one thread; Stop() and the accessors from any.
 #ifndef FEDSILO_TRANSPORT_SILO_CLIENT_H_
@@ -31,6 +31,8 @@ struct SiloClientOptions {
   std::string target;                 // "host:port" of the orchestrator
   std::vector<std::string> datasets;  // names only; paths never leave the silo
   std::chrono::milliseconds heartbeat_interval{5000};
+  // Reconnect waits (ReconnectBackoff): drawn from [b/2, b], b doubling from
+  // initial_backoff up to max_backoff, and back to initial once connected.
   std::chrono::milliseconds initial_backoff{500};
   std::chrono::milliseconds max_backoff{10000};
   // Set only with plaintext credentials (--insecure): the name this silo
