@@ -57,6 +57,48 @@ bool DataPresent() {
 #define REQUIRE_DATA() \
   if (!DataPresent()) GTEST_SKIP() << "data sets missing: run scripts/setup"
 
+// The command line's parsing: each mistake is named (the word, the command,
+// the nearest right spelling) with exit status 2, before anything runs.
+TEST(CliTest, CommandLineMistakesAreNamedWithExitStatus2) {
+  const std::string job = Example("digits.yaml");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "'fedsilo' needs a command: run, silo, orchestrator"},
+      {"--bogus", "unknown option '--bogus' for 'fedsilo'"},
+      {"trian", "unknown command 'trian' for 'fedsilo'"},
+      {"rnu " + job, "unknown command 'rnu' for 'fedsilo' (did you mean 'run'?)"},
+      {"keys", "'fedsilo keys' needs a command: new, show, rotate, seal-existing"},
+      {"keys rotat", "unknown command 'rotat' for 'fedsilo keys' (did you mean 'rotate'?)"},
+      {"runs --bogus", "unknown option '--bogus' for 'fedsilo runs'"},
+      {"run " + job + " --sett training.rounds=2",
+       "unknown option '--sett' for 'fedsilo run' (did you mean '--set'?)"},
+      {"silo --kit k --datasets d --polcy p",
+       "unknown option '--polcy' for 'fedsilo silo' (did you mean '--policy'?)"},
+      {"run", "job is required"},
+      {"run " + job + " --set", "--set: 1 required TEXT missing"},
+      {"run " + job + " --set rounds", "--set 'rounds': expected key=value"},
+      {"run " + job + " --set training.rounds=abc",
+       "--set training.rounds: must be an integer in [1, 100000], got 'abc'"},
+      {"run " + job + " --set training.roundz=3",
+       "unknown key 'training.roundz' (did you mean 'training.rounds'?)"},
+      {"run /nonexistent/job.yaml", "/nonexistent/job.yaml: no such file"},
+      {"ui --port 70000", "--port: Value 70000 not in range 0 to 65535"},
+      {"submit " + job, "--kit is required"},
+  };
+  for (const auto& [args, error] : cases) {
+    Output r = Fedsilo(args);
+    EXPECT_EQ(r.status, 2) << "fedsilo " << args << "\n" << r.err;
+    EXPECT_THAT(r.err, HasSubstr(error)) << "fedsilo " << args;
+    EXPECT_TRUE(r.out.empty()) << "fedsilo " << args << "\n" << r.out;
+  }
+  // Help and the version are answers, not mistakes.
+  Output help = Fedsilo("keys --help");
+  EXPECT_EQ(help.status, 0);
+  EXPECT_THAT(help.out, HasSubstr("rotate"));
+  Output version = Fedsilo("--version");
+  EXPECT_EQ(version.status, 0);
+  EXPECT_THAT(version.out, HasSubstr("fedsilo 0."));
+}
+
 TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
   REQUIRE_DATA();
   const std::string workdir = Workdir("digits");

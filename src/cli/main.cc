@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -125,6 +126,90 @@ int ListKits(const std::string& kits_dir) {
                 UtcTime(r.not_after, true).c_str(), status);
   }
   return kExitOk;
+}
+
+// The names of `app`'s commands, joined.
+std::string Commands(const CLI::App& app) {
+  std::string joined;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    joined += (joined.empty() ? "" : ", ") + sub->get_name();
+  }
+  return joined;
+}
+
+// What CLI11 reports as "A subcommand is required" when the word after a
+// command is not one of its commands -- most often a typo. Returns the error
+// to print instead (naming the word, the commands there are, the nearest
+// one), or "" when every command word was known.
+std::string UnknownCommandError(const CLI::App& app, int argc, char** argv) {
+  const CLI::App* at = &app;
+  std::string path = "fedsilo";
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    std::vector<std::string> names;
+    for (const CLI::App* sub : at->get_subcommands([](const CLI::App*) { return true; })) {
+      names.push_back(sub->get_name());
+    }
+    if (names.empty()) return "";
+    if (std::find(names.begin(), names.end(), word) != names.end()) {
+      at = at->get_subcommand(word);
+      path += " " + word;
+      continue;
+    }
+    const bool option = word.rfind('-', 0) == 0;
+    // A known option here (its value may follow): the word is no typo.
+    if (option && (word == "-h" || word == "--help" ||
+                   at->get_option_no_throw(word.substr(0, word.find('='))) != nullptr)) {
+      return "";
+    }
+    std::string nearest;
+    int distance = 3;  // suggest only what is at most two edits away
+    for (const std::string& n : names) {
+      if (const int d = EditDistance(word, n); d < distance) {
+        distance = d;
+        nearest = n;
+      }
+    }
+    return std::string(option ? "unknown option '" : "unknown command '") + word + "' for '" +
+           path + "'" + (nearest.empty() ? "" : " (did you mean '" + nearest + "'?)") +
+           "; its commands: " + Commands(*at) + " (see " + path + " --help)";
+  }
+  if (!at->get_subcommands([](const CLI::App*) { return true; }).empty()) {
+    return "'" + path + "' needs a command: " + Commands(*at) + " (see " + path + " --help)";
+  }
+  return "";
+}
+
+// For CLI11's "The following arguments were not expected": the first option
+// the command given does not take, with the nearest one it does. "" when the
+// unexpected words are not options (CLI11's message says it then).
+std::string UnknownOptionError(const CLI::App& app, int argc, char** argv) {
+  const CLI::App* at = &app;
+  std::string path = "fedsilo";
+  while (!at->get_subcommands().empty()) {
+    at = at->get_subcommands().front();
+    path += " " + at->get_name();
+  }
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.rfind("--", 0) != 0) continue;
+    const std::string name = word.substr(0, word.find('='));
+    if (at->get_option_no_throw(name) != nullptr || name == "--help") continue;
+    std::string nearest;
+    int distance = 4;  // suggest only what is at most three edits away
+    for (const CLI::Option* o : at->get_options()) {
+      for (const std::string& long_name : o->get_lnames()) {
+        if (const int d = EditDistance(name, "--" + long_name); d < distance) {
+          distance = d;
+          nearest = "--" + long_name;
+        }
+      }
+    }
+    return "unknown option '" + name + "' for '" + path + "'" +
+           (nearest.empty() ? "" : " (did you mean '" + nearest + "'?)") + " (see " + path +
+           " --help)";
+  }
+  return "";
 }
 
 int Main(int argc, char** argv) {
@@ -518,6 +603,19 @@ int Main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr &&
+        std::string(e.what()).find("subcommand is required") != std::string::npos) {
+      if (const std::string unknown = UnknownCommandError(app, argc, argv); !unknown.empty()) {
+        std::fprintf(stderr, "fedsilo: error: %s\n", unknown.c_str());
+        return kExitInvalidInput;
+      }
+    }
+    if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
+      if (const std::string unknown = UnknownOptionError(app, argc, argv); !unknown.empty()) {
+        std::fprintf(stderr, "fedsilo: error: %s\n", unknown.c_str());
+        return kExitInvalidInput;
+      }
+    }
     const int code = app.exit(e);
     return code == 0 ? kExitOk : kExitInvalidInput;
   }
