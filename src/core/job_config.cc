@@ -703,6 +703,15 @@ StatusOr<JobConfig> ParseJobConfigUnguarded(absl::string_view yaml_text,
     return top.Error(dp.Child("mode"), "privacy.dp",
                      "mode central needs noise_multiplier (> 0); target_epsilon is for local");
   }
+  if (d.mode == DpMode::kCentral && c.strategy.name != "fedavg" && c.strategy.name != "fedprox") {
+    // The noise is calibrated for the mean of clipped updates; added to a
+    // server optimizer's step or to a robust rule's output it would promise a
+    // guarantee it does not give.
+    return top.Error(dp.Child("mode"), "privacy.dp.mode",
+                     absl::StrCat("central adds its noise to the mean of the clipped updates, "
+                                  "which strategy '", c.strategy.name,
+                                  "' does not apply; use strategy fedavg or fedprox, or mode local"));
+  }
   if (d.mode == DpMode::kLocal && (d.noise_multiplier > 0) == (d.target_epsilon > 0)) {
     return top.Error(dp.Child("mode"), "privacy.dp",
                      "mode local needs exactly one of noise_multiplier and target_epsilon "

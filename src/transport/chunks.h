@@ -1,5 +1,6 @@
 // Models travel as .fsm bytes cut into Chunk messages of at most kChunkBytes,
-// so no gRPC message-size limit is raised and any model size goes through.
+// so any model size goes through without a large gRPC message. (The receive
+// limit is raised only for a job's TorchScript module, which travels whole.)
 #ifndef FEDSILO_TRANSPORT_CHUNKS_H_
 #define FEDSILO_TRANSPORT_CHUNKS_H_
 
