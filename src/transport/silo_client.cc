@@ -188,7 +188,7 @@ Status SiloClient::RunSession() {
       if (message.has_task()) {
         task = message.task();
         pending_nonce_.clear();
-        pending_update_.clear();
+        std::string().swap(pending_update_);  // frees it (clear() keeps the buffer)
         model.Begin(task.model_bytes(), "model of task");
       } else if (message.has_upload()) {
         if (message.upload().nonce() != pending_nonce_ || pending_nonce_.empty()) {
@@ -201,7 +201,9 @@ Status SiloClient::RunSession() {
           return write(m);
         });
         pending_nonce_.clear();
-        pending_update_.clear();
+        // Freed, not cleared: an update's buffer is a model's size, and the
+        // silo holds nothing of it between rounds.
+        std::string().swap(pending_update_);
         if (!sent) break;
       } else if (message.has_secure()) {
         if (!AnswerSecureStep(message.secure(), write) || !send_head(false)) break;
@@ -211,7 +213,7 @@ Status SiloClient::RunSession() {
         spdlog::info("job '{}' ended by the orchestrator: {}", message.abort().job_id(),
                      message.abort().reason());
         pending_nonce_.clear();  // its update will not be asked for
-        pending_update_.clear();
+        std::string().swap(pending_update_);
       } else if (message.has_chunk()) {
         Status added = model.Add(message.chunk());
         if (!added.ok()) {
@@ -283,7 +285,7 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
   StatusOr<JobConfig> job = ParseJobConfig(task.job_yaml(), absl::StrCat("job ", task.job_id()));
   if (!job.ok()) return fail(job.status());
   StatusOr<ModelFile> global = ParseModelState(model_bytes, "model of task");
-  model_bytes.clear();
+  std::string().swap(model_bytes);  // freed before training, not just emptied
   if (!global.ok()) return fail(global.status());
   FitRequest request;
   request.run_id = task.job_id();
