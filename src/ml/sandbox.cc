@@ -84,6 +84,10 @@ StatusOr<std::unique_ptr<SandboxSession>> SandboxSession::Start(const Sandbox& s
   // the silo's log that look like the silo's own.
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, fds[1], 3);  // dup2 clears close-on-exec
+  // Nor anything the host inherited without close-on-exec (from a shell, a
+  // service manager): the worker closes the rest itself too, but only once
+  // it runs.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 4);
   posix_spawn_file_actions_addchdir_np(&actions, folder.c_str());
   std::string program = sandbox.program;
   char arg0[] = "fedsilo-sandbox", arg1[] = "sandbox-worker";

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "ml/model.h"
@@ -416,6 +417,114 @@ TEST(SandboxTest, ModulesOfTheUsualLayersPassTheCheck) {
       }(),
       1, &sandbox);
   EXPECT_TRUE(example.ok()) << example.status();
+}
+
+// What the host hands a worker: as a stand-in worker (a script) sees it at
+// its start. No environment but the three thread-count variables, an empty
+// folder of its own, standard input, output and error on /dev/null, and no
+// descriptor but those and its socket.
+TEST(SandboxTest, TheHostGivesTheWorkerNothingButItsSocket) {
+  const std::string report = Dir() + "/inherited.json";
+  std::filesystem::remove(report);
+  const std::string script = Dir() + "/inherited.py";
+  {
+    std::ofstream s(script);
+    s << "#!/usr/bin/python3\n"
+         "import json, os\n"
+         "fds = {}\n"
+         "for fd in os.listdir('/proc/self/fd'):\n"
+         "    try:\n"
+         "        fds[fd] = os.readlink('/proc/self/fd/' + fd)\n"
+         "    except OSError:\n"
+         "        pass  # the listing's own descriptor, closed by now\n"
+         "with open('/proc/self/environ', 'rb') as f:\n"
+         "    env = [v.decode() for v in f.read().split(b'\\0') if v]\n"
+         "fds = {k: v for k, v in fds.items() if not v.startswith('/proc/')}\n"
+         "r = {'env': env, 'cwd': os.getcwd(), 'entries': os.listdir('.'), 'fds': fds}\n"
+         "with open('"
+      << report << ".tmp', 'w') as f:\n"
+                   "    json.dump(r, f)\n"
+                   "os.rename('"
+      << report << ".tmp', '" << report << "')\n";
+  }
+  ::chmod(script.c_str(), 0700);
+  auto session = SandboxSession::Start(Sandbox{script}, "inherited");
+  ASSERT_TRUE(session.ok()) << session.status();
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!std::filesystem::exists(report) && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::stringstream text;
+  text << std::ifstream(report).rdbuf();
+  ASSERT_FALSE(text.str().empty()) << "the stand-in worker wrote no report";
+  // (Read with plain string checks: this library does not use a JSON parser.)
+  const std::string r = text.str();
+  EXPECT_THAT(r, HasSubstr(R"("env": ["OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", )"
+                           R"("MKL_NUM_THREADS=1"])"));
+  EXPECT_THAT(r, HasSubstr("/fedsilo-sandbox-"));
+  EXPECT_THAT(r, HasSubstr(R"("entries": [])"));
+  EXPECT_THAT(r, HasSubstr(R"("0": "/dev/null")"));
+  EXPECT_THAT(r, HasSubstr(R"("1": "/dev/null")"));
+  EXPECT_THAT(r, HasSubstr(R"("2": "/dev/null")"));
+  EXPECT_THAT(r, HasSubstr(R"("3": "socket:[)"));
+  // Nothing else: four descriptors, one of them a socket.
+  size_t fds = 0;
+  for (size_t at = r.find("\": \"", r.find("\"fds\"")); at != std::string::npos;
+       at = r.find("\": \"", at + 1)) {
+    ++fds;
+  }
+  EXPECT_EQ(fds, 4u) << r;
+}
+
+// The real worker takes away its core dumps and dies with its host: a host
+// killed outright (SIGKILL, no chance to stop its worker) leaves no worker.
+TEST(SandboxTest, AWorkerDumpsNoCoreAndDiesWithItsHost) {
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t host = ::fork();
+  ASSERT_GE(host, 0);
+  if (host == 0) {  // the host: starts a worker, says its pid, waits
+    ::close(pipe_fds[0]);
+    auto session = SandboxSession::Start(TestSandbox(), "orphan");
+    const pid_t worker = session.ok() ? (*session)->pid() : -1;
+    (void)!::write(pipe_fds[1], &worker, sizeof(worker));
+    for (;;) ::pause();
+  }
+  ::close(pipe_fds[1]);
+  pid_t worker = -1;
+  ASSERT_EQ(::read(pipe_fds[0], &worker, sizeof(worker)), static_cast<ssize_t>(sizeof(worker)));
+  ::close(pipe_fds[0]);
+  ASSERT_GT(worker, 0);
+  const std::string proc = "/proc/" + std::to_string(worker);
+  auto read_proc = [&](const std::string& file) {
+    std::stringstream s;
+    s << std::ifstream(proc + "/" + file).rdbuf();
+    return s.str();
+  };
+  // Set first thing at its start (before libtorch warms up).
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  std::string limits;
+  while (std::chrono::steady_clock::now() < end) {
+    limits = read_proc("limits");
+    if (limits.find("Max core file size        0                    0") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_THAT(limits, ::testing::ContainsRegex("Max core file size +0 +0 +bytes")) << limits;
+
+  ASSERT_EQ(::kill(host, SIGKILL), 0);
+  ASSERT_EQ(::waitpid(host, nullptr, 0), host);
+  // Gone, or a zombie waiting for whoever inherited it to reap it.
+  auto alive = [&] {
+    const std::string status = read_proc("status");
+    return !status.empty() && status.find("State:\tZ") == std::string::npos;
+  };
+  while (alive() && std::chrono::steady_clock::now() < end + std::chrono::seconds(60)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(alive()) << "the worker outlived its host";
+  if (alive()) ::kill(worker, SIGKILL);
 }
 
 }  // namespace
