@@ -132,6 +132,13 @@ class FakeMlflow {
 
   std::string uri() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
+  // Where runs' artifacts are said to go: the proxy ("mlflow-artifacts:/",
+  // the default) or, as a server without --serve-artifacts says, a bucket.
+  void SetArtifactRoot(const std::string& root) {
+    std::lock_guard<std::mutex> lock(mu_);
+    artifact_root_ = root;
+  }
+
   // The next `calls` requests get HTTP `status` (503: an outage).
   void FailNext(int calls, int status = 503) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -190,7 +197,7 @@ class FakeMlflow {
   static Reply Invalid(const std::string& what) {
     return {400, Error("INVALID_PARAMETER_VALUE", what)};
   }
-  static nlohmann::json RunJson(const Run& run) {
+  nlohmann::json RunJson(const Run& run) const {
     return {{"run",
              {{"info",
                {{"run_id", run.id},
@@ -198,7 +205,7 @@ class FakeMlflow {
                 {"run_name", run.name},
                 {"status", run.status},
                 {"artifact_uri",
-                 "mlflow-artifacts:/" + run.experiment_id + "/" + run.id + "/artifacts"}}}}}};
+                 artifact_root_ + run.experiment_id + "/" + run.id + "/artifacts"}}}}}};
   }
 
   template <typename F>
@@ -236,6 +243,7 @@ class FakeMlflow {
   std::map<std::string, Run> runs_;
   std::map<std::string, std::string> artifacts_;
   std::set<std::string> authorizations_;
+  std::string artifact_root_ = "mlflow-artifacts:/";
   int fail_calls_ = 0, fail_status_ = 503;
   int requests_ = 0, failed_requests_ = 0, log_batches_ = 0;
 };

@@ -3,11 +3,15 @@
 // unreachable server and a server that refuses it.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <set>
+#include <sstream>
 #include <vector>
 
 #include "fake_mlflow.h"
@@ -176,6 +180,56 @@ TEST(MlflowClientTest, OnlyHttpAddressesAreAccepted) {
     }
   }
   EXPECT_TRUE(MlflowClient::Create("https://mlflow.example.org:8443/prefix/").ok());
+}
+
+// An outage is reported without flooding the log: a warning at the first
+// failed call and at every tenth, and one line when the server answers again.
+TEST(MlflowExporterTest, AnOutageWarnsAtTheFirstFailureAndEveryTenth) {
+  auto lines = std::make_shared<std::ostringstream>();
+  auto previous = spdlog::default_logger();
+  auto logger = std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(*lines));
+  spdlog::set_default_logger(logger);
+  FakeMlflow mlflow;
+  auto exporter = MlflowExporter::Start(Options(mlflow.uri()));
+  ASSERT_TRUE(exporter.ok()) << exporter.status();
+  mlflow.FailNext(25);  // the next 25 calls: 503
+  EXPECT_TRUE((*exporter)->Record(Metric(1, "global", "test_accuracy", 0.5)).ok());
+  MlflowExportReport report = (*exporter)->Finish("FINISHED", 60s);
+  spdlog::set_default_logger(previous);
+  EXPECT_TRUE(report.complete()) << report.metrics_unsent << " " << report.calls_unsent;
+  EXPECT_EQ(mlflow.failed_requests(), 25);
+  const std::string log = lines->str();
+  int warnings = 0;
+  for (size_t at = log.find("trying again in"); at != std::string::npos;
+       at = log.find("trying again in", at + 1)) {
+    ++warnings;
+  }
+  EXPECT_EQ(warnings, 3) << log;  // failures 1, 10 and 20
+  EXPECT_THAT(log, HasSubstr("attempt 20)"));
+  EXPECT_THAT(log, HasSubstr("answers again"));
+}
+
+// A server that hands out s3:// artifact locations (no artifact proxy) gets
+// the metrics and parameters; the artifact is reported as not sent, naming
+// the location and what to do.
+TEST(MlflowExporterTest, ArtifactsOutsideTheProxyAreReportedAndTheRestIsSent) {
+  FakeMlflow mlflow;
+  mlflow.SetArtifactRoot("s3://bucket/mlruns/");
+  auto exporter = MlflowExporter::Start(Options(mlflow.uri()));
+  ASSERT_TRUE(exporter.ok()) << exporter.status();
+  EXPECT_TRUE((*exporter)->Record(Metric(1, "global", "test_accuracy", 0.5)).ok());
+  (*exporter)->AddArtifact("model/final_model.fsm", "model bytes");
+  MlflowExportReport report = (*exporter)->Finish("FINISHED", 10s);
+  ASSERT_EQ(report.errors.size(), 1u);
+  EXPECT_THAT(report.errors[0], HasSubstr("artifacts go to 's3://bucket/mlruns/"));
+  EXPECT_THAT(report.errors[0], HasSubstr("--serve-artifacts"));
+  EXPECT_TRUE(mlflow.artifacts().empty());
+  ASSERT_EQ(mlflow.runs().size(), 1u);
+  const FakeMlflow::Run run = mlflow.runs().begin()->second;
+  EXPECT_EQ(run.status, "FINISHED");
+  EXPECT_EQ(run.metrics.size(), 1u);
+  EXPECT_EQ(run.params.at("training.rounds"), "3");
 }
 
 // Credentials come from the environment MLflow's own clients read: a token
