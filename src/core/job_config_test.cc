@@ -6,8 +6,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 
 namespace fedsilo {
 namespace {
@@ -278,6 +282,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\n"
                 "tracking: {mlflow: {uri: 'http://h:5000', wait: -1}}\n",
                 "tracking.mlflow.wait: must be an integer in [0, 86400]"},
+        // Central DP's noise is calibrated for the mean of clipped updates.
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\nstrategy: {name: fedadam}\n"
+                "privacy: {dp: {mode: central, noise_multiplier: 1}}\n",
+                "privacy.dp.mode: central adds its noise to the mean of the clipped updates, "
+                "which strategy 'fedadam' does not apply"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 4}\nstrategy: {name: median}\n"
+                "privacy: {dp: {mode: central, noise_multiplier: 1}}\n",
+                "strategy 'median' does not apply; use strategy fedavg or fedprox, or mode local"},
         // SCAFFOLD's control variates would travel unprotected.
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nstrategy: {name: scaffold}\n"
                 "privacy: {dp: {mode: local, noise_multiplier: 1}}\n",
@@ -301,6 +313,182 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
+
+// Every default of the README's job table, as a job file gets it.
+TEST(JobConfigTest, EveryDocumentedDefault) {
+  const std::string dir = ::testing::TempDir() + "/job_config_defaults";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/lr-sweep.yaml") << "data: {dataset: digits}\nfederation: {silos: 9}\n";
+  StatusOr<JobConfig> c = LoadJobConfig(dir + "/lr-sweep.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->name, "lr-sweep");  // the file name without .yaml
+  EXPECT_EQ(c->experiment, "default");
+  EXPECT_EQ(c->seed, 0u);
+  EXPECT_DOUBLE_EQ(c->data.test_fraction, 0.2);
+  EXPECT_DOUBLE_EQ(c->data.silo_test_fraction, 0.1);
+  EXPECT_EQ(c->data.partition, PartitionScheme::kIid);
+  EXPECT_DOUBLE_EQ(c->data.alpha, 0.5);
+  EXPECT_EQ(c->data.shards_per_silo, 2);
+  EXPECT_EQ(c->model.kind, ModelKind::kMlp);
+  EXPECT_EQ(c->model.hidden, (std::vector<int>{200, 200}));
+  EXPECT_EQ(c->preprocess.scale, ScaleKind::kNone);
+  EXPECT_EQ(c->training.rounds, 10);
+  EXPECT_EQ(c->training.local_epochs, 1);
+  EXPECT_EQ(c->training.batch_size, 32);
+  EXPECT_EQ(c->training.optimizer, OptimizerKind::kSgd);
+  EXPECT_DOUBLE_EQ(c->training.learning_rate, 0.01);
+  EXPECT_DOUBLE_EQ(c->training.momentum, 0.0);
+  EXPECT_DOUBLE_EQ(c->training.weight_decay, 0.0);
+  EXPECT_DOUBLE_EQ(c->federation.fraction, 1.0);
+  EXPECT_EQ(c->federation.min_silos, 1);
+  EXPECT_EQ(c->federation.wait_for_silos, 120);
+  EXPECT_EQ(c->federation.round_retries, 2);
+  EXPECT_EQ(c->federation.round_timeout, 600);
+  EXPECT_EQ(c->strategy.name, "fedavg");
+  EXPECT_DOUBLE_EQ(c->strategy.server_learning_rate, 1.0);
+  EXPECT_DOUBLE_EQ(c->strategy.server_momentum, 0.9);
+  EXPECT_DOUBLE_EQ(c->strategy.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(c->strategy.beta2, 0.99);
+  EXPECT_DOUBLE_EQ(c->strategy.tau, 0.001);
+  EXPECT_DOUBLE_EQ(c->strategy.proximal_mu, 0.01);
+  EXPECT_DOUBLE_EQ(c->strategy.trim_fraction, 0.1);
+  EXPECT_EQ(c->strategy.byzantine, 3);  // the most Krum tolerates: (9 - 3) / 2
+  EXPECT_EQ(c->strategy.multi_krum_keep, 0);
+  EXPECT_DOUBLE_EQ(c->strategy.max_update_norm, 0.0);
+  EXPECT_EQ(c->privacy.dp.mode, DpMode::kNone);
+  EXPECT_DOUBLE_EQ(c->privacy.dp.noise_multiplier, 0.0);
+  EXPECT_DOUBLE_EQ(c->privacy.dp.target_epsilon, 0.0);
+  EXPECT_DOUBLE_EQ(c->privacy.dp.max_grad_norm, 1.0);
+  EXPECT_DOUBLE_EQ(c->privacy.dp.delta, 1e-5);
+  EXPECT_DOUBLE_EQ(c->privacy.dp.clip_norm, 1.0);
+  EXPECT_FALSE(c->privacy.dp.adaptive_clipping);
+  EXPECT_DOUBLE_EQ(c->privacy.dp.target_quantile, 0.5);
+  EXPECT_DOUBLE_EQ(c->privacy.dp.clip_learning_rate, 0.2);
+  EXPECT_FALSE(c->privacy.secure_aggregation.enabled);
+  EXPECT_EQ(c->privacy.secure_aggregation.threshold, 0);
+  EXPECT_DOUBLE_EQ(c->privacy.secure_aggregation.clip_range, 4.0);
+  EXPECT_EQ(c->privacy.secure_aggregation.bits, 24);
+  EXPECT_DOUBLE_EQ(c->privacy.secure_aggregation.max_weight, 100000);
+  EXPECT_EQ(c->checkpoint.every, 1);
+  EXPECT_EQ(c->tracking.mlflow.uri, "");
+  EXPECT_TRUE(c->tracking.mlflow.log_model);
+  EXPECT_EQ(c->tracking.mlflow.wait, 30);
+  // Turned on by a mapping, the secure-aggregation keys keep their defaults.
+  std::ofstream(dir + "/secure.yaml")
+      << "data: {dataset: digits}\nfederation: {silos: 9}\n"
+         "privacy: {secure_aggregation: {bits: 20}}\n";
+  StatusOr<JobConfig> secure = LoadJobConfig(dir + "/secure.yaml");
+  ASSERT_TRUE(secure.ok()) << secure.status();
+  EXPECT_TRUE(secure->privacy.secure_aggregation.enabled);
+  EXPECT_DOUBLE_EQ(secure->privacy.secure_aggregation.max_weight, 100000);
+  EXPECT_DOUBLE_EQ(secure->privacy.secure_aggregation.clip_range, 4.0);
+  // byzantine's automatic value follows the silos a round: never below 0.
+  StatusOr<JobConfig> three = ParseJobConfig(kMinimal, "job.yaml");
+  ASSERT_TRUE(three.ok());
+  EXPECT_EQ(three->strategy.byzantine, 0);
+}
+
+// A key of the README's job table, a value outside its "allowed" column, and
+// the range the error must name.
+struct RangeCase {
+  const char* key;  // dotted path
+  const char* value;
+  const char* expected;  // "<key>: must be ... <range>, got <value>"
+};
+
+// A minimal job with `key` set to `value`, in the file's own sections.
+std::string JobWith(const std::string& key, const std::string& value) {
+  const std::vector<std::string> path = absl::StrSplit(key, '.');
+  std::string data = "data:\n  dataset: digits\n";
+  std::string federation = "federation:\n  silos: 3\n";
+  std::string other;
+  const std::string leaf = std::string(2 * (path.size() - 1), ' ') + path.back() + ": " + value + "\n";
+  if (path.size() == 1) {
+    other = leaf;
+  } else if (path[0] == "data") {
+    data += leaf;
+  } else if (key == "federation.silos") {
+    federation = "federation:\n" + leaf;  // in place of the default, not twice
+  } else if (path[0] == "federation") {
+    federation += leaf;
+  } else {
+    other = path[0] + ":\n" + (path.size() == 3 ? "  " + path[1] + ":\n" : "") + leaf;
+  }
+  return data + federation + other;
+}
+
+class JobConfigRangeTest : public ::testing::TestWithParam<RangeCase> {};
+
+TEST_P(JobConfigRangeTest, AValueOutsideTheAllowedRangeNamesTheKeyAndTheRange) {
+  const std::string yaml = JobWith(GetParam().key, GetParam().value);
+  StatusOr<JobConfig> c = ParseJobConfig(yaml, "job.yaml");
+  ASSERT_FALSE(c.ok()) << "accepted:\n" << yaml;
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr(GetParam().expected));
+  EXPECT_THAT(c.status().message(), HasSubstr("job.yaml:"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryKey, JobConfigRangeTest,
+    ::testing::Values(
+        RangeCase{"seed", "-1", "seed: must be an integer >= 0, got -1"},
+        RangeCase{"data.test_fraction", "1", "data.test_fraction: must be a number in (0, 1), got 1"},
+        RangeCase{"data.test_fraction", "0", "data.test_fraction: must be a number in (0, 1), got 0"},
+        RangeCase{"data.silo_test_fraction", "1",
+                  "data.silo_test_fraction: must be a number in [0, 1), got 1"},
+        RangeCase{"data.shards_per_silo", "1001",
+                  "data.shards_per_silo: must be an integer in [1, 1000], got 1001"},
+        RangeCase{"training.local_epochs", "0",
+                  "training.local_epochs: must be an integer in [1, 10000], got 0"},
+        RangeCase{"training.weight_decay", "1.5",
+                  "training.weight_decay: must be a number in [0, 1], got 1.5"},
+        RangeCase{"federation.silos", "10001",
+                  "federation.silos: must be an integer in [1, 10000], got 10001"},
+        RangeCase{"federation.silos", "0", "federation.silos: must be an integer in [1, 10000], got 0"},
+        RangeCase{"federation.fraction", "0", "federation.fraction: must be a number in (0, 1], got 0"},
+        RangeCase{"federation.round_timeout", "0",
+                  "federation.round_timeout: must be an integer in [1, 604800], got 0"},
+        RangeCase{"federation.wait_for_silos", "604801",
+                  "federation.wait_for_silos: must be an integer in [1, 604800], got 604801"},
+        RangeCase{"federation.round_retries", "101",
+                  "federation.round_retries: must be an integer in [0, 100], got 101"},
+        RangeCase{"strategy.server_learning_rate", "0",
+                  "strategy.server_learning_rate: must be a number in (0, 100], got 0"},
+        RangeCase{"strategy.server_momentum", "1",
+                  "strategy.server_momentum: must be a number in [0, 1), got 1"},
+        RangeCase{"strategy.beta1", "1", "strategy.beta1: must be a number in [0, 1), got 1"},
+        RangeCase{"strategy.tau", "0", "strategy.tau: must be a number in (0, 10], got 0"},
+        RangeCase{"strategy.proximal_mu", "1001",
+                  "strategy.proximal_mu: must be a number in [0, 1000], got 1001"},
+        RangeCase{"strategy.byzantine", "-2",
+                  "strategy.byzantine: must be an integer in [-1, 1000], got -2"},
+        RangeCase{"strategy.multi_krum_keep", "10001",
+                  "strategy.multi_krum_keep: must be an integer in [0, 10000], got 10001"},
+        RangeCase{"strategy.max_update_norm", "-1",
+                  "strategy.max_update_norm: must be a number in [0, 1e+09], got -1"},
+        RangeCase{"privacy.dp.noise_multiplier", "-1",
+                  "privacy.dp.noise_multiplier: must be a number in [0, 1e+06], got -1"},
+        RangeCase{"privacy.dp.target_epsilon", "-1",
+                  "privacy.dp.target_epsilon: must be a number in [0, 1e+06], got -1"},
+        RangeCase{"privacy.dp.max_grad_norm", "0",
+                  "privacy.dp.max_grad_norm: must be a number in (0, 1e+06], got 0"},
+        RangeCase{"privacy.dp.clip_norm", "0",
+                  "privacy.dp.clip_norm: must be a number in (0, 1e+09], got 0"},
+        RangeCase{"privacy.dp.target_quantile", "1.5",
+                  "privacy.dp.target_quantile: must be a number in [0, 1], got 1.5"},
+        RangeCase{"privacy.dp.clip_learning_rate", "0",
+                  "privacy.dp.clip_learning_rate: must be a number in (0, 10], got 0"},
+        RangeCase{"privacy.secure_aggregation.clip_range", "0",
+                  "privacy.secure_aggregation.clip_range: must be a number in (0, 1e+06], got 0"},
+        RangeCase{"privacy.secure_aggregation.max_weight", "0.5",
+                  "privacy.secure_aggregation.max_weight: must be a number in [1, 1e+07], got 0.5"},
+        RangeCase{"privacy.secure_aggregation.max_weight", "1e8",
+                  "privacy.secure_aggregation.max_weight: must be a number in [1, 1e+07], got 1e+08"},
+        RangeCase{"checkpoint.every", "-1",
+                  "checkpoint.every: must be an integer in [0, 100000], got -1"}),
+    [](const ::testing::TestParamInfo<RangeCase>& info) {
+      return absl::StrCat(absl::StrReplaceAll(info.param.key, {{".", "_"}}), "_", info.index);
+    });
 
 TEST(JobConfigTest, OverridesApplyByDottedPath) {
   StatusOr<JobConfig> c = ParseJobConfig(
@@ -438,10 +626,23 @@ TEST(JobConfigTest, StrategiesGetTheirOwnDefaultStep) {
   };
   EXPECT_DOUBLE_EQ(lr("fedavg"), 1.0);
   EXPECT_DOUBLE_EQ(lr("fedadam"), 0.03);
+  EXPECT_DOUBLE_EQ(lr("fedyogi"), 0.03);
   EXPECT_DOUBLE_EQ(lr("fedadagrad"), 0.1);
   EXPECT_DOUBLE_EQ(lr("fedavgm"), 0.1);  // 1 - momentum 0.9
   EXPECT_DOUBLE_EQ(lr("fedavgm", ", server_momentum: 0.5"), 0.5);
   EXPECT_DOUBLE_EQ(lr("fedadam", ", server_learning_rate: 0.2"), 0.2);
+}
+
+// The control for the refusals above: central DP with the strategies whose
+// server step is the plain mean.
+TEST(JobConfigTest, CentralDpGoesWithFedAvgAndFedProx) {
+  for (const char* strategy : {"fedavg", "fedprox"}) {
+    StatusOr<JobConfig> c = ParseJobConfig(
+        absl::StrCat("data: {dataset: digits}\nfederation: {silos: 3}\nstrategy: {name: ",
+                     strategy, "}\nprivacy: {dp: {mode: central, noise_multiplier: 1}}\n"),
+        "job.yaml");
+    EXPECT_TRUE(c.ok()) << strategy << ": " << c.status();
+  }
 }
 
 TEST(JobConfigTest, EditDistance) {

@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <torch/script.h>
 
 #include <cstring>
 #include <random>
@@ -515,6 +516,36 @@ TEST(ModelTest, TorchScriptThatDoesNotFitIsAClearError) {
   auto builtin = Model::Create(Spec(ModelKind::kMlp), 1);
   EXPECT_EQ((*builtin)->SaveTorchScript(::testing::TempDir() + "/x.pt").code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Parameters are aggregated and noised as float32: a module holding another
+// dtype is refused, naming the parameter, rather than trained on a copy.
+TEST(ModelTest, TorchScriptParametersMustBeFloat32) {
+  const std::string path = ::testing::TempDir() + "/model_test_float64.pt";
+  {
+    torch::jit::Module m("__torch__.Float64");
+    m.register_attribute("training", c10::BoolType::get(), true);
+    m.register_parameter("w", torch::zeros({64, 10}, torch::kFloat32).requires_grad_(), false);
+    m.register_parameter("scale", torch::ones({1}, torch::kFloat64).requires_grad_(), false);
+    m.define("def forward(self, x):\n    return torch.matmul(x, self.w)\n");
+    m.save(path);
+  }
+  auto refused = Model::Create(ScriptSpec(path), 1, TestSandbox());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("parameter 'scale' is Double"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("fedsilo trains float32 parameters"));
+  // The same module with a float32 `scale` is accepted.
+  {
+    torch::jit::Module m("__torch__.Float32");
+    m.register_attribute("training", c10::BoolType::get(), true);
+    m.register_parameter("w", torch::zeros({64, 10}, torch::kFloat32).requires_grad_(), false);
+    m.register_parameter("scale", torch::ones({1}, torch::kFloat32).requires_grad_(), false);
+    m.define("def forward(self, x):\n    return torch.matmul(x, self.w)\n");
+    m.save(path);
+  }
+  auto accepted = Model::Create(ScriptSpec(path), 1, TestSandbox());
+  EXPECT_TRUE(accepted.ok()) << accepted.status();
 }
 
 }  // namespace

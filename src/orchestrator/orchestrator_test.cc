@@ -5,10 +5,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
@@ -57,6 +61,61 @@ class ReplyOrder {
   std::vector<std::string> arrived_;
 };
 
+// What a round's remote update sources see: which updates are on their way
+// or held by the orchestrator. Folding is sequential, in sampling order, so
+// when update k is fetched every update before it has been folded; the
+// updates in the orchestrator are then k and any later one already started.
+class Transfers {
+ public:
+  void Prefetched(int index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (index != fetched_) ++prefetched_ahead_;
+    Start(index);
+  }
+  void Fetched(int index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fetched_ = index;
+    Start(index);
+  }
+  int max_in_orchestrator() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_;
+  }
+  int prefetched_ahead() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return prefetched_ahead_;
+  }
+
+ private:
+  void Start(int index) {
+    started_.insert(index);
+    const int held = static_cast<int>(
+        std::distance(started_.lower_bound(std::max(fetched_, 0)), started_.end()));
+    max_ = std::max(max_, held);
+  }
+  std::mutex mu_;
+  std::set<int> started_;
+  int fetched_ = -1;
+  int max_ = 0;
+  int prefetched_ahead_ = 0;  // transfers started before their turn to be folded
+};
+
+class CountingSource : public transport::UpdateSource {
+ public:
+  CountingSource(Transfers* transfers, int index, ModelState update)
+      : transfers_(transfers), index_(index), update_(std::move(update)) {}
+  void Prefetch() override { transfers_->Prefetched(index_); }
+  StatusOr<ModelState> Fetch() override {
+    transfers_->Fetched(index_);
+    return std::move(update_);
+  }
+
+ private:
+  Transfers* transfers_;
+  int index_;
+  ModelState update_;
+};
+
 // A silo whose update is (index + 1) * round in every coordinate, weighted by
 // `examples`.
 class FakeSilo : public transport::SiloConnection {
@@ -74,11 +133,13 @@ class FakeSilo : public transport::SiloConnection {
     if (order_ != nullptr) order_->Take(turn_, name_);
     return reply;
   }
+  bool Reachable() const override { return reachable; }
   StatusOr<transport::FitReply> Answer(const transport::FitRequest& r) {
     calls.push_back(r.round);
     if (fault_ == Fault::kError) return absl::UnavailableError("disk full");
     if (r.round == fail_round && fail_times > 0) {
       --fail_times;
+      if (gone_after_failure) reachable = false;
       return absl::UnavailableError("connection lost");
     }
     transport::FitReply reply;
@@ -97,6 +158,11 @@ class FakeSilo : public transport::SiloConnection {
       (void)reply.update.Add(Tensor::FromFloats("w", {1}, {1}));
     }
     reply.metrics["train_loss"] = 1.0 / r.round;
+    if (transfers != nullptr) {
+      // Left at the silo until the orchestrator fetches it.
+      reply.source = std::make_shared<CountingSource>(transfers, index_, std::move(reply.update));
+      reply.update = ModelState();
+    }
     if (r.job->privacy.secure_aggregation.enabled) {
       // A real secure-aggregation silo masks this fake's update.
       secagg_.SetInput(r.run_id, r.round, std::move(reply.update), reply.num_examples);
@@ -116,6 +182,9 @@ class FakeSilo : public transport::SiloConnection {
   int fail_round = 0;  // its first `fail_times` tasks of that round fail
   int fail_times = 0;
   int leave_at_stage = 0;  // > 0: stops answering at that secure-aggregation stage
+  bool gone_after_failure = false;  // unreachable from its first failure on
+  std::atomic<bool> reachable{true};
+  Transfers* transfers = nullptr;  // set: the update is fetched from a CountingSource
 
  private:
   std::string name_;
@@ -411,6 +480,101 @@ TEST(OrchestratorTest, ARoundSilosLeftIsRunAgainAndTheModelIsTheUndisturbedOne) 
   EXPECT_THAT(failed.status().message(), HasSubstr("round 2: only 2 of 3"));
   EXPECT_THAT(failed.status().message(), HasSubstr("s2: connection lost"));
   EXPECT_FALSE(run(1, 0, nullptr, nullptr).ok());  // round_retries: 0
+}
+
+// Round retries, as ARoundSilosLeftIsRunAgain... runs them: s2 fails round 2
+// once. `change` alters the job; `calls` gets s2's rounds.
+StatusOr<RunResult> RunWithOneFailure(const std::function<void(JobConfig&)>& change,
+                                      std::vector<int>* calls, bool gone = false) {
+  JobConfig job = Job(3, 3);
+  job.federation.min_silos = 3;
+  job.federation.round_retries = 2;
+  job.federation.wait_for_silos = 1;
+  change(job);
+  Fixture f;
+  for (int i = 0; i < 3; ++i) f.Add(i, 1 + i);
+  f.silos[1]->fail_round = 2;
+  f.silos[1]->fail_times = 1;
+  f.silos[1]->gone_after_failure = gone;
+  FakeSilo* second = f.silos[1];
+  auto strategy = strategy::CreateStrategy(job.strategy, 3);
+  if (!strategy.ok()) return strategy.status();
+  SumEvaluator eval;
+  Orchestrator o(job, {"run", 2}, std::move(f.connections), std::move(strategy).value(), &eval,
+                 nullptr, nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  *calls = second->calls;
+  return result;
+}
+
+// SCAFFOLD's silos have moved their control variates by the time a round
+// fails; under local DP every attempt is charged to the silos' budgets.
+TEST(OrchestratorTest, RoundRetriesDoNotApplyToScaffoldNorUnderLocalDp) {
+  std::vector<int> calls;
+  // The control: with FedAvg the failed round runs again and the job ends.
+  StatusOr<RunResult> retried = RunWithOneFailure([](JobConfig&) {}, &calls);
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(calls, (std::vector<int>{1, 2, 2, 3}));
+
+  StatusOr<RunResult> scaffold =
+      RunWithOneFailure([](JobConfig& job) { job.strategy.name = "scaffold"; }, &calls);
+  ASSERT_FALSE(scaffold.ok());
+  EXPECT_THAT(scaffold.status().message(), HasSubstr("round 2: only 2 of 3"));
+  EXPECT_THAT(scaffold.status().message(), HasSubstr("s2: connection lost"));
+  EXPECT_EQ(calls, (std::vector<int>{1, 2}));
+
+  StatusOr<RunResult> local_dp = RunWithOneFailure(
+      [](JobConfig& job) {
+        job.privacy.dp.mode = DpMode::kLocal;
+        job.privacy.dp.noise_multiplier = 1.0;
+      },
+      &calls);
+  ASSERT_FALSE(local_dp.ok());
+  EXPECT_THAT(local_dp.status().message(), HasSubstr("round 2: only 2 of 3"));
+  EXPECT_THAT(local_dp.status().message(), HasSubstr("s2: connection lost"));
+  EXPECT_EQ(calls, (std::vector<int>{1, 2}));
+}
+
+TEST(OrchestratorTest, ASiloNotBackWithinWaitForSilosFailsTheJobNamingIt) {
+  // s2 fails once and stays away: with retries to spare the round is not
+  // run again without it (retried, it would succeed: it fails only once).
+  std::vector<int> calls;
+  const auto start = std::chrono::steady_clock::now();
+  StatusOr<RunResult> result = RunWithOneFailure([](JobConfig&) {}, &calls, /*gone=*/true);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(result.status().message(), HasSubstr("round 2: only 2 of 3"));
+  EXPECT_THAT(result.status().message(), HasSubstr("s2: connection lost"));
+  EXPECT_EQ(calls, (std::vector<int>{1, 2}));
+  // It was waited for, for federation.wait_for_silos (1 s).
+  EXPECT_GE(waited, std::chrono::seconds(1));
+}
+
+TEST(OrchestratorTest, AtMostTwoUpdatesAreInTheOrchestratorAtOnce) {
+  // Every reply is in before the first is folded (later silos answer first),
+  // so an orchestrator that fetched eagerly could hold them all.
+  constexpr int kSilos = 5;
+  JobConfig job = Job(kSilos, 1);
+  Fixture f;
+  Transfers transfers;
+  ReplyOrder order;
+  for (int i = 0; i < kSilos; ++i) {
+    f.Add(i, 1 + i);
+    f.silos[i]->transfers = &transfers;
+    f.silos[i]->ReplyAt(&order, kSilos - 1 - i);
+  }
+  SumEvaluator eval;
+  Orchestrator o(job, {"run", kSilos}, std::move(f.connections),
+                 std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  // The weighted mean of (i + 1) with weights (i + 1): 55 / 15.
+  for (const Tensor& t : result->final_model.tensors()) {
+    for (float v : t.floats()) EXPECT_FLOAT_EQ(v, 55.0f / 15.0f);
+  }
+  EXPECT_EQ(transfers.max_in_orchestrator(), 2);
+  // ... and the next one travelled while each was checked and folded.
+  EXPECT_EQ(transfers.prefetched_ahead(), kSilos - 1);
 }
 
 JobConfig SecureJob(int silos, int rounds, int threshold) {

@@ -1,6 +1,7 @@
 #include "secure/audit_log.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <openssl/evp.h>
 #include <sodium.h>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -86,6 +88,25 @@ std::string BytesDigest(absl::string_view bytes) {
 }
 
 StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& path, std::string actor) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    if (fd >= 0) ::close(fd);
+    return absl::InternalError(
+        absl::StrCat(path, ": cannot open the audit log: ", std::strerror(errno)));
+  }
+  // One writer per log, before the last line is read (or a torn one cut):
+  // each writer chains from the head it read, so a second one would fork the
+  // chain and the log would no longer verify. A silo's state folder has no
+  // other lock. The lock goes with the descriptor, also when a process dies.
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, ": the audit log is in use by another process (or opened twice): ",
+        err == EWOULDBLOCK ? "it is locked" : std::strerror(err)));
+  }
+  // Closes `fd` on every return below that does not hand it to the log.
+  absl::Cleanup close_fd = [fd] { ::close(fd); };
   int64_t seq = 0;
   std::string head = kGenesis;
   int64_t cut = -1;  // bytes of a torn last line
@@ -125,12 +146,7 @@ StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& path, std:
   } else if (!existing.ok() && !absl::IsNotFound(existing.status())) {
     return existing.status();
   }
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
-    if (fd >= 0) ::close(fd);
-    return absl::InternalError(
-        absl::StrCat(path, ": cannot open the audit log: ", std::strerror(errno)));
-  }
+  std::move(close_fd).Cancel();  // the log closes it
   std::unique_ptr<AuditLog> log(new AuditLog(path, std::move(actor), fd, seq, head));
   if (cut >= 0) {
     FEDSILO_RETURN_IF_ERROR(

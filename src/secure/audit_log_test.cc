@@ -2,10 +2,15 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <openssl/sha.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_join.h"
@@ -63,6 +68,125 @@ TEST(AuditLogTest, AnIntactChainVerifiesAndContinuesAcrossReopens) {
   EXPECT_EQ(again->entries, 6);
   EXPECT_NE(again->head, v->head);
   EXPECT_THAT(Lines(path)[4], HasSubstr("\"prev\":\"" + v->head + "\""));
+}
+
+// The documented recipe, computed here with OpenSSL alone: hash =
+// SHA-256(prev + "\n" + the line without its "hash" member), in hex.
+std::string DocumentedHash(const std::string& prev, const std::string& line_without_hash) {
+  const std::string input = prev + "\n" + line_without_hash;
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest);
+  static const char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : digest) {
+    hex.push_back(kHex[c >> 4]);
+    hex.push_back(kHex[c & 15]);
+  }
+  return hex;
+}
+
+// The line as written, with its `,"hash":"<64 hex>"` cut out by text (not
+// by re-serializing it), and the hash it held.
+std::pair<std::string, std::string> CutHash(const std::string& line) {
+  const std::string key = ",\"hash\":\"";
+  const size_t at = line.find(key);
+  if (at == std::string::npos || line.size() < at + key.size() + 65) return {line, ""};
+  const std::string hash = line.substr(at + key.size(), 64);
+  EXPECT_EQ(line[at + key.size() + 64], '"') << line;
+  return {line.substr(0, at) + line.substr(at + key.size() + 65), hash};
+}
+
+TEST(AuditLogTest, TheHashIsTheDocumentedRecipeRecomputedWithOpenSsl) {
+  const std::string path = FreshLog("recipe");
+  {
+    auto log = AuditLog::Open(path, "orchestrator 'o'");
+    ASSERT_TRUE(log.ok()) << log.status();
+    // Values that JSON escapes: the recipe is over the bytes of the line.
+    ASSERT_TRUE((*log)->Append("job_submitted", {{"user", "al\"ice"}, {"job", "j\\1"}}).ok());
+    ASSERT_TRUE((*log)->Append("model_sent", {{"silo", "a"}, {"round", "1"}}).ok());
+    ASSERT_TRUE((*log)->Append("trained", {{"silo", "a"}, {"round", "1"}}).ok());
+  }
+  const std::vector<std::string> lines = Lines(path);
+  ASSERT_EQ(lines.size(), 3u);
+  std::string prev(64, '0');  // the first entry's prev: 64 zeros
+  for (size_t i = 0; i < lines.size(); ++i) {
+    SCOPED_TRACE(lines[i]);
+    const auto [without, hash] = CutHash(lines[i]);
+    ASSERT_EQ(hash.size(), 64u);
+    EXPECT_THAT(without, HasSubstr("\"prev\":\"" + prev + "\""));
+    EXPECT_EQ(DocumentedHash(prev, without), hash);
+    // Keys sorted, one object per line.
+    const nlohmann::json j = nlohmann::json::parse(lines[i]);
+    std::vector<size_t> positions;
+    for (const auto& [key, value] : j.items()) {
+      positions.push_back(lines[i].find("\"" + key + "\":"));
+    }
+    EXPECT_TRUE(std::is_sorted(positions.begin(), positions.end()));
+    EXPECT_EQ(j["seq"], static_cast<int>(i) + 1);
+    prev = hash;
+  }
+  // The log's own verification agrees, and reports the same head.
+  StatusOr<AuditVerification> v = VerifyAuditLog(path);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->head, prev);
+}
+
+TEST(AuditLogTest, AppendsFromManyThreadsNeverInterleaveAndTheChainVerifies) {
+  const std::string path = FreshLog("threads");
+  constexpr int kThreads = 8;
+  constexpr int kEach = 200;
+  {
+    auto log = AuditLog::Open(path, "orchestrator 'o'");
+    ASSERT_TRUE(log.ok()) << log.status();
+    // Entries of a few KB, so that a write split in parts would show.
+    const std::string padding(4000, 'x');
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kEach; ++i) {
+          EXPECT_TRUE((*log)
+                          ->Append("model_sent", {{"thread", std::to_string(t)},
+                                                  {"i", std::to_string(i)},
+                                                  {"padding", padding}})
+                          .ok());
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ((*log)->entries(), kThreads * kEach);
+  }
+  StatusOr<AuditVerification> v = VerifyAuditLog(path);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->entries, kThreads * kEach);
+  // Every append is there once.
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const std::string& line : Lines(path)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    seen.emplace(j["data"]["thread"].get<std::string>(), j["data"]["i"].get<std::string>());
+  }
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kThreads * kEach));
+}
+
+TEST(AuditLogTest, ASecondWriterOfOneLogIsRefusedWhileTheFirstHasItOpen) {
+  // Two writers would each chain from their own head, so the log would no
+  // longer verify: the second is refused, naming the file, and may open it
+  // once the first has closed it.
+  const std::string path = FreshLog("two-writers");
+  {
+    auto first = AuditLog::Open(path, "silo 'a'");
+    ASSERT_TRUE(first.ok()) << first.status();
+    ASSERT_TRUE((*first)->Append("model_received", {{"round", "1"}}).ok());
+    auto second = AuditLog::Open(path, "silo 'a'");
+    ASSERT_FALSE(second.ok());
+    EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(second.status().message()), HasSubstr(path));
+    EXPECT_THAT(std::string(second.status().message()), HasSubstr("in use"));
+    ASSERT_TRUE((*first)->Append("trained", {{"round", "1"}}).ok());
+  }
+  WriteEntries(path, 2);
+  StatusOr<AuditVerification> v = VerifyAuditLog(path);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->entries, 4);
 }
 
 TEST(AuditLogTest, AnEditedEntryIsTheFirstBreakReported) {
@@ -161,6 +285,55 @@ TEST(AuditLogTest, WithAKeyRingEntriesAreSealedAndTheChainCannotBeForgedWithoutI
   StatusOr<AuditVerification> forged = VerifyAuditLog(path);
   EXPECT_FALSE(forged.ok());
   EXPECT_THAT(std::string(forged.status().message()), HasSubstr("is not encrypted"));
+}
+
+TEST(AuditLogTest, SealExistingSealsAPlainLogAndRotationResealsItLineByLine) {
+  const std::string path = FreshLog("reseal");
+  const std::string dir = fs::path(path).parent_path().string();
+  WriteEntries(path, 4);  // started without a ring
+  StatusOr<AuditVerification> plain = VerifyAuditLog(path);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_FALSE(plain->keyed);
+
+  // keys seal-existing: every line sealed, the chain itself unchanged.
+  KeyRing ring = NewKeyRing();
+  StatusOr<ReencryptStats> sealed = ReencryptTree(dir, ring, /*seal_plain=*/true);
+  ASSERT_TRUE(sealed.ok()) << sealed.status();
+  EXPECT_EQ(sealed->newly_sealed, std::vector<std::string>{path});
+  for (const std::string& line : Lines(path)) EXPECT_THAT(line, HasSubstr("{\"sealed\":"));
+  EXPECT_THAT(*ReadFile(path), ::testing::Not(HasSubstr("silo-3")));
+  {
+    ScopedRing keyed(ring);
+    StatusOr<AuditVerification> v = VerifyAuditLog(path);
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_TRUE(v->keyed);
+    EXPECT_EQ(v->entries, 4);
+    EXPECT_EQ(v->head, plain->head);
+    WriteEntries(path, 1);  // and the log goes on, sealed
+  }
+
+  // keys rotate: each line re-sealed under the new key, bound to its line.
+  const std::string old_id = ring.current;
+  KeyRing old_only = ring;
+  const std::string new_id = AddKey(ring);
+  StatusOr<ReencryptStats> rotated = ReencryptTree(dir, ring, /*seal_plain=*/false);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(rotated->reencrypted, 1);
+  KeyRing new_only;
+  new_only.current = new_id;
+  new_only.keys[new_id] = ring.keys[new_id];
+  {
+    ScopedRing keyed(new_only);
+    StatusOr<AuditVerification> v = VerifyAuditLog(path);
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_TRUE(v->keyed);
+    EXPECT_EQ(v->entries, 5);
+  }
+  ScopedRing keyed(old_only);
+  StatusOr<AuditVerification> with_old = VerifyAuditLog(path);
+  ASSERT_FALSE(with_old.ok());
+  EXPECT_THAT(std::string(with_old.status().message()), HasSubstr(new_id));
+  EXPECT_NE(old_id, new_id);
 }
 
 TEST(AuditLogTest, AnAnchorCatchesACutOffTailAndARewrittenChain) {

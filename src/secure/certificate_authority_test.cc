@@ -2,6 +2,14 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/obj_mac.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <memory>
+#include <string>
 
 #include "core/file_util.h"
 #include "secure/revocation.h"
@@ -36,6 +44,65 @@ TEST(CertificateAuthorityTest, IssuedCertificatesVerifyAndNameTheirHolder) {
   auto orch_peer = VerifyCertificate(orch->certificate_pem, (*ca)->certificate_pem(), kNow);
   ASSERT_TRUE(orch_peer.ok());
   EXPECT_EQ(orch_peer->kind, ParticipantKind::kOrchestrator);
+}
+
+// What OpenSSL itself reads from a PEM certificate or private key.
+struct ParsedKey {
+  int type = 0;       // EVP_PKEY_EC for an EC key
+  std::string group;  // the curve's name
+};
+ParsedKey Describe(EVP_PKEY* key) {
+  ParsedKey out;
+  if (key == nullptr) return out;
+  out.type = EVP_PKEY_get_base_id(key);
+  char group[80] = {0};
+  size_t length = 0;
+  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                     &length) == 1) {
+    out.group.assign(group, length);
+  }
+  return out;
+}
+std::unique_ptr<X509, decltype(&X509_free)> ReadCertificate(const std::string& pem) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
+                                                 BIO_free);
+  return {PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free};
+}
+std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> ReadPrivateKey(const std::string& pem) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
+                                                 BIO_free);
+  return {PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr), EVP_PKEY_free};
+}
+
+TEST(CertificateAuthorityTest, KeysAreEcdsaP256AndCertificatesAreSignedWithSha256) {
+  auto ca = CertificateAuthority::Create("f", 365, kNow);
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  struct Pem {
+    std::string what, certificate, key;
+  };
+  std::vector<Pem> pems = {{"ca", (*ca)->certificate_pem(), (*ca)->PrivateKeyPem()}};
+  for (ParticipantKind kind :
+       {ParticipantKind::kSilo, ParticipantKind::kUser, ParticipantKind::kOrchestrator}) {
+    auto issued = (*ca)->Issue({"p", kind, {}, 10}, kNow);
+    ASSERT_TRUE(issued.ok()) << issued.status();
+    pems.push_back({std::string(ParticipantKindName(kind)), issued->certificate_pem,
+                    issued->private_key_pem});
+  }
+  for (const Pem& pem : pems) {
+    SCOPED_TRACE(pem.what);
+    auto cert = ReadCertificate(pem.certificate);
+    ASSERT_NE(cert, nullptr);
+    const ParsedKey in_cert = Describe(X509_get0_pubkey(cert.get()));
+    EXPECT_EQ(in_cert.type, EVP_PKEY_EC);
+    EXPECT_EQ(in_cert.group, SN_X9_62_prime256v1);  // "prime256v1", P-256
+    EXPECT_EQ(X509_get_signature_nid(cert.get()), NID_ecdsa_with_SHA256);
+    auto key = ReadPrivateKey(pem.key);
+    ASSERT_NE(key, nullptr);
+    const ParsedKey private_key = Describe(key.get());
+    EXPECT_EQ(private_key.type, EVP_PKEY_EC);
+    EXPECT_EQ(private_key.group, SN_X9_62_prime256v1);
+    EXPECT_EQ(X509_check_private_key(cert.get(), key.get()), 1);
+  }
 }
 
 TEST(CertificateAuthorityTest, ExpiredAndNotYetValidCertificatesAreRefused) {

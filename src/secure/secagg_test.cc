@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "fedsilo/v1/secagg.pb.h"
@@ -474,6 +475,68 @@ TEST(SecAggTest, DefaultThresholdIsTwoThirdsAndAtLeastTwo) {
   EXPECT_EQ(SecAggThreshold(0, 3, 3), 3);
   EXPECT_EQ(SecAggThreshold(0, 10, 9), 9);
   EXPECT_EQ(SecAggThreshold(0, 10, 12), 10);
+}
+
+TEST(SecAggTest, ASiloWithMoreExamplesThanMaxWeightIsRefusedNamingTheKey) {
+  // Its weight would pass 1 and its values could overflow the fixed-point
+  // range the orchestrator sized the round for.
+  Federation f(6);  // max_weight 1000, threshold 4
+  f.examples[1] = 1001;
+  f.examples[3] = 1000;  // exactly max_weight: weight 1, accepted
+  StatusOr<SecAggOutcome> out = f.Run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(f.errors.size(), 1u);
+  EXPECT_THAT(f.errors[0], HasSubstr("silo-2: "));
+  EXPECT_THAT(f.errors[0], HasSubstr("more examples than privacy.secure_aggregation.max_weight"));
+  EXPECT_THAT(f.errors[0], HasSubstr("(1000)"));
+  // Refused at the advert: it sent no keys, so it is in no later stage.
+  EXPECT_EQ(f.replies_of_stage[1].count("silo-2"), 0u);
+  EXPECT_EQ(out->contributors, 5);
+  const std::vector<std::string> others = {"silo-1", "silo-3", "silo-4", "silo-5", "silo-6"};
+  EXPECT_DOUBLE_EQ(out->total_weight, (100 + 174 + 1000 + 248 + 285) / 1000.0);
+  ExpectNear(Flatten(out->mean), f.PlainMean(others), out->quantization_error);
+}
+
+TEST(SecAggTest, KeysAreFreshEachRound) {
+  // Keys kept across rounds would let masks and shares of one round be
+  // combined with another's. The same silo objects answer two rounds.
+  Federation f(3);
+  f.sign = true;
+  ASSERT_TRUE(f.Run().ok());
+  std::map<std::string, pb::AdvertiseReply> first;
+  for (const auto& [silo, reply] : f.replies_of_stage[1]) {
+    ASSERT_TRUE(first[silo].ParseFromString(reply));
+  }
+  ASSERT_EQ(first.size(), 3u);
+  // The self-mask seed too: its commitment is a hash of it alone.
+  std::map<std::string, std::string> first_commitment;
+  for (const auto& [silo, reply] : f.replies_of_stage[2]) {
+    pb::ShareKeysReply r;
+    ASSERT_TRUE(r.ParseFromString(reply));
+    first_commitment[silo] = r.self_mask_commitment();
+  }
+  ASSERT_EQ(first_commitment.size(), 3u);
+  f.Again(2);
+  ASSERT_TRUE(f.Run().ok()) << (f.errors.empty() ? "" : f.errors[0]);
+  std::set<std::string> seen;
+  for (const auto& [silo, reply] : f.replies_of_stage[1]) {
+    pb::AdvertiseReply second;
+    ASSERT_TRUE(second.ParseFromString(reply));
+    EXPECT_NE(second.share_public_key(), first[silo].share_public_key()) << silo;
+    EXPECT_NE(second.mask_public_key(), first[silo].mask_public_key()) << silo;
+    seen.insert(second.share_public_key());
+    seen.insert(second.mask_public_key());
+    seen.insert(first[silo].share_public_key());
+    seen.insert(first[silo].mask_public_key());
+  }
+  // No key is reused anywhere: across rounds, silos, or the two roles.
+  EXPECT_EQ(seen.size(), 12u);
+  ASSERT_EQ(f.replies_of_stage[2].size(), 3u);
+  for (const auto& [silo, reply] : f.replies_of_stage[2]) {
+    pb::ShareKeysReply r;
+    ASSERT_TRUE(r.ParseFromString(reply));
+    EXPECT_NE(r.self_mask_commitment(), first_commitment[silo]) << silo;
+  }
 }
 
 // --- against a malicious orchestrator ----------------------------------------

@@ -155,6 +155,19 @@ TEST(PrivacyGuardTest, StepsPastThePlanOrTheBudgetAreRefusedAndNothingIsCharged)
   ASSERT_TRUE(strict.ok());
   EXPECT_THAT(std::string((*strict)->Charge("digits", "r", 50).status().message()),
               HasSubstr("past the budget") /* the message names the budget */);
+  // Nothing of the refused round is charged: not in memory, not on disk.
+  ASSERT_EQ((*strict)->Entries().size(), 1u);
+  EXPECT_EQ((*strict)->Entries()[0].steps, 0);
+  EXPECT_EQ((*strict)->Entries()[0].epsilon, 0);
+  EXPECT_EQ((*strict)->Use("digits").epsilon, 0);
+  strict->reset();
+  auto reopened = PrivacyGuard::Open(policy, dir + "/ledger2.json");
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  ASSERT_EQ((*reopened)->Entries().size(), 1u);
+  EXPECT_EQ((*reopened)->Entries()[0].steps, 0);
+  // The same charge under the budget it was planned for goes through.
+  ASSERT_TRUE((*reopened)->Charge("digits", "r", 50).ok());
+  EXPECT_EQ((*reopened)->Entries()[0].steps, 50);
 }
 
 TEST(PrivacyGuardTest, ARunsJobAndStatisticsArePinnedAtAdmission) {

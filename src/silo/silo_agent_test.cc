@@ -3,15 +3,20 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "core/control_variates.h"
+#include "core/file_seal.h"
+#include "core/file_util.h"
 #include "core/kernels.h"
 #include "core/model_state_file.h"
 #include "secure/secagg.h"
+#include "secure/storage_keys.h"
 #include "silo/privacy_guard.h"
 
 namespace fedsilo::silo {
@@ -366,6 +371,76 @@ TEST(SiloAgentTest, ScaffoldReturnsAndKeepsItsControlVariate) {
   EXPECT_EQ(SerializeModelState(resumed->update), SerializeModelState(kept_going->update));
   EXPECT_NE(SerializeModelState(fresh->update), SerializeModelState(kept_going->update));
   std::filesystem::remove(path);
+}
+
+// With SGD momentum m a local step moves lr / (1 - m) in the long run, and
+// that is the step Δc divides by (README: "a local step counts as lr / (1 - m)").
+TEST(SiloAgentTest, ScaffoldCountsAMomentumStepAsLrOverOneMinusM) {
+  auto data = Data();
+  JobConfig job = Job();
+  job.strategy.name = "scaffold";
+  job.training.momentum = 0.5;
+  auto model = ml::Model::Create({job.model, {3}, 3}, 5);
+  ModelState sent = (*model)->GetState();
+  ModelState c = sent.ZerosLike();
+  for (Tensor& t : c.mutable_tensors()) {
+    for (float& v : t.floats()) v = 0.01f;
+  }
+  ASSERT_TRUE(AppendControl(sent, c).ok());
+  SiloAgent agent("a", Split(data), nullptr);
+  StatusOr<transport::FitReply> reply = agent.Fit({"run", 1, 42, &job, &sent});
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  auto [update, delta_c] = SplitControl(reply->update);
+  // K = 7 steps of lr 0.1 with m = 0.5: K x lr / (1 - m) = 1.4 (not 0.7).
+  const double k_step = 7 * 0.1 / (1 - 0.5);
+  double largest_difference_from_plain_lr = 0;
+  for (size_t t = 0; t < update.size(); ++t) {
+    for (size_t i = 0; i < update.tensors()[t].floats().size(); ++i) {
+      const double u = update.tensors()[t].floats()[i];
+      EXPECT_NEAR(delta_c.tensors()[t].floats()[i], -0.01 - u / k_step, 1e-5);
+      largest_difference_from_plain_lr =
+          std::max(largest_difference_from_plain_lr, std::fabs(u / k_step - u / (7 * 0.1)));
+    }
+  }
+  EXPECT_GT(largest_difference_from_plain_lr, 1e-3);  // the two formulas are told apart
+}
+
+// Its c_i says how this silo's data pulls the model: kept sealed like the
+// silo's other state (docs/encryption-at-rest.md).
+TEST(SiloAgentTest, ScaffoldsControlVariateIsSealedAtRestWhenASealerIsInstalled) {
+  auto data = Data();
+  JobConfig job = Job();
+  job.strategy.name = "scaffold";
+  auto model = ml::Model::Create({job.model, {3}, 3}, 5);
+  ModelState sent = (*model)->GetState();
+  ASSERT_TRUE(AppendControl(sent, sent.ZerosLike()).ok());
+  const std::string dir = std::filesystem::temp_directory_path() / "fedsilo-scaffold-sealed";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/scaffold-run.fsm";
+  const secure::KeyRing ring = secure::NewKeyRing();
+  SetFileSealer(std::make_shared<secure::AeadFileSealer>(ring));
+  SiloAgent agent("a", Split(data), nullptr);
+  agent.SetControlVariatePath(path);
+  StatusOr<transport::FitReply> first = agent.Fit({"run", 1, 42, &job, &sent});
+  ASSERT_TRUE(first.ok()) << first.status();
+  StatusOr<std::string> bytes = ReadFile(path);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_TRUE(IsSealed(*bytes));
+  // Read back under the ring, a restarted agent goes on like the one that kept it.
+  SiloAgent restarted("a", Split(data), nullptr);
+  restarted.SetControlVariatePath(path);
+  StatusOr<transport::FitReply> resumed = restarted.Fit({"run", 2, 43, &job, &sent});
+  StatusOr<transport::FitReply> kept_going = agent.Fit({"run", 2, 43, &job, &sent});
+  SetFileSealer(nullptr);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_TRUE(kept_going.ok()) << kept_going.status();
+  EXPECT_EQ(SerializeModelState(resumed->update), SerializeModelState(kept_going->update));
+  // Without the ring it does not open.
+  StatusOr<ModelFile> plain = ReadModelStateFile(path);
+  ASSERT_FALSE(plain.ok());
+  EXPECT_THAT(std::string(plain.status().message()), HasSubstr("the file is encrypted"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(SiloAgentTest, ErrorsNameTheSiloAndRound) {

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "core/control_variates.h"
 #include "strategy/robust.h"
@@ -124,6 +126,47 @@ TEST(RobustAggregatorTest, KrumPicksTheMostCentralUpdateAndMultiKrumAveragesTheB
   // Keeps n - f = 4: all but the outlier, mean 0.1125.
   EXPECT_FLOAT_EQ(W(Round(multi, Values({0}), ups)), 0.1125f);
   EXPECT_EQ(multi.last_selected(), (std::vector<size_t>{0, 1, 2, 3}));
+}
+
+// An example count is what a hostile silo could lie about: robust rules give
+// every silo one vote. The same updates with counts 1 or 10^6 (the largest on
+// an outlier) give the same model, bit for bit.
+TEST(RobustAggregatorTest, EverySiloWeighsTheSameWhateverItsExampleCount) {
+  const std::vector<std::vector<float>> ups = {
+      {0.1f, -0.3f, 2.0f}, {0.4f, 0.2f, -1.0f}, {0.25f, 0.0f, 0.5f},
+      {0.3f, -0.1f, 0.7f}, {50.0f, 40.0f, -60.0f}};
+  const std::vector<double> equal = {1, 1, 1, 1, 1};
+  const std::vector<double> lying = {1, 3, 1e6, 7, 1e6};
+  auto run = [&](Strategy& s, const std::vector<double>& weights) {
+    EXPECT_TRUE(s.BeginRound(Values({1, 1, 1})).ok());
+    for (size_t i = 0; i < ups.size(); ++i) {
+      EXPECT_TRUE(s.Accumulate(Values(ups[i]), weights[i]).ok());
+    }
+    StatusOr<ModelState> next = s.Finish();
+    EXPECT_TRUE(next.ok()) << next.status();
+    s.TakeFolded();
+    const auto w = next->Find("w")->floats();
+    return std::vector<float>(w.begin(), w.end());
+  };
+  StrategyConfig trimmed = Config("trimmed_mean");
+  trimmed.trim_fraction = 0.2;  // n = 5: one cut from each end
+  const std::vector<std::pair<RobustAggregator::Kind, StrategyConfig>> rules = {
+      {RobustAggregator::Kind::kMedian, Config("median")},
+      {RobustAggregator::Kind::kTrimmedMean, trimmed},
+      {RobustAggregator::Kind::kKrum, Config("krum")},
+      {RobustAggregator::Kind::kMultiKrum, Config("multi_krum")}};
+  for (const auto& [kind, config] : rules) {
+    RobustAggregator a(kind, config), b(kind, config);
+    const std::vector<float> by_silo = run(a, equal);
+    EXPECT_EQ(run(b, lying), by_silo) << config.name;
+    // Not the weighted answer: the outlier's million examples would pull it.
+    EXPECT_LT(std::fabs(by_silo[0] - 1), 1.0f) << config.name;
+  }
+  // The control: the same weights do move FedAvg, so the test can tell.
+  auto fedavg = CreateStrategy(Config("fedavg"), 5);
+  ASSERT_TRUE(fedavg.ok());
+  auto fedavg_again = CreateStrategy(Config("fedavg"), 5);
+  EXPECT_NE(run(**fedavg, equal), run(**fedavg_again, lying));
 }
 
 TEST(RobustAggregatorTest, KrumWithTooFewUpdatesIsAClearError) {

@@ -7,19 +7,30 @@
 #include <cstdint>
 #include <vector>
 
+#include "transport/silo_client.h"
+
 namespace fedsilo::transport {
 namespace {
 
 using std::chrono::milliseconds;
 
-// SiloClientOptions' defaults.
-constexpr milliseconds kInitial{500};
-constexpr milliseconds kMax{10000};
+// SiloClientOptions' defaults, which the README documents (0.5 s doubling to
+// 10 s); ReconnectBackoffTest.TheDefaultsAreTheDocumentedOnes pins them.
+const milliseconds kInitial = SiloClientOptions{}.initial_backoff;
+const milliseconds kMax = SiloClientOptions{}.max_backoff;
 
 std::vector<int64_t> Waits(ReconnectBackoff& backoff, int n) {
   std::vector<int64_t> waits;
   for (int i = 0; i < n; ++i) waits.push_back(backoff.NextWait().count());
   return waits;
+}
+
+TEST(ReconnectBackoffTest, TheDefaultsAreTheDocumentedOnes) {
+  // README: silos heartbeat every 5 s and reconnect after 0.5 s doubling to 10 s.
+  const SiloClientOptions options;
+  EXPECT_EQ(options.heartbeat_interval, milliseconds(5000));
+  EXPECT_EQ(options.initial_backoff, milliseconds(500));
+  EXPECT_EQ(options.max_backoff, milliseconds(10000));
 }
 
 TEST(ReconnectBackoffTest, WaitsLieInTheUpperHalfOfABackoffThatDoublesFrom500To10000) {
