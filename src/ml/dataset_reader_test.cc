@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "ml/dataset_catalog.h"
 
@@ -49,6 +50,11 @@ TEST(IdxReaderTest, ReadsImagesAndLabels) {
   d->CopyExample(1, row);
   EXPECT_FLOAT_EQ(row[0], 80.0f / 255.0f);
   EXPECT_FLOAT_EQ(row[3], 140.0f / 255.0f);
+  // The file is mapped, not copied: it is among this process's mappings
+  // while the data set lives.
+  std::stringstream maps;
+  maps << std::ifstream("/proc/self/maps").rdbuf();
+  EXPECT_THAT(maps.str(), HasSubstr(std::filesystem::canonical(dir + "/img").string()));
 }
 
 TEST(IdxReaderTest, ReadsGzippedFiles) {

@@ -2,10 +2,14 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <dlfcn.h>
 #include <torch/script.h>
+
+#include <ATen/Parallel.h>
 
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "core/model_state_file.h"
 #include "ml/sandbox.h"
@@ -357,6 +361,29 @@ TEST(ModelTest, DpSgdClipsEachExampleAndAddsCalibratedNoise) {
     return (*model)->GetState();
   };
   EXPECT_NE(os_keyed().tensors()[0].floats()[0], os_keyed().tensors()[0].floats()[0]);
+}
+
+// Each silo trains with one libtorch (OpenMP) thread and one BLAS thread:
+// parallelism comes from training silos side by side. Checked on a fresh
+// thread, as a silo's training thread is: OpenMP's count is per thread.
+TEST(ModelTest, TrainingRunsOnOneLibtorchAndOneBlasThread) {
+  int torch_threads = 0, blas_threads = -1;
+  std::thread trainer([&] {
+    at::set_num_threads(2);  // what the thread would have otherwise, on any machine
+    auto data = Separable(64, 3);
+    auto model = Model::Create(Spec(ModelKind::kLogistic), 1);
+    ASSERT_TRUE(model.ok());
+    ASSERT_TRUE((*model)->Train(DataView::All(data), Sgd(1), 0).ok());
+    torch_threads = at::get_num_threads();
+    using GetThreads = int (*)();
+    if (auto f = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) {
+      blas_threads = f();
+    }
+  });
+  trainer.join();
+  EXPECT_EQ(torch_threads, 1);
+  // OpenBLAS is what scripts/setup installs; libtorch may use another BLAS.
+  if (blas_threads != -1) EXPECT_EQ(blas_threads, 1);
 }
 
 TEST(ModelTest, DpSgdStillLearns) {
