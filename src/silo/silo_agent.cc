@@ -18,6 +18,10 @@
 
 namespace fedsilo::silo {
 
+std::chrono::seconds ModuleCallDeadline(std::chrono::seconds silo_max, int round_timeout) {
+  return std::min(silo_max, std::chrono::seconds(std::max(60, round_timeout)));
+}
+
 SiloAgent::SiloAgent(std::string name, ml::SiloData data, BusyClock* busy_clock)
     : name_(std::move(name)), data_(std::move(data)), busy_clock_(busy_clock) {}
 
@@ -161,11 +165,8 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     // The model against the data's shapes (a module runs on zeros only here).
     std::optional<ml::Sandbox> sandbox;
     if (sandbox_ != nullptr) {
-      // A module that takes longer than a round has lost the round anyway;
-      // the job sets the round's timeout, the silo the longest it allows.
       sandbox = *sandbox_;
-      sandbox->timeout = std::min(sandbox_->timeout,
-                                  std::chrono::seconds(std::max(60, job.federation.round_timeout)));
+      sandbox->timeout = ModuleCallDeadline(sandbox_->timeout, job.federation.round_timeout);
     }
     StatusOr<std::unique_ptr<ml::Model>> model =
         ml::Model::Create(spec, request.seed, sandbox ? &*sandbox : nullptr);

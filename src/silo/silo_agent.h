@@ -28,6 +28,7 @@
 #ifndef FEDSILO_SILO_SILO_AGENT_H_
 #define FEDSILO_SILO_SILO_AGENT_H_
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +42,12 @@
 #include "transport/silo_connection.h"
 
 namespace fedsilo::silo {
+
+// How long one call into a job's sandboxed module may take: the job's round
+// timeout (a module that takes longer has lost the round anyway), but at
+// least a minute (a worker starts and loads a module in seconds on a loaded
+// machine) and at most `silo_max`, the longest the silo allows.
+std::chrono::seconds ModuleCallDeadline(std::chrono::seconds silo_max, int round_timeout);
 
 class SiloAgent : public transport::SiloHandler {
  public:

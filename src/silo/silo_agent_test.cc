@@ -454,5 +454,15 @@ TEST(SiloAgentTest, ErrorsNameTheSiloAndRound) {
   EXPECT_THAT(reply.status().message(), HasSubstr("silo 'bank-b': round 4: model state"));
 }
 
+// A job's module is called with its round timeout as the deadline, at least
+// a minute and at most what the silo allows (the sandbox's own timeout).
+TEST(SiloAgentTest, AModuleCallsDeadlineIsTheRoundTimeoutBetweenAMinuteAndTheSilosMost) {
+  using std::chrono::seconds;
+  EXPECT_EQ(ModuleCallDeadline(seconds(3600), 600), seconds(600));
+  EXPECT_EQ(ModuleCallDeadline(seconds(3600), 2), seconds(60));
+  EXPECT_EQ(ModuleCallDeadline(seconds(3600), 7 * 24 * 3600), seconds(3600));
+  EXPECT_EQ(ModuleCallDeadline(seconds(30), 600), seconds(30));
+}
+
 }  // namespace
 }  // namespace fedsilo::silo

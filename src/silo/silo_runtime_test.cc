@@ -156,6 +156,34 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
                 HasSubstr("the federated statistics are exact sums, not differentially private, "
                           "and the policy allows only DP training (require_local_dp)"));
   }
+  // A DP job is admitted at its statistics task, the run's first, with the
+  // plan its training will follow: its steps and sampling rate over the
+  // silo's training rows, reserved before any round trains.
+  {
+    std::ofstream(dir + "/budget.yaml")
+        << "datasets:\n  cards: {max_epsilon: 100, statistics: {min_count: 5}}\n";
+    auto budgeted = PrivacyGuard::Open(dir + "/budget.yaml", dir + "/plan-ledger.json");
+    ASSERT_TRUE(budgeted.ok()) << budgeted.status();
+    SiloRuntime dp_runtime("east", *catalog, "/nonexistent", budgeted->get());
+    JobConfig dp_job = job;
+    dp_job.training.rounds = 3;
+    dp_job.training.batch_size = 16;
+    dp_job.privacy.dp.mode = DpMode::kLocal;
+    dp_job.privacy.dp.noise_multiplier = 1.0;
+    transport::FitRequest dp_stats = stats;
+    dp_stats.job = &dp_job;
+    dp_stats.run_id = "dp-plan";
+    auto answered = dp_runtime.Fit(dp_stats);
+    ASSERT_TRUE(answered.ok()) << answered.status();
+    const std::vector<LedgerEntry> entries = (*budgeted)->Entries();
+    ASSERT_EQ(entries.size(), 1u);
+    EXPECT_EQ(entries[0].run_id, "dp-plan");
+    EXPECT_TRUE(entries[0].dp);
+    EXPECT_EQ(entries[0].steps, 0);  // nothing trained yet
+    EXPECT_EQ(entries[0].planned_steps, 3 * 5 * ml::DpStepsPerEpoch(80, 16));
+    EXPECT_DOUBLE_EQ(entries[0].sample_rate, ml::DpSampleRate(80, 16));
+    EXPECT_GT(entries[0].planned_epsilon, 0);
+  }
   // A category of a handful of rows is refused too (its one-hot sum counts it).
   job.preprocess.categories = {{"merchant", {"atm", "shop", "vip"}}};
   {
