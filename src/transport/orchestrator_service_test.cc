@@ -63,8 +63,8 @@ class RecordingListener : public SiloSessionListener {
   }
 
   // Waits until `n` sessions have opened (or closed); false after kCeiling.
-  bool WaitConnected(size_t n) { return WaitFor(connected_, n); }
-  bool WaitDisconnected(size_t n) { return WaitFor(disconnected_, n); }
+  bool WaitConnected(size_t n) { return WaitFor(/*closed=*/false, n); }
+  bool WaitDisconnected(size_t n) { return WaitFor(/*closed=*/true, n); }
   std::vector<Event> connected() {
     MutexLock lock(&mu_);
     return connected_;
@@ -75,12 +75,12 @@ class RecordingListener : public SiloSessionListener {
   }
 
  private:
-  bool WaitFor(const std::vector<Event>& events, size_t n) {
+  bool WaitFor(bool closed, size_t n) {
     MutexLock lock(&mu_);
     const auto until = std::chrono::steady_clock::now() + kCeiling;
-    while (events.size() < n && cv_.WaitUntil(&mu_, until)) {
+    while ((closed ? disconnected_ : connected_).size() < n && cv_.WaitUntil(&mu_, until)) {
     }
-    return events.size() >= n;
+    return (closed ? disconnected_ : connected_).size() >= n;
   }
 
   Mutex mu_;
