@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <cstring>
 #include <iterator>
@@ -693,7 +694,14 @@ Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
     }
     if (!s.ok()) return fail(Error(absl::StrCat("recording round ", round.round)));
   }
+  std::vector<std::string> not_finite;
   for (const MetricRow& m : metrics) {
+    // A model that diverged has a loss of NaN: said, not stored (SQLite keeps
+    // no NaN, and the column holds numbers), and the job goes on.
+    if (!std::isfinite(m.value)) {
+      not_finite.push_back(m.name);
+      continue;
+    }
     Statement s(db_,
                 "INSERT INTO metrics (job_id, round, source, name, value, time) "
                 "VALUES (?, ?, ?, ?, ?, ?)");
@@ -705,8 +713,12 @@ Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
   }
   // The silos' part: who reported, how many examples, what privacy spent.
   std::map<std::string, SiloRow> seen;
+  if (!not_finite.empty()) {
+    spdlog::warn("job {}: round {}: {} not recorded: not a finite number", id, round.round,
+                 absl::StrJoin(not_finite, ", "));
+  }
   for (const MetricRow& m : metrics) {
-    if (m.source == "global") continue;
+    if (m.source == "global" || !std::isfinite(m.value)) continue;
     SiloRow& row = seen[m.source];
     row.last_seen = std::max(row.last_seen, m.time);
     const absl::string_view metric =

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "secure/storage_keys.h"
@@ -115,6 +116,27 @@ TEST(JobStoreTest, ARoundIsRecordedOnceAndAFailedRecordChangesNothing) {
   ASSERT_TRUE(metrics.ok());
   ASSERT_EQ(metrics->size(), 1u);  // the second attempt's metric was rolled back
   EXPECT_EQ((*metrics)[0].value, 1);
+}
+
+// A diverged model's NaN loss does not stop the job: the round is recorded
+// without it (SQLite keeps no NaN), with its other metrics.
+TEST(JobStoreTest, ANonFiniteMetricIsLeftOutAndTheRoundIsRecorded) {
+  auto store = JobStore::Open(FreshPath("nan"));
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->CreateJob(Job("a")).ok());
+  RoundRecord r{1, 1.0, 0.1, 2, 2, {}};
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  ASSERT_TRUE((*store)
+                  ->CompleteRound("job-1", r,
+                                  {{1, "global", "global/test_loss", nan, 1},
+                                   {1, "global", "global/test_accuracy", 0.5, 1},
+                                   {1, "a", "a/epsilon", std::numeric_limits<double>::infinity(), 1}})
+                  .ok());
+  auto metrics = (*store)->Metrics("job-1");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  ASSERT_EQ(metrics->size(), 1u);
+  EXPECT_EQ((*metrics)[0].name, "global/test_accuracy");
+  EXPECT_EQ((*store)->Rounds("job-1")->size(), 1u);
 }
 
 TEST(JobStoreTest, FinishedStatesAndErrors) {
