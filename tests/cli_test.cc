@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <string>
 
@@ -56,6 +58,18 @@ bool DataPresent() {
 
 #define REQUIRE_DATA() \
   if (!DataPresent()) GTEST_SKIP() << "data sets missing: run scripts/setup"
+
+// A run's metrics.jsonl (written without a key ring): name -> round -> value,
+// NaN where the value was not a number.
+std::map<std::string, std::map<int, double>> RunMetrics(const std::string& run_dir) {
+  std::map<std::string, std::map<int, double>> out;
+  std::ifstream metrics(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json m = nlohmann::json::parse(line);
+    out[m["name"]][m["round"]] = m["value"].is_number() ? m["value"].get<double>() : std::nan("");
+  }
+  return out;
+}
 
 // The command line's parsing: each mistake is named (the word, the command,
 // the nearest right spelling) with exit status 2, before anything runs.
@@ -143,6 +157,67 @@ TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
     std::snprintf(name, sizeof(name), "/checkpoints/round-%04d.fsm", round);
     EXPECT_TRUE(fedsilo::ReadModelStateFile(run_dir + name).ok()) << name;
   }
+}
+
+// A run prints one line per round (README "Running a job"):
+//   round  7/20  loss 0.1747  accuracy 0.9415  silos 5/5  0.0s  elapsed 0.1s  eta 0.2s
+// the round right-aligned to the total's width, the loss and accuracy those of
+// the global model the run recorded for that round.
+TEST(CliTest, EachRoundPrintsOneLineWithLossAccuracySilosAndEta) {
+  REQUIRE_DATA();
+  Output r = Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=10 --json" +
+                     " --workdir " + Workdir("round_lines"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto metrics = RunMetrics(LastJson(r.out)["run_dir"]);
+  std::vector<std::string> lines;
+  std::istringstream out(r.out);
+  for (std::string line; std::getline(out, line);) {
+    if (line.rfind("round", 0) == 0) lines.push_back(line);
+  }
+  ASSERT_EQ(lines.size(), 10u) << r.out;
+  const std::string duration = R"((\d+\.\ds|\d+m\d\ds))";
+  const std::regex shape("round +([0-9]+)/10  loss ([0-9.]+)  accuracy ([0-9.]+)  silos 5/5  " +
+                         duration + "  elapsed " + duration + "  eta " + duration);
+  for (int round = 1; round <= 10; ++round) {
+    const std::string& line = lines[round - 1];
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(line, m, shape)) << line;
+    char start[32], loss[32], accuracy[32];
+    std::snprintf(start, sizeof(start), "round %2d/10  ", round);
+    std::snprintf(loss, sizeof(loss), "%.4f", metrics.at("global/test_loss").at(round));
+    std::snprintf(accuracy, sizeof(accuracy), "%.4f", metrics.at("global/test_accuracy").at(round));
+    EXPECT_EQ(line.rfind(start, 0), 0u) << line;
+    EXPECT_EQ(m[2].str(), loss) << line;
+    EXPECT_EQ(m[3].str(), accuracy) << line;
+  }
+  EXPECT_THAT(lines.back(), ::testing::EndsWith("eta 0.0s"));
+}
+
+// checkpoint.every: 0 keeps no checkpoint, only the final model; export
+// says so when asked for a round.
+TEST(CliTest, CheckpointEveryZeroKeepsOnlyTheFinalModel) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("checkpoint_every_0");
+  Output r =
+      Fedsilo("run " + Example("digits.yaml") +
+              " --set training.rounds=2 --set checkpoint.every=0 --quiet --json --workdir " + dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json summary = LastJson(r.out);
+  const std::string checkpoints = summary["run_dir"].get<std::string>() + "/checkpoints";
+  EXPECT_TRUE(!fs::exists(checkpoints) || fs::is_empty(checkpoints));
+  auto final_model = fedsilo::ReadModelStateFile(summary["final_model"]);
+  ASSERT_TRUE(final_model.ok()) << final_model.status();
+  EXPECT_EQ(final_model->metadata.at("round"), "2");
+  const std::string run_id = summary["run_id"];
+  for (const char* round : {"1", "2"}) {
+    Output kept = Fedsilo("export " + run_id + " --round " + round + " --out " + dir +
+                          "/r.fsm --workdir " + dir);
+    EXPECT_EQ(kept.status, 2) << round;
+    EXPECT_THAT(kept.err, HasSubstr("kept no checkpoint of round " + std::string(round) +
+                                    " (kept: none; checkpoint.every is 0)"));
+  }
+  EXPECT_EQ(Fedsilo("export " + run_id + " --out " + dir + "/final.fsm --workdir " + dir).status,
+            0);
 }
 
 // Local DP-SGD with a target epsilon: every silo solves its noise for the
@@ -311,6 +386,134 @@ TEST(CliTest, EncryptionAtRestSealsModelsAndLedgersAndCatchesTampering) {
   EXPECT_EQ(tampered.out, "");
 }
 
+// federation.wait_for_silos with silo processes: silos that never connect
+// (here each refuses its policy file at startup) fail the run once the wait
+// is over, naming them, and the run is recorded as failed.
+TEST(CliTest, SiloProcessesThatNeverConnectFailTheRunNamingThem) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("wait_for_silos");
+  std::ofstream(dir + "/policy.yaml") << "datasets:\n  digits: {no_such_key: 1}\n";
+  Output r = Fedsilo("run " + Example("digits.yaml") +
+                     " --set training.rounds=2 --set federation.wait_for_silos=1 --processes"
+                     " --quiet --silo-policy " +
+                     dir + "/policy.yaml --workdir " + dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  const std::string named =
+      "silos did not connect within 1 s (federation.wait_for_silos): silo-1, silo-2, silo-3, "
+      "silo-4, silo-5 (see " +
+      dir + "/runs/";
+  EXPECT_THAT(r.err, HasSubstr(named));
+  Output list = Fedsilo("runs list --json --workdir " + dir);
+  ASSERT_EQ(list.status, 0) << list.err;
+  const nlohmann::json runs = LastJson(list.out);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0]["state"], "failed");
+  EXPECT_THAT(runs[0]["error"].get<std::string>(), HasSubstr("silo-1, silo-2, silo-3"));
+}
+
+// A key ring's life with silo processes (docs/encryption-at-rest.md): `run
+// --processes` hands its ring to the silos it starts, whose ledgers are then
+// sealed; the run's job.yaml is sealed whole; `keys show` lists the ring's
+// ids; `keys rotate --retire` leaves the ring one key, which opens everything.
+TEST(CliTest, SiloProcessesSealWithTheRunsRingAndARetiringRotationLeavesOneKey) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("ring-processes");
+  const std::string ring = dir + "/ring.yaml";
+  Output made = Fedsilo("keys new " + ring);
+  ASSERT_EQ(made.status, 0) << made.err;
+  auto show = [&] {
+    Output shown = Fedsilo("keys show " + ring + " --json");
+    EXPECT_EQ(shown.status, 0) << shown.err;
+    return LastJson(shown.out);
+  };
+  const nlohmann::json new_ring = show();
+  const std::string first = new_ring["current"];
+  EXPECT_THAT(made.out, HasSubstr("(key '" + first + "', mode 0600)"));
+  EXPECT_EQ(new_ring["keys"], nlohmann::json::array({first}));
+
+  std::ofstream(dir + "/policy.yaml") << "datasets:\n  digits: {allow_non_dp: true}\n";
+  Output run = Fedsilo("run " + Example("digits.yaml") +
+                       " --set training.rounds=2 --processes --quiet --json --storage-keys " +
+                       ring + " --silo-policy " + dir + "/policy.yaml --workdir " + dir);
+  ASSERT_EQ(run.status, 0) << run.err;
+  const nlohmann::json summary = LastJson(run.out);
+  const std::string run_id = summary["run_id"];
+  const std::string run_dir = summary["run_dir"];
+  // Every file derived from the data, sealed under the ring's current key
+  // (its id is in each sealed file's header).
+  std::vector<std::string> sealed = {summary["final_model"],
+                                     run_dir + "/checkpoints/round-0001.fsm", run_dir + "/job.yaml",
+                                     run_dir + "/summary.json"};
+  for (int s = 1; s <= 5; ++s) {
+    sealed.push_back(dir + "/silos/silo-" + std::to_string(s) + "/privacy-ledger.json");
+  }
+  auto sealed_with = [&](const std::string& key, const std::string& old_key) {
+    for (const std::string& f : sealed) {
+      const std::string bytes = FileBytes(f);
+      EXPECT_EQ(bytes.substr(0, 5), "FSEAL") << f;
+      EXPECT_THAT(bytes, HasSubstr(key)) << f;
+      if (!old_key.empty()) {
+        EXPECT_THAT(bytes, Not(HasSubstr(old_key))) << f;
+      }
+    }
+  };
+  sealed_with(first, "");
+  EXPECT_THAT(FileBytes(run_dir + "/job.yaml"), Not(HasSubstr("dataset")));
+
+  // A rotation adds a key: show lists both, the new one current.
+  const std::string backup = dir + "/ring-backup.yaml";
+  fs::copy_file(ring, backup);
+  fs::permissions(backup, fs::perms::owner_read | fs::perms::owner_write);
+  Output rotated = Fedsilo("keys rotate " + ring + " " + dir + " --json");
+  ASSERT_EQ(rotated.status, 0) << rotated.err;
+  const std::string second = LastJson(rotated.out)["current"];
+  Output listed = Fedsilo("keys show " + ring);
+  ASSERT_EQ(listed.status, 0) << listed.err;
+  EXPECT_EQ(listed.out, first < second ? first + "\n" + second + "  (current)\n"
+                                       : second + "  (current)\n" + first + "\n");
+
+  // --retire: re-sealed with a third key, the only one left.
+  Output retired = Fedsilo("keys rotate " + ring + " " + dir + " --retire --json");
+  ASSERT_EQ(retired.status, 0) << retired.err;
+  EXPECT_EQ(LastJson(retired.out)["retired"], true);
+  const std::string third = LastJson(retired.out)["current"];
+  EXPECT_EQ(show(), nlohmann::json({{"current", third}, {"keys", {third}}}));
+  EXPECT_THAT(FileBytes(ring), Not(HasSubstr(first)));
+  EXPECT_THAT(FileBytes(ring), Not(HasSubstr(second)));
+  sealed_with(third, first);
+  sealed_with(third, second);
+
+  // Everything opens with the one key left: the silos' ledgers and audit
+  // logs, the run's model and checkpoint, the run store.
+  const std::string keys = " --storage-keys " + ring;
+  for (const std::string silo : {"silo-1", "silo-5"}) {
+    Output ledger = Fedsilo("silo ledger --kit " + run_dir + "/kits/" + silo + " --state-dir " +
+                            dir + "/silos/" + silo + " --json" + keys);
+    ASSERT_EQ(ledger.status, 0) << silo << ledger.err;
+    ASSERT_EQ(LastJson(ledger.out)["entries"].size(), 1u) << silo;
+    EXPECT_EQ(LastJson(ledger.out)["entries"][0]["run_id"], run_id) << silo;
+    Output audit = Fedsilo("audit verify " + dir + "/silos/" + silo + "/audit.log --json" + keys);
+    ASSERT_EQ(audit.status, 0) << silo << audit.err;
+    EXPECT_EQ(LastJson(audit.out)["intact"], true) << silo;
+    EXPECT_EQ(LastJson(audit.out)["keyed"], true) << silo;
+  }
+  const std::string w = " --workdir " + dir;
+  for (const std::string& c : {"export " + run_id + " --out " + dir + "/final.fsm" + w,
+                               "export " + run_id + " --round 1 --out " + dir + "/round1.fsm" + w,
+                               "runs show " + run_id + w}) {
+    Output opened = Fedsilo(c + keys);
+    EXPECT_EQ(opened.status, 0) << c << "\n" << opened.err;
+  }
+  auto exported = fedsilo::ReadModelStateFile(dir + "/final.fsm");
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  EXPECT_EQ(exported->metadata.at("round"), "2");
+  // The copy of the ring kept from before opens none of it any more.
+  Output stale =
+      Fedsilo("export " + run_id + " --out " + dir + "/stale.fsm --storage-keys " + backup + w);
+  EXPECT_EQ(stale.status, 2);
+  EXPECT_THAT(stale.err, HasSubstr("which this key ring does not hold"));
+}
+
 // A work folder used without a key ring, encrypted afterwards: its files and
 // its run store are sealed, and read only with the ring from then on.
 TEST(CliTest, SealExistingEncryptsAFolderStartedWithoutKeysStoreIncluded) {
@@ -472,6 +675,110 @@ TEST(CliTest, InvalidJobsExitWithStatusTwoAndNameTheKey) {
   Output valid = Fedsilo("validate " + Example("mnist-2nn.yaml"));
   EXPECT_EQ(valid.status, 0) << valid.err;
   EXPECT_THAT(valid.out, HasSubstr("valid (mnist, 10 silos, mlp, "));
+}
+
+// The value at a dotted path of a YAML mapping, as text: a scalar as it is,
+// a sequence as "[a, b]"; "(missing)" when there is none.
+std::string YamlAt(const YAML::Node& node, const std::string& path) {
+  const size_t dot = path.find('.');
+  const YAML::Node child = node[path.substr(0, dot)];
+  if (!child) return "(missing)";
+  if (dot != std::string::npos) return YamlAt(child, path.substr(dot + 1));
+  if (child.IsScalar()) return child.Scalar();
+  if (!child.IsSequence()) return "(a mapping)";
+  std::string out = "[";
+  for (size_t i = 0; i < child.size(); ++i) {
+    out += (i > 0 ? ", " : "") + child[i].Scalar();
+  }
+  return out + "]";
+}
+
+// `fedsilo validate JOB --print` shows the resolved job: every key of the
+// README's job file reference that applies to the job, each default filled
+// in, and it reads back as the same job.
+TEST(CliTest, ValidatePrintShowsEveryResolvedKeyWithItsDefault) {
+  const std::string dir = Workdir("validate_print");
+  std::ofstream(dir + "/minimal.yaml") << "data: {dataset: digits}\nfederation: {silos: 7}\n";
+  // The defaults of README.md "Job file reference", as the job states them.
+  const std::vector<std::pair<std::string, std::string>> defaults = {
+      {"name", "minimal"},  // the file name without .yaml
+      {"experiment", "default"},
+      {"seed", "0"},
+      {"data.test_fraction", "0.2"},
+      {"data.silo_test_fraction", "0.1"},
+      {"data.partition", "iid"},
+      {"data.alpha", "0.5"},
+      {"data.shards_per_silo", "2"},
+      {"model.name", "mlp"},
+      {"model.hidden", "[200, 200]"},
+      {"training.rounds", "10"},
+      {"training.local_epochs", "1"},
+      {"training.batch_size", "32"},
+      {"training.optimizer", "sgd"},
+      {"training.learning_rate", "0.01"},
+      {"training.momentum", "0"},
+      {"training.weight_decay", "0"},
+      {"federation.silos", "[silo-1, silo-2, silo-3, silo-4, silo-5, silo-6, silo-7]"},
+      {"federation.fraction", "1"},
+      {"federation.min_silos", "1"},
+      {"federation.wait_for_silos", "120"},
+      {"federation.round_retries", "2"},
+      {"federation.round_timeout", "600"},
+      {"strategy.name", "fedavg"},
+      {"strategy.server_learning_rate", "1"},
+      {"strategy.server_momentum", "0.9"},
+      {"strategy.beta1", "0.9"},
+      {"strategy.beta2", "0.99"},
+      {"strategy.tau", "0.001"},
+      {"strategy.proximal_mu", "0.01"},
+      {"strategy.trim_fraction", "0.1"},
+      {"strategy.byzantine", "2"},  // (7 - 3) / 2
+      {"strategy.multi_krum_keep", "0"},
+      {"strategy.max_update_norm", "0"},
+      {"privacy.dp.mode", "none"},
+      {"privacy.dp.noise_multiplier", "0"},
+      {"privacy.dp.target_epsilon", "0"},
+      {"privacy.dp.max_grad_norm", "1"},
+      {"privacy.dp.delta", "1e-05"},
+      {"privacy.dp.clip_norm", "1"},
+      {"privacy.dp.adaptive_clipping", "false"},
+      {"privacy.dp.target_quantile", "0.5"},
+      {"privacy.dp.clip_learning_rate", "0.2"},
+      {"privacy.secure_aggregation.enabled", "false"},
+      {"privacy.secure_aggregation.threshold", "0"},
+      {"privacy.secure_aggregation.clip_range", "4"},
+      {"privacy.secure_aggregation.bits", "24"},
+      {"privacy.secure_aggregation.max_weight", "100000"},
+      {"checkpoint.every", "1"},
+  };
+  // Numbers compare as numbers ("1e+05" is 100000).
+  auto same = [](const std::string& got, const std::string& want) {
+    char* end = nullptr;
+    const double g = std::strtod(got.c_str(), &end);
+    if (got.empty() || *end != '\0') return got == want;
+    return g == std::strtod(want.c_str(), nullptr);
+  };
+  Output printed = Fedsilo("validate " + dir + "/minimal.yaml --print");
+  ASSERT_EQ(printed.status, 0) << printed.err;
+  const YAML::Node resolved = YAML::Load(printed.out);
+  for (const auto& [key, value] : defaults) {
+    EXPECT_PRED2(same, YamlAt(resolved, key), value) << key << " in\n" << printed.out;
+  }
+  fedsilo::StatusOr<fedsilo::JobConfig> again = fedsilo::ParseJobConfig(printed.out, "printed");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(fedsilo::JobConfigToYaml(*again), printed.out);
+
+  // MLflow's keys apply once there is a server to send the run to.
+  Output tracked = Fedsilo("validate " + dir +
+                           "/minimal.yaml --set tracking.mlflow.uri=http://127.0.0.1:5000 --print");
+  ASSERT_EQ(tracked.status, 0) << tracked.err;
+  const YAML::Node with_mlflow = YAML::Load(tracked.out);
+  EXPECT_EQ(YamlAt(with_mlflow, "tracking.mlflow.uri"), "http://127.0.0.1:5000");
+  // Not checked, as they are not printed: tracking.mlflow.experiment when not
+  // given (it follows the job's experiment), and for a CSV job without a
+  // preprocess section, preprocess.scale (none).
+  EXPECT_EQ(YamlAt(with_mlflow, "tracking.mlflow.log_model"), "true");
+  EXPECT_EQ(YamlAt(with_mlflow, "tracking.mlflow.wait"), "30");
 }
 
 TEST(CliTest, MissingDataIsInvalidInputNamingTheFile) {
@@ -724,6 +1031,28 @@ TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
   ASSERT_EQ(csv.status, 0) << csv.err;
   EXPECT_THAT(csv.out, HasSubstr("silo-1/train_loss"));
 
+  // tracking.mlflow.log_model: false sends the run, its params and metrics,
+  // but no artifact: neither the model nor the job.
+  const size_t artifacts_before = mlflow.artifacts().size();
+  Output no_model = Fedsilo(run + to_mlflow + " --set tracking.mlflow.log_model=false");
+  ASSERT_EQ(no_model.status, 0) << no_model.err;
+  const std::string no_model_id = LastJson(no_model.out)["run_id"];
+  runs = mlflow.runs();
+  ASSERT_EQ(runs.size(), 3u);
+  int sent = 0;
+  for (const auto& [id, r] : runs) {
+    if (r.name != no_model_id) continue;
+    ++sent;
+    EXPECT_EQ(r.status, "FINISHED");
+    EXPECT_EQ(r.params.at("tracking.mlflow.log_model"), "false");
+    EXPECT_FALSE(r.metrics.empty());
+    for (const auto& [path, bytes] : mlflow.artifacts()) {
+      EXPECT_THAT(path, Not(HasSubstr(r.experiment_id + "/" + id + "/"))) << path;
+    }
+  }
+  EXPECT_EQ(sent, 1);
+  EXPECT_EQ(mlflow.artifacts().size(), artifacts_before);
+
   // MLflow out of reach: the run finishes, with a warning saying what was not sent.
   std::string gone;
   {
@@ -782,10 +1111,25 @@ TEST(CliTest, TorchScriptModelTrainsAndComesBackAsTorchScript) {
   Output no_round = Fedsilo("export " + run_id + " --round 7 --out " + dir + "/r7.pt" + w);
   EXPECT_EQ(no_round.status, 2);
   EXPECT_THAT(no_round.err, HasSubstr("kept no checkpoint of round 7 (kept: 1, 2, 3, 4, 5;"));
-  Output builtin = Fedsilo("export " + run_id + " --format torchscript --out " + dir + "/b.pt" +
-                           " --workdir " + Workdir("torchscript_none"));
+  // A built-in model has no TorchScript form: refused, nothing written.
+  Output mlp =
+      Fedsilo("run " + Example("digits.yaml") + " --set training.rounds=1 --quiet --json" + w);
+  ASSERT_EQ(mlp.status, 0) << mlp.err;
+  const std::string mlp_id = LastJson(mlp.out)["run_id"];
+  Output builtin = Fedsilo("export " + mlp_id + " --format torchscript --out " + dir + "/b.pt" + w);
   EXPECT_EQ(builtin.status, 2);
-  EXPECT_THAT(builtin.err, HasSubstr("no run store"));
+  EXPECT_THAT(builtin.err,
+              HasSubstr("--format torchscript: run " + mlp_id +
+                        "'s model is the built-in mlp, which has no TorchScript form"));
+  EXPECT_FALSE(fs::exists(dir + "/b.pt"));
+  Output unknown = Fedsilo("export no-such-run --out " + dir + "/u.pt" + w);
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_THAT(unknown.err, HasSubstr("no run 'no-such-run' in " + dir + "/fedsilo.db"));
+  EXPECT_FALSE(fs::exists(dir + "/u.pt"));
+  Output no_store = Fedsilo("export " + run_id + " --out " + dir + "/n.pt" + " --workdir " +
+                            Workdir("torchscript_none"));
+  EXPECT_EQ(no_store.status, 2);
+  EXPECT_THAT(no_store.err, HasSubstr("no run store"));
 
   // Silo processes load the job's module too (from its folder, which the
   // local federation allows them).
@@ -948,6 +1292,79 @@ TEST(CliTest, TorchScriptModelMustFitTheData) {
   EXPECT_THAT(wrong.err, HasSubstr("digits_net.pt: forward() fails on a batch of shape [2, 30]"));
 }
 
+// Secure aggregation and central DP work with a TorchScript model (README
+// "Your own model: TorchScript"): its parameters and buffers go through the
+// masked sum, or are clipped and noised, and the model learns.
+TEST(CliTest, SecureAggregationAndCentralDpWorkWithATorchScriptModel) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("torchscript_private");
+  const std::string run = "run " + Example("torchscript/digits.yaml") +
+                          " --set training.rounds=2 --json --workdir " + dir;
+  Output secure = Fedsilo(run + " --set privacy.secure_aggregation=true");
+  ASSERT_EQ(secure.status, 0) << secure.err;
+  EXPECT_THAT(secure.out, HasSubstr("secure  aggregation: threshold 4 of 5"));
+  const nlohmann::json secure_summary = LastJson(secure.out);
+  EXPECT_GT(secure_summary["final"]["accuracy"].get<double>(), 0.85);
+  const auto secure_metrics = RunMetrics(secure_summary["run_dir"]);
+  EXPECT_EQ(secure_metrics.at("global/secagg_quantization_error").size(), 2u);
+  for (const auto& [name, by_round] : secure_metrics) {
+    // The orchestrator holds the sum only: nothing of any one silo's update.
+    EXPECT_EQ(name.rfind("silo-", 0), std::string::npos) << name;
+  }
+
+  Output central = Fedsilo(run +
+                           " --set privacy.dp.mode=central --set privacy.dp.noise_multiplier=0.01"
+                           " --set privacy.dp.clip_norm=10");
+  ASSERT_EQ(central.status, 0) << central.err;
+  const nlohmann::json central_summary = LastJson(central.out);
+  EXPECT_GT(central_summary["final"]["accuracy"].get<double>(), 0.4);  // chance: 0.1
+  const auto central_metrics = RunMetrics(central_summary["run_dir"]);
+  for (int round = 1; round <= 2; ++round) {
+    // Each round's epsilon is the accountant's for that many noised sums.
+    Output accountant = Fedsilo("privacy epsilon --sample-rate 1 --noise-multiplier 0.01 --steps " +
+                                std::to_string(round) + " --delta 1e-5 --json");
+    ASSERT_EQ(accountant.status, 0) << accountant.err;
+    EXPECT_DOUBLE_EQ(central_metrics.at("global/epsilon").at(round),
+                     LastJson(accountant.out)["epsilon"].get<double>())
+        << round;
+    EXPECT_EQ(central_metrics.at("global/clip_norm").at(round), 10.0) << round;
+  }
+}
+
+// Local DP with secure aggregation (docs/secure-aggregation.md): DP-SGD runs
+// in each silo before its update is masked, so each silo spends what it
+// would without secure aggregation, and the orchestrator learns no silo's
+// example count.
+TEST(CliTest, LocalDpWithSecureAggregationSpendsAsWithout) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("dp_secure");
+  const std::string run = "run " + Example("digits.yaml") +
+                          " --set training.rounds=2 --set privacy.dp.mode=local"
+                          " --set privacy.dp.target_epsilon=4 --quiet --json --workdir " +
+                          dir;
+  Output plain = Fedsilo(run);
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  Output secure = Fedsilo(run + " --set privacy.secure_aggregation=true");
+  ASSERT_EQ(secure.status, 0) << secure.err;
+  const nlohmann::json summary = LastJson(secure.out);
+  EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.3);
+  const auto without = RunMetrics(LastJson(plain.out)["run_dir"]);
+  const auto with = RunMetrics(summary["run_dir"]);
+  EXPECT_EQ(with.at("global/secagg_quantization_error").size(), 2u);
+  for (int s = 1; s <= 5; ++s) {
+    const std::string silo = "silo-" + std::to_string(s);
+    ASSERT_EQ(with.count(silo + "/epsilon"), 1u) << silo;
+    const std::map<int, double>& epsilon = with.at(silo + "/epsilon");
+    ASSERT_EQ(epsilon.size(), 2u) << silo;
+    EXPECT_EQ(epsilon, without.at(silo + "/epsilon")) << silo;
+    EXPECT_GT(epsilon.at(2), epsilon.at(1)) << silo;
+    EXPECT_LE(epsilon.at(2), 4.0) << silo;
+    EXPECT_GE(epsilon.at(2), 4.0 - 0.05) << silo;
+    EXPECT_EQ(with.count(silo + "/num_examples"), 0u) << silo;
+    EXPECT_EQ(without.count(silo + "/num_examples"), 1u) << silo;  // the control
+  }
+}
+
 // A run that fails is recorded as failed, with its error.
 // Reads a CSV written by `fedsilo predict` into rows of cells.
 std::vector<std::vector<std::string>> ReadCsv(const std::string& path) {
@@ -985,11 +1402,12 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
   EXPECT_TRUE(final.contains("precision") && final.contains("recall"));
   const std::string run_dir = summary["run_dir"];
   // The federated statistics are round 0 of the run, and complete its job.
-  std::map<std::string, double> round0, round4;
+  std::map<std::string, double> round0, round2, round4;
   std::ifstream metrics(run_dir + "/metrics.jsonl");
   for (std::string line; std::getline(metrics, line);) {
     const nlohmann::json m = nlohmann::json::parse(line);
     if (m["round"] == 0) round0[m["name"]] = m["value"];
+    if (m["round"] == 2) round2[m["name"]] = m["value"];
     if (m["round"] == 4) round4[m["name"]] = m["value"];
   }
   ASSERT_TRUE(round4.count("south/global_test_accuracy"));
@@ -1077,6 +1495,26 @@ TEST(CliTest, SilosTrainOnTheirOwnCsvFilesAndPredictPreparesRowsAsTheyDid) {
     all_tp += tp;
     all_fp += fp;
     all_fn += fn;
+  }
+  // predict --round N scores with round N's checkpoint: on south's test rows,
+  // what the federation measured of round 2's model there, not the final one.
+  const std::string south = Example("fraud/data/south.csv");
+  Output at_round2 = Fedsilo("predict " + run_id + " --round 2 --data " + south + " --out " + dir +
+                             "/south-round2.csv" + w);
+  ASSERT_EQ(at_round2.status, 0) << at_round2.err;
+  EXPECT_NE(FileBytes(dir + "/south-round2.csv"), FileBytes(dir + "/south-predictions.csv"));
+  {
+    const auto predicted = ReadCsv(dir + "/south-round2.csv");
+    std::vector<int64_t> labels;
+    for (size_t i = 1; i < predicted.size(); ++i) labels.push_back(std::stoi(predicted[i][4]));
+    const auto split = fedsilo::ml::StratifiedIndices(labels, 2, 0.3, /*seed=*/1);
+    int correct = 0;
+    for (int64_t i : split.second) {
+      const std::vector<std::string>& row = predicted[static_cast<size_t>(i) + 1];
+      correct += row[1] == row[4];
+    }
+    EXPECT_DOUBLE_EQ(correct / static_cast<double>(split.second.size()),
+                     round2["south/global_test_accuracy"]);
   }
   EXPECT_DOUBLE_EQ(all_tp / static_cast<double>(all_tp + all_fn), round4["global/test_recall"]);
   EXPECT_DOUBLE_EQ(all_tp / static_cast<double>(all_tp + all_fp), round4["global/test_precision"]);
@@ -1237,6 +1675,11 @@ TEST(CliTest, SealedRunsOpenInEveryCommandWithTheKeyRingFromTheFlagOrTheEnvironm
   ASSERT_EQ(FileBytes(final_model).substr(0, 5), "FSEAL");
   EXPECT_EQ(fs::status(summary["run_dir"].get<std::string>()).permissions() & fs::perms::all,
             fs::perms::owner_all);
+  // The resolved job, the federation's statistics in it, is sealed whole.
+  const std::string job_file = FileBytes(summary["run_dir"].get<std::string>() + "/job.yaml");
+  EXPECT_EQ(job_file.substr(0, 5), "FSEAL");
+  EXPECT_THAT(job_file, Not(HasSubstr("statistics")));
+  EXPECT_THAT(job_file, Not(HasSubstr("merchant")));
 
   const std::string data = " --data " + Example("fraud/data/south.csv");
   // Each command, with the file it writes.

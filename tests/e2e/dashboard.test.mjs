@@ -1,8 +1,9 @@
 // The dashboard in a real browser: runs recorded by `fedsilo run`, served by
 // `fedsilo ui`, opened in Debian's headless chromium (driven by
 // playwright-core). Asserts that the charts show the rounds and values the
-// run store holds, that a run in progress updates on its own, and that the
-// compare view draws one line per run.
+// run store holds, that a run in progress updates on its own, that the
+// compare view draws one line per run, and that the page asks nothing of any
+// server but `fedsilo ui`.
 //
 //   node tests/e2e/dashboard.test.mjs [FEDSILO_BINARY]
 import { execFileSync, spawn } from "node:child_process";
@@ -71,6 +72,9 @@ try {
   const page = await browser.newPage({ viewport: { width: 1300, height: 1000 } });
   const errors = [];
   page.on("pageerror", e => errors.push(String(e)));
+  // The page and uPlot are built into the binary: every request goes to it.
+  const requests = [];
+  page.on("request", r => requests.push(r.url()));
 
   step("experiments page lists both runs");
   await page.goto(url);
@@ -119,6 +123,9 @@ try {
   assert.ok(later > first, `rounds shown went from ${first} to ${later}`);
 
   assert.deepEqual(errors, [], "no script errors on the page");
+  assert.ok(requests.some(u => u.startsWith(`${url}api/`)), `no API request among ${requests}`);
+  assert.deepEqual(requests.filter(u => !u.startsWith(url)), [],
+                   "requests to anywhere but fedsilo ui");
   step(`passed (screenshot ${join(workdir, "run.png")})`);
 } catch (err) {
   console.error(`dashboard test FAILED: ${err.stack || err}`);
