@@ -2,10 +2,17 @@
 // `fedsilo silo` processes on 127.0.0.1, driven with the user commands
 // (`submit`, `status`, `logs`, `abort`, `download`), with faults: the
 // orchestrator killed mid-job, missing silos, wrong kits, plaintext peers.
+// Suites whose tests only look at one federation share it (a fixture that
+// starts it once); scenarios that change it as they go have their own.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,11 +23,15 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -67,82 +78,196 @@ constexpr char kJob[] =
     "training: {rounds: 4, learning_rate: 0.1}\n"
     "federation: {silos: [a, b, c], min_silos: 2, wait_for_silos: 180}\n";
 
-TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
-  Federation fed("submit");
-  ASSERT_TRUE(fed.StartOrchestrator()) << Read(fed.dir() + "/orchestrator.log");
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("(mutual TLS)"));
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("files at rest are NOT encrypted"));
-  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
-  const std::string job = fed.WriteJob("job", kJob);
+// One federation for all the tests of a suite: SetUpTestSuite() provisions it
+// and runs `Suite::Start` once (an orchestrator and its silos take seconds to
+// start, a job more), and each test checks one thing about what it left. A
+// test must not depend on the order the suite's tests run in: it reads what
+// Start left, or changes what no other test of its suite reads. ctest runs a
+// suite's tests as parallel processes, so the folder is per process; it is
+// removed when the suite passed and kept for a look when it failed.
+//
+// `Suite` has `static constexpr char kName[]` and `static std::string
+// Start(Federation&)`, which returns "" or what went wrong.
+template <typename Suite>
+class SharedFederationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    fed_ =
+        std::make_unique<Federation>(std::string(Suite::kName) + "-" + std::to_string(::getpid()));
+    not_started_ = Suite::Start(*fed_);
+  }
+  static void TearDownTestSuite() {
+    const ::testing::TestSuite* suite = ::testing::UnitTest::GetInstance()->current_test_suite();
+    const bool passed = suite != nullptr && !suite->Failed();
+    const std::string dir = fed_->dir();
+    fed_.reset();  // stops its processes
+    if (passed) fs::remove_all(dir);
+  }
+  void SetUp() override { ASSERT_EQ(not_started_, "") << "the suite's federation did not start"; }
 
-  Output submitted = fed.User("submit " + job);
-  ASSERT_EQ(submitted.status, 0) << submitted.err;
-  EXPECT_EQ(submitted.out, "job-1\n");
-  Output waited = fed.User("status job-1 --wait");
-  ASSERT_EQ(waited.status, 0) << waited.out << waited.err;
-  EXPECT_THAT(waited.out, HasSubstr("4 of 4 done"));
+  static Federation& fed() { return *fed_; }
+  static std::string OrchestratorLog() { return Read(fed_->dir() + "/orchestrator.log"); }
 
-  nlohmann::json status = fed.Status("job-1");
+ private:
+  static inline std::unique_ptr<Federation> fed_;
+  static inline std::string not_started_;
+};
+
+// The entries of the audit log at `path`, in order; sealed entries are opened
+// with the ring at `ring_path` ("" for a log kept in the clear). An entry that
+// does not parse or open fails the test and is left out.
+std::vector<nlohmann::json> AuditEntries(const std::string& path,
+                                         const std::string& ring_path = "") {
+  std::optional<secure::AeadFileSealer> sealer;
+  if (!ring_path.empty()) {
+    StatusOr<secure::KeyRing> ring = secure::LoadKeyRing(ring_path);
+    EXPECT_TRUE(ring.ok()) << ring.status();
+    if (ring.ok()) sealer.emplace(*ring);
+  }
+  std::vector<nlohmann::json> entries;
+  std::vector<std::string> lines = absl::StrSplit(Read(path), '\n', absl::SkipEmpty());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string source = path + ":" + std::to_string(i + 1);
+    std::string text = lines[i];
+    StatusOr<std::optional<std::string>> sealed = SealedBytesOfLine(text, source);
+    EXPECT_TRUE(sealed.ok()) << sealed.status();
+    if (!sealed.ok()) continue;
+    if (sealed->has_value()) {
+      EXPECT_TRUE(sealer.has_value()) << source << " is sealed; give its ring";
+      if (!sealer.has_value()) continue;
+      StatusOr<std::string> plain =
+          sealer->Open(**sealed, SealedLineName(path, static_cast<int64_t>(i + 1)), source);
+      EXPECT_TRUE(plain.ok()) << plain.status();
+      if (!plain.ok()) continue;
+      text = *plain;
+    }
+    nlohmann::json entry = nlohmann::json::parse(text, nullptr, false);
+    EXPECT_FALSE(entry.is_discarded()) << source << ": " << text;
+    if (!entry.is_discarded()) entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+// The entries of `event` among `entries`.
+std::vector<nlohmann::json> EntriesOf(const std::vector<nlohmann::json>& entries,
+                                      const std::string& event) {
+  std::vector<nlohmann::json> of;
+  for (const auto& e : entries) {
+    if (e["event"] == event) of.push_back(e);
+  }
+  return of;
+}
+
+// Alice's job on silos a, b and c, submitted and waited for with the user
+// commands, its model downloaded, and the same job file run in simulation:
+// all done when the tests start.
+class OrchestratorDaemonSubmitTest : public SharedFederationTest<OrchestratorDaemonSubmitTest> {
+ public:
+  static constexpr char kName[] = "submit";
+  static std::string Start(Federation& fed) {
+    if (!fed.StartOrchestrator()) return Read(fed.dir() + "/orchestrator.log");
+    for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+    job_ = fed.WriteJob("job", kJob);
+    submitted_ = fed.User("submit " + job_);
+    if (submitted_.status != 0) return "submit: " + submitted_.err;
+    waited_ = fed.User("status job-1 --wait");
+    if (waited_.status != 0) return "job-1: " + waited_.out + waited_.err;
+    model_ = fed.dir() + "/model.fsm";
+    downloaded_ = fed.User("download job-1 --out " + model_);
+    if (downloaded_.status != 0) return "download: " + downloaded_.err;
+    // The same job file in simulation: same seeds and partitions.
+    Output sim = fed.Run("run " + job_ + " --quiet --json --workdir " + fed.dir());
+    if (sim.status != 0) return "simulation: " + sim.err;
+    simulated_ = LastJson(sim.out);
+    return "";
+  }
+
+ protected:
+  static inline std::string job_, model_;
+  static inline Output submitted_, waited_, downloaded_;
+  static inline nlohmann::json simulated_;  // the simulation's --json summary
+};
+
+TEST_F(OrchestratorDaemonSubmitTest, TheStartUpLinesSayMutualTlsAndFilesNotEncrypted) {
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("(mutual TLS)"));
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("files at rest are NOT encrypted"));
+}
+
+TEST_F(OrchestratorDaemonSubmitTest, SubmitPrintsTheJobIdAndStatusWaitsUntilTheLastRound) {
+  EXPECT_EQ(submitted_.out, "job-1\n");
+  EXPECT_THAT(waited_.out, HasSubstr("4 of 4 done"));
+}
+
+TEST_F(OrchestratorDaemonSubmitTest, StatusShowsTheOwnerEveryRoundAndEverySilosRounds) {
+  nlohmann::json status = fed().Status("job-1");
   EXPECT_EQ(status["state"], "done");
   EXPECT_EQ(status["owner"], "alice");
   ASSERT_EQ(status["rounds"].size(), 4u);
   ASSERT_EQ(status["silos"].size(), 3u);
   for (const auto& s : status["silos"]) EXPECT_EQ(s["rounds_taken_part"], 4) << s;
   ASSERT_TRUE(status["latest_metrics"].contains("global/test_accuracy"));
+}
 
-  nlohmann::json jobs = LastJson(fed.User("jobs --json").out);
+TEST_F(OrchestratorDaemonSubmitTest, JobsListsTheJobAndLogsShowItsLastRound) {
+  nlohmann::json jobs = LastJson(fed().User("jobs --json").out);
   ASSERT_EQ(jobs["jobs"].size(), 1u);
   EXPECT_EQ(jobs["jobs"][0]["id"], "job-1");
-  EXPECT_THAT(fed.User("logs job-1").out, HasSubstr("round 4/4 done"));
+  EXPECT_THAT(fed().User("logs job-1").out, HasSubstr("round 4/4 done"));
+}
 
-  const std::string model = fed.dir() + "/model.fsm";
-  Output downloaded = fed.User("download job-1 --out " + model);
-  ASSERT_EQ(downloaded.status, 0) << downloaded.err;
-  EXPECT_THAT(downloaded.out, HasSubstr("after round 4"));
-
-  // The same job file in simulation: same seeds and partitions, so the
-  // federation's model is the simulation's, value for value.
-  Output sim = fed.Run("run " + job + " --quiet --json --workdir " + fed.dir());
-  ASSERT_EQ(sim.status, 0) << sim.err;
-  nlohmann::json summary = LastJson(sim.out);
-  EXPECT_TRUE(SameValues(Tensors(model), Tensors(summary["final_model"])));
+// The federation's model is the simulation's, value for value, and so is
+// its final accuracy.
+TEST_F(OrchestratorDaemonSubmitTest, TheDownloadedModelIsTheSimulationsValueForValue) {
+  EXPECT_THAT(downloaded_.out, HasSubstr("after round 4"));
+  EXPECT_TRUE(SameValues(Tensors(model_), Tensors(simulated_["final_model"])));
+  nlohmann::json status = fed().Status("job-1");
   EXPECT_DOUBLE_EQ(status["latest_metrics"]["global/test_accuracy"].get<double>(),
-                   summary["final"]["accuracy"].get<double>());
+                   simulated_["final"]["accuracy"].get<double>());
+}
 
-  // `fedsilo runs` with the user kit reads the orchestrator's run store and
-  // prints what the store itself says.
-  const std::string state = " --workdir " + fed.dir() + "/state";
+// `fedsilo runs` with the user kit reads the orchestrator's run store and
+// prints what the store itself says.
+TEST_F(OrchestratorDaemonSubmitTest, RunsWithTheUserKitPrintWhatTheStoreSays) {
+  const std::string state = " --workdir " + fed().dir() + "/state";
   for (const std::string command : {"runs list --json", "runs show job-1 --json"}) {
-    Output remote = fed.User(command);
-    Output local = fed.Run(command + state);
+    Output remote = fed().User(command);
+    Output local = fed().Run(command + state);
     ASSERT_EQ(remote.status, 0) << command << ": " << remote.err;
     ASSERT_EQ(local.status, 0) << command << ": " << local.err;
     EXPECT_EQ(LastJson(remote.out), LastJson(local.out)) << command;
   }
-  nlohmann::json shown = LastJson(fed.User("runs show job-1 --json").out);
+  Output exported = fed().User("runs export job-1 --csv");
+  ASSERT_EQ(exported.status, 0) << exported.err;
+  EXPECT_EQ(exported.out, fed().Run("runs export job-1 --csv" + state).out);
+  EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 5);
+}
+
+TEST_F(OrchestratorDaemonSubmitTest, RunsShowAndCompareReadTheJobsRun) {
+  nlohmann::json shown = LastJson(fed().User("runs show job-1 --json").out);
   EXPECT_EQ(shown["owner"], "alice");
   EXPECT_EQ(shown["rounds"].size(), 4u);
   EXPECT_EQ(shown["silos"].size(), 3u);
   EXPECT_DOUBLE_EQ(shown["final_metrics"]["global/test_accuracy"].get<double>(),
-                   summary["final"]["accuracy"].get<double>());
-  Output exported = fed.User("runs export job-1 --csv");
-  ASSERT_EQ(exported.status, 0) << exported.err;
-  EXPECT_EQ(exported.out, fed.Run("runs export job-1 --csv" + state).out);
-  EXPECT_EQ(std::count(exported.out.begin(), exported.out.end(), '\n'), 5);
-  Output compared = fed.User("runs compare job-1 " + shown["run_id"].get<std::string>());
+                   simulated_["final"]["accuracy"].get<double>());
+  Output compared = fed().User("runs compare job-1 " + shown["run_id"].get<std::string>());
   ASSERT_EQ(compared.status, 0) << compared.err;
   EXPECT_THAT(compared.out, HasSubstr("global/test_accuracy"));
-  Output unknown = fed.User("runs show no-such-run");
+}
+
+TEST_F(OrchestratorDaemonSubmitTest, RunsRefuseAnUnknownRunAndASiloKit) {
+  Output unknown = fed().User("runs show no-such-run");
   EXPECT_EQ(unknown.status, 2);
   EXPECT_THAT(unknown.err, HasSubstr("no run 'no-such-run'"));
-  Output as_silo = fed.User("runs list", "a");
+  Output as_silo = fed().User("runs list", "a");
   EXPECT_EQ(as_silo.status, 2);
   EXPECT_THAT(as_silo.err, HasSubstr("user"));
+}
 
-  // The audit trails: who submitted, which model went to which silo and what
-  // came back, as digests that the orchestrator and the silo agree on.
-  const std::string log = fed.dir() + "/state/audit.log";
-  Output verified = fed.Run("audit verify " + log + " --json");
+// The audit trails: who submitted, which model went to which silo and what
+// came back, as digests that the orchestrator and the silo agree on.
+TEST_F(OrchestratorDaemonSubmitTest, BothAuditTrailsRecordTheSubmitterAndAgreeOnDigests) {
+  const std::string log = fed().dir() + "/state/audit.log";
+  Output verified = fed().Run("audit verify " + log + " --json");
   ASSERT_EQ(verified.status, 0) << verified.out << verified.err;
   EXPECT_GT(LastJson(verified.out)["entries"].get<int>(), 3 * 4 * 2);
   std::map<std::string, nlohmann::json> first;  // event -> first entry
@@ -163,17 +288,24 @@ TEST(OrchestratorDaemonTest, SubmittedJobRunsToTheSameModelAsSimulation) {
     if (e["event"] == "model_sent") silo_a_model = e["data"]["model"];
     if (e["event"] == "update_received") silo_a_update = e["data"]["update"];
   }
-  const std::string silo_log = fed.dir() + "/kits/a/state/audit.log";
-  EXPECT_EQ(fed.Run("audit verify " + silo_log).status, 0);
+  const std::string silo_log = fed().dir() + "/kits/a/state/audit.log";
+  EXPECT_EQ(fed().Run("audit verify " + silo_log).status, 0);
   const std::string silo_text = Read(silo_log);
   EXPECT_THAT(silo_text, HasSubstr("\"model\":\"" + silo_a_model + "\""));
   EXPECT_THAT(silo_text, HasSubstr("\"update\":\"" + silo_a_update + "\""));
   EXPECT_THAT(silo_text, HasSubstr("\"actor\":\"silo 'a'\""));
+}
 
-  // One edited entry is found, by line.
+// One edited entry is found, by line. Edited in a copy: the suite's other
+// tests read the log itself.
+TEST_F(OrchestratorDaemonSubmitTest, AuditVerifyFindsAnEditedEntryByItsLine) {
+  const std::string log = fed().dir() + "/edited-audit.log";
+  std::vector<std::string> lines =
+      absl::StrSplit(Read(fed().dir() + "/state/audit.log"), '\n', absl::SkipEmpty());
+  ASSERT_GT(lines.size(), 6u);
   lines[5] = absl::StrReplaceAll(lines[5], {{"\"data\":{", "\"data\":{\"note\":\"x\","}});
   std::ofstream(log, std::ios::trunc) << absl::StrJoin(lines, "\n") << "\n";
-  Output broken = fed.Run("audit verify " + log);
+  Output broken = fed().Run("audit verify " + log);
   EXPECT_EQ(broken.status, 2);
   EXPECT_THAT(broken.err, HasSubstr(log + ":6: entry 6 was altered"));
 }
@@ -492,44 +624,65 @@ TEST(OrchestratorDaemonTest, KilledOrchestratorResumesFromTheLastCompletedRound)
 }
 
 // The orchestrator's web endpoint (--http): the dashboard, its JSON API and
-// Prometheus /metrics over HTTPS, for users' certificates only.
-TEST(OrchestratorDaemonTest, DashboardAndMetricsServeUsersOnly) {
-  // A refused TLS handshake closes the socket under the client's feet.
-  signal(SIGPIPE, SIG_IGN);
-  Federation fed("web");
-  ASSERT_TRUE(fed.StartOrchestrator(0, {"--http", "127.0.0.1:0"}))
-      << Read(fed.dir() + "/orchestrator.log");
-  std::string endpoint;
-  WaitUntil([&] {
-    endpoint = Read(fed.dir() + "/state/http_endpoint");
-    return !endpoint.empty();
-  });
-  ASSERT_FALSE(endpoint.empty()) << Read(fed.dir() + "/orchestrator.log");
-  const int port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("user certificates only"));
-  for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
-  Output submitted = fed.User("submit " + fed.WriteJob("job", kJob));
-  ASSERT_EQ(submitted.status, 0) << submitted.err;
-  ASSERT_EQ(fed.User("status job-1 --wait").status, 0);
+// Prometheus /metrics over HTTPS, for users' certificates only. Alice's job-1
+// (4 rounds on silos a, b and c) is done when the tests start.
+class OrchestratorDaemonWebTest : public SharedFederationTest<OrchestratorDaemonWebTest> {
+ public:
+  static constexpr char kName[] = "web";
+  static std::string Start(Federation& fed) {
+    // A refused TLS handshake closes the socket under the client's feet.
+    signal(SIGPIPE, SIG_IGN);
+    if (!fed.StartOrchestrator(0, {"--http", "127.0.0.1:0"})) {
+      return Read(fed.dir() + "/orchestrator.log");
+    }
+    std::string endpoint;
+    WaitUntil([&] {
+      endpoint = Read(fed.dir() + "/state/http_endpoint");
+      return !endpoint.empty();
+    });
+    if (endpoint.empty()) return "no http_endpoint: " + Read(fed.dir() + "/orchestrator.log");
+    port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+    for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+    Output submitted = fed.User("submit " + fed.WriteJob("job", kJob));
+    if (submitted.status != 0) return "submit: " + submitted.err;
+    Output waited = fed.User("status job-1 --wait");
+    if (waited.status != 0) return "job-1: " + waited.out + waited.err;
+    return "";
+  }
 
-  const std::string kits = fed.dir() + "/kits/";
-  auto client = [&](const std::string& who) {
-    auto c = who.empty() ? std::make_unique<httplib::SSLClient>("127.0.0.1", port)
-                         : std::make_unique<httplib::SSLClient>("127.0.0.1", port,
-                                                                kits + who + "/" + who + ".crt",
-                                                                kits + who + "/" + who + ".key");
+ protected:
+  // An HTTPS client of the endpoint holding `who`'s certificate ("": none).
+  static std::unique_ptr<httplib::SSLClient> Client(const std::string& who) {
+    const std::string kit = fed().dir() + "/kits/" + who + "/" + who;
+    auto c = who.empty() ? std::make_unique<httplib::SSLClient>("127.0.0.1", port_)
+                         : std::make_unique<httplib::SSLClient>("127.0.0.1", port_, kit + ".crt",
+                                                                kit + ".key");
     c->enable_server_certificate_verification(false);  // the server's side is under test
     c->set_connection_timeout(5);
     return c;
-  };
-  auto alice = client("alice");
-  auto metrics = alice->Get("/metrics");
+  }
+
+  static inline int port_ = 0;
+};
+
+TEST_F(OrchestratorDaemonWebTest, TheStartUpLineSaysUserCertificatesOnly) {
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("user certificates only"));
+}
+
+TEST_F(OrchestratorDaemonWebTest, MetricsCountTheRoundsTheConnectedSilosAndTheJobsByState) {
+  auto metrics = Client("alice")->Get("/metrics");
   ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
   ASSERT_EQ(metrics->status, 200) << metrics->body;
   EXPECT_THAT(metrics->body, HasSubstr("fedsilo_rounds_completed_total 4"));
   EXPECT_THAT(metrics->body, HasSubstr("fedsilo_round_duration_seconds_count 4"));
   EXPECT_THAT(metrics->body, HasSubstr("fedsilo_silos_connected 3"));
   EXPECT_THAT(metrics->body, HasSubstr("fedsilo_jobs{state=\"done\"} 1"));
+}
+
+TEST_F(OrchestratorDaemonWebTest, MetricsCountAtLeastTheModelBytesSentAndReceived) {
+  auto metrics = Client("alice")->Get("/metrics");
+  ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
+  ASSERT_EQ(metrics->status, 200) << metrics->body;
   for (const std::string counter :
        {"\nfedsilo_transport_bytes_sent_total ", "\nfedsilo_transport_bytes_received_total "}) {
     const size_t at = metrics->body.find(counter);  // the sample, not its # HELP line
@@ -538,24 +691,127 @@ TEST(OrchestratorDaemonTest, DashboardAndMetricsServeUsersOnly) {
     EXPECT_GT(std::stod(metrics->body.substr(at + counter.size())), 4 * 3 * 650 * 4.0)
         << counter << metrics->body;
   }
-  auto runs = alice->Get("/api/runs");
-  ASSERT_TRUE(runs);
+}
+
+TEST_F(OrchestratorDaemonWebTest, ApiRunsListsTheDoneJobWithItsOwner) {
+  auto runs = Client("alice")->Get("/api/runs");
+  ASSERT_TRUE(runs) << httplib::to_string(runs.error());
   ASSERT_EQ(runs->status, 200);
   nlohmann::json list = nlohmann::json::parse(runs->body);
   ASSERT_EQ(list.size(), 1u);
   EXPECT_EQ(list[0]["job_id"], "job-1");
   EXPECT_EQ(list[0]["state"], "done");
   EXPECT_EQ(list[0]["owner"], "alice");
-  auto page = alice->Get("/");
-  ASSERT_TRUE(page);
-  EXPECT_THAT(page->body, HasSubstr("<title>fedsilo</title>"));
+}
 
-  auto silo = client("a")->Get("/api/runs");
-  ASSERT_TRUE(silo);
+TEST_F(OrchestratorDaemonWebTest, TheDashboardPageIsServed) {
+  auto page = Client("alice")->Get("/");
+  ASSERT_TRUE(page) << httplib::to_string(page.error());
+  EXPECT_THAT(page->body, HasSubstr("<title>fedsilo</title>"));
+}
+
+TEST_F(OrchestratorDaemonWebTest, ASiloCertificateIsAnswered403NamingTheSilo) {
+  auto silo = Client("a")->Get("/api/runs");
+  ASSERT_TRUE(silo) << httplib::to_string(silo.error());
   EXPECT_EQ(silo->status, 403);
   EXPECT_THAT(silo->body, HasSubstr("silo 'a'"));
-  auto nobody = client("")->Get("/api/runs");
-  EXPECT_TRUE(!nobody || nobody->status != 200);  // the TLS handshake needs a certificate
+}
+
+// What a TLS client got from 127.0.0.1:`port` for one HTTP request: the
+// server's bytes, and OpenSSL's reason when the connection failed.
+struct TlsExchange {
+  std::string answer;
+  std::string tls_error;  // "" when none
+};
+
+// Sends `GET path` over TLS, with the certificate and key at `cert`/`key`,
+// or none when they are "". The server's certificate is not checked.
+TlsExchange ExchangeOverTls(int port, const std::string& path, const std::string& cert = "",
+                            const std::string& key = "") {
+  TlsExchange result;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return {"", "socket() failed"};
+  // A server that neither answers nor closes fails the test, not hangs it.
+  const timeval limit{static_cast<time_t>(kEventCeiling.count()), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
+                                                        &SSL_CTX_free);
+  if (!cert.empty() &&
+      (SSL_CTX_use_certificate_file(ctx.get(), cert.c_str(), SSL_FILETYPE_PEM) != 1 ||
+       SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1)) {
+    ::close(fd);
+    return {"", "cannot load " + cert};
+  }
+  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), &SSL_free);
+  ERR_clear_error();
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    ::close(fd);
+    return {"", "connect() failed"};
+  }
+  SSL_set_fd(ssl.get(), fd);
+  if (SSL_connect(ssl.get()) == 1) {
+    const std::string request =
+        "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (SSL_write(ssl.get(), request.data(), static_cast<int>(request.size())) > 0) {
+      char buffer[4096];
+      for (int n; (n = SSL_read(ssl.get(), buffer, sizeof(buffer))) > 0;) {
+        result.answer.append(buffer, static_cast<size_t>(n));
+      }
+    }
+  }
+  if (const unsigned long e = ERR_peek_last_error(); e != 0) {
+    const char* reason = ERR_reason_error_string(e);
+    result.tls_error = reason != nullptr ? reason : "unknown";
+  }
+  ssl.reset();
+  ::close(fd);
+  return result;
+}
+
+// Without a client certificate there is no TLS session at all: the server
+// ends the handshake with an alert, before any HTTP is read or answered (a
+// 401 or 403 answer would be a session that the server then refused).
+TEST_F(OrchestratorDaemonWebTest, WithoutACertificateTheTlsHandshakeFails) {
+  const std::string kit = fed().dir() + "/kits/alice/alice";
+  // The control: the same exchange with a user's certificate is answered.
+  const TlsExchange alice = ExchangeOverTls(port_, "/api/runs", kit + ".crt", kit + ".key");
+  EXPECT_THAT(alice.answer, ::testing::StartsWith("HTTP/1.1 200")) << alice.tls_error;
+  const TlsExchange nobody = ExchangeOverTls(port_, "/api/runs");
+  EXPECT_EQ(nobody.answer, "") << "an HTTP answer without a certificate";
+  // Under TLS 1.3 the client learns of the refusal from the server's alert,
+  // unless the connection's reset outran it (then no error is queued at all).
+  if (!nobody.tls_error.empty()) {
+    EXPECT_THAT(nobody.tls_error, ContainsRegex("alert (certificate required|handshake failure)"));
+  }
+}
+
+// Every user sees every job: bob lists alice's job and reads its status,
+// logs and run, through the CLI and the web endpoint.
+TEST_F(OrchestratorDaemonWebTest, EveryUserSeesEveryJob) {
+  nlohmann::json jobs = LastJson(fed().User("jobs --json", "bob").out);
+  ASSERT_EQ(jobs["jobs"].size(), 1u) << jobs;
+  EXPECT_EQ(jobs["jobs"][0]["id"], "job-1");
+  EXPECT_EQ(jobs["jobs"][0]["owner"], "alice");
+  nlohmann::json status = LastJson(fed().User("status job-1 --json", "bob").out);
+  EXPECT_EQ(status["state"], "done") << status;
+  EXPECT_EQ(status["owner"], "alice");
+  EXPECT_EQ(status["rounds"].size(), 4u);
+  EXPECT_THAT(fed().User("logs job-1", "bob").out, HasSubstr("round 4/4 done"));
+  nlohmann::json shown = LastJson(fed().User("runs show job-1 --json", "bob").out);
+  EXPECT_EQ(shown["owner"], "alice") << shown;
+  EXPECT_EQ(shown["rounds"].size(), 4u);
+  auto runs = Client("bob")->Get("/api/runs");
+  ASSERT_TRUE(runs) << httplib::to_string(runs.error());
+  ASSERT_EQ(runs->status, 200) << runs->body;
+  nlohmann::json list = nlohmann::json::parse(runs->body);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["job_id"], "job-1");
+  EXPECT_EQ(list[0]["owner"], "alice");
 }
 
 // An MLflow run ends as its job did: KILLED when aborted, FAILED when the job
@@ -901,6 +1157,37 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   EXPECT_EQ(refused.status, 1);
   EXPECT_THAT(fed.User("logs job-2").out, HasSubstr("past the budget (max_epsilon)"));
   EXPECT_EQ(nlohmann::json::parse(OpenLedger(Read(ledger), ring))["entries"].size(), 1u);
+  // Both audit trails say so. The orchestrator's: each silo dropped from
+  // round 1 with its reason, then the round failed with the reasons.
+  const std::string refused_run = fed.Status("job-2")["run_id"];
+  const std::vector<nlohmann::json> trail = AuditEntries(fed.dir() + "/state/audit.log");
+  std::set<std::string> dropped;
+  for (const auto& e : EntriesOf(trail, "silo_dropped")) {
+    if (e["data"]["round"] == "1" &&
+        e["data"].value("reason", "").find("past the budget (max_epsilon)") != std::string::npos) {
+      dropped.insert(e["data"]["silo"].get<std::string>());
+    }
+  }
+  EXPECT_EQ(dropped, (std::set<std::string>{"a", "b", "c"}));
+  const std::vector<nlohmann::json> failed = EntriesOf(trail, "round_failed");
+  EXPECT_FALSE(failed.empty());
+  if (!failed.empty()) {
+    EXPECT_EQ(failed.back()["data"]["round"], "1");
+    EXPECT_THAT(failed.back()["data"].value("reason", ""),
+                HasSubstr("past the budget (max_epsilon)"));
+  }
+  // Each silo's own (sealed): it refused that job's round 1, and why.
+  for (const std::string silo : {"a", "b", "c"}) {
+    const std::vector<nlohmann::json> refusals =
+        EntriesOf(AuditEntries(fed.dir() + "/kits/" + silo + "/state/audit.log", ring), "refused");
+    EXPECT_FALSE(refusals.empty()) << silo;
+    if (refusals.empty()) continue;
+    EXPECT_EQ(refusals.back()["data"]["job"], refused_run) << silo;
+    EXPECT_EQ(refusals.back()["data"]["round"], "1") << silo;
+    EXPECT_THAT(refusals.back()["data"].value("reason", ""),
+                HasSubstr("past the budget (max_epsilon)"))
+        << silo;
+  }
 
   // The attack: an older sealed copy of the ledger put back, to "refill" the
   // budget. It still opens (same key, same name), but its generation is
@@ -990,36 +1277,56 @@ TEST(OrchestratorDaemonTest, JobWaitsForMissingSilosThenFailsNamingThem) {
   EXPECT_THAT(fed.User("logs job-2").out, HasSubstr("starting without b"));
 }
 
-TEST(OrchestratorDaemonTest, BadInputAndWrongKitsAreClearErrors) {
-  Federation fed("bad");
-  ASSERT_TRUE(fed.StartOrchestrator());
-  const std::string bad = fed.WriteJob("bad", kJob);
-  Output invalid = fed.User("submit " + bad + " --set training.rounds=-1");
+// Users' mistakes and wrong kits against a running orchestrator (no silos, no
+// --mlflow-allow): each is refused at once with an error that says what is
+// wrong, and nothing is run or written.
+class OrchestratorDaemonBadInputTest : public SharedFederationTest<OrchestratorDaemonBadInputTest> {
+ public:
+  static constexpr char kName[] = "bad";
+  static std::string Start(Federation& fed) {
+    if (!fed.StartOrchestrator()) return Read(fed.dir() + "/orchestrator.log");
+    job_ = fed.WriteJob("bad", kJob);
+    return "";
+  }
+
+ protected:
+  static inline std::string job_;
+};
+
+TEST_F(OrchestratorDaemonBadInputTest, AValueOutOfRangeIsRefusedAtSubmitNamingTheKey) {
+  Output invalid = fed().User("submit " + job_ + " --set training.rounds=-1");
   EXPECT_EQ(invalid.status, 2);
   EXPECT_THAT(invalid.err, HasSubstr("training.rounds"));
+}
 
-  // A TorchScript module that does not fit the job's data is refused at once.
-  Output script = fed.User("submit " + bad + " --set data.dataset=breast_cancer" +
-                           " --set model.torchscript=" + std::string(FEDSILO_TEST_SOURCE_DIR) +
-                           "/examples/torchscript/digits_net.pt");
+TEST_F(OrchestratorDaemonBadInputTest, AModuleThatDoesNotFitTheDataIsRefusedAtSubmit) {
+  Output script = fed().User("submit " + job_ + " --set data.dataset=breast_cancer" +
+                             " --set model.torchscript=" + std::string(FEDSILO_TEST_SOURCE_DIR) +
+                             "/examples/torchscript/digits_net.pt");
   EXPECT_EQ(script.status, 2);
   EXPECT_THAT(script.err, HasSubstr("forward() fails on a batch of shape [2, 30]"));
+}
 
-  // A module that copies a file into a buffer, or writes one when it is
-  // loaded: refused by name at submit, and the orchestrator -- which loads
-  // modules only in sandboxed workers -- wrote nothing, where it runs or
-  // where the module asked.
-  const std::string secret = fed.dir() + "/secret.txt";
+// A module that copies a file into a buffer is refused by name at submit.
+TEST_F(OrchestratorDaemonBadInputTest, AModuleThatReadsAFileIsRefusedAtSubmitNamingTheOp) {
+  const std::string secret = fed().dir() + "/secret.txt";
   std::ofstream(secret) << std::string(64, 'S');
   ml::ScriptedModule thief;
   thief.parameters = {{"w", {64, 10}}, {"b", {10}}};
   thief.buffers = {{"loot", {64}}};
   thief.methods = "def forward(self, x):\n    self.loot = torch.from_file('" + secret +
                   "', False, 64, dtype=0).float()\n    return torch.matmul(x, self.w) + self.b\n";
-  ASSERT_TRUE(ml::WriteScriptedModule(thief, fed.dir() + "/thief.pt").ok());
-  Output stolen = fed.User("submit " + bad + " --set model.torchscript=" + fed.dir() + "/thief.pt");
+  ASSERT_TRUE(ml::WriteScriptedModule(thief, fed().dir() + "/thief.pt").ok());
+  Output stolen =
+      fed().User("submit " + job_ + " --set model.torchscript=" + fed().dir() + "/thief.pt");
   EXPECT_EQ(stolen.status, 2) << stolen.err;
   EXPECT_THAT(stolen.err, HasSubstr("method 'forward' uses aten::from_file"));
+}
+
+// A module that writes a file when it is loaded: refused by name at submit,
+// and the orchestrator -- which loads modules only in sandboxed workers --
+// wrote nothing, where it runs or where the module asked.
+TEST_F(OrchestratorDaemonBadInputTest, AModuleThatWritesWhenLoadedIsRefusedAndWroteNothing) {
   ml::ScriptedModule writer;
   writer.parameters = {{"w", {64, 10}}};
   writer.methods =
@@ -1027,203 +1334,465 @@ TEST(OrchestratorDaemonTest, BadInputAndWrongKitsAreClearErrors) {
       "def __getstate__(self):\n    return (self.w, self.training)\n"
       "def __setstate__(self, state: Tuple[Tensor, bool]):\n"
       "    torch.save(state[0], '" +
-      fed.dir() +
+      fed().dir() +
       "/pwned.pt')\n"
       "    torch.save(state[0], 'pwned-by-a-module.pt')\n"
       "    self.w = state[0]\n    self.training = state[1]\n";
-  ASSERT_TRUE(ml::WriteScriptedModule(writer, fed.dir() + "/writer.pt").ok());
-  Output wrote = fed.User("submit " + bad + " --set model.torchscript=" + fed.dir() + "/writer.pt");
+  ASSERT_TRUE(ml::WriteScriptedModule(writer, fed().dir() + "/writer.pt").ok());
+  Output wrote =
+      fed().User("submit " + job_ + " --set model.torchscript=" + fed().dir() + "/writer.pt");
   EXPECT_EQ(wrote.status, 2) << wrote.err;
   EXPECT_THAT(wrote.err, HasSubstr("method '__setstate__' uses aten::save"));
-  EXPECT_FALSE(fs::exists(fed.dir() + "/pwned.pt"));
+  EXPECT_FALSE(fs::exists(fed().dir() + "/pwned.pt"));
   EXPECT_FALSE(fs::exists("pwned-by-a-module.pt"));  // the orchestrator's working folder
+}
 
-  Output unknown = fed.User("status job-42");
+// Without --mlflow-allow a job naming a tracking server is refused at
+// submit, and the server hears nothing: no run, no request of any kind.
+TEST_F(OrchestratorDaemonBadInputTest, AJobNamingAnMlflowServerIsRefusedWhenNoneIsAllowed) {
+  testing_util::FakeMlflow mlflow;
+  const std::string job = fed().WriteJob(
+      "mlflow", std::string(kJob) + "tracking: {mlflow: {uri: '" + mlflow.uri() + "'}}\n");
+  Output refused = fed().User("submit " + job);
+  EXPECT_EQ(refused.status, 2) << refused.out;
+  EXPECT_THAT(refused.err, HasSubstr("tracking.mlflow.uri: '" + mlflow.uri() +
+                                     "' is not a tracking server this orchestrator exports to "
+                                     "(its operator allows none; --mlflow-allow)"));
+  EXPECT_EQ(fed().User("jobs --json").out.find(mlflow.uri()), std::string::npos);
+  EXPECT_TRUE(mlflow.runs().empty());
+  EXPECT_TRUE(mlflow.authorizations().empty()) << "the server was called";
+}
+
+TEST_F(OrchestratorDaemonBadInputTest, AnUnknownJobIsNamed) {
+  Output unknown = fed().User("status job-42");
   EXPECT_EQ(unknown.status, 2);
   EXPECT_THAT(unknown.err, HasSubstr("no job 'job-42'"));
+}
 
-  Output silo_kit = fed.User("jobs", "a");
+TEST_F(OrchestratorDaemonBadInputTest, ASiloKitIsToldTheCommandNeedsAUserKit) {
+  Output silo_kit = fed().User("jobs", "a");
   EXPECT_EQ(silo_kit.status, 2);
   EXPECT_THAT(silo_kit.err, HasSubstr("need a user kit"));
+}
 
+TEST_F(OrchestratorDaemonBadInputTest, AnUnreachableOrchestratorIsNamedByItsAddress) {
   Output unreachable =
-      fed.Run("jobs --kit " + fed.dir() + "/kits/alice --orchestrator localhost:1");
+      fed().Run("jobs --kit " + fed().dir() + "/kits/alice --orchestrator localhost:1");
   EXPECT_EQ(unreachable.status, 1);
   EXPECT_THAT(unreachable.err, HasSubstr("cannot reach the orchestrator at localhost:1"));
+}
 
-  // A second orchestrator cannot share the state folder.
-  Output second = fed.Run("orchestrator --kit " + fed.dir() + "/kits/orchestrator --state-dir " +
-                          fed.dir() + "/state --listen 127.0.0.1:0");
+TEST_F(OrchestratorDaemonBadInputTest, ASecondOrchestratorCannotShareTheStateFolder) {
+  Output second =
+      fed().Run("orchestrator --kit " + fed().dir() + "/kits/orchestrator --state-dir " +
+                fed().dir() + "/state --listen 127.0.0.1:0");
   EXPECT_EQ(second.status, 1);
   EXPECT_THAT(second.err, HasSubstr("in use by another orchestrator"));
+}
 
-  // The job API checks the certificate itself: a silo's certificate is
-  // refused even by a client that skips the CLI's own check.
-  auto kit = secure::LoadKit(fed.dir() + "/kits/a");
+// The job API checks the certificate itself: a silo's certificate is
+// refused even by a client that skips the CLI's own check.
+TEST_F(OrchestratorDaemonBadInputTest, TheJobApiRefusesASiloCertificateItself) {
+  auto kit = secure::LoadKit(fed().dir() + "/kits/a");
   ASSERT_TRUE(kit.ok());
   auto files = transport::LoadTlsFiles(*kit);
   auto stub = fedsilo::v1::Jobs::NewStub(grpc::CreateChannel(
-      "localhost:" + std::to_string(fed.port()), transport::MakeChannelCredentials(*files)));
+      "localhost:" + std::to_string(fed().port()), transport::MakeChannelCredentials(*files)));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 10s);
   fedsilo::v1::ListJobsReply reply;
   grpc::Status refused = stub->ListJobs(&context, {}, &reply);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(refused.error_message(), HasSubstr("holds a silo certificate"));
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("refused ListJobs"));
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("refused ListJobs"));
 }
 
-TEST(OrchestratorDaemonTest, PlaintextNeedsInsecureOnBothEndsAndWarns) {
-  Federation fed("insecure");
-  ASSERT_TRUE(fed.StartOrchestrator(0, {"--insecure"}));
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("NO TLS"));
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("PLAINTEXT, --insecure"));
-  // Without the flag, a client speaks TLS and cannot talk to a plaintext
-  // server, and says so.
-  Output tls = fed.User("jobs");
+// `--state-dir` defaults to <kit>/state: an orchestrator started without it
+// keeps its endpoint, store and audit log there, and serves from there.
+TEST(OrchestratorDaemonTest, WithoutStateDirTheStateIsKeptInTheKitsStateFolder) {
+  Federation fed("default-state");
+  const std::string kit = fed.dir() + "/kits/orchestrator";
+  auto pid =
+      SpawnProcess(Binary(), {"fedsilo", "orchestrator", "--kit", kit, "--listen", "127.0.0.1:0"},
+                   fed.dir() + "/orchestrator.log");
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  bool exited = false;
+  absl::Cleanup stop = [&] {
+    if (!exited) StopProcess(*pid, SIGTERM, 10s);
+  };
+  std::string endpoint;
+  WaitUntil([&] {
+    endpoint = Read(kit + "/state/endpoint");
+    exited = waitpid(*pid, nullptr, WNOHANG) != 0;
+    return !endpoint.empty() || exited;
+  });
+  ASSERT_FALSE(endpoint.empty()) << Read(fed.dir() + "/orchestrator.log");
+  EXPECT_TRUE(fs::exists(kit + "/state/fedsilo.db"));
+  EXPECT_TRUE(fs::exists(kit + "/state/audit.log"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("state  " + kit + "/state"));
+  fed.UseOrchestratorAt(std::stoi(endpoint.substr(endpoint.rfind(':') + 1)));
+  Output jobs = fed.User("jobs --json");
+  EXPECT_EQ(jobs.status, 0) << jobs.err;
+  EXPECT_FALSE(fs::exists(fed.dir() + "/state"));
+}
+
+// An orchestrator started with --insecure (and --http): plaintext only with
+// --insecure on both ends, and loud about it. Silo a has the flag, silo b
+// does not and never gets through; a is connected when the tests start.
+class OrchestratorDaemonPlaintextTest
+    : public SharedFederationTest<OrchestratorDaemonPlaintextTest> {
+ public:
+  static constexpr char kName[] = "insecure";
+  static std::string Start(Federation& fed) {
+    if (!fed.StartOrchestrator(0, {"--insecure", "--http", "127.0.0.1:0"})) {
+      return Read(fed.dir() + "/orchestrator.log");
+    }
+    std::string endpoint;
+    WaitUntil([&] {
+      endpoint = Read(fed.dir() + "/state/http_endpoint");
+      return !endpoint.empty();
+    });
+    if (endpoint.empty()) return "no http_endpoint: " + Read(fed.dir() + "/orchestrator.log");
+    http_port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+    fed.StartSilo("a", {"--insecure"});
+    fed.StartSilo("b");  // no flag: never gets through
+    if (!fed.WaitConnected({"a"})) return "silo a did not connect";
+    return "";
+  }
+
+ protected:
+  // Submits the job on `silos` (min_silos: all of them) with --insecure and
+  // returns its id ("" when refused).
+  static std::string Submit(const std::string& silos, int min_silos) {
+    const std::string job =
+        fed().WriteJob("job",
+                       "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 2}\n"
+                       "federation: {silos: [a, b], min_silos: 2, wait_for_silos: 6}\n");
+    Output submitted = fed().User("submit " + job + " --insecure --set federation.silos=[" + silos +
+                                  "] --set federation.min_silos=" + std::to_string(min_silos));
+    EXPECT_EQ(submitted.status, 0) << submitted.err;
+    std::string id = submitted.out;
+    while (!id.empty() && id.back() == '\n') id.pop_back();
+    return submitted.status == 0 ? id : "";
+  }
+
+  static inline int http_port_ = 0;
+};
+
+TEST_F(OrchestratorDaemonPlaintextTest, TheStartUpLinesSayNoTlsAndPlaintext) {
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("NO TLS"));
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("PLAINTEXT, --insecure"));
+}
+
+// Without the flag, a client speaks TLS and cannot talk to a plaintext
+// server, and says so.
+TEST_F(OrchestratorDaemonPlaintextTest, AClientWithoutInsecureIsToldTheServerDoesNotSpeakTls) {
+  Output tls = fed().User("jobs");
   EXPECT_EQ(tls.status, 2);
   EXPECT_THAT(tls.err, HasSubstr("does not speak TLS (was it started with --insecure?)"));
-  // ... and the other way round.
+}
+
+// ... and the other way round: a plaintext client reaches no TLS-only port.
+TEST_F(OrchestratorDaemonPlaintextTest, APlaintextClientNamesTheAddressItCannotReach) {
   Output plain =
-      fed.Run("jobs --insecure --kit " + fed.dir() + "/kits/alice --orchestrator 127.0.0.1:1");
+      fed().Run("jobs --insecure --kit " + fed().dir() + "/kits/alice --orchestrator 127.0.0.1:1");
   EXPECT_EQ(plain.status, 1);
   EXPECT_THAT(plain.err, HasSubstr("cannot reach 127.0.0.1:1"));
+}
 
-  fed.StartSilo("a", {"--insecure"});
-  fed.StartSilo("b");  // no flag: never gets through
-  ASSERT_TRUE(fed.WaitConnected({"a"}));
-  const std::string job =
-      fed.WriteJob("job",
-                   "data: {dataset: digits}\nmodel: {name: logistic}\ntraining: {rounds: 2}\n"
-                   "federation: {silos: [a, b], min_silos: 2, wait_for_silos: 6}\n");
-  ASSERT_EQ(fed.User("submit " + job + " --insecure").status, 0);
-  Output failed = fed.User("status job-1 --wait --insecure");
+TEST_F(OrchestratorDaemonPlaintextTest, ASiloWithoutInsecureNeverConnectsAndItsJobFailsNamingIt) {
+  const std::string id = Submit("a,b", 2);
+  ASSERT_NE(id, "");
+  Output failed = fed().User("status " + id + " --wait --insecure");
   EXPECT_EQ(failed.status, 1);
   EXPECT_THAT(failed.err, HasSubstr("(federation.wait_for_silos): b;"));
-  EXPECT_THAT(Read(fed.dir() + "/a.log"), HasSubstr("NO TLS"));
+  EXPECT_THAT(Read(fed().dir() + "/a.log"), HasSubstr("NO TLS"));
+}
 
-  ASSERT_EQ(fed.User("submit " + job + " --insecure --set federation.silos=[a]" +
-                     " --set federation.min_silos=1")
-                .status,
-            0);
-  EXPECT_EQ(fed.User("status job-2 --wait --insecure").status, 0);
+TEST_F(OrchestratorDaemonPlaintextTest, AJobOnThePlaintextSiloRunsToTheEnd) {
+  const std::string id = Submit("a", 1);
+  ASSERT_NE(id, "");
+  EXPECT_EQ(fed().User("status " + id + " --wait --insecure").status, 0);
+}
+
+// The web endpoint is plain HTTP without any check, like the rest: a client
+// with no TLS and no certificate reads the runs and the metrics.
+TEST_F(OrchestratorDaemonPlaintextTest, TheWebEndpointIsPlainHttpForAnyone) {
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("web    http://"));
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("PLAINTEXT, no login"));
+  httplib::Client plain("127.0.0.1", http_port_);
+  plain.set_connection_timeout(5);
+  auto runs = plain.Get("/api/runs");
+  ASSERT_TRUE(runs) << httplib::to_string(runs.error());
+  EXPECT_EQ(runs->status, 200) << runs->body;
+  EXPECT_TRUE(nlohmann::json::parse(runs->body, nullptr, false).is_array()) << runs->body;
+  auto metrics = plain.Get("/metrics");
+  ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_THAT(metrics->body, HasSubstr("fedsilo_silos_connected"));
 }
 
 // Every way a connection is refused says why, in words, and stops rather than
 // retrying forever; gRPC's and OpenSSL's own lines stay out of the terminal.
-TEST(OrchestratorDaemonTest, RefusedKitsSayWhyAndExitWithStatus2) {
-  Federation fed("refusals");
-  ASSERT_TRUE(fed.StartOrchestrator());
-  const std::string target = "localhost:" + std::to_string(fed.port());
-  Federation other("refusals-other");  // another federation's kits, never started
-  auto no_grpc_noise = [](const std::string& err) {
+// Against a running orchestrator, with the kits of another federation (never
+// started; its bob trusts this federation's CA but holds his own
+// federation's certificate) and of one whose certificates have expired.
+class OrchestratorDaemonRefusalTest : public SharedFederationTest<OrchestratorDaemonRefusalTest> {
+ public:
+  static constexpr char kName[] = "refusals";
+  static std::string Start(Federation& fed) {
+    if (!fed.StartOrchestrator()) return Read(fed.dir() + "/orchestrator.log");
+    target_ = "localhost:" + std::to_string(fed.port());
+    other_ = std::make_unique<Federation>(absl::StrCat(kName, "-other-", ::getpid()));
+    fs::copy_file(fed.dir() + "/kits/ca/ca.crt", other_->dir() + "/kits/bob/ca.crt",
+                  fs::copy_options::overwrite_existing);
+    old_ = fed.dir() + "/old";
+    secure::FederationSpec spec;
+    spec.name = "old";
+    spec.certificate_days = 30;
+    spec.participants = {{"a", secure::ParticipantKind::kSilo},
+                         {"carol", secure::ParticipantKind::kUser}};
+    Status provisioned =
+        secure::ProvisionFederation(spec, old_, std::chrono::system_clock::now() - 40 * 24h);
+    if (!provisioned.ok()) return std::string(provisioned.message());
+    return "";
+  }
+  static void TearDownTestSuite() {
+    const std::string dir = other_ != nullptr ? other_->dir() : "";
+    other_.reset();
+    const ::testing::TestSuite* suite = ::testing::UnitTest::GetInstance()->current_test_suite();
+    if (!dir.empty() && suite != nullptr && !suite->Failed()) fs::remove_all(dir);
+    SharedFederationTest::TearDownTestSuite();
+  }
+
+ protected:
+  // The federations' names, as their kits' certificates say them.
+  static std::string ThisFederation() { return "test-" + std::string(kName) + "-" + Pid(); }
+  static std::string OtherFederation() { return "test-" + std::string(kName) + "-other-" + Pid(); }
+  static std::string Pid() { return std::to_string(::getpid()); }
+
+  static void ExpectNoGrpcNoise(const std::string& err) {
     EXPECT_THAT(err, Not(HasSubstr("ssl_transport_security")));
     EXPECT_THAT(err, Not(HasSubstr("Handshake failed")));
-  };
+  }
 
-  // A silo with another federation's kit: three identical refusals, then exit 2.
-  Output silo = fed.Run("silo --kit " + other.dir() + "/kits/a --datasets " + fed.dir() +
-                        "/datasets.yaml --orchestrator " + target);
+  static inline std::string target_;
+  static inline std::unique_ptr<Federation> other_;
+  static inline std::string old_;
+};
+
+// A silo with another federation's kit: three identical refusals, then exit 2.
+TEST_F(OrchestratorDaemonRefusalTest, ASiloWithAnotherFederationsKitGivesUpNamingBoth) {
+  Output silo = fed().Run("silo --kit " + other_->dir() + "/kits/a --datasets " + fed().dir() +
+                          "/datasets.yaml --orchestrator " + target_);
   EXPECT_EQ(silo.status, 2) << silo.err;
   EXPECT_THAT(silo.err, HasSubstr("the orchestrator's certificate is not from this kit's CA: it "
-                                  "is of federation 'test-refusals', this kit of federation "
-                                  "'test-refusals-other'"));
+                                  "is of federation '" +
+                                  ThisFederation() + "', this kit of federation '" +
+                                  OtherFederation() + "'"));
   EXPECT_THAT(silo.err, HasSubstr("retrying will not help"));
-  no_grpc_noise(silo.err);
-  // A user likewise, at once.
-  Output user = fed.Run("jobs --kit " + other.dir() + "/kits/alice --orchestrator " + target);
+  ExpectNoGrpcNoise(silo.err);
+}
+
+// A user likewise, at once.
+TEST_F(OrchestratorDaemonRefusalTest, AUserWithAnotherFederationsKitIsRefusedAtOnce) {
+  Output user = fed().Run("jobs --kit " + other_->dir() + "/kits/alice --orchestrator " + target_);
   EXPECT_EQ(user.status, 2);
   EXPECT_THAT(user.err, HasSubstr("is not from this kit's CA"));
-  no_grpc_noise(user.err);
+  ExpectNoGrpcNoise(user.err);
+}
 
-  // A kit that trusts this federation's CA but holds another CA's
-  // certificate: the orchestrator refuses it and logs what it claimed.
-  fs::copy_file(fed.dir() + "/kits/ca/ca.crt", other.dir() + "/kits/bob/ca.crt",
-                fs::copy_options::overwrite_existing);
-  Output mixed = fed.Run("jobs --kit " + other.dir() + "/kits/bob --orchestrator " + target);
-  EXPECT_EQ(mixed.status, 2);  // the CLI sees it first: its certificate is not from its CA
+// A kit that trusts this federation's CA but holds another CA's certificate:
+// the CLI sees it first.
+TEST_F(OrchestratorDaemonRefusalTest, TheCliCatchesAKitWhoseCertificateIsNotFromItsCa) {
+  Output mixed = fed().Run("jobs --kit " + other_->dir() + "/kits/bob --orchestrator " + target_);
+  EXPECT_EQ(mixed.status, 2);
   EXPECT_THAT(mixed.err, HasSubstr("this kit's certificate is not from the kit's CA (ca.crt)"));
-  // Past that check (as a client of its own would be), the orchestrator's
-  // handshake refuses it; after TLS 1.3's handshake, the client hears it.
-  auto bob = secure::LoadKit(other.dir() + "/kits/bob");
+}
+
+// Past the CLI's check (as a client of its own would be), the orchestrator's
+// handshake refuses another CA's certificate and logs, with the address it
+// came from, what it claimed; after TLS 1.3's handshake, the client hears it.
+TEST_F(OrchestratorDaemonRefusalTest, TheHandshakeRefusesAnotherCasCertificateAndLogsItsClaim) {
+  auto bob = secure::LoadKit(other_->dir() + "/kits/bob");
   ASSERT_TRUE(bob.ok());
   auto bob_files = transport::LoadTlsFiles(*bob);
   ASSERT_TRUE(bob_files.ok());
   const transport::ConnectionDiagnosis refused =
-      transport::DiagnoseConnection(target, *bob_files, false, 5s);
+      transport::DiagnoseConnection(target_, *bob_files, false, 5s);
   EXPECT_EQ(refused.kind, transport::ConnectionDiagnosis::Kind::kCertificate);
   EXPECT_THAT(refused.reason, HasSubstr("the orchestrator refused this kit's certificate"));
   const transport::ConnectionDiagnosis fine = transport::DiagnoseConnection(
-      target, *transport::LoadTlsFiles(*secure::LoadKit(fed.dir() + "/kits/alice")), false, 5s);
+      target_, *transport::LoadTlsFiles(*secure::LoadKit(fed().dir() + "/kits/alice")), false, 5s);
   EXPECT_EQ(fine.kind, transport::ConnectionDiagnosis::Kind::kReachable) << fine.reason;
-  // ... naming the address it came from.
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
+  EXPECT_THAT(OrchestratorLog(),
               ContainsRegex("refused a TLS handshake from (127\\.0\\.0\\.1|\\[::1\\]):[0-9]+, "
-                            "'bob' \\(user of federation 'test-refusals-other'"));
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
-              HasSubstr("not issued by this federation's CA"));
+                            "'bob' \\(user of federation '" +
+                            OtherFederation() + "'"));
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("not issued by this federation's CA"));
+}
 
-  // A client that speaks plaintext to it is refused, logged with its address
-  // and the reason in words.
+// A client that speaks plaintext to it is refused, logged with its address
+// and the reason in words.
+TEST_F(OrchestratorDaemonRefusalTest, APlaintextClientIsRefusedAndLoggedWithItsAddress) {
   Output plaintext =
-      fed.Run("jobs --insecure --kit " + fed.dir() + "/kits/alice --orchestrator " + target);
+      fed().Run("jobs --insecure --kit " + fed().dir() + "/kits/alice --orchestrator " + target_);
   EXPECT_NE(plaintext.status, 0);
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
+  EXPECT_THAT(OrchestratorLog(),
               ContainsRegex("refused a connection from (127\\.0\\.0\\.1|\\[::1\\]):[0-9]+: it "
                             "does not speak TLS"));
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), Not(HasSubstr("SSL_ERROR_SSL")));
+  EXPECT_THAT(OrchestratorLog(), Not(HasSubstr("SSL_ERROR_SSL")));
+}
 
-  // A revoked user: refused at the handshake once the orchestrator has re-read
-  // its kit's crl.pem (within seconds).
-  ASSERT_EQ(fed.User("jobs", "bob").status, 0);  // the control
-  ASSERT_EQ(fed.Run("provision revoke bob --out " + fed.dir() + "/kits").status, 0);
+// A revoked user: refused at the handshake once the orchestrator has re-read
+// its kit's crl.pem (within seconds). No other test of the suite uses bob.
+TEST_F(OrchestratorDaemonRefusalTest, ARevokedUserIsRefusedAtTheHandshake) {
+  ASSERT_EQ(fed().User("jobs", "bob").status, 0);  // the control
+  ASSERT_EQ(fed().Run("provision revoke bob --out " + fed().dir() + "/kits").status, 0);
   Output revoked;
   WaitUntil(
       [&] {
-        revoked = fed.User("jobs", "bob");
+        revoked = fed().User("jobs", "bob");
         return revoked.status != 0;
       },
       kEventCeiling, 200ms);
   EXPECT_EQ(revoked.status, 2) << revoked.err;
   EXPECT_THAT(revoked.err, HasSubstr("the orchestrator refused this kit's certificate"));
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
-              HasSubstr("revoked by the federation operator"));
-  EXPECT_EQ(fed.User("jobs", "alice").status, 0);
+  EXPECT_THAT(OrchestratorLog(), HasSubstr("revoked by the federation operator"));
+  EXPECT_EQ(fed().User("jobs", "alice").status, 0);
+}
 
-  // An expired kit is caught before dialling.
-  const std::string old = fed.dir() + "/old";
-  secure::FederationSpec spec;
-  spec.name = "old";
-  spec.certificate_days = 30;
-  spec.participants = {{"a", secure::ParticipantKind::kSilo},
-                       {"carol", secure::ParticipantKind::kUser}};
-  ASSERT_TRUE(
-      secure::ProvisionFederation(spec, old, std::chrono::system_clock::now() - 40 * 24h).ok());
-  Output expired = fed.Run("silo --kit " + old + "/a --datasets " + fed.dir() +
-                           "/datasets.yaml --orchestrator " + target);
+TEST_F(OrchestratorDaemonRefusalTest, AnExpiredSiloKitIsCaughtBeforeDialling) {
+  Output expired = fed().Run("silo --kit " + old_ + "/a --datasets " + fed().dir() +
+                             "/datasets.yaml --orchestrator " + target_);
   EXPECT_EQ(expired.status, 2);
   EXPECT_THAT(expired.err, HasSubstr("this kit's certificate expired on"));
-  Output expired_user = fed.Run("jobs --kit " + old + "/carol --orchestrator " + target);
+}
+
+TEST_F(OrchestratorDaemonRefusalTest, AnExpiredUserKitIsCaughtBeforeDialling) {
+  Output expired_user = fed().Run("jobs --kit " + old_ + "/carol --orchestrator " + target_);
   EXPECT_EQ(expired_user.status, 2);
   EXPECT_THAT(expired_user.err, HasSubstr("this kit's certificate expired on"));
+}
 
-  // A network failure is not the kit's fault: the silo keeps retrying.
+// A network failure is not the kit's fault: a certificate problem ends the
+// silo after 3 attempts, a network failure does not: it is still there,
+// retrying, after a fourth.
+TEST_F(OrchestratorDaemonRefusalTest, ANetworkFailureKeepsTheSiloRetrying) {
   auto pid = SpawnProcess(Binary(),
-                          {"fedsilo", "silo", "--kit", fed.dir() + "/kits/c", "--datasets",
-                           fed.dir() + "/datasets.yaml", "--orchestrator", "127.0.0.1:1"},
-                          fed.dir() + "/unreachable.log");
+                          {"fedsilo", "silo", "--kit", fed().dir() + "/kits/c", "--datasets",
+                           fed().dir() + "/datasets.yaml", "--orchestrator", "127.0.0.1:1"},
+                          fed().dir() + "/unreachable.log");
   ASSERT_TRUE(pid.ok());
-  // A certificate problem ends the silo after 3 attempts alike; a network
-  // failure does not: it is still there, retrying, after a fourth.
   const std::string retrying =
       "connection to 127.0.0.1:1 failed: cannot reach 127.0.0.1:1 (Connection refused); retrying";
   EXPECT_TRUE(WaitUntil([&] {
-    return CountInFile(fed.dir() + "/unreachable.log", retrying) >= 4 ||
+    return CountInFile(fed().dir() + "/unreachable.log", retrying) >= 4 ||
            waitpid(*pid, nullptr, WNOHANG) != 0;
   }));
   EXPECT_EQ(waitpid(*pid, nullptr, WNOHANG), 0) << "the silo gave up on a network failure";
   StopProcess(*pid, SIGKILL, 0ms);
-  EXPECT_THAT(Read(fed.dir() + "/unreachable.log"), HasSubstr(retrying));
+  EXPECT_THAT(Read(fed().dir() + "/unreachable.log"), HasSubstr(retrying));
+}
+
+// A job on the silos' own CSV files with secure aggregation, done when the
+// tests start. Secure aggregation masks the model updates only: the
+// statistics and the evaluations still reach the orchestrator per silo
+// (documented disclosure). Both ends audit each secure-aggregation reply.
+class OrchestratorDaemonSecureCsvTest
+    : public SharedFederationTest<OrchestratorDaemonSecureCsvTest> {
+ public:
+  static constexpr char kName[] = "secure-csv";
+  static std::string Start(Federation& fed) {
+    const std::string data = std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/fraud/data/";
+    fs::copy_file(data + "east.csv", fed.dir() + "/a.csv");
+    fs::copy_file(data + "west.csv", fed.dir() + "/b.csv");
+    fs::copy_file(data + "south.csv", fed.dir() + "/c.csv");
+    std::ofstream(fed.dir() + "/datasets.yaml")
+        << "datasets:\n  transactions: {csv: '{silo}.csv', label: is_fraud, "
+           "categorical: [merchant], missing: impute}\n";
+    if (!fed.StartOrchestrator()) return Read(fed.dir() + "/orchestrator.log");
+    for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
+    const std::string job = fed.WriteJob(
+        "fraud",
+        "name: fraud\nseed: 1\ndata: {dataset: transactions, silo_test_fraction: 0.3}\n"
+        "preprocess:\n  scale: standard\n  categories:\n"
+        "    merchant: [grocery, restaurant, online, travel, atm, electronics]\n"
+        "model: {name: mlp, hidden: [16]}\n"
+        "training: {rounds: 2, batch_size: 64, optimizer: adam, learning_rate: 0.003}\n"
+        "privacy: {secure_aggregation: true}\n"
+        "federation: {silos: [a, b, c], min_silos: 3, wait_for_silos: 180}\n");
+    Output submitted = fed.User("submit " + job);
+    if (submitted.status != 0) return "submit: " + submitted.err;
+    Output waited = fed.User("status job-1 --wait");
+    if (waited.status != 0) {
+      return "job-1: " + waited.out + waited.err + Read(fed.dir() + "/orchestrator.log");
+    }
+    return "";
+  }
+};
+
+// The premise of the suite's other tests: the job's rounds were summed
+// securely, and the orchestrator never fetched a silo's update.
+TEST_F(OrchestratorDaemonSecureCsvTest, EveryRoundWasAggregatedSecurely) {
+  const std::vector<nlohmann::json> log = AuditEntries(fed().dir() + "/state/audit.log");
+  const std::vector<nlohmann::json> aggregates = EntriesOf(log, "aggregate");
+  ASSERT_EQ(aggregates.size(), 2u);
+  for (const auto& e : aggregates) EXPECT_EQ(e["data"]["secure"], "true") << e;
+  EXPECT_TRUE(EntriesOf(log, "update_received").empty());
+}
+
+// Each silo's row count from the statistics task is the orchestrator's,
+// per silo, and they add up to the federation's; each silo's score of the
+// global model is there per silo too.
+TEST_F(OrchestratorDaemonSecureCsvTest, StatisticsAndEvaluationsStillReachTheOrchestratorPerSilo) {
+  const nlohmann::json status = fed().Status("job-1");
+  const nlohmann::json& latest = status["latest_metrics"];
+  ASSERT_TRUE(latest.contains("global/rows")) << latest;
+  double rows = 0;
+  for (const char* silo : {"a", "b", "c"}) {
+    const std::string key = std::string(silo) + "/rows";
+    ASSERT_TRUE(latest.contains(key)) << key << " " << latest;
+    EXPECT_GT(latest[key].get<double>(), 0) << key;
+    rows += latest[key].get<double>();
+    EXPECT_TRUE(latest.contains(std::string(silo) + "/global_test_auc")) << silo << latest;
+  }
+  EXPECT_EQ(rows, latest["global/rows"].get<double>());
+  EXPECT_EQ(latest["global/rows"], 4549);  // silo_test_fraction 0.3 of 6 500
+  EXPECT_THAT(fed().User("logs job-1").out, HasSubstr("statistics: 4549 training rows"));
+}
+
+// Every secure-aggregation reply a silo sent is in its own audit log and in
+// the orchestrator's, with the same digest, round by round; so is who
+// trained (the update "kept to mask").
+TEST_F(OrchestratorDaemonSecureCsvTest, BothAuditLogsRecordEachSecureReplyWithTheSameDigest) {
+  const std::vector<nlohmann::json> orchestrator = AuditEntries(fed().dir() + "/state/audit.log");
+  for (const std::string silo : {"a", "b", "c"}) {
+    const std::vector<nlohmann::json> own =
+        AuditEntries(fed().dir() + "/kits/" + silo + "/state/audit.log");
+    std::multiset<std::pair<std::string, std::string>> sent, received;  // (round, digest)
+    for (const auto& e : EntriesOf(own, "secure_reply")) {
+      sent.emplace(e["data"]["round"].get<std::string>(), e["data"]["reply"].get<std::string>());
+    }
+    for (const auto& e : EntriesOf(orchestrator, "secure_reply")) {
+      if (e["data"]["silo"] != silo) continue;
+      received.emplace(e["data"]["round"].get<std::string>(),
+                       e["data"]["reply"].get<std::string>());
+    }
+    // Several stages a round, in both rounds.
+    EXPECT_GE(sent.size(), 2u * 2) << silo;
+    EXPECT_EQ(sent, received) << silo;
+    int trained_here = 0, trained_there = 0;
+    for (const auto& e : EntriesOf(own, "trained")) {
+      EXPECT_EQ(e["data"]["update"], "kept to mask") << e;
+      ++trained_here;
+    }
+    for (const auto& e : EntriesOf(orchestrator, "trained")) {
+      trained_there += e["data"]["silo"] == silo ? 1 : 0;
+    }
+    EXPECT_EQ(trained_here, 2) << silo;
+    EXPECT_EQ(trained_there, 2) << silo;
+  }
 }
 
 }  // namespace
