@@ -82,9 +82,10 @@ constexpr char kJob[] =
 // and runs `Suite::Start` once (an orchestrator and its silos take seconds to
 // start, a job more), and each test checks one thing about what it left. A
 // test must not depend on the order the suite's tests run in: it reads what
-// Start left, or changes what no other test of its suite reads. ctest runs a
-// suite's tests as parallel processes, so the folder is per process; it is
-// removed when the suite passed and kept for a look when it failed.
+// Start left, or changes what no other test of its suite reads. CTest runs
+// each such suite as one test (tests/CMakeLists.txt); the folder is per
+// process all the same, removed when the suite passed and kept for a look
+// when it failed.
 //
 // `Suite` has `static constexpr char kName[]` and `static std::string
 // Start(Federation&)`, which returns "" or what went wrong.

@@ -145,7 +145,10 @@ std::string UnknownCommandError(const CLI::App& app, int argc, char** argv) {
   const CLI::App* at = &app;
   std::string path = "fedsilo";
   for (int i = 1; i < argc; ++i) {
-    const std::string word = argv[i];
+    // Up to any '=': a mistyped --token=VALUE must not print its value.
+    const std::string arg = argv[i];
+    const std::string word = arg.substr(0, arg.find('='));
+    if (word == "--") return "";
     std::vector<std::string> names;
     for (const CLI::App* sub : at->get_subcommands([](const CLI::App*) { return true; })) {
       names.push_back(sub->get_name());
@@ -158,8 +161,7 @@ std::string UnknownCommandError(const CLI::App& app, int argc, char** argv) {
     }
     const bool option = word.rfind('-', 0) == 0;
     // A known option here (its value may follow): the word is no typo.
-    if (option && (word == "-h" || word == "--help" ||
-                   at->get_option_no_throw(word.substr(0, word.find('='))) != nullptr)) {
+    if (option && (word == "-h" || word == "--help" || at->get_option_no_throw(word) != nullptr)) {
       return "";
     }
     std::string nearest;
@@ -192,6 +194,7 @@ std::string UnknownOptionError(const CLI::App& app, int argc, char** argv) {
   }
   for (int i = 1; i < argc; ++i) {
     const std::string word = argv[i];
+    if (word == "--") break;  // what follows is not options
     if (word.rfind("--", 0) != 0) continue;
     const std::string name = word.substr(0, word.find('='));
     if (at->get_option_no_throw(name) != nullptr || name == "--help") continue;

@@ -448,7 +448,14 @@ TEST(SandboxTest, TheHostGivesTheWorkerNothingButItsSocket) {
       << report << ".tmp', '" << report << "')\n";
   }
   ::chmod(script.c_str(), 0700);
+  // A descriptor this process holds without close-on-exec, as a silo started
+  // from a shell or a service manager may: the worker must not get it.
+  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int inherited = ::fcntl(null_fd, F_DUPFD, 10);  // no close-on-exec
+  ::close(null_fd);
+  ASSERT_GE(inherited, 10);
   auto session = SandboxSession::Start(Sandbox{script}, "inherited");
+  ::close(inherited);
   ASSERT_TRUE(session.ok()) << session.status();
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!std::filesystem::exists(report) && std::chrono::steady_clock::now() < end) {

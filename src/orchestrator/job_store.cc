@@ -16,6 +16,7 @@
 #include <utility>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -694,12 +695,14 @@ Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
     }
     if (!s.ok()) return fail(Error(absl::StrCat("recording round ", round.round)));
   }
-  std::vector<std::string> not_finite;
+  std::vector<std::string> not_numbers;
   for (const MetricRow& m : metrics) {
     // A model that diverged has a loss of NaN: said, not stored (SQLite keeps
-    // no NaN, and the column holds numbers), and the job goes on.
-    if (!std::isfinite(m.value)) {
-      not_finite.push_back(m.name);
+    // no NaN, and the column holds numbers), and the job goes on. An infinite
+    // value -- an epsilon no guarantee bounds -- is a number, and is stored:
+    // dropping it would leave the last finite epsilon on show.
+    if (std::isnan(m.value)) {
+      not_numbers.push_back(absl::CEscape(m.name));  // a silo names its metrics
       continue;
     }
     Statement s(db_,
@@ -713,12 +716,12 @@ Status JobStore::CompleteRound(const std::string& id, const RoundRecord& round,
   }
   // The silos' part: who reported, how many examples, what privacy spent.
   std::map<std::string, SiloRow> seen;
-  if (!not_finite.empty()) {
-    spdlog::warn("job {}: round {}: {} not recorded: not a finite number", id, round.round,
-                 absl::StrJoin(not_finite, ", "));
+  if (!not_numbers.empty()) {
+    spdlog::warn("job {}: round {}: {} not recorded: not a number", id, round.round,
+                 absl::StrJoin(not_numbers, ", "));
   }
   for (const MetricRow& m : metrics) {
-    if (m.source == "global" || !std::isfinite(m.value)) continue;
+    if (m.source == "global" || std::isnan(m.value)) continue;
     SiloRow& row = seen[m.source];
     row.last_seen = std::max(row.last_seen, m.time);
     const absl::string_view metric =

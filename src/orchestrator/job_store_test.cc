@@ -5,10 +5,12 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <sstream>
 
 #include "secure/storage_keys.h"
@@ -116,27 +118,6 @@ TEST(JobStoreTest, ARoundIsRecordedOnceAndAFailedRecordChangesNothing) {
   ASSERT_TRUE(metrics.ok());
   ASSERT_EQ(metrics->size(), 1u);  // the second attempt's metric was rolled back
   EXPECT_EQ((*metrics)[0].value, 1);
-}
-
-// A diverged model's NaN loss does not stop the job: the round is recorded
-// without it (SQLite keeps no NaN), with its other metrics.
-TEST(JobStoreTest, ANonFiniteMetricIsLeftOutAndTheRoundIsRecorded) {
-  auto store = JobStore::Open(FreshPath("nan"));
-  ASSERT_TRUE(store.ok());
-  ASSERT_TRUE((*store)->CreateJob(Job("a")).ok());
-  RoundRecord r{1, 1.0, 0.1, 2, 2, {}};
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  ASSERT_TRUE((*store)
-                  ->CompleteRound("job-1", r,
-                                  {{1, "global", "global/test_loss", nan, 1},
-                                   {1, "global", "global/test_accuracy", 0.5, 1},
-                                   {1, "a", "a/epsilon", std::numeric_limits<double>::infinity(), 1}})
-                  .ok());
-  auto metrics = (*store)->Metrics("job-1");
-  ASSERT_TRUE(metrics.ok()) << metrics.status();
-  ASSERT_EQ(metrics->size(), 1u);
-  EXPECT_EQ((*metrics)[0].name, "global/test_accuracy");
-  EXPECT_EQ((*store)->Rounds("job-1")->size(), 1u);
 }
 
 TEST(JobStoreTest, FinishedStatesAndErrors) {
@@ -297,6 +278,38 @@ TEST(JobStoreTest, UnreadableFileIsAClearError) {
 
 std::shared_ptr<const FileSealer> SealerOf(const secure::KeyRing& ring) {
   return std::make_shared<secure::AeadFileSealer>(ring);
+}
+
+// A diverged model's NaN loss does not stop the job: the round is recorded
+// without it (SQLite keeps no NaN), with its other metrics. An infinite
+// epsilon is kept, in a plain and a sealed store: it must not leave the last
+// finite one on show.
+TEST(JobStoreTest, ANanMetricIsLeftOutAndAnInfiniteEpsilonIsKept) {
+  for (const bool sealed : {false, true}) {
+    auto store = sealed ? JobStore::Open(FreshPath("nan-sealed"), SealerOf(secure::NewKeyRing()))
+                        : JobStore::Open(FreshPath("nan"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->CreateJob(Job("a")).ok());
+    RoundRecord r{1, 1.0, 0.1, 2, 2, {}};
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const double inf = std::numeric_limits<double>::infinity();
+    ASSERT_TRUE((*store)
+                    ->CompleteRound("job-1", r,
+                                    {{1, "global", "global/test_loss", nan, 1},
+                                     {1, "global", "global/test_accuracy", 0.5, 1},
+                                     {1, "a", "a/epsilon", inf, 1}})
+                    .ok())
+        << sealed;
+    auto metrics = (*store)->Metrics("job-1");
+    ASSERT_TRUE(metrics.ok()) << metrics.status();
+    std::map<std::string, double> by_name;
+    for (const auto& m : *metrics) by_name[m.name] = m.value;
+    EXPECT_EQ(by_name.size(), 2u) << sealed;
+    EXPECT_EQ(by_name.count("global/test_loss"), 0u) << sealed;
+    EXPECT_EQ(by_name["global/test_accuracy"], 0.5) << sealed;
+    EXPECT_TRUE(std::isinf(by_name["a/epsilon"])) << sealed;
+    EXPECT_EQ((*store)->Rounds("job-1")->size(), 1u) << sealed;
+  }
 }
 
 // The bytes of the store and its journal, as someone reading the disk sees

@@ -599,6 +599,7 @@ grpc::Status OrchestratorService::Connect(
             MutexLock lock(&session->mu);
             if (!session->uploading || session->upload.has_value()) {
               spdlog::warn("silo '{}': update bytes nobody asked for; ignored", silo);
+              update = ChunkAssembler();  // what an ended upload left: not kept
               break;
             }
             expected = session->update_bytes;
@@ -612,6 +613,7 @@ grpc::Status OrchestratorService::Connect(
           std::optional<StatusOr<ModelState>> outcome;
           if (!added.ok()) {
             outcome = added;
+            update = ChunkAssembler();  // a model's worth of refused bytes, freed
           } else if (update.complete()) {
             StatusOr<ModelFile> file =
                 ParseModelState(update.Take(), absl::StrCat("update from '", silo, "'"));
