@@ -1472,8 +1472,11 @@ class OrchestratorDaemonPlaintextTest
     Output submitted = fed().User("submit " + job + " --insecure --set federation.silos=[" + silos +
                                   "] --set federation.min_silos=" + std::to_string(min_silos));
     EXPECT_EQ(submitted.status, 0) << submitted.err;
+    // The id is submit's last line (a warning may come before it).
     std::string id = submitted.out;
     while (!id.empty() && id.back() == '\n') id.pop_back();
+    id = id.substr(id.rfind('\n') + 1);
+    EXPECT_THAT(id, ::testing::MatchesRegex("job-[0-9]+")) << submitted.out;
     return submitted.status == 0 ? id : "";
   }
 
