@@ -89,6 +89,17 @@ class Federation {
     return true;
   }
 
+  // The port of the orchestrator's web endpoint (--http), once it wrote
+  // state/http_endpoint (after the gRPC endpoint's); 0 when it did not.
+  int HttpPort() const {
+    std::string endpoint;
+    WaitUntil([&] {
+      endpoint = Read(dir_ + "/state/http_endpoint");
+      return !endpoint.empty();
+    });
+    return endpoint.empty() ? 0 : std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+  }
+
   // Points the silos started from now on at `port` on localhost (an
   // orchestrator endpoint the test runs itself).
   void UseOrchestratorAt(int port) { port_ = port; }

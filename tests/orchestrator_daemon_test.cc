@@ -636,13 +636,8 @@ class OrchestratorDaemonWebTest : public SharedFederationTest<OrchestratorDaemon
     if (!fed.StartOrchestrator(0, {"--http", "127.0.0.1:0"})) {
       return Read(fed.dir() + "/orchestrator.log");
     }
-    std::string endpoint;
-    WaitUntil([&] {
-      endpoint = Read(fed.dir() + "/state/http_endpoint");
-      return !endpoint.empty();
-    });
-    if (endpoint.empty()) return "no http_endpoint: " + Read(fed.dir() + "/orchestrator.log");
-    port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+    port_ = fed.HttpPort();
+    if (port_ == 0) return "no http_endpoint: " + Read(fed.dir() + "/orchestrator.log");
     for (const char* s : {"a", "b", "c"}) fed.StartSilo(s);
     Output submitted = fed.User("submit " + fed.WriteJob("job", kJob));
     if (submitted.status != 0) return "submit: " + submitted.err;
@@ -1448,13 +1443,8 @@ class OrchestratorDaemonPlaintextTest
     if (!fed.StartOrchestrator(0, {"--insecure", "--http", "127.0.0.1:0"})) {
       return Read(fed.dir() + "/orchestrator.log");
     }
-    std::string endpoint;
-    WaitUntil([&] {
-      endpoint = Read(fed.dir() + "/state/http_endpoint");
-      return !endpoint.empty();
-    });
-    if (endpoint.empty()) return "no http_endpoint: " + Read(fed.dir() + "/orchestrator.log");
-    http_port_ = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+    http_port_ = fed.HttpPort();
+    if (http_port_ == 0) return "no http_endpoint: " + Read(fed.dir() + "/orchestrator.log");
     fed.StartSilo("a", {"--insecure"});
     fed.StartSilo("b");  // no flag: never gets through
     if (!fed.WaitConnected({"a"})) return "silo a did not connect";
