@@ -1789,5 +1789,31 @@ TEST_F(OrchestratorDaemonSecureCsvTest, BothAuditLogsRecordEachSecureReplyWithTh
   }
 }
 
+// Each silo's ledger, as `fedsilo silo ledger --json` prints it, records the
+// sums it revealed its shares for: one per round, over all three silos, each
+// from the global model of its round.
+TEST_F(OrchestratorDaemonSecureCsvTest, EachSilosLedgerShowsTheSumsItRevealedSharesFor) {
+  for (const std::string silo : {"a", "b", "c"}) {
+    Output shown = fed().Run("silo ledger --kit " + fed().dir() + "/kits/" + silo + " --json");
+    ASSERT_EQ(shown.status, 0) << silo << ": " << shown.err;
+    const nlohmann::json ledger = LastJson(shown.out);
+    EXPECT_EQ(ledger["silo"], silo);
+    std::vector<nlohmann::json> reveals;
+    for (const auto& entry : ledger["entries"]) {
+      if (entry["dataset"] != "transactions") continue;
+      for (const auto& r : entry["secure_aggregation_reveals"]) reveals.push_back(r);
+    }
+    ASSERT_EQ(reveals.size(), 2u) << silo << ": " << shown.out;
+    std::set<int> rounds;
+    for (const auto& r : reveals) {
+      rounds.insert(r["round"].get<int>());
+      EXPECT_EQ(r["survivors"], nlohmann::json({"a", "b", "c"})) << silo;
+      EXPECT_FALSE(r["model"].get<std::string>().empty()) << silo;
+    }
+    EXPECT_EQ(rounds, (std::set<int>{1, 2})) << silo;
+    EXPECT_NE(reveals[0]["model"], reveals[1]["model"]) << silo << ": each round has its model";
+  }
+}
+
 }  // namespace
 }  // namespace fedsilo

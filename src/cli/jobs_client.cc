@@ -40,9 +40,17 @@ StatusOr<JobsClient> JobsClient::Connect(const UserOptions& options) {
 }
 
 std::unique_ptr<grpc::ClientContext> JobsClient::Context() const {
+  return ContextWithDeadline(std::chrono::seconds(options_.timeout_seconds));
+}
+
+std::unique_ptr<grpc::ClientContext> JobsClient::DownloadContext() const {
+  return ContextWithDeadline(kDownloadDeadline);
+}
+
+std::unique_ptr<grpc::ClientContext> JobsClient::ContextWithDeadline(
+    std::chrono::system_clock::duration deadline) const {
   auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(options_.timeout_seconds));
+  context->set_deadline(std::chrono::system_clock::now() + deadline);
   if (options_.insecure) {
     transport::AddInsecureIdentity(*context, name_, secure::ParticipantKind::kUser);
   }

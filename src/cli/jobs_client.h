@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -17,13 +18,20 @@
 
 namespace fedsilo::cli {
 
+// A model's download takes as long as the network needs for it, not the
+// moments every other call takes (UserOptions::timeout_seconds, 30 s).
+inline constexpr std::chrono::hours kDownloadDeadline{24};
+
 class JobsClient {
  public:
   // Loads the kit (InvalidArgument naming it when it is not a user kit).
   static StatusOr<JobsClient> Connect(const UserOptions& options);
 
-  // A context with the call's deadline (and the claimed identity in insecure mode).
+  // A context with the call's deadline, options.timeout_seconds from now (and
+  // the claimed identity in insecure mode).
   std::unique_ptr<grpc::ClientContext> Context() const;
+  // The same for DownloadModel, with kDownloadDeadline instead.
+  std::unique_ptr<grpc::ClientContext> DownloadContext() const;
 
   // Turns a failed call into an error that says where it went.
   Status Check(const grpc::Status& status, const char* call) const;
@@ -38,6 +46,9 @@ class JobsClient {
         target_(std::move(target)),
         name_(std::move(name)),
         options_(std::move(options)) {}
+
+  std::unique_ptr<grpc::ClientContext> ContextWithDeadline(
+      std::chrono::system_clock::duration deadline) const;
 
   std::unique_ptr<fedsilo::v1::Jobs::Stub> stub_;
   std::string target_;

@@ -233,8 +233,7 @@ Status DownloadCommand(const UserOptions& options, const std::string& job_id,
     std::ofstream file(partial, std::ios::binary | std::ios::trunc);
     if (!file) return absl::InvalidArgumentError(absl::StrCat(partial, ": cannot write"));
     // A large model takes as long as the network needs: a day, not 30 s.
-    std::unique_ptr<grpc::ClientContext> call = client.Context();
-    call->set_deadline(std::chrono::system_clock::now() + std::chrono::hours(24));
+    std::unique_ptr<grpc::ClientContext> call = client.DownloadContext();
     auto reader = client.stub().DownloadModel(call.get(), request);
     fedsilo::v1::Chunk chunk;
     uint64_t bytes = 0;

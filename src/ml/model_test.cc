@@ -363,6 +363,53 @@ TEST(ModelTest, DpSgdClipsEachExampleAndAddsCalibratedNoise) {
   EXPECT_NE(os_keyed().tensors()[0].floats()[0], os_keyed().tensors()[0].floats()[0]);
 }
 
+// With DP-SGD, FedProx's term joins the gradient after the noise: it is
+// neither clipped with the examples nor divided by the expected batch. Two
+// runs with the same generator key draw the same batches and noise, so their
+// second steps differ by exactly -lr x mu x (w1 - w0), w1 being where the
+// first (term-free) step left both. Had the term been clipped with the
+// examples (clip 0.01 here, far below mu x |w1 - w0|) or averaged, the
+// difference would be smaller. The noise (sigma 1000) moves the first step
+// far from the start, so the term is large.
+TEST(ModelTest, ProximalTermIsAddedAfterDpSgdsNoise) {
+  auto data = Separable(64, 7);
+  TrainingConfig t = Sgd(1);
+  t.batch_size = 64;  // q = 1: every example in each step
+  t.learning_rate = 1.0;
+  constexpr double kMu = 0.5;
+  constexpr double kClip = 0.01;
+  privacy::SecureRandom::Key key{};
+  key[0] = 42;
+  auto train = [&](int epochs, double mu) {
+    auto model = Model::Create(Spec(ModelKind::kMlp), 2);
+    auto random = privacy::SecureRandom::WithKeyForTesting(key);
+    DpSgdOptions dp{1000.0, kClip, &random};
+    TrainingConfig config = t;
+    config.local_epochs = epochs;
+    LocalObjective objective;
+    objective.proximal_mu = mu;
+    auto stats = (*model)->Train(DataView::All(data), config, 0, &dp, objective);
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(stats->steps, epochs);
+    return (*model)->GetState();
+  };
+  const ModelState w0 = (*Model::Create(Spec(ModelKind::kMlp), 2))->GetState();
+  const ModelState w1 = train(1, 0);
+  const ModelState plain = train(2, 0);
+  const ModelState prox = train(2, kMu);
+  double shift2 = 0;
+  for (size_t k = 0; k < plain.size(); ++k) {
+    for (int64_t i = 0; i < plain.tensors()[k].num_elements(); ++i) {
+      const double moved = w1.tensors()[k].floats()[i] - w0.tensors()[k].floats()[i];
+      const double expected = -t.learning_rate * kMu * moved;
+      EXPECT_NEAR(prox.tensors()[k].floats()[i] - plain.tensors()[k].floats()[i], expected, 1e-6)
+          << plain.tensors()[k].name() << "[" << i << "]";
+      shift2 += expected * expected;
+    }
+  }
+  EXPECT_GT(std::sqrt(shift2), 10 * kClip);  // the term was not clipped
+}
+
 // Each silo trains with one libtorch (OpenMP) thread and one BLAS thread:
 // parallelism comes from training silos side by side. Checked on a fresh
 // thread, as a silo's training thread is: OpenMP's count is per thread.
@@ -383,7 +430,9 @@ TEST(ModelTest, TrainingRunsOnOneLibtorchAndOneBlasThread) {
   trainer.join();
   EXPECT_EQ(torch_threads, 1);
   // OpenBLAS is what scripts/setup installs; libtorch may use another BLAS.
-  if (blas_threads != -1) EXPECT_EQ(blas_threads, 1);
+  if (blas_threads != -1) {
+    EXPECT_EQ(blas_threads, 1);
+  }
 }
 
 TEST(ModelTest, DpSgdStillLearns) {
@@ -505,6 +554,29 @@ TEST(ModelTest, TorchScriptModuleTrainsWithItsBuffersAndSavesBack) {
   // And a model set to another's state is that model.
   ASSERT_TRUE((*again)->SetState(trained).ok());
   EXPECT_DOUBLE_EQ((*again)->Evaluate(DataView::All(test))->accuracy, after->accuracy);
+}
+
+// A module from torch.jit.trace (tests/fixtures/traced_digits_net.pt, written
+// by examples/torchscript/make_model.py --trace) trains as a scripted one does.
+TEST(ModelTest, TracedTorchScriptModuleTrainsToo) {
+  const std::string file =
+      std::string(FEDSILO_TEST_SOURCE_DIR) + "/tests/fixtures/traced_digits_net.pt";
+  auto model = Model::Create(ScriptSpec(file), 1, TestSandbox());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->num_parameters(), 64 * 32 + 32 + 32 * 10 + 10);
+  const ModelState initial = (*model)->GetState();
+  std::vector<std::string> names;
+  for (const Tensor& t : initial.tensors()) names.push_back(t.name());
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}));
+  auto train = TenClasses(500, 1), test = TenClasses(300, 2);
+  auto before = (*model)->Evaluate(DataView::All(test));
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_TRUE((*model)->Train(DataView::All(train), Sgd(3), 7).ok());
+  auto after = (*model)->Evaluate(DataView::All(test));
+  ASSERT_TRUE(after.ok());
+  EXPECT_GT(after->accuracy, 0.7);  // chance is 0.1
+  EXPECT_GT(after->accuracy, before->accuracy + 0.3);
 }
 
 TEST(ModelTest, TorchScriptThatDoesNotFitIsAClearError) {
