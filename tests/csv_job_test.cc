@@ -27,16 +27,11 @@ using ::testing::HasSubstr;
 using testing_util::Fedsilo;
 using testing_util::LastJson;
 using testing_util::Output;
+using testing_util::ReadAll;
 namespace fs = std::filesystem;
 
 std::string Example(const std::string& name) {
   return std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/" + name;
-}
-
-std::string FileBytes(const std::string& path) {
-  std::stringstream s;
-  s << std::ifstream(path, std::ios::binary).rdbuf();
-  return s.str();
 }
 
 std::vector<std::vector<std::string>> ReadCsv(const std::string& path) {
@@ -134,8 +129,8 @@ TEST_F(CsvJobTest, TheGeneratorWritesTheExamplesFiles) {
   Output gen = Fedsilo("generate fraud --json --out " + dir() + "/data");
   ASSERT_EQ(gen.status, 0) << gen.err;
   for (const char* region : {"east", "west", "south"}) {
-    EXPECT_EQ(FileBytes(dir() + "/data/" + region + ".csv"),
-              FileBytes(Example(std::string("fraud/data/") + region + ".csv")))
+    EXPECT_EQ(ReadAll(dir() + "/data/" + region + ".csv"),
+              ReadAll(Example(std::string("fraud/data/") + region + ".csv")))
         << region;
   }
   EXPECT_EQ(LastJson(gen.out)["files"][2]["frauds"], 75);
@@ -258,7 +253,7 @@ TEST_F(CsvJobTest, PredictAtARoundUsesThatRoundsModel) {
   ASSERT_EQ(Predict(south, "south-final.csv").status, 0);
   Output at_round2 = Predict(south, "south-round2.csv", " --round 2");
   ASSERT_EQ(at_round2.status, 0) << at_round2.err;
-  EXPECT_NE(FileBytes(dir() + "/south-round2.csv"), FileBytes(dir() + "/south-final.csv"));
+  EXPECT_NE(ReadAll(dir() + "/south-round2.csv"), ReadAll(dir() + "/south-final.csv"));
   EXPECT_DOUBLE_EQ(ScoreTestRows(dir() + "/south-round2.csv").accuracy,
                    Metric(2, "south/global_test_accuracy"));
 }
@@ -274,7 +269,7 @@ TEST_F(CsvJobTest, AnExportedModelFilePredictsTheSame) {
   Output from_file = Fedsilo("predict " + dir() + "/fraud.fsm --data " + south + " --out " +
                              dir() + "/from-file.csv");
   ASSERT_EQ(from_file.status, 0) << from_file.err;
-  EXPECT_EQ(FileBytes(dir() + "/from-file.csv"), FileBytes(dir() + "/from-run.csv"));
+  EXPECT_EQ(ReadAll(dir() + "/from-file.csv"), ReadAll(dir() + "/from-run.csv"));
 }
 
 // Unlabelled rows with a missing value: imputed with the federation's mean.

@@ -236,10 +236,8 @@ Status DownloadCommand(const UserOptions& options, const std::string& job_id,
     std::unique_ptr<grpc::ClientContext> call = client.DownloadContext();
     auto reader = client.stub().DownloadModel(call.get(), request);
     fedsilo::v1::Chunk chunk;
-    uint64_t bytes = 0;
     while (reader->Read(&chunk)) {
       file.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-      bytes += chunk.data().size();
     }
     Status finished = client.Check(reader->Finish(), "DownloadModel");
     if (!finished.ok() || !file.flush()) {
