@@ -149,12 +149,12 @@ TEST_F(TorchScriptJobTest, MlflowGetsTheTorchScriptFormToo) {
                             " --set tracking.mlflow.uri=" + mlflow.uri());
   ASSERT_EQ(exported.status, 0) << exported.err;
   int torchscript = 0, fsm = 0;
-  for (const auto& [path, bytes] : mlflow.artifacts()) {
-    const auto ends_with = [&](const std::string& tail) {
-      return path.size() >= tail.size() && path.substr(path.size() - tail.size()) == tail;
-    };
-    torchscript += ends_with("model/final_model.pt");
-    fsm += ends_with("model/final_model.fsm");
+  const auto ends_with = [](const std::string& path, const std::string& tail) {
+    return path.size() >= tail.size() && path.substr(path.size() - tail.size()) == tail;
+  };
+  for (const auto& artifact : mlflow.artifacts()) {
+    torchscript += ends_with(artifact.first, "model/final_model.pt");
+    fsm += ends_with(artifact.first, "model/final_model.fsm");
   }
   EXPECT_EQ(torchscript, 1);
   EXPECT_EQ(fsm, 1);
