@@ -73,7 +73,9 @@ TestRowScore ScoreTestRows(const std::string& predictions) {
 class CsvJobTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = ::testing::TempDir() + "/csv-job-" + std::to_string(::getpid());
+    dir_ = (fs::path(::testing::TempDir()) / ("csv-job-" + std::to_string(::getpid())))
+               .lexically_normal()
+               .string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     Output r = Fedsilo("run " + Example("fraud/fraud.yaml") +
@@ -297,7 +299,7 @@ TEST_F(CsvJobTest, ACatalogThatIsMissingOrWrongIsNamedWithExitStatus2) {
                            "/none.yaml" + Workdir());
   EXPECT_EQ(missing.status, 2);
   EXPECT_THAT(missing.err, HasSubstr("--set data.catalog: "));
-  EXPECT_THAT(missing.err, HasSubstr("/none.yaml: no such file (a dataset catalog"));
+  EXPECT_THAT(missing.err, HasSubstr(dir() + "/none.yaml: no such file (a dataset catalog"));
   std::ofstream(dir() + "/catalog.yaml")
       << "datasets:\n  transactions:\n    csv: " << Example("fraud/data") << "/{silo}.csv\n"
       << "    label: fraud\n";

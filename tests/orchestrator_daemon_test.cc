@@ -29,6 +29,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -309,6 +310,18 @@ TEST_F(OrchestratorDaemonSubmitTest, AuditVerifyFindsAnEditedEntryByItsLine) {
   Output broken = fed().Run("audit verify " + log);
   EXPECT_EQ(broken.status, 2);
   EXPECT_THAT(broken.err, HasSubstr(log + ":6: entry 6 was altered"));
+}
+
+// A download that cannot be written (here: its file is /dev/full, as on a
+// full disk) fails saying so, and leaves neither the file nor its partial.
+TEST_F(OrchestratorDaemonSubmitTest, ADownloadThatCannotBeWrittenFailsAndLeavesNothing) {
+  const std::string out = fed().dir() + "/full-disk.fsm";
+  fs::create_symlink("/dev/full", out + ".partial");
+  Output full = fed().User("download job-1 --out " + out);
+  EXPECT_NE(full.status, 0);
+  EXPECT_THAT(full.err, HasSubstr(out + ".partial: write failed"));
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::is_symlink(out + ".partial"));
 }
 
 // tracking.mlflow in the real federation: the orchestrator sends the run to
@@ -1791,8 +1804,13 @@ TEST_F(OrchestratorDaemonSecureCsvTest, BothAuditLogsRecordEachSecureReplyWithTh
 
 // Each silo's ledger, as `fedsilo silo ledger --json` prints it, records the
 // sums it revealed its shares for: one per round, over all three silos, each
-// from the global model of its round.
+// keyed on the global model the orchestrator sent that silo for its round.
 TEST_F(OrchestratorDaemonSecureCsvTest, EachSilosLedgerShowsTheSumsItRevealedSharesFor) {
+  std::map<std::pair<std::string, int>, std::string> sent;  // (silo, round) -> model digest
+  for (const auto& e : EntriesOf(AuditEntries(fed().dir() + "/state/audit.log"), "model_sent")) {
+    sent[{e["data"]["silo"].get<std::string>(), std::stoi(e["data"]["round"].get<std::string>())}] =
+        e["data"]["model"];
+  }
   for (const std::string silo : {"a", "b", "c"}) {
     Output shown = fed().Run("silo ledger --kit " + fed().dir() + "/kits/" + silo + " --json");
     ASSERT_EQ(shown.status, 0) << silo << ": " << shown.err;
@@ -1806,12 +1824,14 @@ TEST_F(OrchestratorDaemonSecureCsvTest, EachSilosLedgerShowsTheSumsItRevealedSha
     ASSERT_EQ(reveals.size(), 2u) << silo << ": " << shown.out;
     std::set<int> rounds;
     for (const auto& r : reveals) {
-      rounds.insert(r["round"].get<int>());
+      const int round = r["round"].get<int>();
+      rounds.insert(round);
       EXPECT_EQ(r["survivors"], nlohmann::json({"a", "b", "c"})) << silo;
-      EXPECT_FALSE(r["model"].get<std::string>().empty()) << silo;
+      const auto key = std::make_pair(silo, round);
+      ASSERT_TRUE(sent.count(key)) << silo << " round " << round;
+      EXPECT_EQ(r["model"], sent[key]) << silo << " round " << round;
     }
     EXPECT_EQ(rounds, (std::set<int>{1, 2})) << silo;
-    EXPECT_NE(reveals[0]["model"], reveals[1]["model"]) << silo << ": each round has its model";
   }
 }
 

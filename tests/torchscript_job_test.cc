@@ -36,7 +36,9 @@ std::string Example(const std::string& name) {
 class TorchScriptJobTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = ::testing::TempDir() + "/torchscript-job-" + std::to_string(::getpid());
+    dir_ = (fs::path(::testing::TempDir()) / ("torchscript-job-" + std::to_string(::getpid())))
+               .lexically_normal()
+               .string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     Output r = Fedsilo("run " + Example("torchscript/digits.yaml") +

@@ -236,14 +236,21 @@ Status DownloadCommand(const UserOptions& options, const std::string& job_id,
     std::unique_ptr<grpc::ClientContext> call = client.DownloadContext();
     auto reader = client.stub().DownloadModel(call.get(), request);
     fedsilo::v1::Chunk chunk;
+    bool written = true;
     while (reader->Read(&chunk)) {
-      file.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+      // A full disk ends the download at once, not when the stream does.
+      if (!file.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()))) {
+        written = false;
+        call->TryCancel();
+        break;
+      }
     }
     Status finished = client.Check(reader->Finish(), "DownloadModel");
-    if (!finished.ok() || !file.flush()) {
+    if (!written || !finished.ok() || !file.flush()) {
       std::filesystem::remove(partial);
-      return finished.ok() ? absl::InternalError(absl::StrCat(partial, ": write failed"))
-                           : finished;
+      return finished.ok() || !written
+                 ? absl::InternalError(absl::StrCat(partial, ": write failed"))
+                 : finished;
     }
   }
   // The file carries a checksum: refuse to leave a damaged model behind.

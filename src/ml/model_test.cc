@@ -390,7 +390,7 @@ TEST(ModelTest, ProximalTermIsAddedAfterDpSgdsNoise) {
     objective.proximal_mu = mu;
     auto stats = (*model)->Train(DataView::All(data), config, 0, &dp, objective);
     EXPECT_TRUE(stats.ok()) << stats.status();
-    EXPECT_EQ(stats->steps, epochs);
+    if (stats.ok()) EXPECT_EQ(stats->steps, epochs);
     return (*model)->GetState();
   };
   const ModelState w0 = (*Model::Create(Spec(ModelKind::kMlp), 2))->GetState();
