@@ -126,6 +126,11 @@ TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
   EXPECT_GT(summary["final"]["accuracy"].get<double>(), 0.85);
   EXPECT_GT(summary["wall_seconds"].get<double>(), 0);
   EXPECT_GE(summary["overhead_fraction"].get<double>(), 0);
+  // Ten classes: no precision, recall or AUC (they are for two).
+  EXPECT_TRUE(summary["final"].contains("loss")) << summary;
+  for (const char* two_class : {"precision", "recall", "auc"}) {
+    EXPECT_FALSE(summary["final"].contains(two_class)) << summary;
+  }
 
   const std::string run_dir = summary["run_dir"];
   EXPECT_EQ(fs::path(run_dir).parent_path(), fs::path(workdir) / "runs");
@@ -142,6 +147,7 @@ TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
     nlohmann::json m = nlohmann::json::parse(line);
     if (m["name"] == "global/test_accuracy") global_accuracy[m["round"]] = m["value"];
     if (m["name"] == "silo-3/train_loss") ++silo_lines;
+    EXPECT_EQ(m["name"].get<std::string>().find("_auc"), std::string::npos) << m;
   }
   ASSERT_EQ(global_accuracy.size(), 6u);
   EXPECT_EQ(silo_lines, 6);
@@ -947,6 +953,22 @@ TEST(CliTest, RunsAreRecordedInTheStoreAndTheRunsCommandsReadThem) {
   EXPECT_THAT(compare.out, HasSubstr("training.rounds"));
   EXPECT_THAT(compare.out, Not(HasSubstr("data.dataset")));
   EXPECT_THAT(compare.out, HasSubstr("global/test_accuracy"));
+  Output compared = Fedsilo("runs compare " + run_a + " " + run_b + " --json" + w);
+  ASSERT_EQ(compared.status, 0) << compared.err;
+  const nlohmann::json both = LastJson(compared.out);
+  ASSERT_TRUE(both.is_array() && both.size() == 2u) << compared.out;
+  EXPECT_EQ(both[0]["run_id"], run_a);
+  EXPECT_EQ(both[1]["run_id"], run_b);
+  for (const auto& run : both) {
+    EXPECT_EQ(run["state"], "done") << run;
+    EXPECT_EQ(run["rounds_completed"], run["rounds_total"]) << run;
+    EXPECT_TRUE(run["differing_keys"].contains("training.learning_rate")) << run;
+    EXPECT_FALSE(run["differing_keys"].contains("data.dataset")) << run;
+    EXPECT_TRUE(run["final_metrics"].contains("global/test_accuracy")) << run;
+    EXPECT_GE(run["wall_seconds"].get<double>(), 0) << run;
+  }
+  EXPECT_NE(both[0]["differing_keys"]["training.learning_rate"],
+            both[1]["differing_keys"]["training.learning_rate"]);
 
   // export: one CSV row per round, the values the run reported.
   const std::string csv_path = workdir + "/a.csv";
@@ -991,6 +1013,8 @@ TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
   EXPECT_EQ(exported.name, summary["run_id"]);
   EXPECT_EQ(exported.status, "FINISHED");
   EXPECT_EQ(exported.tags.at("fedsilo.run_id"), summary["run_id"]);
+  EXPECT_EQ(exported.tags.at("fedsilo.job"), "digits");
+  EXPECT_EQ(exported.tags.at("fedsilo.experiment"), "mlflow-demo");
   EXPECT_EQ(mlflow.experiments().count("mlflow-demo"), 1u);
   EXPECT_EQ(exported.params.at("training.rounds"), "3");
   EXPECT_EQ(exported.params.at("data.dataset"), "digits");
@@ -1068,6 +1092,17 @@ TEST(CliTest, RunsAreExportedToMlflowAsTheSilosPoliciesAllow) {
   Output bad = Fedsilo(run + " --set tracking.mlflow.uri=mlflow.example.org");
   EXPECT_EQ(bad.status, 2);
   EXPECT_THAT(bad.err, HasSubstr("tracking.mlflow.uri"));
+
+  // A run that fails (here: its data set is not where it looks) ends FAILED there.
+  fedsilo::testing_util::FakeMlflow failing;
+  Output no_data = Fedsilo(run + " --set tracking.mlflow.uri=" + failing.uri(),
+                           "FEDSILO_DATA=/nonexistent-fedsilo-data");
+  EXPECT_EQ(no_data.status, 2) << no_data.err;
+  EXPECT_THAT(no_data.err, HasSubstr("/nonexistent-fedsilo-data/sklearn/digits.csv.gz"));
+  const auto failed_runs = failing.runs();
+  ASSERT_EQ(failed_runs.size(), 1u);
+  EXPECT_EQ(failed_runs.begin()->second.status, "FAILED");
+  EXPECT_TRUE(failed_runs.begin()->second.ended);
 }
 
 // A data scientist's module that copies a file of the silo into a buffer

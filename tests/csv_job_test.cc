@@ -146,6 +146,50 @@ TEST_F(CsvJobTest, TheModelLearnsToFindFraud) {
   EXPECT_GT(Metric(4, "south/global_test_accuracy"), 0.9);
 }
 
+// Every round, each silo reports its training and local-test metrics, with
+// precision, recall and AUC as there are two classes; so does the federation.
+TEST_F(CsvJobTest, EachRoundEverySiloReportsItsTwoClassMetrics) {
+  for (int round = 1; round <= 4; ++round) {
+    for (const std::string source : {"east", "west", "south"}) {
+      for (const char* name : {"train_loss", "test_loss"}) {
+        EXPECT_GE(Metric(round, source + "/" + name), 0) << source << " round " << round;
+      }
+      for (const char* name : {"train_accuracy", "test_accuracy", "test_precision", "test_recall",
+                               "test_auc"}) {
+        const double value = Metric(round, source + "/" + name);
+        EXPECT_TRUE(value >= 0 && value <= 1) << source << "/" << name << " round " << round;
+      }
+    }
+    for (const std::string source : {"east", "west", "south"}) {
+      EXPECT_EQ(Metric(round, source + "/num_examples"), Metric(0, source + "/rows")) << source;
+    }
+    for (const char* name : {"test_accuracy", "test_precision", "test_recall", "test_auc"}) {
+      const double value = Metric(round, std::string("global/") + name);
+      EXPECT_TRUE(value >= 0 && value <= 1) << name << " round " << round;
+    }
+    EXPECT_GE(Metric(round, "global/test_loss"), 0);
+    EXPECT_EQ(Metric(round, "global/silos_succeeded"), 3);
+  }
+}
+
+// The federation's test loss and accuracy are the silos' scores of the
+// global model, weighted by their test rows (a file's rows less those it
+// trained on), round by round.
+TEST_F(CsvJobTest, TheGlobalScoresAreTheSilosWeightedByTheirTestRows) {
+  const std::map<std::string, double> file_rows = {{"east", 3000}, {"west", 2000}, {"south", 1500}};
+  for (int round = 1; round <= 4; ++round) {
+    double rows = 0, accuracy = 0, loss = 0;
+    for (const auto& [region, in_file] : file_rows) {
+      const double test_rows = in_file - Metric(0, region + "/rows");
+      rows += test_rows;
+      accuracy += test_rows * Metric(round, region + "/global_test_accuracy");
+      loss += test_rows * Metric(round, region + "/global_test_loss");
+    }
+    EXPECT_NEAR(accuracy / rows, Metric(round, "global/test_accuracy"), 1e-12) << round;
+    EXPECT_NEAR(loss / rows, Metric(round, "global/test_loss"), 1e-9) << round;
+  }
+}
+
 // The federated statistics are round 0 of the run, and complete its job.
 TEST_F(CsvJobTest, TheStatisticsAreRoundZeroAndCompleteTheJob) {
   EXPECT_EQ(Metric(0, "global/rows"),

@@ -204,16 +204,40 @@ TEST_F(OrchestratorDaemonSubmitTest, StatusShowsTheOwnerEveryRoundAndEverySilosR
   nlohmann::json status = fed().Status("job-1");
   EXPECT_EQ(status["state"], "done");
   EXPECT_EQ(status["owner"], "alice");
+  EXPECT_EQ(status["rounds_completed"], 4);
   ASSERT_EQ(status["rounds"].size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    const nlohmann::json& round = status["rounds"][i];
+    EXPECT_EQ(round["round"], i + 1) << round;
+    EXPECT_GT(round["seconds"].get<double>(), 0) << round;
+    EXPECT_EQ(round["silos_succeeded"], 3) << round;
+    EXPECT_TRUE(round["failures"].empty()) << round;  // no silo was dropped
+  }
   ASSERT_EQ(status["silos"].size(), 3u);
-  for (const auto& s : status["silos"]) EXPECT_EQ(s["rounds_taken_part"], 4) << s;
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  for (const auto& s : status["silos"]) {
+    EXPECT_EQ(s["rounds_taken_part"], 4) << s;
+    EXPECT_EQ(s["connected"], true) << s;
+    EXPECT_LE(s["last_seen"].get<int64_t>(), now + 1) << s;
+    EXPECT_GT(s["last_seen"].get<int64_t>(), now - 3600) << s;
+  }
   ASSERT_TRUE(status["latest_metrics"].contains("global/test_accuracy"));
 }
 
 TEST_F(OrchestratorDaemonSubmitTest, JobsListsTheJobAndLogsShowItsLastRound) {
   nlohmann::json jobs = LastJson(fed().User("jobs --json").out);
   ASSERT_EQ(jobs["jobs"].size(), 1u);
-  EXPECT_EQ(jobs["jobs"][0]["id"], "job-1");
+  const nlohmann::json& job = jobs["jobs"][0];
+  EXPECT_EQ(job["id"], "job-1");
+  EXPECT_EQ(job["state"], "done");
+  EXPECT_EQ(job["owner"], "alice");
+  EXPECT_EQ(job["rounds_completed"], 4);
+  EXPECT_EQ(job["rounds_total"], 4);
+  // The table says the same.
+  const std::string table = fed().User("jobs").out;
+  EXPECT_THAT(table, ::testing::ContainsRegex("job-1 +done +4/4 +alice"));
   EXPECT_THAT(fed().User("logs job-1").out, HasSubstr("round 4/4 done"));
 }
 

@@ -76,6 +76,17 @@ TEST(ProcessFederationTest, ProcessesReachTheSameModelAsInProcessSimulation) {
   // Each silo process logged its session.
   const std::string run_dir = processes["run_dir"];
   EXPECT_THAT(Bytes(run_dir + "/silos/silo-2.log"), HasSubstr("silo 'silo-2' of federation"));
+  // The throwaway federation's kits are in the run folder: one per process.
+  auto orchestrator_kit = secure::LoadKit(run_dir + "/kits/orchestrator");
+  ASSERT_TRUE(orchestrator_kit.ok()) << orchestrator_kit.status();
+  EXPECT_EQ(orchestrator_kit->kind, secure::ParticipantKind::kOrchestrator);
+  for (int i = 1; i <= 5; ++i) {
+    const std::string silo = "silo-" + std::to_string(i);
+    auto kit = secure::LoadKit(run_dir + "/kits/" + silo);
+    ASSERT_TRUE(kit.ok()) << kit.status();
+    EXPECT_EQ(kit->name, silo);
+    EXPECT_EQ(kit->kind, secure::ParticipantKind::kSilo);
+  }
 }
 
 // Secure aggregation over real gRPC: the masks cancel exactly and the integer

@@ -297,6 +297,20 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\nstrategy: {name: scaffold}\n"
                 "privacy: {secure_aggregation: true}\n",
                 "strategy.name: scaffold is not supported with privacy.dp or secure_aggregation"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 3}\nstrategy: {name: scaffold}\n"
+                "privacy: {dp: {mode: central, noise_multiplier: 1}}\n",
+                "privacy.dp.mode: central adds its noise to the mean of the clipped updates, "
+                "which strategy 'scaffold' does not apply"},
+        // Every robust rule needs the updates one by one.
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 6}\n"
+                "strategy: {name: trimmed_mean}\nprivacy: {secure_aggregation: true}\n",
+                "strategy 'trimmed_mean' needs every silo's update"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 6}\n"
+                "strategy: {name: krum}\nprivacy: {secure_aggregation: true}\n",
+                "strategy 'krum' needs every silo's update"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 6}\n"
+                "strategy: {name: multi_krum}\nprivacy: {secure_aggregation: true}\n",
+                "strategy 'multi_krum' needs every silo's update"},
         BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nstrategy: {name: scaffold}\n"
                 "training: {optimizer: adam}\n",
                 "strategy.name: scaffold needs training.optimizer sgd"},

@@ -118,7 +118,9 @@ TEST(TabularTest, SchemaErrorsNameTheRowAndColumnAndKeepTheCellToTheSilo) {
     EXPECT_THAT(message, HasSubstr(cases[i].shared)) << "case " << i;
     EXPECT_TRUE(IsShareable(t.status())) << "case " << i;
     EXPECT_THAT(message, Not(HasSubstr(path))) << "case " << i;
-    if (!cases[i].secret.empty()) EXPECT_THAT(message, Not(HasSubstr(cases[i].secret)));
+    if (!cases[i].secret.empty()) {
+      EXPECT_THAT(message, Not(HasSubstr(cases[i].secret)));
+    }
     // The vocabulary is the job's: its refusal names no row.
     if (cases[i].shared.find("vocabulary") != std::string::npos) {
       EXPECT_THAT(message, Not(HasSubstr("row"))) << "case " << i;
@@ -157,6 +159,26 @@ TEST(TabularTest, MissingValuesAreDroppedOrImputedWithTheFederationsMean) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_FLOAT_EQ((*d)->example(0)[4], 2.0f);  // the mean, unscaled with scale: none
   EXPECT_EQ((*d)->num_classes, 2);
+}
+
+// Every marker of a missing cell, in any case, and only those: a 0 is a value.
+TEST(TabularTest, EmptyNaNanNullAndQuestionMarkAreMissingInAnyCase) {
+  TabularSchema impute = Schema();
+  impute.missing = MissingValues::kImpute;
+  for (const char* marker : {"", "NA", "na", "NaN", "nan", "null", "NULL", "?", " ? "}) {
+    const std::string path =
+        WriteCsv("marker.csv", std::string("amount,merchant,hour,fraud\n2,atm,") + marker +
+                                   ",0\n6,shop,3,0\n");
+    StatusOr<TabularData> t = ReadTabularCsv(path, impute, Categories());
+    ASSERT_TRUE(t.ok()) << "'" << marker << "': " << t.status();
+    ASSERT_EQ(t->rows(), 2) << "'" << marker << "'";
+    EXPECT_TRUE(std::isnan(t->row(0)[4])) << "'" << marker << "' is not missing";
+    EXPECT_EQ(t->row(1)[4], 3) << "'" << marker << "'";
+  }
+  const std::string zero = WriteCsv("marker.csv", "amount,merchant,hour,fraud\n2,atm,0,0\n");
+  StatusOr<TabularData> t = ReadTabularCsv(zero, impute, Categories());
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->row(0)[4], 0);
 }
 
 // Three silos' files with shifted distributions; their sums, added, give the

@@ -53,6 +53,16 @@ TEST(ProvisionerTest, CreatesTheCaAndOneKitPerParticipant) {
 
   EXPECT_EQ(Mode(out + "/ca/ca.key"), 0600);
   const std::string ca = Read(out + "/ca/ca.crt");
+  // ca/ keeps the federation file, which add-silo and add-user extend.
+  auto kept = LoadFederationSpec(out + "/ca/federation.yaml");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->name, spec->name);
+  EXPECT_EQ(kept->orchestrator_port, spec->orchestrator_port);
+  EXPECT_EQ(kept->certificate_days, spec->certificate_days);
+  ASSERT_EQ(kept->participants.size(), spec->participants.size());
+  for (size_t i = 0; i < kept->participants.size(); ++i) {
+    EXPECT_EQ(kept->participants[i].name, spec->participants[i].name);
+  }
   for (const char* name : {"orchestrator", "hospital-a", "hospital-b", "alice"}) {
     const std::string dir = out + "/" + name;
     auto kit = LoadKit(dir);
