@@ -1832,8 +1832,8 @@ TEST_F(OrchestratorDaemonSecureCsvTest, BothAuditLogsRecordEachSecureReplyWithTh
 TEST_F(OrchestratorDaemonSecureCsvTest, EachSilosLedgerShowsTheSumsItRevealedSharesFor) {
   std::map<std::pair<std::string, int>, std::string> sent;  // (silo, round) -> model digest
   for (const auto& e : EntriesOf(AuditEntries(fed().dir() + "/state/audit.log"), "model_sent")) {
-    sent[{e["data"]["silo"].get<std::string>(), std::stoi(e["data"]["round"].get<std::string>())}] =
-        e["data"]["model"];
+    const int round = std::stoi(e["data"]["round"].get<std::string>());
+    sent[{e["data"]["silo"].get<std::string>(), round}] = e["data"]["model"];
   }
   for (const std::string silo : {"a", "b", "c"}) {
     Output shown = fed().Run("silo ledger --kit " + fed().dir() + "/kits/" + silo + " --json");
