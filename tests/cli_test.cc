@@ -33,6 +33,7 @@ namespace fs = std::filesystem;
 using fedsilo::testing_util::Fedsilo;
 using fedsilo::testing_util::LastJson;
 using fedsilo::testing_util::Output;
+using fedsilo::testing_util::ReadCsv;
 
 std::string Env(const char* name, const char* fallback) {
   const char* v = std::getenv(name);
@@ -1269,18 +1270,6 @@ TEST(CliTest, LocalDpWithSecureAggregationSpendsAsWithout) {
 
 // A run that fails is recorded as failed, with its error.
 // Reads a CSV written by `fedsilo predict` into rows of cells.
-std::vector<std::vector<std::string>> ReadCsv(const std::string& path) {
-  std::vector<std::vector<std::string>> rows;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    std::vector<std::string> cells;
-    std::stringstream ss(line);
-    for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
-    rows.push_back(cells);
-  }
-  return rows;
-}
-
 // Two silos whose images are folders of IDX files: 8x8 images of three
 // classes (a bright band at the top, middle or bottom).
 TEST(CliTest, SilosTrainOnTheirOwnIdxFolders) {

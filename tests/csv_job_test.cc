@@ -5,18 +5,17 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/job_config.h"
+#include "example_job.h"
 #include "ml/dataset_catalog.h"
 #include "test_util.h"
 
@@ -24,27 +23,13 @@ namespace fedsilo {
 namespace {
 
 using ::testing::HasSubstr;
+using testing_util::Example;
 using testing_util::Fedsilo;
 using testing_util::LastJson;
 using testing_util::Output;
 using testing_util::ReadAll;
+using testing_util::ReadCsv;
 namespace fs = std::filesystem;
-
-std::string Example(const std::string& name) {
-  return std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/" + name;
-}
-
-std::vector<std::vector<std::string>> ReadCsv(const std::string& path) {
-  std::vector<std::vector<std::string>> rows;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    std::vector<std::string> cells;
-    std::stringstream ss(line);
-    for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
-    rows.push_back(cells);
-  }
-  return rows;
-}
 
 // The share of the test rows (the job's seeded split of the file's rows,
 // silo_test_fraction 0.3) that `predictions`, written by `fedsilo predict`
@@ -70,38 +55,24 @@ TestRowScore ScoreTestRows(const std::string& predictions) {
 }
 
 // examples/fraud/fraud.yaml for 4 rounds, in simulation, once for the suite.
-class CsvJobTest : public ::testing::Test {
+class CsvJobTest : public testing_util::SharedRunTest<CsvJobTest> {
+ public:
+  static constexpr char kFolder[] = "csv-job";
+  static std::string RunArguments() {
+    return Example("fraud/fraud.yaml") + " --set training.rounds=4";
+  }
+
  protected:
   static void SetUpTestSuite() {
-    dir_ = (fs::path(::testing::TempDir()) / ("csv-job-" + std::to_string(::getpid())))
-               .lexically_normal()
-               .string();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    Output r = Fedsilo("run " + Example("fraud/fraud.yaml") +
-                       " --set training.rounds=4 --quiet --json" + Workdir());
-    if (r.status != 0) {
-      not_run_ = "run: exit " + std::to_string(r.status) + ": " + r.err;
-      return;
-    }
-    summary_ = LastJson(r.out);
-    std::ifstream metrics(summary_["run_dir"].get<std::string>() + "/metrics.jsonl");
+    SharedRunTest::SetUpTestSuite();
+    if (summary().is_null()) return;  // SetUp() says why
+    std::ifstream metrics(run_dir() + "/metrics.jsonl");
     for (std::string line; std::getline(metrics, line);) {
       const nlohmann::json m = nlohmann::json::parse(line);
       rounds_[m["round"].get<int>()][m["name"]] = m["value"];
     }
   }
-  static void TearDownTestSuite() {
-    const ::testing::TestSuite* suite = ::testing::UnitTest::GetInstance()->current_test_suite();
-    if (suite != nullptr && !suite->Failed()) fs::remove_all(dir_);
-  }
-  void SetUp() override { ASSERT_EQ(not_run_, "") << "the suite's job did not run"; }
 
-  static const std::string& dir() { return dir_; }
-  static std::string Workdir() { return " --workdir " + dir_; }
-  static const nlohmann::json& summary() { return summary_; }
-  static std::string run_id() { return summary_["run_id"]; }
-  static std::string run_dir() { return summary_["run_dir"]; }
   // The metric `name` of `round` (0: the statistics).
   static double Metric(int round, const std::string& name) {
     EXPECT_TRUE(rounds_[round].count(name)) << "round " << round << " has no " << name;
@@ -120,9 +91,6 @@ class CsvJobTest : public ::testing::Test {
   }
 
  private:
-  static inline std::string dir_;
-  static inline std::string not_run_;
-  static inline nlohmann::json summary_;
   static inline std::map<int, std::map<std::string, double>> rounds_;
 };
 

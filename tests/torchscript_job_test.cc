@@ -5,7 +5,6 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -15,6 +14,7 @@
 #include <vector>
 
 #include "core/model_state_file.h"
+#include "example_job.h"
 #include "fake_mlflow.h"
 #include "test_util.h"
 
@@ -22,55 +22,28 @@ namespace fedsilo {
 namespace {
 
 using ::testing::HasSubstr;
+using testing_util::Example;
 using testing_util::Fedsilo;
 using testing_util::LastJson;
 using testing_util::Output;
 using testing_util::ReadAll;
 namespace fs = std::filesystem;
 
-std::string Example(const std::string& name) {
-  return std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/" + name;
-}
-
 // The job for 5 rounds, in simulation, once for the suite.
-class TorchScriptJobTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = (fs::path(::testing::TempDir()) / ("torchscript-job-" + std::to_string(::getpid())))
-               .lexically_normal()
-               .string();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    Output r = Fedsilo("run " + Example("torchscript/digits.yaml") +
-                       " --set training.rounds=5 --quiet --json" + Workdir());
-    if (r.status != 0) {
-      not_run_ = "run: exit " + std::to_string(r.status) + ": " + r.err;
-      return;
-    }
-    summary_ = LastJson(r.out);
+class TorchScriptJobTest : public testing_util::SharedRunTest<TorchScriptJobTest> {
+ public:
+  static constexpr char kFolder[] = "torchscript-job";
+  static std::string RunArguments() {
+    return Example("torchscript/digits.yaml") + " --set training.rounds=5";
   }
-  static void TearDownTestSuite() {
-    const ::testing::TestSuite* suite = ::testing::UnitTest::GetInstance()->current_test_suite();
-    if (suite != nullptr && !suite->Failed()) fs::remove_all(dir_);
-  }
-  void SetUp() override { ASSERT_EQ(not_run_, "") << "the suite's job did not run"; }
 
-  static const std::string& dir() { return dir_; }
-  static std::string Workdir() { return " --workdir " + dir_; }
-  static const nlohmann::json& summary() { return summary_; }
-  static std::string run_id() { return summary_["run_id"]; }
-  static std::string run_dir() { return summary_["run_dir"]; }
+ protected:
   // The run's final weights, as its .fsm holds them.
   static ModelState FinalWeights() {
-    StatusOr<ModelFile> fsm = ReadModelStateFile(summary_["final_model"]);
+    StatusOr<ModelFile> fsm = ReadModelStateFile(summary()["final_model"]);
     EXPECT_TRUE(fsm.ok()) << fsm.status();
     return fsm.ok() ? fsm->state : ModelState{};
   }
-
- private:
-  static inline std::string dir_;
-  static inline std::string not_run_;
-  static inline nlohmann::json summary_;
 };
 
 // The module learns the digits, and the run keeps it as TorchScript.
