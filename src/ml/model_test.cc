@@ -161,6 +161,25 @@ TEST(ModelTest, ProximalTermPullsTowardsTheStartingWeights) {
   EXPECT_GT(pulled, 0);
 }
 
+// Expects `prox` to differ from `plain`, value for value, by FedProx's term
+// on a second step: -lr x mu x (w1 - w0), w1 being where the first step left
+// both from w0. Returns those differences.
+std::vector<double> ExpectProximalShift(const ModelState& w0, const ModelState& w1,
+                                        const ModelState& plain, const ModelState& prox,
+                                        double lr, double mu) {
+  std::vector<double> shifts;
+  for (size_t k = 0; k < plain.size(); ++k) {
+    for (int64_t i = 0; i < plain.tensors()[k].num_elements(); ++i) {
+      const double moved = w1.tensors()[k].floats()[i] - w0.tensors()[k].floats()[i];
+      const double expected = -lr * mu * moved;
+      EXPECT_NEAR(prox.tensors()[k].floats()[i] - plain.tensors()[k].floats()[i], expected, 1e-6)
+          << plain.tensors()[k].name() << "[" << i << "]";
+      shifts.push_back(expected);
+    }
+  }
+  return shifts;
+}
+
 // FedProx's term, by hand: after one full-batch step both runs are at w1;
 // the second step's gradient gains mu (w1 - w0), so with plain SGD the two
 // runs then differ by exactly -lr x mu x (w1 - w0).
@@ -181,16 +200,10 @@ TEST(ModelTest, ProximalTermAddsMuTimesTheDistanceFromTheStart) {
   objective.proximal_mu = kMu;
   ASSERT_TRUE((*plain)->Train(DataView::All(train), t, 1).ok());
   ASSERT_TRUE((*prox)->Train(DataView::All(train), t, 1, nullptr, objective).ok());
-  const ModelState a = (*plain)->GetState(), b = (*prox)->GetState();
   double largest_shift = 0;
-  for (size_t k = 0; k < a.size(); ++k) {
-    for (int64_t i = 0; i < a.tensors()[k].num_elements(); ++i) {
-      const double moved = w1.tensors()[k].floats()[i] - w0.tensors()[k].floats()[i];
-      const double expected = -t.learning_rate * kMu * moved;
-      EXPECT_NEAR(b.tensors()[k].floats()[i] - a.tensors()[k].floats()[i], expected, 1e-6)
-          << a.tensors()[k].name() << "[" << i << "]";
-      largest_shift = std::max(largest_shift, std::abs(expected));
-    }
+  for (double shift : ExpectProximalShift(w0, w1, (*plain)->GetState(), (*prox)->GetState(),
+                                          t.learning_rate, kMu)) {
+    largest_shift = std::max(largest_shift, std::abs(shift));
   }
   EXPECT_GT(largest_shift, 1e-3);  // the check is not vacuous
 }
@@ -390,7 +403,9 @@ TEST(ModelTest, ProximalTermIsAddedAfterDpSgdsNoise) {
     objective.proximal_mu = mu;
     auto stats = (*model)->Train(DataView::All(data), config, 0, &dp, objective);
     EXPECT_TRUE(stats.ok()) << stats.status();
-    if (stats.ok()) EXPECT_EQ(stats->steps, epochs);
+    if (stats.ok()) {
+      EXPECT_EQ(stats->steps, epochs);
+    }
     return (*model)->GetState();
   };
   const ModelState w0 = (*Model::Create(Spec(ModelKind::kMlp), 2))->GetState();
@@ -398,14 +413,8 @@ TEST(ModelTest, ProximalTermIsAddedAfterDpSgdsNoise) {
   const ModelState plain = train(2, 0);
   const ModelState prox = train(2, kMu);
   double shift2 = 0;
-  for (size_t k = 0; k < plain.size(); ++k) {
-    for (int64_t i = 0; i < plain.tensors()[k].num_elements(); ++i) {
-      const double moved = w1.tensors()[k].floats()[i] - w0.tensors()[k].floats()[i];
-      const double expected = -t.learning_rate * kMu * moved;
-      EXPECT_NEAR(prox.tensors()[k].floats()[i] - plain.tensors()[k].floats()[i], expected, 1e-6)
-          << plain.tensors()[k].name() << "[" << i << "]";
-      shift2 += expected * expected;
-    }
+  for (double shift : ExpectProximalShift(w0, w1, plain, prox, t.learning_rate, kMu)) {
+    shift2 += shift * shift;
   }
   EXPECT_GT(std::sqrt(shift2), 10 * kClip);  // the term was not clipped
 }
