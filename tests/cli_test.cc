@@ -72,6 +72,82 @@ std::map<std::string, std::map<int, double>> RunMetrics(const std::string& run_d
   return out;
 }
 
+// The release comes from CMake's project(VERSION), and the job file
+// reference is the table the parser reads (docs/job-reference.md).
+TEST(CliTest, VersionIsTheProjectsAndValidatePrintsTheJobReference) {
+  std::ifstream cmake(std::string(FEDSILO_TEST_SOURCE_DIR) + "/CMakeLists.txt");
+  std::stringstream text;
+  text << cmake.rdbuf();
+  std::smatch project;
+  const std::string cmake_text = text.str();
+  ASSERT_TRUE(std::regex_search(cmake_text, project,
+                                std::regex(R"(project\(fedsilo VERSION ([0-9.]+))")));
+  Output version = Fedsilo("--version");
+  EXPECT_EQ(version.status, 0) << version.err;
+  EXPECT_EQ(version.out, "fedsilo " + project[1].str() + "\n");
+
+  Output reference = Fedsilo("validate --reference");
+  ASSERT_EQ(reference.status, 0) << reference.err;
+  std::ifstream doc(std::string(FEDSILO_TEST_SOURCE_DIR) + "/docs/job-reference.md");
+  std::stringstream committed;
+  committed << doc.rdbuf();
+  EXPECT_EQ(reference.out, committed.str());
+  EXPECT_THAT(reference.out, HasSubstr("| `training.lr_decay` | number | `1` | (0, 1] | 2 |"));
+  Output neither = Fedsilo("validate");
+  EXPECT_EQ(neither.status, 2);
+  EXPECT_THAT(neither.err, HasSubstr("job (or --reference) is required"));
+  Output both = Fedsilo("validate " + Example("digits.yaml") + " --reference");
+  EXPECT_EQ(both.status, 2);
+  EXPECT_THAT(both.err, HasSubstr("excludes"));
+}
+
+// State written by fedsilo 0.2.0 -- tests/fixtures/state-0.2.0, made by
+//   fedsilo run examples/digits.yaml --workdir state --silo-policy policy.yaml
+//     --set training.rounds=2 --set federation.silos=2 --set training.momentum=0
+//     --set privacy.dp.mode=local --set privacy.dp.target_epsilon=3
+// (a run store, a run folder, two silos' privacy ledgers) -- is read by this
+// release, and a new run goes on from it. Keep it; add one for each release
+// whose formats change.
+TEST(CliTest, StateMadeByRelease020IsReadAndANewRunGoesOnFromIt) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("state_0_2_0");
+  fs::copy(SourceDir() + "/tests/fixtures/state-0.2.0", dir, fs::copy_options::recursive);
+  const std::string run_id = "digits-20261205-090016-92e3";
+  const std::string workdir = " --workdir " + dir;
+
+  Output list = Fedsilo("runs list --json" + workdir);
+  ASSERT_EQ(list.status, 0) << list.err;
+  const nlohmann::json runs = nlohmann::json::parse(list.out);
+  ASSERT_EQ(runs.size(), 1u) << list.out;
+  EXPECT_EQ(runs[0]["run_id"], run_id);
+  EXPECT_EQ(runs[0]["state"], "done");
+  EXPECT_EQ(runs[0]["rounds_completed"], 2);
+  EXPECT_DOUBLE_EQ(runs[0]["final_metrics"]["global/test_accuracy"].get<double>(),
+                   0.4958217270194986);
+  Output show = Fedsilo("runs show " + run_id + " --json" + workdir);
+  ASSERT_EQ(show.status, 0) << show.err;
+  EXPECT_THAT(show.out, HasSubstr("round 2/2 done"));
+
+  Output again = Fedsilo("run " + Example("digits.yaml") + workdir + " --silo-policy " + dir +
+                         "/policy.yaml --quiet --set training.rounds=2 --set federation.silos=2 "
+                         "--set training.momentum=0 --set privacy.dp.mode=local "
+                         "--set privacy.dp.target_epsilon=3");
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(Fedsilo("runs list --json" + workdir).out).size(), 2u);
+  for (const char* silo : {"silo-1", "silo-2"}) {
+    const std::string ledger_path = std::string("/silos/") + silo + "/privacy-ledger.json";
+    std::ifstream before_file(SourceDir() + "/tests/fixtures/state-0.2.0" + ledger_path);
+    const nlohmann::json before = nlohmann::json::parse(before_file);
+    std::ifstream after_file(dir + ledger_path);
+    const nlohmann::json after = nlohmann::json::parse(after_file);
+    ASSERT_EQ(before["entries"].size(), 1u) << silo;
+    ASSERT_EQ(after["entries"].size(), 2u) << silo;  // the release's entry, and the new one
+    EXPECT_EQ(after["entries"][0]["run_id"], run_id) << silo;
+    EXPECT_EQ(after["entries"][0]["epsilon"], before["entries"][0]["epsilon"]) << silo;
+    EXPECT_NE(after["entries"][1]["run_id"], run_id) << silo;
+  }
+}
+
 // The command line's parsing: each mistake is named (the word, the command,
 // the nearest right spelling) with exit status 2, before anything runs.
 TEST(CliTest, CommandLineMistakesAreNamedWithExitStatus2) {
@@ -166,7 +242,7 @@ TEST(CliTest, DigitsJobLearnsAndWritesItsRunDirectory) {
   }
 }
 
-// A run prints one line per round (README "Running a job"):
+// A run prints one line per round (docs/running-jobs.md):
 //   round  7/20  loss 0.1747  accuracy 0.9415  silos 5/5  0.0s  elapsed 0.1s  eta 0.2s
 // the round right-aligned to the total's width, the loss and accuracy those of
 // the global model the run recorded for that round.
@@ -567,7 +643,7 @@ TEST(CliTest, SealExistingEncryptsAFolderStartedWithoutKeysStoreIncluded) {
 }
 
 // Every strategy runs on the small examples with its default settings and
-// learns (MNIST examples: README "Strategies").
+// learns (MNIST examples: docs/strategies.md).
 TEST(CliTest, EveryStrategyRunsOnTheExamplesWithItsDefaults) {
   REQUIRE_DATA();
   const std::string dir = Workdir("strategies");
@@ -701,12 +777,12 @@ std::string YamlAt(const YAML::Node& node, const std::string& path) {
 }
 
 // `fedsilo validate JOB --print` shows the resolved job: every key of the
-// README's job file reference that applies to the job, each default filled
-// in, and it reads back as the same job.
+// job file reference (docs/job-reference.md) that applies to the job, each
+// default filled in, and it reads back as the same job.
 TEST(CliTest, ValidatePrintShowsEveryResolvedKeyWithItsDefault) {
   const std::string dir = Workdir("validate_print");
   std::ofstream(dir + "/minimal.yaml") << "data: {dataset: digits}\nfederation: {silos: 7}\n";
-  // The defaults of README.md "Job file reference", as the job states them.
+  // The defaults of docs/job-reference.md, as the job states them.
   const std::vector<std::pair<std::string, std::string>> defaults = {
       {"name", "minimal"},  // the file name without .yaml
       {"experiment", "default"},
@@ -725,6 +801,7 @@ TEST(CliTest, ValidatePrintShowsEveryResolvedKeyWithItsDefault) {
       {"training.learning_rate", "0.01"},
       {"training.momentum", "0"},
       {"training.weight_decay", "0"},
+      {"training.lr_decay", "1"},
       {"federation.silos", "[silo-1, silo-2, silo-3, silo-4, silo-5, silo-6, silo-7]"},
       {"federation.fraction", "1"},
       {"federation.min_silos", "1"},
@@ -1195,7 +1272,7 @@ TEST(CliTest, TorchScriptModelMustFitTheData) {
   EXPECT_THAT(wrong.err, HasSubstr("digits_net.pt: forward() fails on a batch of shape [2, 30]"));
 }
 
-// Secure aggregation and central DP work with a TorchScript model (README
+// Secure aggregation and central DP work with a TorchScript model (docs/models.md,
 // "Your own model: TorchScript"): its parameters and buffers go through the
 // masked sum, or are clipped and noised, and the model learns.
 TEST(CliTest, SecureAggregationAndCentralDpWorkWithATorchScriptModel) {

@@ -6,10 +6,16 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "core/job_config.h"
+#include "core/job_schema.h"
+#include "core/mutex.h"
+#include "core/version.h"
 #include "core/model_state.h"
+#include "core/model_state_file.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
 #include "secure/revocation.h"
@@ -526,6 +532,198 @@ TEST(FederationLinkTest, ASiloGivesUpAfterThreeIdenticalCertificateRefusalsButNo
   EXPECT_FALSE(returned.load());
   patient.Stop();
   runner.join();
+}
+
+// Silos upgrade on their own schedules. A silo that reads only job schema 1
+// (what fedsilo 0.1 reads) runs jobs that leave the newer keys at their
+// defaults -- and reads them strictly as schema 1, so a newer key sent to it
+// would fail the task -- and is refused, by name, a job that needs one.
+TEST(FederationLinkTest, AnOlderSiloRunsTheJobsItCanReadAndIsRefusedOneThatNeedsANewerKey) {
+  const std::string kits = Provision("older", std::chrono::system_clock::now());
+  Endpoint endpoint(kits);
+  class Recorder : public transport::SiloHandler {
+   public:
+    StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+      lr_decay = r.job->training.lr_decay;
+      transport::FitReply out;
+      out.update = *r.global;
+      out.num_examples = 3;
+      return out;
+    }
+    std::atomic<double> lr_decay{0};
+  } recorder;
+  ModelState global;
+  ASSERT_TRUE(global.Add(Tensor::FromFloats("w", {4}, {1, 2, 3, 4})).ok());
+  JobConfig plain;
+  plain.data.dataset = "digits";
+  plain.federation.silos = {"hospital-a"};
+  JobConfig decaying = plain;
+  decaying.training.lr_decay = 0.9;
+
+  const auto run_silo = [&](std::vector<int> job_schemas, const std::function<void()>& body) {
+    transport::SiloClientOptions options;
+    options.target = endpoint.target();
+    options.datasets = {"digits"};
+    options.heartbeat_interval = 100ms;
+    options.initial_backoff = 100ms;
+    options.job_schemas = std::move(job_schemas);
+    transport::SiloClient silo(transport::MakeChannelCredentials(Files(kits + "/hospital-a")),
+                               options, &recorder);
+    std::thread runner([&] { silo.Run().IgnoreError(); });
+    body();
+    silo.Stop();
+    runner.join();
+  };
+  // Fit until the session of the silo just started is the one registered.
+  const auto fit = [&](const JobConfig& job, int round) {
+    StatusOr<transport::FitReply> reply = absl::UnknownError("not yet");
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      reply = endpoint.service.Fit("hospital-a", {"run", round, 7, &job, &global}, 60s);
+      if (!absl::IsUnavailable(reply.status()) && !absl::IsNotFound(reply.status())) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    // The update is taken, as a round takes it: the session is free again.
+    if (reply.ok()) {
+      StatusOr<ModelState> update = reply->source->Fetch();
+      EXPECT_TRUE(update.ok()) << update.status();
+    }
+    return reply;
+  };
+
+  run_silo({1}, [&] {
+    StatusOr<transport::FitReply> ran = fit(plain, 1);
+    ASSERT_TRUE(ran.ok()) << ran.status();
+    EXPECT_EQ(recorder.lr_decay.load(), 1.0);
+    StatusOr<transport::FitReply> refused = fit(decaying, 2);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(refused.status().message()),
+                HasSubstr(absl::StrCat("silo 'hospital-a' runs ", FedsiloRelease(),
+                                       ", which reads job schema 1; this job sets "
+                                       "training.lr_decay, which needs job schema 2: upgrade "
+                                       "silo 'hospital-a' to fedsilo ",
+                                       FirstReleaseReading(2), " or later")));
+    // The refusal costs the silo nothing: its session takes the next task.
+    StatusOr<transport::FitReply> again = fit(plain, 3);
+    EXPECT_TRUE(again.ok()) << again.status();
+  });
+  ASSERT_TRUE(WaitFor([&] { return endpoint.service.ConnectedSilos().empty(); }));
+  // Upgraded, the same silo runs the job.
+  run_silo({}, [&] {
+    ASSERT_TRUE(WaitFor([&] { return endpoint.service.ConnectedSilos().size() == 1; }));
+    StatusOr<transport::FitReply> ran = fit(decaying, 4);
+    ASSERT_TRUE(ran.ok()) << ran.status();
+    EXPECT_EQ(recorder.lr_decay.load(), 0.9);
+  });
+}
+
+// An orchestrator of another release, played by hand: it sends each silo
+// that connects one task of `job_yaml` marked with `job_schema`, and keeps
+// how the silo answered.
+class OtherReleaseOrchestrator : public fedsilo::v1::Orchestrator::Service {
+ public:
+  OtherReleaseOrchestrator(std::string job_yaml, uint32_t job_schema)
+      : job_yaml_(std::move(job_yaml)), job_schema_(job_schema) {}
+
+  grpc::Status Connect(grpc::ServerContext*,
+                       grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage,
+                                                fedsilo::v1::SiloMessage>* stream) override {
+    fedsilo::v1::SiloMessage m;
+    if (!stream->Read(&m) || !m.has_hello()) return grpc::Status::OK;
+    fedsilo::v1::OrchestratorMessage task;
+    fedsilo::v1::TaskHeader* t = task.mutable_task();
+    t->set_job_id("job-1");
+    t->set_round(1);
+    t->set_nonce("nonce");
+    t->set_job_yaml(job_yaml_);
+    t->set_job_schema(job_schema_);  // 0: not set, as fedsilo 0.1 sent it
+    ModelState global;
+    global.Add(Tensor::FromFloats("w", {2}, {1, 2})).IgnoreError();
+    const std::string model = SerializeModelState(global);
+    t->set_model_bytes(model.size());
+    fedsilo::v1::OrchestratorMessage chunk;
+    chunk.mutable_chunk()->set_data(model);
+    chunk.mutable_chunk()->set_last(true);
+    if (!stream->Write(task) || !stream->Write(chunk)) return grpc::Status::OK;
+    while (stream->Read(&m)) {
+      if (m.has_failed() || m.has_result()) {
+        MutexLock lock(&mu_);
+        if (answer_.empty()) answer_ = m.has_failed() ? m.failed().reason() : "result";
+        return grpc::Status::OK;
+      }
+    }
+    return grpc::Status::OK;
+  }
+  // "result", a TaskFailed's reason, or "" before the silo answered.
+  std::string Answer() {
+    MutexLock lock(&mu_);
+    return answer_;
+  }
+
+ private:
+  const std::string job_yaml_;
+  const uint32_t job_schema_;
+  Mutex mu_;
+  std::string answer_ ABSL_GUARDED_BY(mu_);
+};
+
+// How a silo of this release answers one task from `orchestrator`; whether
+// its handler was asked to train.
+std::pair<std::string, bool> AnswerOf(OtherReleaseOrchestrator& orchestrator,
+                                      const std::string& kits) {
+  auto server = transport::GrpcServer::Start(
+      "127.0.0.1:0", transport::MakeServerCredentials(Files(kits + "/orchestrator")),
+      {&orchestrator});
+  EXPECT_TRUE(server.ok()) << server.status();
+  if (!server.ok()) return {"", false};
+  class Handler : public transport::SiloHandler {
+   public:
+    StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+      called = true;
+      transport::FitReply out;
+      out.update = *r.global;
+      out.num_examples = 1;
+      return out;
+    }
+    std::atomic<bool> called{false};
+  } handler;
+  transport::SiloClientOptions options;
+  options.target = "localhost:" + std::to_string((*server)->port());
+  options.datasets = {"digits"};
+  options.initial_backoff = 100ms;
+  transport::SiloClient silo(transport::MakeChannelCredentials(Files(kits + "/hospital-a")),
+                             options, &handler);
+  std::thread runner([&] { silo.Run().IgnoreError(); });
+  WaitFor([&] { return !orchestrator.Answer().empty(); });
+  silo.Stop();
+  runner.join();
+  return {orchestrator.Answer(), handler.called.load()};
+}
+
+// A silo told a job is in a schema it does not read (an orchestrator of a
+// later release that ignored its hello) refuses the task and says why. One
+// from fedsilo 0.1, which marks no schema, is read as schema 1: strictly.
+TEST(FederationLinkTest, ASiloReadsATaskInTheJobSchemaItIsMarkedWithOrRefusesIt) {
+  const std::string kits = Provision("other_release", std::chrono::system_clock::now());
+  const std::string job = "data: {dataset: digits}\nfederation: {silos: [hospital-a]}\n";
+
+  OtherReleaseOrchestrator later(job, kJobSchemaVersion + 1);
+  const auto [refused, trained_refused] = AnswerOf(later, kits);
+  EXPECT_EQ(refused,
+            absl::StrCat("the job is written in job schema ", kJobSchemaVersion + 1,
+                         ", and this silo (", FedsiloRelease(), ") reads job schema 1, 2: "
+                         "upgrade the silo"));
+  EXPECT_FALSE(trained_refused);
+
+  OtherReleaseOrchestrator past(job, 0);
+  const auto [ran, trained] = AnswerOf(past, kits);
+  EXPECT_EQ(ran, "result");
+  EXPECT_TRUE(trained);
+
+  OtherReleaseOrchestrator past_with_new_key(job + "training: {lr_decay: 0.5}\n", 0);
+  const auto [unknown, trained_unknown] = AnswerOf(past_with_new_key, kits);
+  EXPECT_THAT(unknown, HasSubstr("unknown key 'training.lr_decay'"));
+  EXPECT_FALSE(trained_unknown);
 }
 
 }  // namespace

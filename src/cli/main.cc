@@ -27,6 +27,8 @@
 #include "cli/user_commands.h"
 #include "core/allocator.h"
 #include "core/job_config.h"
+#include "core/job_schema.h"
+#include "core/version.h"
 #include "core/status.h"
 #include "core/unix_time.h"
 #include "ml/sandbox.h"
@@ -222,7 +224,7 @@ int Main(int argc, char** argv) {
   transport::RouteGrpcLogs(/*peer_addresses=*/false);  // servers turn them on
 
   CLI::App app{"fedsilo: federated learning across data silos"};
-  app.set_version_flag("--version", "fedsilo 0.1.0");
+  app.set_version_flag("--version", FedsiloRelease());
   app.require_subcommand(1);
 
   std::string job_path;
@@ -361,13 +363,23 @@ int Main(int argc, char** argv) {
   download->add_option("job_id", job_id, "Job id")->required();
   download->add_option("--out,-o", download_out, "Output file (default: <job_id>.fsm)");
 
-  bool print_resolved = false;
+  bool print_resolved = false, print_reference = false;
   CLI::App* validate =
       app.add_subcommand("validate", "Check a job file and report the first error");
-  validate->add_option("job", job_path, "Job file (YAML)")->required();
+  CLI::Option* validate_job = validate->add_option("job", job_path, "Job file (YAML)");
   validate->add_option("--set", sets, "Override a job key, as for `run`");
   validate->add_flag("--print", print_resolved,
                      "Print the resolved job (every key, defaults filled in)");
+  validate
+      ->add_flag("--reference", print_reference,
+                 "Print every job key, its type, default, range and meaning (Markdown: "
+                 "docs/job-reference.md)")
+      ->excludes(validate_job);
+  validate->callback([&] {
+    if (!print_reference && validate_job->count() == 0) {
+      throw CLI::RequiredError("job (or --reference)");
+    }
+  });
 
   std::string federation_path, kits_dir = "kits", participant;
   int days = 365;
@@ -722,6 +734,10 @@ int Main(int argc, char** argv) {
                      : *add_user ? secure::ParticipantKind::kUser
                                  : secure::ParticipantKind::kOrchestrator);
 
+  if (*validate && print_reference) {
+    std::printf("%s", JobReferenceMarkdown().c_str());
+    return kExitOk;
+  }
   StatusOr<JobConfig> job = LoadJob(job_path, sets);
   if (!job.ok()) return ReportError(job.status());
 

@@ -1,6 +1,7 @@
 // JobConfig: a federated training job as written in a job YAML file, after
-// defaults are filled in and every value is checked. See README "Job file
-// reference" for every key, its type, default and range.
+// defaults are filled in and every value is checked. Every key, its type,
+// default and range is in one table (core/job_schema.h), and from it in
+// docs/job-reference.md.
 #ifndef FEDSILO_CORE_JOB_CONFIG_H_
 #define FEDSILO_CORE_JOB_CONFIG_H_
 
@@ -117,7 +118,12 @@ struct TrainingConfig {
   double learning_rate = 0.01;
   double momentum = 0.0;
   double weight_decay = 0.0;
+  // Round r (from 1) trains with learning_rate x lr_decay^(r - 1).
+  double lr_decay = 1.0;
 };
+
+// The learning rate of `round` (from 1).
+double RoundLearningRate(const TrainingConfig& training, int round);
 
 struct FederationConfig {
   std::vector<std::string> silos;  // names; `silos: 5` means silo-1 ... silo-5
@@ -131,7 +137,7 @@ struct FederationConfig {
   int round_retries = 2;
 };
 
-// Aggregation strategies; see README "Strategies" for each one's keys.
+// Aggregation strategies; see docs/strategies.md for each one's keys.
 inline constexpr absl::string_view kStrategyNames[] = {
     "fedavg",     "fedavgm", "fedprox",      "scaffold", "fedadam",   "fedyogi",
     "fedadagrad", "median",  "trimmed_mean", "krum",     "multi_krum"};

@@ -328,7 +328,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
 
-// Every default of the README's job table, as a job file gets it.
+// Every default of the job file reference (docs/job-reference.md), as a job
+// file gets it.
 TEST(JobConfigTest, EveryDocumentedDefault) {
   const std::string dir = ::testing::TempDir() + "/job_config_defaults";
   std::filesystem::create_directories(dir);
@@ -353,6 +354,7 @@ TEST(JobConfigTest, EveryDocumentedDefault) {
   EXPECT_DOUBLE_EQ(c->training.learning_rate, 0.01);
   EXPECT_DOUBLE_EQ(c->training.momentum, 0.0);
   EXPECT_DOUBLE_EQ(c->training.weight_decay, 0.0);
+  EXPECT_DOUBLE_EQ(c->training.lr_decay, 1.0);
   EXPECT_DOUBLE_EQ(c->federation.fraction, 1.0);
   EXPECT_EQ(c->federation.min_silos, 1);
   EXPECT_EQ(c->federation.wait_for_silos, 120);
@@ -402,7 +404,7 @@ TEST(JobConfigTest, EveryDocumentedDefault) {
   EXPECT_EQ(three->strategy.byzantine, 0);
 }
 
-// A key of the README's job table, a value outside its "allowed" column, and
+// A key of the job file reference, a value outside its "allowed" column, and
 // the range the error must name.
 struct RangeCase {
   const char* key;  // dotted path

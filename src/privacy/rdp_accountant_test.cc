@@ -10,7 +10,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Relative agreement with a published value, to the fraction README.md
+// Relative agreement with a published value, to the fraction docs/privacy.md
 // states for that reference.
 void ExpectWithin(double fraction, double actual, double published) {
   EXPECT_LE(std::abs(actual - published), fraction * std::abs(published))
@@ -43,7 +43,7 @@ TEST(RdpAccountantTest, MatchesTensorFlowPrivacyTutorialTable) {
     const int64_t steps = static_cast<int64_t>(std::ceil(c.epochs * 60000.0 / 256));
     auto spent = ComputeEpsilon(256.0 / 60000, c.sigma, steps, 1e-5, Conversion::kMironov2017);
     ASSERT_TRUE(spent.ok()) << spent.status();
-    ExpectWithin(0.002, spent->epsilon, c.published);  // README: within 0.2 %
+    ExpectWithin(0.002, spent->epsilon, c.published);  // docs/privacy.md: within 0.2 %
     // The current conversion is never looser.
     auto balle = ComputeEpsilon(256.0 / 60000, c.sigma, steps, 1e-5);
     EXPECT_LT(balle->epsilon, spent->epsilon);
@@ -58,7 +58,7 @@ TEST(RdpAccountantTest, MatchesTensorFlowPrivacyTutorialTable) {
 TEST(RdpAccountantTest, NoiseMultiplierMatchesOpacus) {
   auto sigma = ComputeNoiseMultiplier(8, 0.04, 2250, 1e-5);
   ASSERT_TRUE(sigma.ok()) << sigma.status();
-  ExpectWithin(0.007, *sigma, 1.425307617);  // README: within 0.7 %
+  ExpectWithin(0.007, *sigma, 1.425307617);  // docs/privacy.md: within 0.7 %
   auto spent = ComputeEpsilon(0.04, *sigma, 2250, 1e-5);
   EXPECT_LE(spent->epsilon, 8.0);
   EXPECT_GE(spent->epsilon, 8.0 - 0.01);

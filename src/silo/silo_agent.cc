@@ -196,6 +196,8 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   transport::FitReply reply;
   int64_t steps = 0;
   double epsilon = 0;
+  TrainingConfig training = job.training;
+  training.learning_rate = RoundLearningRate(job.training, request.round);
   {
     std::optional<ml::DpSgdOptions> dp;
     if (dp_) {
@@ -230,7 +232,7 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     }
     FEDSILO_ASSIGN_OR_RETURN(
         ml::TrainStats stats,
-        model_->Train(data_.train, job.training, request.seed, dp ? &*dp : nullptr, objective));
+        model_->Train(data_.train, training, request.seed, dp ? &*dp : nullptr, objective));
     reply.num_examples = stats.examples;
     steps = stats.steps;
     if (dp) {
@@ -262,7 +264,7 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     // Option II of the paper: c_i+ = c_i - c + (x - y_i) / (K lr), and the
     // orchestrator gets Δc_i = c_i+ - c_i = -c - update / (K lr). With SGD
     // momentum m a step goes lr / (1 - m) in the long run: that is the lr here.
-    const double step = job.training.learning_rate / (1.0 - job.training.momentum);
+    const double step = training.learning_rate / (1.0 - training.momentum);
     const float inverse =
         static_cast<float>(-1.0 / (static_cast<double>(std::max<int64_t>(steps, 1)) * step));
     ModelState delta_c = server_control;

@@ -374,7 +374,7 @@ TEST(SiloAgentTest, ScaffoldReturnsAndKeepsItsControlVariate) {
 }
 
 // With SGD momentum m a local step moves lr / (1 - m) in the long run, and
-// that is the step Δc divides by (README: "a local step counts as lr / (1 - m)").
+// that is the step Δc divides by (docs/strategies.md: "a local step counts as lr / (1 - m)").
 TEST(SiloAgentTest, ScaffoldCountsAMomentumStepAsLrOverOneMinusM) {
   auto data = Data();
   JobConfig job = Job();
@@ -403,6 +403,36 @@ TEST(SiloAgentTest, ScaffoldCountsAMomentumStepAsLrOverOneMinusM) {
     }
   }
   EXPECT_GT(largest_difference_from_plain_lr, 1e-3);  // the two formulas are told apart
+}
+
+// training.lr_decay: round r trains with learning_rate x lr_decay^(r - 1).
+TEST(SiloAgentTest, LaterRoundsTrainWithTheDecayedLearningRate) {
+  auto data = Data();
+  auto model = ml::Model::Create({Job().model, {3}, 3}, 5);
+  ASSERT_TRUE(model.ok());
+  const ModelState global = (*model)->GetState();
+  const auto update = [&](double learning_rate, double decay, int round) {
+    JobConfig job = Job();
+    job.training.learning_rate = learning_rate;
+    job.training.lr_decay = decay;
+    SiloAgent agent("a", Split(data), nullptr);
+    StatusOr<transport::FitReply> reply = agent.Fit({"run", round, 42, &job, &global});
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    return reply.ok() ? reply->update : ModelState();
+  };
+  const auto same = [](const ModelState& a, const ModelState& b) {
+    for (size_t t = 0; t < a.size(); ++t) {
+      if (!std::equal(a.tensors()[t].floats().begin(), a.tensors()[t].floats().end(),
+                      b.tensors()[t].floats().begin())) {
+        return false;
+      }
+    }
+    return a.size() == b.size() && a.size() > 0;
+  };
+  const ModelState decayed = update(0.1, 0.5, 3);
+  EXPECT_TRUE(same(decayed, update(0.025, 1.0, 3)));  // 0.1 x 0.5^2
+  EXPECT_FALSE(same(decayed, update(0.1, 1.0, 3)));
+  EXPECT_TRUE(same(update(0.1, 0.5, 1), update(0.1, 1.0, 1)));  // round 1 keeps the rate
 }
 
 // Its c_i says how this silo's data pulls the model: kept sealed like the

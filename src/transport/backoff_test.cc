@@ -14,7 +14,7 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// SiloClientOptions' defaults, which the README documents (0.5 s doubling to
+// SiloClientOptions' defaults, which docs/operations.md documents (0.5 s doubling to
 // 10 s); ReconnectBackoffTest.TheDefaultsAreTheDocumentedOnes pins them.
 const milliseconds kInitial = SiloClientOptions{}.initial_backoff;
 const milliseconds kMax = SiloClientOptions{}.max_backoff;
@@ -26,7 +26,7 @@ std::vector<int64_t> Waits(ReconnectBackoff& backoff, int n) {
 }
 
 TEST(ReconnectBackoffTest, TheDefaultsAreTheDocumentedOnes) {
-  // README: silos heartbeat every 5 s and reconnect after 0.5 s doubling to 10 s.
+  // docs/operations.md: silos heartbeat every 5 s and reconnect after 0.5 s doubling to 10 s.
   const SiloClientOptions options;
   EXPECT_EQ(options.heartbeat_interval, milliseconds(5000));
   EXPECT_EQ(options.initial_backoff, milliseconds(500));

@@ -72,8 +72,8 @@ TEST(ForEachChunkTest, ChunkCountsAndSizesAtChunkBoundaries) {
 }
 
 TEST(ForEachChunkTest, NoChunkIsLargerThanKChunkBytes) {
-  // The README's number: models are streamed in chunks of at most 1 MiB.
-  static_assert(kChunkBytes == 1u << 20, "README.md documents 1 MiB chunks");
+  // The documented number (docs/operations.md): models are streamed in chunks of at most 1 MiB.
+  static_assert(kChunkBytes == 1u << 20, "docs/operations.md documents 1 MiB chunks");
   EXPECT_EQ(kChunkBytes, size_t{1} << 20);
   for (size_t n : {size_t{0}, kChunkBytes / 3, kChunkBytes, 5 * kChunkBytes / 2}) {
     for (const fedsilo::v1::Chunk& c : ChunksOf(Payload(n))) {

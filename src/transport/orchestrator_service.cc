@@ -11,10 +11,12 @@
 #include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "core/mutex.h"
+#include "core/version.h"
 #include "transport/chunks.h"
 #include "secure/audit_log.h"
 #include "transport/grpc_logging.h"
 #include "transport/tls.h"
+#include "transport/versions.h"
 
 namespace fedsilo::transport {
 
@@ -28,6 +30,8 @@ struct OrchestratorService::Session {
   std::string silo;
   secure::PeerIdentity peer;  // from its certificate, checked again before each task
   uint64_t id = 0;
+  std::string release;  // what its hello says it runs
+  Agreement versions;   // agreed from its hello; set before the session is shared
   Stream* stream = nullptr;
   Mutex write_mu;
   // False once Connect() is about to return and `stream` goes away.
@@ -340,7 +344,17 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   task->set_kind(request.task == TaskKind::kStatistics ? fedsilo::v1::TASK_KIND_STATISTICS
                  : request.task == TaskKind::kEvaluate ? fedsilo::v1::TASK_KIND_EVALUATE
                                                        : fedsilo::v1::TASK_KIND_FIT);
-  task->set_job_yaml(JobConfigToYaml(*request.job));
+  // In the job schema the silo reads; a job it cannot read fails this silo's
+  // task, naming what to upgrade.
+  StatusOr<std::string> job_yaml =
+      JobForSilo(*request.job, silo, session->release, session->versions.job_schema);
+  if (!job_yaml.ok()) {
+    MutexLock lock(&session->mu);
+    session->busy = false;
+    return job_yaml.status();
+  }
+  task->set_job_yaml(*std::move(job_yaml));
+  task->set_job_schema(session->versions.job_schema);
   task->set_model_bytes(model.size());
   bool sent;
   {
@@ -430,7 +444,7 @@ grpc::Status OrchestratorService::WhoAmI(grpc::ServerContext* context,
   reply->set_kind(std::string(secure::ParticipantKindName(peer->kind)));
   reply->set_federation(peer->federation);
   reply->set_not_after_unix(std::chrono::system_clock::to_time_t(peer->not_after));
-  reply->set_server_version("fedsilo 0.1.0");
+  reply->set_server_version(FedsiloRelease());
   return grpc::Status::OK;
 }
 
@@ -451,7 +465,18 @@ grpc::Status OrchestratorService::Connect(
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "the first message on Connect must be SiloHello");
   }
+  // Versions: the newest both ends know, or no session.
+  StatusOr<PeerVersions> versions = VersionsOf(message.hello());
+  StatusOr<Agreement> agreed =
+      versions.ok() ? Negotiate(silo, *versions) : StatusOr<Agreement>(versions.status());
+  if (!agreed.ok()) {
+    spdlog::warn("refused silo '{}' from {}: {}", silo, address,
+                 std::string(agreed.status().message()));
+    return ToGrpcStatus(agreed.status());
+  }
   auto session = std::make_shared<Session>();
+  session->release = versions->release;
+  session->versions = *agreed;
   session->bytes_sent = &bytes_sent_;
   session->silo = silo;
   session->peer = *peer;
@@ -469,8 +494,9 @@ grpc::Status OrchestratorService::Connect(
   if (replaced != nullptr) Deliver(*replaced, absl::UnavailableError("the silo reconnected"));
   const std::vector<std::string> datasets(message.hello().datasets().begin(),
                                           message.hello().datasets().end());
+  spdlog::info("silo '{}' connected from {} (session {}; {}, protocol {}, job schema {})", silo,
+               address, session->id, session->release, agreed->protocol, agreed->job_schema);
   listener_->OnConnected(silo, session->id, datasets);
-  spdlog::info("silo '{}' connected from {} (session {})", silo, address, session->id);
 
   Status why;
   double head_allowance = 20;  // audit log heads this stream may still send now

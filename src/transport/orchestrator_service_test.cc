@@ -5,6 +5,8 @@
 #include "transport/orchestrator_service.h"
 
 #include <gmock/gmock.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -18,19 +20,24 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/job_config.h"
+#include "core/job_schema.h"
 #include "core/model_state.h"
 #include "core/model_state_file.h"
 #include "core/mutex.h"
+#include "core/version.h"
 #include "secure/provisioner.h"
 #include "transport/chunks.h"
 #include "transport/tls.h"
+#include "transport/versions.h"
 
 namespace fedsilo::transport {
 namespace {
 
 using secure::ParticipantKind;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -353,6 +360,58 @@ TEST_F(OrchestratorServiceTest,
   // No session was ever opened (Connect returns before registering one).
   EXPECT_TRUE(listener_.connected().empty());
   EXPECT_TRUE(service_->ConnectedSilos().empty());
+}
+
+// A silo of a release with no protocol in common is refused at its hello,
+// naming both releases; one of fedsilo 0.1 (a hello without versions) gets
+// its jobs in job schema 1, and a job that needs more is refused for it.
+TEST_F(OrchestratorServiceTest, VersionsAreAgreedAtTheHelloOrTheSiloIsRefusedNamingBoth) {
+  auto log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+  spdlog::default_logger()->sinks().push_back(log);
+  struct Unhook {
+    ~Unhook() { spdlog::default_logger()->sinks().pop_back(); }
+  } unhook;
+  const auto logged = [&] {
+    std::string all;
+    for (const std::string& line : log->last_formatted()) all += line;
+    return all;
+  };
+  auto future = Unregistered("hospital-a");
+  fedsilo::v1::SiloMessage hello;
+  hello.mutable_hello()->add_datasets("digits");
+  hello.mutable_hello()->set_version("fedsilo 9.0.0");
+  hello.mutable_hello()->set_protocol_min(kProtocolVersion + 1);
+  hello.mutable_hello()->set_protocol_max(kProtocolVersion + 2);
+  ASSERT_TRUE(future->Send(hello));
+  const Status refused = future->Finish();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.message()),
+              HasSubstr(absl::StrCat("silo 'hospital-a' runs fedsilo 9.0.0, which speaks protocol ",
+                                     kProtocolVersion + 1, "–", kProtocolVersion + 2,
+                                     "; this orchestrator runs ", FedsiloRelease())));
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("upgrade the orchestrator"));
+  EXPECT_TRUE(listener_.connected().empty());
+  EXPECT_THAT(logged(), HasSubstr("refused silo 'hospital-a' from "));
+  EXPECT_THAT(logged(), HasSubstr("runs fedsilo 9.0.0, which speaks protocol"));
+
+  auto old = Connect("hospital-a");  // HandSilo's hello, as fedsilo 0.1 wrote it
+  // The log says what was agreed.
+  EXPECT_THAT(logged(), HasSubstr("; hand 0, protocol 1, job schema 1)"));
+  auto fit = StartFit("hospital-a", "run", 1);
+  fedsilo::v1::TaskHeader task;
+  ASSERT_TRUE(old->ReadTask(&task));
+  EXPECT_EQ(task.job_schema(), 1u);
+  EXPECT_THAT(task.job_yaml(), Not(HasSubstr("lr_decay")));
+  EXPECT_TRUE(ParseJobConfigOfSchema(task.job_yaml(), "task", 1).ok());
+  ASSERT_TRUE(old->Send(FailedFor(task.job_id(), task.round(), task.nonce(), "done")));
+  EXPECT_FALSE(fit.get().ok());
+  job_.training.lr_decay = 0.5;
+  StatusOr<FitReply> needs_more = StartFit("hospital-a", "run", 2).get();
+  ASSERT_FALSE(needs_more.ok());
+  EXPECT_EQ(needs_more.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(needs_more.status().message()),
+              HasSubstr("silo 'hospital-a' runs hand 0, which reads job schema 1; this job sets "
+                        "training.lr_decay"));
 }
 
 TEST_F(OrchestratorServiceTest, ASecondHelloOrAnEmptyMessageClosesTheStreamAsAProtocolBreak) {

@@ -2,17 +2,22 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/job_config.h"
+#include "core/job_schema.h"
 #include "core/model_state_file.h"
 #include "core/mutex.h"
 #include "core/unix_time.h"
+#include "core/version.h"
 #include "transport/backoff.h"
 #include "transport/chunks.h"
 #include "transport/tls.h"
+#include "transport/versions.h"
 
 namespace fedsilo::transport {
 namespace {
@@ -99,6 +104,8 @@ Status SiloClient::Run() {
     ConnectionDiagnosis why{ConnectionDiagnosis::Kind::kNetwork, std::string(last.message())};
     if (absl::IsPermissionDenied(last) || absl::IsUnauthenticated(last)) {
       why.kind = ConnectionDiagnosis::Kind::kCertificate;
+    } else if (absl::IsFailedPrecondition(last)) {
+      why.kind = ConnectionDiagnosis::Kind::kProtocol;  // the versions do not meet
     } else if (!opened && !last.ok() && options_.diagnose) {
       why = options_.diagnose();
       if (why.kind == ConnectionDiagnosis::Kind::kReachable)
@@ -142,9 +149,7 @@ Status SiloClient::RunSession() {
   }
   std::unique_ptr<fedsilo::v1::Orchestrator::Stub> stub = NewStub();
   auto stream = stub->Connect(&context);
-  fedsilo::v1::SiloMessage hello;
-  for (const std::string& d : options_.datasets) hello.mutable_hello()->add_datasets(d);
-  hello.mutable_hello()->set_version("fedsilo 0.1.0");
+  const fedsilo::v1::SiloMessage hello = MakeHello(options_.datasets, options_.job_schemas);
   Status result;
   if (stream->Write(hello)) {
     ++sessions_;
@@ -282,7 +287,18 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
     return write(TaskFailedMessage(task, why));
   };
   if (handler_ == nullptr) return fail(absl::UnimplementedError("this silo trains no models"));
-  StatusOr<JobConfig> job = ParseJobConfig(task.job_yaml(), absl::StrCat("job ", task.job_id()));
+  // Written by fedsilo 0.1 when unset; in a schema this silo said it reads
+  // otherwise, and read as such a reader would.
+  const int schema = task.job_schema() == 0 ? 1 : static_cast<int>(task.job_schema());
+  const std::vector<int> reads = options_.job_schemas.empty() ? OwnVersions().job_schemas
+                                                              : options_.job_schemas;
+  if (std::count(reads.begin(), reads.end(), schema) == 0) {
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "the job is written in job schema ", schema, ", and this silo (", FedsiloRelease(),
+        ") reads job schema ", absl::StrJoin(reads, ", "), ": upgrade the silo")));
+  }
+  StatusOr<JobConfig> job =
+      ParseJobConfigOfSchema(task.job_yaml(), absl::StrCat("job ", task.job_id()), schema);
   if (!job.ok()) return fail(job.status());
   StatusOr<ModelFile> global = ParseModelState(model_bytes, "model of task");
   std::string().swap(model_bytes);  // freed before training, not just emptied

@@ -49,6 +49,9 @@ struct SiloClientOptions {
   // (at the end of each job), false after each task (send one only if due).
   // Called on the session's reading thread.
   std::function<std::optional<fedsilo::v1::AuditHead>(bool requested)> audit_head;
+  // The job schemas this silo says it reads, ascending; empty: every one
+  // this build reads. (A test plays an older silo with {1}.)
+  std::vector<int> job_schemas;
 };
 
 class SiloClient {
