@@ -148,6 +148,37 @@ TEST(CliTest, StateMadeByRelease020IsReadAndANewRunGoesOnFromIt) {
   }
 }
 
+// Every command that reads or writes run or state files takes the key ring
+// the same way, before it does anything else: a ring that cannot be read
+// stops each one, naming it, with exit status 2 (the commands register their
+// needs with one registry, so none can skip it).
+TEST(CliTest, EveryCommandTakingAKeyRingInstallsItBeforeItRuns) {
+  const std::string dir = Workdir("every_ring");
+  const std::string ring = dir + "/missing/ring.yaml";
+  const std::vector<std::string> commands = {
+      "run " + Example("digits.yaml") + " --workdir " + dir,
+      "silo --kit " + dir + "/kit --datasets " + dir + "/datasets.yaml",
+      "silo --kit " + dir + "/kit ledger",
+      "orchestrator --kit " + dir + "/kit",
+      "export some-run --out " + dir + "/model.pt --workdir " + dir,
+      "predict some-run --data " + dir + "/rows.csv --workdir " + dir,
+      "ui --port 0 --workdir " + dir,
+      "runs list --workdir " + dir,
+      "runs show some-run --workdir " + dir,
+      "runs compare run-a run-b --workdir " + dir,
+      "runs export some-run --workdir " + dir,
+      "audit verify " + dir + "/audit.log",
+      "keys seal-existing " + dir,
+  };
+  for (const std::string& command : commands) {
+    Output out = Fedsilo(command + " --storage-keys " + ring);
+    EXPECT_EQ(out.status, 2) << command << ": " << out.err;
+    EXPECT_THAT(out.err, HasSubstr(ring + ": no such storage key ring")) << command;
+  }
+  // Nothing was written: the commands stopped before their work.
+  EXPECT_TRUE(fs::is_empty(dir));
+}
+
 // The command line's parsing: each mistake is named (the word, the command,
 // the nearest right spelling) with exit status 2, before anything runs.
 TEST(CliTest, CommandLineMistakesAreNamedWithExitStatus2) {
@@ -648,7 +679,8 @@ TEST(CliTest, EveryStrategyRunsOnTheExamplesWithItsDefaults) {
   REQUIRE_DATA();
   const std::string dir = Workdir("strategies");
   for (const char* example : {"digits.yaml", "breast-cancer.yaml"}) {
-    for (absl::string_view strategy : fedsilo::kStrategyNames) {
+    for (const fedsilo::StrategyTraits& traits : fedsilo::kStrategies) {
+      const absl::string_view strategy = traits.name;
       Output r =
           Fedsilo("run " + Example(example) + " --set strategy.name=" + std::string(strategy) +
                   " --quiet --json --workdir " + dir);

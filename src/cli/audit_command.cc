@@ -1,12 +1,15 @@
 #include "cli/audit_command.h"
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "cli/command.h"
 #include "core/file_util.h"
 #include "secure/audit_log.h"
 #include "secure/certificate_authority.h"
@@ -44,8 +47,8 @@ StatusOr<std::vector<secure::SignedAuditHead>> ReadSignedHeads(const std::string
     if (Status checked = secure::CheckAuditHead(head, *checker, secure::ParticipantKind::kSilo);
         !checked.ok()) {
       return absl::PermissionDeniedError(absl::StrCat(
-          source, ": this anchor's signature does not verify, so it proves nothing: ",
-          checked.message()));
+          source,
+          ": this anchor's signature does not verify, so it proves nothing: ", checked.message()));
     }
     heads.push_back(std::move(head));
   }
@@ -82,10 +85,10 @@ Status AuditVerifyCommand(const AuditVerifyOptions& options) {
     StatusOr<secure::AuditVerification> chain = secure::VerifyAuditLog(options.path);
     if (chain.ok() && chain->entries > 0 &&
         chain->actor != absl::StrCat("silo '", latest->participant, "'")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          options.anchors_file, ": these anchors are silo '",
-          secure::ShownName(latest->participant), "''s, but ", options.path, " was written by ",
-          secure::ShownName(chain->actor)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.anchors_file, ": these anchors are silo '",
+                       secure::ShownName(latest->participant), "''s, but ", options.path,
+                       " was written by ", secure::ShownName(chain->actor)));
     }
   }
   StatusOr<secure::AuditVerification> v = secure::VerifyAuditLog(options.path, anchors);
@@ -131,6 +134,27 @@ Status AuditVerifyCommand(const AuditVerifyOptions& options) {
     }
   }
   return absl::OkStatus();
+}
+
+void RegisterAuditCommand(CLI::App& app, Commands& commands) {
+  auto options = std::make_shared<AuditVerifyOptions>();
+  CLI::App* audit = app.add_subcommand("audit", "Audit trails");
+  audit->require_subcommand(1);
+  CLI::App* verify = audit->add_subcommand(
+      "verify", "Check an audit log's hash chain and report the first broken entry");
+  verify->add_option("log", options->path, "The audit log (<state>/audit.log)")->required();
+  verify->add_flag("--json", options->json, "Print JSON");
+  commands.AddStorageKeysOption(verify);
+  verify->add_option("--anchor", options->anchor,
+                     "ENTRY:HASH printed by an earlier verify and kept elsewhere: also check "
+                     "that the log still reaches it unchanged");
+  verify->add_option("--anchors", options->anchors_file,
+                     "A silo's signed audit heads as the orchestrator keeps them "
+                     "(<state>/audit-anchors/SILO.jsonl): check the log against every one");
+  verify->add_option("--ca", options->ca_file,
+                     "The federation's CA certificate (ca.pem in any kit), to check the "
+                     "anchors' signatures");
+  commands.Add(verify, kStateFiles, [options] { return AuditVerifyCommand(*options); });
 }
 
 }  // namespace fedsilo::cli

@@ -1,5 +1,6 @@
 #include "cli/export_command.h"
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -7,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cli/command.h"
 #include "cli/simulation.h"
 #include "core/file_util.h"
 #include "core/job_config.h"
@@ -121,6 +123,27 @@ Status ExportCommand(const ExportOptions& options) {
                 run.run_id.c_str(), round.c_str());
   }
   return absl::OkStatus();
+}
+
+void RegisterExportCommand(CLI::App& app, Commands& commands) {
+  auto options = std::make_shared<ExportOptions>();
+  CLI::App* export_cmd = app.add_subcommand(
+      "export", "Write a run's final model (or a kept checkpoint) as .fsm or TorchScript");
+  export_cmd->add_option("run", options->run, "Run id (or a unique prefix, or job id)")->required();
+  export_cmd->add_option("--workdir", options->workdir,
+                         "Work folder (or orchestrator state folder) holding the run "
+                         "(default: current folder)");
+  export_cmd
+      ->add_option("--format", options->format,
+                   "fsm or torchscript (default: torchscript for model.torchscript jobs)")
+      ->check(CLI::IsMember({"fsm", "torchscript"}));
+  export_cmd
+      ->add_option("--round", options->round, "A checkpointed round instead of the final model")
+      ->check(CLI::PositiveNumber);
+  export_cmd->add_option("--out,-o", options->out, "Output file")->required();
+  export_cmd->add_flag("--json", options->json, "Print JSON");
+  commands.AddStorageKeysOption(export_cmd);
+  commands.Add(export_cmd, kStateFiles, [options] { return ExportCommand(*options); });
 }
 
 }  // namespace fedsilo::cli

@@ -1,14 +1,17 @@
 #include "cli/fraud_data.h"
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/command.h"
 #include "core/file_util.h"
 
 namespace fedsilo::cli {
@@ -101,6 +104,22 @@ Status GenerateFraudCommand(const FraudDataOptions& options) {
   }
   if (options.json) std::printf("%s\n", nlohmann::json({{"files", files}}).dump().c_str());
   return absl::OkStatus();
+}
+
+void RegisterGenerateCommand(CLI::App& app, Commands& commands) {
+  auto options = std::make_shared<FraudDataOptions>();
+  CLI::App* generate = app.add_subcommand("generate", "Write example data sets");
+  generate->require_subcommand(1);
+  CLI::App* fraud = generate->add_subcommand(
+      "fraud",
+      "Synthetic card transactions, one CSV per region (east, west, south): imbalanced, "
+      "with regional shifts and missing values");
+  fraud->add_option("--out,-o", options->out, "Folder to write the CSV files to")->required();
+  fraud->add_option("--seed", options->seed, "Random seed (default 7)");
+  fraud->add_option("--scale", options->scale,
+                    "Rows as a multiple of the defaults (3000, 2000, 1500)");
+  fraud->add_flag("--json", options->json, "Print JSON");
+  commands.Add(fraud, kNoSetUp, [options] { return GenerateFraudCommand(*options); });
 }
 
 }  // namespace fedsilo::cli

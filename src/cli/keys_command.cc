@@ -2,12 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "cli/command.h"
 #include "core/file_seal.h"
 #include "orchestrator/job_store.h"
 #include "secure/storage_keys.h"
@@ -132,12 +135,12 @@ Status KeysRotateCommand(const std::string& path, const std::vector<std::string>
   nlohmann::json report = {{"key_ring", path}, {"current", added}, {"previous", old}};
   nlohmann::json folders = nlohmann::json::array();
   for (const std::string& dir : dirs) {
-    const std::string context = absl::StrCat("re-encrypting ", dir, " (the key ring keeps both keys)");
+    const std::string context =
+        absl::StrCat("re-encrypting ", dir, " (the key ring keeps both keys)");
     StatusOr<std::vector<std::pair<std::string, int64_t>>> stores =
         ResealStores(dir, ring, seal_plain);
     if (!stores.ok()) return Annotate(stores.status(), context);
-    StatusOr<secure::ReencryptStats> stats =
-        secure::ReencryptTree(dir, ring, seal_plain, force);
+    StatusOr<secure::ReencryptStats> stats = secure::ReencryptTree(dir, ring, seal_plain, force);
     if (!stats.ok()) return Annotate(stats.status(), context);
     folders.push_back({{"folder", dir},
                        {"reencrypted", stats->reencrypted},
@@ -176,9 +179,9 @@ Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<s
   FEDSILO_ASSIGN_OR_RETURN(std::optional<secure::KeyRing> ring,
                            secure::ConfiguredKeyRing(ring_flag));
   if (!ring.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "keys seal-existing: no storage key ring; give one with --storage-keys or ",
-        secure::kStorageKeysEnv, " (create one with `fedsilo keys new FILE`)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("keys seal-existing: no storage key ring; give one with --storage-keys or ",
+                     secure::kStorageKeysEnv, " (create one with `fedsilo keys new FILE`)"));
   }
   for (const std::string& dir : dirs) {
     std::error_code ec;
@@ -188,8 +191,7 @@ Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<s
   }
   nlohmann::json folders = nlohmann::json::array();
   for (const std::string& dir : dirs) {
-    StatusOr<std::vector<std::pair<std::string, int64_t>>> stores =
-        ResealStores(dir, *ring, true);
+    StatusOr<std::vector<std::pair<std::string, int64_t>>> stores = ResealStores(dir, *ring, true);
     if (!stores.ok()) return Annotate(stores.status(), absl::StrCat("encrypting ", dir));
     StatusOr<secure::ReencryptStats> stats = secure::ReencryptTree(dir, *ring, true, force);
     if (!stats.ok()) return Annotate(stats.status(), absl::StrCat("encrypting ", dir));
@@ -210,6 +212,60 @@ Status KeysSealExistingCommand(const std::string& ring_flag, const std::vector<s
                 nlohmann::json({{"current", ring->current}, {"folders", folders}}).dump().c_str());
   }
   return absl::OkStatus();
+}
+
+void RegisterKeysCommand(CLI::App& app, Commands& commands) {
+  struct Options {
+    std::string ring;
+    std::vector<std::string> folders;
+    bool seal_plain = false, retire = false, force = false, json = false;
+  };
+  auto options = std::make_shared<Options>();
+  CLI::App* keys = app.add_subcommand(
+      "keys", "Storage key rings for encryption at rest: new, show, rotate, seal-existing");
+  keys->require_subcommand(1);
+  CLI::App* create = keys->add_subcommand("new", "Create a key ring with one fresh key (0600)");
+  create->add_option("file", options->ring, "Key ring file to create")->required();
+  commands.Add(create, kNoSetUp, [options] { return KeysNewCommand(options->ring); });
+  CLI::App* show = keys->add_subcommand("show", "List the key ids and the current one");
+  show->add_option("file", options->ring, "Key ring file")->required();
+  show->add_flag("--json", options->json, "Print JSON");
+  commands.Add(show, kNoSetUp, [options] { return KeysShowCommand(options->ring, options->json); });
+  const char* force_help =
+      "Seal plain or older-format files even in a folder whose other files are sealed in the "
+      "current format (such a file may have been put there to be sealed as genuine: check it)";
+  CLI::App* rotate = keys->add_subcommand(
+      "rotate",
+      "Add a fresh current key and re-encrypt every encrypted file under the folders with it "
+      "(stop the processes that use the ring first)");
+  rotate->add_option("file", options->ring, "Key ring file")->required();
+  rotate->add_option("folders", options->folders,
+                     "Folders to re-encrypt (e.g. the orchestrator's or silo's state)");
+  rotate->add_flag("--seal-plain", options->seal_plain,
+                   "Also encrypt plain model files (*.fsm) and privacy ledgers");
+  rotate->add_flag("--retire", options->retire,
+                   "Then remove the old keys from the ring (files elsewhere still sealed with "
+                   "them become unreadable)");
+  rotate->add_flag("--json", options->json, "Print JSON");
+  rotate->add_flag("--force", options->force, force_help);
+  commands.Add(rotate, kNoSetUp, [options] {
+    return KeysRotateCommand(options->ring, options->folders, options->seal_plain, options->force,
+                             options->retire, options->json);
+  });
+  CLI::App* seal = keys->add_subcommand(
+      "seal-existing",
+      "Encrypt the plain files of folders started without a key ring (models, checkpoints, "
+      "ledgers, summaries, job files, metrics), with the ring's current key");
+  seal->add_option("folders", options->folders, "Folders to encrypt (run or state folders)")
+      ->required();
+  commands.AddStorageKeysOption(seal);
+  seal->add_flag("--json", options->json, "Print JSON");
+  seal->add_flag("--force", options->force, force_help);
+  // The ring is this command's input, not a sealer for its own files.
+  commands.Add(seal, kNoSetUp, [options, &commands] {
+    return KeysSealExistingCommand(commands.storage_keys(), options->folders, options->force,
+                                   options->json);
+  });
 }
 
 }  // namespace fedsilo::cli

@@ -1,9 +1,12 @@
 #include "cli/module_command.h"
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "cli/command.h"
 #include "core/file_util.h"
 #include "ml/sandbox.h"
 #include "secure/audit_log.h"
@@ -35,6 +38,22 @@ Status CheckModuleCommand(const std::string& path, bool json) {
         static_cast<long long>(loaded->num_buffers), digest.c_str());
   }
   return loaded.ok() ? absl::OkStatus() : loaded.status();
+}
+
+void RegisterModuleCommand(CLI::App& app, Commands& commands) {
+  struct Options {
+    std::string path;
+    bool json = false;
+  };
+  auto options = std::make_shared<Options>();
+  CLI::App* check = app.add_subcommand(
+      "check-module",
+      "Check a TorchScript module as a silo would (in a sandbox) and print its sha256 for a "
+      "policy's allowed_models");
+  check->add_option("file", options->path, "The module (.pt)")->required();
+  check->add_flag("--json", options->json, "Print JSON");
+  commands.Add(check, kNoSetUp,
+               [options] { return CheckModuleCommand(options->path, options->json); });
 }
 
 }  // namespace fedsilo::cli

@@ -5,11 +5,14 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "cli/command.h"
 #include "cli/held_out_evaluator.h"
 #include "cli/stop_signals.h"
 #include "core/file_util.h"
@@ -99,9 +102,9 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
                                                   absl::StrCat("orchestrator '", kit.name, "'")));
   // The store and the audit log vouch for each other: an older copy of the
   // store put back, or the log cut back or removed, is caught here.
-  FEDSILO_RETURN_IF_ERROR(secure::CheckAgainstAuditLog(
-      {store->path(), store->generation(), store->audited_entries()}, *audit, "store_saved",
-      "The orchestrator will not start on it"));
+  FEDSILO_RETURN_IF_ERROR(
+      secure::CheckAgainstAuditLog({store->path(), store->generation(), store->audited_entries()},
+                                   *audit, "store_saved", "The orchestrator will not start on it"));
   store->SetAuditTrail([log = audit.get()] { return log->entries(); },
                        [log = audit.get()](int64_t generation) {
                          log->Record("store_saved", {{"generation", std::to_string(generation)}});
@@ -115,10 +118,9 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   {
     FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<secure::SignatureChecker> checker,
                              secure::SignatureChecker::Create(files.ca_pem, revoked));
-    silo_service.SetAuditHeadSink(std::move(checker),
-                                  [keep = anchors.get()](const secure::SignedAuditHead& head) {
-                                    keep->Record(head);
-                                  });
+    silo_service.SetAuditHeadSink(
+        std::move(checker),
+        [keep = anchors.get()](const secure::SignedAuditHead& head) { keep->Record(head); });
   }
   manager.SetFederationCa(files.ca_pem);
   orchestrator::OrchestratorMetrics metrics;
@@ -197,6 +199,38 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   server->Shutdown();
   store->SetAuditTrail(nullptr, nullptr);  // the log goes first
   return absl::OkStatus();
+}
+
+void RegisterOrchestratorCommand(CLI::App& app, Commands& commands) {
+  auto options = std::make_shared<OrchestratorCommandOptions>();
+  CLI::App* orch = app.add_subcommand(
+      "orchestrator",
+      "Run the orchestrator: serve silos and users (mutual TLS), queue and run jobs, keep them "
+      "in a SQLite store");
+  orch->add_option("--kit", options->kit_dir, "The orchestrator's startup kit folder")->required();
+  orch->add_option("--state-dir", options->state_dir,
+                   "Folder for the job store and runs (default: <kit>/state)");
+  orch->add_option("--listen", options->listen,
+                   "host:port to serve on (default: 0.0.0.0 and the kit's port; port 0 lets the "
+                   "OS choose, see <state>/endpoint)");
+  orch->add_option("--data-dir", options->data_dir,
+                   "Folder of the built-in data sets, for the held-out evaluation of the global "
+                   "model (default: $FEDSILO_DATA or data/)");
+  commands.AddStorageKeysOption(orch);
+  orch->add_option("--http", options->http,
+                   "host:port for the dashboard, its JSON API and Prometheus /metrics over HTTPS "
+                   "(user certificates only); off when not given");
+  orch->add_option("--lead", options->leads,
+                   "A user (certificate name) who may download every job's model besides the "
+                   "user who submitted it (repeatable)");
+  orch->add_option("--mlflow-allow", options->mlflow_allow,
+                   "An MLflow tracking server jobs may export to (tracking.mlflow.uri; "
+                   "repeatable). The orchestrator's MLFLOW_* credentials go to these only; a job "
+                   "naming another is refused at submit");
+  orch->add_flag("--insecure", options->insecure,
+                 "Serve WITHOUT TLS; identities are claimed, not proven. For debugging networks "
+                 "only");
+  commands.Add(orch, kDaemon, [options] { return RunOrchestratorCommand(*options); });
 }
 
 }  // namespace fedsilo::cli

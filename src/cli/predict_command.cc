@@ -1,12 +1,15 @@
 #include "cli/predict_command.h"
 
+#include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/command.h"
 #include "cli/export_command.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
@@ -121,6 +124,27 @@ Status PredictCommand(const PredictOptions& options) {
     std::printf("%s\n", line.c_str());
   }
   return absl::OkStatus();
+}
+
+void RegisterPredictCommand(CLI::App& app, Commands& commands) {
+  auto options = std::make_shared<PredictOptions>();
+  CLI::App* predict = app.add_subcommand(
+      "predict",
+      "Score the rows of a CSV file with a run's model, prepared as the silos prepared theirs");
+  predict
+      ->add_option("model", options->model,
+                   "Run id (or a unique prefix, or job id), or an .fsm file from "
+                   "`fedsilo export --format fsm`")
+      ->required();
+  predict->add_option("--data", options->data, "CSV file with a header")->required();
+  predict->add_option("--out,-o", options->out, "Predictions CSV (default: standard output)");
+  predict->add_option("--workdir", options->workdir,
+                      "Work folder (or orchestrator state folder) holding the run");
+  predict->add_option("--round", options->round, "A checkpointed round instead of the final model")
+      ->check(CLI::PositiveNumber);
+  predict->add_flag("--json", options->json, "Print a JSON summary as the last line");
+  commands.AddStorageKeysOption(predict);
+  commands.Add(predict, kStateFiles, [options] { return PredictCommand(*options); });
 }
 
 }  // namespace fedsilo::cli

@@ -1,10 +1,13 @@
 #include "cli/privacy_command.h"
 
+#include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "cli/command.h"
 #include "privacy/rdp_accountant.h"
 
 namespace fedsilo::cli {
@@ -80,6 +83,35 @@ Status PrivacyNoiseCommand(const PrivacyOptions& o) {
     std::printf("%s\n", j.dump().c_str());
   }
   return absl::OkStatus();
+}
+
+void RegisterPrivacyCommand(CLI::App& app, Commands& commands) {
+  auto options = std::make_shared<PrivacyOptions>();
+  CLI::App* privacy = app.add_subcommand(
+      "privacy", "Differential privacy accounting (RDP of the sampled Gaussian mechanism)");
+  privacy->require_subcommand(1);
+  CLI::App* epsilon = privacy->add_subcommand(
+      "epsilon", "The epsilon spent by DP-SGD / DP-FedAvg steps at a given delta");
+  CLI::App* noise = privacy->add_subcommand(
+      "noise", "The smallest noise multiplier that keeps epsilon within a target");
+  for (CLI::App* c : {epsilon, noise}) {
+    c->add_option("--sample-rate,-q", options->sample_rate,
+                  "Probability that a record (or silo) takes part in a step")
+        ->required();
+    c->add_option("--steps", options->steps, "Number of noisy steps");
+    c->add_option("--epochs", options->epochs,
+                  "Instead of --steps: epochs; steps = epochs / sample rate, rounded down");
+    c->add_option("--delta", options->delta, "Target delta")->capture_default_str();
+    c->add_flag("--json", options->json, "Print a JSON object as the last line");
+  }
+  epsilon
+      ->add_option("--noise-multiplier,-s", options->noise_multiplier,
+                   "Noise standard deviation / clipping norm")
+      ->required();
+  noise->add_option("--target-epsilon,-e", options->target_epsilon, "Epsilon to stay within")
+      ->required();
+  commands.Add(epsilon, kNoSetUp, [options] { return PrivacyEpsilonCommand(*options); });
+  commands.Add(noise, kNoSetUp, [options] { return PrivacyNoiseCommand(*options); });
 }
 
 }  // namespace fedsilo::cli

@@ -1,5 +1,6 @@
 #include "cli/runs_command.h"
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "cli/command.h"
 #include "cli/format.h"
 #include "cli/jobs_client.h"
 #include "cli/simulation.h"
@@ -221,8 +223,8 @@ Status RunsShowCommand(const RunsOptions& options, const std::string& run) {
   PrintTable(round_rows);
   constexpr size_t kLastEvents = 10;
   std::printf("\nevents%s\n", events.size() > kLastEvents ? " (the last 10)" : "");
-  for (size_t i = events.size() > kLastEvents ? events.size() - kLastEvents : 0;
-       i < events.size(); ++i) {
+  for (size_t i = events.size() > kLastEvents ? events.size() - kLastEvents : 0; i < events.size();
+       ++i) {
     std::printf("  %s  %-5s  %s\n", FormatTime(events[i].time).c_str(), events[i].level.c_str(),
                 events[i].message.c_str());
   }
@@ -305,7 +307,8 @@ Status RunsCompareCommand(const RunsOptions& options, const std::vector<std::str
     });
   }
   if (differing.empty()) add_row("(same job)", [](size_t) { return std::string(); });
-  add_row("state", [&](size_t i) { return std::string(orchestrator::JobStateName(jobs[i].state)); });
+  add_row("state",
+          [&](size_t i) { return std::string(orchestrator::JobStateName(jobs[i].state)); });
   add_row("rounds", [&](size_t i) {
     return absl::StrCat(jobs[i].rounds_completed, "/", jobs[i].rounds_total);
   });
@@ -351,6 +354,64 @@ Status RunsExportCommand(const RunsOptions& options, const std::string& run,
   std::fprintf(stderr, "wrote %zu rounds x %zu metrics of %s to %s\n", by_round.size(),
                columns.size(), j.run_id.c_str(), out.c_str());
   return absl::OkStatus();
+}
+
+void RegisterRunsCommand(CLI::App& app, Commands& commands) {
+  struct Options {
+    RunsOptions runs;
+    std::string experiment, out;
+    std::vector<std::string> names;
+    bool csv = false;
+  };
+  auto options = std::make_shared<Options>();
+  CLI::App* runs = app.add_subcommand(
+      "runs",
+      "Runs recorded in a work folder's run store (or the orchestrator's, with --kit): list, "
+      "show, compare, export");
+  runs->require_subcommand(1);
+  auto runs_command = [&](const char* name, const char* help) {
+    CLI::App* c = runs->add_subcommand(name, help);
+    CLI::Option* workdir =
+        c->add_option("--workdir", options->runs.workdir,
+                      "Work folder whose fedsilo.db to read (default: current folder)");
+    c->add_option("--kit", options->runs.user.kit_dir,
+                  "Your user kit folder: read the orchestrator's runs instead")
+        ->excludes(workdir);
+    c->add_option("--orchestrator", options->runs.user.orchestrator,
+                  "host:port to dial with --kit (default: the kit's)");
+    c->add_flag("--insecure", options->runs.user.insecure,
+                "Call WITHOUT TLS (only against an orchestrator run with --insecure)");
+    commands.AddStorageKeysOption(c);
+    return c;
+  };
+  CLI::App* list = runs_command("list", "One line per run, oldest first");
+  list->add_option("--experiment", options->experiment, "Only the runs of this experiment");
+  list->add_flag("--json", options->runs.json, "Print JSON");
+  commands.Add(list, kStateFiles,
+               [options] { return RunsListCommand(options->runs, options->experiment); });
+  CLI::App* show =
+      runs_command("show", "A run's silos, rounds with their global metrics, and events");
+  show->add_option("run", options->names, "Run id (or a unique prefix, or job id)")
+      ->required()
+      ->expected(1);
+  show->add_flag("--json", options->runs.json, "Print JSON");
+  commands.Add(show, kStateFiles,
+               [options] { return RunsShowCommand(options->runs, options->names.front()); });
+  CLI::App* compare =
+      runs_command("compare", "Runs side by side: the job keys that differ, and the final metrics");
+  compare->add_option("runs", options->names, "Two or more runs")->required()->expected(2, -1);
+  compare->add_flag("--json", options->runs.json, "Print JSON");
+  commands.Add(compare, kStateFiles,
+               [options] { return RunsCompareCommand(options->runs, options->names); });
+  CLI::App* csv = runs_command("export", "Every metric of a run, one row per round (CSV)");
+  csv->add_option("run", options->names, "Run id (or a unique prefix, or job id)")
+      ->required()
+      ->expected(1);
+  csv->add_flag("--csv", options->csv, "CSV (the only format, and the default)");
+  csv->add_option("--out,-o", options->out, "Output file (default: standard output)");
+  commands.Add(csv, kStateFiles, [options] {
+    return RunsExportCommand(options->runs, options->names.front(), options->out);
+  });
 }
 
 }  // namespace fedsilo::cli

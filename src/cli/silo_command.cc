@@ -4,11 +4,13 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -17,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "cli/command.h"
 #include "cli/stop_signals.h"
 #include "core/file_util.h"
 #include "ml/dataset_catalog.h"
@@ -73,12 +76,10 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   // back (to "refill" a budget), or the log cut back or removed, is caught.
   FEDSILO_RETURN_IF_ERROR(secure::CheckAgainstAuditLog(
       {state + "/privacy-ledger.json", guard->generation(), guard->audited_entries()}, *audit,
-      "ledger_saved",
-      "The silo will not run on it (budgets already spent would be spent again)"));
+      "ledger_saved", "The silo will not run on it (budgets already spent would be spent again)"));
   guard->SetAuditTrail([log = audit.get()] { return log->entries(); },
                        [log = audit.get()](int64_t generation) {
-                         log->Record("ledger_saved",
-                                     {{"generation", std::to_string(generation)}});
+                         log->Record("ledger_saved", {{"generation", std::to_string(generation)}});
                        });
   runtime.SetAuditLog(audit.get());
   runtime.SetStateDir(state);
@@ -233,6 +234,43 @@ Status SiloLedgerCommand(const SiloCommandOptions& options) {
                 budget.c_str(), reserved.composition.c_str());
   }
   return absl::OkStatus();
+}
+
+void RegisterSiloCommand(CLI::App& app, Commands& commands) {
+  auto options = std::make_shared<SiloCommandOptions>();
+  CLI::App* silo = app.add_subcommand(
+      "silo", "Run a silo agent: connect out to the orchestrator and train on local data");
+  silo->add_option("--kit", options->kit_dir, "The silo's startup kit folder")->required();
+  silo->add_option("--datasets", options->datasets_path,
+                   "Dataset catalog (YAML): names jobs use -> local data (required to run)");
+  silo->add_option("--policy", options->policy_path,
+                   "Privacy policy (YAML): per dataset max_epsilon, delta, require_local_dp, "
+                   "require_secure_aggregation, min_silos, max_evaluations_per_run, statistics, "
+                   "share_train_metrics, export_metrics, allowed_models. A TorchScript module a "
+                   "job ships runs only if allowed_models lists its sha256 (or the policy says "
+                   "allow_any_module: true, for test federations); without a policy none does");
+  silo->add_option("--state-dir", options->state_dir,
+                   "Folder for the privacy ledger (default: <kit>/state)");
+  silo->add_option("--models-dir", options->models_dir,
+                   "Folder of TorchScript models (model.torchscript) this silo may load; without "
+                   "it, jobs with one are refused");
+  CLI::App* ledger = silo->add_subcommand("ledger", "Print the silo's privacy ledger");
+  ledger->fallthrough();
+  ledger->add_flag("--json", options->json, "Print JSON");
+  silo->add_option("--orchestrator", options->orchestrator,
+                   "host:port to dial (default: the kit's)");
+  silo->add_option("--data-dir", options->data_dir,
+                   "Folder of the built-in data sets (default: $FEDSILO_DATA or data/)");
+  commands.AddStorageKeysOption(silo);
+  silo->add_option("--audit-anchor-every", options->audit_anchor_every,
+                   "Send the audit log's signed head to the orchestrator at least every N "
+                   "entries (also at connect and at each job's end; default 100)")
+      ->check(CLI::Range(1, 1000000));
+  silo->add_flag("--insecure", options->insecure,
+                 "Connect WITHOUT TLS (the orchestrator must run --insecure too); for debugging "
+                 "networks only");
+  commands.Add(silo, kDaemon, [options] { return RunSiloCommand(*options); });
+  commands.Add(ledger, kStateFiles, [options] { return SiloLedgerCommand(*options); });
 }
 
 }  // namespace fedsilo::cli

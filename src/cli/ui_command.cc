@@ -2,10 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "cli/command.h"
 #include "cli/simulation.h"
 #include "cli/stop_signals.h"
 #include "orchestrator/dashboard.h"
@@ -41,6 +44,20 @@ Status UiCommand(const UiOptions& options) {
   stop.Wait();
   server->Stop();
   return absl::OkStatus();
+}
+
+void RegisterUiCommand(CLI::App& app, Commands& commands) {
+  auto options = std::make_shared<UiOptions>();
+  CLI::App* ui = app.add_subcommand(
+      "ui", "Serve the dashboard of a work folder's runs (charts per round and silo, compare)");
+  ui->add_option("--workdir", options->workdir,
+                 "Work folder whose fedsilo.db to show (default: current folder)");
+  ui->add_option("--port", options->port, "Port (default 8470; 0 = any free port)")
+      ->check(CLI::Range(0, 65535));
+  ui->add_option("--host", options->host,
+                 "Address to listen on (default 127.0.0.1; the dashboard has no login)");
+  commands.AddStorageKeysOption(ui);
+  commands.Add(ui, kStateFiles, [options] { return UiCommand(*options); });
 }
 
 }  // namespace fedsilo::cli

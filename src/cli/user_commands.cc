@@ -1,5 +1,6 @@
 #include "cli/user_commands.h"
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -11,10 +12,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/command.h"
 #include "cli/format.h"
 #include "cli/jobs_client.h"
-#include "core/job_config.h"
 #include "core/file_util.h"
+#include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
 #include "transport/chunks.h"
@@ -50,10 +52,9 @@ Status SubmitCommand(const UserOptions& options, const JobConfig& job) {
     // The module goes with the job; the orchestrator ships it to the silos.
     FEDSILO_ASSIGN_OR_RETURN(std::string module, ReadFile(job.model.torchscript));
     if (module.size() > transport::kMaxTorchScriptBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model.torchscript ", job.model.torchscript, ": ", module.size() >> 20,
-                       " MiB; a job's module may have at most ",
-                       transport::kMaxTorchScriptBytes >> 20, " MiB"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.torchscript ", job.model.torchscript, ": ", module.size() >> 20,
+          " MiB; a job's module may have at most ", transport::kMaxTorchScriptBytes >> 20, " MiB"));
     }
     request.set_torchscript(std::move(module));
   }
@@ -275,6 +276,57 @@ Status DownloadCommand(const UserOptions& options, const std::string& job_id,
                 model->metadata.count("round") ? model->metadata.at("round").c_str() : "?");
   }
   return absl::OkStatus();
+}
+
+void RegisterUserCommands(CLI::App& app, Commands& commands) {
+  struct Options {
+    UserOptions user;
+    std::string job_path, job_id, reason, out;
+    std::vector<std::string> sets;
+    bool wait = false, follow = false;
+  };
+  auto options = std::make_shared<Options>();
+  auto user_command = [&](const char* name, const char* help) {
+    CLI::App* c = app.add_subcommand(name, help);
+    c->add_option("--kit", options->user.kit_dir, "Your user kit folder")->required();
+    c->add_option("--orchestrator", options->user.orchestrator,
+                  "host:port to dial (default: the kit's)");
+    c->add_flag("--insecure", options->user.insecure,
+                "Call WITHOUT TLS (only against an orchestrator run with --insecure)");
+    c->add_flag("--json", options->user.json, "Print JSON (the last line of standard output)");
+    return c;
+  };
+  CLI::App* submit = user_command("submit", "Queue a job on the orchestrator; prints its id");
+  submit->add_option("job", options->job_path, "Job file (YAML)")->required();
+  submit->add_option("--set", options->sets, "Override a job key, as for `run`");
+  commands.Add(submit, kNoSetUp, [options]() -> Status {
+    FEDSILO_ASSIGN_OR_RETURN(JobConfig job, LoadJob(options->job_path, options->sets));
+    return SubmitCommand(options->user, job);
+  });
+  CLI::App* jobs = user_command("jobs", "List the orchestrator's jobs");
+  commands.Add(jobs, kNoSetUp, [options] { return JobsCommand(options->user); });
+  CLI::App* status = user_command("status", "A job's state, rounds, silos and latest metrics");
+  status->add_option("job_id", options->job_id, "Job id (from submit or jobs)")->required();
+  status->add_flag("--wait", options->wait,
+                   "Wait until the job has finished; exit status 1 unless it is done");
+  commands.Add(status, kNoSetUp,
+               [options] { return StatusCommand(options->user, options->job_id, options->wait); });
+  CLI::App* logs = user_command("logs", "A job's events: rounds, dropped silos, errors");
+  logs->add_option("job_id", options->job_id, "Job id")->required();
+  logs->add_flag("--follow,-f", options->follow,
+                 "Keep printing new events until the job has finished");
+  commands.Add(logs, kNoSetUp,
+               [options] { return LogsCommand(options->user, options->job_id, options->follow); });
+  CLI::App* abort = user_command("abort", "Stop a queued or running job you submitted");
+  abort->add_option("job_id", options->job_id, "Job id")->required();
+  abort->add_option("--reason", options->reason, "Recorded in the job's log");
+  commands.Add(abort, kNoSetUp,
+               [options] { return AbortCommand(options->user, options->job_id, options->reason); });
+  CLI::App* download = user_command("download", "Fetch a finished job's final model (.fsm)");
+  download->add_option("job_id", options->job_id, "Job id")->required();
+  download->add_option("--out,-o", options->out, "Output file (default: <job_id>.fsm)");
+  commands.Add(download, kNoSetUp,
+               [options] { return DownloadCommand(options->user, options->job_id, options->out); });
 }
 
 }  // namespace fedsilo::cli

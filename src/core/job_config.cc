@@ -147,8 +147,16 @@ int SilosPerRound(const FederationConfig& federation) {
   return std::min(all, std::max(share, federation.min_silos));
 }
 
-bool StrategyNeedsAllUpdates(absl::string_view name) {
-  return name == "median" || name == "trimmed_mean" || name == "krum" || name == "multi_krum";
+const StrategyTraits* FindStrategy(absl::string_view name) {
+  for (const StrategyTraits& s : kStrategies) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+const StrategyTraits& TraitsOf(const StrategyConfig& strategy) {
+  const StrategyTraits* found = FindStrategy(strategy.name);
+  return found != nullptr ? *found : kStrategies[0];
 }
 
 double RoundLearningRate(const TrainingConfig& training, int round) {

@@ -137,10 +137,47 @@ struct FederationConfig {
   int round_retries = 2;
 };
 
-// Aggregation strategies; see docs/strategies.md for each one's keys.
-inline constexpr absl::string_view kStrategyNames[] = {
-    "fedavg",     "fedavgm", "fedprox",      "scaffold", "fedadam",   "fedyogi",
-    "fedadagrad", "median",  "trimmed_mean", "krum",     "multi_krum"};
+// What the job's rules, the orchestrator and the silos need to know of an
+// aggregation strategy (docs/strategies.md), by name. The strategies
+// themselves are made from the name by one registry in strategy/
+// (CreateStrategy), which a test holds to this list.
+struct StrategyTraits {
+  absl::string_view name;
+  // The default server_learning_rate; negative: 1 - server_momentum.
+  double default_server_learning_rate = 1.0;
+  // Its step is the mean of the updates: central DP's noise (calibrated for
+  // that mean) applies.
+  bool mean_of_updates = false;
+  // A robust rule: it needs every update of a round at once (the
+  // orchestrator keeps them all: memory O(model x silos)), so it cannot run
+  // under secure aggregation, which only reveals the sum.
+  bool needs_all_updates = false;
+  // Krum's bound: more than 2 x byzantine + 2 silos a round.
+  bool byzantine_bound = false;
+  // The silos add (mu/2) |w - w_global|^2 to their objective (FedProx).
+  bool proximal = false;
+  // The silos keep control variates between rounds (SCAFFOLD): a round
+  // cannot simply be run again, and the variates travel unprotected.
+  bool control_variates = false;
+};
+
+inline constexpr StrategyTraits kStrategies[] = {
+    {"fedavg", 1.0, /*mean_of_updates=*/true},
+    {"fedavgm", -1.0},
+    {"fedprox", 1.0, /*mean_of_updates=*/true, false, false, /*proximal=*/true},
+    {"scaffold", 1.0, false, false, false, false, /*control_variates=*/true},
+    {"fedadam", 0.03},
+    {"fedyogi", 0.03},
+    {"fedadagrad", 0.1},
+    {"median", 1.0, false, /*needs_all_updates=*/true},
+    {"trimmed_mean", 1.0, false, /*needs_all_updates=*/true},
+    {"krum", 1.0, false, /*needs_all_updates=*/true, /*byzantine_bound=*/true},
+    {"multi_krum", 1.0, false, /*needs_all_updates=*/true, /*byzantine_bound=*/true},
+};
+
+// The traits of `name`; nullptr for a name no strategy has (ParseJobConfig
+// refuses such a job).
+const StrategyTraits* FindStrategy(absl::string_view name);
 
 // Silos sampled each round: ceil(fraction x silos), at least min_silos and at
 // most all of them.
@@ -165,10 +202,9 @@ struct StrategyConfig {
   double max_update_norm = 0;  // > 0: L2-clip every update first (any strategy)
 };
 
-// Strategies that need every update of a round at once (the orchestrator
-// keeps them all: memory O(model x silos)); they cannot run under secure
-// aggregation, which only reveals the sum.
-bool StrategyNeedsAllUpdates(absl::string_view name);
+// The traits of a checked job's strategy (those of fedavg for an unknown
+// name, which a checked job never has).
+const StrategyTraits& TraitsOf(const StrategyConfig& strategy);
 
 // Differential privacy. `local`: DP-SGD in each silo's trainer (sample-level
 // DP for that silo's records): Poisson sampling with rate batch_size / N,

@@ -755,7 +755,8 @@ void TrainingKeys(std::vector<Key>& k) {
 void StrategyKeys(std::vector<Key>& k) {
   Key strategy = Base("strategy.name", "string",
                       "aggregation strategy (see [strategies](strategies.md#strategies))");
-  const std::vector<std::string> strategies(std::begin(kStrategyNames), std::end(kStrategyNames));
+  std::vector<std::string> strategies;
+  for (const StrategyTraits& s : kStrategies) strategies.emplace_back(s.name);
   strategy.fallback = "`fedavg`";
   strategy.allowed = Quoted(strategies);
   strategy.read = [strategies](const Reader& r, JobConfig& c) {
@@ -995,16 +996,16 @@ Status ResolveStrategy(const Reader& r, JobConfig& c) {
                                 c.federation.silos.size(), " silos"));
   }
   // Each strategy's default step; an explicit server_learning_rate wins.
+  const StrategyTraits& traits = TraitsOf(st);
   if (!r.Given("strategy.server_learning_rate")) {
-    if (st.name == "fedadam" || st.name == "fedyogi") st.server_learning_rate = 0.03;
-    if (st.name == "fedadagrad") st.server_learning_rate = 0.1;
-    if (st.name == "fedavgm") {
-      st.server_learning_rate = std::round((1 - st.server_momentum) * 1e12) / 1e12;
-    }
+    st.server_learning_rate =
+        traits.default_server_learning_rate >= 0
+            ? traits.default_server_learning_rate
+            : std::round((1 - st.server_momentum) * 1e12) / 1e12;  // fedavgm
   }
   const int num_silos = SilosPerRound(c.federation);
   if (st.byzantine < 0) st.byzantine = std::max(0, (num_silos - 3) / 2);
-  if ((st.name == "krum" || st.name == "multi_krum") && num_silos <= 2 * st.byzantine + 2) {
+  if (traits.byzantine_bound && num_silos <= 2 * st.byzantine + 2) {
     return r.Error("strategy.byzantine", "strategy.byzantine",
                    absl::StrCat(st.name,
                                 " needs more than 2 x byzantine + 2 silos a round; the "
@@ -1025,7 +1026,7 @@ Status CheckDp(const Reader& r, const JobConfig& c) {
     return r.Error("privacy.dp.mode", "privacy.dp",
                    "mode central needs noise_multiplier (> 0); target_epsilon is for local");
   }
-  if (d.mode == DpMode::kCentral && c.strategy.name != "fedavg" && c.strategy.name != "fedprox") {
+  if (d.mode == DpMode::kCentral && !TraitsOf(c.strategy).mean_of_updates) {
     // The noise is calibrated for the mean of clipped updates; added to a
     // server optimizer's step or to a robust rule's output it would promise a
     // guarantee it does not give.
@@ -1081,7 +1082,7 @@ Status CheckSecureAggregation(const Reader& r, const JobConfig& c) {
                                 "could then show them two lists of survivors). Use at least ",
                                 sampled / 2 + 1, ", or 0 (two thirds)"));
   }
-  if (StrategyNeedsAllUpdates(c.strategy.name)) {
+  if (TraitsOf(c.strategy).needs_all_updates) {
     return r.Error(at, at,
                    absl::StrCat("strategy '", c.strategy.name,
                                 "' needs every silo's update, and secure aggregation reveals "
@@ -1095,7 +1096,7 @@ Status CheckSecureAggregation(const Reader& r, const JobConfig& c) {
 }
 
 Status CheckScaffold(const Reader& r, const JobConfig& c) {
-  if (c.strategy.name != "scaffold") return absl::OkStatus();
+  if (!TraitsOf(c.strategy).control_variates) return absl::OkStatus();
   if (c.training.optimizer != OptimizerKind::kSgd) {
     return r.Error("strategy.name", "strategy.name",
                    "scaffold needs training.optimizer sgd: its control variates assume SGD steps");

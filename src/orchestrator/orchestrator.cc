@@ -143,7 +143,7 @@ bool Orchestrator::RetryRound(int round, int attempt, const Status& failure) {
   // SCAFFOLD's silos have already moved their control variates; under local
   // DP each attempt is charged to the silos' budgets, past the run's plan.
   if (!transient || aggregated_ || attempt > job_.federation.round_retries ||
-      job_.strategy.name == "scaffold" || job_.privacy.dp.mode == DpMode::kLocal) {
+      TraitsOf(job_.strategy).control_variates || job_.privacy.dp.mode == DpMode::kLocal) {
     return false;
   }
   spdlog::warn("round {} failed ({}); running it again (retry {} of {}) once its silos are back",

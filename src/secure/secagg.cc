@@ -560,6 +560,32 @@ SecAggRound::SecAggRound(std::string run_id, int round, SecAggParams params,
       current_(participants_),
       sum_(params.length + kSecAggCounters) {}
 
+absl::string_view SecAggRound::StageName(Stage stage) {
+  switch (stage) {
+    case Stage::kAdvertise:
+      return "advertise";
+    case Stage::kShareKeys:
+      return "share keys";
+    case Stage::kMaskedInput:
+      return "masked input";
+    case Stage::kConsistency:
+      return "consistency";
+    case Stage::kUnmask:
+      return "unmask";
+    case Stage::kFinished:
+      return "finished";
+  }
+  return "?";
+}
+
+Status SecAggRound::InStage(Stage stage, absl::string_view what) const {
+  if (stage_ == stage) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat("secure aggregation: ", what,
+                                                    " belongs to the ", StageName(stage),
+                                                    " stage, and the round is at the ",
+                                                    StageName(stage_), " stage"));
+}
+
 uint32_t SecAggRound::ShareNumber(const std::string& silo) const {
   return static_cast<uint32_t>(std::find(participants_.begin(), participants_.end(), silo) -
                                participants_.begin() + 1);
@@ -604,6 +630,7 @@ Status CheckTurn(const std::vector<std::string>& current, std::vector<std::strin
 }  // namespace
 
 Status SecAggRound::AcceptAdvertise(const std::string& silo, absl::string_view reply) {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kAdvertise, "a reply with public keys"));
   FEDSILO_RETURN_IF_ERROR(CheckTurn(current_, answered_, silo));
   FEDSILO_ASSIGN_OR_RETURN(pb::AdvertiseReply a, ParseAs<pb::AdvertiseReply>(reply, "public keys"));
   FEDSILO_ASSIGN_OR_RETURN(Key32 share_pk, ToKey32(a.share_public_key(), "share public key"));
@@ -619,6 +646,7 @@ Status SecAggRound::AcceptAdvertise(const std::string& silo, absl::string_view r
 }
 
 StatusOr<std::string> SecAggRound::ShareKeysRequest() {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kAdvertise, "the request to share keys"));
   FEDSILO_RETURN_IF_ERROR(Enough("advertised keys"));
   pb::Request r;
   std::vector<std::string> advertised;
@@ -636,10 +664,12 @@ StatusOr<std::string> SecAggRound::ShareKeysRequest() {
   }
   current_ = std::move(advertised);
   answered_.clear();
+  stage_ = Stage::kShareKeys;
   return r.SerializeAsString();
 }
 
 Status SecAggRound::AcceptShareKeys(const std::string& silo, absl::string_view reply) {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kShareKeys, "a reply with shares"));
   FEDSILO_RETURN_IF_ERROR(CheckTurn(current_, answered_, silo));
   FEDSILO_ASSIGN_OR_RETURN(pb::ShareKeysReply s, ParseAs<pb::ShareKeysReply>(reply, "shares"));
   std::map<std::string, std::string> sent;
@@ -663,6 +693,7 @@ Status SecAggRound::AcceptShareKeys(const std::string& silo, absl::string_view r
 }
 
 StatusOr<std::map<std::string, std::string>> SecAggRound::MaskedInputRequests() {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kShareKeys, "the request for masked input"));
   FEDSILO_RETURN_IF_ERROR(Enough("shared their keys"));
   shared_.clear();
   for (const std::string& s : current_) {
@@ -685,10 +716,12 @@ StatusOr<std::map<std::string, std::string>> SecAggRound::MaskedInputRequests() 
   mailbox_.clear();
   current_ = shared_;
   answered_.clear();
+  stage_ = Stage::kMaskedInput;
   return requests;
 }
 
 Status SecAggRound::AcceptMaskedInput(const std::string& silo, absl::string_view reply) {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kMaskedInput, "a masked input"));
   FEDSILO_RETURN_IF_ERROR(CheckTurn(current_, answered_, silo));
   FEDSILO_ASSIGN_OR_RETURN(pb::MaskedInputReply m,
                            ParseAs<pb::MaskedInputReply>(reply, "masked input"));
@@ -701,6 +734,7 @@ Status SecAggRound::AcceptMaskedInput(const std::string& silo, absl::string_view
 }
 
 StatusOr<std::string> SecAggRound::ConsistencyRequest() {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kMaskedInput, "the request to sign the survivors"));
   FEDSILO_RETURN_IF_ERROR(Enough("sent their masked input"));
   survivors_.clear();
   dropped_.clear();
@@ -712,10 +746,12 @@ StatusOr<std::string> SecAggRound::ConsistencyRequest() {
   for (const std::string& s : survivors_) r.mutable_consistency()->add_survivors(s);
   current_ = survivors_;
   answered_.clear();
+  stage_ = Stage::kConsistency;
   return r.SerializeAsString();
 }
 
 Status SecAggRound::AcceptConsistency(const std::string& silo, absl::string_view reply) {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kConsistency, "a survivor signature"));
   FEDSILO_RETURN_IF_ERROR(CheckTurn(current_, answered_, silo));
   FEDSILO_ASSIGN_OR_RETURN(pb::ConsistencyReply c,
                            ParseAs<pb::ConsistencyReply>(reply, "survivor signature"));
@@ -730,6 +766,7 @@ Status SecAggRound::AcceptConsistency(const std::string& silo, absl::string_view
 }
 
 StatusOr<std::string> SecAggRound::UnmaskRequest() {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kConsistency, "the request to unmask"));
   FEDSILO_RETURN_IF_ERROR(Enough("signed the survivors"));
   pb::Request r;
   pb::UnmaskRequest* u = r.mutable_unmask();
@@ -742,10 +779,12 @@ StatusOr<std::string> SecAggRound::UnmaskRequest() {
   }
   current_ = answered_;  // U4: the survivors that signed
   answered_.clear();
+  stage_ = Stage::kUnmask;
   return r.SerializeAsString();
 }
 
 Status SecAggRound::AcceptUnmask(const std::string& silo, absl::string_view reply) {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kUnmask, "a reply with revealed shares"));
   FEDSILO_RETURN_IF_ERROR(CheckTurn(current_, answered_, silo));
   FEDSILO_ASSIGN_OR_RETURN(pb::UnmaskReply u, ParseAs<pb::UnmaskReply>(reply, "unmask shares"));
   auto collect = [&](const auto& revealed, const std::vector<std::string>& owners,
@@ -781,7 +820,9 @@ Status SecAggRound::AcceptUnmask(const std::string& silo, absl::string_view repl
 }
 
 StatusOr<SecAggOutcome> SecAggRound::Finish() {
+  FEDSILO_RETURN_IF_ERROR(InStage(Stage::kUnmask, "finishing the round"));
   FEDSILO_RETURN_IF_ERROR(Enough("revealed their shares"));
+  stage_ = Stage::kFinished;  // the sum is consumed below, whatever happens
   auto combine = [](const std::map<uint8_t, Key32>& shares) {
     return ShamirCombine(std::vector<std::pair<uint8_t, Key32>>(shares.begin(), shares.end()));
   };

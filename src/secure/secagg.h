@@ -283,8 +283,11 @@ struct SecAggOutcome {
   double quantization_error = 0;
 };
 
-// The orchestrator's side of one round. Each Accept*() that fails drops that
-// silo from the later stages; each stage's request fails (Unavailable, naming
+// The orchestrator's side of one round. Its stages run in order -- advertise,
+// share keys, masked input, consistency, unmask, finish -- each request
+// moving to the next stage and each reply taken only in its own stage
+// (FailedPrecondition otherwise, naming both stages). Each Accept*() that
+// fails drops that silo from the later stages; each stage's request fails (Unavailable, naming
 // who left) when fewer than `threshold` silos are left. With RequireSignatures,
 // a silo whose advert or survivor signature does not verify is dropped at once
 // (an honest orchestrator's courtesy: the silos check them all the same).
@@ -331,6 +334,11 @@ class SecAggRound {
  private:
   SecAggRound(std::string run_id, int round, SecAggParams params,
               std::vector<std::string> participants, const ModelState& layout);
+  // The stages, in order; a request moves from one to the next.
+  enum class Stage { kAdvertise, kShareKeys, kMaskedInput, kConsistency, kUnmask, kFinished };
+  static absl::string_view StageName(Stage stage);
+  // OK when the round is in `stage`, for `what` (a reply or a request).
+  Status InStage(Stage stage, absl::string_view what) const;
   Status Enough(absl::string_view stage) const;
   uint32_t ShareNumber(const std::string& silo) const;
 
@@ -359,8 +367,7 @@ class SecAggRound {
   // owner -> share number -> share
   std::map<std::string, std::map<uint8_t, Key32>> self_shares_;
   std::map<std::string, std::map<uint8_t, Key32>> key_shares_;
-  int unmask_replies_ = 0;
-  int stage_ = 0;
+  Stage stage_ = Stage::kAdvertise;
 };
 
 }  // namespace fedsilo::secure

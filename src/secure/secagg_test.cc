@@ -393,6 +393,52 @@ TEST(SecAggTest, ASiloRefusesToRevealBothSecretsOfOneSilo) {
   EXPECT_FALSE(silo.Handle("run", 1, *round->UnmaskRequest()).ok());
 }
 
+// The orchestrator's side keeps its own stage order: a request or a reply
+// out of its stage is refused naming both stages and changes nothing, and a
+// round finishes once.
+TEST(SecAggTest, TheOrchestratorsRoundTakesEachStageInOrderOnly) {
+  ModelState u = Update({1, 2}, {3});
+  SecAggParams params;
+  params.threshold = 2;
+  StatusOr<SecAggRound> round = SecAggRound::Create("run", 1, params, {"a", "b"}, u);
+  ASSERT_TRUE(round.ok()) << round.status();
+  SecAggSilo a("a"), b("b");
+  a.SetInput("run", 1, u, 5);
+  b.SetInput("run", 1, u, 5);
+  const auto refused = [](const Status& s, const std::string& stage) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("and the round is at the " + stage + " stage"));
+  };
+  refused(round->MaskedInputRequests().status(), "advertise");
+  refused(round->Finish().status(), "advertise");
+  const std::string advertise = round->AdvertiseRequest();
+  const std::string advert_a = *a.Handle("run", 1, advertise);
+  refused(round->AcceptShareKeys("a", advert_a), "advertise");
+  ASSERT_TRUE(round->AcceptAdvertise("a", advert_a).ok());
+  ASSERT_TRUE(round->AcceptAdvertise("b", *b.Handle("run", 1, advertise)).ok());
+  const std::string share = *round->ShareKeysRequest();
+  refused(round->ShareKeysRequest().status(), "share keys");  // not twice
+  refused(round->AcceptAdvertise("a", advert_a), "share keys");  // an advert, too late
+  ASSERT_TRUE(round->AcceptShareKeys("a", *a.Handle("run", 1, share)).ok());
+  ASSERT_TRUE(round->AcceptShareKeys("b", *b.Handle("run", 1, share)).ok());
+  refused(round->ConsistencyRequest().status(), "share keys");
+  auto masked = *round->MaskedInputRequests();
+  ASSERT_TRUE(round->AcceptMaskedInput("a", *a.Handle("run", 1, masked["a"])).ok());
+  ASSERT_TRUE(round->AcceptMaskedInput("b", *b.Handle("run", 1, masked["b"])).ok());
+  refused(round->UnmaskRequest().status(), "masked input");
+  const std::string consistency = *round->ConsistencyRequest();
+  ASSERT_TRUE(round->AcceptConsistency("a", *a.Handle("run", 1, consistency)).ok());
+  ASSERT_TRUE(round->AcceptConsistency("b", *b.Handle("run", 1, consistency)).ok());
+  refused(round->Finish().status(), "consistency");
+  const std::string unmask = *round->UnmaskRequest();
+  ASSERT_TRUE(round->AcceptUnmask("a", *a.Handle("run", 1, unmask)).ok());
+  ASSERT_TRUE(round->AcceptUnmask("b", *b.Handle("run", 1, unmask)).ok());
+  StatusOr<SecAggOutcome> outcome = round->Finish();
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(outcome->contributors, 2);
+  refused(round->Finish().status(), "finished");
+}
+
 TEST(SecAggTest, ASiloRefusesOutOfOrderRequestsAndTooFewParticipants) {
   SecAggSilo silo("a");
   ModelState u = Update({1, 2}, {3});

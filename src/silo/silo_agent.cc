@@ -181,7 +181,7 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   }
   if (request.task == transport::TaskKind::kEvaluate) return Evaluate(request);
   // SCAFFOLD: the server control variate c comes with the global model.
-  const bool scaffold = job.strategy.name == "scaffold";
+  const bool scaffold = TraitsOf(job.strategy).control_variates;
   ModelState scaffold_model, server_control;
   const ModelState* global = request.global;
   if (scaffold) {
@@ -220,7 +220,7 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     }
     BusyClock::Scope busy(busy_clock_);
     ml::LocalObjective objective;
-    if (job.strategy.name == "fedprox") objective.proximal_mu = job.strategy.proximal_mu;
+    if (TraitsOf(job.strategy).proximal) objective.proximal_mu = job.strategy.proximal_mu;
     ModelState correction;  // SCAFFOLD: c - c_i
     if (scaffold) {
       correction = server_control;

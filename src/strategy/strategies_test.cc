@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -212,8 +214,25 @@ TEST(ScaffoldTest, ServerControlVariateMovesBySumOfDeltasOverAllSilos) {
   EXPECT_FALSE(resumed.Accumulate(Values({1}), 1).ok());
 }
 
+// The registry makes a strategy for every name a job may give, and for no
+// other: the job's rules and the silos read the same list's traits.
+TEST(CreateStrategyTest, TheRegistryHoldsExactlyTheStrategiesJobsMayName) {
+  std::vector<absl::string_view> listed;
+  for (const StrategyTraits& s : kStrategies) listed.push_back(s.name);
+  std::vector<absl::string_view> registered = RegisteredStrategies();
+  std::sort(listed.begin(), listed.end());
+  std::sort(registered.begin(), registered.end());
+  EXPECT_EQ(registered, listed);
+  StrategyConfig unknown;
+  unknown.name = "fedsgd";
+  EXPECT_EQ(CreateStrategy(unknown).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FindStrategy("fedsgd"), nullptr);
+  EXPECT_EQ(&TraitsOf(unknown), &kStrategies[0]);
+}
+
 TEST(CreateStrategyTest, EveryNameBuildsItsStrategy) {
-  for (absl::string_view name : kStrategyNames) {
+  for (const StrategyTraits& traits : kStrategies) {
+    const absl::string_view name = traits.name;
     StrategyConfig c;
     c.name = std::string(name);
     c.byzantine = 1;

@@ -10,23 +10,79 @@
 
 namespace fedsilo::strategy {
 
+namespace {
+
+// Every strategy, by the name core/job_config.h's kStrategies gives it.
+struct Registered {
+  absl::string_view name;
+  std::unique_ptr<Strategy> (*make)(const StrategyConfig& config, int total_silos);
+};
+
+using Opt = ServerOptimizer::Kind;
+using Robust = RobustAggregator::Kind;
+
+const Registered kRegistry[] = {
+    {"fedavg",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<FedAvg>(c.server_learning_rate);
+     }},
+    // FedProx aggregates like FedAvg; its proximal term is in the silos' training.
+    {"fedprox",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<FedAvg>(c.server_learning_rate);
+     }},
+    {"scaffold",
+     [](const StrategyConfig& c, int silos) -> std::unique_ptr<Strategy> {
+       return std::make_unique<Scaffold>(c, std::max(1, silos));
+     }},
+    {"fedavgm",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<ServerOptimizer>(Opt::kMomentum, c);
+     }},
+    {"fedadagrad",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<ServerOptimizer>(Opt::kAdagrad, c);
+     }},
+    {"fedadam",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<ServerOptimizer>(Opt::kAdam, c);
+     }},
+    {"fedyogi",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<ServerOptimizer>(Opt::kYogi, c);
+     }},
+    {"median",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<RobustAggregator>(Robust::kMedian, c);
+     }},
+    {"trimmed_mean",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<RobustAggregator>(Robust::kTrimmedMean, c);
+     }},
+    {"krum",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<RobustAggregator>(Robust::kKrum, c);
+     }},
+    {"multi_krum",
+     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
+       return std::make_unique<RobustAggregator>(Robust::kMultiKrum, c);
+     }},
+};
+
+}  // namespace
+
 StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategyConfig& config, int total_silos) {
-  const std::string& n = config.name;
-  if (n == "fedavg" || n == "fedprox") {
-    return std::make_unique<FedAvg>(config.server_learning_rate);
+  for (const Registered& r : kRegistry) {
+    if (r.name == config.name) return r.make(config, total_silos);
   }
-  if (n == "scaffold") return std::make_unique<Scaffold>(config, std::max(1, total_silos));
-  using Opt = ServerOptimizer::Kind;
-  if (n == "fedavgm") return std::make_unique<ServerOptimizer>(Opt::kMomentum, config);
-  if (n == "fedadagrad") return std::make_unique<ServerOptimizer>(Opt::kAdagrad, config);
-  if (n == "fedadam") return std::make_unique<ServerOptimizer>(Opt::kAdam, config);
-  if (n == "fedyogi") return std::make_unique<ServerOptimizer>(Opt::kYogi, config);
-  using Robust = RobustAggregator::Kind;
-  if (n == "median") return std::make_unique<RobustAggregator>(Robust::kMedian, config);
-  if (n == "trimmed_mean") return std::make_unique<RobustAggregator>(Robust::kTrimmedMean, config);
-  if (n == "krum") return std::make_unique<RobustAggregator>(Robust::kKrum, config);
-  if (n == "multi_krum") return std::make_unique<RobustAggregator>(Robust::kMultiKrum, config);
-  return absl::InvalidArgumentError(absl::StrCat("strategy.name: unknown strategy '", n, "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("strategy.name: unknown strategy '", config.name, "'"));
+}
+
+std::vector<absl::string_view> RegisteredStrategies() {
+  std::vector<absl::string_view> names;
+  for (const Registered& r : kRegistry) names.push_back(r.name);
+  return names;
 }
 
 }  // namespace fedsilo::strategy

@@ -58,11 +58,15 @@ class Strategy {
   }
 };
 
-// The strategy named by `config.name` (fedprox aggregates like fedavg; its
-// proximal term is in the silos' training). InvalidArgument for unknown names.
+// The strategy named by `config.name`, from the one registry of strategies
+// (strategy.cc; its names are core's kStrategies, whose traits the job's
+// rules and the silos read). InvalidArgument for unknown names.
 // `total_silos`: the job's number of silos (SCAFFOLD's N).
 StatusOr<std::unique_ptr<Strategy>> CreateStrategy(const StrategyConfig& config,
                                                    int total_silos = 1);
+
+// The names the registry makes strategies for, in its order.
+std::vector<absl::string_view> RegisteredStrategies();
 
 }  // namespace fedsilo::strategy
 
