@@ -670,7 +670,8 @@ class OtherReleaseOrchestrator : public fedsilo::v1::Orchestrator::Service {
 // How a silo of this release answers one task from `orchestrator`; whether
 // its handler was asked to train.
 std::pair<std::string, bool> AnswerOf(OtherReleaseOrchestrator& orchestrator,
-                                      const std::string& kits) {
+                                      const std::string& kits,
+                                      std::vector<int> job_schemas = {}) {
   auto server = transport::GrpcServer::Start(
       "127.0.0.1:0", transport::MakeServerCredentials(Files(kits + "/orchestrator")),
       {&orchestrator});
@@ -691,6 +692,7 @@ std::pair<std::string, bool> AnswerOf(OtherReleaseOrchestrator& orchestrator,
   options.target = "localhost:" + std::to_string((*server)->port());
   options.datasets = {"digits"};
   options.initial_backoff = 100ms;
+  options.job_schemas = std::move(job_schemas);
   transport::SiloClient silo(transport::MakeChannelCredentials(Files(kits + "/hospital-a")),
                              options, &handler);
   std::thread runner([&] { silo.Run().IgnoreError(); });
@@ -724,6 +726,16 @@ TEST(FederationLinkTest, ASiloReadsATaskInTheJobSchemaItIsMarkedWithOrRefusesIt)
   const auto [unknown, trained_unknown] = AnswerOf(past_with_new_key, kits);
   EXPECT_THAT(unknown, HasSubstr("unknown key 'training.lr_decay'"));
   EXPECT_FALSE(trained_unknown);
+
+  // A silo that no longer reads schema 1 names the orchestrator as the one
+  // to upgrade.
+  OtherReleaseOrchestrator too_old(job, 0);
+  const auto [outgrown, trained_outgrown] = AnswerOf(too_old, kits, {2});
+  EXPECT_EQ(outgrown, absl::StrCat("the job is written in job schema 1 (an orchestrator of "
+                                   "fedsilo 0.1), and this silo (",
+                                   FedsiloRelease(), ") reads job schema 2: upgrade the "
+                                   "orchestrator"));
+  EXPECT_FALSE(trained_outgrown);
 }
 
 }  // namespace

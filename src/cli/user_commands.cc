@@ -17,6 +17,7 @@
 #include "cli/jobs_client.h"
 #include "core/file_util.h"
 #include "core/job_config.h"
+#include "core/job_schema.h"
 #include "core/model_state_file.h"
 #include "fedsilo/v1/jobs.grpc.pb.h"
 #include "transport/chunks.h"
@@ -47,7 +48,9 @@ bool Finished(const std::string& state) {
 Status SubmitCommand(const UserOptions& options, const JobConfig& job) {
   FEDSILO_ASSIGN_OR_RETURN(JobsClient client, JobsClient::Connect(options));
   fedsilo::v1::SubmitJobRequest request;
-  request.set_job_yaml(JobConfigToYaml(job));
+  // In the oldest schema that carries it: an orchestrator of an older
+  // release reads a job that sets none of the newer keys.
+  request.set_job_yaml(JobConfigToStableYaml(job));
   if (job.model.kind == ModelKind::kTorchScript) {
     // The module goes with the job; the orchestrator ships it to the silos.
     FEDSILO_ASSIGN_OR_RETURN(std::string module, ReadFile(job.model.torchscript));

@@ -708,7 +708,7 @@ void TrainingKeys(std::vector<Key>& k) {
                   "training.lr_decay", [](auto& c) -> auto& { return c.training.lr_decay; }, 0,
                   true, 1, false,
                   "round r trains with `learning_rate` × `lr_decay`^(r − 1); 1 keeps the "
-                  "rate")
+                  "rate; the last round's rate must stay above a millionth of `learning_rate`")
                   .Since(2));
 
   Key silos = Base("federation.silos", "integer or list",
@@ -896,7 +896,10 @@ void RunKeys(std::vector<Key>& k) {
                   "tracking.mlflow.experiment",
                   [](auto& c) -> auto& { return c.tracking.mlflow.experiment; },
                   "MLflow experiment (created when missing)")
-                  .Default("the job's `experiment`"));
+                  .Default("the job's `experiment`")
+                  .PresentIf([](const JobConfig& c) {
+                    return !c.tracking.mlflow.uri.empty() && !c.tracking.mlflow.experiment.empty();
+                  }));
   k.push_back(BoolKey(
                   "tracking.mlflow.log_model",
                   [](auto& c) -> auto& { return c.tracking.mlflow.log_model; },
@@ -998,10 +1001,9 @@ Status ResolveStrategy(const Reader& r, JobConfig& c) {
   // Each strategy's default step; an explicit server_learning_rate wins.
   const StrategyTraits& traits = TraitsOf(st);
   if (!r.Given("strategy.server_learning_rate")) {
-    st.server_learning_rate =
-        traits.default_server_learning_rate >= 0
-            ? traits.default_server_learning_rate
-            : std::round((1 - st.server_momentum) * 1e12) / 1e12;  // fedavgm
+    st.server_learning_rate = traits.default_server_learning_rate >= 0
+                                  ? traits.default_server_learning_rate
+                                  : std::round((1 - st.server_momentum) * 1e12) / 1e12;  // fedavgm
   }
   const int num_silos = SilosPerRound(c.federation);
   if (st.byzantine < 0) st.byzantine = std::max(0, (num_silos - 3) / 2);
@@ -1109,6 +1111,19 @@ Status CheckScaffold(const Reader& r, const JobConfig& c) {
   return absl::OkStatus();
 }
 
+// A learning rate that decays to nothing trains nothing, and SCAFFOLD's
+// control variates divide by it.
+Status CheckLrDecay(const Reader& r, const JobConfig& c) {
+  const TrainingConfig& t = c.training;
+  const double last = std::pow(t.lr_decay, t.rounds - 1);
+  if (last >= 1e-6) return absl::OkStatus();
+  return r.Error("training.lr_decay", "training.lr_decay",
+                 absl::StrCat("is ", Num(t.lr_decay), ": over ", t.rounds,
+                              " rounds it takes the learning rate below a millionth of "
+                              "learning_rate; use at least ",
+                              Num(std::ceil(std::pow(1e-6, 1.0 / (t.rounds - 1)) * 1e4) / 1e4)));
+}
+
 Status CheckTracking(const Reader& r, const JobConfig& c) {
   const MlflowConfig& ml = c.tracking.mlflow;
   if (!ml.uri.empty() && !absl::StartsWith(ml.uri, "http://") &&
@@ -1133,6 +1148,7 @@ Status ResolveAndCheck(const Reader& r, const std::set<std::string>& overridden,
   FEDSILO_RETURN_IF_ERROR(CheckDp(r, c));
   FEDSILO_RETURN_IF_ERROR(CheckSecureAggregation(r, c));
   FEDSILO_RETURN_IF_ERROR(CheckScaffold(r, c));
+  FEDSILO_RETURN_IF_ERROR(CheckLrDecay(r, c));
   FEDSILO_RETURN_IF_ERROR(CheckTracking(r, c));
   if (c.data.partition == PartitionScheme::kShards && c.federation.silos.size() > 1000) {
     return r.Error("", "data.partition", "shards needs at most 1000 silos");
@@ -1300,6 +1316,10 @@ StatusOr<std::string> JobConfigToYamlForSchema(const JobConfig& config, int sche
                                                       " (this reader has ", schema, ")"));
   }
   return Write(config, KeysOf(schema));
+}
+
+std::string JobConfigToStableYaml(const JobConfig& config) {
+  return Write(config, KeysOf(OldestSchemaFor(config).first));
 }
 
 std::vector<JobKeyInfo> JobKeys() {

@@ -60,6 +60,11 @@ StatusOr<std::string> JobConfigToYamlForSchema(const JobConfig& config, int sche
 // key), and the key that needs it ("" for 1).
 std::pair<int, std::string> OldestSchemaFor(const JobConfig& config);
 
+// The job in the oldest schema that carries it: the text every release that
+// reads that schema writes for this job. For digests that must not change
+// when a later release adds a key (a silo's ledger pins its runs' jobs so).
+std::string JobConfigToStableYaml(const JobConfig& config);
+
 // ParseJobConfig as a reader of job schema `schema` would: keys that came
 // later are unknown keys. (A silo advertising an older schema reads this way.)
 StatusOr<JobConfig> ParseJobConfigOfSchema(absl::string_view yaml_text, absl::string_view source,

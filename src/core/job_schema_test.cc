@@ -90,6 +90,16 @@ TEST(JobSchemaTest, LrDecayIsCheckedAndScalesEachRoundsRate) {
     EXPECT_THAT(std::string(job.status().message()),
                 HasSubstr("--set training.lr_decay: must be a number in (0, 1]"));
   }
+  // A rate that decays to nothing trains nothing (and SCAFFOLD divides by it).
+  StatusOr<JobConfig> vanishing = ParseJobConfig(
+      kMinimal, "job.yaml", {{"training.lr_decay", "0.5"}, {"training.rounds", "200"}});
+  ASSERT_FALSE(vanishing.ok());
+  EXPECT_THAT(std::string(vanishing.status().message()),
+              HasSubstr("--set training.lr_decay: is 0.5: over 200 rounds it takes the learning "
+                        "rate below a millionth of learning_rate; use at least 0.933"));
+  EXPECT_TRUE(ParseJobConfig(kMinimal, "job.yaml",
+                             {{"training.lr_decay", "0.933"}, {"training.rounds", "200"}})
+                  .ok());
   TrainingConfig training;
   training.learning_rate = 0.2;
   training.lr_decay = 0.5;
@@ -136,6 +146,25 @@ TEST(JobSchemaTest, AnOlderReaderGetsTheJobWithoutNewerKeysOrARefusal) {
     StatusOr<std::string> unknown = JobConfigToYamlForSchema(*plain, schema);
     ASSERT_FALSE(unknown.ok()) << schema;
     EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// A silo's ledger pins a run's job by the digest of its resolved YAML. The
+// stable text of a job that sets no newer key is, byte for byte, what
+// fedsilo 0.1.0 wrote for it (tests/fixtures/release-0.1.0): a silo upgraded
+// during a run still knows the run's job.
+TEST(JobSchemaTest, TheStableTextOfAnOldJobIsTheOldReleasesText) {
+  for (const char* name : {"digits-job.yaml", "fraud-job.yaml"}) {
+    StatusOr<std::string> old =
+        ReadFile(std::string(FEDSILO_TEST_SOURCE_DIR) + "/tests/fixtures/release-0.1.0/" + name);
+    ASSERT_TRUE(old.ok()) << old.status();
+    StatusOr<JobConfig> job = ParseJobConfig(*old, name);
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(JobConfigToStableYaml(*job), *old) << name;
+    EXPECT_NE(JobConfigToYaml(*job), *old) << name;  // this release's text has lr_decay
+    // A newer key that is set makes the newer schema's text.
+    job->training.lr_decay = 0.9;
+    EXPECT_THAT(JobConfigToStableYaml(*job), HasSubstr("lr_decay: 0.9")) << name;
   }
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "core/file_seal.h"
 #include "core/file_util.h"
+#include "core/job_schema.h"
 #include "core/mutex.h"
 #include "core/unix_time.h"
 #include "core/yaml_util.h"
@@ -327,12 +328,12 @@ const DatasetPolicy& RulesFor(const PrivacyGuard* guard, const std::string& data
 std::string PinnedJobDigest(const JobConfig& job) {
   JobConfig pinned = job;
   pinned.preprocess.statistics = FeatureStatistics();
-  return secure::BytesDigest(JobConfigToYaml(pinned));
+  return secure::BytesDigest(JobConfigToStableYaml(pinned));
 }
 
 std::string StatisticsDigest(const JobConfig& job) {
   if (job.preprocess.statistics.empty()) return "";
-  return secure::BytesDigest(JobConfigToYaml(job));
+  return secure::BytesDigest(JobConfigToStableYaml(job));
 }
 
 StatusOr<std::unique_ptr<PrivacyGuard>> PrivacyGuard::Open(const std::string& policy_path,

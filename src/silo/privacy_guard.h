@@ -240,7 +240,9 @@ class PrivacyGuard {
 const DatasetPolicy& RulesFor(const PrivacyGuard* guard, const std::string& dataset);
 
 // The digest a run's job is pinned by: SHA-256 of the resolved job without
-// its federated statistics (which arrive after the first task), hex.
+// its federated statistics (which arrive after the first task), hex. Over
+// the job in the oldest schema that carries it, so that a silo upgraded
+// during a run still knows the run's job.
 std::string PinnedJobDigest(const JobConfig& job);
 // The digest of the job's statistics ("" when it has none).
 std::string StatisticsDigest(const JobConfig& job);

@@ -10,7 +10,10 @@
 #include <sstream>
 
 #include "absl/strings/str_format.h"
+#include "core/file_util.h"
+#include "core/job_schema.h"
 #include "privacy/rdp_accountant.h"
+#include "secure/audit_log.h"
 
 namespace fedsilo::silo {
 namespace {
@@ -210,6 +213,24 @@ TEST(PrivacyGuardTest, ARunsJobAndStatisticsArePinnedAtAdmission) {
   ASSERT_TRUE(reopened.ok());
   EXPECT_FALSE((*reopened)->CheckJob("digits", "run", changed).ok());
   EXPECT_FALSE((*reopened)->PinStatistics("digits", "run", StatisticsDigest(other_stats)).ok());
+}
+
+// A run admitted by a silo of fedsilo 0.1.0 pinned its job by the digest of
+// that release's resolved YAML; upgraded, the silo computes the same digest
+// for the same job and the run goes on.
+TEST(PrivacyGuardTest, AJobPinnedByTheReleaseBeforeIsTheSameJobAfterAnUpgrade) {
+  const std::string path =
+      std::string(FEDSILO_TEST_SOURCE_DIR) + "/tests/fixtures/release-0.1.0/fraud-job.yaml";
+  StatusOr<std::string> old = ReadFile(path);
+  ASSERT_TRUE(old.ok()) << old.status();
+  StatusOr<JobConfig> job = ParseJobConfig(*old, path);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_FALSE(job->preprocess.statistics.empty());
+  EXPECT_EQ(StatisticsDigest(*job), secure::BytesDigest(*old));
+  JobConfig without_statistics = *job;
+  without_statistics.preprocess.statistics = FeatureStatistics();
+  EXPECT_EQ(PinnedJobDigest(*job), secure::BytesDigest(JobConfigToStableYaml(without_statistics)));
+  EXPECT_NE(PinnedJobDigest(*job), secure::BytesDigest(JobConfigToYaml(without_statistics)));
 }
 
 TEST(PrivacyGuardTest, EverySaveMovesTheGenerationOnAndRecordsTheAuditLogsLength) {

@@ -1,5 +1,6 @@
 #include "silo/silo_agent.h"
 
+#include <cmath>
 #include <algorithm>
 #include <filesystem>
 #include <optional>
@@ -267,6 +268,13 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     const double step = training.learning_rate / (1.0 - training.momentum);
     const float inverse =
         static_cast<float>(-1.0 / (static_cast<double>(std::max<int64_t>(steps, 1)) * step));
+    if (!std::isfinite(inverse)) {
+      // A learning rate decayed to (nearly) nothing; the variates would be
+      // poisoned for every later round.
+      return absl::FailedPreconditionError(
+          absl::StrCat("round ", request.round, "'s learning rate ", training.learning_rate,
+                       " is too small for SCAFFOLD's control variates"));
+    }
     ModelState delta_c = server_control;
     for (size_t t = 0; t < delta_c.size(); ++t) {
       absl::Span<float> d = delta_c.mutable_tensors()[t].floats();

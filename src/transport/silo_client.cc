@@ -223,8 +223,8 @@ Status SiloClient::RunSession() {
         Status added = model.Add(message.chunk());
         if (!added.ok()) {
           if (!write(TaskFailedMessage(task, added))) break;
-        } else if (model.complete() && (!AnswerTask(task, model.Take(), write) ||
-                                        !send_head(false))) {
+        } else if (model.complete() &&
+                   (!AnswerTask(task, model.Take(), write) || !send_head(false))) {
           break;
         }
       }
@@ -289,13 +289,17 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
   if (handler_ == nullptr) return fail(absl::UnimplementedError("this silo trains no models"));
   // Written by fedsilo 0.1 when unset; in a schema this silo said it reads
   // otherwise, and read as such a reader would.
-  const int schema = task.job_schema() == 0 ? 1 : static_cast<int>(task.job_schema());
-  const std::vector<int> reads = options_.job_schemas.empty() ? OwnVersions().job_schemas
-                                                              : options_.job_schemas;
+  const int schema = task.job_schema() == 0
+                         ? 1
+                         : static_cast<int>(std::min<uint32_t>(task.job_schema(), 1u << 20));
+  const std::vector<int> reads =
+      options_.job_schemas.empty() ? OwnVersions().job_schemas : options_.job_schemas;
   if (std::count(reads.begin(), reads.end(), schema) == 0) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
-        "the job is written in job schema ", schema, ", and this silo (", FedsiloRelease(),
-        ") reads job schema ", absl::StrJoin(reads, ", "), ": upgrade the silo")));
+        "the job is written in job schema ", schema,
+        task.job_schema() == 0 ? " (an orchestrator of fedsilo 0.1)" : "", ", and this silo (",
+        FedsiloRelease(), ") reads job schema ", absl::StrJoin(reads, ", "), ": upgrade ",
+        schema < reads.front() ? "the orchestrator" : "the silo")));
   }
   StatusOr<JobConfig> job =
       ParseJobConfigOfSchema(task.job_yaml(), absl::StrCat("job ", task.job_id()), schema);

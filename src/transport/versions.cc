@@ -84,6 +84,9 @@ StatusOr<Agreement> Negotiate(const std::string& silo_name, const PeerVersions& 
                   Range(orchestrator.protocol_min, orchestrator.protocol_max),
                   silo.protocol_max < orchestrator.protocol_min);
   }
+  if (silo.job_schemas.empty() || orchestrator.job_schemas.empty()) {
+    return absl::InvalidArgumentError("a peer that reads no job schema");
+  }
   agreed.job_schema = 0;
   for (int s : silo.job_schemas) {
     if (std::count(orchestrator.job_schemas.begin(), orchestrator.job_schemas.end(), s) > 0) {
