@@ -573,8 +573,14 @@ TEST(OrchestratorTest, AtMostTwoUpdatesAreInTheOrchestratorAtOnce) {
     for (float v : t.floats()) EXPECT_FLOAT_EQ(v, 55.0f / 15.0f);
   }
   EXPECT_EQ(transfers.max_in_orchestrator(), 2);
-  // ... and the next one travelled while each was checked and folded.
-  EXPECT_EQ(transfers.prefetched_ahead(), kSilos - 1);
+  // ... and the next one travelled while each was checked and folded: each
+  // fold starts the transfer of the next reply that has arrived. The last
+  // silo to answer is the first folded; the reply before it may still be on
+  // its way into the orchestrator's queue (between the silo's answer and its
+  // worker's hand-over) on a loaded machine, so that one fold may find no
+  // next reply yet: three or four of the four.
+  EXPECT_GE(transfers.prefetched_ahead(), kSilos - 2);
+  EXPECT_LE(transfers.prefetched_ahead(), kSilos - 1);
 }
 
 JobConfig SecureJob(int silos, int rounds, int threshold) {

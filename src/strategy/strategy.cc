@@ -18,55 +18,40 @@ struct Registered {
   std::unique_ptr<Strategy> (*make)(const StrategyConfig& config, int total_silos);
 };
 
+std::unique_ptr<Strategy> MakeFedAvg(const StrategyConfig& c, int) {
+  return std::make_unique<FedAvg>(c.server_learning_rate);
+}
+
+std::unique_ptr<Strategy> MakeScaffold(const StrategyConfig& c, int total_silos) {
+  return std::make_unique<Scaffold>(c, std::max(1, total_silos));
+}
+
+template <ServerOptimizer::Kind kKind>
+std::unique_ptr<Strategy> MakeOptimizer(const StrategyConfig& c, int) {
+  return std::make_unique<ServerOptimizer>(kKind, c);
+}
+
+template <RobustAggregator::Kind kKind>
+std::unique_ptr<Strategy> MakeRobust(const StrategyConfig& c, int) {
+  return std::make_unique<RobustAggregator>(kKind, c);
+}
+
 using Opt = ServerOptimizer::Kind;
 using Robust = RobustAggregator::Kind;
 
 const Registered kRegistry[] = {
-    {"fedavg",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<FedAvg>(c.server_learning_rate);
-     }},
+    {"fedavg", MakeFedAvg},
     // FedProx aggregates like FedAvg; its proximal term is in the silos' training.
-    {"fedprox",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<FedAvg>(c.server_learning_rate);
-     }},
-    {"scaffold",
-     [](const StrategyConfig& c, int silos) -> std::unique_ptr<Strategy> {
-       return std::make_unique<Scaffold>(c, std::max(1, silos));
-     }},
-    {"fedavgm",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<ServerOptimizer>(Opt::kMomentum, c);
-     }},
-    {"fedadagrad",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<ServerOptimizer>(Opt::kAdagrad, c);
-     }},
-    {"fedadam",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<ServerOptimizer>(Opt::kAdam, c);
-     }},
-    {"fedyogi",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<ServerOptimizer>(Opt::kYogi, c);
-     }},
-    {"median",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<RobustAggregator>(Robust::kMedian, c);
-     }},
-    {"trimmed_mean",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<RobustAggregator>(Robust::kTrimmedMean, c);
-     }},
-    {"krum",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<RobustAggregator>(Robust::kKrum, c);
-     }},
-    {"multi_krum",
-     [](const StrategyConfig& c, int) -> std::unique_ptr<Strategy> {
-       return std::make_unique<RobustAggregator>(Robust::kMultiKrum, c);
-     }},
+    {"fedprox", MakeFedAvg},
+    {"scaffold", MakeScaffold},
+    {"fedavgm", MakeOptimizer<Opt::kMomentum>},
+    {"fedadagrad", MakeOptimizer<Opt::kAdagrad>},
+    {"fedadam", MakeOptimizer<Opt::kAdam>},
+    {"fedyogi", MakeOptimizer<Opt::kYogi>},
+    {"median", MakeRobust<Robust::kMedian>},
+    {"trimmed_mean", MakeRobust<Robust::kTrimmedMean>},
+    {"krum", MakeRobust<Robust::kKrum>},
+    {"multi_krum", MakeRobust<Robust::kMultiKrum>},
 };
 
 }  // namespace
