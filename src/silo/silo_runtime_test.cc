@@ -97,6 +97,7 @@ TEST(DatasetCatalogTest, CsvEntriesNameTheSilosOwnFile) {
 // evaluate task scores the model it is sent without training.
 TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   const std::string dir = ::testing::TempDir() + "/silo_runtime_csv";
+  std::filesystem::remove_all(dir);  // its ledgers would pin an earlier run's jobs
   std::filesystem::create_directories(dir);
   {
     std::ofstream csv(dir + "/east.csv");
