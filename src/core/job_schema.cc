@@ -584,7 +584,7 @@ void DataKeys(std::vector<Key>& k) {
   k.push_back(StringKey(
                   "experiment", [](auto& c) -> auto& { return c.experiment; },
                   "groups runs for comparison (see [tracking runs](tracking.md#tracking-runs))")
-                  .PresentIf(nullptr));
+                  .PresentIf(nullptr));  // written always, "default" included
   k.push_back(IntKey(
       "seed", [](auto& c) -> auto& { return c.seed; }, 0, kNoMax,
       "seeds the split, the partition, the initial model, sampling and shuffling"));
