@@ -285,7 +285,7 @@ int RunTransport(const TransportOptions& o) {
   Status secure_status;
   ModelState secure_model = model;
   orchestrator::Orchestrator orch(job, {"bench", o.silos}, std::move(connections),
-                                  std::make_unique<strategy::FedAvg>(), &none, nullptr, nullptr);
+                                  std::make_unique<strategy::FedAvg>(), &none, nullptr);
   auto result = orch.Run(std::move(model), &times);
   const double peak = PeakRssMb();
   if (o.secure && result.ok()) {
@@ -300,8 +300,7 @@ int RunTransport(const TransportOptions& o) {
     orchestrator::OrchestratorOptions secure_options{"bench-secure", o.silos};
     secure_options.federation_ca_pem = files->ca_pem;  // signed keys, as a real federation's
     orchestrator::Orchestrator secure_orch(secure_job, secure_options, std::move(again),
-                                           std::make_unique<strategy::FedAvg>(), &none, nullptr,
-                                           nullptr);
+                                           std::make_unique<strategy::FedAvg>(), &none, nullptr);
     secure_status = secure_orch.Run(std::move(secure_model), &secure_times).status();
   }
   secure_model = ModelState();

@@ -6,8 +6,11 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -16,9 +19,12 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "core/job_config.h"
 #include "core/model_state_file.h"
+#include "core/subprocess.h"
 #include "fake_mlflow.h"
 #include "ml/dataset_catalog.h"
 #include "ml/scripted_module.h"
@@ -201,7 +207,9 @@ TEST(CliTest, CommandLineMistakesAreNamedWithExitStatus2) {
        "unknown option '--sett' for 'fedsilo run' (did you mean '--set'?)"},
       {"silo --kit k --datasets d --polcy p",
        "unknown option '--polcy' for 'fedsilo silo' (did you mean '--policy'?)"},
-      {"run", "job is required"},
+      {"run", "give the job file to run (or --resume RUN"},
+      {"run --resume some-run --set training.rounds=3",
+       "--set: a resumed run keeps its recorded job"},
       {"run " + job + " --set", "--set: 1 required TEXT missing"},
       {"run " + job + " --set rounds", "--set 'rounds': expected key=value"},
       {"run " + job + " --set training.rounds=abc",
@@ -338,6 +346,111 @@ TEST(CliTest, CheckpointEveryZeroKeepsOnlyTheFinalModel) {
   }
   EXPECT_EQ(Fedsilo("export " + run_id + " --out " + dir + "/final.fsm --workdir " + dir).status,
             0);
+}
+
+// A simulation killed mid-run goes on with `run --resume` from its last
+// committed round, in its own run folder, and ends with the model of a run
+// nobody killed: FedAdam's server moments come back with the checkpoint.
+TEST(CliTest, AKilledSimulationResumesToTheModelOfAnUninterruptedRun) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("resume");
+  const std::vector<std::string> job = {
+      Example("digits.yaml"),       "--set", "training.rounds=40", "--set",
+      "training.local_epochs=20",   "--set", "strategy.name=fedadam", "--threads", "1"};
+  std::string flags;
+  for (const std::string& a : job) flags += " " + a;
+  Output whole = Fedsilo("run" + flags + " --quiet --json --workdir " + dir + "/whole");
+  ASSERT_EQ(whole.status, 0) << whole.err;
+  auto uninterrupted = fedsilo::ReadModelStateFile(LastJson(whole.out)["final_model"]);
+  ASSERT_TRUE(uninterrupted.ok()) << uninterrupted.status();
+
+  // Killed, like a machine that goes down, once it has printed round 3.
+  std::vector<std::string> args = {"fedsilo", "run"};
+  args.insert(args.end(), job.begin(), job.end());
+  args.insert(args.end(), {"--workdir", dir + "/killed"});
+  const std::string log = dir + "/killed.log";
+  auto pid = fedsilo::SpawnProcess(fedsilo::testing_util::FedsiloBinary(), args, log);
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  std::string printed;
+  for (int i = 0; i < 3000 && printed.find("round  3/40") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::ifstream in(log);
+    printed.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  fedsilo::StopProcess(*pid, SIGKILL, std::chrono::milliseconds(0));
+  ASSERT_THAT(printed, HasSubstr("round  3/40")) << printed;
+  ASSERT_THAT(printed, Not(HasSubstr("round 40/40")));
+  std::smatch run_id;
+  ASSERT_TRUE(std::regex_search(printed, run_id, std::regex("fedsilo: run (\\S+)")));
+
+  Output resumed =
+      Fedsilo("run --resume " + run_id[1].str() + " --json --workdir " + dir + "/killed");
+  ASSERT_EQ(resumed.status, 0) << resumed.err;
+  EXPECT_THAT(resumed.out, HasSubstr("fedsilo: resuming run " + run_id[1].str() + " after round"));
+  EXPECT_THAT(resumed.out, Not(HasSubstr("round  1/40")));
+  const nlohmann::json summary = LastJson(resumed.out);
+  EXPECT_EQ(summary["run_id"], run_id[1].str());
+  EXPECT_EQ(summary["rounds_completed"], 40);
+  auto final_model = fedsilo::ReadModelStateFile(summary["final_model"]);
+  ASSERT_TRUE(final_model.ok()) << final_model.status();
+  ASSERT_EQ(final_model->state.size(), uninterrupted->state.size());
+  for (size_t t = 0; t < final_model->state.size(); ++t) {
+    const auto a = final_model->state.tensors()[t].floats();
+    const auto b = uninterrupted->state.tensors()[t].floats();
+    ASSERT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end()))
+        << final_model->state.tensors()[t].name() << " differs from the uninterrupted run's";
+  }
+  // One run on record, done, each of its rounds once.
+  Output list = Fedsilo("runs list --json --workdir " + dir + "/killed");
+  ASSERT_EQ(list.status, 0) << list.err;
+  const nlohmann::json runs = nlohmann::json::parse(list.out);
+  ASSERT_EQ(runs.size(), 1u) << list.out;
+  EXPECT_EQ(runs[0]["state"], "done");
+  EXPECT_EQ(runs[0]["rounds_completed"], 40);
+  Output shown = Fedsilo("runs show " + run_id[1].str() + " --json --workdir " + dir + "/killed");
+  ASSERT_EQ(shown.status, 0) << shown.err;
+  for (const std::string round : {"round 1/40 done", "round 40/40 done"}) {
+    const size_t first = shown.out.find(round);
+    EXPECT_NE(first, std::string::npos) << round;
+    EXPECT_EQ(shown.out.find(round, first + 1), std::string::npos) << round << " twice";
+  }
+
+  // What cannot be resumed is refused, with the reason.
+  Output again =
+      Fedsilo("run --resume " + run_id[1].str() + " --workdir " + dir + "/killed");
+  EXPECT_EQ(again.status, 2);
+  EXPECT_THAT(again.err, HasSubstr("is done (40 of 40 rounds); nothing to resume"));
+  Output unknown = Fedsilo("run --resume digits-nope --workdir " + dir + "/killed");
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_THAT(unknown.err, HasSubstr("no run or job 'digits-nope'"));
+  Output both = Fedsilo("run " + Example("digits.yaml") + " --resume " + run_id[1].str() +
+                        " --workdir " + dir + "/killed");
+  EXPECT_EQ(both.status, 2);
+  EXPECT_THAT(both.err, HasSubstr("--resume goes on with the run's recorded job"));
+
+  // Runs that failed on their data before round 1: one goes on once its
+  // data is there; a SCAFFOLD one is refused (its silos' state would be lost).
+  for (const std::string strategy : {"fedavg", "scaffold"}) {
+    const std::string work = dir + "/" + strategy;
+    Output failed = Fedsilo("run " + Example("digits.yaml") + " --set strategy.name=" + strategy +
+                            " --set training.rounds=2 --quiet --data-dir " + dir +
+                            "/no-data --workdir " + work);
+    ASSERT_NE(failed.status, 0) << strategy;
+    const nlohmann::json listed =
+        nlohmann::json::parse(Fedsilo("runs list --json --workdir " + work).out);
+    ASSERT_EQ(listed.size(), 1u) << strategy;
+    EXPECT_EQ(listed[0]["state"], "failed") << strategy;
+    Output resumed = Fedsilo("run --resume " + listed[0]["run_id"].get<std::string>() +
+                             " --quiet --json --workdir " + work);
+    if (strategy == "scaffold") {
+      EXPECT_EQ(resumed.status, 2);
+      EXPECT_THAT(resumed.err, HasSubstr("uses strategy scaffold, whose simulated silos kept their "
+                                         "control variates in the process that stopped"));
+    } else {
+      ASSERT_EQ(resumed.status, 0) << resumed.err;
+      EXPECT_EQ(LastJson(resumed.out)["rounds_completed"], 2);
+    }
+  }
 }
 
 // Local DP-SGD with a target epsilon: every silo solves its noise for the

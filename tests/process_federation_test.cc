@@ -256,7 +256,7 @@ TEST(ProcessFederationTest, KilledSiloIsDroppedAndTakesPartAgainAfterRestart) {
   ConstantEvaluator eval;
   KillAndRestart observer(&fed);
   orchestrator::Orchestrator o(*job, {"run-kill", 3}, std::move(connections),
-                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr);
   auto result = o.Run(std::move(initial), &observer);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(observer.succeeded, (std::vector<int>{3, 2, 3, 3}));
@@ -286,7 +286,7 @@ TEST(ProcessFederationTest, SecureAggregationGoesOnWithoutAKilledSiloAboveTheThr
   ConstantEvaluator eval;
   KillAndRestart observer(&fed);
   orchestrator::Orchestrator o(job, {"run-secagg-kill", 3}, fed.Connections({"a", "b", "c"}),
-                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr);
   auto result = o.Run(DigitsLogisticModel(), &observer);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(observer.succeeded, (std::vector<int>{3, 2, 3, 3}));
@@ -340,7 +340,7 @@ TEST(ProcessFederationTest, SecureAggregationCountsASiloKilledAfterItsMaskedInpu
   orchestrator::OrchestratorOptions options{"run-calm", 3};
   options.federation_ca_pem = fed.ca_pem();
   orchestrator::Orchestrator calm(job, options, fed.Connections({"a", "b", "c"}),
-                                  std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+                                  std::make_unique<strategy::FedAvg>(), &eval, nullptr);
   auto expected = calm.Run(DigitsLogisticModel(), nullptr);
   ASSERT_TRUE(expected.ok()) << expected.status();
 
@@ -349,7 +349,7 @@ TEST(ProcessFederationTest, SecureAggregationCountsASiloKilledAfterItsMaskedInpu
   Summaries summaries;
   options.run_id = "run-killed";
   orchestrator::Orchestrator killed(job, options, std::move(connections),
-                                    std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+                                    std::make_unique<strategy::FedAvg>(), &eval, nullptr);
   auto result = killed.Run(DigitsLogisticModel(), &summaries);
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_EQ(summaries.all.size(), 1u);
@@ -368,7 +368,7 @@ TEST(ProcessFederationTest, SecureAggregationBelowTheThresholdFailsCleanly) {
   job.federation.round_retries = 0;  // (c is not coming back)
   ConstantEvaluator eval;
   orchestrator::Orchestrator o(job, {"run-secagg-few", 3}, fed.Connections({"a", "b", "c"}),
-                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr);
   auto result = o.Run(DigitsLogisticModel(), nullptr);
   ASSERT_FALSE(result.ok());
   EXPECT_THAT(result.status().message(),
@@ -389,7 +389,7 @@ TEST(ProcessFederationTest, TooFewSilosFailTheRoundNamingTheMissing) {
   ModelState initial = DigitsLogisticModel();
   ConstantEvaluator eval;
   orchestrator::Orchestrator o(*job, {"run-few", 2}, std::move(connections),
-                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr);
   auto result = o.Run(std::move(initial), nullptr);
   ASSERT_FALSE(result.ok());
   EXPECT_THAT(result.status().message(), HasSubstr("only 1 of 2 sampled silos"));
@@ -575,7 +575,7 @@ TEST(ProcessFederationTest, GarbageUpdatesAreRejectedAndTheRoundGoesOn) {
   } record;
   ConstantEvaluator eval;
   orchestrator::Orchestrator o(*job, {"run-garbage", 2}, std::move(connections),
-                               std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+                               std::make_unique<strategy::FedAvg>(), &eval, nullptr);
   auto result = o.Run(std::move(initial), &record);
   silo->context.TryCancel();
   bad.join();

@@ -39,10 +39,13 @@ StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig&
     FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model,
                              ml::Model::Create(ml::TabularModelSpec(job), job.seed, &sandbox_));
     prepared.initial = model->GetState();
+    prepared.description = model->Describe();
     return prepared;
   }
   StatusOr<ml::DatasetSplits> data =
-      ml::LoadBuiltinDataset(job.data.dataset, data_dir_, job.data.test_fraction, job.seed);
+      loaded_.has_value()
+          ? *loaded_
+          : ml::LoadBuiltinDataset(job.data.dataset, data_dir_, job.data.test_fraction, job.seed);
   if (!data.ok()) {
     return Annotate(data.status(),
                     absl::StrCat("data.dataset '", job.data.dataset,
@@ -53,8 +56,9 @@ StatusOr<orchestrator::PreparedJob> BuiltinJobPreparer::Prepare(const JobConfig&
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<ml::Model> model,
                            ml::Model::Create(spec, job.seed, &sandbox_));
   prepared.initial = model->GetState();
+  prepared.description = model->Describe();
   prepared.evaluator =
-      std::make_unique<HeldOutEvaluator>(std::move(model), ml::DataView::All(data->test), nullptr);
+      std::make_unique<HeldOutEvaluator>(std::move(model), ml::DataView::All(data->test), busy_);
   return prepared;
 }
 

@@ -6,13 +6,14 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/busy_clock.h"
 #include "ml/dataset.h"
 #include "ml/model.h"
 #include "ml/sandbox.h"
-#include "orchestrator/job_manager.h"
+#include "orchestrator/job_run.h"
 #include "orchestrator/orchestrator.h"
 
 namespace fedsilo::cli {
@@ -42,11 +43,17 @@ class BuiltinJobPreparer : public orchestrator::JobPreparer {
   // A job's TorchScript module runs only in `sandbox`, never in this process.
   BuiltinJobPreparer(std::string data_dir, ml::Sandbox sandbox)
       : data_dir_(std::move(data_dir)), sandbox_(std::move(sandbox)) {}
+  // A simulation has the data set loaded already: its held-out split is
+  // used, and the evaluation's time is counted in `busy` (may be null).
+  BuiltinJobPreparer(ml::DatasetSplits loaded, ml::Sandbox sandbox, BusyClock* busy)
+      : sandbox_(std::move(sandbox)), loaded_(std::move(loaded)), busy_(busy) {}
   StatusOr<orchestrator::PreparedJob> Prepare(const JobConfig& job) override;
 
  private:
   std::string data_dir_;
   ml::Sandbox sandbox_;
+  std::optional<ml::DatasetSplits> loaded_;
+  BusyClock* busy_ = nullptr;
 };
 
 }  // namespace fedsilo::cli

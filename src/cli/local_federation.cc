@@ -35,6 +35,9 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
   for (const std::string& s : job.federation.silos) {
     spec.participants.push_back({s, secure::ParticipantKind::kSilo});
   }
+  // Throwaway: a resumed run's federation is provisioned afresh.
+  std::error_code ec;
+  std::filesystem::remove_all(kits, ec);
   FEDSILO_RETURN_IF_ERROR(
       secure::ProvisionFederation(spec, kits, std::chrono::system_clock::now()));
   // Built-in data: each silo takes its share. A catalog's data: each silo

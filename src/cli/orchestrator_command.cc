@@ -1,9 +1,6 @@
 #include "cli/orchestrator_command.h"
 
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -15,6 +12,7 @@
 #include "cli/command.h"
 #include "cli/held_out_evaluator.h"
 #include "cli/stop_signals.h"
+#include "core/file_lock.h"
 #include "core/file_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/sandbox.h"
@@ -31,34 +29,6 @@
 #include "transport/tls.h"
 
 namespace fedsilo::cli {
-namespace {
-
-// Holds an exclusive lock on <state>/lock for the daemon's lifetime, so two
-// orchestrators never share one store.
-class StateLock {
- public:
-  static StatusOr<StateLock> Acquire(const std::string& state_dir) {
-    const std::string path = state_dir + "/lock";
-    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) return absl::InternalError(absl::StrCat(path, ": cannot open"));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      close(fd);
-      return absl::FailedPreconditionError(
-          absl::StrCat(state_dir, " is in use by another orchestrator (", path, " is locked)"));
-    }
-    return StateLock(fd);
-  }
-  StateLock(StateLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  ~StateLock() {
-    if (fd_ >= 0) close(fd_);
-  }
-
- private:
-  explicit StateLock(int fd) : fd_(fd) {}
-  int fd_;
-};
-
-}  // namespace
 
 Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(
@@ -73,7 +43,10 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
     spdlog::warn("state folder {} may be read by other users; make it private (chmod 700 {})",
                  state_dir, state_dir);
   }
-  FEDSILO_ASSIGN_OR_RETURN(StateLock lock, StateLock::Acquire(state_dir));
+  // Held for the daemon's lifetime: two orchestrators never share one store.
+  FEDSILO_ASSIGN_OR_RETURN(
+      FileLock lock, FileLock::Acquire(state_dir + "/lock",
+                                       state_dir + " is in use by another orchestrator"));
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
                            orchestrator::JobStore::Open(state_dir + "/fedsilo.db"));
 

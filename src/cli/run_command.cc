@@ -15,13 +15,22 @@ namespace {
 
 struct RunOptions {
   std::string job_path;
+  std::string resume;  // a run id or job id
   std::vector<std::string> sets;
   bool json = false;
   SimulationOptions sim;
 };
 
 Status Run(const RunOptions& options) {
-  FEDSILO_ASSIGN_OR_RETURN(JobConfig job, LoadJob(options.job_path, options.sets));
+  if (options.resume.empty() == options.job_path.empty()) {
+    return absl::InvalidArgumentError(
+        options.resume.empty() ? "give the job file to run (or --resume RUN to go on with one)"
+                               : "--resume goes on with the run's recorded job: give no job file");
+  }
+  if (!options.resume.empty() && !options.sets.empty()) {
+    return absl::InvalidArgumentError(
+        "--set: a resumed run keeps its recorded job; run the job again to change it");
+  }
   // Silo processes send and receive models: they keep freed memory for the
   // next round. In-process simulation is left alone: one shared malloc arena
   // slows its parallel training by about a fifth.
@@ -29,7 +38,13 @@ Status Run(const RunOptions& options) {
   // The run's own progress lines are its interface; session chatter from the
   // gRPC endpoint (with --processes) only matters when something goes wrong.
   spdlog::set_level(spdlog::level::warn);
-  FEDSILO_ASSIGN_OR_RETURN(SimulationSummary summary, RunSimulation(job, options.sim));
+  SimulationSummary summary;
+  if (options.resume.empty()) {
+    FEDSILO_ASSIGN_OR_RETURN(JobConfig job, LoadJob(options.job_path, options.sets));
+    FEDSILO_ASSIGN_OR_RETURN(summary, RunSimulation(job, options.sim));
+  } else {
+    FEDSILO_ASSIGN_OR_RETURN(summary, ResumeSimulation(options.resume, options.sim));
+  }
   const auto metric = [&](const char* name) {
     auto it = summary.final_metrics.find(name);
     return it == summary.final_metrics.end() ? 0.0 : it->second;
@@ -57,7 +72,11 @@ void RegisterRunCommand(CLI::App& app, Commands& commands) {
       "run",
       "Run a job in simulation: every silo in this process, each with a partition of the "
       "job's data set");
-  run->add_option("job", options->job_path, "Job file (YAML)")->required();
+  run->add_option("job", options->job_path, "Job file (YAML)");
+  run->add_option("--resume", options->resume,
+                  "Go on with a run of --workdir that stopped (killed, or failed), by its run id "
+                  "or job id: from the round after its last completed one, in the same run "
+                  "folder");
   run->add_option("--set", options->sets,
                   "Override a job key by its dotted path, e.g. --set training.rounds=3 "
                   "(repeatable; the value is YAML)");

@@ -48,6 +48,15 @@ struct SimulationSummary {
 // rounds, metrics, silos and events, and whether it finished or failed).
 StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const SimulationOptions& options);
 
+// Goes on with a run of <workdir>/fedsilo.db that stopped (killed, or
+// failed): `run` is its run id or job id. Its recorded job runs from the
+// round after its last committed one, in the same run folder, and ends with
+// the model an uninterrupted run would have. InvalidArgument for an unknown
+// or finished run, and for a SCAFFOLD job (its simulated silos' control
+// variates were lost with the process).
+StatusOr<SimulationSummary> ResumeSimulation(const std::string& run,
+                                             const SimulationOptions& options);
+
 // The run store of a work directory.
 std::string RunStorePath(const std::string& workdir);
 

@@ -4,77 +4,58 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/file_seal.h"
 #include "core/file_util.h"
-#include "core/model_state_file.h"
 #include "core/mutex.h"
-#include "core/unix_time.h"
-#include "orchestrator/mlflow_export.h"
-#include "orchestrator/round_recorder.h"
-#include "strategy/strategy.h"
-#include "tracking/run_directory.h"
 
 namespace fedsilo::orchestrator {
 namespace {
 
-// Makes each finished round durable: checkpoint first, then the store, so a
-// committed round always has its model on disk. Checkpoints that
-// checkpoint.every does not ask to keep are removed once a later round is
-// committed.
-class RoundCommitter : public RoundObserver {
+// The federation's silos, reached through the gRPC endpoint once they have
+// connected (`wait`).
+class ConnectedSilos : public SiloReach {
  public:
-  RoundCommitter(const JobConfig* job, std::string job_id, const tracking::RunDirectory* run_dir,
-                 RoundRecorder* recorder, OrchestratorMetrics* metrics)
-      : job_(job),
-        job_id_(std::move(job_id)),
-        run_dir_(run_dir),
-        recorder_(recorder),
-        metrics_(metrics) {}
+  ConnectedSilos(transport::OrchestratorService* service, std::string ca_pem,
+                 std::function<Status(const JobConfig&)> wait)
+      : service_(service), ca_pem_(std::move(ca_pem)), wait_(std::move(wait)) {}
 
-  Status OnRoundEnd(const RoundSummary& s, const ModelState& global, int total) override {
-    FEDSILO_RETURN_IF_ERROR(run_dir_->WriteCheckpoint(
-        s.round, global,
-        {{"job", job_->name}, {"job_id", job_id_}, {"round", std::to_string(s.round)}}));
-    if (!s.strategy_state.empty()) {
-      FEDSILO_RETURN_IF_ERROR(
-          WriteModelStateFile(run_dir_->StrategyStatePath(s.round), s.strategy_state,
-                              {{"job_id", job_id_}, {"round", std::to_string(s.round)}}));
+  StatusOr<std::vector<std::unique_ptr<transport::SiloConnection>>> Connect(
+      const JobConfig& job, const tracking::RunDirectory&) override {
+    FEDSILO_RETURN_IF_ERROR(wait_(job));
+    std::vector<std::unique_ptr<transport::SiloConnection>> connections;
+    for (const std::string& s : job.federation.silos) {
+      connections.push_back(std::make_unique<transport::RemoteSiloConnection>(
+          s, service_, std::chrono::seconds(job.federation.round_timeout)));
     }
-    FEDSILO_RETURN_IF_ERROR(recorder_->Commit(s));
-    if (metrics_ != nullptr) metrics_->ObserveRound(s.round_seconds);
-    RemoveUnkeptCheckpoints(s.round);
-    return recorder_->LogRound(s, total);
+    return connections;
+  }
+  std::string federation_ca_pem() const override { return ca_pem_; }
+
+ private:
+  transport::OrchestratorService* service_;
+  std::string ca_pem_;
+  std::function<Status(const JobConfig&)> wait_;
+};
+
+// Prepares a job with its shipped module's file here in place of its name.
+class ShippedModulePreparer : public JobPreparer {
+ public:
+  ShippedModulePreparer(const JobManager* manager, JobPreparer* inner)
+      : manager_(manager), inner_(inner) {}
+  StatusOr<PreparedJob> Prepare(const JobConfig& job) override {
+    FEDSILO_ASSIGN_OR_RETURN(JobConfig local, manager_->ResolveModule(job));
+    return inner_->Prepare(local);
   }
 
  private:
-  // Every checkpoint before `round` that checkpoint.every does not keep,
-  // including one left by a crash between a commit and its clean-up.
-  void RemoveUnkeptCheckpoints(int round) const {
-    const int every = job_->checkpoint.every;
-    std::error_code ec;
-    const std::string dir = std::filesystem::path(run_dir_->CheckpointPath(round)).parent_path();
-    std::vector<std::filesystem::path> unkept;
-    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-      int r = 0;
-      const std::string name = entry.path().filename().string();
-      if (std::sscanf(name.c_str(), "round-%d.", &r) != 1 || r >= round) continue;
-      if (every <= 0 || r % every != 0) unkept.push_back(entry.path());
-    }
-    for (const auto& path : unkept) std::filesystem::remove(path, ec);
-  }
-
-  const JobConfig* job_;
-  std::string job_id_;
-  const tracking::RunDirectory* run_dir_;
-  RoundRecorder* recorder_;
-  OrchestratorMetrics* metrics_;
+  const JobManager* manager_;
+  JobPreparer* inner_;
 };
 
 }  // namespace
@@ -305,7 +286,7 @@ void JobManager::RunJob(JobRecord record) {
     abort_current_ = false;
     stop_run_ = false;
   }
-  std::unique_ptr<MlflowExport> mlflow;
+  std::unique_ptr<JobRun> run;
   Status outcome = job.status();
   if (outcome.ok() && record.abort_requested) outcome = absl::CancelledError("aborted");
   if (outcome.ok()) {
@@ -323,7 +304,7 @@ void JobManager::RunJob(JobRecord record) {
           "job_started",
           {{"job", record.id}, {"resumed_after_round", std::to_string(record.rounds_completed)}});
     }
-    outcome = RunJobRounds(record, *job, &mlflow);
+    outcome = RunJobRounds(record, *job, &run);
   }
   bool aborted, stopping;
   {
@@ -353,10 +334,10 @@ void JobManager::RunJob(JobRecord record) {
     Event(record.id, "error", absl::StrCat("failed: ", outcome.message()));
   }
   if (!recorded.ok()) spdlog::error("{}", std::string(recorded.message()));
-  if (mlflow != nullptr) {
+  if (run != nullptr) {
     // An interrupted job's MLflow run stays open for the resumed job; the
     // orchestrator is shutting down, so the backlog gets a short wait.
-    mlflow->Finish(outcome.ok() ? JobState::kDone
+    run->FinishTracking(outcome.ok() ? JobState::kDone
                    : aborted    ? JobState::kAborted
                    : stopping   ? JobState::kRunning
                                 : JobState::kFailed,
@@ -413,104 +394,34 @@ Status JobManager::WaitForSilos(const JobRecord& record, const JobConfig& job) {
 }
 
 Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
-                                std::unique_ptr<MlflowExport>* mlflow) {
-  // The run folder: made on the first start, found again on a resume.
-  std::optional<tracking::RunDirectory> run_dir;
-  if (!record.run_id.empty()) {
-    FEDSILO_ASSIGN_OR_RETURN(run_dir, tracking::RunDirectory::Open(state_dir_, record.run_id));
-  } else {
-    FEDSILO_ASSIGN_OR_RETURN(run_dir, tracking::RunDirectory::Create(
-                                          state_dir_, job.name, std::chrono::system_clock::now()));
-    FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir->job_path(), record.job_yaml));
-    FEDSILO_RETURN_IF_ERROR(store_->SetRunId(record.id, run_dir->run_id()));
-  }
-  {
-    MutexLock lock(&mu_);
-    current_run_ = run_dir->run_id();
-  }
-
-  FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
-  // A job on the silos' own files learns its model's input from the
-  // federated statistics, once the silos are here; a built-in data set's
-  // job is prepared first, so that a bad job fails before the wait.
-  const bool silo_data = !IsBuiltinDataset(job.data.dataset);
-  PreparedJob prepared;
-  if (!silo_data) {
-    FEDSILO_ASSIGN_OR_RETURN(prepared, preparer_->Prepare(local));
-  }
-  FEDSILO_RETURN_IF_ERROR(WaitForSilos(record, job));
-
-  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
-  for (const std::string& s : job.federation.silos) {
-    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(
-        s, service_, std::chrono::seconds(job.federation.round_timeout)));
-  }
-  FEDSILO_ASSIGN_OR_RETURN(
-      auto strategy,
-      strategy::CreateStrategy(job.strategy, static_cast<int>(job.federation.silos.size())));
+                                std::unique_ptr<JobRun>* run) {
   if (Status allowed = CheckMlflow(job); !allowed.ok()) {
     // Queued before the operator changed the list: trained, not exported.
-    Event(record.id, "warning", std::string(allowed.message()));
+    Event(record.id, "warn", std::string(allowed.message()));
     job.tracking.mlflow.uri.clear();
   }
-  *mlflow = MlflowExport::Start(job, record, *run_dir);
-  RoundRecorder recorder(store_, record.id, *mlflow ? (*mlflow)->sink() : nullptr);
-  OrchestratorOptions options;
-  options.run_id = run_dir->run_id();
+  FEDSILO_ASSIGN_OR_RETURN(*run, JobRun::Begin(state_dir_, store_, record, job));
+  {
+    MutexLock lock(&mu_);
+    current_run_ = (*run)->run_dir().run_id();
+  }
+  JobRunOptions options;
   // Remote silos train on their own machines: ask all of them at once.
   options.threads = static_cast<int>(job.federation.silos.size());
   options.stop = &stop_run_;
   options.audit = audit_;
-  options.federation_ca_pem = federation_ca_pem_;
+  options.metrics = metrics_;
+  options.event = [this, id = record.id](const std::string& level, const std::string& message) {
+    Event(id, level, message);
+  };
   if (job.model.kind == ModelKind::kTorchScript) {
+    FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
     FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFileOpeningSealed(local.model.torchscript));
   }
-  Orchestrator orchestrator(job, options, std::move(connections), std::move(strategy),
-                            prepared.evaluator.get(), &recorder, nullptr);
-  if (silo_data) {
-    if (job.preprocess.statistics.empty()) {  // a resumed job has them
-      Event(record.id, "info", "computing the federated statistics of the silos' data");
-      FEDSILO_ASSIGN_OR_RETURN(job.preprocess.statistics, orchestrator.ComputeStatistics());
-      const std::string resolved = JobConfigToYaml(job);
-      FEDSILO_RETURN_IF_ERROR(store_->SetJobYaml(record.id, resolved));
-      FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir->job_path(), resolved));
-      Event(record.id, "info",
-            absl::StrCat("statistics: ", job.preprocess.statistics.rows, " training rows, ",
-                         job.preprocess.statistics.features.size(), " features"));
-    }
-    local.preprocess.statistics = job.preprocess.statistics;
-    FEDSILO_ASSIGN_OR_RETURN(prepared, preparer_->Prepare(local));
-  }
-  RoundCommitter committer(&job, record.id, &*run_dir, &recorder, metrics_);
-  ModelState global = std::move(prepared.initial);
-  ModelState strategy_state;
-  if (record.rounds_completed > 0) {
-    const std::string checkpoint = run_dir->CheckpointPath(record.rounds_completed);
-    FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ReadModelStateFile(checkpoint));
-    FEDSILO_RETURN_IF_ERROR(Annotate(file.state.CheckSameLayout(global),
-                                     absl::StrCat(checkpoint, " does not fit the job's model")));
-    global = std::move(file.state);
-    const std::string state_path = run_dir->StrategyStatePath(record.rounds_completed);
-    std::error_code ec;
-    if (std::filesystem::exists(state_path, ec)) {
-      FEDSILO_ASSIGN_OR_RETURN(ModelFile state, ReadModelStateFile(state_path));
-      strategy_state = std::move(state.state);
-    }
-  }
-  FEDSILO_RETURN_IF_ERROR(Annotate(orchestrator.RestoreStrategyState(strategy_state),
-                                   run_dir->StrategyStatePath(record.rounds_completed)));
-  FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,
-                                                              record.rounds_completed + 1));
-  FEDSILO_RETURN_IF_ERROR(
-      WriteModelStateFile(run_dir->final_model_path(), result.final_model,
-                          {{"job", job.name},
-                           {"job_id", record.id},
-                           {"round", std::to_string(result.rounds_completed)}}));
-  if (prepared.save_torchscript) {
-    FEDSILO_RETURN_IF_ERROR(
-        prepared.save_torchscript(result.final_model, run_dir->final_torchscript_path()));
-  }
-  return absl::OkStatus();
+  ConnectedSilos reach(service_, federation_ca_pem_,
+                       [this, &record](const JobConfig& j) { return WaitForSilos(record, j); });
+  ShippedModulePreparer preparer(this, preparer_);
+  return (*run)->Run(&reach, &preparer, options).status();
 }
 
 }  // namespace fedsilo::orchestrator

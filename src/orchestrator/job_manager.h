@@ -1,10 +1,9 @@
 // JobManager: the orchestrator daemon's job queue. Jobs submitted by users are
-// recorded in the JobStore and run one at a time, oldest first, against the
-// silos connected to the gRPC endpoint. Each completed round is made durable
-// before the next starts: the global model is written as a checkpoint, then
-// the round, its metrics and the new round count are committed to the store.
-// A job that was running when the orchestrator stopped (or was killed) is
-// resumed from its last committed round when the manager starts again.
+// recorded in the JobStore and run one at a time, oldest first, each as a
+// JobRun (orchestrator/job_run.h) against the silos connected to the gRPC
+// endpoint. A job that was running when the orchestrator stopped (or was
+// killed) is resumed from its last committed round when the manager starts
+// again.
 //
 // Layout of the state directory:
 //   <state>/fedsilo.db                 the JobStore
@@ -27,6 +26,7 @@
 #include "core/model_state.h"
 #include "core/mutex.h"
 #include "core/status.h"
+#include "orchestrator/job_run.h"
 #include "orchestrator/job_store.h"
 #include "orchestrator/metrics.h"
 #include "orchestrator/mlflow_export.h"
@@ -36,23 +36,6 @@
 #include "transport/orchestrator_service.h"
 
 namespace fedsilo::orchestrator {
-
-// What a job needs that the orchestrator module cannot make itself (models
-// and data live in `ml`): the initial global model and the evaluator of the
-// global model.
-struct PreparedJob {
-  ModelState initial;
-  std::unique_ptr<ModelEvaluator> evaluator;
-  // model.torchscript jobs: writes a state as the job's TorchScript module.
-  std::function<Status(const ModelState& state, const std::string& path)> save_torchscript;
-};
-
-class JobPreparer {
- public:
-  virtual ~JobPreparer() = default;
-  // Invalid input (naming the key) when the job cannot run here.
-  virtual StatusOr<PreparedJob> Prepare(const JobConfig& job) = 0;
-};
 
 class JobManager {
  public:
@@ -112,10 +95,8 @@ class JobManager {
   void WorkerLoop();
   // Runs (or resumes) one job to its end, recording its outcome.
   void RunJob(JobRecord record);
-  // Sets `*mlflow` once the run folder is known (when the job exports to MLflow).
-  // `job` is completed here by the federated statistics (silos' own data).
-  Status RunJobRounds(const JobRecord& record, JobConfig job,
-                      std::unique_ptr<MlflowExport>* mlflow);
+  // Sets `*run` once the run folder is known.
+  Status RunJobRounds(const JobRecord& record, JobConfig job, std::unique_ptr<JobRun>* run);
   Status WaitForSilos(const JobRecord& record, const JobConfig& job);
   void Event(const std::string& job_id, const std::string& level, const std::string& message);
   bool Stopping() const;

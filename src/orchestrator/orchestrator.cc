@@ -78,14 +78,13 @@ uint64_t MixSeed(uint64_t seed, uint64_t round, uint64_t index) {
 Orchestrator::Orchestrator(const JobConfig& job, OrchestratorOptions options,
                            std::vector<std::unique_ptr<transport::SiloConnection>> silos,
                            std::unique_ptr<strategy::Strategy> strategy, ModelEvaluator* evaluator,
-                           tracking::MetricsSink* sink, const tracking::RunDirectory* run_dir)
+                           tracking::MetricsSink* sink)
     : job_(job),
       options_(std::move(options)),
       silos_(std::move(silos)),
       strategy_(std::move(strategy)),
       evaluator_(evaluator),
       sink_(sink),
-      run_dir_(run_dir),
       pool_(std::max(1, options_.threads)) {
   if (job_.privacy.dp.mode == DpMode::kCentral) {
     const size_t sampled = SampleSilos(1).size();
@@ -662,11 +661,6 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
   }
   FEDSILO_RETURN_IF_ERROR(
       RecordMetric(round, "global", "silos_succeeded", summary.silos_succeeded));
-  if (run_dir_ != nullptr && job_.checkpoint.every > 0 &&
-      (round % job_.checkpoint.every == 0 || round == job_.training.rounds)) {
-    FEDSILO_RETURN_IF_ERROR(run_dir_->WriteCheckpoint(
-        round, global, {{"job", job_.name}, {"round", std::to_string(round)}}));
-  }
   summary.strategy_state = strategy_->State();
   summary.round_seconds = SecondsSince(start);
   return summary;

@@ -1,7 +1,7 @@
 // Orchestrator: runs a job's rounds. Each round it samples silos, sends them the
 // global model, folds their updates into the strategy as they arrive, evaluates
-// the new global model on the held-out test set, records metrics and writes a
-// checkpoint.
+// the new global model on the held-out test set and records metrics; its
+// observer makes the round durable (JobRun, orchestrator/job_run.h).
 //
 // Silos train concurrently on a thread pool; updates are folded in the order
 // the silos were sampled (an early arrival waits for its predecessors), so the
@@ -51,7 +51,6 @@
 #include "secure/secagg.h"
 #include "strategy/strategy.h"
 #include "tracking/metrics_sink.h"
-#include "tracking/run_directory.h"
 #include "transport/silo_connection.h"
 
 namespace fedsilo::orchestrator {
@@ -112,12 +111,12 @@ struct OrchestratorOptions {
 
 class Orchestrator {
  public:
-  // `sink` and `run_dir` may be null (no metrics / no checkpoints); the others
-  // must outlive the Orchestrator.
+  // `evaluator` and `sink` may be null (the silos evaluate / no metrics);
+  // both must outlive the Orchestrator.
   Orchestrator(const JobConfig& job, OrchestratorOptions options,
                std::vector<std::unique_ptr<transport::SiloConnection>> silos,
                std::unique_ptr<strategy::Strategy> strategy, ModelEvaluator* evaluator,
-               tracking::MetricsSink* sink, const tracking::RunDirectory* run_dir);
+               tracking::MetricsSink* sink);
 
   // Runs rounds `first_round`..training.rounds from `initial` (the global
   // model after round first_round - 1: resuming gives the same rounds as an
@@ -207,7 +206,6 @@ class Orchestrator {
   Mutex pending_mu_;
   std::vector<tracking::MetricRecord> pending_ ABSL_GUARDED_BY(pending_mu_);
   bool aggregated_ = false;  // this attempt of the round changed the strategy
-  const tracking::RunDirectory* run_dir_;
   ThreadPool pool_;  // last: its workers stop before the members they use go away
 };
 

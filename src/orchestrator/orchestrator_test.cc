@@ -259,7 +259,7 @@ TEST(OrchestratorTest, AppliesTheExampleWeightedMeanEachRound) {
   SumEvaluator eval;
   RecordingSink sink;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, &sink, nullptr);
+                 &eval, &sink);
   StatusOr<RunResult> result = o.Run(Global(), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->rounds_completed, 2);
@@ -290,7 +290,7 @@ TEST(OrchestratorTest, CentralDpClipsAndWeighsSilosEqually) {
   SumEvaluator eval;
   RecordingSink sink;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, &sink, nullptr);
+                 &eval, &sink);
   StatusOr<RunResult> result = o.Run(Global(), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   // Each clipped update is 0.3 / sqrt(6) per coordinate; their equal-weight
@@ -337,7 +337,7 @@ TEST(OrchestratorTest, ResultDoesNotDependOnArrivalOrderOrThreads) {
     }
     SumEvaluator eval;
     Orchestrator o(job, {"run", threads}, std::move(f.connections),
-                   std::make_unique<strategy::FedAvg>(1.0, 2), &eval, nullptr, nullptr);
+                   std::make_unique<strategy::FedAvg>(1.0, 2), &eval, nullptr);
     StatusOr<RunResult> result = o.Run(BigGlobal(), nullptr);
     ASSERT_TRUE(result.ok());
     std::string bits;
@@ -370,7 +370,7 @@ TEST(OrchestratorTest, BadUpdatesAreDroppedAndNamed) {
     RoundSummary summary;
   } capture;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, nullptr, nullptr);
+                 &eval, nullptr);
   StatusOr<RunResult> result = o.Run(Global(), &capture);
   ASSERT_TRUE(result.ok()) << result.status();
   // Only s1's update (all ones) was applied.
@@ -413,7 +413,7 @@ TEST(OrchestratorTest, RoundBelowMinSilosFailsAndTheLastModelStaysRoundOnes) {
   SumEvaluator eval;
   RoundsEnded ended;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, nullptr, nullptr);
+                 &eval, nullptr);
   StatusOr<RunResult> result = o.Run(Global(), &ended);
   ASSERT_FALSE(result.ok());
   EXPECT_THAT(result.status().message(),
@@ -428,7 +428,7 @@ TEST(OrchestratorTest, RoundBelowMinSilosFailsAndTheLastModelStaysRoundOnes) {
   for (int i = 0; i < 3; ++i) g.Add(i, 4);
   RoundsEnded control;
   Orchestrator p(one, {"run", 2}, std::move(g.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, nullptr, nullptr);
+                 &eval, nullptr);
   ASSERT_TRUE(p.Run(Global(), &control).ok());
   ASSERT_EQ(ended.models.size(), 1u);
   EXPECT_EQ(ended.models[0], control.models[0]);
@@ -451,7 +451,7 @@ TEST(OrchestratorTest, ARoundSilosLeftIsRunAgainAndTheModelIsTheUndisturbedOne) 
     FakeSilo* second = f.silos[1];
     SumEvaluator eval;
     Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                   &eval, sink, nullptr);
+                   &eval, sink);
     StatusOr<RunResult> result = o.Run(Global(), nullptr);
     if (calls != nullptr) *calls = second->calls;
     return result;
@@ -501,7 +501,7 @@ StatusOr<RunResult> RunWithOneFailure(const std::function<void(JobConfig&)>& cha
   if (!strategy.ok()) return strategy.status();
   SumEvaluator eval;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::move(strategy).value(), &eval,
-                 nullptr, nullptr);
+                 nullptr);
   StatusOr<RunResult> result = o.Run(Global(), nullptr);
   *calls = second->calls;
   return result;
@@ -565,7 +565,7 @@ TEST(OrchestratorTest, AtMostTwoUpdatesAreInTheOrchestratorAtOnce) {
   }
   SumEvaluator eval;
   Orchestrator o(job, {"run", kSilos}, std::move(f.connections),
-                 std::make_unique<strategy::FedAvg>(), &eval, nullptr, nullptr);
+                 std::make_unique<strategy::FedAvg>(), &eval, nullptr);
   StatusOr<RunResult> result = o.Run(Global(), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   // The weighted mean of (i + 1) with weights (i + 1): 55 / 15.
@@ -601,7 +601,7 @@ TEST(OrchestratorTest, SecureAggregationAppliesTheWeightedMeanWithoutSeeingAnUpd
   SumEvaluator eval;
   RecordingSink sink;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, &sink, nullptr);
+                 &eval, &sink);
   StatusOr<RunResult> result = o.Run(Global(), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   // As in the plain test: 2.5 after round 1, 7.5 after round 2, within the
@@ -635,7 +635,7 @@ TEST(OrchestratorTest, SecureAggregationRecoversTheSumWhenSilosLeaveMidRound) {
     std::vector<RoundSummary> summaries;
   } observer;
   Orchestrator o(job, {"run", 3}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, &sink, nullptr);
+                 &eval, &sink);
   StatusOr<RunResult> result = o.Run(Global(), &observer);
   ASSERT_TRUE(result.ok()) << result.status();
   // Updates 1..5 with equal weights; silo 2's is left out: (1 + 3 + 4 + 5) / 4.
@@ -653,7 +653,7 @@ TEST(OrchestratorTest, SecureAggregationBelowTheThresholdFailsTheRoundAndApplies
   SumEvaluator eval;
   RoundsEnded ended;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, nullptr, nullptr);
+                 &eval, nullptr);
   StatusOr<RunResult> result = o.Run(Global(), &ended);
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
@@ -673,7 +673,7 @@ TEST(OrchestratorTest, SecureAggregationWithCentralDpClipsInTheSilos) {
   f.Add(2, 5);
   SumEvaluator eval;
   Orchestrator o(job, {"run", 2}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, nullptr, nullptr);
+                 &eval, nullptr);
   StatusOr<RunResult> result = o.Run(Global(), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   for (const Tensor& t : result->final_model.tensors()) {
@@ -690,7 +690,7 @@ TEST(OrchestratorTest, UpdateNormBoundClipsEveryUpdate) {
   f.Add(1, 1);  // update 2 everywhere: norm 2 sqrt(6), halved to 1
   SumEvaluator eval;
   Orchestrator o(job, {"run", 1}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, nullptr, nullptr);
+                 &eval, nullptr);
   StatusOr<RunResult> result = o.Run(Global(), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   for (const Tensor& t : result->final_model.tensors()) {
@@ -717,7 +717,7 @@ TEST(OrchestratorTest, UpdateNormBoundLeavesScaffoldsControlVariateAlone) {
   auto scaffold = strategy::CreateStrategy(job.strategy, 2);
   ASSERT_TRUE(scaffold.ok());
   Orchestrator o(job, {"run", 1}, std::move(f.connections), std::move(scaffold).value(), &eval,
-                 nullptr, nullptr);
+                 nullptr);
   StatusOr<RunResult> result = o.Run(Global(), &observer);
   ASSERT_TRUE(result.ok()) << result.status();
   for (const Tensor& t : result->final_model.tensors()) {
@@ -737,7 +737,7 @@ TEST(OrchestratorTest, SamplesAFractionDeterministically) {
   for (int i = 0; i < 10; ++i) f.Add(i, 1);
   SumEvaluator eval;
   Orchestrator o(job, {"run", 1}, std::move(f.connections), std::make_unique<strategy::FedAvg>(),
-                 &eval, nullptr, nullptr);
+                 &eval, nullptr);
   std::set<std::vector<size_t>> distinct;
   for (int round = 1; round <= 20; ++round) {
     std::vector<size_t> s = o.SampleSilos(round);
