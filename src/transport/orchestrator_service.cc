@@ -16,6 +16,7 @@
 #include "secure/audit_log.h"
 #include "transport/grpc_logging.h"
 #include "transport/tls.h"
+#include "transport/task_phase.h"
 #include "transport/versions.h"
 
 namespace fedsilo::transport {
@@ -46,10 +47,10 @@ struct OrchestratorService::Session {
 
   Mutex mu;
   CondVar cv;
-  bool open ABSL_GUARDED_BY(mu) = true;
-  bool busy ABSL_GUARDED_BY(mu) = false;       // a task is out (or its update not fetched)
-  bool holding ABSL_GUARDED_BY(mu) = false;    // the result came; the update waits at the silo
-  bool uploading ABSL_GUARDED_BY(mu) = false;  // an UploadRequest is out
+  bool open ABSL_GUARDED_BY(mu) = true;  // the stream is there
+  // The task (or secure-aggregation step) out, and how far it has got; only
+  // MoveTo() changes it.
+  TaskPhase phase ABSL_GUARDED_BY(mu) = TaskPhase::kIdle;
   // Counts the UploadRequests and the secure-aggregation steps sent, so that
   // the bytes of one that ended early (cancelled, timed out) are not taken
   // as the start of the next.
@@ -70,14 +71,24 @@ struct OrchestratorService::Session {
   uint64_t largest_model_bytes ABSL_GUARDED_BY(mu) = 0;
   std::optional<StatusOr<FitReply>> result ABSL_GUARDED_BY(mu);
   std::optional<StatusOr<ModelState>> upload ABSL_GUARDED_BY(mu);
-  // A secure-aggregation step is out (busy is set too); its reply header came
-  // (with the payload size) or its result is here.
-  bool securing ABSL_GUARDED_BY(mu) = false;
-  bool secure_header ABSL_GUARDED_BY(mu) = false;
+  // A secure-aggregation step's reply, once its payload is here.
   uint64_t secure_bytes ABSL_GUARDED_BY(mu) = 0;
   std::optional<StatusOr<std::string>> secure_result ABSL_GUARDED_BY(mu);
   // Why the orchestrator closed the stream (its certificate is no longer valid).
   std::optional<Status> dropped ABSL_GUARDED_BY(mu);
+
+  // Moves the task along the phases' diagram (transport/task_phase.h). A
+  // move it does not allow is a fault of the orchestrator's own: logged,
+  // and the session stays where it was.
+  bool MoveTo(TaskPhase to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!MayMove(phase, to)) {
+      spdlog::error("silo '{}': session {} cannot go from '{}' to '{}'", silo, id,
+                    std::string(TaskPhaseName(phase)), std::string(TaskPhaseName(to)));
+      return false;
+    }
+    phase = to;
+    return true;
+  }
 
   bool Write(const fedsilo::v1::OrchestratorMessage& m) {
     MutexLock lock(&write_mu);
@@ -100,7 +111,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
   ~RemoteUpdate() override {
     if (fetched_) return;
     MutexLock lock(&session_->mu);  // never fetched: free the silo
-    session_->busy = session_->holding = session_->uploading = false;
+    session_->MoveTo(TaskPhase::kIdle);
   }
 
   void Prefetch() override {
@@ -111,7 +122,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
     {
       MutexLock lock(&s.mu);
       if (!s.open || s.cancelled.has_value()) return;  // Fetch() reports it
-      s.uploading = true;
+      if (!s.MoveTo(TaskPhase::kUploading)) return;     // Fetch() times out
       ++s.upload_id;
       s.upload.reset();
       request.mutable_upload()->set_job_id(s.job_id);
@@ -127,11 +138,11 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
     {
       MutexLock lock(&s.mu);
       if (!s.open && !s.upload.has_value()) {
-        s.busy = s.holding = s.uploading = false;
+        s.MoveTo(TaskPhase::kIdle);
         return absl::UnavailableError(absl::StrCat("silo '", s.silo, "' left before its upload"));
       }
-      if (s.cancelled.has_value() && !s.uploading) {
-        s.busy = s.holding = false;
+      if (s.cancelled.has_value() && s.phase != TaskPhase::kUploading) {
+        s.MoveTo(TaskPhase::kIdle);
         return Annotate(*s.cancelled, absl::StrCat("silo '", s.silo, "'"));
       }
     }
@@ -147,7 +158,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
                              : StatusOr<ModelState>(absl::DeadlineExceededError(absl::StrCat(
                                    "upload not finished within ", timeout_.count() / 1000.0, " s")));
     s.upload.reset();
-    s.busy = s.holding = s.uploading = false;
+    s.MoveTo(TaskPhase::kIdle);
     if (!result.ok()) return Annotate(result.status(), absl::StrCat("silo '", s.silo, "'"));
     return result;
   }
@@ -230,10 +241,12 @@ void OrchestratorService::CancelRun(const std::string& run_id, const std::string
     bool ours;
     {
       MutexLock lock(&s->mu);
-      ours = s->busy && s->job_id == run_id;
+      ours = IsBusy(s->phase) && s->job_id == run_id;
       if (ours) s->cancelled = absl::CancelledError(reason);
-      if (ours && s->uploading && !s->upload.has_value()) s->upload = absl::CancelledError(reason);
-      if (ours && s->securing && !s->secure_result.has_value()) {
+      if (ours && s->phase == TaskPhase::kUploading && !s->upload.has_value()) {
+        s->upload = absl::CancelledError(reason);
+      }
+      if (ours && IsSecureStep(s->phase) && !s->secure_result.has_value()) {
         s->secure_result = absl::CancelledError(reason);
       }
     }
@@ -257,7 +270,7 @@ void OrchestratorService::RequestAuditHeads(const std::string& job_id) {
 void OrchestratorService::Deliver(Session& session, StatusOr<FitReply> result) {
   {
     MutexLock lock(&session.mu);
-    if (!session.busy || session.result.has_value()) return;
+    if (!IsBusy(session.phase) || session.result.has_value()) return;
     session.result = std::move(result);
   }
   session.cv.SignalAll();
@@ -300,13 +313,11 @@ StatusOr<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Cla
   }
   MutexLock lock(&session->mu);
   if (!session->open) return absl::UnavailableError(absl::StrCat("silo '", silo, "' left"));
-  if (session->busy) {
+  if (IsBusy(session->phase)) {
     return absl::FailedPreconditionError(absl::StrCat("silo '", silo, "' is busy with a task"));
   }
-  session->busy = true;
-  session->securing = securing;
+  session->MoveTo(securing ? TaskPhase::kSecureSent : TaskPhase::kTaskSent);
   if (securing) ++session->secure_id;
-  session->secure_header = false;
   session->job_id = run_id;
   session->round = round;
   session->nonce = std::move(nonce);
@@ -350,7 +361,7 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
       JobForSilo(*request.job, silo, session->release, session->versions.job_schema);
   if (!job_yaml.ok()) {
     MutexLock lock(&session->mu);
-    session->busy = false;
+    session->MoveTo(TaskPhase::kIdle);
     return job_yaml.status();
   }
   task->set_job_yaml(*std::move(job_yaml));
@@ -383,7 +394,7 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
                 "no result within ", timeout.count() / 1000.0, " s (federation.round_timeout)")));
   session->result.reset();
   if (!result.ok()) {
-    session->busy = session->holding = false;
+    session->MoveTo(TaskPhase::kIdle);
   } else {
     result->source = std::make_shared<RemoteUpdate>(session, timeout);
   }
@@ -426,7 +437,7 @@ StatusOr<std::string> OrchestratorService::SecureStep(const std::string& silo,
                                       "no secure-aggregation reply within ",
                                       timeout.count() / 1000.0, " s (federation.round_timeout)")));
   session->secure_result.reset();
-  session->busy = session->securing = session->secure_header = false;
+  session->MoveTo(TaskPhase::kIdle);
   if (!result.ok()) return Annotate(result.status(), absl::StrCat("silo '", silo, "'"));
   return result;
 }
@@ -508,7 +519,7 @@ grpc::Status OrchestratorService::Connect(
   auto finish_secure = [&](StatusOr<std::string> outcome) {
     {
       MutexLock lock(&session->mu);
-      if (!session->securing || session->secure_result.has_value()) return;
+      if (!IsSecureStep(session->phase) || session->secure_result.has_value()) return;
       session->secure_result = std::move(outcome);
     }
     session->cv.SignalAll();
@@ -538,11 +549,11 @@ grpc::Status OrchestratorService::Connect(
           uint64_t most = 0;
           {
             MutexLock lock(&session->mu);
-            fresh = session->busy && !session->holding && r.job_id() == session->job_id &&
+            fresh = session->phase == TaskPhase::kTaskSent && r.job_id() == session->job_id &&
                     r.round() == session->round && r.nonce() == session->nonce;
             most = session->max_update_bytes;
             if (fresh && r.update_bytes() <= most) {
-              session->holding = true;
+              session->MoveTo(TaskPhase::kHolding);
               session->update_bytes = r.update_bytes();
             }
           }
@@ -572,13 +583,11 @@ grpc::Status OrchestratorService::Connect(
           uint64_t bytes = r.payload_bytes();
           {
             MutexLock lock(&session->mu);
-            fresh = session->securing && !session->secure_header &&
+            fresh = session->phase == TaskPhase::kSecureSent &&
                     !session->secure_result.has_value() && r.job_id() == session->job_id &&
-                    r.round() == session->round && r.nonce() == session->nonce;
-            if (fresh) {
-              session->secure_header = true;
-              secure_for = session->secure_id;
-            }
+                    r.round() == session->round && r.nonce() == session->nonce &&
+                    session->MoveTo(TaskPhase::kSecureReceiving);
+            if (fresh) secure_for = session->secure_id;
           }
           uint64_t most = 0;
           {
@@ -605,7 +614,7 @@ grpc::Status OrchestratorService::Connect(
           if (secure.active()) {
             // A step that ended without all its bytes leaves them behind.
             MutexLock lock(&session->mu);
-            if (!session->securing || session->secure_id != secure_for ||
+            if (!IsSecureStep(session->phase) || session->secure_id != secure_for ||
                 session->secure_result.has_value()) {
               secure = ChunkAssembler();
             }
@@ -623,7 +632,7 @@ grpc::Status OrchestratorService::Connect(
           uint64_t expected = 0, upload_id = 0;
           {
             MutexLock lock(&session->mu);
-            if (!session->uploading || session->upload.has_value()) {
+            if (session->phase != TaskPhase::kUploading || session->upload.has_value()) {
               spdlog::warn("silo '{}': update bytes nobody asked for; ignored", silo);
               update = ChunkAssembler();  // what an ended upload left: not kept
               break;
@@ -660,8 +669,8 @@ grpc::Status OrchestratorService::Connect(
           bool matches, securing;
           {
             MutexLock lock(&session->mu);
-            matches = session->busy && f.nonce() == session->nonce;
-            securing = session->securing;
+            matches = IsBusy(session->phase) && f.nonce() == session->nonce;
+            securing = IsSecureStep(session->phase);
           }
           if (matches && securing) {
             finish_secure(absl::InternalError(f.reason()));
