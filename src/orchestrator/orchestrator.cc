@@ -10,6 +10,8 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
@@ -431,29 +433,28 @@ StatusOr<FeatureStatistics> Orchestrator::ComputeStatistics() {
       AskAll(transport::TaskKind::kStatistics, 0, none);
   std::optional<FeatureSums> total;
   std::vector<std::string> failures, invalid;
-  std::vector<std::pair<std::string, transport::FitReply>> answered;
+  std::vector<std::pair<std::string, transport::StatisticsAnswer>> answered;
   for (size_t i = 0; i < silos_.size(); ++i) {
     const std::string& silo = silos_[i]->silo_name();
-    StatusOr<transport::FitReply>& reply = replies[i];
-    StatusOr<FeatureSums> sums =
-        reply.ok() ? FeatureSums::FromState(reply->update, absl::StrCat("silo '", silo, "'"))
-                   : StatusOr<FeatureSums>(reply.status());
-    if (!sums.ok()) {
+    StatusOr<transport::StatisticsAnswer> answer =
+        replies[i].ok() ? transport::DecodeStatisticsAnswer(*replies[i], silo)
+                        : StatusOr<transport::StatisticsAnswer>(replies[i].status());
+    if (!answer.ok()) {
       spdlog::warn("statistics: silo '{}' left out: {}", silo,
-                   std::string(sums.status().message()));
-      failures.push_back(absl::StrCat(silo, ": ", sums.status().message()));
-      if (absl::IsInvalidArgument(sums.status()) || absl::IsNotFound(sums.status())) {
+                   std::string(answer.status().message()));
+      failures.push_back(absl::StrCat(silo, ": ", answer.status().message()));
+      if (absl::IsInvalidArgument(answer.status()) || absl::IsNotFound(answer.status())) {
         invalid.push_back(silo);
       }
       continue;
     }
     if (!total.has_value()) {
-      total = std::move(sums).value();
-    } else if (Status added = total->Add(*sums); !added.ok()) {
+      total = answer->sums;
+    } else if (Status added = total->Add(answer->sums); !added.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("statistics: silo '", silo, "': ", added.message()));
     }
-    answered.emplace_back(silo, std::move(reply).value());
+    answered.emplace_back(silo, std::move(answer).value());
   }
   if (static_cast<int>(answered.size()) < job_.federation.min_silos) {
     // Every silo refusing its data for the same kind of reason (a bad file,
@@ -472,9 +473,9 @@ StatusOr<FeatureStatistics> Orchestrator::ComputeStatistics() {
         "them (its policy's statistics.share_min_max); use scale: standard");
   }
   job_.preprocess.statistics = st;
-  for (const auto& [silo, reply] : answered) {
-    FEDSILO_RETURN_IF_ERROR(RecordMetric(0, silo, "rows", static_cast<double>(reply.num_examples),
-                                         !reply.metrics_private));
+  for (const auto& [silo, answer] : answered) {
+    FEDSILO_RETURN_IF_ERROR(RecordMetric(0, silo, "rows", static_cast<double>(answer.sums.rows()),
+                                         !answer.metrics_private));
   }
   FEDSILO_RETURN_IF_ERROR(RecordMetric(0, "global", "rows", static_cast<double>(st.rows)));
   for (size_t c = 0; c < st.class_counts.size(); ++c) {
@@ -500,47 +501,41 @@ StatusOr<std::map<std::string, double>> Orchestrator::EvaluateOnSilos(int round,
   std::vector<std::string> failures;
   for (size_t i = 0; i < silos_.size(); ++i) {
     const std::string& silo = silos_[i]->silo_name();
-    StatusOr<transport::FitReply>& reply = replies[i];
-    const auto metric = [&](const char* name) -> std::optional<double> {
-      auto it = reply->metrics.find(name);
-      if (it == reply->metrics.end() || !std::isfinite(it->second)) return std::nullopt;
-      return it->second;
-    };
-    if (reply.ok() && (reply->num_examples <= 0 || !metric("loss") || !metric("accuracy"))) {
-      reply = absl::InvalidArgumentError("its evaluation has no test rows, loss or accuracy");
-    }
-    if (!reply.ok()) {
+    StatusOr<transport::EvaluateAnswer> answer =
+        replies[i].ok() ? transport::DecodeEvaluateAnswer(*replies[i], silo)
+                        : StatusOr<transport::EvaluateAnswer>(replies[i].status());
+    if (!answer.ok()) {
       spdlog::warn("round {}: silo '{}' did not evaluate the global model: {}", round, silo,
-                   std::string(reply.status().message()));
-      failures.push_back(absl::StrCat(silo, ": ", reply.status().message()));
+                   std::string(answer.status().message()));
+      failures.push_back(absl::StrCat(silo, ": ", answer.status().message()));
       continue;
     }
-    const double n = static_cast<double>(reply->num_examples);
+    const double n = static_cast<double>(answer->examples);
     examples += n;
-    loss += n * *metric("loss");
-    accuracy += n * *metric("accuracy");
-    if (metric("auc") && metric("true_positives") && metric("false_positives") &&
-        metric("false_negatives")) {
-      auc += n * *metric("auc");
-      tp += *metric("true_positives");
-      fp += *metric("false_positives");
-      fn += *metric("false_negatives");
-      StatusOr<ScoreHistogram> h =
-          ScoreHistogram::FromState(reply->update, absl::StrCat("silo '", silo, "'"));
-      if (h.ok()) {
-        scores.Merge(*h);
+    loss += n * answer->loss;
+    accuracy += n * answer->accuracy;
+    std::vector<std::pair<const char*, double>> recorded = {{"loss", answer->loss},
+                                                            {"accuracy", answer->accuracy}};
+    if (answer->binary.has_value()) {
+      const transport::EvaluateAnswer::Binary& b = *answer->binary;
+      auc += n * b.auc;
+      tp += static_cast<double>(b.true_positives);
+      fp += static_cast<double>(b.false_positives);
+      fn += static_cast<double>(b.false_negatives);
+      if (b.scores.has_value()) {
+        scores.Merge(*b.scores);
       } else {
         pooled_auc = false;
       }
+      recorded.insert(recorded.end(),
+                      {{"precision", b.precision}, {"recall", b.recall}, {"auc", b.auc}});
     } else {
       binary = false;
     }
     ++evaluated;
-    for (const char* name : {"loss", "accuracy", "precision", "recall", "auc"}) {
-      if (std::optional<double> v = metric(name)) {
-        FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, absl::StrCat("global_test_", name), *v,
-                                             !reply->metrics_private));
-      }
+    for (const auto& [name, value] : recorded) {
+      FEDSILO_RETURN_IF_ERROR(RecordMetric(round, silo, absl::StrCat("global_test_", name), value,
+                                           !answer->metrics_private));
     }
   }
   if (evaluated == 0) {

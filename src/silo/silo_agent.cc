@@ -133,24 +133,28 @@ StatusOr<transport::FitReply> SiloAgent::Evaluate(const transport::FitRequest& r
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logp, model_->PredictLogProbabilities(data_.test));
   const ml::ClassificationMetrics m =
       ml::MetricsOfPredictions(logp, data_.test.dataset->num_classes, data_.test);
-  transport::FitReply reply;
-  reply.num_examples = m.examples;
-  reply.metrics = m.ToMap();
+  transport::EvaluateAnswer answer;
+  answer.examples = m.examples;
+  answer.loss = m.loss;
+  answer.accuracy = m.accuracy;
   if (m.binary) {
     // Counts and a histogram of the scores, not the scores: the federation
     // adds them up into pooled precision, recall and ROC AUC.
-    reply.metrics["true_positives"] = static_cast<double>(m.true_positives);
-    reply.metrics["false_positives"] = static_cast<double>(m.false_positives);
-    reply.metrics["false_negatives"] = static_cast<double>(m.false_negatives);
-    ScoreHistogram histogram;
+    transport::EvaluateAnswer::Binary& b = answer.binary.emplace();
+    b.precision = m.precision;
+    b.recall = m.recall;
+    b.auc = m.auc;
+    b.true_positives = m.true_positives;
+    b.false_positives = m.false_positives;
+    b.false_negatives = m.false_negatives;
+    ScoreHistogram& histogram = b.scores.emplace();
     for (int64_t i = 0; i < data_.test.size(); ++i) {
       const int64_t label = data_.test.dataset->labels[static_cast<size_t>(data_.test.indices[i])];
       histogram.Add(logp[2 * i + 1] - logp[2 * i], label == 1);
     }
-    reply.update = histogram.ToState();
   }
-  reply.metrics_private = !Rules().export_metrics;
-  return reply;
+  answer.metrics_private = !Rules().export_metrics;
+  return transport::Encode(answer);
 }
 
 StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& request) {

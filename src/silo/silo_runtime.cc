@@ -363,12 +363,7 @@ StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,
     }
   }
   if (!rules.statistics.share_min_max) sums.WithholdMinMax();
-  transport::FitReply reply;
-  reply.num_examples = sums.rows();
-  reply.update = sums.ToState();
-  reply.metrics["rows"] = static_cast<double>(reply.num_examples);
-  reply.metrics_private = !rules.export_metrics;
-  return reply;
+  return transport::Encode(transport::StatisticsAnswer{std::move(sums), !rules.export_metrics});
 }
 
 StatusOr<std::string> SiloRuntime::SecureStep(const transport::SecureStepRequest& request) {

@@ -6,10 +6,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "core/feature_statistics.h"
 #include "core/job_config.h"
 #include "core/model_state.h"
+#include "core/score_histogram.h"
 #include "core/status.h"
 
 namespace fedsilo::transport {
@@ -17,10 +20,9 @@ namespace fedsilo::transport {
 // What a task asks of a silo.
 enum class TaskKind {
   kFit,         // train from `global`; reply with the update and metrics
-  kStatistics,  // no training: reply with the FeatureSums of the silo's
-                // training rows (core/feature_statistics.h) as `update`
+  kStatistics,  // no training: reply with a StatisticsAnswer (below)
   kEvaluate,    // no training: score `global` on the silo's test rows; reply
-                // with metrics (and the test rows as num_examples) only
+                // with an EvaluateAnswer (below)
 };
 absl::string_view TaskKindName(TaskKind kind);
 
@@ -64,6 +66,41 @@ struct FitReply {
   // recorded in the run store but never exported (tracking.mlflow).
   bool metrics_private = false;
 };
+
+// The typed answers of the tasks that are not training. Through
+// SiloConnection and on the wire they travel as a FitReply (its counts,
+// metrics and update bytes); Encode() and Decode() below are the one place
+// that knows how, so neither side reads the other's metrics by name.
+
+// A statistics task's answer: the sums of the silo's training rows.
+struct StatisticsAnswer {
+  FeatureSums sums;
+  bool metrics_private = false;  // the silo's policy keeps its row count inside
+};
+
+// An evaluate task's answer: the global model scored on the silo's test rows.
+struct EvaluateAnswer {
+  int64_t examples = 0;  // test rows
+  double loss = 0;
+  double accuracy = 0;
+  // Two classes: precision, recall and ROC AUC, and the counts and the
+  // scores' histogram the federation adds up into its own (not the scores).
+  struct Binary {
+    double precision = 0, recall = 0, auc = 0;
+    int64_t true_positives = 0, false_positives = 0, false_negatives = 0;
+    std::optional<ScoreHistogram> scores;  // absent: the federation averages AUCs
+  };
+  std::optional<Binary> binary;
+  bool metrics_private = false;
+};
+
+FitReply Encode(const StatisticsAnswer& answer);
+FitReply Encode(const EvaluateAnswer& answer);
+// InvalidArgument when the reply is not such an answer: no sums (naming
+// `silo`); no test rows, a loss or accuracy that is not a number, or two
+// classes' scores without the counts behind them.
+StatusOr<StatisticsAnswer> DecodeStatisticsAnswer(const FitReply& reply, absl::string_view silo);
+StatusOr<EvaluateAnswer> DecodeEvaluateAnswer(const FitReply& reply, absl::string_view silo);
 
 // Orchestrator -> silo: one stage of secure aggregation. The payload is a
 // secagg.proto Request, opaque to the transport; so is the reply.
