@@ -453,6 +453,57 @@ TEST(CliTest, AKilledSimulationResumesToTheModelOfAnUninterruptedRun) {
   }
 }
 
+// The processes of this machine whose command line mentions `text`.
+int ProcessesMentioning(const std::string& text) {
+  int found = 0;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(text) != std::string::npos) ++found;
+  }
+  return found;
+}
+
+// `run --processes` killed: its silo processes go with it, and the run goes
+// on with --processes and a federation provisioned afresh.
+TEST(CliTest, AKilledProcessesRunLeavesNoSiloBehindAndResumesWithProcesses) {
+  REQUIRE_DATA();
+  const std::string dir = Workdir("resume_processes");
+  const std::vector<std::string> args = {
+      "fedsilo",  "run",   Example("digits.yaml"),     "--set",     "training.rounds=30",
+      "--set",    "training.local_epochs=20", "--threads", "1",  "--processes",
+      "--workdir", dir + "/work"};
+  const std::string log = dir + "/killed.log";
+  auto pid = fedsilo::SpawnProcess(fedsilo::testing_util::FedsiloBinary(), args, log);
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  std::string printed;
+  for (int i = 0; i < 6000 && printed.find("round  3/30") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::ifstream in(log);
+    printed.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ASSERT_GT(ProcessesMentioning(dir + "/work/runs/"), 0) << "no silo process ran";
+  fedsilo::StopProcess(*pid, SIGKILL, std::chrono::milliseconds(0));
+  ASSERT_THAT(printed, HasSubstr("round  3/30")) << printed;
+  ASSERT_THAT(printed, Not(HasSubstr("round 30/30")));
+  int left = -1;
+  for (int i = 0; i < 200 && left != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    left = ProcessesMentioning(dir + "/work/runs/");
+  }
+  EXPECT_EQ(left, 0) << "silo processes outlived the run that started them";
+
+  std::smatch run_id;
+  ASSERT_TRUE(std::regex_search(printed, run_id, std::regex("fedsilo: run (\\S+)")));
+  Output resumed = Fedsilo("run --resume " + run_id[1].str() +
+                           " --processes --threads 1 --quiet --json --workdir " + dir + "/work");
+  ASSERT_EQ(resumed.status, 0) << resumed.err;
+  EXPECT_EQ(LastJson(resumed.out)["rounds_completed"], 30);
+  EXPECT_EQ(ProcessesMentioning(dir + "/work/runs/"), 0);
+}
+
 // Local DP-SGD with a target epsilon: every silo solves its noise for the
 // whole job and reports what it has spent after each round, ending at or just
 // under the target; the model still learns.

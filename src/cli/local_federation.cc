@@ -1,6 +1,7 @@
 #include "cli/local_federation.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -63,7 +64,9 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
     std::vector<std::string> args = {
         "fedsilo",    "silo",   "--kit",          kits + "/" + s,
         "--datasets", datasets, "--orchestrator", absl::StrCat("localhost:", fed->server_->port()),
-        "--data-dir", data_dir};
+        "--data-dir", data_dir,
+        // Gone with this process, even when it is killed.
+        "--exit-with-parent", std::to_string(::getpid())};
     if (!silo_policy.empty()) {
       args.insert(args.end(), {"--policy", silo_policy, "--state-dir", ledger_root + "/" + s});
     }

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +35,13 @@
 
 namespace fedsilo::cli {
 Status RunSiloCommand(const SiloCommandOptions& options) {
+  if (options.exit_with_parent > 0) {
+    // SIGTERM stops the silo as a signal from its operator would. (The
+    // kernel sends it when the thread that started this process ends: the
+    // simulation starts its silos from its main thread.)
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+    if (::getppid() != options.exit_with_parent) return absl::OkStatus();  // already gone
+  }
   FEDSILO_ASSIGN_OR_RETURN(
       secure::Kit kit,
       secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kSilo, "`fedsilo silo`"));
@@ -266,6 +274,9 @@ void RegisterSiloCommand(CLI::App& app, Commands& commands) {
                    "Send the audit log's signed head to the orchestrator at least every N "
                    "entries (also at connect and at each job's end; default 100)")
       ->check(CLI::Range(1, 1000000));
+  silo->add_option("--exit-with-parent", options->exit_with_parent,
+                   "Stop when process PID ends (fedsilo run --processes starts its silos so)")
+      ->group("");  // internal: not in --help
   silo->add_flag("--insecure", options->insecure,
                  "Connect WITHOUT TLS (the orchestrator must run --insecure too); for debugging "
                  "networks only");

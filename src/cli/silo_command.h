@@ -21,6 +21,9 @@ struct SiloCommandOptions {
   // The audit log's signed head goes to the orchestrator at least every this
   // many entries (and at connect and at every job's end).
   int audit_anchor_every = 100;
+  // > 0: the process that started this silo (`fedsilo run --processes`);
+  // the silo stops when it ends, however it ends.
+  int exit_with_parent = 0;
 };
 
 // `fedsilo silo ledger`: prints the silo's privacy ledger (and, with a
