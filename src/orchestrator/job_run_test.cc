@@ -237,6 +237,57 @@ TEST_F(JobRunTest, AStoppedRunResumesToTheModelOfARunNobodyStopped) {
   EXPECT_EQ(final_file->metadata.at("round"), "5");
 }
 
+// The lines of `path` that hold `text`.
+int LinesWith(const std::string& path, const std::string& text) {
+  StatusOr<std::string> content = ReadFile(path);
+  EXPECT_TRUE(content.ok()) << content.status();
+  int n = 0;
+  for (size_t at = content->find(text); at != std::string::npos; at = content->find(text, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// A round that failed after its metrics were taken but before it was
+// committed (its checkpoint could not be written) is run again on resume,
+// and metrics.jsonl -- like MLflow -- gets each round once.
+TEST_F(JobRunTest, AMetricReachesTheTrackersOnceItsRoundIsCommitted) {
+  const std::string id = Submit(Job("fedavg", 4, 1)).id;
+  // After round 2 the checkpoints folder is put aside, so round 3's cannot
+  // be written.
+  class BlockCheckpoints : public RoundObserver {
+   public:
+    explicit BlockCheckpoints(const std::string* run_dir) : run_dir_(run_dir) {}
+    Status OnRoundEnd(const RoundSummary& s, const ModelState&, int) override {
+      if (s.round != 2) return absl::OkStatus();
+      fs::rename(*run_dir_ + "/checkpoints", *run_dir_ + "/checkpoints.aside");
+      return WriteFileAtomically(*run_dir_ + "/checkpoints", "not a folder");
+    }
+
+   private:
+    const std::string* run_dir_;
+  } block(&run_dir_);
+  JobRunOptions options;
+  options.progress = &block;
+  StatusOr<RunResult> failed = RunJob(id, options);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(CommittedRounds(id), (std::vector<int>{1, 2}));
+  const std::string metrics = run_dir_ + "/metrics.jsonl";
+  EXPECT_EQ(LinesWith(metrics, "\"name\":\"global/test_loss\""), 2);
+
+  fs::remove(run_dir_ + "/checkpoints");
+  fs::rename(run_dir_ + "/checkpoints.aside", run_dir_ + "/checkpoints");
+  StatusOr<RunResult> resumed = RunJob(id, {});
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(CommittedRounds(id), (std::vector<int>{1, 2, 3, 4}));
+  for (int round = 1; round <= 4; ++round) {
+    EXPECT_EQ(LinesWith(metrics, "{\"name\":\"global/test_loss\",\"round\":" +
+                                     std::to_string(round) + ","),
+              1)
+        << "round " << round;
+  }
+}
+
 // A checkpoint whose strategy state is gone is refused, naming the file; and
 // the test above can tell: resumed without that state, the run ends elsewhere.
 TEST_F(JobRunTest, AResumeWithoutTheStrategysStateIsRefusedForItWouldEndElsewhere) {

@@ -10,11 +10,10 @@
 namespace fedsilo::orchestrator {
 
 Status RoundRecorder::Record(const tracking::MetricRecord& r) {
-  {
-    MutexLock lock(&mu_);
-    rows_.push_back({r.round, r.source, r.name, r.value, r.time});
-  }
-  return also_ != nullptr ? also_->Record(r) : absl::OkStatus();
+  MutexLock lock(&mu_);
+  rows_.push_back({r.round, r.source, r.name, r.value, r.time});
+  if (also_ != nullptr) uncommitted_.push_back(r);
+  return absl::OkStatus();
 }
 
 Status RoundRecorder::OnRoundEnd(const RoundSummary& s, const ModelState&, int total) {
@@ -24,13 +23,21 @@ Status RoundRecorder::OnRoundEnd(const RoundSummary& s, const ModelState&, int t
 
 Status RoundRecorder::Commit(const RoundSummary& s) {
   std::vector<MetricRow> rows;
+  std::vector<tracking::MetricRecord> committed;
   {
     MutexLock lock(&mu_);
     rows = std::exchange(rows_, {});
+    committed = std::exchange(uncommitted_, {});
   }
   const RoundRecord r{s.round,         UnixNow(),         s.round_seconds,
                       s.silos_sampled, s.silos_succeeded, s.failures};
-  return store_->CompleteRound(job_id_, r, rows);
+  FEDSILO_RETURN_IF_ERROR(store_->CompleteRound(job_id_, r, rows));
+  Status passed;
+  for (const tracking::MetricRecord& m : committed) {
+    Status sent = also_->Record(m);
+    if (passed.ok()) passed = sent;
+  }
+  return passed;
 }
 
 Status RoundRecorder::LogRound(const RoundSummary& s, int total) {

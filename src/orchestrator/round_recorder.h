@@ -1,9 +1,10 @@
 // RoundRecorder: puts a run's rounds into the JobStore. As the orchestrator's
-// MetricsSink it collects a round's metrics (passing each one on to `also`,
-// e.g. metrics.jsonl); as its RoundObserver it commits the round, those
-// metrics and the silos' part in one transaction, then logs the round and its
-// dropped silos as events. Used by the orchestrator daemon's jobs and by
-// `fedsilo run`, so both keep the same record.
+// MetricsSink it collects a round's metrics; as its RoundObserver it commits
+// the round, those metrics and the silos' part in one transaction, passes
+// the metrics on to `also` (metrics.jsonl, MLflow) once they are committed,
+// then logs the round and its dropped silos as events. A round lost before
+// its commit (the process killed) is run again when the job resumes: `also`
+// gets each round's metrics once. Used by every JobRun.
 //
 // Thread safety: Record() may be called from any thread.
 #ifndef FEDSILO_ORCHESTRATOR_ROUND_RECORDER_H_
@@ -42,6 +43,7 @@ class RoundRecorder : public tracking::MetricsSink, public RoundObserver {
   tracking::MetricsSink* also_;
   Mutex mu_;
   std::vector<MetricRow> rows_ ABSL_GUARDED_BY(mu_);
+  std::vector<tracking::MetricRecord> uncommitted_ ABSL_GUARDED_BY(mu_);  // for `also_`
 };
 
 }  // namespace fedsilo::orchestrator
