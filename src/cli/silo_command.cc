@@ -40,7 +40,11 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
     // kernel sends it when the thread that started this process ends: the
     // simulation starts its silos from its main thread.)
     ::prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-    if (::getppid() != options.exit_with_parent) return absl::OkStatus();  // already gone
+    if (::getppid() != options.exit_with_parent) {
+      spdlog::warn("the process that started this silo (pid {}) has ended; not starting",
+                   options.exit_with_parent);
+      return absl::OkStatus();
+    }
   }
   FEDSILO_ASSIGN_OR_RETURN(
       secure::Kit kit,

@@ -44,6 +44,8 @@ class RoundCommitter : public RoundObserver {
     if (metrics_ != nullptr) metrics_->ObserveRound(s.round_seconds);
     RemoveUnkept(s.round, /*done=*/false);
     FEDSILO_RETURN_IF_ERROR(recorder_->LogRound(s, total));
+    // The trackers last: a round they failed to take is committed all the same.
+    FEDSILO_RETURN_IF_ERROR(recorder_->PassOn());
     return then_ != nullptr ? then_->OnRoundEnd(s, global, total) : absl::OkStatus();
   }
 

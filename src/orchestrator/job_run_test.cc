@@ -16,6 +16,7 @@
 
 #include "core/file_util.h"
 #include "core/model_state_file.h"
+#include "orchestrator/round_recorder.h"
 
 namespace fedsilo::orchestrator {
 namespace {
@@ -286,6 +287,34 @@ TEST_F(JobRunTest, AMetricReachesTheTrackersOnceItsRoundIsCommitted) {
               1)
         << "round " << round;
   }
+}
+
+// Round 0, the federated statistics, has no commit of its own: its metrics
+// reach the trackers at once; a round's wait for the round's commit.
+TEST_F(JobRunTest, TheRecorderPassesStatisticsOnAtOnceAndARoundOnceCommitted) {
+  class Collecting : public tracking::MetricsSink {
+   public:
+    Status Record(const tracking::MetricRecord& r) override {
+      names.push_back(r.name);
+      return absl::OkStatus();
+    }
+    std::vector<std::string> names;
+  } trackers;
+  const std::string id = Submit(Job("fedavg", 2, 1)).id;
+  RoundRecorder recorder(store_.get(), id, &trackers);
+  ASSERT_TRUE(recorder.Record({0, "global", "global/rows", 120, 1.0}).ok());
+  EXPECT_EQ(trackers.names, (std::vector<std::string>{"global/rows"}));
+  ASSERT_TRUE(recorder.Record({1, "global", "global/test_loss", 0.5, 2.0}).ok());
+  EXPECT_EQ(trackers.names.size(), 1u);
+  RoundSummary round;
+  round.round = 1;
+  ASSERT_TRUE(recorder.Commit(round).ok());
+  EXPECT_EQ(trackers.names.size(), 1u);  // committed, not yet passed on
+  ASSERT_TRUE(recorder.PassOn().ok());
+  EXPECT_EQ(trackers.names, (std::vector<std::string>{"global/rows", "global/test_loss"}));
+  StatusOr<std::vector<MetricRow>> stored = store_->Metrics(id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->size(), 2u);  // both in the store, with round 1's commit
 }
 
 // A checkpoint whose strategy state is gone is refused, naming the file; and

@@ -517,7 +517,7 @@ StatusOr<std::map<std::string, double>> Orchestrator::EvaluateOnSilos(int round,
     std::vector<std::pair<const char*, double>> recorded = {{"loss", answer->loss},
                                                             {"accuracy", answer->accuracy}};
     if (answer->binary.has_value()) {
-      const transport::EvaluateAnswer::Binary& b = *answer->binary;
+      const transport::BinaryEvaluation& b = *answer->binary;
       auc += n * b.auc;
       tp += static_cast<double>(b.true_positives);
       fp += static_cast<double>(b.false_positives);

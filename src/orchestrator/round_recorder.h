@@ -1,7 +1,8 @@
 // RoundRecorder: puts a run's rounds into the JobStore. As the orchestrator's
 // MetricsSink it collects a round's metrics; as its RoundObserver it commits
 // the round, those metrics and the silos' part in one transaction, passes
-// the metrics on to `also` (metrics.jsonl, MLflow) once they are committed,
+// the metrics on to `also` (metrics.jsonl, MLflow) once they are committed
+// (round 0's, the federated statistics, at once),
 // then logs the round and its dropped silos as events. A round lost before
 // its commit (the process killed) is run again when the job resumes: `also`
 // gets each round's metrics once. Used by every JobRun.
@@ -28,12 +29,14 @@ class RoundRecorder : public tracking::MetricsSink, public RoundObserver {
       : store_(store), job_id_(std::move(job_id)), also_(also) {}
 
   Status Record(const tracking::MetricRecord& record) override;
-  // Commit(), then LogRound().
+  // Commit(), LogRound(), then PassOn().
   Status OnRoundEnd(const RoundSummary& summary, const ModelState& global,
                     int total_rounds) override;
 
   // The round, its metrics and the silos' part, in one transaction.
   Status Commit(const RoundSummary& summary);
+  // Passes the committed metrics on to `also`.
+  Status PassOn();
   // "round 3/10 done in 1.2s: ..." and one warning per dropped silo.
   Status LogRound(const RoundSummary& summary, int total_rounds);
 
@@ -44,6 +47,7 @@ class RoundRecorder : public tracking::MetricsSink, public RoundObserver {
   Mutex mu_;
   std::vector<MetricRow> rows_ ABSL_GUARDED_BY(mu_);
   std::vector<tracking::MetricRecord> uncommitted_ ABSL_GUARDED_BY(mu_);  // for `also_`
+  std::vector<tracking::MetricRecord> committed_ ABSL_GUARDED_BY(mu_);    // ... now theirs
 };
 
 }  // namespace fedsilo::orchestrator

@@ -140,7 +140,7 @@ StatusOr<transport::FitReply> SiloAgent::Evaluate(const transport::FitRequest& r
   if (m.binary) {
     // Counts and a histogram of the scores, not the scores: the federation
     // adds them up into pooled precision, recall and ROC AUC.
-    transport::EvaluateAnswer::Binary& b = answer.binary.emplace();
+    transport::BinaryEvaluation& b = answer.binary.emplace();
     b.precision = m.precision;
     b.recall = m.recall;
     b.auc = m.auc;

@@ -33,7 +33,7 @@ FitReply Encode(const EvaluateAnswer& answer) {
   reply.num_examples = answer.examples;
   reply.metrics = {{"loss", answer.loss}, {"accuracy", answer.accuracy}};
   if (answer.binary.has_value()) {
-    const EvaluateAnswer::Binary& b = *answer.binary;
+    const BinaryEvaluation& b = *answer.binary;
     reply.metrics["precision"] = b.precision;
     reply.metrics["recall"] = b.recall;
     reply.metrics["auc"] = b.auc;
@@ -84,7 +84,7 @@ StatusOr<EvaluateAnswer> DecodeEvaluateAnswer(const FitReply& reply, absl::strin
       return absl::InvalidArgumentError(
           "its two-class evaluation lacks precision, recall or the counts behind them");
     }
-    EvaluateAnswer::Binary b;
+    BinaryEvaluation b;
     b.precision = *metric("precision");
     b.recall = *metric("recall");
     b.auc = *metric("auc");

@@ -78,19 +78,20 @@ struct StatisticsAnswer {
   bool metrics_private = false;  // the silo's policy keeps its row count inside
 };
 
+// A two-class evaluation: precision, recall and ROC AUC, and the counts and
+// the scores' histogram the federation adds up into its own (not the scores).
+struct BinaryEvaluation {
+  double precision = 0, recall = 0, auc = 0;
+  int64_t true_positives = 0, false_positives = 0, false_negatives = 0;
+  std::optional<ScoreHistogram> scores;  // absent: the federation averages AUCs
+};
+
 // An evaluate task's answer: the global model scored on the silo's test rows.
 struct EvaluateAnswer {
   int64_t examples = 0;  // test rows
   double loss = 0;
   double accuracy = 0;
-  // Two classes: precision, recall and ROC AUC, and the counts and the
-  // scores' histogram the federation adds up into its own (not the scores).
-  struct Binary {
-    double precision = 0, recall = 0, auc = 0;
-    int64_t true_positives = 0, false_positives = 0, false_negatives = 0;
-    std::optional<ScoreHistogram> scores;  // absent: the federation averages AUCs
-  };
-  std::optional<Binary> binary;
+  std::optional<BinaryEvaluation> binary;  // two classes only
   bool metrics_private = false;
 };
 

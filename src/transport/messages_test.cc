@@ -18,7 +18,7 @@ EvaluateAnswer TwoClassAnswer() {
   a.loss = 0.25;
   a.accuracy = 0.9;
   a.metrics_private = true;
-  EvaluateAnswer::Binary& b = a.binary.emplace();
+  BinaryEvaluation& b = a.binary.emplace();
   b.precision = 0.8;
   b.recall = 0.75;
   b.auc = 0.93;

@@ -122,7 +122,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
     {
       MutexLock lock(&s.mu);
       if (!s.open || s.cancelled.has_value()) return;  // Fetch() reports it
-      if (!s.MoveTo(TaskPhase::kUploading)) return;     // Fetch() times out
+      if (!s.MoveTo(TaskPhase::kUploading)) return;     // Fetch() then fails
       ++s.upload_id;
       s.upload.reset();
       request.mutable_upload()->set_job_id(s.job_id);
