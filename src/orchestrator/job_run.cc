@@ -208,8 +208,8 @@ StatusOr<RunResult> JobRun::Run(SiloReach* reach, JobPreparer* preparer,
                            options.progress);
   FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,
                                                               record_.rounds_completed + 1));
+  // No job id in it: the same job and seed give the same bytes in any store.
   FEDSILO_RETURN_IF_ERROR(
-      // The same bytes for the same job and seed, in any run store.
       WriteModelStateFile(run_dir_.final_model_path(), result.final_model,
                           {{"job", job_.name}, {"round", std::to_string(result.rounds_completed)}}));
   if (prepared.save_torchscript) {
