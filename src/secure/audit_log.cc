@@ -374,12 +374,16 @@ Status SignAuditHead(SignedAuditHead& h, const MessageSigner& signer) {
 
 Status CheckAuditHead(const SignedAuditHead& h, const SignatureChecker& checker,
                       ParticipantKind kind) {
+  // The latest time the clock's nanoseconds hold (in 2262) is far off; a
+  // head of a later time would overflow them.
+  constexpr int64_t kLatestUnixMillis = 9'000'000'000'000;  // in 2255
   if (h.head.seq < 1 || !IsHexHash(h.head.hash) || h.unix_millis <= 0 ||
+      h.unix_millis > kLatestUnixMillis ||
       h.certificate_pem.size() > 16384 || h.signature.size() > 512 || h.federation.size() > 256) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the audit head of '", ShownName(h.participant),
         "' is malformed (it needs an entry number of at least 1, a hash of 64 hex digits, a "
-        "time, and a certificate and signature of sensible size)"));
+        "time before 2255, and a certificate and signature of sensible size)"));
   }
   return checker.Check(h.participant, kind, h.certificate_pem, AuditHeadMessage(h), h.signature,
                        std::chrono::system_clock::time_point(std::chrono::milliseconds(h.unix_millis)));

@@ -150,7 +150,7 @@ std::string AuditHeadMessage(const SignedAuditHead& head);
 // Sets head.signature.
 Status SignAuditHead(SignedAuditHead& head, const MessageSigner& signer);
 // InvalidArgument for a malformed head (no entry, a hash that is not 64 hex
-// digits, oversized fields); PermissionDenied unless its certificate verifies
+// digits, no time or one after 2255, oversized fields); PermissionDenied unless its certificate verifies
 // with `checker` for a participant of `kind` named head.participant at the
 // time it was signed, and the signature is its key's.
 Status CheckAuditHead(const SignedAuditHead& head, const SignatureChecker& checker,

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -462,6 +463,14 @@ TEST(AuditLogTest, ASignedHeadVerifiesAndAnyChangeToItDoesNot) {
   moved = head;
   moved.head.seq = 0;
   EXPECT_TRUE(absl::IsInvalidArgument(CheckAuditHead(moved, **checker, ParticipantKind::kSilo)));
+  // A time past what the clock holds (its nanoseconds would overflow), as
+  // the fuzzer found (fuzz/regressions/audit_head/time-after-2262).
+  for (int64_t millis : {int64_t{17964000000000}, std::numeric_limits<int64_t>::max()}) {
+    moved = head;
+    moved.unix_millis = millis;
+    EXPECT_TRUE(absl::IsInvalidArgument(CheckAuditHead(moved, **checker, ParticipantKind::kSilo)))
+        << millis;
+  }
   for (const char* bad : {"", "{}", "[1]", "{\"entries\": 1}"}) {
     EXPECT_TRUE(absl::IsInvalidArgument(ParseAuditHeadLine(bad, "x").status())) << bad;
   }
