@@ -19,7 +19,6 @@
 #include <regex>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/job_config.h"
@@ -39,7 +38,10 @@ namespace fs = std::filesystem;
 using fedsilo::testing_util::Fedsilo;
 using fedsilo::testing_util::LastJson;
 using fedsilo::testing_util::Output;
+using fedsilo::testing_util::ReadAll;
 using fedsilo::testing_util::ReadCsv;
+using fedsilo::testing_util::WaitForText;
+using fedsilo::testing_util::WaitUntil;
 
 std::string Env(const char* name, const char* fallback) {
   const char* v = std::getenv(name);
@@ -371,14 +373,10 @@ TEST(CliTest, AKilledSimulationResumesToTheModelOfAnUninterruptedRun) {
   const std::string log = dir + "/killed.log";
   auto pid = fedsilo::SpawnProcess(fedsilo::testing_util::FedsiloBinary(), args, log);
   ASSERT_TRUE(pid.ok()) << pid.status();
-  std::string printed;
-  for (int i = 0; i < 3000 && printed.find("round  3/40") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    std::ifstream in(log);
-    printed.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
+  const bool round_3 = WaitForText(log, "round  3/40");
   fedsilo::StopProcess(*pid, SIGKILL, std::chrono::milliseconds(0));
-  ASSERT_THAT(printed, HasSubstr("round  3/40")) << printed;
+  const std::string printed = ReadAll(log);
+  ASSERT_TRUE(round_3) << printed;
   ASSERT_THAT(printed, Not(HasSubstr("round 40/40")));
   std::smatch run_id;
   ASSERT_TRUE(std::regex_search(printed, run_id, std::regex("fedsilo: run (\\S+)")));
@@ -459,9 +457,7 @@ int ProcessesMentioning(const std::string& text) {
   for (const auto& entry : fs::directory_iterator("/proc")) {
     const std::string pid = entry.path().filename().string();
     if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmdline.find(text) != std::string::npos) ++found;
+    if (ReadAll((entry.path() / "cmdline").string()).find(text) != std::string::npos) ++found;
   }
   return found;
 }
@@ -478,22 +474,16 @@ TEST(CliTest, AKilledProcessesRunLeavesNoSiloBehindAndResumesWithProcesses) {
   const std::string log = dir + "/killed.log";
   auto pid = fedsilo::SpawnProcess(fedsilo::testing_util::FedsiloBinary(), args, log);
   ASSERT_TRUE(pid.ok()) << pid.status();
-  std::string printed;
-  for (int i = 0; i < 6000 && printed.find("round  3/30") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    std::ifstream in(log);
-    printed.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  ASSERT_GT(ProcessesMentioning(dir + "/work/runs/"), 0) << "no silo process ran";
+  const bool round_3 = WaitForText(log, "round  3/30");
+  const int silos = ProcessesMentioning(dir + "/work/runs/");
   fedsilo::StopProcess(*pid, SIGKILL, std::chrono::milliseconds(0));
-  ASSERT_THAT(printed, HasSubstr("round  3/30")) << printed;
+  const std::string printed = ReadAll(log);
+  ASSERT_TRUE(round_3) << printed;
+  ASSERT_GT(silos, 0) << "no silo process ran";
   ASSERT_THAT(printed, Not(HasSubstr("round 30/30")));
-  int left = -1;
-  for (int i = 0; i < 200 && left != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    left = ProcessesMentioning(dir + "/work/runs/");
-  }
-  EXPECT_EQ(left, 0) << "silo processes outlived the run that started them";
+  EXPECT_TRUE(WaitUntil([&] { return ProcessesMentioning(dir + "/work/runs/") == 0; },
+                        std::chrono::seconds(10)))
+      << "silo processes outlived the run that started them";
 
   std::smatch run_id;
   ASSERT_TRUE(std::regex_search(printed, run_id, std::regex("fedsilo: run (\\S+)")));

@@ -177,6 +177,16 @@ class JobRunTest : public ::testing::Test {
     return run->Run(&silos_, preparer != nullptr ? preparer : &fake, options);
   }
 
+  // Runs the store's record `id` until round `round` is durable, and stops it.
+  Status RunAndStopAfter(const std::string& id, int round) {
+    std::atomic<bool> stop{false};
+    StopAfter stopper(round, &stop);
+    JobRunOptions options;
+    options.stop = &stop;
+    options.progress = &stopper;
+    return RunJob(id, options).status();
+  }
+
   std::vector<int> CommittedRounds(const std::string& id) {
     std::vector<int> rounds;
     StatusOr<std::vector<RoundRecord>> recorded = store_->Rounds(id);
@@ -325,12 +335,7 @@ TEST_F(JobRunTest, AResumeWithoutTheStrategysStateIsRefusedForItWouldEndElsewher
   ASSERT_TRUE(whole.ok()) << whole.status();
 
   const std::string id = Submit(job).id;
-  std::atomic<bool> stop{false};
-  StopAfter stopper(2, &stop);
-  JobRunOptions options;
-  options.stop = &stop;
-  options.progress = &stopper;
-  ASSERT_TRUE(absl::IsCancelled(RunJob(id, options).status()));
+  ASSERT_TRUE(absl::IsCancelled(RunAndStopAfter(id, 2)));
   const std::string state = run_dir_ + "/checkpoints/round-0002.strategy.fsm";
   ASSERT_TRUE(fs::remove(state));
   StatusOr<RunResult> refused = RunJob(id, {});
@@ -358,12 +363,7 @@ TEST_F(JobRunTest, AnotherJobsOrRoundsCheckpointIsRefused) {
   const std::string other_dir = run_dir_;
 
   const std::string id = Submit(job).id;
-  std::atomic<bool> stop{false};
-  StopAfter stopper(2, &stop);
-  JobRunOptions options;
-  options.stop = &stop;
-  options.progress = &stopper;
-  ASSERT_TRUE(absl::IsCancelled(RunJob(id, options).status()));
+  ASSERT_TRUE(absl::IsCancelled(RunAndStopAfter(id, 2)));
   const std::string checkpoint = run_dir_ + "/checkpoints/round-0002.fsm";
   fs::copy_file(other_dir + "/checkpoints/round-0002.fsm", checkpoint,
                 fs::copy_options::overwrite_existing);
@@ -410,18 +410,12 @@ TEST_F(JobRunTest, CheckpointEveryKeepsItsRoundsAndTheLastOne) {
 // refused, naming the file, and nothing more is committed.
 TEST_F(JobRunTest, ACheckpointThatDoesNotFitTheJobsModelIsRefused) {
   const std::string id = Submit(Job("fedavg", 4, 1)).id;
-  std::atomic<bool> stop{false};
-  StopAfter stopper(2, &stop);
-  JobRunOptions options;
-  options.stop = &stop;
-  options.progress = &stopper;
-  ASSERT_TRUE(absl::IsCancelled(RunJob(id, options).status()));
+  ASSERT_TRUE(absl::IsCancelled(RunAndStopAfter(id, 2)));
   FakePreparer wider(7);
   StatusOr<PreparedJob> other = wider.Prepare(JobConfig());
   ASSERT_TRUE(other.ok());
   ASSERT_TRUE(
       WriteModelStateFile(run_dir_ + "/checkpoints/round-0002.fsm", other->initial, {}).ok());
-  stop = false;
   StatusOr<RunResult> resumed = RunJob(id, {});
   EXPECT_FALSE(resumed.ok());
   EXPECT_THAT(resumed.status().message(),
