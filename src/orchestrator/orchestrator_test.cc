@@ -276,6 +276,79 @@ TEST(OrchestratorTest, AppliesTheExampleWeightedMeanEachRound) {
   }
 }
 
+// Trains trivially and scores the global model as told: `answer`, with
+// `forged` metrics written over it on the way.
+class EvaluatingSilo : public transport::SiloConnection {
+ public:
+  EvaluatingSilo(std::string name, transport::EvaluateAnswer answer,
+                 std::map<std::string, double> forged = {})
+      : name_(std::move(name)), answer_(std::move(answer)), forged_(std::move(forged)) {}
+  const std::string& silo_name() const override { return name_; }
+  StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+    if (r.task != transport::TaskKind::kEvaluate) {
+      transport::FitReply reply;
+      reply.num_examples = 10;
+      reply.update = r.global->ZerosLike();
+      return reply;
+    }
+    transport::FitReply reply = transport::Encode(answer_);
+    for (const auto& [name, value] : forged_) reply.metrics[name] = value;
+    return reply;
+  }
+  StatusOr<std::string> SecureStep(const transport::SecureStepRequest&) override {
+    return absl::UnimplementedError("no secure aggregation here");
+  }
+
+ private:
+  std::string name_;
+  transport::EvaluateAnswer answer_;
+  std::map<std::string, double> forged_;
+};
+
+transport::EvaluateAnswer Scored(int64_t examples, double loss, double accuracy, int64_t tp,
+                                 int64_t fp, int64_t fn, double auc) {
+  transport::EvaluateAnswer a;
+  a.examples = examples;
+  a.loss = loss;
+  a.accuracy = accuracy;
+  transport::BinaryEvaluation& b = a.binary.emplace();
+  b.true_positives = tp;
+  b.false_positives = fp;
+  b.false_negatives = fn;
+  b.precision = tp + fp > 0 ? static_cast<double>(tp) / static_cast<double>(tp + fp) : 0.0;
+  b.recall = tp + fn > 0 ? static_cast<double>(tp) / static_cast<double>(tp + fn) : 0.0;
+  b.auc = auc;
+  return a;
+}
+
+// With no evaluator here the silos score the global model. A silo whose
+// evaluation carries counts that are not counts is left out of the round's
+// metrics (a hostile one would drag them anywhere); the others' pooled
+// values stand, and the round goes on.
+TEST(OrchestratorTest, ASilosEvaluationWithForgedCountsIsLeftOut) {
+  const JobConfig job = Job(3, 1);
+  std::vector<std::unique_ptr<transport::SiloConnection>> silos;
+  silos.push_back(std::make_unique<EvaluatingSilo>("s1", Scored(10, 1.0, 0.5, 2, 1, 1, 0.7)));
+  silos.push_back(std::make_unique<EvaluatingSilo>("s2", Scored(30, 2.0, 0.9, 6, 0, 2, 0.9)));
+  silos.push_back(std::make_unique<EvaluatingSilo>(
+      "s3", Scored(1000, 0.0, 1.0, 500, 0, 0, 1.0),
+      std::map<std::string, double>{{"false_positives", -400}}));
+  RecordingSink sink;
+  Orchestrator o(job, {"run", 2}, std::move(silos), std::make_unique<strategy::FedAvg>(),
+                 /*evaluator=*/nullptr, &sink);
+  StatusOr<RunResult> result = o.Run(Global(), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const std::map<std::string, double>& m = result->final_metrics;
+  EXPECT_DOUBLE_EQ(m.at("loss"), (10 * 1.0 + 30 * 2.0) / 40);
+  EXPECT_DOUBLE_EQ(m.at("accuracy"), (10 * 0.5 + 30 * 0.9) / 40);
+  EXPECT_DOUBLE_EQ(m.at("precision"), 8.0 / 9.0);
+  EXPECT_DOUBLE_EQ(m.at("recall"), 8.0 / 11.0);
+  EXPECT_DOUBLE_EQ(m.at("auc"), (10 * 0.7 + 30 * 0.9) / 40);  // no histograms: the mean
+  for (const tracking::MetricRecord& r : sink.records) {
+    EXPECT_NE(r.name, "s3/global_test_loss");
+  }
+}
+
 // Central DP: every update is clipped to clip_norm and the silos weigh
 // equally, whatever their example counts; the run records its epsilon.
 TEST(OrchestratorTest, CentralDpClipsAndWeighsSilosEqually) {
