@@ -33,9 +33,9 @@
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "sandbox_bench.h"
-#include "store_bench.h"
 #include "secure/provisioner.h"
 #include "secure/secagg.h"
+#include "store_bench.h"
 #include "strategy/fed_avg.h"
 #include "tls_push.h"
 #include "transport/orchestrator_service.h"
@@ -138,10 +138,10 @@ int RunAggregate(const AggregateOptions& o) {
 class EchoSilo : public fedsilo::transport::SiloHandler {
  public:
   explicit EchoSilo(std::string name) : secagg_(std::move(name)) {}
-  fedsilo::StatusOr<fedsilo::transport::FitReply> Fit(
-      const fedsilo::transport::FitRequest& request) override {
+  fedsilo::StatusOr<fedsilo::transport::FitReply> RunTask(
+      const fedsilo::transport::TaskRequest& request) override {
     fedsilo::transport::FitReply reply;
-    reply.update = *request.global;
+    reply.update = *fedsilo::transport::ModelOf(request.task);
     reply.num_examples = 1;
     if (request.job->privacy.secure_aggregation.enabled) {
       secagg_.SetInput(request.run_id, request.round, std::move(reply.update), 1);

@@ -374,15 +374,15 @@ class Conversation {
         const uint8_t kind = script_.Byte() % 3;
         const int round = 1 + script_.Byte() % 4;
         Call(&Received::tasks, [this, kind, round] {
-          transport::FitRequest request;
+          transport::TaskRequest request;
           request.run_id = run_;
           request.round = round;
           request.job = &job_;
-          request.global = &global_;
-          request.task = kind == 0   ? transport::TaskKind::kFit
-                         : kind == 1 ? transport::TaskKind::kStatistics
-                                     : transport::TaskKind::kEvaluate;
-          StatusOr<transport::FitReply> reply = server_.service.Fit(kSilo, request, kCallTimeout);
+          if (kind == 0) request.task = transport::FitTask{&global_};
+          if (kind == 1) request.task = transport::StatisticsTask{};
+          if (kind == 2) request.task = transport::EvaluateTask{&global_};
+          StatusOr<transport::FitReply> reply =
+              server_.service.RunTask(kSilo, request, kCallTimeout);
           FEDSILO_FUZZ_CHECK(reply.ok() || !absl::IsDeadlineExceeded(reply.status()));
           if (!reply.ok()) return;
           std::lock_guard<std::mutex> lock(mu_);

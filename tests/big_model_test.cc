@@ -114,10 +114,12 @@ Status CheckPattern(const ModelState& model, float offset, absl::string_view wha
 // 1 added to each.
 class PlusOneSilo : public transport::SiloHandler {
  public:
-  StatusOr<transport::FitReply> Fit(const transport::FitRequest& request) override {
-    FEDSILO_RETURN_IF_ERROR(CheckPattern(*request.global, 0, "the model the silo received"));
+  StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& request) override {
+    FEDSILO_RETURN_IF_ERROR(
+        CheckPattern(*transport::ModelOf(request.task), 0, "the model the silo received"));
     transport::FitReply reply;
-    reply.update = *request.global;  // a silo that trains makes this copy too: its local model
+    reply.update = *transport::ModelOf(
+        request.task);  // a silo that trains makes this copy too: its local model
     for (Tensor& t : reply.update.mutable_tensors()) {
       for (float& v : t.floats()) v += 1;
     }
@@ -222,8 +224,9 @@ class Federation {
   // One task: `global` down to the silo and the silo's update back.
   StatusOr<ModelState> Round(int round, const JobConfig& job, const ModelState& global) {
     transport::RemoteSiloConnection silo("hospital-a", service_.get(), kRoundTimeout);
-    FEDSILO_ASSIGN_OR_RETURN(transport::FitReply reply,
-                             silo.Fit({"big-model", round, 7, &job, &global}));
+    FEDSILO_ASSIGN_OR_RETURN(
+        transport::FitReply reply,
+        silo.RunTask({"big-model", round, 7, &job, nullptr, transport::FitTask{&global}}));
     if (reply.source == nullptr) return absl::InternalError("a remote reply without a source");
     if (reply.num_examples != 1) return absl::InternalError("the reply lost its example count");
     return reply.source->Fetch();

@@ -12,10 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "core/job_config.h"
 #include "core/job_schema.h"
-#include "core/mutex.h"
-#include "core/version.h"
 #include "core/model_state.h"
 #include "core/model_state_file.h"
+#include "core/mutex.h"
+#include "core/version.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
 #include "secure/revocation.h"
@@ -181,9 +181,9 @@ TEST(FederationLinkTest, ASiloAnnouncingAnAbsurdUpdateIsCutOffAndTheOrchestrator
   job.federation.silos = {"hospital-a"};
   ModelState global;
   ASSERT_TRUE(global.Add(Tensor::FromFloats("w", {4}, {1, 2, 3, 4})).ok());
-  transport::FitRequest request{"run", 1, 7, &job, &global};
+  transport::TaskRequest request{"run", 1, 7, &job, nullptr, transport::FitTask{&global}};
   StatusOr<transport::FitReply> reply = absl::UnknownError("not yet");
-  std::thread orchestrator([&] { reply = endpoint.service.Fit("hospital-a", request, 60s); });
+  std::thread orchestrator([&] { reply = endpoint.service.RunTask("hospital-a", request, 60s); });
   // The hostile silo: read the task, answer with an absurd size.
   fedsilo::v1::OrchestratorMessage task;
   while (stream->Read(&task) && !task.has_task()) {
@@ -207,9 +207,9 @@ TEST(FederationLinkTest, ASiloAnnouncingAnAbsurdUpdateIsCutOffAndTheOrchestrator
 
   // The orchestrator serves the next silo as if nothing had happened.
   class Echo : public transport::SiloHandler {
-    StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+    StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& r) override {
       transport::FitReply out;
-      out.update = *r.global;
+      out.update = *transport::ModelOf(r.task);
       out.num_examples = 3;
       return out;
     }
@@ -233,7 +233,8 @@ TEST(FederationLinkTest, ASiloAnnouncingAnAbsurdUpdateIsCutOffAndTheOrchestrator
   ASSERT_TRUE(WaitFor([&] { return endpoint.service.ConnectedSilos().size() == 1; }));
   StatusOr<transport::FitReply> fine = absl::UnknownError("not yet");
   for (int attempt = 0; attempt < 50; ++attempt) {  // until the new session is the one registered
-    fine = endpoint.service.Fit("hospital-a", {"run", 2, 7, &job, &global}, 60s);
+    fine = endpoint.service.RunTask("hospital-a",
+                                    {"run", 2, 7, &job, nullptr, transport::FitTask{&global}}, 60s);
     if (fine.ok()) break;
     std::this_thread::sleep_for(100ms);
   }
@@ -425,8 +426,8 @@ TEST(FederationLinkTest, ARevokedSiloThatStaysSilentGetsNoTaskAndLosesItsStream)
       job.federation.silos = {"hospital-a"};
       ModelState global;
       ASSERT_TRUE(global.Add(Tensor::FromFloats("w", {4}, {1, 2, 3, 4})).ok());
-      StatusOr<transport::FitReply> reply =
-          endpoint.service.Fit("hospital-a", {"run", 1, 7, &job, &global}, 60s);
+      StatusOr<transport::FitReply> reply = endpoint.service.RunTask(
+          "hospital-a", {"run", 1, 7, &job, nullptr, transport::FitTask{&global}}, 60s);
       ASSERT_FALSE(reply.ok());
       EXPECT_THAT(std::string(reply.status().message()),
                   HasSubstr("silo 'hospital-a' was refused: the certificate of 'hospital-a'"));
@@ -543,10 +544,10 @@ TEST(FederationLinkTest, AnOlderSiloRunsTheJobsItCanReadAndIsRefusedOneThatNeeds
   Endpoint endpoint(kits);
   class Recorder : public transport::SiloHandler {
    public:
-    StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+    StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& r) override {
       lr_decay = r.job->training.lr_decay;
       transport::FitReply out;
-      out.update = *r.global;
+      out.update = *transport::ModelOf(r.task);
       out.num_examples = 3;
       return out;
     }
@@ -578,7 +579,8 @@ TEST(FederationLinkTest, AnOlderSiloRunsTheJobsItCanReadAndIsRefusedOneThatNeeds
   const auto fit = [&](const JobConfig& job, int round) {
     StatusOr<transport::FitReply> reply = absl::UnknownError("not yet");
     for (int attempt = 0; attempt < 100; ++attempt) {
-      reply = endpoint.service.Fit("hospital-a", {"run", round, 7, &job, &global}, 60s);
+      reply = endpoint.service.RunTask(
+          "hospital-a", {"run", round, 7, &job, nullptr, transport::FitTask{&global}}, 60s);
       if (!absl::IsUnavailable(reply.status()) && !absl::IsNotFound(reply.status())) break;
       std::this_thread::sleep_for(100ms);
     }
@@ -670,8 +672,7 @@ class OtherReleaseOrchestrator : public fedsilo::v1::Orchestrator::Service {
 // How a silo of this release answers one task from `orchestrator`; whether
 // its handler was asked to train.
 std::pair<std::string, bool> AnswerOf(OtherReleaseOrchestrator& orchestrator,
-                                      const std::string& kits,
-                                      std::vector<int> job_schemas = {}) {
+                                      const std::string& kits, std::vector<int> job_schemas = {}) {
   auto server = transport::GrpcServer::Start(
       "127.0.0.1:0", transport::MakeServerCredentials(Files(kits + "/orchestrator")),
       {&orchestrator});
@@ -679,10 +680,10 @@ std::pair<std::string, bool> AnswerOf(OtherReleaseOrchestrator& orchestrator,
   if (!server.ok()) return {"", false};
   class Handler : public transport::SiloHandler {
    public:
-    StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+    StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& r) override {
       called = true;
       transport::FitReply out;
-      out.update = *r.global;
+      out.update = *transport::ModelOf(r.task);
       out.num_examples = 1;
       return out;
     }
@@ -711,10 +712,10 @@ TEST(FederationLinkTest, ASiloReadsATaskInTheJobSchemaItIsMarkedWithOrRefusesIt)
 
   OtherReleaseOrchestrator later(job, kJobSchemaVersion + 1);
   const auto [refused, trained_refused] = AnswerOf(later, kits);
-  EXPECT_EQ(refused,
-            absl::StrCat("the job is written in job schema ", kJobSchemaVersion + 1,
-                         ", and this silo (", FedsiloRelease(), ") reads job schema 1, 2: "
-                         "upgrade the silo"));
+  EXPECT_EQ(refused, absl::StrCat("the job is written in job schema ", kJobSchemaVersion + 1,
+                                  ", and this silo (", FedsiloRelease(),
+                                  ") reads job schema 1, 2: "
+                                  "upgrade the silo"));
   EXPECT_FALSE(trained_refused);
 
   OtherReleaseOrchestrator past(job, 0);
@@ -733,7 +734,8 @@ TEST(FederationLinkTest, ASiloReadsATaskInTheJobSchemaItIsMarkedWithOrRefusesIt)
   const auto [outgrown, trained_outgrown] = AnswerOf(too_old, kits, {2});
   EXPECT_EQ(outgrown, absl::StrCat("the job is written in job schema 1 (an orchestrator of "
                                    "fedsilo 0.1), and this silo (",
-                                   FedsiloRelease(), ") reads job schema 2: upgrade the "
+                                   FedsiloRelease(),
+                                   ") reads job schema 2: upgrade the "
                                    "orchestrator"));
   EXPECT_FALSE(trained_outgrown);
 }

@@ -20,12 +20,12 @@
 #include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "core/subprocess.h"
+#include "federation_processes.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
 #include "secure/provisioner.h"
 #include "silo_stream.h"
 #include "strategy/fed_avg.h"
-#include "federation_processes.h"
 #include "test_util.h"
 #include "transport/chunks.h"
 #include "transport/orchestrator_service.h"
@@ -60,7 +60,8 @@ std::string Bytes(const std::string& path) { return testing_util::ReadAll(path);
 TEST(ProcessFederationTest, ProcessesReachTheSameModelAsInProcessSimulation) {
   const std::string dir = Fresh("same");
   const std::string job = std::string(FEDSILO_TEST_SOURCE_DIR) + "/examples/digits.yaml";
-  nlohmann::json in_process = LastJson(RunOk("run " + job + " --set training.rounds=4 --quiet --json --workdir " + dir).out);
+  nlohmann::json in_process = LastJson(
+      RunOk("run " + job + " --set training.rounds=4 --quiet --json --workdir " + dir).out);
   const testing_util::Output run =
       RunOk("run " + job + " --set training.rounds=4 --processes --json --workdir " + dir);
   const std::string out = run.out + run.err;
@@ -105,9 +106,10 @@ TEST(ProcessFederationTest, SecureAggregationOverProcessesMatchesInProcess) {
   ASSERT_EQ(processes["rounds_completed"], 3) << out;
   EXPECT_TRUE(Bytes(processes["final_model"]) == Bytes(in_process["final_model"]));
   // The plain run differs only by the fixed-point rounding.
-  nlohmann::json plain = LastJson(RunOk(
-      "run " + std::string(FEDSILO_TEST_SOURCE_DIR) +
-      "/examples/digits.yaml --set training.rounds=3 --quiet --json --workdir " + dir).out);
+  nlohmann::json plain = LastJson(
+      RunOk("run " + std::string(FEDSILO_TEST_SOURCE_DIR) +
+            "/examples/digits.yaml --set training.rounds=3 --quiet --json --workdir " + dir)
+          .out);
   EXPECT_NEAR(plain["final"]["loss"].get<double>(), processes["final"]["loss"].get<double>(), 1e-3);
   EXPECT_FALSE(Bytes(plain["final_model"]) == Bytes(processes["final_model"]));
   const std::string metrics = Bytes(processes["run_dir"].get<std::string>() + "/metrics.jsonl");
@@ -124,8 +126,8 @@ class InProcessOrchestrator {
   explicit InProcessOrchestrator(const std::string& name,
                                  const std::vector<std::string>& extra_silos = {})
       : processes_("procfed_" + name, ExtraSilos(extra_silos)) {
-    files_ = std::move(transport::LoadTlsFiles(*secure::LoadKit(dir() + "/kits/orchestrator")))
-                 .value();
+    files_ =
+        std::move(transport::LoadTlsFiles(*secure::LoadKit(dir() + "/kits/orchestrator"))).value();
     service_ = std::make_unique<transport::OrchestratorService>(
         files_.ca_pem, &registry_, [] { return std::chrono::system_clock::now(); });
     server_ =
@@ -302,9 +304,9 @@ class KillAfterMaskedInput : public transport::SiloConnection {
   KillAfterMaskedInput(std::unique_ptr<transport::SiloConnection> inner, InProcessOrchestrator* fed)
       : inner_(std::move(inner)), fed_(fed) {}
   const std::string& silo_name() const override { return inner_->silo_name(); }
-  StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+  StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& r) override {
     steps_ = 0;
-    return inner_->Fit(r);
+    return inner_->RunTask(r);
   }
   StatusOr<std::string> SecureStep(const transport::SecureStepRequest& r) override {
     StatusOr<std::string> reply = inner_->SecureStep(r);
@@ -412,8 +414,8 @@ TEST(ProcessFederationTest, StaleAndReplayedResultsAreIgnored) {
   std::thread orchestrator_side;
   StatusOr<transport::FitReply> reply = absl::UnknownError("not run");
   orchestrator_side = std::thread([&] {
-    transport::FitRequest request{"job-1", 3, 7, &job, &global};
-    reply = fed.service()->Fit("a", request, 120s);
+    transport::TaskRequest request{"job-1", 3, 7, &job, nullptr, transport::FitTask{&global}};
+    reply = fed.service()->RunTask("a", request, 120s);
   });
 
   fedsilo::v1::OrchestratorMessage m;
@@ -483,8 +485,8 @@ TEST(ProcessFederationTest, CancelledRunIsNotWaitedForAnUpdateTheSiloDropped) {
   // A short timeout: without the cancellation the fetch would wait this long
   // and then report a deadline instead.
   std::thread orchestrator_side([&] {
-    transport::FitRequest request{"job-1", 1, 7, &job, &global};
-    reply = fed.service()->Fit("a", request, 3s);
+    transport::TaskRequest request{"job-1", 1, 7, &job, nullptr, transport::FitTask{&global}};
+    reply = fed.service()->RunTask("a", request, 3s);
   });
   fedsilo::v1::OrchestratorMessage m;
   fedsilo::v1::TaskHeader task;

@@ -1,6 +1,7 @@
 #include "cli/hostile_silo.h"
 
 #include <cmath>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 
@@ -13,9 +14,10 @@ StatusOr<Attack> ParseAttack(const std::string& name) {
       absl::StrCat("--attack: unknown attack '", name, "'; one of: sign_flip, noise"));
 }
 
-StatusOr<transport::FitReply> HostileSilo::Fit(const transport::FitRequest& request) {
-  FEDSILO_ASSIGN_OR_RETURN(transport::FitReply reply, inner_->Fit(request));
-  if (request.task != transport::TaskKind::kFit) return reply;  // attacks updates only
+StatusOr<transport::FitReply> HostileSilo::RunTask(const transport::TaskRequest& request) {
+  FEDSILO_ASSIGN_OR_RETURN(transport::FitReply reply, inner_->RunTask(request));
+  // Attacks updates only.
+  if (!std::holds_alternative<transport::FitTask>(request.task)) return reply;
   double squares = 0;
   int64_t count = 0;
   for (const Tensor& t : reply.update.tensors()) {

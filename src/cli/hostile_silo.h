@@ -25,7 +25,7 @@ class HostileSilo : public transport::SiloHandler {
   // `inner` (not owned) trains; its update is then corrupted.
   HostileSilo(transport::SiloHandler* inner, Attack attack, uint64_t seed)
       : inner_(inner), attack_(attack), rng_(seed) {}
-  StatusOr<transport::FitReply> Fit(const transport::FitRequest& request) override;
+  StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& request) override;
   StatusOr<std::string> SecureStep(const transport::SecureStepRequest& request) override {
     return inner_->SecureStep(request);
   }

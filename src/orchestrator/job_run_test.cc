@@ -30,13 +30,13 @@ class FakeSilo : public transport::SiloConnection {
  public:
   FakeSilo(std::string name, int index) : name_(std::move(name)), index_(index) {}
   const std::string& silo_name() const override { return name_; }
-  StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+  StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& r) override {
     transport::FitReply reply;
     reply.num_examples = 10 + index_;
-    reply.update = r.global->ZerosLike();
+    reply.update = transport::ModelOf(r.task)->ZerosLike();
     for (size_t t = 0; t < reply.update.size(); ++t) {
       auto values = reply.update.mutable_tensors()[t].floats();
-      auto global = r.global->tensors()[t].floats();
+      auto global = transport::ModelOf(r.task)->tensors()[t].floats();
       for (size_t j = 0; j < values.size(); ++j) {
         values[j] = static_cast<float>((index_ + 1) * r.round) - 0.1f * global[j] +
                     0.01f * static_cast<float>(j);
@@ -292,8 +292,8 @@ TEST_F(JobRunTest, AMetricReachesTheTrackersOnceItsRoundIsCommitted) {
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(CommittedRounds(id), (std::vector<int>{1, 2, 3, 4}));
   for (int round = 1; round <= 4; ++round) {
-    EXPECT_EQ(LinesWith(metrics, "{\"name\":\"global/test_loss\",\"round\":" +
-                                     std::to_string(round) + ","),
+    EXPECT_EQ(LinesWith(metrics,
+                        "{\"name\":\"global/test_loss\",\"round\":" + std::to_string(round) + ","),
               1)
         << "round " << round;
   }
@@ -369,12 +369,13 @@ TEST_F(JobRunTest, AnotherJobsOrRoundsCheckpointIsRefused) {
                 fs::copy_options::overwrite_existing);
   StatusOr<RunResult> refused = RunJob(id, {});
   EXPECT_FALSE(refused.ok());
-  EXPECT_THAT(refused.status().message(),
-              HasSubstr(checkpoint + " is the model of job " + other_id + " after round 2, not of job " + id));
+  EXPECT_THAT(refused.status().message(), HasSubstr(checkpoint + " is the model of job " +
+                                                    other_id + " after round 2, not of job " + id));
   fs::copy_file(run_dir_ + "/checkpoints/round-0001.fsm", checkpoint,
                 fs::copy_options::overwrite_existing);
   refused = RunJob(id, {});
-  EXPECT_THAT(refused.status().message(), HasSubstr("after round 1, not of job " + id + " after round 2"));
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("after round 1, not of job " + id + " after round 2"));
   EXPECT_EQ(CommittedRounds(id), (std::vector<int>{1, 2}));
 }
 
@@ -392,11 +393,11 @@ TEST_F(JobRunTest, ARunWhoseEveryRoundIsCommittedGoesOnFromItsFinalModel) {
 }
 
 TEST_F(JobRunTest, CheckpointEveryKeepsItsRoundsAndTheLastOne) {
-  for (const auto& [every, kept] :
-       std::vector<std::pair<int, std::vector<std::string>>>{
+  for (const auto& [every, kept] : std::vector<std::pair<int, std::vector<std::string>>>{
            {0, {}},
-           {1, {"round-0001.fsm", "round-0002.fsm", "round-0003.fsm", "round-0004.fsm",
-                "round-0005.fsm"}},
+           {1,
+            {"round-0001.fsm", "round-0002.fsm", "round-0003.fsm", "round-0004.fsm",
+             "round-0005.fsm"}},
            {2, {"round-0002.fsm", "round-0004.fsm", "round-0005.fsm"}}}) {
     StatusOr<RunResult> run = RunJob(Submit(Job("fedavg", 5, every)).id, {});
     ASSERT_TRUE(run.ok()) << run.status();
@@ -428,7 +429,8 @@ TEST_F(JobRunTest, ACheckpointThatDoesNotFitTheJobsModelIsRefused) {
 TEST_F(JobRunTest, ARunFolderIsRunByOneJobRunAtATime) {
   const std::string id = Submit(Job("fedavg", 2, 1)).id;
   const JobConfig job = Job("fedavg", 2, 1);
-  StatusOr<std::unique_ptr<JobRun>> first = JobRun::Begin(dir_, store_.get(), *store_->GetJob(id), job);
+  StatusOr<std::unique_ptr<JobRun>> first =
+      JobRun::Begin(dir_, store_.get(), *store_->GetJob(id), job);
   ASSERT_TRUE(first.ok()) << first.status();
   StatusOr<JobRecord> recorded = store_->GetJob(id);
   ASSERT_TRUE(recorded.ok());

@@ -384,28 +384,27 @@ Status Orchestrator::SecureAggregate(int round, const ModelState& global, int sa
   return absl::OkStatus();
 }
 
-transport::FitRequest Orchestrator::Request(transport::TaskKind kind, int round, size_t silo,
-                                            const ModelState& model) const {
-  transport::FitRequest r;
+transport::TaskRequest Orchestrator::Request(transport::TaskPayload task, int round,
+                                             size_t silo) const {
+  transport::TaskRequest r;
   r.run_id = options_.run_id;
   r.round = round;
   r.seed = MixSeed(job_.seed, static_cast<uint64_t>(round), silo + 1);
   r.job = &job_;
-  r.global = &model;
-  r.task = kind;
+  r.task = task;
   if (!options_.torchscript.empty()) r.torchscript = &options_.torchscript;
   return r;
 }
 
-std::vector<StatusOr<transport::FitReply>> Orchestrator::AskAll(transport::TaskKind kind, int round,
-                                                                const ModelState& model) {
-  std::vector<transport::FitRequest> requests(silos_.size());
+std::vector<StatusOr<transport::FitReply>> Orchestrator::AskAll(const transport::TaskPayload& task,
+                                                                int round) {
+  std::vector<transport::TaskRequest> requests(silos_.size());
   ArrivalQueue arrivals;
   for (size_t i = 0; i < silos_.size(); ++i) {
-    transport::FitRequest& r = requests[i];
-    r = Request(kind, round, i, model);
+    transport::TaskRequest& r = requests[i];
+    r = Request(task, round, i);
     transport::SiloConnection* silo = silos_[i].get();
-    pool_.Schedule([&arrivals, &r, silo, i] { arrivals.Push({i, silo->Fit(r)}); });
+    pool_.Schedule([&arrivals, &r, silo, i] { arrivals.Push({i, silo->RunTask(r)}); });
   }
   std::vector<StatusOr<transport::FitReply>> replies(silos_.size(), absl::UnknownError("no reply"));
   for (size_t received = 0; received < silos_.size(); ++received) {
@@ -428,9 +427,7 @@ std::vector<StatusOr<transport::FitReply>> Orchestrator::AskAll(transport::TaskK
 
 StatusOr<FeatureStatistics> Orchestrator::ComputeStatistics() {
   if (silos_.empty()) return absl::InvalidArgumentError("federation.silos: no silos");
-  const ModelState none;
-  std::vector<StatusOr<transport::FitReply>> replies =
-      AskAll(transport::TaskKind::kStatistics, 0, none);
+  std::vector<StatusOr<transport::FitReply>> replies = AskAll(transport::StatisticsTask{}, 0);
   std::optional<FeatureSums> total;
   std::vector<std::string> failures, invalid;
   std::vector<std::pair<std::string, transport::StatisticsAnswer>> answered;
@@ -492,7 +489,7 @@ StatusOr<FeatureStatistics> Orchestrator::ComputeStatistics() {
 StatusOr<std::map<std::string, double>> Orchestrator::EvaluateOnSilos(int round,
                                                                       const ModelState& global) {
   std::vector<StatusOr<transport::FitReply>> replies =
-      AskAll(transport::TaskKind::kEvaluate, round, global);
+      AskAll(transport::EvaluateTask{&global}, round);
   double examples = 0, loss = 0, accuracy = 0, auc = 0;
   double tp = 0, fp = 0, fn = 0;
   bool binary = true, pooled_auc = true;
@@ -575,13 +572,13 @@ StatusOr<RoundSummary> Orchestrator::RunRound(int round, ModelState& global) {
                            {"model", digest}});
     }
   }
-  std::vector<transport::FitRequest> requests(sampled.size());
+  std::vector<transport::TaskRequest> requests(sampled.size());
   ArrivalQueue arrivals;
   for (size_t slot = 0; slot < sampled.size(); ++slot) {
-    transport::FitRequest& r = requests[slot];
-    r = Request(transport::TaskKind::kFit, round, sampled[slot], *sent);
+    transport::TaskRequest& r = requests[slot];
+    r = Request(transport::FitTask{sent}, round, sampled[slot]);
     transport::SiloConnection* silo = silos_[sampled[slot]].get();
-    pool_.Schedule([&arrivals, &r, silo, slot] { arrivals.Push({slot, silo->Fit(r)}); });
+    pool_.Schedule([&arrivals, &r, silo, slot] { arrivals.Push({slot, silo->RunTask(r)}); });
   }
 
   // Fold in sampling order while later silos are still training. Every reply

@@ -174,14 +174,12 @@ class Orchestrator {
                         const std::map<std::string, std::string>& requests,
                         const SecureAccept& accept, RoundSummary& summary);
   void Audit(absl::string_view event, std::map<std::string, std::string> data) const;
-  // The task of `kind` for silo number `silo`: its seed depends only on the
-  // job's seed, the round and the silo.
-  transport::FitRequest Request(transport::TaskKind kind, int round, size_t silo,
-                                const ModelState& model) const;
-  // Sends every silo a task of `kind` with `model` at once; one reply per
-  // silo, in silo order, each with its update fetched (they are small).
-  std::vector<StatusOr<transport::FitReply>> AskAll(transport::TaskKind kind, int round,
-                                                    const ModelState& model);
+  // `task` for silo number `silo`: its seed depends only on the job's seed,
+  // the round and the silo.
+  transport::TaskRequest Request(transport::TaskPayload task, int round, size_t silo) const;
+  // Sends every silo `task` at once; one reply per silo, in silo order, each
+  // with its update fetched (they are small).
+  std::vector<StatusOr<transport::FitReply>> AskAll(const transport::TaskPayload& task, int round);
   // Without an evaluator: the global model scored on every silo's test rows
   // (an "evaluate" task); loss and accuracy weighted by the silos' test rows,
   // precision and recall from their summed counts, ROC AUC from their summed
@@ -206,7 +204,7 @@ class Orchestrator {
   Mutex pending_mu_;
   std::vector<tracking::MetricRecord> pending_ ABSL_GUARDED_BY(pending_mu_);
   bool aggregated_ = false;  // this attempt of the round changed the strategy
-  ThreadPool pool_;  // last: its workers stop before the members they use go away
+  ThreadPool pool_;          // last: its workers stop before the members they use go away
 };
 
 // Mixes a seed with a round and an index into a new well-spread seed.

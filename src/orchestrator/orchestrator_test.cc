@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <iterator>
@@ -17,6 +17,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <variant>
 
 #include "core/model_state_file.h"
 #include "strategy/fed_avg.h"
@@ -42,8 +43,7 @@ class ReplyOrder {
   // until the replies before `turn` have gone, then lets this one go.
   void Take(int turn, const std::string& silo) {
     std::unique_lock<std::mutex> lock(mu_);
-    const bool in_turn =
-        cv_.wait_for(lock, std::chrono::minutes(1), [&] { return next_ == turn; });
+    const bool in_turn = cv_.wait_for(lock, std::chrono::minutes(1), [&] { return next_ == turn; });
     EXPECT_TRUE(in_turn) << silo << " waited for turn " << turn << " in vain";
     arrived_.push_back(silo);
     ++next_;
@@ -128,13 +128,13 @@ class FakeSilo : public transport::SiloConnection {
     turn_ = turn;
   }
   const std::string& silo_name() const override { return name_; }
-  StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
+  StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& r) override {
     StatusOr<transport::FitReply> reply = Answer(r);
     if (order_ != nullptr) order_->Take(turn_, name_);
     return reply;
   }
   bool Reachable() const override { return reachable; }
-  StatusOr<transport::FitReply> Answer(const transport::FitRequest& r) {
+  StatusOr<transport::FitReply> Answer(const transport::TaskRequest& r) {
     calls.push_back(r.round);
     if (fault_ == Fault::kError) return absl::UnavailableError("disk full");
     if (r.round == fail_round && fail_times > 0) {
@@ -144,7 +144,7 @@ class FakeSilo : public transport::SiloConnection {
     }
     transport::FitReply reply;
     reply.num_examples = fault_ == Fault::kNoExamples ? 0 : examples_;
-    reply.update = r.global->ZerosLike();
+    reply.update = transport::ModelOf(r.task)->ZerosLike();
     for (Tensor& t : reply.update.mutable_tensors()) {
       auto values = t.floats();
       for (size_t j = 0; j < values.size(); ++j) {
@@ -181,7 +181,7 @@ class FakeSilo : public transport::SiloConnection {
   std::vector<int> calls;
   int fail_round = 0;  // its first `fail_times` tasks of that round fail
   int fail_times = 0;
-  int leave_at_stage = 0;  // > 0: stops answering at that secure-aggregation stage
+  int leave_at_stage = 0;           // > 0: stops answering at that secure-aggregation stage
   bool gone_after_failure = false;  // unreachable from its first failure on
   std::atomic<bool> reachable{true};
   Transfers* transfers = nullptr;  // set: the update is fetched from a CountingSource
@@ -243,8 +243,8 @@ struct Fixture {
   std::vector<FakeSilo*> silos;
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
   void Add(int index, int64_t examples, Fault fault = Fault::kNone, bool noisy = false) {
-    auto s = std::make_unique<FakeSilo>("s" + std::to_string(index + 1), index, examples, fault,
-                                        noisy);
+    auto s =
+        std::make_unique<FakeSilo>("s" + std::to_string(index + 1), index, examples, fault, noisy);
     silos.push_back(s.get());
     connections.push_back(std::move(s));
   }
@@ -284,11 +284,11 @@ class EvaluatingSilo : public transport::SiloConnection {
                  std::map<std::string, double> forged = {})
       : name_(std::move(name)), answer_(std::move(answer)), forged_(std::move(forged)) {}
   const std::string& silo_name() const override { return name_; }
-  StatusOr<transport::FitReply> Fit(const transport::FitRequest& r) override {
-    if (r.task != transport::TaskKind::kEvaluate) {
+  StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& r) override {
+    if (!std::holds_alternative<transport::EvaluateTask>(r.task)) {
       transport::FitReply reply;
       reply.num_examples = 10;
-      reply.update = r.global->ZerosLike();
+      reply.update = transport::ModelOf(r.task)->ZerosLike();
       return reply;
     }
     transport::FitReply reply = transport::Encode(answer_);
@@ -330,9 +330,9 @@ TEST(OrchestratorTest, ASilosEvaluationWithForgedCountsIsLeftOut) {
   std::vector<std::unique_ptr<transport::SiloConnection>> silos;
   silos.push_back(std::make_unique<EvaluatingSilo>("s1", Scored(10, 1.0, 0.5, 2, 1, 1, 0.7)));
   silos.push_back(std::make_unique<EvaluatingSilo>("s2", Scored(30, 2.0, 0.9, 6, 0, 2, 0.9)));
-  silos.push_back(std::make_unique<EvaluatingSilo>(
-      "s3", Scored(1000, 0.0, 1.0, 500, 0, 0, 1.0),
-      std::map<std::string, double>{{"false_positives", -400}}));
+  silos.push_back(
+      std::make_unique<EvaluatingSilo>("s3", Scored(1000, 0.0, 1.0, 500, 0, 0, 1.0),
+                                       std::map<std::string, double>{{"false_positives", -400}}));
   RecordingSink sink;
   Orchestrator o(job, {"run", 2}, std::move(silos), std::make_unique<strategy::FedAvg>(),
                  /*evaluator=*/nullptr, &sink);
@@ -419,8 +419,7 @@ TEST(OrchestratorTest, ResultDoesNotDependOnArrivalOrderOrThreads) {
     }
     EXPECT_TRUE(bits == in_order) << threads << " threads";
     if (threads > 1) {
-      EXPECT_EQ(order.arrived(),
-                (std::vector<std::string>{"s6", "s5", "s4", "s3", "s2", "s1"}));
+      EXPECT_EQ(order.arrived(), (std::vector<std::string>{"s6", "s5", "s4", "s3", "s2", "s1"}));
     }
   }
 }

@@ -1,11 +1,12 @@
 #include "silo/silo_agent.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <optional>
 #include <random>
 #include <tuple>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "core/control_variates.h"
@@ -51,8 +52,8 @@ void SiloAgent::SetPrivacyGuard(PrivacyGuard* guard, std::string dataset) {
     secagg_.SetJournal(std::make_shared<LedgerJournal>(guard_, guard_dataset_));
 }
 
-StatusOr<transport::FitReply> SiloAgent::Fit(const transport::FitRequest& request) {
-  StatusOr<transport::FitReply> reply = FitImpl(request);
+StatusOr<transport::FitReply> SiloAgent::RunTask(const transport::TaskRequest& request) {
+  StatusOr<transport::FitReply> reply = Perform(request);
   if (!reply.ok()) {
     return Outgoing(
         Annotate(reply.status(), absl::StrCat("silo '", name_, "': round ", request.round)), name_);
@@ -88,7 +89,7 @@ Status SiloAgent::LoadControl(const std::string& run_id, const ModelState& model
 
 const DatasetPolicy& SiloAgent::Rules() const { return RulesFor(guard_, guard_dataset_); }
 
-Status SiloAgent::Admit(const transport::FitRequest& request) {
+Status SiloAgent::Admit(const transport::TaskRequest& request) {
   const JobConfig& job = *request.job;
   const bool local_dp = job.privacy.dp.mode == DpMode::kLocal;
   if (guard_ != nullptr) {
@@ -121,12 +122,13 @@ Status SiloAgent::Admit(const transport::FitRequest& request) {
   return absl::OkStatus();
 }
 
-StatusOr<transport::FitReply> SiloAgent::Evaluate(const transport::FitRequest& request) {
+StatusOr<transport::FitReply> SiloAgent::Evaluate(const transport::TaskRequest& request,
+                                                  const ModelState& global) {
   // The global model as it is, on this silo's test rows.
   if (guard_ != nullptr) {
     FEDSILO_RETURN_IF_ERROR(guard_->CountEvaluation(guard_dataset_, request.run_id, *request.job));
   }
-  FEDSILO_RETURN_IF_ERROR(Shareable(model_->SetState(*request.global)));
+  FEDSILO_RETURN_IF_ERROR(Shareable(model_->SetState(global)));
   BusyClock::Scope busy(busy_clock_);
   if (data_.test.size() == 0)
     return Shareable(absl::FailedPreconditionError("no test rows to score on"));
@@ -157,40 +159,52 @@ StatusOr<transport::FitReply> SiloAgent::Evaluate(const transport::FitRequest& r
   return transport::Encode(answer);
 }
 
-StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& request) {
-  if (request.job == nullptr || request.global == nullptr) {
-    return Shareable(absl::InvalidArgumentError("request carries no job or no model"));
+StatusOr<transport::FitReply> SiloAgent::Perform(const transport::TaskRequest& request) {
+  const ModelState* global = transport::ModelOf(request.task);
+  if (request.job == nullptr || global == nullptr) {
+    // Statistics are the silo runtime's (silo_runtime.h), before any agent.
+    return Shareable(absl::InvalidArgumentError(
+        absl::StrCat("a ", transport::TaskKindName(transport::KindOf(request.task)),
+                     " task with no job or no model is not one this silo's agent answers")));
   }
-  const JobConfig& job = *request.job;
   FEDSILO_RETURN_IF_ERROR(Admit(request));
-  if (model_ == nullptr) {
-    ml::ModelSpec spec{job.model, data_.train.dataset->example_shape,
-                       data_.train.dataset->num_classes};
-    if (!module_path_.empty()) spec.config.torchscript = module_path_;
-    // The model against the data's shapes (a module runs on zeros only here).
-    std::optional<ml::Sandbox> sandbox;
-    if (sandbox_ != nullptr) {
-      sandbox = *sandbox_;
-      sandbox->timeout = ModuleCallDeadline(sandbox_->timeout, job.federation.round_timeout);
-    }
-    StatusOr<std::unique_ptr<ml::Model>> model =
-        ml::Model::Create(spec, request.seed, sandbox ? &*sandbox : nullptr);
-    // A built-in model's errors are ours (the spec against the data's
-    // shapes); a module's come from its sandbox and stay here (its op
-    // check's refusal is shareable already).
-    if (!model.ok() && spec.config.kind != ModelKind::kTorchScript) {
-      return Shareable(model.status());
-    }
-    if (!model.ok()) return model.status();
-    model_ = std::move(model).value();
+  if (model_ == nullptr) FEDSILO_RETURN_IF_ERROR(BuildModel(*request.job, request.seed));
+  if (std::holds_alternative<transport::EvaluateTask>(request.task)) {
+    return Evaluate(request, *global);
   }
-  if (request.task == transport::TaskKind::kEvaluate) return Evaluate(request);
+  return Train(request, *global);
+}
+
+Status SiloAgent::BuildModel(const JobConfig& job, uint64_t seed) {
+  ml::ModelSpec spec{job.model, data_.train.dataset->example_shape,
+                     data_.train.dataset->num_classes};
+  if (!module_path_.empty()) spec.config.torchscript = module_path_;
+  // The model against the data's shapes (a module runs on zeros only here).
+  std::optional<ml::Sandbox> sandbox;
+  if (sandbox_ != nullptr) {
+    sandbox = *sandbox_;
+    sandbox->timeout = ModuleCallDeadline(sandbox_->timeout, job.federation.round_timeout);
+  }
+  StatusOr<std::unique_ptr<ml::Model>> model =
+      ml::Model::Create(spec, seed, sandbox ? &*sandbox : nullptr);
+  // A built-in model's errors are ours (the spec against the data's shapes);
+  // a module's come from its sandbox and stay here (its op check's refusal is
+  // shareable already).
+  if (!model.ok() && spec.config.kind != ModelKind::kTorchScript) return Shareable(model.status());
+  if (!model.ok()) return model.status();
+  model_ = std::move(model).value();
+  return absl::OkStatus();
+}
+
+StatusOr<transport::FitReply> SiloAgent::Train(const transport::TaskRequest& request,
+                                               const ModelState& sent) {
+  const JobConfig& job = *request.job;
   // SCAFFOLD: the server control variate c comes with the global model.
   const bool scaffold = TraitsOf(job.strategy).control_variates;
   ModelState scaffold_model, server_control;
-  const ModelState* global = request.global;
+  const ModelState* global = &sent;
   if (scaffold) {
-    std::tie(scaffold_model, server_control) = SplitControl(*request.global);
+    std::tie(scaffold_model, server_control) = SplitControl(sent);
     FEDSILO_RETURN_IF_ERROR(Shareable(
         Annotate(server_control.CheckSameLayout(scaffold_model), "scaffold: the control variate")));
     global = &scaffold_model;
@@ -198,96 +212,20 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
   }
   FEDSILO_RETURN_IF_ERROR(Shareable(model_->SetState(*global)));
 
-  transport::FitReply reply;
-  int64_t steps = 0;
-  double epsilon = 0;
   TrainingConfig training = job.training;
   training.learning_rate = RoundLearningRate(job.training, request.round);
-  {
-    std::optional<ml::DpSgdOptions> dp;
-    if (dp_) {
-      // The round's steps are in the ledger before it trains: a crash never
-      // loses spending, and steps past the plan or the budget are refused.
-      if (guard_ != nullptr) {
-        FEDSILO_ASSIGN_OR_RETURN(LedgerEntry charged, guard_->Charge(guard_dataset_, request.run_id,
-                                                                     dp_->steps_per_round));
-        epsilon = charged.epsilon;
-      } else {
-        dp_steps_ += dp_->steps_per_round;
-        FEDSILO_ASSIGN_OR_RETURN(privacy::PrivacySpent spent,
-                                 privacy::ComputeEpsilon(dp_->sample_rate, dp_->noise_multiplier,
-                                                         dp_steps_, job.privacy.dp.delta));
-        epsilon = spent.epsilon;
-      }
-      // Sampling and noise from a CSPRNG keyed by this machine's operating
-      // system: secret from the orchestrator, unlike request.seed.
-      dp = ml::DpSgdOptions{dp_->noise_multiplier, job.privacy.dp.max_grad_norm, nullptr};
-    }
-    BusyClock::Scope busy(busy_clock_);
-    ml::LocalObjective objective;
-    if (TraitsOf(job.strategy).proximal) objective.proximal_mu = job.strategy.proximal_mu;
-    ModelState correction;  // SCAFFOLD: c - c_i
-    if (scaffold) {
-      correction = server_control;
-      for (size_t t = 0; t < correction.size(); ++t) {
-        absl::Span<float> c = correction.mutable_tensors()[t].floats();
-        kernels::Subtract(c, control_.tensors()[t].floats(), c);
-      }
-      objective.gradient_correction = &correction;
-    }
-    FEDSILO_ASSIGN_OR_RETURN(
-        ml::TrainStats stats,
-        model_->Train(data_.train, training, request.seed, dp ? &*dp : nullptr, objective));
-    reply.num_examples = stats.examples;
-    steps = stats.steps;
-    if (dp) {
-      if (stats.steps != dp_->steps_per_round) {
-        return Shareable(absl::InternalError(absl::StrCat("DP-SGD took ", stats.steps, " steps, ",
-                                                          dp_->steps_per_round, " were charged")));
-      }
-      reply.metrics["epsilon"] = epsilon;
-      reply.metrics["dp_noise_multiplier"] = dp->noise_multiplier;
-    }
-    reply.metrics_private = !Rules().export_metrics;
-    if (Rules().SharesTrainMetrics(job)) {
-      // Measured on the silo's rows without noise: the policy decides (under
-      // local DP they are not sent unless it says share_train_metrics).
-      reply.metrics["train_loss"] = stats.loss;
-      reply.metrics["train_accuracy"] = stats.accuracy;
-      if (data_.test.size() > 0) {
-        FEDSILO_ASSIGN_OR_RETURN(ml::ClassificationMetrics test, model_->Evaluate(data_.test));
-        for (const auto& [metric, value] : test.ToMap()) reply.metrics["test_" + metric] = value;
-      }
-    }
-  }
+  transport::FitReply reply;
+  FEDSILO_ASSIGN_OR_RETURN(
+      const int64_t steps,
+      TrainLocally(request, training, scaffold ? &server_control : nullptr, reply));
   reply.update = model_->GetState();
   for (size_t t = 0; t < reply.update.size(); ++t) {
     absl::Span<float> local = reply.update.mutable_tensors()[t].floats();
     kernels::Subtract(local, global->tensors()[t].floats(), local);
   }
   if (scaffold) {
-    // Option II of the paper: c_i+ = c_i - c + (x - y_i) / (K lr), and the
-    // orchestrator gets Δc_i = c_i+ - c_i = -c - update / (K lr). With SGD
-    // momentum m a step goes lr / (1 - m) in the long run: that is the lr here.
-    const double step = training.learning_rate / (1.0 - training.momentum);
-    const float inverse =
-        static_cast<float>(-1.0 / (static_cast<double>(std::max<int64_t>(steps, 1)) * step));
-    if (!std::isfinite(inverse)) {
-      // A learning rate decayed to (nearly) nothing; the variates would be
-      // poisoned for every later round.
-      return absl::FailedPreconditionError(
-          absl::StrCat("round ", request.round, "'s learning rate ", training.learning_rate,
-                       " is too small for SCAFFOLD's control variates"));
-    }
-    ModelState delta_c = server_control;
-    for (size_t t = 0; t < delta_c.size(); ++t) {
-      absl::Span<float> d = delta_c.mutable_tensors()[t].floats();
-      kernels::Scale(-1.0f, d);
-      kernels::Axpy(inverse, reply.update.tensors()[t].floats(), d);
-      kernels::Axpy(1.0f, d, control_.mutable_tensors()[t].floats());
-    }
-    if (!control_path_.empty())
-      FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(control_path_, control_));
+    FEDSILO_ASSIGN_OR_RETURN(ModelState delta_c, StepControl(request.round, training, steps,
+                                                             server_control, reply.update));
     FEDSILO_RETURN_IF_ERROR(AppendControl(reply.update, delta_c));
   }
   if (job.privacy.secure_aggregation.enabled) {
@@ -301,6 +239,95 @@ StatusOr<transport::FitReply> SiloAgent::FitImpl(const transport::FitRequest& re
     reply.num_examples = 0;
   }
   return reply;
+}
+
+StatusOr<int64_t> SiloAgent::TrainLocally(const transport::TaskRequest& request,
+                                          const TrainingConfig& training,
+                                          const ModelState* server_control,
+                                          transport::FitReply& reply) {
+  const JobConfig& job = *request.job;
+  std::optional<ml::DpSgdOptions> dp;
+  double epsilon = 0;
+  if (dp_) {
+    // The round's steps are in the ledger before it trains: a crash never
+    // loses spending, and steps past the plan or the budget are refused.
+    if (guard_ != nullptr) {
+      FEDSILO_ASSIGN_OR_RETURN(LedgerEntry charged, guard_->Charge(guard_dataset_, request.run_id,
+                                                                   dp_->steps_per_round));
+      epsilon = charged.epsilon;
+    } else {
+      dp_steps_ += dp_->steps_per_round;
+      FEDSILO_ASSIGN_OR_RETURN(privacy::PrivacySpent spent,
+                               privacy::ComputeEpsilon(dp_->sample_rate, dp_->noise_multiplier,
+                                                       dp_steps_, job.privacy.dp.delta));
+      epsilon = spent.epsilon;
+    }
+    // Sampling and noise from a CSPRNG keyed by this machine's operating
+    // system: secret from the orchestrator, unlike request.seed.
+    dp = ml::DpSgdOptions{dp_->noise_multiplier, job.privacy.dp.max_grad_norm, nullptr};
+  }
+  BusyClock::Scope busy(busy_clock_);
+  ml::LocalObjective objective;
+  if (TraitsOf(job.strategy).proximal) objective.proximal_mu = job.strategy.proximal_mu;
+  ModelState correction;  // SCAFFOLD: c - c_i
+  if (server_control != nullptr) {
+    correction = *server_control;
+    for (size_t t = 0; t < correction.size(); ++t) {
+      absl::Span<float> c = correction.mutable_tensors()[t].floats();
+      kernels::Subtract(c, control_.tensors()[t].floats(), c);
+    }
+    objective.gradient_correction = &correction;
+  }
+  FEDSILO_ASSIGN_OR_RETURN(ml::TrainStats stats, model_->Train(data_.train, training, request.seed,
+                                                               dp ? &*dp : nullptr, objective));
+  reply.num_examples = stats.examples;
+  if (dp) {
+    if (stats.steps != dp_->steps_per_round) {
+      return Shareable(absl::InternalError(absl::StrCat("DP-SGD took ", stats.steps, " steps, ",
+                                                        dp_->steps_per_round, " were charged")));
+    }
+    reply.metrics["epsilon"] = epsilon;
+    reply.metrics["dp_noise_multiplier"] = dp->noise_multiplier;
+  }
+  reply.metrics_private = !Rules().export_metrics;
+  if (Rules().SharesTrainMetrics(job)) {
+    // Measured on the silo's rows without noise: the policy decides (under
+    // local DP they are not sent unless it says share_train_metrics).
+    reply.metrics["train_loss"] = stats.loss;
+    reply.metrics["train_accuracy"] = stats.accuracy;
+    if (data_.test.size() > 0) {
+      FEDSILO_ASSIGN_OR_RETURN(ml::ClassificationMetrics test, model_->Evaluate(data_.test));
+      for (const auto& [metric, value] : test.ToMap()) reply.metrics["test_" + metric] = value;
+    }
+  }
+  return stats.steps;
+}
+
+StatusOr<ModelState> SiloAgent::StepControl(int round, const TrainingConfig& training,
+                                            int64_t steps, const ModelState& server_control,
+                                            const ModelState& update) {
+  // Option II of the paper: c_i+ = c_i - c + (x - y_i) / (K lr), and the
+  // orchestrator gets Δc_i = c_i+ - c_i = -c - update / (K lr). With SGD
+  // momentum m a step goes lr / (1 - m) in the long run: that is the lr here.
+  const double step = training.learning_rate / (1.0 - training.momentum);
+  const float inverse =
+      static_cast<float>(-1.0 / (static_cast<double>(std::max<int64_t>(steps, 1)) * step));
+  if (!std::isfinite(inverse)) {
+    // A learning rate decayed to (nearly) nothing; the variates would be
+    // poisoned for every later round.
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", round, "'s learning rate ", training.learning_rate,
+                     " is too small for SCAFFOLD's control variates"));
+  }
+  ModelState delta_c = server_control;
+  for (size_t t = 0; t < delta_c.size(); ++t) {
+    absl::Span<float> d = delta_c.mutable_tensors()[t].floats();
+    kernels::Scale(-1.0f, d);
+    kernels::Axpy(inverse, update.tensors()[t].floats(), d);
+    kernels::Axpy(1.0f, d, control_.mutable_tensors()[t].floats());
+  }
+  if (!control_path_.empty()) FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(control_path_, control_));
+  return delta_c;
 }
 
 }  // namespace fedsilo::silo

@@ -14,16 +14,16 @@
 // continues it), and a round's steps are charged to the ledger before it
 // trains. Without a guard the default policy applies and nothing is recorded.
 //
-// With privacy.secure_aggregation the update never leaves unmasked: Fit()
+// With privacy.secure_aggregation the update never leaves unmasked: RunTask()
 // answers with the metrics only (and no example count, which is masked too),
 // and the following SecureStep() calls run this silo's side of the protocol
 // (secure/secagg.h) on the update it kept.
 //
-// A TaskKind::kEvaluate request scores the global model on the silo's test
+// An EvaluateTask scores the global model on the silo's test
 // rows and answers with metrics only (for binary tasks with the counts behind
 // precision and recall, so that the federation can add them up).
 //
-// Thread safety: one Fit at a time per agent (the orchestrator never sends a
+// Thread safety: one task at a time per agent (the orchestrator never sends a
 // silo two requests at once); different agents run concurrently.
 #ifndef FEDSILO_SILO_SILO_AGENT_H_
 #define FEDSILO_SILO_SILO_AGENT_H_
@@ -79,19 +79,35 @@ class SiloAgent : public transport::SiloHandler {
   const ml::SiloData& data() const { return data_; }
 
   // Errors name the silo and round: "silo 'silo-2': round 3: ...".
-  StatusOr<transport::FitReply> Fit(const transport::FitRequest& request) override;
+  StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& request) override;
   StatusOr<std::string> SecureStep(const transport::SecureStepRequest& request) override;
 
  private:
-  StatusOr<transport::FitReply> FitImpl(const transport::FitRequest& request);
+  // A fit or evaluate task, once admitted, on the model built on its first.
+  StatusOr<transport::FitReply> Perform(const transport::TaskRequest& request);
+  Status BuildModel(const JobConfig& job, uint64_t seed);
   // Checks the task against the policy and the run's pinned job; on a run's
   // first task, admits it (fixing its DP-SGD plan).
-  Status Admit(const transport::FitRequest& request);
+  Status Admit(const transport::TaskRequest& request);
   // The rules of the silo's policy for this agent's dataset (the defaults
   // without a guard).
   const DatasetPolicy& Rules() const;
-  // The score of `request.global` on the test rows (TaskKind::kEvaluate).
-  StatusOr<transport::FitReply> Evaluate(const transport::FitRequest& request);
+  // The score of `global` on the test rows (an EvaluateTask).
+  StatusOr<transport::FitReply> Evaluate(const transport::TaskRequest& request,
+                                         const ModelState& global);
+  // A FitTask: local training from `sent`; the reply's update is the local
+  // model minus the global one.
+  StatusOr<transport::FitReply> Train(const transport::TaskRequest& request,
+                                      const ModelState& sent);
+  // The round's DP charge and local training; sets the reply's example count
+  // and metrics and returns the steps taken. `server_control`: SCAFFOLD's c.
+  StatusOr<int64_t> TrainLocally(const transport::TaskRequest& request,
+                                 const TrainingConfig& training, const ModelState* server_control,
+                                 transport::FitReply& reply);
+  // SCAFFOLD: moves c_i on after a round of `steps` that gave `update`, keeps
+  // it, and returns Δc_i for the orchestrator.
+  StatusOr<ModelState> StepControl(int round, const TrainingConfig& training, int64_t steps,
+                                   const ModelState& server_control, const ModelState& update);
 
   std::string name_;
   ml::SiloData data_;

@@ -63,8 +63,8 @@ TEST(SiloAgentTest, ReturnsTheUpdateItsSizeAndItsMetrics) {
   const ModelState global = (*model)->GetState();
   BusyClock busy;
   SiloAgent agent("hospital-a", Split(data), &busy);
-  transport::FitRequest request{"run", 1, 42, &job, &global};
-  StatusOr<transport::FitReply> reply = agent.Fit(request);
+  transport::TaskRequest request{"run", 1, 42, &job, nullptr, transport::FitTask{&global}};
+  StatusOr<transport::FitReply> reply = agent.RunTask(request);
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_EQ(reply->num_examples, 70);
   EXPECT_TRUE(reply->update.CheckSameLayout(global).ok());
@@ -87,7 +87,7 @@ TEST(SiloAgentTest, ReturnsTheUpdateItsSizeAndItsMetrics) {
   EXPECT_GT(reply->metrics["test_accuracy"], 0.8);
 
   // Same request, same answer.
-  StatusOr<transport::FitReply> again = agent.Fit(request);
+  StatusOr<transport::FitReply> again = agent.RunTask(request);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->metrics, reply->metrics);
 }
@@ -118,7 +118,7 @@ TEST(SiloAgentTest, ThePolicyDecidesBeforeAnythingRunsAndTheRunStaysAsAdmitted) 
   JobConfig scripted = job;
   scripted.model.kind = ModelKind::kTorchScript;
   scripted.model.torchscript = dir + "/no-such-module.pt";
-  auto refused = agent.Fit({"run-0", 1, 1, &scripted, &global});
+  auto refused = agent.RunTask({"run-0", 1, 1, &scripted, nullptr, transport::FitTask{&global}});
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("(max_epsilon)"));
   EXPECT_THAT(std::string(refused.status().message()), Not(HasSubstr("no-such-module")));
   EXPECT_TRUE((*guard)->Entries().empty());
@@ -126,7 +126,7 @@ TEST(SiloAgentTest, ThePolicyDecidesBeforeAnythingRunsAndTheRunStaysAsAdmitted) 
   job.privacy.dp.mode = DpMode::kLocal;
   job.privacy.dp.noise_multiplier = 1.0;
   job.training.rounds = 2;
-  auto first = agent.Fit({"run", 1, 1, &job, &global});
+  auto first = agent.RunTask({"run", 1, 1, &job, nullptr, transport::FitTask{&global}});
   ASSERT_TRUE(first.ok()) << first.status();
   const LedgerEntry entry = (*guard)->Entries()[0];
   EXPECT_EQ(entry.steps, entry.planned_steps / 2);  // one round of two, charged
@@ -139,18 +139,22 @@ TEST(SiloAgentTest, ThePolicyDecidesBeforeAnythingRunsAndTheRunStaysAsAdmitted) 
   // multiplier would spend more), or asks for a third round.
   JobConfig changed = job;
   changed.privacy.dp.noise_multiplier = 0.3;
-  EXPECT_THAT(std::string(agent.Fit({"run", 2, 1, &changed, &global}).status().message()),
-              HasSubstr("carries a job other than the one admitted"));
-  ASSERT_TRUE(agent.Fit({"run", 2, 1, &job, &global}).ok());
-  EXPECT_THAT(std::string(agent.Fit({"run", 3, 1, &job, &global}).status().message()),
+  EXPECT_THAT(
+      std::string(agent.RunTask({"run", 2, 1, &changed, nullptr, transport::FitTask{&global}})
+                      .status()
+                      .message()),
+      HasSubstr("carries a job other than the one admitted"));
+  ASSERT_TRUE(agent.RunTask({"run", 2, 1, &job, nullptr, transport::FitTask{&global}}).ok());
+  EXPECT_THAT(std::string(agent.RunTask({"run", 3, 1, &job, nullptr, transport::FitTask{&global}})
+                              .status()
+                              .message()),
               HasSubstr("past the " + std::to_string(entry.planned_steps) + " planned"));
   EXPECT_EQ((*guard)->Entries()[0].steps, entry.planned_steps);
 
   // One evaluation of the test rows, as the policy says; then no more.
-  transport::FitRequest evaluate{"run", 2, 1, &job, &global};
-  evaluate.task = transport::TaskKind::kEvaluate;
-  EXPECT_TRUE(agent.Fit(evaluate).ok());
-  EXPECT_THAT(std::string(agent.Fit(evaluate).status().message()),
+  transport::TaskRequest evaluate{"run", 2, 1, &job, nullptr, transport::EvaluateTask{&global}};
+  EXPECT_TRUE(agent.RunTask(evaluate).ok());
+  EXPECT_THAT(std::string(agent.RunTask(evaluate).status().message()),
               HasSubstr("(max_evaluations_per_run)"));
 }
 
@@ -228,7 +232,8 @@ TEST(SiloAgentTest, ASecureRoundAskedAgainOverOtherSilosIsRefusedFromTheLedger) 
   };
   auto train = [&](int round) {
     for (auto& a : agents) {
-      StatusOr<transport::FitReply> reply = a->Fit({"run", round, 1, &job, &global});
+      StatusOr<transport::FitReply> reply =
+          a->RunTask({"run", round, 1, &job, nullptr, transport::FitTask{&global}});
       ASSERT_TRUE(reply.ok()) << reply.status();
       EXPECT_EQ(reply->update.size(), 0u);  // kept for masking
     }
@@ -279,7 +284,7 @@ TEST(SiloAgentTest, DpNoiseIsKeyedByTheSiloNotByTheTasksSeed) {
       job.privacy.dp.noise_multiplier = 1.0;
     }
     SiloAgent agent("hospital-a", Split(data), nullptr);
-    auto reply = agent.Fit({"run", 1, 42, &job, &global});
+    auto reply = agent.RunTask({"run", 1, 42, &job, nullptr, transport::FitTask{&global}});
     EXPECT_TRUE(reply.ok()) << reply.status();
     return reply.ok() ? reply->update : ModelState();
   };
@@ -305,10 +310,10 @@ TEST(SiloAgentTest, PolicyMarksTheMetricsPrivate) {
   const std::string dir = ::testing::TempDir() + "/silo_agent_private";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  transport::FitRequest request{"run", 1, 42, &job, &global};
+  transport::TaskRequest request{"run", 1, 42, &job, nullptr, transport::FitTask{&global}};
 
   SiloAgent open("hospital-a", Split(data), nullptr);
-  StatusOr<transport::FitReply> shared = open.Fit(request);
+  StatusOr<transport::FitReply> shared = open.RunTask(request);
   ASSERT_TRUE(shared.ok()) << shared.status();
   EXPECT_FALSE(shared->metrics_private);
 
@@ -317,7 +322,7 @@ TEST(SiloAgentTest, PolicyMarksTheMetricsPrivate) {
   ASSERT_TRUE(guard.ok()) << guard.status();
   SiloAgent closed("hospital-b", Split(data), nullptr);
   closed.SetPrivacyGuard(guard->get(), "digits");
-  StatusOr<transport::FitReply> kept = closed.Fit(request);
+  StatusOr<transport::FitReply> kept = closed.RunTask(request);
   ASSERT_TRUE(kept.ok()) << kept.status();
   EXPECT_TRUE(kept->metrics_private);
   EXPECT_EQ(kept->metrics.count("test_accuracy"), 1u);
@@ -341,7 +346,8 @@ TEST(SiloAgentTest, ScaffoldReturnsAndKeepsItsControlVariate) {
   std::filesystem::remove(path);
   SiloAgent agent("a", Split(data), nullptr);
   agent.SetControlVariatePath(path);
-  StatusOr<transport::FitReply> reply = agent.Fit({"run", 1, 42, &job, &sent});
+  StatusOr<transport::FitReply> reply =
+      agent.RunTask({"run", 1, 42, &job, nullptr, transport::FitTask{&sent}});
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_TRUE(reply->update.CheckSameLayout(sent).ok());
   auto [update, delta_c] = SplitControl(reply->update);
@@ -363,10 +369,13 @@ TEST(SiloAgentTest, ScaffoldReturnsAndKeepsItsControlVariate) {
   // c_i back trains exactly like the one that kept it; one without it does not.
   SiloAgent restarted("a", Split(data), nullptr);
   restarted.SetControlVariatePath(path);
-  StatusOr<transport::FitReply> resumed = restarted.Fit({"run", 2, 43, &job, &sent});
-  StatusOr<transport::FitReply> kept_going = agent.Fit({"run", 2, 43, &job, &sent});
+  StatusOr<transport::FitReply> resumed =
+      restarted.RunTask({"run", 2, 43, &job, nullptr, transport::FitTask{&sent}});
+  StatusOr<transport::FitReply> kept_going =
+      agent.RunTask({"run", 2, 43, &job, nullptr, transport::FitTask{&sent}});
   SiloAgent forgetful("a", Split(data), nullptr);
-  StatusOr<transport::FitReply> fresh = forgetful.Fit({"run", 2, 43, &job, &sent});
+  StatusOr<transport::FitReply> fresh =
+      forgetful.RunTask({"run", 2, 43, &job, nullptr, transport::FitTask{&sent}});
   ASSERT_TRUE(resumed.ok() && kept_going.ok() && fresh.ok());
   EXPECT_EQ(SerializeModelState(resumed->update), SerializeModelState(kept_going->update));
   EXPECT_NE(SerializeModelState(fresh->update), SerializeModelState(kept_going->update));
@@ -388,7 +397,8 @@ TEST(SiloAgentTest, ScaffoldCountsAMomentumStepAsLrOverOneMinusM) {
   }
   ASSERT_TRUE(AppendControl(sent, c).ok());
   SiloAgent agent("a", Split(data), nullptr);
-  StatusOr<transport::FitReply> reply = agent.Fit({"run", 1, 42, &job, &sent});
+  StatusOr<transport::FitReply> reply =
+      agent.RunTask({"run", 1, 42, &job, nullptr, transport::FitTask{&sent}});
   ASSERT_TRUE(reply.ok()) << reply.status();
   auto [update, delta_c] = SplitControl(reply->update);
   // K = 7 steps of lr 0.1 with m = 0.5: K x lr / (1 - m) = 1.4 (not 0.7).
@@ -416,7 +426,8 @@ TEST(SiloAgentTest, LaterRoundsTrainWithTheDecayedLearningRate) {
     job.training.learning_rate = learning_rate;
     job.training.lr_decay = decay;
     SiloAgent agent("a", Split(data), nullptr);
-    StatusOr<transport::FitReply> reply = agent.Fit({"run", round, 42, &job, &global});
+    StatusOr<transport::FitReply> reply =
+        agent.RunTask({"run", round, 42, &job, nullptr, transport::FitTask{&global}});
     EXPECT_TRUE(reply.ok()) << reply.status();
     return reply.ok() ? reply->update : ModelState();
   };
@@ -452,7 +463,8 @@ TEST(SiloAgentTest, ScaffoldsControlVariateIsSealedAtRestWhenASealerIsInstalled)
   SetFileSealer(std::make_shared<secure::AeadFileSealer>(ring));
   SiloAgent agent("a", Split(data), nullptr);
   agent.SetControlVariatePath(path);
-  StatusOr<transport::FitReply> first = agent.Fit({"run", 1, 42, &job, &sent});
+  StatusOr<transport::FitReply> first =
+      agent.RunTask({"run", 1, 42, &job, nullptr, transport::FitTask{&sent}});
   ASSERT_TRUE(first.ok()) << first.status();
   StatusOr<std::string> bytes = ReadFile(path);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
@@ -460,8 +472,10 @@ TEST(SiloAgentTest, ScaffoldsControlVariateIsSealedAtRestWhenASealerIsInstalled)
   // Read back under the ring, a restarted agent goes on like the one that kept it.
   SiloAgent restarted("a", Split(data), nullptr);
   restarted.SetControlVariatePath(path);
-  StatusOr<transport::FitReply> resumed = restarted.Fit({"run", 2, 43, &job, &sent});
-  StatusOr<transport::FitReply> kept_going = agent.Fit({"run", 2, 43, &job, &sent});
+  StatusOr<transport::FitReply> resumed =
+      restarted.RunTask({"run", 2, 43, &job, nullptr, transport::FitTask{&sent}});
+  StatusOr<transport::FitReply> kept_going =
+      agent.RunTask({"run", 2, 43, &job, nullptr, transport::FitTask{&sent}});
   SetFileSealer(nullptr);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   ASSERT_TRUE(kept_going.ok()) << kept_going.status();
@@ -478,8 +492,8 @@ TEST(SiloAgentTest, ErrorsNameTheSiloAndRound) {
   ModelState wrong;
   ASSERT_TRUE(wrong.Add(Tensor::FromFloats("fc1.weight", {1}, {0})).ok());
   SiloAgent agent("bank-b", Split(Data()), nullptr);
-  transport::FitRequest request{"run", 4, 1, &job, &wrong};
-  StatusOr<transport::FitReply> reply = agent.Fit(request);
+  transport::TaskRequest request{"run", 4, 1, &job, nullptr, transport::FitTask{&wrong}};
+  StatusOr<transport::FitReply> reply = agent.RunTask(request);
   ASSERT_FALSE(reply.ok());
   EXPECT_THAT(reply.status().message(), HasSubstr("silo 'bank-b': round 4: model state"));
 }

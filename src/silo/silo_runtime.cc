@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <limits>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -35,7 +36,7 @@ std::vector<std::string> SiloRuntime::DatasetNames() const {
   return names;
 }
 
-StatusOr<std::string> SiloRuntime::ModulePath(const transport::FitRequest& request) {
+StatusOr<std::string> SiloRuntime::ModulePath(const transport::TaskRequest& request) {
   const JobConfig& job = *request.job;
   if (job.model.kind != ModelKind::kTorchScript) return std::string();
   const std::string& name = job.model.torchscript;
@@ -74,9 +75,10 @@ StatusOr<std::string> SiloRuntime::ModulePath(const transport::FitRequest& reque
     // not whatever the file holds now.
     StatusOr<std::string> kept = ReadFileOpeningSealed(path);
     if (!kept.ok() || secure::BytesDigest(*kept) != digest) {
-      spdlog::error("{}: the kept TorchScript module does not match its digest {}: it was "
-                    "changed on disk; refusing to load it",
-                    path, digest);
+      spdlog::error(
+          "{}: the kept TorchScript module does not match its digest {}: it was "
+          "changed on disk; refusing to load it",
+          path, digest);
       return Shareable(absl::FailedPreconditionError(
           absl::StrCat("silo '", silo_name_, "': its copy of model ", name,
                        " does not match its digest; the silo's operator must look into it")));
@@ -246,14 +248,21 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::FinishAgent(ml::SiloData data,
   return agent;
 }
 
-StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& request) {
+StatusOr<transport::FitReply> SiloRuntime::RunTask(const transport::TaskRequest& request) {
   if (request.job == nullptr) return Shareable(absl::InvalidArgumentError("task carries no job"));
+  const transport::TaskKind kind = transport::KindOf(request.task);
+  const ModelState* model = transport::ModelOf(request.task);
+  if (model == nullptr && kind != transport::TaskKind::kStatistics) {
+    return Shareable(absl::InvalidArgumentError(
+        absl::StrCat("a ", transport::TaskKindName(kind), " task carries no model")));
+  }
   const std::string round = std::to_string(request.round);
   if (audit_ != nullptr) {
+    // A statistics task's model is the empty one, as on the wire.
     audit_->Record("task_received",
                    {{"job", request.run_id},
                     {"round", round},
-                    {"model", secure::ModelDigest(*request.global)},
+                    {"model", secure::ModelDigest(model != nullptr ? *model : ModelState())},
                     {"job_digest", secure::BytesDigest(JobConfigToYaml(*request.job))}});
   }
   StatusOr<transport::FitReply> reply = Handle(request);
@@ -262,8 +271,8 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
     audit_->Record("refused", {{"job", request.run_id},
                                {"round", round},
                                {"reason", std::string(reply.status().message())}});
-  } else if (audit_ != nullptr && request.task != transport::TaskKind::kFit) {
-    audit_->Record(std::string(transport::TaskKindName(request.task)),
+  } else if (audit_ != nullptr && kind != transport::TaskKind::kFit) {
+    audit_->Record(std::string(transport::TaskKindName(kind)),
                    {{"job", request.run_id},
                     {"round", round},
                     {"examples", std::to_string(reply->num_examples)}});
@@ -279,7 +288,7 @@ StatusOr<transport::FitReply> SiloRuntime::Fit(const transport::FitRequest& requ
   return reply;
 }
 
-StatusOr<transport::FitReply> SiloRuntime::Handle(const transport::FitRequest& request) {
+StatusOr<transport::FitReply> SiloRuntime::Handle(const transport::TaskRequest& request) {
   const JobConfig& job = *request.job;
   if (guard_ != nullptr) {
     // The policy and the run's pinned job first: before a row is read or a
@@ -287,14 +296,16 @@ StatusOr<transport::FitReply> SiloRuntime::Handle(const transport::FitRequest& r
     FEDSILO_RETURN_IF_ERROR(guard_->CheckJob(job.data.dataset, request.run_id, job));
   }
   FEDSILO_ASSIGN_OR_RETURN(const std::string module, ModulePath(request));
-  if (request.task == transport::TaskKind::kStatistics) return Statistics(job, request.run_id);
+  if (std::holds_alternative<transport::StatisticsTask>(request.task)) {
+    return Statistics(job, request.run_id);
+  }
   if (agent_ == nullptr || agent_run_id_ != request.run_id) {
     FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<SiloAgent> agent,
                              MakeAgent(job, request.run_id, module));
     agent_ = std::move(agent);
     agent_run_id_ = request.run_id;
   }
-  return agent_->Fit(request);
+  return agent_->RunTask(request);
 }
 
 StatusOr<transport::FitReply> SiloRuntime::Statistics(const JobConfig& job,

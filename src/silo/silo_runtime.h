@@ -76,13 +76,13 @@ class SiloRuntime : public transport::SiloHandler {
   std::vector<std::string> DatasetNames() const;
 
   // NotFound naming the dataset when the catalog lacks the job's dataset.
-  StatusOr<transport::FitReply> Fit(const transport::FitRequest& request) override;
+  StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& request) override;
   // FailedPrecondition unless this silo trained for the step's run.
   StatusOr<std::string> SecureStep(const transport::SecureStepRequest& request) override;
 
  private:
-  // What Fit() does, before it is audited.
-  StatusOr<transport::FitReply> Handle(const transport::FitRequest& request);
+  // What RunTask() does, before it is audited.
+  StatusOr<transport::FitReply> Handle(const transport::TaskRequest& request);
   // An agent for `run_id` on the job's dataset; `module`: where the job's
   // TorchScript module is on this silo ("" for the built-in models).
   StatusOr<std::unique_ptr<SiloAgent>> MakeAgent(const JobConfig& job, const std::string& run_id,
@@ -111,7 +111,7 @@ class SiloRuntime : public transport::SiloHandler {
   // models): a module that came with the task (named "sha256:<hex>") checked
   // against the policy (default deny) and its digest and kept in
   // <state>/models/; a module named by path only from --models-dir.
-  StatusOr<std::string> ModulePath(const transport::FitRequest& request);
+  StatusOr<std::string> ModulePath(const transport::TaskRequest& request);
 
   std::string silo_name_;
   DatasetCatalog catalog_;

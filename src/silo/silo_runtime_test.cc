@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "core/feature_statistics.h"
 #include "core/score_histogram.h"
 #include "ml/dataset_catalog.h"
@@ -119,12 +120,10 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   job.preprocess.categories = {{"merchant", {"atm", "shop"}}};
   job.training.learning_rate = 0.5;
   job.training.local_epochs = 5;
-  const ModelState none;
-  transport::FitRequest stats{"run", 0, 1, &job, &none};
-  stats.task = transport::TaskKind::kStatistics;
+  transport::TaskRequest stats{"run", 0, 1, &job, nullptr, transport::StatisticsTask{}};
   // By default a class of fewer than ten rows is not described: 8 here.
   SiloRuntime strict("east", *catalog, "/nonexistent");
-  EXPECT_THAT(std::string(strict.Fit(stats).status().message()),
+  EXPECT_THAT(std::string(strict.RunTask(stats).status().message()),
               HasSubstr("class 1 has fewer than 10 training rows, too few to describe "
                         "(statistics.min_count)"));
   std::ofstream(dir + "/policy.yaml") << "datasets:\n  cards: {statistics: {min_count: 5}}\n";
@@ -133,7 +132,7 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   SiloRuntime runtime("east", *catalog, "/nonexistent", guard->get());
   // Minmax scaling needs the minima and maxima, which the policy keeps.
   job.preprocess.scale = ScaleKind::kMinMax;
-  EXPECT_THAT(std::string(runtime.Fit(stats).status().message()),
+  EXPECT_THAT(std::string(runtime.RunTask(stats).status().message()),
               HasSubstr("(statistics.share_min_max: false)"));
   job.preprocess.scale = ScaleKind::kStandard;
   // A policy that allows only DP training refuses the statistics: they are
@@ -148,10 +147,10 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
     JobConfig dp_job = job;
     dp_job.privacy.dp.mode = DpMode::kLocal;
     dp_job.privacy.dp.noise_multiplier = 1.0;
-    transport::FitRequest dp_stats = stats;
+    transport::TaskRequest dp_stats = stats;
     dp_stats.job = &dp_job;
     dp_stats.run_id = "dp-only";
-    auto refused = dp_runtime.Fit(dp_stats);
+    auto refused = dp_runtime.RunTask(dp_stats);
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_THAT(std::string(refused.status().message()),
                 HasSubstr("the federated statistics are exact sums, not differentially private, "
@@ -171,10 +170,10 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
     dp_job.training.batch_size = 16;
     dp_job.privacy.dp.mode = DpMode::kLocal;
     dp_job.privacy.dp.noise_multiplier = 1.0;
-    transport::FitRequest dp_stats = stats;
+    transport::TaskRequest dp_stats = stats;
     dp_stats.job = &dp_job;
     dp_stats.run_id = "dp-plan";
-    auto answered = dp_runtime.Fit(dp_stats);
+    auto answered = dp_runtime.RunTask(dp_stats);
     ASSERT_TRUE(answered.ok()) << answered.status();
     const std::vector<LedgerEntry> entries = (*budgeted)->Entries();
     ASSERT_EQ(entries.size(), 1u);
@@ -202,13 +201,13 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
     DatasetCatalog rare_catalog = *catalog;
     rare_catalog["cards"].csv = dir + "/rare.csv";
     SiloRuntime rare_runtime("east", rare_catalog, "/nonexistent", guard->get());
-    transport::FitRequest rare_stats = stats;
+    transport::TaskRequest rare_stats = stats;
     rare_stats.run_id = "rare";
-    EXPECT_THAT(std::string(rare_runtime.Fit(rare_stats).status().message()),
+    EXPECT_THAT(std::string(rare_runtime.RunTask(rare_stats).status().message()),
                 HasSubstr("category 'merchant=vip' has fewer than 5 training rows"));
   }
   job.preprocess.categories = {{"merchant", {"atm", "shop"}}};
-  auto sums = runtime.Fit(stats);
+  auto sums = runtime.RunTask(stats);
   ASSERT_TRUE(sums.ok()) << sums.status();
   EXPECT_EQ(sums->num_examples, 80);
   auto parsed = FeatureSums::FromState(sums->update, "east");
@@ -223,13 +222,14 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   auto model = ml::Model::Create({job.model, {3}, 2}, 1);
   ASSERT_TRUE(model.ok());
   const ModelState global = (*model)->GetState();
-  transport::FitRequest fit{"run", 1, 1, &job, &global};
-  auto early = runtime.Fit(fit);
+  transport::TaskRequest fit{"run", 1, 1, &job, nullptr, transport::FitTask{&global}};
+  auto early = runtime.RunTask(fit);
   EXPECT_EQ(early.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(early.status().message(), HasSubstr("no preprocess.statistics"));
 
   job.preprocess.statistics = parsed->Finish();
-  auto trained = runtime.Fit(transport::FitRequest{"run2", 1, 1, &job, &global});
+  auto trained = runtime.RunTask(
+      transport::TaskRequest{"run2", 1, 1, &job, nullptr, transport::FitTask{&global}});
   ASSERT_TRUE(trained.ok()) << trained.status();
   EXPECT_EQ(trained->num_examples, 80);
   EXPECT_GT(trained->metrics.at("test_auc"), 0.9);
@@ -239,9 +239,8 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
       local.mutable_tensors()[t].floats()[i] += trained->update.tensors()[t].floats()[i];
     }
   }
-  transport::FitRequest evaluate{"run2", 1, 1, &job, &local};
-  evaluate.task = transport::TaskKind::kEvaluate;
-  auto scored = runtime.Fit(evaluate);
+  transport::TaskRequest evaluate{"run2", 1, 1, &job, nullptr, transport::EvaluateTask{&local}};
+  auto scored = runtime.RunTask(evaluate);
   ASSERT_TRUE(scored.ok()) << scored.status();
   EXPECT_EQ(scored->num_examples, 20);
   // The scores travel only as a histogram, from which the AUC follows.
@@ -255,10 +254,10 @@ TEST(SiloRuntimeTest, CsvDatasetAnswersStatisticsTrainsAndEvaluates) {
   // A silo whose file lacks the job's categorical vocabulary names it.
   job.preprocess.categories.clear();
   // (Under run "run" the changed job is refused: the run's job is pinned.)
-  EXPECT_THAT(std::string(runtime.Fit(stats).status().message()),
+  EXPECT_THAT(std::string(runtime.RunTask(stats).status().message()),
               HasSubstr("carries a job other than the one admitted"));
   stats.run_id = "run3";
-  auto no_vocab = runtime.Fit(stats);
+  auto no_vocab = runtime.RunTask(stats);
   EXPECT_EQ(no_vocab.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(no_vocab.status().message(),
               HasSubstr("silo 'east': dataset 'cards': categorical column 'merchant' has no "
@@ -303,10 +302,8 @@ TEST(SiloRuntimeTest, IdxFolderAnswersStatisticsWithItsShapeAndTrains) {
   job.model.kind = ModelKind::kLogistic;
   job.preprocess.scale = ScaleKind::kStandard;
   job.training.learning_rate = 0.1;
-  const ModelState none;
-  transport::FitRequest stats{"run", 0, 1, &job, &none};
-  stats.task = transport::TaskKind::kStatistics;
-  auto reply = runtime.Fit(stats);
+  transport::TaskRequest stats{"run", 0, 1, &job, nullptr, transport::StatisticsTask{}};
+  auto reply = runtime.RunTask(stats);
   ASSERT_TRUE(reply.ok()) << reply.status();
   auto sums = FeatureSums::FromState(reply->update, "west");
   ASSERT_TRUE(sums.ok()) << sums.status();
@@ -319,15 +316,32 @@ TEST(SiloRuntimeTest, IdxFolderAnswersStatisticsWithItsShapeAndTrains) {
   auto model = ml::Model::Create(ml::TabularModelSpec(job), 1);
   ASSERT_TRUE(model.ok()) << model.status();
   const ModelState global = (*model)->GetState();
-  auto trained = runtime.Fit(transport::FitRequest{"run", 1, 1, &job, &global});
+  auto trained = runtime.RunTask(
+      transport::TaskRequest{"run", 1, 1, &job, nullptr, transport::FitTask{&global}});
   ASSERT_TRUE(trained.ok()) << trained.status();
   EXPECT_EQ(trained->num_examples, 44);
   EXPECT_EQ(trained->metrics.at("test_accuracy"), 1.0);
 
+  // A fit or evaluate task must carry the model it starts from; refused
+  // before a row is read, with the silo free for the next.
+  for (const transport::TaskPayload& modelless :
+       {transport::TaskPayload(transport::FitTask{}),
+        transport::TaskPayload(transport::EvaluateTask{})}) {
+    auto refused = runtime.RunTask(transport::TaskRequest{"run", 2, 1, &job, nullptr, modelless});
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(refused.status().message(),
+                HasSubstr(absl::StrCat("a ", transport::TaskKindName(transport::KindOf(modelless)),
+                                       " task carries no model")));
+  }
+  EXPECT_TRUE(runtime
+                  .RunTask(transport::TaskRequest{"run", 2, 1, &job, nullptr,
+                                                  transport::EvaluateTask{&global}})
+                  .ok());
+
   // A folder that is not one images file and one labels file is named.
   WriteIdx(dir + "/west/t10k-images-idx3-ubyte", {1, 4, 4}, std::vector<uint8_t>(16, 0));
   SiloRuntime two("west", *catalog, "/nonexistent");
-  auto ambiguous = two.Fit(stats);
+  auto ambiguous = two.RunTask(stats);
   EXPECT_EQ(ambiguous.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(ambiguous.status().message(),
               HasSubstr("dataset 'scans': expected one IDX file whose name holds 'images' and "
@@ -340,8 +354,8 @@ TEST(SiloRuntimeTest, TaskForADatasetTheSiloLacksIsRefusedByName) {
   JobConfig job;
   job.data.dataset = "mnist";
   ModelState global;
-  transport::FitRequest request{"run", 1, 1, &job, &global};
-  auto reply = runtime.Fit(request);
+  transport::TaskRequest request{"run", 1, 1, &job, nullptr, transport::FitTask{&global}};
+  auto reply = runtime.RunTask(request);
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(reply.status().message(),
               HasSubstr("silo 'bank-a' has no dataset 'mnist' (it offers: digits)"));
@@ -357,25 +371,25 @@ TEST(SiloRuntimeTest, TorchScriptModelsLoadOnlyFromTheSilosModelsFolder) {
   job.model.kind = ModelKind::kTorchScript;
   job.model.torchscript = dir + "/elsewhere/net.pt";
   ModelState global;
-  transport::FitRequest request{"run", 1, 1, &job, &global};
+  transport::TaskRequest request{"run", 1, 1, &job, nullptr, transport::FitTask{&global}};
 
   SiloRuntime closed("bank-a", {{"digits", {"digits", false}}}, "/nonexistent");
-  auto refused = closed.Fit(request);
+  auto refused = closed.RunTask(request);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(refused.status().message(), HasSubstr("loads no TorchScript models"));
   EXPECT_THAT(refused.status().message(), HasSubstr("--models-dir"));
 
   SiloRuntime open("bank-a", {{"digits", {"digits", false}}}, "/nonexistent");
   open.SetModelsDir(dir + "/allowed");
-  auto outside = open.Fit(request);
+  auto outside = open.RunTask(request);
   EXPECT_EQ(outside.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(outside.status().message(), HasSubstr("is not in its models folder"));
   job.model.torchscript = dir + "/allowed/../elsewhere/net.pt";  // no way out by ".."
-  EXPECT_EQ(open.Fit(request).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(open.RunTask(request).status().code(), absl::StatusCode::kFailedPrecondition);
 
   // Inside the folder the job gets as far as the data (absent here).
   job.model.torchscript = dir + "/allowed/net.pt";
-  auto inside = open.Fit(request);
+  auto inside = open.RunTask(request);
   EXPECT_FALSE(inside.ok());
   EXPECT_THAT(inside.status().message(), Not(HasSubstr("models folder")));
 }
@@ -403,7 +417,7 @@ TEST(SiloRuntimeTest, AShippedModuleIsDeniedByDefaultAndCheckedWhenAllowed) {
   job.model.kind = ModelKind::kTorchScript;
   job.model.torchscript = "sha256:" + digest;
   ModelState global;
-  transport::FitRequest request{"run", 1, 1, &job, &global};
+  transport::TaskRequest request{"run", 1, 1, &job, nullptr, transport::FitTask{&global}};
   request.torchscript = &bytes;
   const ml::Sandbox sandbox{FEDSILO_TEST_BINARY};
   const DatasetCatalog catalog = {{"digits", {"digits", false}}};
@@ -412,7 +426,7 @@ TEST(SiloRuntimeTest, AShippedModuleIsDeniedByDefaultAndCheckedWhenAllowed) {
   SiloRuntime closed("bank-a", catalog, ml::DefaultDataDir(), no_policy->get());
   closed.SetStateDir(dir + "/closed");
   closed.SetSandbox(&sandbox);
-  auto denied = closed.Fit(request);
+  auto denied = closed.RunTask(request);
   EXPECT_THAT(std::string(denied.status().message()), HasSubstr("is not among its allowed_models"));
   EXPECT_FALSE(std::filesystem::exists(dir + "/closed/models"));  // not even kept
 
@@ -421,7 +435,7 @@ TEST(SiloRuntimeTest, AShippedModuleIsDeniedByDefaultAndCheckedWhenAllowed) {
   SiloRuntime open("bank-a", catalog, ml::DefaultDataDir(), any->get());
   open.SetStateDir(dir + "/open");
   open.SetSandbox(&sandbox);
-  auto refused = open.Fit(request);
+  auto refused = open.RunTask(request);
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("refused: method 'forward' uses aten::from_file"));
@@ -435,9 +449,9 @@ TEST(SiloRuntimeTest, AShippedModuleIsDeniedByDefaultAndCheckedWhenAllowed) {
   other.parameters = {{"w", {64, 10}}, {"b", {10}}};
   other.methods = "def forward(self, x):\n    return torch.matmul(x, self.w) + self.b\n";
   ASSERT_TRUE(ml::WriteScriptedModule(other, kept).ok());
-  transport::FitRequest again = request;
+  transport::TaskRequest again = request;
   again.torchscript = nullptr;
-  auto swapped = open.Fit(again);
+  auto swapped = open.RunTask(again);
   ASSERT_FALSE(swapped.ok());
   EXPECT_THAT(std::string(swapped.status().message()), HasSubstr("does not match its digest"));
 }

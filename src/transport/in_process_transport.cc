@@ -2,8 +2,8 @@
 
 namespace fedsilo::transport {
 
-StatusOr<FitReply> InProcessConnection::Fit(const FitRequest& request) {
-  return handler_->Fit(request);
+StatusOr<FitReply> InProcessConnection::RunTask(const TaskRequest& request) {
+  return handler_->RunTask(request);
 }
 
 }  // namespace fedsilo::transport

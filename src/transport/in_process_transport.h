@@ -16,7 +16,7 @@ class InProcessConnection : public SiloConnection {
       : silo_name_(std::move(silo_name)), handler_(handler) {}
 
   const std::string& silo_name() const override { return silo_name_; }
-  StatusOr<FitReply> Fit(const FitRequest& request) override;
+  StatusOr<FitReply> RunTask(const TaskRequest& request) override;
   StatusOr<std::string> SecureStep(const SecureStepRequest& request) override {
     return handler_->SecureStep(request);
   }

@@ -7,6 +7,18 @@
 
 namespace fedsilo::transport {
 
+TaskKind KindOf(const TaskPayload& task) {
+  if (std::holds_alternative<StatisticsTask>(task)) return TaskKind::kStatistics;
+  if (std::holds_alternative<EvaluateTask>(task)) return TaskKind::kEvaluate;
+  return TaskKind::kFit;
+}
+
+const ModelState* ModelOf(const TaskPayload& task) {
+  if (const FitTask* fit = std::get_if<FitTask>(&task)) return fit->global;
+  if (const EvaluateTask* evaluate = std::get_if<EvaluateTask>(&task)) return evaluate->global;
+  return nullptr;
+}
+
 absl::string_view TaskKindName(TaskKind kind) {
   switch (kind) {
     case TaskKind::kFit:

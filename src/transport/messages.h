@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include "core/feature_statistics.h"
 #include "core/job_config.h"
@@ -17,27 +18,38 @@
 
 namespace fedsilo::transport {
 
-// What a task asks of a silo.
-enum class TaskKind {
-  kFit,         // train from `global`; reply with the update and metrics
-  kStatistics,  // no training: reply with a StatisticsAnswer (below)
-  kEvaluate,    // no training: score `global` on the silo's test rows; reply
-                // with an EvaluateAnswer (below)
-};
-absl::string_view TaskKindName(TaskKind kind);
-
-// Orchestrator -> silo: train on your data starting from `global` (or the
-// other tasks above).
-struct FitRequest {
-  std::string run_id;
-  int round = 0;                       // 1-based
-  uint64_t seed = 0;                   // the silo derives its shuffling from it
-  const JobConfig* job = nullptr;      // model and training settings; outlives the call
+// What a task asks of a silo: one of three, each carrying what it needs.
+// Train from `global`; reply with the update and metrics.
+struct FitTask {
   const ModelState* global = nullptr;  // outlives the call
+};
+// No training and no model: reply with a StatisticsAnswer (below).
+struct StatisticsTask {};
+// No training: score `global` on the silo's test rows; reply with an
+// EvaluateAnswer (below).
+struct EvaluateTask {
+  const ModelState* global = nullptr;  // outlives the call
+};
+using TaskPayload = std::variant<FitTask, StatisticsTask, EvaluateTask>;
+
+// The payload's name, for logs, audit records and the wire's task kind.
+enum class TaskKind { kFit, kStatistics, kEvaluate };
+TaskKind KindOf(const TaskPayload& task);
+absl::string_view TaskKindName(TaskKind kind);
+// The model a fit or evaluate task starts from; null for statistics (and for
+// a fit or evaluate task built without one, which silos refuse).
+const ModelState* ModelOf(const TaskPayload& task);
+
+// Orchestrator -> silo: one task of a job's round.
+struct TaskRequest {
+  std::string run_id;
+  int round = 0;                   // 1-based; 0 for the statistics before round 1
+  uint64_t seed = 0;               // the silo derives its shuffling from it
+  const JobConfig* job = nullptr;  // model and training settings; outlives the call
   // model.torchscript jobs: the module file's bytes (the job names it by
   // digest, "sha256:<hex>"). Null otherwise; outlives the call.
   const std::string* torchscript = nullptr;
-  TaskKind task = TaskKind::kFit;
+  TaskPayload task;
 };
 
 // Silo -> orchestrator: the update and what the silo measured.

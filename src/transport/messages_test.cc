@@ -12,6 +12,20 @@ namespace {
 
 using ::testing::HasSubstr;
 
+TEST(TasksTest, EachPayloadNamesItsKindAndOnlyFitAndEvaluateCarryAModel) {
+  const ModelState global;
+  EXPECT_EQ(KindOf(FitTask{&global}), TaskKind::kFit);
+  EXPECT_EQ(KindOf(StatisticsTask{}), TaskKind::kStatistics);
+  EXPECT_EQ(KindOf(EvaluateTask{&global}), TaskKind::kEvaluate);
+  EXPECT_EQ(ModelOf(FitTask{&global}), &global);
+  EXPECT_EQ(ModelOf(EvaluateTask{&global}), &global);
+  EXPECT_EQ(ModelOf(StatisticsTask{}), nullptr);
+  EXPECT_EQ(ModelOf(FitTask{}), nullptr);
+  EXPECT_EQ(TaskKindName(KindOf(EvaluateTask{})), "evaluate");
+  // A request is a fit task unless it says otherwise.
+  EXPECT_EQ(KindOf(TaskRequest{}.task), TaskKind::kFit);
+}
+
 EvaluateAnswer TwoClassAnswer() {
   EvaluateAnswer a;
   a.examples = 40;
@@ -59,9 +73,7 @@ TEST(AnswersTest, AnEvaluateAnswerTravelsAsAFitReplyAndComesBackTheSame) {
 
 // What a broken or hostile silo may send instead of an evaluation.
 TEST(AnswersTest, AnEvaluationWithoutRowsNumbersOrCountsIsRefused) {
-  const auto refused = [](FitReply reply) {
-    return DecodeEvaluateAnswer(reply, "bank").status();
-  };
+  const auto refused = [](FitReply reply) { return DecodeEvaluateAnswer(reply, "bank").status(); };
   FitReply no_rows = Encode(TwoClassAnswer());
   no_rows.num_examples = 0;
   EXPECT_THAT(refused(no_rows).message(), HasSubstr("no test rows, loss or accuracy"));

@@ -6,17 +6,18 @@
 #include <optional>
 #include <set>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "core/mutex.h"
 #include "core/version.h"
-#include "transport/chunks.h"
 #include "secure/audit_log.h"
+#include "transport/chunks.h"
 #include "transport/grpc_logging.h"
-#include "transport/tls.h"
 #include "transport/task_phase.h"
+#include "transport/tls.h"
 #include "transport/versions.h"
 
 namespace fedsilo::transport {
@@ -25,7 +26,7 @@ using secure::ParticipantKind;
 
 using Stream = grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage, fedsilo::v1::SiloMessage>;
 
-// One open Connect stream. The stream is written by Fit() (tasks) and by the
+// One open Connect stream. The stream is written by RunTask() (tasks) and by the
 // reading thread (heartbeat echoes), one at a time under write_mu.
 struct OrchestratorService::Session {
   std::string silo;
@@ -122,7 +123,7 @@ class OrchestratorService::RemoteUpdate : public UpdateSource {
     {
       MutexLock lock(&s.mu);
       if (!s.open || s.cancelled.has_value()) return;  // Fetch() reports it
-      if (!s.MoveTo(TaskPhase::kUploading)) return;     // Fetch() then fails
+      if (!s.MoveTo(TaskPhase::kUploading)) return;    // Fetch() then fails
       ++s.upload_id;
       s.upload.reset();
       request.mutable_upload()->set_job_id(s.job_id);
@@ -276,16 +277,22 @@ void OrchestratorService::Deliver(Session& session, StatusOr<FitReply> result) {
   session.cv.SignalAll();
 }
 
-std::shared_ptr<const std::string> OrchestratorService::ModelBytes(const FitRequest& request) {
+std::shared_ptr<const std::string> OrchestratorService::ModelBytes(const TaskRequest& request) {
+  // A statistics task carries none: on the wire, the empty model (which
+  // silos of every version parse).
+  static const ModelState* const kNoModel = new ModelState();
+  const ModelState* model = ModelOf(request.task);
+  if (model == nullptr) model = kNoModel;
+  const TaskKind kind = KindOf(request.task);
   MutexLock lock(&model_mu_);
-  if (model_bytes_ == nullptr || model_key_ != request.global || model_key_run_ != request.run_id ||
-      model_key_round_ != request.round || model_key_task_ != request.task) {
+  if (model_bytes_ == nullptr || model_key_ != model || model_key_run_ != request.run_id ||
+      model_key_round_ != request.round || model_key_task_ != kind) {
     model_bytes_.reset();  // release the last round's bytes before making new ones
-    model_bytes_ = std::make_shared<const std::string>(SerializeModelState(*request.global));
-    model_key_ = request.global;
+    model_bytes_ = std::make_shared<const std::string>(SerializeModelState(*model));
+    model_key_ = model;
     model_key_run_ = request.run_id;
     model_key_round_ = request.round;
-    model_key_task_ = request.task;
+    model_key_task_ = kind;
   }
   return model_bytes_;
 }
@@ -327,8 +334,12 @@ StatusOr<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Cla
   return session;
 }
 
-StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRequest& request,
-                                            std::chrono::milliseconds timeout) {
+StatusOr<FitReply> OrchestratorService::RunTask(const std::string& silo, const TaskRequest& request,
+                                                std::chrono::milliseconds timeout) {
+  if (ModelOf(request.task) == nullptr && KindOf(request.task) != TaskKind::kStatistics) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a ", TaskKindName(KindOf(request.task)), " task carries no model"));
+  }
   FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
                            Claim(silo, request.run_id, request.round, /*securing=*/false));
   std::string nonce;
@@ -341,7 +352,7 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   {
     // An update has the model's layout; statistics and scores are small.
     MutexLock lock(&session->mu);
-    session->max_update_bytes = request.task == TaskKind::kFit
+    session->max_update_bytes = std::holds_alternative<FitTask>(request.task)
                                     ? 2 * static_cast<uint64_t>(model.size()) + (1 << 20)
                                     : kMaxSmallReplyBytes;
     session->largest_model_bytes = std::max<uint64_t>(session->largest_model_bytes, model.size());
@@ -352,9 +363,17 @@ StatusOr<FitReply> OrchestratorService::Fit(const std::string& silo, const FitRe
   task->set_round(request.round);
   task->set_nonce(nonce);
   task->set_seed(request.seed);
-  task->set_kind(request.task == TaskKind::kStatistics ? fedsilo::v1::TASK_KIND_STATISTICS
-                 : request.task == TaskKind::kEvaluate ? fedsilo::v1::TASK_KIND_EVALUATE
-                                                       : fedsilo::v1::TASK_KIND_FIT);
+  switch (KindOf(request.task)) {
+    case TaskKind::kFit:
+      task->set_kind(fedsilo::v1::TASK_KIND_FIT);
+      break;
+    case TaskKind::kStatistics:
+      task->set_kind(fedsilo::v1::TASK_KIND_STATISTICS);
+      break;
+    case TaskKind::kEvaluate:
+      task->set_kind(fedsilo::v1::TASK_KIND_EVALUATE);
+      break;
+  }
   // In the job schema the silo reads; a job it cannot read fails this silo's
   // task, naming what to upgrade.
   StatusOr<std::string> job_yaml =
@@ -512,9 +531,9 @@ grpc::Status OrchestratorService::Connect(
   Status why;
   double head_allowance = 20;  // audit log heads this stream may still send now
   std::chrono::steady_clock::time_point head_counted = std::chrono::steady_clock::now();
-  ChunkAssembler update;  // the upload being received
+  ChunkAssembler update;    // the upload being received
   uint64_t update_for = 0;  // ... for this Session::upload_id
-  ChunkAssembler secure;  // a secure-aggregation reply being received
+  ChunkAssembler secure;    // a secure-aggregation reply being received
   uint64_t secure_for = 0;  // ... for this Session::secure_id
   auto finish_secure = [&](StatusOr<std::string> outcome) {
     {
@@ -684,8 +703,9 @@ grpc::Status OrchestratorService::Connect(
           // At most 20 at once and one more every 10 s per stream are even
           // looked at: a signature check costs, and a silo sends a few an hour.
           const auto now = std::chrono::steady_clock::now();
-          head_allowance = std::min(
-              20.0, head_allowance + std::chrono::duration<double>(now - head_counted).count() / 10);
+          head_allowance =
+              std::min(20.0, head_allowance +
+                                 std::chrono::duration<double>(now - head_counted).count() / 10);
           head_counted = now;
           if (head_allowance < 1) break;
           head_allowance -= 1;
@@ -702,8 +722,8 @@ grpc::Status OrchestratorService::Connect(
           Status checked =
               secure::CheckAuditHead(head, *audit_head_checker_, ParticipantKind::kSilo);
           if (!checked.ok()) {
-            why = absl::InvalidArgumentError(
-                absl::StrCat("its audit log head: ", checked.message()));
+            why =
+                absl::InvalidArgumentError(absl::StrCat("its audit log head: ", checked.message()));
             break;
           }
           audit_head_sink_(head);
@@ -749,7 +769,7 @@ grpc::Status OrchestratorService::Connect(
     session->context = nullptr;
   }
   {
-    // A Fit() may be writing to the stream: wait for it, and bar later ones.
+    // A RunTask() may be writing to the stream: wait for it, and bar later ones.
     MutexLock write_lock(&session->write_mu);
     session->writable = false;
   }

@@ -86,12 +86,12 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   // DeadlineExceeded after `timeout` (for the result, and again for the
   // upload). One task at a time per silo, until its update is fetched or the
   // reply dropped.
-  StatusOr<FitReply> Fit(const std::string& silo, const FitRequest& request,
-                         std::chrono::milliseconds timeout);
+  StatusOr<FitReply> RunTask(const std::string& silo, const TaskRequest& request,
+                             std::chrono::milliseconds timeout);
 
   // Sends one secure-aggregation stage to a connected silo and waits for its
-  // reply payload (which must echo the step's nonce). Errors as for Fit().
-  // REQUIRES: no task of this silo is out (its Fit reply was dropped).
+  // reply payload (which must echo the step's nonce). Errors as for RunTask().
+  // REQUIRES: no task of this silo is out (its task reply was dropped).
   StatusOr<std::string> SecureStep(const std::string& silo, const SecureStepRequest& request,
                                    std::chrono::milliseconds timeout);
 
@@ -103,7 +103,7 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   uint64_t BytesSent() const { return bytes_sent_.load(); }
   uint64_t BytesReceived() const { return bytes_received_.load(); }
 
-  // Ends every task of `run_id` that is out: waiting Fit() calls and update
+  // Ends every task of `run_id` that is out: waiting RunTask() calls and update
   // fetches return Cancelled with `reason`, and the silos are sent an Abort.
   void CancelRun(const std::string& run_id, const std::string& reason);
 
@@ -117,7 +117,7 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
                                            int round, bool securing);
   // The .fsm bytes of the request's global model, serialised once per round
   // and shared by every silo's send.
-  std::shared_ptr<const std::string> ModelBytes(const FitRequest& request);
+  std::shared_ptr<const std::string> ModelBytes(const TaskRequest& request);
   // Closes `session`'s stream, which ends with `why` (a certificate that is
   // no longer valid).
   static void Drop(Session& session, const Status& why);
@@ -157,8 +157,8 @@ class RemoteSiloConnection : public SiloConnection {
                        std::chrono::milliseconds timeout)
       : silo_name_(std::move(silo_name)), service_(service), timeout_(timeout) {}
   const std::string& silo_name() const override { return silo_name_; }
-  StatusOr<FitReply> Fit(const FitRequest& request) override {
-    return service_->Fit(silo_name_, request, timeout_);
+  StatusOr<FitReply> RunTask(const TaskRequest& request) override {
+    return service_->RunTask(silo_name_, request, timeout_);
   }
   StatusOr<std::string> SecureStep(const SecureStepRequest& request) override {
     return service_->SecureStep(silo_name_, request, timeout_);

@@ -5,9 +5,9 @@
 #include "transport/orchestrator_service.h"
 
 #include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -294,13 +294,15 @@ class OrchestratorServiceTest : public ::testing::Test {
   }
   std::string target() const { return "localhost:" + std::to_string(server_->port()); }
 
-  // The service's Fit(), on its own thread as a round runs it.
+  // The service's RunTask(), on its own thread as a round runs it.
   std::future<StatusOr<FitReply>> StartFit(const std::string& silo, const std::string& run,
                                            int round, TaskKind kind = TaskKind::kFit) {
-    FitRequest request{run, round, 7, &job_, &global_};
-    request.task = kind;
-    return std::async(std::launch::async,
-                      [this, silo, request] { return service_->Fit(silo, request, 2 * kCeiling); });
+    TaskRequest request{run, round, 7, &job_, nullptr, FitTask{&global_}};
+    if (kind == TaskKind::kStatistics) request.task = StatisticsTask{};
+    if (kind == TaskKind::kEvaluate) request.task = EvaluateTask{&global_};
+    return std::async(std::launch::async, [this, silo, request] {
+      return service_->RunTask(silo, request, 2 * kCeiling);
+    });
   }
   // A whole task answered honestly: Fit, result, upload. The update must be update_.
   void HonestRound(HandSilo& hand, const std::string& silo, const std::string& run, int round) {
@@ -659,7 +661,10 @@ TEST_F(OrchestratorServiceTest,
       auto fit = StartFit("hospital-a", "run", 1, c.kind);
       fedsilo::v1::TaskHeader task;
       ASSERT_TRUE(hand->ReadTask(&task));
-      ASSERT_EQ(task.model_bytes(), model_bytes);
+      // A statistics task carries no model: the empty one on the wire.
+      ASSERT_EQ(task.model_bytes(), c.kind == TaskKind::kStatistics
+                                        ? SerializeModelState(ModelState()).size()
+                                        : model_bytes);
       ASSERT_TRUE(hand->Send(ResultFor(task, c.most, 5)));
       StatusOr<FitReply> reply = fit.get();
       ASSERT_TRUE(reply.ok()) << reply.status();

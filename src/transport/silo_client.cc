@@ -307,29 +307,28 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
   StatusOr<ModelFile> global = ParseModelState(model_bytes, "model of task");
   std::string().swap(model_bytes);  // freed before training, not just emptied
   if (!global.ok()) return fail(global.status());
-  FitRequest request;
+  TaskRequest request;
   request.run_id = task.job_id();
   request.round = task.round();
   request.seed = task.seed();
   request.job = &*job;
-  request.global = &global->state;
   if (!task.torchscript().empty()) request.torchscript = &task.torchscript();
   switch (task.kind()) {
     case fedsilo::v1::TASK_KIND_FIT:
-      request.task = TaskKind::kFit;
+      request.task = FitTask{&global->state};
       break;
     case fedsilo::v1::TASK_KIND_STATISTICS:
-      request.task = TaskKind::kStatistics;
+      request.task = StatisticsTask{};  // the model on the wire is the empty one
       break;
     case fedsilo::v1::TASK_KIND_EVALUATE:
-      request.task = TaskKind::kEvaluate;
+      request.task = EvaluateTask{&global->state};
       break;
     default:
       return fail(
           absl::InvalidArgumentError(absl::StrCat("task kind ", static_cast<int>(task.kind()),
                                                   " is unknown to this silo (an older fedsilo?)")));
   }
-  StatusOr<FitReply> reply = handler_->Fit(request);
+  StatusOr<FitReply> reply = handler_->RunTask(request);
   if (!reply.ok()) return fail(reply.status());
   std::string update = SerializeModelState(reply->update);
   fedsilo::v1::SiloMessage header;

@@ -17,7 +17,7 @@ class SiloHandler {
  public:
   virtual ~SiloHandler() = default;
   // Thread safety: called for one round at a time per silo.
-  virtual StatusOr<FitReply> Fit(const FitRequest& request) = 0;
+  virtual StatusOr<FitReply> RunTask(const TaskRequest& request) = 0;
   // Answers a secure-aggregation stage of the round it last trained for.
   virtual StatusOr<std::string> SecureStep(const SecureStepRequest& request) {
     return absl::UnimplementedError("this silo does not take part in secure aggregation");
@@ -30,8 +30,8 @@ class SiloConnection {
   virtual const std::string& silo_name() const = 0;
   // Blocks until the silo answers or fails. Thread-safe across connections;
   // one call at a time per connection.
-  virtual StatusOr<FitReply> Fit(const FitRequest& request) = 0;
-  // Sends one secure-aggregation stage and waits for the silo's reply, like Fit().
+  virtual StatusOr<FitReply> RunTask(const TaskRequest& request) = 0;
+  // Sends one secure-aggregation stage and waits for the silo's reply, like RunTask().
   virtual StatusOr<std::string> SecureStep(const SecureStepRequest& request) = 0;
   // Whether a task sent now could reach the silo (a remote silo's stream is
   // open). A round to retry waits for this.
