@@ -478,17 +478,281 @@ grpc::Status OrchestratorService::WhoAmI(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status OrchestratorService::Connect(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage, fedsilo::v1::SiloMessage>* stream) {
+// What one Connect stream reads, message by message, once its session is
+// open: results, update and secure-aggregation bytes, failures, heartbeats
+// and audit log heads. Lives on the stream's reading thread.
+class OrchestratorService::SiloStream {
+ public:
+  SiloStream(OrchestratorService* service, std::shared_ptr<Session> session)
+      : service_(service), session_(std::move(session)), silo_(session_->silo) {}
+
+  // Handles one message; an error breaks the protocol and closes the stream.
+  Status Handle(const fedsilo::v1::SiloMessage& message);
+
+ private:
+  Status OnResult(const fedsilo::v1::ResultHeader& r);
+  Status OnSecureReply(const fedsilo::v1::SecureReply& r);
+  void OnChunk(const fedsilo::v1::Chunk& chunk);
+  // A chunk of the secure-aggregation reply being received; false when no
+  // reply is being received.
+  bool OnSecureChunk(const fedsilo::v1::Chunk& chunk);
+  void OnFailed(const fedsilo::v1::TaskFailed& f);
+  Status OnAuditHead(const fedsilo::v1::AuditHead& h);
+  // Ends the secure-aggregation step that is out with `outcome`, once.
+  void FinishSecure(StatusOr<std::string> outcome);
+
+  OrchestratorService* service_;
+  std::shared_ptr<Session> session_;
+  const std::string& silo_;
+  double head_allowance_ = 20;  // audit log heads this stream may still send now
+  std::chrono::steady_clock::time_point head_counted_ = std::chrono::steady_clock::now();
+  ChunkAssembler update_;    // the upload being received
+  uint64_t update_for_ = 0;  // ... for this Session::upload_id
+  ChunkAssembler secure_;    // a secure-aggregation reply being received
+  uint64_t secure_for_ = 0;  // ... for this Session::secure_id
+};
+
+Status OrchestratorService::SiloStream::Handle(const fedsilo::v1::SiloMessage& message) {
+  switch (message.body_case()) {
+    case fedsilo::v1::SiloMessage::kHeartbeat: {
+      service_->listener_->OnHeartbeat(silo_, session_->id);
+      fedsilo::v1::OrchestratorMessage echo;
+      echo.mutable_heartbeat()->set_unix_millis(message.heartbeat().unix_millis());
+      if (!session_->Write(echo)) return absl::UnavailableError("write failed");
+      return absl::OkStatus();
+    }
+    case fedsilo::v1::SiloMessage::kResult:
+      return OnResult(message.result());
+    case fedsilo::v1::SiloMessage::kSecure:
+      return OnSecureReply(message.secure());
+    case fedsilo::v1::SiloMessage::kChunk:
+      if (!OnSecureChunk(message.chunk())) OnChunk(message.chunk());
+      return absl::OkStatus();
+    case fedsilo::v1::SiloMessage::kFailed:
+      OnFailed(message.failed());
+      return absl::OkStatus();
+    case fedsilo::v1::SiloMessage::kAuditHead:
+      return OnAuditHead(message.audit_head());
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unexpected message (field ", message.body_case(), ") from silo '", silo_, "'"));
+  }
+}
+
+Status OrchestratorService::SiloStream::OnResult(const fedsilo::v1::ResultHeader& r) {
+  Session& session = *session_;
+  bool fresh;
+  uint64_t most = 0;
+  {
+    MutexLock lock(&session.mu);
+    fresh = session.phase == TaskPhase::kTaskSent && r.job_id() == session.job_id &&
+            r.round() == session.round && r.nonce() == session.nonce;
+    most = session.max_update_bytes;
+    if (fresh && r.update_bytes() <= most) {
+      session.MoveTo(TaskPhase::kHolding);
+      session.update_bytes = r.update_bytes();
+    }
+  }
+  if (fresh && r.update_bytes() > most) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("silo '", silo_, "' announced an update of ", r.update_bytes(),
+                     " bytes for a task whose update is at most ", most, " bytes"));
+  }
+  if (!fresh) {
+    spdlog::warn(
+        "silo '{}': result for job '{}' round {} does not answer the task that "
+        "is out (stale or replayed); ignored",
+        silo_, r.job_id(), r.round());
+    return absl::OkStatus();
+  }
+  FitReply reply;
+  reply.num_examples = r.num_examples();
+  reply.metrics.insert(r.metrics().begin(), r.metrics().end());
+  reply.metrics_private = r.metrics_private();
+  service_->Deliver(session, std::move(reply));
+  return absl::OkStatus();
+}
+
+Status OrchestratorService::SiloStream::OnSecureReply(const fedsilo::v1::SecureReply& r) {
+  Session& session = *session_;
+  bool fresh;
+  const uint64_t bytes = r.payload_bytes();
+  uint64_t most = 0;
+  {
+    MutexLock lock(&session.mu);
+    fresh = session.phase == TaskPhase::kSecureSent && !session.secure_result.has_value() &&
+            r.job_id() == session.job_id && r.round() == session.round &&
+            r.nonce() == session.nonce && session.MoveTo(TaskPhase::kSecureReceiving);
+    if (fresh) secure_for_ = session.secure_id;
+    most = session.max_secure_bytes;
+  }
+  if (fresh && bytes > most) {
+    Status why = absl::InvalidArgumentError(
+        absl::StrCat("silo '", silo_, "' announced a secure-aggregation reply of ", bytes,
+                     " bytes; at most ", most, " are expected"));
+    FinishSecure(why);
+    return why;
+  }
+  if (!fresh) {
+    spdlog::warn("silo '{}': secure-aggregation reply that answers no step; ignored", silo_);
+  } else if (bytes == 0) {
+    FinishSecure(std::string());
+  } else {
+    secure_.Begin(bytes, absl::StrCat("secure-aggregation reply from silo '", silo_, "'"));
+  }
+  return absl::OkStatus();
+}
+
+bool OrchestratorService::SiloStream::OnSecureChunk(const fedsilo::v1::Chunk& chunk) {
+  if (secure_.active()) {
+    // A step that ended without all its bytes leaves them behind.
+    MutexLock lock(&session_->mu);
+    if (!IsSecureStep(session_->phase) || session_->secure_id != secure_for_ ||
+        session_->secure_result.has_value()) {
+      secure_ = ChunkAssembler();
+    }
+  }
+  if (!secure_.active()) return false;
+  Status added = secure_.Add(chunk);
+  if (!added.ok()) {
+    secure_ = ChunkAssembler();
+    FinishSecure(added);
+  } else if (secure_.complete()) {
+    FinishSecure(secure_.Take());
+  }
+  return true;
+}
+
+void OrchestratorService::SiloStream::OnChunk(const fedsilo::v1::Chunk& chunk) {
+  Session& session = *session_;
+  uint64_t expected = 0, upload_id = 0;
+  {
+    MutexLock lock(&session.mu);
+    if (session.phase != TaskPhase::kUploading || session.upload.has_value()) {
+      spdlog::warn("silo '{}': update bytes nobody asked for; ignored", silo_);
+      update_ = ChunkAssembler();  // what an ended upload left: not kept
+      return;
+    }
+    expected = session.update_bytes;
+    upload_id = session.upload_id;
+  }
+  if (!update_.active() || update_for_ != upload_id) {
+    update_.Begin(expected, absl::StrCat("update from silo '", silo_, "'"));
+    update_for_ = upload_id;
+  }
+  Status added = update_.Add(chunk);
+  std::optional<StatusOr<ModelState>> outcome;
+  if (!added.ok()) {
+    outcome = added;
+    update_ = ChunkAssembler();  // a model's worth of refused bytes, freed
+  } else if (update_.complete()) {
+    StatusOr<ModelFile> file =
+        ParseModelState(update_.Take(), absl::StrCat("update from '", silo_, "'"));
+    outcome = file.ok() ? StatusOr<ModelState>(std::move(file->state))
+                        : StatusOr<ModelState>(file.status());
+  }
+  if (!outcome.has_value()) return;
+  {
+    MutexLock lock(&session.mu);
+    session.upload = std::move(*outcome);
+  }
+  session.cv.SignalAll();
+}
+
+void OrchestratorService::SiloStream::OnFailed(const fedsilo::v1::TaskFailed& f) {
+  bool matches, securing;
+  {
+    MutexLock lock(&session_->mu);
+    matches = IsBusy(session_->phase) && f.nonce() == session_->nonce;
+    securing = IsSecureStep(session_->phase);
+  }
+  if (matches && securing) {
+    FinishSecure(absl::InternalError(f.reason()));
+  } else if (matches) {
+    service_->Deliver(*session_, absl::InternalError(f.reason()));
+  }
+}
+
+Status OrchestratorService::SiloStream::OnAuditHead(const fedsilo::v1::AuditHead& h) {
+  if (!service_->audit_head_sink_ || service_->audit_head_checker_ == nullptr) {
+    return absl::OkStatus();  // not kept here
+  }
+  // At most 20 at once and one more every 10 s per stream are even looked
+  // at: a signature check costs, and a silo sends a few an hour.
+  const auto now = std::chrono::steady_clock::now();
+  head_allowance_ = std::min(
+      20.0, head_allowance_ + std::chrono::duration<double>(now - head_counted_).count() / 10);
+  head_counted_ = now;
+  if (head_allowance_ < 1) return absl::OkStatus();
+  head_allowance_ -= 1;
+  // Whose head it is comes from the stream's certificate; the signature must
+  // say the same.
+  secure::SignedAuditHead head;
+  head.federation = session_->peer.federation;
+  head.participant = silo_;
+  head.head = {h.entries(), h.hash()};
+  head.unix_millis = h.unix_millis();
+  head.certificate_pem = h.certificate();
+  head.signature = h.signature();
+  Status checked =
+      secure::CheckAuditHead(head, *service_->audit_head_checker_, ParticipantKind::kSilo);
+  if (!checked.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("its audit log head: ", checked.message()));
+  }
+  service_->audit_head_sink_(head);
+  return absl::OkStatus();
+}
+
+void OrchestratorService::SiloStream::FinishSecure(StatusOr<std::string> outcome) {
+  {
+    MutexLock lock(&session_->mu);
+    if (!IsSecureStep(session_->phase) || session_->secure_result.has_value()) return;
+    session_->secure_result = std::move(outcome);
+  }
+  session_->cv.SignalAll();
+}
+
+grpc::Status OrchestratorService::Connect(grpc::ServerContext* context, Stream* stream) {
   StatusOr<secure::PeerIdentity> peer = auth_.Authenticate(*context, {ParticipantKind::kSilo});
   if (!peer.ok()) {
     spdlog::warn("refused silo stream from {}: {}", context->peer(),
                  std::string(peer.status().message()));
     return ToGrpcStatus(peer.status());
   }
-  const std::string& silo = peer->name;
   const std::string address = context->peer();  // (gone once the stream is cancelled)
+  std::shared_ptr<Session> session;
+  if (grpc::Status opened = OpenSession(context, stream, *peer, address, session);
+      !opened.ok() || session == nullptr) {
+    return opened;
+  }
+  SiloStream reader(this, session);
+  Status why;
+  fedsilo::v1::SiloMessage message;
+  // Whatever a message does -- even throw -- the clean-up below runs.
+  try {
+    while (why.ok() && stream->Read(&message)) {
+      bytes_received_ += message.ByteSizeLong();
+      // A silo heartbeats every few seconds: an expired or revoked
+      // certificate loses its stream within that, before anything it sent
+      // is taken.
+      if (Status valid = auth_.StillValid(*peer); !valid.ok()) {
+        why = valid;
+        break;
+      }
+      why = reader.Handle(message);
+    }
+  } catch (const std::exception& e) {
+    why = absl::InternalError(
+        absl::StrCat("handling silo '", session->silo, "''s stream: ", e.what()));
+  }
+  return CloseSession(session, *context, address, why);
+}
+
+grpc::Status OrchestratorService::OpenSession(grpc::ServerContext* context, Stream* stream,
+                                              const secure::PeerIdentity& peer,
+                                              const std::string& address,
+                                              std::shared_ptr<Session>& opened) {
+  const std::string& silo = peer.name;
   fedsilo::v1::SiloMessage message;
   if (!stream->Read(&message)) return grpc::Status::OK;  // closed before saying hello
   if (message.body_case() != fedsilo::v1::SiloMessage::kHello) {
@@ -509,7 +773,7 @@ grpc::Status OrchestratorService::Connect(
   session->versions = *agreed;
   session->bytes_sent = &bytes_sent_;
   session->silo = silo;
-  session->peer = *peer;
+  session->peer = peer;
   {
     MutexLock lock(&session->context_mu);
     session->context = context;
@@ -527,217 +791,14 @@ grpc::Status OrchestratorService::Connect(
   spdlog::info("silo '{}' connected from {} (session {}; {}, protocol {}, job schema {})", silo,
                address, session->id, session->release, agreed->protocol, agreed->job_schema);
   listener_->OnConnected(silo, session->id, datasets);
+  opened = std::move(session);
+  return grpc::Status::OK;
+}
 
-  Status why;
-  double head_allowance = 20;  // audit log heads this stream may still send now
-  std::chrono::steady_clock::time_point head_counted = std::chrono::steady_clock::now();
-  ChunkAssembler update;    // the upload being received
-  uint64_t update_for = 0;  // ... for this Session::upload_id
-  ChunkAssembler secure;    // a secure-aggregation reply being received
-  uint64_t secure_for = 0;  // ... for this Session::secure_id
-  auto finish_secure = [&](StatusOr<std::string> outcome) {
-    {
-      MutexLock lock(&session->mu);
-      if (!IsSecureStep(session->phase) || session->secure_result.has_value()) return;
-      session->secure_result = std::move(outcome);
-    }
-    session->cv.SignalAll();
-  };
-  // Whatever a message does -- even throw -- the clean-up below runs.
-  try {
-    while (why.ok() && stream->Read(&message)) {
-      bytes_received_ += message.ByteSizeLong();
-      // A silo heartbeats every few seconds: an expired or revoked
-      // certificate loses its stream within that, before anything it sent
-      // is taken.
-      if (Status valid = auth_.StillValid(*peer); !valid.ok()) {
-        why = valid;
-        break;
-      }
-      switch (message.body_case()) {
-        case fedsilo::v1::SiloMessage::kHeartbeat: {
-          listener_->OnHeartbeat(silo, session->id);
-          fedsilo::v1::OrchestratorMessage echo;
-          echo.mutable_heartbeat()->set_unix_millis(message.heartbeat().unix_millis());
-          if (!session->Write(echo)) why = absl::UnavailableError("write failed");
-          break;
-        }
-        case fedsilo::v1::SiloMessage::kResult: {
-          const fedsilo::v1::ResultHeader& r = message.result();
-          bool fresh;
-          uint64_t most = 0;
-          {
-            MutexLock lock(&session->mu);
-            fresh = session->phase == TaskPhase::kTaskSent && r.job_id() == session->job_id &&
-                    r.round() == session->round && r.nonce() == session->nonce;
-            most = session->max_update_bytes;
-            if (fresh && r.update_bytes() <= most) {
-              session->MoveTo(TaskPhase::kHolding);
-              session->update_bytes = r.update_bytes();
-            }
-          }
-          if (fresh && r.update_bytes() > most) {
-            why = absl::InvalidArgumentError(
-                absl::StrCat("silo '", silo, "' announced an update of ", r.update_bytes(),
-                             " bytes for a task whose update is at most ", most, " bytes"));
-            break;
-          }
-          if (!fresh) {
-            spdlog::warn(
-                "silo '{}': result for job '{}' round {} does not answer the task that "
-                "is out (stale or replayed); ignored",
-                silo, r.job_id(), r.round());
-            break;
-          }
-          FitReply reply;
-          reply.num_examples = r.num_examples();
-          reply.metrics.insert(r.metrics().begin(), r.metrics().end());
-          reply.metrics_private = r.metrics_private();
-          Deliver(*session, std::move(reply));
-          break;
-        }
-        case fedsilo::v1::SiloMessage::kSecure: {
-          const fedsilo::v1::SecureReply& r = message.secure();
-          bool fresh;
-          uint64_t bytes = r.payload_bytes();
-          {
-            MutexLock lock(&session->mu);
-            fresh = session->phase == TaskPhase::kSecureSent &&
-                    !session->secure_result.has_value() && r.job_id() == session->job_id &&
-                    r.round() == session->round && r.nonce() == session->nonce &&
-                    session->MoveTo(TaskPhase::kSecureReceiving);
-            if (fresh) secure_for = session->secure_id;
-          }
-          uint64_t most = 0;
-          {
-            MutexLock lock(&session->mu);
-            most = session->max_secure_bytes;
-          }
-          if (fresh && bytes > most) {
-            why = absl::InvalidArgumentError(
-                absl::StrCat("silo '", silo, "' announced a secure-aggregation reply of ", bytes,
-                             " bytes; at most ", most, " are expected"));
-            finish_secure(why);
-            break;
-          }
-          if (!fresh) {
-            spdlog::warn("silo '{}': secure-aggregation reply that answers no step; ignored", silo);
-          } else if (bytes == 0) {
-            finish_secure(std::string());
-          } else {
-            secure.Begin(bytes, absl::StrCat("secure-aggregation reply from silo '", silo, "'"));
-          }
-          break;
-        }
-        case fedsilo::v1::SiloMessage::kChunk: {
-          if (secure.active()) {
-            // A step that ended without all its bytes leaves them behind.
-            MutexLock lock(&session->mu);
-            if (!IsSecureStep(session->phase) || session->secure_id != secure_for ||
-                session->secure_result.has_value()) {
-              secure = ChunkAssembler();
-            }
-          }
-          if (secure.active()) {
-            Status added = secure.Add(message.chunk());
-            if (!added.ok()) {
-              secure = ChunkAssembler();
-              finish_secure(added);
-            } else if (secure.complete()) {
-              finish_secure(secure.Take());
-            }
-            break;
-          }
-          uint64_t expected = 0, upload_id = 0;
-          {
-            MutexLock lock(&session->mu);
-            if (session->phase != TaskPhase::kUploading || session->upload.has_value()) {
-              spdlog::warn("silo '{}': update bytes nobody asked for; ignored", silo);
-              update = ChunkAssembler();  // what an ended upload left: not kept
-              break;
-            }
-            expected = session->update_bytes;
-            upload_id = session->upload_id;
-          }
-          if (!update.active() || update_for != upload_id) {
-            update.Begin(expected, absl::StrCat("update from silo '", silo, "'"));
-            update_for = upload_id;
-          }
-          Status added = update.Add(message.chunk());
-          std::optional<StatusOr<ModelState>> outcome;
-          if (!added.ok()) {
-            outcome = added;
-            update = ChunkAssembler();  // a model's worth of refused bytes, freed
-          } else if (update.complete()) {
-            StatusOr<ModelFile> file =
-                ParseModelState(update.Take(), absl::StrCat("update from '", silo, "'"));
-            outcome = file.ok() ? StatusOr<ModelState>(std::move(file->state))
-                                : StatusOr<ModelState>(file.status());
-          }
-          if (outcome.has_value()) {
-            {
-              MutexLock lock(&session->mu);
-              session->upload = std::move(*outcome);
-            }
-            session->cv.SignalAll();
-          }
-          break;
-        }
-        case fedsilo::v1::SiloMessage::kFailed: {
-          const fedsilo::v1::TaskFailed& f = message.failed();
-          bool matches, securing;
-          {
-            MutexLock lock(&session->mu);
-            matches = IsBusy(session->phase) && f.nonce() == session->nonce;
-            securing = IsSecureStep(session->phase);
-          }
-          if (matches && securing) {
-            finish_secure(absl::InternalError(f.reason()));
-          } else if (matches) {
-            Deliver(*session, absl::InternalError(f.reason()));
-          }
-          break;
-        }
-        case fedsilo::v1::SiloMessage::kAuditHead: {
-          if (!audit_head_sink_ || audit_head_checker_ == nullptr) break;  // not kept here
-          // At most 20 at once and one more every 10 s per stream are even
-          // looked at: a signature check costs, and a silo sends a few an hour.
-          const auto now = std::chrono::steady_clock::now();
-          head_allowance =
-              std::min(20.0, head_allowance +
-                                 std::chrono::duration<double>(now - head_counted).count() / 10);
-          head_counted = now;
-          if (head_allowance < 1) break;
-          head_allowance -= 1;
-          const fedsilo::v1::AuditHead& h = message.audit_head();
-          // Whose head it is comes from the stream's certificate; the
-          // signature must say the same.
-          secure::SignedAuditHead head;
-          head.federation = peer->federation;
-          head.participant = silo;
-          head.head = {h.entries(), h.hash()};
-          head.unix_millis = h.unix_millis();
-          head.certificate_pem = h.certificate();
-          head.signature = h.signature();
-          Status checked =
-              secure::CheckAuditHead(head, *audit_head_checker_, ParticipantKind::kSilo);
-          if (!checked.ok()) {
-            why =
-                absl::InvalidArgumentError(absl::StrCat("its audit log head: ", checked.message()));
-            break;
-          }
-          audit_head_sink_(head);
-          break;
-        }
-        default:
-          why = absl::InvalidArgumentError(absl::StrCat(
-              "unexpected message (field ", message.body_case(), ") from silo '", silo, "'"));
-          break;
-      }
-    }
-  } catch (const std::exception& e) {
-    why = absl::InternalError(absl::StrCat("handling silo '", silo, "''s stream: ", e.what()));
-  }
+grpc::Status OrchestratorService::CloseSession(const std::shared_ptr<Session>& session,
+                                               grpc::ServerContext& context,
+                                               const std::string& address, Status why) {
+  const std::string& silo = session->silo;
   if (why.ok()) {
     MutexLock lock(&session->mu);
     if (session->dropped.has_value()) why = *session->dropped;
@@ -750,8 +811,8 @@ grpc::Status OrchestratorService::Connect(
                  std::string(why.message()));
   }
   if (why.ok()) {
-    why = context->IsCancelled() ? absl::CancelledError("stream cancelled")
-                                 : absl::UnavailableError("stream closed by the silo");
+    why = context.IsCancelled() ? absl::CancelledError("stream cancelled")
+                                : absl::UnavailableError("stream closed by the silo");
   }
   {
     MutexLock lock(&session->mu);

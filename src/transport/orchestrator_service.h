@@ -110,6 +110,19 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
  private:
   struct Session;
   class RemoteUpdate;
+  class SiloStream;
+  using SiloStreamIo =
+      grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage, fedsilo::v1::SiloMessage>;
+  // Reads the stream's hello, agrees on versions and opens the silo's session
+  // (replacing an older one of the same silo). OK with `opened` unset: the
+  // stream closed before its hello.
+  grpc::Status OpenSession(grpc::ServerContext* context, SiloStreamIo* stream,
+                           const secure::PeerIdentity& peer, const std::string& address,
+                           std::shared_ptr<Session>& opened);
+  // Ends the session after its stream ended with `why` (OK: it just closed),
+  // and what Connect() returns.
+  grpc::Status CloseSession(const std::shared_ptr<Session>& session, grpc::ServerContext& context,
+                            const std::string& address, Status why);
   void Deliver(Session& session, StatusOr<FitReply> result);
   // The open, idle session of `silo`, marked busy with a fresh nonce for a
   // task (or, with `securing`, a secure-aggregation step) of run_id/round.
