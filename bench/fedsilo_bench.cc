@@ -209,6 +209,145 @@ double PeakRssMb() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
+// Records each round's seconds, and whether every sampled silo succeeded.
+struct RoundTimes : fedsilo::orchestrator::RoundObserver {
+  fedsilo::Status OnRoundEnd(const fedsilo::orchestrator::RoundSummary& s,
+                             const fedsilo::ModelState&, int) override {
+    seconds.push_back(s.round_seconds);
+    ok = ok && s.silos_succeeded == s.silos_sampled;
+    return absl::OkStatus();
+  }
+  std::vector<double> seconds;
+  bool ok = true;
+};
+
+// The figures RunTransport reports.
+struct TransportFigures {
+  double model_mb = 0;
+  double rss_before_mb = 0;  // orchestrator peak memory before the rounds
+  double peak_mb = 0;        // and after the plain ones
+  double median = 0;         // seconds per plain round
+  double secure_median = 0;  // seconds per secure round (--secure)
+  double baseline = 0;       // seconds of one bare TLS push
+};
+
+double Median(std::vector<double> seconds) {
+  std::sort(seconds.begin(), seconds.end());
+  return seconds[seconds.size() / 2];
+}
+
+// Provisions a federation of `o.silos` silos under `dir` and fills in
+// `job`, the rounds they run. False (reported) when provisioning fails.
+bool ProvisionTransportFederation(const TransportOptions& o, const std::string& dir,
+                                  fedsilo::JobConfig* job) {
+  fedsilo::secure::FederationSpec spec;
+  spec.name = "bench";
+  job->data.dataset = "digits";  // named only: the echo silos load no data
+  job->training.rounds = o.rounds;
+  job->federation.round_timeout = 600;
+  for (int i = 1; i <= o.silos; ++i) {
+    const std::string name = "silo-" + std::to_string(i);
+    spec.participants.push_back({name, fedsilo::secure::ParticipantKind::kSilo});
+    job->federation.silos.push_back(name);
+  }
+  if (fedsilo::Status s =
+          fedsilo::secure::ProvisionFederation(spec, dir, std::chrono::system_clock::now());
+      !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return false;
+  }
+  return true;
+}
+
+// Starts one echo-silo process per silo of `job`, each with its kit under
+// `dir`, and adds their pids to `children`. False when one fails to start
+// (those already started are left in `children`, still running).
+bool SpawnEchoSilos(const fedsilo::JobConfig& job, const std::string& dir,
+                    const std::string& target, std::vector<pid_t>* children) {
+  for (const std::string& name : job.federation.silos) {
+    auto pid = fedsilo::SpawnProcess(
+        "/proc/self/exe",
+        {"fedsilo-bench", "echo-silo", "--kit", dir + "/" + name, "--orchestrator", target}, "");
+    if (!pid.ok()) return false;
+    children->push_back(*pid);
+  }
+  return true;
+}
+
+// A model of `values` float32, with nothing else left allocated.
+fedsilo::ModelState TransportModel(int64_t values) {
+  fedsilo::ModelState model;
+  std::vector<float> floats(static_cast<size_t>(values), 0.001f);
+  (void)model.Add(fedsilo::Tensor::FromFloats("w", {values}, floats));
+  floats = {};
+  floats.shrink_to_fit();
+  return model;
+}
+
+std::vector<std::unique_ptr<fedsilo::transport::SiloConnection>> ConnectSilos(
+    const fedsilo::JobConfig& job, fedsilo::transport::OrchestratorService* service) {
+  std::vector<std::unique_ptr<fedsilo::transport::SiloConnection>> connections;
+  for (const std::string& name : job.federation.silos) {
+    connections.push_back(std::make_unique<fedsilo::transport::RemoteSiloConnection>(
+        name, service, std::chrono::seconds(600)));
+  }
+  return connections;
+}
+
+// The rounds of `job` again with secure aggregation from `model`, on the
+// same silo processes, their keys signed as in a real federation.
+fedsilo::Status RunSecureRounds(const TransportOptions& o, const fedsilo::JobConfig& job,
+                                const std::string& ca_pem,
+                                fedsilo::transport::OrchestratorService* service,
+                                fedsilo::orchestrator::ModelEvaluator* evaluator,
+                                fedsilo::ModelState model, RoundTimes* times) {
+  fedsilo::JobConfig secure_job = job;
+  secure_job.privacy.secure_aggregation.enabled = true;
+  secure_job.privacy.secure_aggregation.max_weight = 1;
+  fedsilo::orchestrator::OrchestratorOptions secure_options{"bench-secure", o.silos};
+  secure_options.federation_ca_pem = ca_pem;
+  fedsilo::orchestrator::Orchestrator secure_orch(
+      secure_job, secure_options, ConnectSilos(job, service),
+      std::make_unique<fedsilo::strategy::FedAvg>(), evaluator, nullptr);
+  return secure_orch.Run(std::move(model), times).status();
+}
+
+void PrintTransportFigures(const TransportOptions& o, const TransportFigures& f) {
+  const double moved_mb = 2.0 * o.silos * f.model_mb;
+  std::printf(
+      "transport: %d silo processes, model of %lld float32 (%.1f MB), %d rounds, mutual TLS "
+      "on 127.0.0.1\n",
+      o.silos, static_cast<long long>(o.values), f.model_mb, o.rounds);
+  std::printf("  seconds per round (median)   %.3f\n", f.median);
+  std::printf("  effective transfer rate      %.1f MB/s (%.1f MB moved per round)\n",
+              moved_mb / f.median, moved_mb);
+  std::printf("  bare TLS push of the same bytes %.3f s (%.1f MB/s); round / push = %.2f\n",
+              f.baseline, moved_mb / f.baseline, f.median / f.baseline);
+  std::printf("  orchestrator peak memory     %.0f MB (%.1f models; %.0f MB before the rounds)\n",
+              f.peak_mb, f.peak_mb / f.model_mb, f.rss_before_mb);
+  if (o.secure) {
+    std::printf("  with secure aggregation      %.3f s per round (median); secure / plain = %.2f\n",
+                f.secure_median, f.secure_median / f.median);
+  }
+  if (o.json) {
+    nlohmann::json j = {{"benchmark", "transport"},
+                        {"silos", o.silos},
+                        {"values", o.values},
+                        {"rounds", o.rounds},
+                        {"seconds_per_round", f.median},
+                        {"mb_per_s", moved_mb / f.median},
+                        {"peak_rss_mb", f.peak_mb},
+                        {"peak_rss_models", f.peak_mb / f.model_mb},
+                        {"tls_push_seconds", f.baseline},
+                        {"ratio_to_tls_push", f.median / f.baseline}};
+    if (o.secure) {
+      j["secure_seconds_per_round"] = f.secure_median;
+      j["secure_ratio"] = f.secure_median / f.median;
+    }
+    std::printf("%s\n", j.dump().c_str());
+  }
+}
+
 // Rounds of FedAvg over gRPC + mutual TLS on 127.0.0.1 with `silos` echo-silo
 // processes. Seconds per round are the median; bytes moved count the model
 // down to and the update up from every silo.
@@ -218,22 +357,8 @@ int RunTransport(const TransportOptions& o) {
   spdlog::set_level(spdlog::level::warn);
   const std::string dir = fs::temp_directory_path() / ("fedsilo-bench-" + std::to_string(getpid()));
   fs::remove_all(dir);
-  secure::FederationSpec spec;
-  spec.name = "bench";
-  fedsilo::JobConfig job;
-  job.data.dataset = "digits";  // named only: the echo silos load no data
-  job.training.rounds = o.rounds;
-  job.federation.round_timeout = 600;
-  for (int i = 1; i <= o.silos; ++i) {
-    const std::string name = "silo-" + std::to_string(i);
-    spec.participants.push_back({name, secure::ParticipantKind::kSilo});
-    job.federation.silos.push_back(name);
-  }
-  if (Status s = secure::ProvisionFederation(spec, dir, std::chrono::system_clock::now());
-      !s.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
-    return 1;
-  }
+  JobConfig job;
+  if (!ProvisionTransportFederation(o, dir, &job)) return 1;
   auto files = transport::LoadTlsFiles(*secure::LoadKit(dir + "/orchestrator"));
   orchestrator::SiloRegistry registry;
   transport::OrchestratorService service(files->ca_pem, &registry,
@@ -243,13 +368,7 @@ int RunTransport(const TransportOptions& o) {
   if (!server.ok()) return 1;
   const std::string target = "localhost:" + std::to_string((*server)->port());
   std::vector<pid_t> children;
-  for (const std::string& name : job.federation.silos) {
-    auto pid = SpawnProcess(
-        "/proc/self/exe",
-        {"fedsilo-bench", "echo-silo", "--kit", dir + "/" + name, "--orchestrator", target}, "");
-    if (!pid.ok()) return 1;
-    children.push_back(*pid);
-  }
+  if (!SpawnEchoSilos(job, dir, target, &children)) return 1;
   auto cleanup = [&] {
     for (pid_t pid : children) StopProcess(pid, SIGTERM, std::chrono::seconds(5));
     fs::remove_all(dir);
@@ -257,51 +376,25 @@ int RunTransport(const TransportOptions& o) {
   while (service.ConnectedSilos().size() < static_cast<size_t>(o.silos)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ModelState model;
-  std::vector<float> values(static_cast<size_t>(o.values), 0.001f);
-  (void)model.Add(Tensor::FromFloats("w", {o.values}, values));
-  values = {};
-  values.shrink_to_fit();
-  const double model_mb = static_cast<double>(o.values) * 4 / 1e6;
-  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
-  for (const std::string& name : job.federation.silos) {
-    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(
-        name, &service, std::chrono::seconds(600)));
-  }
+  TransportFigures figures;
+  ModelState model = TransportModel(o.values);
+  figures.model_mb = static_cast<double>(o.values) * 4 / 1e6;
+  std::vector<std::unique_ptr<transport::SiloConnection>> connections = ConnectSilos(job, &service);
   NoEvaluation none;
-  struct Times : orchestrator::RoundObserver {
-    Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int) override {
-      seconds.push_back(s.round_seconds);
-      ok = ok && s.silos_succeeded == s.silos_sampled;
-      return absl::OkStatus();
-    }
-    std::vector<double> seconds;
-    bool ok = true;
-  } times;
-  const double rss_before = PeakRssMb();
+  RoundTimes times;
+  figures.rss_before_mb = PeakRssMb();
   // With --secure, the same rounds again with secure aggregation, from the
   // same model, on the same silo processes.
-  Times secure_times;
+  RoundTimes secure_times;
   Status secure_status;
   ModelState secure_model = model;
   orchestrator::Orchestrator orch(job, {"bench", o.silos}, std::move(connections),
                                   std::make_unique<strategy::FedAvg>(), &none, nullptr);
   auto result = orch.Run(std::move(model), &times);
-  const double peak = PeakRssMb();
+  figures.peak_mb = PeakRssMb();
   if (o.secure && result.ok()) {
-    JobConfig secure_job = job;
-    secure_job.privacy.secure_aggregation.enabled = true;
-    secure_job.privacy.secure_aggregation.max_weight = 1;
-    std::vector<std::unique_ptr<transport::SiloConnection>> again;
-    for (const std::string& name : job.federation.silos) {
-      again.push_back(std::make_unique<transport::RemoteSiloConnection>(name, &service,
-                                                                        std::chrono::seconds(600)));
-    }
-    orchestrator::OrchestratorOptions secure_options{"bench-secure", o.silos};
-    secure_options.federation_ca_pem = files->ca_pem;  // signed keys, as a real federation's
-    orchestrator::Orchestrator secure_orch(secure_job, secure_options, std::move(again),
-                                           std::make_unique<strategy::FedAvg>(), &none, nullptr);
-    secure_status = secure_orch.Run(std::move(secure_model), &secure_times).status();
+    secure_status = RunSecureRounds(o, job, files->ca_pem, &service, &none, std::move(secure_model),
+                                    &secure_times);
   }
   secure_model = ModelState();
   // The baseline: the same bytes down and up through bare TLS connections.
@@ -314,8 +407,7 @@ int RunTransport(const TransportOptions& o) {
     std::fprintf(stderr, "TLS baseline failed: %s\n", std::string(push.status().message()).c_str());
     return 1;
   }
-  std::sort(push->begin(), push->end());
-  const double baseline = (*push)[push->size() / 2];
+  figures.baseline = Median(*push);
   if (!result.ok() || !times.ok) {
     std::fprintf(stderr, "transport benchmark failed: %s\n",
                  result.ok() ? "a silo failed" : std::string(result.status().message()).c_str());
@@ -327,39 +419,9 @@ int RunTransport(const TransportOptions& o) {
         secure_status.ok() ? "a silo failed" : std::string(secure_status.message()).c_str());
     return 1;
   }
-  std::sort(times.seconds.begin(), times.seconds.end());
-  const double median = times.seconds[times.seconds.size() / 2];
-  const double moved_mb = 2.0 * o.silos * model_mb;
-  std::printf(
-      "transport: %d silo processes, model of %lld float32 (%.1f MB), %d rounds, mutual TLS "
-      "on 127.0.0.1\n",
-      o.silos, static_cast<long long>(o.values), model_mb, o.rounds);
-  std::printf("  seconds per round (median)   %.3f\n", median);
-  std::printf("  effective transfer rate      %.1f MB/s (%.1f MB moved per round)\n",
-              moved_mb / median, moved_mb);
-  std::printf("  bare TLS push of the same bytes %.3f s (%.1f MB/s); round / push = %.2f\n",
-              baseline, moved_mb / baseline, median / baseline);
-  std::printf("  orchestrator peak memory     %.0f MB (%.1f models; %.0f MB before the rounds)\n",
-              peak, peak / model_mb, rss_before);
-  double secure_median = 0;
-  if (o.secure) {
-    std::sort(secure_times.seconds.begin(), secure_times.seconds.end());
-    secure_median = secure_times.seconds[secure_times.seconds.size() / 2];
-    std::printf("  with secure aggregation      %.3f s per round (median); secure / plain = %.2f\n",
-                secure_median, secure_median / median);
-  }
-  if (o.json) {
-    nlohmann::json j = {{"benchmark", "transport"},     {"silos", o.silos},
-                        {"values", o.values},           {"rounds", o.rounds},
-                        {"seconds_per_round", median},  {"mb_per_s", moved_mb / median},
-                        {"peak_rss_mb", peak},          {"peak_rss_models", peak / model_mb},
-                        {"tls_push_seconds", baseline}, {"ratio_to_tls_push", median / baseline}};
-    if (o.secure) {
-      j["secure_seconds_per_round"] = secure_median;
-      j["secure_ratio"] = secure_median / median;
-    }
-    std::printf("%s\n", j.dump().c_str());
-  }
+  figures.median = Median(times.seconds);
+  if (o.secure) figures.secure_median = Median(secure_times.seconds);
+  PrintTransportFigures(o, figures);
   return 0;
 }
 

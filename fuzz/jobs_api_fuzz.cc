@@ -156,39 +156,24 @@ class Session {
     if (s.ok()) FEDSILO_FUZZ_CHECK(std::string(caller.kind) == "user");
   }
 
+  // One op of the script. A caller is read for every op, a finish (no call)
+  // included.
   void Step(JobsOp op) {
     const Caller& caller = PickCaller();
     grpc::ClientContext context;
     Claim(context, caller);
     switch (op) {
-      case JobsOp::kSubmit: {
-        fedsilo::v1::SubmitJobRequest request;
-        request.set_job_yaml(script_.Bytes(4096));
-        request.set_torchscript(script_.Bytes(512));
-        fedsilo::v1::SubmitJobReply reply;
-        const grpc::Status s = stub_->SubmitJob(&context, request, &reply);
-        Served(s, caller);
-        if (!s.ok()) break;
-        FEDSILO_FUZZ_CHECK(ParseJobConfig(request.job_yaml(), "job").ok());
-        StatusOr<orchestrator::JobRecord> job = store_->GetJob(reply.job_id());
-        FEDSILO_FUZZ_CHECK(job.ok() && job->owner == caller.name);
-        owners_[reply.job_id()] = caller.name;
+      case JobsOp::kSubmit:
+        CallSubmitJob(context, caller);
         break;
-      }
       case JobsOp::kList: {
         fedsilo::v1::ListJobsReply reply;
         Served(stub_->ListJobs(&context, fedsilo::v1::ListJobsRequest(), &reply), caller);
         break;
       }
-      case JobsOp::kGet: {
-        fedsilo::v1::GetJobRequest request;
-        request.set_job_id(PickJob());
-        fedsilo::v1::JobStatus reply;
-        const grpc::Status s = stub_->GetJob(&context, request, &reply);
-        Served(s, caller);
-        if (s.ok()) FEDSILO_FUZZ_CHECK(reply.job().id() == request.job_id());
+      case JobsOp::kGet:
+        CallGetJob(context, caller);
         break;
-      }
       case JobsOp::kLogs: {
         fedsilo::v1::GetLogsRequest request;
         request.set_job_id(PickJob());
@@ -197,32 +182,12 @@ class Session {
         Served(stub_->GetLogs(&context, request, &reply), caller);
         break;
       }
-      case JobsOp::kAbort: {
-        fedsilo::v1::AbortJobRequest request;
-        request.set_job_id(PickJob());
-        request.set_reason(script_.Bytes(64));
-        fedsilo::v1::JobInfo reply;
-        const grpc::Status s = stub_->AbortJob(&context, request, &reply);
-        Served(s, caller);
-        if (s.ok()) FEDSILO_FUZZ_CHECK(OwnerOf(request.job_id()) == caller.name);
+      case JobsOp::kAbort:
+        CallAbortJob(context, caller);
         break;
-      }
-      case JobsOp::kDownload: {
-        fedsilo::v1::DownloadModelRequest request;
-        request.set_job_id(PickJob());
-        auto reader = stub_->DownloadModel(&context, request);
-        std::string bytes;
-        fedsilo::v1::Chunk chunk;
-        while (reader->Read(&chunk)) bytes += chunk.data();
-        const grpc::Status s = reader->Finish();
-        Served(s, caller);
-        if (!s.ok()) break;
-        FEDSILO_FUZZ_CHECK(OwnerOf(request.job_id()) == caller.name ||
-                           std::string(caller.name) == kLead);
-        FEDSILO_FUZZ_CHECK(finals_.count(request.job_id()) == 1 &&
-                           bytes == finals_[request.job_id()]);
+      case JobsOp::kDownload:
+        CallDownloadModel(context, caller);
         break;
-      }
       case JobsOp::kListRuns: {
         fedsilo::v1::ListRunsRequest request;
         request.set_experiment(script_.Bytes(16));
@@ -237,59 +202,111 @@ class Session {
         Served(stub_->GetRun(&context, request, &reply), caller);
         break;
       }
-      case JobsOp::kRaw: {
-        // The request's bytes as they come off the wire: the service parses them.
-        const std::string name =
-            kMethods[script_.Byte() % (sizeof(kMethods) / sizeof(kMethods[0]))];
-        const std::string method = "/fedsilo.v1.Jobs/" + name;
-        const std::string bytes = script_.Bytes(4096);
-        grpc::Slice slice(bytes);
-        grpc::ByteBuffer request(&slice, 1), reply;
-        grpc::GenericStub generic(channel_);
-        std::promise<grpc::Status> done;
-        generic.UnaryCall(&context, method, grpc::StubOptions(), &request, &reply,
-                          [&done](grpc::Status s) { done.set_value(std::move(s)); });
-        const grpc::Status s = done.get_future().get();
-        Served(s, caller);
-        if (s.ok() && name == "SubmitJob") {  // as a typed submit: parsed, and the caller's
-          fedsilo::v1::SubmitJobRequest submitted;
-          FEDSILO_FUZZ_CHECK(submitted.ParseFromString(bytes));
-          FEDSILO_FUZZ_CHECK(ParseJobConfig(submitted.job_yaml(), "job").ok());
-          std::vector<grpc::Slice> slices;
-          FEDSILO_FUZZ_CHECK(reply.Dump(&slices).ok());
-          std::string out;
-          for (const grpc::Slice& piece : slices) {
-            out.append(reinterpret_cast<const char*>(piece.begin()), piece.size());
-          }
-          fedsilo::v1::SubmitJobReply accepted;
-          FEDSILO_FUZZ_CHECK(accepted.ParseFromString(out));
-          FEDSILO_FUZZ_CHECK(OwnerOf(accepted.job_id()) == caller.name);
-          owners_[accepted.job_id()] = caller.name;
-        }
+      case JobsOp::kRaw:
+        CallRaw(context, caller);
         break;
-      }
-      case JobsOp::kFinish: {
-        // The orchestrator ends a job this input submitted, with a final model.
-        if (owners_.empty()) break;
-        auto it = owners_.begin();
-        std::advance(it, script_.Byte() % owners_.size());
-        const std::string& id = it->first;
-        ModelState model;
-        const int64_t n = 1 + script_.Byte() % 16;
-        (void)model.Add(
-            Tensor::FromFloats("w", {n}, std::vector<float>(static_cast<size_t>(n), 0.5f)));
-        const std::string bytes = SerializeModelState(model);
-        const std::string run_dir = dir_ + "/runs/run-" + id;
-        std::filesystem::create_directories(run_dir);
-        FEDSILO_FUZZ_CHECK(WriteFileAtomically(run_dir + "/final_model.fsm", bytes).ok());
-        FEDSILO_FUZZ_CHECK(store_->SetRunId(id, "run-" + id).ok());
-        FEDSILO_FUZZ_CHECK(store_->SetState(id, orchestrator::JobState::kDone).ok());
-        finals_[id] = bytes;
+      case JobsOp::kFinish:
+        FinishJob();
         break;
-      }
       case JobsOp::kCount:
         break;
     }
+  }
+
+  void CallSubmitJob(grpc::ClientContext& context, const Caller& caller) {
+    fedsilo::v1::SubmitJobRequest request;
+    request.set_job_yaml(script_.Bytes(4096));
+    request.set_torchscript(script_.Bytes(512));
+    fedsilo::v1::SubmitJobReply reply;
+    const grpc::Status s = stub_->SubmitJob(&context, request, &reply);
+    Served(s, caller);
+    if (!s.ok()) return;
+    FEDSILO_FUZZ_CHECK(ParseJobConfig(request.job_yaml(), "job").ok());
+    StatusOr<orchestrator::JobRecord> job = store_->GetJob(reply.job_id());
+    FEDSILO_FUZZ_CHECK(job.ok() && job->owner == caller.name);
+    owners_[reply.job_id()] = caller.name;
+  }
+
+  void CallGetJob(grpc::ClientContext& context, const Caller& caller) {
+    fedsilo::v1::GetJobRequest request;
+    request.set_job_id(PickJob());
+    fedsilo::v1::JobStatus reply;
+    const grpc::Status s = stub_->GetJob(&context, request, &reply);
+    Served(s, caller);
+    if (s.ok()) FEDSILO_FUZZ_CHECK(reply.job().id() == request.job_id());
+  }
+
+  void CallAbortJob(grpc::ClientContext& context, const Caller& caller) {
+    fedsilo::v1::AbortJobRequest request;
+    request.set_job_id(PickJob());
+    request.set_reason(script_.Bytes(64));
+    fedsilo::v1::JobInfo reply;
+    const grpc::Status s = stub_->AbortJob(&context, request, &reply);
+    Served(s, caller);
+    if (s.ok()) FEDSILO_FUZZ_CHECK(OwnerOf(request.job_id()) == caller.name);
+  }
+
+  void CallDownloadModel(grpc::ClientContext& context, const Caller& caller) {
+    fedsilo::v1::DownloadModelRequest request;
+    request.set_job_id(PickJob());
+    auto reader = stub_->DownloadModel(&context, request);
+    std::string bytes;
+    fedsilo::v1::Chunk chunk;
+    while (reader->Read(&chunk)) bytes += chunk.data();
+    const grpc::Status s = reader->Finish();
+    Served(s, caller);
+    if (!s.ok()) return;
+    FEDSILO_FUZZ_CHECK(OwnerOf(request.job_id()) == caller.name ||
+                       std::string(caller.name) == kLead);
+    FEDSILO_FUZZ_CHECK(finals_.count(request.job_id()) == 1 && bytes == finals_[request.job_id()]);
+  }
+
+  // The request's bytes as they come off the wire: the service parses them.
+  void CallRaw(grpc::ClientContext& context, const Caller& caller) {
+    const std::string name = kMethods[script_.Byte() % (sizeof(kMethods) / sizeof(kMethods[0]))];
+    const std::string method = "/fedsilo.v1.Jobs/" + name;
+    const std::string bytes = script_.Bytes(4096);
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer request(&slice, 1), reply;
+    grpc::GenericStub generic(channel_);
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&context, method, grpc::StubOptions(), &request, &reply,
+                      [&done](grpc::Status s) { done.set_value(std::move(s)); });
+    const grpc::Status s = done.get_future().get();
+    Served(s, caller);
+    if (s.ok() && name == "SubmitJob") {  // as a typed submit: parsed, and the caller's
+      fedsilo::v1::SubmitJobRequest submitted;
+      FEDSILO_FUZZ_CHECK(submitted.ParseFromString(bytes));
+      FEDSILO_FUZZ_CHECK(ParseJobConfig(submitted.job_yaml(), "job").ok());
+      std::vector<grpc::Slice> slices;
+      FEDSILO_FUZZ_CHECK(reply.Dump(&slices).ok());
+      std::string out;
+      for (const grpc::Slice& piece : slices) {
+        out.append(reinterpret_cast<const char*>(piece.begin()), piece.size());
+      }
+      fedsilo::v1::SubmitJobReply accepted;
+      FEDSILO_FUZZ_CHECK(accepted.ParseFromString(out));
+      FEDSILO_FUZZ_CHECK(OwnerOf(accepted.job_id()) == caller.name);
+      owners_[accepted.job_id()] = caller.name;
+    }
+  }
+
+  // The orchestrator ends a job this input submitted, with a final model.
+  void FinishJob() {
+    if (owners_.empty()) return;
+    auto it = owners_.begin();
+    std::advance(it, script_.Byte() % owners_.size());
+    const std::string& id = it->first;
+    ModelState model;
+    const int64_t n = 1 + script_.Byte() % 16;
+    (void)model.Add(Tensor::FromFloats("w", {n}, std::vector<float>(static_cast<size_t>(n), 0.5f)));
+    const std::string bytes = SerializeModelState(model);
+    const std::string run_dir = dir_ + "/runs/run-" + id;
+    std::filesystem::create_directories(run_dir);
+    FEDSILO_FUZZ_CHECK(WriteFileAtomically(run_dir + "/final_model.fsm", bytes).ok());
+    FEDSILO_FUZZ_CHECK(store_->SetRunId(id, "run-" + id).ok());
+    FEDSILO_FUZZ_CHECK(store_->SetState(id, orchestrator::JobState::kDone).ok());
+    finals_[id] = bytes;
   }
 
   Script& script_;

@@ -20,6 +20,8 @@
 namespace {
 
 namespace fs = std::filesystem;
+namespace fuzz = fedsilo::fuzz;
+namespace secure = fedsilo::secure;
 std::string root;
 
 void Seed(const std::string& target, const std::string& name, const std::string& bytes) {
@@ -45,42 +47,43 @@ fedsilo::ModelState Small() {
   return s;
 }
 
-}  // namespace
+void WriteModelStateSeeds() {
+  Seed("model_state", "small.fsm",
+       fedsilo::SerializeModelState(Small(), {{"round", "3"}, {"job", "x"}}));
+  Seed("model_state", "empty.fsm", fedsilo::SerializeModelState(fedsilo::ModelState()));
+}
 
-int main(int argc, char** argv) {
-  using namespace fedsilo;
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: make_seeds CORPUS_DIR SOURCE_DIR\n");
-    return 2;
-  }
-  root = argv[1];
-  const std::string source = argv[2];
-
-  Seed("model_state", "small.fsm", SerializeModelState(Small(), {{"round", "3"}, {"job", "x"}}));
-  Seed("model_state", "empty.fsm", SerializeModelState(ModelState()));
-
+void WriteSealedFileSeeds() {
   secure::KeyRing ring;
   ring.current = "k1";
   ring.keys["k1"].fill(7);
   secure::AeadFileSealer sealer(ring);
-  Seed("sealed_file", "model.sealed", sealer.Seal(SerializeModelState(Small()), "model.fsm"));
+  Seed("sealed_file", "model.sealed",
+       sealer.Seal(fedsilo::SerializeModelState(Small()), "model.fsm"));
   Seed("sealed_file", "text.sealed", sealer.Seal("{\"runs\": []}", "model.fsm"));
+}
 
+// The example jobs of the source tree, and one with every privacy feature.
+void WriteJobConfigSeeds(const std::string& source) {
   for (const char* job :
        {"digits.yaml", "breast-cancer.yaml", "mnist-cnn-noniid.yaml", "fraud.yaml"}) {
-    StatusOr<std::string> text = ReadFile(source + "/examples/" + job);
+    fedsilo::StatusOr<std::string> text = fedsilo::ReadFile(source + "/examples/" + job);
     if (text.ok()) Seed("job_config", job, *text);
   }
   Seed("job_config", "secure.yaml",
        "data: {dataset: digits}\nfederation: {silos: 5}\n"
        "privacy: {secure_aggregation: {threshold: 4}, dp: {mode: central, noise_multiplier: 1}}\n"
        "strategy: {name: fedadam}\ntraining: {rounds: 3, optimizer: adam}\n");
+}
 
+void WriteFederationSpecSeeds() {
   Seed("federation_spec", "federation.yaml",
        "name: hospitals\ncertificate_days: 90\norchestrator: {hosts: [localhost, 127.0.0.1], "
        "port: 9443}\nparticipants:\n  - {name: hospital-a, kind: silo}\n"
        "  - {name: alice, kind: user}\n");
+}
 
+void WriteChunksSeeds() {
   Seed("chunks", "two.bin",
        std::string("\x0a\x00", 2) + Parts({"\x00"
                                            "abcde",
@@ -89,8 +92,10 @@ int main(int argc, char** argv) {
   Seed("chunks", "short.bin",
        std::string("\x0a\x00", 2) + Parts({"\x01"
                                            "abc"}));
+}
 
-  // An honest secure-aggregation round among three silos, recorded.
+// An honest secure-aggregation round among three silos, recorded.
+void WriteSecAggSeeds() {
   const std::vector<std::string> names = {"silo-1", "silo-2", "silo-3"};
   std::map<std::string, std::unique_ptr<secure::SecAggSilo>> silos;
   for (const auto& n : names) {
@@ -105,7 +110,7 @@ int main(int argc, char** argv) {
     for (const auto& n : names) {
       const std::string& request = requests.at(n);
       if (n == "silo-1") to_silo1.push_back(request);
-      StatusOr<std::string> reply = silos[n]->Handle("run", 1, request);
+      fedsilo::StatusOr<std::string> reply = silos[n]->Handle("run", 1, request);
       if (!reply.ok()) continue;
       replies.push_back(*reply);
       (void)accept(n, *reply);
@@ -127,7 +132,11 @@ int main(int argc, char** argv) {
   ask(all(*round->UnmaskRequest()), [&](auto& s, auto& r) { return round->AcceptUnmask(s, r); });
   Seed("secagg", "silo-requests.bin", std::string("\x01", 1) + Parts(to_silo1));
   Seed("secagg", "silo-replies.bin", std::string("\x00", 1) + Parts(replies));
+}
 
+// A CRL and a silo's certificate, and the audit head that certificate signs:
+// one group, since both targets' seeds come from the same issued certificate.
+void WriteCrlAndAuditHeadSeeds() {
   auto ca = secure::CertificateAuthority::Create("fuzz", 30, std::chrono::system_clock::now());
   auto issued = (*ca)->Issue({"silo-1", secure::ParticipantKind::kSilo, {}, 10},
                              std::chrono::system_clock::now());
@@ -139,19 +148,19 @@ int main(int argc, char** argv) {
   Seed("crl", "cert.pem", issued->certificate_pem);
 
   // A silo's signed audit log head, as the orchestrator keeps it.
-  {
-    secure::SignedAuditHead head;
-    head.federation = "fuzz";
-    head.participant = "silo-1";
-    head.head = {42, std::string(64, 'a')};
-    head.unix_millis = 1796400000000;
-    head.certificate_pem = issued->certificate_pem;
-    auto signer = secure::MessageSigner::Create(issued->private_key_pem);
-    (void)secure::SignAuditHead(head, **signer);
-    Seed("audit_head", "head.jsonl", secure::AuditHeadLine(head, 1796400000001));
-  }
+  secure::SignedAuditHead head;
+  head.federation = "fuzz";
+  head.participant = "silo-1";
+  head.head = {42, std::string(64, 'a')};
+  head.unix_millis = 1796400000000;
+  head.certificate_pem = issued->certificate_pem;
+  auto signer = secure::MessageSigner::Create(issued->private_key_pem);
+  (void)secure::SignAuditHead(head, **signer);
+  Seed("audit_head", "head.jsonl", secure::AuditHeadLine(head, 1796400000001));
+}
 
-  // A silo's policy, dataset catalog and ledger.
+// A silo's policy, dataset catalog and ledger.
+void WriteSiloConfigSeeds() {
   const std::string policy =
       "allow_any_module: false\n"
       "defaults: {max_epsilon: 10, delta: 1e-5, min_silos: 2}\n"
@@ -181,8 +190,10 @@ int main(int argc, char** argv) {
   Seed("silo_config", "all.bin", Parts({policy, catalog, ledger}));
   Seed("silo_config", "empty.bin",
        Parts({"", "datasets: {}\n", R"({"version": 2, "entries": []})"}));
+}
 
-  // A CSV table and IDX images with their labels.
+// A CSV table and IDX images with their labels.
+void WriteTablesSeeds() {
   const std::string csv = "age,kind,label\n31,a,0\n45,b,1\n,a,1\n52.5,b,0\n";
   std::string images = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2};
   images += std::string("\x00\x10\x20\x30\x40\x50\x60\x70", 8);
@@ -190,8 +201,11 @@ int main(int argc, char** argv) {
   labels += std::string("\x03\x07", 2);
   Seed("tables", "small.bin", Parts({csv, images, labels}));
   Seed("tables", "numbers.bin", Parts({"1,2,0\n3,4,1\n5,6,2\n", images, labels}));
-  // A silo's stream: an honest round (task, result, upload, a secure step,
-  // an evaluation that fails, a cancel), then a hostile one.
+}
+
+// A silo's stream: an honest round (task, result, upload, a secure step,
+// an evaluation that fails, a cancel), then a hostile one.
+void WriteSiloStreamSeeds() {
   using fuzz::ScriptWriter;
   using fuzz::StreamOp;
   auto op = [](ScriptWriter& w, StreamOp o) -> ScriptWriter& { return w.Byte(uint8_t(o)); };
@@ -201,8 +215,14 @@ int main(int argc, char** argv) {
   op(honest, StreamOp::kHello).Byte(1).Bytes("digits").Bytes("fedsilo 0.1.0");
   op(honest, StreamOp::kHeartbeat).Small(5);
   op(honest, StreamOp::kFit).Byte(0).Byte(0);
-  op(honest, StreamOp::kResult).Byte(fuzz::kEchoAll).Hint().Small(40).Byte(1).Bytes("train_loss")
-      .Small(1).Flag(false);
+  op(honest, StreamOp::kResult)
+      .Byte(fuzz::kEchoAll)
+      .Hint()
+      .Small(40)
+      .Byte(1)
+      .Bytes("train_loss")
+      .Small(1)
+      .Flag(false);
   op(honest, StreamOp::kFetch);
   op(honest, StreamOp::kUpload).Byte(31).Flag(false);
   op(honest, StreamOp::kSecureStep).Bytes("step").Byte(0);
@@ -233,10 +253,13 @@ int main(int argc, char** argv) {
   op(hostile, StreamOp::kReconnect).Byte(2);
   op(hostile, StreamOp::kHello).Byte(0).Bytes("");
   Seed("silo_stream", "hostile.bin", hostile.str());
+}
 
-  // Users of the Jobs service: alice submits and her job ends; bob, carol
-  // (a lead) and mallory (a silo) try to take it; then a raw request.
+// Users of the Jobs service: alice submits and her job ends; bob, carol
+// (a lead) and mallory (a silo) try to take it; then a raw request.
+void WriteJobsApiSeeds() {
   using fuzz::JobsOp;
+  using fuzz::ScriptWriter;
   auto call = [](ScriptWriter& w, JobsOp o, uint8_t caller) -> ScriptWriter& {
     return w.Byte(uint8_t(o)).Byte(caller);
   };
@@ -261,6 +284,31 @@ int main(int argc, char** argv) {
   const std::string request = std::string("\x0a", 1) + static_cast<char>(job.size()) + job;
   call(users, JobsOp::kRaw, 0).Byte(0).Bytes(request);
   Seed("jobs_api", "users.bin", users.str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: make_seeds CORPUS_DIR SOURCE_DIR\n");
+    return 2;
+  }
+  root = argv[1];
+  const std::string source = argv[2];
+
+  // In this order: the secure-aggregation and certificate seeds draw keys at
+  // random.
+  WriteModelStateSeeds();
+  WriteSealedFileSeeds();
+  WriteJobConfigSeeds(source);
+  WriteFederationSpecSeeds();
+  WriteChunksSeeds();
+  WriteSecAggSeeds();
+  WriteCrlAndAuditHeadSeeds();
+  WriteSiloConfigSeeds();
+  WriteTablesSeeds();
+  WriteSiloStreamSeeds();
+  WriteJobsApiSeeds();
 
   std::printf("seeds written under %s\n", root.c_str());
   return 0;

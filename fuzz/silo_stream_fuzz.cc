@@ -277,91 +277,32 @@ class Conversation {
                           [&] { return *done || received_.*counter != before; });
   }
 
+  // One op of the script: a message the silo sends, or an event on the
+  // orchestrator's side.
   void Step(StreamOp op) {
-    transport::OrchestratorService& service = server_.service;
     SiloMessage m;
     switch (op) {
-      case StreamOp::kHello: {
-        for (int i = script_.Byte() % 4; i > 0; --i) {
-          m.mutable_hello()->add_datasets(script_.Bytes(32));
-        }
-        m.mutable_hello()->set_version(script_.Bytes(16));
-        SendAndSettle(m);  // the session opens once the service has read it
+      case StreamOp::kHello:
+        SendHello();
         break;
-      }
       case StreamOp::kHeartbeat:
         m.mutable_heartbeat()->set_unix_millis(static_cast<int64_t>(script_.Number()));
         Send(m);
         break;
-      case StreamOp::kResult: {
-        fedsilo::v1::ResultHeader* r = m.mutable_result();
-        const std::string nonce = Echo(r);
-        r->set_update_bytes(script_.Number(upload_.size()));
-        r->set_num_examples(static_cast<int64_t>(script_.Number()));
-        // An answer carries a count of its own, so that a task's reply can
-        // be traced to the one answer it came from.
-        if (!nonce.empty()) r->set_num_examples(kAnswerMark + next_answer_++);
-        for (int i = script_.Byte() % 3; i > 0; --i) {
-          const std::string name = script_.Bytes(16);
-          (*r->mutable_metrics())[name] = static_cast<double>(script_.Number());
-        }
-        r->set_metrics_private(script_.Flag());
-        // An update may announce at most twice the model it answers (other
-        // tasks' replies 64 MiB): past that, the task must fail.
-        uint64_t bound;
-        {
-          std::lock_guard<std::mutex> lock(received_.mu);
-          bound = received_.kind == fedsilo::v1::TASK_KIND_FIT
-                      ? 2 * received_.model_bytes + (1 << 20)
-                      : transport::kMaxSmallReplyBytes;
-        }
-        // The service takes the first answer of a task (or closes the
-        // stream over it) and ignores the rest.
-        if (!nonce.empty()) {
-          std::lock_guard<std::mutex> lock(mu_);
-          if (first_results_.emplace(nonce, r->update_bytes()).second &&
-              r->update_bytes() <= bound) {
-            answered_examples_.insert(r->num_examples());
-            announced_updates_.insert(r->update_bytes());
-          }
-        }
-        SendAndSettle(m);
+      case StreamOp::kResult:
+        SendResult();
         break;
-      }
-      case StreamOp::kSecureReply: {
-        fedsilo::v1::SecureReply* r = m.mutable_secure();
-        const std::string nonce = Echo(r);
-        r->set_payload_bytes(script_.Number(16));
-        // At most what the model's values take, plus keys and shares.
-        const uint64_t bound =
-            2 * SerializeModelState(global_).size() + transport::kMaxSmallReplyBytes;
-        if (!nonce.empty()) {
-          std::lock_guard<std::mutex> lock(mu_);
-          if (first_secure_.emplace(nonce, r->payload_bytes()).second &&
-              r->payload_bytes() <= bound) {
-            announced_secure_.insert(r->payload_bytes());
-          }
-        }
-        SendAndSettle(m);
+      case StreamOp::kSecureReply:
+        SendSecureReply();
         break;
-      }
       case StreamOp::kChunk:
         m.mutable_chunk()->set_data(script_.Bytes(4096));
         m.mutable_chunk()->set_last(script_.Flag());
         SendAndSettle(m);
         break;
-      case StreamOp::kUpload: {
-        const size_t piece = 1 + script_.Byte() % 128;
-        std::string bytes = upload_;
-        if (script_.Flag()) bytes[script_.Byte() % bytes.size()] ^= 0x5a;
-        for (size_t at = 0; at < bytes.size(); at += piece) {
-          m.mutable_chunk()->set_data(bytes.substr(at, piece));
-          m.mutable_chunk()->set_last(at + piece >= bytes.size());
-          Send(m);
-        }
-        Settle();
+      case StreamOp::kUpload:
+        SendUpload();
         break;
-      }
       case StreamOp::kFailed:
         (void)Echo(m.mutable_failed());
         m.mutable_failed()->set_reason(script_.Bytes(64));
@@ -370,98 +311,194 @@ class Conversation {
       case StreamOp::kRaw:
         if (m.ParseFromString(script_.Bytes(4096))) SendAndSettle(m);
         break;
-      case StreamOp::kFit: {
-        const uint8_t kind = script_.Byte() % 3;
-        const int round = 1 + script_.Byte() % 4;
-        Call(&Received::tasks, [this, kind, round] {
-          transport::TaskRequest request;
-          request.run_id = run_;
-          request.round = round;
-          request.job = &job_;
-          if (kind == 0) request.task = transport::FitTask{&global_};
-          if (kind == 1) request.task = transport::StatisticsTask{};
-          if (kind == 2) request.task = transport::EvaluateTask{&global_};
-          StatusOr<transport::FitReply> reply =
-              server_.service.RunTask(kSilo, request, kCallTimeout);
-          FEDSILO_FUZZ_CHECK(reply.ok() || !absl::IsDeadlineExceeded(reply.status()));
-          if (!reply.ok()) return;
-          std::lock_guard<std::mutex> lock(mu_);
-          FEDSILO_FUZZ_CHECK(answered_examples_.count(reply->num_examples) == 1);
-          FEDSILO_FUZZ_CHECK(reply->source != nullptr);
-          sources_.push_back(reply->source);
-        });
+      case StreamOp::kFit:
+        StartTask();
         break;
-      }
-      case StreamOp::kFetch: {
-        std::shared_ptr<transport::UpdateSource> source;
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          if (sources_.empty()) break;
-          source = sources_.back();
-          sources_.pop_back();
-        }
-        Call(&Received::uploads, [this, source] {
-          StatusOr<ModelState> update = source->Fetch();
-          FEDSILO_FUZZ_CHECK(update.ok() || !absl::IsDeadlineExceeded(update.status()));
-          if (!update.ok()) return;
-          // What arrived was announced by a task's first answer (metadata,
-          // which the state drops, only makes the announced size larger).
-          const uint64_t bytes = SerializeModelState(*update).size();
-          std::lock_guard<std::mutex> lock(mu_);
-          FEDSILO_FUZZ_CHECK(announced_updates_.lower_bound(bytes) != announced_updates_.end());
-        });
+      case StreamOp::kFetch:
+        StartFetch();
         break;
-      }
-      case StreamOp::kSecureStep: {
-        std::string payload = script_.Bytes(64);
-        const int round = 1 + script_.Byte() % 4;
-        Call(&Received::steps, [this, payload, round] {
-          transport::SecureStepRequest request{run_, round, payload};
-          StatusOr<std::string> reply = server_.service.SecureStep(kSilo, request, kCallTimeout);
-          FEDSILO_FUZZ_CHECK(reply.ok() || !absl::IsDeadlineExceeded(reply.status()));
-          if (!reply.ok()) return;
-          std::lock_guard<std::mutex> lock(mu_);
-          FEDSILO_FUZZ_CHECK(announced_secure_.count(reply->size()) == 1);  // exactly announced
-        });
+      case StreamOp::kSecureStep:
+        StartSecureStep();
         break;
-      }
-      case StreamOp::kCancel: {
-        // The orchestrator's own words (valid UTF-8, as protobuf requires of
-        // the Abort's strings): only the silo's messages are hostile here.
-        const std::string run = script_.Flag() ? run_ : Printable(script_.Bytes(16));
-        const std::string reason = Printable(script_.Bytes(32));
-        service.CancelRun(run, reason);
+      case StreamOp::kCancel:
+        CancelRun();
         break;
-      }
-      case StreamOp::kReconnect: {
-        const char* kinds[] = {"silo", "silo", "user", "orchestrator", "nobody"};
-        const std::string kind = kinds[script_.Byte() % 5];
-        if (streams_.size() < kMaxStreams) {
-          streams_.push_back(std::make_unique<SiloStream>(*stub_, received_, kind));
-        }
+      case StreamOp::kReconnect:
+        OpenStream();
         break;
-      }
       case StreamOp::kClose:
         if (SiloStream* s = Current()) s->Close();
         break;
-      case StreamOp::kWhoAmI: {
-        const std::string name = Printable(script_.Bytes(24));  // as gRPC metadata must be
-        const char* kinds[] = {"silo", "user", "orchestrator", "admin", ""};
-        const std::string kind = kinds[script_.Byte() % 5];
-        grpc::ClientContext context;
-        context.AddMetadata("x-fedsilo-insecure-name", name);
-        context.AddMetadata("x-fedsilo-insecure-kind", kind);
-        fedsilo::v1::WhoAmIReply reply;
-        const grpc::Status s = stub_->WhoAmI(&context, fedsilo::v1::WhoAmIRequest(), &reply);
-        if (s.ok()) {
-          // A claimed name comes back escaped, as it would be logged.
-          FEDSILO_FUZZ_CHECK(reply.name() == secure::ShownName(name) && reply.kind() == kind);
-          FEDSILO_FUZZ_CHECK(kind == "silo" || kind == "user" || kind == "orchestrator");
-        }
+      case StreamOp::kWhoAmI:
+        CheckWhoAmI();
         break;
-      }
       case StreamOp::kCount:
         break;
+    }
+  }
+
+  void SendHello() {
+    SiloMessage m;
+    for (int i = script_.Byte() % 4; i > 0; --i) {
+      m.mutable_hello()->add_datasets(script_.Bytes(32));
+    }
+    m.mutable_hello()->set_version(script_.Bytes(16));
+    SendAndSettle(m);  // the session opens once the service has read it
+  }
+
+  // A task's result header; a first answer within the task's bound is
+  // recorded as one the task may return.
+  void SendResult() {
+    SiloMessage m;
+    fedsilo::v1::ResultHeader* r = m.mutable_result();
+    const std::string nonce = Echo(r);
+    r->set_update_bytes(script_.Number(upload_.size()));
+    r->set_num_examples(static_cast<int64_t>(script_.Number()));
+    // An answer carries a count of its own, so that a task's reply can
+    // be traced to the one answer it came from.
+    if (!nonce.empty()) r->set_num_examples(kAnswerMark + next_answer_++);
+    for (int i = script_.Byte() % 3; i > 0; --i) {
+      const std::string name = script_.Bytes(16);
+      (*r->mutable_metrics())[name] = static_cast<double>(script_.Number());
+    }
+    r->set_metrics_private(script_.Flag());
+    // An update may announce at most twice the model it answers (other
+    // tasks' replies 64 MiB): past that, the task must fail.
+    uint64_t bound;
+    {
+      std::lock_guard<std::mutex> lock(received_.mu);
+      bound = received_.kind == fedsilo::v1::TASK_KIND_FIT ? 2 * received_.model_bytes + (1 << 20)
+                                                           : transport::kMaxSmallReplyBytes;
+    }
+    // The service takes the first answer of a task (or closes the
+    // stream over it) and ignores the rest.
+    if (!nonce.empty()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (first_results_.emplace(nonce, r->update_bytes()).second && r->update_bytes() <= bound) {
+        answered_examples_.insert(r->num_examples());
+        announced_updates_.insert(r->update_bytes());
+      }
+    }
+    SendAndSettle(m);
+  }
+
+  void SendSecureReply() {
+    SiloMessage m;
+    fedsilo::v1::SecureReply* r = m.mutable_secure();
+    const std::string nonce = Echo(r);
+    r->set_payload_bytes(script_.Number(16));
+    // At most what the model's values take, plus keys and shares.
+    const uint64_t bound = 2 * SerializeModelState(global_).size() + transport::kMaxSmallReplyBytes;
+    if (!nonce.empty()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (first_secure_.emplace(nonce, r->payload_bytes()).second && r->payload_bytes() <= bound) {
+        announced_secure_.insert(r->payload_bytes());
+      }
+    }
+    SendAndSettle(m);
+  }
+
+  // The update, in chunks of one size, perhaps with one byte flipped.
+  void SendUpload() {
+    SiloMessage m;
+    const size_t piece = 1 + script_.Byte() % 128;
+    std::string bytes = upload_;
+    if (script_.Flag()) bytes[script_.Byte() % bytes.size()] ^= 0x5a;
+    for (size_t at = 0; at < bytes.size(); at += piece) {
+      m.mutable_chunk()->set_data(bytes.substr(at, piece));
+      m.mutable_chunk()->set_last(at + piece >= bytes.size());
+      Send(m);
+    }
+    Settle();
+  }
+
+  // The orchestrator sends a task and waits for its reply.
+  void StartTask() {
+    const uint8_t kind = script_.Byte() % 3;
+    const int round = 1 + script_.Byte() % 4;
+    Call(&Received::tasks, [this, kind, round] {
+      transport::TaskRequest request;
+      request.run_id = run_;
+      request.round = round;
+      request.job = &job_;
+      if (kind == 0) request.task = transport::FitTask{&global_};
+      if (kind == 1) request.task = transport::StatisticsTask{};
+      if (kind == 2) request.task = transport::EvaluateTask{&global_};
+      StatusOr<transport::FitReply> reply = server_.service.RunTask(kSilo, request, kCallTimeout);
+      FEDSILO_FUZZ_CHECK(reply.ok() || !absl::IsDeadlineExceeded(reply.status()));
+      if (!reply.ok()) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      FEDSILO_FUZZ_CHECK(answered_examples_.count(reply->num_examples) == 1);
+      FEDSILO_FUZZ_CHECK(reply->source != nullptr);
+      sources_.push_back(reply->source);
+    });
+  }
+
+  // The orchestrator pulls the update of the last task that succeeded, if
+  // any is left.
+  void StartFetch() {
+    std::shared_ptr<transport::UpdateSource> source;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (sources_.empty()) return;
+      source = sources_.back();
+      sources_.pop_back();
+    }
+    Call(&Received::uploads, [this, source] {
+      StatusOr<ModelState> update = source->Fetch();
+      FEDSILO_FUZZ_CHECK(update.ok() || !absl::IsDeadlineExceeded(update.status()));
+      if (!update.ok()) return;
+      // What arrived was announced by a task's first answer (metadata,
+      // which the state drops, only makes the announced size larger).
+      const uint64_t bytes = SerializeModelState(*update).size();
+      std::lock_guard<std::mutex> lock(mu_);
+      FEDSILO_FUZZ_CHECK(announced_updates_.lower_bound(bytes) != announced_updates_.end());
+    });
+  }
+
+  void StartSecureStep() {
+    std::string payload = script_.Bytes(64);
+    const int round = 1 + script_.Byte() % 4;
+    Call(&Received::steps, [this, payload, round] {
+      transport::SecureStepRequest request{run_, round, payload};
+      StatusOr<std::string> reply = server_.service.SecureStep(kSilo, request, kCallTimeout);
+      FEDSILO_FUZZ_CHECK(reply.ok() || !absl::IsDeadlineExceeded(reply.status()));
+      if (!reply.ok()) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      FEDSILO_FUZZ_CHECK(announced_secure_.count(reply->size()) == 1);  // exactly announced
+    });
+  }
+
+  void CancelRun() {
+    // The orchestrator's own words (valid UTF-8, as protobuf requires of
+    // the Abort's strings): only the silo's messages are hostile here.
+    const std::string run = script_.Flag() ? run_ : Printable(script_.Bytes(16));
+    const std::string reason = Printable(script_.Bytes(32));
+    server_.service.CancelRun(run, reason);
+  }
+
+  // A new stream, claiming a kind of caller; the silo then speaks on it.
+  void OpenStream() {
+    const char* kinds[] = {"silo", "silo", "user", "orchestrator", "nobody"};
+    const std::string kind = kinds[script_.Byte() % 5];
+    if (streams_.size() < kMaxStreams) {
+      streams_.push_back(std::make_unique<SiloStream>(*stub_, received_, kind));
+    }
+  }
+
+  void CheckWhoAmI() {
+    const std::string name = Printable(script_.Bytes(24));  // as gRPC metadata must be
+    const char* kinds[] = {"silo", "user", "orchestrator", "admin", ""};
+    const std::string kind = kinds[script_.Byte() % 5];
+    grpc::ClientContext context;
+    context.AddMetadata("x-fedsilo-insecure-name", name);
+    context.AddMetadata("x-fedsilo-insecure-kind", kind);
+    fedsilo::v1::WhoAmIReply reply;
+    const grpc::Status s = stub_->WhoAmI(&context, fedsilo::v1::WhoAmIRequest(), &reply);
+    if (s.ok()) {
+      // A claimed name comes back escaped, as it would be logged.
+      FEDSILO_FUZZ_CHECK(reply.name() == secure::ShownName(name) && reply.kind() == kind);
+      FEDSILO_FUZZ_CHECK(kind == "silo" || kind == "user" || kind == "orchestrator");
     }
   }
 
