@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -34,18 +36,165 @@
 #include "transport/tls_diagnosis.h"
 
 namespace fedsilo::cli {
-Status RunSiloCommand(const SiloCommandOptions& options) {
-  if (options.exit_with_parent > 0) {
-    // SIGTERM stops the silo as a signal from its operator would. (The
-    // kernel sends it when the thread that started this process ends: the
-    // simulation starts its silos from its main thread.)
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-    if (::getppid() != options.exit_with_parent) {
-      spdlog::warn("the process that started this silo (pid {}) has ended; not starting",
-                   options.exit_with_parent);
-      return absl::OkStatus();
-    }
+
+namespace {
+
+// Ties this silo to the process that started it (--exit-with-parent).
+// Returns false when that process has ended already: the silo must not start.
+bool TieToParent(const SiloCommandOptions& options) {
+  if (options.exit_with_parent <= 0) return true;
+  // SIGTERM stops the silo as a signal from its operator would. (The
+  // kernel sends it when the thread that started this process ends: the
+  // simulation starts its silos from its main thread.)
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+  if (::getppid() != options.exit_with_parent) {
+    spdlog::warn("the process that started this silo (pid {}) has ended; not starting",
+                 options.exit_with_parent);
+    return false;
   }
+  return true;
+}
+
+// The privacy policy and its ledger in `state`, with a word on what the
+// policy allows.
+StatusOr<std::unique_ptr<silo::PrivacyGuard>> OpenPrivacyGuard(const SiloCommandOptions& options,
+                                                               const std::string& silo_name,
+                                                               const std::string& state) {
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::unique_ptr<silo::PrivacyGuard> guard,
+      silo::PrivacyGuard::Open(options.policy_path, state + "/privacy-ledger.json"));
+  if (guard->allow_any_module()) {
+    spdlog::warn(
+        "policy {}: allow_any_module: true. This silo runs ANY TorchScript module a job "
+        "ships (still sandboxed and checked op by op). Use it only in a test federation.",
+        options.policy_path);
+  } else if (options.policy_path.empty()) {
+    spdlog::info(
+        "silo '{}': no --policy: the default policy applies (no privacy budget; shipped "
+        "TorchScript modules refused; statistics without minima and maxima)",
+        silo_name);
+  }
+  return guard;
+}
+
+// Makes the state folder and opens its audit log, which `guard` and
+// `runtime` then record to. The log must outlive both's use of it.
+StatusOr<std::unique_ptr<secure::AuditLog>> OpenSiloAuditLog(const std::string& silo_name,
+                                                             const std::string& state,
+                                                             silo::PrivacyGuard* guard,
+                                                             silo::SiloRuntime* runtime) {
+  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state));
+  if (OthersMayRead(state)) {
+    spdlog::warn("state folder {} may be read by other users; make it private (chmod 700 {})",
+                 state, state);
+  }
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::unique_ptr<secure::AuditLog> audit,
+      secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", silo_name, "'")));
+  // The ledger and the audit log must belong together: an older ledger put
+  // back (to "refill" a budget), or the log cut back or removed, is caught.
+  FEDSILO_RETURN_IF_ERROR(secure::CheckAgainstAuditLog(
+      {state + "/privacy-ledger.json", guard->generation(), guard->audited_entries()}, *audit,
+      "ledger_saved", "The silo will not run on it (budgets already spent would be spent again)"));
+  guard->SetAuditTrail([log = audit.get()] { return log->entries(); },
+                       [log = audit.get()](int64_t generation) {
+                         log->Record("ledger_saved", {{"generation", std::to_string(generation)}});
+                       });
+  runtime->SetAuditLog(audit.get());
+  runtime->SetStateDir(state);
+  return audit;
+}
+
+// Where and how to connect, except for the audit log's head. `files` must
+// outlive the options.
+transport::SiloClientOptions ConnectionOptions(const SiloCommandOptions& options,
+                                               const secure::Kit& kit,
+                                               const transport::TlsFiles& files,
+                                               const silo::SiloRuntime& runtime) {
+  transport::SiloClientOptions client_options;
+  client_options.target = options.orchestrator.empty()
+                              ? absl::StrCat(kit.orchestrator_host, ":", kit.orchestrator_port)
+                              : options.orchestrator;
+  client_options.datasets = runtime.DatasetNames();
+  if (options.insecure) {
+    spdlog::warn(
+        "--insecure: NO TLS. Updates travel in plaintext and the orchestrator is not "
+        "verified. Use this only to debug a network, never with real data.");
+    client_options.insecure_name = kit.name;
+  }
+  client_options.diagnose = [files = &files, target = client_options.target,
+                             insecure = options.insecure] {
+    return transport::DiagnoseConnection(target, *files, insecure, std::chrono::seconds(5));
+  };
+  return client_options;
+}
+
+// The audit log's head, signed with the kit's key, for the orchestrator to
+// keep (docs/audit-trail.md): when connecting, when a job ends, and after a
+// task once `every` entries were added since the last one. Every pointer
+// must outlive the client; `anchored` (the entry last sent) is the session
+// thread's only.
+std::function<std::optional<v1::AuditHead>(bool)> AuditHeadSource(
+    const secure::Kit* kit, const transport::TlsFiles* files, const secure::AuditLog* audit,
+    const secure::MessageSigner* signer, int64_t* anchored, int every) {
+  return
+      [kit, files, audit, signer, anchored, every](bool requested) -> std::optional<v1::AuditHead> {
+        const secure::AuditLog::Head now = audit->head();
+        if (now.seq == 0 || (!requested && now.seq - *anchored < every)) return std::nullopt;
+        secure::SignedAuditHead head;
+        head.federation = kit->federation;
+        head.participant = kit->name;
+        head.head = {now.seq, now.hash};
+        head.unix_millis = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+        head.certificate_pem = files->cert_pem;
+        if (Status signed_head = secure::SignAuditHead(head, *signer); !signed_head.ok()) {
+          spdlog::warn("audit log head not sent: {}", std::string(signed_head.message()));
+          return std::nullopt;
+        }
+        *anchored = now.seq;
+        v1::AuditHead m;
+        m.set_entries(head.head.seq);
+        m.set_hash(head.head.hash);
+        m.set_unix_millis(head.unix_millis);
+        m.set_certificate(head.certificate_pem);
+        m.set_signature(head.signature);
+        return m;
+      };
+}
+
+// Runs `client` until a stop signal, or until it gives up (its error).
+Status ServeUntilStopped(const secure::Kit& kit, const transport::SiloClientOptions& client_options,
+                         transport::SiloClient* client) {
+  StopSignals stop;  // before any thread starts
+
+  spdlog::info("silo '{}' of federation '{}' connecting to {}; datasets: {}", kit.name,
+               kit.federation, client_options.target, absl::StrJoin(client_options.datasets, ", "));
+  // Run() returns by itself only when retrying cannot help (this kit is
+  // refused); it then wakes the wait below as a signal would.
+  Status gave_up;
+  std::atomic<bool> ended{false};
+  std::thread runner([&] {
+    Status s = client->Run();
+    if (!s.ok() && !ended.exchange(true)) {
+      gave_up = std::move(s);
+      kill(getpid(), SIGTERM);
+    }
+  });
+  const int signal_number = stop.Wait();
+  if (!ended.exchange(true)) {
+    spdlog::info("silo '{}': signal {} received, leaving", kit.name, signal_number);
+    client->Stop();
+  }
+  runner.join();
+  return gave_up;
+}
+
+}  // namespace
+
+Status RunSiloCommand(const SiloCommandOptions& options) {
+  if (!TieToParent(options)) return absl::OkStatus();
   FEDSILO_ASSIGN_OR_RETURN(
       secure::Kit kit,
       secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kSilo, "`fedsilo silo`"));
@@ -59,42 +208,13 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
                            silo::LoadDatasetCatalog(options.datasets_path, kit.name));
   const std::string state =
       options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;
-  FEDSILO_ASSIGN_OR_RETURN(
-      std::unique_ptr<silo::PrivacyGuard> guard,
-      silo::PrivacyGuard::Open(options.policy_path, state + "/privacy-ledger.json"));
-  if (guard->allow_any_module()) {
-    spdlog::warn(
-        "policy {}: allow_any_module: true. This silo runs ANY TorchScript module a job "
-        "ships (still sandboxed and checked op by op). Use it only in a test federation.",
-        options.policy_path);
-  } else if (options.policy_path.empty()) {
-    spdlog::info(
-        "silo '{}': no --policy: the default policy applies (no privacy budget; shipped "
-        "TorchScript modules refused; statistics without minima and maxima)",
-        kit.name);
-  }
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<silo::PrivacyGuard> guard,
+                           OpenPrivacyGuard(options, kit.name, state));
   silo::SiloRuntime runtime(kit.name, std::move(catalog),
                             options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir,
                             guard.get());
-  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state));
-  if (OthersMayRead(state)) {
-    spdlog::warn("state folder {} may be read by other users; make it private (chmod 700 {})",
-                 state, state);
-  }
-  FEDSILO_ASSIGN_OR_RETURN(
-      std::unique_ptr<secure::AuditLog> audit,
-      secure::AuditLog::Open(state + "/audit.log", absl::StrCat("silo '", kit.name, "'")));
-  // The ledger and the audit log must belong together: an older ledger put
-  // back (to "refill" a budget), or the log cut back or removed, is caught.
-  FEDSILO_RETURN_IF_ERROR(secure::CheckAgainstAuditLog(
-      {state + "/privacy-ledger.json", guard->generation(), guard->audited_entries()}, *audit,
-      "ledger_saved", "The silo will not run on it (budgets already spent would be spent again)"));
-  guard->SetAuditTrail([log = audit.get()] { return log->entries(); },
-                       [log = audit.get()](int64_t generation) {
-                         log->Record("ledger_saved", {{"generation", std::to_string(generation)}});
-                       });
-  runtime.SetAuditLog(audit.get());
-  runtime.SetStateDir(state);
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<secure::AuditLog> audit,
+                           OpenSiloAuditLog(kit.name, state, guard.get(), &runtime));
   // Other silos' certificates revoked by the operator are refused in secure
   // aggregation (the kit's crl.pem, re-read when it changes).
   FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<secure::RevocationList> revoked,
@@ -107,76 +227,15 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   const ml::Sandbox sandbox = ml::Sandbox::ThisProgram();  // for every TorchScript module
   runtime.SetSandbox(&sandbox);
 
-  transport::SiloClientOptions client_options;
-  client_options.target = options.orchestrator.empty()
-                              ? absl::StrCat(kit.orchestrator_host, ":", kit.orchestrator_port)
-                              : options.orchestrator;
-  client_options.datasets = runtime.DatasetNames();
-  if (options.insecure) {
-    spdlog::warn(
-        "--insecure: NO TLS. Updates travel in plaintext and the orchestrator is not "
-        "verified. Use this only to debug a network, never with real data.");
-    client_options.insecure_name = kit.name;
-  }
-  client_options.diagnose = [&files, target = client_options.target, insecure = options.insecure] {
-    return transport::DiagnoseConnection(target, files, insecure, std::chrono::seconds(5));
-  };
-  // The audit log's head, signed with the kit's key, for the orchestrator to
-  // keep (docs/audit-trail.md): when connecting, when a job ends, and after a
-  // task once `audit_anchor_every` entries were added since the last one.
+  transport::SiloClientOptions client_options = ConnectionOptions(options, kit, files, runtime);
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<secure::MessageSigner> head_signer,
                            secure::MessageSigner::Create(files.key_pem));
   int64_t anchored = 0;  // the entry last sent; the session thread's only
-  client_options.audit_head =
-      [&, every = options.audit_anchor_every](bool requested) -> std::optional<v1::AuditHead> {
-    const secure::AuditLog::Head now = audit->head();
-    if (now.seq == 0 || (!requested && now.seq - anchored < every)) return std::nullopt;
-    secure::SignedAuditHead head;
-    head.federation = kit.federation;
-    head.participant = kit.name;
-    head.head = {now.seq, now.hash};
-    head.unix_millis = std::chrono::duration_cast<std::chrono::milliseconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count();
-    head.certificate_pem = files.cert_pem;
-    if (Status signed_head = secure::SignAuditHead(head, *head_signer); !signed_head.ok()) {
-      spdlog::warn("audit log head not sent: {}", std::string(signed_head.message()));
-      return std::nullopt;
-    }
-    anchored = now.seq;
-    v1::AuditHead m;
-    m.set_entries(head.head.seq);
-    m.set_hash(head.head.hash);
-    m.set_unix_millis(head.unix_millis);
-    m.set_certificate(head.certificate_pem);
-    m.set_signature(head.signature);
-    return m;
-  };
+  client_options.audit_head = AuditHeadSource(&kit, &files, audit.get(), head_signer.get(),
+                                              &anchored, options.audit_anchor_every);
   transport::SiloClient client(transport::ChannelCredentialsFor(files, options.insecure),
                                client_options, &runtime);
-
-  StopSignals stop;  // before any thread starts
-
-  spdlog::info("silo '{}' of federation '{}' connecting to {}; datasets: {}", kit.name,
-               kit.federation, client_options.target, absl::StrJoin(client_options.datasets, ", "));
-  // Run() returns by itself only when retrying cannot help (this kit is
-  // refused); it then wakes the wait below as a signal would.
-  Status gave_up;
-  std::atomic<bool> ended{false};
-  std::thread runner([&] {
-    Status s = client.Run();
-    if (!s.ok() && !ended.exchange(true)) {
-      gave_up = std::move(s);
-      kill(getpid(), SIGTERM);
-    }
-  });
-  const int signal_number = stop.Wait();
-  if (!ended.exchange(true)) {
-    spdlog::info("silo '{}': signal {} received, leaving", kit.name, signal_number);
-    client.Stop();
-  }
-  runner.join();
-  return gave_up;
+  return ServeUntilStopped(kit, client_options, &client);
 }
 
 Status SiloLedgerCommand(const SiloCommandOptions& options) {

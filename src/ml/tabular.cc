@@ -85,6 +85,203 @@ std::string OneHotName(const std::string& column, const std::string& value) {
   return column + "=" + value;
 }
 
+// A CSV file's header: its column names, and where each is.
+struct HeaderColumns {
+  std::vector<std::string> names;
+  std::map<std::string, size_t> column_of;
+};
+
+StatusOr<HeaderColumns> ParseHeader(absl::string_view line, const std::string& path) {
+  HeaderColumns header;
+  header.names = SplitCsvLine(line);
+  for (size_t c = 0; c < header.names.size(); ++c) {
+    if (header.names[c].empty()) {
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("column ", c + 1, " has no name in the header"), path);
+    }
+    if (!header.column_of.emplace(header.names[c], c).second) {
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("column '", header.names[c], "' appears twice in the header"),
+                       path);
+    }
+  }
+  return header;
+}
+
+// Where column `name` is; an error naming its `role` when the header lacks it.
+StatusOr<size_t> FindColumn(const HeaderColumns& header, const std::string& name,
+                            absl::string_view role, const std::string& path) {
+  auto it = header.column_of.find(name);
+  if (it == header.column_of.end()) {
+    return DataError(absl::StatusCode::kInvalidArgument,
+                     absl::StrCat(role, " column '", name, "' is not in the file's header"),
+                     absl::StrCat(path, ": columns: ", absl::StrJoin(header.names, ", ")));
+  }
+  return it->second;
+}
+
+// How a file's data lines become a table's rows.
+struct TableLayout {
+  size_t columns = 0;            // in the header
+  int64_t label_column = -1;     // -1: the file has no label column
+  std::vector<ColumnPlan> plan;  // the feature columns, in the table's order
+  std::string label;             // the label column's name, for errors
+  MissingValues missing = MissingValues::kError;
+  bool need_label = true;
+};
+
+// Resolves `schema` against the header; the table's feature names go to
+// `features`. Vocabularies point into `preprocess`.
+StatusOr<TableLayout> PlanColumns(const HeaderColumns& header, const TabularSchema& schema,
+                                  const PreprocessConfig& preprocess, bool need_label,
+                                  const std::string& path, std::vector<std::string>* features) {
+  TableLayout layout;
+  layout.columns = header.names.size();
+  layout.label = schema.label;
+  layout.missing = schema.missing;
+  layout.need_label = need_label;
+  if (auto it = header.column_of.find(schema.label); it != header.column_of.end()) {
+    layout.label_column = static_cast<int64_t>(it->second);
+  } else if (need_label) {
+    FEDSILO_RETURN_IF_ERROR(FindColumn(header, schema.label, "label", path).status());
+  }
+  std::vector<std::string> feature_columns = schema.features;
+  if (feature_columns.empty()) {
+    for (const std::string& h : header.names) {
+      if (h != schema.label) feature_columns.push_back(h);
+    }
+  }
+  for (const std::string& c : schema.categorical) {
+    if (std::find(feature_columns.begin(), feature_columns.end(), c) == feature_columns.end()) {
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("categorical column '", c, "' is not one of the features"),
+                       path);
+    }
+  }
+  for (const std::string& name : feature_columns) {
+    if (name == schema.label) {
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("column '", name, "' is both the label and a feature"), path);
+    }
+    FEDSILO_ASSIGN_OR_RETURN(size_t column, FindColumn(header, name, "feature", path));
+    ColumnPlan p{name, column, nullptr};
+    if (std::find(schema.categorical.begin(), schema.categorical.end(), name) !=
+        schema.categorical.end()) {
+      for (const auto& [col, values] : preprocess.categories) {
+        if (col == name) p.vocabulary = &values;
+      }
+      if (p.vocabulary == nullptr) {
+        return DataError(absl::StatusCode::kInvalidArgument,
+                         absl::StrCat("categorical column '", name,
+                                      "' has no vocabulary: the job's preprocess.categories must "
+                                      "list its values (the same for every silo)"),
+                         path);
+      }
+      for (const std::string& v : *p.vocabulary) features->push_back(OneHotName(name, v));
+    } else {
+      features->push_back(name);
+    }
+    layout.plan.push_back(p);
+  }
+  if (features->empty()) {
+    return DataError(absl::StatusCode::kInvalidArgument, "no feature columns", path);
+  }
+  return layout;
+}
+
+// One data line, for its errors: they name the row (1: the first after the
+// header) and the column; the cell, the line and the file stay in the
+// detail, for the silo's log.
+struct DataLine {
+  size_t li;          // the line's index in the file (the header's is 0)
+  std::string where;  // "path:line"
+
+  Status Bad(const std::string& column, absl::string_view problem, absl::string_view detail) const {
+    return DataError(absl::StatusCode::kInvalidArgument,
+                     absl::StrCat("row ", li, column.empty() ? "" : ", column '", column,
+                                  column.empty() ? "" : "'", ": ", problem),
+                     absl::StrCat(where, detail.empty() ? "" : ": ", detail));
+  }
+};
+
+// A missing value in `column`: an error, or `*drop` set, as the schema says.
+Status OnMissing(const TableLayout& layout, const DataLine& line, const std::string& column,
+                 bool* drop) {
+  if (layout.missing == MissingValues::kError) {
+    return line.Bad(
+        column, "missing value (the catalog's `missing:` can drop such rows or impute them)", "");
+  }
+  if (layout.missing == MissingValues::kDrop) *drop = true;
+  return absl::OkStatus();
+}
+
+// Appends column `p`'s values for `cell` to `row`.
+Status AppendCell(const TableLayout& layout, const ColumnPlan& p, const std::string& cell,
+                  const DataLine& line, std::vector<double>* row, bool* drop) {
+  if (p.vocabulary != nullptr) {
+    const size_t first = row->size();
+    row->resize(first + p.vocabulary->size(), 0.0);
+    if (IsMissing(cell)) return OnMissing(layout, line, p.name, drop);
+    auto it = std::find(p.vocabulary->begin(), p.vocabulary->end(), cell);
+    if (it == p.vocabulary->end()) {
+      // No row number here: the job chooses the vocabulary, and with the
+      // row a few jobs would tell one row's value. Only that some value
+      // of the column is outside it leaves the silo.
+      return DataError(
+          absl::StatusCode::kInvalidArgument,
+          absl::StrCat("column '", p.name,
+                       "': a value outside the job's vocabulary (preprocess.categories.", p.name,
+                       ")"),
+          absl::StrCat(line.where, ": '", cell, "' is not one of ",
+                       absl::StrJoin(*p.vocabulary, ", ")));
+    }
+    (*row)[first + static_cast<size_t>(it - p.vocabulary->begin())] = 1.0;
+    return absl::OkStatus();
+  }
+  if (IsMissing(cell)) {
+    FEDSILO_RETURN_IF_ERROR(OnMissing(layout, line, p.name, drop));
+    row->push_back(kMissing);
+    return absl::OkStatus();
+  }
+  double value = 0;
+  if (!absl::SimpleAtod(cell, &value) || !std::isfinite(value)) {
+    return line.Bad(p.name,
+                    "not a number (list the column under `categorical:` if it holds categories)",
+                    absl::StrCat("'", cell, "'"));
+  }
+  row->push_back(value);
+  return absl::OkStatus();
+}
+
+// Adds data line `li` of `path` to `table`, unless a missing value drops it.
+// `row` is scratch space.
+Status ReadDataLine(const TableLayout& layout, const std::string& path, size_t li,
+                    absl::string_view text, std::vector<double>* row, TabularData* table) {
+  const std::vector<std::string> cells = SplitCsvLine(text);
+  const DataLine line{li, absl::StrCat(path, ":", li + 1)};
+  if (cells.size() != layout.columns) {
+    return line.Bad(
+        "", absl::StrCat("has ", cells.size(), " columns, the header has ", layout.columns), "");
+  }
+  bool drop = false;
+  row->clear();
+  for (const ColumnPlan& p : layout.plan) {
+    FEDSILO_RETURN_IF_ERROR(AppendCell(layout, p, cells[p.file_column], line, row, &drop));
+  }
+  int64_t label = -1;
+  if (layout.label_column >= 0) {
+    const std::string& cell = cells[static_cast<size_t>(layout.label_column)];
+    if (!(IsMissing(cell) && !layout.need_label) && !ParseClassLabel(cell, &label)) {
+      return line.Bad(layout.label, "the label is not a class (0, 1, 2, ...)",
+                      absl::StrCat("'", cell, "'"));
+    }
+  }
+  if (drop) return absl::OkStatus();
+  table->values.insert(table->values.end(), row->begin(), row->end());
+  if (layout.label_column >= 0) table->labels.push_back(label);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::string_view MissingValuesName(MissingValues missing) {
@@ -121,155 +318,16 @@ StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchem
     return DataError(absl::StatusCode::kInvalidArgument,
                      "the file is empty (expected a header line)", path);
   }
-  const std::vector<std::string> header = SplitCsvLine(lines[0]);
-  std::map<std::string, size_t> column_of;
-  for (size_t c = 0; c < header.size(); ++c) {
-    if (header[c].empty()) {
-      return DataError(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("column ", c + 1, " has no name in the header"), path);
-    }
-    if (!column_of.emplace(header[c], c).second) {
-      return DataError(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("column '", header[c], "' appears twice in the header"), path);
-    }
-  }
-  const auto find = [&](const std::string& name, absl::string_view role) -> StatusOr<size_t> {
-    auto it = column_of.find(name);
-    if (it == column_of.end()) {
-      return DataError(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat(role, " column '", name, "' is not in the file's header"),
-                       absl::StrCat(path, ": columns: ", absl::StrJoin(header, ", ")));
-    }
-    return it->second;
-  };
-  int64_t label_column = -1;
-  if (auto it = column_of.find(schema.label); it != column_of.end()) {
-    label_column = static_cast<int64_t>(it->second);
-  } else if (need_label) {
-    FEDSILO_RETURN_IF_ERROR(find(schema.label, "label").status());
-  }
-  std::vector<std::string> feature_columns = schema.features;
-  if (feature_columns.empty()) {
-    for (const std::string& h : header) {
-      if (h != schema.label) feature_columns.push_back(h);
-    }
-  }
-  for (const std::string& c : schema.categorical) {
-    if (std::find(feature_columns.begin(), feature_columns.end(), c) == feature_columns.end()) {
-      return DataError(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("categorical column '", c, "' is not one of the features"),
-                       path);
-    }
-  }
-  std::vector<ColumnPlan> plan;
+  FEDSILO_ASSIGN_OR_RETURN(const HeaderColumns header, ParseHeader(lines[0], path));
   TabularData table;
   table.label = schema.label;
-  for (const std::string& name : feature_columns) {
-    if (name == schema.label) {
-      return DataError(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("column '", name, "' is both the label and a feature"), path);
-    }
-    FEDSILO_ASSIGN_OR_RETURN(size_t column, find(name, "feature"));
-    ColumnPlan p{name, column, nullptr};
-    if (std::find(schema.categorical.begin(), schema.categorical.end(), name) !=
-        schema.categorical.end()) {
-      for (const auto& [col, values] : preprocess.categories) {
-        if (col == name) p.vocabulary = &values;
-      }
-      if (p.vocabulary == nullptr) {
-        return DataError(absl::StatusCode::kInvalidArgument,
-                         absl::StrCat("categorical column '", name,
-                                      "' has no vocabulary: the job's preprocess.categories must "
-                                      "list its values (the same for every silo)"),
-                         path);
-      }
-      for (const std::string& v : *p.vocabulary) table.features.push_back(OneHotName(name, v));
-    } else {
-      table.features.push_back(name);
-    }
-    plan.push_back(p);
-  }
-  if (table.features.empty()) {
-    return DataError(absl::StatusCode::kInvalidArgument, "no feature columns", path);
-  }
+  FEDSILO_ASSIGN_OR_RETURN(
+      const TableLayout layout,
+      PlanColumns(header, schema, preprocess, need_label, path, &table.features));
   std::vector<double> row;
   for (size_t li = 1; li < lines.size(); ++li) {
     if (absl::StripAsciiWhitespace(lines[li]).empty()) continue;
-    const std::vector<std::string> cells = SplitCsvLine(lines[li]);
-    // Errors name the row (1: the first after the header) and the column;
-    // the cell, the line and the file stay in the detail, for the silo's log.
-    const std::string line = absl::StrCat(path, ":", li + 1);
-    const auto bad = [&](const std::string& column, absl::string_view problem,
-                         absl::string_view detail) {
-      return DataError(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("row ", li, column.empty() ? "" : ", column '", column,
-                                    column.empty() ? "" : "'", ": ", problem),
-                       absl::StrCat(line, detail.empty() ? "" : ": ", detail));
-    };
-    if (cells.size() != header.size()) {
-      return bad("", absl::StrCat("has ", cells.size(), " columns, the header has ", header.size()),
-                 "");
-    }
-    bool drop = false;
-    const auto missing = [&](const std::string& column) -> Status {
-      if (schema.missing == MissingValues::kError) {
-        return bad(column,
-                   "missing value (the catalog's `missing:` can drop such rows or impute them)",
-                   "");
-      }
-      if (schema.missing == MissingValues::kDrop) drop = true;
-      return absl::OkStatus();
-    };
-    row.clear();
-    for (const ColumnPlan& p : plan) {
-      const std::string& cell = cells[p.file_column];
-      if (p.vocabulary != nullptr) {
-        const size_t first = row.size();
-        row.resize(first + p.vocabulary->size(), 0.0);
-        if (IsMissing(cell)) {
-          FEDSILO_RETURN_IF_ERROR(missing(p.name));
-          continue;
-        }
-        auto it = std::find(p.vocabulary->begin(), p.vocabulary->end(), cell);
-        if (it == p.vocabulary->end()) {
-          // No row number here: the job chooses the vocabulary, and with the
-          // row a few jobs would tell one row's value. Only that some value
-          // of the column is outside it leaves the silo.
-          return DataError(
-              absl::StatusCode::kInvalidArgument,
-              absl::StrCat("column '", p.name,
-                           "': a value outside the job's vocabulary (preprocess.categories.",
-                           p.name, ")"),
-              absl::StrCat(line, ": '", cell, "' is not one of ",
-                           absl::StrJoin(*p.vocabulary, ", ")));
-        }
-        row[first + static_cast<size_t>(it - p.vocabulary->begin())] = 1.0;
-        continue;
-      }
-      if (IsMissing(cell)) {
-        FEDSILO_RETURN_IF_ERROR(missing(p.name));
-        row.push_back(kMissing);
-        continue;
-      }
-      double value = 0;
-      if (!absl::SimpleAtod(cell, &value) || !std::isfinite(value)) {
-        return bad(p.name,
-                   "not a number (list the column under `categorical:` if it holds categories)",
-                   absl::StrCat("'", cell, "'"));
-      }
-      row.push_back(value);
-    }
-    int64_t label = -1;
-    if (label_column >= 0) {
-      const std::string& cell = cells[static_cast<size_t>(label_column)];
-      if (!(IsMissing(cell) && !need_label) && !ParseClassLabel(cell, &label)) {
-        return bad(schema.label, "the label is not a class (0, 1, 2, ...)",
-                   absl::StrCat("'", cell, "'"));
-      }
-    }
-    if (drop) continue;
-    table.values.insert(table.values.end(), row.begin(), row.end());
-    if (label_column >= 0) table.labels.push_back(label);
+    FEDSILO_RETURN_IF_ERROR(ReadDataLine(layout, path, li, lines[li], &row, &table));
   }
   if (table.values.empty()) {
     return DataError(absl::StatusCode::kInvalidArgument,
