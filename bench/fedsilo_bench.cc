@@ -10,6 +10,7 @@
 //                             sandbox against loaded in the process (digits, MNIST CNN)
 //   fedsilo-bench store       the job store recording a long run and reading its
 //                             metrics back, plain and with sealed values
+//   fedsilo-bench psi         private set intersection among K parties of N ids
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -32,6 +33,7 @@
 #include "dp_step.h"
 #include "orchestrator/orchestrator.h"
 #include "orchestrator/silo_registry.h"
+#include "psi_bench.h"
 #include "sandbox_bench.h"
 #include "secure/provisioner.h"
 #include "secure/secagg.h"
@@ -482,6 +484,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   store_cmd->add_flag("--json", sto.json, "Print a JSON summary as the last line");
 
+  fedsilo::bench::PsiBenchOptions psi;
+  CLI::App* psi_cmd =
+      app.add_subcommand("psi", "Private set intersection among K parties of N ids each");
+  psi_cmd->add_option("--ids", psi.ids, "Ids per party")->check(CLI::Range(1, 10000000));
+  psi_cmd->add_option("--parties", psi.parties, "Parties")->check(CLI::Range(2, 16));
+  psi_cmd->add_option("--overlap", psi.overlap, "The share of ids every party holds")
+      ->check(CLI::Range(0.0, 1.0));
+  psi_cmd->add_flag("--json", psi.json, "Print a JSON summary as the last line");
+
   CLI::App* echo = app.add_subcommand("echo-silo", "(internal) a silo that returns the model");
   echo->add_option("--kit", kit)->required();
   echo->add_option("--orchestrator", target)->required();
@@ -506,6 +517,7 @@ int main(int argc, char** argv) {
   if (*dp_step) return fedsilo::bench::RunDpStep(dps);
   if (*sandbox_cmd) return fedsilo::bench::RunSandboxBench(sbo);
   if (*store_cmd) return fedsilo::bench::RunStoreBench(sto);
+  if (*psi_cmd) return fedsilo::bench::RunPsiBench(psi);
   if (*echo) return RunEchoSilo(kit, target);
   if (*push_client)
     return fedsilo::bench::RunTlsPushClient(kit, push_port, push_bytes, push_repeats);
