@@ -53,11 +53,18 @@ int RunPsiBench(const PsiBenchOptions& o) {
   // sets[p]: party p's ids as they stand after the phases so far.
   std::vector<std::string> sets(static_cast<size_t>(o.parties));
   uint64_t relayed = 0;  // bytes through the orchestrator (each message in and out)
-  const double blind_s = EveryParty(o.parties, [&](int p) { sets[p] = parties[p].Blind(ids[p]); });
+  std::atomic<bool> failed{false};
+  const double blind_s = EveryParty(o.parties, [&](int p) {
+    StatusOr<std::string> points = parties[p].Blind(ids[p]);
+    if (points.ok()) {
+      sets[p] = std::move(points).value();
+    } else {
+      failed = true;
+    }
+  });
   for (const std::string& s : sets) relayed += 2 * s.size();
   // Hop h: party p raises party (p - h)'s points to its scalar.
   double reblind_s = 0;
-  std::atomic<bool> failed{false};
   for (int hop = 1; hop < o.parties; ++hop) {
     std::vector<std::string> next(sets.size());
     reblind_s += EveryParty(o.parties, [&](int p) {
@@ -79,7 +86,7 @@ int RunPsiBench(const PsiBenchOptions& o) {
   const double intersect_s = Since(start);
   if (failed || !rows.ok()) {
     std::fprintf(stderr, "psi bench: %s\n",
-                 failed ? "a reblinding failed" : std::string(rows.status().message()).c_str());
+                 failed ? "a blinding failed" : std::string(rows.status().message()).c_str());
     return 1;
   }
   // Each party's rows in the intersection, back to it.

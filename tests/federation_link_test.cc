@@ -619,13 +619,18 @@ TEST(FederationLinkTest, AnOlderSiloRunsTheJobsItCanReadAndIsRefusedOneThatNeeds
   });
 }
 
-// An orchestrator of another release, played by hand: it sends each silo
-// that connects one task of `job_yaml` marked with `job_schema`, and keeps
-// how the silo answered.
-class OtherReleaseOrchestrator : public fedsilo::v1::Orchestrator::Service {
+// An orchestrator played by hand (of another release, or hostile): it sends
+// each silo that connects one task of `job_yaml` marked with `job_schema`, of
+// `kind`, with a model of one tensor (or the empty model), and keeps how the
+// silo answered.
+class HandOrchestrator : public fedsilo::v1::Orchestrator::Service {
  public:
-  OtherReleaseOrchestrator(std::string job_yaml, uint32_t job_schema)
-      : job_yaml_(std::move(job_yaml)), job_schema_(job_schema) {}
+  HandOrchestrator(std::string job_yaml, uint32_t job_schema,
+                   fedsilo::v1::TaskKind kind = fedsilo::v1::TASK_KIND_FIT, bool with_model = true)
+      : job_yaml_(std::move(job_yaml)),
+        job_schema_(job_schema),
+        kind_(kind),
+        with_model_(with_model) {}
 
   grpc::Status Connect(grpc::ServerContext*,
                        grpc::ServerReaderWriter<fedsilo::v1::OrchestratorMessage,
@@ -639,8 +644,9 @@ class OtherReleaseOrchestrator : public fedsilo::v1::Orchestrator::Service {
     t->set_nonce("nonce");
     t->set_job_yaml(job_yaml_);
     t->set_job_schema(job_schema_);  // 0: not set, as fedsilo 0.1 sent it
+    t->set_kind(kind_);
     ModelState global;
-    global.Add(Tensor::FromFloats("w", {2}, {1, 2})).IgnoreError();
+    if (with_model_) global.Add(Tensor::FromFloats("w", {2}, {1, 2})).IgnoreError();
     const std::string model = SerializeModelState(global);
     t->set_model_bytes(model.size());
     fedsilo::v1::OrchestratorMessage chunk;
@@ -665,14 +671,16 @@ class OtherReleaseOrchestrator : public fedsilo::v1::Orchestrator::Service {
  private:
   const std::string job_yaml_;
   const uint32_t job_schema_;
+  const fedsilo::v1::TaskKind kind_;
+  const bool with_model_;
   Mutex mu_;
   std::string answer_ ABSL_GUARDED_BY(mu_);
 };
 
 // How a silo of this release answers one task from `orchestrator`; whether
 // its handler was asked to train.
-std::pair<std::string, bool> AnswerOf(OtherReleaseOrchestrator& orchestrator,
-                                      const std::string& kits, std::vector<int> job_schemas = {}) {
+std::pair<std::string, bool> AnswerOf(HandOrchestrator& orchestrator, const std::string& kits,
+                                      std::vector<int> job_schemas = {}) {
   auto server = transport::GrpcServer::Start(
       "127.0.0.1:0", transport::MakeServerCredentials(Files(kits + "/orchestrator")),
       {&orchestrator});
@@ -683,7 +691,7 @@ std::pair<std::string, bool> AnswerOf(OtherReleaseOrchestrator& orchestrator,
     StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& r) override {
       called = true;
       transport::FitReply out;
-      out.update = *transport::ModelOf(r.task);
+      if (const ModelState* model = transport::ModelOf(r.task)) out.update = *model;
       out.num_examples = 1;
       return out;
     }
@@ -710,7 +718,7 @@ TEST(FederationLinkTest, ASiloReadsATaskInTheJobSchemaItIsMarkedWithOrRefusesIt)
   const std::string kits = Provision("other_release", std::chrono::system_clock::now());
   const std::string job = "data: {dataset: digits}\nfederation: {silos: [hospital-a]}\n";
 
-  OtherReleaseOrchestrator later(job, kJobSchemaVersion + 1);
+  HandOrchestrator later(job, kJobSchemaVersion + 1);
   const auto [refused, trained_refused] = AnswerOf(later, kits);
   EXPECT_EQ(refused, absl::StrCat("the job is written in job schema ", kJobSchemaVersion + 1,
                                   ", and this silo (", FedsiloRelease(),
@@ -718,19 +726,19 @@ TEST(FederationLinkTest, ASiloReadsATaskInTheJobSchemaItIsMarkedWithOrRefusesIt)
                                   "upgrade the silo"));
   EXPECT_FALSE(trained_refused);
 
-  OtherReleaseOrchestrator past(job, 0);
+  HandOrchestrator past(job, 0);
   const auto [ran, trained] = AnswerOf(past, kits);
   EXPECT_EQ(ran, "result");
   EXPECT_TRUE(trained);
 
-  OtherReleaseOrchestrator past_with_new_key(job + "training: {lr_decay: 0.5}\n", 0);
+  HandOrchestrator past_with_new_key(job + "training: {lr_decay: 0.5}\n", 0);
   const auto [unknown, trained_unknown] = AnswerOf(past_with_new_key, kits);
   EXPECT_THAT(unknown, HasSubstr("unknown key 'training.lr_decay'"));
   EXPECT_FALSE(trained_unknown);
 
   // A silo that no longer reads schema 1 names the orchestrator as the one
   // to upgrade.
-  OtherReleaseOrchestrator too_old(job, 0);
+  HandOrchestrator too_old(job, 0);
   const auto [outgrown, trained_outgrown] = AnswerOf(too_old, kits, {2});
   EXPECT_EQ(outgrown, absl::StrCat("the job is written in job schema 1 (an orchestrator of "
                                    "fedsilo 0.1), and this silo (",
@@ -738,6 +746,26 @@ TEST(FederationLinkTest, ASiloReadsATaskInTheJobSchemaItIsMarkedWithOrRefusesIt)
                                    ") reads job schema 2: upgrade the "
                                    "orchestrator"));
   EXPECT_FALSE(trained_outgrown);
+}
+
+// A statistics task starts from no model. One that carries a model (what a
+// hostile orchestrator could slip in, to have it kept in the silo's audit
+// log as the empty one) is refused before the silo reads a row; the empty
+// model, which every release sends, is answered.
+TEST(FederationLinkTest, AStatisticsTaskThatCarriesAModelIsRefused) {
+  const std::string kits = Provision("statistics_model", std::chrono::system_clock::now());
+  const std::string job = "data: {dataset: digits}\nfederation: {silos: [hospital-a]}\n";
+
+  HandOrchestrator hostile(job, kJobSchemaVersion, fedsilo::v1::TASK_KIND_STATISTICS);
+  const auto [refused, asked] = AnswerOf(hostile, kits);
+  EXPECT_EQ(refused, "a statistics task carries no model, but this one carried one");
+  EXPECT_FALSE(asked);
+
+  HandOrchestrator honest(job, kJobSchemaVersion, fedsilo::v1::TASK_KIND_STATISTICS,
+                          /*with_model=*/false);
+  const auto [answered, asked_honestly] = AnswerOf(honest, kits);
+  EXPECT_EQ(answered, "result");
+  EXPECT_TRUE(asked_honestly);
 }
 
 }  // namespace

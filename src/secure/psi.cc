@@ -36,6 +36,7 @@ void HashToGroup(absl::string_view domain, absl::string_view id, unsigned char* 
   crypto_hash_sha512_update(&state, reinterpret_cast<const unsigned char*>(id.data()), id.size());
   unsigned char digest[crypto_hash_sha512_BYTES];
   crypto_hash_sha512_final(&state, digest);
+  sodium_memzero(&state, sizeof(state));
   static_assert(sizeof(digest) == crypto_core_ristretto255_HASHBYTES);
   crypto_core_ristretto255_from_hash(point, digest);
   sodium_memzero(digest, sizeof(digest));
@@ -69,23 +70,35 @@ PsiParty& PsiParty::operator=(PsiParty&& other) noexcept {
 
 PsiParty::~PsiParty() { sodium_memzero(scalar_.data(), scalar_.size()); }
 
-std::string PsiParty::Blind(const std::vector<std::string>& ids) const {
+Status PsiParty::CheckScalar() const {
+  if (sodium_is_zero(scalar_.data(), scalar_.size())) {
+    return absl::FailedPreconditionError("this PSI party was moved from: its scalar is gone");
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<std::string> PsiParty::Blind(const std::vector<std::string>& ids) const {
+  FEDSILO_RETURN_IF_ERROR(CheckScalar());
   std::string out(ids.size() * kPsiPointBytes, '\0');
   unsigned char hashed[kPsiPointBytes];
-  for (size_t i = 0; i < ids.size(); ++i) {
+  Status failed;
+  for (size_t i = 0; i < ids.size() && failed.ok(); ++i) {
     HashToGroup(domain_, ids[i], hashed);
     auto* blinded = reinterpret_cast<unsigned char*>(out.data() + i * kPsiPointBytes);
-    // A hashed id is a valid point, never the identity (from_hash maps to
-    // the identity with negligible probability): the result is a point.
+    // Only an id hashed to the identity fails here, with negligible
+    // probability; it must not travel as the identity.
     if (crypto_scalarmult_ristretto255(blinded, scalar_.data(), hashed) != 0) {
-      sodium_memzero(blinded, kPsiPointBytes);
+      failed = absl::InternalError(
+          absl::StrCat("id ", i + 1, " of ", ids.size(), " hashes to the group's identity"));
     }
   }
   sodium_memzero(hashed, sizeof(hashed));
+  if (!failed.ok()) return failed;
   return out;
 }
 
 StatusOr<std::string> PsiParty::Reblind(absl::string_view points) const {
+  FEDSILO_RETURN_IF_ERROR(CheckScalar());
   if (points.size() % kPsiPointBytes != 0) {
     return absl::InvalidArgumentError(absl::StrCat("blinded ids: ", points.size(),
                                                    " bytes is not a whole number of ",
@@ -108,6 +121,7 @@ StatusOr<std::string> PsiParty::Reblind(absl::string_view points) const {
 }
 
 std::string PsiHashToGroup(absl::string_view domain, absl::string_view id) {
+  if (sodium_init() < 0) return std::string();
   std::string point(kPsiPointBytes, '\0');
   HashToGroup(domain, id, reinterpret_cast<unsigned char*>(point.data()));
   return point;

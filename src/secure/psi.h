@@ -46,23 +46,32 @@ class PsiParty {
   ~PsiParty();
 
   // H(id)^a for every id, kPsiPointBytes each, in the order of `ids`.
-  std::string Blind(const std::vector<std::string>& ids) const;
+  // FailedPrecondition on a party moved from (its scalar is gone).
+  StatusOr<std::string> Blind(const std::vector<std::string>& ids) const;
   // p^a for every point p of `points` (another party's, blinded by one or
   // more scalars), in order. InvalidArgument when `points` is not a whole
   // number of points, or holds one that is not a point of the group or is
-  // its identity (naming its position; never its bytes).
+  // its identity (naming its position; never its bytes); FailedPrecondition
+  // as for Blind().
+  //
+  // It raises whatever points it is given, so whoever may send it points can
+  // test guessed ids against this party's set. The protocol around it must
+  // take points only from the job's parties (signed by them, not just
+  // relayed), once per party, in sets of a size the party's policy allows.
   StatusOr<std::string> Reblind(absl::string_view points) const;
 
   const std::string& domain() const { return domain_; }
 
  private:
   explicit PsiParty(std::string domain);
+  Status CheckScalar() const;
   std::string domain_;
   std::array<unsigned char, 32> scalar_{};
 };
 
-// H(id) for `domain`: the unblinded point of an id. Never sent; for tests
-// and audits that check that no relayed byte is one.
+// H(id) for `domain`: the unblinded point of an id (empty if libsodium
+// cannot start). Never sent; for tests and audits that check that no
+// relayed byte is one.
 std::string PsiHashToGroup(absl::string_view domain, absl::string_view id);
 
 // The intersection of `sets`: each the fully blinded ids of one party (every

@@ -30,6 +30,12 @@ std::vector<std::string> IdsOf(int party, int n) {
   return ids;
 }
 
+std::string BlindOk(const PsiParty& party, const std::vector<std::string>& ids) {
+  StatusOr<std::string> points = party.Blind(ids);
+  EXPECT_TRUE(points.ok()) << points.status();
+  return points.ok() ? *points : std::string();
+}
+
 // What the parties and the orchestrator do, in one process: every party's
 // set blinded by its owner, then by every other party in turn; `relayed`
 // gets every byte that would pass through the orchestrator.
@@ -38,7 +44,7 @@ std::vector<std::string> FullyBlinded(const std::vector<PsiParty>& parties,
                                       std::vector<std::string>* relayed) {
   std::vector<std::string> full;
   for (size_t p = 0; p < parties.size(); ++p) {
-    std::string points = parties[p].Blind(ids[p]);
+    std::string points = BlindOk(parties[p], ids[p]);
     relayed->push_back(points);
     for (size_t hop = 1; hop < parties.size(); ++hop) {
       StatusOr<std::string> again = parties[(p + hop) % parties.size()].Reblind(points);
@@ -115,17 +121,31 @@ TEST(PsiTest, NoRelayedByteIsAnIdItsHashOrItsUnblindedPoint) {
       sent.insert(message.substr(at, kPsiPointBytes));
     }
   }
+  const std::string domain = "federation/job-2";
   for (const auto& party_ids : ids) {
     for (const std::string& id : party_ids) {
-      unsigned char sha[SHA512_DIGEST_LENGTH];
-      SHA512(reinterpret_cast<const unsigned char*>(id.data()), id.size(), sha);
-      const std::string raw_hash(reinterpret_cast<const char*>(sha), sizeof(sha));
-      const std::string point = PsiHashToGroup("federation/job-2", id);
+      // The id's plain SHA-512, and the one the point is made from (psi.cc:
+      // the tag with its NUL, the domain's length in 8 bytes little-endian,
+      // the domain, the id).
+      std::string plain(SHA512_DIGEST_LENGTH, '\0'), keyed(SHA512_DIGEST_LENGTH, '\0');
+      SHA512(reinterpret_cast<const unsigned char*>(id.data()), id.size(),
+             reinterpret_cast<unsigned char*>(plain.data()));
+      std::string hashed("fedsilo-psi-v1", 15);
+      hashed += std::string(1, static_cast<char>(domain.size())) + std::string(7, '\0');
+      hashed += domain + id;
+      SHA512(reinterpret_cast<const unsigned char*>(hashed.data()), hashed.size(),
+             reinterpret_cast<unsigned char*>(keyed.data()));
+      const std::string point = PsiHashToGroup(domain, id);
+      ASSERT_EQ(point.size(), kPsiPointBytes);
       EXPECT_EQ(sent.count(point), 0u) << id << "'s unblinded point was relayed";
       for (const std::string& message : relayed) {
         ASSERT_EQ(message.find(id), std::string::npos) << id << " was relayed";
-        ASSERT_EQ(message.find(raw_hash.substr(0, 16)), std::string::npos)
-            << id << "'s hash was relayed";
+        for (const std::string& hash : {plain, keyed}) {
+          ASSERT_EQ(message.find(hash.substr(0, 16)), std::string::npos)
+              << id << "'s hash was relayed";
+          ASSERT_EQ(message.find(hash.substr(32, 16)), std::string::npos)
+              << id << "'s hash was relayed";
+        }
         ASSERT_EQ(message.find(point.substr(0, 16)), std::string::npos)
             << id << "'s unblinded point was relayed";
       }
@@ -139,21 +159,21 @@ TEST(PsiTest, AnotherJobsOrAnotherScalarsPointsMatchNothing) {
   StatusOr<PsiParty> b = PsiParty::Create("federation/job-b");
   ASSERT_TRUE(a.ok() && a_again.ok() && b.ok());
   const std::vector<std::string> ids = IdsOf(0, 50);
-  const std::string by_a = a->Blind(ids);
+  const std::string by_a = BlindOk(*a, ids);
   // Deterministic for one party: the same ids give the same points.
-  EXPECT_EQ(a->Blind(ids), by_a);
-  for (const std::string& other : {a_again->Blind(ids), b->Blind(ids)}) {
+  EXPECT_EQ(BlindOk(*a, ids), by_a);
+  for (const std::string& other : {BlindOk(*a_again, ids), BlindOk(*b, ids)}) {
     StatusOr<std::vector<std::vector<int64_t>>> rows = IntersectBlinded({by_a, other});
     ASSERT_TRUE(rows.ok()) << rows.status();
     EXPECT_TRUE((*rows)[0].empty());
   }
   // The same scalars in either order meet: a·b = b·a.
   StatusOr<std::string> ab = b->Reblind(by_a);
-  StatusOr<std::string> ba = a->Reblind(b->Blind(ids));
+  StatusOr<std::string> ba = a->Reblind(BlindOk(*b, ids));
   ASSERT_TRUE(ab.ok() && ba.ok());
   EXPECT_NE(*ab, *ba);  // different domains hash differently
   StatusOr<std::string> ab_same = a_again->Reblind(by_a);
-  StatusOr<std::string> ba_same = a->Reblind(a_again->Blind(ids));
+  StatusOr<std::string> ba_same = a->Reblind(BlindOk(*a_again, ids));
   ASSERT_TRUE(ab_same.ok() && ba_same.ok());
   EXPECT_EQ(*ab_same, *ba_same);
 }
@@ -161,7 +181,7 @@ TEST(PsiTest, AnotherJobsOrAnotherScalarsPointsMatchNothing) {
 TEST(PsiTest, BytesThatAreNotPointsAreRefusedByPositionNotContent) {
   StatusOr<PsiParty> party = PsiParty::Create("federation/job-3");
   ASSERT_TRUE(party.ok()) << party.status();
-  const std::string good = party->Blind({"x", "y"});
+  const std::string good = BlindOk(*party, {"x", "y"});
 
   StatusOr<std::string> cut = party->Reblind(absl::string_view(good).substr(0, 40));
   EXPECT_EQ(cut.status().code(), absl::StatusCode::kInvalidArgument);
@@ -178,11 +198,22 @@ TEST(PsiTest, BytesThatAreNotPointsAreRefusedByPositionNotContent) {
   EXPECT_TRUE(party->Reblind("").ok());
 }
 
+TEST(PsiTest, APartyMovedFromBlindsNothing) {
+  StatusOr<PsiParty> party = PsiParty::Create("federation/job-5");
+  ASSERT_TRUE(party.ok()) << party.status();
+  const std::string points = BlindOk(*party, {"a", "b"});
+  PsiParty moved = std::move(party).value();
+  EXPECT_EQ(BlindOk(moved, {"a", "b"}), points);  // the scalar went with it
+  // The one left behind has none: it refuses rather than send the identity.
+  EXPECT_EQ(party->Blind({"a"}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(party->Reblind(points).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(PsiTest, AnIdHeldTwiceOrASetOfPartPointsIsNamedByParty) {
   StatusOr<PsiParty> party = PsiParty::Create("federation/job-4");
   ASSERT_TRUE(party.ok()) << party.status();
-  const std::string once = party->Blind({"a", "b", "c"});
-  const std::string twice = party->Blind({"a", "b", "a"});
+  const std::string once = BlindOk(*party, {"a", "b", "c"});
+  const std::string twice = BlindOk(*party, {"a", "b", "a"});
   StatusOr<std::vector<std::vector<int64_t>>> rows = IntersectBlinded({once, twice});
   EXPECT_EQ(rows.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(rows.status().message(), "party 2 holds an id twice");

@@ -318,7 +318,13 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
       request.task = FitTask{&global->state};
       break;
     case fedsilo::v1::TASK_KIND_STATISTICS:
-      request.task = StatisticsTask{};  // the model on the wire is the empty one
+      // Statistics start from no model: orchestrators of every release send
+      // the empty one. One that sends more is refused, not audited as empty.
+      if (global->state.size() != 0) {
+        return fail(absl::InvalidArgumentError(
+            "a statistics task carries no model, but this one carried one"));
+      }
+      request.task = StatisticsTask{};
       break;
     case fedsilo::v1::TASK_KIND_EVALUATE:
       request.task = EvaluateTask{&global->state};
