@@ -62,15 +62,15 @@ using namespace std::chrono_literals;
 
 using testing_util::Binary;
 using testing_util::CountInFile;
-using testing_util::kEventCeiling;
-using testing_util::WaitForText;
-using testing_util::WaitUntil;
 using testing_util::Federation;
+using testing_util::kEventCeiling;
 using testing_util::LastJson;
 using testing_util::Output;
 using testing_util::Read;
 using testing_util::SameValues;
 using testing_util::Tensors;
+using testing_util::WaitForText;
+using testing_util::WaitUntil;
 
 constexpr char kJob[] =
     "name: daemon-digits\n"
@@ -479,9 +479,8 @@ TEST(OrchestratorDaemonTest, TorchScriptJobsShipTheirModuleToTheSilos) {
   const std::string final_pt = fed.dir() + "/state/runs/" + run_id + "/final_model.pt";
   EXPECT_EQ(Read(final_pt).substr(0, 5), "FSEAL");
   // Exported, it is a plain TorchScript file again, and a valid module.
-  Output exported = fed.Run("export " + run_id + " --workdir " + fed.dir() +
-                            "/state --out " + fed.dir() + "/final.pt --storage-keys " +
-                            orchestrator_ring);
+  Output exported = fed.Run("export " + run_id + " --workdir " + fed.dir() + "/state --out " +
+                            fed.dir() + "/final.pt --storage-keys " + orchestrator_ring);
   ASSERT_EQ(exported.status, 0) << exported.err;
   EXPECT_NE(Read(fed.dir() + "/final.pt").substr(0, 5), "FSEAL");
   Output checked = fed.Run("check-module " + fed.dir() + "/final.pt");
@@ -893,8 +892,8 @@ TEST(OrchestratorDaemonTest, QueuedJobsRunOneAtATimeOldestFirst) {
   for (const char* s : {"a", "b", "c"}) fed.Signal(s, SIGSTOP);
   const std::string job = fed.WriteJob("job", kJob);
   for (int i = 0; i < 3; ++i) ASSERT_EQ(fed.User("submit " + job).status, 0);
-  ASSERT_TRUE(WaitUntil([&] { return fed.Status("job-1")["state"] == "running"; }, kEventCeiling,
-                        50ms));
+  ASSERT_TRUE(
+      WaitUntil([&] { return fed.Status("job-1")["state"] == "running"; }, kEventCeiling, 50ms));
   EXPECT_EQ(fed.Status("job-2")["state"], "queued");
   EXPECT_EQ(fed.Status("job-3")["state"], "queued");
   for (const char* s : {"a", "b", "c"}) fed.Signal(s, SIGCONT);
@@ -1052,8 +1051,7 @@ TEST(OrchestratorDaemonTest, SilosAnchorTheirAuditLogsAtTheOrchestrator) {
       [&] {
         Output v = fed.Run(verify);
         if (v.status == 0) verified = LastJson(v.out);
-        return verified.is_object() &&
-               verified["latest_anchor"]["entries"] == verified["entries"];
+        return verified.is_object() && verified["latest_anchor"]["entries"] == verified["entries"];
       },
       kEventCeiling, 100ms);
   ASSERT_TRUE(verified.is_object()) << Read(anchors);
@@ -1083,8 +1081,9 @@ TEST(OrchestratorDaemonTest, SilosAnchorTheirAuditLogsAtTheOrchestrator) {
                                     ": this anchor's signature does not verify"));
   std::ofstream(anchors, std::ios::trunc) << kept;
   // Another silo's anchors are not this log's.
-  Output other = fed.Run("audit verify " + log + " --anchors " + fed.dir() +
-                         "/state/audit-anchors/b.jsonl --ca " + fed.dir() + "/kits/a/ca.crt" + keys);
+  Output other =
+      fed.Run("audit verify " + log + " --anchors " + fed.dir() +
+              "/state/audit-anchors/b.jsonl --ca " + fed.dir() + "/kits/a/ca.crt" + keys);
   EXPECT_EQ(other.status, 2);
   EXPECT_THAT(other.err, HasSubstr("these anchors are silo 'b''s, but"));
 
@@ -1105,7 +1104,8 @@ TEST(OrchestratorDaemonTest, SilosAnchorTheirAuditLogsAtTheOrchestrator) {
   // Started again, its first head is behind what the orchestrator kept.
   fed.StartSilo("a", {"--storage-keys", ring});
   WaitForText(fed.dir() + "/orchestrator.log", "silo 'a': its audit log went back");
-  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"), HasSubstr("silo 'a': its audit log went back (entry 1 now"));
+  EXPECT_THAT(Read(fed.dir() + "/orchestrator.log"),
+              HasSubstr("silo 'a': its audit log went back (entry 1 now"));
   EXPECT_THAT(Read(fed.dir() + "/state/audit.log"), HasSubstr("silo_audit_head_regressed"));
 }
 
@@ -1143,8 +1143,8 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   // The silos' state is sealed.
   const std::string ring = fed.dir() + "/secrets/storage-keys.yaml";
   ASSERT_EQ(fed.Run("keys new " + ring).status, 0);
-  const std::vector<std::string> policy = {"--policy", fed.dir() + "/policy.yaml",
-                                           "--storage-keys", ring};
+  const std::vector<std::string> policy = {"--policy", fed.dir() + "/policy.yaml", "--storage-keys",
+                                           ring};
   for (const char* s : {"a", "b", "c"}) fed.StartSilo(s, policy);
   const std::string job =
       fed.WriteJob("dp",
@@ -1226,11 +1226,12 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   // budget. It still opens (same key, same name), but its generation is
   // older than the last save the audit log recorded: the silo refuses to run.
   const std::string older_copy = Read(ledger);
-  const std::string small_job = fed.WriteJob(
-      "small", "name: small\ndata: {dataset: digits}\nmodel: {name: logistic}\n"
-               "training: {rounds: 2, local_epochs: 1, batch_size: 16, learning_rate: 0.1}\n"
-               "privacy: {dp: {mode: local, target_epsilon: 0.3}}\n"
-               "federation: {silos: [a, b, c], min_silos: 3, wait_for_silos: 180}\n");
+  const std::string small_job =
+      fed.WriteJob("small",
+                   "name: small\ndata: {dataset: digits}\nmodel: {name: logistic}\n"
+                   "training: {rounds: 2, local_epochs: 1, batch_size: 16, learning_rate: 0.1}\n"
+                   "privacy: {dp: {mode: local, target_epsilon: 0.3}}\n"
+                   "federation: {silos: [a, b, c], min_silos: 3, wait_for_silos: 180}\n");
   ASSERT_EQ(fed.User("submit " + small_job).status, 0);
   Output small = fed.User("status job-3 --wait");
   ASSERT_EQ(small.status, 0) << small.out << small.err << fed.User("logs job-3").out;
@@ -1244,10 +1245,10 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   // Starts silo a (against no orchestrator) and returns its exit status, or
   // -1 if it was still running after a minute: it should refuse at once.
   auto start_refused = [&](const std::string& log) {
-    std::vector<std::string> args = {"fedsilo",    "silo",          "--kit",
-                                     fed.dir() + "/kits/a", "--datasets",
-                                     fed.dir() + "/datasets.yaml", "--orchestrator",
-                                     "localhost:1"};
+    std::vector<std::string> args = {"fedsilo",        "silo",
+                                     "--kit",          fed.dir() + "/kits/a",
+                                     "--datasets",     fed.dir() + "/datasets.yaml",
+                                     "--orchestrator", "localhost:1"};
     args.insert(args.end(), policy.begin(), policy.end());
     auto pid = SpawnProcess(Binary(), args, log);
     if (!pid.ok()) return -1;
@@ -1261,8 +1262,7 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   };
   EXPECT_EQ(start_refused(fed.dir() + "/a-rolled-back.log"), 2)
       << "the silo ran on a rolled-back ledger";
-  EXPECT_THAT(Read(fed.dir() + "/a-rolled-back.log"),
-              HasSubstr("an older copy was put back"));
+  EXPECT_THAT(Read(fed.dir() + "/a-rolled-back.log"), HasSubstr("an older copy was put back"));
   // Nothing was written over it: the operator can still restore the newest.
   EXPECT_EQ(Read(ledger), older_copy);
   std::ofstream(ledger, std::ios::binary | std::ios::trunc) << newest;
@@ -1277,13 +1277,12 @@ TEST(OrchestratorDaemonTest, ARestartedSiloContinuesItsLedgerAndTheBudgetHolds) 
   std::vector<std::string> entries = absl::StrSplit(log_bytes, '\n', absl::SkipEmpty());
   ASSERT_GT(entries.size(), 3u);
   entries.resize(3);  // the first three entries kept: a valid, shorter chain
-  std::ofstream(audit_log, std::ios::binary | std::ios::trunc) << absl::StrJoin(entries, "\n")
-                                                                << "\n";
+  std::ofstream(audit_log, std::ios::binary | std::ios::trunc)
+      << absl::StrJoin(entries, "\n") << "\n";
   EXPECT_EQ(start_refused(fed.dir() + "/a-cut-log.log"), 2) << "the silo ran on a cut log";
   EXPECT_THAT(Read(fed.dir() + "/a-cut-log.log"), HasSubstr("the log was cut back or removed"));
   std::ofstream(audit_log, std::ios::binary | std::ios::trunc) << log_bytes;
-  EXPECT_EQ(fed.Run("silo ledger --kit " + fed.dir() + "/kits/a --storage-keys " + ring).status,
-            0);
+  EXPECT_EQ(fed.Run("silo ledger --kit " + fed.dir() + "/kits/a --storage-keys " + ring).status, 0);
 }
 
 TEST(OrchestratorDaemonTest, JobWaitsForMissingSilosThenFailsNamingThem) {
@@ -1701,6 +1700,18 @@ TEST_F(OrchestratorDaemonRefusalTest, AnExpiredSiloKitIsCaughtBeforeDialling) {
                              "/datasets.yaml --orchestrator " + target_);
   EXPECT_EQ(expired.status, 2);
   EXPECT_THAT(expired.err, HasSubstr("this kit's certificate expired on"));
+}
+
+// An orchestrator likewise, before it makes its state folder or serves.
+TEST_F(OrchestratorDaemonRefusalTest, AnExpiredOrchestratorKitIsCaughtBeforeServing) {
+  const std::string state = old_ + "/orchestrator-state";
+  Output expired = fed().Run("orchestrator --kit " + old_ + "/orchestrator --state-dir " + state +
+                             " --listen 127.0.0.1:0");
+  EXPECT_EQ(expired.status, 2) << expired.err;
+  EXPECT_THAT(expired.err, HasSubstr("orchestrator.crt: this kit's certificate expired on"));
+  EXPECT_THAT(expired.err, HasSubstr("ask the federation operator for a new kit"));
+  EXPECT_THAT(expired.err, Not(HasSubstr("add-orchestrator")));  // no such command
+  EXPECT_FALSE(std::filesystem::exists(state));
 }
 
 TEST_F(OrchestratorDaemonRefusalTest, AnExpiredUserKitIsCaughtBeforeDialling) {

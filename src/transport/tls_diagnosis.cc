@@ -260,10 +260,18 @@ Status CheckOwnCertificate(const TlsFiles& files, const std::string& certificate
   StatusOr<secure::CertificateSummary> mine = secure::DescribeCertificate(files.cert_pem);
   if (!mine.ok()) return Annotate(mine.status(), certificate_path);
   if (now > mine->peer.not_after) {
+    // Silos' and users' kits are issued one by one; the orchestrator's only
+    // with the federation's.
+    const bool orchestrator =
+        mine->kind_known && mine->peer.kind == secure::ParticipantKind::kOrchestrator;
     return absl::InvalidArgumentError(absl::StrCat(
         certificate_path, ": this kit's certificate expired on ", UtcTime(mine->peer.not_after),
-        "; ask the federation operator for a new kit (`fedsilo provision add-",
-        mine->kind_known ? secure::ParticipantKindName(mine->peer.kind) : "silo", " NAME`)"));
+        "; ask the federation operator for a new kit",
+        orchestrator
+            ? ""
+            : absl::StrCat(" (`fedsilo provision add-",
+                           mine->kind_known ? secure::ParticipantKindName(mine->peer.kind) : "silo",
+                           " NAME`)")));
   }
   if (now < mine->peer.not_before) {
     return absl::InvalidArgumentError(
