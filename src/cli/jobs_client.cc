@@ -15,9 +15,7 @@ StatusOr<JobsClient> JobsClient::Connect(const UserOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(
       secure::Kit kit,
       secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kUser, "job commands"));
-  FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
-  FEDSILO_RETURN_IF_ERROR(transport::CheckOwnCertificate(files, kit.certificate_path,
-                                                         std::chrono::system_clock::now()));
+  FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadCheckedTlsFiles(kit));
   if (options.insecure) {
     spdlog::warn("--insecure: NO TLS; the orchestrator cannot verify who you are");
   }

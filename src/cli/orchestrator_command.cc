@@ -189,12 +189,10 @@ Status RunOrchestratorCommand(const OrchestratorCommandOptions& options) {
       secure::Kit kit,
       secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kOrchestrator,
                             "`fedsilo orchestrator`"));
-  FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
   // An expired certificate would start a daemon that every silo's and
   // user's handshake refuses: caught here, naming the kit, before anything
   // is made.
-  FEDSILO_RETURN_IF_ERROR(transport::CheckOwnCertificate(files, kit.certificate_path,
-                                                         std::chrono::system_clock::now()));
+  FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadCheckedTlsFiles(kit));
   const std::string state_dir =
       options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir;
   FEDSILO_RETURN_IF_ERROR(MakeStateDir(state_dir));

@@ -198,9 +198,7 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(
       secure::Kit kit,
       secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kSilo, "`fedsilo silo`"));
-  FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadTlsFiles(kit));
-  FEDSILO_RETURN_IF_ERROR(transport::CheckOwnCertificate(files, kit.certificate_path,
-                                                         std::chrono::system_clock::now()));
+  FEDSILO_ASSIGN_OR_RETURN(transport::TlsFiles files, transport::LoadCheckedTlsFiles(kit));
   if (options.datasets_path.empty()) {
     return absl::InvalidArgumentError("--datasets is required to run a silo");
   }

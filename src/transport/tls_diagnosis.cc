@@ -288,6 +288,13 @@ Status CheckOwnCertificate(const TlsFiles& files, const std::string& certificate
   return absl::OkStatus();
 }
 
+StatusOr<TlsFiles> LoadCheckedTlsFiles(const secure::Kit& kit) {
+  FEDSILO_ASSIGN_OR_RETURN(TlsFiles files, LoadTlsFiles(kit));
+  FEDSILO_RETURN_IF_ERROR(
+      CheckOwnCertificate(files, kit.certificate_path, std::chrono::system_clock::now()));
+  return files;
+}
+
 ConnectionDiagnosis DiagnoseConnection(const std::string& target, const TlsFiles& files,
                                        bool insecure, std::chrono::milliseconds timeout) {
   std::string host, port;

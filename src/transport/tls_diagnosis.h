@@ -36,6 +36,10 @@ struct ConnectionDiagnosis {
 Status CheckOwnCertificate(const TlsFiles& files, const std::string& certificate_path,
                            std::chrono::system_clock::time_point now);
 
+// The kit's TLS files, once its own certificate is checked (above) now:
+// what every command that connects or serves starts from.
+StatusOr<TlsFiles> LoadCheckedTlsFiles(const secure::Kit& kit);
+
 // Connects to `target` ("host:port") the way the kit would -- plaintext with
 // `insecure`, otherwise TLS with the kit's certificate, checking the
 // orchestrator's against the kit's CA and `host` -- and says what fails.
