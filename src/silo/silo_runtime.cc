@@ -250,12 +250,9 @@ StatusOr<std::unique_ptr<SiloAgent>> SiloRuntime::FinishAgent(ml::SiloData data,
 
 StatusOr<transport::FitReply> SiloRuntime::RunTask(const transport::TaskRequest& request) {
   if (request.job == nullptr) return Shareable(absl::InvalidArgumentError("task carries no job"));
+  FEDSILO_RETURN_IF_ERROR(Shareable(transport::CheckCarriesItsModel(request.task)));
   const transport::TaskKind kind = transport::KindOf(request.task);
   const ModelState* model = transport::ModelOf(request.task);
-  if (model == nullptr && kind != transport::TaskKind::kStatistics) {
-    return Shareable(absl::InvalidArgumentError(
-        absl::StrCat("a ", transport::TaskKindName(kind), " task carries no model")));
-  }
   const std::string round = std::to_string(request.round);
   if (audit_ != nullptr) {
     // A statistics task's model is the empty one, as on the wire.

@@ -19,6 +19,14 @@ const ModelState* ModelOf(const TaskPayload& task) {
   return nullptr;
 }
 
+Status CheckCarriesItsModel(const TaskPayload& task) {
+  if (ModelOf(task) == nullptr && KindOf(task) != TaskKind::kStatistics) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a ", TaskKindName(KindOf(task)), " task carries no model"));
+  }
+  return absl::OkStatus();
+}
+
 absl::string_view TaskKindName(TaskKind kind) {
   switch (kind) {
     case TaskKind::kFit:

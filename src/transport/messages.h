@@ -39,6 +39,9 @@ absl::string_view TaskKindName(TaskKind kind);
 // The model a fit or evaluate task starts from; null for statistics (and for
 // a fit or evaluate task built without one, which silos refuse).
 const ModelState* ModelOf(const TaskPayload& task);
+// InvalidArgument ("a fit task carries no model") unless a fit or evaluate
+// task carries its model: what both ends check before a task goes further.
+Status CheckCarriesItsModel(const TaskPayload& task);
 
 // Orchestrator -> silo: one task of a job's round.
 struct TaskRequest {

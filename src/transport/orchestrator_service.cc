@@ -336,10 +336,7 @@ StatusOr<std::shared_ptr<OrchestratorService::Session>> OrchestratorService::Cla
 
 StatusOr<FitReply> OrchestratorService::RunTask(const std::string& silo, const TaskRequest& request,
                                                 std::chrono::milliseconds timeout) {
-  if (ModelOf(request.task) == nullptr && KindOf(request.task) != TaskKind::kStatistics) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a ", TaskKindName(KindOf(request.task)), " task carries no model"));
-  }
+  FEDSILO_RETURN_IF_ERROR(CheckCarriesItsModel(request.task));
   FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
                            Claim(silo, request.run_id, request.round, /*securing=*/false));
   std::string nonce;
