@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/job_config.h"
 #include "core/job_schema.h"
 #include "core/model_state.h"
@@ -720,10 +721,11 @@ TEST(FederationLinkTest, ASiloReadsATaskInTheJobSchemaItIsMarkedWithOrRefusesIt)
 
   HandOrchestrator later(job, kJobSchemaVersion + 1);
   const auto [refused, trained_refused] = AnswerOf(later, kits);
+  std::vector<int> reads;
+  for (int s = kOldestJobSchemaVersion; s <= kJobSchemaVersion; ++s) reads.push_back(s);
   EXPECT_EQ(refused, absl::StrCat("the job is written in job schema ", kJobSchemaVersion + 1,
-                                  ", and this silo (", FedsiloRelease(),
-                                  ") reads job schema 1, 2: "
-                                  "upgrade the silo"));
+                                  ", and this silo (", FedsiloRelease(), ") reads job schema ",
+                                  absl::StrJoin(reads, ", "), ": upgrade the silo"));
   EXPECT_FALSE(trained_refused);
 
   HandOrchestrator past(job, 0);

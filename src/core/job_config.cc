@@ -111,6 +111,22 @@ absl::string_view OptimizerKindName(OptimizerKind kind) {
   return "?";
 }
 
+std::string SiloCatalog(const DataConfig& data, const std::string& silo) {
+  std::string path = data.catalog;
+  if (const size_t at = path.find("{silo}"); at != std::string::npos) path.replace(at, 6, silo);
+  return path;
+}
+
+absl::string_view JobKindName(JobKind kind) {
+  switch (kind) {
+    case JobKind::kHorizontal:
+      return "horizontal";
+    case JobKind::kVertical:
+      return "vertical";
+  }
+  return "?";
+}
+
 bool IsValidSiloName(absl::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
@@ -189,6 +205,21 @@ StatusOr<JobConfig> LoadJobConfig(const std::string& path,
   };
   FEDSILO_RETURN_IF_ERROR(resolve("model.torchscript", config.model.torchscript,
                                   "a TorchScript module saved with torch.jit.save"));
+  // A catalog per silo ("parties/{silo}.yaml"): each must be there.
+  if (config.data.catalog.find("{silo}") != std::string::npos) {
+    for (const std::string& silo : config.federation.silos) {
+      std::string one = SiloCatalog(config.data, silo);
+      FEDSILO_RETURN_IF_ERROR(
+          resolve("data.catalog", one, absl::StrCat("silo '", silo, "''s dataset catalog")));
+    }
+    std::filesystem::path p(config.data.catalog);
+    const bool from_flag =
+        std::any_of(overrides.begin(), overrides.end(),
+                    [](const ConfigOverride& o) { return o.key == "data.catalog"; });
+    if (p.is_relative() && !from_flag) p = std::filesystem::path(path).parent_path() / p;
+    config.data.catalog = std::filesystem::absolute(p).lexically_normal().string();
+    return config;
+  }
   FEDSILO_RETURN_IF_ERROR(
       resolve("data.catalog", config.data.catalog, "a dataset catalog, datasets.yaml"));
   return config;

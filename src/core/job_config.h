@@ -18,10 +18,16 @@ namespace fedsilo {
 enum class PartitionScheme { kIid, kDirichlet, kShards };
 enum class ModelKind { kLogistic, kMlp, kCnn, kTorchScript };
 enum class OptimizerKind { kSgd, kAdam };
+// horizontal: every silo holds the same columns about different people
+// (federated averaging); vertical: every silo (party) holds different
+// columns about the same people (private set intersection, then split
+// learning; docs/vertical.md).
+enum class JobKind { kHorizontal, kVertical };
 
 absl::string_view PartitionSchemeName(PartitionScheme scheme);
 absl::string_view ModelKindName(ModelKind kind);
 absl::string_view OptimizerKindName(OptimizerKind kind);
+absl::string_view JobKindName(JobKind kind);
 
 // Built-in data sets a job can name; `scripts/setup` fetches them.
 inline constexpr absl::string_view kKnownDatasets[] = {"mnist", "digits", "breast_cancer"};
@@ -32,7 +38,8 @@ struct DataConfig {
   // (datasets.yaml) map to their own files.
   std::string dataset;
   // Simulation only: the dataset catalog every simulated silo uses, with
-  // "{silo}" in a path replaced by the silo's name. A relative path in a job
+  // "{silo}" in a path replaced by the silo's name. "{silo}" in this path
+  // itself gives each silo a catalog of its own. A relative path in a job
   // file is relative to the file's folder (LoadJobConfig makes it absolute).
   std::string catalog;
   double test_fraction = 0.2;       // global held-out share, for sets without a test split
@@ -41,6 +48,10 @@ struct DataConfig {
   double alpha = 0.5;       // Dirichlet concentration
   int shards_per_silo = 2;  // shards scheme
 };
+
+// The catalog silo `silo` reads in simulation: data.catalog, with "{silo}"
+// in it (one catalog per silo) replaced by the silo's name.
+std::string SiloCatalog(const DataConfig& data, const std::string& silo);
 
 struct ModelConfig {
   ModelKind kind = ModelKind::kMlp;
@@ -266,8 +277,24 @@ struct TrackingConfig {
   MlflowConfig mlflow;
 };
 
+// A vertical job's split model. Every party runs a bottom model on its own
+// columns (the built-in MLP of model.hidden, ending in a layer of cut_width
+// units with ReLU); the label owner runs the top model (top_hidden, then one
+// output per class) on the parties' cut-layer outputs, concatenated in the
+// order of federation.silos, and sends each party the gradient of its part.
+struct VerticalConfig {
+  std::string label_owner;      // required: the party whose table holds the label
+  int cut_width = 8;            // each bottom model's output width
+  std::vector<int> top_hidden;  // the top model's hidden widths; empty: linear
+  // Label leakage mitigation: Gaussian noise, of this standard deviation
+  // times the batch's gradient RMS, on every gradient the label owner sends
+  // (0: none).
+  double gradient_noise = 0;
+};
+
 struct JobConfig {
   std::string name;
+  JobKind kind = JobKind::kHorizontal;
   // Groups runs for comparison (`fedsilo runs list --experiment`, the
   // dashboard, MLflow's experiment).
   std::string experiment = "default";
@@ -281,6 +308,7 @@ struct JobConfig {
   PrivacyConfig privacy;
   CheckpointConfig checkpoint;
   TrackingConfig tracking;
+  VerticalConfig vertical;  // kind vertical only
 };
 
 // One `--set key=value` override; the value is parsed as YAML (so lists work).

@@ -325,6 +325,35 @@ INSTANTIATE_TEST_SUITE_P(
                 "privacy: {dp: {mode: local, noise_multiplier: 1}}\n",
                 "privacy.dp.mode: local (DP-SGD) does not support model.torchscript"},
         BadCase{"data: [1, 2]\nfederation: {silos: 2}\n", "data: must be a mapping"},
+        // Vertical jobs.
+        BadCase{"kind: vertical\ndata: {dataset: customers}\nfederation: {silos: [bank, telco]}\n",
+                "vertical.label_owner: is required with kind vertical"},
+        BadCase{"kind: vertical\ndata: {dataset: customers}\nfederation: {silos: [bank, telco]}\n"
+                "vertical: {label_owner: shop}\n",
+                "vertical.label_owner: 'shop' is not a party of the job (federation.silos: bank, "
+                "telco)"},
+        BadCase{"kind: vertical\ndata: {dataset: digits}\nfederation: {silos: [bank]}\n"
+                "vertical: {label_owner: bank}\n",
+                "data.dataset: 'digits' is a built-in data set; a vertical job reads each party's "
+                "own table"},
+        BadCase{"kind: vertical\ndata: {dataset: customers}\nfederation: {silos: [bank, telco]}\n"
+                "vertical: {label_owner: bank}\nmodel: {name: cnn}\n",
+                "model.name: is 'cnn'; a vertical job's bottom models are mlp"},
+        BadCase{"kind: vertical\ndata: {dataset: customers}\nfederation: {silos: [bank, telco]}\n"
+                "vertical: {label_owner: bank}\nstrategy: {name: fedprox}\n",
+                "strategy: does not apply to a vertical job"},
+        BadCase{"kind: vertical\ndata: {dataset: customers}\nfederation: {silos: [bank, telco]}\n"
+                "vertical: {label_owner: bank}\nprivacy: {secure_aggregation: true}\n",
+                "privacy: differential privacy and secure aggregation protect averaged updates"},
+        BadCase{
+            "kind: vertical\ndata: {dataset: customers}\n"
+            "federation: {silos: [bank, telco], fraction: 0.5}\nvertical: {label_owner: bank}\n",
+            "federation.fraction: must be 1 for a vertical job"},
+        BadCase{"data: {dataset: digits}\nfederation: {silos: 2}\nvertical: {cut_width: 4}\n",
+                "vertical: is for vertical jobs, and this one is horizontal: add `kind: vertical`"},
+        BadCase{"kind: vertical\ndata: {dataset: customers}\nfederation: {silos: [bank, telco]}\n"
+                "vertical: {label_owner: bank, cut_width: 0}\n",
+                "vertical.cut_width: must be an integer"},
         BadCase{"data: {dataset: digits\n", "not valid YAML"},
         BadCase{"- just\n- a list\n", "a job must be a YAML mapping"}));
 
@@ -390,9 +419,8 @@ TEST(JobConfigTest, EveryDocumentedDefault) {
   EXPECT_TRUE(c->tracking.mlflow.log_model);
   EXPECT_EQ(c->tracking.mlflow.wait, 30);
   // Turned on by a mapping, the secure-aggregation keys keep their defaults.
-  std::ofstream(dir + "/secure.yaml")
-      << "data: {dataset: digits}\nfederation: {silos: 9}\n"
-         "privacy: {secure_aggregation: {bits: 20}}\n";
+  std::ofstream(dir + "/secure.yaml") << "data: {dataset: digits}\nfederation: {silos: 9}\n"
+                                         "privacy: {secure_aggregation: {bits: 20}}\n";
   StatusOr<JobConfig> secure = LoadJobConfig(dir + "/secure.yaml");
   ASSERT_TRUE(secure.ok()) << secure.status();
   EXPECT_TRUE(secure->privacy.secure_aggregation.enabled);
@@ -418,7 +446,8 @@ std::string JobWith(const std::string& key, const std::string& value) {
   std::string data = "data:\n  dataset: digits\n";
   std::string federation = "federation:\n  silos: 3\n";
   std::string other;
-  const std::string leaf = std::string(2 * (path.size() - 1), ' ') + path.back() + ": " + value + "\n";
+  const std::string leaf =
+      std::string(2 * (path.size() - 1), ' ') + path.back() + ": " + value + "\n";
   if (path.size() == 1) {
     other = leaf;
   } else if (path[0] == "data") {
@@ -448,8 +477,10 @@ INSTANTIATE_TEST_SUITE_P(
     EveryKey, JobConfigRangeTest,
     ::testing::Values(
         RangeCase{"seed", "-1", "seed: must be an integer >= 0, got -1"},
-        RangeCase{"data.test_fraction", "1", "data.test_fraction: must be a number in (0, 1), got 1"},
-        RangeCase{"data.test_fraction", "0", "data.test_fraction: must be a number in (0, 1), got 0"},
+        RangeCase{"data.test_fraction", "1",
+                  "data.test_fraction: must be a number in (0, 1), got 1"},
+        RangeCase{"data.test_fraction", "0",
+                  "data.test_fraction: must be a number in (0, 1), got 0"},
         RangeCase{"data.silo_test_fraction", "1",
                   "data.silo_test_fraction: must be a number in [0, 1), got 1"},
         RangeCase{"data.shards_per_silo", "1001",
@@ -460,8 +491,10 @@ INSTANTIATE_TEST_SUITE_P(
                   "training.weight_decay: must be a number in [0, 1], got 1.5"},
         RangeCase{"federation.silos", "10001",
                   "federation.silos: must be an integer in [1, 10000], got 10001"},
-        RangeCase{"federation.silos", "0", "federation.silos: must be an integer in [1, 10000], got 0"},
-        RangeCase{"federation.fraction", "0", "federation.fraction: must be a number in (0, 1], got 0"},
+        RangeCase{"federation.silos", "0",
+                  "federation.silos: must be an integer in [1, 10000], got 0"},
+        RangeCase{"federation.fraction", "0",
+                  "federation.fraction: must be a number in (0, 1], got 0"},
         RangeCase{"federation.round_timeout", "0",
                   "federation.round_timeout: must be an integer in [1, 604800], got 0"},
         RangeCase{"federation.wait_for_silos", "604801",
@@ -498,8 +531,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "privacy.secure_aggregation.clip_range: must be a number in (0, 1e+06], got 0"},
         RangeCase{"privacy.secure_aggregation.max_weight", "0.5",
                   "privacy.secure_aggregation.max_weight: must be a number in [1, 1e+07], got 0.5"},
-        RangeCase{"privacy.secure_aggregation.max_weight", "1e8",
-                  "privacy.secure_aggregation.max_weight: must be a number in [1, 1e+07], got 1e+08"},
+        RangeCase{
+            "privacy.secure_aggregation.max_weight", "1e8",
+            "privacy.secure_aggregation.max_weight: must be a number in [1, 1e+07], got 1e+08"},
         RangeCase{"checkpoint.every", "-1",
                   "checkpoint.every: must be an integer in [0, 100000], got -1"}),
     [](const ::testing::TestParamInfo<RangeCase>& info) {
@@ -654,8 +688,8 @@ TEST(JobConfigTest, StrategiesGetTheirOwnDefaultStep) {
 TEST(JobConfigTest, CentralDpGoesWithFedAvgAndFedProx) {
   for (const char* strategy : {"fedavg", "fedprox"}) {
     StatusOr<JobConfig> c = ParseJobConfig(
-        absl::StrCat("data: {dataset: digits}\nfederation: {silos: 3}\nstrategy: {name: ",
-                     strategy, "}\nprivacy: {dp: {mode: central, noise_multiplier: 1}}\n"),
+        absl::StrCat("data: {dataset: digits}\nfederation: {silos: 3}\nstrategy: {name: ", strategy,
+                     "}\nprivacy: {dp: {mode: central, noise_multiplier: 1}}\n"),
         "job.yaml");
     EXPECT_TRUE(c.ok()) << strategy << ": " << c.status();
   }

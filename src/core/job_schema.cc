@@ -396,24 +396,30 @@ Status ReadDataset(const Reader& r, JobConfig& c) {
   return absl::OkStatus();
 }
 
-Status ReadHidden(const Reader& r, JobConfig& c) {
-  const Section& model = r.At("model");
-  YAML::Node hidden = model.Child("hidden");
-  if (!hidden) return absl::OkStatus();
-  if (!hidden.IsSequence()) {
-    return model.Error(hidden, "model.hidden", "must be a list of layer widths, e.g. [200, 200]");
+// A list of layer widths at `section`.`leaf`, e.g. [200, 200].
+Status ReadWidths(const Reader& r, const std::string& section, const std::string& leaf,
+                  std::vector<int>* widths) {
+  const Section& at = r.At(section);
+  YAML::Node list = at.Child(leaf);
+  if (!list) return absl::OkStatus();
+  const std::string path = absl::StrCat(section, ".", leaf);
+  if (!list.IsSequence()) {
+    return at.Error(list, path, "must be a list of layer widths, e.g. [200, 200]");
   }
-  c.model.hidden.clear();
-  for (const auto& item : hidden) {
+  widths->clear();
+  for (const auto& item : list) {
     int width = 0;
     if (!item.IsScalar() || !YAML::convert<int>::decode(item, width) || width < 1 ||
         width > 100000) {
-      return model.Error(item, "model.hidden",
-                         "each layer width must be an integer in [1, 100000]");
+      return at.Error(item, path, "each layer width must be an integer in [1, 100000]");
     }
-    c.model.hidden.push_back(width);
+    widths->push_back(width);
   }
   return absl::OkStatus();
+}
+
+Status ReadHidden(const Reader& r, JobConfig& c) {
+  return ReadWidths(r, "model", "hidden", &c.model.hidden);
 }
 
 Status ReadCategories(const Reader& r, JobConfig& c) {
@@ -588,6 +594,15 @@ void DataKeys(std::vector<Key>& k) {
   k.push_back(IntKey(
       "seed", [](auto& c) -> auto& { return c.seed; }, 0, kNoMax,
       "seeds the split, the partition, the initial model, sampling and shuffling"));
+  k.push_back(EnumKey(
+                  "kind", [](auto& c) -> auto& { return c.kind; },
+                  std::vector<JobKind>{JobKind::kHorizontal, JobKind::kVertical}, &JobKindName,
+                  "`horizontal`: silos hold the same columns about different people; "
+                  "`vertical`: they hold different columns about the same people (see "
+                  "[vertical jobs](vertical.md))")
+                  .Default("`horizontal`")
+                  .Since(3)
+                  .PresentIf([](const JobConfig& c) { return c.kind != JobKind::kHorizontal; }));
 
   Key dataset = Base("data.dataset", "string",
                      "the data set, by name (see [your own "
@@ -912,6 +927,46 @@ void RunKeys(std::vector<Key>& k) {
                   .PresentIf(mlflow));
 }
 
+// Vertical jobs' split model.
+void VerticalKeys(std::vector<Key>& k) {
+  const auto vertical = [](const JobConfig& c) { return c.kind == JobKind::kVertical; };
+  k.push_back(StringKey(
+                  "vertical.label_owner", [](auto& c) -> auto& { return c.vertical.label_owner; },
+                  "`kind: vertical`: the party whose table holds the label; it runs the top "
+                  "model, and the label never leaves it")
+                  .Default("**required** with `kind: vertical`")
+                  .Allowed("one of `federation.silos`")
+                  .Since(3));
+  k.push_back(IntKey(
+                  "vertical.cut_width", [](auto& c) -> auto& { return c.vertical.cut_width; }, 1,
+                  4096, "outputs of each party's bottom model (the cut layer)")
+                  .Default("`8`")
+                  .Since(3)
+                  .PresentIf(vertical));
+  Key top = Base("vertical.top_hidden", "list of integers",
+                 "hidden layer widths of the label owner's top model; `[]`: linear");
+  top.allowed = "each 1–100000";
+  top.fallback = "`[]`";
+  top.since = 3;
+  top.read = [](const Reader& r, JobConfig& c) {
+    return ReadWidths(r, "vertical", "top_hidden", &c.vertical.top_hidden);
+  };
+  top.present = vertical;
+  top.write = [](const JobConfig& c, YAML::Emitter& out) {
+    out << YAML::Flow << c.vertical.top_hidden;
+  };
+  k.push_back(std::move(top));
+  k.push_back(NumberKey(
+                  "vertical.gradient_noise",
+                  [](auto& c) -> auto& { return c.vertical.gradient_noise; }, 0, false, 100, false,
+                  "Gaussian noise on the gradients the label owner sends, in units of the "
+                  "batch's gradient RMS: blunts label leakage (see [label "
+                  "leakage](vertical.md#label-leakage))")
+                  .Default("`0`")
+                  .Since(3)
+                  .PresentIf(vertical));
+}
+
 std::vector<Key> MakeKeys() {
   std::vector<Key> k;
   DataKeys(k);
@@ -920,6 +975,7 @@ std::vector<Key> MakeKeys() {
   StrategyKeys(k);
   PrivacyKeys(k);
   RunKeys(k);
+  VerticalKeys(k);
   // Defaults the reference shows: what a job without the key resolves to.
   const JobConfig defaults;
   for (Key& key : k) {
@@ -1141,6 +1197,62 @@ Status CheckTracking(const Reader& r, const JobConfig& c) {
   return absl::OkStatus();
 }
 
+// A vertical job (docs/vertical.md) trains one split model over the parties'
+// own tables: nothing is averaged, so the keys of aggregation do not apply.
+Status CheckVertical(const Reader& r, const JobConfig& c) {
+  if (c.kind != JobKind::kVertical) {
+    if (!r.Given("vertical")) return absl::OkStatus();
+    return r.Error("vertical", "vertical",
+                   "is for vertical jobs, and this one is horizontal: add `kind: vertical`");
+  }
+  const std::vector<std::string>& parties = c.federation.silos;
+  const std::string& owner = c.vertical.label_owner;
+  if (owner.empty()) {
+    return r.Error("kind", "vertical.label_owner",
+                   "is required with kind vertical: the party whose table holds the label");
+  }
+  if (std::find(parties.begin(), parties.end(), owner) == parties.end()) {
+    return r.Error("vertical.label_owner", "vertical.label_owner",
+                   absl::StrCat("'", owner, "' is not a party of the job (federation.silos: ",
+                                absl::StrJoin(parties, ", "), ")"));
+  }
+  if (IsBuiltinDataset(c.data.dataset)) {
+    return r.Error("data.dataset", "data.dataset",
+                   absl::StrCat("'", c.data.dataset,
+                                "' is a built-in data set; a vertical job reads each party's own "
+                                "table: name a dataset of the parties' catalogs that has an `id` "
+                                "column"));
+  }
+  if (c.model.kind != ModelKind::kMlp && c.model.kind != ModelKind::kLogistic) {
+    return r.Error("model.name", "model.name",
+                   absl::StrCat("is '", ModelKindName(c.model.kind),
+                                "'; a vertical job's bottom models are mlp (model.hidden, then "
+                                "the cut layer) or logistic (the cut layer alone)"));
+  }
+  // (Tested by value: a resolved job, written back, has every key.)
+  if (c.strategy.name != "fedavg" || c.strategy.max_update_norm > 0) {
+    return r.Error("strategy", "strategy",
+                   "does not apply to a vertical job: it trains one split model, and nothing is "
+                   "aggregated; drop the section");
+  }
+  if (c.privacy.dp.mode != DpMode::kNone || c.privacy.secure_aggregation.enabled) {
+    return r.Error("privacy", "privacy",
+                   "differential privacy and secure aggregation protect averaged updates, which "
+                   "a vertical job does not have; to blunt label leakage through the gradients "
+                   "use vertical.gradient_noise");
+  }
+  if (c.federation.fraction < 1) {
+    return r.Error("federation.fraction", "federation.fraction",
+                   "must be 1 for a vertical job: every party computes every step");
+  }
+  if (!c.preprocess.statistics.empty()) {
+    return r.Error("preprocess.statistics", "preprocess.statistics",
+                   "does not apply to a vertical job: each party scales its own columns with "
+                   "its own training rows' statistics");
+  }
+  return absl::OkStatus();
+}
+
 // Every rule that ties keys together, once every key is read.
 Status ResolveAndCheck(const Reader& r, const std::set<std::string>& overridden, JobConfig& c) {
   FEDSILO_RETURN_IF_ERROR(ResolveModel(r, overridden, c));
@@ -1150,6 +1262,7 @@ Status ResolveAndCheck(const Reader& r, const std::set<std::string>& overridden,
   FEDSILO_RETURN_IF_ERROR(CheckScaffold(r, c));
   FEDSILO_RETURN_IF_ERROR(CheckLrDecay(r, c));
   FEDSILO_RETURN_IF_ERROR(CheckTracking(r, c));
+  FEDSILO_RETURN_IF_ERROR(CheckVertical(r, c));
   if (c.data.partition == PartitionScheme::kShards && c.federation.silos.size() > 1000) {
     return r.Error("", "data.partition", "shards needs at most 1000 silos");
   }
@@ -1271,6 +1384,8 @@ absl::string_view FirstReleaseReading(int schema) {
       return "0.1.0";
     case 2:
       return "0.2.0";
+    case 3:
+      return "0.3.0";
   }
   return "";
 }

@@ -27,7 +27,8 @@ namespace fedsilo {
 // still write a job in (for a silo of an older release).
 //   1  fedsilo 0.1
 //   2  fedsilo 0.2: training.lr_decay
-inline constexpr int kJobSchemaVersion = 2;
+//   3  fedsilo 0.3: kind, vertical
+inline constexpr int kJobSchemaVersion = 3;
 inline constexpr int kOldestJobSchemaVersion = 1;
 
 // The first release that reads job schema `schema` ("0.2.0"); "" for a

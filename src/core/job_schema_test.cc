@@ -72,6 +72,8 @@ tracking: {mlflow: {uri: "http://127.0.0.1:5000", experiment: x, log_model: fals
     const std::string leaf = key.path.substr(key.path.rfind('.') + 1);
     // Computed by a run; and a model is built in or TorchScript, not both.
     if (key.path == "preprocess.statistics" || key.path == "model.torchscript") continue;
+    // A vertical job's (the next test).
+    if (key.path == "kind" || key.path.rfind("vertical.", 0) == 0) continue;
     EXPECT_THAT(written, HasSubstr(leaf + ":")) << key.path;
   }
   StatusOr<JobConfig> again = ParseJobConfig(written, "written");
@@ -81,6 +83,39 @@ tracking: {mlflow: {uri: "http://127.0.0.1:5000", experiment: x, log_model: fals
   EXPECT_DOUBLE_EQ(again->training.lr_decay, 0.8);
   EXPECT_EQ(again->privacy.secure_aggregation.threshold, 3);
   EXPECT_FALSE(again->tracking.mlflow.log_model);
+}
+
+// A vertical job writes its kind and every vertical key, and reads back as
+// written; a horizontal job writes none of them.
+TEST(JobSchemaTest, AVerticalJobsKeysAreReadAndWritten) {
+  StatusOr<JobConfig> vertical = ParseJobConfig(R"(
+kind: vertical
+data: {dataset: customers, test_fraction: 0.3}
+model: {name: mlp, hidden: [4]}
+federation: {silos: [bank, telecom]}
+vertical: {label_owner: telecom, cut_width: 3, top_hidden: [5, 2], gradient_noise: 0.5}
+)",
+                                                "job.yaml");
+  ASSERT_TRUE(vertical.ok()) << vertical.status();
+  const std::string written = JobConfigToYaml(*vertical);
+  for (const JobKeyInfo& key : JobKeys()) {
+    if (key.path != "kind" && key.path.rfind("vertical.", 0) != 0) continue;
+    EXPECT_THAT(written, HasSubstr(key.path.substr(key.path.rfind('.') + 1) + ":")) << key.path;
+  }
+  EXPECT_THAT(written, HasSubstr("kind: vertical"));
+  EXPECT_THAT(written, HasSubstr("top_hidden: [5, 2]"));
+  StatusOr<JobConfig> again = ParseJobConfig(written, "written");
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << written;
+  EXPECT_EQ(JobConfigToYaml(*again), written);
+  EXPECT_EQ(again->vertical.label_owner, "telecom");
+  EXPECT_EQ(OldestSchemaFor(*again).first, 3);
+
+  StatusOr<JobConfig> horizontal = ParseJobConfig(kMinimal, "job.yaml");
+  ASSERT_TRUE(horizontal.ok());
+  const std::string plain = JobConfigToYaml(*horizontal);
+  EXPECT_THAT(plain, Not(HasSubstr("kind:")));
+  EXPECT_THAT(plain, Not(HasSubstr("vertical")));
+  EXPECT_EQ(OldestSchemaFor(*horizontal).first, 1);
 }
 
 TEST(JobSchemaTest, LrDecayIsCheckedAndScalesEachRoundsRate) {

@@ -18,28 +18,12 @@
 #include "core/file_util.h"
 #include "core/mutex.h"
 #include "ml/sandbox.h"
+#include "ml/torch_threads.h"
 #include "ml/torchscript_check.h"
 #include "privacy/secure_random.h"
 
 namespace fedsilo::ml {
 namespace {
-
-// Runs libtorch (OpenMP) and OpenBLAS single-threaded on the calling thread.
-// OpenMP's thread count is per thread, so every worker thread needs this once.
-void UseOneThreadHere() {
-  thread_local bool configured = false;
-  if (configured) return;
-  configured = true;
-  at::set_num_threads(1);
-  static std::once_flag blas_once;
-  std::call_once(blas_once, [] {
-    // OpenBLAS keeps its own pool; set it through the symbol when it is loaded.
-    using SetThreads = void (*)(int);
-    if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-      f(1);
-    }
-  });
-}
 
 class NetImpl : public torch::nn::Module {
  public:
@@ -828,8 +812,7 @@ Status Model::SaveTorchScript(const std::string& path) const {
 }
 
 StatusOr<std::string> Model::TorchScriptWithState(const std::string& module_path,
-                                                  const ModelState& state,
-                                                  const Sandbox* sandbox) {
+                                                  const ModelState& state, const Sandbox* sandbox) {
   if (sandbox == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat(module_path, ": TorchScript modules run only in a sandbox process"));

@@ -124,8 +124,10 @@ StatusOr<size_t> FindColumn(const HeaderColumns& header, const std::string& name
 struct TableLayout {
   size_t columns = 0;            // in the header
   int64_t label_column = -1;     // -1: the file has no label column
+  int64_t id_column = -1;        // -1: no id column (TabularSchema::id)
   std::vector<ColumnPlan> plan;  // the feature columns, in the table's order
   std::string label;             // the label column's name, for errors
+  std::string id;                // the id column's name, for errors
   MissingValues missing = MissingValues::kError;
   bool need_label = true;
 };
@@ -138,17 +140,32 @@ StatusOr<TableLayout> PlanColumns(const HeaderColumns& header, const TabularSche
   TableLayout layout;
   layout.columns = header.names.size();
   layout.label = schema.label;
+  layout.id = schema.id;
   layout.missing = schema.missing;
   layout.need_label = need_label;
+  if (schema.label.empty() && need_label) {
+    return DataError(absl::StatusCode::kInvalidArgument,
+                     "the catalog names no label column for this table: it serves vertical jobs "
+                     "only, as a party that does not hold the label",
+                     path);
+  }
   if (auto it = header.column_of.find(schema.label); it != header.column_of.end()) {
     layout.label_column = static_cast<int64_t>(it->second);
   } else if (need_label) {
     FEDSILO_RETURN_IF_ERROR(FindColumn(header, schema.label, "label", path).status());
   }
+  if (!schema.id.empty()) {
+    if (schema.id == schema.label) {
+      return DataError(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("column '", schema.id, "' is both the id and the label"), path);
+    }
+    FEDSILO_ASSIGN_OR_RETURN(size_t column, FindColumn(header, schema.id, "id", path));
+    layout.id_column = static_cast<int64_t>(column);
+  }
   std::vector<std::string> feature_columns = schema.features;
   if (feature_columns.empty()) {
     for (const std::string& h : header.names) {
-      if (h != schema.label) feature_columns.push_back(h);
+      if (h != schema.label && h != schema.id) feature_columns.push_back(h);
     }
   }
   for (const std::string& c : schema.categorical) {
@@ -159,9 +176,11 @@ StatusOr<TableLayout> PlanColumns(const HeaderColumns& header, const TabularSche
     }
   }
   for (const std::string& name : feature_columns) {
-    if (name == schema.label) {
+    if (name == schema.label || name == schema.id) {
       return DataError(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("column '", name, "' is both the label and a feature"), path);
+                       absl::StrCat("column '", name, "' is both the ",
+                                    name == schema.label ? "label" : "id", " and a feature"),
+                       path);
     }
     FEDSILO_ASSIGN_OR_RETURN(size_t column, FindColumn(header, name, "feature", path));
     ColumnPlan p{name, column, nullptr};
@@ -276,9 +295,15 @@ Status ReadDataLine(const TableLayout& layout, const std::string& path, size_t l
                       absl::StrCat("'", cell, "'"));
     }
   }
+  std::string id;
+  if (layout.id_column >= 0) {
+    id = cells[static_cast<size_t>(layout.id_column)];
+    if (IsMissing(id)) return line.Bad(layout.id, "the row has no id", "");
+  }
   if (drop) return absl::OkStatus();
   table->values.insert(table->values.end(), row->begin(), row->end());
   if (layout.label_column >= 0) table->labels.push_back(label);
+  if (layout.id_column >= 0) table->ids.push_back(std::move(id));
   return absl::OkStatus();
 }
 
@@ -304,6 +329,7 @@ TabularData TabularData::Subset(const std::vector<int64_t>& indices) const {
   for (int64_t i : indices) {
     out.values.insert(out.values.end(), row(i), row(i) + features.size());
     if (!labels.empty()) out.labels.push_back(labels[static_cast<size_t>(i)]);
+    if (!ids.empty()) out.ids.push_back(ids[static_cast<size_t>(i)]);
   }
   return out;
 }

@@ -36,6 +36,9 @@ struct TabularSchema {
   std::vector<std::string> features;     // empty: every other column, in file order
   std::vector<std::string> categorical;  // one-hot with preprocess.categories
   MissingValues missing = MissingValues::kError;
+  // Vertical jobs: the column that names each row's person (any text; never
+  // a feature, and never sent: only its blinded hash leaves the silo).
+  std::string id;
 };
 
 struct TabularData {
@@ -43,6 +46,7 @@ struct TabularData {
   std::vector<std::string> features;  // "column" or "column=value" (one-hot)
   std::vector<double> values;         // rows() x features.size(), NaN = missing
   std::vector<int64_t> labels;        // empty when read without the label
+  std::vector<std::string> ids;       // the id column's values (TabularSchema::id), or empty
 
   int64_t rows() const { return static_cast<int64_t>(values.size() / features.size()); }
   const double* row(int64_t i) const {
@@ -55,7 +59,8 @@ struct TabularData {
 // Reads `path` (gzipped when the name ends in ".gz"). `categories` are the
 // job's vocabularies; a categorical column needs one, and a value outside it
 // is an error. With `need_label` false a file without the label column is
-// read with no labels (for prediction).
+// read with no labels (for prediction, and vertical jobs' parties without
+// the label). With schema.id, every row needs its id.
 StatusOr<TabularData> ReadTabularCsv(const std::string& path, const TabularSchema& schema,
                                      const PreprocessConfig& preprocess, bool need_label = true);
 

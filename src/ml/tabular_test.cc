@@ -71,6 +71,42 @@ TEST(TabularTest, ReadsFeaturesOneHotCategoriesAndLabels) {
   EXPECT_TRUE(u->labels.empty());
 }
 
+// A vertical job's table: the id column is read as text, kept beside the
+// rows (and through Subset), and is never a feature; a table without the
+// label (a party that does not hold it) reads only when the label is not
+// needed.
+TEST(TabularTest, AnIdColumnIsKeptBesideTheRowsAndIsNeverAFeature) {
+  const std::string path = WriteCsv("ids.csv",
+                                    "amount,customer,merchant\n"
+                                    "12.5,C-7,online\n"
+                                    "3,\"C,8\",atm\n");
+  TabularSchema schema;
+  schema.id = "customer";
+  schema.categorical = {"merchant"};
+  StatusOr<TabularData> t = ReadTabularCsv(path, schema, Categories(), /*need_label=*/false);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(t->features,
+              ::testing::ElementsAre("amount", "merchant=atm", "merchant=online", "merchant=shop"));
+  EXPECT_THAT(t->ids, ::testing::ElementsAre("C-7", "C,8"));
+  EXPECT_THAT(t->Subset({1}).ids, ::testing::ElementsAre("C,8"));
+  EXPECT_TRUE(t->labels.empty());
+
+  StatusOr<TabularData> needs_label = ReadTabularCsv(path, schema, Categories());
+  EXPECT_THAT(needs_label.status().message(), HasSubstr("names no label column"));
+  schema.features = {"amount", "customer"};
+  schema.categorical = {};
+  EXPECT_THAT(ReadTabularCsv(path, schema, {}, false).status().message(),
+              HasSubstr("column 'customer' is both the id and a feature"));
+  schema.features = {};
+  schema.id = "client";
+  EXPECT_THAT(ReadTabularCsv(path, schema, Categories(), false).status().message(),
+              HasSubstr("id column 'client' is not in the file's header"));
+  const std::string blank = WriteCsv("blank_id.csv", "amount,customer\n1,C-1\n2, \n");
+  schema.id = "customer";
+  StatusOr<TabularData> missing = ReadTabularCsv(blank, schema, {}, false);
+  EXPECT_THAT(missing.status().message(), HasSubstr("row 2, column 'customer': the row has no id"));
+}
+
 // Each error names the row and column in a message that may leave the silo,
 // and keeps the file, the line and the cell in its detail for the silo's log.
 TEST(TabularTest, SchemaErrorsNameTheRowAndColumnAndKeepTheCellToTheSilo) {
@@ -167,8 +203,8 @@ TEST(TabularTest, EmptyNaNanNullAndQuestionMarkAreMissingInAnyCase) {
   impute.missing = MissingValues::kImpute;
   for (const char* marker : {"", "NA", "na", "NaN", "nan", "null", "NULL", "?", " ? "}) {
     const std::string path =
-        WriteCsv("marker.csv", std::string("amount,merchant,hour,fraud\n2,atm,") + marker +
-                                   ",0\n6,shop,3,0\n");
+        WriteCsv("marker.csv",
+                 std::string("amount,merchant,hour,fraud\n2,atm,") + marker + ",0\n6,shop,3,0\n");
     StatusOr<TabularData> t = ReadTabularCsv(path, impute, Categories());
     ASSERT_TRUE(t.ok()) << "'" << marker << "': " << t.status();
     ASSERT_EQ(t->rows(), 2) << "'" << marker << "'";

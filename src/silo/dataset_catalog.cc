@@ -71,7 +71,7 @@ StatusOr<DatasetCatalog> LoadDatasetCatalogUnguarded(const std::string& path,
     const YAML::Node spec = entry.second;
     FEDSILO_RETURN_IF_ERROR(CheckYamlKeys(
         path, spec, at,
-        {"builtin", "share", "csv", "label", "features", "categorical", "missing", "idx"}));
+        {"builtin", "share", "csv", "label", "id", "features", "categorical", "missing", "idx"}));
     DatasetEntry e;
     if (const YAML::Node builtin = spec["builtin"]) {
       e.builtin = builtin.IsScalar() ? builtin.Scalar() : "";
@@ -92,11 +92,22 @@ StatusOr<DatasetCatalog> LoadDatasetCatalogUnguarded(const std::string& path,
         return error(csv, at + ".csv: must be a file name");
       }
       e.csv = SiloPath(path, csv.Scalar(), silo);
-      const YAML::Node label = spec["label"];
-      if (!label || !label.IsScalar() || label.Scalar().empty()) {
-        return error(label ? label : spec, at + ".label: is required: the column of classes");
+      if (const YAML::Node id = spec["id"]) {
+        if (!id.IsScalar() || id.Scalar().empty()) {
+          return error(id, at + ".id: must be a column name");
+        }
+        e.schema.id = id.Scalar();
       }
-      e.schema.label = label.Scalar();
+      // A vertical job's party other than its label owner has no label.
+      const YAML::Node label = spec["label"];
+      if (label || e.schema.id.empty()) {
+        if (!label || !label.IsScalar() || label.Scalar().empty()) {
+          return error(label ? label : spec,
+                       at + ".label: is required: the column of classes (a table with an `id` "
+                            "column may go without, as a vertical job's party)");
+        }
+        e.schema.label = label.Scalar();
+      }
       FEDSILO_ASSIGN_OR_RETURN(e.schema.features,
                                Columns(path, spec["features"], at + ".features"));
       FEDSILO_ASSIGN_OR_RETURN(e.schema.categorical,
@@ -117,7 +128,7 @@ StatusOr<DatasetCatalog> LoadDatasetCatalogUnguarded(const std::string& path,
         }
       }
     } else {
-      for (const char* key : {"label", "features", "categorical", "missing"}) {
+      for (const char* key : {"label", "id", "features", "categorical", "missing"}) {
         if (spec[key]) return error(spec[key], absl::StrCat(at, ".", key, ": needs csv"));
       }
     }

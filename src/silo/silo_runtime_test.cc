@@ -93,6 +93,25 @@ TEST(DatasetCatalogTest, CsvEntriesNameTheSilosOwnFile) {
   EXPECT_EQ(e.schema.missing, ml::MissingValues::kDrop);
 }
 
+// A vertical job's party: an `id` column, and a label only at the label
+// owner; a table without either is still refused.
+TEST(DatasetCatalogTest, AnIdColumnLetsATableGoWithoutALabel) {
+  auto catalog = LoadDatasetCatalog(
+      Write("ids", "datasets:\n  customers:\n    csv: t.csv\n    id: customer_id\n"));
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  EXPECT_EQ(catalog->at("customers").schema.id, "customer_id");
+  EXPECT_TRUE(catalog->at("customers").schema.label.empty());
+  auto neither = LoadDatasetCatalog(Write("neither", "datasets:\n  customers:\n    csv: t.csv\n"));
+  EXPECT_THAT(std::string(neither.status().message()), HasSubstr(".label: is required"));
+  auto bad = LoadDatasetCatalog(
+      Write("bad_id", "datasets:\n  customers:\n    csv: t.csv\n    id: [a, b]\n"));
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("datasets.customers.id: must be a column name"));
+  auto builtin =
+      LoadDatasetCatalog(Write("builtin_id", "datasets:\n  d:\n    builtin: digits\n    id: x\n"));
+  EXPECT_THAT(std::string(builtin.status().message()), HasSubstr("datasets.d.id: needs csv"));
+}
+
 // A silo with its own CSV file: the statistics task sums its training rows
 // (never sending a row), training needs the federation's statistics, and the
 // evaluate task scores the model it is sent without training.
