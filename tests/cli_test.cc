@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -88,8 +88,8 @@ TEST(CliTest, VersionIsTheProjectsAndValidatePrintsTheJobReference) {
   text << cmake.rdbuf();
   std::smatch project;
   const std::string cmake_text = text.str();
-  ASSERT_TRUE(std::regex_search(cmake_text, project,
-                                std::regex(R"(project\(fedsilo VERSION ([0-9.]+))")));
+  ASSERT_TRUE(
+      std::regex_search(cmake_text, project, std::regex(R"(project\(fedsilo VERSION ([0-9.]+))")));
   Output version = Fedsilo("--version");
   EXPECT_EQ(version.status, 0) << version.err;
   EXPECT_EQ(version.out, "fedsilo " + project[1].str() + "\n");
@@ -356,9 +356,15 @@ TEST(CliTest, CheckpointEveryZeroKeepsOnlyTheFinalModel) {
 TEST(CliTest, AKilledSimulationResumesToTheModelOfAnUninterruptedRun) {
   REQUIRE_DATA();
   const std::string dir = Workdir("resume");
-  const std::vector<std::string> job = {
-      Example("digits.yaml"),       "--set", "training.rounds=40", "--set",
-      "training.local_epochs=20",   "--set", "strategy.name=fedadam", "--threads", "1"};
+  const std::vector<std::string> job = {Example("digits.yaml"),
+                                        "--set",
+                                        "training.rounds=40",
+                                        "--set",
+                                        "training.local_epochs=20",
+                                        "--set",
+                                        "strategy.name=fedadam",
+                                        "--threads",
+                                        "1"};
   std::string flags;
   for (const std::string& a : job) flags += " " + a;
   Output whole = Fedsilo("run" + flags + " --quiet --json --workdir " + dir + "/whole");
@@ -414,8 +420,7 @@ TEST(CliTest, AKilledSimulationResumesToTheModelOfAnUninterruptedRun) {
   }
 
   // What cannot be resumed is refused, with the reason.
-  Output again =
-      Fedsilo("run --resume " + run_id[1].str() + " --workdir " + dir + "/killed");
+  Output again = Fedsilo("run --resume " + run_id[1].str() + " --workdir " + dir + "/killed");
   EXPECT_EQ(again.status, 2);
   EXPECT_THAT(again.err, HasSubstr("is done (40 of 40 rounds); nothing to resume"));
   Output unknown = Fedsilo("run --resume digits-nope --workdir " + dir + "/killed");
@@ -467,10 +472,18 @@ int ProcessesMentioning(const std::string& text) {
 TEST(CliTest, AKilledProcessesRunLeavesNoSiloBehindAndResumesWithProcesses) {
   REQUIRE_DATA();
   const std::string dir = Workdir("resume_processes");
-  const std::vector<std::string> args = {
-      "fedsilo",  "run",   Example("digits.yaml"),     "--set",     "training.rounds=30",
-      "--set",    "training.local_epochs=20", "--threads", "1",  "--processes",
-      "--workdir", dir + "/work"};
+  const std::vector<std::string> args = {"fedsilo",
+                                         "run",
+                                         Example("digits.yaml"),
+                                         "--set",
+                                         "training.rounds=30",
+                                         "--set",
+                                         "training.local_epochs=20",
+                                         "--threads",
+                                         "1",
+                                         "--processes",
+                                         "--workdir",
+                                         dir + "/work"};
   const std::string log = dir + "/killed.log";
   auto pid = fedsilo::SpawnProcess(fedsilo::testing_util::FedsiloBinary(), args, log);
   ASSERT_TRUE(pid.ok()) << pid.status();
@@ -830,7 +843,8 @@ TEST(CliTest, SealExistingEncryptsAFolderStartedWithoutKeysStoreIncluded) {
                          "--json --workdir " + dir + " --storage-keys " + ring);
   ASSERT_EQ(again.status, 0) << again.err;
   Output listed = Fedsilo("runs list --workdir " + dir + " --storage-keys " + ring);
-  EXPECT_THAT(listed.out, HasSubstr(LastJson(again.out)["run_id"].get<std::string>().substr(0, 12)));
+  EXPECT_THAT(listed.out,
+              HasSubstr(LastJson(again.out)["run_id"].get<std::string>().substr(0, 12)));
 }
 
 // Every strategy runs on the small examples with its default settings and
@@ -903,8 +917,7 @@ TEST(CliTest, SameSeedGivesTheSameModelBytesAtAnyThreadCount) {
               " --set training.rounds=3 --set seed=43 --quiet --json --workdir " + workdir);
   ASSERT_EQ(other.status, 0);
   std::stringstream bytes;
-  bytes << std::ifstream(LastJson(other.out)["final_model"].get<std::string>(),
-                         std::ios::binary)
+  bytes << std::ifstream(LastJson(other.out)["final_model"].get<std::string>(), std::ios::binary)
                .rdbuf();
   EXPECT_FALSE(bytes.str() == models[0]) << "another seed gave the same model";
 }
@@ -1430,8 +1443,7 @@ TEST(CliTest, LocalDpNoiseComesFromTheSilosNotTheJobsSeed) {
   const std::string dir = Workdir("dp_noise");
   const std::string run = "run " + Example("digits.yaml") +
                           " --set training.rounds=1 --set seed=7 --quiet --json --workdir " + dir;
-  const std::string dp =
-      " --set privacy.dp.mode=local --set privacy.dp.noise_multiplier=1";
+  const std::string dp = " --set privacy.dp.mode=local --set privacy.dp.noise_multiplier=1";
   auto model = [&](const std::string& args) {
     Output r = Fedsilo(args);
     EXPECT_EQ(r.status, 0) << args << "\n" << r.err;
@@ -1693,6 +1705,65 @@ TEST(CliTest, SealedRunsOpenInEveryCommandWithTheKeyRingFromTheFlagOrTheEnvironm
   Output loose = Fedsilo(commands[0].first + " --storage-keys " + ring);
   EXPECT_EQ(loose.status, 2);
   EXPECT_THAT(loose.err, HasSubstr(ring + ": the storage key ring may be read by others"));
+}
+
+}  // namespace
+
+namespace {
+
+// A vertical job as a user runs it: the example's data generated, its job
+// run with its catalogs, the intersection reported; the label owner alone
+// for comparison; a bad job refused before anything is recorded.
+TEST(CliTest, AVerticalJobRunsTheExampleAndReportsItsIntersection) {
+  const std::string dir = Workdir("vertical");
+  fs::copy(Example("vertical/catalogs"), dir + "/catalogs", fs::copy_options::recursive);
+  fs::copy(Example("vertical/fraud-vertical.yaml"), dir + "/fraud-vertical.yaml");
+  Output generated = Fedsilo("generate fraud-vertical --out " + dir + "/data --scale 0.3 --json");
+  ASSERT_EQ(generated.status, 0) << generated.err;
+  const nlohmann::json files = LastJson(generated.out);
+  ASSERT_EQ(files["files"].size(), 3u);
+  const int64_t shared = files["shared"];
+  const int64_t bank_rows = files["files"][0]["rows"];
+  ASSERT_GT(shared, 0);
+  ASSERT_LT(shared, bank_rows);
+
+  const std::string run =
+      "run " + dir + "/fraud-vertical.yaml --workdir " + dir + " --set training.rounds=4 --json";
+  Output all = Fedsilo(run);
+  ASSERT_EQ(all.status, 0) << all.err;
+  EXPECT_THAT(all.out, HasSubstr("private set intersection: " + std::to_string(shared)));
+  const nlohmann::json summary = LastJson(all.out);
+  EXPECT_EQ(summary["psi"]["intersection"], shared);
+  EXPECT_EQ(summary["psi"]["parties"], 3);
+  EXPECT_EQ(summary["rounds_completed"], 4);
+  EXPECT_GT(summary["final"]["auc"].get<double>(), 0.8);
+  const std::string run_dir = summary["run_dir"];
+  EXPECT_TRUE(fs::exists(run_dir + "/parties/bank/top.fsm"));
+  EXPECT_TRUE(fs::exists(run_dir + "/parties/telecom/bottom.fsm"));
+  EXPECT_FALSE(fs::exists(run_dir + "/parties/telecom/top.fsm"));
+  const std::string metrics = ReadAll(run_dir + "/metrics.jsonl");
+  EXPECT_THAT(metrics, HasSubstr("\"name\":\"global/psi_intersection\""));
+  EXPECT_THAT(metrics, HasSubstr("\"name\":\"global/test_auc\",\"round\":4"));
+
+  Output alone = Fedsilo(run + " --set federation.silos=[bank]");
+  ASSERT_EQ(alone.status, 0) << alone.err;
+  const nlohmann::json bank = LastJson(alone.out);
+  EXPECT_EQ(bank["psi"]["intersection"], bank_rows);
+  EXPECT_EQ(bank["psi"]["parties"], 1);
+  EXPECT_LT(bank["final"]["auc"].get<double>(), summary["final"]["auc"].get<double>());
+
+  Output listed = Fedsilo("runs list --json --workdir " + dir);
+  ASSERT_EQ(listed.status, 0) << listed.err;
+  EXPECT_EQ(nlohmann::json::parse(listed.out).size(), 2u);
+
+  // Refused, with exit status 2, before a run is recorded.
+  Output stranger = Fedsilo(run + " --set vertical.label_owner=insurer");
+  EXPECT_EQ(stranger.status, 2);
+  EXPECT_THAT(stranger.err, HasSubstr("vertical.label_owner: 'insurer' is not a party of the job"));
+  Output processes = Fedsilo(run + " --processes");
+  EXPECT_EQ(processes.status, 2);
+  EXPECT_THAT(processes.err, HasSubstr("drop --processes"));
+  EXPECT_EQ(nlohmann::json::parse(Fedsilo("runs list --json --workdir " + dir).out).size(), 2u);
 }
 
 }  // namespace

@@ -1331,6 +1331,15 @@ TEST_F(OrchestratorDaemonBadInputTest, AValueOutOfRangeIsRefusedAtSubmitNamingTh
   EXPECT_THAT(invalid.err, HasSubstr("training.rounds"));
 }
 
+// Vertical jobs run in simulation only in this release: the federation
+// refuses one at submit, saying so, rather than queue what no silo can run.
+TEST_F(OrchestratorDaemonBadInputTest, AVerticalJobIsRefusedAtSubmit) {
+  Output vertical = fed().User("submit " + std::string(FEDSILO_TEST_SOURCE_DIR) +
+                               "/examples/vertical/fraud-vertical.yaml");
+  EXPECT_EQ(vertical.status, 2) << vertical.err;
+  EXPECT_THAT(vertical.err, HasSubstr("kind: vertical jobs run in simulation (`fedsilo run`)"));
+}
+
 TEST_F(OrchestratorDaemonBadInputTest, AModuleThatDoesNotFitTheDataIsRefusedAtSubmit) {
   Output script = fed().User("submit " + job_ + " --set data.dataset=breast_cancer" +
                              " --set model.torchscript=" + std::string(FEDSILO_TEST_SOURCE_DIR) +

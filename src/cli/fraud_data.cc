@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
+#include "cli/vertical_data.h"
 #include "core/file_util.h"
 
 namespace fedsilo::cli {
@@ -120,6 +121,7 @@ void RegisterGenerateCommand(CLI::App& app, Commands& commands) {
                     "Rows as a multiple of the defaults (3000, 2000, 1500)");
   fraud->add_flag("--json", options->json, "Print JSON");
   commands.Add(fraud, kNoSetUp, [options] { return GenerateFraudCommand(*options); });
+  AddVerticalFraudCommand(generate, commands);
 }
 
 }  // namespace fedsilo::cli

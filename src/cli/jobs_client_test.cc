@@ -60,7 +60,7 @@ class SilentServer {
   }
   ~SilentServer() { Stop(); }
 
-  int port() const { return port_; }  // 0 when the listener could not be set up
+  int port() const { return port_; }          // 0 when the listener could not be set up
   int accepted() const { return accepted_; }  // connections so far
 
   void Stop() {
@@ -151,8 +151,7 @@ TEST_F(JobsClientTest, ACommandAgainstAServerThatNeverAnswersFailsAtItsDeadline)
   options_.orchestrator = "127.0.0.1:" + std::to_string(server->port());
   options_.timeout_seconds = 1;
   const auto start = std::chrono::steady_clock::now();
-  std::future<Status> result =
-      Start([options = options_, server] { return JobsCommand(options); });
+  std::future<Status> result = Start([options = options_, server] { return JobsCommand(options); });
   ASSERT_EQ(result.wait_for(seconds(15)), std::future_status::ready)
       << "`jobs` still waits after 15 s";
   const Status status = result.get();

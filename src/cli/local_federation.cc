@@ -60,11 +60,12 @@ StatusOr<std::unique_ptr<LocalFederation>> LocalFederation::Start(
                                              "127.0.0.1:0", transport::MakeServerCredentials(files),
                                              {fed->service_.get()}));
   FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir + "/silos"));
+  DataConfig catalogs;  // "{silo}" in its path: each silo's own
+  catalogs.catalog = datasets;
   for (const std::string& s : job.federation.silos) {
     std::vector<std::string> args = {
-        "fedsilo",    "silo",   "--kit",          kits + "/" + s,
-        "--datasets", datasets, "--orchestrator", absl::StrCat("localhost:", fed->server_->port()),
-        "--data-dir", data_dir,
+        "fedsilo", "silo", "--kit", kits + "/" + s, "--datasets", SiloCatalog(catalogs, s),
+        "--orchestrator", absl::StrCat("localhost:", fed->server_->port()), "--data-dir", data_dir,
         // Gone with this process, even when it is killed.
         "--exit-with-parent", std::to_string(::getpid())};
     if (!silo_policy.empty()) {

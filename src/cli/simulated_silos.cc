@@ -14,12 +14,11 @@ StatusOr<transport::SiloHandler*> InProcessSilos::MakeSilo(const JobConfig& job,
   const std::string& name = job.federation.silos[index];
   // Each simulated silo applies a policy as a silo process would.
   FEDSILO_ASSIGN_OR_RETURN(
-      auto opened,
-      silo::PrivacyGuard::Open(options_.silo_policy,
-                               options_.silo_policy.empty()
-                                   ? std::string()
-                                   : absl::StrCat(options_.silos_dir, "/", name,
-                                                  "/privacy-ledger.json")));
+      auto opened, silo::PrivacyGuard::Open(
+                       options_.silo_policy,
+                       options_.silo_policy.empty()
+                           ? std::string()
+                           : absl::StrCat(options_.silos_dir, "/", name, "/privacy-ledger.json")));
   silo::PrivacyGuard* guard = opened.get();
   guards_.push_back(std::move(opened));
   if (IsBuiltinDataset(job.data.dataset)) {
@@ -30,9 +29,9 @@ StatusOr<transport::SiloHandler*> InProcessSilos::MakeSilo(const JobConfig& job,
   }
   // Each silo reads its own file, as a silo process would.
   FEDSILO_ASSIGN_OR_RETURN(silo::DatasetCatalog catalog,
-                           silo::LoadDatasetCatalog(job.data.catalog, name));
-  runtimes_.push_back(std::make_unique<silo::SiloRuntime>(name, std::move(catalog),
-                                                          options_.data_dir, guard));
+                           silo::LoadDatasetCatalog(SiloCatalog(job.data, name), name));
+  runtimes_.push_back(
+      std::make_unique<silo::SiloRuntime>(name, std::move(catalog), options_.data_dir, guard));
   runtimes_.back()->SetSandbox(sandbox_);
   if (job.model.kind == ModelKind::kTorchScript) {
     // The job's own module, on this machine (as --processes gives it).
@@ -46,8 +45,8 @@ StatusOr<std::vector<std::unique_ptr<transport::SiloConnection>>> InProcessSilos
     const JobConfig& job, const tracking::RunDirectory&) {
   const int num_silos = static_cast<int>(job.federation.silos.size());
   if (IsBuiltinDataset(job.data.dataset) && static_cast<int>(parts_.size()) != num_silos) {
-    return absl::InternalError(absl::StrCat(parts_.size(), " data parts for ", num_silos,
-                                            " simulated silos"));
+    return absl::InternalError(
+        absl::StrCat(parts_.size(), " data parts for ", num_silos, " simulated silos"));
   }
   std::vector<std::unique_ptr<transport::SiloConnection>> connections;
   for (int i = 0; i < num_silos; ++i) {
@@ -65,10 +64,9 @@ StatusOr<std::vector<std::unique_ptr<transport::SiloConnection>>> InProcessSilos
 StatusOr<std::vector<std::unique_ptr<transport::SiloConnection>>> SiloProcesses::Connect(
     const JobConfig& job, const tracking::RunDirectory& run_dir) {
   FEDSILO_ASSIGN_OR_RETURN(
-      federation_,
-      LocalFederation::Start(job, run_dir.path(), options_.data_dir,
-                             std::chrono::seconds(job.federation.wait_for_silos),
-                             options_.silo_policy, options_.silos_dir));
+      federation_, LocalFederation::Start(job, run_dir.path(), options_.data_dir,
+                                          std::chrono::seconds(job.federation.wait_for_silos),
+                                          options_.silo_policy, options_.silos_dir));
   if (!options_.quiet) {
     std::printf("  silos   %d processes, gRPC + mutual TLS on 127.0.0.1:%d (logs in %s/silos)\n",
                 static_cast<int>(job.federation.silos.size()), federation_->port(),

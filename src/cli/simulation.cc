@@ -14,6 +14,7 @@
 #include "cli/format.h"
 #include "cli/held_out_evaluator.h"
 #include "cli/simulated_silos.h"
+#include "cli/vertical_simulation.h"
 #include "core/busy_clock.h"
 #include "core/file_util.h"
 #include "ml/dataset_catalog.h"
@@ -104,6 +105,7 @@ std::string SimulationSummary::ToJson() const {
                       {"wall_seconds", wall_seconds},
                       {"overhead_fraction", overhead_fraction}};
   if (overhead_fraction < 0) j["overhead_fraction"] = nullptr;
+  if (psi_parties > 0) j["psi"] = {{"intersection", psi_intersection}, {"parties", psi_parties}};
   return j.dump();
 }
 
@@ -146,8 +148,7 @@ StatusOr<SimulationSummary> RunRecorded(const SimulationOptions& options,
   const std::optional<tracking::MlflowExportReport> report = run.FinishTracking(state);
   if (!options.quiet && report.has_value() && !report->run_id.empty()) {
     std::printf("  mlflow  run %s at %s: %lld metrics sent%s\n", report->run_id.c_str(),
-                run.job().tracking.mlflow.uri.c_str(),
-                static_cast<long long>(report->metrics_sent),
+                run.job().tracking.mlflow.uri.c_str(), static_cast<long long>(report->metrics_sent),
                 report->complete() ? "" : " (incomplete: see the warnings above)");
   }
   Status recorded =
@@ -161,6 +162,7 @@ StatusOr<SimulationSummary> RunRecorded(const SimulationOptions& options,
 StatusOr<SimulationSummary> RunSimulation(const JobConfig& job, const SimulationOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(const std::optional<Attack> attack, CheckAttack(job, options));
   FEDSILO_RETURN_IF_ERROR(CheckSimulatable(job));
+  FEDSILO_RETURN_IF_ERROR(CheckVerticalSimulation(job, options));
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store, OpenStore(options));
   // Recorded first, so that a run that fails on its data is on record too.
   orchestrator::JobRecord record;
@@ -198,8 +200,8 @@ StatusOr<SimulationSummary> ResumeSimulation(const std::string& run,
     if (!run.empty() && (j.run_id == run || j.id == run)) found = &j;
   }
   if (found == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("--resume: no run or job '", run, "' in ",
-                                                   RunStorePath(options.workdir)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--resume: no run or job '", run, "' in ", RunStorePath(options.workdir)));
   }
   if (found->run_id.empty()) {
     return absl::InvalidArgumentError(
@@ -214,6 +216,7 @@ StatusOr<SimulationSummary> ResumeSimulation(const std::string& run,
         "its job again"));
   }
   FEDSILO_RETURN_IF_ERROR(CheckSimulatable(job));
+  FEDSILO_RETURN_IF_ERROR(CheckVerticalSimulation(job, options));
   FEDSILO_ASSIGN_OR_RETURN(const std::optional<Attack> attack, CheckAttack(job, options));
   // The run's folder is ours from here on, and its record as it now stands.
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobRun> begun,
@@ -221,12 +224,12 @@ StatusOr<SimulationSummary> ResumeSimulation(const std::string& run,
   const orchestrator::JobRecord& record = begun->record();
   if (record.state == orchestrator::JobState::kDone ||
       record.state == orchestrator::JobState::kAborted) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--resume: run '", run, "' ",
-        record.state == orchestrator::JobState::kAborted
-            ? std::string("was aborted; run its job again")
-            : absl::StrCat("is done (", record.rounds_completed, " of ", record.rounds_total,
-                           " rounds); nothing to resume")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--resume: run '", run, "' ",
+                     record.state == orchestrator::JobState::kAborted
+                         ? std::string("was aborted; run its job again")
+                         : absl::StrCat("is done (", record.rounds_completed, " of ",
+                                        record.rounds_total, " rounds); nothing to resume")));
   }
   if (!options.quiet) {
     std::printf("fedsilo: resuming run %s after round %d of %d\n", record.run_id.c_str(),
@@ -288,8 +291,8 @@ void PrintHeader(const JobConfig& job, const SimulationOptions& options, int thr
     std::printf(
         "  secure  aggregation: threshold %d of %d, %d-bit fixed point, values clipped to "
         "+-%g\n",
-        secure::SecAggThreshold(sa.threshold, sampled, job.federation.min_silos), sampled,
-        sa.bits, sa.clip_range);
+        secure::SecAggThreshold(sa.threshold, sampled, job.federation.min_silos), sampled, sa.bits,
+        sa.clip_range);
   }
   std::fflush(stdout);
 }
@@ -298,6 +301,10 @@ StatusOr<SimulationSummary> RunWithSilos(const SimulationOptions& options,
                                          const std::optional<Attack>& attack,
                                          orchestrator::JobRun& run) {
   const JobConfig& job = run.job();
+  ProgressPrinter progress;
+  if (job.kind == JobKind::kVertical) {
+    return RunVerticalSimulation(options, run, options.quiet ? nullptr : &progress);
+  }
   const Clock::time_point start = Clock::now();
   const std::string data_dir = options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir;
   const int threads = options.threads > 0
@@ -334,7 +341,6 @@ StatusOr<SimulationSummary> RunWithSilos(const SimulationOptions& options,
   std::unique_ptr<BuiltinJobPreparer> preparer =
       silo_data ? std::make_unique<BuiltinJobPreparer>(data_dir, sandbox)
                 : std::make_unique<BuiltinJobPreparer>(data, sandbox, &busy);
-  ProgressPrinter progress;
   orchestrator::JobRunOptions run_options;
   // With --processes, --threads still bounds how many silos train at once:
   // the silo processes share this machine's cores.

@@ -13,10 +13,11 @@
 namespace fedsilo::cli {
 
 struct SimulationOptions {
-  std::string workdir = ".";  // runs go to <workdir>/runs/<run_id>, the store to <workdir>/fedsilo.db
-  std::string data_dir;       // empty = the default (FEDSILO_DATA or ./data of the source tree)
-  int threads = 0;            // silos trained at once; 0 = number of cores
-  bool quiet = false;         // no per-round progress lines
+  std::string workdir =
+      ".";               // runs go to <workdir>/runs/<run_id>, the store to <workdir>/fedsilo.db
+  std::string data_dir;  // empty = the default (FEDSILO_DATA or ./data of the source tree)
+  int threads = 0;       // silos trained at once; 0 = number of cores
+  bool quiet = false;    // no per-round progress lines
   // Run each silo as its own `fedsilo silo` process talking gRPC over mutual
   // TLS on 127.0.0.1, with a throwaway federation provisioned in the run dir.
   bool processes = false;
@@ -39,6 +40,10 @@ struct SimulationSummary {
   // Wall time with no training or evaluation running; measured in-process
   // only (negative, and null in JSON, with --processes).
   double overhead_fraction = 0;
+  // Vertical jobs: people in the private set intersection, and the parties
+  // (psi_parties 0: not a vertical job, no `psi` in JSON).
+  int64_t psi_intersection = 0;
+  int psi_parties = 0;
 
   // The `--json` summary object (see DESIGN "Contracts").
   std::string ToJson() const;

@@ -138,6 +138,11 @@ StatusOr<JobConfig> JobManager::ResolveModule(const JobConfig& job) const {
 StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::string& job_yaml,
                                        const std::string& torchscript) {
   FEDSILO_ASSIGN_OR_RETURN(JobConfig job, ParseJobConfig(job_yaml, "submitted job"));
+  if (job.kind == JobKind::kVertical) {
+    return absl::InvalidArgumentError(
+        "kind: vertical jobs run in simulation (`fedsilo run`) in this release; the "
+        "federation's silos do not take them yet");
+  }
   FEDSILO_RETURN_IF_ERROR(CheckMlflow(job));
   if (job.model.kind == ModelKind::kTorchScript) {
     // The job's path names a file on the submitter's machine: the module
@@ -337,11 +342,12 @@ void JobManager::RunJob(JobRecord record) {
   if (run != nullptr) {
     // An interrupted job's MLflow run stays open for the resumed job; the
     // orchestrator is shutting down, so the backlog gets a short wait.
-    run->FinishTracking(outcome.ok() ? JobState::kDone
-                   : aborted    ? JobState::kAborted
-                   : stopping   ? JobState::kRunning
-                                : JobState::kFailed,
-                   stopping ? std::chrono::milliseconds(2000) : std::chrono::milliseconds::max());
+    run->FinishTracking(
+        outcome.ok() ? JobState::kDone
+        : aborted    ? JobState::kAborted
+        : stopping   ? JobState::kRunning
+                     : JobState::kFailed,
+        stopping ? std::chrono::milliseconds(2000) : std::chrono::milliseconds::max());
   }
   if (audit_ != nullptr) {
     audit_->Record(outcome.ok() ? "job_done"

@@ -101,10 +101,10 @@ StatusOr<std::unique_ptr<JobRun>> JobRun::Begin(const std::string& state_dir, Jo
     FEDSILO_RETURN_IF_ERROR(store->SetRunId(record.id, run_dir->run_id()));
     record.run_id = run_dir->run_id();
   }
-  FEDSILO_ASSIGN_OR_RETURN(
-      FileLock lock,
-      FileLock::Acquire(run_dir->path() + "/lock",
-                        absl::StrCat("run ", run_dir->run_id(), " is being run by another process")));
+  FEDSILO_ASSIGN_OR_RETURN(FileLock lock,
+                           FileLock::Acquire(run_dir->path() + "/lock",
+                                             absl::StrCat("run ", run_dir->run_id(),
+                                                          " is being run by another process")));
   // What was read before the lock may be stale: its holder may have gone on.
   FEDSILO_ASSIGN_OR_RETURN(record, store->GetJob(record.id));
   FEDSILO_ASSIGN_OR_RETURN(auto jsonl, tracking::JsonlMetricsSink::Open(run_dir->metrics_path()));
@@ -200,8 +200,7 @@ StatusOr<RunResult> JobRun::Run(SiloReach* reach, JobPreparer* preparer,
     if (options.prepared) options.prepared(job_, prepared);
   }
   ModelState strategy_state;
-  FEDSILO_ASSIGN_OR_RETURN(ModelState global,
-                           Resume(std::move(prepared.initial), &strategy_state));
+  FEDSILO_ASSIGN_OR_RETURN(ModelState global, Resume(std::move(prepared.initial), &strategy_state));
   FEDSILO_RETURN_IF_ERROR(Annotate(orchestrator.RestoreStrategyState(strategy_state),
                                    run_dir_.StrategyStatePath(record_.rounds_completed)));
   RoundCommitter committer(&job_, record_.id, &run_dir_, &recorder, options.metrics,
@@ -209,15 +208,63 @@ StatusOr<RunResult> JobRun::Run(SiloReach* reach, JobPreparer* preparer,
   FEDSILO_ASSIGN_OR_RETURN(RunResult result, orchestrator.Run(std::move(global), &committer,
                                                               record_.rounds_completed + 1));
   // No job id in it: the same job and seed give the same bytes in any store.
-  FEDSILO_RETURN_IF_ERROR(
-      WriteModelStateFile(run_dir_.final_model_path(), result.final_model,
-                          {{"job", job_.name}, {"round", std::to_string(result.rounds_completed)}}));
+  FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(
+      run_dir_.final_model_path(), result.final_model,
+      {{"job", job_.name}, {"round", std::to_string(result.rounds_completed)}}));
   if (prepared.save_torchscript) {
     FEDSILO_RETURN_IF_ERROR(
         prepared.save_torchscript(result.final_model, run_dir_.final_torchscript_path()));
   }
   committer.RemoveUnkept(result.rounds_completed, /*done=*/true);
   return result;
+}
+
+namespace {
+
+// Makes a vertical round durable: its metrics and the parties' part in the
+// store, then the trackers. (There is no global model to checkpoint.)
+class VerticalRoundCommitter : public RoundObserver {
+ public:
+  VerticalRoundCommitter(RoundRecorder* recorder, OrchestratorMetrics* metrics, RoundObserver* then)
+      : recorder_(recorder), metrics_(metrics), then_(then) {}
+  Status OnRoundEnd(const RoundSummary& s, const ModelState& global, int total) override {
+    FEDSILO_RETURN_IF_ERROR(recorder_->Commit(s));
+    if (metrics_ != nullptr) metrics_->ObserveRound(s.round_seconds);
+    FEDSILO_RETURN_IF_ERROR(recorder_->LogRound(s, total));
+    FEDSILO_RETURN_IF_ERROR(recorder_->PassOn());
+    return then_ != nullptr ? then_->OnRoundEnd(s, global, total) : absl::OkStatus();
+  }
+
+ private:
+  RoundRecorder* recorder_;
+  OrchestratorMetrics* metrics_;
+  RoundObserver* then_;
+};
+
+}  // namespace
+
+StatusOr<VerticalResult> JobRun::RunVertical(const std::vector<transport::VerticalParty*>& parties,
+                                             const JobRunOptions& options) {
+  if (record_.rounds_completed > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("run ", run_dir_.run_id(), " is a vertical job stopped after round ",
+                     record_.rounds_completed,
+                     "; its parties' models were not kept between rounds: run its job again"));
+  }
+  tracking::FanOutSink metrics_out({jsonl_.get(), mlflow_ ? mlflow_->sink() : nullptr});
+  RoundRecorder recorder(store_, record_.id, &metrics_out);
+  VerticalRoundCommitter committer(&recorder, options.metrics, options.progress);
+  VerticalRunOptions vertical;
+  vertical.domain = absl::StrCat("fedsilo/vertical/", run_dir_.run_id());
+  vertical.stop = options.stop;
+  vertical.metrics = &recorder;
+  vertical.observer = &committer;
+  vertical.event = [&](const std::string& level, const std::string& message) {
+    Event(options, level, message);
+  };
+  VerticalRun run(job_, parties, std::move(vertical));
+  FEDSILO_ASSIGN_OR_RETURN(VerticalAlignment alignment, run.Align());
+  return run.Train(alignment);
 }
 
 std::optional<tracking::MlflowExportReport> JobRun::FinishTracking(

@@ -47,6 +47,7 @@
 #include "orchestrator/metrics.h"
 #include "orchestrator/mlflow_export.h"
 #include "orchestrator/orchestrator.h"
+#include "orchestrator/vertical_run.h"
 #include "secure/audit_log.h"
 #include "tracking/jsonl_metrics_sink.h"
 #include "tracking/run_directory.h"
@@ -92,7 +93,7 @@ struct JobRunOptions {
   int threads = 1;  // silos asked at the same time
   // When raised, the run stops before its next round (Cancelled).
   const std::atomic<bool>* stop = nullptr;
-  secure::AuditLog* audit = nullptr;     // may be null
+  secure::AuditLog* audit = nullptr;       // may be null
   OrchestratorMetrics* metrics = nullptr;  // may be null
   // model.torchscript jobs: the module's bytes, shipped to the silos.
   std::string torchscript;
@@ -129,6 +130,14 @@ class JobRun {
   // Cancelled when options.stop is raised (the committed rounds stay, and a
   // later Begin() and Run() of the same record go on from them).
   StatusOr<RunResult> Run(SiloReach* reach, JobPreparer* preparer, const JobRunOptions& options);
+
+  // A vertical job (orchestrator/vertical_run.h) with `parties` in the
+  // job's order: the intersection, then every round, each recorded as a
+  // horizontal job's (metrics, events, progress). The models stay with the
+  // parties. A vertical run cannot go on from a stopped one
+  // (FailedPrecondition): run its job again.
+  StatusOr<VerticalResult> RunVertical(const std::vector<transport::VerticalParty*>& parties,
+                                       const JobRunOptions& options);
 
   // Ends the MLflow export (MlflowExport::Finish); nothing when the job
   // exports nowhere.

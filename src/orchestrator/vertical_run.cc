@@ -1,0 +1,302 @@
+#include "orchestrator/vertical_run.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/mutex.h"
+#include "core/unix_time.h"
+#include "secure/psi.h"
+
+namespace fedsilo::orchestrator {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Test rows are scored in slices of this many.
+constexpr int64_t kEvaluationRows = 4096;
+
+double Since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+Status OfParty(const Status& status, const std::string& party) {
+  return Annotate(status, absl::StrCat("party '", party, "'"));
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> VerticalBatches(const JobConfig& job, int round,
+                                                  int64_t train_rows) {
+  std::vector<int64_t> order(static_cast<size_t>(train_rows));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(job.seed * 1000003 + static_cast<uint64_t>(round));
+  const size_t batch = static_cast<size_t>(job.training.batch_size);
+  std::vector<std::vector<int64_t>> batches;
+  for (int epoch = 0; epoch < job.training.local_epochs; ++epoch) {
+    std::shuffle(order.begin(), order.end(), rng);
+    for (size_t begin = 0; begin < order.size(); begin += batch) {
+      batches.emplace_back(order.begin() + begin,
+                           order.begin() + std::min(order.size(), begin + batch));
+    }
+  }
+  return batches;
+}
+
+VerticalRun::VerticalRun(JobConfig job, std::vector<transport::VerticalParty*> parties,
+                         VerticalRunOptions options)
+    : job_(std::move(job)),
+      parties_(std::move(parties)),
+      options_(std::move(options)),
+      pool_(std::max<int>(1, static_cast<int>(parties_.size()))) {
+  for (size_t i = 0; i < parties_.size(); ++i) {
+    if (parties_[i]->name() == job_.vertical.label_owner) {
+      owner_ = i;
+    } else {
+      others_.push_back(i);
+    }
+  }
+}
+
+VerticalRun::~VerticalRun() = default;
+
+void VerticalRun::Event(const std::string& level, const std::string& message) {
+  if (options_.event) options_.event(level, message);
+}
+
+Status VerticalRun::Record(int round, const std::string& metric, double value) {
+  if (options_.metrics == nullptr) return absl::OkStatus();
+  return options_.metrics->Record(
+      {round, "global", absl::StrCat("global/", metric), value, UnixNow(), true});
+}
+
+Status VerticalRun::OnEach(const std::vector<size_t>& indices,
+                           const std::function<Status(size_t)>& fn) {
+  std::vector<Status> results(indices.size());
+  std::vector<double> seconds(indices.size(), 0.0);
+  const auto timed = [&](size_t k) {
+    const Clock::time_point start = Clock::now();
+    Status s = fn(indices[k]);
+    seconds[k] = Since(start);
+    return s;
+  };
+  Mutex mu;
+  CondVar done_cv;
+  size_t done = 0;
+  for (size_t k = 1; k < indices.size(); ++k) {
+    pool_.Schedule([&, k] {
+      Status s = timed(k);
+      MutexLock lock(&mu);
+      results[k] = std::move(s);
+      ++done;
+      done_cv.SignalAll();
+    });
+  }
+  if (!indices.empty()) results[0] = timed(0);
+  {
+    MutexLock lock(&mu);
+    while (done + 1 < indices.size()) done_cv.Wait(&mu);
+  }
+  if (!seconds.empty()) party_seconds_ += *std::max_element(seconds.begin(), seconds.end());
+  for (const Status& s : results) FEDSILO_RETURN_IF_ERROR(s);
+  return absl::OkStatus();
+}
+
+StatusOr<VerticalAlignment> VerticalRun::Align() {
+  const size_t n = parties_.size();
+  std::vector<size_t> all(n);
+  std::iota(all.begin(), all.end(), 0);
+  const Clock::time_point start = Clock::now();
+  // Each party's set, blinded by its own scalar and then, one step at a
+  // time, by every other party's: at step s, set i is with party i + s, so
+  // that no party is asked twice at once.
+  std::vector<std::string> sets(n);
+  FEDSILO_RETURN_IF_ERROR(OnEach(all, [&](size_t i) -> Status {
+    StatusOr<std::string> points = parties_[i]->BlindOwnIds(options_.domain);
+    if (!points.ok()) return OfParty(points.status(), parties_[i]->name());
+    sets[i] = *std::move(points);
+    return absl::OkStatus();
+  }));
+  for (size_t step = 1; step < n; ++step) {
+    FEDSILO_RETURN_IF_ERROR(OnEach(all, [&](size_t i) -> Status {
+      transport::VerticalParty* at = parties_[(i + step) % n];
+      StatusOr<std::string> again = at->Reblind(parties_[i]->name(), sets[i]);
+      if (!again.ok()) return OfParty(again.status(), at->name());
+      sets[i] = *std::move(again);
+      return absl::OkStatus();
+    }));
+  }
+  StatusOr<std::vector<std::vector<int64_t>>> rows =
+      secure::IntersectBlinded(std::vector<absl::string_view>(sets.begin(), sets.end()));
+  if (!rows.ok()) {
+    // Errors there name a party by its position.
+    return Annotate(rows.status(), "the intersection of the parties' ids");
+  }
+  VerticalAlignment alignment;
+  alignment.intersection = static_cast<int64_t>((*rows)[0].size());
+  if (alignment.intersection == 0) {
+    std::vector<std::string> sizes;
+    for (size_t i = 0; i < n; ++i) {
+      sizes.push_back(
+          absl::StrCat(parties_[i]->name(), " ", sets[i].size() / secure::kPsiPointBytes, " rows"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the parties share no ids (", absl::StrJoin(sizes, ", "),
+        "): check that every party's catalog names the same id column, written alike"));
+  }
+  Event("info",
+        absl::StrCat("private set intersection: ", alignment.intersection,
+                     " people every party holds, in ", absl::StrFormat("%.1f", Since(start)), "s"));
+  std::vector<transport::AlignedRows> aligned(n);
+  FEDSILO_RETURN_IF_ERROR(OnEach(all, [&](size_t i) -> Status {
+    StatusOr<transport::AlignedRows> a = parties_[i]->Align((*rows)[i]);
+    if (!a.ok()) return OfParty(a.status(), parties_[i]->name());
+    aligned[i] = *a;
+    return absl::OkStatus();
+  }));
+  alignment.train = aligned[owner_].train;
+  alignment.test = aligned[owner_].test;
+  for (size_t i = 0; i < n; ++i) {
+    if (aligned[i].train != alignment.train || aligned[i].test != alignment.test ||
+        aligned[i].train + aligned[i].test != alignment.intersection) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("party '", parties_[i]->name(), "' aligned ", aligned[i].train,
+                       " training and ", aligned[i].test, " test rows; the label owner '",
+                       parties_[owner_]->name(), "' ", alignment.train, " and ", alignment.test,
+                       ", of ", alignment.intersection, " in the intersection"));
+    }
+  }
+  if (alignment.train == 0 || alignment.test == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", alignment.intersection,
+                     " people in the intersection leave no training or no test rows "
+                     "(data.test_fraction ",
+                     job_.data.test_fraction, ")"));
+  }
+  FEDSILO_RETURN_IF_ERROR(
+      Record(0, "psi_intersection", static_cast<double>(alignment.intersection)));
+  FEDSILO_RETURN_IF_ERROR(Record(0, "train_rows", static_cast<double>(alignment.train)));
+  FEDSILO_RETURN_IF_ERROR(Record(0, "test_rows", static_cast<double>(alignment.test)));
+  return alignment;
+}
+
+Status VerticalRun::TrainBatch(const std::vector<int64_t>& positions, double* loss) {
+  const transport::RowSelection rows{false, positions};
+  const size_t want = positions.size() * static_cast<size_t>(job_.vertical.cut_width);
+  std::vector<std::vector<float>> outputs(others_.size());
+  FEDSILO_RETURN_IF_ERROR(OnEach(others_, [&](size_t i) -> Status {
+    StatusOr<std::vector<float>> out = parties_[i]->Forward(rows);
+    if (!out.ok()) return OfParty(out.status(), parties_[i]->name());
+    if (out->size() != want) {
+      return absl::InvalidArgumentError(absl::StrCat("party '", parties_[i]->name(), "' sent ",
+                                                     out->size(), " cut-layer values for ",
+                                                     positions.size(), " rows; expected ", want));
+    }
+    if (!std::all_of(out->begin(), out->end(), [](float v) { return std::isfinite(v); })) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "party '", parties_[i]->name(), "' sent cut-layer values that are not finite"));
+    }
+    const size_t k =
+        static_cast<size_t>(std::find(others_.begin(), others_.end(), i) - others_.begin());
+    outputs[k] = *std::move(out);
+    return absl::OkStatus();
+  }));
+  StatusOr<transport::TopStepResult> top;
+  FEDSILO_RETURN_IF_ERROR(OnEach({owner_}, [&](size_t i) {
+    top = parties_[i]->TopStep(rows, outputs);
+    return absl::OkStatus();
+  }));
+  if (!top.ok()) return OfParty(top.status(), parties_[owner_]->name());
+  if (top->gradients.size() != others_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the label owner '", parties_[owner_]->name(),
+                                                   "' sent ", top->gradients.size(),
+                                                   " gradients for ", others_.size(), " parties"));
+  }
+  *loss = top->loss;
+  return OnEach(others_, [&](size_t i) -> Status {
+    const size_t k =
+        static_cast<size_t>(std::find(others_.begin(), others_.end(), i) - others_.begin());
+    return OfParty(parties_[i]->Backward(top->gradients[k]), parties_[i]->name());
+  });
+}
+
+StatusOr<std::map<std::string, double>> VerticalRun::Evaluate(int64_t test_rows) {
+  for (int64_t begin = 0; begin < test_rows; begin += kEvaluationRows) {
+    transport::RowSelection rows{true, {}};
+    for (int64_t p = begin; p < std::min(test_rows, begin + kEvaluationRows); ++p) {
+      rows.positions.push_back(p);
+    }
+    std::vector<std::vector<float>> outputs(others_.size());
+    FEDSILO_RETURN_IF_ERROR(OnEach(others_, [&](size_t i) -> Status {
+      StatusOr<std::vector<float>> out = parties_[i]->Forward(rows);
+      if (!out.ok()) return OfParty(out.status(), parties_[i]->name());
+      const size_t k =
+          static_cast<size_t>(std::find(others_.begin(), others_.end(), i) - others_.begin());
+      outputs[k] = *std::move(out);
+      return absl::OkStatus();
+    }));
+    FEDSILO_RETURN_IF_ERROR(
+        OfParty(parties_[owner_]->TopEvaluate(rows, outputs), parties_[owner_]->name()));
+  }
+  StatusOr<std::map<std::string, double>> metrics = parties_[owner_]->EndEvaluation();
+  if (!metrics.ok()) return OfParty(metrics.status(), parties_[owner_]->name());
+  return metrics;
+}
+
+StatusOr<VerticalResult> VerticalRun::Train(const VerticalAlignment& alignment) {
+  VerticalResult result;
+  result.alignment = alignment;
+  const int rounds = job_.training.rounds;
+  std::vector<size_t> all(parties_.size());
+  std::iota(all.begin(), all.end(), 0);
+  const Clock::time_point start = Clock::now();
+  party_seconds_ = 0;
+  for (int round = 1; round <= rounds; ++round) {
+    if (options_.stop != nullptr && options_.stop->load()) {
+      return absl::CancelledError(absl::StrCat("stopped before round ", round));
+    }
+    const Clock::time_point round_start = Clock::now();
+    FEDSILO_RETURN_IF_ERROR(OnEach(all, [&](size_t i) {
+      return OfParty(parties_[i]->BeginRound(round), parties_[i]->name());
+    }));
+    // Positions only: which rows they are, each party knows by itself.
+    double loss_sum = 0;
+    int64_t seen = 0;
+    for (const std::vector<int64_t>& positions : VerticalBatches(job_, round, alignment.train)) {
+      double loss = 0;
+      FEDSILO_RETURN_IF_ERROR(
+          Annotate(TrainBatch(positions, &loss), absl::StrCat("round ", round)));
+      loss_sum += loss * static_cast<double>(positions.size());
+      seen += static_cast<int64_t>(positions.size());
+    }
+    using Metrics = std::map<std::string, double>;
+    FEDSILO_ASSIGN_OR_RETURN(Metrics metrics, Evaluate(alignment.test));
+    RoundSummary summary;
+    summary.round = round;
+    summary.silos_sampled = summary.silos_succeeded = static_cast<int>(parties_.size());
+    summary.global_metrics = metrics;
+    summary.round_seconds = Since(round_start);
+    summary.elapsed_seconds = Since(start);
+    FEDSILO_RETURN_IF_ERROR(Record(round, "train_loss", loss_sum / static_cast<double>(seen)));
+    for (const auto& [name, value] : metrics) {
+      FEDSILO_RETURN_IF_ERROR(Record(round, absl::StrCat("test_", name), value));
+    }
+    FEDSILO_RETURN_IF_ERROR(
+        Record(round, "silos_succeeded", static_cast<double>(summary.silos_succeeded)));
+    if (options_.observer != nullptr) {
+      FEDSILO_RETURN_IF_ERROR(options_.observer->OnRoundEnd(summary, ModelState(), rounds));
+    }
+    result.rounds_completed = round;
+    result.final_metrics = std::move(metrics);
+    result.round_seconds = Since(start);
+    result.party_seconds = party_seconds_;
+  }
+  return result;
+}
+
+}  // namespace fedsilo::orchestrator

@@ -1,0 +1,363 @@
+#include "silo/vertical_party.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "ml/metrics.h"
+
+namespace fedsilo::silo {
+namespace {
+
+bool AllFinite(const std::vector<float>& values) {
+  return std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); });
+}
+
+}  // namespace
+
+uint64_t VerticalModelSeed(uint64_t job_seed, size_t part) {
+  return job_seed * 1000003 + 101 + part;
+}
+
+VerticalPartyAgent::VerticalPartyAgent(std::string name, const JobConfig& job,
+                                       ml::TabularData table)
+    : name_(std::move(name)), job_(job), table_(std::move(table)) {
+  label_owner_ = name_ == job_.vertical.label_owner;
+  const std::vector<std::string>& parties = job_.federation.silos;
+  own_index_ =
+      static_cast<size_t>(std::find(parties.begin(), parties.end(), name_) - parties.begin());
+}
+
+StatusOr<std::unique_ptr<VerticalPartyAgent>> VerticalPartyAgent::Create(
+    std::string name, const JobConfig& job, const DatasetEntry& dataset) {
+  const std::string where = absl::StrCat("party '", name, "'");
+  const std::vector<std::string>& parties = job.federation.silos;
+  if (std::find(parties.begin(), parties.end(), name) == parties.end()) {
+    return Shareable(absl::InvalidArgumentError(
+        absl::StrCat(where, ": not one of the job's parties (federation.silos)")));
+  }
+  if (dataset.csv.empty() || dataset.schema.id.empty()) {
+    return Shareable(absl::InvalidArgumentError(
+        absl::StrCat(where, ": dataset '", job.data.dataset,
+                     "' has no id column in the party's catalog (datasets.", job.data.dataset,
+                     ".id); a vertical job matches the parties' rows by it")));
+  }
+  const bool owner = name == job.vertical.label_owner;
+  if (owner && dataset.schema.label.empty()) {
+    return Shareable(absl::InvalidArgumentError(absl::StrCat(
+        where, ": is the label owner, but its catalog names no label column (datasets.",
+        job.data.dataset, ".label)")));
+  }
+  StatusOr<ml::TabularData> table =
+      ml::ReadTabularCsv(dataset.csv, dataset.schema, job.preprocess, /*need_label=*/owner);
+  if (!table.ok()) return Annotate(table.status(), where);
+  if (!owner) {
+    table->labels.clear();  // only the label owner's labels are used
+  } else if (table->labels.empty()) {
+    return DataError(absl::StatusCode::kInvalidArgument,
+                     absl::StrCat(where, ": some of the label owner's rows have no label"),
+                     dataset.csv);
+  }
+  std::vector<std::string> ids = table->ids;
+  std::sort(ids.begin(), ids.end());
+  int64_t repeated = 0;
+  for (size_t i = 1; i < ids.size(); ++i) repeated += ids[i] == ids[i - 1] ? 1 : 0;
+  if (repeated > 0) {
+    return DataError(absl::StatusCode::kInvalidArgument,
+                     absl::StrCat(where, ": ", repeated,
+                                  " rows repeat an id held by an earlier row; a vertical job "
+                                  "needs each person once"),
+                     dataset.csv);
+  }
+  return std::unique_ptr<VerticalPartyAgent>(
+      new VerticalPartyAgent(std::move(name), job, *std::move(table)));
+}
+
+StatusOr<std::string> VerticalPartyAgent::BlindOwnIds(const std::string& domain) {
+  if (psi_.has_value()) {
+    return Shareable(absl::FailedPreconditionError("the party's ids were blinded already"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(secure::PsiParty psi, secure::PsiParty::Create(domain));
+  psi_.emplace(std::move(psi));
+  return psi_->Blind(table_.ids);
+}
+
+StatusOr<std::string> VerticalPartyAgent::Reblind(const std::string& from_party,
+                                                  absl::string_view points) {
+  // Every blinding this party does lets whoever sends the points test them
+  // against its set: it does one per other party of the job, no more.
+  const std::vector<std::string>& parties = job_.federation.silos;
+  if (!psi_.has_value()) {
+    return Shareable(
+        absl::FailedPreconditionError("asked to blind another party's ids before its own"));
+  }
+  if (from_party == name_ ||
+      std::find(parties.begin(), parties.end(), from_party) == parties.end()) {
+    return Shareable(absl::PermissionDeniedError(absl::StrCat(
+        "asked to blind the ids of '", from_party, "', which is not another party of the job")));
+  }
+  if (!reblinded_for_.insert(from_party).second) {
+    return Shareable(absl::PermissionDeniedError(absl::StrCat(
+        "asked a second time to blind the ids of party '", from_party,
+        "': a party blinds each other party's set once (more would let guessed ids be tested "
+        "against its own)")));
+  }
+  return psi_->Reblind(points);
+}
+
+StatusOr<transport::AlignedRows> VerticalPartyAgent::Align(const std::vector<int64_t>& rows) {
+  if (aligned_ || reblinded_for_.size() + 1 != job_.federation.silos.size()) {
+    return Shareable(absl::FailedPreconditionError(
+        aligned_ ? "the party's rows were aligned already"
+                 : "asked to align its rows before it blinded every other party's ids"));
+  }
+  std::vector<bool> seen(static_cast<size_t>(table_.rows()), false);
+  for (int64_t r : rows) {
+    if (r < 0 || r >= table_.rows() || seen[static_cast<size_t>(r)]) {
+      return Shareable(absl::InvalidArgumentError(
+          "the rows of the intersection are not distinct rows of the party's table"));
+    }
+    seen[static_cast<size_t>(r)] = true;
+  }
+  // One order at every party, which no one chooses: the ids sorted, then
+  // shuffled with the job's seed.
+  std::vector<int64_t> order = rows;
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return table_.ids[static_cast<size_t>(a)] < table_.ids[static_cast<size_t>(b)];
+  });
+  std::mt19937_64 rng(job_.seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  const int64_t n = static_cast<int64_t>(order.size());
+  int64_t test = std::llround(static_cast<double>(n) * job_.data.test_fraction);
+  if (n >= 2) test = std::clamp<int64_t>(test, 1, n - 1);
+  FEDSILO_RETURN_IF_ERROR(Prepare(order, n - test));
+  aligned_ = true;
+  return transport::AlignedRows{n - test, test};
+}
+
+Status VerticalPartyAgent::Prepare(const std::vector<int64_t>& order, int64_t train_rows) {
+  const std::string where = absl::StrCat("party '", name_, "'");
+  const std::vector<int64_t> train_order(order.begin(), order.begin() + train_rows);
+  const std::vector<int64_t> test_order(order.begin() + train_rows, order.end());
+  const ml::TabularData train = table_.Subset(train_order);
+  const ml::TabularData test = table_.Subset(test_order);
+  for (int64_t r : order) aligned_ids_.push_back(table_.ids[static_cast<size_t>(r)]);
+  num_classes_ = 2;
+  if (label_owner_) {
+    num_classes_ = std::max({2, ml::NumClassesOf(train.labels), ml::NumClassesOf(test.labels)});
+  }
+  // The party's columns are scaled with its own training rows' statistics:
+  // no other party has them, and none needs them.
+  PreprocessConfig preprocess = job_.preprocess;
+  if (train_rows > 0) preprocess.statistics = ml::SumFeatures(train).Finish();
+  preprocess.statistics.class_counts.resize(static_cast<size_t>(num_classes_));
+  if (train_rows > 0) {
+    FEDSILO_ASSIGN_OR_RETURN(train_, ml::PrepareTabular(train, preprocess, where));
+  }
+  if (!test_order.empty()) {
+    FEDSILO_ASSIGN_OR_RETURN(test_, ml::PrepareTabular(test, preprocess, where));
+  }
+  const std::vector<int> none;
+  const std::vector<int>& hidden = job_.model.kind == ModelKind::kMlp ? job_.model.hidden : none;
+  const int64_t features = static_cast<int64_t>(table_.features.size());
+  const int64_t cut = job_.vertical.cut_width;
+  FEDSILO_ASSIGN_OR_RETURN(
+      bottom_, ml::LayerStack::Create({features, hidden, cut, /*relu_output=*/true, false},
+                                      job_.training, VerticalModelSeed(job_.seed, own_index_)));
+  if (label_owner_) {
+    const size_t parties = job_.federation.silos.size();
+    FEDSILO_ASSIGN_OR_RETURN(
+        top_, ml::LayerStack::Create({static_cast<int64_t>(parties) * cut, job_.vertical.top_hidden,
+                                      num_classes_, false, /*input_gradient=*/true},
+                                     job_.training, VerticalModelSeed(job_.seed, parties)));
+  }
+  return absl::OkStatus();
+}
+
+Status VerticalPartyAgent::BeginRound(int round) {
+  if (!aligned_) return Shareable(absl::FailedPreconditionError("the rows are not aligned yet"));
+  const double lr = RoundLearningRate(job_.training, round);
+  bottom_->SetLearningRate(lr);
+  if (top_ != nullptr) top_->SetLearningRate(lr);
+  return absl::OkStatus();
+}
+
+StatusOr<std::vector<float>> VerticalPartyAgent::Gather(const transport::RowSelection& rows) const {
+  if (!aligned_) return Shareable(absl::FailedPreconditionError("the rows are not aligned yet"));
+  const std::shared_ptr<ml::Dataset>& d = rows.test ? test_ : train_;
+  const int64_t size = d == nullptr ? 0 : d->size();
+  if (rows.positions.empty()) {
+    return Shareable(absl::InvalidArgumentError("a step needs at least one row"));
+  }
+  const int64_t f = size > 0 ? d->feature_size() : 0;
+  std::vector<float> x(rows.positions.size() * static_cast<size_t>(f));
+  for (size_t k = 0; k < rows.positions.size(); ++k) {
+    const int64_t p = rows.positions[k];
+    if (p < 0 || p >= size) {
+      return Shareable(
+          absl::InvalidArgumentError(absl::StrCat("row position ", p, " is outside the ", size,
+                                                  rows.test ? " test" : " training", " rows")));
+    }
+    d->CopyExample(p, x.data() + k * static_cast<size_t>(f));
+  }
+  return x;
+}
+
+StatusOr<std::vector<float>> VerticalPartyAgent::Forward(const transport::RowSelection& rows) {
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> x, Gather(rows));
+  return bottom_->Forward(x, static_cast<int64_t>(rows.positions.size()), !rows.test);
+}
+
+Status VerticalPartyAgent::Backward(const std::vector<float>& gradient) {
+  if (!aligned_) return Shareable(absl::FailedPreconditionError("the rows are not aligned yet"));
+  if (!AllFinite(gradient)) {
+    return Shareable(absl::InvalidArgumentError("a gradient with values that are not finite"));
+  }
+  return bottom_->Backward(gradient).status();
+}
+
+StatusOr<std::vector<float>> VerticalPartyAgent::TopInput(
+    const transport::RowSelection& rows, const std::vector<std::vector<float>>& cut_outputs,
+    bool train) {
+  if (!label_owner_) {
+    return Shareable(
+        absl::FailedPreconditionError(absl::StrCat("party '", name_, "' is not the label owner")));
+  }
+  const std::vector<std::string>& parties = job_.federation.silos;
+  const size_t n = rows.positions.size();
+  const size_t cut = static_cast<size_t>(job_.vertical.cut_width);
+  if (cut_outputs.size() + 1 != parties.size()) {
+    return Shareable(absl::InvalidArgumentError(absl::StrCat("expected the cut-layer outputs of ",
+                                                             parties.size() - 1, " parties, got ",
+                                                             cut_outputs.size())));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> x, Gather(rows));
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> own,
+                           bottom_->Forward(x, static_cast<int64_t>(n), train));
+  std::vector<const std::vector<float>*> parts;
+  for (size_t p = 0, k = 0; p < parties.size(); ++p) {
+    if (p == own_index_) {
+      parts.push_back(&own);
+      continue;
+    }
+    const std::vector<float>& out = cut_outputs[k++];
+    if (out.size() != n * cut || !AllFinite(out)) {
+      return Shareable(absl::InvalidArgumentError(
+          absl::StrCat("party '", parties[p], "' sent ",
+                       out.size() != n * cut ? "cut-layer outputs of the "
+                                               "wrong size"
+                                             : "cut-layer outputs that "
+                                               "are not finite",
+                       " (", out.size(), " values for ", n, " rows of ", cut, ")")));
+    }
+    parts.push_back(&out);
+  }
+  std::vector<float> input(n * cut * parties.size());
+  for (size_t r = 0; r < n; ++r) {
+    for (size_t p = 0; p < parts.size(); ++p) {
+      std::copy_n(parts[p]->data() + r * cut, cut, input.data() + (r * parts.size() + p) * cut);
+    }
+  }
+  return input;
+}
+
+StatusOr<transport::TopStepResult> VerticalPartyAgent::TopStep(
+    const transport::RowSelection& rows, const std::vector<std::vector<float>>& cut_outputs) {
+  if (rows.test) {
+    return Shareable(absl::InvalidArgumentError("a training step on test rows"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> input, TopInput(rows, cut_outputs, true));
+  const int64_t n = static_cast<int64_t>(rows.positions.size());
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logits, top_->Forward(input, n, true));
+  std::vector<int64_t> labels;
+  for (int64_t p : rows.positions) labels.push_back(train_->labels[static_cast<size_t>(p)]);
+  FEDSILO_ASSIGN_OR_RETURN(ml::CrossEntropy ce,
+                           ml::CrossEntropyOf(logits, n, num_classes_, labels));
+  if (!std::isfinite(ce.loss)) {
+    return Shareable(absl::InternalError(
+        "training diverged: the loss is not finite; lower training.learning_rate"));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> d_input, top_->Backward(ce.gradient));
+  const size_t parties = job_.federation.silos.size();
+  const size_t cut = static_cast<size_t>(job_.vertical.cut_width);
+  transport::TopStepResult result;
+  result.loss = ce.loss;
+  for (size_t p = 0; p < parties; ++p) {
+    std::vector<float> slice(static_cast<size_t>(n) * cut);
+    for (size_t r = 0; r < static_cast<size_t>(n); ++r) {
+      std::copy_n(d_input.data() + (r * parties + p) * cut, cut, slice.data() + r * cut);
+    }
+    if (p == own_index_) {
+      FEDSILO_RETURN_IF_ERROR(bottom_->Backward(slice).status());
+      continue;
+    }
+    if (job_.vertical.gradient_noise > 0) {
+      // Noise in proportion to the batch's gradients, so that one setting
+      // means the same for any model and learning rate.
+      double sum = 0;
+      for (float g : slice) sum += static_cast<double>(g) * g;
+      const double rms = std::sqrt(sum / static_cast<double>(slice.size()));
+      std::vector<float> noise(slice.size());
+      noise_.FillGaussian(noise.data(), noise.size(), job_.vertical.gradient_noise * rms);
+      for (size_t i = 0; i < slice.size(); ++i) slice[i] += noise[i];
+    }
+    result.gradients.push_back(std::move(slice));
+  }
+  return result;
+}
+
+Status VerticalPartyAgent::TopEvaluate(const transport::RowSelection& rows,
+                                       const std::vector<std::vector<float>>& cut_outputs) {
+  if (!rows.test)
+    return Shareable(absl::InvalidArgumentError("scoring rows that are not test rows"));
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> input, TopInput(rows, cut_outputs, false));
+  const int64_t n = static_cast<int64_t>(rows.positions.size());
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logits, top_->Forward(input, n, false));
+  std::vector<int64_t> labels;
+  for (int64_t p : rows.positions) labels.push_back(test_->labels[static_cast<size_t>(p)]);
+  FEDSILO_ASSIGN_OR_RETURN(ml::CrossEntropy ce,
+                           ml::CrossEntropyOf(logits, n, num_classes_, labels));
+  eval_loss_sum_ += ce.loss * static_cast<double>(n);
+  eval_log_probabilities_.insert(eval_log_probabilities_.end(), ce.log_probabilities.begin(),
+                                 ce.log_probabilities.end());
+  eval_labels_.insert(eval_labels_.end(), labels.begin(), labels.end());
+  return absl::OkStatus();
+}
+
+StatusOr<std::map<std::string, double>> VerticalPartyAgent::EndEvaluation() {
+  if (!label_owner_ || eval_labels_.empty()) {
+    return Shareable(absl::FailedPreconditionError("no test rows were scored"));
+  }
+  const size_t n = eval_labels_.size(), k = static_cast<size_t>(num_classes_);
+  std::vector<int64_t> predicted(n);
+  std::vector<float> positive;
+  for (size_t i = 0; i < n; ++i) {
+    const float* row = eval_log_probabilities_.data() + i * k;
+    predicted[i] = std::max_element(row, row + k) - row;
+    if (k == 2) positive.push_back(std::exp(row[1]));
+  }
+  const ml::ClassificationMetrics m = ml::ComputeClassificationMetrics(
+      eval_loss_sum_ / static_cast<double>(n), eval_labels_, predicted, positive);
+  eval_log_probabilities_.clear();
+  eval_labels_.clear();
+  eval_loss_sum_ = 0;
+  return m.ToMap();
+}
+
+ModelState VerticalPartyAgent::BottomState() const {
+  return bottom_ != nullptr ? bottom_->GetState() : ModelState();
+}
+
+ModelState VerticalPartyAgent::TopState() const {
+  return top_ != nullptr ? top_->GetState() : ModelState();
+}
+
+std::string VerticalPartyAgent::Describe() const {
+  if (bottom_ == nullptr) return "(not aligned yet)";
+  std::string d = absl::StrCat("bottom ", bottom_->Describe());
+  if (top_ != nullptr) absl::StrAppend(&d, "; top ", top_->Describe());
+  return d;
+}
+
+}  // namespace fedsilo::silo

@@ -1,0 +1,108 @@
+// A silo's side of a vertical job (docs/vertical.md): its table (with an id
+// column), its secret scalar for the private set intersection, its rows
+// aligned with the other parties', its bottom model and, at the label
+// owner, the top model and the labels. What it answers the orchestrator is
+// in transport/vertical_party.h: blinded points, cut-layer outputs and their
+// gradients, and at the label owner the test rows' aggregate metrics.
+//
+// Thread safety: as transport::VerticalParty.
+#ifndef FEDSILO_SILO_VERTICAL_PARTY_H_
+#define FEDSILO_SILO_VERTICAL_PARTY_H_
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/job_config.h"
+#include "core/model_state.h"
+#include "core/status.h"
+#include "ml/dataset.h"
+#include "ml/split_model.h"
+#include "ml/tabular.h"
+#include "privacy/secure_random.h"
+#include "secure/psi.h"
+#include "silo/dataset_catalog.h"
+#include "transport/vertical_party.h"
+
+namespace fedsilo::silo {
+
+// The seed of a vertical job's model part: party `part`'s bottom model (its
+// index in federation.silos), or with `part` = the number of parties, the
+// label owner's top model.
+uint64_t VerticalModelSeed(uint64_t job_seed, size_t part);
+
+class VerticalPartyAgent : public transport::VerticalParty {
+ public:
+  // Reads the party's table of job.data.dataset from its catalog entry
+  // (with the label at the label owner only). InvalidArgument, naming the
+  // party, for a dataset without an id column, a label owner whose table
+  // lacks labels, or ids held twice.
+  static StatusOr<std::unique_ptr<VerticalPartyAgent>> Create(std::string name,
+                                                              const JobConfig& job,
+                                                              const DatasetEntry& dataset);
+
+  const std::string& name() const override { return name_; }
+  StatusOr<std::string> BlindOwnIds(const std::string& domain) override;
+  StatusOr<std::string> Reblind(const std::string& from_party, absl::string_view points) override;
+  StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows) override;
+  StatusOr<std::vector<float>> Forward(const transport::RowSelection& rows) override;
+  Status Backward(const std::vector<float>& gradient) override;
+  Status BeginRound(int round) override;
+  StatusOr<transport::TopStepResult> TopStep(
+      const transport::RowSelection& rows,
+      const std::vector<std::vector<float>>& cut_outputs) override;
+  Status TopEvaluate(const transport::RowSelection& rows,
+                     const std::vector<std::vector<float>>& cut_outputs) override;
+  StatusOr<std::map<std::string, double>> EndEvaluation() override;
+
+  bool label_owner() const { return label_owner_; }
+  // The party's rows as read (before alignment), and its features.
+  int64_t rows() const { return table_.rows(); }
+  const std::vector<std::string>& features() const { return table_.features; }
+  // After Align(): the ids of the aligned rows in the shared order (training
+  // rows first); what the party keeps to know whom a prediction is about.
+  const std::vector<std::string>& aligned_ids() const { return aligned_ids_; }
+  // The trained models: the bottom model, and the top model at the label
+  // owner (empty elsewhere).
+  ModelState BottomState() const;
+  ModelState TopState() const;
+  // "mlp 9-32-8, 616 parameters" (and the top model at the label owner).
+  std::string Describe() const;
+
+ private:
+  VerticalPartyAgent(std::string name, const JobConfig& job, ml::TabularData table);
+  // The features (rows x features) of the selected rows; InvalidArgument
+  // for a position outside them.
+  StatusOr<std::vector<float>> Gather(const transport::RowSelection& rows) const;
+  // The top model's input and labels for `rows`: every party's cut-layer
+  // outputs side by side, this party's computed here (kept for its
+  // backward pass when `train`).
+  StatusOr<std::vector<float>> TopInput(const transport::RowSelection& rows,
+                                        const std::vector<std::vector<float>>& cut_outputs,
+                                        bool train);
+  Status Prepare(const std::vector<int64_t>& order, int64_t train_rows);
+
+  std::string name_;
+  JobConfig job_;
+  bool label_owner_ = false;
+  size_t own_index_ = 0;  // in job.federation.silos
+  ml::TabularData table_;
+  std::optional<secure::PsiParty> psi_;
+  std::set<std::string> reblinded_for_;
+  bool aligned_ = false;
+  std::vector<std::string> aligned_ids_;
+  std::shared_ptr<ml::Dataset> train_, test_;
+  int num_classes_ = 0;
+  std::unique_ptr<ml::LayerStack> bottom_, top_;
+  privacy::SecureRandom noise_;
+  // Test rows scored since the last EndEvaluation().
+  std::vector<float> eval_log_probabilities_;
+  std::vector<int64_t> eval_labels_;
+  double eval_loss_sum_ = 0;
+};
+
+}  // namespace fedsilo::silo
+
+#endif  // FEDSILO_SILO_VERTICAL_PARTY_H_

@@ -1,0 +1,599 @@
+// Vertical jobs end to end in one process: each party a real
+// silo::VerticalPartyAgent reading its own CSV file, the orchestrator's
+// VerticalRun between them (orchestrator/vertical_run.h), as `fedsilo run`
+// wires them. Hostile parties and a hostile orchestrator are played by
+// wrappers around the real parties, or by calling a party directly.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/job_config.h"
+#include "ml/metrics.h"
+#include "ml/split_model.h"
+#include "orchestrator/vertical_run.h"
+#include "secure/psi.h"
+#include "silo/dataset_catalog.h"
+#include "silo/vertical_party.h"
+
+namespace fedsilo {
+namespace {
+
+using silo::VerticalPartyAgent;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+void Write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// People 0..n-1; the bank holds the label and columns a1, a2, the shop b1,
+// b2, the telco c1. Each file holds its own share of the people, in its own
+// order. The label depends on every party's columns.
+struct People {
+  std::string dir;
+  std::map<std::string, std::vector<double>> columns;  // id -> a1, a2, b1, b2, c1
+  std::map<std::string, int> label;
+  std::set<std::string> at_bank, at_shop, at_telco;
+};
+
+People MakePeople(const std::string& name, int n, unsigned seed) {
+  People p;
+  p.dir = ::testing::TempDir() + "/vertical_" + name;
+  std::filesystem::remove_all(p.dir);
+  std::filesystem::create_directories(p.dir);
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> g(0, 1);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<std::string> ids;
+  for (int i = 0; i < n; ++i) {
+    const std::string id = absl::StrCat("person-", (i * 7919) % 100003);
+    ids.push_back(id);
+    std::vector<double> v = {g(rng), 10 + 3 * g(rng), g(rng), g(rng), g(rng)};
+    p.columns[id] = v;
+    p.label[id] = v[0] + (v[1] - 10) / 3 + v[2] - v[3] + v[4] + 0.3 * g(rng) > 0 ? 1 : 0;
+    if (u(rng) < 0.85) p.at_bank.insert(id);
+    if (u(rng) < 0.8) p.at_shop.insert(id);
+    if (u(rng) < 0.9) p.at_telco.insert(id);
+  }
+  const auto file = [&](const std::string& party, const std::string& header,
+                        const std::set<std::string>& holds, auto row) {
+    std::vector<std::string> mine(holds.begin(), holds.end());
+    std::shuffle(mine.begin(), mine.end(), rng);
+    std::string csv = header + "\n";
+    for (const std::string& id : mine) csv += id + "," + row(id) + "\n";
+    Write(p.dir + "/" + party + ".csv", csv);
+  };
+  file("bank", "id,a1,a2,label", p.at_bank, [&](const std::string& id) {
+    return absl::StrFormat("%.6f,%.6f,%d", p.columns[id][0], p.columns[id][1], p.label[id]);
+  });
+  file("shop", "id,b1,b2", p.at_shop, [&](const std::string& id) {
+    return absl::StrFormat("%.6f,%.6f", p.columns[id][2], p.columns[id][3]);
+  });
+  file("telco", "id,c1", p.at_telco,
+       [&](const std::string& id) { return absl::StrFormat("%.6f", p.columns[id][4]); });
+  return p;
+}
+
+silo::DatasetEntry Entry(const People& p, const std::string& party) {
+  silo::DatasetEntry e;
+  e.csv = p.dir + "/" + party + ".csv";
+  e.schema.id = "id";
+  if (party == "bank") e.schema.label = "label";
+  return e;
+}
+
+JobConfig Job(const std::vector<std::string>& parties, const std::string& more = "") {
+  std::string yaml = absl::StrCat(
+      "kind: vertical\nseed: 5\ndata: {dataset: people, test_fraction: 0.25}\n"
+      "preprocess: {scale: standard}\nmodel: {name: mlp, hidden: [4]}\n"
+      "training: {rounds: 3, batch_size: 16, optimizer: adam, learning_rate: 0.02}\n"
+      "federation: {silos: [",
+      absl::StrJoin(parties, ", "), "]}\nvertical: {label_owner: bank, cut_width: 3, ",
+      "top_hidden: [5]", more, "}\n");
+  StatusOr<JobConfig> job = ParseJobConfig(yaml, "job.yaml");
+  EXPECT_TRUE(job.ok()) << job.status();
+  return *job;
+}
+
+using Parties = std::vector<std::unique_ptr<VerticalPartyAgent>>;
+
+Parties Make(const People& p, const JobConfig& job) {
+  Parties out;
+  for (const std::string& name : job.federation.silos) {
+    StatusOr<std::unique_ptr<VerticalPartyAgent>> party =
+        VerticalPartyAgent::Create(name, job, Entry(p, name));
+    EXPECT_TRUE(party.ok()) << party.status();
+    out.push_back(*std::move(party));
+  }
+  return out;
+}
+
+std::vector<transport::VerticalParty*> Pointers(const Parties& parties) {
+  std::vector<transport::VerticalParty*> out;
+  for (const auto& p : parties) out.push_back(p.get());
+  return out;
+}
+
+orchestrator::VerticalRunOptions Options(tracking::MetricsSink* metrics = nullptr) {
+  orchestrator::VerticalRunOptions o;
+  o.domain = "fedsilo/vertical/test-run";
+  o.metrics = metrics;
+  return o;
+}
+
+// The documented shared order: the ids every party holds, sorted, then
+// shuffled with the job's seed.
+std::vector<std::string> SharedOrder(const std::vector<std::set<std::string>>& sets,
+                                     uint64_t seed) {
+  std::vector<std::string> order;
+  for (const std::string& id : sets[0]) {
+    if (std::all_of(sets.begin(), sets.end(), [&](const auto& s) { return s.count(id) > 0; })) {
+      order.push_back(id);
+    }
+  }
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+TEST(VerticalTest, ThePartiesAlignExactlyTheSharedPeopleInOneOrderAndSplitAlike) {
+  const People p = MakePeople("align", 400, 1);
+  const JobConfig job = Job({"bank", "shop", "telco"});
+  Parties parties = Make(p, job);
+  orchestrator::VerticalRun run(job, Pointers(parties), Options());
+  StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+  ASSERT_TRUE(a.ok()) << a.status();
+  const std::vector<std::string> expected = SharedOrder({p.at_bank, p.at_shop, p.at_telco}, 5);
+  // Some of everyone's people are not shared: the intersection is smaller
+  // than any party's table.
+  ASSERT_LT(expected.size(), std::min({p.at_bank.size(), p.at_shop.size(), p.at_telco.size()}));
+  EXPECT_EQ(a->intersection, static_cast<int64_t>(expected.size()));
+  EXPECT_EQ(a->test, std::llround(expected.size() * 0.25));
+  EXPECT_EQ(a->train + a->test, a->intersection);
+  for (const auto& party : parties) EXPECT_EQ(party->aligned_ids(), expected) << party->name();
+}
+
+// The orchestrator and the parties see points only: no byte of a set it
+// relays is an id, its SHA-512, or the group element it hashes to.
+class Recording : public transport::VerticalParty {
+ public:
+  explicit Recording(transport::VerticalParty* inner) : inner_(inner) {}
+  std::vector<std::string> relayed;
+  const std::string& name() const override { return inner_->name(); }
+  StatusOr<std::string> BlindOwnIds(const std::string& domain) override {
+    StatusOr<std::string> out = inner_->BlindOwnIds(domain);
+    if (out.ok()) relayed.push_back(*out);
+    return out;
+  }
+  StatusOr<std::string> Reblind(const std::string& from, absl::string_view points) override {
+    relayed.emplace_back(points);
+    StatusOr<std::string> out = inner_->Reblind(from, points);
+    if (out.ok()) relayed.push_back(*out);
+    return out;
+  }
+  StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows) override {
+    return inner_->Align(rows);
+  }
+  StatusOr<std::vector<float>> Forward(const transport::RowSelection& rows) override {
+    return inner_->Forward(rows);
+  }
+  Status Backward(const std::vector<float>& gradient) override {
+    return inner_->Backward(gradient);
+  }
+  Status BeginRound(int round) override { return inner_->BeginRound(round); }
+  StatusOr<transport::TopStepResult> TopStep(const transport::RowSelection& rows,
+                                             const std::vector<std::vector<float>>& cut) override {
+    return inner_->TopStep(rows, cut);
+  }
+  Status TopEvaluate(const transport::RowSelection& rows,
+                     const std::vector<std::vector<float>>& cut) override {
+    return inner_->TopEvaluate(rows, cut);
+  }
+  StatusOr<std::map<std::string, double>> EndEvaluation() override {
+    return inner_->EndEvaluation();
+  }
+
+ protected:
+  transport::VerticalParty* inner_;
+};
+
+TEST(VerticalTest, NoRelayedByteIsAnIdOrItsHash) {
+  const People p = MakePeople("relayed", 120, 2);
+  const JobConfig job = Job({"bank", "shop"});
+  Parties parties = Make(p, job);
+  std::vector<std::unique_ptr<Recording>> recorded;
+  std::vector<transport::VerticalParty*> reach;
+  for (const auto& party : parties) {
+    recorded.push_back(std::make_unique<Recording>(party.get()));
+    reach.push_back(recorded.back().get());
+  }
+  orchestrator::VerticalRun run(job, reach, Options());
+  ASSERT_TRUE(run.Align().ok());
+  size_t checked = 0;
+  for (const auto& r : recorded) {
+    ASSERT_FALSE(r->relayed.empty());
+    for (const std::string& bytes : r->relayed) {
+      for (const auto& [id, unused] : p.columns) {
+        unsigned char sha[SHA512_DIGEST_LENGTH];
+        SHA512(reinterpret_cast<const unsigned char*>(id.data()), id.size(), sha);
+        const std::string point = secure::PsiHashToGroup("fedsilo/vertical/test-run", id);
+        ASSERT_EQ(point.size(), secure::kPsiPointBytes);
+        EXPECT_EQ(bytes.find(id), std::string::npos);
+        EXPECT_EQ(bytes.find(std::string(reinterpret_cast<char*>(sha), 16)), std::string::npos);
+        EXPECT_EQ(bytes.find(point), std::string::npos) << id;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 0u);
+}
+
+// The split model trained across two parties ends with the weights of the
+// same model trained centrally on the joined table: the same rows (joined
+// by id here, in the documented order), scaled with the training rows'
+// statistics, the same batches, the same initial weights.
+TEST(VerticalTest, TwoPartySplitLearningEqualsCentralTrainingOnTheJoinedTable) {
+  const People p = MakePeople("equal", 300, 3);
+  const JobConfig job = Job({"bank", "shop"});
+  Parties parties = Make(p, job);
+  orchestrator::VerticalRun run(job, Pointers(parties), Options());
+  StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+  ASSERT_TRUE(a.ok()) << a.status();
+  StatusOr<orchestrator::VerticalResult> trained = run.Train(*a);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->rounds_completed, 3);
+
+  // Central: the joined table, in the documented order.
+  const std::vector<std::string> order = SharedOrder({p.at_bank, p.at_shop}, job.seed);
+  const size_t train = static_cast<size_t>(a->train);
+  std::vector<std::vector<double>> x(order.size());
+  for (size_t r = 0; r < order.size(); ++r) {
+    const std::vector<double>& v = p.columns.at(order[r]);
+    x[r] = {v[0], v[1], v[2], v[3]};
+  }
+  for (size_t j = 0; j < 4; ++j) {  // standard scaling with the training rows'
+    double sum = 0, squares = 0;
+    for (size_t r = 0; r < train; ++r) {
+      sum += x[r][j];
+      squares += x[r][j] * x[r][j];
+    }
+    const double mean = sum / train, sd = std::sqrt(squares / train - mean * mean);
+    for (auto& row : x) row[j] = (row[j] - mean) / sd;
+  }
+  TrainingConfig t = job.training;
+  auto bottom_bank =
+      ml::LayerStack::Create({2, {4}, 3, true, false}, t, silo::VerticalModelSeed(job.seed, 0));
+  auto bottom_shop =
+      ml::LayerStack::Create({2, {4}, 3, true, false}, t, silo::VerticalModelSeed(job.seed, 1));
+  auto top =
+      ml::LayerStack::Create({6, {5}, 2, false, true}, t, silo::VerticalModelSeed(job.seed, 2));
+  ASSERT_TRUE(bottom_bank.ok() && bottom_shop.ok() && top.ok());
+  for (int round = 1; round <= 3; ++round) {
+    for (const std::vector<int64_t>& batch : orchestrator::VerticalBatches(job, round, a->train)) {
+      const int64_t n = static_cast<int64_t>(batch.size());
+      std::vector<float> xa, xb;
+      std::vector<int64_t> y;
+      for (int64_t pos : batch) {
+        const std::vector<double>& row = x[static_cast<size_t>(pos)];
+        xa.insert(xa.end(), {static_cast<float>(row[0]), static_cast<float>(row[1])});
+        xb.insert(xb.end(), {static_cast<float>(row[2]), static_cast<float>(row[3])});
+        y.push_back(p.label.at(order[static_cast<size_t>(pos)]));
+      }
+      std::vector<float> ha = (*bottom_bank)->Forward(xa, n, true).value();
+      std::vector<float> hb = (*bottom_shop)->Forward(xb, n, true).value();
+      std::vector<float> joined;
+      for (int64_t r = 0; r < n; ++r) {
+        joined.insert(joined.end(), ha.begin() + r * 3, ha.begin() + r * 3 + 3);
+        joined.insert(joined.end(), hb.begin() + r * 3, hb.begin() + r * 3 + 3);
+      }
+      std::vector<float> logits = (*top)->Forward(joined, n, true).value();
+      ml::CrossEntropy ce = ml::CrossEntropyOf(logits, n, 2, y).value();
+      std::vector<float> d = (*top)->Backward(ce.gradient).value();
+      std::vector<float> da, db;
+      for (int64_t r = 0; r < n; ++r) {
+        da.insert(da.end(), d.begin() + r * 6, d.begin() + r * 6 + 3);
+        db.insert(db.end(), d.begin() + r * 6 + 3, d.begin() + r * 6 + 6);
+      }
+      ASSERT_TRUE((*bottom_bank)->Backward(da).ok());
+      ASSERT_TRUE((*bottom_shop)->Backward(db).ok());
+    }
+  }
+  const auto max_difference = [](const ModelState& s, const ModelState& t) {
+    EXPECT_TRUE(s.CheckSameLayout(t).ok());
+    double most = 0;
+    for (size_t i = 0; i < s.size(); ++i) {
+      for (size_t k = 0; k < s.tensors()[i].floats().size(); ++k) {
+        most = std::max<double>(most,
+                                std::abs(s.tensors()[i].floats()[k] - t.tensors()[i].floats()[k]));
+      }
+    }
+    return most;
+  };
+  EXPECT_LT(max_difference(parties[0]->BottomState(), (*bottom_bank)->GetState()), 1e-4);
+  EXPECT_LT(max_difference(parties[1]->BottomState(), (*bottom_shop)->GetState()), 1e-4);
+  EXPECT_LT(max_difference(parties[0]->TopState(), (*top)->GetState()), 1e-4);
+  EXPECT_TRUE(parties[1]->TopState().empty());  // the shop has no top model
+  // It learned: the label depends on both parties' columns.
+  EXPECT_GT(trained->final_metrics.at("auc"), 0.8);
+}
+
+// A hostile orchestrator that asks a party to blind a set twice (to test
+// guessed ids against its own), or for itself or a stranger, is refused.
+TEST(VerticalTest, APartyBlindsEachOtherPartysSetOnceAndForPartiesOfTheJobOnly) {
+  const People p = MakePeople("blind_once", 60, 4);
+  const JobConfig job = Job({"bank", "shop"});
+  Parties parties = Make(p, job);
+  VerticalPartyAgent& bank = *parties[0];
+  EXPECT_EQ(bank.Reblind("shop", std::string(32, 'x')).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // before its own
+  StatusOr<std::string> shop_points = parties[1]->BlindOwnIds("fedsilo/vertical/x");
+  ASSERT_TRUE(shop_points.ok());
+  ASSERT_TRUE(bank.BlindOwnIds("fedsilo/vertical/x").ok());
+  EXPECT_EQ(bank.BlindOwnIds("fedsilo/vertical/x").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(bank.Align({0}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(bank.Reblind("bank", *shop_points).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(bank.Reblind("mallory", *shop_points).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(bank.Reblind("shop", *shop_points).ok());
+  StatusOr<std::string> again = bank.Reblind("shop", *shop_points);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(again.status().message()), HasSubstr("a second time"));
+  // Rows that are not distinct rows of its table are refused too.
+  EXPECT_FALSE(bank.Align({0, 0}).ok());
+  EXPECT_FALSE(bank.Align({static_cast<int64_t>(bank.rows())}).ok());
+}
+
+// A party that sends cut-layer outputs of the wrong size, or not finite, is
+// named; a gradient that is not finite is refused by the party.
+class Hostile : public Recording {
+ public:
+  enum Kind { kShortOutputs, kNanOutputs, kMiscountedRows };
+  Hostile(transport::VerticalParty* inner, Kind kind) : Recording(inner), kind_(kind) {}
+  StatusOr<std::vector<float>> Forward(const transport::RowSelection& rows) override {
+    StatusOr<std::vector<float>> out = inner_->Forward(rows);
+    if (out.ok() && kind_ == kShortOutputs) out->pop_back();
+    if (out.ok() && kind_ == kNanOutputs) (*out)[0] = std::nanf("");
+    return out;
+  }
+  StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows) override {
+    StatusOr<transport::AlignedRows> a = inner_->Align(rows);
+    if (a.ok() && kind_ == kMiscountedRows) a->train += 1;
+    return a;
+  }
+
+ private:
+  Kind kind_;
+};
+
+TEST(VerticalTest, AHostilePartysCutLayerOrRowCountIsRefusedNamingIt) {
+  const People p = MakePeople("hostile", 150, 5);
+  for (Hostile::Kind kind :
+       {Hostile::kShortOutputs, Hostile::kNanOutputs, Hostile::kMiscountedRows}) {
+    const JobConfig job = Job({"bank", "shop"});
+    Parties parties = Make(p, job);
+    Hostile shop(parties[1].get(), kind);
+    orchestrator::VerticalRun run(job, {parties[0].get(), &shop}, Options());
+    StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+    if (kind == Hostile::kMiscountedRows) {
+      ASSERT_FALSE(a.ok());
+      EXPECT_THAT(std::string(a.status().message()), HasSubstr("party 'shop' aligned"));
+      continue;
+    }
+    ASSERT_TRUE(a.ok());
+    StatusOr<orchestrator::VerticalResult> r = run.Train(*a);
+    ASSERT_FALSE(r.ok()) << kind;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("party 'shop'")) << kind;
+  }
+  const JobConfig job = Job({"bank", "shop"});
+  Parties parties = Make(p, job);
+  orchestrator::VerticalRun run(job, Pointers(parties), Options());
+  ASSERT_TRUE(run.Align().ok());
+  ASSERT_TRUE(parties[1]->BeginRound(1).ok());
+  ASSERT_TRUE(parties[1]->Forward({false, {0, 1}}).ok());
+  std::vector<float> poisoned(6, 0.1f);
+  poisoned[2] = INFINITY;
+  EXPECT_THAT(std::string(parties[1]->Backward(poisoned).message()), HasSubstr("not finite"));
+  // The label owner checks what it is handed too: the orchestrator may be
+  // the one that lies.
+  std::vector<float> nan_cut(6, 0.2f);
+  nan_cut[4] = std::nanf("");
+  ASSERT_TRUE(parties[0]->BeginRound(1).ok());
+  StatusOr<transport::TopStepResult> top = parties[0]->TopStep({false, {0, 1}}, {nan_cut});
+  EXPECT_EQ(top.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(top.status().message()),
+              HasSubstr("party 'shop' sent cut-layer outputs that are not finite"));
+  top = parties[0]->TopStep({false, {0, 1}}, {std::vector<float>(5, 0.2f)});
+  EXPECT_THAT(std::string(top.status().message()),
+              HasSubstr("party 'shop' sent cut-layer outputs of the wrong size"));
+  EXPECT_EQ(parties[1]->TopStep({false, {0, 1}}, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // the shop has no labels
+  // Rows outside the aligned ones are refused.
+  EXPECT_FALSE(parties[1]->Forward({true, {1000000}}).ok());
+}
+
+TEST(VerticalTest, BadTablesAreRefusedNamingTheParty) {
+  const People p = MakePeople("bad", 50, 6);
+  const JobConfig job = Job({"bank", "shop"});
+  silo::DatasetEntry no_id = Entry(p, "shop");
+  no_id.schema.id.clear();
+  StatusOr<std::unique_ptr<VerticalPartyAgent>> made =
+      VerticalPartyAgent::Create("shop", job, no_id);
+  EXPECT_EQ(made.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(made.status().message()),
+              HasSubstr("party 'shop': dataset 'people' has no id column"));
+
+  silo::DatasetEntry wrong_id = Entry(p, "shop");
+  wrong_id.schema.id = "customer";
+  made = VerticalPartyAgent::Create("shop", job, wrong_id);
+  EXPECT_THAT(std::string(made.status().message()), HasSubstr("party 'shop'"));
+  EXPECT_THAT(std::string(made.status().message()),
+              HasSubstr("id column 'customer' is not in the file's header"));
+
+  silo::DatasetEntry unlabelled = Entry(p, "bank");
+  unlabelled.schema.label.clear();
+  made = VerticalPartyAgent::Create("bank", job, unlabelled);
+  EXPECT_THAT(std::string(made.status().message()),
+              HasSubstr("party 'bank': is the label owner, but its catalog names no label"));
+
+  Write(p.dir + "/twice.csv", "id,b1,b2\nx,1,2\ny,3,4\nx,5,6\n");
+  silo::DatasetEntry twice = Entry(p, "shop");
+  twice.csv = p.dir + "/twice.csv";
+  made = VerticalPartyAgent::Create("shop", job, twice);
+  EXPECT_EQ(made.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(made.status().message()),
+              HasSubstr("party 'shop': 1 rows repeat an id held by an earlier row"));
+  EXPECT_THAT(std::string(made.status().message()), Not(HasSubstr("x,")));
+
+  Write(p.dir + "/no_id_value.csv", "id,b1,b2\nx,1,2\n,3,4\n");
+  twice.csv = p.dir + "/no_id_value.csv";
+  made = VerticalPartyAgent::Create("shop", job, twice);
+  EXPECT_THAT(std::string(made.status().message()),
+              HasSubstr("row 2, column 'id': the row has no id"));
+}
+
+TEST(VerticalTest, PartiesThatShareNobodyAreToldSo) {
+  const People p = MakePeople("nobody", 50, 7);
+  Write(p.dir + "/strangers.csv", "id,b1,b2\nstranger-1,1,2\nstranger-2,3,4\n");
+  const JobConfig job = Job({"bank", "shop"});
+  silo::DatasetEntry strangers = Entry(p, "shop");
+  strangers.csv = p.dir + "/strangers.csv";
+  Parties parties;
+  parties.push_back(VerticalPartyAgent::Create("bank", job, Entry(p, "bank")).value());
+  parties.push_back(VerticalPartyAgent::Create("shop", job, strangers).value());
+  orchestrator::VerticalRun run(job, Pointers(parties), Options());
+  StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(a.status().message()),
+              HasSubstr(absl::StrCat("the parties share no ids (bank ", p.at_bank.size(),
+                                     " rows, shop 2 rows)")));
+}
+
+// vertical.gradient_noise: the label owner's gradients to the other parties
+// carry noise (the same step without it gives other gradients), and the
+// model still learns.
+TEST(VerticalTest, GradientNoiseChangesWhatTheLabelOwnerSendsAndTrainingGoesOn) {
+  const People p = MakePeople("noise", 300, 8);
+  std::vector<std::vector<float>> sent;
+  for (const char* noise : {"", ", gradient_noise: 1"}) {
+    const JobConfig job = Job({"bank", "shop"}, noise);
+    Parties parties = Make(p, job);
+    orchestrator::VerticalRun run(job, Pointers(parties), Options());
+    StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE(parties[0]->BeginRound(1).ok());
+    const transport::RowSelection rows{false, {0, 1, 2, 3}};
+    std::vector<float> cut = parties[1]->Forward(rows).value();
+    StatusOr<transport::TopStepResult> step = parties[0]->TopStep(rows, {cut});
+    ASSERT_TRUE(step.ok()) << step.status();
+    ASSERT_EQ(step->gradients.size(), 1u);
+    sent.push_back(step->gradients[0]);
+    ASSERT_TRUE(parties[1]->Backward(step->gradients[0]).ok());
+    StatusOr<orchestrator::VerticalResult> r = run.Train(*a);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_GT(r->final_metrics.at("auc"), 0.7) << noise;
+  }
+  double moved = 0;
+  for (size_t i = 0; i < sent[0].size(); ++i) moved += std::abs(sent[0][i] - sent[1][i]);
+  EXPECT_GT(moved, 1e-4);
+}
+
+// The passive party as an attacker: it keeps the gradient the label owner
+// sends for each of its training rows in round 1.
+class GradientSpy : public Recording {
+ public:
+  using Recording::Recording;
+  std::vector<std::vector<int64_t>> batches;  // positions of each batch
+  std::vector<std::vector<float>> gradients;  // and the gradient sent for it
+  StatusOr<std::vector<float>> Forward(const transport::RowSelection& rows) override {
+    if (!rows.test) batches.push_back(rows.positions);
+    return inner_->Forward(rows);
+  }
+  Status Backward(const std::vector<float>& gradient) override {
+    gradients.push_back(gradient);
+    return inner_->Backward(gradient);
+  }
+};
+
+// How well the spy reads the labels from the gradients (ROC AUC; 0.5 is a
+// guess): per batch, each row's gradient projected on the batch's main
+// direction (positives and negatives push the cut layer opposite ways; the
+// direction's sign is fixed by the first batch).
+double LabelLeakage(const GradientSpy& spy, const std::vector<int>& labels, int width) {
+  std::vector<float> scores;
+  std::vector<int64_t> truth;
+  std::vector<double> first;
+  for (size_t b = 0; b < spy.batches.size() && b < spy.gradients.size(); ++b) {
+    const std::vector<float>& g = spy.gradients[b];
+    const size_t rows = spy.batches[b].size();
+    std::vector<double> u(static_cast<size_t>(width), 1.0);
+    for (int it = 0; it < 100; ++it) {  // power iteration on sum g g^T
+      std::vector<double> next(u.size(), 0.0);
+      for (size_t r = 0; r < rows; ++r) {
+        double dot = 0;
+        for (int k = 0; k < width; ++k) dot += g[r * width + k] * u[k];
+        for (int k = 0; k < width; ++k) next[k] += dot * g[r * width + k];
+      }
+      double norm = 0;
+      for (double v : next) norm += v * v;
+      norm = std::sqrt(norm);
+      if (norm == 0) break;
+      for (size_t k = 0; k < u.size(); ++k) u[k] = next[k] / norm;
+    }
+    if (first.empty()) first = u;
+    double align = 0;
+    for (size_t k = 0; k < u.size(); ++k) align += u[k] * first[k];
+    for (size_t r = 0; r < rows; ++r) {
+      double score = 0;
+      for (int k = 0; k < width; ++k) score += g[r * width + k] * u[k];
+      scores.push_back(static_cast<float>(align < 0 ? -score : score));
+      truth.push_back(labels[static_cast<size_t>(spy.batches[b][r])]);
+    }
+  }
+  const double auc = ml::RocAuc(scores, truth);
+  return std::max(auc, 1 - auc);
+}
+
+// Label leakage through the gradients, played by the passive party: without
+// noise it reads most labels of its rows from the gradients of one round;
+// vertical.gradient_noise blurs them, and the model still learns.
+TEST(VerticalTest, APassivePartyReadsLabelsFromGradientsAndNoiseBlursThem) {
+  const People p = MakePeople("leakage", 600, 9);
+  std::map<std::string, double> leaked, learned;
+  for (const char* noise : {"0", "1", "4"}) {
+    JobConfig job = Job({"bank", "shop"}, absl::StrCat(", gradient_noise: ", noise));
+    job.training.rounds = 1;
+    Parties parties = Make(p, job);
+    GradientSpy spy(parties[1].get());
+    orchestrator::VerticalRun run(job, {parties[0].get(), &spy}, Options());
+    StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+    ASSERT_TRUE(a.ok()) << a.status();
+    StatusOr<orchestrator::VerticalResult> r = run.Train(*a);
+    ASSERT_TRUE(r.ok()) << r.status();
+    std::vector<int> labels;  // of the shop's training rows, by position
+    for (int64_t i = 0; i < a->train; ++i) {
+      labels.push_back(p.label.at(parties[1]->aligned_ids()[static_cast<size_t>(i)]));
+    }
+    leaked[noise] = LabelLeakage(spy, labels, job.vertical.cut_width);
+    learned[noise] = r->final_metrics.at("auc");
+    std::printf(
+        "gradient_noise %s: the shop reads labels with AUC %.3f; the model's test AUC %.3f\n",
+        noise, leaked[noise], learned[noise]);
+  }
+  EXPECT_GT(leaked["0"], 0.9);
+  EXPECT_LT(leaked["4"], leaked["0"] - 0.15);
+  EXPECT_LT(leaked["1"], leaked["0"]);
+}
+
+}  // namespace
+}  // namespace fedsilo
