@@ -1718,7 +1718,7 @@ TEST(CliTest, AVerticalJobRunsTheExampleAndReportsItsIntersection) {
   const std::string dir = Workdir("vertical");
   fs::copy(Example("vertical/catalogs"), dir + "/catalogs", fs::copy_options::recursive);
   fs::copy(Example("vertical/fraud-vertical.yaml"), dir + "/fraud-vertical.yaml");
-  Output generated = Fedsilo("generate fraud-vertical --out " + dir + "/data --scale 0.3 --json");
+  Output generated = Fedsilo("generate fraud-vertical --out " + dir + "/data --json");
   ASSERT_EQ(generated.status, 0) << generated.err;
   const nlohmann::json files = LastJson(generated.out);
   ASSERT_EQ(files["files"].size(), 3u);
@@ -1726,6 +1726,15 @@ TEST(CliTest, AVerticalJobRunsTheExampleAndReportsItsIntersection) {
   const int64_t bank_rows = files["files"][0]["rows"];
   ASSERT_GT(shared, 0);
   ASSERT_LT(shared, bank_rows);
+  // The example's files are what the command writes with its defaults.
+  for (const char* party : {"bank", "telecom", "retailer"}) {
+    EXPECT_EQ(ReadAll(dir + "/data/" + party + ".csv"),
+              ReadAll(Example(std::string("vertical/data/") + party + ".csv")))
+        << party;
+  }
+  Output small = Fedsilo("generate fraud-vertical --out " + dir + "/small --scale 0.1 --seed 3");
+  ASSERT_EQ(small.status, 0) << small.err;
+  EXPECT_THAT(small.out, HasSubstr("of 1000 customers are at all three"));
 
   const std::string run =
       "run " + dir + "/fraud-vertical.yaml --workdir " + dir + " --set training.rounds=4 --json";

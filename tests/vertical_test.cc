@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
 
@@ -19,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/job_config.h"
+#include "core/seeded_shuffle.h"
 #include "ml/metrics.h"
 #include "ml/split_model.h"
 #include "orchestrator/vertical_run.h"
@@ -106,11 +108,16 @@ JobConfig Job(const std::vector<std::string>& parties, const std::string& more =
 
 using Parties = std::vector<std::unique_ptr<VerticalPartyAgent>>;
 
+// The initial weights' seed the tests give party i (its top model: + 1).
+uint64_t Seed(size_t i) { return 1000 + 10 * i; }
+
 Parties Make(const People& p, const JobConfig& job) {
   Parties out;
   for (const std::string& name : job.federation.silos) {
+    silo::VerticalPartyOptions options;
+    options.model_seed = Seed(out.size());
     StatusOr<std::unique_ptr<VerticalPartyAgent>> party =
-        VerticalPartyAgent::Create(name, job, Entry(p, name));
+        VerticalPartyAgent::Create(name, job, Entry(p, name), options);
     EXPECT_TRUE(party.ok()) << party.status();
     out.push_back(*std::move(party));
   }
@@ -141,7 +148,7 @@ std::vector<std::string> SharedOrder(const std::vector<std::set<std::string>>& s
     }
   }
   std::mt19937_64 rng(seed);
-  std::shuffle(order.begin(), order.end(), rng);
+  SeededShuffle(order, rng);
   return order;
 }
 
@@ -198,9 +205,7 @@ class Recording : public transport::VerticalParty {
                      const std::vector<std::vector<float>>& cut) override {
     return inner_->TopEvaluate(rows, cut);
   }
-  StatusOr<std::map<std::string, double>> EndEvaluation() override {
-    return inner_->EndEvaluation();
-  }
+  StatusOr<transport::RoundMetrics> EndRound() override { return inner_->EndRound(); }
 
  protected:
   transport::VerticalParty* inner_;
@@ -237,30 +242,26 @@ TEST(VerticalTest, NoRelayedByteIsAnIdOrItsHash) {
   EXPECT_GT(checked, 0u);
 }
 
-// The split model trained across two parties ends with the weights of the
-// same model trained centrally on the joined table: the same rows (joined
-// by id here, in the documented order), scaled with the training rows'
-// statistics, the same batches, the same initial weights.
-TEST(VerticalTest, TwoPartySplitLearningEqualsCentralTrainingOnTheJoinedTable) {
-  const People p = MakePeople("equal", 300, 3);
-  const JobConfig job = Job({"bank", "shop"});
-  Parties parties = Make(p, job);
-  orchestrator::VerticalRun run(job, Pointers(parties), Options());
-  StatusOr<orchestrator::VerticalAlignment> a = run.Align();
-  ASSERT_TRUE(a.ok()) << a.status();
-  StatusOr<orchestrator::VerticalResult> trained = run.Train(*a);
-  ASSERT_TRUE(trained.ok()) << trained.status();
-  EXPECT_EQ(trained->rounds_completed, 3);
+// Each party's columns in People::columns, by name.
+std::vector<size_t> ColumnsOf(const std::string& party) {
+  if (party == "bank") return {0, 1};
+  if (party == "shop") return {2, 3};
+  return {4};
+}
 
-  // Central: the joined table, in the documented order.
-  const std::vector<std::string> order = SharedOrder({p.at_bank, p.at_shop}, job.seed);
-  const size_t train = static_cast<size_t>(a->train);
-  std::vector<std::vector<double>> x(order.size());
-  for (size_t r = 0; r < order.size(); ++r) {
-    const std::vector<double>& v = p.columns.at(order[r]);
-    x[r] = {v[0], v[1], v[2], v[3]};
-  }
-  for (size_t j = 0; j < 4; ++j) {  // standard scaling with the training rows'
+// Trains the job's concatenated model centrally on the joined table: the
+// people all `parties` hold, in the documented order, scaled with the
+// training rows' statistics, the documented batches, the parties' initial
+// weights (Seed). Returns each party's bottom model and the top model.
+std::vector<std::unique_ptr<ml::LayerStack>> TrainCentrally(
+    const People& p, const JobConfig& job, const std::vector<std::set<std::string>>& sets,
+    int64_t train_rows) {
+  const std::vector<std::string>& parties = job.federation.silos;
+  const std::vector<std::string> order = SharedOrder(sets, job.seed);
+  const size_t train = static_cast<size_t>(train_rows);
+  std::vector<std::vector<double>> x(order.size(), std::vector<double>(5));
+  for (size_t r = 0; r < order.size(); ++r) x[r] = p.columns.at(order[r]);
+  for (size_t j = 0; j < 5; ++j) {  // standard scaling with the training rows'
     double sum = 0, squares = 0;
     for (size_t r = 0; r < train; ++r) {
       sum += x[r][j];
@@ -269,61 +270,125 @@ TEST(VerticalTest, TwoPartySplitLearningEqualsCentralTrainingOnTheJoinedTable) {
     const double mean = sum / train, sd = std::sqrt(squares / train - mean * mean);
     for (auto& row : x) row[j] = (row[j] - mean) / sd;
   }
-  TrainingConfig t = job.training;
-  auto bottom_bank =
-      ml::LayerStack::Create({2, {4}, 3, true, false}, t, silo::VerticalModelSeed(job.seed, 0));
-  auto bottom_shop =
-      ml::LayerStack::Create({2, {4}, 3, true, false}, t, silo::VerticalModelSeed(job.seed, 1));
-  auto top =
-      ml::LayerStack::Create({6, {5}, 2, false, true}, t, silo::VerticalModelSeed(job.seed, 2));
-  ASSERT_TRUE(bottom_bank.ok() && bottom_shop.ok() && top.ok());
-  for (int round = 1; round <= 3; ++round) {
-    for (const std::vector<int64_t>& batch : orchestrator::VerticalBatches(job, round, a->train)) {
+  const int64_t cut = job.vertical.cut_width;
+  std::vector<std::unique_ptr<ml::LayerStack>> parts;
+  size_t owner = 0;
+  for (size_t i = 0; i < parties.size(); ++i) {
+    const int64_t columns = static_cast<int64_t>(ColumnsOf(parties[i]).size());
+    parts.push_back(
+        ml::LayerStack::Create({columns, job.model.hidden, cut, true, false}, job.training, Seed(i))
+            .value());
+    if (parties[i] == job.vertical.label_owner) owner = i;
+  }
+  parts.push_back(ml::LayerStack::Create({cut * static_cast<int64_t>(parties.size()),
+                                          job.vertical.top_hidden, 2, false, true},
+                                         job.training, Seed(owner) + 1)
+                      .value());
+  ml::LayerStack& top = *parts.back();
+  for (int round = 1; round <= job.training.rounds; ++round) {
+    for (const std::vector<int64_t>& batch : VerticalBatches(job, round, train_rows)) {
       const int64_t n = static_cast<int64_t>(batch.size());
-      std::vector<float> xa, xb;
-      std::vector<int64_t> y;
-      for (int64_t pos : batch) {
-        const std::vector<double>& row = x[static_cast<size_t>(pos)];
-        xa.insert(xa.end(), {static_cast<float>(row[0]), static_cast<float>(row[1])});
-        xb.insert(xb.end(), {static_cast<float>(row[2]), static_cast<float>(row[3])});
-        y.push_back(p.label.at(order[static_cast<size_t>(pos)]));
+      std::vector<std::vector<float>> outputs;
+      for (size_t i = 0; i < parties.size(); ++i) {
+        std::vector<float> xi;
+        for (int64_t pos : batch) {
+          for (size_t c : ColumnsOf(parties[i])) {
+            xi.push_back(static_cast<float>(x[static_cast<size_t>(pos)][c]));
+          }
+        }
+        outputs.push_back(parts[i]->Forward(xi, n, true).value());
       }
-      std::vector<float> ha = (*bottom_bank)->Forward(xa, n, true).value();
-      std::vector<float> hb = (*bottom_shop)->Forward(xb, n, true).value();
       std::vector<float> joined;
+      std::vector<int64_t> y;
       for (int64_t r = 0; r < n; ++r) {
-        joined.insert(joined.end(), ha.begin() + r * 3, ha.begin() + r * 3 + 3);
-        joined.insert(joined.end(), hb.begin() + r * 3, hb.begin() + r * 3 + 3);
+        for (const auto& out : outputs) {
+          joined.insert(joined.end(), out.begin() + r * cut, out.begin() + (r + 1) * cut);
+        }
+        y.push_back(p.label.at(order[static_cast<size_t>(batch[static_cast<size_t>(r)])]));
       }
-      std::vector<float> logits = (*top)->Forward(joined, n, true).value();
+      std::vector<float> logits = top.Forward(joined, n, true).value();
       ml::CrossEntropy ce = ml::CrossEntropyOf(logits, n, 2, y).value();
-      std::vector<float> d = (*top)->Backward(ce.gradient).value();
-      std::vector<float> da, db;
-      for (int64_t r = 0; r < n; ++r) {
-        da.insert(da.end(), d.begin() + r * 6, d.begin() + r * 6 + 3);
-        db.insert(db.end(), d.begin() + r * 6 + 3, d.begin() + r * 6 + 6);
+      std::vector<float> d = top.Backward(ce.gradient).value();
+      const size_t width = static_cast<size_t>(cut) * parties.size();
+      for (size_t i = 0; i < parties.size(); ++i) {
+        std::vector<float> di;
+        for (int64_t r = 0; r < n; ++r) {
+          const auto from = d.begin() + static_cast<int64_t>(r * width + i * cut);
+          di.insert(di.end(), from, from + cut);
+        }
+        EXPECT_TRUE(parts[i]->Backward(di).ok());
       }
-      ASSERT_TRUE((*bottom_bank)->Backward(da).ok());
-      ASSERT_TRUE((*bottom_shop)->Backward(db).ok());
     }
   }
-  const auto max_difference = [](const ModelState& s, const ModelState& t) {
-    EXPECT_TRUE(s.CheckSameLayout(t).ok());
-    double most = 0;
-    for (size_t i = 0; i < s.size(); ++i) {
-      for (size_t k = 0; k < s.tensors()[i].floats().size(); ++k) {
-        most = std::max<double>(most,
-                                std::abs(s.tensors()[i].floats()[k] - t.tensors()[i].floats()[k]));
+  return parts;
+}
+
+double MaxDifference(const ModelState& s, const ModelState& t) {
+  EXPECT_TRUE(s.CheckSameLayout(t).ok());
+  double most = 0;
+  for (size_t i = 0; i < s.size() && i < t.size(); ++i) {
+    for (size_t k = 0; k < s.tensors()[i].floats().size(); ++k) {
+      most =
+          std::max<double>(most, std::abs(s.tensors()[i].floats()[k] - t.tensors()[i].floats()[k]));
+    }
+  }
+  return most;
+}
+
+// The split model trained across the parties ends with the weights of the
+// same model trained centrally on the joined table: the same rows (joined
+// by id here, in the documented order), scaled with the training rows'
+// statistics, the same batches, the same initial weights. With two parties,
+// and with three where the label owner is in the middle (every gradient
+// must reach its own party).
+TEST(VerticalTest, SplitLearningEqualsCentralTrainingOnTheJoinedTable) {
+  const People p = MakePeople("equal", 300, 3);
+  for (const std::vector<std::string>& names :
+       {std::vector<std::string>{"bank", "shop"},
+        std::vector<std::string>{"shop", "bank", "telco"}}) {
+    const JobConfig job = Job(names);
+    Parties parties = Make(p, job);
+    orchestrator::VerticalRun run(job, Pointers(parties), Options());
+    StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+    ASSERT_TRUE(a.ok()) << a.status();
+    StatusOr<orchestrator::VerticalResult> trained = run.Train(*a);
+    ASSERT_TRUE(trained.ok()) << trained.status();
+    EXPECT_EQ(trained->rounds_completed, 3);
+    std::vector<std::set<std::string>> sets;
+    for (const std::string& name : names) {
+      sets.push_back(name == "bank" ? p.at_bank : name == "shop" ? p.at_shop : p.at_telco);
+    }
+    const auto central = TrainCentrally(p, job, sets, a->train);
+    for (size_t i = 0; i < names.size(); ++i) {
+      EXPECT_LT(MaxDifference(parties[i]->BottomState(), central[i]->GetState()), 1e-4) << names[i];
+      if (names[i] == "bank") {
+        EXPECT_LT(MaxDifference(parties[i]->TopState(), central.back()->GetState()), 1e-4);
+      } else {
+        EXPECT_TRUE(parties[i]->TopState().empty()) << names[i];  // no top model
       }
     }
-    return most;
-  };
-  EXPECT_LT(max_difference(parties[0]->BottomState(), (*bottom_bank)->GetState()), 1e-4);
-  EXPECT_LT(max_difference(parties[1]->BottomState(), (*bottom_shop)->GetState()), 1e-4);
-  EXPECT_LT(max_difference(parties[0]->TopState(), (*top)->GetState()), 1e-4);
-  EXPECT_TRUE(parties[1]->TopState().empty());  // the shop has no top model
-  // It learned: the label depends on both parties' columns.
-  EXPECT_GT(trained->final_metrics.at("auc"), 0.8);
+    // It learned: the label depends on every party's columns.
+    EXPECT_GT(trained->final_metrics.at("auc"), 0.8);
+  }
+}
+
+// Without a seed given, each party draws its model's initial weights
+// itself: two parties made from the same job start from different weights,
+// which no one else can compute from the job.
+TEST(VerticalTest, EachPartyDrawsItsInitialWeightsItself) {
+  const People p = MakePeople("secret_init", 80, 10);
+  const JobConfig job = Job({"bank", "shop"});
+  std::vector<ModelState> bottoms;
+  for (int i = 0; i < 2; ++i) {
+    Parties parties;
+    for (const std::string& name : job.federation.silos) {
+      parties.push_back(VerticalPartyAgent::Create(name, job, Entry(p, name)).value());
+    }
+    orchestrator::VerticalRun run(job, Pointers(parties), Options());
+    ASSERT_TRUE(run.Align().ok());
+    bottoms.push_back(parties[1]->BottomState());
+  }
+  EXPECT_GT(MaxDifference(bottoms[0], bottoms[1]), 1e-3);
 }
 
 // A hostile orchestrator that asks a party to blind a set twice (to test
@@ -358,7 +423,7 @@ TEST(VerticalTest, APartyBlindsEachOtherPartysSetOnceAndForPartiesOfTheJobOnly) 
 // named; a gradient that is not finite is refused by the party.
 class Hostile : public Recording {
  public:
-  enum Kind { kShortOutputs, kNanOutputs, kMiscountedRows };
+  enum Kind { kShortOutputs, kNanOutputs, kMiscountedRows, kOtherOrder };
   Hostile(transport::VerticalParty* inner, Kind kind) : Recording(inner), kind_(kind) {}
   StatusOr<std::vector<float>> Forward(const transport::RowSelection& rows) override {
     StatusOr<std::vector<float>> out = inner_->Forward(rows);
@@ -369,6 +434,7 @@ class Hostile : public Recording {
   StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows) override {
     StatusOr<transport::AlignedRows> a = inner_->Align(rows);
     if (a.ok() && kind_ == kMiscountedRows) a->train += 1;
+    if (a.ok() && kind_ == kOtherOrder) a->order_digest[0] ^= 1;
     return a;
   }
 
@@ -378,16 +444,19 @@ class Hostile : public Recording {
 
 TEST(VerticalTest, AHostilePartysCutLayerOrRowCountIsRefusedNamingIt) {
   const People p = MakePeople("hostile", 150, 5);
-  for (Hostile::Kind kind :
-       {Hostile::kShortOutputs, Hostile::kNanOutputs, Hostile::kMiscountedRows}) {
+  for (Hostile::Kind kind : {Hostile::kShortOutputs, Hostile::kNanOutputs, Hostile::kMiscountedRows,
+                             Hostile::kOtherOrder}) {
     const JobConfig job = Job({"bank", "shop"});
     Parties parties = Make(p, job);
     Hostile shop(parties[1].get(), kind);
     orchestrator::VerticalRun run(job, {parties[0].get(), &shop}, Options());
     StatusOr<orchestrator::VerticalAlignment> a = run.Align();
-    if (kind == Hostile::kMiscountedRows) {
+    if (kind == Hostile::kMiscountedRows || kind == Hostile::kOtherOrder) {
       ASSERT_FALSE(a.ok());
-      EXPECT_THAT(std::string(a.status().message()), HasSubstr("party 'shop' aligned"));
+      EXPECT_THAT(std::string(a.status().message()),
+                  HasSubstr(kind == Hostile::kOtherOrder
+                                ? "party 'shop' holds other people, or in another order"
+                                : "party 'shop' aligned"));
       continue;
     }
     ASSERT_TRUE(a.ok());
@@ -398,28 +467,80 @@ TEST(VerticalTest, AHostilePartysCutLayerOrRowCountIsRefusedNamingIt) {
   const JobConfig job = Job({"bank", "shop"});
   Parties parties = Make(p, job);
   orchestrator::VerticalRun run(job, Pointers(parties), Options());
-  ASSERT_TRUE(run.Align().ok());
+  StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+  ASSERT_TRUE(a.ok());
+  const std::vector<std::vector<int64_t>> batches = VerticalBatches(job, 1, a->train);
+  const size_t n0 = batches[0].size(), n1 = batches[1].size();
   ASSERT_TRUE(parties[1]->BeginRound(1).ok());
-  ASSERT_TRUE(parties[1]->Forward({false, {0, 1}}).ok());
-  std::vector<float> poisoned(6, 0.1f);
+  ASSERT_TRUE(parties[1]->Forward({false, batches[0]}).ok());
+  std::vector<float> poisoned(n0 * 3, 0.1f);
   poisoned[2] = INFINITY;
   EXPECT_THAT(std::string(parties[1]->Backward(poisoned).message()), HasSubstr("not finite"));
   // The label owner checks what it is handed too: the orchestrator may be
   // the one that lies.
-  std::vector<float> nan_cut(6, 0.2f);
+  std::vector<float> nan_cut(n0 * 3, 0.2f);
   nan_cut[4] = std::nanf("");
   ASSERT_TRUE(parties[0]->BeginRound(1).ok());
-  StatusOr<transport::TopStepResult> top = parties[0]->TopStep({false, {0, 1}}, {nan_cut});
+  StatusOr<transport::TopStepResult> top = parties[0]->TopStep({false, batches[0]}, {nan_cut});
   EXPECT_EQ(top.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(top.status().message()),
               HasSubstr("party 'shop' sent cut-layer outputs that are not finite"));
-  top = parties[0]->TopStep({false, {0, 1}}, {std::vector<float>(5, 0.2f)});
+  top = parties[0]->TopStep({false, batches[1]}, {std::vector<float>(n1 * 3 - 1, 0.2f)});
   EXPECT_THAT(std::string(top.status().message()),
               HasSubstr("party 'shop' sent cut-layer outputs of the wrong size"));
-  EXPECT_EQ(parties[1]->TopStep({false, {0, 1}}, {}).status().code(),
+  EXPECT_EQ(parties[1]->TopStep({false, batches[1]}, {}).status().code(),
             absl::StatusCode::kFailedPrecondition);  // the shop has no labels
-  // Rows outside the aligned ones are refused.
   EXPECT_FALSE(parties[1]->Forward({true, {1000000}}).ok());
+}
+
+// A hostile orchestrator cannot query a party's model, or the label
+// owner's, on rows of its choosing: a round asks for its batches in order,
+// then for every test row once, in order; the label owner's metrics come
+// once a round, after all of them.
+TEST(VerticalTest, APartyAnswersOnlyTheRowsTheRoundMayAskFor) {
+  const People p = MakePeople("out_of_turn", 200, 11);
+  const JobConfig job = Job({"bank", "shop"});
+  Parties parties = Make(p, job);
+  orchestrator::VerticalRun run(job, Pointers(parties), Options());
+  StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+  ASSERT_TRUE(a.ok());
+  VerticalPartyAgent& bank = *parties[0];
+  VerticalPartyAgent& shop = *parties[1];
+  const std::vector<std::vector<int64_t>> batches = VerticalBatches(job, 1, a->train);
+  EXPECT_EQ(shop.Forward({false, batches[0]}).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // before the first round
+  EXPECT_EQ(shop.BeginRound(2).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(shop.BeginRound(1).ok());
+  ASSERT_TRUE(bank.BeginRound(1).ok());
+  const auto denied = [](const Status& s) {
+    return s.code() == absl::StatusCode::kPermissionDenied;
+  };
+  EXPECT_TRUE(denied(shop.Forward({false, {0}}).status()));         // a row of its choice
+  EXPECT_TRUE(denied(shop.Forward({false, batches[1]}).status()));  // out of order
+  EXPECT_TRUE(denied(shop.Forward({true, {0}}).status()));          // test before training
+  EXPECT_TRUE(denied(bank.TopEvaluate({true, {0}}, {std::vector<float>(3)})));
+  EXPECT_EQ(bank.EndRound().status().code(), absl::StatusCode::kFailedPrecondition);
+  // The round as the orchestrator runs it...
+  for (const std::vector<int64_t>& batch : batches) {
+    std::vector<float> cut = shop.Forward({false, batch}).value();
+    StatusOr<transport::TopStepResult> step = bank.TopStep({false, batch}, {cut});
+    ASSERT_TRUE(step.ok()) << step.status();
+    ASSERT_TRUE(shop.Backward(step->gradients[0]).ok());
+  }
+  std::vector<int64_t> all_test(static_cast<size_t>(a->test));
+  std::iota(all_test.begin(), all_test.end(), 0);
+  EXPECT_TRUE(denied(shop.Forward({true, {1, 2}}).status()));  // not from the first
+  std::vector<float> cut = shop.Forward({true, all_test}).value();
+  ASSERT_TRUE(bank.TopEvaluate({true, all_test}, {cut}).ok());
+  StatusOr<transport::RoundMetrics> metrics = bank.EndRound();
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_GT(metrics->train_loss, 0);
+  EXPECT_EQ(metrics->test.count("auc"), 1u);
+  // ... and no second look at its rows.
+  EXPECT_TRUE(denied(shop.Forward({true, {0}}).status()));
+  EXPECT_TRUE(denied(bank.TopEvaluate({true, {0}}, {std::vector<float>(3)})));
+  EXPECT_EQ(bank.EndRound().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(shop.BeginRound(2).ok());
 }
 
 TEST(VerticalTest, BadTablesAreRefusedNamingTheParty) {
@@ -475,8 +596,9 @@ TEST(VerticalTest, PartiesThatShareNobodyAreToldSo) {
   StatusOr<orchestrator::VerticalAlignment> a = run.Align();
   EXPECT_EQ(a.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(a.status().message()),
-              HasSubstr(absl::StrCat("the parties share no ids (bank ", p.at_bank.size(),
-                                     " rows, shop 2 rows)")));
+              HasSubstr("the parties share no ids (bank, shop): check that every party's "
+                        "catalog names the same id column"));
+  EXPECT_THAT(std::string(a.status().message()), Not(HasSubstr("rows")));
 }
 
 // vertical.gradient_noise: the label owner's gradients to the other parties
@@ -487,18 +609,25 @@ TEST(VerticalTest, GradientNoiseChangesWhatTheLabelOwnerSendsAndTrainingGoesOn) 
   std::vector<std::vector<float>> sent;
   for (const char* noise : {"", ", gradient_noise: 1"}) {
     const JobConfig job = Job({"bank", "shop"}, noise);
+    {
+      // One step by hand: the same batch, the same weights, with or without.
+      Parties parties = Make(p, job);
+      orchestrator::VerticalRun run(job, Pointers(parties), Options());
+      StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+      ASSERT_TRUE(a.ok());
+      ASSERT_TRUE(parties[0]->BeginRound(1).ok());
+      ASSERT_TRUE(parties[1]->BeginRound(1).ok());
+      const transport::RowSelection rows{false, VerticalBatches(job, 1, a->train)[0]};
+      std::vector<float> cut = parties[1]->Forward(rows).value();
+      StatusOr<transport::TopStepResult> step = parties[0]->TopStep(rows, {cut});
+      ASSERT_TRUE(step.ok()) << step.status();
+      ASSERT_EQ(step->gradients.size(), 1u);
+      sent.push_back(step->gradients[0]);
+    }
     Parties parties = Make(p, job);
     orchestrator::VerticalRun run(job, Pointers(parties), Options());
     StatusOr<orchestrator::VerticalAlignment> a = run.Align();
     ASSERT_TRUE(a.ok());
-    ASSERT_TRUE(parties[0]->BeginRound(1).ok());
-    const transport::RowSelection rows{false, {0, 1, 2, 3}};
-    std::vector<float> cut = parties[1]->Forward(rows).value();
-    StatusOr<transport::TopStepResult> step = parties[0]->TopStep(rows, {cut});
-    ASSERT_TRUE(step.ok()) << step.status();
-    ASSERT_EQ(step->gradients.size(), 1u);
-    sent.push_back(step->gradients[0]);
-    ASSERT_TRUE(parties[1]->Backward(step->gradients[0]).ok());
     StatusOr<orchestrator::VerticalResult> r = run.Train(*a);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_GT(r->final_metrics.at("auc"), 0.7) << noise;

@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <numeric>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "core/file_util.h"
+#include "core/seeded_shuffle.h"
 
 namespace fedsilo {
 
@@ -109,6 +112,23 @@ absl::string_view OptimizerKindName(OptimizerKind kind) {
       return "adam";
   }
   return "?";
+}
+
+std::vector<std::vector<int64_t>> VerticalBatches(const JobConfig& job, int round,
+                                                  int64_t train_rows) {
+  std::vector<int64_t> order(static_cast<size_t>(std::max<int64_t>(0, train_rows)));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(job.seed * 1000003 + static_cast<uint64_t>(round));
+  const size_t batch = static_cast<size_t>(std::max(1, job.training.batch_size));
+  std::vector<std::vector<int64_t>> batches;
+  for (int epoch = 0; epoch < job.training.local_epochs; ++epoch) {
+    SeededShuffle(order, rng);
+    for (size_t begin = 0; begin < order.size(); begin += batch) {
+      batches.emplace_back(order.begin() + begin,
+                           order.begin() + std::min(order.size(), begin + batch));
+    }
+  }
+  return batches;
 }
 
 std::string SiloCatalog(const DataConfig& data, const std::string& silo) {

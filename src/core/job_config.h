@@ -311,6 +311,14 @@ struct JobConfig {
   VerticalConfig vertical;  // kind vertical only
 };
 
+// A vertical job's batches in round `round` (from 1): positions into its
+// `train_rows` aligned training rows, training.local_epochs passes each
+// shuffled (SeededShuffle) from the job's seed and the round, in
+// training.batch_size slices. Every party and the orchestrator compute the
+// same, so no one can ask for other rows.
+std::vector<std::vector<int64_t>> VerticalBatches(const JobConfig& job, int round,
+                                                  int64_t train_rows);
+
 // One `--set key=value` override; the value is parsed as YAML (so lists work).
 struct ConfigOverride {
   std::string key;  // dotted path, e.g. "training.rounds"

@@ -933,7 +933,8 @@ void VerticalKeys(std::vector<Key>& k) {
   k.push_back(StringKey(
                   "vertical.label_owner", [](auto& c) -> auto& { return c.vertical.label_owner; },
                   "`kind: vertical`: the party whose table holds the label; it runs the top "
-                  "model, and the label never leaves it")
+                  "model, and the labels stay with it (their gradients do not: see [label "
+                  "leakage](vertical.md#label-leakage))")
                   .Default("**required** with `kind: vertical`")
                   .Allowed("one of `federation.silos`")
                   .Since(3));

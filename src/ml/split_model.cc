@@ -70,22 +70,26 @@ StatusOr<std::unique_ptr<LayerStack>> LayerStack::Create(const Options& options,
   UseOneThreadHere();
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  {
-    // Initialisation draws from libtorch's global generator.
-    static Mutex init_mu;
-    MutexLock lock(&init_mu);
-    torch::manual_seed(seed);
-    impl->net = Stack(options);
-  }
-  if (training.optimizer == OptimizerKind::kAdam) {
-    impl->optimizer = std::make_unique<torch::optim::Adam>(
-        impl->net->parameters(),
-        torch::optim::AdamOptions(training.learning_rate).weight_decay(training.weight_decay));
-  } else {
-    impl->optimizer = std::make_unique<torch::optim::SGD>(
-        impl->net->parameters(), torch::optim::SGDOptions(training.learning_rate)
-                                     .momentum(training.momentum)
-                                     .weight_decay(training.weight_decay));
+  try {
+    {
+      // Initialisation draws from libtorch's global generator.
+      static Mutex init_mu;
+      MutexLock lock(&init_mu);
+      torch::manual_seed(seed);
+      impl->net = Stack(options);
+    }
+    if (training.optimizer == OptimizerKind::kAdam) {
+      impl->optimizer = std::make_unique<torch::optim::Adam>(
+          impl->net->parameters(),
+          torch::optim::AdamOptions(training.learning_rate).weight_decay(training.weight_decay));
+    } else {
+      impl->optimizer = std::make_unique<torch::optim::SGD>(
+          impl->net->parameters(), torch::optim::SGDOptions(training.learning_rate)
+                                       .momentum(training.momentum)
+                                       .weight_decay(training.weight_decay));
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("libtorch: cannot make the model: ", e.what()));
   }
   return std::unique_ptr<LayerStack>(new LayerStack(std::move(impl)));
 }
@@ -119,6 +123,8 @@ StatusOr<std::vector<float>> LayerStack::Forward(absl::Span<const float> x, int6
     return ToFloats(out);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what()));
   }
 }
 
@@ -144,11 +150,18 @@ StatusOr<std::vector<float>> LayerStack::Backward(absl::Span<const float> output
     return input_gradient;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what()));
   }
 }
 
-void LayerStack::SetLearningRate(double learning_rate) {
-  for (auto& group : impl_->optimizer->param_groups()) group.options().set_lr(learning_rate);
+Status LayerStack::SetLearningRate(double learning_rate) {
+  try {
+    for (auto& group : impl_->optimizer->param_groups()) group.options().set_lr(learning_rate);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what()));
+  }
+  return absl::OkStatus();
 }
 
 ModelState LayerStack::GetState() const {
@@ -167,10 +180,14 @@ Status LayerStack::SetState(const ModelState& state) {
   FEDSILO_RETURN_IF_ERROR(Annotate(state.CheckSameLayout(GetState()), "model state"));
   torch::NoGradGuard no_grad;
   size_t i = 0;
-  for (auto& p : impl_->net->named_parameters()) {
-    const Tensor& src = state.tensors()[i++];
-    p.value().copy_(torch::from_blob(const_cast<float*>(src.floats().data()), p.value().sizes(),
-                                     torch::kFloat32));
+  try {
+    for (auto& p : impl_->net->named_parameters()) {
+      const Tensor& src = state.tensors()[i++];
+      p.value().copy_(torch::from_blob(const_cast<float*>(src.floats().data()), p.value().sizes(),
+                                       torch::kFloat32));
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what()));
   }
   return absl::OkStatus();
 }
@@ -222,6 +239,8 @@ StatusOr<CrossEntropy> CrossEntropyOf(absl::Span<const float> logits, int64_t ro
     return out;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what()));
   }
 }
 

@@ -36,7 +36,8 @@ class LayerStack {
     bool input_gradient = false;
   };
   // Weights initialised from `seed` (the same seed gives the same weights).
-  // InvalidArgument for a stack without inputs or outputs.
+  // InvalidArgument for a stack without inputs or outputs; Internal when
+  // libtorch cannot make it (out of memory).
   static StatusOr<std::unique_ptr<LayerStack>> Create(const Options& options,
                                                       const TrainingConfig& training,
                                                       uint64_t seed);
@@ -55,7 +56,7 @@ class LayerStack {
   // through; InvalidArgument when the gradient's size is not the outputs'.
   StatusOr<std::vector<float>> Backward(absl::Span<const float> output_gradient);
   // The optimizer's learning rate from the next step on (training.lr_decay).
-  void SetLearningRate(double learning_rate);
+  Status SetLearningRate(double learning_rate);
 
   ModelState GetState() const;
   // InvalidArgument naming the tensor when `state` is not laid out as

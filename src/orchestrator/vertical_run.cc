@@ -31,29 +31,12 @@ Status OfParty(const Status& status, const std::string& party) {
 
 }  // namespace
 
-std::vector<std::vector<int64_t>> VerticalBatches(const JobConfig& job, int round,
-                                                  int64_t train_rows) {
-  std::vector<int64_t> order(static_cast<size_t>(train_rows));
-  std::iota(order.begin(), order.end(), 0);
-  std::mt19937_64 rng(job.seed * 1000003 + static_cast<uint64_t>(round));
-  const size_t batch = static_cast<size_t>(job.training.batch_size);
-  std::vector<std::vector<int64_t>> batches;
-  for (int epoch = 0; epoch < job.training.local_epochs; ++epoch) {
-    std::shuffle(order.begin(), order.end(), rng);
-    for (size_t begin = 0; begin < order.size(); begin += batch) {
-      batches.emplace_back(order.begin() + begin,
-                           order.begin() + std::min(order.size(), begin + batch));
-    }
-  }
-  return batches;
-}
-
 VerticalRun::VerticalRun(JobConfig job, std::vector<transport::VerticalParty*> parties,
                          VerticalRunOptions options)
     : job_(std::move(job)),
       parties_(std::move(parties)),
       options_(std::move(options)),
-      pool_(std::max<int>(1, static_cast<int>(parties_.size()))) {
+      pool_(std::clamp<int>(static_cast<int>(parties_.size()), 1, 8)) {
   for (size_t i = 0; i < parties_.size(); ++i) {
     if (parties_[i]->name() == job_.vertical.label_owner) {
       owner_ = i;
@@ -81,7 +64,13 @@ Status VerticalRun::OnEach(const std::vector<size_t>& indices,
   std::vector<double> seconds(indices.size(), 0.0);
   const auto timed = [&](size_t k) {
     const Clock::time_point start = Clock::now();
-    Status s = fn(indices[k]);
+    Status s;
+    try {
+      s = fn(indices[k]);
+    } catch (const std::exception& e) {  // never unwind past the workers
+      s = absl::InternalError(
+          absl::StrCat("party '", parties_[indices[k]]->name(), "': ", e.what()));
+    }
     seconds[k] = Since(start);
     return s;
   };
@@ -140,13 +129,11 @@ StatusOr<VerticalAlignment> VerticalRun::Align() {
   VerticalAlignment alignment;
   alignment.intersection = static_cast<int64_t>((*rows)[0].size());
   if (alignment.intersection == 0) {
-    std::vector<std::string> sizes;
-    for (size_t i = 0; i < n; ++i) {
-      sizes.push_back(
-          absl::StrCat(parties_[i]->name(), " ", sets[i].size() / secure::kPsiPointBytes, " rows"));
-    }
+    // (Not their sizes: whoever submitted the job reads this.)
+    std::vector<std::string> names;
+    for (const transport::VerticalParty* p : parties_) names.push_back(p->name());
     return absl::FailedPreconditionError(absl::StrCat(
-        "the parties share no ids (", absl::StrJoin(sizes, ", "),
+        "the parties share no ids (", absl::StrJoin(names, ", "),
         "): check that every party's catalog names the same id column, written alike"));
   }
   Event("info",
@@ -162,6 +149,12 @@ StatusOr<VerticalAlignment> VerticalRun::Align() {
   alignment.train = aligned[owner_].train;
   alignment.test = aligned[owner_].test;
   for (size_t i = 0; i < n; ++i) {
+    if (aligned[i].order_digest != aligned[owner_].order_digest) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "party '", parties_[i]->name(), "' holds other people, or in another order, than the ",
+          "label owner '", parties_[owner_]->name(),
+          "' (their aligned ids' digests differ): every party must run the same release"));
+    }
     if (aligned[i].train != alignment.train || aligned[i].test != alignment.test ||
         aligned[i].train + aligned[i].test != alignment.intersection) {
       return absl::FailedPreconditionError(
@@ -185,7 +178,7 @@ StatusOr<VerticalAlignment> VerticalRun::Align() {
   return alignment;
 }
 
-Status VerticalRun::TrainBatch(const std::vector<int64_t>& positions, double* loss) {
+Status VerticalRun::TrainBatch(const std::vector<int64_t>& positions) {
   const transport::RowSelection rows{false, positions};
   const size_t want = positions.size() * static_cast<size_t>(job_.vertical.cut_width);
   std::vector<std::vector<float>> outputs(others_.size());
@@ -217,7 +210,6 @@ Status VerticalRun::TrainBatch(const std::vector<int64_t>& positions, double* lo
                                                    "' sent ", top->gradients.size(),
                                                    " gradients for ", others_.size(), " parties"));
   }
-  *loss = top->loss;
   return OnEach(others_, [&](size_t i) -> Status {
     const size_t k =
         static_cast<size_t>(std::find(others_.begin(), others_.end(), i) - others_.begin());
@@ -225,7 +217,7 @@ Status VerticalRun::TrainBatch(const std::vector<int64_t>& positions, double* lo
   });
 }
 
-StatusOr<std::map<std::string, double>> VerticalRun::Evaluate(int64_t test_rows) {
+StatusOr<transport::RoundMetrics> VerticalRun::Evaluate(int64_t test_rows) {
   for (int64_t begin = 0; begin < test_rows; begin += kEvaluationRows) {
     transport::RowSelection rows{true, {}};
     for (int64_t p = begin; p < std::min(test_rows, begin + kEvaluationRows); ++p) {
@@ -243,7 +235,7 @@ StatusOr<std::map<std::string, double>> VerticalRun::Evaluate(int64_t test_rows)
     FEDSILO_RETURN_IF_ERROR(
         OfParty(parties_[owner_]->TopEvaluate(rows, outputs), parties_[owner_]->name()));
   }
-  StatusOr<std::map<std::string, double>> metrics = parties_[owner_]->EndEvaluation();
+  StatusOr<transport::RoundMetrics> metrics = parties_[owner_]->EndRound();
   if (!metrics.ok()) return OfParty(metrics.status(), parties_[owner_]->name());
   return metrics;
 }
@@ -265,25 +257,18 @@ StatusOr<VerticalResult> VerticalRun::Train(const VerticalAlignment& alignment) 
       return OfParty(parties_[i]->BeginRound(round), parties_[i]->name());
     }));
     // Positions only: which rows they are, each party knows by itself.
-    double loss_sum = 0;
-    int64_t seen = 0;
     for (const std::vector<int64_t>& positions : VerticalBatches(job_, round, alignment.train)) {
-      double loss = 0;
-      FEDSILO_RETURN_IF_ERROR(
-          Annotate(TrainBatch(positions, &loss), absl::StrCat("round ", round)));
-      loss_sum += loss * static_cast<double>(positions.size());
-      seen += static_cast<int64_t>(positions.size());
+      FEDSILO_RETURN_IF_ERROR(Annotate(TrainBatch(positions), absl::StrCat("round ", round)));
     }
-    using Metrics = std::map<std::string, double>;
-    FEDSILO_ASSIGN_OR_RETURN(Metrics metrics, Evaluate(alignment.test));
+    FEDSILO_ASSIGN_OR_RETURN(transport::RoundMetrics metrics, Evaluate(alignment.test));
     RoundSummary summary;
     summary.round = round;
     summary.silos_sampled = summary.silos_succeeded = static_cast<int>(parties_.size());
-    summary.global_metrics = metrics;
+    summary.global_metrics = metrics.test;
     summary.round_seconds = Since(round_start);
     summary.elapsed_seconds = Since(start);
-    FEDSILO_RETURN_IF_ERROR(Record(round, "train_loss", loss_sum / static_cast<double>(seen)));
-    for (const auto& [name, value] : metrics) {
+    FEDSILO_RETURN_IF_ERROR(Record(round, "train_loss", metrics.train_loss));
+    for (const auto& [name, value] : metrics.test) {
       FEDSILO_RETURN_IF_ERROR(Record(round, absl::StrCat("test_", name), value));
     }
     FEDSILO_RETURN_IF_ERROR(
@@ -292,7 +277,7 @@ StatusOr<VerticalResult> VerticalRun::Train(const VerticalAlignment& alignment) 
       FEDSILO_RETURN_IF_ERROR(options_.observer->OnRoundEnd(summary, ModelState(), rounds));
     }
     result.rounds_completed = round;
-    result.final_metrics = std::move(metrics);
+    result.final_metrics = std::move(metrics.test);
     result.round_seconds = Since(start);
     result.party_seconds = party_seconds_;
   }

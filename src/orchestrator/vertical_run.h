@@ -54,12 +54,6 @@ struct VerticalResult {
   double party_seconds = 0;
 };
 
-// The batches of round `round` (from 1): positions into the `train_rows`
-// aligned training rows, training.local_epochs passes each shuffled from
-// the job's seed and the round, in training.batch_size slices.
-std::vector<std::vector<int64_t>> VerticalBatches(const JobConfig& job, int round,
-                                                  int64_t train_rows);
-
 class VerticalRun {
  public:
   // `parties` in the job's order (federation.silos); not owned.
@@ -78,8 +72,9 @@ class VerticalRun {
  private:
   // Runs fn(i) for the parties `indices` at once; the first error, in order.
   Status OnEach(const std::vector<size_t>& indices, const std::function<Status(size_t)>& fn);
-  Status TrainBatch(const std::vector<int64_t>& positions, double* loss);
-  StatusOr<std::map<std::string, double>> Evaluate(int64_t test_rows);
+  Status TrainBatch(const std::vector<int64_t>& positions);
+  // Scores the test rows; the label owner's metrics of the round.
+  StatusOr<transport::RoundMetrics> Evaluate(int64_t test_rows);
   Status Record(int round, const std::string& metric, double value);
   void Event(const std::string& level, const std::string& message);
 

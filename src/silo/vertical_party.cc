@@ -5,7 +5,9 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "core/seeded_shuffle.h"
 #include "ml/metrics.h"
+#include "secure/audit_log.h"
 
 namespace fedsilo::silo {
 namespace {
@@ -16,13 +18,10 @@ bool AllFinite(const std::vector<float>& values) {
 
 }  // namespace
 
-uint64_t VerticalModelSeed(uint64_t job_seed, size_t part) {
-  return job_seed * 1000003 + 101 + part;
-}
-
 VerticalPartyAgent::VerticalPartyAgent(std::string name, const JobConfig& job,
-                                       ml::TabularData table)
+                                       ml::TabularData table, const VerticalPartyOptions& options)
     : name_(std::move(name)), job_(job), table_(std::move(table)) {
+  model_seed_ = options.model_seed.has_value() ? *options.model_seed : noise_.Next64();
   label_owner_ = name_ == job_.vertical.label_owner;
   const std::vector<std::string>& parties = job_.federation.silos;
   own_index_ =
@@ -30,7 +29,8 @@ VerticalPartyAgent::VerticalPartyAgent(std::string name, const JobConfig& job,
 }
 
 StatusOr<std::unique_ptr<VerticalPartyAgent>> VerticalPartyAgent::Create(
-    std::string name, const JobConfig& job, const DatasetEntry& dataset) {
+    std::string name, const JobConfig& job, const DatasetEntry& dataset,
+    const VerticalPartyOptions& options) {
   const std::string where = absl::StrCat("party '", name, "'");
   const std::vector<std::string>& parties = job.federation.silos;
   if (std::find(parties.begin(), parties.end(), name) == parties.end()) {
@@ -62,16 +62,22 @@ StatusOr<std::unique_ptr<VerticalPartyAgent>> VerticalPartyAgent::Create(
   std::vector<std::string> ids = table->ids;
   std::sort(ids.begin(), ids.end());
   int64_t repeated = 0;
-  for (size_t i = 1; i < ids.size(); ++i) repeated += ids[i] == ids[i - 1] ? 1 : 0;
+  const std::string* first = nullptr;
+  for (size_t i = 1; i < ids.size(); ++i) {
+    if (ids[i] != ids[i - 1]) continue;
+    ++repeated;
+    if (first == nullptr) first = &ids[i];
+  }
   if (repeated > 0) {
+    // Which id, only in the silo's own log.
     return DataError(absl::StatusCode::kInvalidArgument,
                      absl::StrCat(where, ": ", repeated,
                                   " rows repeat an id held by an earlier row; a vertical job "
                                   "needs each person once"),
-                     dataset.csv);
+                     absl::StrCat(dataset.csv, ": '", *first, "' is one"));
   }
   return std::unique_ptr<VerticalPartyAgent>(
-      new VerticalPartyAgent(std::move(name), job, *std::move(table)));
+      new VerticalPartyAgent(std::move(name), job, *std::move(table), options));
 }
 
 StatusOr<std::string> VerticalPartyAgent::BlindOwnIds(const std::string& domain) {
@@ -80,6 +86,7 @@ StatusOr<std::string> VerticalPartyAgent::BlindOwnIds(const std::string& domain)
   }
   FEDSILO_ASSIGN_OR_RETURN(secure::PsiParty psi, secure::PsiParty::Create(domain));
   psi_.emplace(std::move(psi));
+  domain_ = domain;
   return psi_->Blind(table_.ids);
 }
 
@@ -127,13 +134,17 @@ StatusOr<transport::AlignedRows> VerticalPartyAgent::Align(const std::vector<int
     return table_.ids[static_cast<size_t>(a)] < table_.ids[static_cast<size_t>(b)];
   });
   std::mt19937_64 rng(job_.seed);
-  std::shuffle(order.begin(), order.end(), rng);
+  SeededShuffle(order, rng);
   const int64_t n = static_cast<int64_t>(order.size());
   int64_t test = std::llround(static_cast<double>(n) * job_.data.test_fraction);
   if (n >= 2) test = std::clamp<int64_t>(test, 1, n - 1);
   FEDSILO_RETURN_IF_ERROR(Prepare(order, n - test));
   aligned_ = true;
-  return transport::AlignedRows{n - test, test};
+  // Every party's digest is the same only if they hold the same people in
+  // the same order: the orchestrator compares them before the first step.
+  std::string ordered = domain_;
+  for (const std::string& id : aligned_ids_) absl::StrAppend(&ordered, "\n", id.size(), ":", id);
+  return transport::AlignedRows{n - test, test, secure::BytesDigest(ordered)};
 }
 
 Status VerticalPartyAgent::Prepare(const std::vector<int64_t>& order, int64_t train_rows) {
@@ -164,22 +175,64 @@ Status VerticalPartyAgent::Prepare(const std::vector<int64_t>& order, int64_t tr
   const int64_t cut = job_.vertical.cut_width;
   FEDSILO_ASSIGN_OR_RETURN(
       bottom_, ml::LayerStack::Create({features, hidden, cut, /*relu_output=*/true, false},
-                                      job_.training, VerticalModelSeed(job_.seed, own_index_)));
+                                      job_.training, model_seed_));
   if (label_owner_) {
     const size_t parties = job_.federation.silos.size();
     FEDSILO_ASSIGN_OR_RETURN(
         top_, ml::LayerStack::Create({static_cast<int64_t>(parties) * cut, job_.vertical.top_hidden,
                                       num_classes_, false, /*input_gradient=*/true},
-                                     job_.training, VerticalModelSeed(job_.seed, parties)));
+                                     job_.training, model_seed_ + 1));
   }
   return absl::OkStatus();
 }
 
 Status VerticalPartyAgent::BeginRound(int round) {
   if (!aligned_) return Shareable(absl::FailedPreconditionError("the rows are not aligned yet"));
+  const bool previous_done =
+      round_ == 0 || (next_batch_ == batches_.size() && next_test_ == (test_ ? test_->size() : 0));
+  if (round != round_ + 1 || !previous_done) {
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("asked to begin round ", round, " after round ", round_,
+                     previous_done ? "" : ", which has not trained and scored every row yet")));
+  }
+  round_ = round;
+  batches_ = VerticalBatches(job_, round, train_ ? train_->size() : 0);
+  next_batch_ = 0;
+  next_test_ = 0;
+  round_ended_ = false;
+  train_loss_sum_ = 0;
+  train_rows_seen_ = 0;
   const double lr = RoundLearningRate(job_.training, round);
-  bottom_->SetLearningRate(lr);
-  if (top_ != nullptr) top_->SetLearningRate(lr);
+  FEDSILO_RETURN_IF_ERROR(bottom_->SetLearningRate(lr));
+  if (top_ != nullptr) FEDSILO_RETURN_IF_ERROR(top_->SetLearningRate(lr));
+  return absl::OkStatus();
+}
+
+Status VerticalPartyAgent::TakeSelection(const transport::RowSelection& rows) {
+  if (round_ == 0) {
+    return Shareable(absl::FailedPreconditionError("asked for rows before the first round"));
+  }
+  if (!rows.test) {
+    if (next_batch_ >= batches_.size() || rows.positions != batches_[next_batch_]) {
+      return Shareable(absl::PermissionDeniedError(
+          absl::StrCat("asked to train on rows that are not batch ", next_batch_ + 1, " of round ",
+                       round_, " (each party knows the round's batches from the job)")));
+    }
+    ++next_batch_;
+    return absl::OkStatus();
+  }
+  const int64_t test_rows = test_ ? test_->size() : 0;
+  bool in_order = next_batch_ == batches_.size() && !rows.positions.empty();
+  for (size_t k = 0; in_order && k < rows.positions.size(); ++k) {
+    in_order =
+        rows.positions[k] == next_test_ + static_cast<int64_t>(k) && rows.positions[k] < test_rows;
+  }
+  if (!in_order) {
+    return Shareable(absl::PermissionDeniedError(
+        absl::StrCat("asked to score test rows out of turn: a round scores its ", test_rows,
+                     " test rows once, in order, after its last batch")));
+  }
+  next_test_ += static_cast<int64_t>(rows.positions.size());
   return absl::OkStatus();
 }
 
@@ -205,6 +258,7 @@ StatusOr<std::vector<float>> VerticalPartyAgent::Gather(const transport::RowSele
 }
 
 StatusOr<std::vector<float>> VerticalPartyAgent::Forward(const transport::RowSelection& rows) {
+  FEDSILO_RETURN_IF_ERROR(TakeSelection(rows));
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> x, Gather(rows));
   return bottom_->Forward(x, static_cast<int64_t>(rows.positions.size()), !rows.test);
 }
@@ -267,6 +321,11 @@ StatusOr<transport::TopStepResult> VerticalPartyAgent::TopStep(
   if (rows.test) {
     return Shareable(absl::InvalidArgumentError("a training step on test rows"));
   }
+  if (!label_owner_) {
+    return Shareable(
+        absl::FailedPreconditionError(absl::StrCat("party '", name_, "' is not the label owner")));
+  }
+  FEDSILO_RETURN_IF_ERROR(TakeSelection(rows));
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> input, TopInput(rows, cut_outputs, true));
   const int64_t n = static_cast<int64_t>(rows.positions.size());
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logits, top_->Forward(input, n, true));
@@ -282,7 +341,9 @@ StatusOr<transport::TopStepResult> VerticalPartyAgent::TopStep(
   const size_t parties = job_.federation.silos.size();
   const size_t cut = static_cast<size_t>(job_.vertical.cut_width);
   transport::TopStepResult result;
-  result.loss = ce.loss;
+  // Only the round's mean leaves: a batch's loss would tell of its labels.
+  train_loss_sum_ += ce.loss * static_cast<double>(n);
+  train_rows_seen_ += n;
   for (size_t p = 0; p < parties; ++p) {
     std::vector<float> slice(static_cast<size_t>(n) * cut);
     for (size_t r = 0; r < static_cast<size_t>(n); ++r) {
@@ -293,8 +354,8 @@ StatusOr<transport::TopStepResult> VerticalPartyAgent::TopStep(
       continue;
     }
     if (job_.vertical.gradient_noise > 0) {
-      // Noise in proportion to the batch's gradients, so that one setting
-      // means the same for any model and learning rate.
+      // Noise in proportion to the gradients this party gets for the batch,
+      // so that one setting means the same for any model and learning rate.
       double sum = 0;
       for (float g : slice) sum += static_cast<double>(g) * g;
       const double rms = std::sqrt(sum / static_cast<double>(slice.size()));
@@ -311,6 +372,11 @@ Status VerticalPartyAgent::TopEvaluate(const transport::RowSelection& rows,
                                        const std::vector<std::vector<float>>& cut_outputs) {
   if (!rows.test)
     return Shareable(absl::InvalidArgumentError("scoring rows that are not test rows"));
+  if (!label_owner_) {
+    return Shareable(
+        absl::FailedPreconditionError(absl::StrCat("party '", name_, "' is not the label owner")));
+  }
+  FEDSILO_RETURN_IF_ERROR(TakeSelection(rows));
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> input, TopInput(rows, cut_outputs, false));
   const int64_t n = static_cast<int64_t>(rows.positions.size());
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logits, top_->Forward(input, n, false));
@@ -325,10 +391,14 @@ Status VerticalPartyAgent::TopEvaluate(const transport::RowSelection& rows,
   return absl::OkStatus();
 }
 
-StatusOr<std::map<std::string, double>> VerticalPartyAgent::EndEvaluation() {
-  if (!label_owner_ || eval_labels_.empty()) {
-    return Shareable(absl::FailedPreconditionError("no test rows were scored"));
+StatusOr<transport::RoundMetrics> VerticalPartyAgent::EndRound() {
+  const int64_t test_rows = test_ ? test_->size() : 0;
+  if (!label_owner_ || round_ == 0 || round_ended_ || next_batch_ != batches_.size() ||
+      next_test_ != test_rows || eval_labels_.empty()) {
+    return Shareable(absl::FailedPreconditionError(
+        "a round's metrics come once, after every batch was trained and every test row scored"));
   }
+  round_ended_ = true;
   const size_t n = eval_labels_.size(), k = static_cast<size_t>(num_classes_);
   std::vector<int64_t> predicted(n);
   std::vector<float> positive;
@@ -342,7 +412,11 @@ StatusOr<std::map<std::string, double>> VerticalPartyAgent::EndEvaluation() {
   eval_log_probabilities_.clear();
   eval_labels_.clear();
   eval_loss_sum_ = 0;
-  return m.ToMap();
+  transport::RoundMetrics metrics;
+  metrics.train_loss =
+      train_rows_seen_ > 0 ? train_loss_sum_ / static_cast<double>(train_rows_seen_) : 0;
+  metrics.test = m.ToMap();
+  return metrics;
 }
 
 ModelState VerticalPartyAgent::BottomState() const {

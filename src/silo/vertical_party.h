@@ -9,6 +9,7 @@
 #ifndef FEDSILO_SILO_VERTICAL_PARTY_H_
 #define FEDSILO_SILO_VERTICAL_PARTY_H_
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <set>
@@ -28,10 +29,14 @@
 
 namespace fedsilo::silo {
 
-// The seed of a vertical job's model part: party `part`'s bottom model (its
-// index in federation.silos), or with `part` = the number of parties, the
-// label owner's top model.
-uint64_t VerticalModelSeed(uint64_t job_seed, size_t part);
+struct VerticalPartyOptions {
+  // Tests only: the bottom model's initial weights from this seed, and the
+  // top model's from model_seed + 1. By default each party draws its own
+  // from the operating system: weights everyone could compute from the job
+  // would let the label owner, or the orchestrator, turn the first cut-layer
+  // outputs back into the party's columns.
+  std::optional<uint64_t> model_seed;
+};
 
 class VerticalPartyAgent : public transport::VerticalParty {
  public:
@@ -39,9 +44,9 @@ class VerticalPartyAgent : public transport::VerticalParty {
   // (with the label at the label owner only). InvalidArgument, naming the
   // party, for a dataset without an id column, a label owner whose table
   // lacks labels, or ids held twice.
-  static StatusOr<std::unique_ptr<VerticalPartyAgent>> Create(std::string name,
-                                                              const JobConfig& job,
-                                                              const DatasetEntry& dataset);
+  static StatusOr<std::unique_ptr<VerticalPartyAgent>> Create(
+      std::string name, const JobConfig& job, const DatasetEntry& dataset,
+      const VerticalPartyOptions& options = VerticalPartyOptions());
 
   const std::string& name() const override { return name_; }
   StatusOr<std::string> BlindOwnIds(const std::string& domain) override;
@@ -55,7 +60,7 @@ class VerticalPartyAgent : public transport::VerticalParty {
       const std::vector<std::vector<float>>& cut_outputs) override;
   Status TopEvaluate(const transport::RowSelection& rows,
                      const std::vector<std::vector<float>>& cut_outputs) override;
-  StatusOr<std::map<std::string, double>> EndEvaluation() override;
+  StatusOr<transport::RoundMetrics> EndRound() override;
 
   bool label_owner() const { return label_owner_; }
   // The party's rows as read (before alignment), and its features.
@@ -72,7 +77,11 @@ class VerticalPartyAgent : public transport::VerticalParty {
   std::string Describe() const;
 
  private:
-  VerticalPartyAgent(std::string name, const JobConfig& job, ml::TabularData table);
+  VerticalPartyAgent(std::string name, const JobConfig& job, ml::TabularData table,
+                     const VerticalPartyOptions& options);
+  // Whether `rows` is what the round may ask for next (see
+  // transport::VerticalParty), and counts it as asked.
+  Status TakeSelection(const transport::RowSelection& rows);
   // The features (rows x features) of the selected rows; InvalidArgument
   // for a position outside them.
   StatusOr<std::vector<float>> Gather(const transport::RowSelection& rows) const;
@@ -86,6 +95,8 @@ class VerticalPartyAgent : public transport::VerticalParty {
 
   std::string name_;
   JobConfig job_;
+  uint64_t model_seed_ = 0;
+  std::string domain_;  // of the intersection
   bool label_owner_ = false;
   size_t own_index_ = 0;  // in job.federation.silos
   ml::TabularData table_;
@@ -97,7 +108,15 @@ class VerticalPartyAgent : public transport::VerticalParty {
   int num_classes_ = 0;
   std::unique_ptr<ml::LayerStack> bottom_, top_;
   privacy::SecureRandom noise_;
-  // Test rows scored since the last EndEvaluation().
+  // The round under way: its batches, how many were asked for, how many
+  // test rows were scored, and (at the label owner) what they gave.
+  int round_ = 0;
+  std::vector<std::vector<int64_t>> batches_;
+  size_t next_batch_ = 0;
+  int64_t next_test_ = 0;
+  bool round_ended_ = false;
+  double train_loss_sum_ = 0;
+  int64_t train_rows_seen_ = 0;
   std::vector<float> eval_log_probabilities_;
   std::vector<int64_t> eval_labels_;
   double eval_loss_sum_ = 0;

@@ -25,6 +25,9 @@ namespace fedsilo::transport {
 struct AlignedRows {
   int64_t train = 0;
   int64_t test = 0;
+  // SHA-256 of the run's domain and the aligned ids in order (hex): equal at
+  // every party exactly when they hold the same people in the same order.
+  std::string order_digest;
 };
 
 // Which of the aligned rows a step is about: positions into the training or
@@ -34,12 +37,19 @@ struct RowSelection {
   std::vector<int64_t> positions;
 };
 
-// The label owner's answer to a training step: the batch's mean loss, and
-// for every other party (in the job's order of parties, the label owner
-// left out) the gradient of the loss with respect to its cut-layer output.
+// The label owner's answer to a training step: for every other party (in
+// the job's order of parties, the label owner left out) the gradient of the
+// loss with respect to its cut-layer output.
 struct TopStepResult {
-  double loss = 0;
   std::vector<std::vector<float>> gradients;
+};
+
+// What the label owner says of a round, once its test rows are scored: the
+// mean training loss over the round, and the test rows' metrics ("loss",
+// "accuracy", and for two classes "precision", "recall", "auc").
+struct RoundMetrics {
+  double train_loss = 0;
+  std::map<std::string, double> test;
 };
 
 class VerticalParty {
@@ -59,13 +69,19 @@ class VerticalParty {
   // job's seed) and splits them into training and test rows alike.
   virtual StatusOr<AlignedRows> Align(const std::vector<int64_t>& rows) = 0;
 
-  // Split learning. The cut-layer outputs of the selected rows (rows x
-  // vertical.cut_width, row-major); of training rows, kept for Backward().
+  // Split learning. Every party knows which rows a round may ask for: the
+  // round's batches (VerticalBatches), in order, then every test row once,
+  // in order; it refuses any other selection (so that no one can query its
+  // model, or the label owner's, on rows of their choosing).
+  //
+  // The cut-layer outputs of the selected rows (rows x vertical.cut_width,
+  // row-major); of training rows, kept for Backward().
   virtual StatusOr<std::vector<float>> Forward(const RowSelection& rows) = 0;
   // The gradient of the loss with respect to the last training Forward()'s
   // outputs: the party steps its bottom model.
   virtual Status Backward(const std::vector<float>& gradient) = 0;
-  // At the start of a round (from 1): the learning rate it trains with.
+  // At the start of a round (from 1, each once, in order): the learning
+  // rate it trains with, and the rows it may be asked for.
   virtual Status BeginRound(int round) = 0;
 
   // Label owner only. One training step on the selected training rows, with
@@ -73,12 +89,12 @@ class VerticalParty {
   // parties, the label owner left out).
   virtual StatusOr<TopStepResult> TopStep(const RowSelection& rows,
                                           const std::vector<std::vector<float>>& cut_outputs) = 0;
-  // Scores the selected test rows; their metrics come with EndEvaluation().
+  // Scores the selected test rows; their metrics come with EndRound().
   virtual Status TopEvaluate(const RowSelection& rows,
                              const std::vector<std::vector<float>>& cut_outputs) = 0;
-  // The metrics of every test row scored since the last call ("loss",
-  // "accuracy", and for two classes "precision", "recall", "auc").
-  virtual StatusOr<std::map<std::string, double>> EndEvaluation() = 0;
+  // The round's metrics, once every batch was trained and every test row
+  // scored; FailedPrecondition before.
+  virtual StatusOr<RoundMetrics> EndRound() = 0;
 };
 
 }  // namespace fedsilo::transport
