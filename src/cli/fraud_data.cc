@@ -71,17 +71,22 @@ std::vector<std::string> FraudRegions() {
   return names;
 }
 
-Status GenerateFraudCommand(const FraudDataOptions& options) {
-  if (options.out.empty()) return absl::InvalidArgumentError("--out: a folder is required");
-  if (!(options.scale > 0) || options.scale > 1000) {
+Status PrepareGenerate(const std::string& out, double scale) {
+  if (out.empty()) return absl::InvalidArgumentError("--out: a folder is required");
+  if (!(scale > 0) || scale > 1000) {
     return absl::InvalidArgumentError("--scale: must be in (0, 1000]");
   }
   std::error_code ec;
-  std::filesystem::create_directories(options.out, ec);
+  std::filesystem::create_directories(out, ec);
   if (ec) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--out ", options.out, ": cannot create: ", ec.message()));
+        absl::StrCat("--out ", out, ": cannot create: ", ec.message()));
   }
+  return absl::OkStatus();
+}
+
+Status GenerateFraudCommand(const FraudDataOptions& options) {
+  FEDSILO_RETURN_IF_ERROR(PrepareGenerate(options.out, options.scale));
   nlohmann::json files = nlohmann::json::array();
   for (size_t i = 0; i < std::size(kRegions); ++i) {
     const Region& r = kRegions[i];

@@ -27,6 +27,9 @@ struct FraudDataOptions {
 // The regions' names, in order; also the files' stems.
 std::vector<std::string> FraudRegions();
 
+// Checks a `generate` command's --out and --scale, and makes the folder.
+Status PrepareGenerate(const std::string& out, double scale);
+
 // Writes <out>/<region>.csv for every region and prints a line per file.
 Status GenerateFraudCommand(const FraudDataOptions& options);
 

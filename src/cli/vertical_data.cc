@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -13,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
+#include "cli/fraud_data.h"
 #include "core/file_util.h"
 
 namespace fedsilo::cli {
@@ -95,16 +95,7 @@ std::vector<std::string> VerticalFraudParties() {
 }
 
 Status GenerateVerticalFraudCommand(const VerticalFraudOptions& options) {
-  if (options.out.empty()) return absl::InvalidArgumentError("--out: a folder is required");
-  if (!(options.scale > 0) || options.scale > 1000) {
-    return absl::InvalidArgumentError("--scale: must be in (0, 1000]");
-  }
-  std::error_code ec;
-  std::filesystem::create_directories(options.out, ec);
-  if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--out ", options.out, ": cannot create: ", ec.message()));
-  }
+  FEDSILO_RETURN_IF_ERROR(PrepareGenerate(options.out, options.scale));
   std::mt19937_64 rng(options.seed * 1000003 + 99);
   const int people = std::max(20, static_cast<int>(std::lround(kPeople * options.scale)));
   // Customer numbers in no particular order, so that no file's order tells

@@ -274,10 +274,6 @@ Status VerticalPartyAgent::Backward(const std::vector<float>& gradient) {
 StatusOr<std::vector<float>> VerticalPartyAgent::TopInput(
     const transport::RowSelection& rows, const std::vector<std::vector<float>>& cut_outputs,
     bool train) {
-  if (!label_owner_) {
-    return Shareable(
-        absl::FailedPreconditionError(absl::StrCat("party '", name_, "' is not the label owner")));
-  }
   const std::vector<std::string>& parties = job_.federation.silos;
   const size_t n = rows.positions.size();
   const size_t cut = static_cast<size_t>(job_.vertical.cut_width);
@@ -316,23 +312,31 @@ StatusOr<std::vector<float>> VerticalPartyAgent::TopInput(
   return input;
 }
 
-StatusOr<transport::TopStepResult> VerticalPartyAgent::TopStep(
-    const transport::RowSelection& rows, const std::vector<std::vector<float>>& cut_outputs) {
-  if (rows.test) {
-    return Shareable(absl::InvalidArgumentError("a training step on test rows"));
-  }
+StatusOr<ml::CrossEntropy> VerticalPartyAgent::ScoreTop(
+    const transport::RowSelection& rows, const std::vector<std::vector<float>>& cut_outputs,
+    std::vector<int64_t>* labels) {
   if (!label_owner_) {
     return Shareable(
         absl::FailedPreconditionError(absl::StrCat("party '", name_, "' is not the label owner")));
   }
   FEDSILO_RETURN_IF_ERROR(TakeSelection(rows));
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> input, TopInput(rows, cut_outputs, true));
+  const bool train = !rows.test;
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> input, TopInput(rows, cut_outputs, train));
   const int64_t n = static_cast<int64_t>(rows.positions.size());
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logits, top_->Forward(input, n, true));
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logits, top_->Forward(input, n, train));
+  const ml::Dataset& d = train ? *train_ : *test_;
+  for (int64_t p : rows.positions) labels->push_back(d.labels[static_cast<size_t>(p)]);
+  return ml::CrossEntropyOf(logits, n, num_classes_, *labels);
+}
+
+StatusOr<transport::TopStepResult> VerticalPartyAgent::TopStep(
+    const transport::RowSelection& rows, const std::vector<std::vector<float>>& cut_outputs) {
+  if (rows.test) {
+    return Shareable(absl::InvalidArgumentError("a training step on test rows"));
+  }
   std::vector<int64_t> labels;
-  for (int64_t p : rows.positions) labels.push_back(train_->labels[static_cast<size_t>(p)]);
-  FEDSILO_ASSIGN_OR_RETURN(ml::CrossEntropy ce,
-                           ml::CrossEntropyOf(logits, n, num_classes_, labels));
+  FEDSILO_ASSIGN_OR_RETURN(ml::CrossEntropy ce, ScoreTop(rows, cut_outputs, &labels));
+  const int64_t n = static_cast<int64_t>(rows.positions.size());
   if (!std::isfinite(ce.loss)) {
     return Shareable(absl::InternalError(
         "training diverged: the loss is not finite; lower training.learning_rate"));
@@ -370,20 +374,12 @@ StatusOr<transport::TopStepResult> VerticalPartyAgent::TopStep(
 
 Status VerticalPartyAgent::TopEvaluate(const transport::RowSelection& rows,
                                        const std::vector<std::vector<float>>& cut_outputs) {
-  if (!rows.test)
+  if (!rows.test) {
     return Shareable(absl::InvalidArgumentError("scoring rows that are not test rows"));
-  if (!label_owner_) {
-    return Shareable(
-        absl::FailedPreconditionError(absl::StrCat("party '", name_, "' is not the label owner")));
   }
-  FEDSILO_RETURN_IF_ERROR(TakeSelection(rows));
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> input, TopInput(rows, cut_outputs, false));
-  const int64_t n = static_cast<int64_t>(rows.positions.size());
-  FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logits, top_->Forward(input, n, false));
   std::vector<int64_t> labels;
-  for (int64_t p : rows.positions) labels.push_back(test_->labels[static_cast<size_t>(p)]);
-  FEDSILO_ASSIGN_OR_RETURN(ml::CrossEntropy ce,
-                           ml::CrossEntropyOf(logits, n, num_classes_, labels));
+  FEDSILO_ASSIGN_OR_RETURN(ml::CrossEntropy ce, ScoreTop(rows, cut_outputs, &labels));
+  const int64_t n = static_cast<int64_t>(rows.positions.size());
   eval_loss_sum_ += ce.loss * static_cast<double>(n);
   eval_log_probabilities_.insert(eval_log_probabilities_.end(), ce.log_probabilities.begin(),
                                  ce.log_probabilities.end());

@@ -91,6 +91,11 @@ class VerticalPartyAgent : public transport::VerticalParty {
   StatusOr<std::vector<float>> TopInput(const transport::RowSelection& rows,
                                         const std::vector<std::vector<float>>& cut_outputs,
                                         bool train);
+  // The label owner's top model on `rows` (which it takes as asked), and
+  // its cross-entropy with their labels (appended to `labels`).
+  StatusOr<ml::CrossEntropy> ScoreTop(const transport::RowSelection& rows,
+                                      const std::vector<std::vector<float>>& cut_outputs,
+                                      std::vector<int64_t>* labels);
   Status Prepare(const std::vector<int64_t>& order, int64_t train_rows);
 
   std::string name_;
