@@ -14,6 +14,7 @@
 #include "cli/command.h"
 #include "cli/fraud_data.h"
 #include "core/file_util.h"
+#include "core/seeded_shuffle.h"
 
 namespace fedsilo::cli {
 namespace {
@@ -37,15 +38,22 @@ struct Party {
 
 double Clamp01(double v) { return std::min(1.0, std::max(0.0, v)); }
 
+// Each value is drawn in its own statement: the order in which a call's
+// arguments are evaluated differs between compilers, and the same seed must
+// write the same bytes with any of them.
+
 // Card activity: weak signals, and the label.
 std::string BankRow(bool fraud, std::mt19937_64& rng) {
   std::normal_distribution<double> n(0.0, 1.0);
   const double f = fraud ? 1.0 : 0.0;
   std::poisson_distribution<int> tx(2.0 + 0.6 * f);
-  return absl::StrFormat(
-      "%.2f,%d,%.3f,%.3f,%.0f,%d", std::exp(3.6 + 0.3 * f + 0.8 * n(rng)), tx(rng),
-      Clamp01(0.15 + 0.05 * f + 0.1 * n(rng)), Clamp01(0.05 + 0.02 * f + 0.06 * n(rng)),
-      std::max(1.0, std::round(std::exp(6.3 - 0.3 * f + 0.9 * n(rng)))), fraud ? 1 : 0);
+  const double amount = std::exp(3.6 + 0.3 * f + 0.8 * n(rng));
+  const int per_day = tx(rng);
+  const double night = Clamp01(0.15 + 0.05 * f + 0.1 * n(rng));
+  const double foreign = Clamp01(0.05 + 0.02 * f + 0.06 * n(rng));
+  const double age = std::max(1.0, std::round(std::exp(6.3 - 0.3 * f + 0.9 * n(rng))));
+  return absl::StrFormat("%.2f,%d,%.3f,%.3f,%.0f,%d", amount, per_day, night, foreign, age,
+                         fraud ? 1 : 0);
 }
 
 // Phone and device records; a few distances are missing.
@@ -59,7 +67,10 @@ std::string TelecomRow(bool fraud, std::mt19937_64& rng) {
   const char* plan = p < prepaid ? "prepaid" : p < prepaid + 0.55 ? "postpaid" : "business";
   const bool missing = u(rng) < 0.03;
   const double distance = std::exp(std::log(10.0) + 0.6 * f + 0.9 * n(rng));
-  return absl::StrFormat("%d,%d,%d,%s,%s", swaps(rng), devices(rng), roaming(rng), plan,
+  const int swapped = swaps(rng);
+  const int changed = devices(rng);
+  const int abroad = roaming(rng);
+  return absl::StrFormat("%d,%d,%d,%s,%s", swapped, changed, abroad, plan,
                          missing ? "" : absl::StrFormat("%.1f", distance));
 }
 
@@ -69,10 +80,12 @@ std::string RetailerRow(bool fraud, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
   const double f = fraud ? 1.0 : 0.0;
   std::poisson_distribution<int> orders(4.0 + 1.5 * f);
-  return absl::StrFormat("%d,%.3f,%.3f,%d,%.2f", orders(rng),
-                         Clamp01(0.05 + 0.06 * f + 0.08 * n(rng)),
-                         Clamp01(0.08 + 0.03 * f + 0.07 * n(rng)), u(rng) < 0.05 + 0.15 * f ? 1 : 0,
-                         std::exp(3.8 + 0.3 * f + 0.7 * n(rng)));
+  const int placed = orders(rng);
+  const double gift_cards = Clamp01(0.05 + 0.06 * f + 0.08 * n(rng));
+  const double returns = Clamp01(0.08 + 0.03 * f + 0.07 * n(rng));
+  const int mismatch = u(rng) < 0.05 + 0.15 * f ? 1 : 0;
+  const double basket = std::exp(3.8 + 0.3 * f + 0.7 * n(rng));
+  return absl::StrFormat("%d,%.3f,%.3f,%d,%.2f", placed, gift_cards, returns, mismatch, basket);
 }
 
 constexpr Party kParties[] = {
@@ -102,7 +115,7 @@ Status GenerateVerticalFraudCommand(const VerticalFraudOptions& options) {
   // another's.
   std::vector<int> numbers(static_cast<size_t>(people));
   std::iota(numbers.begin(), numbers.end(), 100000);
-  std::shuffle(numbers.begin(), numbers.end(), rng);
+  SeededShuffle(numbers, rng);
   std::vector<Person> everyone(static_cast<size_t>(people));
   std::bernoulli_distribution is_fraud(kFraudRate);
   for (int i = 0; i < people; ++i) {
@@ -123,7 +136,7 @@ Status GenerateVerticalFraudCommand(const VerticalFraudOptions& options) {
         holds.back()[i] = true;
       }
     }
-    std::shuffle(rows.begin(), rows.end(), prng);
+    SeededShuffle(rows, prng);
     std::string csv = absl::StrCat(party.header, "\n");
     for (size_t i : rows) {
       absl::StrAppend(&csv, everyone[i].id, ",", party.row(everyone[i].fraud, prng), "\n");
