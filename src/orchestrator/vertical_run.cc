@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -37,10 +36,12 @@ VerticalRun::VerticalRun(JobConfig job, std::vector<transport::VerticalParty*> p
       parties_(std::move(parties)),
       options_(std::move(options)),
       pool_(std::clamp<int>(static_cast<int>(parties_.size()), 1, 8)) {
+  slot_.resize(parties_.size(), 0);
   for (size_t i = 0; i < parties_.size(); ++i) {
     if (parties_[i]->name() == job_.vertical.label_owner) {
       owner_ = i;
     } else {
+      slot_[i] = others_.size();
       others_.push_back(i);
     }
   }
@@ -178,27 +179,32 @@ StatusOr<VerticalAlignment> VerticalRun::Align() {
   return alignment;
 }
 
-Status VerticalRun::TrainBatch(const std::vector<int64_t>& positions) {
-  const transport::RowSelection rows{false, positions};
-  const size_t want = positions.size() * static_cast<size_t>(job_.vertical.cut_width);
+StatusOr<std::vector<std::vector<float>>> VerticalRun::CutOutputs(
+    const transport::RowSelection& rows) {
+  const size_t want = rows.positions.size() * static_cast<size_t>(job_.vertical.cut_width);
   std::vector<std::vector<float>> outputs(others_.size());
   FEDSILO_RETURN_IF_ERROR(OnEach(others_, [&](size_t i) -> Status {
-    StatusOr<std::vector<float>> out = parties_[i]->Forward(rows);
-    if (!out.ok()) return OfParty(out.status(), parties_[i]->name());
+    transport::VerticalParty* party = parties_[i];
+    StatusOr<std::vector<float>> out = party->Forward(rows);
+    if (!out.ok()) return OfParty(out.status(), party->name());
     if (out->size() != want) {
-      return absl::InvalidArgumentError(absl::StrCat("party '", parties_[i]->name(), "' sent ",
-                                                     out->size(), " cut-layer values for ",
-                                                     positions.size(), " rows; expected ", want));
+      return absl::InvalidArgumentError(
+          absl::StrCat("party '", party->name(), "' sent ", out->size(), " cut-layer values for ",
+                       rows.positions.size(), " rows; expected ", want));
     }
     if (!std::all_of(out->begin(), out->end(), [](float v) { return std::isfinite(v); })) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "party '", parties_[i]->name(), "' sent cut-layer values that are not finite"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("party '", party->name(), "' sent cut-layer values that are not finite"));
     }
-    const size_t k =
-        static_cast<size_t>(std::find(others_.begin(), others_.end(), i) - others_.begin());
-    outputs[k] = *std::move(out);
+    outputs[slot_[i]] = *std::move(out);
     return absl::OkStatus();
   }));
+  return outputs;
+}
+
+Status VerticalRun::TrainBatch(const std::vector<int64_t>& positions) {
+  const transport::RowSelection rows{false, positions};
+  FEDSILO_ASSIGN_OR_RETURN(std::vector<std::vector<float>> outputs, CutOutputs(rows));
   StatusOr<transport::TopStepResult> top;
   FEDSILO_RETURN_IF_ERROR(OnEach({owner_}, [&](size_t i) {
     top = parties_[i]->TopStep(rows, outputs);
@@ -211,9 +217,7 @@ Status VerticalRun::TrainBatch(const std::vector<int64_t>& positions) {
                                                    " gradients for ", others_.size(), " parties"));
   }
   return OnEach(others_, [&](size_t i) -> Status {
-    const size_t k =
-        static_cast<size_t>(std::find(others_.begin(), others_.end(), i) - others_.begin());
-    return OfParty(parties_[i]->Backward(top->gradients[k]), parties_[i]->name());
+    return OfParty(parties_[i]->Backward(top->gradients[slot_[i]]), parties_[i]->name());
   });
 }
 
@@ -223,17 +227,10 @@ StatusOr<transport::RoundMetrics> VerticalRun::Evaluate(int64_t test_rows) {
     for (int64_t p = begin; p < std::min(test_rows, begin + kEvaluationRows); ++p) {
       rows.positions.push_back(p);
     }
-    std::vector<std::vector<float>> outputs(others_.size());
-    FEDSILO_RETURN_IF_ERROR(OnEach(others_, [&](size_t i) -> Status {
-      StatusOr<std::vector<float>> out = parties_[i]->Forward(rows);
-      if (!out.ok()) return OfParty(out.status(), parties_[i]->name());
-      const size_t k =
-          static_cast<size_t>(std::find(others_.begin(), others_.end(), i) - others_.begin());
-      outputs[k] = *std::move(out);
-      return absl::OkStatus();
+    FEDSILO_ASSIGN_OR_RETURN(std::vector<std::vector<float>> outputs, CutOutputs(rows));
+    FEDSILO_RETURN_IF_ERROR(OnEach({owner_}, [&](size_t i) {
+      return OfParty(parties_[i]->TopEvaluate(rows, outputs), parties_[i]->name());
     }));
-    FEDSILO_RETURN_IF_ERROR(
-        OfParty(parties_[owner_]->TopEvaluate(rows, outputs), parties_[owner_]->name()));
   }
   StatusOr<transport::RoundMetrics> metrics = parties_[owner_]->EndRound();
   if (!metrics.ok()) return OfParty(metrics.status(), parties_[owner_]->name());

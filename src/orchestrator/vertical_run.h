@@ -72,6 +72,9 @@ class VerticalRun {
  private:
   // Runs fn(i) for the parties `indices` at once; the first error, in order.
   Status OnEach(const std::vector<size_t>& indices, const std::function<Status(size_t)>& fn);
+  // Every other party's cut-layer outputs of `rows`, in others_' order,
+  // each checked for its size and for values that are not finite.
+  StatusOr<std::vector<std::vector<float>>> CutOutputs(const transport::RowSelection& rows);
   Status TrainBatch(const std::vector<int64_t>& positions);
   // Scores the test rows; the label owner's metrics of the round.
   StatusOr<transport::RoundMetrics> Evaluate(int64_t test_rows);
@@ -83,6 +86,7 @@ class VerticalRun {
   VerticalRunOptions options_;
   size_t owner_ = 0;            // the label owner's index
   std::vector<size_t> others_;  // every other party's
+  std::vector<size_t> slot_;    // party index -> its place in others_
   ThreadPool pool_;
   double party_seconds_ = 0;  // see VerticalResult
 };
