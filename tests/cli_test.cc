@@ -1761,18 +1761,35 @@ TEST(CliTest, AVerticalJobRunsTheExampleAndReportsItsIntersection) {
   EXPECT_EQ(bank["psi"]["parties"], 1);
   EXPECT_LT(bank["final"]["auc"].get<double>(), summary["final"]["auc"].get<double>());
 
+  // The parties as silo processes over mutual TLS: the same people, and
+  // each party's models brought together in the run folder.
+  Output processes = Fedsilo(run + " --processes");
+  ASSERT_EQ(processes.status, 0) << processes.err;
+  const nlohmann::json remote = LastJson(processes.out);
+  EXPECT_EQ(remote["psi"]["intersection"], shared);
+  EXPECT_GT(remote["final"]["auc"].get<double>(), 0.8);
+  EXPECT_TRUE(fs::exists(remote["run_dir"].get<std::string>() + "/parties/bank/top.fsm"));
+  EXPECT_TRUE(fs::exists(remote["run_dir"].get<std::string>() + "/parties/retailer/bottom.fsm"));
+  // A silo policy that does not allow vertical jobs stops the run, naming it.
+  std::ofstream(dir + "/deny.yaml") << "defaults: {max_epsilon: 0}\n";
+  Output denied = Fedsilo(run + " --processes --silo-policy " + dir + "/deny.yaml");
+  EXPECT_NE(denied.status, 0);
+  EXPECT_THAT(denied.err,
+              HasSubstr("its policy does not allow it (datasets.customers.vertical.allow)"));
+
   Output listed = Fedsilo("runs list --json --workdir " + dir);
   ASSERT_EQ(listed.status, 0) << listed.err;
-  EXPECT_EQ(nlohmann::json::parse(listed.out).size(), 2u);
+  const size_t runs = nlohmann::json::parse(listed.out).size();
+  EXPECT_GE(runs, 3u);
 
   // Refused, with exit status 2, before a run is recorded.
   Output stranger = Fedsilo(run + " --set vertical.label_owner=insurer");
   EXPECT_EQ(stranger.status, 2);
   EXPECT_THAT(stranger.err, HasSubstr("vertical.label_owner: 'insurer' is not a party of the job"));
-  Output processes = Fedsilo(run + " --processes");
-  EXPECT_EQ(processes.status, 2);
-  EXPECT_THAT(processes.err, HasSubstr("drop --processes"));
-  EXPECT_EQ(nlohmann::json::parse(Fedsilo("runs list --json --workdir " + dir).out).size(), 2u);
+  Output policy = Fedsilo(run + " --silo-policy " + dir + "/deny.yaml");
+  EXPECT_EQ(policy.status, 2);
+  EXPECT_THAT(policy.err, HasSubstr("add --processes"));
+  EXPECT_EQ(nlohmann::json::parse(Fedsilo("runs list --json --workdir " + dir).out).size(), runs);
 }
 
 }  // namespace

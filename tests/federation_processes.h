@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -104,11 +105,14 @@ class Federation {
   // orchestrator endpoint the test runs itself).
   void UseOrchestratorAt(int port) { port_ = port; }
 
+  // `extra` may name its own --datasets in place of the federation's.
   void StartSilo(const std::string& name, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {"fedsilo",        "silo",
                                      "--kit",          dir_ + "/kits/" + name,
-                                     "--datasets",     dir_ + "/datasets.yaml",
                                      "--orchestrator", "localhost:" + std::to_string(port_)};
+    if (std::find(extra.begin(), extra.end(), "--datasets") == extra.end()) {
+      args.insert(args.end(), {"--datasets", dir_ + "/datasets.yaml"});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     // Its connection counts from here: a restarted silo's earlier ones are
     // already in the orchestrator's log.

@@ -1331,15 +1331,6 @@ TEST_F(OrchestratorDaemonBadInputTest, AValueOutOfRangeIsRefusedAtSubmitNamingTh
   EXPECT_THAT(invalid.err, HasSubstr("training.rounds"));
 }
 
-// Vertical jobs run in simulation only in this release: the federation
-// refuses one at submit, saying so, rather than queue what no silo can run.
-TEST_F(OrchestratorDaemonBadInputTest, AVerticalJobIsRefusedAtSubmit) {
-  Output vertical = fed().User("submit " + std::string(FEDSILO_TEST_SOURCE_DIR) +
-                               "/examples/vertical/fraud-vertical.yaml");
-  EXPECT_EQ(vertical.status, 2) << vertical.err;
-  EXPECT_THAT(vertical.err, HasSubstr("kind: vertical jobs run in simulation (`fedsilo run`)"));
-}
-
 TEST_F(OrchestratorDaemonBadInputTest, AModuleThatDoesNotFitTheDataIsRefusedAtSubmit) {
   Output script = fed().User("submit " + job_ + " --set data.dataset=breast_cancer" +
                              " --set model.torchscript=" + std::string(FEDSILO_TEST_SOURCE_DIR) +
@@ -1747,6 +1738,128 @@ TEST_F(OrchestratorDaemonRefusalTest, ANetworkFailureKeepsTheSiloRetrying) {
   EXPECT_EQ(waitpid(*pid, nullptr, WNOHANG), 0) << "the silo gave up on a network failure";
   StopProcess(*pid, SIGKILL, 0ms);
   EXPECT_THAT(Read(fed().dir() + "/unreachable.log"), HasSubstr(retrying));
+}
+
+// A vertical job (docs/vertical.md) on the example's three organisations as
+// silos a (the bank, with the label), b (the telecom) and c (the retailer),
+// each with its own catalog and policy, and the same job file run in
+// simulation; then a job on a dataset silo c's policy keeps out of vertical
+// jobs. All done when the tests start.
+class OrchestratorDaemonVerticalTest : public SharedFederationTest<OrchestratorDaemonVerticalTest> {
+ public:
+  static constexpr char kName[] = "vertical";
+  static std::string Start(Federation& fed) {
+    const std::map<std::string, std::string> files = {
+        {"a", "bank"}, {"b", "telecom"}, {"c", "retailer"}};
+    for (const auto& [silo, org] : files) {
+      const std::string csv = fs::absolute("examples/vertical/data/" + org + ".csv").string();
+      const std::string more = org == "bank"      ? ", label: is_fraud"
+                               : org == "telecom" ? ", categorical: [plan], missing: impute"
+                                                  : "";
+      std::ofstream(fed.dir() + "/" + silo + "-catalog.yaml")
+          << "datasets:\n"
+          << "  customers: {csv: " << csv << ", id: customer_id" << more << "}\n"
+          << "  customers-private: {csv: " << csv << ", id: customer_id" << more << "}\n";
+    }
+    // The telecom exposes two of its columns; the retailer keeps its second
+    // dataset out of vertical jobs (the default).
+    std::ofstream(fed.dir() + "/a-policy.yaml") << "defaults: {vertical: {allow: true}}\n";
+    std::ofstream(fed.dir() + "/b-policy.yaml")
+        << "defaults: {vertical: {allow: true}}\n"
+        << "datasets:\n  customers:\n    vertical:\n      allow: true\n"
+        << "      columns: [sim_swaps_90d, device_changes_90d]\n";
+    std::ofstream(fed.dir() + "/c-policy.yaml")
+        << "datasets:\n  customers: {vertical: {allow: true}}\n";
+    if (!fed.StartOrchestrator()) return Read(fed.dir() + "/orchestrator.log");
+    for (const char* s : {"a", "b", "c"}) {
+      fed.StartSilo(s, {"--datasets", fed.dir() + "/" + s + "-catalog.yaml", "--policy",
+                        fed.dir() + "/" + s + "-policy.yaml"});
+    }
+    const std::string job = absl::StrCat(
+        "name: vertical\nkind: vertical\nseed: 1\n"
+        "data: {dataset: customers, catalog: '",
+        fed.dir(),
+        "/{silo}-catalog.yaml', test_fraction: 0.2}\n"
+        "preprocess: {scale: standard, categories: {plan: [prepaid, postpaid, business]}}\n"
+        "model: {name: mlp, hidden: [16]}\n"
+        "training: {rounds: 3, batch_size: 64, optimizer: adam, learning_rate: 0.003}\n"
+        "federation: {silos: [a, b, c], wait_for_silos: 180}\n"
+        "vertical: {label_owner: a, cut_width: 8, top_hidden: [16]}\n");
+    job_ = fed.WriteJob("vertical", job);
+    Output submitted = fed.User("submit " + job_);
+    if (submitted.status != 0) return "submit: " + submitted.err;
+    Output waited = fed.User("status job-1 --wait");
+    if (waited.status != 0) return "job-1: " + waited.out + waited.err;
+    Output sim = fed.Run("run " + job_ + " --quiet --json --workdir " + fed.dir() + "/sim");
+    if (sim.status != 0) return "simulation: " + sim.err;
+    simulated_ = LastJson(sim.out);
+    const std::string refused = fed.WriteJob(
+        "refused",
+        absl::StrReplaceAll(job, {{"dataset: customers,", "dataset: customers-private,"}}));
+    if (fed.User("submit " + refused).status != 0) return "submit of the refused job";
+    refused_ = fed.User("status job-2 --wait");
+    return "";
+  }
+
+ protected:
+  static inline std::string job_;
+  static inline nlohmann::json simulated_;
+  static inline Output refused_;
+};
+
+TEST_F(OrchestratorDaemonVerticalTest, TheJobIsDoneAndFindsTheSimulationsIntersection) {
+  const nlohmann::json status = fed().Status("job-1");
+  EXPECT_EQ(status["state"], "done");
+  EXPECT_EQ(status["rounds_completed"], 3);
+  const nlohmann::json& latest = status["latest_metrics"];
+  EXPECT_GT(latest["global/test_auc"].get<double>(), 0.8) << latest;
+  ASSERT_TRUE(simulated_.contains("psi")) << simulated_;
+  const int64_t intersection = simulated_["psi"]["intersection"].get<int64_t>();
+  EXPECT_GT(intersection, 1000);
+  EXPECT_EQ(latest["global/psi_intersection"].get<int64_t>(), intersection) << latest;
+  EXPECT_THAT(fed().User("logs job-1").out,
+              HasSubstr(absl::StrCat("private set intersection: ", intersection, " people")));
+}
+
+TEST_F(OrchestratorDaemonVerticalTest, EachPartyAuditsWhatItRevealedAndKeepsItsModels) {
+  const std::map<std::string, std::vector<std::string>> others = {
+      {"a", {"b", "c"}}, {"b", {"a", "c"}}, {"c", {"a", "b"}}};
+  for (const auto& [silo, peers] : others) {
+    const std::vector<nlohmann::json> entries =
+        AuditEntries(fed().dir() + "/kits/" + silo + "/state/audit.log");
+    for (const std::string event : {"vertical_job_received", "vertical_job_opened",
+                                    "vertical_ids_blinded", "vertical_rows_aligned"}) {
+      EXPECT_FALSE(EntriesOf(entries, event).empty()) << silo << " " << event;
+    }
+    // One other party's set each, named, with its size.
+    std::vector<std::string> blinded_for;
+    for (const auto& e : EntriesOf(entries, "vertical_set_blinded")) {
+      blinded_for.push_back(e["data"]["for"].get<std::string>());
+      EXPECT_GT(std::stoll(e["data"]["ids"].get<std::string>()), 4000) << e;
+    }
+    std::sort(blinded_for.begin(), blinded_for.end());
+    EXPECT_EQ(blinded_for, peers) << silo;
+    // Only the job that ran keeps models (the refused one never began).
+    std::vector<std::string> runs;
+    for (const auto& e : fs::directory_iterator(fed().dir() + "/kits/" + silo + "/state/vertical"))
+      runs.push_back(e.path().string());
+    ASSERT_EQ(runs.size(), 1u) << silo;
+    EXPECT_TRUE(fs::exists(runs[0] + "/bottom.fsm")) << runs[0];
+    EXPECT_EQ(fs::exists(runs[0] + "/top.fsm"), silo == "a") << runs[0];
+    // The telecom's bottom model reads the two columns its policy exposes.
+    if (silo == "b") EXPECT_EQ(Tensors(runs[0] + "/bottom.fsm").tensors()[0].shape().back(), 2);
+  }
+}
+
+TEST_F(OrchestratorDaemonVerticalTest, ASilosPolicyKeepsItsDatasetOutOfVerticalJobs) {
+  EXPECT_NE(refused_.status, 0);
+  const nlohmann::json status = fed().Status("job-2");
+  EXPECT_EQ(status["state"], "failed");
+  EXPECT_THAT(status["error"].get<std::string>(), HasSubstr("silo 'c'"));
+  EXPECT_THAT(status["error"].get<std::string>(),
+              HasSubstr("datasets.customers-private.vertical.allow"));
+  const std::vector<nlohmann::json> entries = AuditEntries(fed().dir() + "/kits/c/state/audit.log");
+  EXPECT_FALSE(EntriesOf(entries, "refused").empty());
 }
 
 // A job on the silos' own CSV files with secure aggregation, done when the

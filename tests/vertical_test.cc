@@ -20,13 +20,20 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/job_config.h"
+#include "core/model_state_file.h"
 #include "core/seeded_shuffle.h"
 #include "ml/metrics.h"
 #include "ml/split_model.h"
 #include "orchestrator/vertical_run.h"
+#include "secure/certificate_authority.h"
 #include "secure/psi.h"
+#include "secure/secagg.h"
 #include "silo/dataset_catalog.h"
+#include "silo/privacy_guard.h"
+#include "silo/silo_runtime.h"
 #include "silo/vertical_party.h"
+#include "transport/in_process_transport.h"
+#include "transport/vertical_wire.h"
 
 namespace fedsilo {
 namespace {
@@ -176,19 +183,20 @@ class Recording : public transport::VerticalParty {
   explicit Recording(transport::VerticalParty* inner) : inner_(inner) {}
   std::vector<std::string> relayed;
   const std::string& name() const override { return inner_->name(); }
-  StatusOr<std::string> BlindOwnIds(const std::string& domain) override {
-    StatusOr<std::string> out = inner_->BlindOwnIds(domain);
-    if (out.ok()) relayed.push_back(*out);
+  StatusOr<transport::BlindedSet> BlindOwnIds(const std::string& domain) override {
+    StatusOr<transport::BlindedSet> out = inner_->BlindOwnIds(domain);
+    if (out.ok()) relayed.push_back(out->points);
     return out;
   }
-  StatusOr<std::string> Reblind(const std::string& from, absl::string_view points) override {
-    relayed.emplace_back(points);
-    StatusOr<std::string> out = inner_->Reblind(from, points);
-    if (out.ok()) relayed.push_back(*out);
+  StatusOr<transport::BlindedSet> Reblind(const transport::BlindedSet& set) override {
+    relayed.push_back(set.points);
+    StatusOr<transport::BlindedSet> out = inner_->Reblind(set);
+    if (out.ok()) relayed.push_back(out->points);
     return out;
   }
-  StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows) override {
-    return inner_->Align(rows);
+  StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows,
+                                         const transport::BlindedSet& own_final) override {
+    return inner_->Align(rows, own_final);
   }
   StatusOr<std::vector<float>> Forward(const transport::RowSelection& rows) override {
     return inner_->Forward(rows);
@@ -398,25 +406,39 @@ TEST(VerticalTest, APartyBlindsEachOtherPartysSetOnceAndForPartiesOfTheJobOnly) 
   const JobConfig job = Job({"bank", "shop"});
   Parties parties = Make(p, job);
   VerticalPartyAgent& bank = *parties[0];
-  EXPECT_EQ(bank.Reblind("shop", std::string(32, 'x')).status().code(),
+  EXPECT_EQ(bank.Reblind({"shop", 1, std::string(32, 'x'), "", ""}).status().code(),
             absl::StatusCode::kFailedPrecondition);  // before its own
-  StatusOr<std::string> shop_points = parties[1]->BlindOwnIds("fedsilo/vertical/x");
-  ASSERT_TRUE(shop_points.ok());
-  ASSERT_TRUE(bank.BlindOwnIds("fedsilo/vertical/x").ok());
+  StatusOr<transport::BlindedSet> shop_set = parties[1]->BlindOwnIds("fedsilo/vertical/x");
+  ASSERT_TRUE(shop_set.ok());
+  EXPECT_EQ(shop_set->origin, "shop");
+  EXPECT_EQ(shop_set->hops, 1);
+  StatusOr<transport::BlindedSet> bank_set = bank.BlindOwnIds("fedsilo/vertical/x");
+  ASSERT_TRUE(bank_set.ok());
   EXPECT_EQ(bank.BlindOwnIds("fedsilo/vertical/x").status().code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(bank.Align({0}).status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(bank.Reblind("bank", *shop_points).status().code(),
-            absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(bank.Reblind("mallory", *shop_points).status().code(),
-            absl::StatusCode::kPermissionDenied);
-  ASSERT_TRUE(bank.Reblind("shop", *shop_points).ok());
-  StatusOr<std::string> again = bank.Reblind("shop", *shop_points);
+  EXPECT_EQ(bank.Align({0}, {}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(bank.Reblind(*bank_set).status().code(), absl::StatusCode::kPermissionDenied);
+  transport::BlindedSet stranger = *shop_set;
+  stranger.origin = "mallory";
+  EXPECT_EQ(bank.Reblind(stranger).status().code(), absl::StatusCode::kPermissionDenied);
+  // Out of turn: a set already blinded by both parties.
+  transport::BlindedSet twice = *shop_set;
+  twice.hops = 2;
+  EXPECT_EQ(bank.Reblind(twice).status().code(), absl::StatusCode::kPermissionDenied);
+  StatusOr<transport::BlindedSet> reblinded = bank.Reblind(*shop_set);
+  ASSERT_TRUE(reblinded.ok());
+  EXPECT_EQ(reblinded->origin, "shop");
+  EXPECT_EQ(reblinded->hops, 2);
+  StatusOr<transport::BlindedSet> again = bank.Reblind(*shop_set);
   EXPECT_EQ(again.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(std::string(again.status().message()), HasSubstr("a second time"));
   // Rows that are not distinct rows of its table are refused too.
-  EXPECT_FALSE(bank.Align({0, 0}).ok());
-  EXPECT_FALSE(bank.Align({static_cast<int64_t>(bank.rows())}).ok());
+  StatusOr<transport::BlindedSet> bank_final = parties[1]->Reblind(*bank_set);
+  ASSERT_TRUE(bank_final.ok()) << bank_final.status();
+  EXPECT_EQ(bank.Align({0}, *shop_set).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bank.Align({0, 0}, *bank_final).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(bank.Align({static_cast<int64_t>(bank.rows())}, *bank_final).ok());
+  EXPECT_TRUE(bank.Align({0, 1}, *bank_final).ok());
 }
 
 // A party that sends cut-layer outputs of the wrong size, or not finite, is
@@ -431,8 +453,9 @@ class Hostile : public Recording {
     if (out.ok() && kind_ == kNanOutputs) (*out)[0] = std::nanf("");
     return out;
   }
-  StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows) override {
-    StatusOr<transport::AlignedRows> a = inner_->Align(rows);
+  StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows,
+                                         const transport::BlindedSet& own_final) override {
+    StatusOr<transport::AlignedRows> a = inner_->Align(rows, own_final);
     if (a.ok() && kind_ == kMiscountedRows) a->train += 1;
     if (a.ok() && kind_ == kOtherOrder) a->order_digest[0] ^= 1;
     return a;
@@ -722,6 +745,273 @@ TEST(VerticalTest, APassivePartyReadsLabelsFromGradientsAndNoiseBlursThem) {
   EXPECT_GT(leaked["0"], 0.9);
   EXPECT_LT(leaked["4"], leaked["0"] - 0.15);
   EXPECT_LT(leaked["1"], leaked["0"]);
+}
+
+// Identities a federation CA issues (or another federation's, for attacks).
+struct Identities {
+  std::unique_ptr<secure::CertificateAuthority> ca;
+  explicit Identities(const std::string& federation = "fed") {
+    ca = secure::CertificateAuthority::Create(federation, 30, std::chrono::system_clock::now())
+             .value();
+  }
+  std::shared_ptr<const secure::SecAggIdentity> For(const std::string& name) const {
+    secure::CertificateRequest request;
+    request.name = name;
+    request.kind = secure::ParticipantKind::kSilo;
+    secure::IssuedCertificate issued = ca->Issue(request, std::chrono::system_clock::now()).value();
+    return secure::SecAggIdentity::Create(issued.certificate_pem, issued.private_key_pem,
+                                          ca->certificate_pem())
+        .value();
+  }
+};
+
+Parties MakeSigned(const People& p, const JobConfig& job, const Identities& ids,
+                   int64_t max_peer_ids = 0) {
+  Parties out;
+  for (const std::string& name : job.federation.silos) {
+    silo::VerticalPartyOptions options;
+    options.model_seed = Seed(out.size());
+    options.identity = ids.For(name);
+    options.max_peer_ids = max_peer_ids;
+    out.push_back(VerticalPartyAgent::Create(name, job, Entry(p, name), options).value());
+  }
+  return out;
+}
+
+// In a federation every set a party blinds is signed, and a party blinds
+// only a set signed by the party before it in the job's rotation: a hostile
+// orchestrator cannot pass off points of its making (hashed guesses) as a
+// party's set to test them against another party's ids.
+TEST(VerticalTest, InAFederationAPartyBlindsOnlySetsSignedByThePartyBeforeIt) {
+  const People p = MakePeople("signed", 120, 11);
+  const JobConfig job = Job({"bank", "shop", "telco"});
+  const Identities ids;
+  {
+    Parties parties = MakeSigned(p, job, ids);
+    orchestrator::VerticalRun run(job, Pointers(parties), Options());
+    StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+    ASSERT_TRUE(a.ok()) << a.status();  // the honest run is unaffected
+    EXPECT_EQ(a->intersection,
+              static_cast<int64_t>(SharedOrder({p.at_bank, p.at_shop, p.at_telco}, 5).size()));
+  }
+  Parties parties = MakeSigned(p, job, ids);
+  const std::string domain = "fedsilo/vertical/test-run";
+  StatusOr<transport::BlindedSet> bank = parties[0]->BlindOwnIds(domain);
+  StatusOr<transport::BlindedSet> shop = parties[1]->BlindOwnIds(domain);
+  ASSERT_TRUE(bank.ok() && shop.ok());
+  EXPECT_FALSE(shop->signature.empty());
+  VerticalPartyAgent& telco = *parties[2];
+  ASSERT_TRUE(telco.BlindOwnIds(domain).ok());
+  const auto refused = [&](const transport::BlindedSet& set, const std::string& why) {
+    StatusOr<transport::BlindedSet> out = telco.Reblind(set);
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kPermissionDenied) << why;
+    return std::string(out.status().message());
+  };
+  // The orchestrator's own points: hashed guesses, unsigned or signed by
+  // nobody the telco trusts.
+  secure::PsiParty mallory = secure::PsiParty::Create(domain).value();
+  transport::BlindedSet guesses{"shop", 1, mallory.Blind({"person-7", "person-14"}).value(), "",
+                                ""};
+  EXPECT_THAT(refused(guesses, "unsigned"), HasSubstr("did not sign"));
+  const Identities other("another-federation");
+  const auto impostor = other.For("shop");
+  guesses.certificate = impostor->certificate_pem();
+  guesses.signature = impostor->signer().Sign(transport::SetMessage(domain, guesses)).value();
+  EXPECT_THAT(refused(guesses, "another CA's shop"), HasSubstr("is not party 'shop''s"));
+  // The shop's real signature over other points.
+  transport::BlindedSet swapped = *shop;
+  swapped.points = guesses.points;
+  EXPECT_THAT(refused(swapped, "points swapped"), HasSubstr("is not party 'shop''s"));
+  // The bank's genuine set, relabelled as the shop's.
+  transport::BlindedSet relabelled = *bank;
+  relabelled.origin = "shop";
+  refused(relabelled, "the bank's set as the shop's");
+  // Signed for another run (domain).
+  Parties elsewhere = MakeSigned(p, job, ids);
+  StatusOr<transport::BlindedSet> other_run = elsewhere[1]->BlindOwnIds("fedsilo/vertical/other");
+  ASSERT_TRUE(other_run.ok());
+  refused(*other_run, "another run's set");
+  // The bank's set comes to the telco second in the rotation (bank, shop,
+  // telco): only after the shop blinded it, signed by the shop.
+  refused(*bank, "the bank's set, out of turn");
+  StatusOr<transport::BlindedSet> bank_at_shop = parties[1]->Reblind(*bank);
+  ASSERT_TRUE(bank_at_shop.ok()) << bank_at_shop.status();
+  EXPECT_TRUE(telco.Reblind(*shop).ok());
+  EXPECT_TRUE(telco.Reblind(*bank_at_shop).ok());
+}
+
+// A party's policy caps the sets it blinds (vertical.max_peer_ids): a party
+// that sends more ids than it could hold is testing guesses.
+TEST(VerticalTest, APartyBlindsNoSetLargerThanItsPolicyAllows) {
+  const People p = MakePeople("cap", 100, 12);
+  const JobConfig job = Job({"bank", "shop"});
+  const Identities ids;
+  Parties parties = MakeSigned(p, job, ids, /*max_peer_ids=*/50);
+  orchestrator::VerticalRun run(job, Pointers(parties), Options());
+  StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("vertical.max_peer_ids"));
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("at most 50"));
+}
+
+// A silo runtime with the People's tables in its catalog as dataset
+// "people", and its policy (policy.yaml text; "" for none).
+struct SiloSide {
+  std::unique_ptr<silo::PrivacyGuard> guard;
+  std::unique_ptr<silo::SiloRuntime> runtime;
+  std::unique_ptr<transport::InProcessConnection> connection;
+};
+
+SiloSide MakeSilo(const People& p, const std::string& name, const std::string& policy,
+                  const std::shared_ptr<const secure::SecAggIdentity>& identity) {
+  SiloSide side;
+  std::string policy_path;
+  if (!policy.empty()) {
+    policy_path = absl::StrCat(p.dir, "/", name, "-policy.yaml");
+    Write(policy_path, policy);
+  }
+  side.guard = silo::PrivacyGuard::Open(policy_path, "").value();
+  silo::DatasetCatalog catalog{{"people", Entry(p, name)}};
+  side.runtime =
+      std::make_unique<silo::SiloRuntime>(name, std::move(catalog), p.dir, side.guard.get());
+  side.runtime->SetSecAggIdentity(identity);
+  side.runtime->SetStateDir(absl::StrCat(p.dir, "/state-", name));
+  side.connection = std::make_unique<transport::InProcessConnection>(name, side.runtime.get());
+  return side;
+}
+
+constexpr char kAllowVertical[] =
+    "datasets:\n  people:\n    vertical: {allow: true, min_intersection: 10}\n";
+
+// The whole job in the wire's form: each step a vertical.proto request to a
+// silo's runtime, which checks its policy and signs its sets.
+TEST(VerticalTest, AJobRunsThroughTheSilosRuntimesInTheWiresForm) {
+  const People p = MakePeople("wire", 400, 13);
+  const JobConfig job = Job({"bank", "shop", "telco"}, ", gradient_noise: 0");
+  const Identities ids;
+  std::vector<SiloSide> silos;
+  std::vector<std::unique_ptr<transport::RemoteVerticalParty>> remote;
+  for (const std::string& name : job.federation.silos) {
+    silos.push_back(MakeSilo(p, name, kAllowVertical, ids.For(name)));
+    remote.push_back(std::make_unique<transport::RemoteVerticalParty>(silos.back().connection.get(),
+                                                                      job, "run-1"));
+    ASSERT_TRUE(remote.back()->Open().ok());
+  }
+  std::vector<transport::VerticalParty*> pointers;
+  for (const auto& r : remote) pointers.push_back(r.get());
+  orchestrator::VerticalRunOptions options = Options();
+  options.domain = "fedsilo/vertical/run-1";
+  orchestrator::VerticalRun run(job, pointers, options);
+  StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->intersection,
+            static_cast<int64_t>(SharedOrder({p.at_bank, p.at_shop, p.at_telco}, 5).size()));
+  StatusOr<orchestrator::VerticalResult> result = run.Train(*a);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->rounds_completed, 3);
+  EXPECT_GT(result->final_metrics.at("auc"), 0.8);
+  // Each party kept its models once the last round's test rows were scored.
+  for (const std::string& name : job.federation.silos) {
+    const std::string dir = absl::StrCat(p.dir, "/state-", name, "/vertical/run-1/");
+    EXPECT_TRUE(std::filesystem::exists(dir + "bottom.fsm")) << name;
+    EXPECT_EQ(std::filesystem::exists(dir + "top.fsm"), name == "bank") << name;
+  }
+  // A step of a run that is not open there, and bytes that are no step.
+  transport::RemoteVerticalParty stranger(silos[1].connection.get(), job, "run-2");
+  EXPECT_EQ(stranger.BeginRound(1).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(silos[1].runtime->VerticalStep({"run-1", nullptr, "\xff\xff", 100}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A run is opened once: opening it again would draw new scalars and reset
+  // what the party allows a run.
+  Status again = remote[1]->Open();
+  EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(again.message()), HasSubstr("a vertical job is opened once"));
+  // A run's points are bound to it: a party blinds for no other domain.
+  transport::RemoteVerticalParty other(silos[1].connection.get(), job, "run-3");
+  ASSERT_TRUE(other.Open().ok());
+  EXPECT_EQ(other.BlindOwnIds("fedsilo/vertical/run-1").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A job id names a folder at the silo: one that is not an id is refused.
+  transport::RemoteVerticalParty climber(silos[1].connection.get(), job, "../../etc");
+  EXPECT_EQ(climber.Open().code(), absl::StatusCode::kInvalidArgument);
+  // An unopened run's step is refused before it is even read.
+  EXPECT_EQ(silos[1]
+                .runtime->VerticalStep({"run-9", nullptr, std::string(1 << 20, 'x'), 100})
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// The silo's policy decides whether it takes part (default: no), and which
+// of its columns its bottom model reads.
+TEST(VerticalTest, ASilosPolicyDecidesWhetherAndWithWhichColumnsItTakesPart) {
+  const People p = MakePeople("policy", 100, 14);
+  const JobConfig job = Job({"bank", "shop"});
+  const Identities ids;
+  for (const std::string& policy : {std::string(), std::string("datasets: {people: {}}\n"),
+                                    std::string("defaults: {vertical: {allow: false}}\n")}) {
+    SiloSide shop = MakeSilo(p, "shop", policy, ids.For("shop"));
+    Status opened = transport::RemoteVerticalParty(shop.connection.get(), job, "r").Open();
+    EXPECT_EQ(opened.code(), absl::StatusCode::kFailedPrecondition) << policy;
+    EXPECT_THAT(std::string(opened.message()), HasSubstr("datasets.people.vertical.allow"));
+  }
+  // Only b2 exposed: the bottom model's first layer reads one column.
+  SiloSide shop = MakeSilo(
+      p, "shop",
+      "datasets:\n  people:\n    vertical: {allow: true, columns: [b2], min_intersection: 10}\n",
+      ids.For("shop"));
+  SiloSide bank = MakeSilo(p, "bank", kAllowVertical, ids.For("bank"));
+  transport::RemoteVerticalParty bank_party(bank.connection.get(), job, "r");
+  transport::RemoteVerticalParty shop_party(shop.connection.get(), job, "r");
+  ASSERT_TRUE(bank_party.Open().ok());
+  ASSERT_TRUE(shop_party.Open().ok());
+  orchestrator::VerticalRunOptions options = Options();
+  options.domain = "fedsilo/vertical/r";
+  orchestrator::VerticalRun run(job, {&bank_party, &shop_party}, options);
+  StatusOr<orchestrator::VerticalAlignment> a = run.Align();
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(run.Train(*a).ok());
+  StatusOr<ModelFile> bottom = ReadModelStateFile(p.dir + "/state-shop/vertical/r/bottom.fsm");
+  ASSERT_TRUE(bottom.ok()) << bottom.status();
+  ASSERT_FALSE(bottom->state.tensors().empty());
+  const Tensor& first = bottom->state.tensors()[0];
+  EXPECT_EQ(first.shape().back(), 1) << "the first layer reads one column";
+  // A policy may name the only parties it works with, and the fewest people
+  // it aligns with them.
+  SiloSide picky =
+      MakeSilo(p, "shop", "datasets:\n  people:\n    vertical: {allow: true, peers: [telco]}\n",
+               ids.For("shop"));
+  Status stranger = transport::RemoteVerticalParty(picky.connection.get(), job, "r2").Open();
+  EXPECT_EQ(stranger.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(stranger.message()),
+              HasSubstr("'bank' is not one (datasets.people.vertical.peers)"));
+  {
+    SiloSide few =
+        MakeSilo(p, "shop", "datasets: {people: {vertical: {allow: true}}}\n", ids.For("shop"));
+    SiloSide owner = MakeSilo(p, "bank", kAllowVertical, ids.For("bank"));
+    transport::RemoteVerticalParty a(owner.connection.get(), job, "r3");
+    transport::RemoteVerticalParty b(few.connection.get(), job, "r3");
+    ASSERT_TRUE(a.Open().ok() && b.Open().ok());
+    orchestrator::VerticalRunOptions o = Options();
+    o.domain = "fedsilo/vertical/r3";
+    StatusOr<orchestrator::VerticalAlignment> small =
+        orchestrator::VerticalRun(job, {&a, &b}, o).Align();
+    EXPECT_EQ(small.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(small.status().message()),
+                HasSubstr("this party's policy takes part with 100 or more "
+                          "(vertical.min_intersection)"));
+  }
+  // A column the table does not offer, or its id, is refused by name.
+  for (const std::string& column : {"nope", "id"}) {
+    SiloSide bad =
+        MakeSilo(p, "shop",
+                 absl::StrCat("datasets:\n  people:\n    vertical: {allow: true, columns: [",
+                              column, "]}\n"),
+                 ids.For("shop"));
+    Status opened = transport::RemoteVerticalParty(bad.connection.get(), job, "r").Open();
+    EXPECT_THAT(std::string(opened.message()), HasSubstr(absl::StrCat("column '", column, "'")));
+  }
 }
 
 }  // namespace

@@ -6,11 +6,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cli/local_federation.h"
 #include "core/file_seal.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
+#include "ml/dataset_catalog.h"
 #include "silo/dataset_catalog.h"
 #include "silo/vertical_party.h"
+#include "transport/vertical_wire.h"
 
 namespace fedsilo::cli {
 namespace {
@@ -63,15 +66,13 @@ void PrintHeader(const JobConfig& job, const orchestrator::JobRun& run,
 
 Status CheckVerticalSimulation(const JobConfig& job, const SimulationOptions& options) {
   if (job.kind != JobKind::kVertical) return absl::OkStatus();
-  if (options.processes) {
-    return absl::InvalidArgumentError(
-        "--processes: a vertical job's parties run in this process in this release; drop "
-        "--processes");
+  if (!options.attack.empty()) {
+    return absl::InvalidArgumentError("--attack: not for vertical jobs in this release");
   }
-  if (!options.silo_policy.empty() || !options.attack.empty()) {
+  if (!options.silo_policy.empty() && !options.processes) {
     return absl::InvalidArgumentError(
-        absl::StrCat(options.attack.empty() ? "--silo-policy" : "--attack",
-                     ": not for vertical jobs in this release"));
+        "--silo-policy: a vertical job's parties apply a policy as silo processes: add "
+        "--processes");
   }
   if (job.data.catalog.empty()) {
     return absl::InvalidArgumentError(
@@ -86,10 +87,48 @@ StatusOr<SimulationSummary> RunVerticalSimulation(const SimulationOptions& optio
                                                   orchestrator::RoundObserver* progress) {
   const JobConfig& job = run.job();
   const Clock::time_point start = Clock::now();
-  FEDSILO_ASSIGN_OR_RETURN(auto parties, MakeParties(job));
-  if (!options.quiet) PrintHeader(job, run, parties);
+  std::vector<std::unique_ptr<silo::VerticalPartyAgent>> parties;
   std::vector<transport::VerticalParty*> reach;
-  for (const auto& p : parties) reach.push_back(p.get());
+  // --processes: each party a `fedsilo silo` process of a throwaway
+  // federation, reached over mutual TLS as in the real one.
+  std::unique_ptr<LocalFederation> federation;
+  std::vector<std::unique_ptr<transport::SiloConnection>> connections;
+  std::vector<std::unique_ptr<transport::RemoteVerticalParty>> remote;
+  const std::string silos_dir = options.workdir + "/silos";
+  if (options.processes) {
+    std::string policy = options.silo_policy;
+    if (policy.empty()) {
+      // The parties' data is the user's own here: they take part.
+      FEDSILO_RETURN_IF_ERROR(MakePrivateDir(silos_dir));
+      policy = silos_dir + "/vertical-policy.yaml";
+      FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(policy, "defaults: {vertical: {allow: true}}\n"));
+    }
+    const std::string data_dir = options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir;
+    FEDSILO_ASSIGN_OR_RETURN(
+        federation, LocalFederation::Start(job, options.workdir, data_dir,
+                                           std::chrono::seconds(job.federation.wait_for_silos),
+                                           policy, silos_dir));
+    connections = federation->Connections(std::chrono::seconds(job.federation.round_timeout));
+    for (const auto& c : connections) {
+      remote.push_back(
+          std::make_unique<transport::RemoteVerticalParty>(c.get(), job, run.run_dir().run_id()));
+      FEDSILO_RETURN_IF_ERROR(
+          Annotate(remote.back()->Open(), absl::StrCat("party '", c->silo_name(), "'")));
+      reach.push_back(remote.back().get());
+    }
+    if (!options.quiet) {
+      std::printf(
+          "fedsilo: run %s\n  data    %s: vertical, %zu parties as silo processes, "
+          "label at %s\n",
+          run.run_dir().run_id().c_str(), job.data.dataset.c_str(), reach.size(),
+          job.vertical.label_owner.c_str());
+      std::fflush(stdout);
+    }
+  } else {
+    FEDSILO_ASSIGN_OR_RETURN(parties, MakeParties(job));
+    if (!options.quiet) PrintHeader(job, run, parties);
+    for (const auto& p : parties) reach.push_back(p.get());
+  }
   orchestrator::JobRunOptions run_options;
   run_options.progress = progress;
   if (!options.quiet) {
@@ -102,6 +141,19 @@ StatusOr<SimulationSummary> RunVerticalSimulation(const SimulationOptions& optio
   // Each party keeps its own part, as its silo would.
   const tracking::RunDirectory& run_dir = run.run_dir();
   const std::string parties_dir = run_dir.path() + "/parties";
+  for (const std::string& name : job.federation.silos) {
+    // A silo process kept its own in its state folder.
+    if (!options.processes) continue;
+    const std::string kept = absl::StrCat(silos_dir, "/", name, "/vertical/", run_dir.run_id());
+    const std::string dir = absl::StrCat(parties_dir, "/", name);
+    FEDSILO_RETURN_IF_ERROR(MakePrivateDir(parties_dir));
+    FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir));
+    for (const char* file : {"bottom.fsm", "top.fsm"}) {
+      if (name != job.vertical.label_owner && std::string(file) == "top.fsm") continue;
+      FEDSILO_ASSIGN_OR_RETURN(ModelFile model, ReadModelStateFile(kept + "/" + file));
+      FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(dir + "/" + file, model.state, model.metadata));
+    }
+  }
   for (const auto& p : parties) {
     const std::string dir = absl::StrCat(parties_dir, "/", p->name());
     FEDSILO_RETURN_IF_ERROR(MakePrivateDir(parties_dir));
@@ -125,11 +177,14 @@ StatusOr<SimulationSummary> RunVerticalSimulation(const SimulationOptions& optio
   // The share of the rounds' time the parties did not compute (passing
   // their tensors on, waiting): what splitting the model across silos costs
   // here, before any network.
-  summary.overhead_fraction = result.round_seconds > 0
+  // (With --processes the parties' time as measured here includes the
+  // transport: not reported, as for horizontal jobs.)
+  summary.overhead_fraction = options.processes ? -1.0
+                              : result.round_seconds > 0
                                   ? std::max(0.0, 1.0 - result.party_seconds / result.round_seconds)
                                   : 0.0;
   summary.psi_intersection = result.alignment.intersection;
-  summary.psi_parties = static_cast<int>(parties.size());
+  summary.psi_parties = static_cast<int>(reach.size());
   FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir.summary_path(), summary.ToJson() + "\n"));
   return summary;
 }

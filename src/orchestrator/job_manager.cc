@@ -13,6 +13,7 @@
 #include "core/file_seal.h"
 #include "core/file_util.h"
 #include "core/mutex.h"
+#include "transport/vertical_wire.h"
 
 namespace fedsilo::orchestrator {
 namespace {
@@ -138,11 +139,6 @@ StatusOr<JobConfig> JobManager::ResolveModule(const JobConfig& job) const {
 StatusOr<JobRecord> JobManager::Submit(const std::string& owner, const std::string& job_yaml,
                                        const std::string& torchscript) {
   FEDSILO_ASSIGN_OR_RETURN(JobConfig job, ParseJobConfig(job_yaml, "submitted job"));
-  if (job.kind == JobKind::kVertical) {
-    return absl::InvalidArgumentError(
-        "kind: vertical jobs run in simulation (`fedsilo run`) in this release; the "
-        "federation's silos do not take them yet");
-  }
   FEDSILO_RETURN_IF_ERROR(CheckMlflow(job));
   if (job.model.kind == ModelKind::kTorchScript) {
     // The job's path names a file on the submitter's machine: the module
@@ -420,6 +416,7 @@ Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
   options.event = [this, id = record.id](const std::string& level, const std::string& message) {
     Event(id, level, message);
   };
+  if (job.kind == JobKind::kVertical) return RunVerticalJob(record, job, run->get(), options);
   if (job.model.kind == ModelKind::kTorchScript) {
     FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
     FEDSILO_ASSIGN_OR_RETURN(options.torchscript, ReadFileOpeningSealed(local.model.torchscript));
@@ -428,6 +425,40 @@ Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
                        [this, &record](const JobConfig& j) { return WaitForSilos(record, j); });
   ShippedModulePreparer preparer(this, preparer_);
   return (*run)->Run(&reach, &preparer, options).status();
+}
+
+Status JobManager::RunVerticalJob(const JobRecord& record, const JobConfig& job, JobRun* run,
+                                  const JobRunOptions& options) {
+  FEDSILO_RETURN_IF_ERROR(WaitForSilos(record, job));
+  // Every party holds columns the model needs: none may be missing.
+  const std::vector<std::string> connected = service_->ConnectedSilos();
+  std::vector<std::string> missing;
+  for (const std::string& s : job.federation.silos) {
+    if (std::find(connected.begin(), connected.end(), s) == connected.end()) missing.push_back(s);
+  }
+  if (!missing.empty()) {
+    return absl::UnavailableError(absl::StrCat("a vertical job needs every party, and ",
+                                               absl::StrJoin(missing, ", "), " did not connect"));
+  }
+  const std::string& run_id = run->run_dir().run_id();
+  std::vector<std::unique_ptr<transport::RemoteSiloConnection>> connections;
+  std::vector<std::unique_ptr<transport::RemoteVerticalParty>> parties;
+  std::vector<transport::VerticalParty*> pointers;
+  for (const std::string& s : job.federation.silos) {
+    connections.push_back(std::make_unique<transport::RemoteSiloConnection>(
+        s, service_, std::chrono::seconds(job.federation.round_timeout)));
+    parties.push_back(
+        std::make_unique<transport::RemoteVerticalParty>(connections.back().get(), job, run_id));
+    pointers.push_back(parties.back().get());
+  }
+  // Each party checks the job against its policy and reads its table.
+  for (const auto& party : parties) {
+    FEDSILO_RETURN_IF_ERROR(Annotate(party->Open(), absl::StrCat("party '", party->name(), "'")));
+  }
+  Event(record.id, "info",
+        absl::StrCat("every party (", absl::StrJoin(job.federation.silos, ", "),
+                     ") took the job; the private set intersection starts"));
+  return run->RunVertical(pointers, options).status();
 }
 
 }  // namespace fedsilo::orchestrator

@@ -98,6 +98,10 @@ class JobManager {
   // Sets `*run` once the run folder is known.
   Status RunJobRounds(const JobRecord& record, JobConfig job, std::unique_ptr<JobRun>* run);
   Status WaitForSilos(const JobRecord& record, const JobConfig& job);
+  // A vertical job's run: every party opened (each checks the job against
+  // its policy), then the intersection and the rounds.
+  Status RunVerticalJob(const JobRecord& record, const JobConfig& job, JobRun* run,
+                        const JobRunOptions& options);
   void Event(const std::string& job_id, const std::string& level, const std::string& message);
   bool Stopping() const;
 

@@ -211,6 +211,36 @@ class JobRunTest : public ::testing::Test {
   FakeSilos silos_;
 };
 
+// A vertical run keeps no model between rounds (its parts are with the
+// parties): one stopped after a round is refused, saying to run it again,
+// before any party is asked anything.
+TEST_F(JobRunTest, AVerticalRunStoppedPartWayIsNotResumed) {
+  StatusOr<JobConfig> job = ParseJobConfig(
+      "kind: vertical\ndata: {dataset: people}\ntraining: {rounds: 3}\n"
+      "federation: {silos: [bank, shop]}\nvertical: {label_owner: bank}\n",
+      "job.yaml");
+  ASSERT_TRUE(job.ok()) << job.status();
+  const JobRecord record = Submit(*job);
+  {
+    StatusOr<std::unique_ptr<JobRun>> run = JobRun::Begin(dir_, store_.get(), record, *job);
+    ASSERT_TRUE(run.ok()) << run.status();
+  }
+  RoundRecord round;
+  round.round = 1;
+  round.silos_sampled = round.silos_succeeded = 2;
+  ASSERT_TRUE(store_->CompleteRound(record.id, round, {}).ok());
+  StatusOr<JobRecord> stopped = store_->GetJob(record.id);
+  ASSERT_TRUE(stopped.ok());
+  ASSERT_EQ(stopped->rounds_completed, 1);
+  StatusOr<std::unique_ptr<JobRun>> again = JobRun::Begin(dir_, store_.get(), *stopped, *job);
+  ASSERT_TRUE(again.ok()) << again.status();
+  StatusOr<VerticalResult> resumed = (*again)->RunVertical({}, JobRunOptions());
+  EXPECT_EQ(resumed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(resumed.status().message()),
+              HasSubstr("is a vertical job stopped after round 1"));
+  EXPECT_THAT(std::string(resumed.status().message()), HasSubstr("run its job again"));
+}
+
 TEST_F(JobRunTest, AStoppedRunResumesToTheModelOfARunNobodyStopped) {
   const JobConfig job = Job("fedadam", 5, 1);
   StatusOr<RunResult> whole = RunJob(Submit(job).id, {});

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -105,24 +106,37 @@ StatusOr<VerticalAlignment> VerticalRun::Align() {
   // Each party's set, blinded by its own scalar and then, one step at a
   // time, by every other party's: at step s, set i is with party i + s, so
   // that no party is asked twice at once.
-  std::vector<std::string> sets(n);
+  std::vector<transport::BlindedSet> sets(n);
+  // Each answer must be the set asked about, one hop further.
+  const auto check = [&](const transport::BlindedSet& got, size_t origin, int hops,
+                         const std::string& from) -> Status {
+    if (got.origin != parties_[origin]->name() || got.hops != hops) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "party '", from, "' answered with the set of '", got.origin, "' after ", got.hops,
+          " blindings; expected that of '", parties_[origin]->name(), "' after ", hops));
+    }
+    return absl::OkStatus();
+  };
   FEDSILO_RETURN_IF_ERROR(OnEach(all, [&](size_t i) -> Status {
-    StatusOr<std::string> points = parties_[i]->BlindOwnIds(options_.domain);
-    if (!points.ok()) return OfParty(points.status(), parties_[i]->name());
-    sets[i] = *std::move(points);
+    StatusOr<transport::BlindedSet> set = parties_[i]->BlindOwnIds(options_.domain);
+    if (!set.ok()) return OfParty(set.status(), parties_[i]->name());
+    FEDSILO_RETURN_IF_ERROR(check(*set, i, 1, parties_[i]->name()));
+    sets[i] = *std::move(set);
     return absl::OkStatus();
   }));
   for (size_t step = 1; step < n; ++step) {
     FEDSILO_RETURN_IF_ERROR(OnEach(all, [&](size_t i) -> Status {
       transport::VerticalParty* at = parties_[(i + step) % n];
-      StatusOr<std::string> again = at->Reblind(parties_[i]->name(), sets[i]);
+      StatusOr<transport::BlindedSet> again = at->Reblind(sets[i]);
       if (!again.ok()) return OfParty(again.status(), at->name());
+      FEDSILO_RETURN_IF_ERROR(check(*again, i, static_cast<int>(step) + 1, at->name()));
       sets[i] = *std::move(again);
       return absl::OkStatus();
     }));
   }
-  StatusOr<std::vector<std::vector<int64_t>>> rows =
-      secure::IntersectBlinded(std::vector<absl::string_view>(sets.begin(), sets.end()));
+  std::vector<absl::string_view> points;
+  for (const transport::BlindedSet& set : sets) points.push_back(set.points);
+  StatusOr<std::vector<std::vector<int64_t>>> rows = secure::IntersectBlinded(points);
   if (!rows.ok()) {
     // Errors there name a party by its position.
     return Annotate(rows.status(), "the intersection of the parties' ids");
@@ -142,7 +156,7 @@ StatusOr<VerticalAlignment> VerticalRun::Align() {
                      " people every party holds, in ", absl::StrFormat("%.1f", Since(start)), "s"));
   std::vector<transport::AlignedRows> aligned(n);
   FEDSILO_RETURN_IF_ERROR(OnEach(all, [&](size_t i) -> Status {
-    StatusOr<transport::AlignedRows> a = parties_[i]->Align((*rows)[i]);
+    StatusOr<transport::AlignedRows> a = parties_[i]->Align((*rows)[i], sets[i]);
     if (!a.ok()) return OfParty(a.status(), parties_[i]->name());
     aligned[i] = *a;
     return absl::OkStatus();
@@ -234,6 +248,18 @@ StatusOr<transport::RoundMetrics> VerticalRun::Evaluate(int64_t test_rows) {
   }
   StatusOr<transport::RoundMetrics> metrics = parties_[owner_]->EndRound();
   if (!metrics.ok()) return OfParty(metrics.status(), parties_[owner_]->name());
+  // Names and values that go to the run store and the trackers.
+  static const std::set<std::string> kKnown = {"loss", "accuracy", "precision", "recall", "auc"};
+  bool fits = std::isfinite(metrics->train_loss);
+  for (const auto& [name, value] : metrics->test) {
+    fits = fits && kKnown.count(name) > 0 && std::isfinite(value);
+  }
+  if (!fits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the label owner '", parties_[owner_]->name(),
+        "' sent round metrics other than loss, accuracy, precision, recall and auc, or values "
+        "that are not finite"));
+  }
   return metrics;
 }
 

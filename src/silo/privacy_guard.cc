@@ -28,11 +28,11 @@ constexpr int kLedgerVersion = 2;
 // Reads one dataset's keys (or the defaults') over `p`.
 Status ParseDatasetPolicy(const std::string& path, const YAML::Node& spec, const std::string& where,
                           DatasetPolicy* p) {
-  FEDSILO_RETURN_IF_ERROR(
-      CheckYamlKeys(path, spec, where,
-                    {"max_epsilon", "delta", "allow_non_dp", "require_local_dp",
-                     "require_secure_aggregation", "min_silos", "max_evaluations_per_run",
-                     "statistics", "share_train_metrics", "export_metrics", "allowed_models"}));
+  FEDSILO_RETURN_IF_ERROR(CheckYamlKeys(
+      path, spec, where,
+      {"max_epsilon", "delta", "allow_non_dp", "require_local_dp", "require_secure_aggregation",
+       "min_silos", "max_evaluations_per_run", "statistics", "share_train_metrics",
+       "export_metrics", "allowed_models", "vertical"}));
   auto number = [&](const YAML::Node& n, const std::string& key, double min,
                     double* out) -> Status {
     if (!n) return absl::OkStatus();
@@ -94,6 +94,36 @@ Status ParseDatasetPolicy(const std::string& path, const YAML::Node& spec, const
         whole(st["min_count"], "statistics.min_count", 0, &p->statistics.min_count));
     FEDSILO_RETURN_IF_ERROR(
         boolean(st["share_min_max"], "statistics.share_min_max", &p->statistics.share_min_max));
+  }
+  if (const YAML::Node v = spec["vertical"]) {
+    const std::string at = where + ".vertical";
+    if (!v.IsMap()) {
+      return YamlError(path, v,
+                       at + ": must be a mapping {allow: bool, columns: [...], max_peer_ids: N}");
+    }
+    FEDSILO_RETURN_IF_ERROR(CheckYamlKeys(
+        path, v, at, {"allow", "columns", "max_peer_ids", "min_intersection", "peers"}));
+    FEDSILO_RETURN_IF_ERROR(whole(v["min_intersection"], "vertical.min_intersection", 1,
+                                  &p->vertical.min_intersection));
+    FEDSILO_RETURN_IF_ERROR(boolean(v["allow"], "vertical.allow", &p->vertical.allow));
+    FEDSILO_RETURN_IF_ERROR(
+        whole(v["max_peer_ids"], "vertical.max_peer_ids", 1, &p->vertical.max_peer_ids));
+    for (const auto& [name, list] :
+         {std::pair<const char*, std::vector<std::string>*>{"columns", &p->vertical.columns},
+          {"peers", &p->vertical.peers}}) {
+      const YAML::Node items = v[name];
+      if (!items) continue;
+      if (!items.IsSequence() || items.size() == 0) {
+        return YamlError(path, items, absl::StrCat(at, ".", name, ": must be a list of names"));
+      }
+      list->clear();
+      for (const auto& c : items) {
+        if (!c.IsScalar() || c.Scalar().empty()) {
+          return YamlError(path, c, absl::StrCat(at, ".", name, ": each entry must be a name"));
+        }
+        list->push_back(c.Scalar());
+      }
+    }
   }
   if (const YAML::Node models = spec["allowed_models"]) {
     if (!models.IsSequence()) {

@@ -26,6 +26,13 @@
 //       export_metrics: false  # this silo's metrics stay in the federation's
 //                              # own run store: never sent to MLflow
 //       allowed_models: [sha256:...]  # the TorchScript modules jobs may bring
+//       vertical:            # vertical jobs (docs/vertical.md); refused without
+//         allow: true        # this
+//         columns: [a, b]    # the columns the party's bottom model may read
+//                            # (default: the catalog's features)
+//         max_peer_ids: 1000000  # the largest other party's set it blinds
+//         min_intersection: 100  # the fewest people it aligns with the others
+//         peers: [bank, telecom] # the only parties it takes part with
 //
 // The ledger (<state>/privacy-ledger.json, version 2) holds one entry per
 // dataset and job run: the digest of the job admitted (a later task of the run
@@ -69,6 +76,21 @@ struct StatisticsPolicy {
   bool share_min_max = false;  // minima and maxima are single records' values
 };
 
+// Whether, and how, the dataset takes part in vertical jobs (docs/vertical.md).
+struct VerticalPolicy {
+  // Default deny: a vertical job tells each party which of its people the
+  // others hold too.
+  bool allow = false;
+  // The columns its bottom model may read; empty: the catalog's features.
+  std::vector<std::string> columns;
+  // The most ids another party's set may hold for this silo to blind it.
+  int64_t max_peer_ids = 1000000;
+  // The fewest people an intersection may hold for it to take part.
+  int64_t min_intersection = 100;
+  // The parties it takes part with; empty: any of the federation's.
+  std::vector<std::string> peers;
+};
+
 struct DatasetPolicy {
   double max_epsilon = 0;  // 0 = no budget
   double delta = 1e-5;
@@ -82,6 +104,7 @@ struct DatasetPolicy {
   // SHA-256 digests of the TorchScript modules jobs may bring; empty = none
   // (unless the policy's allow_any_module).
   std::vector<std::string> allowed_models;
+  VerticalPolicy vertical;
 
   // Whether the silo sends its training loss and accuracy for `job`.
   bool SharesTrainMetrics(const JobConfig& job) const;

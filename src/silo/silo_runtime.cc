@@ -4,22 +4,27 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <limits>
 #include <variant>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_seal.h"
 #include "core/file_util.h"
+#include "core/model_state_file.h"
 #include "core/yaml_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/dataset_reader.h"
 #include "ml/partitioner.h"
 #include "ml/tabular.h"
 #include "secure/audit_log.h"
+#include "secure/psi.h"
 #include "silo/outgoing.h"
 #include "silo/privacy_guard.h"
+#include "transport/vertical_wire.h"
 
 namespace fedsilo::silo {
 
@@ -394,6 +399,217 @@ StatusOr<std::string> SiloRuntime::SecureStep(const transport::SecureStepRequest
     }
   }
   return reply;
+}
+
+namespace {
+
+// A run id as the orchestrator makes them: it names a folder here.
+bool IsRunId(const std::string& id) {
+  if (id.empty() || id.size() > 128 || id == "." || id == "..") return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+// Vertical runs a silo keeps open at once (the oldest is dropped).
+constexpr size_t kMaxVerticalRuns = 4;
+// The most a step of a run that is not open here may carry: the opening
+// step is small (its job comes beside it).
+constexpr size_t kMaxOpeningStepBytes = 4096;
+
+}  // namespace
+
+StatusOr<std::string> SiloRuntime::VerticalStep(const transport::VerticalStepRequest& request) {
+  if (!IsRunId(request.run_id)) {
+    return Outgoing(Shareable(absl::InvalidArgumentError(
+                        "a vertical step for a job id that is not one (letters, digits, '-', "
+                        "'_', '.'; at most 128)")),
+                    silo_name_);
+  }
+  std::string event;
+  absl::flat_hash_map<std::string, std::string> fields;
+  StatusOr<std::string> reply = HandleVertical(request, &event, &fields);
+  if (!reply.ok()) reply = Outgoing(reply.status(), silo_name_);
+  if (audit_ != nullptr && !reply.ok()) {
+    audit_->Record("refused", {{"job", request.run_id},
+                               {"step", "vertical"},
+                               {"reason", std::string(reply.status().message())}});
+  } else if (audit_ != nullptr && !event.empty()) {
+    std::map<std::string, std::string> entry = {{"job", request.run_id},
+                                                {"reply", secure::BytesDigest(*reply)}};
+    entry.insert(fields.begin(), fields.end());
+    audit_->Record(event, entry);
+  }
+  return reply;
+}
+
+StatusOr<std::string> SiloRuntime::HandleVertical(
+    const transport::VerticalStepRequest& request, std::string* audit_event,
+    absl::flat_hash_map<std::string, std::string>* audit_fields) {
+  namespace pb = fedsilo::v1::vertical;
+  auto open = vertical_runs_.find(request.run_id);
+  if (open == vertical_runs_.end() && request.payload.size() > kMaxOpeningStepBytes) {
+    // Not parsed: no run is open here for it to be about.
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("silo '", silo_name_, "' has no vertical job '", request.run_id, "' open")));
+  }
+  StatusOr<pb::Request> parsed = transport::ParseVerticalRequest(request.payload);
+  if (!parsed.ok()) return Shareable(parsed.status());
+  pb::Request& step = *parsed;
+  if (step.step_case() == pb::Request::kOpen) {
+    if (request.job == nullptr) {
+      return Shareable(absl::InvalidArgumentError("the step that opens a vertical job has no job"));
+    }
+    if (audit_ != nullptr) {
+      audit_->Record("vertical_job_received",
+                     {{"job", request.run_id},
+                      {"job_digest", secure::BytesDigest(JobConfigToYaml(*request.job))}});
+    }
+    FEDSILO_RETURN_IF_ERROR(OpenVertical(request.run_id, *request.job));
+    *audit_event = "vertical_job_opened";
+    return transport::OpenedReply();
+  }
+  if (open == vertical_runs_.end()) {
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("silo '", silo_name_, "' has no vertical job '", request.run_id, "' open")));
+  }
+  VerticalRun& run = open->second;
+  // The steps that say most about the silo's people are audited; the
+  // batches' (hundreds a round) are not.
+  switch (step.step_case()) {
+    case pb::Request::kBlindOwn: {
+      // Its points are bound to this run: a set it signs for one run is
+      // blinded in no other.
+      const std::string domain = absl::StrCat("fedsilo/vertical/", request.run_id);
+      if (step.blind_own().domain() != domain) {
+        return Shareable(absl::InvalidArgumentError(
+            absl::StrCat("asked to blind its ids for another run than '", request.run_id, "'")));
+      }
+      *audit_event = "vertical_ids_blinded";
+      break;
+    }
+    case pb::Request::kReblind:
+      *audit_event = "vertical_set_blinded";
+      (*audit_fields)["for"] = step.reblind().origin().substr(0, 64);
+      (*audit_fields)["ids"] =
+          std::to_string(step.reblind().points().size() / secure::kPsiPointBytes);
+      break;
+    case pb::Request::kAlign:
+      *audit_event = "vertical_rows_aligned";
+      (*audit_fields)["rows"] = std::to_string(step.align().rows_size());
+      break;
+    case pb::Request::kEndRound:
+      *audit_event = "vertical_round_metrics";
+      break;
+    default:
+      break;
+  }
+  const bool last_round = step.step_case() == pb::Request::kBeginRound &&
+                          step.begin_round().round() == run.agent->job().training.rounds;
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply, transport::AnswerVerticalRequest(*run.agent, step));
+  if (last_round) run.last_round = true;
+  if (run.last_round && (step.step_case() == pb::Request::kEndRound ||
+                         (step.step_case() == pb::Request::kForward && step.forward().test() &&
+                          !run.agent->label_owner()))) {
+    // Kept as the last round's test rows are scored: at the label owner
+    // once it ends the round, elsewhere with every test row's outputs sent.
+    FEDSILO_RETURN_IF_ERROR(KeepVerticalModels(request.run_id, *run.agent));
+  }
+  return reply;
+}
+
+Status SiloRuntime::OpenVertical(const std::string& run_id, const JobConfig& job) {
+  if (job.kind != JobKind::kVertical) {
+    return Shareable(absl::InvalidArgumentError("the job is not a vertical job (kind: vertical)"));
+  }
+  const std::string& dataset = job.data.dataset;
+  FEDSILO_ASSIGN_OR_RETURN(const DatasetEntry* found, Entry(dataset));
+  const DatasetPolicy& rules = RulesFor(guard_, dataset);
+  const std::string key = absl::StrCat("datasets.", dataset, ".vertical");
+  if (!rules.vertical.allow || guard_ == nullptr) {
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("silo '", silo_name_, "' takes part in no vertical job on dataset '", dataset,
+                     "': its policy does not allow it (", key, ".allow)")));
+  }
+  if (!rules.vertical.peers.empty()) {
+    for (const std::string& party : job.federation.silos) {
+      if (party == silo_name_) continue;
+      if (std::find(rules.vertical.peers.begin(), rules.vertical.peers.end(), party) ==
+          rules.vertical.peers.end()) {
+        return Shareable(absl::FailedPreconditionError(absl::StrCat(
+            "silo '", silo_name_, "' takes part in vertical jobs on dataset '", dataset,
+            "' with its policy's peers only, and '", party, "' is not one (", key, ".peers)")));
+      }
+    }
+  }
+  // A run is opened once, for good: opening it again would start its
+  // intersection afresh (new scalars, its limits reset).
+  for (const LedgerEntry& e : guard_->Entries()) {
+    if (e.dataset == dataset && e.run_id == run_id) {
+      return Shareable(absl::FailedPreconditionError(
+          absl::StrCat("silo '", silo_name_, "' took part in vertical job '", run_id,
+                       "' before; a vertical job is opened once (submit it again)")));
+    }
+  }
+  FEDSILO_RETURN_IF_ERROR(guard_->CheckJob(dataset, run_id, job));
+  DatasetEntry entry = *found;
+  if (!rules.vertical.columns.empty()) {
+    // Only the columns the policy exposes, and of those only what the
+    // catalog offers.
+    for (const std::string& c : rules.vertical.columns) {
+      const bool offered = entry.schema.features.empty() ||
+                           std::find(entry.schema.features.begin(), entry.schema.features.end(),
+                                     c) != entry.schema.features.end();
+      if (!offered || c == entry.schema.id || c == entry.schema.label) {
+        return Shareable(absl::FailedPreconditionError(
+            absl::StrCat("silo '", silo_name_, "': column '", c, "' of its policy's ", key,
+                         ".columns is not one of the dataset's features")));
+      }
+    }
+    entry.schema.features = rules.vertical.columns;
+    std::vector<std::string> categorical;
+    for (const std::string& c : entry.schema.categorical) {
+      if (std::find(rules.vertical.columns.begin(), rules.vertical.columns.end(), c) !=
+          rules.vertical.columns.end()) {
+        categorical.push_back(c);
+      }
+    }
+    entry.schema.categorical = std::move(categorical);
+  }
+  VerticalPartyOptions options;
+  options.identity = secagg_identity_;
+  options.max_peer_ids = rules.vertical.max_peer_ids;
+  options.min_intersection = rules.vertical.min_intersection;
+  FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<VerticalPartyAgent> agent,
+                           VerticalPartyAgent::Create(silo_name_, job, entry, options));
+  // Admitted (durably, in the ledger) once everything else holds.
+  FEDSILO_RETURN_IF_ERROR(guard_->Admit(dataset, run_id, job, nullptr).status());
+  spdlog::info("vertical job '{}': {} rows, {} features, {}", run_id, agent->rows(),
+               agent->features().size(),
+               agent->label_owner() ? "the label owner" : "a passive party");
+  if (vertical_runs_.size() >= kMaxVerticalRuns) {
+    vertical_runs_.erase(vertical_order_.front());
+    vertical_order_.erase(vertical_order_.begin());
+  }
+  vertical_order_.push_back(run_id);
+  vertical_runs_[run_id].agent = std::move(agent);
+  return absl::OkStatus();
+}
+
+Status SiloRuntime::KeepVerticalModels(const std::string& run_id,
+                                       const VerticalPartyAgent& agent) const {
+  if (state_dir_.empty()) return absl::OkStatus();
+  const std::string dir = absl::StrCat(state_dir_, "/vertical/", run_id);
+  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state_dir_ + "/vertical"));
+  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir));
+  const ModelMetadata metadata = {{"job", agent.job().name},
+                                  {"party", silo_name_},
+                                  {"round", std::to_string(agent.job().training.rounds)}};
+  FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(dir + "/bottom.fsm", agent.BottomState(), metadata));
+  if (agent.label_owner()) {
+    FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(dir + "/top.fsm", agent.TopState(), metadata));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace fedsilo::silo

@@ -37,11 +37,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "core/busy_clock.h"
 #include "ml/tabular.h"
 #include "secure/audit_log.h"
 #include "silo/dataset_catalog.h"
 #include "silo/silo_agent.h"
+#include "silo/vertical_party.h"
 #include "transport/silo_connection.h"
 
 namespace fedsilo::silo {
@@ -79,8 +81,24 @@ class SiloRuntime : public transport::SiloHandler {
   StatusOr<transport::FitReply> RunTask(const transport::TaskRequest& request) override;
   // FailedPrecondition unless this silo trained for the step's run.
   StatusOr<std::string> SecureStep(const transport::SecureStepRequest& request) override;
+  // A step of a vertical job (transport/vertical_wire.h). The step that opens
+  // a run is checked against the policy (datasets.<d>.vertical: allow,
+  // peers, then the rest of the dataset's rules), once per run, and the run
+  // admitted in the ledger; the party reads only the columns the policy
+  // exposes. Once the last round ended, the party's models are kept in
+  // <state>/vertical/<run>/. Up to four runs are open at once.
+  StatusOr<std::string> VerticalStep(const transport::VerticalStepRequest& request) override;
 
  private:
+  // What VerticalStep() does, before it is audited.
+  StatusOr<std::string> HandleVertical(const transport::VerticalStepRequest& request,
+                                       std::string* audit_event,
+                                       absl::flat_hash_map<std::string, std::string>* audit_fields);
+  // Opens the party's side of run `run_id` of `job` (once: the ledger keeps
+  // the runs it opened).
+  Status OpenVertical(const std::string& run_id, const JobConfig& job);
+  // Keeps the party's models once the run's last round ended.
+  Status KeepVerticalModels(const std::string& run_id, const VerticalPartyAgent& agent) const;
   // What RunTask() does, before it is audited.
   StatusOr<transport::FitReply> Handle(const transport::TaskRequest& request);
   // An agent for `run_id` on the job's dataset; `module`: where the job's
@@ -124,6 +142,13 @@ class SiloRuntime : public transport::SiloHandler {
   std::string models_dir_;
   const ml::Sandbox* sandbox_ = nullptr;
   std::shared_ptr<const secure::SecAggIdentity> secagg_identity_;
+  // The vertical run this silo takes part in, and its side of it.
+  struct VerticalRun {
+    std::unique_ptr<VerticalPartyAgent> agent;
+    bool last_round = false;  // its last round has begun
+  };
+  std::map<std::string, VerticalRun> vertical_runs_;
+  std::vector<std::string> vertical_order_;  // the runs open, oldest first
 };
 
 }  // namespace fedsilo::silo

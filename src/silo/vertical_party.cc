@@ -20,7 +20,12 @@ bool AllFinite(const std::vector<float>& values) {
 
 VerticalPartyAgent::VerticalPartyAgent(std::string name, const JobConfig& job,
                                        ml::TabularData table, const VerticalPartyOptions& options)
-    : name_(std::move(name)), job_(job), table_(std::move(table)) {
+    : name_(std::move(name)),
+      job_(job),
+      identity_(options.identity),
+      max_peer_ids_(options.max_peer_ids),
+      min_intersection_(options.min_intersection),
+      table_(std::move(table)) {
   model_seed_ = options.model_seed.has_value() ? *options.model_seed : noise_.Next64();
   label_owner_ = name_ == job_.vertical.label_owner;
   const std::vector<std::string>& parties = job_.federation.silos;
@@ -80,44 +85,114 @@ StatusOr<std::unique_ptr<VerticalPartyAgent>> VerticalPartyAgent::Create(
       new VerticalPartyAgent(std::move(name), job, *std::move(table), options));
 }
 
-StatusOr<std::string> VerticalPartyAgent::BlindOwnIds(const std::string& domain) {
+StatusOr<transport::BlindedSet> VerticalPartyAgent::Signed(const transport::BlindedSet& set,
+                                                           std::string points) const {
+  transport::BlindedSet out;
+  out.origin = set.origin;
+  out.hops = set.hops + 1;
+  out.points = std::move(points);
+  if (identity_ != nullptr) {
+    out.certificate = identity_->certificate_pem();
+    FEDSILO_ASSIGN_OR_RETURN(out.signature,
+                             identity_->signer().Sign(transport::SetMessage(domain_, out)));
+  }
+  return out;
+}
+
+Status VerticalPartyAgent::CheckSigned(const transport::BlindedSet& set,
+                                       const std::string& signer) const {
+  if (identity_ == nullptr) return absl::OkStatus();
+  if (set.signature.empty()) {
+    return Shareable(absl::PermissionDeniedError(
+        absl::StrCat("asked to blind a set of '", set.origin, "' that party '", signer,
+                     "' did not sign: only the parties' own sets are blinded")));
+  }
+  Status checked = identity_->checker().Check(signer, secure::ParticipantKind::kSilo,
+                                              set.certificate, transport::SetMessage(domain_, set),
+                                              set.signature, std::chrono::system_clock::now());
+  if (!checked.ok()) {
+    return Shareable(absl::PermissionDeniedError(
+        absl::StrCat("asked to blind a set of '", set.origin, "' whose signature is not party '",
+                     signer, "''s: ", checked.message())));
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<transport::BlindedSet> VerticalPartyAgent::BlindOwnIds(const std::string& domain) {
   if (psi_.has_value()) {
     return Shareable(absl::FailedPreconditionError("the party's ids were blinded already"));
   }
   FEDSILO_ASSIGN_OR_RETURN(secure::PsiParty psi, secure::PsiParty::Create(domain));
   psi_.emplace(std::move(psi));
   domain_ = domain;
-  return psi_->Blind(table_.ids);
+  FEDSILO_ASSIGN_OR_RETURN(std::string points, psi_->Blind(table_.ids));
+  transport::BlindedSet own;
+  own.origin = name_;
+  return Signed(own, std::move(points));
 }
 
-StatusOr<std::string> VerticalPartyAgent::Reblind(const std::string& from_party,
-                                                  absl::string_view points) {
+StatusOr<transport::BlindedSet> VerticalPartyAgent::Reblind(const transport::BlindedSet& set) {
   // Every blinding this party does lets whoever sends the points test them
-  // against its set: it does one per other party of the job, no more.
+  // against its set: it does one per other party of the job, no more, and
+  // only of a set that comes to it in the job's rotation, from the party
+  // before it.
   const std::vector<std::string>& parties = job_.federation.silos;
   if (!psi_.has_value()) {
     return Shareable(
         absl::FailedPreconditionError("asked to blind another party's ids before its own"));
   }
-  if (from_party == name_ ||
-      std::find(parties.begin(), parties.end(), from_party) == parties.end()) {
-    return Shareable(absl::PermissionDeniedError(absl::StrCat(
-        "asked to blind the ids of '", from_party, "', which is not another party of the job")));
+  if (set.origin == name_ ||
+      std::find(parties.begin(), parties.end(), set.origin) == parties.end()) {
+    // (Quoted short: the name is the sender's text.)
+    return Shareable(absl::PermissionDeniedError(
+        absl::StrCat("asked to blind the ids of '", set.origin.substr(0, 64),
+                     "', which is not another party of the job")));
   }
-  if (!reblinded_for_.insert(from_party).second) {
+  if (set.hops < 1 || set.hops >= static_cast<int>(parties.size()) ||
+      transport::BlinderAt(parties, set.origin, set.hops + 1) != name_) {
+    return Shareable(absl::PermissionDeniedError(
+        absl::StrCat("asked to blind the set of '", set.origin, "' after ", set.hops,
+                     " blindings, which is not this party's turn in the job's order")));
+  }
+  FEDSILO_RETURN_IF_ERROR(CheckSigned(set, transport::BlinderAt(parties, set.origin, set.hops)));
+  const int64_t count = static_cast<int64_t>(set.points.size() / secure::kPsiPointBytes);
+  if (max_peer_ids_ > 0 && count > max_peer_ids_) {
     return Shareable(absl::PermissionDeniedError(absl::StrCat(
-        "asked a second time to blind the ids of party '", from_party,
+        "asked to blind ", count, " ids of party '", set.origin,
+        "'; this party's policy blinds at most ", max_peer_ids_, " (vertical.max_peer_ids)")));
+  }
+  if (reblinded_for_.count(set.origin) > 0) {
+    return Shareable(absl::PermissionDeniedError(absl::StrCat(
+        "asked a second time to blind the ids of party '", set.origin,
         "': a party blinds each other party's set once (more would let guessed ids be tested "
         "against its own)")));
   }
-  return psi_->Reblind(points);
+  FEDSILO_ASSIGN_OR_RETURN(std::string points, psi_->Reblind(set.points));
+  reblinded_for_.insert(set.origin);
+  return Signed(set, std::move(points));
 }
 
-StatusOr<transport::AlignedRows> VerticalPartyAgent::Align(const std::vector<int64_t>& rows) {
-  if (aligned_ || reblinded_for_.size() + 1 != job_.federation.silos.size()) {
+StatusOr<transport::AlignedRows> VerticalPartyAgent::Align(const std::vector<int64_t>& rows,
+                                                           const transport::BlindedSet& own_final) {
+  const std::vector<std::string>& parties = job_.federation.silos;
+  if (aligned_ || reblinded_for_.size() + 1 != parties.size()) {
     return Shareable(absl::FailedPreconditionError(
         aligned_ ? "the party's rows were aligned already"
                  : "asked to align its rows before it blinded every other party's ids"));
+  }
+  // Its own set as every party blinded it, one point per row of its table:
+  // the aligned rows' digest is over those points.
+  if (own_final.origin != name_ || own_final.hops != static_cast<int>(parties.size()) ||
+      own_final.points.size() != static_cast<size_t>(table_.rows()) * secure::kPsiPointBytes) {
+    return Shareable(absl::InvalidArgumentError(
+        "asked to align its rows with a set that is not its own as every party blinded it"));
+  }
+  FEDSILO_RETURN_IF_ERROR(
+      CheckSigned(own_final, transport::BlinderAt(parties, name_, own_final.hops)));
+  if (min_intersection_ > 0 && static_cast<int64_t>(rows.size()) < min_intersection_) {
+    return Shareable(absl::FailedPreconditionError(absl::StrCat(
+        "the intersection holds ", rows.size(), " people; this party's policy takes part with ",
+        min_intersection_, " or more (vertical.min_intersection)")));
   }
   std::vector<bool> seen(static_cast<size_t>(table_.rows()), false);
   for (int64_t r : rows) {
@@ -143,7 +218,10 @@ StatusOr<transport::AlignedRows> VerticalPartyAgent::Align(const std::vector<int
   // Every party's digest is the same only if they hold the same people in
   // the same order: the orchestrator compares them before the first step.
   std::string ordered = domain_;
-  for (const std::string& id : aligned_ids_) absl::StrAppend(&ordered, "\n", id.size(), ":", id);
+  for (int64_t r : order) {
+    ordered.append(own_final.points, static_cast<size_t>(r) * secure::kPsiPointBytes,
+                   secure::kPsiPointBytes);
+  }
   return transport::AlignedRows{n - test, test, secure::BytesDigest(ordered)};
 }
 

@@ -24,6 +24,7 @@
 #include "ml/tabular.h"
 #include "privacy/secure_random.h"
 #include "secure/psi.h"
+#include "secure/secagg.h"
 #include "silo/dataset_catalog.h"
 #include "transport/vertical_party.h"
 
@@ -36,6 +37,19 @@ struct VerticalPartyOptions {
   // would let the label owner, or the orchestrator, turn the first cut-layer
   // outputs back into the party's columns.
   std::optional<uint64_t> model_seed;
+  // In a federation: the party signs the sets it blinds with the key of its
+  // certificate, and blinds only sets signed by the party before it in the
+  // job's rotation (transport::BlindedSet). Null (simulation): sets go
+  // unsigned, and unsigned sets are blinded.
+  std::shared_ptr<const secure::SecAggIdentity> identity;
+  // The most ids another party's set may hold for this party to blind it
+  // (its policy's vertical.max_peer_ids): each blinding tests the set
+  // against this party's ids, so a larger one could be guesses. 0: any.
+  int64_t max_peer_ids = 0;
+  // The fewest people the intersection may hold for this party to take part
+  // (its policy's vertical.min_intersection): metrics over a handful of test
+  // rows would tell their labels. 0: any.
+  int64_t min_intersection = 0;
 };
 
 class VerticalPartyAgent : public transport::VerticalParty {
@@ -49,9 +63,10 @@ class VerticalPartyAgent : public transport::VerticalParty {
       const VerticalPartyOptions& options = VerticalPartyOptions());
 
   const std::string& name() const override { return name_; }
-  StatusOr<std::string> BlindOwnIds(const std::string& domain) override;
-  StatusOr<std::string> Reblind(const std::string& from_party, absl::string_view points) override;
-  StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows) override;
+  StatusOr<transport::BlindedSet> BlindOwnIds(const std::string& domain) override;
+  StatusOr<transport::BlindedSet> Reblind(const transport::BlindedSet& set) override;
+  StatusOr<transport::AlignedRows> Align(const std::vector<int64_t>& rows,
+                                         const transport::BlindedSet& own_final) override;
   StatusOr<std::vector<float>> Forward(const transport::RowSelection& rows) override;
   Status Backward(const std::vector<float>& gradient) override;
   Status BeginRound(int round) override;
@@ -63,6 +78,7 @@ class VerticalPartyAgent : public transport::VerticalParty {
   StatusOr<transport::RoundMetrics> EndRound() override;
 
   bool label_owner() const { return label_owner_; }
+  const JobConfig& job() const { return job_; }
   // The party's rows as read (before alignment), and its features.
   int64_t rows() const { return table_.rows(); }
   const std::vector<std::string>& features() const { return table_.features; }
@@ -97,10 +113,18 @@ class VerticalPartyAgent : public transport::VerticalParty {
                                       const std::vector<std::vector<float>>& cut_outputs,
                                       std::vector<int64_t>* labels);
   Status Prepare(const std::vector<int64_t>& order, int64_t train_rows);
+  // `points`, one hop on from `set`, signed when the party has an identity.
+  StatusOr<transport::BlindedSet> Signed(const transport::BlindedSet& set,
+                                         std::string points) const;
+  // Whether `set` is signed by `signer`, when the party checks signatures.
+  Status CheckSigned(const transport::BlindedSet& set, const std::string& signer) const;
 
   std::string name_;
   JobConfig job_;
   uint64_t model_seed_ = 0;
+  std::shared_ptr<const secure::SecAggIdentity> identity_;
+  int64_t max_peer_ids_ = 0;
+  int64_t min_intersection_ = 0;
   std::string domain_;  // of the intersection
   bool label_owner_ = false;
   size_t own_index_ = 0;  // in job.federation.silos

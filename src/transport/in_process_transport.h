@@ -20,6 +20,9 @@ class InProcessConnection : public SiloConnection {
   StatusOr<std::string> SecureStep(const SecureStepRequest& request) override {
     return handler_->SecureStep(request);
   }
+  StatusOr<std::string> VerticalStep(const VerticalStepRequest& request) override {
+    return handler_->VerticalStep(request);
+  }
 
  private:
   std::string silo_name_;

@@ -126,6 +126,18 @@ struct SecureStepRequest {
   std::string payload;
 };
 
+// Orchestrator -> silo: one step of a vertical job (transport/vertical_party.h).
+// The payload is a vertical.proto Request, opaque to the transport; so is
+// the reply, of at most `max_reply_bytes`.
+struct VerticalStepRequest {
+  std::string run_id;
+  // The step that opens the run carries its job (outlives the call); the
+  // transport sends it in the job schema the silo reads.
+  const JobConfig* job = nullptr;
+  std::string payload;
+  uint64_t max_reply_bytes = 0;
+};
+
 }  // namespace fedsilo::transport
 
 #endif  // FEDSILO_TRANSPORT_MESSAGES_H_

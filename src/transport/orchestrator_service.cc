@@ -421,37 +421,77 @@ StatusOr<FitReply> OrchestratorService::RunTask(const std::string& silo, const T
 StatusOr<std::string> OrchestratorService::SecureStep(const std::string& silo,
                                                       const SecureStepRequest& request,
                                                       std::chrono::milliseconds timeout) {
-  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
-                           Claim(silo, request.run_id, request.round, /*securing=*/true));
-  std::string nonce;
-  {
-    MutexLock lock(&session->mu);
-    nonce = session->nonce;
-  }
-  {
-    // A masked input is the model's values in fixed point (at most eight
-    // bytes each); shares and keys are small.
-    MutexLock lock(&session->mu);
-    session->max_secure_bytes = 2 * session->largest_model_bytes + kMaxSmallReplyBytes;
-  }
   fedsilo::v1::OrchestratorMessage message;
   fedsilo::v1::SecureStep* step = message.mutable_secure();
   step->set_job_id(request.run_id);
   step->set_round(request.round);
-  step->set_nonce(nonce);
   step->set_payload(request.payload);
+  // A masked input is the model's values in fixed point (at most eight bytes
+  // each); shares and keys are small.
+  return Step(silo, request.run_id, request.round, std::move(message), /*max_reply_bytes=*/0,
+              timeout);
+}
+
+StatusOr<std::string> OrchestratorService::VerticalStep(const std::string& silo,
+                                                        const VerticalStepRequest& request,
+                                                        std::chrono::milliseconds timeout) {
+  fedsilo::v1::OrchestratorMessage message;
+  fedsilo::v1::VerticalStep* step = message.mutable_vertical();
+  step->set_job_id(request.run_id);
+  step->set_payload(request.payload);
+  std::shared_ptr<Session> session;
+  {
+    MutexLock lock(&mu_);
+    auto it = sessions_.find(silo);
+    if (it != sessions_.end()) session = it->second;
+  }
+  if (session != nullptr && session->versions.protocol < kVerticalProtocolVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "silo '", silo, "' runs ", session->release, ", which speaks protocol ",
+        session->versions.protocol, "; vertical jobs need protocol ", kVerticalProtocolVersion,
+        " (fedsilo ", kVerticalRelease, "): upgrade silo '", silo, "'"));
+  }
+  if (session != nullptr && request.job != nullptr) {
+    // In the job schema the silo reads, as a task's job.
+    FEDSILO_ASSIGN_OR_RETURN(std::string job_yaml, JobForSilo(*request.job, silo, session->release,
+                                                              session->versions.job_schema));
+    step->set_job_yaml(std::move(job_yaml));
+    step->set_job_schema(session->versions.job_schema);
+  }
+  return Step(silo, request.run_id, /*round=*/0, std::move(message),
+              std::max<uint64_t>(request.max_reply_bytes, 1), timeout);
+}
+
+StatusOr<std::string> OrchestratorService::Step(const std::string& silo, const std::string& run_id,
+                                                int round, fedsilo::v1::OrchestratorMessage message,
+                                                uint64_t max_reply_bytes,
+                                                std::chrono::milliseconds timeout) {
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
+                           Claim(silo, run_id, round, /*securing=*/true));
+  {
+    MutexLock lock(&session->mu);
+    if (message.has_secure()) {
+      message.mutable_secure()->set_nonce(session->nonce);
+    } else {
+      message.mutable_vertical()->set_nonce(session->nonce);
+    }
+    session->max_secure_bytes = max_reply_bytes > 0
+                                    ? max_reply_bytes
+                                    : 2 * session->largest_model_bytes + kMaxSmallReplyBytes;
+  }
   const bool sent = session->Write(message);
   MutexLock lock(&session->mu);
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (sent && !session->secure_result.has_value() && session->open &&
          session->cv.WaitUntil(&session->mu, until)) {
   }
+  const char* what = message.has_secure() ? "secure-aggregation reply" : "vertical-step reply";
   StatusOr<std::string> result =
       session->secure_result.has_value() ? std::move(*session->secure_result)
       : !sent || !session->open ? StatusOr<std::string>(absl::UnavailableError("silo disconnected"))
                                 : StatusOr<std::string>(absl::DeadlineExceededError(absl::StrCat(
-                                      "no secure-aggregation reply within ",
-                                      timeout.count() / 1000.0, " s (federation.round_timeout)")));
+                                      "no ", what, " within ", timeout.count() / 1000.0,
+                                      " s (federation.round_timeout)")));
   session->secure_result.reset();
   session->MoveTo(TaskPhase::kIdle);
   if (!result.ok()) return Annotate(result.status(), absl::StrCat("silo '", silo, "'"));

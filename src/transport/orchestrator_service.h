@@ -95,6 +95,14 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   StatusOr<std::string> SecureStep(const std::string& silo, const SecureStepRequest& request,
                                    std::chrono::milliseconds timeout);
 
+  // Sends one step of a vertical job to a connected silo (protocol 2) and
+  // waits for its reply payload, like SecureStep(). FailedPrecondition,
+  // naming the silo and the release to upgrade to, for a silo that speaks
+  // protocol 1; the step that opens the run carries the job in the schema the
+  // silo reads.
+  StatusOr<std::string> VerticalStep(const std::string& silo, const VerticalStepRequest& request,
+                                     std::chrono::milliseconds timeout);
+
   // Names of the silos with an open session.
   std::vector<std::string> ConnectedSilos() const;
   bool IsConnected(const std::string& silo) const;
@@ -128,6 +136,12 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   // task (or, with `securing`, a secure-aggregation step) of run_id/round.
   StatusOr<std::shared_ptr<Session>> Claim(const std::string& silo, const std::string& run_id,
                                            int round, bool securing);
+  // Sends a secure-aggregation or vertical step (`message`, its nonce set
+  // here) and waits for its reply of at most `max_reply_bytes` (0: twice the
+  // largest model sent, and a little).
+  StatusOr<std::string> Step(const std::string& silo, const std::string& run_id, int round,
+                             fedsilo::v1::OrchestratorMessage message, uint64_t max_reply_bytes,
+                             std::chrono::milliseconds timeout);
   // The .fsm bytes of the request's global model, serialised once per round
   // and shared by every silo's send.
   std::shared_ptr<const std::string> ModelBytes(const TaskRequest& request);
@@ -175,6 +189,9 @@ class RemoteSiloConnection : public SiloConnection {
   }
   StatusOr<std::string> SecureStep(const SecureStepRequest& request) override {
     return service_->SecureStep(silo_name_, request, timeout_);
+  }
+  StatusOr<std::string> VerticalStep(const VerticalStepRequest& request) override {
+    return service_->VerticalStep(silo_name_, request, timeout_);
   }
   bool Reachable() const override { return service_->IsConnected(silo_name_); }
 

@@ -370,9 +370,13 @@ TEST_F(OrchestratorServiceTest,
 TEST_F(OrchestratorServiceTest, VersionsAreAgreedAtTheHelloOrTheSiloIsRefusedNamingBoth) {
   auto log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
   spdlog::default_logger()->sinks().push_back(log);
+  // Silenced rather than removed at the end: the service's threads may still
+  // be logging (a silo's disconnection), and removing a sink while they walk
+  // the list is a race.
   struct Unhook {
-    ~Unhook() { spdlog::default_logger()->sinks().pop_back(); }
-  } unhook;
+    std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink;
+    ~Unhook() { sink->set_level(spdlog::level::off); }
+  } unhook{log};
   const auto logged = [&] {
     std::string all;
     for (const std::string& line : log->last_formatted()) all += line;
@@ -414,6 +418,17 @@ TEST_F(OrchestratorServiceTest, VersionsAreAgreedAtTheHelloOrTheSiloIsRefusedNam
   EXPECT_THAT(std::string(needs_more.status().message()),
               HasSubstr("silo 'hospital-a' runs hand 0, which reads job schema 1; this job sets "
                         "training.lr_decay"));
+  // A vertical job's steps need protocol 2: such a silo is named, not sent
+  // a step it would not understand.
+  VerticalStepRequest vertical;
+  vertical.run_id = "run";
+  vertical.payload = "x";
+  StatusOr<std::string> step =
+      service_->VerticalStep("hospital-a", vertical, std::chrono::seconds(5));
+  EXPECT_EQ(step.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(step.status().message()),
+              HasSubstr("silo 'hospital-a' runs hand 0, which speaks protocol 1; vertical jobs "
+                        "need protocol 2 (fedsilo 0.4.0): upgrade silo 'hospital-a'"));
 }
 
 TEST_F(OrchestratorServiceTest, ASecondHelloOrAnEmptyMessageClosesTheStreamAsAProtocolBreak) {

@@ -212,6 +212,8 @@ Status SiloClient::RunSession() {
         if (!sent) break;
       } else if (message.has_secure()) {
         if (!AnswerSecureStep(message.secure(), write) || !send_head(false)) break;
+      } else if (message.has_vertical()) {
+        if (!AnswerVerticalStep(message.vertical(), write) || !send_head(false)) break;
       } else if (message.has_audit_head_request()) {
         if (!send_head(true)) break;
       } else if (message.has_abort()) {
@@ -248,28 +250,28 @@ Status SiloClient::RunSession() {
   return result;
 }
 
-bool SiloClient::AnswerSecureStep(
-    const fedsilo::v1::SecureStep& step,
-    const std::function<bool(const fedsilo::v1::SiloMessage&)>& write) {
-  StatusOr<std::string> reply =
-      handler_ == nullptr
-          ? StatusOr<std::string>(absl::UnimplementedError("this silo trains no models"))
-          : handler_->SecureStep({step.job_id(), step.round(), step.payload()});
+namespace {
+
+// Writes a step's reply: a SecureReply and its payload in chunks, or a
+// TaskFailed with the reason.
+bool WriteStepReply(const std::string& job_id, int round, const std::string& nonce,
+                    const StatusOr<std::string>& reply,
+                    const std::function<bool(const fedsilo::v1::SiloMessage&)>& write) {
   if (!reply.ok()) {
-    spdlog::warn("job '{}' round {}: {}", step.job_id(), step.round(),
+    spdlog::warn("job '{}'{}: {}", job_id, round > 0 ? absl::StrCat(" round ", round) : "",
                  std::string(reply.status().message()));
     fedsilo::v1::SiloMessage m;
-    m.mutable_failed()->set_job_id(step.job_id());
-    m.mutable_failed()->set_round(step.round());
-    m.mutable_failed()->set_nonce(step.nonce());
+    m.mutable_failed()->set_job_id(job_id);
+    m.mutable_failed()->set_round(round);
+    m.mutable_failed()->set_nonce(nonce);
     m.mutable_failed()->set_reason(std::string(reply.status().message()));
     return write(m);
   }
   fedsilo::v1::SiloMessage header;
   fedsilo::v1::SecureReply* r = header.mutable_secure();
-  r->set_job_id(step.job_id());
-  r->set_round(step.round());
-  r->set_nonce(step.nonce());
+  r->set_job_id(job_id);
+  r->set_round(round);
+  r->set_nonce(nonce);
   r->set_payload_bytes(reply->size());
   if (!write(header)) return false;
   if (reply->empty()) return true;
@@ -280,6 +282,56 @@ bool SiloClient::AnswerSecureStep(
   });
 }
 
+}  // namespace
+
+bool SiloClient::AnswerSecureStep(
+    const fedsilo::v1::SecureStep& step,
+    const std::function<bool(const fedsilo::v1::SiloMessage&)>& write) {
+  StatusOr<std::string> reply =
+      handler_ == nullptr
+          ? StatusOr<std::string>(absl::UnimplementedError("this silo trains no models"))
+          : handler_->SecureStep({step.job_id(), step.round(), step.payload()});
+  return WriteStepReply(step.job_id(), step.round(), step.nonce(), reply, write);
+}
+
+bool SiloClient::AnswerVerticalStep(
+    const fedsilo::v1::VerticalStep& step,
+    const std::function<bool(const fedsilo::v1::SiloMessage&)>& write) {
+  const auto answer = [&]() -> StatusOr<std::string> {
+    if (handler_ == nullptr) return absl::UnimplementedError("this silo trains no models");
+    VerticalStepRequest request;
+    request.run_id = step.job_id();
+    request.payload = step.payload();
+    std::optional<JobConfig> job;
+    if (!step.job_yaml().empty()) {
+      FEDSILO_ASSIGN_OR_RETURN(int schema, ReadableSchema(step.job_schema()));
+      FEDSILO_ASSIGN_OR_RETURN(
+          job,
+          ParseJobConfigOfSchema(step.job_yaml(), absl::StrCat("job ", step.job_id()), schema));
+      request.job = &*job;
+    }
+    return handler_->VerticalStep(request);
+  };
+  return WriteStepReply(step.job_id(), 0, step.nonce(), answer(), write);
+}
+
+StatusOr<int> SiloClient::ReadableSchema(uint32_t job_schema) const {
+  // Written by fedsilo 0.1 when unset; in a schema this silo said it reads
+  // otherwise, and read as such a reader would.
+  const int schema =
+      job_schema == 0 ? 1 : static_cast<int>(std::min<uint32_t>(job_schema, 1u << 20));
+  const std::vector<int> reads =
+      options_.job_schemas.empty() ? OwnVersions().job_schemas : options_.job_schemas;
+  if (std::count(reads.begin(), reads.end(), schema) == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the job is written in job schema ", schema,
+        job_schema == 0 ? " (an orchestrator of fedsilo 0.1)" : "", ", and this silo (",
+        FedsiloRelease(), ") reads job schema ", absl::StrJoin(reads, ", "), ": upgrade ",
+        schema < reads.front() ? "the orchestrator" : "the silo"));
+  }
+  return schema;
+}
+
 bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string model_bytes,
                             const std::function<bool(const fedsilo::v1::SiloMessage&)>& write) {
   auto fail = [&](const Status& why) {
@@ -287,22 +339,10 @@ bool SiloClient::AnswerTask(const fedsilo::v1::TaskHeader& task, std::string mod
     return write(TaskFailedMessage(task, why));
   };
   if (handler_ == nullptr) return fail(absl::UnimplementedError("this silo trains no models"));
-  // Written by fedsilo 0.1 when unset; in a schema this silo said it reads
-  // otherwise, and read as such a reader would.
-  const int schema = task.job_schema() == 0
-                         ? 1
-                         : static_cast<int>(std::min<uint32_t>(task.job_schema(), 1u << 20));
-  const std::vector<int> reads =
-      options_.job_schemas.empty() ? OwnVersions().job_schemas : options_.job_schemas;
-  if (std::count(reads.begin(), reads.end(), schema) == 0) {
-    return fail(absl::FailedPreconditionError(absl::StrCat(
-        "the job is written in job schema ", schema,
-        task.job_schema() == 0 ? " (an orchestrator of fedsilo 0.1)" : "", ", and this silo (",
-        FedsiloRelease(), ") reads job schema ", absl::StrJoin(reads, ", "), ": upgrade ",
-        schema < reads.front() ? "the orchestrator" : "the silo")));
-  }
+  StatusOr<int> schema = ReadableSchema(task.job_schema());
+  if (!schema.ok()) return fail(schema.status());
   StatusOr<JobConfig> job =
-      ParseJobConfigOfSchema(task.job_yaml(), absl::StrCat("job ", task.job_id()), schema);
+      ParseJobConfigOfSchema(task.job_yaml(), absl::StrCat("job ", task.job_id()), *schema);
   if (!job.ok()) return fail(job.status());
   StatusOr<ModelFile> global = ParseModelState(model_bytes, "model of task");
   std::string().swap(model_bytes);  // freed before training, not just emptied

@@ -85,6 +85,12 @@ class SiloClient {
   // chunks (or TaskFailed).
   bool AnswerSecureStep(const fedsilo::v1::SecureStep& step,
                         const std::function<bool(const fedsilo::v1::SiloMessage&)>& write);
+  // Answers one step of a vertical job likewise.
+  bool AnswerVerticalStep(const fedsilo::v1::VerticalStep& step,
+                          const std::function<bool(const fedsilo::v1::SiloMessage&)>& write);
+  // The job schema a task's job is written in (0: fedsilo 0.1's, 1), or
+  // FailedPrecondition when this silo does not read it, naming what to upgrade.
+  StatusOr<int> ReadableSchema(uint32_t job_schema) const;
   // Sleeps up to `d`; returns early (false) when stopping.
   bool SleepUnlessStopped(std::chrono::milliseconds d);
   // A stub on a fresh channel. Each session gets its own: a channel that

@@ -22,6 +22,10 @@ class SiloHandler {
   virtual StatusOr<std::string> SecureStep(const SecureStepRequest& request) {
     return absl::UnimplementedError("this silo does not take part in secure aggregation");
   }
+  // Answers one step of a vertical job (transport/vertical_wire.h).
+  virtual StatusOr<std::string> VerticalStep(const VerticalStepRequest& request) {
+    return absl::UnimplementedError("this silo does not take part in vertical jobs");
+  }
 };
 
 class SiloConnection {
@@ -33,6 +37,11 @@ class SiloConnection {
   virtual StatusOr<FitReply> RunTask(const TaskRequest& request) = 0;
   // Sends one secure-aggregation stage and waits for the silo's reply, like RunTask().
   virtual StatusOr<std::string> SecureStep(const SecureStepRequest& request) = 0;
+  // Sends one step of a vertical job and waits for the silo's reply, like
+  // RunTask().
+  virtual StatusOr<std::string> VerticalStep(const VerticalStepRequest& request) {
+    return absl::UnimplementedError("this connection carries no vertical steps");
+  }
   // Whether a task sent now could reach the silo (a remote silo's stream is
   // open). A round to retry waits for this.
   virtual bool Reachable() const { return true; }

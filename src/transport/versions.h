@@ -25,8 +25,12 @@
 namespace fedsilo::transport {
 
 // The protocol versions this build speaks.
-inline constexpr int kProtocolVersion = 1;
+// 2 (fedsilo 0.4.0): vertical jobs' steps (VerticalStep).
+inline constexpr int kProtocolVersion = 2;
 inline constexpr int kOldestProtocolVersion = 1;
+// The protocol vertical jobs need, and the first release that speaks it.
+inline constexpr int kVerticalProtocolVersion = 2;
+inline constexpr char kVerticalRelease[] = "0.4.0";
 
 // What one end says it runs, speaks and reads.
 struct PeerVersions {

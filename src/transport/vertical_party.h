@@ -20,13 +20,38 @@
 
 namespace fedsilo::transport {
 
+// A party's set of ids in the private set intersection: blinded by its
+// origin and then by the next `hops` - 1 parties in the job's order (the
+// origin first), as the last of them sent it. In a federation that party
+// signs it with the key of its certificate, over SetMessage(), so that
+// whoever relays it (the orchestrator) cannot pass off points of its own
+// making as a party's: blinding guessed ids would test them against the
+// party's set. In simulation the sets go unsigned.
+struct BlindedSet {
+  std::string origin;       // the party whose ids these are
+  int hops = 0;             // how many parties have blinded them
+  std::string points;       // secure::PsiParty's encoding
+  std::string certificate;  // the signer's, PEM ("" unsigned)
+  std::string signature;
+};
+
+// What the last party to blind `set` signs: the run's domain, the origin,
+// the hops and the points' SHA-256.
+std::string SetMessage(const std::string& domain, const BlindedSet& set);
+
+// The party of `parties` (the job's order) that blinds a set of `origin`
+// at hop `hop` (1: the origin itself), or "" when `origin` is not a party.
+std::string BlinderAt(const std::vector<std::string>& parties, const std::string& origin, int hop);
+
 // The aligned rows a party holds once the intersection is known: the same
 // people at every party, in one order, split alike.
 struct AlignedRows {
   int64_t train = 0;
   int64_t test = 0;
-  // SHA-256 of the run's domain and the aligned ids in order (hex): equal at
-  // every party exactly when they hold the same people in the same order.
+  // SHA-256 of the run's domain and the aligned rows' fully blinded points in
+  // order (hex): equal at every party exactly when they hold the same people
+  // in the same order. (Not of the ids: a digest of a few ids could be
+  // reversed by trying every id.)
   std::string order_digest;
 };
 
@@ -58,16 +83,23 @@ class VerticalParty {
   virtual const std::string& name() const = 0;
 
   // Private set intersection (secure/psi.h), for `domain` (the run): the
-  // party's ids, hashed to the group and blinded with its own scalar.
-  virtual StatusOr<std::string> BlindOwnIds(const std::string& domain) = 0;
-  // Another party's points raised to this party's scalar. A party answers
-  // once per other party of the job, after it blinded its own.
-  virtual StatusOr<std::string> Reblind(const std::string& from_party,
-                                        absl::string_view points) = 0;
-  // The positions of the party's own rows in the intersection. The party
-  // puts them in the shared order (its ids sorted, then shuffled with the
-  // job's seed) and splits them into training and test rows alike.
-  virtual StatusOr<AlignedRows> Align(const std::vector<int64_t>& rows) = 0;
+  // party's ids, hashed to the group and blinded with its own scalar (hops 1).
+  virtual StatusOr<BlindedSet> BlindOwnIds(const std::string& domain) = 0;
+  // Another party's set raised to this party's scalar (one more hop). A
+  // party answers once per other party of the job, after it blinded its own,
+  // and only a set that comes to it in the job's rotation: blinded by the
+  // parties before it, and signed by the last of them when it checks
+  // signatures.
+  virtual StatusOr<BlindedSet> Reblind(const BlindedSet& set) = 0;
+  // The positions of the party's own rows in the intersection, with the
+  // party's own set as every party blinded it (hops: the number of parties;
+  // signed by its last blinder when the party checks signatures). The party
+  // puts the rows in the shared order (its ids sorted, then shuffled with
+  // the job's seed) and splits them into training and test rows alike; the
+  // digest it answers is over those rows' fully blinded points, which the
+  // orchestrator holds already.
+  virtual StatusOr<AlignedRows> Align(const std::vector<int64_t>& rows,
+                                      const BlindedSet& own_final) = 0;
 
   // Split learning. Every party knows which rows a round may ask for: the
   // round's batches (VerticalBatches), in order, then every test row once,
