@@ -228,6 +228,9 @@ void WriteSiloStreamSeeds() {
   op(honest, StreamOp::kSecureStep).Bytes("step").Byte(0);
   op(honest, StreamOp::kSecureReply).Byte(fuzz::kEchoAll).Small(5);
   op(honest, StreamOp::kChunk).Bytes("abcde").Flag(true);
+  op(honest, StreamOp::kVerticalStep).Bytes("step");
+  op(honest, StreamOp::kSecureReply).Byte(fuzz::kEchoAll).Small(3);
+  op(honest, StreamOp::kChunk).Bytes("abc").Flag(true);
   op(honest, StreamOp::kFit).Byte(2).Byte(1);
   op(honest, StreamOp::kFailed).Byte(fuzz::kEchoAll).Bytes("no test rows");
   op(honest, StreamOp::kCancel).Flag(true).Bytes("aborted by alice");

@@ -98,21 +98,22 @@ class ScriptWriter {
 // The silo_stream target's operations: what the hostile silo sends on its
 // stream, and what the orchestrator does meanwhile.
 enum class StreamOp : uint8_t {
-  kHello,        // datasets..., version
-  kHeartbeat,    // millis
-  kResult,       // echo flags, update_bytes, num_examples, metrics, private
-  kSecureReply,  // echo flags, payload_bytes
-  kChunk,        // data, last
-  kUpload,       // the input's model as chunks: chunk size, corrupt flag
-  kFailed,       // echo flags, reason
-  kRaw,          // bytes parsed as a SiloMessage
-  kFit,          // task kind: the orchestrator sends a task and waits
-  kFetch,        // the orchestrator pulls the last result's update
-  kSecureStep,   // payload: the orchestrator sends a secure-aggregation step
-  kCancel,       // echo flag: the orchestrator cancels a run
-  kReconnect,    // the silo opens another stream (the older stays open)
-  kClose,        // the silo closes its newest stream
-  kWhoAmI,       // name, kind: any caller asks who it is
+  kHello,         // datasets..., version
+  kHeartbeat,     // millis
+  kResult,        // echo flags, update_bytes, num_examples, metrics, private
+  kSecureReply,   // echo flags, payload_bytes
+  kChunk,         // data, last
+  kUpload,        // the input's model as chunks: chunk size, corrupt flag
+  kFailed,        // echo flags, reason
+  kRaw,           // bytes parsed as a SiloMessage
+  kFit,           // task kind: the orchestrator sends a task and waits
+  kFetch,         // the orchestrator pulls the last result's update
+  kSecureStep,    // payload: the orchestrator sends a secure-aggregation step
+  kCancel,        // echo flag: the orchestrator cancels a run
+  kReconnect,     // the silo opens another stream (the older stays open)
+  kClose,         // the silo closes its newest stream
+  kWhoAmI,        // name, kind: any caller asks who it is
+  kVerticalStep,  // payload: the orchestrator sends a vertical job's step
   kCount
 };
 

@@ -1,8 +1,8 @@
 // The orchestrator's silo-facing service (OrchestratorService: Connect and
 // WhoAmI) as a hostile silo drives it: messages of every kind, in any order,
 // with any sizes and nonces, on one or several streams, while the
-// orchestrator sends tasks, pulls updates, runs secure-aggregation steps and
-// cancels runs. The input is a script (script.h, StreamOp).
+// orchestrator sends tasks, pulls updates, runs secure-aggregation and
+// vertical steps and cancels runs. The input is a script (script.h, StreamOp).
 //
 // The service runs behind a real gRPC server, reached in process; identities
 // are claimed in call metadata (insecure mode), since the TLS handshake is
@@ -138,6 +138,11 @@ struct SiloStream {
           received.job = m.secure().job_id();
           received.round = m.secure().round();
           received.nonce = m.secure().nonce();
+        } else if (m.has_vertical()) {  // answered like a secure step, round 0
+          ++received.steps;
+          received.job = m.vertical().job_id();
+          received.round = 0;
+          received.nonce = m.vertical().nonce();
         } else if (m.has_heartbeat()) {
           received.echoed = m.heartbeat().unix_millis();
         }
@@ -320,6 +325,9 @@ class Conversation {
       case StreamOp::kSecureStep:
         StartSecureStep();
         break;
+      case StreamOp::kVerticalStep:
+        StartVerticalStep();
+        break;
       case StreamOp::kCancel:
         CancelRun();
         break;
@@ -462,6 +470,20 @@ class Conversation {
     Call(&Received::steps, [this, payload, round] {
       transport::SecureStepRequest request{run_, round, payload};
       StatusOr<std::string> reply = server_.service.SecureStep(kSilo, request, kCallTimeout);
+      FEDSILO_FUZZ_CHECK(reply.ok() || !absl::IsDeadlineExceeded(reply.status()));
+      if (!reply.ok()) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      FEDSILO_FUZZ_CHECK(announced_secure_.count(reply->size()) == 1);  // exactly announced
+    });
+  }
+
+  // A vertical job's step, its reply bounded as a secure step's is.
+  void StartVerticalStep() {
+    std::string payload = script_.Bytes(64);
+    const uint64_t bound = 2 * SerializeModelState(global_).size() + transport::kMaxSmallReplyBytes;
+    Call(&Received::steps, [this, payload, bound] {
+      transport::VerticalStepRequest request{run_, nullptr, payload, bound};
+      StatusOr<std::string> reply = server_.service.VerticalStep(kSilo, request, kCallTimeout);
       FEDSILO_FUZZ_CHECK(reply.ok() || !absl::IsDeadlineExceeded(reply.status()));
       if (!reply.ok()) return;
       std::lock_guard<std::mutex> lock(mu_);

@@ -68,10 +68,23 @@ StatusOr<std::unique_ptr<silo::PrivacyGuard>> OpenPrivacyGuard(const SiloCommand
         "policy {}: allow_any_module: true. This silo runs ANY TorchScript module a job "
         "ships (still sandboxed and checked op by op). Use it only in a test federation.",
         options.policy_path);
-  } else if (options.policy_path.empty()) {
+  } else if (!options.policy_path.empty()) {
+    for (const auto& [name, p] : guard->policy()) {
+      if (!p.vertical.allow) continue;
+      spdlog::info(
+          "policy {}: dataset '{}' takes part in vertical jobs ({}; sets of at most {} "
+          "ids blinded; {} people in common or more)",
+          options.policy_path, name,
+          p.vertical.columns.empty()
+              ? std::string("every column of its catalog")
+              : absl::StrCat("columns ", absl::StrJoin(p.vertical.columns, ", ")),
+          p.vertical.max_peer_ids, p.vertical.min_intersection);
+    }
+  }
+  if (options.policy_path.empty()) {
     spdlog::info(
         "silo '{}': no --policy: the default policy applies (no privacy budget; shipped "
-        "TorchScript modules refused; statistics without minima and maxima)",
+        "TorchScript modules refused; statistics without minima and maxima; no vertical jobs)",
         silo_name);
   }
   return guard;
@@ -315,9 +328,10 @@ void RegisterSiloCommand(CLI::App& app, Commands& commands) {
   silo->add_option("--policy", options->policy_path,
                    "Privacy policy (YAML): per dataset max_epsilon, delta, require_local_dp, "
                    "require_secure_aggregation, min_silos, max_evaluations_per_run, statistics, "
-                   "share_train_metrics, export_metrics, allowed_models. A TorchScript module a "
-                   "job ships runs only if allowed_models lists its sha256 (or the policy says "
-                   "allow_any_module: true, for test federations); without a policy none does");
+                   "share_train_metrics, export_metrics, allowed_models, vertical. A TorchScript "
+                   "module a job ships runs only if allowed_models lists its sha256 (or the policy "
+                   "says allow_any_module: true, for test federations); without a policy none "
+                   "does. A vertical job runs only on a dataset whose vertical.allow is true");
   silo->add_option("--state-dir", options->state_dir,
                    "Folder for the privacy ledger (default: <kit>/state)");
   silo->add_option("--models-dir", options->models_dir,
