@@ -141,9 +141,9 @@ StatusOr<SimulationSummary> RunVerticalSimulation(const SimulationOptions& optio
   // Each party keeps its own part, as its silo would.
   const tracking::RunDirectory& run_dir = run.run_dir();
   const std::string parties_dir = run_dir.path() + "/parties";
-  for (const std::string& name : job.federation.silos) {
-    // A silo process kept its own in its state folder.
-    if (!options.processes) continue;
+  // A silo process kept its own in its state folder.
+  for (const std::string& name :
+       options.processes ? job.federation.silos : std::vector<std::string>()) {
     const std::string kept = absl::StrCat(silos_dir, "/", name, "/vertical/", run_dir.run_id());
     const std::string dir = absl::StrCat(parties_dir, "/", name);
     FEDSILO_RETURN_IF_ERROR(MakePrivateDir(parties_dir));

@@ -357,7 +357,7 @@ void JobManager::RunJob(JobRecord record) {
   if (!stopping) service_->RequestAuditHeads(record.id);
 }
 
-Status JobManager::WaitForSilos(const JobRecord& record, const JobConfig& job) {
+Status JobManager::WaitForSilos(const JobRecord& record, const JobConfig& job, bool every_silo) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::seconds(job.federation.wait_for_silos);
@@ -373,6 +373,12 @@ Status JobManager::WaitForSilos(const JobRecord& record, const JobConfig& job) {
     const auto now = Clock::now();
     const int present = static_cast<int>(job.federation.silos.size() - missing.size());
     if (now >= deadline) {
+      if (every_silo) {
+        return absl::UnavailableError(
+            absl::StrCat("silos did not connect within ", job.federation.wait_for_silos,
+                         " s (federation.wait_for_silos): ", absl::StrJoin(missing, ", "),
+                         "; a vertical job needs every party"));
+      }
       if (present >= job.federation.min_silos) {
         Event(record.id, "warn",
               absl::StrCat("starting without ", absl::StrJoin(missing, ", "), " (",
@@ -429,17 +435,8 @@ Status JobManager::RunJobRounds(const JobRecord& record, JobConfig job,
 
 Status JobManager::RunVerticalJob(const JobRecord& record, const JobConfig& job, JobRun* run,
                                   const JobRunOptions& options) {
-  FEDSILO_RETURN_IF_ERROR(WaitForSilos(record, job));
   // Every party holds columns the model needs: none may be missing.
-  const std::vector<std::string> connected = service_->ConnectedSilos();
-  std::vector<std::string> missing;
-  for (const std::string& s : job.federation.silos) {
-    if (std::find(connected.begin(), connected.end(), s) == connected.end()) missing.push_back(s);
-  }
-  if (!missing.empty()) {
-    return absl::UnavailableError(absl::StrCat("a vertical job needs every party, and ",
-                                               absl::StrJoin(missing, ", "), " did not connect"));
-  }
+  FEDSILO_RETURN_IF_ERROR(WaitForSilos(record, job, /*every_silo=*/true));
   const std::string& run_id = run->run_dir().run_id();
   std::vector<std::unique_ptr<transport::RemoteSiloConnection>> connections;
   std::vector<std::unique_ptr<transport::RemoteVerticalParty>> parties;

@@ -97,7 +97,10 @@ class JobManager {
   void RunJob(JobRecord record);
   // Sets `*run` once the run folder is known.
   Status RunJobRounds(const JobRecord& record, JobConfig job, std::unique_ptr<JobRun>* run);
-  Status WaitForSilos(const JobRecord& record, const JobConfig& job);
+  // Waits for the job's silos to connect, up to federation.wait_for_silos;
+  // then goes on with federation.min_silos of them, or with none missing
+  // when `every_silo`.
+  Status WaitForSilos(const JobRecord& record, const JobConfig& job, bool every_silo = false);
   // A vertical job's run: every party opened (each checks the job against
   // its policy), then the intersection and the rounds.
   Status RunVerticalJob(const JobRecord& record, const JobConfig& job, JobRun* run,

@@ -9,7 +9,6 @@
 #include <limits>
 #include <variant>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_seal.h"
@@ -427,7 +426,7 @@ StatusOr<std::string> SiloRuntime::VerticalStep(const transport::VerticalStepReq
                     silo_name_);
   }
   std::string event;
-  absl::flat_hash_map<std::string, std::string> fields;
+  std::map<std::string, std::string> fields = {{"job", request.run_id}};
   StatusOr<std::string> reply = HandleVertical(request, &event, &fields);
   if (!reply.ok()) reply = Outgoing(reply.status(), silo_name_);
   if (audit_ != nullptr && !reply.ok()) {
@@ -435,17 +434,15 @@ StatusOr<std::string> SiloRuntime::VerticalStep(const transport::VerticalStepReq
                                {"step", "vertical"},
                                {"reason", std::string(reply.status().message())}});
   } else if (audit_ != nullptr && !event.empty()) {
-    std::map<std::string, std::string> entry = {{"job", request.run_id},
-                                                {"reply", secure::BytesDigest(*reply)}};
-    entry.insert(fields.begin(), fields.end());
-    audit_->Record(event, entry);
+    fields["reply"] = secure::BytesDigest(*reply);
+    audit_->Record(event, fields);
   }
   return reply;
 }
 
 StatusOr<std::string> SiloRuntime::HandleVertical(
     const transport::VerticalStepRequest& request, std::string* audit_event,
-    absl::flat_hash_map<std::string, std::string>* audit_fields) {
+    std::map<std::string, std::string>* audit_fields) {
   namespace pb = fedsilo::v1::vertical;
   auto open = vertical_runs_.find(request.run_id);
   if (open == vertical_runs_.end() && request.payload.size() > kMaxOpeningStepBytes) {

@@ -37,7 +37,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "core/busy_clock.h"
 #include "ml/tabular.h"
 #include "secure/audit_log.h"
@@ -93,7 +92,7 @@ class SiloRuntime : public transport::SiloHandler {
   // What VerticalStep() does, before it is audited.
   StatusOr<std::string> HandleVertical(const transport::VerticalStepRequest& request,
                                        std::string* audit_event,
-                                       absl::flat_hash_map<std::string, std::string>* audit_fields);
+                                       std::map<std::string, std::string>* audit_fields);
   // Opens the party's side of run `run_id` of `job` (once: the ledger keeps
   // the runs it opened).
   Status OpenVertical(const std::string& run_id, const JobConfig& job);

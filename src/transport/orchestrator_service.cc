@@ -426,10 +426,11 @@ StatusOr<std::string> OrchestratorService::SecureStep(const std::string& silo,
   step->set_job_id(request.run_id);
   step->set_round(request.round);
   step->set_payload(request.payload);
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
+                           Claim(silo, request.run_id, request.round, /*securing=*/true));
   // A masked input is the model's values in fixed point (at most eight bytes
   // each); shares and keys are small.
-  return Step(silo, request.run_id, request.round, std::move(message), /*max_reply_bytes=*/0,
-              timeout);
+  return Step(*session, std::move(message), /*max_reply_bytes=*/0, timeout);
 }
 
 StatusOr<std::string> OrchestratorService::VerticalStep(const std::string& silo,
@@ -439,61 +440,66 @@ StatusOr<std::string> OrchestratorService::VerticalStep(const std::string& silo,
   fedsilo::v1::VerticalStep* step = message.mutable_vertical();
   step->set_job_id(request.run_id);
   step->set_payload(request.payload);
-  std::shared_ptr<Session> session;
-  {
-    MutexLock lock(&mu_);
-    auto it = sessions_.find(silo);
-    if (it != sessions_.end()) session = it->second;
+  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
+                           Claim(silo, request.run_id, /*round=*/0, /*securing=*/true));
+  // A silo that cannot read the step, or the job it opens, is named, as for
+  // a task's job, and its session freed.
+  Status readable = session->versions.protocol < kVerticalProtocolVersion
+                        ? absl::FailedPreconditionError(absl::StrCat(
+                              "silo '", silo, "' runs ", session->release,
+                              ", which speaks protocol ", session->versions.protocol,
+                              "; vertical jobs need protocol ", kVerticalProtocolVersion,
+                              " (fedsilo ", kVerticalRelease, "): upgrade silo '", silo, "'"))
+                        : absl::OkStatus();
+  if (readable.ok() && request.job != nullptr) {
+    StatusOr<std::string> job_yaml =
+        JobForSilo(*request.job, silo, session->release, session->versions.job_schema);
+    readable = job_yaml.status();
+    if (job_yaml.ok()) {
+      step->set_job_yaml(*std::move(job_yaml));
+      step->set_job_schema(session->versions.job_schema);
+    }
   }
-  if (session != nullptr && session->versions.protocol < kVerticalProtocolVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "silo '", silo, "' runs ", session->release, ", which speaks protocol ",
-        session->versions.protocol, "; vertical jobs need protocol ", kVerticalProtocolVersion,
-        " (fedsilo ", kVerticalRelease, "): upgrade silo '", silo, "'"));
+  if (!readable.ok()) {
+    MutexLock lock(&session->mu);
+    session->MoveTo(TaskPhase::kIdle);
+    return readable;
   }
-  if (session != nullptr && request.job != nullptr) {
-    // In the job schema the silo reads, as a task's job.
-    FEDSILO_ASSIGN_OR_RETURN(std::string job_yaml, JobForSilo(*request.job, silo, session->release,
-                                                              session->versions.job_schema));
-    step->set_job_yaml(std::move(job_yaml));
-    step->set_job_schema(session->versions.job_schema);
-  }
-  return Step(silo, request.run_id, /*round=*/0, std::move(message),
-              std::max<uint64_t>(request.max_reply_bytes, 1), timeout);
+  return Step(*session, std::move(message), std::max<uint64_t>(request.max_reply_bytes, 1),
+              timeout);
 }
 
-StatusOr<std::string> OrchestratorService::Step(const std::string& silo, const std::string& run_id,
-                                                int round, fedsilo::v1::OrchestratorMessage message,
+StatusOr<std::string> OrchestratorService::Step(Session& session,
+                                                fedsilo::v1::OrchestratorMessage message,
                                                 uint64_t max_reply_bytes,
                                                 std::chrono::milliseconds timeout) {
-  FEDSILO_ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
-                           Claim(silo, run_id, round, /*securing=*/true));
+  const std::string& silo = session.silo;
   {
-    MutexLock lock(&session->mu);
+    MutexLock lock(&session.mu);
     if (message.has_secure()) {
-      message.mutable_secure()->set_nonce(session->nonce);
+      message.mutable_secure()->set_nonce(session.nonce);
     } else {
-      message.mutable_vertical()->set_nonce(session->nonce);
+      message.mutable_vertical()->set_nonce(session.nonce);
     }
-    session->max_secure_bytes = max_reply_bytes > 0
-                                    ? max_reply_bytes
-                                    : 2 * session->largest_model_bytes + kMaxSmallReplyBytes;
+    session.max_secure_bytes = max_reply_bytes > 0
+                                   ? max_reply_bytes
+                                   : 2 * session.largest_model_bytes + kMaxSmallReplyBytes;
   }
-  const bool sent = session->Write(message);
-  MutexLock lock(&session->mu);
+  const bool sent = session.Write(message);
+  MutexLock lock(&session.mu);
   const auto until = std::chrono::steady_clock::now() + timeout;
-  while (sent && !session->secure_result.has_value() && session->open &&
-         session->cv.WaitUntil(&session->mu, until)) {
+  while (sent && !session.secure_result.has_value() && session.open &&
+         session.cv.WaitUntil(&session.mu, until)) {
   }
   const char* what = message.has_secure() ? "secure-aggregation reply" : "vertical-step reply";
   StatusOr<std::string> result =
-      session->secure_result.has_value() ? std::move(*session->secure_result)
-      : !sent || !session->open ? StatusOr<std::string>(absl::UnavailableError("silo disconnected"))
-                                : StatusOr<std::string>(absl::DeadlineExceededError(absl::StrCat(
-                                      "no ", what, " within ", timeout.count() / 1000.0,
-                                      " s (federation.round_timeout)")));
-  session->secure_result.reset();
-  session->MoveTo(TaskPhase::kIdle);
+      session.secure_result.has_value() ? std::move(*session.secure_result)
+      : !sent || !session.open ? StatusOr<std::string>(absl::UnavailableError("silo disconnected"))
+                               : StatusOr<std::string>(absl::DeadlineExceededError(
+                                     absl::StrCat("no ", what, " within ", timeout.count() / 1000.0,
+                                                  " s (federation.round_timeout)")));
+  session.secure_result.reset();
+  session.MoveTo(TaskPhase::kIdle);
   if (!result.ok()) return Annotate(result.status(), absl::StrCat("silo '", silo, "'"));
   return result;
 }

@@ -137,11 +137,10 @@ class OrchestratorService final : public fedsilo::v1::Orchestrator::Service {
   StatusOr<std::shared_ptr<Session>> Claim(const std::string& silo, const std::string& run_id,
                                            int round, bool securing);
   // Sends a secure-aggregation or vertical step (`message`, its nonce set
-  // here) and waits for its reply of at most `max_reply_bytes` (0: twice the
-  // largest model sent, and a little).
-  StatusOr<std::string> Step(const std::string& silo, const std::string& run_id, int round,
-                             fedsilo::v1::OrchestratorMessage message, uint64_t max_reply_bytes,
-                             std::chrono::milliseconds timeout);
+  // here) on `session` (Claim()ed for it) and waits for its reply of at most
+  // `max_reply_bytes` (0: twice the largest model sent, and a little).
+  StatusOr<std::string> Step(Session& session, fedsilo::v1::OrchestratorMessage message,
+                             uint64_t max_reply_bytes, std::chrono::milliseconds timeout);
   // The .fsm bytes of the request's global model, serialised once per round
   // and shared by every silo's send.
   std::shared_ptr<const std::string> ModelBytes(const TaskRequest& request);
