@@ -36,7 +36,7 @@ std::string KeptRounds(const tracking::RunDirectory& run_dir, int rounds_total) 
 
 }  // namespace
 
-StatusOr<RunModel> LoadRunModel(const std::string& workdir, const std::string& name, int round) {
+StatusOr<RunJob> LoadRunJob(const std::string& workdir, const std::string& name) {
   const std::string store_path = RunStorePath(workdir);
   std::error_code ec;
   if (!fs::exists(store_path, ec)) {
@@ -44,10 +44,27 @@ StatusOr<RunModel> LoadRunModel(const std::string& workdir, const std::string& n
   }
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<orchestrator::JobStore> store,
                            orchestrator::JobStore::Open(store_path));
-  RunModel out;
+  RunJob out;
   FEDSILO_ASSIGN_OR_RETURN(out.run, orchestrator::FindRun(*store, name));
+  FEDSILO_ASSIGN_OR_RETURN(out.job,
+                           ParseJobConfig(out.run.job_yaml, absl::StrCat(out.run.run_id, " job")));
+  return out;
+}
+
+StatusOr<RunModel> LoadRunModel(const std::string& workdir, const std::string& name, int round) {
+  RunModel out;
+  FEDSILO_ASSIGN_OR_RETURN(RunJob found, LoadRunJob(workdir, name));
+  out.run = std::move(found.run);
+  out.job = std::move(found.job);
   const orchestrator::JobRecord& run = out.run;
-  FEDSILO_ASSIGN_OR_RETURN(out.job, ParseJobConfig(run.job_yaml, absl::StrCat(run.run_id, " job")));
+  if (out.job.kind == JobKind::kVertical) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "run ", run.run_id,
+        " is a vertical job: its model is in parts, each party's with the party (a simulated "
+        "run's in its folder's parties/); score rows with `fedsilo predict ",
+        run.run_id, " --data PARTY=FILE ...` (see docs/vertical.md, Predicting)"));
+  }
+  std::error_code ec;
   FEDSILO_ASSIGN_OR_RETURN(tracking::RunDirectory run_dir,
                            tracking::RunDirectory::Open(workdir, run.run_id));
   const std::string model_path =

@@ -27,9 +27,18 @@ struct ExportOptions {
 // carries the run's resolved job in its metadata ("job_yaml").
 Status ExportCommand(const ExportOptions& options);
 
+// A recorded run's record and resolved job. InvalidArgument naming the run
+// or the work folder.
+struct RunJob {
+  orchestrator::JobRecord run;
+  JobConfig job;
+};
+StatusOr<RunJob> LoadRunJob(const std::string& workdir, const std::string& run);
+
 // A recorded run's model: its record, resolved job, the model file of
 // `round` (0 = the final model) and, for model.torchscript jobs, the module
-// file. InvalidArgument naming the run or round.
+// file. InvalidArgument naming the run or round (and, for a vertical run,
+// saying where its parts are).
 struct RunModel {
   orchestrator::JobRecord run;
   JobConfig job;

@@ -106,6 +106,7 @@ std::string SimulationSummary::ToJson() const {
                       {"overhead_fraction", overhead_fraction}};
   if (overhead_fraction < 0) j["overhead_fraction"] = nullptr;
   if (psi_parties > 0) j["psi"] = {{"intersection", psi_intersection}, {"parties", psi_parties}};
+  if (!predictions.empty()) j["predictions"] = predictions;
   return j.dump();
 }
 

@@ -44,6 +44,8 @@ struct SimulationSummary {
   // (psi_parties 0: not a vertical job, no `psi` in JSON).
   int64_t psi_intersection = 0;
   int psi_parties = 0;
+  // A vertical job that predicts: the label owner's predictions file.
+  std::string predictions;
 
   // The `--json` summary object (see DESIGN "Contracts").
   std::string ToJson() const;

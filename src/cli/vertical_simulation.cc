@@ -20,8 +20,35 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Each party as its silo would make it: from its own catalog's entry.
-StatusOr<std::vector<std::unique_ptr<silo::VerticalPartyAgent>>> MakeParties(const JobConfig& job) {
+// Where a run of `workdir` keeps its parties' parts.
+std::string PartiesDir(const std::string& workdir, const std::string& run_id) {
+  return absl::StrCat(workdir, "/runs/", run_id, "/parties");
+}
+
+// The files of a party's part (KeepPart), or of the label owner's
+// predictions, copied from `from` to `to` (re-sealed as this process
+// seals).
+Status CopyKept(const std::string& from, const std::string& to, bool predictions) {
+  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(std::filesystem::path(to).parent_path().string()));
+  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(to));
+  if (predictions) {
+    FEDSILO_ASSIGN_OR_RETURN(std::string csv, ReadProtectedFile(from + "/predictions.csv"));
+    return WriteProtectedFile(to + "/predictions.csv", csv);
+  }
+  for (const char* file : {"bottom.fsm", "statistics.fsm", "top.fsm"}) {
+    std::error_code ec;
+    if (!std::filesystem::exists(absl::StrCat(from, "/", file), ec)) continue;
+    FEDSILO_ASSIGN_OR_RETURN(ModelFile model, ReadModelStateFile(absl::StrCat(from, "/", file)));
+    FEDSILO_RETURN_IF_ERROR(
+        WriteModelStateFile(absl::StrCat(to, "/", file), model.state, model.metadata));
+  }
+  return absl::OkStatus();
+}
+
+// Each party as its silo would make it: from its own catalog's entry (and,
+// predicting, its part of that run of `workdir`).
+StatusOr<std::vector<std::unique_ptr<silo::VerticalPartyAgent>>> MakeParties(
+    const JobConfig& job, const std::string& workdir) {
   std::vector<std::unique_ptr<silo::VerticalPartyAgent>> parties;
   for (const std::string& name : job.federation.silos) {
     FEDSILO_ASSIGN_OR_RETURN(silo::DatasetCatalog catalog,
@@ -32,8 +59,15 @@ StatusOr<std::vector<std::unique_ptr<silo::VerticalPartyAgent>>> MakeParties(con
                                                      "': ", SiloCatalog(job.data, name),
                                                      " has no dataset '", job.data.dataset, "'"));
     }
+    silo::VerticalPartyOptions options;
+    if (const std::string& with = job.vertical.predict_with; !with.empty()) {
+      FEDSILO_ASSIGN_OR_RETURN(
+          silo::KeptPart kept,
+          silo::ReadKeptPart(absl::StrCat(PartiesDir(workdir, with), "/", name), name, with));
+      options.kept = std::make_shared<const silo::KeptPart>(std::move(kept));
+    }
     FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<silo::VerticalPartyAgent> party,
-                             silo::VerticalPartyAgent::Create(name, job, entry->second));
+                             silo::VerticalPartyAgent::Create(name, job, entry->second, options));
     parties.push_back(std::move(party));
   }
   return parties;
@@ -57,8 +91,14 @@ void PrintHeader(const JobConfig& job, const orchestrator::JobRun& run,
       job.vertical.top_hidden.empty()
           ? "linear"
           : absl::StrCat("mlp [", absl::StrJoin(job.vertical.top_hidden, ", "), "]").c_str());
-  std::printf("  rounds  %d (each %d pass%s over the aligned training rows)\n", job.training.rounds,
-              job.training.local_epochs, job.training.local_epochs == 1 ? "" : "es");
+  if (!job.vertical.predict_with.empty()) {
+    std::printf("  predict with run %s: every aligned row scored once\n",
+                job.vertical.predict_with.c_str());
+  } else {
+    std::printf("  rounds  %d (each %d pass%s over the aligned training rows)\n",
+                job.training.rounds, job.training.local_epochs,
+                job.training.local_epochs == 1 ? "" : "es");
+  }
   std::fflush(stdout);
 }
 
@@ -103,6 +143,14 @@ StatusOr<SimulationSummary> RunVerticalSimulation(const SimulationOptions& optio
       policy = silos_dir + "/vertical-policy.yaml";
       FEDSILO_RETURN_IF_ERROR(WriteFileAtomically(policy, "defaults: {vertical: {allow: true}}\n"));
     }
+    if (const std::string& with = job.vertical.predict_with; !with.empty()) {
+      // Each silo predicts with its own part, kept in its state folder.
+      for (const std::string& name : job.federation.silos) {
+        FEDSILO_RETURN_IF_ERROR(CopyKept(absl::StrCat(PartiesDir(options.workdir, with), "/", name),
+                                         absl::StrCat(silos_dir, "/", name, "/vertical/", with),
+                                         false));
+      }
+    }
     const std::string data_dir = options.data_dir.empty() ? ml::DefaultDataDir() : options.data_dir;
     FEDSILO_ASSIGN_OR_RETURN(
         federation, LocalFederation::Start(job, options.workdir, data_dir,
@@ -125,7 +173,7 @@ StatusOr<SimulationSummary> RunVerticalSimulation(const SimulationOptions& optio
       std::fflush(stdout);
     }
   } else {
-    FEDSILO_ASSIGN_OR_RETURN(parties, MakeParties(job));
+    FEDSILO_ASSIGN_OR_RETURN(parties, MakeParties(job, options.workdir));
     if (!options.quiet) PrintHeader(job, run, parties);
     for (const auto& p : parties) reach.push_back(p.get());
   }
@@ -138,34 +186,31 @@ StatusOr<SimulationSummary> RunVerticalSimulation(const SimulationOptions& optio
   }
   FEDSILO_ASSIGN_OR_RETURN(orchestrator::VerticalResult result,
                            run.RunVertical(reach, run_options));
-  // Each party keeps its own part, as its silo would.
+  // Each party keeps its own part (or, predicting, the label owner its
+  // predictions), as its silo would.
   const tracking::RunDirectory& run_dir = run.run_dir();
   const std::string parties_dir = run_dir.path() + "/parties";
+  FEDSILO_RETURN_IF_ERROR(MakePrivateDir(parties_dir));
+  const bool scoring = !job.vertical.predict_with.empty();
   // A silo process kept its own in its state folder.
   for (const std::string& name :
        options.processes ? job.federation.silos : std::vector<std::string>()) {
-    const std::string kept = absl::StrCat(silos_dir, "/", name, "/vertical/", run_dir.run_id());
-    const std::string dir = absl::StrCat(parties_dir, "/", name);
-    FEDSILO_RETURN_IF_ERROR(MakePrivateDir(parties_dir));
-    FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir));
-    for (const char* file : {"bottom.fsm", "top.fsm"}) {
-      if (name != job.vertical.label_owner && std::string(file) == "top.fsm") continue;
-      FEDSILO_ASSIGN_OR_RETURN(ModelFile model, ReadModelStateFile(kept + "/" + file));
-      FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(dir + "/" + file, model.state, model.metadata));
-    }
+    if (scoring && name != job.vertical.label_owner) continue;
+    FEDSILO_RETURN_IF_ERROR(
+        CopyKept(absl::StrCat(silos_dir, "/", name, "/vertical/", run_dir.run_id()),
+                 absl::StrCat(parties_dir, "/", name), scoring));
   }
   for (const auto& p : parties) {
     const std::string dir = absl::StrCat(parties_dir, "/", p->name());
-    FEDSILO_RETURN_IF_ERROR(MakePrivateDir(parties_dir));
+    if (scoring && !p->label_owner()) continue;
     FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir));
-    const std::map<std::string, std::string> metadata = {
-        {"job", job.name},
-        {"party", p->name()},
-        {"round", std::to_string(result.rounds_completed)}};
-    FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(dir + "/bottom.fsm", p->BottomState(), metadata));
-    if (p->label_owner()) {
-      FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(dir + "/top.fsm", p->TopState(), metadata));
-    }
+    FEDSILO_RETURN_IF_ERROR(scoring
+                                ? WriteProtectedFile(dir + "/predictions.csv", p->PredictionsCsv())
+                                : silo::KeepPart(dir, run_dir.run_id(), *p));
+  }
+  if (scoring && !options.quiet) {
+    std::printf("  predictions: %s/%s/predictions.csv\n", parties_dir.c_str(),
+                job.vertical.label_owner.c_str());
   }
   SimulationSummary summary;
   summary.run_id = run_dir.run_id();
@@ -185,6 +230,10 @@ StatusOr<SimulationSummary> RunVerticalSimulation(const SimulationOptions& optio
                                   : 0.0;
   summary.psi_intersection = result.alignment.intersection;
   summary.psi_parties = static_cast<int>(reach.size());
+  if (scoring) {
+    summary.predictions =
+        absl::StrCat(parties_dir, "/", job.vertical.label_owner, "/predictions.csv");
+  }
   FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(run_dir.summary_path(), summary.ToJson() + "\n"));
   return summary;
 }

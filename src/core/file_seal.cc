@@ -6,9 +6,9 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "core/file_util.h"
 #include "core/mutex.h"
 
@@ -91,6 +91,12 @@ Protection ProtectionOf(absl::string_view path) {
   }
   // TorchScript files fedsilo keeps: a run's final model, shipped modules.
   if (ext == ".pt" && (file == "final_model.pt" || p.parent_path().filename() == "models")) {
+    return Protection::kWhole;
+  }
+  // A vertical run's predictions, at its label owner (a silo's
+  // vertical/<run>/, a simulated run's parties/<party>/).
+  const std::string above = p.parent_path().parent_path().filename().string();
+  if (file == "predictions.csv" && (above == "vertical" || above == "parties")) {
     return Protection::kWhole;
   }
   if (file == "metrics.jsonl" || file == "audit.log") return Protection::kLines;

@@ -57,7 +57,7 @@ std::string SealedName(absl::string_view path);
 
 // How a file in a run or state folder is kept at rest, by its name: whole
 // (models *.fsm, final_model.pt, models/*.pt, privacy-ledger.json,
-// summary.json, job.yaml), one record per line (metrics.jsonl, audit.log), or
+// summary.json, job.yaml, a vertical run's predictions.csv), one record per line (metrics.jsonl, audit.log), or
 // not at all (everything else).
 enum class Protection { kNone, kWhole, kLines };
 Protection ProtectionOf(absl::string_view path);

@@ -290,6 +290,11 @@ struct VerticalConfig {
   // times the batch's gradient RMS, on every gradient the label owner sends
   // (0: none).
   double gradient_noise = 0;
+  // A run whose split model (each party's kept part) scores this job's rows
+  // instead of training a new one: the parties align their rows as for
+  // training, every aligned row is scored once, and the label owner keeps
+  // the predictions. Empty: train.
+  std::string predict_with;
 };
 
 struct JobConfig {

@@ -966,6 +966,13 @@ void VerticalKeys(std::vector<Key>& k) {
                   .Default("`0`")
                   .Since(3)
                   .PresentIf(vertical));
+  k.push_back(StringKey(
+                  "vertical.predict_with", [](auto& c) -> auto& { return c.vertical.predict_with; },
+                  "a run id: score this job's rows with that run's split model (each party's "
+                  "kept part) instead of training; the label owner keeps the predictions (see "
+                  "[predicting](vertical.md#predicting))")
+                  .Default("`\"\"`: train")
+                  .Since(3));
 }
 
 std::vector<Key> MakeKeys() {
@@ -1251,6 +1258,15 @@ Status CheckVertical(const Reader& r, const JobConfig& c) {
                    "does not apply to a vertical job: each party scales its own columns with "
                    "its own training rows' statistics");
   }
+  const std::string& with = c.vertical.predict_with;
+  if (!with.empty() && (with.size() > 128 || with == "." || with == ".." ||
+                        !std::all_of(with.begin(), with.end(), [](char ch) {
+                          return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ||
+                                 ch == '_' || ch == '.';
+                        }))) {
+    return r.Error("vertical.predict_with", "vertical.predict_with",
+                   "is not a run id (letters, digits, '-', '_' and '.')");
+  }
   return absl::OkStatus();
 }
 
@@ -1264,6 +1280,8 @@ Status ResolveAndCheck(const Reader& r, const std::set<std::string>& overridden,
   FEDSILO_RETURN_IF_ERROR(CheckLrDecay(r, c));
   FEDSILO_RETURN_IF_ERROR(CheckTracking(r, c));
   FEDSILO_RETURN_IF_ERROR(CheckVertical(r, c));
+  // A vertical job that predicts scores its rows in one round, training none.
+  if (c.kind == JobKind::kVertical && !c.vertical.predict_with.empty()) c.training.rounds = 1;
   if (c.data.partition == PartitionScheme::kShards && c.federation.silos.size() > 1000) {
     return r.Error("", "data.partition", "shards needs at most 1000 silos");
   }

@@ -93,7 +93,8 @@ kind: vertical
 data: {dataset: customers, test_fraction: 0.3}
 model: {name: mlp, hidden: [4]}
 federation: {silos: [bank, telecom]}
-vertical: {label_owner: telecom, cut_width: 3, top_hidden: [5, 2], gradient_noise: 0.5}
+vertical: {label_owner: telecom, cut_width: 3, top_hidden: [5, 2], gradient_noise: 0.5,
+           predict_with: fraud-20261206-015242-7f68}
 )",
                                                 "job.yaml");
   ASSERT_TRUE(vertical.ok()) << vertical.status();
@@ -109,6 +110,15 @@ vertical: {label_owner: telecom, cut_width: 3, top_hidden: [5, 2], gradient_nois
   EXPECT_EQ(JobConfigToYaml(*again), written);
   EXPECT_EQ(again->vertical.label_owner, "telecom");
   EXPECT_EQ(OldestSchemaFor(*again).first, 3);
+  // A job that predicts scores its rows in one round.
+  EXPECT_EQ(again->vertical.predict_with, "fraud-20261206-015242-7f68");
+  EXPECT_EQ(again->training.rounds, 1);
+  for (const char* bad : {"../../etc", "..", "a/b", "run id"}) {
+    StatusOr<JobConfig> job =
+        ParseJobConfig(written, "job.yaml", {{"vertical.predict_with", bad}});
+    ASSERT_FALSE(job.ok()) << bad;
+    EXPECT_THAT(std::string(job.status().message()), HasSubstr("is not a run id")) << bad;
+  }
 
   StatusOr<JobConfig> horizontal = ParseJobConfig(kMinimal, "job.yaml");
   ASSERT_TRUE(horizontal.ok());

@@ -244,4 +244,21 @@ StatusOr<CrossEntropy> CrossEntropyOf(absl::Span<const float> logits, int64_t ro
   }
 }
 
+StatusOr<std::vector<float>> LogProbabilitiesOf(absl::Span<const float> logits, int64_t rows,
+                                                int classes) {
+  if (rows < 1 || classes < 2 || logits.size() != static_cast<size_t>(rows * classes)) {
+    return absl::InvalidArgumentError(absl::StrCat("log-probabilities of ", logits.size(),
+                                                   " logits for ", rows, " rows of ", classes,
+                                                   " classes"));
+  }
+  UseOneThreadHere();
+  try {
+    return ToFloats(torch::log_softmax(FromFloats(logits, rows, classes), 1));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what()));
+  }
+}
+
 }  // namespace fedsilo::ml

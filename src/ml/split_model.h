@@ -86,6 +86,11 @@ struct CrossEntropy {
 StatusOr<CrossEntropy> CrossEntropyOf(absl::Span<const float> logits, int64_t rows, int classes,
                                       absl::Span<const int64_t> labels);
 
+// The log-probabilities (rows x classes) of `logits`, for rows without
+// labels. InvalidArgument when the sizes do not agree.
+StatusOr<std::vector<float>> LogProbabilitiesOf(absl::Span<const float> logits, int64_t rows,
+                                                int classes);
+
 }  // namespace fedsilo::ml
 
 #endif  // FEDSILO_ML_SPLIT_MODEL_H_

@@ -179,7 +179,14 @@ StatusOr<VerticalAlignment> VerticalRun::Align() {
                        ", of ", alignment.intersection, " in the intersection"));
     }
   }
-  if (alignment.train == 0 || alignment.test == 0) {
+  const bool scoring = !job_.vertical.predict_with.empty();
+  if (scoring && (alignment.train != 0 || alignment.test == 0)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("predicting with run '", job_.vertical.predict_with, "', the parties aligned ",
+                     alignment.train, " training rows and ", alignment.test,
+                     " to score; expected none and ", alignment.intersection));
+  }
+  if (!scoring && (alignment.train == 0 || alignment.test == 0)) {
     return absl::FailedPreconditionError(
         absl::StrCat("the ", alignment.intersection,
                      " people in the intersection leave no training or no test rows "
@@ -266,7 +273,7 @@ StatusOr<transport::RoundMetrics> VerticalRun::Evaluate(int64_t test_rows) {
 StatusOr<VerticalResult> VerticalRun::Train(const VerticalAlignment& alignment) {
   VerticalResult result;
   result.alignment = alignment;
-  const int rounds = job_.training.rounds;
+  const int rounds = job_.training.rounds;  // 1 when predicting
   std::vector<size_t> all(parties_.size());
   std::iota(all.begin(), all.end(), 0);
   const Clock::time_point start = Clock::now();

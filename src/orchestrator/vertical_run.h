@@ -67,6 +67,9 @@ class VerticalRun {
   StatusOr<VerticalAlignment> Align();
   // Every round after Align(); each round trains training.local_epochs
   // passes over the training rows in batches, then scores the test rows.
+  // With vertical.predict_with, one round without training scores every
+  // aligned row (the label owner keeps the predictions; its metrics, when
+  // its rows have labels).
   StatusOr<VerticalResult> Train(const VerticalAlignment& alignment);
 
  private:

@@ -577,6 +577,18 @@ Status SiloRuntime::OpenVertical(const std::string& run_id, const JobConfig& job
   options.identity = secagg_identity_;
   options.max_peer_ids = rules.vertical.max_peer_ids;
   options.min_intersection = rules.vertical.min_intersection;
+  if (const std::string& with = job.vertical.predict_with; !with.empty()) {
+    // The silo's own part of that run (the job's checks made `with` a run
+    // id, fit to name a folder).
+    if (state_dir_.empty()) {
+      return Shareable(absl::FailedPreconditionError(absl::StrCat(
+          "silo '", silo_name_, "' keeps no models (it has no state folder) to predict with")));
+    }
+    FEDSILO_ASSIGN_OR_RETURN(
+        KeptPart kept,
+        ReadKeptPart(absl::StrCat(state_dir_, "/vertical/", with), silo_name_, with));
+    options.kept = std::make_shared<const KeptPart>(std::move(kept));
+  }
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<VerticalPartyAgent> agent,
                            VerticalPartyAgent::Create(silo_name_, job, entry, options));
   // Admitted (durably, in the ledger) once everything else holds.
@@ -596,16 +608,21 @@ Status SiloRuntime::OpenVertical(const std::string& run_id, const JobConfig& job
 Status SiloRuntime::KeepVerticalModels(const std::string& run_id,
                                        const VerticalPartyAgent& agent) const {
   if (state_dir_.empty()) return absl::OkStatus();
+  if (agent.scoring() && !agent.label_owner()) return absl::OkStatus();  // nothing to keep
   const std::string dir = absl::StrCat(state_dir_, "/vertical/", run_id);
   FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state_dir_ + "/vertical"));
   FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir));
-  const ModelMetadata metadata = {{"job", agent.job().name},
-                                  {"party", silo_name_},
-                                  {"round", std::to_string(agent.job().training.rounds)}};
-  FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(dir + "/bottom.fsm", agent.BottomState(), metadata));
-  if (agent.label_owner()) {
-    FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(dir + "/top.fsm", agent.TopState(), metadata));
+  if (!agent.scoring()) return KeepPart(dir, run_id, agent);
+  // The predictions are about the silo's people: they stay here.
+  FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(dir + "/predictions.csv", agent.PredictionsCsv()));
+  if (audit_ != nullptr) {
+    audit_->Record("vertical_predictions_kept",
+                   {{"job", run_id},
+                    {"predict_with", agent.job().vertical.predict_with},
+                    {"rows", std::to_string(agent.predicted_rows())}});
   }
+  spdlog::info("vertical job '{}': {} predictions kept in {}/predictions.csv", run_id,
+               agent.predicted_rows(), dir);
   return absl::OkStatus();
 }
 

@@ -2,9 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <numeric>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/file_util.h"
+#include "core/model_state_file.h"
 #include "core/seeded_shuffle.h"
 #include "ml/metrics.h"
 #include "secure/audit_log.h"
@@ -26,6 +33,15 @@ VerticalPartyAgent::VerticalPartyAgent(std::string name, const JobConfig& job,
       max_peer_ids_(options.max_peer_ids),
       min_intersection_(options.min_intersection),
       table_(std::move(table)) {
+  kept_ = job_.vertical.predict_with.empty() ? nullptr : options.kept;
+  if (kept_ != nullptr) {
+    // The split model is the kept run's: its layers, cut and columns' coding.
+    job_.model = kept_->job.model;
+    job_.vertical.cut_width = kept_->job.vertical.cut_width;
+    job_.vertical.top_hidden = kept_->job.vertical.top_hidden;
+    job_.preprocess = kept_->job.preprocess;
+  }
+  labelled_ = !table_.labels.empty();
   model_seed_ = options.model_seed.has_value() ? *options.model_seed : noise_.Next64();
   label_owner_ = name_ == job_.vertical.label_owner;
   const std::vector<std::string>& parties = job_.federation.silos;
@@ -49,17 +65,52 @@ StatusOr<std::unique_ptr<VerticalPartyAgent>> VerticalPartyAgent::Create(
                      ".id); a vertical job matches the parties' rows by it")));
   }
   const bool owner = name == job.vertical.label_owner;
-  if (owner && dataset.schema.label.empty()) {
+  const bool scoring = !job.vertical.predict_with.empty();
+  ml::TabularSchema schema = dataset.schema;
+  PreprocessConfig preprocess = job.preprocess;
+  if (scoring) {
+    const KeptPart* kept = options.kept.get();
+    if (kept == nullptr) {
+      return Shareable(absl::FailedPreconditionError(absl::StrCat(
+          where, ": has no part of run '", job.vertical.predict_with, "' to predict with")));
+    }
+    if (kept->job.federation.silos != parties ||
+        kept->job.vertical.label_owner != job.vertical.label_owner) {
+      return Shareable(absl::InvalidArgumentError(
+          absl::StrCat(where, ": run '", kept->run_id, "' was trained by the parties ",
+                       absl::StrJoin(kept->job.federation.silos, ", "), " with the label at ",
+                       kept->job.vertical.label_owner,
+                       "; a split model predicts with the same parties, in the same order "
+                       "(federation.silos, vertical.label_owner)")));
+    }
+    // The columns its bottom model reads, coded as in that run.
+    preprocess = kept->job.preprocess;
+    preprocess.statistics = kept->sums.Finish();
+    const ml::TabularSchema model = ml::SchemaOfJob(preprocess);
+    for (const std::string& column : model.features) {
+      if (!schema.features.empty() && std::find(schema.features.begin(), schema.features.end(),
+                                                column) == schema.features.end()) {
+        return Shareable(absl::FailedPreconditionError(absl::StrCat(
+            where, ": its bottom model of run '", kept->run_id, "' reads column '", column,
+            "', which dataset '", job.data.dataset,
+            "' does not offer (its catalog's features, or its policy's vertical.columns)")));
+      }
+    }
+    schema.features = model.features;
+    schema.categorical = model.categorical;
+    if (!owner) schema.label.clear();
+  }
+  if (owner && !scoring && dataset.schema.label.empty()) {
     return Shareable(absl::InvalidArgumentError(absl::StrCat(
         where, ": is the label owner, but its catalog names no label column (datasets.",
         job.data.dataset, ".label)")));
   }
-  StatusOr<ml::TabularData> table =
-      ml::ReadTabularCsv(dataset.csv, dataset.schema, job.preprocess, /*need_label=*/owner);
+  StatusOr<ml::TabularData> table = ml::ReadTabularCsv(
+      dataset.csv, schema, preprocess, /*need_label=*/owner && !scoring && !schema.label.empty());
   if (!table.ok()) return Annotate(table.status(), where);
   if (!owner) {
     table->labels.clear();  // only the label owner's labels are used
-  } else if (table->labels.empty()) {
+  } else if (table->labels.empty() && !scoring) {
     return DataError(absl::StatusCode::kInvalidArgument,
                      absl::StrCat(where, ": some of the label owner's rows have no label"),
                      dataset.csv);
@@ -81,8 +132,10 @@ StatusOr<std::unique_ptr<VerticalPartyAgent>> VerticalPartyAgent::Create(
                                   "needs each person once"),
                      absl::StrCat(dataset.csv, ": '", *first, "' is one"));
   }
-  return std::unique_ptr<VerticalPartyAgent>(
+  auto agent = std::unique_ptr<VerticalPartyAgent>(
       new VerticalPartyAgent(std::move(name), job, *std::move(table), options));
+  agent->id_column_ = dataset.schema.id;
+  return agent;
 }
 
 StatusOr<transport::BlindedSet> VerticalPartyAgent::Signed(const transport::BlindedSet& set,
@@ -213,6 +266,7 @@ StatusOr<transport::AlignedRows> VerticalPartyAgent::Align(const std::vector<int
   const int64_t n = static_cast<int64_t>(order.size());
   int64_t test = std::llround(static_cast<double>(n) * job_.data.test_fraction);
   if (n >= 2) test = std::clamp<int64_t>(test, 1, n - 1);
+  if (scoring()) test = n;  // every row is scored, and none trains
   FEDSILO_RETURN_IF_ERROR(Prepare(order, n - test));
   aligned_ = true;
   // Every party's digest is the same only if they hold the same people in
@@ -232,14 +286,28 @@ Status VerticalPartyAgent::Prepare(const std::vector<int64_t>& order, int64_t tr
   const ml::TabularData train = table_.Subset(train_order);
   const ml::TabularData test = table_.Subset(test_order);
   for (int64_t r : order) aligned_ids_.push_back(table_.ids[static_cast<size_t>(r)]);
+  aligned_rows_ = order;
   num_classes_ = 2;
-  if (label_owner_) {
+  if (kept_ != nullptr) {
+    num_classes_ = kept_->classes;
+  } else if (label_owner_) {
     num_classes_ = std::max({2, ml::NumClassesOf(train.labels), ml::NumClassesOf(test.labels)});
   }
+  if (labelled_ && ml::NumClassesOf(table_.labels) > num_classes_) {
+    return Shareable(absl::InvalidArgumentError(
+        absl::StrCat(where, ": its rows' labels have more classes than the model of run '",
+                     job_.vertical.predict_with, "' (", num_classes_, ")")));
+  }
   // The party's columns are scaled with its own training rows' statistics:
-  // no other party has them, and none needs them.
+  // no other party has them, and none needs them. Scoring, with those of
+  // the run that trained the model.
   PreprocessConfig preprocess = job_.preprocess;
-  if (train_rows > 0) preprocess.statistics = ml::SumFeatures(train).Finish();
+  if (kept_ != nullptr) {
+    sums_ = kept_->sums;
+  } else if (train_rows > 0) {
+    sums_ = ml::SumFeatures(train);
+  }
+  if (kept_ != nullptr || train_rows > 0) preprocess.statistics = sums_.Finish();
   preprocess.statistics.class_counts.resize(static_cast<size_t>(num_classes_));
   if (train_rows > 0) {
     FEDSILO_ASSIGN_OR_RETURN(train_, ml::PrepareTabular(train, preprocess, where));
@@ -261,6 +329,11 @@ Status VerticalPartyAgent::Prepare(const std::vector<int64_t>& order, int64_t tr
                                       num_classes_, false, /*input_gradient=*/true},
                                      job_.training, model_seed_ + 1));
   }
+  if (kept_ != nullptr) {
+    const std::string of = absl::StrCat(where, ": the kept model of run '", kept_->run_id, "'");
+    FEDSILO_RETURN_IF_ERROR(Annotate(bottom_->SetState(kept_->bottom), of));
+    if (top_ != nullptr) FEDSILO_RETURN_IF_ERROR(Annotate(top_->SetState(kept_->top), of));
+  }
   return absl::OkStatus();
 }
 
@@ -268,6 +341,10 @@ Status VerticalPartyAgent::BeginRound(int round) {
   if (!aligned_) return Shareable(absl::FailedPreconditionError("the rows are not aligned yet"));
   const bool previous_done =
       round_ == 0 || (next_batch_ == batches_.size() && next_test_ == (test_ ? test_->size() : 0));
+  if (scoring() && round != 1) {
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("asked to begin round ", round, " of a run that predicts: it has one")));
+  }
   if (round != round_ + 1 || !previous_done) {
     return Shareable(absl::FailedPreconditionError(
         absl::StrCat("asked to begin round ", round, " after round ", round_,
@@ -402,6 +479,12 @@ StatusOr<ml::CrossEntropy> VerticalPartyAgent::ScoreTop(
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> input, TopInput(rows, cut_outputs, train));
   const int64_t n = static_cast<int64_t>(rows.positions.size());
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logits, top_->Forward(input, n, train));
+  if (!labelled_) {
+    ml::CrossEntropy unlabelled;
+    FEDSILO_ASSIGN_OR_RETURN(unlabelled.log_probabilities,
+                             ml::LogProbabilitiesOf(logits, n, num_classes_));
+    return unlabelled;
+  }
   const ml::Dataset& d = train ? *train_ : *test_;
   for (int64_t p : rows.positions) labels->push_back(d.labels[static_cast<size_t>(p)]);
   return ml::CrossEntropyOf(logits, n, num_classes_, *labels);
@@ -468,11 +551,19 @@ Status VerticalPartyAgent::TopEvaluate(const transport::RowSelection& rows,
 StatusOr<transport::RoundMetrics> VerticalPartyAgent::EndRound() {
   const int64_t test_rows = test_ ? test_->size() : 0;
   if (!label_owner_ || round_ == 0 || round_ended_ || next_batch_ != batches_.size() ||
-      next_test_ != test_rows || eval_labels_.empty()) {
+      next_test_ != test_rows || eval_log_probabilities_.empty()) {
     return Shareable(absl::FailedPreconditionError(
         "a round's metrics come once, after every batch was trained and every test row scored"));
   }
   round_ended_ = true;
+  transport::RoundMetrics metrics;
+  metrics.train_loss =
+      train_rows_seen_ > 0 ? train_loss_sum_ / static_cast<double>(train_rows_seen_) : 0;
+  if (scoring()) predictions_ = eval_log_probabilities_;
+  if (!labelled_) {
+    eval_log_probabilities_.clear();
+    return metrics;  // rows to predict, without labels: nothing to measure
+  }
   const size_t n = eval_labels_.size(), k = static_cast<size_t>(num_classes_);
   std::vector<int64_t> predicted(n);
   std::vector<float> positive;
@@ -486,9 +577,6 @@ StatusOr<transport::RoundMetrics> VerticalPartyAgent::EndRound() {
   eval_log_probabilities_.clear();
   eval_labels_.clear();
   eval_loss_sum_ = 0;
-  transport::RoundMetrics metrics;
-  metrics.train_loss =
-      train_rows_seen_ > 0 ? train_loss_sum_ / static_cast<double>(train_rows_seen_) : 0;
   metrics.test = m.ToMap();
   return metrics;
 }
@@ -506,6 +594,113 @@ std::string VerticalPartyAgent::Describe() const {
   std::string d = absl::StrCat("bottom ", bottom_->Describe());
   if (top_ != nullptr) absl::StrAppend(&d, "; top ", top_->Describe());
   return d;
+}
+
+int64_t VerticalPartyAgent::predicted_rows() const {
+  return static_cast<int64_t>(predictions_.size()) / std::max(1, num_classes_);
+}
+
+std::string VerticalPartyAgent::PredictionsCsv() const {
+  if (predictions_.empty()) return "";
+  const size_t k = static_cast<size_t>(num_classes_);
+  // The test rows are every aligned row, in the shared order: put them back
+  // in the order of the party's own table.
+  std::vector<size_t> at(aligned_rows_.size());
+  std::iota(at.begin(), at.end(), 0);
+  std::sort(at.begin(), at.end(),
+            [&](size_t a, size_t b) { return aligned_rows_[a] < aligned_rows_[b]; });
+  std::string csv = id_column_.empty() ? "id" : id_column_;
+  absl::StrAppend(&csv, ",predicted");
+  for (size_t c = 0; c < k; ++c) absl::StrAppend(&csv, ",p_", c);
+  if (labelled_) absl::StrAppend(&csv, ",", table_.label.empty() ? "label" : table_.label);
+  csv += "\n";
+  for (size_t i : at) {
+    const float* row = predictions_.data() + i * k;
+    absl::StrAppend(&csv, aligned_ids_[i], ",", std::max_element(row, row + k) - row);
+    for (size_t c = 0; c < k; ++c) absl::StrAppendFormat(&csv, ",%.6f", std::exp(row[c]));
+    if (labelled_) absl::StrAppend(&csv, ",", table_.labels[static_cast<size_t>(aligned_rows_[i])]);
+    csv += "\n";
+  }
+  return csv;
+}
+
+namespace {
+
+constexpr char kBottomFile[] = "bottom.fsm";
+constexpr char kTopFile[] = "top.fsm";
+constexpr char kStatisticsFile[] = "statistics.fsm";
+
+}  // namespace
+
+Status KeepPart(const std::string& dir, const std::string& run_id,
+                const VerticalPartyAgent& agent) {
+  const JobConfig& job = agent.job();
+  const ModelMetadata metadata = {{"job", job.name},
+                                  {"party", agent.name()},
+                                  {"run", run_id},
+                                  {"round", std::to_string(job.training.rounds)},
+                                  {"job_yaml", JobConfigToYaml(job)},
+                                  {"id_column", agent.id_column()},
+                                  {"classes", std::to_string(agent.classes())}};
+  FEDSILO_RETURN_IF_ERROR(
+      WriteModelStateFile(absl::StrCat(dir, "/", kBottomFile), agent.BottomState(), metadata));
+  FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(absl::StrCat(dir, "/", kStatisticsFile),
+                                              agent.sums().ToState(), metadata));
+  if (agent.label_owner()) {
+    FEDSILO_RETURN_IF_ERROR(
+        WriteModelStateFile(absl::StrCat(dir, "/", kTopFile), agent.TopState(), metadata));
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<KeptPart> ReadKeptPart(const std::string& dir, const std::string& party,
+                                const std::string& run_id) {
+  const std::string where = absl::StrCat("party '", party, "'");
+  const std::string bottom_path = absl::StrCat(dir, "/", kBottomFile);
+  std::error_code ec;
+  if (!std::filesystem::exists(bottom_path, ec)) {
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat(where, " kept no model of run '", run_id,
+                     "': it did not take part in it, or the run did not finish")));
+  }
+  KeptPart kept;
+  kept.run_id = run_id;
+  // Paths only in the silo's own log: they name its folders.
+  const auto read = [&](const char* file, ModelState* state) -> Status {
+    const std::string path = absl::StrCat(dir, "/", file);
+    StatusOr<ModelFile> model = ReadModelStateFile(path);
+    if (!model.ok()) {
+      return DataError(
+          absl::StatusCode::kFailedPrecondition,
+          absl::StrCat(where, ": its kept ", file, " of run '", run_id, "' cannot be read"),
+          model.status().message());
+    }
+    const ModelMetadata& m = model->metadata;
+    const auto field = [&](const char* key) {
+      auto it = m.find(key);
+      return it == m.end() ? std::string() : it->second;
+    };
+    if (field("party") != party || field("run") != run_id || field("job_yaml").empty()) {
+      return Shareable(absl::FailedPreconditionError(
+          absl::StrCat(where, ": its kept ", file, " is not its part of run '", run_id,
+                       "' (kept by an older release, or another party's or run's)")));
+    }
+    if (state == &kept.bottom) {
+      FEDSILO_ASSIGN_OR_RETURN(kept.job, ParseJobConfig(field("job_yaml"), path));
+      kept.id_column = field("id_column");
+      kept.classes = std::atoi(field("classes").c_str());
+      if (kept.classes < 2 || kept.classes > 100000) kept.classes = 2;
+    }
+    *state = std::move(model->state);
+    return absl::OkStatus();
+  };
+  FEDSILO_RETURN_IF_ERROR(read(kBottomFile, &kept.bottom));
+  ModelState sums;
+  FEDSILO_RETURN_IF_ERROR(read(kStatisticsFile, &sums));
+  FEDSILO_ASSIGN_OR_RETURN(kept.sums,
+                           FeatureSums::FromState(sums, absl::StrCat(dir, "/", kStatisticsFile)));
+  if (kept.job.vertical.label_owner == party) FEDSILO_RETURN_IF_ERROR(read(kTopFile, &kept.top));
+  return kept;
 }
 
 }  // namespace fedsilo::silo

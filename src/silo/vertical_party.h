@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/feature_statistics.h"
 #include "core/job_config.h"
 #include "core/model_state.h"
 #include "core/status.h"
@@ -29,6 +30,32 @@
 #include "transport/vertical_party.h"
 
 namespace fedsilo::silo {
+
+// A party's part of a trained split model, as it keeps it once the run's
+// last round is done (KeepPart): its bottom model, the top model at the
+// label owner, and the statistics its columns were scaled with. A job with
+// vertical.predict_with scores new rows with it.
+struct KeptPart {
+  std::string run_id;
+  JobConfig job;  // the run's, as the party took part in it
+  ModelState bottom, top;
+  FeatureSums sums;       // of the party's training rows
+  std::string id_column;  // of the party's dataset in that run
+  int classes = 2;
+};
+
+class VerticalPartyAgent;
+
+// Writes `agent`'s part of run `run_id` into `dir` (which exists): bottom.fsm,
+// top.fsm at the label owner, and statistics.fsm (the sums as a ModelState).
+// Sealed when the process seals its files.
+Status KeepPart(const std::string& dir, const std::string& run_id, const VerticalPartyAgent& agent);
+// The part of party `party` of run `run_id` kept in `dir`. FailedPrecondition
+// naming the party and the run when there is none (it did not take part,
+// or the run did not finish), or when the files are another party's or
+// another run's.
+StatusOr<KeptPart> ReadKeptPart(const std::string& dir, const std::string& party,
+                                const std::string& run_id);
 
 struct VerticalPartyOptions {
   // Tests only: the bottom model's initial weights from this seed, and the
@@ -50,6 +77,9 @@ struct VerticalPartyOptions {
   // (its policy's vertical.min_intersection): metrics over a handful of test
   // rows would tell their labels. 0: any.
   int64_t min_intersection = 0;
+  // A job with vertical.predict_with: the party's part of that run, which
+  // scores its rows (required then; unused otherwise).
+  std::shared_ptr<const KeptPart> kept;
 };
 
 class VerticalPartyAgent : public transport::VerticalParty {
@@ -57,7 +87,9 @@ class VerticalPartyAgent : public transport::VerticalParty {
   // Reads the party's table of job.data.dataset from its catalog entry
   // (with the label at the label owner only). InvalidArgument, naming the
   // party, for a dataset without an id column, a label owner whose table
-  // lacks labels, or ids held twice.
+  // lacks labels, or ids held twice. When scoring (vertical.predict_with),
+  // the columns are those its kept bottom model reads, the label is
+  // optional, and the kept part must be of the job's parties in its order.
   static StatusOr<std::unique_ptr<VerticalPartyAgent>> Create(
       std::string name, const JobConfig& job, const DatasetEntry& dataset,
       const VerticalPartyOptions& options = VerticalPartyOptions());
@@ -91,6 +123,19 @@ class VerticalPartyAgent : public transport::VerticalParty {
   ModelState TopState() const;
   // "mlp 9-32-8, 616 parameters" (and the top model at the label owner).
   std::string Describe() const;
+  // Scoring (vertical.predict_with): every aligned row is a test row, and
+  // the one round scores them.
+  bool scoring() const { return kept_ != nullptr; }
+  // The id column of the party's dataset, its classes (the label owner's),
+  // and the sums of its training rows (after Align()).
+  const std::string& id_column() const { return id_column_; }
+  int classes() const { return num_classes_; }
+  const FeatureSums& sums() const { return sums_; }
+  // At the label owner of a scoring run, once its round ended: a CSV of
+  // `id,predicted,p_0,...` (and the label when its rows have one), one line
+  // per aligned row, in the order of its own table. Empty elsewhere.
+  std::string PredictionsCsv() const;
+  int64_t predicted_rows() const;
 
  private:
   VerticalPartyAgent(std::string name, const JobConfig& job, ml::TabularData table,
@@ -121,6 +166,12 @@ class VerticalPartyAgent : public transport::VerticalParty {
 
   std::string name_;
   JobConfig job_;
+  std::shared_ptr<const KeptPart> kept_;
+  std::string id_column_;
+  FeatureSums sums_;
+  std::vector<int64_t> aligned_rows_;  // rows of table_, in the shared order
+  bool labelled_ = true;
+  std::vector<float> predictions_;  // scoring, label owner: log-probabilities
   uint64_t model_seed_ = 0;
   std::shared_ptr<const secure::SecAggIdentity> identity_;
   int64_t max_peer_ids_ = 0;
