@@ -1792,4 +1792,83 @@ TEST(CliTest, AVerticalJobRunsTheExampleAndReportsItsIntersection) {
   EXPECT_EQ(nlohmann::json::parse(Fedsilo("runs list --json --workdir " + dir).out).size(), runs);
 }
 
+// A vertical run's model is in parts, one at each party: new people are
+// scored by every party's part at once, aligned by their ids as in training,
+// with `fedsilo predict` or with a job that predicts (vertical.predict_with)
+// wherever the job runs.
+TEST(CliTest, AVerticalRunPredictsNewPeopleWithEveryPartysPart) {
+  const std::string dir = Workdir("vertical-predict");
+  fs::copy(Example("vertical/catalogs"), dir + "/catalogs", fs::copy_options::recursive);
+  fs::copy(Example("vertical/fraud-vertical.yaml"), dir + "/fraud-vertical.yaml");
+  ASSERT_EQ(Fedsilo("generate fraud-vertical --out " + dir + "/data").status, 0);
+  Output generated = Fedsilo("generate fraud-vertical --out " + dir + "/new --seed 8 --json");
+  ASSERT_EQ(generated.status, 0) << generated.err;
+  const int64_t shared = LastJson(generated.out)["shared"];
+  const std::string run = "run " + dir + "/fraud-vertical.yaml --workdir " + dir + " --json";
+  Output trained = Fedsilo(run + " --set training.rounds=3");
+  ASSERT_EQ(trained.status, 0) << trained.err;
+  const std::string run_id = LastJson(trained.out)["run_id"];
+  const int64_t trained_shared = LastJson(trained.out)["psi"]["intersection"];
+
+  const std::string files = " --data bank=" + dir + "/new/bank.csv --data telecom=" + dir +
+                            "/new/telecom.csv --data retailer=" + dir + "/new/retailer.csv";
+  const std::string predict = "predict " + run_id + " --workdir " + dir;
+  Output scored = Fedsilo(predict + files + " --out " + dir + "/p.csv --json");
+  ASSERT_EQ(scored.status, 0) << scored.err;
+  const nlohmann::json summary = LastJson(scored.out);
+  EXPECT_EQ(summary["rows"], shared);
+  EXPECT_GT(summary["label_owner_rows"].get<int64_t>(), shared);
+  EXPECT_GT(summary["auc"].get<double>(), 0.8);
+  const std::string csv = ReadAll(dir + "/p.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "customer_id,predicted,p_0,p_1,is_fraud");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), shared + 1);
+  // Rows without the label are scored all the same.
+  std::string unlabelled;
+  std::istringstream bank_rows(ReadAll(dir + "/new/bank.csv"));
+  for (std::string line; std::getline(bank_rows, line);) {
+    unlabelled += line.substr(0, line.rfind(',')) + "\n";
+  }
+  std::ofstream(dir + "/new/bank-unlabelled.csv") << unlabelled;
+  Output blind = Fedsilo("predict " + run_id + " --workdir " + dir + " --data bank=" + dir +
+                         "/new/bank-unlabelled.csv --data telecom=" + dir +
+                         "/new/telecom.csv --data retailer=" + dir + "/new/retailer.csv");
+  ASSERT_EQ(blind.status, 0) << blind.err;
+  EXPECT_EQ(blind.out.substr(0, blind.out.find('\n')), "customer_id,predicted,p_0,p_1");
+  EXPECT_EQ(std::count(blind.out.begin(), blind.out.end(), '\n'), shared + 1);
+
+  // Every party's rows are needed, each as its part reads them.
+  Output missing = Fedsilo(predict + " --data bank=" + dir + "/new/bank.csv");
+  EXPECT_EQ(missing.status, 2);
+  EXPECT_THAT(missing.err, HasSubstr("missing: telecom, retailer"));
+  Output stranger = Fedsilo(predict + files + " --data insurer=" + dir + "/new/bank.csv");
+  EXPECT_EQ(stranger.status, 2);
+  EXPECT_THAT(stranger.err, HasSubstr("its parties: bank, telecom, retailer"));
+  Output swapped = Fedsilo(predict + " --data bank=" + dir + "/new/bank.csv --data telecom=" + dir +
+                           "/new/telecom.csv --data retailer=" + dir + "/new/bank.csv");
+  EXPECT_EQ(swapped.status, 2);
+  EXPECT_THAT(swapped.err, HasSubstr("party 'retailer'"));
+  Output exported = Fedsilo("export " + run_id + " --workdir " + dir + " --out " + dir + "/m.fsm");
+  EXPECT_EQ(exported.status, 2);
+  EXPECT_THAT(exported.err, HasSubstr("is a vertical job: its model is in parts"));
+
+  // A job that predicts, in simulation and with silo processes: the same
+  // predictions, kept by the label owner.
+  Output job = Fedsilo(run + " --set vertical.predict_with=" + run_id);
+  ASSERT_EQ(job.status, 0) << job.err;
+  const nlohmann::json in_process = LastJson(job.out);
+  EXPECT_EQ(in_process["rounds_completed"], 1);
+  EXPECT_EQ(in_process["psi"]["intersection"], trained_shared);
+  const std::string kept = ReadAll(in_process["predictions"].get<std::string>());
+  EXPECT_EQ(std::count(kept.begin(), kept.end(), '\n'), trained_shared + 1);
+  Output silos = Fedsilo(run + " --processes --set vertical.predict_with=" + run_id);
+  ASSERT_EQ(silos.status, 0) << silos.err;
+  EXPECT_EQ(ReadAll(LastJson(silos.out)["predictions"].get<std::string>()), kept);
+  EXPECT_FALSE(fs::exists(LastJson(silos.out)["run_dir"].get<std::string>() +
+                          "/parties/telecom/predictions.csv"));
+  Output nothing =
+      Fedsilo(run + " --set vertical.predict_with=fraud-vertical-19990101-000000-0000");
+  EXPECT_EQ(nothing.status, 2);
+  EXPECT_THAT(nothing.err, HasSubstr("has no vertical run 'fraud-vertical-19990101-000000-0000'"));
+}
+
 }  // namespace

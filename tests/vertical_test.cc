@@ -19,6 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/file_seal.h"
 #include "core/job_config.h"
 #include "core/model_state_file.h"
 #include "core/seeded_shuffle.h"
@@ -864,7 +866,8 @@ struct SiloSide {
 };
 
 SiloSide MakeSilo(const People& p, const std::string& name, const std::string& policy,
-                  const std::shared_ptr<const secure::SecAggIdentity>& identity) {
+                  const std::shared_ptr<const secure::SecAggIdentity>& identity,
+                  const std::string& state_dir = "") {
   SiloSide side;
   std::string policy_path;
   if (!policy.empty()) {
@@ -876,7 +879,7 @@ SiloSide MakeSilo(const People& p, const std::string& name, const std::string& p
   side.runtime =
       std::make_unique<silo::SiloRuntime>(name, std::move(catalog), p.dir, side.guard.get());
   side.runtime->SetSecAggIdentity(identity);
-  side.runtime->SetStateDir(absl::StrCat(p.dir, "/state-", name));
+  side.runtime->SetStateDir(state_dir.empty() ? absl::StrCat(p.dir, "/state-", name) : state_dir);
   side.connection = std::make_unique<transport::InProcessConnection>(name, side.runtime.get());
   return side;
 }
@@ -1020,6 +1023,154 @@ TEST(VerticalTest, ASilosPolicyDecidesWhetherAndWithWhichColumnsItTakesPart) {
     Status opened = transport::RemoteVerticalParty(bad.connection.get(), job, "r").Open();
     EXPECT_THAT(std::string(opened.message()), HasSubstr(absl::StrCat("column '", column, "'")));
   }
+}
+
+// The area under the ROC curve of a predictions file's p_1 against its
+// labels (the last column).
+double AucOf(const std::string& csv) {
+  std::vector<std::pair<double, int>> scored;
+  for (const std::string& line :
+       std::vector<std::string>(absl::StrSplit(csv, '\n', absl::SkipEmpty()))) {
+    const std::vector<std::string> f = absl::StrSplit(line, ',');
+    if (f[0] == "id") continue;
+    scored.emplace_back(std::stod(f[3]), std::stoi(f.back()));
+  }
+  double pairs = 0, right = 0;
+  for (const auto& [pos, l] : scored) {
+    if (l != 1) continue;
+    for (const auto& [neg, m] : scored) {
+      if (m != 0) continue;
+      pairs += 1;
+      right += pos > neg ? 1 : pos == neg ? 0.5 : 0;
+    }
+  }
+  return pairs > 0 ? right / pairs : 0;
+}
+
+// A job with vertical.predict_with scores new people with the parts each
+// silo kept of a run it trained: aligned as in training, every row scored
+// once, none trained, and the predictions kept by the label owner alone.
+TEST(VerticalTest, ASiloPredictsWithThePartItKeptOfARun) {
+  const People trained_on = MakePeople("predict-train", 400, 21);
+  const People fresh = MakePeople("predict-new", 300, 22);
+  JobConfig job = Job({"bank", "shop", "telco"});
+  job.model.hidden = {8};
+  job.vertical.cut_width = 6;
+  job.vertical.top_hidden = {12};
+  const Identities ids;
+  const auto state = [&](const std::string& name) {
+    return absl::StrCat(trained_on.dir, "/state-", name);
+  };
+  // Trains run `run_id` of `job` at silos holding `p`'s tables.
+  const auto train = [&](const People& p, const JobConfig& j,
+                         const std::string& run_id) -> StatusOr<orchestrator::VerticalResult> {
+    std::vector<SiloSide> silos;
+    std::vector<std::unique_ptr<transport::RemoteVerticalParty>> remote;
+    std::vector<transport::VerticalParty*> pointers;
+    for (const std::string& name : j.federation.silos) {
+      silos.push_back(MakeSilo(p, name, kAllowVertical, ids.For(name), state(name)));
+      remote.push_back(std::make_unique<transport::RemoteVerticalParty>(
+          silos.back().connection.get(), j, run_id));
+      FEDSILO_RETURN_IF_ERROR(remote.back()->Open());
+      pointers.push_back(remote.back().get());
+    }
+    orchestrator::VerticalRunOptions options = Options();
+    options.domain = absl::StrCat("fedsilo/vertical/", run_id);
+    orchestrator::VerticalRun vertical(j, pointers, options);
+    FEDSILO_ASSIGN_OR_RETURN(orchestrator::VerticalAlignment a, vertical.Align());
+    return vertical.Train(a);
+  };
+  StatusOr<orchestrator::VerticalResult> trained = train(trained_on, job, "train-1");
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  for (const std::string& name : job.federation.silos) {
+    EXPECT_TRUE(std::filesystem::exists(state(name) + "/vertical/train-1/statistics.fsm")) << name;
+  }
+
+  JobConfig predict = job;
+  predict.vertical.predict_with = "train-1";
+  predict.training.rounds = 1;
+  std::vector<SiloSide> silos;
+  std::vector<std::unique_ptr<transport::RemoteVerticalParty>> remote;
+  std::vector<transport::VerticalParty*> pointers;
+  for (const std::string& name : predict.federation.silos) {
+    silos.push_back(MakeSilo(fresh, name, kAllowVertical, ids.For(name), state(name)));
+    remote.push_back(std::make_unique<transport::RemoteVerticalParty>(silos.back().connection.get(),
+                                                                      predict, "score-1"));
+    ASSERT_TRUE(remote.back()->Open().ok());
+    pointers.push_back(remote.back().get());
+  }
+  orchestrator::VerticalRunOptions options = Options();
+  options.domain = "fedsilo/vertical/score-1";
+  orchestrator::VerticalRun scoring(predict, pointers, options);
+  StatusOr<orchestrator::VerticalAlignment> a = scoring.Align();
+  ASSERT_TRUE(a.ok()) << a.status();
+  const std::vector<std::string> shared =
+      SharedOrder({fresh.at_bank, fresh.at_shop, fresh.at_telco}, 5);
+  EXPECT_EQ(a->intersection, static_cast<int64_t>(shared.size()));
+  EXPECT_EQ(a->train, 0);
+  // The orchestrator asks for no training: there is none to ask for.
+  EXPECT_EQ(pointers[1]->Forward({false, {0}}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  StatusOr<orchestrator::VerticalResult> result = scoring.Train(*a);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->rounds_completed, 1);
+  EXPECT_EQ(pointers[1]->BeginRound(2).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(pointers[0]->TopStep({false, {0}}, {{}, {}}).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  // The label owner kept a prediction for each shared person, in the order
+  // of its table, and they are the trained model's: fresh weights would
+  // score about 0.5.
+  StatusOr<std::string> csv =
+      ReadProtectedFile(state("bank") + "/vertical/score-1/predictions.csv");
+  ASSERT_TRUE(csv.ok()) << csv.status();
+  const std::vector<std::string> lines = absl::StrSplit(*csv, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), shared.size() + 1);
+  EXPECT_EQ(lines[0], "id,predicted,p_0,p_1,label");
+  std::set<std::string> predicted;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const std::string id = lines[i].substr(0, lines[i].find(','));
+    predicted.insert(id);
+    EXPECT_EQ(std::stoi(lines[i].substr(lines[i].rfind(',') + 1)), fresh.label.at(id)) << id;
+  }
+  EXPECT_EQ(predicted, std::set<std::string>(shared.begin(), shared.end()));
+  const double auc = AucOf(*csv);
+  std::printf("AUC of the kept model on new people: %.4f (its last test AUC %.4f)\n", auc,
+              trained->final_metrics.at("auc"));
+  EXPECT_GT(auc, 0.75);
+  EXPECT_NEAR(auc, result->final_metrics.at("auc"), 1e-6);
+  for (const std::string& name : {"shop", "telco"}) {
+    EXPECT_FALSE(std::filesystem::exists(state(name) + "/vertical/score-1/predictions.csv"));
+  }
+
+  // A run a silo did not take part in, or with other parties or another
+  // order: refused by name.
+  JobConfig unknown = predict;
+  unknown.vertical.predict_with = "train-9";
+  SiloSide bank = MakeSilo(fresh, "bank", kAllowVertical, ids.For("bank"), state("bank"));
+  Status opened = transport::RemoteVerticalParty(bank.connection.get(), unknown, "score-2").Open();
+  EXPECT_EQ(opened.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(opened.message()), HasSubstr("kept no model of run 'train-9'"));
+  JobConfig reordered = predict;
+  reordered.federation.silos = {"shop", "bank", "telco"};
+  opened = transport::RemoteVerticalParty(bank.connection.get(), reordered, "score-3").Open();
+  EXPECT_EQ(opened.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(opened.message()), HasSubstr("in the same order"));
+  // A column the model reads that the silo's policy no longer exposes.
+  SiloSide narrowed = MakeSilo(
+      fresh, "shop",
+      "datasets:\n  people:\n    vertical: {allow: true, columns: [b2], min_intersection: 10}\n",
+      ids.For("shop"), state("shop"));
+  opened = transport::RemoteVerticalParty(narrowed.connection.get(), predict, "score-4").Open();
+  EXPECT_EQ(opened.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(opened.message()), HasSubstr("reads column 'b1'"));
+  // Another party's part put in the silo's place is not taken for its own.
+  std::filesystem::copy_file(state("bank") + "/vertical/train-1/bottom.fsm",
+                             state("shop") + "/vertical/train-1/bottom.fsm",
+                             std::filesystem::copy_options::overwrite_existing);
+  SiloSide shop = MakeSilo(fresh, "shop", kAllowVertical, ids.For("shop"), state("shop"));
+  opened = transport::RemoteVerticalParty(shop.connection.get(), predict, "score-5").Open();
+  EXPECT_EQ(opened.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(opened.message()), HasSubstr("is not its part of run 'train-1'"));
 }
 
 }  // namespace

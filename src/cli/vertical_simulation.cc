@@ -119,6 +119,14 @@ Status CheckVerticalSimulation(const JobConfig& job, const SimulationOptions& op
         "data.catalog: a vertical job in simulation needs the parties' dataset catalogs "
         "(`catalogs/{silo}.yaml`: each party's own, or one whose paths hold `{silo}`)");
   }
+  if (const std::string& with = job.vertical.predict_with; !with.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(PartiesDir(options.workdir, with), ec)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("vertical.predict_with: ", options.workdir, "/runs has no vertical run '",
+                       with, "' whose parties kept their parts (`fedsilo runs list`)"));
+    }
+  }
   return absl::OkStatus();
 }
 
