@@ -1798,10 +1798,21 @@ class OrchestratorDaemonVerticalTest : public SharedFederationTest<OrchestratorD
         absl::StrReplaceAll(job, {{"dataset: customers,", "dataset: customers-private,"}}));
     if (fed.User("submit " + refused).status != 0) return "submit of the refused job";
     refused_ = fed.User("status job-2 --wait");
+    // The same people scored with the parts job-1's silos kept.
+    trained_run_ = fed.Status("job-1")["run_id"];
+    const std::string predict =
+        fed.WriteJob("predict", absl::StrReplaceAll(job, {{"top_hidden: [16]}",
+                                                           "top_hidden: [16], "
+                                                           "predict_with: " +
+                                                               trained_run_ + "}"}}));
+    if (fed.User("submit " + predict).status != 0) return "submit of the predicting job";
+    Output predicted = fed.User("status job-3 --wait");
+    if (predicted.status != 0) return "job-3: " + predicted.out + predicted.err;
     return "";
   }
 
  protected:
+  static inline std::string trained_run_;
   static inline std::string job_;
   static inline nlohmann::json simulated_;
   static inline Output refused_;
@@ -1831,24 +1842,51 @@ TEST_F(OrchestratorDaemonVerticalTest, EachPartyAuditsWhatItRevealedAndKeepsItsM
                                     "vertical_ids_blinded", "vertical_rows_aligned"}) {
       EXPECT_FALSE(EntriesOf(entries, event).empty()) << silo << " " << event;
     }
-    // One other party's set each, named, with its size.
+    // One other party's set each, named, with its size, in the job that
+    // trained.
     std::vector<std::string> blinded_for;
     for (const auto& e : EntriesOf(entries, "vertical_set_blinded")) {
+      if (e["data"]["job"] != trained_run_) continue;  // the predicting job's
       blinded_for.push_back(e["data"]["for"].get<std::string>());
       EXPECT_GT(std::stoll(e["data"]["ids"].get<std::string>()), 4000) << e;
     }
     std::sort(blinded_for.begin(), blinded_for.end());
     EXPECT_EQ(blinded_for, peers) << silo;
-    // Only the job that ran keeps models (the refused one never began).
+    // Only the job that trained keeps models (the refused one never began;
+    // the one that predicts keeps its predictions at the label owner).
     std::vector<std::string> runs;
     for (const auto& e : fs::directory_iterator(fed().dir() + "/kits/" + silo + "/state/vertical"))
-      runs.push_back(e.path().string());
+      if (fs::exists(e.path() / "bottom.fsm")) runs.push_back(e.path().string());
     ASSERT_EQ(runs.size(), 1u) << silo;
+    EXPECT_EQ(fs::path(runs[0]).filename(), trained_run_);
     EXPECT_TRUE(fs::exists(runs[0] + "/bottom.fsm")) << runs[0];
     EXPECT_EQ(fs::exists(runs[0] + "/top.fsm"), silo == "a") << runs[0];
     // The telecom's bottom model reads the two columns its policy exposes.
     if (silo == "b") EXPECT_EQ(Tensors(runs[0] + "/bottom.fsm").tensors()[0].shape().back(), 2);
   }
+}
+
+TEST_F(OrchestratorDaemonVerticalTest, ASiloPredictsWithItsPartAndTheLabelOwnerKeepsThem) {
+  const nlohmann::json status = fed().Status("job-3");
+  ASSERT_EQ(status["state"], "done") << status;
+  EXPECT_EQ(status["rounds_completed"], 1);
+  const int64_t intersection = simulated_["psi"]["intersection"].get<int64_t>();
+  const nlohmann::json& latest = status["latest_metrics"];
+  EXPECT_EQ(latest["global/psi_intersection"].get<int64_t>(), intersection) << latest;
+  EXPECT_GT(latest["global/test_auc"].get<double>(), 0.8) << latest;
+  const std::string run = status["run_id"];
+  // The predictions stay with the label owner, one per person aligned.
+  const std::string csv = Read(fed().dir() + "/kits/a/state/vertical/" + run + "/predictions.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "customer_id,predicted,p_0,p_1,is_fraud");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), intersection + 1);
+  for (const char* silo : {"b", "c"}) {
+    EXPECT_FALSE(fs::exists(fed().dir() + "/kits/" + silo + "/state/vertical/" + run)) << silo;
+  }
+  const std::vector<nlohmann::json> kept =
+      EntriesOf(AuditEntries(fed().dir() + "/kits/a/state/audit.log"), "vertical_predictions_kept");
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0]["data"]["rows"], std::to_string(intersection));
+  EXPECT_EQ(kept[0]["data"]["predict_with"], trained_run_);
 }
 
 TEST_F(OrchestratorDaemonVerticalTest, ASilosPolicyKeepsItsDatasetOutOfVerticalJobs) {
