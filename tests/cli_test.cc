@@ -1869,6 +1869,23 @@ TEST(CliTest, AVerticalRunPredictsNewPeopleWithEveryPartysPart) {
       Fedsilo(run + " --set vertical.predict_with=fraud-vertical-19990101-000000-0000");
   EXPECT_EQ(nothing.status, 2);
   EXPECT_THAT(nothing.err, HasSubstr("has no vertical run 'fraud-vertical-19990101-000000-0000'"));
+
+  // Encrypted at rest: each party's part, and the predictions.
+  const std::string ring = dir + "/ring.yaml";
+  ASSERT_EQ(Fedsilo("keys new " + ring).status, 0);
+  const std::string sealed = "run " + dir + "/fraud-vertical.yaml --json --workdir " + dir +
+                             "/sealed --storage-keys " + ring;
+  Output sealed_run = Fedsilo(sealed + " --set training.rounds=1");
+  ASSERT_EQ(sealed_run.status, 0) << sealed_run.err;
+  const nlohmann::json sealed_summary = LastJson(sealed_run.out);
+  const std::string parts = sealed_summary["final_model"];
+  for (const char* file : {"/bank/top.fsm", "/bank/statistics.fsm", "/retailer/bottom.fsm"}) {
+    EXPECT_EQ(FileBytes(parts + file).substr(0, 5), "FSEAL") << file;
+  }
+  Output sealed_job = Fedsilo(
+      sealed + " --set vertical.predict_with=" + sealed_summary["run_id"].get<std::string>());
+  ASSERT_EQ(sealed_job.status, 0) << sealed_job.err;
+  EXPECT_EQ(FileBytes(LastJson(sealed_job.out)["predictions"]).substr(0, 5), "FSEAL");
 }
 
 }  // namespace

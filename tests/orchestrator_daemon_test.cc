@@ -1882,6 +1882,15 @@ TEST_F(OrchestratorDaemonVerticalTest, ASiloPredictsWithItsPartAndTheLabelOwnerK
   for (const char* silo : {"b", "c"}) {
     EXPECT_FALSE(fs::exists(fed().dir() + "/kits/" + silo + "/state/vertical/" + run)) << silo;
   }
+  // Its operator reads them with the silo's command (which opens them when
+  // the silo encrypts its files).
+  const std::string kit = " --kit " + fed().dir() + "/kits/a";
+  Output shown = fed().Run("silo predictions " + run + kit);
+  ASSERT_EQ(shown.status, 0) << shown.err;
+  EXPECT_EQ(shown.out, csv);
+  Output none = fed().Run("silo predictions " + trained_run_ + kit);
+  EXPECT_EQ(none.status, 2);
+  EXPECT_THAT(none.err, HasSubstr("it kept those of: " + run));
   const std::vector<nlohmann::json> kept =
       EntriesOf(AuditEntries(fed().dir() + "/kits/a/state/audit.log"), "vertical_predictions_kept");
   ASSERT_EQ(kept.size(), 1u);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -24,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "cli/command.h"
 #include "cli/stop_signals.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
 #include "ml/dataset_catalog.h"
 #include "ml/sandbox.h"
@@ -249,6 +251,35 @@ Status RunSiloCommand(const SiloCommandOptions& options) {
   return ServeUntilStopped(kit, client_options, &client);
 }
 
+Status SiloPredictionsCommand(const SiloCommandOptions& options) {
+  FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit,
+                           secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kSilo,
+                                                 "`fedsilo silo predictions`"));
+  const std::string vertical =
+      (options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir) + "/vertical";
+  const std::string path = absl::StrCat(vertical, "/", options.run, "/predictions.csv");
+  std::error_code ec;
+  if (options.run.find('/') != std::string::npos || !std::filesystem::exists(path, ec)) {
+    std::vector<std::string> kept;
+    for (const auto& e : std::filesystem::directory_iterator(vertical, ec)) {
+      if (std::filesystem::exists(e.path() / "predictions.csv", ec)) {
+        kept.push_back(e.path().filename().string());
+      }
+    }
+    std::sort(kept.begin(), kept.end());
+    return absl::InvalidArgumentError(absl::StrCat(
+        "silo '", kit.name, "' kept no predictions of run '", options.run, "' in ", vertical,
+        kept.empty() ? " (it keeps those of the vertical jobs that predict, as their label owner)"
+                     : absl::StrCat("; it kept those of: ", absl::StrJoin(kept, ", "))));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(std::string csv, ReadProtectedFile(path));
+  if (options.out.empty()) {
+    std::fwrite(csv.data(), 1, csv.size(), stdout);
+    return absl::OkStatus();
+  }
+  return WriteFileAtomically(options.out, csv);
+}
+
 Status SiloLedgerCommand(const SiloCommandOptions& options) {
   FEDSILO_ASSIGN_OR_RETURN(secure::Kit kit,
                            secure::LoadKitOfKind(options.kit_dir, secure::ParticipantKind::kSilo,
@@ -357,6 +388,14 @@ void RegisterSiloCommand(CLI::App& app, Commands& commands) {
                  "networks only");
   commands.Add(silo, kDaemon, [options] { return RunSiloCommand(*options); });
   commands.Add(ledger, kStateFiles, [options] { return SiloLedgerCommand(*options); });
+  CLI::App* predictions = silo->add_subcommand(
+      "predictions",
+      "Print the predictions the silo kept as the label owner of a vertical job that predicted");
+  predictions->fallthrough();
+  predictions->add_option("run", options->run, "The job's run id (as the silo's log names it)")
+      ->required();
+  predictions->add_option("--out,-o", options->out, "CSV file to write (default: standard output)");
+  commands.Add(predictions, kStateFiles, [options] { return SiloPredictionsCommand(*options); });
 }
 
 }  // namespace fedsilo::cli
