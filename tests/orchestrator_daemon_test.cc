@@ -1873,7 +1873,11 @@ TEST_F(OrchestratorDaemonVerticalTest, ASiloPredictsWithItsPartAndTheLabelOwnerK
   const int64_t intersection = simulated_["psi"]["intersection"].get<int64_t>();
   const nlohmann::json& latest = status["latest_metrics"];
   EXPECT_EQ(latest["global/psi_intersection"].get<int64_t>(), intersection) << latest;
-  EXPECT_GT(latest["global/test_auc"].get<double>(), 0.8) << latest;
+  // Its metrics stay with the label owner: over rows the orchestrator chose,
+  // with the model fixed, they would tell labels.
+  for (const char* metric : {"global/test_auc", "global/test_loss", "global/test_accuracy"}) {
+    EXPECT_FALSE(latest.contains(metric)) << latest;
+  }
   const std::string run = status["run_id"];
   // The predictions stay with the label owner, one per person aligned.
   const std::string csv = Read(fed().dir() + "/kits/a/state/vertical/" + run + "/predictions.csv");

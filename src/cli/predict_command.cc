@@ -90,7 +90,7 @@ Status PredictVertical(const PredictOptions& options, const RunJob& found) {
   run_options.domain = absl::StrCat("fedsilo/vertical/predict/", run_id);
   orchestrator::VerticalRun scoring(job, reach, run_options);
   FEDSILO_ASSIGN_OR_RETURN(orchestrator::VerticalAlignment alignment, scoring.Align());
-  FEDSILO_ASSIGN_OR_RETURN(orchestrator::VerticalResult result, scoring.Train(alignment));
+  FEDSILO_RETURN_IF_ERROR(scoring.Train(alignment).status());
   const std::string csv = owner->PredictionsCsv();
   if (options.out.empty()) {
     std::fwrite(csv.data(), 1, csv.size(), stdout);
@@ -101,7 +101,9 @@ Status PredictVertical(const PredictOptions& options, const RunJob& found) {
                             {"rows", alignment.intersection},
                             {"label_owner_rows", owner->rows()}};
   if (!options.out.empty()) summary["out"] = options.out;
-  for (const auto& [name, value] : result.final_metrics) summary[name] = value;
+  // The rows are the user's own here: the label owner's metrics, which a
+  // run that predicts keeps to itself, are shown.
+  for (const auto& [name, value] : owner->PredictionMetrics()) summary[name] = value;
   if (options.json) {
     std::printf("%s\n", summary.dump().c_str());
   } else if (!options.out.empty()) {

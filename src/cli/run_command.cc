@@ -49,7 +49,14 @@ Status Run(const RunOptions& options) {
     auto it = summary.final_metrics.find(name);
     return it == summary.final_metrics.end() ? 0.0 : it->second;
   };
-  if (!options.sim.quiet) {
+  if (!options.sim.quiet && !summary.predictions.empty()) {
+    std::printf(
+        "done: %lld people scored in %.1fs; the predictions, and their metrics, stay "
+        "with the label owner\n",
+        static_cast<long long>(summary.psi_intersection), summary.wall_seconds);
+    std::printf("  run dir      %s\n  predictions  %s\n", summary.run_dir.c_str(),
+                summary.predictions.c_str());
+  } else if (!options.sim.quiet) {
     std::printf("done: %d rounds in %.1fs; global test accuracy %.4f, loss %.4f",
                 summary.rounds_completed, summary.wall_seconds, metric("accuracy"), metric("loss"));
     if (summary.overhead_fraction >= 0) {

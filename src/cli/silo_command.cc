@@ -27,6 +27,7 @@
 #include "cli/stop_signals.h"
 #include "core/file_seal.h"
 #include "core/file_util.h"
+#include "core/job_config.h"
 #include "ml/dataset_catalog.h"
 #include "ml/sandbox.h"
 #include "secure/audit_log.h"
@@ -259,7 +260,7 @@ Status SiloPredictionsCommand(const SiloCommandOptions& options) {
       (options.state_dir.empty() ? options.kit_dir + "/state" : options.state_dir) + "/vertical";
   const std::string path = absl::StrCat(vertical, "/", options.run, "/predictions.csv");
   std::error_code ec;
-  if (options.run.find('/') != std::string::npos || !std::filesystem::exists(path, ec)) {
+  if (!IsValidRunId(options.run) || !std::filesystem::exists(path, ec)) {
     std::vector<std::string> kept;
     for (const auto& e : std::filesystem::directory_iterator(vertical, ec)) {
       if (std::filesystem::exists(e.path() / "predictions.csv", ec)) {

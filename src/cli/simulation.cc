@@ -36,6 +36,12 @@ class ProgressPrinter : public orchestrator::RoundObserver {
   Status OnRoundEnd(const orchestrator::RoundSummary& s, const ModelState&, int total) override {
     if (first_round_ == 0) first_round_ = s.round;  // a resumed run starts later
     const double eta = s.elapsed_seconds / (s.round - first_round_ + 1) * (total - s.round);
+    if (s.global_metrics.empty()) {  // a vertical job that predicts: its metrics stay
+      std::printf("round %d/%d  silos %d/%d  %s\n", s.round, total, s.silos_succeeded,
+                  s.silos_sampled, FormatDuration(s.round_seconds).c_str());
+      std::fflush(stdout);
+      return absl::OkStatus();
+    }
     std::string line = absl::StrFormat(
         "round %*d/%d  loss %.4f  accuracy %.4f  silos %d/%d  %s  elapsed %s  eta %s",
         static_cast<int>(std::to_string(total).size()), s.round, total,

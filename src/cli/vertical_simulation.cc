@@ -216,10 +216,6 @@ StatusOr<SimulationSummary> RunVerticalSimulation(const SimulationOptions& optio
                                 ? WriteProtectedFile(dir + "/predictions.csv", p->PredictionsCsv())
                                 : silo::KeepPart(dir, run_dir.run_id(), *p));
   }
-  if (scoring && !options.quiet) {
-    std::printf("  predictions: %s/%s/predictions.csv\n", parties_dir.c_str(),
-                job.vertical.label_owner.c_str());
-  }
   SimulationSummary summary;
   summary.run_id = run_dir.run_id();
   summary.run_dir = run_dir.path();

@@ -72,6 +72,16 @@ std::string SealedName(absl::string_view path) {
   if (n >= 4 && parts[n - 4] == "runs" && parts[n - 2] == "checkpoints") {
     return absl::StrJoin(parts.end() - 4, parts.end(), "/");
   }
+  // A vertical run's part or predictions, bound to the run: in a silo's
+  // state (vertical/<run>/), a simulated silo's (silos/<name>/vertical/
+  // <run>/) or a simulated run's (runs/<id>/parties/<party>/).
+  if (n >= 5 && parts[n - 5] == "runs" && parts[n - 3] == "parties") {
+    return absl::StrJoin(parts.end() - 5, parts.end(), "/");
+  }
+  if (n >= 3 && parts[n - 3] == "vertical") {
+    const size_t from = n >= 5 && parts[n - 5] == "silos" ? n - 5 : n - 3;
+    return absl::StrJoin(parts.begin() + static_cast<std::ptrdiff_t>(from), parts.end(), "/");
+  }
   // A simulated silo's state (silos/<name>/): bound to the silo, since every
   // silo of a simulation shares one key ring.
   if (n >= 3 && parts[n - 3] == "silos") return absl::StrJoin(parts.end() - 3, parts.end(), "/");

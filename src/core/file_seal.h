@@ -48,8 +48,10 @@ bool IsSealed(absl::string_view bytes);
 
 // The name a file is sealed under: for a run's files, their path from the
 // "runs" folder (runs/R/final_model.fsm, runs/R/checkpoints/round-0007.fsm);
-// for a simulated silo's, from "silos" (silos/a/privacy-ledger.json); else
-// from a "models" or "checkpoints" folder, else the file name
+// for a simulated silo's, from "silos" (silos/a/privacy-ledger.json); for a
+// vertical run's part or predictions, from "vertical" (vertical/R/top.fsm,
+// silos/a/vertical/R/top.fsm) or from "runs" (runs/R/parties/a/top.fsm);
+// else from a "models" or "checkpoints" folder, else the file name
 // (privacy-ledger.json). Computed from the absolute path, without following
 // links. Moving a state folder keeps its files readable; putting one file in
 // another's place does not.
@@ -57,8 +59,8 @@ std::string SealedName(absl::string_view path);
 
 // How a file in a run or state folder is kept at rest, by its name: whole
 // (models *.fsm, final_model.pt, models/*.pt, privacy-ledger.json,
-// summary.json, job.yaml, a vertical run's predictions.csv), one record per line (metrics.jsonl, audit.log), or
-// not at all (everything else).
+// summary.json, job.yaml, a vertical run's predictions.csv), one record per line (metrics.jsonl,
+// audit.log), or not at all (everything else).
 enum class Protection { kNone, kWhole, kLines };
 Protection ProtectionOf(absl::string_view path);
 

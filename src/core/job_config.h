@@ -355,6 +355,9 @@ std::vector<std::pair<std::string, std::string>> FlattenJobConfig(const JobConfi
 
 // Silo and participant names: 1-64 letters, digits, '-', '_' or '.'.
 bool IsValidSiloName(absl::string_view name);
+// Run ids, as they name folders: 1-128 letters, digits, '-', '_' or '.',
+// but not "." or "..".
+bool IsValidRunId(absl::string_view id);
 
 // Levenshtein distance; used to suggest the nearest valid key or value.
 int EditDistance(absl::string_view a, absl::string_view b);

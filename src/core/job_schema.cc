@@ -1259,11 +1259,7 @@ Status CheckVertical(const Reader& r, const JobConfig& c) {
                    "its own training rows' statistics");
   }
   const std::string& with = c.vertical.predict_with;
-  if (!with.empty() && (with.size() > 128 || with == "." || with == ".." ||
-                        !std::all_of(with.begin(), with.end(), [](char ch) {
-                          return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ||
-                                 ch == '_' || ch == '.';
-                        }))) {
+  if (!with.empty() && !IsValidRunId(with)) {
     return r.Error("vertical.predict_with", "vertical.predict_with",
                    "is not a run id (letters, digits, '-', '_' and '.')");
   }

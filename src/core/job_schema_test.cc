@@ -114,8 +114,7 @@ vertical: {label_owner: telecom, cut_width: 3, top_hidden: [5, 2], gradient_nois
   EXPECT_EQ(again->vertical.predict_with, "fraud-20261206-015242-7f68");
   EXPECT_EQ(again->training.rounds, 1);
   for (const char* bad : {"../../etc", "..", "a/b", "run id"}) {
-    StatusOr<JobConfig> job =
-        ParseJobConfig(written, "job.yaml", {{"vertical.predict_with", bad}});
+    StatusOr<JobConfig> job = ParseJobConfig(written, "job.yaml", {{"vertical.predict_with", bad}});
     ASSERT_FALSE(job.ok()) << bad;
     EXPECT_THAT(std::string(job.status().message()), HasSubstr("is not a run id")) << bad;
   }

@@ -12,7 +12,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 
@@ -76,8 +75,7 @@ TEST(StorageKeysTest, SealedBytesOpenOnlyUnchangedWithTheirKeyAndUnderTheirName)
     ASSERT_FALSE(opened.ok()) << "flip at " << at;
     EXPECT_THAT(std::string(opened.status().message()), HasSubstr("runs/x/final_model.fsm"));
   }
-  StatusOr<std::string> truncated =
-      sealer.Open(sealed.substr(0, sealed.size() - 5), name, "f.fsm");
+  StatusOr<std::string> truncated = sealer.Open(sealed.substr(0, sealed.size() - 5), name, "f.fsm");
   EXPECT_EQ(truncated.status().code(), absl::StatusCode::kDataLoss);
   // Under another name (the file put in another's place): refused.
   StatusOr<std::string> moved = sealer.Open(sealed, "runs/y/final_model.fsm", "y");
@@ -137,6 +135,17 @@ TEST(StorageKeysTest, SealedNamesFollowTheRunAndNotTheFolderItWasMovedTo) {
   EXPECT_EQ(SealedName("w/silos/a/privacy-ledger.json"), "silos/a/privacy-ledger.json");
   EXPECT_NE(SealedName("w/silos/a/privacy-ledger.json"),
             SealedName("w/silos/b/privacy-ledger.json"));
+  // A vertical run's parts and predictions are bound to the run (and, in
+  // simulation, to the party): one run's cannot stand in for another's.
+  EXPECT_EQ(SealedName("kits/bank/state/vertical/r1/bottom.fsm"), "vertical/r1/bottom.fsm");
+  EXPECT_NE(SealedName("state/vertical/r1/predictions.csv"),
+            SealedName("state/vertical/r2/predictions.csv"));
+  EXPECT_EQ(SealedName("w/silos/a/vertical/r1/top.fsm"), "silos/a/vertical/r1/top.fsm");
+  EXPECT_EQ(SealedName("w/runs/r1/parties/bank/statistics.fsm"),
+            "runs/r1/parties/bank/statistics.fsm");
+  EXPECT_EQ(ProtectionOf("state/vertical/r1/predictions.csv"), Protection::kWhole);
+  EXPECT_EQ(ProtectionOf("w/runs/r1/parties/bank/predictions.csv"), Protection::kWhole);
+  EXPECT_EQ(ProtectionOf("work/predictions.csv"), Protection::kNone);  // a user's own file
 }
 
 TEST(StorageKeysTest, KeyRingsRoundTripAndMustBePrivate) {
@@ -206,7 +215,8 @@ TEST(StorageKeysTest, ModelFilesAreSealedWhileASealerIsInstalled) {
   EXPECT_TRUE(IsSealed(*ReadFile(round1)));
   StatusOr<ModelFile> without = ReadModelStateFile(round1);
   EXPECT_EQ(without.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(without.status().message()), HasSubstr(round1 + ": the file is encrypted"));
+  EXPECT_THAT(std::string(without.status().message()),
+              HasSubstr(round1 + ": the file is encrypted"));
   // A plain file where a sealed one belongs is refused, by name.
   const std::string plain = dir + "/runs/r/final_model.fsm";
   ASSERT_TRUE(WriteModelStateFile(plain, m).ok());
@@ -234,10 +244,10 @@ TEST(StorageKeysTest, RotationReencryptsEveryFileUnderTheNewKeyAndFormat) {
   // Metrics: one sealed line, one plain line.
   {
     ScopedSealer sealer(ring);
-    ASSERT_TRUE(WriteFileAtomically(dir + "/runs/a/metrics.jsonl",
-                                    SealLine("{\"round\":1}",
-                                             SealedLineName(dir + "/runs/a/metrics.jsonl", 1)) +
-                                        "\n{\"round\":2}\n")
+    ASSERT_TRUE(WriteFileAtomically(
+                    dir + "/runs/a/metrics.jsonl",
+                    SealLine("{\"round\":1}", SealedLineName(dir + "/runs/a/metrics.jsonl", 1)) +
+                        "\n{\"round\":2}\n")
                     .ok());
   }
 
@@ -282,8 +292,8 @@ TEST(StorageKeysTest, RotationReencryptsEveryFileUnderTheNewKeyAndFormat) {
   const std::vector<std::string> lines = absl::StrSplit(metrics, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 2u);
   for (int i = 0; i < 2; ++i) {
-    StatusOr<std::string> line = OpenLine(
-        lines[i], SealedLineName(dir + "/runs/a/metrics.jsonl", i + 1), "metrics.jsonl");
+    StatusOr<std::string> line =
+        OpenLine(lines[i], SealedLineName(dir + "/runs/a/metrics.jsonl", i + 1), "metrics.jsonl");
     ASSERT_TRUE(line.ok()) << line.status();
     EXPECT_EQ(*line, absl::StrCat("{\"round\":", i + 1, "}"));
   }

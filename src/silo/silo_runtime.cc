@@ -402,14 +402,6 @@ StatusOr<std::string> SiloRuntime::SecureStep(const transport::SecureStepRequest
 
 namespace {
 
-// A run id as the orchestrator makes them: it names a folder here.
-bool IsRunId(const std::string& id) {
-  if (id.empty() || id.size() > 128 || id == "." || id == "..") return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-  });
-}
-
 // Vertical runs a silo keeps open at once (the oldest is dropped).
 constexpr size_t kMaxVerticalRuns = 4;
 // The most a step of a run that is not open here may carry: the opening
@@ -419,7 +411,7 @@ constexpr size_t kMaxOpeningStepBytes = 4096;
 }  // namespace
 
 StatusOr<std::string> SiloRuntime::VerticalStep(const transport::VerticalStepRequest& request) {
-  if (!IsRunId(request.run_id)) {
+  if (!IsValidRunId(request.run_id)) {  // it names a folder here
     return Outgoing(Shareable(absl::InvalidArgumentError(
                         "a vertical step for a job id that is not one (letters, digits, '-', "
                         "'_', '.'; at most 128)")),
@@ -503,7 +495,16 @@ StatusOr<std::string> SiloRuntime::HandleVertical(
   }
   const bool last_round = step.step_case() == pb::Request::kBeginRound &&
                           step.begin_round().round() == run.agent->job().training.rounds;
-  FEDSILO_ASSIGN_OR_RETURN(std::string reply, transport::AnswerVerticalRequest(*run.agent, step));
+  StatusOr<std::string> answered = transport::AnswerVerticalRequest(*run.agent, step);
+  if (!answered.ok()) {
+    // A step that failed part-way may have counted rows it did not score:
+    // the run ends here (and cannot be opened again).
+    auto at = std::find(vertical_order_.begin(), vertical_order_.end(), request.run_id);
+    if (at != vertical_order_.end()) vertical_order_.erase(at);
+    vertical_runs_.erase(open);
+    return answered.status();
+  }
+  std::string reply = *std::move(answered);
   if (last_round) run.last_round = true;
   if (run.last_round && (step.step_case() == pb::Request::kEndRound ||
                          (step.step_case() == pb::Request::kForward && step.forward().test() &&
@@ -547,6 +548,18 @@ Status SiloRuntime::OpenVertical(const std::string& run_id, const JobConfig& job
           absl::StrCat("silo '", silo_name_, "' took part in vertical job '", run_id,
                        "' before; a vertical job is opened once (submit it again)")));
     }
+  }
+  // Nor is a run id used twice, on any dataset: its folder holds what the
+  // silo kept of it (its part, or its predictions).
+  std::error_code ec;
+  if (!state_dir_.empty() &&
+      std::filesystem::exists(absl::StrCat(state_dir_, "/vertical/", run_id), ec)) {
+    return Shareable(absl::FailedPreconditionError(
+        absl::StrCat("silo '", silo_name_, "' took part in vertical job '", run_id,
+                     "' before; a vertical job is opened once (submit it again)")));
+  }
+  if (job.vertical.predict_with == run_id) {
+    return Shareable(absl::InvalidArgumentError("a vertical job cannot predict with itself"));
   }
   FEDSILO_RETURN_IF_ERROR(guard_->CheckJob(dataset, run_id, job));
   DatasetEntry entry = *found;
@@ -614,7 +627,11 @@ Status SiloRuntime::KeepVerticalModels(const std::string& run_id,
   FEDSILO_RETURN_IF_ERROR(MakePrivateDir(dir));
   if (!agent.scoring()) return KeepPart(dir, run_id, agent);
   // The predictions are about the silo's people: they stay here.
-  FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(dir + "/predictions.csv", agent.PredictionsCsv()));
+  const std::string csv = agent.PredictionsCsv();
+  if (csv.empty()) {
+    return Shareable(absl::InternalError("the run's predictions are not every aligned row's"));
+  }
+  FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(dir + "/predictions.csv", csv));
   if (audit_ != nullptr) {
     audit_->Record("vertical_predictions_kept",
                    {{"job", run_id},

@@ -293,11 +293,6 @@ Status VerticalPartyAgent::Prepare(const std::vector<int64_t>& order, int64_t tr
   } else if (label_owner_) {
     num_classes_ = std::max({2, ml::NumClassesOf(train.labels), ml::NumClassesOf(test.labels)});
   }
-  if (labelled_ && ml::NumClassesOf(table_.labels) > num_classes_) {
-    return Shareable(absl::InvalidArgumentError(
-        absl::StrCat(where, ": its rows' labels have more classes than the model of run '",
-                     job_.vertical.predict_with, "' (", num_classes_, ")")));
-  }
   // The party's columns are scaled with its own training rows' statistics:
   // no other party has them, and none needs them. Scoring, with those of
   // the run that trained the model.
@@ -479,11 +474,13 @@ StatusOr<ml::CrossEntropy> VerticalPartyAgent::ScoreTop(
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> input, TopInput(rows, cut_outputs, train));
   const int64_t n = static_cast<int64_t>(rows.positions.size());
   FEDSILO_ASSIGN_OR_RETURN(std::vector<float> logits, top_->Forward(input, n, train));
-  if (!labelled_) {
-    ml::CrossEntropy unlabelled;
-    FEDSILO_ASSIGN_OR_RETURN(unlabelled.log_probabilities,
+  if (scoring()) {
+    // Its labels (if any) are only written beside the predictions, here:
+    // nothing computed from them leaves (see EndRound).
+    ml::CrossEntropy scored;
+    FEDSILO_ASSIGN_OR_RETURN(scored.log_probabilities,
                              ml::LogProbabilitiesOf(logits, n, num_classes_));
-    return unlabelled;
+    return scored;
   }
   const ml::Dataset& d = train ? *train_ : *test_;
   for (int64_t p : rows.positions) labels->push_back(d.labels[static_cast<size_t>(p)]);
@@ -550,8 +547,10 @@ Status VerticalPartyAgent::TopEvaluate(const transport::RowSelection& rows,
 
 StatusOr<transport::RoundMetrics> VerticalPartyAgent::EndRound() {
   const int64_t test_rows = test_ ? test_->size() : 0;
+  const size_t k = static_cast<size_t>(num_classes_);
   if (!label_owner_ || round_ == 0 || round_ended_ || next_batch_ != batches_.size() ||
-      next_test_ != test_rows || eval_log_probabilities_.empty()) {
+      next_test_ != test_rows || eval_log_probabilities_.empty() ||
+      eval_log_probabilities_.size() != static_cast<size_t>(test_rows) * k) {
     return Shareable(absl::FailedPreconditionError(
         "a round's metrics come once, after every batch was trained and every test row scored"));
   }
@@ -559,12 +558,15 @@ StatusOr<transport::RoundMetrics> VerticalPartyAgent::EndRound() {
   transport::RoundMetrics metrics;
   metrics.train_loss =
       train_rows_seen_ > 0 ? train_loss_sum_ / static_cast<double>(train_rows_seen_) : 0;
-  if (scoring()) predictions_ = eval_log_probabilities_;
-  if (!labelled_) {
+  if (scoring()) {
+    // A run that predicts sends no metrics: its model is fixed and every
+    // aligned row is scored, so metrics over two sets of rows the
+    // orchestrator chose would differ by exactly one row's label.
+    predictions_ = std::move(eval_log_probabilities_);
     eval_log_probabilities_.clear();
-    return metrics;  // rows to predict, without labels: nothing to measure
+    return metrics;
   }
-  const size_t n = eval_labels_.size(), k = static_cast<size_t>(num_classes_);
+  const size_t n = eval_labels_.size();
   std::vector<int64_t> predicted(n);
   std::vector<float> positive;
   for (size_t i = 0; i < n; ++i) {
@@ -600,9 +602,46 @@ int64_t VerticalPartyAgent::predicted_rows() const {
   return static_cast<int64_t>(predictions_.size()) / std::max(1, num_classes_);
 }
 
-std::string VerticalPartyAgent::PredictionsCsv() const {
-  if (predictions_.empty()) return "";
+namespace {
+
+// A CSV field: quoted when it holds a comma, a quote or a line break.
+std::string CsvField(const std::string& text) {
+  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char c : text) {
+    if (c == '"') quoted += '"';
+    quoted += c;
+  }
+  return quoted + "\"";
+}
+
+}  // namespace
+
+std::map<std::string, double> VerticalPartyAgent::PredictionMetrics() const {
   const size_t k = static_cast<size_t>(num_classes_);
+  if (!labelled_ || predictions_.empty() || predictions_.size() != aligned_rows_.size() * k) {
+    return {};
+  }
+  std::vector<int64_t> labels, predicted;
+  std::vector<float> positive;
+  double loss = 0;
+  for (size_t i = 0; i < aligned_rows_.size(); ++i) {
+    const int64_t label = table_.labels[static_cast<size_t>(aligned_rows_[i])];
+    if (label < 0 || label >= num_classes_) return {};  // a class the model does not know
+    const float* row = predictions_.data() + i * k;
+    labels.push_back(label);
+    predicted.push_back(std::max_element(row, row + k) - row);
+    if (k == 2) positive.push_back(std::exp(row[1]));
+    loss -= row[label];
+  }
+  return ml::ComputeClassificationMetrics(loss / static_cast<double>(labels.size()), labels,
+                                          predicted, positive)
+      .ToMap();
+}
+
+std::string VerticalPartyAgent::PredictionsCsv() const {
+  const size_t k = static_cast<size_t>(num_classes_);
+  if (predictions_.empty() || predictions_.size() != aligned_rows_.size() * k) return "";
   // The test rows are every aligned row, in the shared order: put them back
   // in the order of the party's own table.
   std::vector<size_t> at(aligned_rows_.size());
@@ -616,7 +655,7 @@ std::string VerticalPartyAgent::PredictionsCsv() const {
   csv += "\n";
   for (size_t i : at) {
     const float* row = predictions_.data() + i * k;
-    absl::StrAppend(&csv, aligned_ids_[i], ",", std::max_element(row, row + k) - row);
+    absl::StrAppend(&csv, CsvField(aligned_ids_[i]), ",", std::max_element(row, row + k) - row);
     for (size_t c = 0; c < k; ++c) absl::StrAppendFormat(&csv, ",%.6f", std::exp(row[c]));
     if (labelled_) absl::StrAppend(&csv, ",", table_.labels[static_cast<size_t>(aligned_rows_[i])]);
     csv += "\n";

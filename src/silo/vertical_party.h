@@ -10,6 +10,7 @@
 #define FEDSILO_SILO_VERTICAL_PARTY_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -135,6 +136,10 @@ class VerticalPartyAgent : public transport::VerticalParty {
   // `id,predicted,p_0,...` (and the label when its rows have one), one line
   // per aligned row, in the order of its own table. Empty elsewhere.
   std::string PredictionsCsv() const;
+  // Their metrics against the label owner's labels ("loss", "accuracy", and
+  // for two classes "precision", "recall", "auc"), for its own use: empty
+  // without labels, or with a label the model has no class for.
+  std::map<std::string, double> PredictionMetrics() const;
   int64_t predicted_rows() const;
 
  private:
