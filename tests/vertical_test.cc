@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <random>
@@ -1025,6 +1026,27 @@ TEST(VerticalTest, ASilosPolicyDecidesWhetherAndWithWhichColumnsItTakesPart) {
   }
 }
 
+// Silos holding `p`'s tables (each with its state in state_dir(name)), and
+// run `run_id` of `job` opened at each in the wire's form.
+struct WireParties {
+  std::vector<SiloSide> silos;
+  std::vector<std::unique_ptr<transport::RemoteVerticalParty>> remote;
+  std::vector<transport::VerticalParty*> pointers;
+};
+StatusOr<WireParties> OpenAtSilos(const People& p, const JobConfig& job, const std::string& run_id,
+                                  const Identities& ids,
+                                  const std::function<std::string(const std::string&)>& state_dir) {
+  WireParties out;
+  for (const std::string& name : job.federation.silos) {
+    out.silos.push_back(MakeSilo(p, name, kAllowVertical, ids.For(name), state_dir(name)));
+    out.remote.push_back(std::make_unique<transport::RemoteVerticalParty>(
+        out.silos.back().connection.get(), job, run_id));
+    FEDSILO_RETURN_IF_ERROR(out.remote.back()->Open());
+    out.pointers.push_back(out.remote.back().get());
+  }
+  return out;
+}
+
 // The area under the ROC curve of a predictions file's p_1 against its
 // labels (the last column).
 double AucOf(const std::string& csv) {
@@ -1064,19 +1086,10 @@ TEST(VerticalTest, ASiloPredictsWithThePartItKeptOfARun) {
   // Trains run `run_id` of `job` at silos holding `p`'s tables.
   const auto train = [&](const People& p, const JobConfig& j,
                          const std::string& run_id) -> StatusOr<orchestrator::VerticalResult> {
-    std::vector<SiloSide> silos;
-    std::vector<std::unique_ptr<transport::RemoteVerticalParty>> remote;
-    std::vector<transport::VerticalParty*> pointers;
-    for (const std::string& name : j.federation.silos) {
-      silos.push_back(MakeSilo(p, name, kAllowVertical, ids.For(name), state(name)));
-      remote.push_back(std::make_unique<transport::RemoteVerticalParty>(
-          silos.back().connection.get(), j, run_id));
-      FEDSILO_RETURN_IF_ERROR(remote.back()->Open());
-      pointers.push_back(remote.back().get());
-    }
+    FEDSILO_ASSIGN_OR_RETURN(WireParties parties, OpenAtSilos(p, j, run_id, ids, state));
     orchestrator::VerticalRunOptions options = Options();
     options.domain = absl::StrCat("fedsilo/vertical/", run_id);
-    orchestrator::VerticalRun vertical(j, pointers, options);
+    orchestrator::VerticalRun vertical(j, parties.pointers, options);
     FEDSILO_ASSIGN_OR_RETURN(orchestrator::VerticalAlignment a, vertical.Align());
     return vertical.Train(a);
   };
@@ -1089,16 +1102,9 @@ TEST(VerticalTest, ASiloPredictsWithThePartItKeptOfARun) {
   JobConfig predict = job;
   predict.vertical.predict_with = "train-1";
   predict.training.rounds = 1;
-  std::vector<SiloSide> silos;
-  std::vector<std::unique_ptr<transport::RemoteVerticalParty>> remote;
-  std::vector<transport::VerticalParty*> pointers;
-  for (const std::string& name : predict.federation.silos) {
-    silos.push_back(MakeSilo(fresh, name, kAllowVertical, ids.For(name), state(name)));
-    remote.push_back(std::make_unique<transport::RemoteVerticalParty>(silos.back().connection.get(),
-                                                                      predict, "score-1"));
-    ASSERT_TRUE(remote.back()->Open().ok());
-    pointers.push_back(remote.back().get());
-  }
+  StatusOr<WireParties> opened_at = OpenAtSilos(fresh, predict, "score-1", ids, state);
+  ASSERT_TRUE(opened_at.ok()) << opened_at.status();
+  const std::vector<transport::VerticalParty*>& pointers = opened_at->pointers;
   orchestrator::VerticalRunOptions options = Options();
   options.domain = "fedsilo/vertical/score-1";
   orchestrator::VerticalRun scoring(predict, pointers, options);
@@ -1149,16 +1155,9 @@ TEST(VerticalTest, ASiloPredictsWithThePartItKeptOfARun) {
   // A step that fails part-way ends the run at the silo: rows it counted but
   // did not score cannot shift the predictions onto other people.
   {
-    std::vector<SiloSide> again;
-    std::vector<std::unique_ptr<transport::RemoteVerticalParty>> parties;
-    std::vector<transport::VerticalParty*> reach;
-    for (const std::string& name : predict.federation.silos) {
-      again.push_back(MakeSilo(fresh, name, kAllowVertical, ids.For(name), state(name)));
-      parties.push_back(std::make_unique<transport::RemoteVerticalParty>(
-          again.back().connection.get(), predict, "score-6"));
-      ASSERT_TRUE(parties.back()->Open().ok());
-      reach.push_back(parties.back().get());
-    }
+    StatusOr<WireParties> again = OpenAtSilos(fresh, predict, "score-6", ids, state);
+    ASSERT_TRUE(again.ok()) << again.status();
+    const std::vector<transport::VerticalParty*>& reach = again->pointers;
     orchestrator::VerticalRunOptions o = Options();
     o.domain = "fedsilo/vertical/score-6";
     StatusOr<orchestrator::VerticalAlignment> aligned =
