@@ -11,13 +11,20 @@
 
 #include <cerrno>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/model_state_file.h"
+#include "core/mutex.h"
 #include "ml/model.h"
 #include "ml/sandbox_protocol.h"
 #include "ml/torchscript_check.h"
@@ -50,6 +57,66 @@ bool IsName(const std::string& s) {
   }
   return true;
 }
+
+// Starts workers from one thread that lives as long as the process: a
+// worker's parent-death signal (PR_SET_PDEATHSIG) follows the thread that
+// started it, not the process, and a session may outlive the thread that
+// opened it (a vertical job's steps come on different threads).
+// A process forked from one with a spawner has none running (only the
+// forking thread lives on in it): it starts its own.
+class Spawner {
+ public:
+  static Spawner& Get() {
+    static std::atomic<Spawner*> current{nullptr};
+    Spawner* spawner = current.load();
+    if (spawner == nullptr || spawner->pid_ != ::getpid()) {
+      static std::mutex* const mu = new std::mutex();
+      std::lock_guard<std::mutex> lock(*mu);
+      spawner = current.load();
+      if (spawner == nullptr || spawner->pid_ != ::getpid()) {
+        spawner = new Spawner();  // never destroyed: its thread runs on
+        current.store(spawner);
+      }
+    }
+    return *spawner;
+  }
+  // posix_spawn's result, run on the spawner's thread.
+  int Run(std::function<int()> spawn) {
+    auto job = std::make_shared<Job>();
+    job->spawn = std::move(spawn);
+    MutexLock lock(&mu_);
+    queue_.push_back(job);
+    cv_.SignalAll();
+    while (!job->done) cv_.Wait(&mu_);
+    return job->result;
+  }
+
+ private:
+  struct Job {
+    std::function<int()> spawn;
+    bool done = false;
+    int result = 0;
+  };
+  Spawner() : pid_(::getpid()) {
+    std::thread([this] { Serve(); }).detach();
+  }
+  void Serve() {
+    MutexLock lock(&mu_);
+    for (;;) {
+      while (queue_.empty()) cv_.Wait(&mu_);
+      std::shared_ptr<Job> job = queue_.front();
+      queue_.erase(queue_.begin());
+      job->result = job->spawn();  // quick: posix_spawn returns once the child runs
+      job->done = true;
+      cv_.SignalAll();
+    }
+  }
+
+  const pid_t pid_;  // of the process whose thread serves
+  Mutex mu_;
+  CondVar cv_;
+  std::vector<std::shared_ptr<Job>> queue_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace
 
@@ -97,7 +164,8 @@ StatusOr<std::unique_ptr<SandboxSession>> SandboxSession::Start(const Sandbox& s
        env2[] = "MKL_NUM_THREADS=1";
   char* envp[] = {env0, env1, env2, nullptr};
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv, envp);
+  const int rc = Spawner::Get().Run(
+      [&] { return ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv, envp); });
   posix_spawn_file_actions_destroy(&actions);
   ::close(fds[1]);
   session->fd_ = fds[0];
@@ -234,6 +302,120 @@ StatusOr<ModelState> SandboxSession::GetState() {
   FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(reply, where_));
   FEDSILO_RETURN_IF_ERROR(CheckLayout(file.state));
   return std::move(file.state);
+}
+
+StatusOr<std::unique_ptr<SandboxedLayers>> SandboxedLayers::Load(
+    const Sandbox& sandbox, std::string where, const std::string& module_bytes,
+    const std::string& submodule, int64_t inputs, int64_t outputs, const TrainingConfig& training,
+    uint64_t seed) {
+  auto layers = std::unique_ptr<SandboxedLayers>(new SandboxedLayers());
+  layers->submodule_ = submodule;
+  layers->inputs_ = inputs;
+  layers->outputs_ = outputs;
+  FEDSILO_ASSIGN_OR_RETURN(layers->session_, SandboxSession::Start(sandbox, std::move(where)));
+  SandboxSession& session = *layers->session_;
+  Writer w;
+  w.Bytes(module_bytes).Bytes(submodule).I64(inputs).I64(outputs);
+  w.U32(static_cast<uint32_t>(training.optimizer))
+      .F64(training.learning_rate)
+      .F64(training.momentum)
+      .F64(training.weight_decay)
+      .U64(seed)
+      .U32(sandbox.check_ops ? 1 : 0);
+  // The submodule's weights are in the module's file: a reply can be no
+  // larger.
+  session.module_bytes_ = module_bytes.size();
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
+                           session.Call(static_cast<uint32_t>(Kind::kSplitLoad), w.str(),
+                                        2 * module_bytes.size() + kSlack));
+  Reader r(reply);
+  ScriptedMisfit misfit;
+  const uint32_t problem = r.U32();
+  misfit.output_shape = r.I64s();
+  const std::string state = r.Bytes();
+  layers->num_parameters_ = r.I64();
+  if (!r.done() || problem > ScriptedMisfit::kNoParameters || misfit.output_shape.size() > 8) {
+    return absl::InternalError(absl::StrCat(session.where_, ": a malformed load reply"));
+  }
+  misfit.problem = static_cast<ScriptedMisfit::Problem>(problem);
+  if (misfit.problem != ScriptedMisfit::kFits) {
+    // Written here from the problem and a shape: shareable.
+    return Shareable(
+        absl::InvalidArgumentError(ScriptedMisfitMessage(misfit, submodule, inputs, outputs)));
+  }
+  FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(state, session.where_));
+  for (const Tensor& t : file.state.tensors()) {
+    if (t.dtype() != DType::kFloat32) {
+      return absl::InternalError(
+          absl::StrCat(session.where_, ": the sandbox sent a tensor not float32"));
+    }
+  }
+  if (file.state.tensors().empty() || layers->num_parameters_ < 1) {
+    return absl::InternalError(absl::StrCat(session.where_, ": a malformed load reply"));
+  }
+  session.layout_ = std::move(file.state);
+  session.state_bytes_ = SerializeModelState(session.layout_).size();
+  return layers;
+}
+
+StatusOr<std::vector<float>> SandboxedLayers::Forward(absl::Span<const float> x, int64_t rows,
+                                                      bool train) {
+  if (rows < 1 || x.size() != static_cast<size_t>(rows * inputs_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected ", rows, " rows of ", inputs_, " values (", rows * inputs_, "), got ", x.size()));
+  }
+  pass_rows_ = 0;
+  Writer w;
+  w.I64(rows).U32(train ? 1 : 0).Floats(x.data(), x.size());
+  const size_t values = static_cast<size_t>(rows * outputs_);
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
+                           session_->Call(static_cast<uint32_t>(Kind::kSplitForward), w.str(),
+                                          4 * static_cast<uint64_t>(values) + kSlack));
+  Reader r(reply);
+  std::vector<float> out = r.Floats();
+  if (!r.done() || out.size() != values) {
+    return absl::InternalError(
+        absl::StrCat(session_->where_, ": the sandbox sent outputs of another size"));
+  }
+  for (float v : out) {
+    if (!std::isfinite(v)) return absl::InternalError("the model's output is not finite");
+  }
+  if (train) pass_rows_ = rows;
+  return out;
+}
+
+StatusOr<std::vector<float>> SandboxedLayers::Backward(absl::Span<const float> output_gradient) {
+  if (pass_rows_ == 0) return absl::FailedPreconditionError("no training pass to go back through");
+  const int64_t rows = pass_rows_;
+  if (output_gradient.size() != static_cast<size_t>(rows * outputs_)) {
+    return absl::InvalidArgumentError(absl::StrCat("expected a gradient of ", rows, " rows of ",
+                                                   outputs_, " values, got ",
+                                                   output_gradient.size(), " values"));
+  }
+  pass_rows_ = 0;
+  Writer w;
+  w.Floats(output_gradient.data(), output_gradient.size());
+  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
+                           session_->Call(static_cast<uint32_t>(Kind::kSplitBackward), w.str(),
+                                          4 * static_cast<uint64_t>(rows * inputs_) + kSlack));
+  Reader r(reply);
+  std::vector<float> back = r.Floats();
+  // A bottom model gives no gradient for its inputs (the party's columns).
+  if (!r.done() || !back.empty()) {
+    return absl::InternalError(absl::StrCat(session_->where_, ": a malformed backward reply"));
+  }
+  return back;
+}
+
+Status SandboxedLayers::SetLearningRate(double learning_rate) {
+  Writer w;
+  w.F64(learning_rate);
+  return session_->Call(static_cast<uint32_t>(Kind::kSplitRate), w.str(), kSlack).status();
+}
+
+std::string SandboxedLayers::Describe() const {
+  return absl::StrCat("torchscript '", submodule_, "' ", inputs_, "->", outputs_, " (sandboxed), ",
+                      num_parameters_, " parameters");
 }
 
 StatusOr<uint64_t> SandboxSession::DatasetId(const DataView& data) {

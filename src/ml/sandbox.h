@@ -31,6 +31,7 @@
 #include "core/model_state.h"
 #include "core/status.h"
 #include "ml/dataset.h"
+#include "ml/split_model.h"
 
 namespace fedsilo::ml {
 
@@ -93,6 +94,7 @@ class SandboxSession {
   pid_t pid() const { return pid_; }
 
  private:
+  friend class SandboxedLayers;
   SandboxSession(Sandbox sandbox, std::string where)
       : sandbox_(std::move(sandbox)), where_(std::move(where)) {}
   // Sends a request and waits for the reply's payload (at most `max_reply`
@@ -112,6 +114,44 @@ class SandboxSession {
   size_t state_bytes_ = 0;   // layout_ serialized: what a reply of weights takes
   size_t module_bytes_ = 0;  // the module's file
   std::vector<std::pair<std::shared_ptr<const Dataset>, uint64_t>> sent_;
+};
+
+// A vertical job's bottom model from its TorchScript module (see
+// LayerStack::LoadTorchScriptHere): the submodule named after the party,
+// loaded, checked and trained in a worker of its own. What the worker sends
+// back is checked for size and finiteness.
+class SandboxedLayers : public SplitLayers {
+ public:
+  // Starts a worker and loads `submodule` of `module_bytes` there, mapping
+  // `inputs` columns to `outputs`, its weight matrices drawn from `seed`.
+  // InvalidArgument, shareable and written here, when an operation is
+  // refused or the submodule does not fit (ScriptedMisfitMessage); Internal
+  // when the worker cannot start or fails.
+  static StatusOr<std::unique_ptr<SandboxedLayers>> Load(const Sandbox& sandbox, std::string where,
+                                                         const std::string& module_bytes,
+                                                         const std::string& submodule,
+                                                         int64_t inputs, int64_t outputs,
+                                                         const TrainingConfig& training,
+                                                         uint64_t seed);
+
+  StatusOr<std::vector<float>> Forward(absl::Span<const float> x, int64_t rows,
+                                       bool train) override;
+  StatusOr<std::vector<float>> Backward(absl::Span<const float> output_gradient) override;
+  Status SetLearningRate(double learning_rate) override;
+  StatusOr<ModelState> Weights() override { return session_->GetState(); }
+  Status SetState(const ModelState& state) override { return session_->SetState(state); }
+  int64_t inputs() const override { return inputs_; }
+  int64_t outputs() const override { return outputs_; }
+  int64_t num_parameters() const override { return num_parameters_; }
+  std::string Describe() const override;
+
+ private:
+  SandboxedLayers() = default;
+
+  std::unique_ptr<SandboxSession> session_;
+  std::string submodule_;
+  int64_t inputs_ = 0, outputs_ = 0, num_parameters_ = 0;
+  int64_t pass_rows_ = 0;  // of the training pass Backward() goes back through
 };
 
 // `fedsilo sandbox-worker`: serves the host on file descriptor 3 until it

@@ -27,6 +27,12 @@ enum class Kind : uint32_t {
   kTrain = 5,     // data set id, indices, training config, seed, objective
   kPredict = 6,   // data set id, indices
   kSave = 7,      // -> TorchScript bytes with the current weights
+  // A vertical job's bottom model (ml/split_model.h), in place of a model:
+  kSplitLoad = 8,       // module bytes, submodule, inputs, outputs, training config, seed,
+                        // check ops -> misfit, output shape, weights, parameters
+  kSplitForward = 9,    // rows, train, values -> outputs
+  kSplitBackward = 10,  // output gradient -> (the inputs' gradient, empty)
+  kSplitRate = 11,      // learning rate
   // worker -> host
   kOk = 100,       // the reply's payload
   kError = 101,    // u32 code, message

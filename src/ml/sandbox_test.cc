@@ -444,9 +444,10 @@ TEST(SandboxTest, TheHostGivesTheWorkerNothingButItsSocket) {
          "fds = {k: v for k, v in fds.items() if not v.startswith('/proc/')}\n"
          "r = {'env': env, 'cwd': os.getcwd(), 'entries': os.listdir('.'), 'fds': fds}\n"
          "with open('"
-      << report << ".tmp', 'w') as f:\n"
-                   "    json.dump(r, f)\n"
-                   "os.rename('"
+      << report
+      << ".tmp', 'w') as f:\n"
+         "    json.dump(r, f)\n"
+         "os.rename('"
       << report << ".tmp', '" << report << "')\n";
   }
   ::chmod(script.c_str(), 0700);
@@ -534,6 +535,208 @@ TEST(SandboxTest, AWorkerDumpsNoCoreAndDiesWithItsHost) {
   }
   EXPECT_FALSE(alive()) << "the worker outlived its host";
   if (alive()) ::kill(worker, SIGKILL);
+}
+
+// A vertical job's module: one bottom model per party, `bank` a linear
+// layer of 3 columns to a cut of 4 with ReLU, `shop` one of 2 columns whose
+// forward() returns 5 outputs, and `thief` one that reads a silo's file.
+std::string BottomsModule() {
+  const std::string path = Dir() + "/bottoms.pt";
+  ScriptedModule bank;
+  bank.parameters = {{"w1", {4, 3}}, {"b1", {4}}};
+  bank.methods =
+      "def forward(self, x):\n"
+      "    return torch.relu(torch.matmul(x, self.w1.t()) + self.b1)\n";
+  ScriptedModule shop;
+  shop.parameters = {{"w", {5, 2}}};
+  shop.methods =
+      "def forward(self, x):\n"
+      "    return torch.matmul(x, self.w.t())\n";
+  ScriptedModule bottoms;
+  bottoms.submodules = {{"bank", bank}, {"shop", shop}};
+  Status written = WriteScriptedModule(bottoms, path);
+  EXPECT_TRUE(written.ok()) << written;
+  return path;
+}
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The submodule named after the party, trained in the sandbox step by step,
+// gives what the built-in layers give from the same weights: the same cut
+// outputs, and after each optimizer step the same weights.
+TEST(SandboxTest, APartysSubmoduleTrainsInTheSandboxAsTheBuiltInLayersDo) {
+  TrainingConfig adam;
+  adam.optimizer = OptimizerKind::kAdam;
+  adam.learning_rate = 0.05;
+  auto scripted = SandboxedLayers::Load(TestSandbox(), "bottoms.pt", ReadBytes(BottomsModule()),
+                                        "bank", 3, 4, adam, 7);
+  ASSERT_TRUE(scripted.ok()) << scripted.status();
+  EXPECT_EQ((*scripted)->num_parameters(), 16);
+  EXPECT_THAT((*scripted)->Describe(), HasSubstr("torchscript 'bank' 3->4"));
+  auto builtin = LayerStack::Create({3, {}, 4, /*relu_output=*/true, false}, adam, 1);
+  ASSERT_TRUE(builtin.ok());
+
+  // The module's file holds zeros: the party drew its weights afresh, from
+  // its seed.
+  auto drawn = (*scripted)->Weights();
+  ASSERT_TRUE(drawn.ok()) << drawn.status();
+  ASSERT_EQ(drawn->tensors().size(), 2u);
+  EXPECT_EQ(drawn->tensors()[0].name(), "w1");
+  float largest = 0;
+  for (float v : drawn->tensors()[0].floats()) largest = std::max(largest, std::abs(v));
+  EXPECT_GT(largest, 0.05f);
+  EXPECT_LT(largest, 1 / std::sqrt(3.0f) + 1e-6f);  // Kaiming-uniform's bound for 3 inputs
+  auto again = SandboxedLayers::Load(TestSandbox(), "bottoms.pt", ReadBytes(BottomsModule()),
+                                     "bank", 3, 4, adam, 8);
+  ASSERT_TRUE(again.ok());
+  EXPECT_NE((*again)->Weights()->tensors()[0].floats(), drawn->tensors()[0].floats());
+
+  // The built-in layers' weights, under the submodule's names.
+  const ModelState start = (*builtin)->GetState();
+  ModelState renamed;
+  ASSERT_TRUE(renamed.Add(Tensor::FromFloats("w1", {4, 3}, start.tensors()[0].floats())).ok());
+  ASSERT_TRUE(renamed.Add(Tensor::FromFloats("b1", {4}, start.tensors()[1].floats())).ok());
+  ASSERT_TRUE((*scripted)->SetState(renamed).ok());
+
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0, 1);
+  for (int step = 0; step < 4; ++step) {
+    std::vector<float> x(6 * 3), grad(6 * 4);
+    for (float& v : x) v = g(rng);
+    for (float& v : grad) v = g(rng);
+    auto a = (*scripted)->Forward(x, 6, true);
+    auto b = (*builtin)->Forward(x, 6, true);
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok());
+    ASSERT_EQ(a->size(), b->size());
+    for (size_t i = 0; i < a->size(); ++i) EXPECT_NEAR((*a)[i], (*b)[i], 1e-5) << i;
+    auto back = (*scripted)->Backward(grad);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_TRUE(back->empty());  // nothing goes back to the party's columns
+    ASSERT_TRUE((*builtin)->Backward(grad).ok());
+  }
+  const ModelState trained = (*scripted)->Weights().value();
+  const ModelState expected = (*builtin)->GetState();
+  for (size_t t = 0; t < 2; ++t) {
+    for (size_t i = 0; i < trained.tensors()[t].floats().size(); ++i) {
+      EXPECT_NEAR(trained.tensors()[t].floats()[i], expected.tensors()[t].floats()[i], 1e-5);
+    }
+  }
+  // It learned something: not the weights it started from.
+  EXPECT_NE(trained.tensors()[0].floats(), renamed.tensors()[0].floats());
+
+  // Out of order or of the wrong size: refused here, before the worker.
+  EXPECT_EQ((*scripted)->Backward(std::vector<float>(24)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*scripted)->Forward(std::vector<float>(5), 2, true).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*scripted)->Forward(std::vector<float>(6), 2, true).ok());
+  EXPECT_EQ((*scripted)->Backward(std::vector<float>(7)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE((*scripted)->SetLearningRate(0.01).ok());
+}
+
+// A submodule that does not fit the party's columns or the cut, or is not
+// there, is refused with a message the host writes (shareable: it names the
+// submodule and shapes, nothing the module said).
+TEST(SandboxTest, ASubmoduleThatDoesNotFitIsRefusedNamingThePartyAndTheShapes) {
+  const std::string bytes = ReadBytes(BottomsModule());
+  const TrainingConfig sgd;
+  auto missing = SandboxedLayers::Load(TestSandbox(), "m", bytes, "telecom", 3, 4, sgd, 1);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("has no submodule 'telecom'"));
+  EXPECT_TRUE(IsShareable(missing.status()));
+
+  auto columns = SandboxedLayers::Load(TestSandbox(), "m", bytes, "bank", 7, 4, sgd, 1);
+  ASSERT_FALSE(columns.ok());
+  EXPECT_THAT(columns.status().message(),
+              HasSubstr("submodule 'bank' of the job's TorchScript module (model.torchscript): "
+                        "its forward() fails on a batch of shape [2, 7]"));
+  EXPECT_TRUE(IsShareable(columns.status()));
+
+  auto cut = SandboxedLayers::Load(TestSandbox(), "m", bytes, "shop", 2, 4, sgd, 1);
+  ASSERT_FALSE(cut.ok());
+  EXPECT_THAT(cut.status().message(), HasSubstr("returned [2, 5]"));
+  EXPECT_THAT(cut.status().message(), HasSubstr("[batch, 2] -> [batch, 4]"));
+
+  auto junk = SandboxedLayers::Load(TestSandbox(), "m", "not a module", "bank", 3, 4, sgd, 1);
+  ASSERT_FALSE(junk.ok());
+  EXPECT_FALSE(IsShareable(junk.status()));  // the worker's words
+}
+
+// A bottom model is untrusted code too: a module whose party's submodule
+// reads a silo's file is refused by the op check (naming the operation),
+// and with the check off the worker's filter stops the read.
+TEST(SandboxTest, ABottomModelThatReadsASiloFileIsRefused) {
+  ScriptedModule thief;
+  thief.parameters = {{"w", {4, 3}}};
+  thief.buffers = {{"loot", {64}}};
+  thief.methods =
+      "def forward(self, x):\n"
+      "    if self.training:\n"
+      "        self.loot = torch.from_file('" +
+      Dir() +
+      "/secret.txt', False, 64, dtype=0).float()\n"
+      "    return torch.matmul(x, self.w.t())\n";
+  (void)Secret();
+  ScriptedModule bottoms;
+  bottoms.submodules = {{"bank", thief}};
+  const std::string path = Dir() + "/thief_bottoms.pt";
+  ASSERT_TRUE(WriteScriptedModule(bottoms, path).ok());
+  auto refused =
+      SandboxedLayers::Load(TestSandbox(), "m", ReadBytes(path), "bank", 3, 4, TrainingConfig(), 1);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("aten::from_file"));
+  EXPECT_TRUE(IsShareable(refused.status()));
+
+  Sandbox unchecked = TestSandbox();
+  unchecked.check_ops = false;
+  auto loaded =
+      SandboxedLayers::Load(unchecked, "m", ReadBytes(path), "bank", 3, 4, TrainingConfig(), 1);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();  // forward() in eval mode reads nothing
+  auto stopped = (*loaded)->Forward(std::vector<float>(6), 2, /*train=*/true);
+  ASSERT_FALSE(stopped.ok());
+  EXPECT_THAT(stopped.status().message(), HasSubstr("from_file"));
+  EXPECT_FALSE(IsShareable(stopped.status()));  // the worker's words stay in the silo
+  auto weights = (*loaded)->Weights();
+  if (weights.ok()) EXPECT_FALSE(HoldsTheSecret(*weights));
+}
+
+// A worker outlives the thread that started it (its parent-death signal
+// follows the thread that spawned it): a vertical job's party is made on
+// one thread and its steps come on others.
+TEST(SandboxTest, AWorkerOutlivesTheThreadThatStartedIt) {
+  StatusOr<std::unique_ptr<SandboxedLayers>> layers = absl::InternalError("not started");
+  std::thread([&] {
+    layers = SandboxedLayers::Load(TestSandbox(), "m", ReadBytes(BottomsModule()), "bank", 3, 4,
+                                   TrainingConfig(), 1);
+  }).join();
+  ASSERT_TRUE(layers.ok()) << layers.status();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto out = (*layers)->Forward(std::vector<float>(6), 2, false);
+  EXPECT_TRUE(out.ok()) << out.status();
+}
+
+// A worker that answers the load of a bottom model with something else.
+TEST(SandboxTest, AMalformedAnswerToABottomModelsLoadFailsTheLoad) {
+  const std::string liar = Dir() + "/split_liar.sh";
+  {
+    std::ofstream s(liar);
+    // kOk with 4 bytes: a problem of 7, and nothing more.
+    s << "#!/bin/sh\nprintf '\\144\\000\\000\\000\\004\\000\\000\\000\\000\\000\\000\\000"
+         "\\007\\000\\000\\000' >&3\nexec /bin/sleep 5\n";
+  }
+  ::chmod(liar.c_str(), 0700);
+  Sandbox hostile{liar};
+  hostile.timeout = std::chrono::seconds(60);
+  auto layers = SandboxedLayers::Load(hostile, "liar", "x", "bank", 3, 4, TrainingConfig(), 1);
+  ASSERT_FALSE(layers.ok());
+  EXPECT_THAT(layers.status().message(), HasSubstr("malformed"));
 }
 
 }  // namespace

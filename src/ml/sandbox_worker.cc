@@ -15,6 +15,7 @@
 #include "ml/model.h"
 #include "ml/sandbox.h"
 #include "ml/sandbox_protocol.h"
+#include "ml/split_model.h"
 #include "ml/torchscript_check.h"
 
 namespace fedsilo::ml {
@@ -51,6 +52,12 @@ class Worker {
   StatusOr<std::string> Handle(const sandbox::Frame& request) {
     Reader r(request.payload);
     const auto malformed = [] { return absl::InvalidArgumentError("a malformed request"); };
+    if (request.kind == Kind::kSplitLoad || request.kind == Kind::kSplitForward ||
+        request.kind == Kind::kSplitBackward || request.kind == Kind::kSplitRate ||
+        (stack_ != nullptr &&
+         (request.kind == Kind::kSetState || request.kind == Kind::kGetState))) {
+      return HandleSplit(request, r);
+    }
     if (request.kind != Kind::kLoad && request.kind != Kind::kData && model_ == nullptr) {
       return absl::FailedPreconditionError("no module loaded");
     }
@@ -154,6 +161,85 @@ class Worker {
     }
   }
 
+  // A vertical job's bottom model: one submodule of the module, trained
+  // step by step.
+  StatusOr<std::string> HandleSplit(const sandbox::Frame& request, Reader& r) {
+    const Kind kind = request.kind;
+    const auto malformed = [] { return absl::InvalidArgumentError("a malformed request"); };
+    if (kind == Kind::kSplitLoad) {
+      if (model_ != nullptr || stack_ != nullptr) {
+        return absl::FailedPreconditionError("a module is loaded already");
+      }
+      const std::string bytes = r.Bytes();
+      const std::string submodule = r.Bytes();
+      LayerStack::Options options;
+      options.inputs = r.I64();
+      options.outputs = r.I64();
+      TrainingConfig training;
+      training.optimizer = static_cast<OptimizerKind>(r.U32());
+      training.learning_rate = r.F64();
+      training.momentum = r.F64();
+      training.weight_decay = r.F64();
+      const uint64_t seed = r.U64();
+      const bool check_ops = r.U32() != 0;
+      if (!r.done() || options.inputs < 1 || options.outputs < 1) return malformed();
+      std::vector<RefusedOp> refused;
+      ScriptedMisfit misfit;
+      StatusOr<std::unique_ptr<LayerStack>> stack = LayerStack::LoadTorchScriptHere(
+          bytes, submodule, options, training, seed, check_ops, &refused, &misfit);
+      if (!refused.empty()) {
+        refused_ = refused.front();
+        return absl::InvalidArgumentError("refused");
+      }
+      Writer w;
+      w.U32(static_cast<uint32_t>(misfit.problem)).I64s(misfit.output_shape);
+      if (misfit.problem != ScriptedMisfit::kFits) {
+        w.Bytes("").I64(0);
+        return std::move(w.str());
+      }
+      if (!stack.ok()) return stack.status();
+      stack_ = std::move(stack).value();
+      w.Bytes(SerializeModelState(stack_->GetState())).I64(stack_->num_parameters());
+      return std::move(w.str());
+    }
+    if (stack_ == nullptr) return absl::FailedPreconditionError("no bottom model loaded");
+    switch (kind) {
+      case Kind::kSplitForward: {
+        const int64_t rows = r.I64();
+        const bool train = r.U32() != 0;
+        const std::vector<float> x = r.Floats();
+        if (!r.done()) return malformed();
+        FEDSILO_ASSIGN_OR_RETURN(std::vector<float> out, stack_->Forward(x, rows, train));
+        Writer w;
+        w.Floats(out.data(), out.size());
+        return std::move(w.str());
+      }
+      case Kind::kSplitBackward: {
+        const std::vector<float> gradient = r.Floats();
+        if (!r.done()) return malformed();
+        FEDSILO_ASSIGN_OR_RETURN(std::vector<float> back, stack_->Backward(gradient));
+        Writer w;
+        w.Floats(back.data(), back.size());
+        return std::move(w.str());
+      }
+      case Kind::kSplitRate: {
+        const double rate = r.F64();
+        if (!r.done()) return malformed();
+        FEDSILO_RETURN_IF_ERROR(stack_->SetLearningRate(rate));
+        return std::string();
+      }
+      case Kind::kSetState: {
+        FEDSILO_ASSIGN_OR_RETURN(ModelFile file, ParseModelState(request.payload, "the host"));
+        FEDSILO_RETURN_IF_ERROR(stack_->SetState(file.state));
+        return std::string();
+      }
+      case Kind::kGetState:
+        return SerializeModelState(stack_->GetState());
+      default:
+        return malformed();
+    }
+  }
+
   // The weights a request carries ("": keep the current ones).
   Status SetStateFrom(const std::string& bytes) {
     if (bytes.empty()) return absl::OkStatus();
@@ -180,6 +266,7 @@ class Worker {
   }
 
   std::unique_ptr<Model> model_;
+  std::unique_ptr<LayerStack> stack_;  // or a vertical job's bottom model
   std::map<uint64_t, std::shared_ptr<const Dataset>> datasets_;
   std::optional<RefusedOp> refused_;
 };

@@ -19,6 +19,9 @@ struct ScriptedModule {
   std::vector<std::pair<std::string, std::vector<int64_t>>> buffers;
   // TorchScript source: `def forward(self, x): ...` and any other methods.
   std::string methods;
+  // Modules held as attributes of this one (as a vertical job's bottom
+  // models are), before its methods are compiled.
+  std::vector<std::pair<std::string, ScriptedModule>> submodules;
 };
 
 // InvalidArgument with TorchScript's message when the source does not compile.

@@ -1,13 +1,17 @@
 #include "ml/split_model.h"
 
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <map>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/mutex.h"
 #include "ml/torch_threads.h"
+#include "ml/torchscript_check.h"
 
 namespace fedsilo::ml {
 namespace {
@@ -53,12 +57,141 @@ TORCH_MODULE(Stack);
 struct LayerStack::Impl {
   Options options;
   Stack net{nullptr};
+  // A TorchScript submodule (in a sandbox's worker) in place of `net`.
+  torch::jit::Module script;
+  bool scripted = false;
+  std::string submodule;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   torch::Tensor input, output;  // of the last training pass
+
+  std::vector<torch::Tensor> Parameters() const {
+    if (!scripted) return net->parameters();
+    std::vector<torch::Tensor> out;
+    for (const auto& p : script.parameters()) out.push_back(p);
+    return out;
+  }
+  // Parameters, then buffers (a built-in stack has none), by name.
+  std::vector<std::pair<std::string, torch::Tensor>> NamedWeights() const {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    if (!scripted) {
+      for (const auto& p : net->named_parameters()) out.emplace_back(p.key(), p.value());
+      return out;
+    }
+    for (const auto& p : script.named_parameters()) out.emplace_back(p.name, p.value);
+    for (const auto& b : script.named_buffers()) out.emplace_back(b.name, b.value);
+    return out;
+  }
+  torch::Tensor Run(const torch::Tensor& x) {
+    if (!scripted) return net->forward(x);
+    c10::IValue out = script.forward({x});
+    if (!out.isTensor()) throw std::runtime_error("forward() did not return a tensor");
+    return out.toTensor();
+  }
+  void Train(bool on) {
+    if (scripted) {
+      script.train(on);
+    } else {
+      net->train(on);
+    }
+  }
 };
+
+namespace {
+
+// Initialisation draws from libtorch's global generator.
+Mutex& InitMutex() {
+  static Mutex mu;
+  return mu;
+}
+
+// Draws every weight matrix of `module` afresh (Kaiming-uniform, as
+// torch.nn.Linear and ConvNd initialise theirs), and the bias beside each
+// (uniform within 1/sqrt(fan_in)).
+void RedrawWeights(const torch::jit::Module& module, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  MutexLock lock(&InitMutex());
+  torch::manual_seed(seed);
+  std::map<std::string, int64_t> fan_in_of;  // by the weight's prefix ("0." of "0.weight")
+  std::vector<std::pair<std::string, torch::Tensor>> biases;
+  for (const auto& p : module.named_parameters()) {
+    torch::Tensor t = p.value;
+    if (t.dim() >= 2) {
+      const int64_t fan_in = std::get<0>(torch::nn::init::_calculate_fan_in_and_fan_out(t));
+      torch::nn::init::kaiming_uniform_(t, std::sqrt(5.0));
+      const std::string& name = p.name;
+      const size_t dot = name.rfind('.');
+      fan_in_of[dot == std::string::npos ? "" : name.substr(0, dot + 1)] = fan_in;
+    } else if (t.dim() == 1) {
+      biases.emplace_back(p.name, t);
+    }
+  }
+  for (auto& [name, t] : biases) {
+    const size_t dot = name.rfind('.');
+    const std::string prefix = dot == std::string::npos ? "" : name.substr(0, dot + 1);
+    const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+    auto it = fan_in_of.find(prefix);
+    if (leaf != "bias" || it == fan_in_of.end() || it->second < 1) continue;
+    const double bound = 1 / std::sqrt(static_cast<double>(it->second));
+    torch::nn::init::uniform_(t, -bound, bound);
+  }
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+}  // namespace
+
+std::string ScriptedMisfitMessage(const ScriptedMisfit& misfit, const std::string& submodule,
+                                  int64_t inputs, int64_t outputs) {
+  const std::string what = absl::StrCat("submodule '", submodule,
+                                        "' of the job's TorchScript module (model.torchscript)");
+  const std::string needs = absl::StrCat("; a party's bottom model maps its ", inputs,
+                                         " columns to the cut layer: [batch, ", inputs,
+                                         "] -> [batch, ", outputs, "] (vertical.cut_width)");
+  switch (misfit.problem) {
+    case ScriptedMisfit::kFits:
+      return what;
+    case ScriptedMisfit::kNoSubmodule:
+      return absl::StrCat(
+          "the job's TorchScript module (model.torchscript) has no submodule '", submodule,
+          "': a vertical job's module holds one bottom model per party, named after it");
+    case ScriptedMisfit::kForwardFails:
+      return absl::StrCat(what, ": its forward() fails on a batch of shape [2, ", inputs, "]",
+                          needs);
+    case ScriptedMisfit::kWrongShape:
+      return absl::StrCat(what, ": its forward() of a batch of shape [2, ", inputs, "] returned ",
+                          misfit.output_shape.empty() ? std::string("something other than a tensor")
+                                                      : ShapeText(misfit.output_shape),
+                          needs);
+    case ScriptedMisfit::kNotFloat32:
+      return absl::StrCat(what, ": a parameter is not float32; fedsilo trains float32 parameters");
+    case ScriptedMisfit::kNoParameters:
+      return absl::StrCat(what, ": it has no parameters to train");
+  }
+  return what;
+}
 
 LayerStack::LayerStack(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LayerStack::~LayerStack() = default;
+
+Status LayerStack::MakeOptimizer(const TrainingConfig& training) {
+  try {
+    if (training.optimizer == OptimizerKind::kAdam) {
+      impl_->optimizer = std::make_unique<torch::optim::Adam>(
+          impl_->Parameters(),
+          torch::optim::AdamOptions(training.learning_rate).weight_decay(training.weight_decay));
+    } else {
+      impl_->optimizer = std::make_unique<torch::optim::SGD>(
+          impl_->Parameters(), torch::optim::SGDOptions(training.learning_rate)
+                                   .momentum(training.momentum)
+                                   .weight_decay(training.weight_decay));
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("libtorch: cannot make the optimizer: ", e.what()));
+  }
+  return absl::OkStatus();
+}
 
 StatusOr<std::unique_ptr<LayerStack>> LayerStack::Create(const Options& options,
                                                          const TrainingConfig& training,
@@ -71,27 +204,93 @@ StatusOr<std::unique_ptr<LayerStack>> LayerStack::Create(const Options& options,
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   try {
-    {
-      // Initialisation draws from libtorch's global generator.
-      static Mutex init_mu;
-      MutexLock lock(&init_mu);
-      torch::manual_seed(seed);
-      impl->net = Stack(options);
-    }
-    if (training.optimizer == OptimizerKind::kAdam) {
-      impl->optimizer = std::make_unique<torch::optim::Adam>(
-          impl->net->parameters(),
-          torch::optim::AdamOptions(training.learning_rate).weight_decay(training.weight_decay));
-    } else {
-      impl->optimizer = std::make_unique<torch::optim::SGD>(
-          impl->net->parameters(), torch::optim::SGDOptions(training.learning_rate)
-                                       .momentum(training.momentum)
-                                       .weight_decay(training.weight_decay));
-    }
+    MutexLock lock(&InitMutex());
+    torch::manual_seed(seed);
+    impl->net = Stack(options);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("libtorch: cannot make the model: ", e.what()));
   }
-  return std::unique_ptr<LayerStack>(new LayerStack(std::move(impl)));
+  auto stack = std::unique_ptr<LayerStack>(new LayerStack(std::move(impl)));
+  FEDSILO_RETURN_IF_ERROR(stack->MakeOptimizer(training));
+  return stack;
+}
+
+StatusOr<std::unique_ptr<LayerStack>> LayerStack::LoadTorchScriptHere(
+    const std::string& module_bytes, const std::string& submodule, const Options& options,
+    const TrainingConfig& training, uint64_t seed, bool check_ops, std::vector<RefusedOp>* refused,
+    ScriptedMisfit* misfit) {
+  *misfit = ScriptedMisfit();
+  if (options.inputs < 1 || options.outputs < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("a bottom model needs inputs and outputs; got ",
+                                                   options.inputs, " and ", options.outputs));
+  }
+  UseOneThreadHere();
+  torch::jit::Module module;
+  try {
+    std::istringstream in(module_bytes);
+    module = torch::jit::load(in);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a TorchScript module (torch.jit.script, then .save()): ",
+                     what.substr(0, what.find('\n'))));
+  }
+  if (check_ops) {
+    *refused = FindRefusedOps(module);
+    if (!refused->empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("refused: ", RefusedOpMessage(refused->front())));
+    }
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->scripted = true;
+  impl->submodule = submodule;
+  const auto misfits = [&](ScriptedMisfit::Problem problem) {
+    misfit->problem = problem;
+    return absl::InvalidArgumentError(
+        ScriptedMisfitMessage(*misfit, submodule, options.inputs, options.outputs));
+  };
+  bool found = false;
+  try {
+    for (const auto& child : module.named_children()) {
+      if (child.name != submodule) continue;
+      impl->script = child.value;
+      found = true;
+    }
+  } catch (const std::exception&) {
+    found = false;
+  }
+  if (!found) return misfits(ScriptedMisfit::kNoSubmodule);
+  const std::vector<torch::Tensor> parameters = impl->Parameters();
+  if (parameters.empty()) return misfits(ScriptedMisfit::kNoParameters);
+  for (const auto& [name, t] : impl->NamedWeights()) {
+    if (t.scalar_type() != torch::kFloat32) return misfits(ScriptedMisfit::kNotFloat32);
+  }
+  try {
+    RedrawWeights(impl->script, seed);
+    for (torch::Tensor p : parameters) p.requires_grad_(true);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("libtorch: cannot draw the weights: ", e.what()));
+  }
+  torch::Tensor out;
+  try {
+    torch::NoGradGuard no_grad;
+    impl->Train(false);
+    c10::IValue value = impl->script.forward({torch::zeros({2, options.inputs}, torch::kFloat32)});
+    if (!value.isTensor()) return misfits(ScriptedMisfit::kWrongShape);
+    out = value.toTensor();
+  } catch (const std::exception&) {
+    return misfits(ScriptedMisfit::kForwardFails);
+  }
+  if (out.dim() != 2 || out.size(0) != 2 || out.size(1) != options.outputs ||
+      out.scalar_type() != torch::kFloat32) {
+    misfit->output_shape.assign(out.sizes().begin(), out.sizes().end());
+    return misfits(ScriptedMisfit::kWrongShape);
+  }
+  auto stack = std::unique_ptr<LayerStack>(new LayerStack(std::move(impl)));
+  FEDSILO_RETURN_IF_ERROR(stack->MakeOptimizer(training));
+  return stack;
 }
 
 StatusOr<std::vector<float>> LayerStack::Forward(absl::Span<const float> x, int64_t rows,
@@ -104,17 +303,17 @@ StatusOr<std::vector<float>> LayerStack::Forward(absl::Span<const float> x, int6
   UseOneThreadHere();
   try {
     torch::Tensor input = FromFloats(x, rows, in);
-    impl_->net->train(train);
+    impl_->Train(train);
     if (!train) {
       torch::NoGradGuard no_grad;
-      torch::Tensor out = impl_->net->forward(input);
+      torch::Tensor out = impl_->Run(input);
       if (!torch::isfinite(out).all().item<bool>()) {
         return absl::InternalError("the model's output is not finite");
       }
       return ToFloats(out);
     }
     if (impl_->options.input_gradient) input.requires_grad_(true);
-    torch::Tensor out = impl_->net->forward(input);
+    torch::Tensor out = impl_->Run(input);
     if (!torch::isfinite(out).all().item<bool>()) {
       return absl::InternalError("the model's output is not finite");
     }
@@ -167,11 +366,11 @@ Status LayerStack::SetLearningRate(double learning_rate) {
 ModelState LayerStack::GetState() const {
   ModelState state;
   torch::NoGradGuard no_grad;
-  for (const auto& p : impl_->net->named_parameters()) {
-    const torch::Tensor c = p.value().detach().contiguous();
+  for (const auto& [name, t] : impl_->NamedWeights()) {
+    const torch::Tensor c = t.detach().to(torch::kFloat32).contiguous();
     std::vector<int64_t> shape(c.sizes().begin(), c.sizes().end());
     (void)state.Add(Tensor::FromFloats(
-        p.key(), shape, absl::MakeConstSpan(c.data_ptr<float>(), static_cast<size_t>(c.numel()))));
+        name, shape, absl::MakeConstSpan(c.data_ptr<float>(), static_cast<size_t>(c.numel()))));
   }
   return state;
 }
@@ -181,10 +380,10 @@ Status LayerStack::SetState(const ModelState& state) {
   torch::NoGradGuard no_grad;
   size_t i = 0;
   try {
-    for (auto& p : impl_->net->named_parameters()) {
+    for (auto& [name, t] : impl_->NamedWeights()) {
       const Tensor& src = state.tensors()[i++];
-      p.value().copy_(torch::from_blob(const_cast<float*>(src.floats().data()), p.value().sizes(),
-                                       torch::kFloat32));
+      t.copy_(
+          torch::from_blob(const_cast<float*>(src.floats().data()), t.sizes(), torch::kFloat32));
     }
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what()));
@@ -197,12 +396,16 @@ int64_t LayerStack::outputs() const { return impl_->options.outputs; }
 
 int64_t LayerStack::num_parameters() const {
   int64_t n = 0;
-  for (const auto& p : impl_->net->parameters()) n += p.numel();
+  for (const auto& p : impl_->Parameters()) n += p.numel();
   return n;
 }
 
 std::string LayerStack::Describe() const {
   const Options& o = impl_->options;
+  if (impl_->scripted) {
+    return absl::StrCat("torchscript '", impl_->submodule, "' ", o.inputs, "->", o.outputs, ", ",
+                        num_parameters(), " parameters");
+  }
   std::vector<int64_t> widths = {o.inputs};
   widths.insert(widths.end(), o.hidden.begin(), o.hidden.end());
   widths.push_back(o.outputs);

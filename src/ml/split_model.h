@@ -20,11 +20,65 @@
 
 namespace fedsilo::ml {
 
+struct RefusedOp;
+
+// One part of a split model, wherever it runs, with its own optimizer
+// (training.optimizer, learning_rate, momentum, weight_decay), which keeps
+// its state from step to step.
+class SplitLayers {
+ public:
+  virtual ~SplitLayers() = default;
+  // The outputs (rows x outputs, row-major) of `x` (rows x inputs). With
+  // `train`, the pass is kept for Backward(). InvalidArgument when `x` is not
+  // rows x inputs values; Internal on a non-finite output.
+  virtual StatusOr<std::vector<float>> Forward(absl::Span<const float> x, int64_t rows,
+                                               bool train) = 0;
+  // Back-propagates the gradient of the loss with respect to the last
+  // training Forward()'s outputs, takes one optimizer step, and returns the
+  // gradient with respect to that pass's inputs (empty unless the layers
+  // were made to give it). FailedPrecondition without a training pass to go
+  // back through; InvalidArgument when the gradient's size is not the
+  // outputs'.
+  virtual StatusOr<std::vector<float>> Backward(absl::Span<const float> output_gradient) = 0;
+  // The optimizer's learning rate from the next step on (training.lr_decay).
+  virtual Status SetLearningRate(double learning_rate) = 0;
+  // The weights (parameters, then buffers).
+  virtual StatusOr<ModelState> Weights() = 0;
+  // InvalidArgument naming the tensor when `state` is not laid out as
+  // Weights().
+  virtual Status SetState(const ModelState& state) = 0;
+  virtual int64_t inputs() const = 0;
+  virtual int64_t outputs() const = 0;
+  virtual int64_t num_parameters() const = 0;
+  // "mlp 9-32-8, 616 parameters".
+  virtual std::string Describe() const = 0;
+};
+
+// Why a TorchScript submodule cannot be a bottom model. Written by the
+// sandbox's host from these facts alone (a module's own words are not
+// trusted): see ScriptedMisfitMessage().
+struct ScriptedMisfit {
+  enum Problem {
+    kFits = 0,
+    kNoSubmodule,   // the module has no submodule of that name
+    kForwardFails,  // its forward() raises on a batch of zeros
+    kWrongShape,    // its forward() returns another shape than [batch, outputs]
+    kNotFloat32,    // a parameter is not float32
+    kNoParameters,  // it has nothing to train
+  };
+  Problem problem = kFits;
+  std::vector<int64_t> output_shape;  // kWrongShape: what forward() returned
+};
+
+// "submodule 'bank' of the job's TorchScript module: its forward() ...".
+std::string ScriptedMisfitMessage(const ScriptedMisfit& misfit, const std::string& submodule,
+                                  int64_t inputs, int64_t outputs);
+
 // Fully connected layers fc1, fc2, ... of widths hidden..., outputs, with
 // ReLU after each but the last (and after the last too with relu_output),
-// and its own optimizer (training.optimizer, learning_rate, momentum,
-// weight_decay), which keeps its state from step to step.
-class LayerStack {
+// and its own optimizer; or, in the sandbox's worker, a submodule of a
+// TorchScript module (LoadTorchScriptHere).
+class LayerStack : public SplitLayers {
  public:
   struct Options {
     int64_t inputs = 0;
@@ -41,36 +95,44 @@ class LayerStack {
   static StatusOr<std::unique_ptr<LayerStack>> Create(const Options& options,
                                                       const TrainingConfig& training,
                                                       uint64_t seed);
-  ~LayerStack();
+  // The submodule `submodule` of the TorchScript module `module_bytes`
+  // (a module holding one submodule per party), mapping options.inputs
+  // columns to options.outputs. Only in a sandbox's worker: loading runs the
+  // module's code. With `check_ops`, every operation of the whole module is
+  // checked first (ml/torchscript_check.h): `*refused` gets the first
+  // refused one. `*misfit` says why a submodule does not fit. Every weight
+  // matrix (a parameter of two or more dimensions) and the bias beside it is
+  // drawn afresh from `seed` (libtorch's default initialisation for linear
+  // and convolution layers): weights the job's author knows would let the
+  // first cut-layer outputs be turned back into the party's columns.
+  // InvalidArgument when the bytes are not a TorchScript module, an
+  // operation is refused, or the submodule does not fit.
+  static StatusOr<std::unique_ptr<LayerStack>> LoadTorchScriptHere(
+      const std::string& module_bytes, const std::string& submodule, const Options& options,
+      const TrainingConfig& training, uint64_t seed, bool check_ops,
+      std::vector<RefusedOp>* refused, ScriptedMisfit* misfit);
+  ~LayerStack() override;
   LayerStack(const LayerStack&) = delete;
   LayerStack& operator=(const LayerStack&) = delete;
 
-  // The outputs (rows x outputs, row-major) of `x` (rows x inputs). With
-  // `train`, the pass is kept for Backward(). InvalidArgument when `x` is not
-  // rows x inputs values; Internal on a non-finite output.
-  StatusOr<std::vector<float>> Forward(absl::Span<const float> x, int64_t rows, bool train);
-  // Back-propagates the gradient of the loss with respect to the last
-  // training Forward()'s outputs, takes one optimizer step, and returns the
-  // gradient with respect to that pass's inputs (empty unless
-  // input_gradient). FailedPrecondition without a training pass to go back
-  // through; InvalidArgument when the gradient's size is not the outputs'.
-  StatusOr<std::vector<float>> Backward(absl::Span<const float> output_gradient);
-  // The optimizer's learning rate from the next step on (training.lr_decay).
-  Status SetLearningRate(double learning_rate);
+  StatusOr<std::vector<float>> Forward(absl::Span<const float> x, int64_t rows,
+                                       bool train) override;
+  StatusOr<std::vector<float>> Backward(absl::Span<const float> output_gradient) override;
+  Status SetLearningRate(double learning_rate) override;
+  StatusOr<ModelState> Weights() override { return GetState(); }
+  Status SetState(const ModelState& state) override;
+  int64_t inputs() const override;
+  int64_t outputs() const override;
+  int64_t num_parameters() const override;
+  std::string Describe() const override;
 
   ModelState GetState() const;
-  // InvalidArgument naming the tensor when `state` is not laid out as
-  // GetState().
-  Status SetState(const ModelState& state);
-  int64_t inputs() const;
-  int64_t outputs() const;
-  int64_t num_parameters() const;
-  // "mlp 9-32-8, 616 parameters".
-  std::string Describe() const;
 
  private:
   struct Impl;
   explicit LayerStack(std::unique_ptr<Impl> impl);
+  // The optimizer over the layers' parameters.
+  Status MakeOptimizer(const TrainingConfig& training);
   std::unique_ptr<Impl> impl_;
 };
 
