@@ -1888,4 +1888,72 @@ TEST(CliTest, AVerticalRunPredictsNewPeopleWithEveryPartysPart) {
   EXPECT_EQ(FileBytes(LastJson(sealed_job.out)["predictions"]).substr(0, 5), "FSEAL");
 }
 
+// The parties' own bottom models, from a TorchScript module with one per
+// party (examples/vertical/bottoms.pt, written by make_bottoms.py): trained
+// in simulation and with silo processes, kept with each party's part, and
+// predicting new people.
+TEST(CliTest, AVerticalJobTrainsThePartiesOwnTorchScriptBottomModels) {
+  const std::string dir = Workdir("vertical-torchscript");
+  fs::copy(Example("vertical/catalogs"), dir + "/catalogs", fs::copy_options::recursive);
+  fs::copy(Example("vertical/fraud-vertical.yaml"), dir + "/fraud-vertical.yaml");
+  ASSERT_EQ(Fedsilo("generate fraud-vertical --out " + dir + "/data").status, 0);
+  ASSERT_EQ(Fedsilo("generate fraud-vertical --out " + dir + "/new --seed 8").status, 0);
+  const auto run_in = [&](const std::string& workdir) {
+    return "run " + dir + "/fraud-vertical.yaml --workdir " + workdir +
+           " --json --set training.rounds=3 --set model.torchscript=" +
+           Example("vertical/bottoms.pt");
+  };
+  const std::string run = run_in(dir);
+  Output trained = Fedsilo(run);
+  ASSERT_EQ(trained.status, 0) << trained.err;
+  const nlohmann::json summary = LastJson(trained.out);
+  EXPECT_GT(summary["final"]["auc"].get<double>(), 0.85) << summary;
+  const std::string parts = summary["final_model"];
+  for (const char* party : {"bank", "telecom", "retailer"}) {
+    EXPECT_EQ(FileBytes(parts + "/" + party + "/bottom.pt"),
+              FileBytes(Example("vertical/bottoms.pt")))
+        << party;
+  }
+  const std::string run_id = summary["run_id"];
+  Output scored =
+      Fedsilo("predict " + run_id + " --workdir " + dir + " --json --data bank=" + dir +
+              "/new/bank.csv --data telecom=" + dir + "/new/telecom.csv --data retailer=" + dir +
+              "/new/retailer.csv --out " + dir + "/p.csv");
+  ASSERT_EQ(scored.status, 0) << scored.err;
+  EXPECT_GT(LastJson(scored.out)["auc"].get<double>(), 0.85);
+
+  Output silos = Fedsilo(run + " --processes");
+  ASSERT_EQ(silos.status, 0) << silos.err;
+  EXPECT_GT(LastJson(silos.out)["final"]["auc"].get<double>(), 0.85);
+  EXPECT_TRUE(
+      fs::exists(LastJson(silos.out)["final_model"].get<std::string>() + "/telecom/bottom.pt"));
+
+  // Kept sealed with a key ring, and predicted with from there.
+  const std::string ring = dir + "/ring.yaml";
+  ASSERT_EQ(Fedsilo("keys new " + ring).status, 0);
+  const std::string in_sealed = run_in(dir + "/sealed");
+  Output sealed = Fedsilo(in_sealed + " --set training.rounds=1 --storage-keys " + ring);
+  ASSERT_EQ(sealed.status, 0) << sealed.err;
+  const nlohmann::json sealed_summary = LastJson(sealed.out);
+  EXPECT_EQ(FileBytes(sealed_summary["final_model"].get<std::string>() + "/retailer/bottom.pt")
+                .substr(0, 5),
+            "FSEAL");
+  Output sealed_job =
+      Fedsilo(in_sealed + " --storage-keys " + ring +
+              " --set vertical.predict_with=" + sealed_summary["run_id"].get<std::string>());
+  ASSERT_EQ(sealed_job.status, 0) << sealed_job.err;
+
+  // A module without the parties' bottom models, or whose bottom models do
+  // not give the cut layer: refused naming the party, before any id is
+  // blinded.
+  Output whole = Fedsilo(run + " --set model.torchscript=" + Example("torchscript/digits_net.pt"));
+  EXPECT_EQ(whole.status, 2);
+  EXPECT_THAT(whole.err, HasSubstr("party 'bank': the job's TorchScript module (model.torchscript) "
+                                   "has no submodule 'bank'"));
+  EXPECT_THAT(whole.out + whole.err, Not(HasSubstr("private set intersection")));
+  Output narrow = Fedsilo(run + " --set vertical.cut_width=4");
+  EXPECT_EQ(narrow.status, 2);
+  EXPECT_THAT(narrow.err, HasSubstr("returned [2, 8]"));
+}
+
 }  // namespace

@@ -1761,15 +1761,35 @@ class OrchestratorDaemonVerticalTest : public SharedFederationTest<OrchestratorD
           << "  customers: {csv: " << csv << ", id: customer_id" << more << "}\n"
           << "  customers-private: {csv: " << csv << ", id: customer_id" << more << "}\n";
     }
+    // Bottom models of the parties' own design (a TorchScript module with
+    // one per party: 5 columns at a, the 2 b exposes, 5 at c), which every
+    // silo's policy lists.
+    module_ = fed.dir() + "/bottoms.pt";
+    {
+      ml::ScriptedModule bottoms;
+      for (const auto& [party, columns] :
+           std::vector<std::pair<std::string, int64_t>>{{"a", 5}, {"b", 2}, {"c", 5}}) {
+        ml::ScriptedModule bottom;
+        bottom.parameters = {{"weight", {8, columns}}, {"bias", {8}}};
+        bottom.methods =
+            "def forward(self, x):\n"
+            "    return torch.relu(torch.matmul(x, self.weight.t()) + self.bias)\n";
+        bottoms.submodules.emplace_back(party, bottom);
+      }
+      if (!ml::WriteScriptedModule(bottoms, module_).ok()) return "the bottom models' module";
+    }
+    const std::string allowed =
+        absl::StrCat("allowed_models: [sha256:", secure::BytesDigest(Read(module_)), "]");
     // The telecom exposes two of its columns; the retailer keeps its second
     // dataset out of vertical jobs (the default).
-    std::ofstream(fed.dir() + "/a-policy.yaml") << "defaults: {vertical: {allow: true}}\n";
+    std::ofstream(fed.dir() + "/a-policy.yaml")
+        << "defaults: {vertical: {allow: true}, " << allowed << "}\n";
     std::ofstream(fed.dir() + "/b-policy.yaml")
-        << "defaults: {vertical: {allow: true}}\n"
+        << "defaults: {vertical: {allow: true}, " << allowed << "}\n"
         << "datasets:\n  customers:\n    vertical:\n      allow: true\n"
         << "      columns: [sim_swaps_90d, device_changes_90d]\n";
     std::ofstream(fed.dir() + "/c-policy.yaml")
-        << "datasets:\n  customers: {vertical: {allow: true}}\n";
+        << "datasets:\n  customers: {vertical: {allow: true}, " << allowed << "}\n";
     if (!fed.StartOrchestrator()) return Read(fed.dir() + "/orchestrator.log");
     for (const char* s : {"a", "b", "c"}) {
       fed.StartSilo(s, {"--datasets", fed.dir() + "/" + s + "-catalog.yaml", "--policy",
@@ -1808,10 +1828,21 @@ class OrchestratorDaemonVerticalTest : public SharedFederationTest<OrchestratorD
     if (fed.User("submit " + predict).status != 0) return "submit of the predicting job";
     Output predicted = fed.User("status job-3 --wait");
     if (predicted.status != 0) return "job-3: " + predicted.out + predicted.err;
+    // The same job with the TorchScript bottom models, which `fedsilo submit`
+    // ships beside it.
+    const std::string scripted = fed.WriteJob(
+        "scripted",
+        absl::StrReplaceAll(job, {{"model: {name: mlp, hidden: [16]}",
+                                   "model: {name: torchscript, torchscript: '" + module_ + "'}"},
+                                  {"rounds: 3", "rounds: 2"}}));
+    if (fed.User("submit " + scripted).status != 0) return "submit of the TorchScript job";
+    Output scripted_done = fed.User("status job-4 --wait");
+    if (scripted_done.status != 0) return "job-4: " + scripted_done.out + scripted_done.err;
     return "";
   }
 
  protected:
+  static inline std::string module_;
   static inline std::string trained_run_;
   static inline std::string job_;
   static inline nlohmann::json simulated_;
@@ -1852,17 +1883,18 @@ TEST_F(OrchestratorDaemonVerticalTest, EachPartyAuditsWhatItRevealedAndKeepsItsM
     }
     std::sort(blinded_for.begin(), blinded_for.end());
     EXPECT_EQ(blinded_for, peers) << silo;
-    // Only the job that trained keeps models (the refused one never began;
+    // Only the jobs that trained keep models (the refused one never began;
     // the one that predicts keeps its predictions at the label owner).
-    std::vector<std::string> runs;
+    std::set<std::string> runs;
     for (const auto& e : fs::directory_iterator(fed().dir() + "/kits/" + silo + "/state/vertical"))
-      if (fs::exists(e.path() / "bottom.fsm")) runs.push_back(e.path().string());
-    ASSERT_EQ(runs.size(), 1u) << silo;
-    EXPECT_EQ(fs::path(runs[0]).filename(), trained_run_);
-    EXPECT_TRUE(fs::exists(runs[0] + "/bottom.fsm")) << runs[0];
-    EXPECT_EQ(fs::exists(runs[0] + "/top.fsm"), silo == "a") << runs[0];
+      if (fs::exists(e.path() / "bottom.fsm")) runs.insert(e.path().filename().string());
+    EXPECT_EQ(runs, (std::set<std::string>{trained_run_, fed().Status("job-4")["run_id"]})) << silo;
+    const std::string kept = fed().dir() + "/kits/" + silo + "/state/vertical/" + trained_run_;
+    EXPECT_TRUE(fs::exists(kept + "/bottom.fsm")) << kept;
+    EXPECT_EQ(fs::exists(kept + "/top.fsm"), silo == "a") << kept;
+    EXPECT_FALSE(fs::exists(kept + "/bottom.pt")) << kept;  // a built-in bottom model
     // The telecom's bottom model reads the two columns its policy exposes.
-    if (silo == "b") EXPECT_EQ(Tensors(runs[0] + "/bottom.fsm").tensors()[0].shape().back(), 2);
+    if (silo == "b") EXPECT_EQ(Tensors(kept + "/bottom.fsm").tensors()[0].shape().back(), 2);
   }
 }
 
@@ -1900,6 +1932,33 @@ TEST_F(OrchestratorDaemonVerticalTest, ASiloPredictsWithItsPartAndTheLabelOwnerK
   ASSERT_EQ(kept.size(), 1u);
   EXPECT_EQ(kept[0]["data"]["rows"], std::to_string(intersection));
   EXPECT_EQ(kept[0]["data"]["predict_with"], trained_run_);
+}
+
+// Bottom models from the job's TorchScript module: shipped by submit, kept
+// by the orchestrator and each silo under its digest, run in each silo's
+// sandbox (each party its own submodule), and kept with each party's part.
+TEST_F(OrchestratorDaemonVerticalTest, TorchScriptBottomModelsShipWithTheJobAndTrainAtEachSilo) {
+  const nlohmann::json status = fed().Status("job-4");
+  ASSERT_EQ(status["state"], "done") << status;
+  EXPECT_EQ(status["rounds_completed"], 2);
+  EXPECT_GT(status["latest_metrics"]["global/test_auc"].get<double>(), 0.7) << status;
+  const std::string module = Read(module_);
+  const std::string digest = secure::BytesDigest(module);
+  EXPECT_EQ(ReadFileOpeningSealed(fed().dir() + "/state/models/" + digest + ".pt").value_or(""),
+            module);
+  const std::string run = status["run_id"];
+  for (const char* silo : {"a", "b", "c"}) {
+    const std::string state = fed().dir() + "/kits/" + silo + "/state";
+    EXPECT_EQ(ReadFileOpeningSealed(state + "/models/" + digest + ".pt").value_or(""), module)
+        << silo;
+    EXPECT_EQ(ReadFileOpeningSealed(state + "/vertical/" + run + "/bottom.pt").value_or(""), module)
+        << silo;
+    // The submodule's weights, trained: [8, columns] (b's policy exposes 2).
+    const ModelState bottom = Tensors(state + "/vertical/" + run + "/bottom.fsm");
+    ASSERT_EQ(bottom.tensors().size(), 2u) << silo;
+    EXPECT_EQ(bottom.tensors()[0].name(), "weight");
+    EXPECT_EQ(bottom.tensors()[0].shape().back(), std::string(silo) == "b" ? 2 : 5) << silo;
+  }
 }
 
 TEST_F(OrchestratorDaemonVerticalTest, ASilosPolicyKeepsItsDatasetOutOfVerticalJobs) {

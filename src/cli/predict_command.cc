@@ -71,6 +71,7 @@ Status PredictVertical(const PredictOptions& options, const RunJob& found) {
   silo::VerticalPartyAgent* owner = nullptr;
   for (const std::string& name : parties) {
     silo::VerticalPartyOptions party;
+    party.sandbox = ml::Sandbox::ThisProgram();  // for a TorchScript bottom model
     FEDSILO_ASSIGN_OR_RETURN(
         silo::KeptPart kept,
         silo::ReadKeptPart(absl::StrCat(run_dir.path(), "/parties/", name), name, run_id));

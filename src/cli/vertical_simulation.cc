@@ -42,6 +42,12 @@ Status CopyKept(const std::string& from, const std::string& to, bool predictions
     FEDSILO_RETURN_IF_ERROR(
         WriteModelStateFile(absl::StrCat(to, "/", file), model.state, model.metadata));
   }
+  // The TorchScript module a bottom model came from.
+  std::error_code ec;
+  if (std::filesystem::exists(from + "/bottom.pt", ec)) {
+    FEDSILO_ASSIGN_OR_RETURN(std::string module, ReadProtectedFile(from + "/bottom.pt"));
+    FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(to + "/bottom.pt", module));
+  }
   return absl::OkStatus();
 }
 
@@ -60,6 +66,12 @@ StatusOr<std::vector<std::unique_ptr<silo::VerticalPartyAgent>>> MakeParties(
                                                      " has no dataset '", job.data.dataset, "'"));
     }
     silo::VerticalPartyOptions options;
+    // A TorchScript module runs in a sandbox, as at a silo.
+    options.sandbox = ml::Sandbox::ThisProgram();
+    if (job.model.kind == ModelKind::kTorchScript && job.vertical.predict_with.empty()) {
+      FEDSILO_ASSIGN_OR_RETURN(std::string module, ReadFileOpeningSealed(job.model.torchscript));
+      options.module = std::make_shared<const std::string>(std::move(module));
+    }
     if (const std::string& with = job.vertical.predict_with; !with.empty()) {
       FEDSILO_ASSIGN_OR_RETURN(
           silo::KeptPart kept,
@@ -82,11 +94,16 @@ void PrintHeader(const JobConfig& job, const orchestrator::JobRun& run,
     std::printf("          %-10s %lld rows, %zu features\n", p->name().c_str(),
                 static_cast<long long>(p->rows()), p->features().size());
   }
+  std::string bottom = "linear";
+  if (job.model.kind == ModelKind::kTorchScript) {
+    bottom = absl::StrCat("the party's submodule of ",
+                          std::filesystem::path(job.model.torchscript).filename().string(),
+                          " (sandboxed)");
+  } else if (job.model.kind == ModelKind::kMlp && !job.model.hidden.empty()) {
+    bottom = absl::StrCat("mlp [", absl::StrJoin(job.model.hidden, ", "), "]");
+  }
   std::printf(
-      "  model   split: bottom %s to %d at each party, top %s\n",
-      job.model.kind == ModelKind::kMlp && !job.model.hidden.empty()
-          ? absl::StrCat("mlp [", absl::StrJoin(job.model.hidden, ", "), "]").c_str()
-          : "linear",
+      "  model   split: bottom %s to %d at each party, top %s\n", bottom.c_str(),
       job.vertical.cut_width,
       job.vertical.top_hidden.empty()
           ? "linear"

@@ -103,10 +103,12 @@ Protection ProtectionOf(absl::string_view path) {
   if (ext == ".pt" && (file == "final_model.pt" || p.parent_path().filename() == "models")) {
     return Protection::kWhole;
   }
-  // A vertical run's predictions, at its label owner (a silo's
-  // vertical/<run>/, a simulated run's parties/<party>/).
+  // A vertical run's predictions, at its label owner, and a party's
+  // TorchScript bottom model (a silo's vertical/<run>/, a simulated run's
+  // parties/<party>/).
   const std::string above = p.parent_path().parent_path().filename().string();
-  if (file == "predictions.csv" && (above == "vertical" || above == "parties")) {
+  if ((file == "predictions.csv" || file == "bottom.pt") &&
+      (above == "vertical" || above == "parties")) {
     return Protection::kWhole;
   }
   if (file == "metrics.jsonl" || file == "audit.log") return Protection::kLines;

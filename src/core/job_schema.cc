@@ -1231,11 +1231,14 @@ Status CheckVertical(const Reader& r, const JobConfig& c) {
                                 "table: name a dataset of the parties' catalogs that has an `id` "
                                 "column"));
   }
-  if (c.model.kind != ModelKind::kMlp && c.model.kind != ModelKind::kLogistic) {
+  if (c.model.kind != ModelKind::kMlp && c.model.kind != ModelKind::kLogistic &&
+      c.model.kind != ModelKind::kTorchScript) {
     return r.Error("model.name", "model.name",
                    absl::StrCat("is '", ModelKindName(c.model.kind),
                                 "'; a vertical job's bottom models are mlp (model.hidden, then "
-                                "the cut layer) or logistic (the cut layer alone)"));
+                                "the cut layer), logistic (the cut layer alone), or the "
+                                "submodules of a TorchScript module named after the parties "
+                                "(model.torchscript)"));
   }
   // (Tested by value: a resolved job, written back, has every key.)
   if (c.strategy.name != "fedavg" || c.strategy.max_update_norm > 0) {

@@ -448,9 +448,16 @@ Status JobManager::RunVerticalJob(const JobRecord& record, const JobConfig& job,
         std::make_unique<transport::RemoteVerticalParty>(connections.back().get(), job, run_id));
     pointers.push_back(parties.back().get());
   }
+  // The bottom models' module goes to every party with the job.
+  std::string torchscript;
+  if (job.model.kind == ModelKind::kTorchScript) {
+    FEDSILO_ASSIGN_OR_RETURN(JobConfig local, ResolveModule(job));
+    FEDSILO_ASSIGN_OR_RETURN(torchscript, ReadFileOpeningSealed(local.model.torchscript));
+  }
   // Each party checks the job against its policy and reads its table.
   for (const auto& party : parties) {
-    FEDSILO_RETURN_IF_ERROR(Annotate(party->Open(), absl::StrCat("party '", party->name(), "'")));
+    FEDSILO_RETURN_IF_ERROR(
+        Annotate(party->Open(torchscript), absl::StrCat("party '", party->name(), "'")));
   }
   Event(record.id, "info",
         absl::StrCat("every party (", absl::StrJoin(job.federation.silos, ", "),

@@ -41,7 +41,11 @@ std::vector<std::string> SiloRuntime::DatasetNames() const {
 }
 
 StatusOr<std::string> SiloRuntime::ModulePath(const transport::TaskRequest& request) {
-  const JobConfig& job = *request.job;
+  return ModulePath(*request.job, request.torchscript);
+}
+
+StatusOr<std::string> SiloRuntime::ModulePath(const JobConfig& job,
+                                              const std::string* torchscript) {
   if (job.model.kind != ModelKind::kTorchScript) return std::string();
   const std::string& name = job.model.torchscript;
   StatusOr<std::string> shipped = ShippedModuleDigest(name);
@@ -63,13 +67,13 @@ StatusOr<std::string> SiloRuntime::ModulePath(const transport::TaskRequest& requ
     }
     const std::string path = ShippedModulePath(state_dir_ + "/models", digest);
     std::error_code ec;
-    if (request.torchscript != nullptr && !std::filesystem::exists(path, ec)) {
-      if (secure::BytesDigest(*request.torchscript) != digest) {
+    if (torchscript != nullptr && !torchscript->empty() && !std::filesystem::exists(path, ec)) {
+      if (secure::BytesDigest(*torchscript) != digest) {
         return Shareable(absl::InvalidArgumentError(
             absl::StrCat("the TorchScript module sent does not match its digest ", name)));
       }
       FEDSILO_RETURN_IF_ERROR(MakePrivateDir(state_dir_ + "/models"));
-      FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(path, *request.torchscript));
+      FEDSILO_RETURN_IF_ERROR(WriteProtectedFile(path, *torchscript));
     }
     if (!std::filesystem::exists(path, ec)) {
       return Shareable(absl::FailedPreconditionError(
@@ -405,8 +409,10 @@ namespace {
 // Vertical runs a silo keeps open at once (the oldest is dropped).
 constexpr size_t kMaxVerticalRuns = 4;
 // The most a step of a run that is not open here may carry: the opening
-// step is small (its job comes beside it).
+// step is small (its job comes beside it), but for the job's TorchScript
+// module when it has one (fedsilo submit sends at most 64 MiB).
 constexpr size_t kMaxOpeningStepBytes = 4096;
+constexpr size_t kMaxModuleBytes = size_t{64} << 20;
 
 }  // namespace
 
@@ -437,7 +443,12 @@ StatusOr<std::string> SiloRuntime::HandleVertical(
     std::map<std::string, std::string>* audit_fields) {
   namespace pb = fedsilo::v1::vertical;
   auto open = vertical_runs_.find(request.run_id);
-  if (open == vertical_runs_.end() && request.payload.size() > kMaxOpeningStepBytes) {
+  const size_t opening_bytes =
+      kMaxOpeningStepBytes +
+      (request.job != nullptr && request.job->model.kind == ModelKind::kTorchScript
+           ? kMaxModuleBytes
+           : 0);
+  if (open == vertical_runs_.end() && request.payload.size() > opening_bytes) {
     // Not parsed: no run is open here for it to be about.
     return Shareable(absl::FailedPreconditionError(
         absl::StrCat("silo '", silo_name_, "' has no vertical job '", request.run_id, "' open")));
@@ -454,7 +465,9 @@ StatusOr<std::string> SiloRuntime::HandleVertical(
                      {{"job", request.run_id},
                       {"job_digest", secure::BytesDigest(JobConfigToYaml(*request.job))}});
     }
-    FEDSILO_RETURN_IF_ERROR(OpenVertical(request.run_id, *request.job));
+    const std::string& module = step.open().torchscript();
+    FEDSILO_RETURN_IF_ERROR(
+        OpenVertical(request.run_id, *request.job, module.empty() ? nullptr : &module));
     *audit_event = "vertical_job_opened";
     return transport::OpenedReply();
   }
@@ -516,7 +529,8 @@ StatusOr<std::string> SiloRuntime::HandleVertical(
   return reply;
 }
 
-Status SiloRuntime::OpenVertical(const std::string& run_id, const JobConfig& job) {
+Status SiloRuntime::OpenVertical(const std::string& run_id, const JobConfig& job,
+                                 const std::string* torchscript) {
   if (job.kind != JobKind::kVertical) {
     return Shareable(absl::InvalidArgumentError("the job is not a vertical job (kind: vertical)"));
   }
@@ -600,8 +614,28 @@ Status SiloRuntime::OpenVertical(const std::string& run_id, const JobConfig& job
     FEDSILO_ASSIGN_OR_RETURN(
         KeptPart kept,
         ReadKeptPart(absl::StrCat(state_dir_, "/vertical/", with), silo_name_, with));
+    if (!kept.module.empty()) {
+      // The module was allowed when the run trained; the policy must still
+      // allow it.
+      StatusOr<std::string> shipped = ShippedModuleDigest(kept.job.model.torchscript);
+      if (shipped.ok() && !shipped->empty()) {
+        FEDSILO_RETURN_IF_ERROR(guard_->CheckModel(dataset, secure::BytesDigest(kept.module)));
+      }
+    }
     options.kept = std::make_shared<const KeptPart>(std::move(kept));
+  } else if (job.model.kind == ModelKind::kTorchScript) {
+    // Its bottom model is a submodule of the job's module: checked against
+    // the policy and kept as a horizontal job's.
+    FEDSILO_ASSIGN_OR_RETURN(const std::string path, ModulePath(job, torchscript));
+    StatusOr<std::string> bytes = ReadFileOpeningSealed(path);
+    if (!bytes.ok()) {
+      return DataError(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("silo '", silo_name_, "': cannot read the job's module"),
+                       bytes.status().message());
+    }
+    options.module = std::make_shared<const std::string>(*std::move(bytes));
   }
+  if (sandbox_ != nullptr) options.sandbox = *sandbox_;
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<VerticalPartyAgent> agent,
                            VerticalPartyAgent::Create(silo_name_, job, entry, options));
   // Admitted (durably, in the ledger) once everything else holds.

@@ -94,8 +94,10 @@ class SiloRuntime : public transport::SiloHandler {
                                        std::string* audit_event,
                                        std::map<std::string, std::string>* audit_fields);
   // Opens the party's side of run `run_id` of `job` (once: the ledger keeps
-  // the runs it opened).
-  Status OpenVertical(const std::string& run_id, const JobConfig& job);
+  // the runs it opened), with the job's TorchScript module when it came
+  // with the step (null otherwise).
+  Status OpenVertical(const std::string& run_id, const JobConfig& job,
+                      const std::string* torchscript);
   // Keeps the party's models once the run's last round ended.
   Status KeepVerticalModels(const std::string& run_id, const VerticalPartyAgent& agent) const;
   // What RunTask() does, before it is audited.
@@ -129,6 +131,8 @@ class SiloRuntime : public transport::SiloHandler {
   // against the policy (default deny) and its digest and kept in
   // <state>/models/; a module named by path only from --models-dir.
   StatusOr<std::string> ModulePath(const transport::TaskRequest& request);
+  // The same for `job`, whose module came as `torchscript` (null: did not).
+  StatusOr<std::string> ModulePath(const JobConfig& job, const std::string* torchscript);
 
   std::string silo_name_;
   DatasetCatalog catalog_;

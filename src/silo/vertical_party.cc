@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/file_seal.h"
 #include "core/file_util.h"
 #include "core/model_state_file.h"
 #include "core/seeded_shuffle.h"
@@ -34,7 +35,10 @@ VerticalPartyAgent::VerticalPartyAgent(std::string name, const JobConfig& job,
       min_intersection_(options.min_intersection),
       table_(std::move(table)) {
   kept_ = job_.vertical.predict_with.empty() ? nullptr : options.kept;
+  module_ = options.module;
+  sandbox_ = options.sandbox;
   if (kept_ != nullptr) {
+    module_ = std::make_shared<const std::string>(kept_->module);
     // The split model is the kept run's: its layers, cut and columns' coding.
     job_.model = kept_->job.model;
     job_.vertical.cut_width = kept_->job.vertical.cut_width;
@@ -100,6 +104,22 @@ StatusOr<std::unique_ptr<VerticalPartyAgent>> VerticalPartyAgent::Create(
     schema.categorical = model.categorical;
     if (!owner) schema.label.clear();
   }
+  const ModelConfig& model = scoring ? options.kept->job.model : job.model;
+  if (model.kind == ModelKind::kTorchScript) {
+    const bool have = scoring ? !options.kept->module.empty()
+                              : options.module != nullptr && !options.module->empty();
+    if (!have) {
+      return Shareable(absl::FailedPreconditionError(absl::StrCat(
+          where, scoring ? absl::StrCat(": its part of run '", options.kept->run_id,
+                                        "' has no TorchScript module (bottom.pt)")
+                         : std::string(": the job's TorchScript module (model.torchscript) did "
+                                       "not come with it"))));
+    }
+    if (!options.sandbox.has_value()) {
+      return Shareable(absl::FailedPreconditionError(
+          absl::StrCat(where, ": has no sandbox to run the job's TorchScript module in")));
+    }
+  }
   if (owner && !scoring && dataset.schema.label.empty()) {
     return Shareable(absl::InvalidArgumentError(absl::StrCat(
         where, ": is the label owner, but its catalog names no label column (datasets.",
@@ -135,6 +155,18 @@ StatusOr<std::unique_ptr<VerticalPartyAgent>> VerticalPartyAgent::Create(
   auto agent = std::unique_ptr<VerticalPartyAgent>(
       new VerticalPartyAgent(std::move(name), job, *std::move(table), options));
   agent->id_column_ = dataset.schema.id;
+  if (agent->job_.model.kind == ModelKind::kTorchScript) {
+    // Loaded (and checked against the party's columns) now, before any id
+    // is blinded: the job's module, in a sandbox; its submodule named after
+    // the party.
+    StatusOr<std::unique_ptr<ml::SandboxedLayers>> bottom = ml::SandboxedLayers::Load(
+        *agent->sandbox_,
+        absl::StrCat("its bottom model (submodule '", agent->name_, "' of model.torchscript)"),
+        *agent->module_, agent->name_, static_cast<int64_t>(agent->table_.features.size()),
+        agent->job_.vertical.cut_width, agent->job_.training, agent->model_seed_);
+    if (!bottom.ok()) return Annotate(bottom.status(), where);
+    agent->bottom_ = *std::move(bottom);
+  }
   return agent;
 }
 
@@ -314,9 +346,11 @@ Status VerticalPartyAgent::Prepare(const std::vector<int64_t>& order, int64_t tr
   const std::vector<int>& hidden = job_.model.kind == ModelKind::kMlp ? job_.model.hidden : none;
   const int64_t features = static_cast<int64_t>(table_.features.size());
   const int64_t cut = job_.vertical.cut_width;
-  FEDSILO_ASSIGN_OR_RETURN(
-      bottom_, ml::LayerStack::Create({features, hidden, cut, /*relu_output=*/true, false},
-                                      job_.training, model_seed_));
+  if (bottom_ == nullptr) {  // a TorchScript one is loaded as the party is made
+    FEDSILO_ASSIGN_OR_RETURN(
+        bottom_, ml::LayerStack::Create({features, hidden, cut, /*relu_output=*/true, false},
+                                        job_.training, model_seed_));
+  }
   if (label_owner_) {
     const size_t parties = job_.federation.silos.size();
     FEDSILO_ASSIGN_OR_RETURN(
@@ -583,8 +617,14 @@ StatusOr<transport::RoundMetrics> VerticalPartyAgent::EndRound() {
   return metrics;
 }
 
-ModelState VerticalPartyAgent::BottomState() const {
-  return bottom_ != nullptr ? bottom_->GetState() : ModelState();
+StatusOr<ModelState> VerticalPartyAgent::BottomState() const {
+  if (bottom_ == nullptr) return ModelState();
+  return bottom_->Weights();
+}
+
+const std::string& VerticalPartyAgent::module() const {
+  static const std::string* const kNone = new std::string();
+  return module_ != nullptr ? *module_ : *kNone;
 }
 
 ModelState VerticalPartyAgent::TopState() const {
@@ -668,6 +708,7 @@ namespace {
 constexpr char kBottomFile[] = "bottom.fsm";
 constexpr char kTopFile[] = "top.fsm";
 constexpr char kStatisticsFile[] = "statistics.fsm";
+constexpr char kModuleFile[] = "bottom.pt";
 
 }  // namespace
 
@@ -681,8 +722,13 @@ Status KeepPart(const std::string& dir, const std::string& run_id,
                                   {"job_yaml", JobConfigToYaml(job)},
                                   {"id_column", agent.id_column()},
                                   {"classes", std::to_string(agent.classes())}};
+  FEDSILO_ASSIGN_OR_RETURN(ModelState bottom, agent.BottomState());
+  if (!agent.module().empty()) {
+    FEDSILO_RETURN_IF_ERROR(
+        WriteProtectedFile(absl::StrCat(dir, "/", kModuleFile), agent.module()));
+  }
   FEDSILO_RETURN_IF_ERROR(
-      WriteModelStateFile(absl::StrCat(dir, "/", kBottomFile), agent.BottomState(), metadata));
+      WriteModelStateFile(absl::StrCat(dir, "/", kBottomFile), bottom, metadata));
   FEDSILO_RETURN_IF_ERROR(WriteModelStateFile(absl::StrCat(dir, "/", kStatisticsFile),
                                               agent.sums().ToState(), metadata));
   if (agent.label_owner()) {
@@ -739,6 +785,17 @@ StatusOr<KeptPart> ReadKeptPart(const std::string& dir, const std::string& party
   FEDSILO_ASSIGN_OR_RETURN(kept.sums,
                            FeatureSums::FromState(sums, absl::StrCat(dir, "/", kStatisticsFile)));
   if (kept.job.vertical.label_owner == party) FEDSILO_RETURN_IF_ERROR(read(kTopFile, &kept.top));
+  if (kept.job.model.kind == ModelKind::kTorchScript) {
+    const std::string path = absl::StrCat(dir, "/", kModuleFile);
+    StatusOr<std::string> module = ReadProtectedFile(path);
+    if (!module.ok() || module->empty()) {
+      return DataError(
+          absl::StatusCode::kFailedPrecondition,
+          absl::StrCat(where, ": its kept ", kModuleFile, " of run '", run_id, "' cannot be read"),
+          module.ok() ? path + " is empty" : std::string(module.status().message()));
+    }
+    kept.module = *std::move(module);
+  }
   return kept;
 }
 

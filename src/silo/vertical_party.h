@@ -22,6 +22,7 @@
 #include "core/model_state.h"
 #include "core/status.h"
 #include "ml/dataset.h"
+#include "ml/sandbox.h"
 #include "ml/split_model.h"
 #include "ml/tabular.h"
 #include "privacy/secure_random.h"
@@ -43,12 +44,16 @@ struct KeptPart {
   FeatureSums sums;       // of the party's training rows
   std::string id_column;  // of the party's dataset in that run
   int classes = 2;
+  // The run's TorchScript module (model.torchscript), whose submodule named
+  // after the party is its bottom model; empty for a built-in one.
+  std::string module;
 };
 
 class VerticalPartyAgent;
 
 // Writes `agent`'s part of run `run_id` into `dir` (which exists): bottom.fsm,
-// top.fsm at the label owner, and statistics.fsm (the sums as a ModelState).
+// top.fsm at the label owner, statistics.fsm (the sums as a ModelState), and
+// bottom.pt, the job's TorchScript module, when its bottom model is one.
 // Sealed when the process seals its files.
 Status KeepPart(const std::string& dir, const std::string& run_id, const VerticalPartyAgent& agent);
 // The part of party `party` of run `run_id` kept in `dir`. FailedPrecondition
@@ -81,6 +86,11 @@ struct VerticalPartyOptions {
   // A job with vertical.predict_with: the party's part of that run, which
   // scores its rows (required then; unused otherwise).
   std::shared_ptr<const KeptPart> kept;
+  // A job with model.torchscript: the module's bytes (required then), whose
+  // submodule named after the party is its bottom model, and where that runs
+  // (required then: a module is untrusted code).
+  std::shared_ptr<const std::string> module;
+  std::optional<ml::Sandbox> sandbox;
 };
 
 class VerticalPartyAgent : public transport::VerticalParty {
@@ -118,10 +128,12 @@ class VerticalPartyAgent : public transport::VerticalParty {
   // After Align(): the ids of the aligned rows in the shared order (training
   // rows first); what the party keeps to know whom a prediction is about.
   const std::vector<std::string>& aligned_ids() const { return aligned_ids_; }
-  // The trained models: the bottom model, and the top model at the label
-  // owner (empty elsewhere).
-  ModelState BottomState() const;
+  // The trained models: the bottom model (Internal when its sandbox fails),
+  // and the top model at the label owner (empty elsewhere).
+  StatusOr<ModelState> BottomState() const;
   ModelState TopState() const;
+  // The job's TorchScript module ("" for a built-in bottom model).
+  const std::string& module() const;
   // "mlp 9-32-8, 616 parameters" (and the top model at the label owner).
   std::string Describe() const;
   // Scoring (vertical.predict_with): every aligned row is a test row, and
@@ -172,6 +184,8 @@ class VerticalPartyAgent : public transport::VerticalParty {
   std::string name_;
   JobConfig job_;
   std::shared_ptr<const KeptPart> kept_;
+  std::shared_ptr<const std::string> module_;
+  std::optional<ml::Sandbox> sandbox_;
   std::string id_column_;
   FeatureSums sums_;
   std::vector<int64_t> aligned_rows_;  // rows of table_, in the shared order
@@ -191,7 +205,8 @@ class VerticalPartyAgent : public transport::VerticalParty {
   std::vector<std::string> aligned_ids_;
   std::shared_ptr<ml::Dataset> train_, test_;
   int num_classes_ = 0;
-  std::unique_ptr<ml::LayerStack> bottom_, top_;
+  std::unique_ptr<ml::SplitLayers> bottom_;
+  std::unique_ptr<ml::LayerStack> top_;
   privacy::SecureRandom noise_;
   // The round under way: its batches, how many were asked for, how many
   // test rows were scored, and (at the label owner) what they gave.

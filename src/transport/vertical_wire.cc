@@ -102,9 +102,9 @@ StatusOr<pb::Reply> RemoteVerticalParty::Call(const pb::Request& request, uint64
   return reply;
 }
 
-Status RemoteVerticalParty::Open() {
+Status RemoteVerticalParty::Open(const std::string& torchscript) {
   pb::Request request;
-  request.mutable_open();
+  request.mutable_open()->set_torchscript(torchscript);
   return Call(request, kSmallReplyBytes, pb::Reply::kDone, &job_).status();
 }
 

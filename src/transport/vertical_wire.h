@@ -28,9 +28,10 @@ class RemoteVerticalParty : public VerticalParty {
   // `run_id` of `job`.
   RemoteVerticalParty(SiloConnection* connection, const JobConfig& job, std::string run_id);
 
-  // Opens the party's side of the run, sending it the job: the silo checks it
-  // against its policy and reads its table. Call first.
-  Status Open();
+  // Opens the party's side of the run, sending it the job (and `torchscript`,
+  // the job's module, unless empty): the silo checks it against its policy
+  // and reads its table. Call first.
+  Status Open(const std::string& torchscript = "");
 
   const std::string& name() const override { return connection_->silo_name(); }
   StatusOr<BlindedSet> BlindOwnIds(const std::string& domain) override;
