@@ -292,12 +292,16 @@ std::vector<std::unique_ptr<ml::LayerStack>> TrainCentrally(
     parts.push_back(
         ml::LayerStack::Create({columns, job.model.hidden, cut, true, false}, job.training, Seed(i))
             .value());
+    privacy::SecureRandom random = silo::TestWeightsRandom(Seed(i));
+    EXPECT_TRUE(ml::DrawInitialWeights(*parts.back(), random).ok());
     if (parties[i] == job.vertical.label_owner) owner = i;
   }
   parts.push_back(ml::LayerStack::Create({cut * static_cast<int64_t>(parties.size()),
                                           job.vertical.top_hidden, 2, false, true},
                                          job.training, Seed(owner) + 1)
                       .value());
+  privacy::SecureRandom top_random = silo::TestWeightsRandom(Seed(owner) + 1);
+  EXPECT_TRUE(ml::DrawInitialWeights(*parts.back(), top_random).ok());
   ml::LayerStack& top = *parts.back();
   for (int round = 1; round <= job.training.rounds; ++round) {
     for (const std::vector<int64_t>& batch : VerticalBatches(job, round, train_rows)) {
@@ -360,14 +364,16 @@ TEST(VerticalTest, SplitLearningEqualsCentralTrainingOnTheJoinedTable) {
   for (const std::vector<std::string>& names :
        {std::vector<std::string>{"bank", "shop"},
         std::vector<std::string>{"shop", "bank", "telco"}}) {
-    const JobConfig job = Job(names);
+    JobConfig job = Job(names);
+    job.training.rounds = 6;
     Parties parties = Make(p, job);
     orchestrator::VerticalRun run(job, Pointers(parties), Options());
     StatusOr<orchestrator::VerticalAlignment> a = run.Align();
     ASSERT_TRUE(a.ok()) << a.status();
     StatusOr<orchestrator::VerticalResult> trained = run.Train(*a);
     ASSERT_TRUE(trained.ok()) << trained.status();
-    EXPECT_EQ(trained->rounds_completed, 3);
+    EXPECT_EQ(trained->rounds_completed, 6);
+    std::printf("%zu parties: test AUC %.4f\n", names.size(), trained->final_metrics.at("auc"));
     std::vector<std::set<std::string>> sets;
     for (const std::string& name : names) {
       sets.push_back(name == "bank" ? p.at_bank : name == "shop" ? p.at_shop : p.at_telco);
@@ -1185,6 +1191,22 @@ TEST(VerticalTest, TorchScriptBottomModelsRunInEachSilosSandboxAndPredict) {
     ASSERT_TRUE(csv.ok()) << csv.status();
     std::printf("AUC of the kept TorchScript parts on new people: %.4f\n", AucOf(*csv));
     EXPECT_GT(AucOf(*csv), 0.75);
+  }
+
+  // A module swapped into a kept part is not the one its weights were
+  // trained in: refused.
+  {
+    const std::string kept = state("shop") + "/vertical/ts-1/bottom.pt";
+    const std::string original = ReadProtectedFile(kept).value();
+    ASSERT_TRUE(
+        WriteProtectedFile(kept, BottomsModule(p.dir + "/other.pt", parties, 6) + " ").ok());
+    std::vector<SiloSide> at;
+    std::vector<std::unique_ptr<transport::RemoteVerticalParty>> reach;
+    Status refused = open(fresh, predict, "ts-score-3", allowing, "", &at, &reach);
+    EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(refused.message()),
+                HasSubstr("is not the module its part was trained in"));
+    ASSERT_TRUE(WriteProtectedFile(kept, original).ok());
   }
 
   // A silo runs only the modules its owner listed (default deny), and only

@@ -9,16 +9,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -70,8 +69,8 @@ class Spawner {
     static std::atomic<Spawner*> current{nullptr};
     Spawner* spawner = current.load();
     if (spawner == nullptr || spawner->pid_ != ::getpid()) {
-      static std::mutex* const mu = new std::mutex();
-      std::lock_guard<std::mutex> lock(*mu);
+      static Mutex* const mu = new Mutex();
+      MutexLock lock(mu);
       spawner = current.load();
       if (spawner == nullptr || spawner->pid_ != ::getpid()) {
         spawner = new Spawner();  // never destroyed: its thread runs on
@@ -164,8 +163,13 @@ StatusOr<std::unique_ptr<SandboxSession>> SandboxSession::Start(const Sandbox& s
        env2[] = "MKL_NUM_THREADS=1";
   char* envp[] = {env0, env1, env2, nullptr};
   pid_t pid = -1;
-  const int rc = Spawner::Get().Run(
-      [&] { return ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv, envp); });
+  int rc = EAGAIN;
+  try {
+    rc = Spawner::Get().Run(
+        [&] { return ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv, envp); });
+  } catch (const std::exception&) {
+    rc = EAGAIN;  // no thread to start it from
+  }
   posix_spawn_file_actions_destroy(&actions);
   ::close(fds[1]);
   session->fd_ = fds[0];
@@ -306,8 +310,7 @@ StatusOr<ModelState> SandboxSession::GetState() {
 
 StatusOr<std::unique_ptr<SandboxedLayers>> SandboxedLayers::Load(
     const Sandbox& sandbox, std::string where, const std::string& module_bytes,
-    const std::string& submodule, int64_t inputs, int64_t outputs, const TrainingConfig& training,
-    uint64_t seed) {
+    const std::string& submodule, int64_t inputs, int64_t outputs, const TrainingConfig& training) {
   auto layers = std::unique_ptr<SandboxedLayers>(new SandboxedLayers());
   layers->submodule_ = submodule;
   layers->inputs_ = inputs;
@@ -320,7 +323,6 @@ StatusOr<std::unique_ptr<SandboxedLayers>> SandboxedLayers::Load(
       .F64(training.learning_rate)
       .F64(training.momentum)
       .F64(training.weight_decay)
-      .U64(seed)
       .U32(sandbox.check_ops ? 1 : 0);
   // The submodule's weights are in the module's file: a reply can be no
   // larger.
@@ -334,7 +336,10 @@ StatusOr<std::unique_ptr<SandboxedLayers>> SandboxedLayers::Load(
   misfit.output_shape = r.I64s();
   const std::string state = r.Bytes();
   layers->num_parameters_ = r.I64();
-  if (!r.done() || problem > ScriptedMisfit::kNoParameters || misfit.output_shape.size() > 8) {
+  // A shape goes into a message that leaves the silo: a few small numbers.
+  bool shape_ok = misfit.output_shape.size() <= 4;
+  for (int64_t d : misfit.output_shape) shape_ok = shape_ok && d >= 0 && d <= (int64_t{1} << 20);
+  if (!r.done() || problem > ScriptedMisfit::kNoParameters || !shape_ok) {
     return absl::InternalError(absl::StrCat(session.where_, ": a malformed load reply"));
   }
   misfit.problem = static_cast<ScriptedMisfit::Problem>(problem);
@@ -395,9 +400,9 @@ StatusOr<std::vector<float>> SandboxedLayers::Backward(absl::Span<const float> o
   pass_rows_ = 0;
   Writer w;
   w.Floats(output_gradient.data(), output_gradient.size());
-  FEDSILO_ASSIGN_OR_RETURN(std::string reply,
-                           session_->Call(static_cast<uint32_t>(Kind::kSplitBackward), w.str(),
-                                          4 * static_cast<uint64_t>(rows * inputs_) + kSlack));
+  FEDSILO_ASSIGN_OR_RETURN(
+      std::string reply,
+      session_->Call(static_cast<uint32_t>(Kind::kSplitBackward), w.str(), kSlack));
   Reader r(reply);
   std::vector<float> back = r.Floats();
   // A bottom model gives no gradient for its inputs (the party's columns).
@@ -405,6 +410,19 @@ StatusOr<std::vector<float>> SandboxedLayers::Backward(absl::Span<const float> o
     return absl::InternalError(absl::StrCat(session_->where_, ": a malformed backward reply"));
   }
   return back;
+}
+
+StatusOr<ModelState> SandboxedLayers::Weights() {
+  FEDSILO_ASSIGN_OR_RETURN(ModelState state, session_->GetState());
+  for (const Tensor& t : state.tensors()) {
+    for (float v : t.floats()) {
+      if (!std::isfinite(v)) {
+        return absl::InternalError(absl::StrCat(session_->where_, ": the sandbox sent weight '",
+                                                t.name(), "' with values that are not finite"));
+      }
+    }
+  }
+  return state;
 }
 
 Status SandboxedLayers::SetLearningRate(double learning_rate) {

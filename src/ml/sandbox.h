@@ -123,22 +123,23 @@ class SandboxSession {
 class SandboxedLayers : public SplitLayers {
  public:
   // Starts a worker and loads `submodule` of `module_bytes` there, mapping
-  // `inputs` columns to `outputs`, its weight matrices drawn from `seed`.
-  // InvalidArgument, shareable and written here, when an operation is
-  // refused or the submodule does not fit (ScriptedMisfitMessage); Internal
-  // when the worker cannot start or fails.
+  // `inputs` columns to `outputs`, with the weights the file holds (a party
+  // draws its own: DrawInitialWeights). InvalidArgument, shareable and
+  // written here, when an operation is refused or the submodule does not
+  // fit (ScriptedMisfitMessage); Internal when the worker cannot start or
+  // fails.
   static StatusOr<std::unique_ptr<SandboxedLayers>> Load(const Sandbox& sandbox, std::string where,
                                                          const std::string& module_bytes,
                                                          const std::string& submodule,
                                                          int64_t inputs, int64_t outputs,
-                                                         const TrainingConfig& training,
-                                                         uint64_t seed);
+                                                         const TrainingConfig& training);
 
   StatusOr<std::vector<float>> Forward(absl::Span<const float> x, int64_t rows,
                                        bool train) override;
   StatusOr<std::vector<float>> Backward(absl::Span<const float> output_gradient) override;
   Status SetLearningRate(double learning_rate) override;
-  StatusOr<ModelState> Weights() override { return session_->GetState(); }
+  // Internal when a weight is not finite.
+  StatusOr<ModelState> Weights() override;
   Status SetState(const ModelState& state) override { return session_->SetState(state); }
   int64_t inputs() const override { return inputs_; }
   int64_t outputs() const override { return outputs_; }

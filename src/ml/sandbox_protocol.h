@@ -24,11 +24,11 @@ enum class Kind : uint32_t {
   kData = 2,      // a data set: id, example shape, classes, labels, features
   kSetState = 3,  // a ModelState (.fsm bytes)
   kGetState = 4,  //
-  kTrain = 5,     // data set id, indices, training config, seed, objective
+  kTrain = 5,     // data set id, indices, training config, objective
   kPredict = 6,   // data set id, indices
   kSave = 7,      // -> TorchScript bytes with the current weights
   // A vertical job's bottom model (ml/split_model.h), in place of a model:
-  kSplitLoad = 8,       // module bytes, submodule, inputs, outputs, training config, seed,
+  kSplitLoad = 8,       // module bytes, submodule, inputs, outputs, training config,
                         // check ops -> misfit, output shape, weights, parameters
   kSplitForward = 9,    // rows, train, values -> outputs
   kSplitBackward = 10,  // output gradient -> (the inputs' gradient, empty)

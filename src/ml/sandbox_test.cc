@@ -21,6 +21,7 @@
 #include "ml/model.h"
 #include "ml/scripted_module.h"
 #include "ml/torchscript_check.h"
+#include "privacy/secure_random.h"
 
 namespace fedsilo::ml {
 namespace {
@@ -574,15 +575,20 @@ TEST(SandboxTest, APartysSubmoduleTrainsInTheSandboxAsTheBuiltInLayersDo) {
   adam.optimizer = OptimizerKind::kAdam;
   adam.learning_rate = 0.05;
   auto scripted = SandboxedLayers::Load(TestSandbox(), "bottoms.pt", ReadBytes(BottomsModule()),
-                                        "bank", 3, 4, adam, 7);
+                                        "bank", 3, 4, adam);
   ASSERT_TRUE(scripted.ok()) << scripted.status();
   EXPECT_EQ((*scripted)->num_parameters(), 16);
   EXPECT_THAT((*scripted)->Describe(), HasSubstr("torchscript 'bank' 3->4"));
   auto builtin = LayerStack::Create({3, {}, 4, /*relu_output=*/true, false}, adam, 1);
   ASSERT_TRUE(builtin.ok());
 
-  // The module's file holds zeros: the party drew its weights afresh, from
-  // its seed.
+  // The module's file holds zeros; a party draws the weight matrix (and a
+  // `bias` beside it: here there is none, so b1 keeps its zeros) from its
+  // own generator.
+  privacy::SecureRandom::Key key{};
+  key[0] = 7;
+  privacy::SecureRandom random = privacy::SecureRandom::WithKeyForTesting(key);
+  ASSERT_TRUE(DrawInitialWeights(**scripted, random).ok());
   auto drawn = (*scripted)->Weights();
   ASSERT_TRUE(drawn.ok()) << drawn.status();
   ASSERT_EQ(drawn->tensors().size(), 2u);
@@ -591,10 +597,11 @@ TEST(SandboxTest, APartysSubmoduleTrainsInTheSandboxAsTheBuiltInLayersDo) {
   for (float v : drawn->tensors()[0].floats()) largest = std::max(largest, std::abs(v));
   EXPECT_GT(largest, 0.05f);
   EXPECT_LT(largest, 1 / std::sqrt(3.0f) + 1e-6f);  // Kaiming-uniform's bound for 3 inputs
-  auto again = SandboxedLayers::Load(TestSandbox(), "bottoms.pt", ReadBytes(BottomsModule()),
-                                     "bank", 3, 4, adam, 8);
-  ASSERT_TRUE(again.ok());
-  EXPECT_NE((*again)->Weights()->tensors()[0].floats(), drawn->tensors()[0].floats());
+  EXPECT_EQ(drawn->tensors()[1].floats(), std::vector<float>(4, 0.f));
+  key[0] = 8;
+  privacy::SecureRandom other = privacy::SecureRandom::WithKeyForTesting(key);
+  ASSERT_TRUE(DrawInitialWeights(**scripted, other).ok());
+  EXPECT_NE((*scripted)->Weights()->tensors()[0].floats(), drawn->tensors()[0].floats());
 
   // The built-in layers' weights, under the submodule's names.
   const ModelState start = (*builtin)->GetState();
@@ -647,24 +654,24 @@ TEST(SandboxTest, APartysSubmoduleTrainsInTheSandboxAsTheBuiltInLayersDo) {
 TEST(SandboxTest, ASubmoduleThatDoesNotFitIsRefusedNamingThePartyAndTheShapes) {
   const std::string bytes = ReadBytes(BottomsModule());
   const TrainingConfig sgd;
-  auto missing = SandboxedLayers::Load(TestSandbox(), "m", bytes, "telecom", 3, 4, sgd, 1);
+  auto missing = SandboxedLayers::Load(TestSandbox(), "m", bytes, "telecom", 3, 4, sgd);
   ASSERT_FALSE(missing.ok());
   EXPECT_THAT(missing.status().message(), HasSubstr("has no submodule 'telecom'"));
   EXPECT_TRUE(IsShareable(missing.status()));
 
-  auto columns = SandboxedLayers::Load(TestSandbox(), "m", bytes, "bank", 7, 4, sgd, 1);
+  auto columns = SandboxedLayers::Load(TestSandbox(), "m", bytes, "bank", 7, 4, sgd);
   ASSERT_FALSE(columns.ok());
   EXPECT_THAT(columns.status().message(),
               HasSubstr("submodule 'bank' of the job's TorchScript module (model.torchscript): "
                         "its forward() fails on a batch of shape [2, 7]"));
   EXPECT_TRUE(IsShareable(columns.status()));
 
-  auto cut = SandboxedLayers::Load(TestSandbox(), "m", bytes, "shop", 2, 4, sgd, 1);
+  auto cut = SandboxedLayers::Load(TestSandbox(), "m", bytes, "shop", 2, 4, sgd);
   ASSERT_FALSE(cut.ok());
   EXPECT_THAT(cut.status().message(), HasSubstr("returned [2, 5]"));
   EXPECT_THAT(cut.status().message(), HasSubstr("[batch, 2] -> [batch, 4]"));
 
-  auto junk = SandboxedLayers::Load(TestSandbox(), "m", "not a module", "bank", 3, 4, sgd, 1);
+  auto junk = SandboxedLayers::Load(TestSandbox(), "m", "not a module", "bank", 3, 4, sgd);
   ASSERT_FALSE(junk.ok());
   EXPECT_FALSE(IsShareable(junk.status()));  // the worker's words
 }
@@ -689,7 +696,7 @@ TEST(SandboxTest, ABottomModelThatReadsASiloFileIsRefused) {
   const std::string path = Dir() + "/thief_bottoms.pt";
   ASSERT_TRUE(WriteScriptedModule(bottoms, path).ok());
   auto refused =
-      SandboxedLayers::Load(TestSandbox(), "m", ReadBytes(path), "bank", 3, 4, TrainingConfig(), 1);
+      SandboxedLayers::Load(TestSandbox(), "m", ReadBytes(path), "bank", 3, 4, TrainingConfig());
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("aten::from_file"));
   EXPECT_TRUE(IsShareable(refused.status()));
@@ -697,7 +704,7 @@ TEST(SandboxTest, ABottomModelThatReadsASiloFileIsRefused) {
   Sandbox unchecked = TestSandbox();
   unchecked.check_ops = false;
   auto loaded =
-      SandboxedLayers::Load(unchecked, "m", ReadBytes(path), "bank", 3, 4, TrainingConfig(), 1);
+      SandboxedLayers::Load(unchecked, "m", ReadBytes(path), "bank", 3, 4, TrainingConfig());
   ASSERT_TRUE(loaded.ok()) << loaded.status();  // forward() in eval mode reads nothing
   auto stopped = (*loaded)->Forward(std::vector<float>(6), 2, /*train=*/true);
   ASSERT_FALSE(stopped.ok());
@@ -714,7 +721,7 @@ TEST(SandboxTest, AWorkerOutlivesTheThreadThatStartedIt) {
   StatusOr<std::unique_ptr<SandboxedLayers>> layers = absl::InternalError("not started");
   std::thread([&] {
     layers = SandboxedLayers::Load(TestSandbox(), "m", ReadBytes(BottomsModule()), "bank", 3, 4,
-                                   TrainingConfig(), 1);
+                                   TrainingConfig());
   }).join();
   ASSERT_TRUE(layers.ok()) << layers.status();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -734,7 +741,7 @@ TEST(SandboxTest, AMalformedAnswerToABottomModelsLoadFailsTheLoad) {
   ::chmod(liar.c_str(), 0700);
   Sandbox hostile{liar};
   hostile.timeout = std::chrono::seconds(60);
-  auto layers = SandboxedLayers::Load(hostile, "liar", "x", "bank", 3, 4, TrainingConfig(), 1);
+  auto layers = SandboxedLayers::Load(hostile, "liar", "x", "bank", 3, 4, TrainingConfig());
   ASSERT_FALSE(layers.ok());
   EXPECT_THAT(layers.status().message(), HasSubstr("malformed"));
 }

@@ -180,13 +180,12 @@ class Worker {
       training.learning_rate = r.F64();
       training.momentum = r.F64();
       training.weight_decay = r.F64();
-      const uint64_t seed = r.U64();
       const bool check_ops = r.U32() != 0;
       if (!r.done() || options.inputs < 1 || options.outputs < 1) return malformed();
       std::vector<RefusedOp> refused;
       ScriptedMisfit misfit;
       StatusOr<std::unique_ptr<LayerStack>> stack = LayerStack::LoadTorchScriptHere(
-          bytes, submodule, options, training, seed, check_ops, &refused, &misfit);
+          bytes, submodule, options, training, check_ops, &refused, &misfit);
       if (!refused.empty()) {
         refused_ = refused.front();
         return absl::InvalidArgumentError("refused");

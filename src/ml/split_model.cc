@@ -12,6 +12,7 @@
 #include "core/mutex.h"
 #include "ml/torch_threads.h"
 #include "ml/torchscript_check.h"
+#include "privacy/secure_random.h"
 
 namespace fedsilo::ml {
 namespace {
@@ -78,7 +79,11 @@ struct LayerStack::Impl {
       return out;
     }
     for (const auto& p : script.named_parameters()) out.emplace_back(p.name, p.value);
-    for (const auto& b : script.named_buffers()) out.emplace_back(b.name, b.value);
+    // Floating-point buffers (batch norm's running statistics); a counter
+    // (num_batches_tracked) stays in the module.
+    for (const auto& b : script.named_buffers()) {
+      if (b.value.is_floating_point()) out.emplace_back(b.name, b.value);
+    }
     return out;
   }
   torch::Tensor Run(const torch::Tensor& x) {
@@ -102,38 +107,6 @@ namespace {
 Mutex& InitMutex() {
   static Mutex mu;
   return mu;
-}
-
-// Draws every weight matrix of `module` afresh (Kaiming-uniform, as
-// torch.nn.Linear and ConvNd initialise theirs), and the bias beside each
-// (uniform within 1/sqrt(fan_in)).
-void RedrawWeights(const torch::jit::Module& module, uint64_t seed) {
-  torch::NoGradGuard no_grad;
-  MutexLock lock(&InitMutex());
-  torch::manual_seed(seed);
-  std::map<std::string, int64_t> fan_in_of;  // by the weight's prefix ("0." of "0.weight")
-  std::vector<std::pair<std::string, torch::Tensor>> biases;
-  for (const auto& p : module.named_parameters()) {
-    torch::Tensor t = p.value;
-    if (t.dim() >= 2) {
-      const int64_t fan_in = std::get<0>(torch::nn::init::_calculate_fan_in_and_fan_out(t));
-      torch::nn::init::kaiming_uniform_(t, std::sqrt(5.0));
-      const std::string& name = p.name;
-      const size_t dot = name.rfind('.');
-      fan_in_of[dot == std::string::npos ? "" : name.substr(0, dot + 1)] = fan_in;
-    } else if (t.dim() == 1) {
-      biases.emplace_back(p.name, t);
-    }
-  }
-  for (auto& [name, t] : biases) {
-    const size_t dot = name.rfind('.');
-    const std::string prefix = dot == std::string::npos ? "" : name.substr(0, dot + 1);
-    const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
-    auto it = fan_in_of.find(prefix);
-    if (leaf != "bias" || it == fan_in_of.end() || it->second < 1) continue;
-    const double bound = 1 / std::sqrt(static_cast<double>(it->second));
-    torch::nn::init::uniform_(t, -bound, bound);
-  }
 }
 
 std::string ShapeText(const std::vector<int64_t>& shape) {
@@ -217,7 +190,7 @@ StatusOr<std::unique_ptr<LayerStack>> LayerStack::Create(const Options& options,
 
 StatusOr<std::unique_ptr<LayerStack>> LayerStack::LoadTorchScriptHere(
     const std::string& module_bytes, const std::string& submodule, const Options& options,
-    const TrainingConfig& training, uint64_t seed, bool check_ops, std::vector<RefusedOp>* refused,
+    const TrainingConfig& training, bool check_ops, std::vector<RefusedOp>* refused,
     ScriptedMisfit* misfit) {
   *misfit = ScriptedMisfit();
   if (options.inputs < 1 || options.outputs < 1) {
@@ -264,14 +237,13 @@ StatusOr<std::unique_ptr<LayerStack>> LayerStack::LoadTorchScriptHere(
   if (!found) return misfits(ScriptedMisfit::kNoSubmodule);
   const std::vector<torch::Tensor> parameters = impl->Parameters();
   if (parameters.empty()) return misfits(ScriptedMisfit::kNoParameters);
-  for (const auto& [name, t] : impl->NamedWeights()) {
-    if (t.scalar_type() != torch::kFloat32) return misfits(ScriptedMisfit::kNotFloat32);
+  for (const torch::Tensor& p : parameters) {
+    if (p.scalar_type() != torch::kFloat32) return misfits(ScriptedMisfit::kNotFloat32);
   }
   try {
-    RedrawWeights(impl->script, seed);
     for (torch::Tensor p : parameters) p.requires_grad_(true);
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("libtorch: cannot draw the weights: ", e.what()));
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what()));
   }
   torch::Tensor out;
   try {
@@ -411,6 +383,48 @@ std::string LayerStack::Describe() const {
   widths.push_back(o.outputs);
   return absl::StrCat(o.hidden.empty() ? "linear " : "mlp ", absl::StrJoin(widths, "-"), ", ",
                       num_parameters(), " parameters");
+}
+
+Status DrawInitialWeights(SplitLayers& layers, privacy::SecureRandom& random) {
+  FEDSILO_ASSIGN_OR_RETURN(ModelState state, layers.Weights());
+  const auto prefix_of = [](const std::string& name) {
+    const size_t dot = name.rfind('.');
+    return dot == std::string::npos ? std::string() : name.substr(0, dot + 1);
+  };
+  const auto leaf_of = [](const std::string& name) {
+    const size_t dot = name.rfind('.');
+    return dot == std::string::npos ? name : name.substr(dot + 1);
+  };
+  const auto fill = [&](const Tensor& t, double bound) -> Tensor {
+    std::vector<float> values(t.floats().size());
+    for (float& v : values) v = static_cast<float>((2 * random.Uniform() - 1) * bound);
+    return Tensor::FromFloats(t.name(), t.shape(), values);
+  };
+  std::map<std::string, double> bound_of;  // by the weight's prefix ("fc1." of "fc1.weight")
+  ModelState drawn;
+  for (const Tensor& t : state.tensors()) {
+    if (t.shape().size() < 2) continue;
+    int64_t fan_in = 1;
+    for (size_t d = 1; d < t.shape().size(); ++d) fan_in *= t.shape()[d];
+    bound_of[prefix_of(t.name())] =
+        1 / std::sqrt(static_cast<double>(std::max<int64_t>(1, fan_in)));
+  }
+  for (const Tensor& t : state.tensors()) {
+    auto it = bound_of.find(prefix_of(t.name()));
+    const bool matrix = t.shape().size() >= 2;
+    const bool bias = t.shape().size() == 1 && leaf_of(t.name()) == "bias" && it != bound_of.end();
+    if (matrix) {
+      int64_t fan_in = 1;
+      for (size_t d = 1; d < t.shape().size(); ++d) fan_in *= t.shape()[d];
+      FEDSILO_RETURN_IF_ERROR(
+          drawn.Add(fill(t, 1 / std::sqrt(static_cast<double>(std::max<int64_t>(1, fan_in))))));
+    } else if (bias) {
+      FEDSILO_RETURN_IF_ERROR(drawn.Add(fill(t, it->second)));
+    } else {
+      FEDSILO_RETURN_IF_ERROR(drawn.Add(t));
+    }
+  }
+  return layers.SetState(drawn);
 }
 
 StatusOr<CrossEntropy> CrossEntropyOf(absl::Span<const float> logits, int64_t rows, int classes,

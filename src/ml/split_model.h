@@ -18,6 +18,10 @@
 #include "core/model_state.h"
 #include "core/status.h"
 
+namespace fedsilo::privacy {
+class SecureRandom;
+}  // namespace fedsilo::privacy
+
 namespace fedsilo::ml {
 
 struct RefusedOp;
@@ -97,20 +101,17 @@ class LayerStack : public SplitLayers {
                                                       uint64_t seed);
   // The submodule `submodule` of the TorchScript module `module_bytes`
   // (a module holding one submodule per party), mapping options.inputs
-  // columns to options.outputs. Only in a sandbox's worker: loading runs the
-  // module's code. With `check_ops`, every operation of the whole module is
-  // checked first (ml/torchscript_check.h): `*refused` gets the first
-  // refused one. `*misfit` says why a submodule does not fit. Every weight
-  // matrix (a parameter of two or more dimensions) and the bias beside it is
-  // drawn afresh from `seed` (libtorch's default initialisation for linear
-  // and convolution layers): weights the job's author knows would let the
-  // first cut-layer outputs be turned back into the party's columns.
-  // InvalidArgument when the bytes are not a TorchScript module, an
-  // operation is refused, or the submodule does not fit.
+  // columns to options.outputs, with the weights the file holds. Only in a
+  // sandbox's worker: loading runs the module's code. With `check_ops`,
+  // every operation of the whole module is checked first
+  // (ml/torchscript_check.h): `*refused` gets the first refused one.
+  // `*misfit` says why a submodule does not fit. InvalidArgument when the
+  // bytes are not a TorchScript module, an operation is refused, or the
+  // submodule does not fit.
   static StatusOr<std::unique_ptr<LayerStack>> LoadTorchScriptHere(
       const std::string& module_bytes, const std::string& submodule, const Options& options,
-      const TrainingConfig& training, uint64_t seed, bool check_ops,
-      std::vector<RefusedOp>* refused, ScriptedMisfit* misfit);
+      const TrainingConfig& training, bool check_ops, std::vector<RefusedOp>* refused,
+      ScriptedMisfit* misfit);
   ~LayerStack() override;
   LayerStack(const LayerStack&) = delete;
   LayerStack& operator=(const LayerStack&) = delete;
@@ -141,6 +142,16 @@ struct CrossEntropy {
   std::vector<float> gradient;           // of the mean loss, rows x classes
   std::vector<float> log_probabilities;  // rows x classes
 };
+
+// Draws `layers`' initial weights from `random`: every tensor of two or
+// more dimensions (a weight matrix or kernel, parameter or buffer) uniform
+// within 1/sqrt(fan_in), as libtorch's linear and convolution layers start
+// (Kaiming-uniform), and the `bias` beside each within the same bound; other
+// tensors keep their values. A party draws its parts' weights so, from its
+// own secure randomness: weights anyone could compute (from a job's seed,
+// a module's file, or libtorch's 32-bit seed) would let whoever sees the
+// first cut-layer outputs turn them back into the party's columns.
+Status DrawInitialWeights(SplitLayers& layers, privacy::SecureRandom& random);
 
 // The mean cross-entropy of `logits` (rows x classes) against `labels`, and
 // its gradient with respect to the logits. InvalidArgument when the sizes do

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <random>
 
+#include "privacy/secure_random.h"
+
 namespace fedsilo::ml {
 namespace {
 
@@ -162,6 +164,33 @@ TEST(SplitModelTest, MisshapenInputsAndGradientsAreRefused) {
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->size(), 6u);  // the input gradient, 2 rows of 3
   EXPECT_FALSE(LayerStack::Create({0, {}, 2, false, false}, Adam(0.1), 1).ok());
+}
+
+// A party's initial weights: every tensor of two or more dimensions uniform
+// within 1/sqrt(fan_in), the `bias` beside it too, the rest as it was; the
+// same generator key gives the same weights, another key others.
+TEST(SplitModelTest, InitialWeightsAreDrawnFromThePartysGenerator) {
+  auto stack = LayerStack::Create({6, {4}, 3, true, false}, Adam(0.1), 1);
+  ASSERT_TRUE(stack.ok());
+  const auto draw = [&](uint8_t k) {
+    privacy::SecureRandom::Key key{};
+    key[0] = k;
+    privacy::SecureRandom random = privacy::SecureRandom::WithKeyForTesting(key);
+    EXPECT_TRUE(DrawInitialWeights(**stack, random).ok());
+    return (*stack)->GetState();
+  };
+  const ModelState a = draw(1), b = draw(2), again = draw(1);
+  ASSERT_EQ(a.tensors().size(), 4u);  // fc1.weight [4, 6], fc1.bias, fc2.weight [3, 4], fc2.bias
+  for (size_t i = 0; i < a.tensors().size(); ++i) {
+    const Tensor& t = a.tensors()[i];
+    const double bound = 1 / std::sqrt(t.name().rfind("fc1.", 0) == 0 ? 6.0 : 4.0);
+    float largest = 0;
+    for (float v : t.floats()) largest = std::max(largest, std::abs(v));
+    EXPECT_LE(largest, bound + 1e-6) << t.name();
+    EXPECT_GT(largest, bound / 4) << t.name();
+    EXPECT_EQ(t.floats(), again.tensors()[i].floats()) << t.name();
+    EXPECT_NE(t.floats(), b.tensors()[i].floats()) << t.name();
+  }
 }
 
 }  // namespace

@@ -615,12 +615,17 @@ Status SiloRuntime::OpenVertical(const std::string& run_id, const JobConfig& job
         KeptPart kept,
         ReadKeptPart(absl::StrCat(state_dir_, "/vertical/", with), silo_name_, with));
     if (!kept.module.empty()) {
-      // The module was allowed when the run trained; the policy must still
-      // allow it.
+      // The module was allowed when the run trained: a shipped one must be
+      // the digest the run's job names, and still be in the policy. (One
+      // named by path came from the silo's models folder then; the part
+      // binds its digest.)
       StatusOr<std::string> shipped = ShippedModuleDigest(kept.job.model.torchscript);
-      if (shipped.ok() && !shipped->empty()) {
-        FEDSILO_RETURN_IF_ERROR(guard_->CheckModel(dataset, secure::BytesDigest(kept.module)));
+      if (!shipped.ok() || (!shipped->empty() && *shipped != secure::BytesDigest(kept.module))) {
+        return Shareable(absl::FailedPreconditionError(
+            absl::StrCat("silo '", silo_name_, "': its part of run '", with,
+                         "' holds another module than the run's job names")));
       }
+      if (!shipped->empty()) FEDSILO_RETURN_IF_ERROR(guard_->CheckModel(dataset, *shipped));
     }
     options.kept = std::make_shared<const KeptPart>(std::move(kept));
   } else if (job.model.kind == ModelKind::kTorchScript) {
@@ -633,9 +638,22 @@ Status SiloRuntime::OpenVertical(const std::string& run_id, const JobConfig& job
                        absl::StrCat("silo '", silo_name_, "': cannot read the job's module"),
                        bytes.status().message());
     }
+    // The bytes loaded are the bytes checked: the digest again, on what was
+    // read.
+    StatusOr<std::string> shipped = ShippedModuleDigest(job.model.torchscript);
+    if (!shipped.ok() || (!shipped->empty() && *shipped != secure::BytesDigest(*bytes))) {
+      return Shareable(absl::FailedPreconditionError(
+          absl::StrCat("silo '", silo_name_, "': its copy of model ", job.model.torchscript,
+                       " does not match its digest; the silo's operator must look into it")));
+    }
     options.module = std::make_shared<const std::string>(*std::move(bytes));
   }
-  if (sandbox_ != nullptr) options.sandbox = *sandbox_;
+  if (sandbox_ != nullptr) {
+    // Each call to a module's sandbox within the job's round timeout, as a
+    // horizontal task's.
+    options.sandbox = *sandbox_;
+    options.sandbox->timeout = ModuleCallDeadline(sandbox_->timeout, job.federation.round_timeout);
+  }
   FEDSILO_ASSIGN_OR_RETURN(std::unique_ptr<VerticalPartyAgent> agent,
                            VerticalPartyAgent::Create(silo_name_, job, entry, options));
   // Admitted (durably, in the ledger) once everything else holds.

@@ -18,6 +18,13 @@
 #include "secure/audit_log.h"
 
 namespace fedsilo::silo {
+
+privacy::SecureRandom TestWeightsRandom(uint64_t seed) {
+  privacy::SecureRandom::Key key{};
+  for (size_t i = 0; i < 8; ++i) key[i] = static_cast<uint8_t>(seed >> (8 * i));
+  return privacy::SecureRandom::WithKeyForTesting(key);
+}
+
 namespace {
 
 bool AllFinite(const std::vector<float>& values) {
@@ -46,6 +53,7 @@ VerticalPartyAgent::VerticalPartyAgent(std::string name, const JobConfig& job,
     job_.preprocess = kept_->job.preprocess;
   }
   labelled_ = !table_.labels.empty();
+  test_seed_ = options.model_seed;
   model_seed_ = options.model_seed.has_value() ? *options.model_seed : noise_.Next64();
   label_owner_ = name_ == job_.vertical.label_owner;
   const std::vector<std::string>& parties = job_.federation.silos;
@@ -163,7 +171,7 @@ StatusOr<std::unique_ptr<VerticalPartyAgent>> VerticalPartyAgent::Create(
         *agent->sandbox_,
         absl::StrCat("its bottom model (submodule '", agent->name_, "' of model.torchscript)"),
         *agent->module_, agent->name_, static_cast<int64_t>(agent->table_.features.size()),
-        agent->job_.vertical.cut_width, agent->job_.training, agent->model_seed_);
+        agent->job_.vertical.cut_width, agent->job_.training);
     if (!bottom.ok()) return Annotate(bottom.status(), where);
     agent->bottom_ = *std::move(bottom);
   }
@@ -362,6 +370,21 @@ Status VerticalPartyAgent::Prepare(const std::vector<int64_t>& order, int64_t tr
     const std::string of = absl::StrCat(where, ": the kept model of run '", kept_->run_id, "'");
     FEDSILO_RETURN_IF_ERROR(Annotate(bottom_->SetState(kept_->bottom), of));
     if (top_ != nullptr) FEDSILO_RETURN_IF_ERROR(Annotate(top_->SetState(kept_->top), of));
+    return absl::OkStatus();
+  }
+  // The initial weights are the party's own draw, from its secure
+  // randomness: neither the job's seed, nor a module's file, nor libtorch's
+  // 32-bit seed tells them.
+  if (test_seed_.has_value()) {
+    privacy::SecureRandom bottom_random = TestWeightsRandom(*test_seed_);
+    FEDSILO_RETURN_IF_ERROR(ml::DrawInitialWeights(*bottom_, bottom_random));
+    if (top_ != nullptr) {
+      privacy::SecureRandom top_random = TestWeightsRandom(*test_seed_ + 1);
+      FEDSILO_RETURN_IF_ERROR(ml::DrawInitialWeights(*top_, top_random));
+    }
+  } else {
+    FEDSILO_RETURN_IF_ERROR(ml::DrawInitialWeights(*bottom_, noise_));
+    if (top_ != nullptr) FEDSILO_RETURN_IF_ERROR(ml::DrawInitialWeights(*top_, noise_));
   }
   return absl::OkStatus();
 }
@@ -715,13 +738,15 @@ constexpr char kModuleFile[] = "bottom.pt";
 Status KeepPart(const std::string& dir, const std::string& run_id,
                 const VerticalPartyAgent& agent) {
   const JobConfig& job = agent.job();
-  const ModelMetadata metadata = {{"job", job.name},
-                                  {"party", agent.name()},
-                                  {"run", run_id},
-                                  {"round", std::to_string(job.training.rounds)},
-                                  {"job_yaml", JobConfigToYaml(job)},
-                                  {"id_column", agent.id_column()},
-                                  {"classes", std::to_string(agent.classes())}};
+  const ModelMetadata metadata = {
+      {"job", job.name},
+      {"party", agent.name()},
+      {"run", run_id},
+      {"round", std::to_string(job.training.rounds)},
+      {"job_yaml", JobConfigToYaml(job)},
+      {"id_column", agent.id_column()},
+      {"classes", std::to_string(agent.classes())},
+      {"module", agent.module().empty() ? std::string() : secure::BytesDigest(agent.module())}};
   FEDSILO_ASSIGN_OR_RETURN(ModelState bottom, agent.BottomState());
   if (!agent.module().empty()) {
     FEDSILO_RETURN_IF_ERROR(
@@ -774,6 +799,7 @@ StatusOr<KeptPart> ReadKeptPart(const std::string& dir, const std::string& party
       FEDSILO_ASSIGN_OR_RETURN(kept.job, ParseJobConfig(field("job_yaml"), path));
       kept.id_column = field("id_column");
       kept.classes = std::atoi(field("classes").c_str());
+      kept.module_digest = field("module");
       if (kept.classes < 2 || kept.classes > 100000) kept.classes = 2;
     }
     *state = std::move(model->state);
@@ -793,6 +819,13 @@ StatusOr<KeptPart> ReadKeptPart(const std::string& dir, const std::string& party
           absl::StatusCode::kFailedPrecondition,
           absl::StrCat(where, ": its kept ", kModuleFile, " of run '", run_id, "' cannot be read"),
           module.ok() ? path + " is empty" : std::string(module.status().message()));
+    }
+    // The module the weights were trained in, and no other.
+    if (secure::BytesDigest(*module) != kept.module_digest) {
+      return DataError(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat(where, ": its kept ", kModuleFile, " of run '", run_id,
+                                    "' is not the module its part was trained in"),
+                       path);
     }
     kept.module = *std::move(module);
   }

@@ -45,9 +45,17 @@ struct KeptPart {
   std::string id_column;  // of the party's dataset in that run
   int classes = 2;
   // The run's TorchScript module (model.torchscript), whose submodule named
-  // after the party is its bottom model; empty for a built-in one.
+  // after the party is its bottom model, and its SHA-256 as the part
+  // recorded it (ReadKeptPart checks the two agree); empty for a built-in
+  // one.
   std::string module;
+  std::string module_digest;
 };
+
+// The generator a party draws its initial weights from when the tests give
+// it a seed (VerticalPartyOptions::model_seed): the same seed, the same
+// weights.
+privacy::SecureRandom TestWeightsRandom(uint64_t seed);
 
 class VerticalPartyAgent;
 
@@ -65,7 +73,7 @@ StatusOr<KeptPart> ReadKeptPart(const std::string& dir, const std::string& party
 
 struct VerticalPartyOptions {
   // Tests only: the bottom model's initial weights from this seed, and the
-  // top model's from model_seed + 1. By default each party draws its own
+  // top model's from model_seed + 1 (TestWeightsRandom). By default each party draws its own
   // from the operating system: weights everyone could compute from the job
   // would let the label owner, or the orchestrator, turn the first cut-layer
   // outputs back into the party's columns.
@@ -192,6 +200,7 @@ class VerticalPartyAgent : public transport::VerticalParty {
   bool labelled_ = true;
   std::vector<float> predictions_;  // scoring, label owner: log-probabilities
   uint64_t model_seed_ = 0;
+  std::optional<uint64_t> test_seed_;
   std::shared_ptr<const secure::SecAggIdentity> identity_;
   int64_t max_peer_ids_ = 0;
   int64_t min_intersection_ = 0;

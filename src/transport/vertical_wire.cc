@@ -87,7 +87,9 @@ StatusOr<pb::Reply> RemoteVerticalParty::Call(const pb::Request& request, uint64
   if (!request.SerializeToString(&step.payload)) {
     return absl::InternalError("a vertical step did not serialise");
   }
-  if (step.payload.size() > kMaxVerticalRequestBytes) {
+  // The step that opens a run may carry the job's module beside it.
+  const size_t module_bytes = request.has_open() ? request.open().torchscript().size() : 0;
+  if (step.payload.size() > kMaxVerticalRequestBytes + module_bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("a vertical step to party '", name(), "' would carry ",
                      step.payload.size() >> 20, " MiB; a step carries at most ",
