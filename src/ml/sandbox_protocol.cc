@@ -107,7 +107,7 @@ std::vector<float> Reader::Floats() {
     return {};
   }
   std::vector<float> v(static_cast<size_t>(n));
-  std::memcpy(v.data(), p, v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(v.data(), p, v.size() * sizeof(float));
   return v;
 }
 
