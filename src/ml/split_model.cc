@@ -400,25 +400,22 @@ Status DrawInitialWeights(SplitLayers& layers, privacy::SecureRandom& random) {
     for (float& v : values) v = static_cast<float>((2 * random.Uniform() - 1) * bound);
     return Tensor::FromFloats(t.name(), t.shape(), values);
   };
-  std::map<std::string, double> bound_of;  // by the weight's prefix ("fc1." of "fc1.weight")
-  ModelState drawn;
-  for (const Tensor& t : state.tensors()) {
-    if (t.shape().size() < 2) continue;
+  // Kaiming-uniform's bound for a weight of this shape: 1/sqrt(fan_in).
+  const auto bound_for = [](const Tensor& t) {
     int64_t fan_in = 1;
     for (size_t d = 1; d < t.shape().size(); ++d) fan_in *= t.shape()[d];
-    bound_of[prefix_of(t.name())] =
-        1 / std::sqrt(static_cast<double>(std::max<int64_t>(1, fan_in)));
+    return 1 / std::sqrt(static_cast<double>(std::max<int64_t>(1, fan_in)));
+  };
+  std::map<std::string, double> bound_of;  // by the weight's prefix ("fc1." of "fc1.weight")
+  for (const Tensor& t : state.tensors()) {
+    if (t.shape().size() >= 2) bound_of[prefix_of(t.name())] = bound_for(t);
   }
+  ModelState drawn;
   for (const Tensor& t : state.tensors()) {
     auto it = bound_of.find(prefix_of(t.name()));
-    const bool matrix = t.shape().size() >= 2;
-    const bool bias = t.shape().size() == 1 && leaf_of(t.name()) == "bias" && it != bound_of.end();
-    if (matrix) {
-      int64_t fan_in = 1;
-      for (size_t d = 1; d < t.shape().size(); ++d) fan_in *= t.shape()[d];
-      FEDSILO_RETURN_IF_ERROR(
-          drawn.Add(fill(t, 1 / std::sqrt(static_cast<double>(std::max<int64_t>(1, fan_in))))));
-    } else if (bias) {
+    if (t.shape().size() >= 2) {
+      FEDSILO_RETURN_IF_ERROR(drawn.Add(fill(t, bound_for(t))));
+    } else if (t.shape().size() == 1 && leaf_of(t.name()) == "bias" && it != bound_of.end()) {
       FEDSILO_RETURN_IF_ERROR(drawn.Add(fill(t, it->second)));
     } else {
       FEDSILO_RETURN_IF_ERROR(drawn.Add(t));
